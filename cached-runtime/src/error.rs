@@ -1,0 +1,164 @@
+//! The one error type of redcache.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong in redcache, with a message that says how to fix it.
+///
+/// A `#[cached]` function never returns this type: cache faults there fail open (the body
+/// runs and its result is returned). It comes back from set-up ([`init`](crate::init),
+/// [`Cache::connect`](crate::Cache::connect)) and from the programmatic API
+/// ([`Cache::get`](crate::Cache::get), [`Cache::set`](crate::Cache::set), …).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let config = redcache::Config::builder().url("not a url").build();
+/// let err = redcache::Cache::connect(config).await.unwrap_err();
+/// assert!(matches!(err, redcache::Error::Config { .. }));
+/// assert!(err.to_string().contains("REDIS_URL"));
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is unusable (a malformed URL, a tunable that does not parse).
+    Config {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// Redis could not be reached when connecting.
+    Connect {
+        /// The redacted address that was tried (never contains a password).
+        target: String,
+        /// What the driver reported.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// Redis answered a command with an error, or the connection broke.
+    Redis {
+        /// What the driver reported.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// Redis did not answer within the configured operation timeout.
+    Timeout {
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// A value could not be serialized to JSON.
+    Encode {
+        /// What serde_json reported.
+        source: serde_json::Error,
+    },
+    /// A stored value could not be read back as the requested type.
+    Decode {
+        /// What went wrong.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The store was skipped: consecutive faults opened the circuit breaker.
+    Unavailable {
+        /// How long the breaker skips the store before it probes again.
+        cooldown: Duration,
+    },
+    /// An encoded value is larger than [`Config::max_value_bytes`](crate::Config::max_value_bytes).
+    TooLarge {
+        /// Encoded size in bytes.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// [`init`](crate::init) or [`Cache::install`](crate::Cache::install) ran a second time.
+    AlreadyInitialized,
+    /// No cache is installed and none is in scope.
+    NotInitialized,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config { message } => write!(f, "invalid redcache configuration: {message}"),
+            Error::Connect { target, source } => write!(
+                f,
+                "could not connect to Redis at {target}: {source}; check REDIS_URL (or \
+                 REDIS_HOST/REDIS_PORT) and that redis-server is running"
+            ),
+            Error::Redis { source } => write!(f, "Redis command failed: {source}"),
+            Error::Timeout { after } => write!(
+                f,
+                "Redis did not answer within {after:?}; raise the timeout with \
+                 Config::builder().op_timeout(..) or REDCACHE_TIMEOUT_MS"
+            ),
+            Error::Encode { source } => write!(
+                f,
+                "the value cannot be serialized to JSON ({source}); maps need string or \
+                 integer keys"
+            ),
+            Error::Decode { source } => write!(
+                f,
+                "the cached value does not decode as the requested type ({source}); it was \
+                 written by another type or another format version and will be overwritten"
+            ),
+            Error::Unavailable { cooldown } => write!(
+                f,
+                "the store is skipped after consecutive faults (circuit breaker open, probing \
+                 again every {cooldown:?}); check that Redis is up"
+            ),
+            Error::TooLarge { size, max } => write!(
+                f,
+                "the encoded value is {size} bytes, over the limit of {max}; raise it with \
+                 Config::builder().max_value_bytes(..) or REDCACHE_MAX_VALUE_BYTES"
+            ),
+            Error::AlreadyInitialized => write!(
+                f,
+                "a global cache is already installed; call redcache::init once at startup, \
+                 or use Cache::scope for a different cache in part of the program"
+            ),
+            Error::NotInitialized => write!(
+                f,
+                "no cache is installed; call redcache::init(Config::from_env()) at startup \
+                 or run the code inside Cache::scope"
+            ),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Error::Connect { source, .. } | Error::Redis { source } | Error::Decode { source } => {
+                Some(&**source)
+            }
+            Error::Encode { source } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::Config {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn redis(err: redis::RedisError) -> Self {
+        Error::Redis {
+            source: Box::new(err),
+        }
+    }
+
+    pub(crate) fn decode(err: impl StdError + Send + Sync + 'static) -> Self {
+        Error::Decode {
+            source: Box::new(err),
+        }
+    }
+
+    /// Whether this fault says the store itself is unhealthy (counts toward the breaker).
+    pub(crate) fn is_store_fault(&self) -> bool {
+        matches!(self, Error::Redis { .. } | Error::Timeout { .. })
+    }
+}
+
+/// `Result` with redcache's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

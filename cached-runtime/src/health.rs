@@ -1,0 +1,146 @@
+//! Store health: the circuit breaker and rate-limited fault logs.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Shortest gap between two fault log lines of one cache.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub(crate) struct Health {
+    epoch: Instant,
+    threshold: u32,
+    cooldown_ms: u64,
+    consecutive: AtomicU32,
+    /// Milliseconds since `epoch` until which the store is skipped; 0 when closed.
+    open_until: AtomicU64,
+    last_log: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Health {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Health {
+            epoch: Instant::now(),
+            threshold,
+            cooldown_ms: u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX).max(1),
+            consecutive: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            last_log: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Milliseconds since `epoch`, never 0.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// Whether the next store operation may go ahead. After the cool-down exactly one caller
+    /// is let through to probe; the others keep skipping until it reports.
+    pub(crate) fn allow(&self) -> bool {
+        let until = self.open_until.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now();
+        now >= until
+            && self
+                .open_until
+                .compare_exchange(until, now.saturating_add(self.cooldown_ms), Relaxed, Relaxed)
+                .is_ok()
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until.load(Relaxed) != 0
+    }
+
+    pub(crate) fn success(&self) {
+        if self.consecutive.load(Relaxed) != 0 {
+            self.consecutive.store(0, Relaxed);
+        }
+        if self.open_until.load(Relaxed) != 0 {
+            self.open_until.store(0, Relaxed);
+            tracing::info!("redcache: the store answers again; circuit breaker closed");
+        }
+    }
+
+    pub(crate) fn failure(&self) {
+        let n = self.consecutive.fetch_add(1, Relaxed).saturating_add(1);
+        if self.threshold > 0 && n >= self.threshold {
+            let until = self.now().saturating_add(self.cooldown_ms);
+            if self.open_until.swap(until, Relaxed) == 0 {
+                tracing::warn!(
+                    faults = n,
+                    cooldown_ms = self.cooldown_ms,
+                    "redcache: circuit breaker open; calls skip the store for the cool-down"
+                );
+            }
+        }
+    }
+
+    /// Whether a fault may be logged now; if so, how many were not logged since the last.
+    pub(crate) fn may_log(&self) -> Option<u64> {
+        let now = self.now();
+        let last = self.last_log.load(Relaxed);
+        let gap = u64::try_from(LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if (last == 0 || now.saturating_sub(last) >= gap)
+            && self.last_log.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_threshold_and_closes_on_success() {
+        let h = Health::new(3, Duration::from_secs(3600));
+        h.failure();
+        h.failure();
+        assert!(h.allow() && !h.is_open());
+        h.failure();
+        assert!(h.is_open() && !h.allow());
+        h.success();
+        assert!(h.allow() && !h.is_open());
+    }
+
+    #[test]
+    fn one_probe_after_cooldown() {
+        let h = Health::new(1, Duration::from_millis(1));
+        h.failure();
+        while h.now() < h.open_until.load(Relaxed) {
+            std::hint::spin_loop();
+        }
+        assert!(h.allow(), "the probe goes through");
+        assert!(!h.allow(), "others keep skipping while it runs");
+        h.failure();
+        assert!(h.is_open(), "a failed probe re-opens at once");
+    }
+
+    #[test]
+    fn threshold_zero_never_opens() {
+        let h = Health::new(0, Duration::from_secs(1));
+        for _ in 0..100 {
+            h.failure();
+        }
+        assert!(h.allow() && !h.is_open());
+    }
+
+    #[test]
+    fn logs_are_rate_limited() {
+        let h = Health::new(0, Duration::from_secs(1));
+        assert_eq!(h.may_log(), Some(0));
+        assert_eq!(h.may_log(), None);
+        assert_eq!(h.may_log(), None);
+        assert_eq!(h.suppressed.load(Relaxed), 2);
+    }
+}

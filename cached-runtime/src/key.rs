@@ -1,0 +1,222 @@
+//! Key derivation: `[{namespace}:]{prefix}:{md5_hex}` over the canonical JSON of the key
+//! material.
+//!
+//! Canonical means serde_json's compact form with every object's keys sorted, so a
+//! `HashMap` argument gives the same key in every process, whatever its iteration order
+//! and whatever serde_json features other crates turn on.
+
+use md5::{Digest, Md5};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The key material of one call, collected by generated code (and by the helpers that must
+/// derive the same key). Not public API: reached through `redcache::__private`.
+#[derive(Debug)]
+pub struct KeyArgs {
+    /// Canonical JSON of the items, comma separated, without the enclosing brackets.
+    items: Vec<u8>,
+    count: usize,
+    /// The material is one `key = expr` value, not an argument list.
+    expr: bool,
+    error: Option<serde_json::Error>,
+}
+
+impl Default for KeyArgs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeyArgs {
+    /// An empty argument list (hashes `[]` if nothing is added).
+    pub fn new() -> Self {
+        KeyArgs {
+            items: Vec::with_capacity(32),
+            count: 0,
+            expr: false,
+            error: None,
+        }
+    }
+
+    /// The material of `key = expr`: the value itself, not wrapped in an array.
+    pub fn expr<T: Serialize + ?Sized>(value: &T) -> Self {
+        let mut args = Self::new().arg(value);
+        args.expr = true;
+        args
+    }
+
+    /// Appends one argument.
+    pub fn arg<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        if self.error.is_none() {
+            match serde_json::to_value(value) {
+                Ok(value) => self.push(|out| write_canonical(&value, out)),
+                Err(err) => self.error = Some(err),
+            }
+        }
+        self
+    }
+
+    /// Appends a type's name (generic parameters, the `Self` of a method), so instances of a
+    /// generic function never share entries.
+    pub fn ty(self, name: &'static str) -> Self {
+        let mut this = self;
+        this.push(|out| write_str(name, out));
+        this
+    }
+
+    fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.count > 0 {
+            self.items.push(b',');
+        }
+        write(&mut self.items);
+        self.count += 1;
+    }
+
+    /// The canonical JSON that is hashed.
+    pub fn material(self) -> Result<Vec<u8>, crate::Error> {
+        if let Some(source) = self.error {
+            return Err(crate::Error::Encode { source });
+        }
+        if self.expr && self.count == 1 {
+            return Ok(self.items);
+        }
+        let mut out = Vec::with_capacity(self.items.len() + 2);
+        out.push(b'[');
+        out.extend_from_slice(&self.items);
+        out.push(b']');
+        Ok(out)
+    }
+
+    /// The full key for this material.
+    pub fn key(self, namespace: Option<&str>, prefix: &str) -> Result<String, crate::Error> {
+        Ok(derive_key(namespace, prefix, &self.material()?))
+    }
+}
+
+/// `[{namespace}:]{prefix}:{md5_hex}` where `md5_hex` is the full md5 of `material`.
+pub(crate) fn derive_key(namespace: Option<&str>, prefix: &str, material: &[u8]) -> String {
+    let digest = Md5::digest(material);
+    let ns_len = namespace.map_or(0, |ns| ns.len() + 1);
+    let mut key = String::with_capacity(ns_len + prefix.len() + 33);
+    if let Some(ns) = namespace {
+        key.push_str(ns);
+        key.push(':');
+    }
+    key.push_str(prefix);
+    key.push(':');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in digest {
+        key.push(HEX[usize::from(byte >> 4)] as char);
+        key.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    key
+}
+
+/// Writes `value` as compact JSON with object keys sorted.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(k, out);
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        scalar => write_json(scalar, out),
+    }
+}
+
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    write_json(s, out);
+}
+
+fn write_json<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Writing a string, number, bool or null into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, HashMap};
+
+    fn material(args: KeyArgs) -> String {
+        String::from_utf8(args.material().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn arguments_form_a_compact_array() {
+        assert_eq!(material(KeyArgs::new().arg(&42u64).arg("x")), r#"[42,"x"]"#);
+        assert_eq!(material(KeyArgs::new()), "[]");
+        assert_eq!(material(KeyArgs::new().arg(&Some(1.5f64)).arg(&())), "[1.5,null]");
+    }
+
+    #[test]
+    fn golden_key() {
+        // md5("[42,\"x\"]"), computed independently with `printf '[42,"x"]' | md5sum`.
+        let key = KeyArgs::new().arg(&42).arg("x").key(None, "user:profile").unwrap();
+        assert_eq!(key, "user:profile:f2a6f229156f54f3c6a0c4f73ecf014f");
+        let key = KeyArgs::new().arg(&42).arg("x").key(Some("app"), "p").unwrap();
+        assert_eq!(key, "app:p:f2a6f229156f54f3c6a0c4f73ecf014f");
+    }
+
+    #[test]
+    fn maps_are_sorted_at_every_depth() {
+        let mut a = HashMap::new();
+        let mut b = HashMap::new();
+        for i in 0..200 {
+            a.insert(format!("k{i}"), HashMap::from([("z", i), ("a", i)]));
+        }
+        for i in (0..200).rev() {
+            b.insert(format!("k{i}"), HashMap::from([("a", i), ("z", i)]));
+        }
+        let ka = material(KeyArgs::new().arg(&a));
+        let kb = material(KeyArgs::new().arg(&b));
+        assert_eq!(ka, kb);
+        let sorted: BTreeMap<String, BTreeMap<&str, i32>> = a
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect();
+        let expected = format!("[{}]", serde_json::to_string(&sorted).unwrap());
+        assert!(ka == expected, "not sorted: {}", &ka[..60]);
+        assert!(ka.starts_with(r#"[{"k0":{"a":0,"z":0},"k1":"#), "{}", &ka[..40]);
+    }
+
+    #[test]
+    fn expr_material_is_the_value_itself() {
+        assert_eq!(material(KeyArgs::expr(&42)), "42");
+        assert_eq!(material(KeyArgs::expr(&(1, "a"))), r#"[1,"a"]"#);
+        assert_eq!(material(KeyArgs::expr(&7).ty("u32")), r#"[7,"u32"]"#);
+        assert_eq!(material(KeyArgs::new().arg(&7).ty("u32")), r#"[7,"u32"]"#);
+    }
+
+    #[test]
+    fn strings_are_escaped_and_non_ascii_kept() {
+        assert_eq!(material(KeyArgs::new().arg("a\"b\n")), r#"["a\"b\n"]"#);
+        assert_eq!(material(KeyArgs::new().arg("żółw")), "[\"żółw\"]");
+    }
+
+    #[test]
+    fn unserializable_material_is_an_error_not_a_panic() {
+        let bad: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+        let err = KeyArgs::new().arg(&bad).material().unwrap_err();
+        assert!(err.to_string().contains("cannot be serialized"), "{err}");
+    }
+}

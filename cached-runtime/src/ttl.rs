@@ -1,0 +1,91 @@
+//! Time to live with random jitter.
+
+use rand::Rng;
+use std::time::Duration;
+
+/// How long entries written by one function live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Policy {
+    ttl: Duration,
+    jitter_secs: u64,
+    null_ttl: Option<Duration>,
+}
+
+impl Policy {
+    /// `ttl` seconds plus up to `jitter` whole seconds; `None` cached for `null_ttl` seconds
+    /// (0: not cached). A TTL of 0 is raised to 1 s: every entry expires, none is eternal
+    /// and none is written already dead.
+    pub(crate) fn seconds(ttl: u64, jitter: u64, null_ttl: u64) -> Self {
+        Policy {
+            ttl: Duration::from_secs(ttl.max(1)),
+            jitter_secs: jitter,
+            null_ttl: (null_ttl > 0).then(|| Duration::from_secs(null_ttl)),
+        }
+    }
+
+    /// Exactly `ttl`, no jitter, no null caching (the programmatic API).
+    pub(crate) fn exact(ttl: Duration) -> Self {
+        Policy {
+            ttl: ttl.max(Duration::from_millis(1)),
+            jitter_secs: 0,
+            null_ttl: None,
+        }
+    }
+
+    /// A fresh TTL for one value: `ttl + rand(0..=jitter)`, so entries written together do
+    /// not expire together.
+    pub(crate) fn value_ttl(&self) -> Duration {
+        let extra = if self.jitter_secs == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=self.jitter_secs)
+        };
+        self.ttl.saturating_add(Duration::from_secs(extra))
+    }
+
+    /// The TTL of a cached `None`, if `None` is cached.
+    pub(crate) fn null_ttl(&self) -> Option<Duration> {
+        self.null_ttl
+    }
+}
+
+/// The jitter used when a function sets none: a tenth of the TTL.
+pub(crate) fn default_jitter(ttl: u64) -> u64 {
+    ttl / 10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_range_and_varies() {
+        let p = Policy::seconds(100, 20, 0);
+        let ttls: Vec<u64> = (0..500).map(|_| p.value_ttl().as_secs()).collect();
+        assert!(ttls.iter().all(|t| (100..=120).contains(t)), "{ttls:?}");
+        assert!(ttls.contains(&100) && ttls.contains(&120), "both ends reachable");
+    }
+
+    #[test]
+    fn zero_jitter_is_exact_and_zero_ttl_is_raised() {
+        assert_eq!(Policy::seconds(900, 0, 0).value_ttl(), Duration::from_secs(900));
+        assert_eq!(Policy::seconds(0, 0, 0).value_ttl(), Duration::from_secs(1));
+        assert_eq!(default_jitter(900), 90);
+        assert_eq!(default_jitter(5), 0);
+    }
+
+    #[test]
+    fn null_ttl_zero_turns_null_caching_off() {
+        assert_eq!(Policy::seconds(10, 1, 0).null_ttl(), None);
+        assert_eq!(
+            Policy::seconds(10, 1, 30).null_ttl(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(Policy::exact(Duration::from_secs(5)).null_ttl(), None);
+    }
+
+    #[test]
+    fn huge_ttl_saturates() {
+        assert_eq!(Policy::seconds(u64::MAX, 5, 0).value_ttl(), Duration::MAX);
+    }
+}
