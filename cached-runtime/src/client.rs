@@ -224,7 +224,12 @@ impl Cache {
     /// assert_eq!(cache.get::<u32>("answer").await?, Some(42));
     /// # Ok(()) }
     /// ```
-    pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T, ttl: Duration) -> Result<()> {
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<()> {
         let bytes = codec::encode_value(value).map_err(|source| Error::Encode { source })?;
         let key = self.full_key(key);
         self.write_checked(&key, &bytes, Policy::exact(ttl).value_ttl())

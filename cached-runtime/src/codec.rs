@@ -175,7 +175,10 @@ mod tests {
         // Why `Option` returns get their own shape (a `None` entry): inside a value,
         // JSON has one `null` for both.
         let bytes = encode_value(&Some(None::<u8>)).unwrap();
-        assert_eq!(decode::<Option<Option<u8>>>(&bytes).unwrap(), Decoded::Value(None));
+        assert_eq!(
+            decode::<Option<Option<u8>>>(&bytes).unwrap(),
+            Decoded::Value(None)
+        );
     }
 
     #[test]
@@ -191,10 +194,7 @@ mod tests {
 
     #[test]
     fn null_entry_is_told_apart_from_a_null_value() {
-        assert_eq!(
-            decode::<Option<u8>>(&encode_null()).unwrap(),
-            Decoded::Null
-        );
+        assert_eq!(decode::<Option<u8>>(&encode_null()).unwrap(), Decoded::Null);
         assert_eq!(
             decode::<Option<u8>>(&encode_value(&None::<u8>).unwrap()).unwrap(),
             Decoded::Value(None)

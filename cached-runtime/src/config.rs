@@ -165,21 +165,48 @@ impl Config {
             }
         }
         let ms = Duration::from_millis;
-        num(&mut b, "REDCACHE_DEFAULT_TTL", get("REDCACHE_DEFAULT_TTL"), |c, v| c.default_ttl = v);
-        num(&mut b, "REDCACHE_NULL_TTL", get("REDCACHE_NULL_TTL"), |c, v| c.default_null_ttl = v);
-        num(&mut b, "REDCACHE_TIMEOUT_MS", get("REDCACHE_TIMEOUT_MS"), |c, v| c.op_timeout = ms(v));
-        num(&mut b, "REDCACHE_CONNECT_TIMEOUT_MS", get("REDCACHE_CONNECT_TIMEOUT_MS"), |c, v| {
-            c.connect_timeout = ms(v)
-        });
-        num(&mut b, "REDCACHE_MAX_VALUE_BYTES", get("REDCACHE_MAX_VALUE_BYTES"), |c, v| {
-            c.max_value_bytes = v
-        });
-        num(&mut b, "REDCACHE_BREAKER_THRESHOLD", get("REDCACHE_BREAKER_THRESHOLD"), |c, v| {
-            c.breaker_threshold = v
-        });
-        num(&mut b, "REDCACHE_BREAKER_COOLDOWN_MS", get("REDCACHE_BREAKER_COOLDOWN_MS"), |c, v| {
-            c.breaker_cooldown = ms(v)
-        });
+        num(
+            &mut b,
+            "REDCACHE_DEFAULT_TTL",
+            get("REDCACHE_DEFAULT_TTL"),
+            |c, v| c.default_ttl = v,
+        );
+        num(
+            &mut b,
+            "REDCACHE_NULL_TTL",
+            get("REDCACHE_NULL_TTL"),
+            |c, v| c.default_null_ttl = v,
+        );
+        num(
+            &mut b,
+            "REDCACHE_TIMEOUT_MS",
+            get("REDCACHE_TIMEOUT_MS"),
+            |c, v| c.op_timeout = ms(v),
+        );
+        num(
+            &mut b,
+            "REDCACHE_CONNECT_TIMEOUT_MS",
+            get("REDCACHE_CONNECT_TIMEOUT_MS"),
+            |c, v| c.connect_timeout = ms(v),
+        );
+        num(
+            &mut b,
+            "REDCACHE_MAX_VALUE_BYTES",
+            get("REDCACHE_MAX_VALUE_BYTES"),
+            |c, v| c.max_value_bytes = v,
+        );
+        num(
+            &mut b,
+            "REDCACHE_BREAKER_THRESHOLD",
+            get("REDCACHE_BREAKER_THRESHOLD"),
+            |c, v| c.breaker_threshold = v,
+        );
+        num(
+            &mut b,
+            "REDCACHE_BREAKER_COOLDOWN_MS",
+            get("REDCACHE_BREAKER_COOLDOWN_MS"),
+            |c, v| c.breaker_cooldown = ms(v),
+        );
         b.build()
     }
 
@@ -537,7 +564,11 @@ mod tests {
             assert!(!shown.contains("secret"), "{shown}");
             assert!(shown.contains("***"), "{shown}");
         }
-        let c = Config::builder().host("h", 1).username("u").password("pw-secret").build();
+        let c = Config::builder()
+            .host("h", 1)
+            .username("u")
+            .password("pw-secret")
+            .build();
         assert!(!format!("{c:?}").contains("secret"));
         let err = Config::builder()
             .url("redis//:pw-secret@h")

@@ -23,7 +23,9 @@ impl Health {
         Health {
             epoch: Instant::now(),
             threshold,
-            cooldown_ms: u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX).max(1),
+            cooldown_ms: u64::try_from(cooldown.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
             consecutive: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             last_log: AtomicU64::new(0),
@@ -49,7 +51,12 @@ impl Health {
         now >= until
             && self
                 .open_until
-                .compare_exchange(until, now.saturating_add(self.cooldown_ms), Relaxed, Relaxed)
+                .compare_exchange(
+                    until,
+                    now.saturating_add(self.cooldown_ms),
+                    Relaxed,
+                    Relaxed,
+                )
                 .is_ok()
     }
 
@@ -87,7 +94,10 @@ impl Health {
         let last = self.last_log.load(Relaxed);
         let gap = u64::try_from(LOG_EVERY.as_millis()).unwrap_or(u64::MAX);
         if (last == 0 || now.saturating_sub(last) >= gap)
-            && self.last_log.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+            && self
+                .last_log
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
         {
             Some(self.suppressed.swap(0, Relaxed))
         } else {

@@ -165,15 +165,26 @@ mod tests {
     fn arguments_form_a_compact_array() {
         assert_eq!(material(KeyArgs::new().arg(&42u64).arg("x")), r#"[42,"x"]"#);
         assert_eq!(material(KeyArgs::new()), "[]");
-        assert_eq!(material(KeyArgs::new().arg(&Some(1.5f64)).arg(&())), "[1.5,null]");
+        assert_eq!(
+            material(KeyArgs::new().arg(&Some(1.5f64)).arg(&())),
+            "[1.5,null]"
+        );
     }
 
     #[test]
     fn golden_key() {
         // md5("[42,\"x\"]"), computed independently with `printf '[42,"x"]' | md5sum`.
-        let key = KeyArgs::new().arg(&42).arg("x").key(None, "user:profile").unwrap();
+        let key = KeyArgs::new()
+            .arg(&42)
+            .arg("x")
+            .key(None, "user:profile")
+            .unwrap();
         assert_eq!(key, "user:profile:f2a6f229156f54f3c6a0c4f73ecf014f");
-        let key = KeyArgs::new().arg(&42).arg("x").key(Some("app"), "p").unwrap();
+        let key = KeyArgs::new()
+            .arg(&42)
+            .arg("x")
+            .key(Some("app"), "p")
+            .unwrap();
         assert_eq!(key, "app:p:f2a6f229156f54f3c6a0c4f73ecf014f");
     }
 
@@ -196,7 +207,11 @@ mod tests {
             .collect();
         let expected = format!("[{}]", serde_json::to_string(&sorted).unwrap());
         assert!(ka == expected, "not sorted: {}", &ka[..60]);
-        assert!(ka.starts_with(r#"[{"k0":{"a":0,"z":0},"k1":"#), "{}", &ka[..40]);
+        assert!(
+            ka.starts_with(r#"[{"k0":{"a":0,"z":0},"k1":"#),
+            "{}",
+            &ka[..40]
+        );
     }
 
     #[test]

@@ -233,9 +233,15 @@ mod tests {
         assert_eq!(round_trip::<Plain<()>>(()), ((), false));
         assert_eq!(round_trip::<Opt<u8>>(Some(3)), (Some(3), false));
         assert_eq!(round_trip::<Opt<u8>>(None), (None, true));
-        assert_eq!(round_trip::<Opt<Option<u8>>>(Some(None)), (Some(None), false));
+        assert_eq!(
+            round_trip::<Opt<Option<u8>>>(Some(None)),
+            (Some(None), false)
+        );
         assert_eq!(round_trip::<Opt<Option<u8>>>(None), (None, true));
-        assert_eq!(round_trip::<Opt<Option<u8>>>(Some(Some(1))), (Some(Some(1)), false));
+        assert_eq!(
+            round_trip::<Opt<Option<u8>>>(Some(Some(1))),
+            (Some(Some(1)), false)
+        );
         assert_eq!(round_trip::<Res<u8, String>>(Ok(3)), (Ok(3), false));
         assert_eq!(round_trip::<ResOpt<u8, String>>(Ok(None)), (Ok(None), true));
         assert_eq!(
@@ -246,7 +252,10 @@ mod tests {
 
     #[test]
     fn errors_are_never_stored() {
-        assert!(matches!(Res::<u8, String>::outcome(&Err("e".into())), Outcome::Skip));
+        assert!(matches!(
+            Res::<u8, String>::outcome(&Err("e".into())),
+            Outcome::Skip
+        ));
         assert!(matches!(
             ResOpt::<u8, String>::outcome(&Err("e".into())),
             Outcome::Skip

@@ -16,8 +16,12 @@ pub(crate) trait Store {
     /// The bytes at `key`, or `None` when there is no live entry.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
     /// Writes `value` at `key`, expiring after `ttl`.
-    fn set(&self, key: &str, value: &[u8], ttl: Duration)
-        -> impl Future<Output = Result<()>> + Send;
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Removes `key`; whether an entry was there.
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Time left before `key` expires, or `None` when there is no entry.

@@ -63,12 +63,18 @@ mod tests {
         let p = Policy::seconds(100, 20, 0);
         let ttls: Vec<u64> = (0..500).map(|_| p.value_ttl().as_secs()).collect();
         assert!(ttls.iter().all(|t| (100..=120).contains(t)), "{ttls:?}");
-        assert!(ttls.contains(&100) && ttls.contains(&120), "both ends reachable");
+        assert!(
+            ttls.contains(&100) && ttls.contains(&120),
+            "both ends reachable"
+        );
     }
 
     #[test]
     fn zero_jitter_is_exact_and_zero_ttl_is_raised() {
-        assert_eq!(Policy::seconds(900, 0, 0).value_ttl(), Duration::from_secs(900));
+        assert_eq!(
+            Policy::seconds(900, 0, 0).value_ttl(),
+            Duration::from_secs(900)
+        );
         assert_eq!(Policy::seconds(0, 0, 0).value_ttl(), Duration::from_secs(1));
         assert_eq!(default_jitter(900), 90);
         assert_eq!(default_jitter(5), 0);

@@ -48,7 +48,9 @@ impl Store for MemoryStore {
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
         let now = Instant::now();
-        let expires = now.checked_add(ttl).unwrap_or(now + Duration::from_secs(1 << 40));
+        let expires = now
+            .checked_add(ttl)
+            .unwrap_or(now + Duration::from_secs(1 << 40));
         let mut map = self.lock();
         if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             map.retain(|_, e| e.expires > now);
@@ -97,11 +99,17 @@ mod tests {
     async fn expired_entries_are_swept_so_memory_stays_bounded() {
         let store = MemoryStore::default();
         for i in 0..SWEEP_EVERY {
-            store.set(&format!("k{i}"), b"v", Duration::from_secs(1)).await.unwrap();
+            store
+                .set(&format!("k{i}"), b"v", Duration::from_secs(1))
+                .await
+                .unwrap();
         }
         tokio::time::advance(Duration::from_secs(2)).await;
         for i in 0..SWEEP_EVERY {
-            store.set(&format!("n{i}"), b"v", Duration::from_secs(60)).await.unwrap();
+            store
+                .set(&format!("n{i}"), b"v", Duration::from_secs(60))
+                .await
+                .unwrap();
         }
         assert_eq!(store.lock().len() as u64, SWEEP_EVERY);
     }

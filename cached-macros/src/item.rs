@@ -1,0 +1,74 @@
+//! A light model of the annotated function: the signature is parsed, the body kept as raw
+//! tokens (faster, and still works on half-typed code).
+
+use proc_macro2::{Ident, TokenStream};
+use syn::parse::{Parse, ParseStream};
+use syn::{token, Attribute, FnArg, Pat, Signature, Visibility};
+
+pub(crate) struct ItemFn {
+    pub(crate) attrs: Vec<Attribute>,
+    pub(crate) vis: Visibility,
+    pub(crate) sig: Signature,
+    pub(crate) brace: token::Brace,
+    pub(crate) body: TokenStream,
+}
+
+impl Parse for ItemFn {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        let sig: Signature = input.parse()?;
+        if input.peek(token::Semi) {
+            return Err(input.error(
+                "#[cached] needs a function body; put it on the function in the `impl` block",
+            ));
+        }
+        let content;
+        let brace = syn::braced!(content in input);
+        let body: TokenStream = content.parse()?;
+        Ok(ItemFn {
+            attrs,
+            vis,
+            sig,
+            brace,
+            body,
+        })
+    }
+}
+
+impl ItemFn {
+    /// Whether the function takes `self` in any form.
+    pub(crate) fn has_receiver(&self) -> bool {
+        self.sig.receiver().is_some()
+    }
+
+    /// Every identifier the arguments bind, in declaration order (patterns bind several).
+    pub(crate) fn arg_idents(&self) -> Vec<Ident> {
+        let mut idents = Vec::new();
+        for input in &self.sig.inputs {
+            if let FnArg::Typed(arg) = input {
+                bound_idents(&arg.pat, &mut idents);
+            }
+        }
+        idents
+    }
+}
+
+fn bound_idents(pat: &Pat, out: &mut Vec<Ident>) {
+    match pat {
+        Pat::Ident(p) => out.push(p.ident.clone()),
+        Pat::Tuple(p) => p.elems.iter().for_each(|p| bound_idents(p, out)),
+        Pat::TupleStruct(p) => p.elems.iter().for_each(|p| bound_idents(p, out)),
+        Pat::Struct(p) => p.fields.iter().for_each(|f| bound_idents(&f.pat, out)),
+        Pat::Slice(p) => p.elems.iter().for_each(|p| bound_idents(p, out)),
+        Pat::Reference(p) => bound_idents(&p.pat, out),
+        Pat::Paren(p) => bound_idents(&p.pat, out),
+        Pat::Type(p) => bound_idents(&p.pat, out),
+        Pat::Or(p) => {
+            if let Some(first) = p.cases.first() {
+                bound_idents(first, out);
+            }
+        }
+        _ => {}
+    }
+}
