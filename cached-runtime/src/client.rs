@@ -56,8 +56,10 @@ struct Inner {
 /// What a store read gave.
 enum Fetched {
     Entry(Vec<u8>),
-    /// No entry, or the store could not be asked (fault, open breaker).
     Nothing,
+    /// The store failed, timed out or is skipped: the call does not write either, so an
+    /// outage adds at most one timeout to a call.
+    Unavailable,
 }
 
 impl Cache {
@@ -348,7 +350,9 @@ impl Cache {
                     // The leader had nothing to share or went away: start over.
                 }
                 Role::Leader(leader) => {
-                    if let Fetched::Entry(bytes) = self.fetch(key).await {
+                    let fetched = self.fetch(key).await;
+                    let writable = !matches!(fetched, Fetched::Unavailable);
+                    if let Fetched::Entry(bytes) = fetched {
                         match S::decode(&bytes) {
                             Ok(hit) => {
                                 if leader.has_followers() {
@@ -356,6 +360,7 @@ impl Cache {
                                 }
                                 return self.count_hit(hit);
                             }
+                            // Corrupt, foreign or older-format data: a miss, overwritten below.
                             Err(err) => self.fault(key, &Error::decode(err)),
                         }
                     }
@@ -363,7 +368,9 @@ impl Cache {
                     let out = body.await;
                     let entry = match S::outcome(&out) {
                         crate::private::Outcome::Value(Ok(bytes)) => {
-                            self.write(key, &bytes, policy.value_ttl()).await;
+                            if writable {
+                                self.write(key, &bytes, policy.value_ttl()).await;
+                            }
                             Some(bytes)
                         }
                         crate::private::Outcome::Value(Err(source)) => {
@@ -372,7 +379,7 @@ impl Cache {
                         }
                         crate::private::Outcome::Null => {
                             let bytes = codec::encode_null();
-                            if let Some(ttl) = policy.null_ttl() {
+                            if let Some(ttl) = policy.null_ttl().filter(|_| writable) {
                                 self.write(key, &bytes, ttl).await;
                             }
                             Some(bytes)
@@ -399,14 +406,19 @@ impl Cache {
         }
     }
 
-    /// Reads `key`; faults are recorded and read as "nothing".
+    /// Reads `key`; faults are recorded, never returned.
     async fn fetch(&self, key: &str) -> Fetched {
         match self.op(self.inner.backend.get(key)).await {
             Ok(Some(bytes)) => Fetched::Entry(bytes),
             Ok(None) => Fetched::Nothing,
             Err(err) => {
                 self.fault(key, &err);
-                Fetched::Nothing
+                if err.is_store_fault() || matches!(err, Error::Unavailable { .. }) {
+                    Fetched::Unavailable
+                } else {
+                    // Redis rejected the read (e.g. a key of another type): write over it.
+                    Fetched::Nothing
+                }
             }
         }
     }

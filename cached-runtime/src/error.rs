@@ -36,7 +36,13 @@ pub enum Error {
         /// What the driver reported.
         source: Box<dyn StdError + Send + Sync>,
     },
-    /// Redis answered a command with an error, or the connection broke.
+    /// Redis rejected a command (a key of another type, out of memory, a read-only
+    /// replica); the connection itself is fine.
+    Rejected {
+        /// What Redis replied.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The connection to Redis failed or broke.
     Redis {
         /// What the driver reported.
         source: Box<dyn StdError + Send + Sync>,
@@ -83,7 +89,11 @@ impl fmt::Display for Error {
                 "could not connect to Redis at {target}: {source}; check REDIS_URL (or \
                  REDIS_HOST/REDIS_PORT) and that redis-server is running"
             ),
-            Error::Redis { source } => write!(f, "Redis command failed: {source}"),
+            Error::Rejected { source } => write!(f, "Redis rejected the command: {source}"),
+            Error::Redis { source } => write!(
+                f,
+                "the connection to Redis failed: {source}; it reconnects by itself"
+            ),
             Error::Timeout { after } => write!(
                 f,
                 "Redis did not answer within {after:?}; raise the timeout with \
@@ -126,9 +136,10 @@ impl fmt::Display for Error {
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Error::Connect { source, .. } | Error::Redis { source } | Error::Decode { source } => {
-                Some(&**source)
-            }
+            Error::Connect { source, .. }
+            | Error::Rejected { source }
+            | Error::Redis { source }
+            | Error::Decode { source } => Some(&**source),
             Error::Encode { source } => Some(source),
             _ => None,
         }
@@ -143,8 +154,17 @@ impl Error {
     }
 
     pub(crate) fn redis(err: redis::RedisError) -> Self {
-        Error::Redis {
-            source: Box::new(err),
+        if matches!(
+            err.kind(),
+            redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+        ) {
+            Error::Rejected {
+                source: Box::new(err),
+            }
+        } else {
+            Error::Redis {
+                source: Box::new(err),
+            }
         }
     }
 

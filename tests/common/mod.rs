@@ -1,0 +1,304 @@
+//! Test harness: a real `redis-server` per test, on a free loopback port, with no
+//! persistence, stopped (and its directory removed) when the test ends.
+#![allow(dead_code, unreachable_pub)]
+
+use md5::{Digest, Md5};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` process owned by one test.
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+fn binary() -> String {
+    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+impl RedisServer {
+    /// Starts a server on a free port.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. `["--requirepass", "pw"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "redcache-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        // Another process may take the port between our probe and the server's bind: retry.
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                dir: dir.clone(),
+                child: None,
+                extra: extra.clone(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let mut cmd = Command::new(binary());
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .args(["--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(err) => panic!(
+                "cannot run `{}` ({err}): install it with `apt-get install -y redis-server`, \
+                 or run ./scripts/test, which does",
+                binary()
+            ),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return false; // exited: port taken
+                }
+            }
+            if self.answers_ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
+        false
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 64];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read(&mut reply).is_ok_and(|n| {
+                let reply = &reply[..n];
+                reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
+            })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (its data is gone: nothing persists).
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+
+    /// A plain connection for looking at what the cache wrote.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis-server")
+    }
+
+    /// A cache on this server with the test configuration.
+    pub async fn cache(&self) -> redcache::Cache {
+        self.cache_with(test_config().url(self.url())).await
+    }
+
+    pub async fn cache_with(&self, config: redcache::ConfigBuilder) -> redcache::Cache {
+        redcache::Cache::connect(config.build())
+            .await
+            .expect("connect the cache to the test redis-server")
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid} failed");
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A paused server cannot exit until it is thawed.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The configuration tests start from: generous timeouts so a loaded CI machine does not
+/// trip them, except where a test sets its own.
+pub fn test_config() -> redcache::ConfigBuilder {
+    redcache::Config::builder()
+        .op_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(5))
+}
+
+/// The key the documentation promises: `[{namespace}:]{prefix}:{md5 of material}`,
+/// computed here independently of the runtime.
+pub fn expected_key(prefix: &str, material: &str) -> String {
+    let digest = Md5::digest(material.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}:{hex}")
+}
+
+/// Where a behaviour test runs: a real Redis, or the in-memory store.
+pub struct Backend {
+    pub server: Option<RedisServer>,
+    pub cache: redcache::Cache,
+}
+
+impl Backend {
+    pub async fn redis() -> Self {
+        let server = RedisServer::start();
+        let cache = server.cache().await;
+        Backend {
+            server: Some(server),
+            cache,
+        }
+    }
+
+    pub fn memory() -> Self {
+        Backend {
+            server: None,
+            cache: redcache::Cache::memory_with(test_config().build()),
+        }
+    }
+
+    /// TTL in whole seconds as Redis's own `TTL` reports it (the memory store's remaining
+    /// time is rounded the same way); `None` when there is no entry.
+    pub async fn ttl_secs(&self, key: &str) -> Option<u64> {
+        match &self.server {
+            Some(server) => {
+                let ttl: i64 = redis::cmd("TTL")
+                    .arg(key)
+                    .query_async(&mut server.conn().await)
+                    .await
+                    .unwrap();
+                assert_ne!(ttl, -1, "{key} has no expiry");
+                (ttl >= 0).then_some(ttl as u64)
+            }
+            None => self
+                .cache
+                .ttl(key)
+                .await
+                .unwrap()
+                .map(|d| (d.as_millis() as u64 + 500) / 1000),
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> bool {
+        self.ttl_secs(key).await.is_some()
+    }
+
+    /// The raw bytes stored at `key` (Redis only).
+    pub async fn raw_get(&self, key: &str) -> Option<Vec<u8>> {
+        let server = self.server.as_ref().expect("raw access needs Redis");
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut server.conn().await)
+            .await
+            .unwrap()
+    }
+
+    pub fn name(&self) -> &'static str {
+        if self.server.is_some() {
+            "redis"
+        } else {
+            "memory"
+        }
+    }
+}
+
+/// Declares a behaviour test that runs once on a real Redis and once on the memory store.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($backend: $crate::common::Backend) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$meta])*
+            async fn redis() {
+                run($crate::common::Backend::redis().await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$meta])*
+            async fn memory() {
+                run($crate::common::Backend::memory()).await
+            }
+        }
+    };
+}

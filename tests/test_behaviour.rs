@@ -1,0 +1,601 @@
+//! What `#[cached]` promises, checked on a real Redis and on the in-memory store.
+
+mod common;
+
+use common::expected_key;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+    tags: Vec<String>,
+}
+
+fn user(id: u64) -> User {
+    User {
+        id,
+        name: format!("user {id}"),
+        tags: vec!["a".into(), "b".into()],
+    }
+}
+
+#[redcache::cached(prefix = "t:user", ttl = 60, skip(calls))]
+async fn get_user(id: u64, calls: &AtomicUsize) -> Option<User> {
+    calls.fetch_add(1, SeqCst);
+    (id != 0).then(|| user(id))
+}
+
+on_both_stores! {
+    async fn miss_then_hit(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            let first = get_user(7, &calls).await;
+            let second = get_user(7, &calls).await;
+            assert_eq!(first, Some(user(7)));
+            assert_eq!(second, first, "a hit returns what the body returned");
+            assert_eq!(calls.load(SeqCst), 1, "the body ran once");
+            get_user(8, &calls).await;
+            assert_eq!(calls.load(SeqCst), 2, "other arguments, other entry");
+        }).await;
+        let stats = b.cache.stats();
+        assert_eq!((stats.misses, stats.hits, stats.stores, stats.faults), (2, 1, 2, 0));
+        assert!(b.exists(&expected_key("t:user", "[7]")).await);
+    }
+}
+
+#[redcache::cached(prefix = "t:golden", skip(calls))]
+async fn golden(n: u64, s: &str, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("{n}{s}")
+}
+
+on_both_stores! {
+    async fn key_is_the_documented_format(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(golden(42, "x", &calls)).await;
+        // md5 of `[42,"x"]`, pinned: changing the key format would orphan every entry.
+        let key = "t:golden:f2a6f229156f54f3c6a0c4f73ecf014f";
+        assert_eq!(key, expected_key("t:golden", r#"[42,"x"]"#));
+        assert!(b.exists(key).await, "{key} not written on {}", b.name());
+        if b.server.is_some() {
+            let raw = b.raw_get(key).await.unwrap();
+            assert_eq!(raw, br#"{"v":1,"d":"42x"}"#, "the value is readable JSON");
+        }
+    }
+}
+
+#[tokio::test]
+async fn namespace_prefixes_every_key() {
+    let server = common::RedisServer::start();
+    let cache = server
+        .cache_with(common::test_config().url(server.url()).namespace("billing"))
+        .await;
+    let calls = AtomicUsize::new(0);
+    cache.scope(golden(42, "x", &calls)).await;
+    let mut conn = server.conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["billing:t:golden:f2a6f229156f54f3c6a0c4f73ecf014f"]);
+}
+
+#[redcache::cached(prefix = "t:noargs", skip(calls))]
+async fn no_key_args(calls: &AtomicUsize) -> u32 {
+    calls.fetch_add(1, SeqCst);
+    5
+}
+
+#[redcache::cached(prefix = "t:refs", skip(calls))]
+async fn reference_args(name: &str, ids: &[u32], u: &User, calls: &AtomicUsize) -> usize {
+    calls.fetch_add(1, SeqCst);
+    name.len() + ids.len() + u.tags.len()
+}
+
+#[redcache::cached(prefix = "t:pattern", skip(calls))]
+async fn pattern_args((a, b): (u32, u32), User { id, .. }: User, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    u64::from(a + b) + id
+}
+
+#[redcache::cached(prefix = "t:impl", skip(calls))]
+async fn impl_arg(x: impl Serialize + Send, calls: &AtomicUsize) -> u8 {
+    let _ = x;
+    calls.fetch_add(1, SeqCst);
+    1
+}
+
+#[redcache::cached(prefix = "t:keyexpr", key = (user.id, page / 10))]
+async fn key_expr(user: &User, page: u32, calls: &AtomicUsize) -> u32 {
+    calls.fetch_add(1, SeqCst);
+    page
+}
+
+on_both_stores! {
+    async fn key_material_follows_the_arguments(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        let u = user(3);
+        b.cache.scope(async {
+            no_key_args(&calls).await;
+            reference_args("ab", &[1, 2], &u, &calls).await;
+            pattern_args((1, 2), u.clone(), &calls).await;
+            impl_arg("x", &calls).await;
+            key_expr(&u, 15, &calls).await;
+            assert_eq!(key_expr(&u, 19, &calls).await, 15, "same key material: a hit");
+        }).await;
+        assert_eq!(calls.load(SeqCst), 5);
+        let u_json = serde_json::to_string(&u).unwrap();
+        for key in [
+            expected_key("t:noargs", "[]"),
+            expected_key("t:refs", &format!(r#"["ab",[1,2],{u_json}]"#)),
+            expected_key("t:pattern", "[1,2,3]"),
+            expected_key("t:impl", r#"["x"]"#),
+            expected_key("t:keyexpr", "[3,1]"),
+        ] {
+            assert!(b.exists(&key).await, "{key} missing on {}", b.name());
+        }
+    }
+}
+
+on_both_stores! {
+    async fn skipped_arguments_stay_out_of_the_key(b: Backend) {
+        let (one, two) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        b.cache.scope(async {
+            get_user(5, &one).await;
+            get_user(5, &two).await;
+        }).await;
+        assert_eq!((one.load(SeqCst), two.load(SeqCst)), (1, 0));
+    }
+}
+
+#[redcache::cached(prefix = "t:ttl", ttl = 100, jitter = 20, skip(calls))]
+async fn with_jitter(i: u32, calls: &AtomicUsize) -> u32 {
+    calls.fetch_add(1, SeqCst);
+    i
+}
+
+#[redcache::cached(prefix = "t:ttl_default_jitter", ttl = 100, skip(calls))]
+async fn default_jitter(i: u32, calls: &AtomicUsize) -> u32 {
+    calls.fetch_add(1, SeqCst);
+    i
+}
+
+on_both_stores! {
+    async fn ttl_is_ttl_plus_random_jitter(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        let mut seen = Vec::new();
+        for i in 0..40 {
+            b.cache.scope(with_jitter(i, &calls)).await;
+            b.cache.scope(default_jitter(i, &calls)).await;
+            let ttl = b.ttl_secs(&expected_key("t:ttl", &format!("[{i}]"))).await.unwrap();
+            assert!((100..=120).contains(&ttl), "TTL {ttl} outside [100, 120]");
+            seen.push(ttl);
+            let ttl = b
+                .ttl_secs(&expected_key("t:ttl_default_jitter", &format!("[{i}]")))
+                .await
+                .unwrap();
+            assert!((100..=110).contains(&ttl), "TTL {ttl} outside [100, 110]: jitter = ttl/10");
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert!(seen.len() > 3, "jitter spreads expiries: {seen:?}");
+    }
+}
+
+#[redcache::cached(prefix = "t:null", ttl = 100, null_ttl = 30, skip(calls))]
+async fn find(id: u64, calls: &AtomicUsize) -> Option<u64> {
+    calls.fetch_add(1, SeqCst);
+    (id % 2 == 0).then_some(id)
+}
+
+#[redcache::cached(prefix = "t:nonull", null_ttl = 0, skip(calls))]
+async fn find_uncached_none(id: u64, calls: &AtomicUsize) -> Option<u64> {
+    calls.fetch_add(1, SeqCst);
+    (id % 2 == 0).then_some(id)
+}
+
+on_both_stores! {
+    async fn none_is_cached_for_null_ttl(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            assert_eq!(find(1, &calls).await, None);
+            assert_eq!(find(1, &calls).await, None);
+        }).await;
+        assert_eq!(calls.load(SeqCst), 1, "the None was served from the cache");
+        assert_eq!(b.ttl_secs(&expected_key("t:null", "[1]")).await, Some(30));
+        let stats = b.cache.stats();
+        assert_eq!((stats.null_hits, stats.hits), (1, 0));
+        if b.server.is_some() {
+            let raw = b.raw_get(&expected_key("t:null", "[1]")).await.unwrap();
+            assert_eq!(raw, br#"{"v":1,"none":true}"#);
+        }
+    }
+}
+
+on_both_stores! {
+    async fn null_ttl_zero_turns_null_caching_off(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            assert_eq!(find_uncached_none(1, &calls).await, None);
+            assert_eq!(find_uncached_none(1, &calls).await, None);
+            assert_eq!(find_uncached_none(2, &calls).await, Some(2));
+            assert_eq!(find_uncached_none(2, &calls).await, Some(2));
+        }).await;
+        assert_eq!(calls.load(SeqCst), 3);
+        assert!(!b.exists(&expected_key("t:nonull", "[1]")).await);
+        assert!(b.exists(&expected_key("t:nonull", "[2]")).await);
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct DbError(String);
+
+#[redcache::cached(prefix = "t:result", skip(calls))]
+async fn load(id: u64, calls: &AtomicUsize) -> Result<User, DbError> {
+    calls.fetch_add(1, SeqCst);
+    if id == 0 {
+        return Err(DbError("no connection".into()));
+    }
+    Ok(user(id))
+}
+
+#[redcache::cached(prefix = "t:result_option", null_ttl = 40, skip(calls))]
+async fn load_opt(id: u64, calls: &AtomicUsize) -> Result<Option<User>, DbError> {
+    calls.fetch_add(1, SeqCst);
+    match id {
+        0 => Err(DbError("down".into())),
+        1 => Ok(None),
+        id => Ok(Some(user(id))),
+    }
+}
+
+on_both_stores! {
+    async fn errors_are_never_stored(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..3 {
+                assert_eq!(load(0, &calls).await, Err(DbError("no connection".into())));
+                assert_eq!(load_opt(0, &calls).await, Err(DbError("down".into())));
+            }
+            assert_eq!(load(4, &calls).await, Ok(user(4)));
+            assert_eq!(load(4, &calls).await, Ok(user(4)));
+            assert_eq!(load_opt(1, &calls).await, Ok(None));
+            assert_eq!(load_opt(1, &calls).await, Ok(None));
+            assert_eq!(load_opt(5, &calls).await, Ok(Some(user(5))));
+            assert_eq!(load_opt(5, &calls).await, Ok(Some(user(5))));
+        }).await;
+        assert_eq!(calls.load(SeqCst), 6 + 3, "every Err ran the body; Ok values were hits");
+        assert!(!b.exists(&expected_key("t:result", "[0]")).await);
+        assert!(!b.exists(&expected_key("t:result_option", "[0]")).await);
+        assert_eq!(b.ttl_secs(&expected_key("t:result_option", "[1]")).await, Some(40));
+    }
+}
+
+#[redcache::cached(prefix = "t:nested", skip(calls))]
+async fn nested(i: u8, calls: &AtomicUsize) -> Option<Option<u8>> {
+    calls.fetch_add(1, SeqCst);
+    match i {
+        0 => None,
+        1 => Some(None),
+        i => Some(Some(i)),
+    }
+}
+
+#[redcache::cached(prefix = "t:unit", skip(calls))]
+async fn unit(calls: &AtomicUsize) {
+    calls.fetch_add(1, SeqCst);
+}
+
+#[redcache::cached(prefix = "t:map", skip(calls))]
+async fn map_value(calls: &AtomicUsize) -> BTreeMap<String, Vec<Option<f64>>> {
+    calls.fetch_add(1, SeqCst);
+    BTreeMap::from([("a".into(), vec![Some(1.5), None]), ("ż".into(), vec![])])
+}
+
+on_both_stores! {
+    async fn a_hit_equals_what_the_body_returned(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for i in 0..3 {
+                let miss = nested(i, &calls).await;
+                let hit = nested(i, &calls).await;
+                assert_eq!(hit, miss, "Option<Option<u8>> for {i}");
+            }
+            unit(&calls).await;
+            unit(&calls).await;
+            let miss = map_value(&calls).await;
+            assert_eq!(map_value(&calls).await, miss);
+        }).await;
+        assert_eq!(calls.load(SeqCst), 5);
+    }
+}
+
+#[redcache::cached(prefix = "t:tags", skip(calls))]
+async fn by_tags(tags: HashMap<String, u32>, calls: &AtomicUsize) -> usize {
+    calls.fetch_add(1, SeqCst);
+    tags.len()
+}
+
+fn tags(reverse: bool) -> HashMap<String, u32> {
+    let mut map = HashMap::new();
+    let mut ids: Vec<u32> = (0..64).collect();
+    if reverse {
+        ids.reverse();
+    }
+    for i in ids {
+        map.insert(format!("tag{i}"), i);
+    }
+    map
+}
+
+on_both_stores! {
+    async fn hashmap_order_never_changes_the_key(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            by_tags(tags(false), &calls).await;
+            by_tags(tags(true), &calls).await;
+        }).await;
+        assert_eq!(calls.load(SeqCst), 1);
+        let sorted: BTreeMap<String, u32> = tags(false).into_iter().collect();
+        let material = format!("[{}]", serde_json::to_string(&sorted).unwrap());
+        assert!(b.exists(&expected_key("t:tags", &material)).await);
+    }
+}
+
+#[redcache::cached(prefix = "t:generic", skip(calls))]
+async fn parse_as<T>(text: &str, calls: &AtomicUsize) -> Option<T>
+where
+    T: std::str::FromStr + Serialize + serde::de::DeserializeOwned + Send,
+{
+    calls.fetch_add(1, SeqCst);
+    text.parse().ok()
+}
+
+on_both_stores! {
+    async fn generic_instances_never_share_entries(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            assert_eq!(parse_as::<u8>("300", &calls).await, None);
+            assert_eq!(parse_as::<u16>("300", &calls).await, Some(300));
+            assert_eq!(parse_as::<u8>("300", &calls).await, None);
+            assert_eq!(parse_as::<u16>("300", &calls).await, Some(300));
+        }).await;
+        assert_eq!(calls.load(SeqCst), 2);
+        assert!(b.exists(&expected_key("t:generic", r#"["300","u16"]"#)).await);
+    }
+}
+
+struct Users {
+    calls: AtomicUsize,
+}
+
+struct Orders {
+    calls: AtomicUsize,
+}
+
+impl Users {
+    #[redcache::cached(ttl = 60)]
+    async fn get(&self, id: u64) -> String {
+        self.calls.fetch_add(1, SeqCst);
+        format!("user {id}")
+    }
+}
+
+impl Orders {
+    #[redcache::cached(ttl = 60)]
+    async fn get(&self, id: u64) -> String {
+        self.calls.fetch_add(1, SeqCst);
+        format!("order {id}")
+    }
+
+    #[redcache::cached(ttl = 60)]
+    async fn get_arc(self: std::sync::Arc<Self>, id: u64) -> String {
+        self.calls.fetch_add(1, SeqCst);
+        format!("arc order {id}")
+    }
+}
+
+on_both_stores! {
+    async fn methods_of_two_types_never_share_entries(b: Backend) {
+        let users = Users { calls: AtomicUsize::new(0) };
+        let orders = std::sync::Arc::new(Orders { calls: AtomicUsize::new(0) });
+        let other_users = Users { calls: AtomicUsize::new(0) };
+        b.cache.scope(async {
+            assert_eq!(users.get(1).await, "user 1");
+            assert_eq!(orders.get(1).await, "order 1");
+            assert_eq!(other_users.get(1).await, "user 1", "the receiver is not in the key");
+            assert_eq!(orders.clone().get_arc(1).await, "arc order 1");
+            assert_eq!(orders.clone().get_arc(1).await, "arc order 1");
+        }).await;
+        assert_eq!(users.calls.load(SeqCst), 1);
+        assert_eq!(other_users.calls.load(SeqCst), 0);
+        assert_eq!(orders.calls.load(SeqCst), 2);
+    }
+}
+
+#[redcache::cached(prefix = "t:corrupt", skip(calls))]
+async fn corruptible(id: u64, calls: &AtomicUsize) -> User {
+    calls.fetch_add(1, SeqCst);
+    user(id)
+}
+
+on_both_stores! {
+    async fn undecodable_entries_are_a_miss_and_overwritten(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        let key = expected_key("t:corrupt", "[9]");
+        match &b.server {
+            Some(server) => {
+                let mut conn = server.conn().await;
+                let _: () = redis::cmd("SET").arg(&key).arg(b"\xff garbage").query_async(&mut conn).await.unwrap();
+            }
+            // The memory store only holds envelopes: write one of another type.
+            None => b.cache.set(&key, &"not a user", std::time::Duration::from_secs(60)).await.unwrap(),
+        }
+        let got = b.cache.scope(corruptible(9, &calls)).await;
+        assert_eq!(got, user(9));
+        assert_eq!(calls.load(SeqCst), 1);
+        assert_eq!(b.cache.stats().faults, 1, "the bad entry is counted as a fault");
+        assert_eq!(b.cache.scope(corruptible(9, &calls)).await, user(9));
+        assert_eq!(calls.load(SeqCst), 1, "the entry was overwritten with a good one");
+    }
+}
+
+#[tokio::test]
+async fn another_format_version_or_a_key_of_another_type_is_overwritten() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let mut conn = server.conn().await;
+    let calls = AtomicUsize::new(0);
+    let key = expected_key("t:corrupt", "[1]");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(r#"{"v":2,"d":{"id":1}}"#)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(cache.scope(corruptible(1, &calls)).await, user(1));
+    let key2 = expected_key("t:corrupt", "[2]");
+    let _: () = redis::cmd("LPUSH")
+        .arg(&key2)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.scope(corruptible(2, &calls)).await,
+        user(2),
+        "WRONGTYPE: the body still answers"
+    );
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(cache.scope(corruptible(1, &calls)).await, user(1));
+    assert_eq!(cache.scope(corruptible(2, &calls)).await, user(2));
+    assert_eq!(
+        calls.load(SeqCst),
+        2,
+        "both entries were overwritten with good ones"
+    );
+    assert_eq!(cache.stats().faults, 2);
+}
+
+#[redcache::cached(prefix = "t:stampede", skip(calls, entered, callers))]
+async fn slow_cold(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers: usize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    // Hold the body until every caller has made its call, so without single flight all of
+    // them would miss.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while entered.load(SeqCst) < callers && std::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+    id * 2
+}
+
+on_both_stores! {
+    async fn concurrent_callers_of_a_cold_key_run_the_body_once(b: Backend) {
+        const CALLERS: usize = 100;
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let entered = std::sync::Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..CALLERS {
+            let (cache, calls, entered) = (b.cache.clone(), calls.clone(), entered.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .scope(async {
+                        entered.fetch_add(1, SeqCst);
+                        slow_cold(21, &calls, &entered, CALLERS).await
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 42);
+        }
+        assert_eq!(calls.load(SeqCst), 1, "the body ran once for {CALLERS} callers");
+        assert_eq!(b.cache.stats().misses, 1);
+    }
+}
+
+on_both_stores! {
+    async fn programmatic_cache_aside(b: Backend) {
+        use std::time::Duration;
+        let c = &b.cache;
+        assert_eq!(c.get::<User>("manual:1").await.unwrap(), None);
+        c.set("manual:1", &user(1), Duration::from_secs(50)).await.unwrap();
+        assert_eq!(c.get::<User>("manual:1").await.unwrap(), Some(user(1)));
+        assert_eq!(b.ttl_secs("manual:1").await, Some(50));
+        assert_eq!(c.get::<u32>("manual:1").await.unwrap(), None, "another type: a miss");
+        assert!(c.delete("manual:1").await.unwrap());
+        assert!(!c.delete("manual:1").await.unwrap());
+        let calls = AtomicUsize::new(0);
+        for _ in 0..2 {
+            let v: User = c
+                .get_or_insert_with("manual:2", Duration::from_secs(30), || async {
+                    calls.fetch_add(1, SeqCst);
+                    user(2)
+                })
+                .await;
+            assert_eq!(v, user(2));
+        }
+        assert_eq!(calls.load(SeqCst), 1);
+        assert_eq!(b.ttl_secs("manual:2").await, Some(30));
+        assert_eq!(c.stats().invalidations, 1);
+    }
+}
+
+#[redcache::cached(prefix = "t:uninit", skip(calls))]
+async fn uninitialised(calls: &AtomicUsize) -> u8 {
+    calls.fetch_add(1, SeqCst);
+    7
+}
+
+#[tokio::test]
+async fn without_a_cache_the_body_runs_every_time() {
+    // This test binary never installs a global cache.
+    let calls = AtomicUsize::new(0);
+    assert_eq!(uninitialised(&calls).await, 7);
+    assert_eq!(uninitialised(&calls).await, 7);
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(redcache::stats(), redcache::Stats::default());
+}
+
+#[redcache::cached(prefix = "t:sized", skip(calls))]
+async fn sized(len: usize, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    "x".repeat(len)
+}
+
+#[tokio::test]
+async fn oversized_values_are_skipped_and_counted() {
+    let server = common::RedisServer::start();
+    let cache = server
+        .cache_with(common::test_config().url(server.url()).max_value_bytes(64))
+        .await;
+    let calls = AtomicUsize::new(0);
+    cache
+        .scope(async {
+            for _ in 0..2 {
+                assert_eq!(sized(10, &calls).await.len(), 10);
+                assert_eq!(
+                    sized(100, &calls).await.len(),
+                    100,
+                    "the body's result still returns"
+                );
+            }
+        })
+        .await;
+    assert_eq!(
+        calls.load(SeqCst),
+        1 + 2,
+        "the small value was cached, the big one never"
+    );
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(expected_key("t:sized", "[100]"))
+        .query_async(&mut server.conn().await)
+        .await
+        .unwrap();
+    assert!(!exists);
+    assert_eq!(cache.stats().faults, 2);
+}
