@@ -599,3 +599,40 @@ async fn oversized_values_are_skipped_and_counted() {
     assert!(!exists);
     assert_eq!(cache.stats().faults, 2);
 }
+
+/// Run by `hashmap_keys_agree_across_processes` in a child process: writes one entry.
+#[tokio::test]
+#[ignore = "run as a child process by hashmap_keys_agree_across_processes"]
+async fn child_writes_tags_entry() {
+    let url = std::env::var("REDCACHE_CHILD_URL").expect("REDCACHE_CHILD_URL");
+    let cache = redcache::Cache::connect(common::test_config().url(url).build())
+        .await
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(by_tags(tags(false), &calls)).await, 64);
+    assert_eq!(calls.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn hashmap_keys_agree_across_processes() {
+    let server = common::RedisServer::start();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_writes_tags_entry", "--ignored", "--quiet"])
+        .env("REDCACHE_CHILD_URL", server.url())
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success(),
+        "the child process failed:\n{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let mut conn = server.conn().await;
+    let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(size, 1, "the child wrote one entry");
+    // This process hashes its own HashMap, built in the other order with another seed.
+    let cache = server.cache().await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(by_tags(tags(true), &calls)).await, 64);
+    assert_eq!(calls.load(SeqCst), 0, "a hit on the other process's entry");
+}

@@ -1,0 +1,204 @@
+//! Fail-open: whatever Redis does, a `#[cached]` call returns its body's result, within the
+//! operation timeout, and caching comes back by itself.
+
+mod common;
+
+use common::{expected_key, test_config, RedisServer};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+const OP_TIMEOUT: Duration = Duration::from_millis(200);
+/// Scheduling slack on a loaded 2-core machine, on top of the one timeout a call may spend.
+const SLACK: Duration = Duration::from_millis(300);
+
+#[redcache::cached(prefix = "f:item", ttl = 60, skip(calls))]
+async fn item(id: u64, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("item {id}")
+}
+
+async fn stored(server: &RedisServer, key: &str) -> bool {
+    let Ok(client) = redis::Client::open(server.url()) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<bool>(&mut conn)
+        .await
+        .unwrap_or(false)
+}
+
+/// Calls `item(id)` until its entry shows up in Redis, for at most `within`.
+async fn caching_resumes(
+    cache: &redcache::Cache,
+    server: &RedisServer,
+    id: u64,
+    within: Duration,
+) -> Duration {
+    let calls = AtomicUsize::new(0);
+    let start = Instant::now();
+    loop {
+        assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+        if stored(server, &expected_key("f:item", &format!("[{id}]"))).await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "caching did not resume within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn unreachable_redis_at_startup_is_a_clear_error() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    server.stop();
+    let start = Instant::now();
+    let err = redcache::Cache::connect(
+        test_config()
+            .url(url.clone())
+            .connect_timeout(Duration::from_millis(500))
+            .build(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(err, redcache::Error::Connect { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("could not connect to Redis at {url}")),
+        "{message}"
+    );
+    assert!(message.contains("REDIS_URL"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_test_calls_still_answer_and_caching_resumes() {
+    let mut server = RedisServer::start();
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(OP_TIMEOUT)
+                .breaker_threshold(0),
+        )
+        .await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(calls.load(SeqCst), 1);
+
+    server.stop();
+    for id in 1..=20 {
+        let start = Instant::now();
+        assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+        let took = start.elapsed();
+        assert!(took < OP_TIMEOUT + SLACK, "call {id} took {took:?}");
+    }
+    assert_eq!(
+        calls.load(SeqCst),
+        21,
+        "with Redis down every call ran its body"
+    );
+    assert!(cache.stats().faults >= 20, "{:?}", cache.stats());
+
+    server.restart();
+    let took = caching_resumes(&cache, &server, 5, Duration::from_secs(5)).await;
+    eprintln!("caching resumed {took:?} after the restart");
+    let before = calls.load(SeqCst);
+    assert_eq!(cache.scope(item(5, &calls)).await, "item 5");
+    assert_eq!(calls.load(SeqCst), before, "a hit again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_redis_costs_one_timeout_then_the_breaker_skips_it() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(OP_TIMEOUT)
+                .breaker_threshold(3)
+                .breaker_cooldown(Duration::from_millis(500)),
+        )
+        .await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+
+    server.pause();
+    for id in 10..13 {
+        let start = Instant::now();
+        assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+        let took = start.elapsed();
+        assert!(
+            took >= OP_TIMEOUT,
+            "a paused Redis should cost the timeout: {took:?}"
+        );
+        assert!(took < OP_TIMEOUT + SLACK, "call {id} took {took:?}");
+    }
+    let stats = cache.stats();
+    assert!(
+        stats.breaker_open,
+        "3 consecutive timeouts open the breaker: {stats:?}"
+    );
+    assert_eq!(stats.faults, 3);
+    let start = Instant::now();
+    for id in 20..120 {
+        assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+    }
+    let took = start.elapsed();
+    assert!(
+        took < OP_TIMEOUT,
+        "100 calls with the breaker open added {took:?}, not a timeout each"
+    );
+    assert!(cache.stats().skipped >= 99, "{:?}", cache.stats());
+
+    server.resume();
+    caching_resumes(&cache, &server, 7, Duration::from_secs(5)).await;
+    assert!(!cache.stats().breaker_open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_redis_under_concurrent_load_never_fails_a_call() {
+    let mut server = RedisServer::start();
+    let cache = server
+        .cache_with(test_config().url(server.url()).op_timeout(OP_TIMEOUT))
+        .await;
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let round = |cache: redcache::Cache, base: u64| {
+        let calls = calls.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for i in 0..200u64 {
+                let (cache, calls) = (cache.clone(), calls.clone());
+                tasks.push(tokio::spawn(async move {
+                    let start = Instant::now();
+                    let id = base + i % 50;
+                    let got = cache.scope(item(id, &calls)).await;
+                    assert_eq!(got, format!("item {id}"));
+                    start.elapsed()
+                }));
+            }
+            let mut slowest = Duration::ZERO;
+            for task in tasks {
+                slowest = slowest.max(task.await.expect("no call panics"));
+            }
+            slowest
+        }
+    };
+    round(cache.clone(), 0).await;
+    server.stop();
+    let slowest = round(cache.clone(), 1000).await;
+    assert!(slowest < OP_TIMEOUT + SLACK, "slowest call {slowest:?}");
+    server.restart();
+    caching_resumes(&cache, &server, 3, Duration::from_secs(5)).await;
+}
