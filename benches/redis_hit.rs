@@ -1,0 +1,161 @@
+//! Hit-path cost against a baseline measured in the same run: a raw redis-rs `GET` +
+//! `serde_json::from_slice` of a ~200-byte struct on the same kind of connection
+//! (`ConnectionManager`), versus a `#[cached]` hit on Redis and on the memory store.
+//!
+//! `cargo bench --bench redis_hit` prints ops/s, p50/p99 and the ratio to raw at 1, 16, 64
+//! and 256 concurrent tasks. Under `cargo test` it runs a few operations as a smoke test.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    name: String,
+    email: String,
+    bio: String,
+    tags: Vec<String>,
+    score: f64,
+}
+
+fn profile(id: u64) -> Profile {
+    Profile {
+        id,
+        name: "Ada Lovelace".into(),
+        email: "ada@example.org".into(),
+        bio: "Mathematician and writer, known for work on the Analytical Engine.".into(),
+        tags: vec!["math".into(), "engines".into(), "poetry".into()],
+        score: 98.5,
+    }
+}
+
+#[redcache::cached(prefix = "bench:profile", ttl = 3600)]
+async fn cached_profile(id: u64) -> Profile {
+    profile(id)
+}
+
+struct Row {
+    ops_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs `op(task)` from `tasks` concurrent tasks, `per_task` times each. Each task reads
+/// its own key, so single flight does not merge the cached calls.
+async fn measure<F, Fut>(tasks: usize, per_task: usize, op: F) -> Row
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for task in 0..tasks as u64 {
+        let op = op.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                op(task).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    all.sort_unstable();
+    Row {
+        ops_per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: all[all.len() / 2],
+        p99: all[all.len() * 99 / 100],
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(full));
+}
+
+async fn run(full: bool) {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let raw = redis::aio::ConnectionManager::new(client).await.unwrap();
+    cache.install().unwrap();
+    let memory = redcache::Cache::memory();
+
+    // Populate one entry per task: the raw baseline as plain JSON, the cached function
+    // through the macro.
+    let mut size = 0;
+    for id in 0..256 {
+        let json = serde_json::to_vec(&profile(id)).unwrap();
+        size = json.len();
+        let _: () = raw.clone().set(format!("raw:{id}"), json).await.unwrap();
+        assert_eq!(cached_profile(id).await, profile(id));
+        memory.scope(cached_profile(id)).await;
+    }
+    let total_ops = if full { 40_000 } else { 200 };
+    println!("value: {size} bytes of JSON; {total_ops} operations per cell\n");
+    println!(
+        "{:>5} | {:>22} | {:>28} | {:>28}",
+        "tasks",
+        "raw GET ops/s p50 p99",
+        "#[cached] Redis hit (ratio)",
+        "#[cached] memory hit (ratio)"
+    );
+    for tasks in [1usize, 16, 64, 256] {
+        let per_task = (total_ops / tasks).max(1);
+        let raw_row = {
+            let raw = raw.clone();
+            measure(tasks, per_task, move |id| {
+                let mut raw = raw.clone();
+                async move {
+                    let bytes: Vec<u8> = raw.get(format!("raw:{id}")).await.unwrap();
+                    let p: Profile = serde_json::from_slice(&bytes).unwrap();
+                    std::hint::black_box(p);
+                }
+            })
+            .await
+        };
+        let hit_row = measure(tasks, per_task, |id| async move {
+            std::hint::black_box(cached_profile(id).await);
+        })
+        .await;
+        let mem_row = {
+            let memory = memory.clone();
+            measure(tasks, per_task, move |id| {
+                let memory = memory.clone();
+                async move {
+                    std::hint::black_box(memory.scope(cached_profile(id)).await);
+                }
+            })
+            .await
+        };
+        let cell = |r: &Row| format!("{:>9.0} {:>7.1?} {:>7.1?}", r.ops_per_sec, r.p50, r.p99);
+        println!(
+            "{tasks:>5} | {} | {} ({:.2}x) | {} ({:.1}x)",
+            cell(&raw_row),
+            cell(&hit_row),
+            hit_row.ops_per_sec / raw_row.ops_per_sec,
+            cell(&mem_row),
+            mem_row.ops_per_sec / raw_row.ops_per_sec,
+        );
+    }
+    let stats = redcache::stats();
+    assert_eq!(stats.faults, 0, "{stats:?}");
+}
+
+use redis::AsyncCommands;
