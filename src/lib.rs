@@ -1,4 +1,77 @@
 //! Cache async functions in Redis with one attribute.
+//!
+//! [`#[cached]`](cached) turns an `async fn` into cache-aside: the first call runs the body
+//! and stores the result as JSON under a stable key; later calls with the same arguments are
+//! answered from the cache until the entry expires. `None` is cached for a shorter time,
+//! `Err` never, and a cache fault never fails the call (the body runs).
+//!
+//! # Examples
+//!
+//! The in-process store, scoped to one block (in a service, call [`init`] once at start-up
+//! instead, with [`Config::from_env`]):
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! struct UserProfile {
+//!     id: u64,
+//!     name: String,
+//! }
+//!
+//! #[redcache::cached(prefix = "user:profile", ttl = 900)]
+//! async fn get_user_profile(user_id: u64) -> Option<UserProfile> {
+//!     // The database query: runs on a miss only.
+//!     (user_id == 42).then(|| UserProfile { id: 42, name: "Ada".into() })
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let cache = redcache::Cache::memory();
+//! cache
+//!     .scope(async {
+//!         let first = get_user_profile(42).await; // miss: the body runs
+//!         let second = get_user_profile(42).await; // hit
+//!         assert_eq!(first, second);
+//!         assert_eq!(get_user_profile(7).await, None); // a None is cached too
+//!     })
+//!     .await;
+//!
+//! let stats = cache.stats();
+//! assert_eq!((stats.misses, stats.hits, stats.stores), (2, 1, 2));
+//! # }
+//! ```
+//!
+//! With Redis:
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> Result<(), redcache::Error> {
+//! // REDIS_URL (or REDIS_HOST/REDIS_PORT/...), REDCACHE_* tunables.
+//! redcache::init(redcache::Config::from_env()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Guide
+//!
+//! The README is the full guide; in short:
+//!
+//! - **Options** (README § Options): `prefix` (default `module_path!()::fn_name`), `ttl`
+//!   (default 300 s), `jitter` (default `ttl / 10`), `null_ttl` (default 60 s; 0: `None`
+//!   not cached), `skip(..)`, `key = expr`.
+//! - **Function and return shapes** (README § Function shapes, § Return shapes): free
+//!   functions, `&self`/`Arc<Self>` methods (the receiver is not in the key, `Self`'s type
+//!   name is), generic functions; `T`, `Option<T>`, `Result<T, E>`,
+//!   `Result<Option<T>, E>` (an `Err` is never cached).
+//! - **Configuration** (README § Configuration): [`Config::builder`] and
+//!   [`Config::from_env`]; [`init`], [`Cache::connect`], [`Cache::memory`],
+//!   [`Cache::install`], [`Cache::scope`].
+//! - **Keys and values** (README § Keys and values): `[{namespace}:]{prefix}:{md5_hex}` over
+//!   the canonical JSON of the key arguments; values are `{"v":1,"d":..}` /
+//!   `{"v":1,"none":true}`; TTL is `ttl + rand(0..=jitter)` seconds.
+//! - **Failure semantics** (README § Failure semantics): operation timeout, fail-open,
+//!   circuit breaker, single flight; counted in [`stats()`].
+//! - **Programmatic API** (README § Programmatic API): [`Cache::get`], [`Cache::set`],
+//!   [`Cache::delete`], [`Cache::ttl`], [`Cache::get_or_insert_with`].
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -14,3 +87,8 @@ pub use cached_runtime::{init, stats, Cache, Config, ConfigBuilder, Error, Resul
 pub mod __private {
     pub use cached_runtime::private::*;
 }
+
+/// The README's Rust blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
