@@ -636,3 +636,30 @@ async fn hashmap_keys_agree_across_processes() {
     assert_eq!(cache.scope(by_tags(tags(true), &calls)).await, 64);
     assert_eq!(calls.load(SeqCst), 0, "a hit on the other process's entry");
 }
+
+/// A return type written as an alias: the last path segment does not say `Result`.
+type Lookup = Result<u32, DbError>;
+
+#[redcache::cached(prefix = "t:alias", output = "result", skip(calls))]
+async fn aliased(id: u32, calls: &AtomicUsize) -> Lookup {
+    calls.fetch_add(1, SeqCst);
+    if id == 0 {
+        Err(DbError("down".into()))
+    } else {
+        Ok(id)
+    }
+}
+
+on_both_stores! {
+    async fn output_override_keeps_errors_out_of_the_cache_for_aliases(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            assert_eq!(aliased(0, &calls).await, Err(DbError("down".into())));
+            assert_eq!(aliased(0, &calls).await, Err(DbError("down".into())));
+            assert_eq!(aliased(3, &calls).await, Ok(3));
+            assert_eq!(aliased(3, &calls).await, Ok(3));
+        }).await;
+        assert_eq!(calls.load(SeqCst), 3);
+        assert!(!b.exists(&expected_key("t:alias", "[0]")).await);
+    }
+}

@@ -45,7 +45,25 @@ pub(crate) struct CachedArgs {
     pub(crate) null_ttl: Option<(u64, Span)>,
     pub(crate) skip: Option<(Vec<Ident>, Span)>,
     pub(crate) key: Option<(Expr, Span)>,
+    pub(crate) output: Option<(Output, Span)>,
 }
+
+/// How the return type maps to entries, when its last path segment does not say (a type
+/// alias): `output = "option"`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Output {
+    Value,
+    Option,
+    Result,
+    ResultOption,
+}
+
+const OUTPUTS: &[(&str, Output)] = &[
+    ("value", Output::Value),
+    ("option", Output::Option),
+    ("result", Output::Result),
+    ("result_option", Output::ResultOption),
+];
 
 type Setter = fn(&mut CachedArgs, &RawArg, &mut Errors);
 
@@ -77,6 +95,11 @@ const OPTIONS: &[(&str, Setter)] = &[
             arg.name.span(),
             "`skip` takes a list of argument names: `skip(pool, ctx)`",
         ),
+    }),
+    ("output", |a, arg, e| {
+        if let Some(v) = output_value(arg, e) {
+            set(&mut a.output, v, arg, e)
+        }
     }),
     ("key", |a, arg, e| match &arg.value {
         RawValue::Eq(expr) => set(&mut a.key, expr.clone(), arg, e),
@@ -143,6 +166,31 @@ fn prefix_value(arg: &RawArg, errors: &mut Errors) -> Option<String> {
         return None;
     };
     check_prefix(lit, errors)
+}
+
+fn output_value(arg: &RawArg, errors: &mut Errors) -> Option<Output> {
+    let expr = eq_value(arg, errors, "output = \"result\"")?;
+    let names: Vec<String> = OUTPUTS.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    let expected = format!(
+        "`output` must be one of {}: how the return type is cached when it is written as a \
+         type alias",
+        names.join(", ")
+    );
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => match OUTPUTS.iter().find(|(n, _)| *n == lit.value()) {
+            Some((_, output)) => Some(*output),
+            None => {
+                errors.at(lit.span(), expected);
+                None
+            }
+        },
+        _ => {
+            errors.spanned(expr, expected);
+            None
+        }
+    }
 }
 
 fn check_prefix(lit: &LitStr, errors: &mut Errors) -> Option<String> {

@@ -4,7 +4,7 @@
 //! runtime call with the original body as `async move { .. }`. Redis, the codec, TTLs,
 //! null caching and fail-open all live in the runtime.
 
-use crate::attr::CachedArgs;
+use crate::attr::{CachedArgs, Output};
 use crate::error::Errors;
 use crate::item::ItemFn;
 use proc_macro2::{Ident, Span, TokenStream};
@@ -38,28 +38,18 @@ pub(crate) fn cached(args: TokenStream, input: TokenStream) -> TokenStream {
     }
 }
 
-/// How the return type maps to entries: the runtime function to call.
-#[derive(Clone, Copy)]
-enum Shape {
-    Plain,
-    Option,
-    Result,
-    ResultOption,
-}
-
-impl Shape {
-    fn runtime_fn(self) -> &'static str {
-        match self {
-            Shape::Plain => "plain",
-            Shape::Option => "option",
-            Shape::Result => "result",
-            Shape::ResultOption => "result_option",
-        }
+/// The runtime function for a return shape.
+fn runtime_fn(shape: Output) -> &'static str {
+    match shape {
+        Output::Value => "plain",
+        Output::Option => "option",
+        Output::Result => "result",
+        Output::ResultOption => "result_option",
     }
 }
 
 /// Checks that need both the options and the function.
-fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Shape> {
+fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Output> {
     let sig = &item.sig;
     if let Some(constness) = &sig.constness {
         errors.spanned(constness, "#[cached] cannot be used on a `const fn`");
@@ -102,12 +92,13 @@ fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Sha
             }
         }
     }
-    shape_of(&sig.output, errors)
+    let shape = shape_of(&sig.output, errors)?;
+    Some(args.output.map_or(shape, |(output, _)| output))
 }
 
-fn shape_of(output: &ReturnType, errors: &mut Errors) -> Option<Shape> {
+fn shape_of(output: &ReturnType, errors: &mut Errors) -> Option<Output> {
     let ty = match output {
-        ReturnType::Default => return Some(Shape::Plain),
+        ReturnType::Default => return Some(Output::Value),
         ReturnType::Type(_, ty) => ungroup(ty),
     };
     match ty {
@@ -121,22 +112,22 @@ fn shape_of(output: &ReturnType, errors: &mut Errors) -> Option<Shape> {
         }
         Type::Path(path) => {
             let Some(last) = path.path.segments.last() else {
-                return Some(Shape::Plain);
+                return Some(Output::Value);
             };
             Some(match last.ident.to_string().as_str() {
-                "Option" => Shape::Option,
+                "Option" => Output::Option,
                 "Result" => match first_type_arg(&last.arguments) {
                     Some(Type::Path(ok))
                         if ok.path.segments.last().is_some_and(|s| s.ident == "Option") =>
                     {
-                        Shape::ResultOption
+                        Output::ResultOption
                     }
-                    _ => Shape::Result,
+                    _ => Output::Result,
                 },
-                _ => Shape::Plain,
+                _ => Output::Value,
             })
         }
-        _ => Some(Shape::Plain),
+        _ => Some(Output::Value),
     }
 }
 
@@ -172,7 +163,7 @@ fn original(item: &ItemFn) -> TokenStream {
     out
 }
 
-fn generate(item: &ItemFn, args: &CachedArgs, shape: Shape) -> TokenStream {
+fn generate(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -211,13 +202,19 @@ fn generate(item: &ItemFn, args: &CachedArgs, shape: Shape) -> TokenStream {
             return __cached_fake_return;
         }
     };
-    let runtime_fn = Ident::new(shape.runtime_fn(), ret_span);
+    let runtime_fn = Ident::new(runtime_fn(shape), ret_span);
     let call = quote_spanned! {ret_span=>
         ::redcache::__private::#runtime_fn(&__CACHED_SPEC, __cached_key, async move {
             #fake_return
             #body
-        })
+        }).await
     };
+    // A function returning nothing ends in a statement, as clippy::pedantic asks.
+    let returns_unit = match &sig.output {
+        ReturnType::Default => true,
+        ReturnType::Type(_, ty) => matches!(ungroup(ty), Type::Tuple(t) if t.elems.is_empty()),
+    };
+    let semi = returns_unit.then(|| quote!(;));
     let new_body = quote! {
         static __CACHED_SPEC: ::redcache::__private::Spec = ::redcache::__private::Spec {
             prefix: #prefix,
@@ -226,7 +223,7 @@ fn generate(item: &ItemFn, args: &CachedArgs, shape: Shape) -> TokenStream {
             null_ttl: #null_ttl,
         };
         let __cached_key = #key;
-        #call.await
+        #call #semi
     };
     let mut out = quote!(#(#attrs)* #vis #sig);
     brace.surround(&mut out, |out| new_body.to_tokens(out));

@@ -17,6 +17,14 @@ impl Parse for ItemFn {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let attrs = input.call(Attribute::parse_outer)?;
         let vis: Visibility = input.parse()?;
+        let lookahead = input.fork();
+        let _ = lookahead.parse::<Option<token::Const>>();
+        let _ = lookahead.parse::<Option<token::Async>>();
+        let _ = lookahead.parse::<Option<token::Unsafe>>();
+        let _ = lookahead.parse::<Option<syn::Abi>>();
+        if !lookahead.peek(token::Fn) {
+            return Err(input.error("#[cached] applies to `async fn` items only"));
+        }
         let sig: Signature = input.parse()?;
         if input.peek(token::Semi) {
             return Err(input.error(

@@ -9,6 +9,24 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 use serde_json::Value;
 
+/// A value that can be part of a cache key: anything `Serialize`. Named so a mistake reads
+/// as one about the key, pointing at the argument.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of a cache key: it does not implement `serde::Serialize`",
+    label = "this is part of the cache key",
+    note = "leave the argument out of the key with `skip(name)`, or derive `serde::Serialize` for its type"
+)]
+pub trait KeyArg {
+    #[doc(hidden)]
+    fn to_key_value(&self) -> serde_json::Result<Value>;
+}
+
+impl<T: Serialize + ?Sized> KeyArg for T {
+    fn to_key_value(&self) -> serde_json::Result<Value> {
+        serde_json::to_value(self)
+    }
+}
+
 /// The key material of one call, collected by generated code (and by the helpers that must
 /// derive the same key). Not public API: reached through `redcache::__private`.
 #[derive(Debug)]
@@ -39,16 +57,16 @@ impl KeyArgs {
     }
 
     /// The material of `key = expr`: the value itself, not wrapped in an array.
-    pub fn expr<T: Serialize + ?Sized>(value: &T) -> Self {
+    pub fn expr<T: KeyArg + ?Sized>(value: &T) -> Self {
         let mut args = Self::new().arg(value);
         args.expr = true;
         args
     }
 
     /// Appends one argument.
-    pub fn arg<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+    pub fn arg<T: KeyArg + ?Sized>(mut self, value: &T) -> Self {
         if self.error.is_none() {
-            match serde_json::to_value(value) {
+            match value.to_key_value() {
                 Ok(value) => self.push(|out| write_canonical(&value, out)),
                 Err(err) => self.error = Some(err),
             }

@@ -8,7 +8,18 @@ use serde::Serialize;
 use std::future::Future;
 use std::marker::PhantomData;
 
-pub use crate::key::KeyArgs;
+pub use crate::key::{KeyArg, KeyArgs};
+
+/// What a cached function returns (inside `Option`/`Result`): JSON both ways. Named so a
+/// mistake reads as one about caching, pointing at the return type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    label = "the cached value",
+    note = "derive both: `#[derive(serde::Serialize, serde::Deserialize)]`; a type borrowing data (`&str`, `&[T]`) must be owned (`String`, `Vec<T>`)"
+)]
+pub trait CacheValue: Serialize + DeserializeOwned {}
+
+impl<T: Serialize + DeserializeOwned> CacheValue for T {}
 
 /// The attribute's options for one function, as a `static`.
 #[derive(Debug)]
@@ -80,7 +91,7 @@ pub struct Res<T, E>(PhantomData<(T, E)>);
 #[derive(Debug)]
 pub struct ResOpt<T, E>(PhantomData<(T, E)>);
 
-impl<T: Serialize + DeserializeOwned> Shape for Plain<T> {
+impl<T: CacheValue> Shape for Plain<T> {
     type Output = T;
     fn outcome(out: &T) -> Outcome {
         Outcome::Value(codec::encode_value(out))
@@ -93,7 +104,7 @@ impl<T: Serialize + DeserializeOwned> Shape for Plain<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Shape for Opt<T> {
+impl<T: CacheValue> Shape for Opt<T> {
     type Output = Option<T>;
     fn outcome(out: &Option<T>) -> Outcome {
         match out {
@@ -109,7 +120,7 @@ impl<T: Serialize + DeserializeOwned> Shape for Opt<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned, E> Shape for Res<T, E> {
+impl<T: CacheValue, E> Shape for Res<T, E> {
     type Output = Result<T, E>;
     fn outcome(out: &Result<T, E>) -> Outcome {
         match out {
@@ -125,7 +136,7 @@ impl<T: Serialize + DeserializeOwned, E> Shape for Res<T, E> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned, E> Shape for ResOpt<T, E> {
+impl<T: CacheValue, E> Shape for ResOpt<T, E> {
     type Output = Result<Option<T>, E>;
     fn outcome(out: &Result<Option<T>, E>) -> Outcome {
         match out {
@@ -166,7 +177,7 @@ where
 /// A function returning `T`.
 pub async fn plain<T, F>(spec: &'static Spec, key: KeyArgs, body: F) -> T
 where
-    T: Serialize + DeserializeOwned,
+    T: CacheValue,
     F: Future<Output = T>,
 {
     run::<Plain<T>, F>(spec, key, body).await
@@ -175,7 +186,7 @@ where
 /// A function returning `Option<T>`.
 pub async fn option<T, F>(spec: &'static Spec, key: KeyArgs, body: F) -> Option<T>
 where
-    T: Serialize + DeserializeOwned,
+    T: CacheValue,
     F: Future<Output = Option<T>>,
 {
     run::<Opt<T>, F>(spec, key, body).await
@@ -184,7 +195,7 @@ where
 /// A function returning `Result<T, E>`.
 pub async fn result<T, E, F>(spec: &'static Spec, key: KeyArgs, body: F) -> Result<T, E>
 where
-    T: Serialize + DeserializeOwned,
+    T: CacheValue,
     F: Future<Output = Result<T, E>>,
 {
     run::<Res<T, E>, F>(spec, key, body).await
@@ -197,7 +208,7 @@ pub async fn result_option<T, E, F>(
     body: F,
 ) -> Result<Option<T>, E>
 where
-    T: Serialize + DeserializeOwned,
+    T: CacheValue,
     F: Future<Output = Result<Option<T>, E>>,
 {
     run::<ResOpt<T, E>, F>(spec, key, body).await
