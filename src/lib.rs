@@ -79,8 +79,11 @@
     unreachable_pub
 )]
 
-pub use cached_macros::cached;
-pub use cached_runtime::{init, stats, Cache, Config, ConfigBuilder, Error, Result, Stats};
+pub use cached_macros::{cached, evicts, invalidate, key, put};
+pub use cached_runtime::{
+    init, invalidate_group, invalidate_prefix, stats, Cache, Config, ConfigBuilder, Error, Result,
+    Stats,
+};
 
 /// What `#[cached]`-generated code calls. Not public API: it may change in any release.
 #[doc(hidden)]

@@ -46,6 +46,8 @@ pub(crate) struct CachedArgs {
     pub(crate) skip: Option<(Vec<Ident>, Span)>,
     pub(crate) key: Option<(Expr, Span)>,
     pub(crate) output: Option<(Output, Span)>,
+    pub(crate) group: Option<(String, Span)>,
+    pub(crate) in_trait_impl: Option<((), Span)>,
 }
 
 /// How the return type maps to entries, when its last path segment does not say (a type
@@ -101,6 +103,18 @@ const OPTIONS: &[(&str, Setter)] = &[
             set(&mut a.output, v, arg, e)
         }
     }),
+    ("group", |a, arg, e| {
+        if let Some(v) = group_value(arg, e) {
+            set(&mut a.group, v, arg, e)
+        }
+    }),
+    ("in_trait_impl", |a, arg, e| match &arg.value {
+        RawValue::Flag => set(&mut a.in_trait_impl, (), arg, e),
+        _ => e.at(
+            arg.name.span(),
+            "`in_trait_impl` is a flag and takes no value: `#[cached(in_trait_impl)]`",
+        ),
+    }),
     ("key", |a, arg, e| match &arg.value {
         RawValue::Eq(expr) => set(&mut a.key, expr.clone(), arg, e),
         _ => e.at(
@@ -125,6 +139,9 @@ const HINTS: &[(&str, &str)] = &[
     ("convert", "key"),
     ("keys", "key"),
     ("none_ttl", "null_ttl"),
+    ("evict_group", "group"),
+    ("tag", "group"),
+    ("tags", "group"),
     ("nil_ttl", "null_ttl"),
 ];
 
@@ -166,6 +183,42 @@ fn prefix_value(arg: &RawArg, errors: &mut Errors) -> Option<String> {
         return None;
     };
     check_prefix(lit, errors)
+}
+
+fn group_value(arg: &RawArg, errors: &mut Errors) -> Option<String> {
+    let expr = eq_value(arg, errors, "group = \"products\"")?;
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = expr
+    else {
+        errors.spanned(
+            expr,
+            "`group` must be a string literal: `group = \"products\"`",
+        );
+        return None;
+    };
+    check_group(lit, errors)
+}
+
+/// A group name: non-empty, and usable inside a Redis Cluster hash tag.
+pub(crate) fn check_group(lit: &LitStr, errors: &mut Errors) -> Option<String> {
+    let value = lit.value();
+    if value.is_empty() {
+        errors.at(lit.span(), "`group` must not be empty");
+        return None;
+    }
+    if value
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+    {
+        errors.at(
+            lit.span(),
+            "`group` must not contain whitespace, control characters or braces: it becomes \
+             the `{group}` hash tag of the function's keys",
+        );
+        return None;
+    }
+    Some(value)
 }
 
 fn output_value(arg: &RawArg, errors: &mut Errors) -> Option<Output> {

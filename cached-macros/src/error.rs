@@ -24,6 +24,10 @@ impl Errors {
         self.push(syn::Error::new_spanned(tokens, message));
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.combined.is_none()
+    }
+
     /// All errors as one, or `Ok` when there were none.
     pub(crate) fn finish(self) -> syn::Result<()> {
         match self.combined {

@@ -1,27 +1,30 @@
 //! Code generation: the only module that writes tokens.
 //!
-//! The new body computes the key material from the key arguments, then awaits one generic
-//! runtime call with the original body as `async move { .. }`. Redis, the codec, TTLs,
-//! null caching and fail-open all live in the runtime.
+//! `#[cached]` emits two functions:
+//!
+//! - the function itself, whose new body builds its [`Call`] (the options as a `static`,
+//!   the key material from the key arguments) and awaits one generic runtime call with the
+//!   original body as `async move { .. }`. Redis, the codec, TTLs, null caching and
+//!   fail-open all live in the runtime;
+//! - a hidden companion, `__redcache_key_<name>`, with the same arguments, that builds the
+//!   same `Call` with the same tokens and returns it. `invalidate!`, `put!`, `key!` and
+//!   `#[evicts]` call the companion, so they derive exactly the key the attribute does.
+//!
+//! [`Call`]: https://docs.rs/redcache (redcache::__private::Call)
 
 use crate::attr::{CachedArgs, Output};
 use crate::error::Errors;
 use crate::item::ItemFn;
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{GenericArgument, GenericParam, PathArguments, ReturnType, Type};
+use syn::{FnArg, GenericArgument, GenericParam, PathArguments, ReturnType, Type};
 
 /// Entry point: the expanded function, or the function unchanged plus every error.
 pub(crate) fn cached(args: TokenStream, input: TokenStream) -> TokenStream {
     let item: ItemFn = match syn::parse2(input.clone()) {
         Ok(item) => item,
-        Err(err) => {
-            // Keep what the user wrote so the rest of their crate still type-checks.
-            let mut out = input;
-            out.extend(err.to_compile_error());
-            return out;
-        }
+        Err(err) => return with_error(input, err),
     };
     let mut errors = Errors::default();
     let args = CachedArgs::parse(args, &mut errors);
@@ -38,37 +41,56 @@ pub(crate) fn cached(args: TokenStream, input: TokenStream) -> TokenStream {
     }
 }
 
-/// The runtime function for a return shape.
-fn runtime_fn(shape: Output) -> &'static str {
+/// What the user wrote, plus the error: the rest of their crate still type-checks.
+pub(crate) fn with_error(mut input: TokenStream, err: syn::Error) -> TokenStream {
+    input.extend(err.to_compile_error());
+    input
+}
+
+/// The companion of the function named `name`, spanned where the name was written.
+pub(crate) fn companion_ident(name: &Ident) -> Ident {
+    format_ident!("__redcache_key_{}", name, span = name.span())
+}
+
+/// The runtime's kind type for a return shape.
+fn kind(shape: Output) -> &'static str {
     match shape {
-        Output::Value => "plain",
-        Output::Option => "option",
-        Output::Result => "result",
-        Output::ResultOption => "result_option",
+        Output::Value => "Plain",
+        Output::Option => "Opt",
+        Output::Result => "Res",
+        Output::ResultOption => "ResOpt",
     }
 }
 
-/// Checks that need both the options and the function.
-fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Output> {
-    let sig = &item.sig;
+/// Checks that need the function: `async`, not `const`.
+pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors) {
     if let Some(constness) = &sig.constness {
-        errors.spanned(constness, "#[cached] cannot be used on a `const fn`");
+        errors.spanned(
+            constness,
+            format_args!("#[{attr}] cannot be used on a `const fn`"),
+        );
     }
     if sig.asyncness.is_none() {
-        let mut message = String::from(
-            "#[cached] works on `async fn` only: the cache is asynchronous; add `async`",
+        let mut message = format!(
+            "#[{attr}] works on `async fn` only: the cache is asynchronous; add `async`"
         );
         if let ReturnType::Type(_, ty) = &sig.output {
             let text = ty.to_token_stream().to_string();
             if text.contains("Pin") && text.contains("Future") {
                 message.push_str(
-                    " (with #[async_trait], put #[cached] on a native `async fn` in the \
+                    " (with #[async_trait], put the attribute on a native `async fn` in the \
                      trait impl instead: Rust supports them since 1.75)",
                 );
             }
         }
         errors.spanned(sig.fn_token, message);
     }
+}
+
+/// Checks that need both the options and the function.
+fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Output> {
+    let sig = &item.sig;
+    check_async(sig, "cached", errors);
     let idents = item.arg_idents();
     if let Some((skipped, skip_span)) = &args.skip {
         if args.key.is_some() {
@@ -92,6 +114,21 @@ fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Out
             }
         }
     }
+    if let (Some(_), Some((prefix, span))) = (&args.group, &args.prefix) {
+        if prefix.contains(['{', '}']) {
+            errors.at(
+                *span,
+                "the `prefix` of a function in a `group` must not contain braces: the group \
+                 is the `{group}` hash tag of its keys",
+            );
+        }
+    }
+    if let (Some((_, span)), false) = (&args.in_trait_impl, item.has_receiver()) {
+        errors.at(
+            *span,
+            "`in_trait_impl` is for methods in a trait impl; this function has no `self`",
+        );
+    }
     let shape = shape_of(&sig.output, errors)?;
     Some(args.output.map_or(shape, |(output, _)| output))
 }
@@ -110,24 +147,27 @@ fn shape_of(output: &ReturnType, errors: &mut Errors) -> Option<Output> {
             );
             None
         }
-        Type::Path(path) => {
-            let Some(last) = path.path.segments.last() else {
-                return Some(Output::Value);
-            };
-            Some(match last.ident.to_string().as_str() {
-                "Option" => Output::Option,
-                "Result" => match first_type_arg(&last.arguments) {
-                    Some(Type::Path(ok))
-                        if ok.path.segments.last().is_some_and(|s| s.ident == "Option") =>
-                    {
-                        Output::ResultOption
-                    }
-                    _ => Output::Result,
-                },
-                _ => Output::Value,
-            })
-        }
-        _ => Some(Output::Value),
+        _ => Some(shape_of_type(ty)),
+    }
+}
+
+/// The shape a return type's last path segment says.
+pub(crate) fn shape_of_type(ty: &Type) -> Output {
+    let Type::Path(path) = ungroup(ty) else {
+        return Output::Value;
+    };
+    let Some(last) = path.path.segments.last() else {
+        return Output::Value;
+    };
+    match last.ident.to_string().as_str() {
+        "Option" => Output::Option,
+        "Result" => match first_type_arg(&last.arguments) {
+            Some(Type::Path(ok)) if ok.path.segments.last().is_some_and(|s| s.ident == "Option") => {
+                Output::ResultOption
+            }
+            _ => Output::Result,
+        },
+        _ => Output::Value,
     }
 }
 
@@ -163,6 +203,39 @@ fn original(item: &ItemFn) -> TokenStream {
     out
 }
 
+/// The declared return type, and the span errors about it should point at.
+pub(crate) fn return_type(sig: &syn::Signature) -> (TokenStream, Span) {
+    match &sig.output {
+        ReturnType::Default => (quote!(()), sig.ident.span()),
+        ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
+    }
+}
+
+/// `async move { body }` with a return edge typed with the declared return type: `?` in
+/// the body converts into it, and type mismatches point at the user's signature.
+pub(crate) fn body_future(sig: &syn::Signature, body: &TokenStream) -> TokenStream {
+    let (ret_ty, ret_span) = return_type(sig);
+    quote_spanned! {ret_span=>
+        async move {
+            #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::empty_loop, clippy::let_unit_value, clippy::needless_return)]
+            if false {
+                let __cached_fake_return: #ret_ty = loop {};
+                return __cached_fake_return;
+            }
+            #body
+        }
+    }
+}
+
+/// Whether the function returns `()`: its new body then ends in a statement, as
+/// clippy::pedantic asks.
+pub(crate) fn returns_unit(sig: &syn::Signature) -> bool {
+    match &sig.output {
+        ReturnType::Default => true,
+        ReturnType::Type(_, ty) => matches!(ungroup(ty), Type::Tuple(t) if t.elems.is_empty()),
+    }
+}
+
 fn generate(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     let ItemFn {
         attrs,
@@ -171,8 +244,27 @@ fn generate(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
         brace,
         body,
     } = item;
-    let fn_name = sig.ident.to_string();
+    let call = call_expr(item, args, shape);
+    let body_future = body_future(sig, body);
+    let semi = returns_unit(sig).then(|| quote!(;));
+    let ret_span = return_type(sig).1;
+    let new_body = quote_spanned! {ret_span=>
+        let __cached_call = #call;
+        ::redcache::__private::run(__cached_call, #body_future).await #semi
+    };
+    let mut out = quote!(#(#attrs)* #vis #sig);
+    brace.surround(&mut out, |out| new_body.to_tokens(out));
+    if args.in_trait_impl.is_none() {
+        out.extend(companion(item, args, shape, &call));
+    }
+    out
+}
 
+/// `Call::<Kind, ReturnType>::new(&SPEC, key material)`: what a call of this function is
+/// to the cache. Emitted in the function and in its companion: one derivation.
+fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
+    let sig = &item.sig;
+    let fn_name = sig.ident.to_string();
     let prefix = match &args.prefix {
         Some((prefix, span)) => quote_spanned!(*span=> #prefix),
         None => quote!(::core::concat!(::core::module_path!(), "::", #fn_name)),
@@ -182,52 +274,70 @@ fn generate(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let (ttl, jitter, null_ttl) = (opt(&args.ttl), opt(&args.jitter), opt(&args.null_ttl));
-
+    let group = match &args.group {
+        Some((group, _)) => quote!(::core::option::Option::Some(#group)),
+        None => quote!(::core::option::Option::None),
+    };
     let key = key_material(item, args);
-
-    let ret_ty = match &sig.output {
-        ReturnType::Default => quote!(()),
-        ReturnType::Type(_, ty) => ty.to_token_stream(),
-    };
-    let ret_span = match &sig.output {
-        ReturnType::Default => sig.ident.span(),
-        ReturnType::Type(_, ty) => ty.span(),
-    };
-    // A return edge typed with the declared return type: `?` in the body converts into it,
-    // and type mismatches point at the user's signature.
-    let fake_return = quote_spanned! {ret_span=>
-        #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::empty_loop, clippy::let_unit_value, clippy::needless_return)]
-        if false {
-            let __cached_fake_return: #ret_ty = loop {};
-            return __cached_fake_return;
+    let (ret_ty, ret_span) = return_type(sig);
+    let kind = Ident::new(kind(shape), ret_span);
+    quote_spanned! {ret_span=>
+        {
+            static __CACHED_SPEC: ::redcache::__private::Spec = ::redcache::__private::Spec {
+                prefix: #prefix,
+                ttl: #ttl,
+                jitter: #jitter,
+                null_ttl: #null_ttl,
+                group: #group,
+            };
+            ::redcache::__private::Call::<::redcache::__private::#kind, #ret_ty>::new(
+                &__CACHED_SPEC,
+                #key,
+            )
         }
-    };
-    let runtime_fn = Ident::new(runtime_fn(shape), ret_span);
-    let call = quote_spanned! {ret_span=>
-        ::redcache::__private::#runtime_fn(&__CACHED_SPEC, __cached_key, async move {
-            #fake_return
-            #body
-        }).await
-    };
-    // A function returning nothing ends in a statement, as clippy::pedantic asks.
-    let returns_unit = match &sig.output {
-        ReturnType::Default => true,
-        ReturnType::Type(_, ty) => matches!(ungroup(ty), Type::Tuple(t) if t.elems.is_empty()),
-    };
-    let semi = returns_unit.then(|| quote!(;));
-    let new_body = quote! {
-        static __CACHED_SPEC: ::redcache::__private::Spec = ::redcache::__private::Spec {
-            prefix: #prefix,
-            ttl: #ttl,
-            jitter: #jitter,
-            null_ttl: #null_ttl,
-        };
-        let __cached_key = #key;
-        #call #semi
-    };
-    let mut out = quote!(#(#attrs)* #vis #sig);
-    brace.surround(&mut out, |out| new_body.to_tokens(out));
-    out
+    }
+}
+
+/// The hidden companion: same generics and arguments (the receiver as `&self`; an argument
+/// that is entirely skipped takes anything, so helpers may pass `_`), returning the call.
+fn companion(item: &ItemFn, args: &CachedArgs, shape: Output, call: &TokenStream) -> TokenStream {
+    let sig = &item.sig;
+    let vis = &item.vis;
+    let name = companion_ident(&sig.ident);
+    let (generics, where_clause) = (&sig.generics, &sig.generics.where_clause);
+    let skipped: &[Ident] = args.skip.as_ref().map_or(&[], |(s, _)| s);
+    let inputs = sig.inputs.iter().map(|input| match input {
+        FnArg::Receiver(_) => quote!(&self),
+        FnArg::Typed(arg) => {
+            let mut bound = Vec::new();
+            crate::item::bound_idents(&arg.pat, &mut bound);
+            let all_skipped = !bound.is_empty() && bound.iter().all(|i| skipped.contains(i));
+            if all_skipped && args.key.is_none() {
+                quote!(_: impl ::core::marker::Sized)
+            } else {
+                let (pat, ty) = (&arg.pat, &arg.ty);
+                quote!(#pat: #ty)
+            }
+        }
+    });
+    let (ret_ty, _) = return_type(sig);
+    let kind = Ident::new(kind(shape), Span::call_site());
+    let doc = format!(
+        "The cache key of a call of [`{}`]: what `redcache::invalidate!`, `put!`, `key!` \
+         and `#[evicts]` call. Generated by `#[redcache::cached]`.",
+        sig.ident
+    );
+    quote! {
+        #[doc = #doc]
+        #[doc(hidden)]
+        #[allow(non_snake_case, unused_variables, unused_mut, clippy::all, clippy::pedantic)]
+        #vis fn #name #generics (#(#inputs),*)
+            -> ::redcache::__private::Call<::redcache::__private::#kind, #ret_ty>
+            #where_clause
+        {
+            #call
+        }
+    }
 }
 
 /// The key material: the key arguments (or the `key` expression), then the names of the

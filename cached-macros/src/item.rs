@@ -62,7 +62,8 @@ impl ItemFn {
     }
 }
 
-fn bound_idents(pat: &Pat, out: &mut Vec<Ident>) {
+/// Every identifier `pat` binds, in order.
+pub(crate) fn bound_idents(pat: &Pat, out: &mut Vec<Ident>) {
     match pat {
         Pat::Ident(p) => out.push(p.ident.clone()),
         Pat::Tuple(p) => p.elems.iter().for_each(|p| bound_idents(p, out)),

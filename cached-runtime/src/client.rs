@@ -3,8 +3,10 @@
 use crate::codec::{self, Decoded};
 use crate::flight::{self, Flights, Role};
 use crate::health::Health;
+use crate::key::{self, new_generation, parse_gen, BadGeneration};
+use crate::private::{Found, Outcome, Plain, Shape};
 use crate::stats::{Counters, Stats};
-use crate::store::{Backend, MemoryStore, RedisStore, Store};
+use crate::store::{Backend, Fill, GroupFence, MemoryStore, RedisStore, Seen, Store};
 use crate::ttl::Policy;
 use crate::{Config, Error, Result};
 use serde::de::DeserializeOwned;
@@ -14,6 +16,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::time::Instant;
 
 static GLOBAL: OnceLock<Cache> = OnceLock::new();
 
@@ -42,25 +45,97 @@ tokio::task_local! {
 /// ```
 #[derive(Clone)]
 pub struct Cache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    backend: Backend,
-    config: Config,
-    counters: Counters,
+pub(crate) struct Inner {
+    pub(crate) backend: Backend,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
     flights: Flights,
     health: Health,
 }
 
-/// What a store read gave.
-enum Fetched {
-    Entry(Vec<u8>),
-    Nothing,
+/// What the read of a miss saw: what its fill must find again to store its result.
+enum Read {
+    Found {
+        entry: Option<Vec<u8>>,
+        gen: Gen,
+    },
+    /// Redis rejected the read (a key of another Redis type): the fill overwrites it.
+    WrongType,
     /// The store failed, timed out or is skipped: the call does not write either, so an
     /// outage adds at most one timeout to a call.
     Unavailable,
 }
+
+/// A group's generation as read (functions without a group read none: `Missing`).
+#[derive(Clone, Copy)]
+enum Gen {
+    Missing,
+    At(u64),
+    /// Not a generation redcache wrote: nothing of the group is used or stored until
+    /// `invalidate_group` replaces it.
+    Unusable,
+}
+
+impl Read {
+    fn entry(&self) -> Option<&[u8]> {
+        match self {
+            Read::Found { entry, .. } => entry.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn into_entry(self) -> Option<Vec<u8>> {
+        match self {
+            Read::Found { entry, .. } => entry,
+            _ => None,
+        }
+    }
+
+    /// Whether an entry written at generation `gen` is current (0: written outside a group).
+    fn gen_matches(&self, gen: u64) -> bool {
+        match self {
+            Read::Found { gen: Gen::At(current), .. } => gen == *current,
+            Read::Found { gen: Gen::Missing, .. } => gen == 0,
+            _ => false,
+        }
+    }
+
+    fn writable(&self) -> bool {
+        !matches!(
+            self,
+            Read::Unavailable
+                | Read::Found {
+                    gen: Gen::Unusable,
+                    ..
+                }
+        )
+    }
+
+    fn seen(&self) -> Seen<'_> {
+        match self {
+            Read::Found { entry: None, .. } => Seen::Nothing,
+            Read::Found {
+                entry: Some(bytes), ..
+            } => Seen::Bytes(bytes),
+            Read::WrongType | Read::Unavailable => Seen::WrongType,
+        }
+    }
+
+    /// The generation a grouped fill stamps its value with: the one read, or a new one
+    /// the fill creates if there was none.
+    fn fence<'a>(&self, gen_key: Option<&'a str>) -> Option<GroupFence<'a>> {
+        let key = gen_key?;
+        let (gen, create) = match self {
+            Read::Found { gen: Gen::At(gen), .. } => (*gen, false),
+            _ => (new_generation(), true),
+        };
+        Some(GroupFence { key, gen, create })
+    }
+}
+
 
 impl Cache {
     fn new(backend: Backend, config: Config) -> Cache {
@@ -200,9 +275,9 @@ impl Cache {
         let Some(bytes) = self.op(self.inner.backend.get(&key)).await? else {
             return Ok(None);
         };
-        match codec::decode::<T>(&bytes) {
+        match codec::decode::<T>(&bytes).map(|e| e.body) {
             Ok(Decoded::Value(value)) => Ok(Some(value)),
-            Ok(Decoded::Null) => Ok(None),
+            Ok(Decoded::Null | Decoded::Gone) => Ok(None),
             Err(err) => {
                 self.fault(&key, &Error::decode(err));
                 Ok(None)
@@ -232,13 +307,22 @@ impl Cache {
         value: &T,
         ttl: Duration,
     ) -> Result<()> {
-        let bytes = codec::encode_value(value).map_err(|source| Error::Encode { source })?;
+        let bytes = codec::encode_value(value, 0).map_err(|source| Error::Encode { source })?;
         let key = self.full_key(key);
-        self.write_checked(&key, &bytes, Policy::exact(ttl).value_ttl())
-            .await
+        let ttl = Policy::exact(ttl).value_ttl();
+        self.write_checked(
+            || async { self.inner.backend.set(&key, &bytes, ttl).await.map(|()| true) },
+            bytes.len(),
+        )
+        .await
+        .map(drop)
     }
 
     /// Removes the entry at `key` (the namespace is added); whether there was one.
+    ///
+    /// Like every invalidation, this leaves a small tombstone for
+    /// [`Config::max_fill_time`], so that a `get_or_insert_with` that started before it
+    /// cannot store its older value afterwards.
     ///
     /// # Errors
     ///
@@ -254,17 +338,7 @@ impl Cache {
     /// ```
     pub async fn delete(&self, key: &str) -> Result<bool> {
         let key = self.full_key(key);
-        self.delete_key(&key).await
-    }
-
-    /// Removes the entry at an exact store key (namespace included), as `#[cached]`
-    /// derives it.
-    pub(crate) async fn delete_key(&self, key: &str) -> Result<bool> {
-        let removed = self.op(self.inner.backend.delete(key)).await?;
-        if removed {
-            Counters::bump(&self.inner.counters.invalidations);
-        }
-        Ok(removed)
+        self.invalidate_key(&key).await
     }
 
     /// Time left before the entry at `key` (the namespace is added) expires; `None` when
@@ -286,7 +360,12 @@ impl Cache {
     /// ```
     pub async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
         let key = self.full_key(key);
-        self.op(self.inner.backend.ttl(&key)).await
+        match self.op(self.inner.backend.get(&key)).await? {
+            Some(bytes) if !codec::is_tombstone(&bytes) => {
+                self.op(self.inner.backend.ttl(&key)).await
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Cache-aside for code without the attribute: the value at `key` (the namespace is
@@ -314,7 +393,7 @@ impl Cache {
     {
         let key = self.full_key(key);
         let policy = Policy::exact(ttl);
-        self.get_or_run::<crate::private::Plain<T>, _>(&key, &policy, async move { init().await })
+        self.get_or_run::<Plain, T, _>(&key, None, &policy, async move { init().await })
             .await
     }
 
@@ -333,118 +412,197 @@ impl Cache {
             .or_else(|| GLOBAL.get().cloned())
     }
 
-    /// The heart of every cached call: single flight, read, run on a miss, write.
-    pub(crate) async fn get_or_run<S, F>(&self, key: &str, policy: &Policy, body: F) -> S::Output
+    /// The heart of every cached call: single flight, read, run on a miss, fenced write.
+    pub(crate) async fn get_or_run<K, O, F>(
+        &self,
+        key: &str,
+        group: Option<&str>,
+        policy: &Policy,
+        body: F,
+    ) -> O
     where
-        S: crate::private::Shape,
-        F: Future<Output = S::Output>,
+        K: Shape<O>,
+        F: Future<Output = O>,
     {
+        let gen_key = group.map(|g| key::group_key(self.inner.config.namespace(), g));
         loop {
             match self.inner.flights.join(key) {
                 Role::Follower(rx) => {
                     if let Some(entry) = flight::follow(rx).await {
-                        if let Ok(hit) = S::decode(&entry) {
-                            return self.count_hit(hit);
+                        if let Ok((found, _)) = K::decode(&entry) {
+                            if let Some(out) = self.count_hit(found) {
+                                return out;
+                            }
                         }
                     }
                     // The leader had nothing to share or went away: start over.
                 }
                 Role::Leader(leader) => {
-                    let fetched = self.fetch(key).await;
-                    let writable = !matches!(fetched, Fetched::Unavailable);
-                    if let Fetched::Entry(bytes) = fetched {
-                        match S::decode(&bytes) {
-                            Ok(hit) => {
-                                if leader.has_followers() {
-                                    leader.finish(Some(Arc::new(bytes)));
+                    let started = Instant::now();
+                    let read = self.read(key, gen_key.as_deref()).await;
+                    if let Some(bytes) = read.entry() {
+                        match K::decode(bytes) {
+                            Ok((found, gen)) if read.gen_matches(gen) => {
+                                if let Some(out) = self.count_hit(found) {
+                                    if leader.has_followers() {
+                                        leader.finish(read.into_entry().map(Arc::new));
+                                    }
+                                    return out;
                                 }
-                                return self.count_hit(hit);
+                                // A tombstone: a miss, filled over below.
                             }
-                            // Corrupt, foreign or older-format data: a miss, overwritten below.
+                            // Written before the group was invalidated: a miss.
+                            Ok(_) => {}
+                            // Corrupt, foreign or older-format data: a miss, overwritten.
                             Err(err) => self.fault(key, &Error::decode(err)),
                         }
                     }
                     Counters::bump(&self.inner.counters.misses);
                     let out = body.await;
-                    let entry = match S::outcome(&out) {
-                        crate::private::Outcome::Value(Ok(bytes)) => {
-                            if writable {
-                                self.write(key, &bytes, policy.value_ttl()).await;
-                            }
-                            Some(bytes)
-                        }
-                        crate::private::Outcome::Value(Err(source)) => {
-                            self.fault(key, &Error::Encode { source });
-                            None
-                        }
-                        crate::private::Outcome::Null => {
-                            let bytes = codec::encode_null();
-                            if let Some(ttl) = policy.null_ttl().filter(|_| writable) {
-                                self.write(key, &bytes, ttl).await;
-                            }
-                            Some(bytes)
-                        }
-                        crate::private::Outcome::Skip => None,
-                    };
-                    leader.finish(entry.map(Arc::new));
+                    let shared = self
+                        .store_result::<K, O>(key, gen_key.as_deref(), &read, policy, &out, started)
+                        .await;
+                    leader.finish(shared.map(Arc::new));
                     return out;
                 }
             }
         }
     }
 
-    fn count_hit<O>(&self, hit: crate::private::Hit<O>) -> O {
-        match hit {
-            crate::private::Hit::Value(out) => {
-                Counters::bump(&self.inner.counters.hits);
-                out
+    /// Stores a miss's result if nothing changed at the key since `read`; the entry to hand
+    /// to the callers waiting on this flight, if they may have it.
+    async fn store_result<K: Shape<O>, O>(
+        &self,
+        key: &str,
+        gen_key: Option<&str>,
+        read: &Read,
+        policy: &Policy,
+        out: &O,
+        started: Instant,
+    ) -> Option<Vec<u8>> {
+        let fence = read.fence(gen_key);
+        let (bytes, ttl) = match K::encode(out, fence.map_or(0, |f| f.gen)) {
+            Outcome::Value(Ok(bytes)) => (bytes, Some(policy.value_ttl())),
+            Outcome::Value(Err(source)) => {
+                self.fault(key, &Error::Encode { source });
+                return None;
             }
-            crate::private::Hit::Null(out) => {
-                Counters::bump(&self.inner.counters.null_hits);
-                out
+            Outcome::Null(bytes) => (bytes, policy.null_ttl()),
+            Outcome::Skip => return None,
+        };
+        let Some(ttl) = ttl.filter(|_| read.writable()) else {
+            // Nothing to write (None not cached) or the store is out: share what we have.
+            return Some(bytes);
+        };
+        let max_fill = self.inner.config.max_fill_time();
+        if started.elapsed() >= max_fill {
+            // An invalidation during the run may have left no trace by now: neither store
+            // nor share the result.
+            Counters::bump(&self.inner.counters.conflicts);
+            tracing::debug!(key, ?max_fill, "redcache: a miss outlasted max_fill_time; not stored");
+            return None;
+        }
+        let fill = Fill {
+            key,
+            value: &bytes,
+            ttl,
+            seen: read.seen(),
+            group: fence,
+        };
+        match self.write_checked(|| self.inner.backend.fill(&fill), bytes.len()).await {
+            Ok(true) => Some(bytes),
+            Ok(false) => {
+                // Invalidated or rewritten while the body ran: the result may be older than
+                // what is there now. The caller gets it; the cache and the waiters do not.
+                Counters::bump(&self.inner.counters.conflicts);
+                None
+            }
+            Err(err) => {
+                self.fault(key, &err);
+                Some(bytes)
             }
         }
     }
 
-    /// Reads `key`; faults are recorded, never returned.
-    async fn fetch(&self, key: &str) -> Fetched {
-        match self.op(self.inner.backend.get(key)).await {
-            Ok(Some(bytes)) => Fetched::Entry(bytes),
-            Ok(None) => Fetched::Nothing,
+    /// Counts a hit; `None` for a tombstone (a miss).
+    fn count_hit<O>(&self, found: Found<O>) -> Option<O> {
+        match found {
+            Found::Value(out) => {
+                Counters::bump(&self.inner.counters.hits);
+                Some(out)
+            }
+            Found::Null(out) => {
+                Counters::bump(&self.inner.counters.null_hits);
+                Some(out)
+            }
+            Found::Gone => None,
+        }
+    }
+
+    /// Reads `key` (and the group generation); faults are recorded, never returned.
+    async fn read(&self, key: &str, gen_key: Option<&str>) -> Read {
+        let result = match gen_key {
+            None => self
+                .op(self.inner.backend.get(key))
+                .await
+                .map(|entry| (entry, None)),
+            Some(gen_key) => self.op(self.inner.backend.get_with_gen(key, gen_key)).await,
+        };
+        match result {
+            Ok((entry, gen)) => {
+                let gen = match gen.as_deref().map(parse_gen) {
+                    None => Gen::Missing,
+                    Some(Some(gen)) => Gen::At(gen),
+                    Some(None) => {
+                        self.fault(key, &Error::decode(BadGeneration));
+                        Gen::Unusable
+                    }
+                };
+                Read::Found { entry, gen }
+            }
             Err(err) => {
                 self.fault(key, &err);
                 if err.is_store_fault() || matches!(err, Error::Unavailable { .. }) {
-                    Fetched::Unavailable
+                    Read::Unavailable
                 } else {
-                    // Redis rejected the read (e.g. a key of another type): write over it.
-                    Fetched::Nothing
+                    // Redis rejected the read (a key of another type): write over it.
+                    Read::WrongType
                 }
             }
         }
     }
 
-    /// Writes `key`; faults are recorded, never returned.
-    async fn write(&self, key: &str, bytes: &[u8], ttl: Duration) {
-        if let Err(err) = self.write_checked(key, bytes, ttl).await {
-            self.fault(key, &err);
-        }
-    }
-
-    async fn write_checked(&self, key: &str, bytes: &[u8], ttl: Duration) -> Result<()> {
+    /// Runs a write of `len` encoded bytes under the size limit, the timeout and the
+    /// breaker, and counts it if it stored.
+    pub(crate) async fn write_checked<F, Fut>(&self, write: F, len: usize) -> Result<bool>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<bool>>,
+    {
         let max = self.inner.config.max_value_bytes();
-        if bytes.len() > max {
-            return Err(Error::TooLarge {
-                size: bytes.len(),
-                max,
-            });
+        if len > max {
+            return Err(Error::TooLarge { size: len, max });
         }
-        self.op(self.inner.backend.set(key, bytes, ttl)).await?;
-        Counters::bump(&self.inner.counters.stores);
-        Ok(())
+        let stored = self.op(write()).await?;
+        if stored {
+            Counters::bump(&self.inner.counters.stores);
+        }
+        Ok(stored)
     }
 
     /// Runs one store operation under the timeout and the breaker.
-    async fn op<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) async fn op<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+        self.op_within(Some(self.inner.config.op_timeout()), op)
+            .await
+    }
+
+    /// Runs a store operation under the breaker and, if given, a timeout for the whole of
+    /// it (operations of many commands rely on each command's own timeout).
+    pub(crate) async fn op_within<T>(
+        &self,
+        timeout: Option<Duration>,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         if !self.inner.backend.is_remote() {
             return op.await;
         }
@@ -455,10 +613,12 @@ impl Cache {
                 cooldown: self.inner.config.breaker_cooldown(),
             });
         }
-        let after = self.inner.config.op_timeout();
-        let result = match tokio::time::timeout(after, op).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout { after }),
+        let result = match timeout {
+            Some(after) => match tokio::time::timeout(after, op).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Timeout { after }),
+            },
+            None => op.await,
         };
         match &result {
             Ok(_) => health.success(),

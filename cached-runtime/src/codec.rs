@@ -1,54 +1,98 @@
 //! The value envelope stored in Redis.
 //!
 //! A value is `{"v":1,"d":<the value as JSON>}`; a cached `None` is `{"v":1,"none":true}`.
-//! Both are plain JSON, readable with `redis-cli`. `v` is the format version: anything
-//! that is not exactly this format (another version, another type, foreign or corrupt
-//! bytes) does not decode, and the caller treats it as a miss.
+//! Entries of a function in an eviction group carry the group's generation:
+//! `{"v":1,"g":<generation>,"d":..}`. An invalidated key holds a tombstone,
+//! `{"v":1,"gone":<random id>}`, for a short while, so that a fill that started before the
+//! invalidation cannot store its (older) value. All plain JSON, readable with `redis-cli`.
+//! `v` is the format version: anything that is not exactly this format (another version,
+//! another type, foreign or corrupt bytes) does not decode, and the caller treats it as a
+//! miss.
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserializer, Serialize};
 use std::fmt;
+use std::io::Write as _;
 use std::marker::PhantomData;
 
 /// The version written into every envelope.
 pub(crate) const FORMAT_VERSION: u64 = 1;
 
-const VALUE_HEAD: &[u8] = br#"{"v":1,"d":"#;
-const NULL_ENTRY: &[u8] = br#"{"v":1,"none":true}"#;
-
-/// Encodes a value into its envelope.
-pub(crate) fn encode_value<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(VALUE_HEAD);
+/// Encodes a value into its envelope; `gen` is the group generation (0: no group).
+pub(crate) fn encode_value<T: Serialize + ?Sized>(
+    value: &T,
+    gen: u64,
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = head(gen);
+    out.extend_from_slice(br#""d":"#);
     serde_json::to_writer(&mut out, value)?;
     out.push(b'}');
     Ok(out)
 }
 
 /// The envelope of a cached `None`.
-pub(crate) fn encode_null() -> Vec<u8> {
-    NULL_ENTRY.to_vec()
+pub(crate) fn encode_null(gen: u64) -> Vec<u8> {
+    let mut out = head(gen);
+    out.extend_from_slice(br#""none":true}"#);
+    out
 }
 
-/// A decoded envelope.
+/// A tombstone: unique, so two invalidations never leave equal bytes.
+pub(crate) fn encode_tombstone() -> Vec<u8> {
+    let id: u64 = rand::random();
+    format!(r#"{{"v":{FORMAT_VERSION},"gone":{id}}}"#).into_bytes()
+}
+
+/// `{"v":1,` and the generation field if there is one.
+fn head(gen: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(br#"{"v":1,"#);
+    if gen != 0 {
+        // Writing a number into a Vec cannot fail.
+        let _ = write!(out, r#""g":{gen},"#);
+    }
+    out
+}
+
+/// What an envelope holds.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Decoded<T> {
     Value(T),
     Null,
+    /// A tombstone: the key was invalidated moments ago.
+    Gone,
+}
+
+/// A decoded envelope: its content and the group generation it was written at (0: none).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Envelope<T> {
+    pub(crate) body: Decoded<T>,
+    pub(crate) gen: u64,
 }
 
 /// Decodes an envelope, reading the value straight into `T` (no intermediate JSON tree).
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<Decoded<T>> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<Envelope<T>> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let decoded = EnvelopeSeed(PhantomData).deserialize(&mut de)?;
     de.end()?;
     Ok(decoded)
 }
 
+/// Whether `bytes` are a tombstone (without decoding a value).
+pub(crate) fn is_tombstone(bytes: &[u8]) -> bool {
+    matches!(
+        decode::<IgnoredAny>(bytes),
+        Ok(Envelope {
+            body: Decoded::Gone,
+            ..
+        })
+    )
+}
+
 struct EnvelopeSeed<T>(PhantomData<T>);
 
 impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for EnvelopeSeed<T> {
-    type Value = Decoded<T>;
+    type Value = Envelope<T>;
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
         de.deserialize_map(self)
@@ -57,9 +101,13 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for EnvelopeSeed<T> {
 
 enum Field {
     Version,
+    Generation,
     Data,
     None,
+    Gone,
 }
+
+const FIELDS: &[&str] = &["v", "g", "d", "none", "gone"];
 
 impl<'de> de::Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
@@ -67,14 +115,16 @@ impl<'de> de::Deserialize<'de> for Field {
         impl Visitor<'_> for FieldVisitor {
             type Value = Field;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`v`, `d` or `none`")
+                f.write_str("`v`, `g`, `d`, `none` or `gone`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
                 match v {
                     "v" => Ok(Field::Version),
+                    "g" => Ok(Field::Generation),
                     "d" => Ok(Field::Data),
                     "none" => Ok(Field::None),
-                    other => Err(E::unknown_field(other, &["v", "d", "none"])),
+                    "gone" => Ok(Field::Gone),
+                    other => Err(E::unknown_field(other, FIELDS)),
                 }
             }
         }
@@ -82,8 +132,16 @@ impl<'de> de::Deserialize<'de> for Field {
     }
 }
 
+fn once<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
 impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
-    type Value = Decoded<T>;
+    type Value = Envelope<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "a redcache envelope of format version {FORMAT_VERSION}")
@@ -91,49 +149,49 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut version = None;
+        let mut gen = None;
         let mut data = None;
-        let mut none = false;
+        let mut none = None;
+        let mut gone = None;
         while let Some(field) = map.next_key::<Field>()? {
+            if version.is_none() && !matches!(field, Field::Version) {
+                return Err(de::Error::custom("the format version must come first"));
+            }
             match field {
                 Field::Version => {
-                    if version.is_some() {
-                        return Err(de::Error::duplicate_field("v"));
-                    }
                     let v: u64 = map.next_value()?;
                     if v != FORMAT_VERSION {
                         return Err(de::Error::custom(format_args!(
                             "format version {v}, expected {FORMAT_VERSION}"
                         )));
                     }
-                    version = Some(v);
+                    once(&mut version, "v", v)?;
                 }
-                Field::Data => {
-                    if version.is_none() {
-                        return Err(de::Error::custom("`d` before the format version"));
-                    }
-                    if data.is_some() {
-                        return Err(de::Error::duplicate_field("d"));
-                    }
-                    data = Some(map.next_value::<T>()?);
-                }
+                Field::Generation => once(&mut gen, "g", map.next_value::<u64>()?)?,
+                Field::Data => once(&mut data, "d", map.next_value::<T>()?)?,
                 Field::None => {
-                    none = map.next_value::<bool>()?;
-                    if !none {
-                        let _ = map.next_value::<IgnoredAny>();
+                    if !map.next_value::<bool>()? {
                         return Err(de::Error::custom("`none` must be true"));
                     }
+                    once(&mut none, "none", ())?;
                 }
+                Field::Gone => once(&mut gone, "gone", map.next_value::<u64>()?)?,
             }
         }
         if version.is_none() {
             return Err(de::Error::missing_field("v"));
         }
-        match (data, none) {
-            (Some(value), false) => Ok(Decoded::Value(value)),
-            (None, true) => Ok(Decoded::Null),
-            (Some(_), true) => Err(de::Error::custom("both `d` and `none`")),
-            (None, false) => Err(de::Error::missing_field("d")),
-        }
+        let body = match (data, none, gone) {
+            (Some(value), None, None) => Decoded::Value(value),
+            (None, Some(()), None) => Decoded::Null,
+            (None, None, Some(_)) if gen.is_none() => Decoded::Gone,
+            (None, None, None) => return Err(de::Error::missing_field("d")),
+            _ => return Err(de::Error::custom("more than one of `d`, `none`, `gone`")),
+        };
+        Ok(Envelope {
+            body,
+            gen: gen.unwrap_or(0),
+        })
     }
 }
 
@@ -150,8 +208,8 @@ mod tests {
     }
 
     fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(value: T) {
-        let bytes = encode_value(&value).unwrap();
-        assert_eq!(decode::<T>(&bytes).unwrap(), Decoded::Value(value));
+        let bytes = encode_value(&value, 0).unwrap();
+        assert_eq!(decode::<T>(&bytes).unwrap().body, Decoded::Value(value));
     }
 
     #[test]
@@ -174,31 +232,57 @@ mod tests {
     fn json_cannot_tell_some_none_from_none_inside_a_value() {
         // Why `Option` returns get their own shape (a `None` entry): inside a value,
         // JSON has one `null` for both.
-        let bytes = encode_value(&Some(None::<u8>)).unwrap();
+        let bytes = encode_value(&Some(None::<u8>), 0).unwrap();
         assert_eq!(
-            decode::<Option<Option<u8>>>(&bytes).unwrap(),
+            decode::<Option<Option<u8>>>(&bytes).unwrap().body,
             Decoded::Value(None)
         );
     }
 
     #[test]
     fn envelope_is_readable_json() {
-        let bytes = encode_value(&User {
+        let user = User {
             id: 1,
             name: "A".into(),
-        })
-        .unwrap();
+        };
+        let bytes = encode_value(&user, 0).unwrap();
         assert_eq!(bytes, br#"{"v":1,"d":{"id":1,"name":"A"}}"#);
-        assert_eq!(encode_null(), br#"{"v":1,"none":true}"#);
+        assert_eq!(encode_null(0), br#"{"v":1,"none":true}"#);
+        let bytes = encode_value(&user, 42).unwrap();
+        assert_eq!(bytes, br#"{"v":1,"g":42,"d":{"id":1,"name":"A"}}"#);
+        assert_eq!(
+            decode::<User>(&bytes).unwrap(),
+            Envelope {
+                body: Decoded::Value(user),
+                gen: 42
+            }
+        );
+        assert_eq!(encode_null(7), br#"{"v":1,"g":7,"none":true}"#);
+        assert_eq!(decode::<u8>(&encode_null(7)).unwrap().gen, 7);
     }
 
     #[test]
     fn null_entry_is_told_apart_from_a_null_value() {
-        assert_eq!(decode::<Option<u8>>(&encode_null()).unwrap(), Decoded::Null);
         assert_eq!(
-            decode::<Option<u8>>(&encode_value(&None::<u8>).unwrap()).unwrap(),
+            decode::<Option<u8>>(&encode_null(0)).unwrap().body,
+            Decoded::Null
+        );
+        assert_eq!(
+            decode::<Option<u8>>(&encode_value(&None::<u8>, 0).unwrap())
+                .unwrap()
+                .body,
             Decoded::Value(None)
         );
+    }
+
+    #[test]
+    fn tombstones_are_unique_and_recognised() {
+        let (a, b) = (encode_tombstone(), encode_tombstone());
+        assert_ne!(a, b, "two invalidations leave different bytes");
+        assert!(is_tombstone(&a));
+        assert_eq!(decode::<User>(&a).unwrap().body, Decoded::Gone);
+        assert!(!is_tombstone(&encode_null(0)));
+        assert!(!is_tombstone(b"garbage"));
     }
 
     #[test]
@@ -217,6 +301,11 @@ mod tests {
             br#"{"v":1,"d":1,"x":0}"#,
             br#"{"v":1,"d":1} trailing"#,
             br#"{"v":1,"d":1,"d":2}"#,
+            br#"{"d":1,"v":1}"#,
+            br#"{"v":1,"g":-1,"d":1}"#,
+            br#"{"v":1,"g":1,"g":2,"d":1}"#,
+            br#"{"v":1,"gone":1,"d":1}"#,
+            br#"{"v":1,"g":3,"gone":1}"#,
             b"\xff\xfe",
         ];
         for bytes in bad {

@@ -46,6 +46,7 @@ pub struct Config {
     max_value_bytes: usize,
     breaker_threshold: u32,
     breaker_cooldown: Duration,
+    max_fill_time: Duration,
     /// A problem found while building (an environment variable that does not parse),
     /// reported by `init`/`Cache::connect` so `from_env` itself cannot fail.
     invalid: Option<String>,
@@ -69,6 +70,7 @@ impl Default for Config {
             max_value_bytes: 1024 * 1024,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
+            max_fill_time: Duration::from_secs(30),
             invalid: None,
         }
     }
@@ -97,7 +99,7 @@ impl Config {
     /// `REDIS_DB` (0). Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
     /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
-    /// `REDCACHE_BREAKER_COOLDOWN_MS`.
+    /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`.
     ///
     /// A variable that does not parse is reported by [`init`](crate::init) or
     /// [`Cache::connect`](crate::Cache::connect), naming the variable.
@@ -207,6 +209,12 @@ impl Config {
             get("REDCACHE_BREAKER_COOLDOWN_MS"),
             |c, v| c.breaker_cooldown = ms(v),
         );
+        num(
+            &mut b,
+            "REDCACHE_MAX_FILL_MS",
+            get("REDCACHE_MAX_FILL_MS"),
+            |c, v| c.max_fill_time = ms(v),
+        );
         b.build()
     }
 
@@ -248,6 +256,22 @@ impl Config {
     /// How long an open breaker skips the store before one call probes it again.
     pub fn breaker_cooldown(&self) -> Duration {
         self.breaker_cooldown
+    }
+
+    /// Longest a miss may take, from its read to its write, and still store its result;
+    /// also how long an invalidation leaves its tombstone.
+    ///
+    /// An invalidation (`invalidate!`, `put!`, `#[evicts]`, [`Cache::delete`]) replaces the
+    /// entry with a small tombstone that lives this long, and a miss stores its result only
+    /// if the key still holds what the miss read. So a miss that read the database before a
+    /// write and finishes after the write's invalidation cannot store the old row. A miss
+    /// that takes longer than this could outlive the tombstone, so its result is returned
+    /// but neither stored nor shared (counted in [`Stats::conflicts`]).
+    ///
+    /// [`Cache::delete`]: crate::Cache::delete
+    /// [`Stats::conflicts`]: crate::Stats::conflicts
+    pub fn max_fill_time(&self) -> Duration {
+        self.max_fill_time
     }
 
     /// The Redis address with any password replaced by `***`.
@@ -349,6 +373,7 @@ impl fmt::Debug for Config {
             .field("max_value_bytes", &self.max_value_bytes)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
+            .field("max_fill_time", &self.max_fill_time)
             .finish_non_exhaustive()
     }
 }
@@ -468,6 +493,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Longest a miss may take and still store its result, and how long invalidations
+    /// leave tombstones (default 30 s; see [`Config::max_fill_time`]).
+    pub fn max_fill_time(mut self, time: Duration) -> Self {
+        self.config.max_fill_time = time;
+        self
+    }
+
     /// The finished configuration.
     pub fn build(self) -> Config {
         self.config
@@ -528,12 +560,14 @@ mod tests {
             ("REDCACHE_DEFAULT_TTL", "900"),
             ("REDCACHE_NULL_TTL", "0"),
             ("REDCACHE_TIMEOUT_MS", "75"),
+            ("REDCACHE_MAX_FILL_MS", "5000"),
         ]);
         assert_eq!(c.redacted_target(), "redis://:***@cache:6380/4");
         assert_eq!(c.namespace(), Some("svc"));
         assert_eq!(c.default_ttl(), 900);
         assert_eq!(c.default_null_ttl(), 0);
         assert_eq!(c.op_timeout(), Duration::from_millis(75));
+        assert_eq!(c.max_fill_time(), Duration::from_secs(5));
         assert!(c.invalid().is_none());
         let info = c.connection_info().unwrap();
         assert_eq!(info.redis_settings().db(), 4);

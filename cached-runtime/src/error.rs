@@ -78,6 +78,8 @@ pub enum Error {
     AlreadyInitialized,
     /// No cache is installed and none is in scope.
     NotInitialized,
+    /// `put!` was given a value the function never caches (an `Err`).
+    NotCacheable,
 }
 
 impl fmt::Display for Error {
@@ -128,6 +130,11 @@ impl fmt::Display for Error {
                 f,
                 "no cache is installed; call redcache::init(Config::from_env()) at startup \
                  or run the code inside Cache::scope"
+            ),
+            Error::NotCacheable => write!(
+                f,
+                "an `Err` is never cached, so put! does not store one; pass the `Ok` value \
+                 to write through, or use invalidate! to drop the entry"
             ),
         }
     }

@@ -1,5 +1,8 @@
 //! Key derivation: `[{namespace}:]{prefix}:{md5_hex}` over the canonical JSON of the key
-//! material.
+//! material; `[{namespace}:]{prefix}:{{group}}:{md5_hex}` for a function in an eviction
+//! group, whose generation lives at `[{namespace}:]redcache:group:{{group}}`. The braces
+//! are a Redis Cluster hash tag: a group's entries and its generation share one slot, so
+//! one `MGET` reads both and one script checks both.
 //!
 //! Canonical means serde_json's compact form with every object's keys sorted, so a
 //! `HashMap` argument gives the same key in every process, whatever its iteration order
@@ -8,6 +11,7 @@
 use md5::{Digest, Md5};
 use serde::Serialize;
 use serde_json::Value;
+use std::fmt;
 
 /// A value that can be part of a cache key: anything `Serialize`. Named so a mistake reads
 /// as one about the key, pointing at the argument.
@@ -106,22 +110,39 @@ impl KeyArgs {
     }
 
     /// The full key for this material.
-    pub fn key(self, namespace: Option<&str>, prefix: &str) -> Result<String, crate::Error> {
-        Ok(derive_key(namespace, prefix, &self.material()?))
+    pub(crate) fn key(
+        self,
+        namespace: Option<&str>,
+        prefix: &str,
+        group: Option<&str>,
+    ) -> Result<String, crate::Error> {
+        Ok(derive_key(namespace, prefix, group, &self.material()?))
     }
 }
 
-/// `[{namespace}:]{prefix}:{md5_hex}` where `md5_hex` is the full md5 of `material`.
-pub(crate) fn derive_key(namespace: Option<&str>, prefix: &str, material: &[u8]) -> String {
+/// `[{namespace}:]{prefix}:[{{group}}:]{md5_hex}` where `md5_hex` is the full md5 of
+/// `material`.
+pub(crate) fn derive_key(
+    namespace: Option<&str>,
+    prefix: &str,
+    group: Option<&str>,
+    material: &[u8],
+) -> String {
     let digest = Md5::digest(material);
     let ns_len = namespace.map_or(0, |ns| ns.len() + 1);
-    let mut key = String::with_capacity(ns_len + prefix.len() + 33);
+    let group_len = group.map_or(0, |g| g.len() + 3);
+    let mut key = String::with_capacity(ns_len + prefix.len() + group_len + 33);
     if let Some(ns) = namespace {
         key.push_str(ns);
         key.push(':');
     }
     key.push_str(prefix);
     key.push(':');
+    if let Some(group) = group {
+        key.push('{');
+        key.push_str(group);
+        key.push_str("}:");
+    }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for byte in digest {
         key.push(HEX[usize::from(byte >> 4)] as char);
@@ -129,6 +150,43 @@ pub(crate) fn derive_key(namespace: Option<&str>, prefix: &str, material: &[u8])
     }
     key
 }
+
+/// Where a group's generation lives: `[{namespace}:]redcache:group:{{group}}`.
+pub(crate) fn group_key(namespace: Option<&str>, group: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}:redcache:group:{{{group}}}"),
+        None => format!("redcache:group:{{{group}}}"),
+    }
+}
+
+/// `[{namespace}:]{prefix}:`, the start of every key of a prefix.
+pub(crate) fn prefix_start(namespace: Option<&str>, prefix: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}:{prefix}:"),
+        None => format!("{prefix}:"),
+    }
+}
+
+/// A fresh, random, non-zero group generation.
+pub(crate) fn new_generation() -> u64 {
+    rand::random::<u64>().max(1)
+}
+
+pub(crate) fn parse_gen(raw: &[u8]) -> Option<u64> {
+    std::str::from_utf8(raw).ok()?.parse().ok().filter(|g| *g != 0)
+}
+
+/// A group generation key that holds something redcache did not write.
+#[derive(Debug)]
+pub(crate) struct BadGeneration;
+
+impl fmt::Display for BadGeneration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the group generation is not a number; invalidate_group resets it")
+    }
+}
+
+impl std::error::Error for BadGeneration {}
 
 /// Writes `value` as compact JSON with object keys sorted.
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
@@ -195,15 +253,26 @@ mod tests {
         let key = KeyArgs::new()
             .arg(&42)
             .arg("x")
-            .key(None, "user:profile")
+            .key(None, "user:profile", None)
             .unwrap();
         assert_eq!(key, "user:profile:f2a6f229156f54f3c6a0c4f73ecf014f");
         let key = KeyArgs::new()
             .arg(&42)
             .arg("x")
-            .key(Some("app"), "p")
+            .key(Some("app"), "p", None)
             .unwrap();
         assert_eq!(key, "app:p:f2a6f229156f54f3c6a0c4f73ecf014f");
+        let key = KeyArgs::new()
+            .arg(&42)
+            .arg("x")
+            .key(Some("app"), "p", Some("products"))
+            .unwrap();
+        assert_eq!(key, "app:p:{products}:f2a6f229156f54f3c6a0c4f73ecf014f");
+        assert_eq!(
+            group_key(Some("app"), "products"),
+            "app:redcache:group:{products}"
+        );
+        assert_eq!(group_key(None, "products"), "redcache:group:{products}");
     }
 
     #[test]

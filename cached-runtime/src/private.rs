@@ -2,6 +2,7 @@
 
 use crate::client::{warn_not_initialized, Cache};
 use crate::codec::{self, Decoded};
+use std::fmt;
 use crate::ttl::{default_jitter, Policy};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::Serialize;
@@ -32,10 +33,12 @@ pub struct Spec {
     pub jitter: Option<u64>,
     /// TTL of a cached `None` in seconds (0: not cached); `None`: the cache's default.
     pub null_ttl: Option<u64>,
+    /// The eviction group, if any.
+    pub group: Option<&'static str>,
 }
 
 impl Spec {
-    fn policy(&self, cache: &Cache) -> Policy {
+    pub(crate) fn policy(&self, cache: &Cache) -> Policy {
         let config = cache.config();
         let ttl = self.ttl.unwrap_or(config.default_ttl());
         let jitter = self.jitter.unwrap_or_else(|| default_jitter(ttl));
@@ -49,121 +52,162 @@ impl Spec {
 pub enum Outcome {
     /// A value's envelope (or why it does not encode).
     Value(serde_json::Result<Vec<u8>>),
-    /// A `None`, cached for the null TTL.
-    Null,
+    /// A `None`'s envelope, cached for the null TTL.
+    Null(Vec<u8>),
     /// Nothing (an `Err`).
     Skip,
 }
 
-/// A result read back from an entry.
+/// What an entry held, as a function's output.
 #[derive(Debug)]
-pub enum Hit<O> {
-    /// From a stored value.
+pub enum Found<O> {
+    /// A stored value.
     Value(O),
-    /// From a cached `None`.
+    /// A cached `None`.
     Null(O),
+    /// A tombstone: the key was invalidated moments ago (a miss).
+    Gone,
 }
 
-/// How a return type maps to entries.
-pub trait Shape {
-    /// The function's return type.
-    type Output;
-    /// What to store for `out`.
-    fn outcome(out: &Self::Output) -> Outcome;
-    /// `Output` from an entry; an entry of the wrong kind is an error (a miss).
-    fn decode(bytes: &[u8]) -> serde_json::Result<Hit<Self::Output>>;
+/// How the return type `O` maps to entries; implemented by the four kinds [`Plain`],
+/// [`Opt`], [`Res`] and [`ResOpt`].
+pub trait Shape<O> {
+    /// What to store for `out`, stamped with the group generation `gen` (0: none).
+    fn encode(out: &O, gen: u64) -> Outcome;
+    /// `O` from an entry, and the generation it was written at; an entry of the wrong kind
+    /// is an error (a miss).
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<O>, u64)>;
 }
 
 fn null_not_expected() -> serde_json::Error {
     serde_json::Error::custom("a cached None where this function returns no Option")
 }
 
+/// Reads an envelope with `wrap` turning its value into the output.
+fn decode_with<T: CacheValue, O>(
+    bytes: &[u8],
+    wrap: impl FnOnce(T) -> O,
+    null: Option<O>,
+) -> serde_json::Result<(Found<O>, u64)> {
+    let envelope = codec::decode::<T>(bytes)?;
+    let found = match envelope.body {
+        Decoded::Value(v) => Found::Value(wrap(v)),
+        Decoded::Null => Found::Null(null.ok_or_else(null_not_expected)?),
+        Decoded::Gone => Found::Gone,
+    };
+    Ok((found, envelope.gen))
+}
+
 /// `T`: always cached.
 #[derive(Debug)]
-pub struct Plain<T>(PhantomData<T>);
+pub struct Plain;
 /// `Option<T>`: `None` cached for the null TTL.
 #[derive(Debug)]
-pub struct Opt<T>(PhantomData<T>);
+pub struct Opt;
 /// `Result<T, E>`: `Err` never cached.
 #[derive(Debug)]
-pub struct Res<T, E>(PhantomData<(T, E)>);
+pub struct Res;
 /// `Result<Option<T>, E>`: `Ok(None)` cached for the null TTL, `Err` never.
 #[derive(Debug)]
-pub struct ResOpt<T, E>(PhantomData<(T, E)>);
+pub struct ResOpt;
 
-impl<T: CacheValue> Shape for Plain<T> {
-    type Output = T;
-    fn outcome(out: &T) -> Outcome {
-        Outcome::Value(codec::encode_value(out))
+impl<T: CacheValue> Shape<T> for Plain {
+    fn encode(out: &T, gen: u64) -> Outcome {
+        Outcome::Value(codec::encode_value(out, gen))
     }
-    fn decode(bytes: &[u8]) -> serde_json::Result<Hit<T>> {
-        match codec::decode(bytes)? {
-            Decoded::Value(v) => Ok(Hit::Value(v)),
-            Decoded::Null => Err(null_not_expected()),
-        }
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<T>, u64)> {
+        decode_with(bytes, |v| v, None)
     }
 }
 
-impl<T: CacheValue> Shape for Opt<T> {
-    type Output = Option<T>;
-    fn outcome(out: &Option<T>) -> Outcome {
+impl<T: CacheValue> Shape<Option<T>> for Opt {
+    fn encode(out: &Option<T>, gen: u64) -> Outcome {
         match out {
-            Some(v) => Outcome::Value(codec::encode_value(v)),
-            None => Outcome::Null,
+            Some(v) => Outcome::Value(codec::encode_value(v, gen)),
+            None => Outcome::Null(codec::encode_null(gen)),
         }
     }
-    fn decode(bytes: &[u8]) -> serde_json::Result<Hit<Option<T>>> {
-        Ok(match codec::decode(bytes)? {
-            Decoded::Value(v) => Hit::Value(Some(v)),
-            Decoded::Null => Hit::Null(None),
-        })
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Option<T>>, u64)> {
+        decode_with(bytes, Some, Some(None))
     }
 }
 
-impl<T: CacheValue, E> Shape for Res<T, E> {
-    type Output = Result<T, E>;
-    fn outcome(out: &Result<T, E>) -> Outcome {
+impl<T: CacheValue, E> Shape<Result<T, E>> for Res {
+    fn encode(out: &Result<T, E>, gen: u64) -> Outcome {
         match out {
-            Ok(v) => Outcome::Value(codec::encode_value(v)),
+            Ok(v) => Outcome::Value(codec::encode_value(v, gen)),
             Err(_) => Outcome::Skip,
         }
     }
-    fn decode(bytes: &[u8]) -> serde_json::Result<Hit<Result<T, E>>> {
-        match codec::decode(bytes)? {
-            Decoded::Value(v) => Ok(Hit::Value(Ok(v))),
-            Decoded::Null => Err(null_not_expected()),
-        }
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<T, E>>, u64)> {
+        decode_with(bytes, Ok, None)
     }
 }
 
-impl<T: CacheValue, E> Shape for ResOpt<T, E> {
-    type Output = Result<Option<T>, E>;
-    fn outcome(out: &Result<Option<T>, E>) -> Outcome {
+impl<T: CacheValue, E> Shape<Result<Option<T>, E>> for ResOpt {
+    fn encode(out: &Result<Option<T>, E>, gen: u64) -> Outcome {
         match out {
-            Ok(Some(v)) => Outcome::Value(codec::encode_value(v)),
-            Ok(None) => Outcome::Null,
+            Ok(Some(v)) => Outcome::Value(codec::encode_value(v, gen)),
+            Ok(None) => Outcome::Null(codec::encode_null(gen)),
             Err(_) => Outcome::Skip,
         }
     }
-    fn decode(bytes: &[u8]) -> serde_json::Result<Hit<Result<Option<T>, E>>> {
-        Ok(match codec::decode(bytes)? {
-            Decoded::Value(v) => Hit::Value(Ok(Some(v))),
-            Decoded::Null => Hit::Null(Ok(None)),
-        })
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<Option<T>, E>>, u64)> {
+        decode_with(bytes, |v| Ok(Some(v)), Some(Ok(None)))
     }
 }
 
-/// Runs one cached call of shape `S`.
-async fn run<S, F>(spec: &'static Spec, key: KeyArgs, body: F) -> S::Output
+/// One call of a `#[cached]` function, as far as the cache is concerned: its options and
+/// its key material. `#[cached]` builds one for every call; `invalidate!`, `put!`, `key!`
+/// and `#[evicts]` build one through the companion function the attribute emits, with the
+/// same code, so the helpers can never derive another key.
+pub struct Call<K, O> {
+    spec: &'static Spec,
+    args: KeyArgs,
+    kind: PhantomData<fn() -> (K, O)>,
+}
+
+impl<K, O> fmt::Debug for Call<K, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("spec", &self.spec)
+            .field("args", &self.args)
+            .finish()
+    }
+}
+
+impl<K, O> Call<K, O> {
+    /// The call of the function described by `spec` with key material `args`.
+    pub fn new(spec: &'static Spec, args: KeyArgs) -> Self {
+        Call {
+            spec,
+            args,
+            kind: PhantomData,
+        }
+    }
+
+    pub(crate) fn spec(&self) -> &'static Spec {
+        self.spec
+    }
+
+    /// The entry's key in a cache with `namespace`.
+    pub(crate) fn key(self, namespace: Option<&str>) -> crate::Result<String> {
+        self.args.key(namespace, self.spec.prefix, self.spec.group)
+    }
+}
+
+/// Runs one cached call.
+pub async fn run<K, O, F>(call: Call<K, O>, body: F) -> O
 where
-    S: Shape,
-    F: Future<Output = S::Output>,
+    K: Shape<O>,
+    F: Future<Output = O>,
 {
     let Some(cache) = Cache::current() else {
         warn_not_initialized();
         return body.await;
     };
-    let key = match key.key(cache.config().namespace(), spec.prefix) {
+    let spec = call.spec();
+    let key = match call.key(cache.config().namespace()) {
         Ok(key) => key,
         Err(err) => {
             cache.fault(spec.prefix, &err);
@@ -171,47 +215,108 @@ where
         }
     };
     let policy = spec.policy(&cache);
-    cache.get_or_run::<S, F>(&key, &policy, body).await
+    cache
+        .get_or_run::<K, O, F>(&key, spec.group, &policy, body)
+        .await
 }
 
-/// A function returning `T`.
-pub async fn plain<T, F>(spec: &'static Spec, key: KeyArgs, body: F) -> T
-where
-    T: CacheValue,
-    F: Future<Output = T>,
-{
-    run::<Plain<T>, F>(spec, key, body).await
+/// `invalidate!(f(..))`: replaces the call's entry with a tombstone; whether there was one.
+pub async fn invalidate<K, O>(call: Call<K, O>) -> crate::Result<bool> {
+    let cache = Cache::current().ok_or(crate::Error::NotInitialized)?;
+    let key = call.key(cache.config().namespace())?;
+    cache.invalidate_key(&key).await
 }
 
-/// A function returning `Option<T>`.
-pub async fn option<T, F>(spec: &'static Spec, key: KeyArgs, body: F) -> Option<T>
-where
-    T: CacheValue,
-    F: Future<Output = Option<T>>,
-{
-    run::<Opt<T>, F>(spec, key, body).await
+/// `put!(f(..), value)`: stores `value` as the call's result, under the function's TTL,
+/// jitter and null rules.
+pub async fn put<K: Shape<O>, O>(call: Call<K, O>, value: O) -> crate::Result<()> {
+    let cache = Cache::current().ok_or(crate::Error::NotInitialized)?;
+    let spec = call.spec();
+    let policy = spec.policy(&cache);
+    let key = call.key(cache.config().namespace())?;
+    cache.put::<K, O>(&key, spec.group, &policy, &value).await
 }
 
-/// A function returning `Result<T, E>`.
-pub async fn result<T, E, F>(spec: &'static Spec, key: KeyArgs, body: F) -> Result<T, E>
+/// `key!(f(..))`: the call's key in the cache in use (its namespace), else without one.
+///
+/// # Panics
+///
+/// When the key material cannot be serialized (a map with non-string keys).
+pub fn key<K, O>(call: Call<K, O>) -> String {
+    let cache = Cache::current();
+    match call.key(cache.as_ref().and_then(|c| c.config().namespace())) {
+        Ok(key) => key,
+        Err(err) => panic!("redcache::key!: {err}"),
+    }
+}
+
+/// The entries a `#[evicts(..)]` function removes once its body succeeded.
+#[derive(Debug, Default)]
+pub struct Evict {
+    calls: Vec<(&'static Spec, KeyArgs)>,
+    groups: Vec<&'static str>,
+}
+
+impl Evict {
+    /// No targets yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the entry of one call.
+    pub fn call<K, O>(mut self, call: Call<K, O>) -> Self {
+        self.calls.push((call.spec, call.args));
+        self
+    }
+
+    /// Adds a whole eviction group.
+    pub fn group(mut self, group: &'static str) -> Self {
+        self.groups.push(group);
+        self
+    }
+
+    /// Removes every target; faults are counted and logged, never returned: the write the
+    /// body made stands either way.
+    async fn run(self) {
+        let Some(cache) = Cache::current() else {
+            warn_not_initialized();
+            return;
+        };
+        let namespace = cache.config().namespace();
+        for (spec, args) in self.calls {
+            let result = match args.key(namespace, spec.prefix, spec.group) {
+                Ok(key) => cache.invalidate_key(&key).await.map(drop),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = result {
+                cache.fault(spec.prefix, &err);
+            }
+        }
+        for group in self.groups {
+            if let Err(err) = cache.invalidate_group(group).await {
+                cache.fault(group, &err);
+            }
+        }
+    }
+}
+
+/// A `#[evicts]` function that does not return `Result`: evicts after the body.
+pub async fn evict_after<O, F: Future<Output = O>>(evict: Evict, body: F) -> O {
+    let out = body.await;
+    evict.run().await;
+    out
+}
+
+/// A `#[evicts]` function returning `Result`: evicts only after an `Ok`.
+pub async fn evict_on_ok<T, E, F>(evict: Evict, body: F) -> Result<T, E>
 where
-    T: CacheValue,
     F: Future<Output = Result<T, E>>,
 {
-    run::<Res<T, E>, F>(spec, key, body).await
-}
-
-/// A function returning `Result<Option<T>, E>`.
-pub async fn result_option<T, E, F>(
-    spec: &'static Spec,
-    key: KeyArgs,
-    body: F,
-) -> Result<Option<T>, E>
-where
-    T: CacheValue,
-    F: Future<Output = Result<Option<T>, E>>,
-{
-    run::<ResOpt<T, E>, F>(spec, key, body).await
+    let out = body.await;
+    if out.is_ok() {
+        evict.run().await;
+    }
+    out
 }
 
 /// Names a type in the key material of a generic function.
@@ -223,40 +328,44 @@ pub fn type_name<T: ?Sized>() -> &'static str {
 mod tests {
     use super::*;
 
-    fn round_trip<S: Shape>(out: S::Output) -> (S::Output, bool)
-    where
-        S::Output: Clone,
-    {
-        let bytes = match S::outcome(&out) {
+    fn round_trip<K: Shape<O>, O>(out: O) -> (O, bool) {
+        let bytes = match K::encode(&out, 0) {
             Outcome::Value(bytes) => bytes.unwrap(),
-            Outcome::Null => codec::encode_null(),
+            Outcome::Null(bytes) => bytes,
             Outcome::Skip => panic!("not cacheable"),
         };
-        match S::decode(&bytes).unwrap() {
-            Hit::Value(v) => (v, false),
-            Hit::Null(v) => (v, true),
+        match K::decode(&bytes).unwrap().0 {
+            Found::Value(v) => (v, false),
+            Found::Null(v) => (v, true),
+            Found::Gone => panic!("not a tombstone"),
         }
     }
 
     #[test]
     fn every_shape_returns_what_was_stored() {
-        assert_eq!(round_trip::<Plain<u8>>(3), (3, false));
-        assert_eq!(round_trip::<Plain<()>>(()), ((), false));
-        assert_eq!(round_trip::<Opt<u8>>(Some(3)), (Some(3), false));
-        assert_eq!(round_trip::<Opt<u8>>(None), (None, true));
+        assert_eq!(round_trip::<Plain, u8>(3), (3, false));
+        assert_eq!(round_trip::<Plain, ()>(()), ((), false));
+        assert_eq!(round_trip::<Opt, Option<u8>>(Some(3)), (Some(3), false));
+        assert_eq!(round_trip::<Opt, Option<u8>>(None), (None, true));
         assert_eq!(
-            round_trip::<Opt<Option<u8>>>(Some(None)),
+            round_trip::<Opt, Option<Option<u8>>>(Some(None)),
             (Some(None), false)
         );
-        assert_eq!(round_trip::<Opt<Option<u8>>>(None), (None, true));
+        assert_eq!(round_trip::<Opt, Option<Option<u8>>>(None), (None, true));
         assert_eq!(
-            round_trip::<Opt<Option<u8>>>(Some(Some(1))),
+            round_trip::<Opt, Option<Option<u8>>>(Some(Some(1))),
             (Some(Some(1)), false)
         );
-        assert_eq!(round_trip::<Res<u8, String>>(Ok(3)), (Ok(3), false));
-        assert_eq!(round_trip::<ResOpt<u8, String>>(Ok(None)), (Ok(None), true));
         assert_eq!(
-            round_trip::<ResOpt<Option<u8>, String>>(Ok(Some(None))),
+            round_trip::<Res, Result<u8, String>>(Ok(3)),
+            (Ok(3), false)
+        );
+        assert_eq!(
+            round_trip::<ResOpt, Result<Option<u8>, String>>(Ok(None)),
+            (Ok(None), true)
+        );
+        assert_eq!(
+            round_trip::<ResOpt, Result<Option<Option<u8>>, String>>(Ok(Some(None))),
             (Ok(Some(None)), false)
         );
     }
@@ -264,18 +373,31 @@ mod tests {
     #[test]
     fn errors_are_never_stored() {
         assert!(matches!(
-            Res::<u8, String>::outcome(&Err("e".into())),
+            <Res as Shape<Result<u8, String>>>::encode(&Err("e".into()), 0),
             Outcome::Skip
         ));
         assert!(matches!(
-            ResOpt::<u8, String>::outcome(&Err("e".into())),
+            <ResOpt as Shape<Result<Option<u8>, String>>>::encode(&Err("e".into()), 0),
             Outcome::Skip
         ));
     }
 
     #[test]
     fn a_null_entry_is_a_miss_for_shapes_without_option() {
-        assert!(Plain::<Option<u8>>::decode(&codec::encode_null()).is_err());
-        assert!(Res::<u8, ()>::decode(&codec::encode_null()).is_err());
+        assert!(<Plain as Shape<Option<u8>>>::decode(&codec::encode_null(0)).is_err());
+        assert!(<Res as Shape<Result<u8, ()>>>::decode(&codec::encode_null(0)).is_err());
+    }
+
+    #[test]
+    fn a_tombstone_is_gone_for_every_shape() {
+        let tomb = codec::encode_tombstone();
+        assert!(matches!(
+            <Plain as Shape<u8>>::decode(&tomb).unwrap().0,
+            Found::Gone
+        ));
+        assert!(matches!(
+            <Opt as Shape<Option<u8>>>::decode(&tomb).unwrap().0,
+            Found::Gone
+        ));
     }
 }

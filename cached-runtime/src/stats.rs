@@ -27,8 +27,13 @@ pub struct Stats {
     pub null_hits: u64,
     /// Entries written.
     pub stores: u64,
-    /// Entries removed by invalidation.
+    /// Entries removed by invalidation (and group invalidations).
     pub invalidations: u64,
+    /// Misses whose result was not stored because the entry was invalidated or rewritten
+    /// while the body ran (or the body outlasted [`Config::max_fill_time`]).
+    ///
+    /// [`Config::max_fill_time`]: crate::Config::max_fill_time
+    pub conflicts: u64,
     /// Store faults: errors, timeouts, undecodable or oversized values.
     pub faults: u64,
     /// Store operations skipped because the circuit breaker was open.
@@ -44,6 +49,7 @@ pub(crate) struct Counters {
     pub(crate) null_hits: AtomicU64,
     pub(crate) stores: AtomicU64,
     pub(crate) invalidations: AtomicU64,
+    pub(crate) conflicts: AtomicU64,
     pub(crate) faults: AtomicU64,
     pub(crate) skipped: AtomicU64,
 }
@@ -60,6 +66,7 @@ impl Counters {
             null_hits: self.null_hits.load(Relaxed),
             stores: self.stores.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
+            conflicts: self.conflicts.load(Relaxed),
             faults: self.faults.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
             breaker_open,

@@ -1,4 +1,11 @@
 //! Where entries live: Redis, or an in-process map.
+//!
+//! Both stores implement the same operations with the same semantics, so every behaviour
+//! test runs on both. The one subtle operation is [`Store::fill`]: a miss stores its result
+//! only if the key still holds what the miss read (nothing, or the same bytes) and, for a
+//! function in an eviction group, the group's generation is unchanged. An invalidation
+//! replaces the entry with a tombstone, so a fill that started before it fails the check
+//! and cannot store a value computed from data the invalidation was meant to retire.
 
 use crate::Result;
 use std::future::Future;
@@ -10,22 +17,75 @@ mod redis;
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::RedisStore;
 
+/// What a read saw at a key, as a fill must find it again to store its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen<'a> {
+    /// No entry.
+    Nothing,
+    /// These bytes (a tombstone, an entry that did not decode, a stale generation).
+    Bytes(&'a [u8]),
+    /// A key of another Redis type: overwritten.
+    WrongType,
+    /// Whatever is there (write-through): only the group generation is checked.
+    Any,
+}
+
+/// The group generation a grouped fill was stamped with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GroupFence<'a> {
+    /// The group's generation key.
+    pub(crate) key: &'a str,
+    /// The generation written into the value's envelope.
+    pub(crate) gen: u64,
+    /// The generation key did not exist when read: the fill creates it with `gen`.
+    pub(crate) create: bool,
+}
+
+/// A conditional write of a miss's result.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fill<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) value: &'a [u8],
+    pub(crate) ttl: Duration,
+    pub(crate) seen: Seen<'a>,
+    pub(crate) group: Option<GroupFence<'a>>,
+}
+
 /// The operations a backing store provides. Every value is an encoded envelope; every
-/// write carries its TTL.
+/// entry write carries its TTL.
 pub(crate) trait Store {
     /// The bytes at `key`, or `None` when there is no live entry.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
-    /// Writes `value` at `key`, expiring after `ttl`.
+    /// The bytes at `key` and the raw generation at `gen_key`, in one round trip.
+    fn get_with_gen(
+        &self,
+        key: &str,
+        gen_key: &str,
+    ) -> impl Future<Output = Result<(Option<Vec<u8>>, Option<Vec<u8>>)>> + Send;
+    /// Stores a miss's result if the key and the group are as the read saw them; whether
+    /// it was stored.
+    fn fill(&self, fill: &Fill<'_>) -> impl Future<Output = Result<bool>> + Send;
+    /// Writes `value` at `key`, expiring after `ttl`, whatever was there.
     fn set(
         &self,
         key: &str,
         value: &[u8],
         ttl: Duration,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Removes `key`; whether an entry was there.
-    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Writes `value` at `key` for `ttl` and returns what was there.
+    fn replace(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// Writes `value` at `key` with no expiry (a group generation).
+    fn set_persistent(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<()>> + Send;
     /// Time left before `key` expires, or `None` when there is no entry.
     fn ttl(&self, key: &str) -> impl Future<Output = Result<Option<Duration>>> + Send;
+    /// Removes every key that starts with `prefix`, `batch` at a time; how many.
+    fn delete_prefix(&self, prefix: &str, batch: usize)
+        -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// The store of one [`Cache`](crate::Cache), dispatched statically (no boxed futures on the
@@ -43,32 +103,50 @@ impl Backend {
     }
 }
 
+/// Forwards each operation to the store in use.
+macro_rules! dispatch {
+    ($self:ident . $op:ident ( $($arg:expr),* )) => {
+        match $self {
+            Backend::Redis(s) => s.$op($($arg),*).await,
+            Backend::Memory(s) => s.$op($($arg),*).await,
+        }
+    };
+}
+
 impl Store for Backend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match self {
-            Backend::Redis(s) => s.get(key).await,
-            Backend::Memory(s) => s.get(key).await,
-        }
+        dispatch!(self.get(key))
+    }
+
+    async fn get_with_gen(
+        &self,
+        key: &str,
+        gen_key: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+        dispatch!(self.get_with_gen(key, gen_key))
+    }
+
+    async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
+        dispatch!(self.fill(fill))
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        match self {
-            Backend::Redis(s) => s.set(key, value, ttl).await,
-            Backend::Memory(s) => s.set(key, value, ttl).await,
-        }
+        dispatch!(self.set(key, value, ttl))
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
-        match self {
-            Backend::Redis(s) => s.delete(key).await,
-            Backend::Memory(s) => s.delete(key).await,
-        }
+    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
+        dispatch!(self.replace(key, value, ttl))
+    }
+
+    async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
+        dispatch!(self.set_persistent(key, value))
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
-        match self {
-            Backend::Redis(s) => s.ttl(key).await,
-            Backend::Memory(s) => s.ttl(key).await,
-        }
+        dispatch!(self.ttl(key))
+    }
+
+    async fn delete_prefix(&self, prefix: &str, batch: usize) -> Result<u64> {
+        dispatch!(self.delete_prefix(prefix, batch))
     }
 }

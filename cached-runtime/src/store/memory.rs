@@ -1,6 +1,6 @@
 //! The in-process store: a map with expiry, for running without Redis and for tests.
 
-use super::Store;
+use super::{Fill, Seen, Store};
 use crate::Result;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,39 +21,43 @@ pub(crate) struct MemoryStore {
 #[derive(Debug)]
 struct Entry {
     value: Vec<u8>,
-    expires: Instant,
+    /// `None`: never expires (group generations).
+    expires: Option<Instant>,
 }
 
+type Map = HashMap<String, Entry>;
+
 impl MemoryStore {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Map> {
         // A panic elsewhere while holding the lock leaves a consistent map: keep using it.
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The live entry at `key`, dropping it if it has expired.
-    fn live<'a>(map: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a Entry> {
+    fn live<'a>(map: &'a mut Map, key: &str) -> Option<&'a Entry> {
         let now = Instant::now();
-        if map.get(key).is_some_and(|e| e.expires <= now) {
+        if map
+            .get(key)
+            .is_some_and(|e| e.expires.is_some_and(|t| t <= now))
+        {
             map.remove(key);
         }
         map.get(key)
     }
-}
 
-impl Store for MemoryStore {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut map = self.lock();
-        Ok(Self::live(&mut map, key).map(|e| e.value.clone()))
+    fn value(map: &mut Map, key: &str) -> Option<Vec<u8>> {
+        Self::live(map, key).map(|e| e.value.clone())
     }
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+    /// Inserts an entry, sweeping expired ones now and then so memory stays bounded.
+    fn insert(&self, map: &mut Map, key: &str, value: &[u8], ttl: Option<Duration>) {
         let now = Instant::now();
-        let expires = now
-            .checked_add(ttl)
-            .unwrap_or(now + Duration::from_secs(1 << 40));
-        let mut map = self.lock();
+        let expires = ttl.map(|ttl| {
+            now.checked_add(ttl)
+                .unwrap_or(now + Duration::from_secs(1 << 40))
+        });
         if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            map.retain(|_, e| e.expires > now);
+            map.retain(|_, e| e.expires.is_none_or(|t| t > now));
         }
         map.insert(
             key.to_owned(),
@@ -62,26 +66,95 @@ impl Store for MemoryStore {
                 expires,
             },
         );
+    }
+}
+
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(Self::value(&mut self.lock(), key))
+    }
+
+    async fn get_with_gen(
+        &self,
+        key: &str,
+        gen_key: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+        let mut map = self.lock();
+        Ok((Self::value(&mut map, key), Self::value(&mut map, gen_key)))
+    }
+
+    async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
+        let mut map = self.lock();
+        let current = Self::live(&mut map, fill.key).map(|e| e.value.as_slice());
+        let unchanged = match fill.seen {
+            Seen::Nothing => current.is_none(),
+            Seen::Bytes(seen) => current == Some(seen),
+            // This store holds no other types; a read never reports one.
+            Seen::WrongType | Seen::Any => true,
+        };
+        if !unchanged {
+            return Ok(false);
+        }
+        if let Some(group) = fill.group {
+            let stamp = group.gen.to_string();
+            match Self::live(&mut map, group.key) {
+                Some(gen) if gen.value != stamp.as_bytes() => return Ok(false),
+                Some(_) => {}
+                None if group.create => self.insert(&mut map, group.key, stamp.as_bytes(), None),
+                None => return Ok(false),
+            }
+        }
+        self.insert(&mut map, fill.key, fill.value, Some(fill.ttl));
+        Ok(true)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        let mut map = self.lock();
+        self.insert(&mut map, key, value, Some(ttl));
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
         let mut map = self.lock();
-        let live = Self::live(&mut map, key).is_some();
-        map.remove(key);
-        Ok(live)
+        let old = Self::value(&mut map, key);
+        self.insert(&mut map, key, value, Some(ttl));
+        Ok(old)
+    }
+
+    async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
+        let mut map = self.lock();
+        self.insert(&mut map, key, value, None);
+        Ok(())
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
         let mut map = self.lock();
         let now = Instant::now();
-        Ok(Self::live(&mut map, key).map(|e| e.expires - now))
+        Ok(Self::live(&mut map, key).map(|e| e.expires.map_or(Duration::MAX, |t| t - now)))
+    }
+
+    async fn delete_prefix(&self, prefix: &str, _batch: usize) -> Result<u64> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        let before = map.len();
+        let mut expired = 0;
+        map.retain(|key, e| {
+            if !key.starts_with(prefix) {
+                return true;
+            }
+            if e.expires.is_some_and(|t| t <= now) {
+                expired += 1;
+            }
+            false
+        });
+        Ok((before - map.len() - expired) as u64)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::GroupFence;
 
     #[tokio::test(start_paused = true)]
     async fn entries_expire_on_time() {
@@ -92,7 +165,58 @@ mod tests {
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(store.get("k").await.unwrap(), None);
-        assert!(!store.delete("k").await.unwrap());
+        assert_eq!(store.delete_prefix("k", 10).await.unwrap(), 0, "expired: not counted");
+    }
+
+    fn fill<'a>(value: &'a [u8], seen: Seen<'a>, group: Option<GroupFence<'a>>) -> Fill<'a> {
+        Fill {
+            key: "k",
+            value,
+            ttl: Duration::from_secs(60),
+            seen,
+            group,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fill_stores_only_over_what_its_read_saw() {
+        let store = MemoryStore::default();
+        assert!(store.fill(&fill(b"a", Seen::Nothing, None)).await.unwrap());
+        assert!(!store.fill(&fill(b"b", Seen::Nothing, None)).await.unwrap());
+        assert!(!store.fill(&fill(b"b", Seen::Bytes(b"x"), None)).await.unwrap());
+        assert!(store.fill(&fill(b"b", Seen::Bytes(b"a"), None)).await.unwrap());
+        assert!(store.fill(&fill(b"c", Seen::Any, None)).await.unwrap());
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"c"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_grouped_fill_needs_the_generation_it_read() {
+        let store = MemoryStore::default();
+        let fence = |gen, create| GroupFence {
+            key: "g",
+            gen,
+            create,
+        };
+        // The generation key vanished since the read: refused.
+        assert!(!store.fill(&fill(b"a", Seen::Any, Some(fence(5, false)))).await.unwrap());
+        // None when read: the fill creates it.
+        assert!(store.fill(&fill(b"a", Seen::Any, Some(fence(5, true)))).await.unwrap());
+        assert_eq!(store.get("g").await.unwrap().as_deref(), Some(&b"5"[..]));
+        assert_eq!(store.ttl("g").await.unwrap(), Some(Duration::MAX));
+        // Another process created or bumped it meanwhile: refused.
+        assert!(!store.fill(&fill(b"b", Seen::Any, Some(fence(6, true)))).await.unwrap());
+        assert!(store.fill(&fill(b"b", Seen::Any, Some(fence(5, false)))).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn delete_prefix_removes_that_family_only() {
+        let store = MemoryStore::default();
+        for key in ["user:1", "user:2", "user*:1", "users:1"] {
+            store.set(key, b"v", Duration::from_secs(60)).await.unwrap();
+        }
+        assert_eq!(store.delete_prefix("user:", 10).await.unwrap(), 2);
+        assert_eq!(store.delete_prefix("user*:", 10).await.unwrap(), 1);
+        assert!(store.get("users:1").await.unwrap().is_some());
     }
 
     #[tokio::test(start_paused = true)]

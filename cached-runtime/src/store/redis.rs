@@ -1,9 +1,11 @@
 //! Redis: one multiplexed connection that reconnects by itself.
 
-use super::Store;
+use super::{Fill, Seen, Store};
 use crate::{Config, Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Longest expiry sent to Redis (about 300 years), so a huge TTL never overflows `PX`.
@@ -49,6 +51,57 @@ impl RedisStore {
     }
 }
 
+/// The conditional fill (see [`Store::fill`]). `KEYS[1]`: the entry; `KEYS[2]`, for a
+/// grouped function: the group's generation. `ARGV`: value, PX milliseconds, what the read
+/// saw (`0` nothing, `1` the bytes in `ARGV[4]`, `2` a key of another type, `3` anything),
+/// the generation stamped into the value, and `1` if the fill may create the generation.
+const FILL_LUA: &str = r"
+local cur = redis.pcall('GET', KEYS[1])
+local seen = ARGV[3]
+if type(cur) == 'table' then
+  if seen ~= '2' and seen ~= '3' then return 0 end
+elseif seen == '1' then
+  if cur ~= ARGV[4] then return 0 end
+elseif seen ~= '3' and cur then
+  return 0
+end
+if KEYS[2] then
+  local gen = redis.call('GET', KEYS[2])
+  if gen then
+    if gen ~= ARGV[5] then return 0 end
+  elseif ARGV[6] == '1' then
+    redis.call('SET', KEYS[2], ARGV[5])
+  else
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+fn fill_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(FILL_LUA))
+}
+
+fn px(ttl: Duration) -> u64 {
+    ttl.as_millis().clamp(1, MAX_PX_MS) as u64
+}
+
+/// `prefix` as a SCAN pattern that matches exactly the keys starting with it: the glob
+/// characters are escaped.
+fn prefix_pattern(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 8);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    pattern
+}
+
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
@@ -59,27 +112,75 @@ impl Store for RedisStore {
             .map_err(Error::redis)
     }
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+    async fn get_with_gen(
+        &self,
+        key: &str,
+        gen_key: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
         let mut conn = self.conn.clone();
-        let px = ttl.as_millis().clamp(1, MAX_PX_MS) as u64;
-        redis::cmd("SET")
+        redis::cmd("MGET")
             .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(px)
+            .arg(gen_key)
             .query_async(&mut conn)
             .await
             .map_err(Error::redis)
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
         let mut conn = self.conn.clone();
-        let removed: u64 = redis::cmd("UNLINK")
+        let (seen, observed): (&str, &[u8]) = match fill.seen {
+            Seen::Nothing => ("0", b""),
+            Seen::Bytes(bytes) => ("1", bytes),
+            Seen::WrongType => ("2", b""),
+            Seen::Any => ("3", b""),
+        };
+        let mut call = fill_script().key(fill.key);
+        if let Some(group) = fill.group {
+            call.key(group.key);
+        }
+        call.arg(fill.value)
+            .arg(px(fill.ttl))
+            .arg(seen)
+            .arg(observed)
+            .arg(fill.group.map_or(0, |g| g.gen))
+            .arg(if fill.group.is_some_and(|g| g.create) { "1" } else { "0" });
+        let stored: i64 = call.invoke_async(&mut conn).await.map_err(Error::redis)?;
+        Ok(stored == 1)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
             .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(px(ttl))
             .query_async(&mut conn)
             .await
-            .map_err(Error::redis)?;
-        Ok(removed > 0)
+            .map_err(Error::redis)
+    }
+
+    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(px(ttl))
+            .arg("GET")
+            .query_async(&mut conn)
+            .await
+            .map_err(Error::redis)
+    }
+
+    async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .map_err(Error::redis)
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
@@ -89,11 +190,55 @@ impl Store for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(Error::redis)?;
-        // -2: no such key; -1: no expiry (never written by redcache).
+        // -2: no such key; -1: no expiry (a group generation, or not written by redcache).
         Ok(match ms {
             -2 => None,
             -1 => Some(Duration::MAX),
             ms => Some(Duration::from_millis(ms.max(0) as u64)),
         })
+    }
+
+    async fn delete_prefix(&self, prefix: &str, batch: usize) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let pattern = prefix_pattern(prefix);
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        // SCAN walks the keyspace a bounded step at a time and UNLINK frees memory in the
+        // background, so no single command holds Redis for long (never KEYS, never DEL).
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(batch)
+                .query_async(&mut conn)
+                .await
+                .map_err(Error::redis)?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::redis)?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_patterns_escape_glob_characters() {
+        assert_eq!(prefix_pattern("user:profile:"), "user:profile:*");
+        assert_eq!(prefix_pattern("user*:"), "user\\*:*");
+        assert_eq!(prefix_pattern("a?[b]\\c:"), "a\\?\\[b\\]\\\\c:*");
     }
 }

@@ -7,7 +7,8 @@ trait Directory {
 struct Ldap;
 
 impl Directory for Ldap {
-    #[redcache::cached(prefix = "ldap:name", ttl = 60)]
+    // A trait impl takes no extra items: no companion, so no call-shaped helpers.
+    #[redcache::cached(prefix = "ldap:name", ttl = 60, in_trait_impl)]
     async fn name(&self, id: u64) -> Option<String> {
         (id < 100).then(|| format!("user {id}"))
     }
