@@ -210,6 +210,11 @@ pub fn expected_key(prefix: &str, material: &str) -> String {
     format!("{prefix}:{hex}")
 }
 
+/// Whether `raw` is the tombstone an invalidation leaves (`{"v":1,"gone":<id>}`).
+pub fn is_tombstone(raw: &[u8]) -> bool {
+    raw.starts_with(br#"{"v":1,"gone":"#)
+}
+
 /// Where a behaviour test runs: a real Redis, or the in-memory store.
 pub struct Backend {
     pub server: Option<RedisServer>,
@@ -234,10 +239,19 @@ impl Backend {
     }
 
     /// TTL in whole seconds as Redis's own `TTL` reports it (the memory store's remaining
-    /// time is rounded the same way); `None` when there is no entry.
+    /// time is rounded the same way); `None` when there is no entry (a tombstone left by an
+    /// invalidation is none).
     pub async fn ttl_secs(&self, key: &str) -> Option<u64> {
         match &self.server {
             Some(server) => {
+                let raw: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut server.conn().await)
+                    .await
+                    .unwrap();
+                if raw.is_some_and(|raw| is_tombstone(&raw)) {
+                    return None;
+                }
                 let ttl: i64 = redis::cmd("TTL")
                     .arg(key)
                     .query_async(&mut server.conn().await)

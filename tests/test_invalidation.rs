@@ -1,0 +1,559 @@
+//! Invalidation and write-through: the helpers name exactly the attribute's entries,
+//! groups and prefixes remove whole families, `#[evicts]` runs after a successful write,
+//! and a miss that raced with an invalidation never stores its older value. Each on a real
+//! Redis and on the in-memory store.
+
+mod common;
+
+use common::expected_key;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Barrier;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    name: String,
+}
+
+fn profile(id: u64, name: &str) -> Profile {
+    Profile {
+        id,
+        name: name.into(),
+    }
+}
+
+/// The "database": rows by id, and how many queries reached it.
+#[derive(Default)]
+struct Db {
+    rows: Mutex<std::collections::HashMap<u64, String>>,
+    queries: AtomicUsize,
+}
+
+impl Db {
+    fn with(rows: &[(u64, &str)]) -> Arc<Db> {
+        let db = Db::default();
+        for (id, name) in rows {
+            db.rows.lock().unwrap().insert(*id, name.to_string());
+        }
+        Arc::new(db)
+    }
+
+    fn read(&self, id: u64) -> Option<Profile> {
+        self.queries.fetch_add(1, SeqCst);
+        let name = self.rows.lock().unwrap().get(&id).cloned()?;
+        Some(profile(id, &name))
+    }
+
+    fn write(&self, id: u64, name: &str) {
+        self.rows.lock().unwrap().insert(id, name.to_string());
+    }
+
+    fn queries(&self) -> usize {
+        self.queries.load(SeqCst)
+    }
+}
+
+#[redcache::cached(prefix = "i:profile", ttl = 100, jitter = 10, null_ttl = 20, skip(db))]
+async fn get_profile(id: u64, db: &Db) -> Option<Profile> {
+    db.read(id)
+}
+
+on_both_stores! {
+    async fn key_names_the_entry_the_attribute_wrote(b: Backend) {
+        let db = Db::with(&[(7, "Ada")]);
+        b.cache.scope(get_profile(7, &db)).await;
+        let key = redcache::key!(get_profile(7, _));
+        assert_eq!(key, expected_key("i:profile", "[7]"));
+        assert_eq!(key, redcache::key!(get_profile(7, &db)), "a skipped argument is ignored");
+        assert!(b.exists(&key).await, "{key} on {}", b.name());
+    }
+}
+
+on_both_stores! {
+    async fn invalidate_removes_exactly_that_entry(b: Backend) {
+        let db = Db::with(&[(1, "Ada"), (2, "Grace")]);
+        b.cache.scope(async {
+            get_profile(1, &db).await;
+            get_profile(2, &db).await;
+            assert_eq!(db.queries(), 2);
+            assert!(redcache::invalidate!(get_profile(1, _)).await.unwrap(), "an entry was there");
+            assert!(!redcache::invalidate!(get_profile(1, _)).await.unwrap(), "nothing left");
+            assert_eq!(get_profile(1, &db).await, Some(profile(1, "Ada")));
+            assert_eq!(db.queries(), 3, "the invalidated entry is a miss");
+            get_profile(2, &db).await;
+            assert_eq!(db.queries(), 3, "the other entry is untouched");
+        }).await;
+        assert_eq!(b.cache.stats().invalidations, 1);
+    }
+}
+
+on_both_stores! {
+    async fn put_writes_through_with_the_functions_rules(b: Backend) {
+        let db = Db::with(&[(1, "Ada")]);
+        b.cache.scope(async {
+            get_profile(1, &db).await;
+            redcache::put!(get_profile(1, _), Some(profile(1, "Ada L."))).await.unwrap();
+            assert_eq!(get_profile(1, &db).await, Some(profile(1, "Ada L.")));
+            redcache::put!(get_profile(9, _), None).await.unwrap();
+            assert_eq!(get_profile(9, &db).await, None);
+        }).await;
+        assert_eq!(db.queries(), 1, "both reads after put! were hits");
+        let ttl = b.ttl_secs(&expected_key("i:profile", "[1]")).await.unwrap();
+        assert!((100..=110).contains(&ttl), "ttl + jitter: {ttl}");
+        assert_eq!(b.ttl_secs(&expected_key("i:profile", "[9]")).await, Some(20), "null_ttl");
+        assert_eq!(b.cache.stats().null_hits, 1);
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct DbError;
+
+#[redcache::cached(prefix = "i:fallible", ttl = 60, null_ttl = 0)]
+async fn fallible(id: u64) -> Result<Option<u64>, DbError> {
+    Ok(Some(id))
+}
+
+on_both_stores! {
+    async fn put_refuses_an_err_and_a_none_that_is_not_cached_invalidates(b: Backend) {
+        b.cache.scope(async {
+            let err = redcache::put!(fallible(1), Err(DbError)).await.unwrap_err();
+            assert!(matches!(err, redcache::Error::NotCacheable), "{err:?}");
+            assert!(err.to_string().contains("an `Err` is never cached"), "{err}");
+            fallible(2).await.unwrap();
+            redcache::put!(fallible(2), Ok(None)).await.unwrap();
+        }).await;
+        assert!(!b.exists(&expected_key("i:fallible", "[1]")).await, "the Err was not stored");
+        assert!(
+            !b.exists(&expected_key("i:fallible", "[2]")).await,
+            "null_ttl = 0: putting None drops the entry"
+        );
+    }
+}
+
+struct Service {
+    db: Arc<Db>,
+}
+
+impl Service {
+    #[redcache::cached(prefix = "i:svc", ttl = 60)]
+    async fn by_id(&self, id: u64) -> Option<Profile> {
+        self.db.read(id)
+    }
+
+    #[redcache::cached(prefix = "i:svc:arc", ttl = 60)]
+    async fn by_id_arc(self: Arc<Self>, id: u64) -> Option<Profile> {
+        self.db.read(id)
+    }
+
+    #[redcache::evicts(self.by_id(id), Self::by_id_arc(self, id))]
+    async fn rename(&self, id: u64, name: &str) -> Result<(), DbError> {
+        if name.is_empty() {
+            return Err(DbError);
+        }
+        self.db.write(id, name);
+        Ok(())
+    }
+}
+
+on_both_stores! {
+    async fn methods_are_named_with_call_syntax(b: Backend) {
+        let svc = Arc::new(Service { db: Db::with(&[(1, "Ada")]) });
+        b.cache.scope(async {
+            svc.by_id(1).await;
+            svc.clone().by_id_arc(1).await;
+            let key = redcache::key!(svc.by_id(1));
+            assert_eq!(key, redcache::key!(Service::by_id(&svc, 1)));
+            let material = r#"[1,"test_invalidation::Service"]"#;
+            assert_eq!(key, expected_key("i:svc", material), "Self's type name is in the key");
+            assert!(redcache::invalidate!(svc.by_id(1)).await.unwrap());
+            assert!(redcache::invalidate!(Service::by_id_arc(&svc, 1)).await.unwrap());
+            svc.by_id(1).await;
+            svc.clone().by_id_arc(1).await;
+        }).await;
+        assert_eq!(svc.db.queries(), 4, "both methods missed again after invalidation");
+    }
+}
+
+on_both_stores! {
+    async fn evicts_runs_after_an_ok_only(b: Backend) {
+        let svc = Arc::new(Service { db: Db::with(&[(1, "Ada")]) });
+        b.cache.scope(async {
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada");
+            assert_eq!(svc.clone().by_id_arc(1).await.unwrap().name, "Ada");
+            assert_eq!(svc.rename(1, "").await, Err(DbError));
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada", "an Err evicts nothing");
+            assert_eq!(svc.db.queries(), 2);
+            svc.rename(1, "Ada L.").await.unwrap();
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada L.");
+            assert_eq!(svc.clone().by_id_arc(1).await.unwrap().name, "Ada L.");
+        }).await;
+        assert_eq!(svc.db.queries(), 4);
+        assert_eq!(b.cache.stats().invalidations, 2);
+    }
+}
+
+#[redcache::cached(prefix = "i:price", group = "catalog", ttl = 60, skip(db))]
+async fn price(sku: u64, db: &Db) -> Option<Profile> {
+    db.read(sku)
+}
+
+#[redcache::cached(prefix = "i:stock", group = "catalog", ttl = 60, skip(db))]
+async fn stock(sku: u64, db: &Db) -> Option<Profile> {
+    db.read(sku)
+}
+
+#[redcache::evicts(group = "catalog")]
+async fn reprice(db: &Db, sku: u64, name: &str) {
+    db.write(sku, name);
+}
+
+on_both_stores! {
+    async fn a_group_is_invalidated_at_once(b: Backend) {
+        let db = Db::with(&[(1, "a"), (2, "b")]);
+        b.cache.scope(async {
+            for sku in [1, 2] {
+                price(sku, &db).await;
+                stock(sku, &db).await;
+                get_profile(sku, &db).await;
+            }
+            assert_eq!(db.queries(), 6);
+            for sku in [1, 2] {
+                price(sku, &db).await;
+                stock(sku, &db).await;
+            }
+            assert_eq!(db.queries(), 6, "grouped entries hit like any other");
+            redcache::invalidate_group("catalog").await.unwrap();
+            for sku in [1, 2] {
+                price(sku, &db).await;
+                stock(sku, &db).await;
+                get_profile(sku, &db).await;
+            }
+            assert_eq!(db.queries(), 10, "every entry of the group missed; others hit");
+            reprice(&db, 1, "a2").await;
+            assert_eq!(price(1, &db).await.unwrap().name, "a2", "#[evicts(group)]");
+            assert_eq!(db.queries(), 11);
+        }).await;
+        let key = redcache::key!(price(1, _));
+        assert_eq!(key, expected_key("i:price:{catalog}", "[1]"), "the group is a hash tag");
+        assert!(b.exists(&key).await);
+    }
+}
+
+#[tokio::test]
+async fn group_generation_and_entries_share_a_hash_tag_in_redis() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let db = Db::with(&[(1, "a")]);
+    cache.scope(price(1, &db)).await;
+    let mut conn = server.conn().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            expected_key("i:price:{catalog}", "[1]"),
+            "redcache:group:{catalog}".to_string()
+        ]
+    );
+    let gen: String = redis::cmd("GET")
+        .arg(&keys[1])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let raw: String = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(raw, format!(r#"{{"v":1,"g":{gen},"d":{{"id":1,"name":"a"}}}}"#));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[1])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "a generation never expires");
+}
+
+/// Pauses a body between its database read and its return, so a test can write and
+/// invalidate in between.
+struct Gate {
+    read_done: Barrier,
+    release: Barrier,
+}
+
+impl Gate {
+    fn new() -> Arc<Gate> {
+        Arc::new(Gate {
+            read_done: Barrier::new(2),
+            release: Barrier::new(2),
+        })
+    }
+}
+
+#[redcache::cached(prefix = "i:race", ttl = 60, skip(db, gate))]
+async fn racing_read(id: u64, db: &Db, gate: Option<&Gate>) -> Option<Profile> {
+    let row = db.read(id);
+    if let Some(gate) = gate {
+        gate.read_done.wait().await;
+        gate.release.wait().await;
+    }
+    row
+}
+
+#[redcache::cached(prefix = "i:race:group", group = "race", ttl = 60, skip(db, gate))]
+async fn racing_grouped_read(id: u64, db: &Db, gate: Option<&Gate>) -> Option<Profile> {
+    let row = db.read(id);
+    if let Some(gate) = gate {
+        gate.read_done.wait().await;
+        gate.release.wait().await;
+    }
+    row
+}
+
+/// A miss reads the old row; a writer updates it and invalidates (with `invalidate`);
+/// then the miss returns. The next calls must see the new row.
+async fn fill_race<F, Fut, R, RFut>(b: &common::Backend, invalidate: F, read: R)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+    R: Fn(Arc<Db>, Option<Arc<Gate>>) -> RFut,
+    RFut: std::future::Future<Output = Option<Profile>> + Send + 'static,
+{
+    let db = Db::with(&[(1, "old")]);
+    let gate = Gate::new();
+    let slow = tokio::spawn(b.cache.scope(read(db.clone(), Some(gate.clone()))));
+    gate.read_done.wait().await; // the slow miss has read "old"
+    db.write(1, "new");
+    b.cache.scope(invalidate()).await;
+    // A caller that arrives now joins the slow miss's flight; it must not get its row.
+    let joined = tokio::spawn(b.cache.scope(read(db.clone(), None)));
+    tokio::task::yield_now().await;
+    gate.release.wait().await;
+    assert_eq!(
+        slow.await.unwrap().unwrap().name,
+        "old",
+        "the slow call itself returns what it read"
+    );
+    assert_eq!(joined.await.unwrap().unwrap().name, "new", "{}", b.name());
+    assert_eq!(
+        b.cache.scope(read(db.clone(), None)).await.unwrap().name,
+        "new",
+        "the old row was not stored ({})",
+        b.name()
+    );
+    assert_eq!(b.cache.stats().conflicts, 1, "{:?}", b.cache.stats());
+}
+
+on_both_stores! {
+    async fn a_miss_that_raced_an_invalidation_does_not_store_its_old_value(b: Backend) {
+        fill_race(
+            &b,
+            || async { redcache::invalidate!(racing_read(1, _, _)).await.unwrap(); },
+            |db, gate| async move { racing_read(1, &db, gate.as_deref()).await },
+        )
+        .await;
+    }
+}
+
+on_both_stores! {
+    async fn a_miss_that_raced_a_put_does_not_overwrite_it(b: Backend) {
+        fill_race(
+            &b,
+            || async {
+                redcache::put!(racing_read(1, _, _), Some(profile(1, "new"))).await.unwrap();
+            },
+            |db, gate| async move { racing_read(1, &db, gate.as_deref()).await },
+        )
+        .await;
+    }
+}
+
+on_both_stores! {
+    async fn a_miss_that_raced_a_group_invalidation_does_not_store_its_old_value(b: Backend) {
+        fill_race(
+            &b,
+            || async { redcache::invalidate_group("race").await.unwrap(); },
+            |db, gate| async move { racing_grouped_read(1, &db, gate.as_deref()).await },
+        )
+        .await;
+    }
+}
+
+#[redcache::cached(prefix = "i:slow", ttl = 60, skip(db))]
+async fn slow_read(id: u64, db: &Db) -> Option<Profile> {
+    let row = db.read(id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    row
+}
+
+#[tokio::test]
+async fn a_miss_slower_than_max_fill_time_is_returned_not_stored() {
+    let server = common::RedisServer::start();
+    let cache = server
+        .cache_with(
+            common::test_config()
+                .url(server.url())
+                .max_fill_time(Duration::from_millis(100)),
+        )
+        .await;
+    let db = Db::with(&[(1, "a")]);
+    assert_eq!(cache.scope(slow_read(1, &db)).await.unwrap().name, "a");
+    assert_eq!(cache.stats().conflicts, 1);
+    assert_eq!(cache.stats().stores, 0);
+    let key = redcache::key!(slow_read(1, _));
+    assert_eq!(
+        cache.ttl(&key).await.unwrap(),
+        None,
+        "a tombstone written by an invalidation this long ago could be gone: not stored"
+    );
+}
+
+on_both_stores! {
+    async fn invalidate_prefix_removes_a_family_and_escapes_globs(b: Backend) {
+        let c = &b.cache;
+        let ttl = Duration::from_secs(60);
+        for key in ["fam:1", "fam:2", "fam:sub:3", "fam*:4", "famx:5", "fa:6"] {
+            c.set(key, &1, ttl).await.unwrap();
+        }
+        assert_eq!(c.invalidate_prefix("fam*").await.unwrap(), 1, "`*` is literal");
+        assert_eq!(c.invalidate_prefix("fam").await.unwrap(), 3);
+        assert_eq!(c.invalidate_prefix("fam").await.unwrap(), 0);
+        for key in ["famx:5", "fa:6"] {
+            assert_eq!(c.get::<u32>(key).await.unwrap(), Some(1), "{key} kept");
+        }
+        let db = Db::with(&[(1, "a"), (2, "b")]);
+        b.cache.scope(async {
+            get_profile(1, &db).await;
+            get_profile(2, &db).await;
+            assert_eq!(redcache::invalidate_prefix("i:profile").await.unwrap(), 2);
+            get_profile(1, &db).await;
+        }).await;
+        assert_eq!(db.queries(), 3);
+    }
+}
+
+#[tokio::test]
+async fn invalidate_prefix_never_blocks_redis_for_long() {
+    const KEYS: usize = 200_000;
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let mut conn = server.conn().await;
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(20_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET")
+                .arg(format!("bulk:{i}"))
+                .arg("x")
+                .arg("EX")
+                .arg(600)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    }
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("bulky:{i}"))
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    for (name, value) in [("slowlog-log-slower-than", "0"), ("slowlog-max-len", "100000")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let removed = cache.invalidate_prefix("bulk").await.unwrap();
+    assert_eq!(removed, KEYS as u64);
+
+    // Every command Redis ran meanwhile, with how long it held the server (microseconds).
+    let log: Vec<(u64, u64, u64, Vec<String>)> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async::<Vec<redis::Value>>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                panic!("a slowlog entry is an array")
+            };
+            let (id, at, micros) = (
+                redis::from_redis_value_ref::<u64>(&fields[0]).unwrap(),
+                redis::from_redis_value_ref::<u64>(&fields[1]).unwrap(),
+                redis::from_redis_value_ref::<u64>(&fields[2]).unwrap(),
+            );
+            let args: Vec<String> = redis::from_redis_value_ref(&fields[3]).unwrap();
+            (id, at, micros, args)
+        })
+        .collect();
+    let by = |name: &str| {
+        log.iter()
+            .filter(|e| e.3[0].eq_ignore_ascii_case(name))
+            .collect::<Vec<_>>()
+    };
+    let (scans, unlinks) = (by("SCAN"), by("UNLINK"));
+    assert!(by("KEYS").is_empty() && by("DEL").is_empty());
+    assert!(scans.len() >= KEYS / 1000, "{} SCAN steps", scans.len());
+    assert!(unlinks.len() >= KEYS / 1000, "{} UNLINK batches", unlinks.len());
+    assert!(unlinks.iter().all(|e| e.3.len() <= 1 + 1000), "at most 1000 keys at once");
+    let longest = scans.iter().chain(&unlinks).map(|e| e.2).max().unwrap();
+    eprintln!(
+        "invalidate_prefix: {} SCAN + {} UNLINK for {KEYS} keys; longest command {longest} µs",
+        scans.len(),
+        unlinks.len()
+    );
+    assert!(
+        longest < 10_000,
+        "a single command held Redis for {longest} µs"
+    );
+    let left: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 100, "`bulky:*` is another prefix and stays");
+}
+
+on_both_stores! {
+    async fn helpers_use_the_caches_namespace(b: Backend) {
+        let cache = match &b.server {
+            Some(server) => server
+                .cache_with(common::test_config().url(server.url()).namespace("ns"))
+                .await,
+            None => redcache::Cache::memory_with(common::test_config().namespace("ns").build()),
+        };
+        let db = Db::with(&[(1, "a")]);
+        cache.scope(async {
+            assert_eq!(redcache::key!(get_profile(1, _)), format!("ns:{}", expected_key("i:profile", "[1]")));
+            get_profile(1, &db).await;
+            assert!(redcache::invalidate!(get_profile(1, _)).await.unwrap());
+            get_profile(1, &db).await;
+        }).await;
+        assert_eq!(db.queries(), 2);
+        assert_eq!(redcache::key!(get_profile(1, _)), expected_key("i:profile", "[1]"), "no cache: no namespace");
+    }
+}
+
+#[tokio::test]
+async fn helpers_without_a_cache_say_so() {
+    let err = redcache::invalidate!(get_profile(1, _)).await.unwrap_err();
+    assert!(matches!(err, redcache::Error::NotInitialized), "{err:?}");
+    assert!(
+        err.to_string().contains("redcache::init"),
+        "the message says how to fix it: {err}"
+    );
+}
