@@ -272,7 +272,10 @@ async fn group_generation_and_entries_share_a_hash_tag_in_redis() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(raw, format!(r#"{{"v":1,"g":{gen},"d":{{"id":1,"name":"a"}}}}"#));
+    assert_eq!(
+        raw,
+        format!(r#"{{"v":1,"g":{gen},"d":{{"id":1,"name":"a"}}}}"#)
+    );
     let ttl: i64 = redis::cmd("TTL")
         .arg(&keys[1])
         .query_async(&mut conn)
@@ -465,7 +468,10 @@ async fn invalidate_prefix_never_blocks_redis_for_long() {
             .await
             .unwrap();
     }
-    for (name, value) in [("slowlog-log-slower-than", "0"), ("slowlog-max-len", "100000")] {
+    for (name, value) in [
+        ("slowlog-log-slower-than", "0"),
+        ("slowlog-max-len", "100000"),
+    ] {
         let _: () = redis::cmd("CONFIG")
             .arg("SET")
             .arg(name)
@@ -512,8 +518,15 @@ async fn invalidate_prefix_never_blocks_redis_for_long() {
     let (scans, unlinks) = (by("SCAN"), by("UNLINK"));
     assert!(by("KEYS").is_empty() && by("DEL").is_empty());
     assert!(scans.len() >= KEYS / 1000, "{} SCAN steps", scans.len());
-    assert!(unlinks.len() >= KEYS / 1000, "{} UNLINK batches", unlinks.len());
-    assert!(unlinks.iter().all(|e| e.3.len() <= 1 + 1000), "at most 1000 keys at once");
+    assert!(
+        unlinks.len() >= KEYS / 1000,
+        "{} UNLINK batches",
+        unlinks.len()
+    );
+    assert!(
+        unlinks.iter().all(|e| e.3.len() <= 1 + 1000),
+        "at most 1000 keys at once"
+    );
     let longest = scans.iter().chain(&unlinks).map(|e| e.2).max().unwrap();
     eprintln!(
         "invalidate_prefix: {} SCAN + {} UNLINK for {KEYS} keys; longest command {longest} µs",

@@ -52,6 +52,16 @@ pub(crate) fn companion_ident(name: &Ident) -> Ident {
     format_ident!("__redcache_key_{}", name, span = name.span())
 }
 
+/// The runtime entry point for a return shape.
+fn runtime_fn(shape: Output) -> &'static str {
+    match shape {
+        Output::Value => "plain",
+        Output::Option => "option",
+        Output::Result => "result",
+        Output::ResultOption => "result_option",
+    }
+}
+
 /// The runtime's kind type for a return shape.
 fn kind(shape: Output) -> &'static str {
     match shape {
@@ -71,9 +81,8 @@ pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors)
         );
     }
     if sig.asyncness.is_none() {
-        let mut message = format!(
-            "#[{attr}] works on `async fn` only: the cache is asynchronous; add `async`"
-        );
+        let mut message =
+            format!("#[{attr}] works on `async fn` only: the cache is asynchronous; add `async`");
         if let ReturnType::Type(_, ty) = &sig.output {
             let text = ty.to_token_stream().to_string();
             if text.contains("Pin") && text.contains("Future") {
@@ -162,7 +171,9 @@ pub(crate) fn shape_of_type(ty: &Type) -> Output {
     match last.ident.to_string().as_str() {
         "Option" => Output::Option,
         "Result" => match first_type_arg(&last.arguments) {
-            Some(Type::Path(ok)) if ok.path.segments.last().is_some_and(|s| s.ident == "Option") => {
+            Some(Type::Path(ok))
+                if ok.path.segments.last().is_some_and(|s| s.ident == "Option") =>
+            {
                 Output::ResultOption
             }
             _ => Output::Result,
@@ -248,9 +259,10 @@ fn generate(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     let body_future = body_future(sig, body);
     let semi = returns_unit(sig).then(|| quote!(;));
     let ret_span = return_type(sig).1;
+    let runtime_fn = Ident::new(runtime_fn(shape), ret_span);
     let new_body = quote_spanned! {ret_span=>
         let __cached_call = #call;
-        ::redcache::__private::run(__cached_call, #body_future).await #semi
+        ::redcache::__private::#runtime_fn(__cached_call, #body_future).await #semi
     };
     let mut out = quote!(#(#attrs)* #vis #sig);
     brace.surround(&mut out, |out| new_body.to_tokens(out));

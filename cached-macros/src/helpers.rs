@@ -19,6 +19,7 @@ const USAGE: &str = "write the call as you would call the function: `f(42)`, \
                      for a `skip`ped argument";
 
 /// `f(args)` -> `__redcache_key_f(args)`; `obj.m(args)` -> `obj.__redcache_key_m(args)`.
+/// `macro_name` is how the user wrote the helper: `invalidate!`, `#[evicts]`.
 fn companion_call(expr: &Expr, macro_name: &str) -> syn::Result<TokenStream> {
     match expr {
         Expr::Call(call) => {
@@ -43,7 +44,7 @@ fn companion_call(expr: &Expr, macro_name: &str) -> syn::Result<TokenStream> {
         Expr::Await(inner) => Err(syn::Error::new_spanned(
             expr,
             format_args!(
-                "`{macro_name}!` takes the call without `.await`: `{macro_name}!({})`",
+                "`{macro_name}` takes the call without `.await`: `{}`",
                 inner.base.to_token_stream()
             ),
         )),
@@ -55,7 +56,7 @@ fn companion_call(expr: &Expr, macro_name: &str) -> syn::Result<TokenStream> {
 fn not_a_call(expr: &Expr, macro_name: &str) -> syn::Error {
     syn::Error::new_spanned(
         expr,
-        format_args!("`{macro_name}!` takes a call of a `#[cached]` function; {USAGE}"),
+        format_args!("`{macro_name}` takes a call of a `#[cached]` function; {USAGE}"),
     )
 }
 
@@ -69,7 +70,8 @@ fn argument(arg: &Expr) -> TokenStream {
 
 /// `invalidate!(f(args))`, `key!(f(args))`: `runtime_fn(companion call)`.
 pub(crate) fn call_helper(input: TokenStream, macro_name: &str, runtime_fn: &str) -> TokenStream {
-    let result = syn::parse2::<Expr>(input).and_then(|expr| companion_call(&expr, macro_name));
+    let result = syn::parse2::<Expr>(input)
+        .and_then(|expr| companion_call(&expr, &format!("{macro_name}!")));
     match result {
         Ok(call) => {
             let runtime_fn = syn::Ident::new(runtime_fn, proc_macro2::Span::call_site());
@@ -86,7 +88,7 @@ pub(crate) fn put(input: TokenStream) -> TokenStream {
         let mut it = exprs.iter();
         match (it.next(), it.next(), it.next()) {
             (Some(call), Some(value), None) => {
-                let call = companion_call(call, "put")?;
+                let call = companion_call(call, "put!")?;
                 Ok(quote!(::redcache::__private::put(#call, #value)))
             }
             _ => Err(syn::Error::new_spanned(
@@ -159,7 +161,7 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
     let mut evict = quote!(::redcache::__private::Evict::new());
     for target in &targets {
         match target {
-            Target::Call(expr) => match companion_call(expr, "evicts") {
+            Target::Call(expr) => match companion_call(expr, "#[evicts]") {
                 Ok(call) => evict.extend(quote!(.call(#call))),
                 Err(err) => errors.push(err),
             },

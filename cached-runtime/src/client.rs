@@ -97,8 +97,13 @@ impl Read {
     /// Whether an entry written at generation `gen` is current (0: written outside a group).
     fn gen_matches(&self, gen: u64) -> bool {
         match self {
-            Read::Found { gen: Gen::At(current), .. } => gen == *current,
-            Read::Found { gen: Gen::Missing, .. } => gen == 0,
+            Read::Found {
+                gen: Gen::At(current),
+                ..
+            } => gen == *current,
+            Read::Found {
+                gen: Gen::Missing, ..
+            } => gen == 0,
             _ => false,
         }
     }
@@ -129,13 +134,14 @@ impl Read {
     fn fence<'a>(&self, gen_key: Option<&'a str>) -> Option<GroupFence<'a>> {
         let key = gen_key?;
         let (gen, create) = match self {
-            Read::Found { gen: Gen::At(gen), .. } => (*gen, false),
+            Read::Found {
+                gen: Gen::At(gen), ..
+            } => (*gen, false),
             _ => (new_generation(), true),
         };
         Some(GroupFence { key, gen, create })
     }
 }
-
 
 impl Cache {
     fn new(backend: Backend, config: Config) -> Cache {
@@ -311,7 +317,13 @@ impl Cache {
         let key = self.full_key(key);
         let ttl = Policy::exact(ttl).value_ttl();
         self.write_checked(
-            || async { self.inner.backend.set(&key, &bytes, ttl).await.map(|()| true) },
+            || async {
+                self.inner
+                    .backend
+                    .set(&key, &bytes, ttl)
+                    .await
+                    .map(|()| true)
+            },
             bytes.len(),
         )
         .await
@@ -499,7 +511,11 @@ impl Cache {
             // An invalidation during the run may have left no trace by now: neither store
             // nor share the result.
             Counters::bump(&self.inner.counters.conflicts);
-            tracing::debug!(key, ?max_fill, "redcache: a miss outlasted max_fill_time; not stored");
+            tracing::debug!(
+                key,
+                ?max_fill,
+                "redcache: a miss outlasted max_fill_time; not stored"
+            );
             return None;
         }
         let fill = Fill {
@@ -509,7 +525,10 @@ impl Cache {
             seen: read.seen(),
             group: fence,
         };
-        match self.write_checked(|| self.inner.backend.fill(&fill), bytes.len()).await {
+        match self
+            .write_checked(|| self.inner.backend.fill(&fill), bytes.len())
+            .await
+        {
             Ok(true) => Some(bytes),
             Ok(false) => {
                 // Invalidated or rewritten while the body ran: the result may be older than

@@ -173,7 +173,11 @@ pub(crate) fn new_generation() -> u64 {
 }
 
 pub(crate) fn parse_gen(raw: &[u8]) -> Option<u64> {
-    std::str::from_utf8(raw).ok()?.parse().ok().filter(|g| *g != 0)
+    std::str::from_utf8(raw)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|g| *g != 0)
 }
 
 /// A group generation key that holds something redcache did not write.

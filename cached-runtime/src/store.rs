@@ -17,6 +17,9 @@ mod redis;
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::RedisStore;
 
+/// An entry and its group's raw generation, as one `MGET` reads them.
+pub(crate) type EntryAndGen = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What a read saw at a key, as a fill must find it again to store its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seen<'a> {
@@ -61,7 +64,7 @@ pub(crate) trait Store {
         &self,
         key: &str,
         gen_key: &str,
-    ) -> impl Future<Output = Result<(Option<Vec<u8>>, Option<Vec<u8>>)>> + Send;
+    ) -> impl Future<Output = Result<EntryAndGen>> + Send;
     /// Stores a miss's result if the key and the group are as the read saw them; whether
     /// it was stored.
     fn fill(&self, fill: &Fill<'_>) -> impl Future<Output = Result<bool>> + Send;
@@ -118,11 +121,7 @@ impl Store for Backend {
         dispatch!(self.get(key))
     }
 
-    async fn get_with_gen(
-        &self,
-        key: &str,
-        gen_key: &str,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         dispatch!(self.get_with_gen(key, gen_key))
     }
 

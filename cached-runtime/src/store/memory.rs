@@ -1,6 +1,6 @@
 //! The in-process store: a map with expiry, for running without Redis and for tests.
 
-use super::{Fill, Seen, Store};
+use super::{EntryAndGen, Fill, Seen, Store};
 use crate::Result;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,11 +74,7 @@ impl Store for MemoryStore {
         Ok(Self::value(&mut self.lock(), key))
     }
 
-    async fn get_with_gen(
-        &self,
-        key: &str,
-        gen_key: &str,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         let mut map = self.lock();
         Ok((Self::value(&mut map, key), Self::value(&mut map, gen_key)))
     }
@@ -165,7 +161,11 @@ mod tests {
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(store.get("k").await.unwrap(), None);
-        assert_eq!(store.delete_prefix("k", 10).await.unwrap(), 0, "expired: not counted");
+        assert_eq!(
+            store.delete_prefix("k", 10).await.unwrap(),
+            0,
+            "expired: not counted"
+        );
     }
 
     fn fill<'a>(value: &'a [u8], seen: Seen<'a>, group: Option<GroupFence<'a>>) -> Fill<'a> {
@@ -183,8 +183,14 @@ mod tests {
         let store = MemoryStore::default();
         assert!(store.fill(&fill(b"a", Seen::Nothing, None)).await.unwrap());
         assert!(!store.fill(&fill(b"b", Seen::Nothing, None)).await.unwrap());
-        assert!(!store.fill(&fill(b"b", Seen::Bytes(b"x"), None)).await.unwrap());
-        assert!(store.fill(&fill(b"b", Seen::Bytes(b"a"), None)).await.unwrap());
+        assert!(!store
+            .fill(&fill(b"b", Seen::Bytes(b"x"), None))
+            .await
+            .unwrap());
+        assert!(store
+            .fill(&fill(b"b", Seen::Bytes(b"a"), None))
+            .await
+            .unwrap());
         assert!(store.fill(&fill(b"c", Seen::Any, None)).await.unwrap());
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"c"[..]));
     }
@@ -198,14 +204,26 @@ mod tests {
             create,
         };
         // The generation key vanished since the read: refused.
-        assert!(!store.fill(&fill(b"a", Seen::Any, Some(fence(5, false)))).await.unwrap());
+        assert!(!store
+            .fill(&fill(b"a", Seen::Any, Some(fence(5, false))))
+            .await
+            .unwrap());
         // None when read: the fill creates it.
-        assert!(store.fill(&fill(b"a", Seen::Any, Some(fence(5, true)))).await.unwrap());
+        assert!(store
+            .fill(&fill(b"a", Seen::Any, Some(fence(5, true))))
+            .await
+            .unwrap());
         assert_eq!(store.get("g").await.unwrap().as_deref(), Some(&b"5"[..]));
         assert_eq!(store.ttl("g").await.unwrap(), Some(Duration::MAX));
         // Another process created or bumped it meanwhile: refused.
-        assert!(!store.fill(&fill(b"b", Seen::Any, Some(fence(6, true)))).await.unwrap());
-        assert!(store.fill(&fill(b"b", Seen::Any, Some(fence(5, false)))).await.unwrap());
+        assert!(!store
+            .fill(&fill(b"b", Seen::Any, Some(fence(6, true))))
+            .await
+            .unwrap());
+        assert!(store
+            .fill(&fill(b"b", Seen::Any, Some(fence(5, false))))
+            .await
+            .unwrap());
     }
 
     #[tokio::test]

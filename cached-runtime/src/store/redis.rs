@@ -1,6 +1,6 @@
 //! Redis: one multiplexed connection that reconnects by itself.
 
-use super::{Fill, Seen, Store};
+use super::{EntryAndGen, Fill, Seen, Store};
 use crate::{Config, Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
@@ -112,11 +112,7 @@ impl Store for RedisStore {
             .map_err(Error::redis)
     }
 
-    async fn get_with_gen(
-        &self,
-        key: &str,
-        gen_key: &str,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         let mut conn = self.conn.clone();
         redis::cmd("MGET")
             .arg(key)
@@ -143,7 +139,11 @@ impl Store for RedisStore {
             .arg(seen)
             .arg(observed)
             .arg(fill.group.map_or(0, |g| g.gen))
-            .arg(if fill.group.is_some_and(|g| g.create) { "1" } else { "0" });
+            .arg(if fill.group.is_some_and(|g| g.create) {
+                "1"
+            } else {
+                "0"
+            });
         let stored: i64 = call.invoke_async(&mut conn).await.map_err(Error::redis)?;
         Ok(stored == 1)
     }
