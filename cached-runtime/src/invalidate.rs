@@ -121,7 +121,7 @@ impl Cache {
     /// Redis is walked with `SCAN` in steps of 1000 keys and each step's keys are removed
     /// with one `UNLINK`, so no command holds Redis for long, whatever the number of keys
     /// (never `KEYS`). Glob characters in `prefix` (`*`, `?`, `[`, `]`, `\`) match only
-    /// themselves. Unlike [`invalidate!`](crate::invalidate) and groups, this removes what
+    /// themselves. Unlike `invalidate!` and groups, this removes what
     /// exists and leaves no tombstones: a miss already running may store its value
     /// afterwards. Use it for maintenance, and groups on write paths.
     ///
