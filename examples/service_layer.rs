@@ -1,26 +1,19 @@
-//! A service struct with cached `&self` methods, and a write path that keeps the cache right.
+//! A service struct with cached `&self` methods, and write paths that keep the cache right.
 //!
 //! ```sh
 //! cargo run --example service_layer                                        # in-process store
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --example service_layer       # Redis
 //! ```
 //!
-//! # Which reads a write can reach today
+//! Reads are `#[cached]` methods. Writes reach exactly their entries by naming the calls:
 //!
-//! A `#[cached]` method's key is derived inside the macro and the runtime: the prefix, then
-//! the md5 of the arguments *and of `Self`'s type name* (`service_layer::UserService`).
-//! Until the call-shaped helpers (`redcache::invalidate!(service.get_by_id(1))`, `put!`,
-//! `key!`) exist, user code cannot name that key without copying the derivation, and a copy
-//! would drift from it. So this example does not invent one. Instead it uses the two tools
-//! that are honest today:
+//! * `rename` is `#[redcache::evicts(self.get_by_id(id), group = "teams")]`: once the
+//!   update returned `Ok`, the user's entry and every entry of the `teams` group are gone;
+//!   it also writes the new display name through with `redcache::put!`;
+//! * `delete_user` calls `redcache::invalidate!(self.get_by_id(id))` itself.
 //!
-//! * **`#[cached]` with a TTL that is the staleness you accept** (`get_by_id`,
-//!   `list_by_team`). After a write, these reads may return the old value until the entry
-//!   expires. The TTLs here are 2 s so you can watch it happen; pick yours the same way.
-//! * **The programmatic [`redcache::Cache`] API for reads a write must update at once**
-//!   (`display_name`): the service owns the key (`svc:user_name:{id}`), so `rename` writes
-//!   the new value through with `Cache::set`, and `delete_user` removes it with
-//!   `Cache::delete`.
+//! The helpers derive the key with the code the attribute generated, so they cannot drift
+//! from it, and a miss that raced with the write cannot store the old row afterwards.
 
 use redcache::Cache;
 use serde::{Deserialize, Serialize};
@@ -54,21 +47,15 @@ impl fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
-/// How long a display name stays cached (it is written through on every rename).
-const NAME_TTL: Duration = Duration::from_secs(600);
-
 struct UserService {
     /// The "database".
     db: RwLock<HashMap<u64, User>>,
     /// Queries that reached the database.
     queries: AtomicUsize,
-    /// For the reads and writes that go through the programmatic API. `#[cached]` methods
-    /// use the cache installed globally (the same one, in `main`).
-    cache: Cache,
 }
 
 impl UserService {
-    fn new(cache: Cache) -> Self {
+    fn new() -> Self {
         let users = [
             (1, "Ada", "core"),
             (2, "Grace", "core"),
@@ -87,7 +74,6 @@ impl UserService {
         UserService {
             db: RwLock::new(users),
             queries: AtomicUsize::new(0),
-            cache,
         }
     }
 
@@ -102,14 +88,15 @@ impl UserService {
 
     /// `&self` is not part of the key (`UserService`'s type name is). An unknown id is
     /// cached as `None` for `null_ttl`.
-    #[redcache::cached(prefix = "svc:user", ttl = 2, jitter = 0, null_ttl = 2)]
+    #[redcache::cached(prefix = "svc:user", ttl = 600, null_ttl = 60)]
     async fn get_by_id(&self, id: u64) -> Option<User> {
         self.query().await;
         self.db.read().await.get(&id).cloned()
     }
 
-    /// `Ok` is cached; an `Err` is returned as is and never stored.
-    #[redcache::cached(prefix = "svc:team", ttl = 2, jitter = 0)]
+    /// `Ok` is cached; an `Err` is returned as is and never stored. In the `teams` group:
+    /// any write to a user invalidates every team listing at once.
+    #[redcache::cached(prefix = "svc:team", ttl = 600, group = "teams")]
     async fn list_by_team(&self, team: &str) -> Result<Vec<User>, DbError> {
         self.query().await;
         let db = self.db.read().await;
@@ -121,27 +108,15 @@ impl UserService {
         Ok(members)
     }
 
-    /// The key of a programmatic entry: the service owns it, so writes can reach it.
-    fn name_key(id: u64) -> String {
-        format!("svc:user_name:{id}")
-    }
-
-    /// Cache-aside through the programmatic API: the same single flight and fail-open
-    /// rules as `#[cached]`.
+    #[redcache::cached(prefix = "svc:user_name", ttl = 600)]
     async fn display_name(&self, id: u64) -> Option<String> {
-        self.cache
-            .get_or_insert_with(&Self::name_key(id), NAME_TTL, || async {
-                self.query().await;
-                self.db.read().await.get(&id).map(|u| u.name.clone())
-            })
-            .await
+        self.query().await;
+        self.db.read().await.get(&id).map(|u| u.name.clone())
     }
 
-    /// Updates the database, then writes the new name through to the cache.
-    ///
-    /// As with any cache-aside write path, a concurrent `display_name` miss that read the
-    /// old row before this update can still store the old name after it; `NAME_TTL` bounds
-    /// how long that lasts.
+    /// Updates the database; on `Ok`, `#[evicts]` drops the user's entry and the `teams`
+    /// group, and the new display name is written through.
+    #[redcache::evicts(self.get_by_id(id), group = "teams")]
     async fn rename(&self, id: u64, name: &str) -> Result<(), DbError> {
         {
             let mut db = self.db.write().await;
@@ -149,30 +124,30 @@ impl UserService {
             user.name = name.to_string();
         }
         let name = Some(name.to_string());
-        let key = Self::name_key(id);
-        match self.cache.set(&key, &name, NAME_TTL).await {
-            Ok(()) => println!("  database updated; cache.set({key:?}, {name:?}) written through"),
-            Err(err) => {
-                // The database is already right. Try to drop the entry instead, so the next read
-                // reloads it; if the store is down, the entry expires after NAME_TTL.
-                println!("  write-through failed ({err}); deleting the entry instead");
-                let _ = self.cache.delete(&key).await;
-            }
+        if let Err(err) = redcache::put!(self.display_name(id), name).await {
+            // The database is right; drop the entry instead so the next read reloads it. If
+            // the store is down, that fails too and the entry expires by its TTL.
+            println!("  write-through failed ({err}); invalidating instead");
+            let _ = redcache::invalidate!(self.display_name(id)).await;
         }
         Ok(())
     }
 
-    /// Removes a user, then its programmatic entry.
+    /// Removes a user, then its entries.
     async fn delete_user(&self, id: u64) -> Result<(), DbError> {
         self.db
             .write()
             .await
             .remove(&id)
             .ok_or(DbError::UnknownUser(id))?;
-        let key = Self::name_key(id);
-        match self.cache.delete(&key).await {
-            Ok(removed) => println!("  database updated; cache.delete({key:?}) -> {removed}"),
-            Err(err) => println!("  cache.delete failed ({err}); the entry expires on its own"),
+        for removed in [
+            redcache::invalidate!(self.get_by_id(id)).await,
+            redcache::invalidate!(self.display_name(id)).await,
+            redcache::invalidate_group("teams").await.map(|()| true),
+        ] {
+            if let Err(err) = removed {
+                println!("  invalidation failed ({err}); the entry expires by its TTL");
+            }
         }
         Ok(())
     }
@@ -202,7 +177,7 @@ async fn main() {
     cache
         .install()
         .expect("nothing else installs a cache in this example");
-    let service = UserService::new(cache.clone());
+    let service = UserService::new();
 
     println!("\n# #[cached] &self methods");
     read!(service.get_by_id(1));
@@ -216,41 +191,45 @@ async fn main() {
     let _ = read!(service.list_by_team("nobody"));
     let _ = read!(service.list_by_team("nobody"));
 
-    println!("\n# programmatic cache-aside (Cache::get_or_insert_with)");
     read!(service.display_name(1));
     read!(service.display_name(1));
+    println!(
+        "  the entry of get_by_id(1) is {}",
+        redcache::key!(service.get_by_id(1))
+    );
 
-    println!("\n# rename(1, \"Ada Lovelace\")");
+    println!(
+        "\n# rename(1, \"Ada Lovelace\"): #[evicts(self.get_by_id(id), group = \"teams\")] + put!"
+    );
     service
         .rename(1, "Ada Lovelace")
         .await
         .expect("user 1 exists");
+    read!(service.get_by_id(1));
     read!(service.display_name(1));
-    println!(
-        "  the #[cached] entry cannot be reached by the write yet, so it is stale until its TTL:"
-    );
-    read!(service.get_by_id(1));
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    println!("  2.1 s later it has expired:");
-    read!(service.get_by_id(1));
+    let _ = read!(service.list_by_team("core"));
 
-    println!("\n# delete_user(2)");
-    read!(service.display_name(2));
+    println!("\n# delete_user(2): invalidate!(self.get_by_id(id)), ...");
+    read!(service.get_by_id(2));
     service.delete_user(2).await.expect("user 2 exists");
-    read!(service.display_name(2));
+    read!(service.get_by_id(2));
 
     let stats = cache.stats();
     println!(
-        "\nstats: hits={} misses={} null_hits={} stores={} invalidations={} faults={}",
-        stats.hits, stats.misses, stats.null_hits, stats.stores, stats.invalidations, stats.faults
+        "\nstats: hits={} misses={} null_hits={} stores={} invalidations={} conflicts={} faults={}",
+        stats.hits,
+        stats.misses,
+        stats.null_hits,
+        stats.stores,
+        stats.invalidations,
+        stats.conflicts,
+        stats.faults
     );
     println!("database queries: {}", service.queries());
 
-    // Leave nothing behind in a shared Redis: the #[cached] entries expire within 2 s; the
-    // programmatic ones are removed here.
-    for id in [1, 2] {
-        let _ = cache.delete(&UserService::name_key(id)).await;
-    }
+    // Leave nothing behind in a shared Redis.
+    let removed = redcache::invalidate_prefix("svc").await.unwrap_or(0);
+    println!("invalidate_prefix(\"svc\") removed {removed} entries");
 }
 
 /// Redis when `REDIS_URL` is set (falling back to memory if it cannot be reached), else the
