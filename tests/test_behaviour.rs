@@ -495,7 +495,7 @@ async fn slow_cold(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers:
 
 on_both_stores! {
     async fn concurrent_callers_of_a_cold_key_run_the_body_once(b: Backend) {
-        const CALLERS: usize = 100;
+        const CALLERS: usize = 1000;
         let calls = std::sync::Arc::new(AtomicUsize::new(0));
         let entered = std::sync::Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();

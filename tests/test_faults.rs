@@ -82,6 +82,34 @@ async fn unreachable_redis_at_startup_is_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_cache_starts_without_redis_and_caches_once_it_appears() {
+    let mut server = RedisServer::start();
+    server.stop();
+    let start = Instant::now();
+    let cache = redcache::Cache::connect(
+        test_config()
+            .url(server.url())
+            .op_timeout(OP_TIMEOUT)
+            .lazy(true)
+            .build(),
+    )
+    .await
+    .expect("a lazy cache starts while Redis is down");
+    assert!(start.elapsed() < OP_TIMEOUT, "{:?}", start.elapsed());
+    let calls = AtomicUsize::new(0);
+    for id in 1..=10 {
+        let start = Instant::now();
+        assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+        let took = start.elapsed();
+        assert!(took < OP_TIMEOUT + SLACK, "call {id} took {took:?}");
+    }
+    assert_eq!(calls.load(SeqCst), 10, "uncached while Redis is down");
+    server.restart();
+    let took = caching_resumes(&cache, &server, 4, Duration::from_secs(2)).await;
+    eprintln!("caching began {took:?} after Redis appeared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_test_calls_still_answer_and_caching_resumes() {
     let mut server = RedisServer::start();
     let cache = server
@@ -112,7 +140,7 @@ async fn redis_killed_mid_test_calls_still_answer_and_caching_resumes() {
     assert!(cache.stats().faults >= 20, "{:?}", cache.stats());
 
     server.restart();
-    let took = caching_resumes(&cache, &server, 5, Duration::from_secs(5)).await;
+    let took = caching_resumes(&cache, &server, 5, Duration::from_secs(2)).await;
     eprintln!("caching resumed {took:?} after the restart");
     let before = calls.load(SeqCst);
     assert_eq!(cache.scope(item(5, &calls)).await, "item 5");
@@ -163,7 +191,7 @@ async fn paused_redis_costs_one_timeout_then_the_breaker_skips_it() {
     assert!(cache.stats().skipped >= 99, "{:?}", cache.stats());
 
     server.resume();
-    caching_resumes(&cache, &server, 7, Duration::from_secs(5)).await;
+    caching_resumes(&cache, &server, 7, Duration::from_secs(2)).await;
     assert!(!cache.stats().breaker_open);
 }
 
@@ -200,5 +228,5 @@ async fn a_killed_redis_under_concurrent_load_never_fails_a_call() {
     let slowest = round(cache.clone(), 1000).await;
     assert!(slowest < OP_TIMEOUT + SLACK, "slowest call {slowest:?}");
     server.restart();
-    caching_resumes(&cache, &server, 3, Duration::from_secs(5)).await;
+    caching_resumes(&cache, &server, 3, Duration::from_secs(2)).await;
 }

@@ -48,7 +48,14 @@ pub(crate) struct CachedArgs {
     pub(crate) output: Option<(Output, Span)>,
     pub(crate) group: Option<(String, Span)>,
     pub(crate) in_trait_impl: Option<((), Span)>,
+    /// `lock` (the default lease) or `lock_ms = N`.
+    pub(crate) lock: Option<(u64, Span)>,
+    pub(crate) lock_ms: Option<(u64, Span)>,
+    pub(crate) early_refresh: Option<(f64, Span)>,
 }
+
+/// The lease of `lock` without `lock_ms`, in milliseconds.
+pub(crate) const DEFAULT_LOCK_MS: u64 = 5_000;
 
 /// How the return type maps to entries, when its last path segment does not say (a type
 /// alias): `output = "option"`.
@@ -115,6 +122,23 @@ const OPTIONS: &[(&str, Setter)] = &[
             "`in_trait_impl` is a flag and takes no value: `#[cached(in_trait_impl)]`",
         ),
     }),
+    ("lock", |a, arg, e| match &arg.value {
+        RawValue::Flag => set(&mut a.lock, DEFAULT_LOCK_MS, arg, e),
+        _ => e.at(
+            arg.name.span(),
+            "`lock` is a flag: `#[cached(lock)]`; for another lease, `lock_ms = 2000`",
+        ),
+    }),
+    ("lock_ms", |a, arg, e| {
+        if let Some(v) = positive_int(arg, e, "lock_ms = 2000", "milliseconds") {
+            set(&mut a.lock_ms, v, arg, e)
+        }
+    }),
+    ("early_refresh", |a, arg, e| {
+        if let Some(v) = beta_value(arg, e) {
+            set(&mut a.early_refresh, v, arg, e)
+        }
+    }),
     ("key", |a, arg, e| match &arg.value {
         RawValue::Eq(expr) => set(&mut a.key, expr.clone(), arg, e),
         _ => e.at(
@@ -140,6 +164,11 @@ const HINTS: &[(&str, &str)] = &[
     ("keys", "key"),
     ("none_ttl", "null_ttl"),
     ("evict_group", "group"),
+    ("locked", "lock"),
+    ("lock_timeout", "lock_ms"),
+    ("xfetch", "early_refresh"),
+    ("refresh", "early_refresh"),
+    ("beta", "early_refresh"),
     ("tag", "group"),
     ("tags", "group"),
     ("nil_ttl", "null_ttl"),
@@ -261,6 +290,57 @@ fn check_prefix(lit: &LitStr, errors: &mut Errors) -> Option<String> {
         return None;
     }
     Some(value)
+}
+
+fn positive_int(arg: &RawArg, errors: &mut Errors, example: &str, unit: &str) -> Option<u64> {
+    let name = arg.name.to_string();
+    let expr = eq_value(arg, errors, example)?;
+    let Expr::Lit(ExprLit {
+        lit: Lit::Int(lit), ..
+    }) = expr
+    else {
+        errors.spanned(
+            expr,
+            format_args!("`{name}` must be a whole number of {unit}: `{example}`"),
+        );
+        return None;
+    };
+    match lit.base10_parse::<u64>() {
+        Ok(0) => {
+            errors.at(lit.span(), format_args!("`{name}` must be greater than 0"));
+            None
+        }
+        Ok(v) => Some(v),
+        Err(err) => {
+            errors.at(lit.span(), format_args!("`{name}`: {err}"));
+            None
+        }
+    }
+}
+
+fn beta_value(arg: &RawArg, errors: &mut Errors) -> Option<f64> {
+    let expr = eq_value(arg, errors, "early_refresh = 1.0")?;
+    let parsed = match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(lit),
+            ..
+        }) => lit.base10_parse::<f64>().ok().map(|v| (v, lit.span())),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        }) => lit.base10_parse::<f64>().ok().map(|v| (v, lit.span())),
+        _ => None,
+    };
+    match parsed {
+        Some((v, _)) if v.is_finite() && v > 0.0 => Some(v),
+        _ => {
+            errors.spanned(
+                expr,
+                "`early_refresh` is XFetch's beta, a number greater than 0: \
+                 `early_refresh = 1.0` (larger refreshes earlier)",
+            );
+            None
+        }
+    }
 }
 
 fn seconds(arg: &RawArg, errors: &mut Errors, positive: bool) -> Option<u64> {

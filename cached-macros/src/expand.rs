@@ -132,6 +132,12 @@ fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Out
             );
         }
     }
+    if let (Some(_), Some((_, span))) = (&args.lock, &args.lock_ms) {
+        errors.at(
+            *span,
+            "give either `lock` (a 5 s lease) or `lock_ms = N`, not both",
+        );
+    }
     if let (Some((_, span)), false) = (&args.in_trait_impl, item.has_receiver()) {
         errors.at(
             *span,
@@ -290,6 +296,14 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
         Some((group, _)) => quote!(::core::option::Option::Some(#group)),
         None => quote!(::core::option::Option::None),
     };
+    let lock = match args.lock_ms.or(args.lock) {
+        Some((ms, _)) => quote!(::core::option::Option::Some(#ms)),
+        None => quote!(::core::option::Option::None),
+    };
+    let early_refresh = match &args.early_refresh {
+        Some((beta, _)) => quote!(::core::option::Option::Some(#beta)),
+        None => quote!(::core::option::Option::None),
+    };
     let key = key_material(item, args);
     let (ret_ty, ret_span) = return_type(sig);
     let kind = Ident::new(kind(shape), ret_span);
@@ -301,6 +315,8 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
                 jitter: #jitter,
                 null_ttl: #null_ttl,
                 group: #group,
+                lock_ms: #lock,
+                early_refresh: #early_refresh,
             };
             ::redcache::__private::Call::<::redcache::__private::#kind, #ret_ty>::new(
                 &__CACHED_SPEC,

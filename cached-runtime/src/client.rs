@@ -1,13 +1,13 @@
 //! The cache handle, the global instance and scoped overrides.
 
-use crate::codec::{self, Decoded};
+use crate::codec::{self, Decoded, Refresh, Stamp};
 use crate::flight::{self, Flights, Role};
 use crate::health::Health;
 use crate::key::{self, new_generation, parse_gen, BadGeneration};
 use crate::private::{Found, Outcome, Plain, Shape};
 use crate::stats::{Counters, Stats};
 use crate::store::{Backend, Fill, GroupFence, MemoryStore, RedisStore, Seen, Store};
-use crate::ttl::Policy;
+use crate::ttl::{self, Policy};
 use crate::{Config, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -54,6 +54,48 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     flights: Flights,
     health: Health,
+}
+
+/// What a read means for a call.
+enum Examined<O> {
+    Hit(Found<O>),
+    /// A hit that XFetch picked for recomputation now, before it expires.
+    Refresh(Found<O>),
+    Miss,
+}
+
+/// The outcome of trying for a key's cross-process lease.
+enum Locked<O> {
+    /// Another process filled the entry while this one waited: a hit.
+    Filled(O, Option<Vec<u8>>),
+    /// This caller holds the lease; the read made right after taking it.
+    Acquired(Lease, Read),
+    /// No lease (the wait ran out, or the store failed): compute without one.
+    Proceed(Read),
+}
+
+/// A held cross-process lease: `SET {key}:lock <token> NX PX <lease>`.
+struct Lease {
+    key: String,
+    token: String,
+}
+
+/// Runs `body` and measures it (XFetch's delta).
+async fn timed<O>(body: impl Future<Output = O>) -> (O, Duration) {
+    let start = Instant::now();
+    let out = body.await;
+    (out, start.elapsed())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Wall-clock milliseconds since the Unix epoch (entries' expiry for early refresh).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
 }
 
 /// What the read of a miss saw: what its fill must find again to store its result.
@@ -313,7 +355,8 @@ impl Cache {
         value: &T,
         ttl: Duration,
     ) -> Result<()> {
-        let bytes = codec::encode_value(value, 0).map_err(|source| Error::Encode { source })?;
+        let bytes = codec::encode_value(value, Stamp::default())
+            .map_err(|source| Error::Encode { source })?;
         let key = self.full_key(key);
         let ttl = Policy::exact(ttl).value_ttl();
         self.write_checked(
@@ -424,7 +467,8 @@ impl Cache {
             .or_else(|| GLOBAL.get().cloned())
     }
 
-    /// The heart of every cached call: single flight, read, run on a miss, fenced write.
+    /// The heart of every cached call: single flight, read, run on a miss (under the
+    /// cross-process lease, if the function takes one), fenced write.
     pub(crate) async fn get_or_run<K, O, F>(
         &self,
         key: &str,
@@ -437,8 +481,9 @@ impl Cache {
         F: Future<Output = O>,
     {
         let gen_key = group.map(|g| key::group_key(self.inner.config.namespace(), g));
+        let gen_key = gen_key.as_deref();
         loop {
-            match self.inner.flights.join(key) {
+            let leader = match self.inner.flights.join(key) {
                 Role::Follower(rx) => {
                     if let Some(entry) = flight::follow(rx).await {
                         if let Ok((found, _)) = K::decode(&entry) {
@@ -448,41 +493,169 @@ impl Cache {
                         }
                     }
                     // The leader had nothing to share or went away: start over.
+                    continue;
                 }
-                Role::Leader(leader) => {
-                    let started = Instant::now();
-                    let read = self.read(key, gen_key.as_deref()).await;
-                    if let Some(bytes) = read.entry() {
-                        match K::decode(bytes) {
-                            Ok((found, gen)) if read.gen_matches(gen) => {
-                                if let Some(out) = self.count_hit(found) {
-                                    if leader.has_followers() {
-                                        leader.finish(read.into_entry().map(Arc::new));
-                                    }
-                                    return out;
-                                }
-                                // A tombstone: a miss, filled over below.
-                            }
-                            // Written before the group was invalidated: a miss.
-                            Ok(_) => {}
-                            // Corrupt, foreign or older-format data: a miss, overwritten.
-                            Err(err) => self.fault(key, &Error::decode(err)),
+                Role::Leader(leader) => leader,
+            };
+            let mut started = Instant::now();
+            let mut read = self.read(key, gen_key).await;
+            match self.examine::<K, O>(key, &read, policy) {
+                Examined::Hit(found) => {
+                    if let Some(out) = self.count_hit(found) {
+                        if leader.has_followers() {
+                            leader.finish(read.into_entry().map(Arc::new));
                         }
+                        return out;
                     }
-                    Counters::bump(&self.inner.counters.misses);
-                    let out = body.await;
-                    let shared = self
-                        .store_result::<K, O>(key, gen_key.as_deref(), &read, policy, &out, started)
+                }
+                Examined::Refresh(found) => {
+                    // At most one early refresh of a key at a time in this process; while
+                    // it runs, the others are served the entry, still valid.
+                    let refresh_key = format!("{key}\u{0}refresh");
+                    let Role::Leader(_refreshing) = self.inner.flights.join(&refresh_key) else {
+                        if let Some(out) = self.count_hit(found) {
+                            leader.finish(read.into_entry().map(Arc::new));
+                            return out;
+                        }
+                        continue;
+                    };
+                    Counters::bump(&self.inner.counters.refreshes);
+                    leader.finish(read.entry().map(|bytes| Arc::new(bytes.to_vec())));
+                    let (out, compute) = timed(body).await;
+                    self.store_result::<K, O>(key, gen_key, &read, policy, &out, started, compute)
                         .await;
-                    leader.finish(shared.map(Arc::new));
                     return out;
+                }
+                Examined::Miss => {}
+            }
+            let mut lease = None;
+            if let Some(lock) = policy.lock().filter(|_| read.writable()) {
+                match self.lock_or_wait::<K, O>(key, gen_key, policy, lock).await {
+                    Locked::Filled(out, entry) => {
+                        leader.finish(entry.map(Arc::new));
+                        return out;
+                    }
+                    Locked::Acquired(held, fresh) => {
+                        // Double-check: the previous holder may have filled just now.
+                        if let Examined::Hit(found) = self.examine::<K, O>(key, &fresh, policy) {
+                            if let Some(out) = self.count_hit(found) {
+                                self.release(&held).await;
+                                leader.finish(fresh.into_entry().map(Arc::new));
+                                return out;
+                            }
+                        }
+                        lease = Some(held);
+                        (read, started) = (fresh, Instant::now());
+                    }
+                    Locked::Proceed(fresh) => (read, started) = (fresh, Instant::now()),
+                }
+            }
+            Counters::bump(&self.inner.counters.misses);
+            let (out, compute) = timed(body).await;
+            let shared = self
+                .store_result::<K, O>(key, gen_key, &read, policy, &out, started, compute)
+                .await;
+            if let Some(held) = lease {
+                self.release(&held).await;
+            }
+            leader.finish(shared.map(Arc::new));
+            return out;
+        }
+    }
+
+    /// What a read means for a call: a hit, a hit due for early refresh, or a miss.
+    fn examine<K: Shape<O>, O>(&self, key: &str, read: &Read, policy: &Policy) -> Examined<O> {
+        let Some(bytes) = read.entry() else {
+            return Examined::Miss;
+        };
+        match K::decode(bytes) {
+            // A tombstone: a miss, filled over.
+            Ok((Found::Gone, _)) => Examined::Miss,
+            Ok((found, stamp)) if read.gen_matches(stamp.gen) => {
+                if let (Some(beta), Some(entry)) = (policy.early_refresh(), stamp.refresh) {
+                    let to_expiry = entry.expires_ms as f64 - unix_ms() as f64;
+                    let r = 1.0 - rand::random::<f64>();
+                    if ttl::should_refresh(to_expiry, entry.compute_ms as f64, beta, r) {
+                        return Examined::Refresh(found);
+                    }
+                }
+                Examined::Hit(found)
+            }
+            // Written before the group was invalidated: a miss.
+            Ok(_) => Examined::Miss,
+            // Corrupt, foreign or older-format data: a miss, overwritten.
+            Err(err) => {
+                self.fault(key, &Error::decode(err));
+                Examined::Miss
+            }
+        }
+    }
+
+    /// Takes the key's cross-process lease, or waits (polling, at most the lease's length)
+    /// for the process that holds it to fill the entry.
+    async fn lock_or_wait<K: Shape<O>, O>(
+        &self,
+        key: &str,
+        gen_key: Option<&str>,
+        policy: &Policy,
+        lease: Duration,
+    ) -> Locked<O> {
+        let held = Lease {
+            key: format!("{key}:lock"),
+            token: new_generation().to_string(),
+        };
+        let deadline = Instant::now() + lease;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let taken = self
+                .inner
+                .backend
+                .set_nx(&held.key, held.token.as_bytes(), lease);
+            match self.op(taken).await {
+                Ok(true) => {
+                    let fresh = self.read(key, gen_key).await;
+                    return Locked::Acquired(held, fresh);
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    self.fault(key, &err);
+                    return Locked::Proceed(Read::Unavailable);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                // The holder is slow or gone: compute here rather than wait any longer.
+                Counters::bump(&self.inner.counters.lock_timeouts);
+                return Locked::Proceed(self.read(key, gen_key).await);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+            let read = self.read(key, gen_key).await;
+            if let Examined::Hit(found) | Examined::Refresh(found) =
+                self.examine::<K, O>(key, &read, policy)
+            {
+                if let Some(out) = self.count_hit(found) {
+                    return Locked::Filled(out, read.into_entry());
                 }
             }
         }
     }
 
+    /// Gives a lease back (only if this caller still holds it).
+    async fn release(&self, held: &Lease) {
+        let release = self
+            .inner
+            .backend
+            .delete_if(&held.key, held.token.as_bytes());
+        if let Err(err) = self.op(release).await {
+            // It expires by itself.
+            self.fault(&held.key, &err);
+        }
+    }
+
     /// Stores a miss's result if nothing changed at the key since `read`; the entry to hand
     /// to the callers waiting on this flight, if they may have it.
+    #[allow(clippy::too_many_arguments)]
     async fn store_result<K: Shape<O>, O>(
         &self,
         key: &str,
@@ -491,10 +664,19 @@ impl Cache {
         policy: &Policy,
         out: &O,
         started: Instant,
+        compute: Duration,
     ) -> Option<Vec<u8>> {
         let fence = read.fence(gen_key);
-        let (bytes, ttl) = match K::encode(out, fence.map_or(0, |f| f.gen)) {
-            Outcome::Value(Ok(bytes)) => (bytes, Some(policy.value_ttl())),
+        let value_ttl = policy.value_ttl();
+        let stamp = Stamp {
+            gen: fence.map_or(0, |f| f.gen),
+            refresh: policy.early_refresh().map(|_| Refresh {
+                expires_ms: unix_ms().saturating_add(millis(value_ttl)),
+                compute_ms: millis(compute),
+            }),
+        };
+        let (bytes, ttl) = match K::encode(out, stamp) {
+            Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl)),
             Outcome::Value(Err(source)) => {
                 self.fault(key, &Error::Encode { source });
                 return None;

@@ -2,7 +2,9 @@
 //!
 //! A value is `{"v":1,"d":<the value as JSON>}`; a cached `None` is `{"v":1,"none":true}`.
 //! Entries of a function in an eviction group carry the group's generation:
-//! `{"v":1,"g":<generation>,"d":..}`. An invalidated key holds a tombstone,
+//! `{"v":1,"g":<generation>,"d":..}`; entries of a function with early refresh carry their
+//! expiry (Unix milliseconds) and how long the body took (milliseconds):
+//! `{"v":1,"x":<expiry>,"t":<compute>,"d":..}`. An invalidated key holds a tombstone,
 //! `{"v":1,"gone":<random id>}`, for a short while, so that a fill that started before the
 //! invalidation cannot store its (older) value. All plain JSON, readable with `redis-cli`.
 //! `v` is the format version: anything that is not exactly this format (another version,
@@ -18,12 +20,37 @@ use std::marker::PhantomData;
 /// The version written into every envelope.
 pub(crate) const FORMAT_VERSION: u64 = 1;
 
-/// Encodes a value into its envelope; `gen` is the group generation (0: no group).
+/// What an envelope carries besides its content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// The group generation it was written at (0: no group).
+    pub(crate) gen: u64,
+    /// For early refresh: when it expires and how long computing it took.
+    pub(crate) refresh: Option<Refresh>,
+}
+
+/// What early refresh (XFetch) needs to know of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refresh {
+    /// Expiry, in Unix milliseconds.
+    pub(crate) expires_ms: u64,
+    /// How long the body took, in milliseconds.
+    pub(crate) compute_ms: u64,
+}
+
+impl Stamp {
+    /// Stamped with a group generation only.
+    pub(crate) fn gen(gen: u64) -> Self {
+        Stamp { gen, refresh: None }
+    }
+}
+
+/// Encodes a value into its envelope.
 pub(crate) fn encode_value<T: Serialize + ?Sized>(
     value: &T,
-    gen: u64,
+    stamp: Stamp,
 ) -> serde_json::Result<Vec<u8>> {
-    let mut out = head(gen);
+    let mut out = head(stamp);
     out.extend_from_slice(br#""d":"#);
     serde_json::to_writer(&mut out, value)?;
     out.push(b'}');
@@ -31,8 +58,8 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
 }
 
 /// The envelope of a cached `None`.
-pub(crate) fn encode_null(gen: u64) -> Vec<u8> {
-    let mut out = head(gen);
+pub(crate) fn encode_null(stamp: Stamp) -> Vec<u8> {
+    let mut out = head(stamp);
     out.extend_from_slice(br#""none":true}"#);
     out
 }
@@ -43,13 +70,16 @@ pub(crate) fn encode_tombstone() -> Vec<u8> {
     format!(r#"{{"v":{FORMAT_VERSION},"gone":{id}}}"#).into_bytes()
 }
 
-/// `{"v":1,` and the generation field if there is one.
-fn head(gen: u64) -> Vec<u8> {
+/// `{"v":1,` and the stamp's fields.
+fn head(stamp: Stamp) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(br#"{"v":1,"#);
-    if gen != 0 {
-        // Writing a number into a Vec cannot fail.
-        let _ = write!(out, r#""g":{gen},"#);
+    // Writing numbers into a Vec cannot fail.
+    if stamp.gen != 0 {
+        let _ = write!(out, r#""g":{},"#, stamp.gen);
+    }
+    if let Some(r) = stamp.refresh {
+        let _ = write!(out, r#""x":{},"t":{},"#, r.expires_ms, r.compute_ms);
     }
     out
 }
@@ -63,11 +93,11 @@ pub(crate) enum Decoded<T> {
     Gone,
 }
 
-/// A decoded envelope: its content and the group generation it was written at (0: none).
+/// A decoded envelope: its content and its stamp.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Envelope<T> {
     pub(crate) body: Decoded<T>,
-    pub(crate) gen: u64,
+    pub(crate) stamp: Stamp,
 }
 
 /// Decodes an envelope, reading the value straight into `T` (no intermediate JSON tree).
@@ -102,12 +132,14 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for EnvelopeSeed<T> {
 enum Field {
     Version,
     Generation,
+    Expiry,
+    Compute,
     Data,
     None,
     Gone,
 }
 
-const FIELDS: &[&str] = &["v", "g", "d", "none", "gone"];
+const FIELDS: &[&str] = &["v", "g", "x", "t", "d", "none", "gone"];
 
 impl<'de> de::Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
@@ -115,12 +147,14 @@ impl<'de> de::Deserialize<'de> for Field {
         impl Visitor<'_> for FieldVisitor {
             type Value = Field;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`v`, `g`, `d`, `none` or `gone`")
+                f.write_str("`v`, `g`, `x`, `t`, `d`, `none` or `gone`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
                 match v {
                     "v" => Ok(Field::Version),
                     "g" => Ok(Field::Generation),
+                    "x" => Ok(Field::Expiry),
+                    "t" => Ok(Field::Compute),
                     "d" => Ok(Field::Data),
                     "none" => Ok(Field::None),
                     "gone" => Ok(Field::Gone),
@@ -150,6 +184,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut version = None;
         let mut gen = None;
+        let mut expiry = None;
+        let mut compute = None;
         let mut data = None;
         let mut none = None;
         let mut gone = None;
@@ -168,6 +204,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
                     once(&mut version, "v", v)?;
                 }
                 Field::Generation => once(&mut gen, "g", map.next_value::<u64>()?)?,
+                Field::Expiry => once(&mut expiry, "x", map.next_value::<u64>()?)?,
+                Field::Compute => once(&mut compute, "t", map.next_value::<u64>()?)?,
                 Field::Data => once(&mut data, "d", map.next_value::<T>()?)?,
                 Field::None => {
                     if !map.next_value::<bool>()? {
@@ -184,13 +222,24 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
         let body = match (data, none, gone) {
             (Some(value), None, None) => Decoded::Value(value),
             (None, Some(()), None) => Decoded::Null,
-            (None, None, Some(_)) if gen.is_none() => Decoded::Gone,
+            (None, None, Some(_)) if gen.is_none() && expiry.is_none() => Decoded::Gone,
             (None, None, None) => return Err(de::Error::missing_field("d")),
             _ => return Err(de::Error::custom("more than one of `d`, `none`, `gone`")),
         };
+        let refresh = match (expiry, compute) {
+            (Some(expires_ms), Some(compute_ms)) => Some(Refresh {
+                expires_ms,
+                compute_ms,
+            }),
+            (None, None) => None,
+            _ => return Err(de::Error::custom("`x` and `t` go together")),
+        };
         Ok(Envelope {
             body,
-            gen: gen.unwrap_or(0),
+            stamp: Stamp {
+                gen: gen.unwrap_or(0),
+                refresh,
+            },
         })
     }
 }
@@ -208,7 +257,7 @@ mod tests {
     }
 
     fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(value: T) {
-        let bytes = encode_value(&value, 0).unwrap();
+        let bytes = encode_value(&value, Stamp::default()).unwrap();
         assert_eq!(decode::<T>(&bytes).unwrap().body, Decoded::Value(value));
     }
 
@@ -232,7 +281,7 @@ mod tests {
     fn json_cannot_tell_some_none_from_none_inside_a_value() {
         // Why `Option` returns get their own shape (a `None` entry): inside a value,
         // JSON has one `null` for both.
-        let bytes = encode_value(&Some(None::<u8>), 0).unwrap();
+        let bytes = encode_value(&Some(None::<u8>), Stamp::default()).unwrap();
         assert_eq!(
             decode::<Option<Option<u8>>>(&bytes).unwrap().body,
             Decoded::Value(None)
@@ -245,30 +294,45 @@ mod tests {
             id: 1,
             name: "A".into(),
         };
-        let bytes = encode_value(&user, 0).unwrap();
+        let bytes = encode_value(&user, Stamp::default()).unwrap();
         assert_eq!(bytes, br#"{"v":1,"d":{"id":1,"name":"A"}}"#);
-        assert_eq!(encode_null(0), br#"{"v":1,"none":true}"#);
-        let bytes = encode_value(&user, 42).unwrap();
-        assert_eq!(bytes, br#"{"v":1,"g":42,"d":{"id":1,"name":"A"}}"#);
+        assert_eq!(encode_null(Stamp::default()), br#"{"v":1,"none":true}"#);
+        let stamp = Stamp {
+            gen: 42,
+            refresh: Some(Refresh {
+                expires_ms: 1_700_000_000_000,
+                compute_ms: 12,
+            }),
+        };
+        let bytes = encode_value(&user, stamp).unwrap();
+        assert_eq!(
+            bytes,
+            br#"{"v":1,"g":42,"x":1700000000000,"t":12,"d":{"id":1,"name":"A"}}"#
+        );
         assert_eq!(
             decode::<User>(&bytes).unwrap(),
             Envelope {
                 body: Decoded::Value(user),
-                gen: 42
+                stamp
             }
         );
-        assert_eq!(encode_null(7), br#"{"v":1,"g":7,"none":true}"#);
-        assert_eq!(decode::<u8>(&encode_null(7)).unwrap().gen, 7);
+        assert_eq!(encode_null(Stamp::gen(7)), br#"{"v":1,"g":7,"none":true}"#);
+        assert_eq!(
+            decode::<u8>(&encode_null(Stamp::gen(7))).unwrap().stamp.gen,
+            7
+        );
     }
 
     #[test]
     fn null_entry_is_told_apart_from_a_null_value() {
         assert_eq!(
-            decode::<Option<u8>>(&encode_null(0)).unwrap().body,
+            decode::<Option<u8>>(&encode_null(Stamp::default()))
+                .unwrap()
+                .body,
             Decoded::Null
         );
         assert_eq!(
-            decode::<Option<u8>>(&encode_value(&None::<u8>, 0).unwrap())
+            decode::<Option<u8>>(&encode_value(&None::<u8>, Stamp::default()).unwrap())
                 .unwrap()
                 .body,
             Decoded::Value(None)
@@ -281,7 +345,7 @@ mod tests {
         assert_ne!(a, b, "two invalidations leave different bytes");
         assert!(is_tombstone(&a));
         assert_eq!(decode::<User>(&a).unwrap().body, Decoded::Gone);
-        assert!(!is_tombstone(&encode_null(0)));
+        assert!(!is_tombstone(&encode_null(Stamp::default())));
         assert!(!is_tombstone(b"garbage"));
     }
 
@@ -306,6 +370,8 @@ mod tests {
             br#"{"v":1,"g":1,"g":2,"d":1}"#,
             br#"{"v":1,"gone":1,"d":1}"#,
             br#"{"v":1,"g":3,"gone":1}"#,
+            br#"{"v":1,"x":3,"d":1}"#,
+            br#"{"v":1,"t":3,"d":1}"#,
             b"\xff\xfe",
         ];
         for bytes in bad {

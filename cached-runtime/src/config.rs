@@ -47,6 +47,7 @@ pub struct Config {
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     max_fill_time: Duration,
+    lazy: bool,
     /// A problem found while building (an environment variable that does not parse),
     /// reported by `init`/`Cache::connect` so `from_env` itself cannot fail.
     invalid: Option<String>,
@@ -71,6 +72,7 @@ impl Default for Config {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
             max_fill_time: Duration::from_secs(30),
+            lazy: false,
             invalid: None,
         }
     }
@@ -99,7 +101,8 @@ impl Config {
     /// `REDIS_DB` (0). Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
     /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
-    /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`.
+    /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`, `REDCACHE_LAZY`
+    /// (`true`/`false`).
     ///
     /// A variable that does not parse is reported by [`init`](crate::init) or
     /// [`Cache::connect`](crate::Cache::connect), naming the variable.
@@ -209,6 +212,13 @@ impl Config {
             get("REDCACHE_BREAKER_COOLDOWN_MS"),
             |c, v| c.breaker_cooldown = ms(v),
         );
+        if let Some(raw) = get("REDCACHE_LAZY") {
+            match raw.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => b.config.lazy = true,
+                "0" | "false" | "no" | "off" => b.config.lazy = false,
+                _ => b = b.invalid(format!("REDCACHE_LAZY={raw:?} is not true or false")),
+            }
+        }
         num(
             &mut b,
             "REDCACHE_MAX_FILL_MS",
@@ -272,6 +282,13 @@ impl Config {
     /// [`Stats::conflicts`]: crate::Stats::conflicts
     pub fn max_fill_time(&self) -> Duration {
         self.max_fill_time
+    }
+
+    /// Whether connecting waits for Redis (`false`, the default: `init` fails when Redis
+    /// does not answer) or not (`true`: `init` succeeds at once, calls run uncached until
+    /// Redis answers, and caching begins by itself when it does).
+    pub fn lazy(&self) -> bool {
+        self.lazy
     }
 
     /// The Redis address with any password replaced by `***`.
@@ -374,6 +391,7 @@ impl fmt::Debug for Config {
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("max_fill_time", &self.max_fill_time)
+            .field("lazy", &self.lazy)
             .finish_non_exhaustive()
     }
 }
@@ -500,6 +518,24 @@ impl ConfigBuilder {
         self
     }
 
+    /// Start without waiting for Redis (default `false`; see [`Config::lazy`]): for
+    /// services that must boot while Redis is down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+    /// // Nothing listens on port 1: a lazy cache still starts, and every call runs its body.
+    /// let config = redcache::Config::builder().url("redis://127.0.0.1:1").lazy(true).build();
+    /// let cache = redcache::Cache::connect(config).await?;
+    /// assert!(cache.is_redis());
+    /// # Ok(()) }
+    /// ```
+    pub fn lazy(mut self, lazy: bool) -> Self {
+        self.config.lazy = lazy;
+        self
+    }
+
     /// The finished configuration.
     pub fn build(self) -> Config {
         self.config
@@ -561,6 +597,7 @@ mod tests {
             ("REDCACHE_NULL_TTL", "0"),
             ("REDCACHE_TIMEOUT_MS", "75"),
             ("REDCACHE_MAX_FILL_MS", "5000"),
+            ("REDCACHE_LAZY", "true"),
         ]);
         assert_eq!(c.redacted_target(), "redis://:***@cache:6380/4");
         assert_eq!(c.namespace(), Some("svc"));
@@ -568,6 +605,7 @@ mod tests {
         assert_eq!(c.default_null_ttl(), 0);
         assert_eq!(c.op_timeout(), Duration::from_millis(75));
         assert_eq!(c.max_fill_time(), Duration::from_secs(5));
+        assert!(c.lazy());
         assert!(c.invalid().is_none());
         let info = c.connection_info().unwrap();
         assert_eq!(info.redis_settings().db(), 4);

@@ -49,7 +49,7 @@ impl Cache {
             None => None,
         };
         let gen = fence.as_ref().map_or(0, |f| f.1);
-        let (bytes, ttl) = match K::encode(value, gen) {
+        let (bytes, ttl) = match K::encode(value, codec::Stamp::gen(gen)) {
             Outcome::Value(bytes) => (
                 bytes.map_err(|source| Error::Encode { source })?,
                 policy.value_ttl(),

@@ -8,7 +8,9 @@ use serde::Serialize;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::time::Duration;
 
+pub use crate::codec::{Refresh, Stamp};
 pub use crate::key::{KeyArg, KeyArgs};
 
 /// What a cached function returns (inside `Option`/`Result`): JSON both ways. Named so a
@@ -35,6 +37,10 @@ pub struct Spec {
     pub null_ttl: Option<u64>,
     /// The eviction group, if any.
     pub group: Option<&'static str>,
+    /// Cross-process fill lock: its lease in milliseconds, if any.
+    pub lock_ms: Option<u64>,
+    /// XFetch's beta, if the function refreshes early.
+    pub early_refresh: Option<f64>,
 }
 
 impl Spec {
@@ -44,6 +50,8 @@ impl Spec {
         let jitter = self.jitter.unwrap_or_else(|| default_jitter(ttl));
         let null_ttl = self.null_ttl.unwrap_or(config.default_null_ttl());
         Policy::seconds(ttl, jitter, null_ttl)
+            .with_lock(self.lock_ms.map(Duration::from_millis))
+            .with_early_refresh(self.early_refresh)
     }
 }
 
@@ -72,11 +80,11 @@ pub enum Found<O> {
 /// How the return type `O` maps to entries; implemented by the four kinds [`Plain`],
 /// [`Opt`], [`Res`] and [`ResOpt`].
 pub trait Shape<O> {
-    /// What to store for `out`, stamped with the group generation `gen` (0: none).
-    fn encode(out: &O, gen: u64) -> Outcome;
-    /// `O` from an entry, and the generation it was written at; an entry of the wrong kind
-    /// is an error (a miss).
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<O>, u64)>;
+    /// What to store for `out`, with `stamp` in its envelope.
+    fn encode(out: &O, stamp: Stamp) -> Outcome;
+    /// `O` from an entry, and the entry's stamp; an entry of the wrong kind is an error (a
+    /// miss).
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<O>, Stamp)>;
 }
 
 fn null_not_expected() -> serde_json::Error {
@@ -88,14 +96,14 @@ fn decode_with<T: CacheValue, O>(
     bytes: &[u8],
     wrap: impl FnOnce(T) -> O,
     null: Option<O>,
-) -> serde_json::Result<(Found<O>, u64)> {
+) -> serde_json::Result<(Found<O>, Stamp)> {
     let envelope = codec::decode::<T>(bytes)?;
     let found = match envelope.body {
         Decoded::Value(v) => Found::Value(wrap(v)),
         Decoded::Null => Found::Null(null.ok_or_else(null_not_expected)?),
         Decoded::Gone => Found::Gone,
     };
-    Ok((found, envelope.gen))
+    Ok((found, envelope.stamp))
 }
 
 /// `T`: always cached.
@@ -112,47 +120,47 @@ pub struct Res;
 pub struct ResOpt;
 
 impl<T: CacheValue> Shape<T> for Plain {
-    fn encode(out: &T, gen: u64) -> Outcome {
-        Outcome::Value(codec::encode_value(out, gen))
+    fn encode(out: &T, stamp: Stamp) -> Outcome {
+        Outcome::Value(codec::encode_value(out, stamp))
     }
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<T>, u64)> {
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<T>, Stamp)> {
         decode_with(bytes, |v| v, None)
     }
 }
 
 impl<T: CacheValue> Shape<Option<T>> for Opt {
-    fn encode(out: &Option<T>, gen: u64) -> Outcome {
+    fn encode(out: &Option<T>, stamp: Stamp) -> Outcome {
         match out {
-            Some(v) => Outcome::Value(codec::encode_value(v, gen)),
-            None => Outcome::Null(codec::encode_null(gen)),
+            Some(v) => Outcome::Value(codec::encode_value(v, stamp)),
+            None => Outcome::Null(codec::encode_null(Stamp::gen(stamp.gen))),
         }
     }
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Option<T>>, u64)> {
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Option<T>>, Stamp)> {
         decode_with(bytes, Some, Some(None))
     }
 }
 
 impl<T: CacheValue, E> Shape<Result<T, E>> for Res {
-    fn encode(out: &Result<T, E>, gen: u64) -> Outcome {
+    fn encode(out: &Result<T, E>, stamp: Stamp) -> Outcome {
         match out {
-            Ok(v) => Outcome::Value(codec::encode_value(v, gen)),
+            Ok(v) => Outcome::Value(codec::encode_value(v, stamp)),
             Err(_) => Outcome::Skip,
         }
     }
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<T, E>>, u64)> {
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<T, E>>, Stamp)> {
         decode_with(bytes, Ok, None)
     }
 }
 
 impl<T: CacheValue, E> Shape<Result<Option<T>, E>> for ResOpt {
-    fn encode(out: &Result<Option<T>, E>, gen: u64) -> Outcome {
+    fn encode(out: &Result<Option<T>, E>, stamp: Stamp) -> Outcome {
         match out {
-            Ok(Some(v)) => Outcome::Value(codec::encode_value(v, gen)),
-            Ok(None) => Outcome::Null(codec::encode_null(gen)),
+            Ok(Some(v)) => Outcome::Value(codec::encode_value(v, stamp)),
+            Ok(None) => Outcome::Null(codec::encode_null(Stamp::gen(stamp.gen))),
             Err(_) => Outcome::Skip,
         }
     }
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<Option<T>, E>>, u64)> {
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<Option<T>, E>>, Stamp)> {
         decode_with(bytes, |v| Ok(Some(v)), Some(Ok(None)))
     }
 }
@@ -369,7 +377,7 @@ mod tests {
     use super::*;
 
     fn round_trip<K: Shape<O>, O>(out: O) -> (O, bool) {
-        let bytes = match K::encode(&out, 0) {
+        let bytes = match K::encode(&out, Stamp::default()) {
             Outcome::Value(bytes) => bytes.unwrap(),
             Outcome::Null(bytes) => bytes,
             Outcome::Skip => panic!("not cacheable"),
@@ -410,19 +418,26 @@ mod tests {
     #[test]
     fn errors_are_never_stored() {
         assert!(matches!(
-            <Res as Shape<Result<u8, String>>>::encode(&Err("e".into()), 0),
+            <Res as Shape<Result<u8, String>>>::encode(&Err("e".into()), Stamp::default()),
             Outcome::Skip
         ));
         assert!(matches!(
-            <ResOpt as Shape<Result<Option<u8>, String>>>::encode(&Err("e".into()), 0),
+            <ResOpt as Shape<Result<Option<u8>, String>>>::encode(
+                &Err("e".into()),
+                Stamp::default()
+            ),
             Outcome::Skip
         ));
     }
 
     #[test]
     fn a_null_entry_is_a_miss_for_shapes_without_option() {
-        assert!(<Plain as Shape<Option<u8>>>::decode(&codec::encode_null(0)).is_err());
-        assert!(<Res as Shape<Result<u8, ()>>>::decode(&codec::encode_null(0)).is_err());
+        assert!(
+            <Plain as Shape<Option<u8>>>::decode(&codec::encode_null(Stamp::default())).is_err()
+        );
+        assert!(
+            <Res as Shape<Result<u8, ()>>>::decode(&codec::encode_null(Stamp::default())).is_err()
+        );
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Stats {
     ///
     /// [`Config::max_fill_time`]: crate::Config::max_fill_time
     pub conflicts: u64,
+    /// Hits that early refresh (XFetch) picked to recompute before expiry.
+    pub refreshes: u64,
+    /// Waits for another process's fill lease that ran out (the caller then computed).
+    pub lock_timeouts: u64,
     /// Store faults: errors, timeouts, undecodable or oversized values.
     pub faults: u64,
     /// Store operations skipped because the circuit breaker was open.
@@ -50,6 +54,8 @@ pub(crate) struct Counters {
     pub(crate) stores: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) conflicts: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) lock_timeouts: AtomicU64,
     pub(crate) faults: AtomicU64,
     pub(crate) skipped: AtomicU64,
 }
@@ -67,6 +73,8 @@ impl Counters {
             stores: self.stores.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
             conflicts: self.conflicts.load(Relaxed),
+            refreshes: self.refreshes.load(Relaxed),
+            lock_timeouts: self.lock_timeouts.load(Relaxed),
             faults: self.faults.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
             breaker_open,

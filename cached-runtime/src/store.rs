@@ -84,6 +84,16 @@ pub(crate) trait Store {
     ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
     /// Writes `value` at `key` with no expiry (a group generation).
     fn set_persistent(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<()>> + Send;
+    /// Writes `value` at `key` for `ttl` if there is nothing there; whether it did (a
+    /// lease).
+    fn set_nx(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Removes `key` if it holds `value` (a lease's owner releasing it); whether it did.
+    fn delete_if(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<bool>> + Send;
     /// Time left before `key` expires, or `None` when there is no entry.
     fn ttl(&self, key: &str) -> impl Future<Output = Result<Option<Duration>>> + Send;
     /// Removes every key that starts with `prefix`, `batch` at a time; how many.
@@ -139,6 +149,14 @@ impl Store for Backend {
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
         dispatch!(self.set_persistent(key, value))
+    }
+
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        dispatch!(self.set_nx(key, value, ttl))
+    }
+
+    async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
+        dispatch!(self.delete_if(key, value))
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {

@@ -4,11 +4,15 @@ use rand::Rng;
 use std::time::Duration;
 
 /// How long entries written by one function live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Policy {
     ttl: Duration,
     jitter_secs: u64,
     null_ttl: Option<Duration>,
+    /// Cross-process fill lock lease.
+    lock: Option<Duration>,
+    /// XFetch's beta.
+    early_refresh: Option<f64>,
 }
 
 impl Policy {
@@ -20,7 +24,29 @@ impl Policy {
             ttl: Duration::from_secs(ttl.max(1)),
             jitter_secs: jitter,
             null_ttl: (null_ttl > 0).then(|| Duration::from_secs(null_ttl)),
+            lock: None,
+            early_refresh: None,
         }
+    }
+
+    /// With a cross-process fill lock of this lease.
+    pub(crate) fn with_lock(mut self, lock: Option<Duration>) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// With early refresh (XFetch) of this beta.
+    pub(crate) fn with_early_refresh(mut self, beta: Option<f64>) -> Self {
+        self.early_refresh = beta.filter(|b| *b > 0.0);
+        self
+    }
+
+    pub(crate) fn lock(&self) -> Option<Duration> {
+        self.lock
+    }
+
+    pub(crate) fn early_refresh(&self) -> Option<f64> {
+        self.early_refresh
     }
 
     /// Exactly `ttl`, no jitter, no null caching (the programmatic API).
@@ -29,6 +55,8 @@ impl Policy {
             ttl: ttl.max(Duration::from_millis(1)),
             jitter_secs: 0,
             null_ttl: None,
+            lock: None,
+            early_refresh: None,
         }
     }
 
@@ -47,6 +75,18 @@ impl Policy {
     pub(crate) fn null_ttl(&self) -> Option<Duration> {
         self.null_ttl
     }
+}
+
+/// XFetch (Vattani, Chierichetti, Lowenstein: "Optimal Probabilistic Cache Stampede
+/// Prevention", VLDB 2015): recompute now if `now - compute * beta * ln(r) >= expiry`, that
+/// is with probability `exp(-time_to_expiry / (compute * beta))`, for `r` uniform in
+/// `(0, 1]`. Hot keys are recomputed by one early caller instead of by every caller at
+/// expiry; the longer the computation, the earlier.
+pub(crate) fn should_refresh(time_to_expiry_ms: f64, compute_ms: f64, beta: f64, r: f64) -> bool {
+    if time_to_expiry_ms <= 0.0 {
+        return true;
+    }
+    -(compute_ms.max(1.0)) * beta * r.ln() >= time_to_expiry_ms
 }
 
 /// The jitter used when a function sets none: a tenth of the TTL.
@@ -88,6 +128,34 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(Policy::exact(Duration::from_secs(5)).null_ttl(), None);
+    }
+
+    #[test]
+    fn xfetch_refreshes_with_probability_exp_minus_ttl_over_delta_beta() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        const N: usize = 200_000;
+        for (ttl, compute, beta) in [
+            (100.0, 100.0, 1.0),
+            (300.0, 100.0, 1.0),
+            (300.0, 100.0, 2.0),
+            (50.0, 10.0, 1.0),
+        ] {
+            let hits = (0..N)
+                .filter(|_| should_refresh(ttl, compute, beta, 1.0 - rng.random::<f64>()))
+                .count();
+            let expected: f64 = (-ttl / (compute * beta)).exp();
+            let observed = hits as f64 / N as f64;
+            assert!(
+                (observed - expected).abs() < 0.005,
+                "ttl {ttl} compute {compute} beta {beta}: {observed} vs {expected}"
+            );
+        }
+        assert!(should_refresh(0.0, 10.0, 1.0, 1.0), "expired: always");
+        assert!(
+            !should_refresh(1.0, 10.0, 1.0, 1.0),
+            "r = 1: ln 1 = 0, never early"
+        );
     }
 
     #[test]

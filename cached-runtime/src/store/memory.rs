@@ -123,6 +123,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let mut map = self.lock();
+        if Self::live(&mut map, key).is_some() {
+            return Ok(false);
+        }
+        self.insert(&mut map, key, value, Some(ttl));
+        Ok(true)
+    }
+
+    async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
+        let mut map = self.lock();
+        if Self::live(&mut map, key).is_some_and(|e| e.value == value) {
+            map.remove(key);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
         let mut map = self.lock();
         let now = Instant::now();

@@ -36,6 +36,13 @@ impl RedisStore {
             .set_response_timeout(Some(config.op_timeout()))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
+        if config.lazy() {
+            // No connection yet: the first operation makes it, and a failed one is tried
+            // again by a later operation (the breaker paces the attempts).
+            let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+                .map_err(|e| connect_error(Box::new(e)))?;
+            return Ok(RedisStore { conn });
+        }
         let connect = async {
             let mut conn = ConnectionManager::new_with_config(client, manager_config).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
@@ -78,6 +85,19 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
+
+/// Releases a lease only for its owner: `KEYS[1]` the lease, `ARGV[1]` the owner's token.
+const RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+fn release_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(RELEASE_LUA))
+}
 
 fn fill_script() -> &'static Script {
     static SCRIPT: OnceLock<Script> = OnceLock::new();
@@ -181,6 +201,31 @@ impl Store for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(Error::redis)
+    }
+
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let reply: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(px(ttl))
+            .query_async(&mut conn)
+            .await
+            .map_err(Error::redis)?;
+        Ok(reply.is_some())
+    }
+
+    async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = release_script()
+            .key(key)
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(Error::redis)?;
+        Ok(removed == 1)
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {

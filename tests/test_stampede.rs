@@ -1,0 +1,301 @@
+//! Stampede control: a leader that panics or is cancelled does not strand its waiters,
+//! `lock` makes several OS processes run the body once, a crashed holder's lease expires,
+//! and early refresh keeps a hot key from expiring under steady load.
+
+mod common;
+
+use common::{test_config, RedisServer};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Yields until `counter` reaches `n` (or 10 s pass, so a bug fails instead of hanging).
+async fn until(counter: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter.load(SeqCst) < n && Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[redcache::cached(prefix = "s:flaky", ttl = 60, skip(calls, entered, callers))]
+async fn panics_first(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers: usize) -> u64 {
+    if calls.fetch_add(1, SeqCst) == 0 {
+        // Every other caller is waiting on this flight when the leader dies.
+        until(entered, callers).await;
+        panic!("the database connection broke");
+    }
+    id * 2
+}
+
+on_both_stores! {
+    async fn a_panicking_leader_does_not_strand_its_waiters(b: Backend) {
+        const CALLERS: usize = 50;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..CALLERS {
+            let (cache, calls, entered) = (b.cache.clone(), calls.clone(), entered.clone());
+            tasks.push(tokio::spawn(async move {
+                cache.scope(async {
+                    entered.fetch_add(1, SeqCst);
+                    panics_first(21, &calls, &entered, CALLERS).await
+                }).await
+            }));
+        }
+        let (mut answered, mut panicked) = (0, 0);
+        for task in tasks {
+            match task.await {
+                Ok(v) => {
+                    assert_eq!(v, 42);
+                    answered += 1;
+                }
+                Err(err) => {
+                    assert!(err.is_panic());
+                    panicked += 1;
+                }
+            }
+        }
+        assert_eq!((answered, panicked), (CALLERS - 1, 1));
+        assert_eq!(calls.load(SeqCst), 2, "one waiter took over; the rest shared its result");
+    }
+}
+
+#[redcache::cached(prefix = "s:hang", ttl = 60, skip(calls))]
+async fn hangs_first(id: u64, calls: &AtomicUsize) -> u64 {
+    if calls.fetch_add(1, SeqCst) == 0 {
+        std::future::pending::<()>().await;
+    }
+    id * 2
+}
+
+on_both_stores! {
+    async fn a_cancelled_leader_does_not_strand_its_waiters(b: Backend) {
+        const WAITERS: usize = 20;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let spawn = |cache: redcache::Cache| {
+            let (calls, entered) = (calls.clone(), entered.clone());
+            tokio::spawn(async move {
+                cache.scope(async {
+                    entered.fetch_add(1, SeqCst);
+                    hangs_first(21, &calls).await
+                }).await
+            })
+        };
+        let leader = spawn(b.cache.clone());
+        until(&calls, 1).await; // the leader is in its body
+        let waiters: Vec<_> = (0..WAITERS).map(|_| spawn(b.cache.clone())).collect();
+        until(&entered, WAITERS + 1).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        for waiter in waiters {
+            assert_eq!(waiter.await.unwrap(), 42);
+        }
+        assert_eq!(calls.load(SeqCst), 2);
+    }
+}
+
+/// The body of the cross-process test: counts its runs in Redis, then holds until every
+/// process is inside its call, so that without the lock each of them would run it.
+#[redcache::cached(prefix = "s:locked", ttl = 60, lock)]
+async fn locked_report(id: u64) -> u64 {
+    let mut conn = child_conn().await;
+    let _: u64 = redis::cmd("INCR")
+        .arg("test:runs")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let processes: u64 = std::env::var("REDCACHE_CHILDREN").unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let entered: u64 = redis::cmd("GET")
+            .arg("test:entered")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if entered >= processes {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    id * 2
+}
+
+async fn child_conn() -> redis::aio::MultiplexedConnection {
+    let url = std::env::var("REDCACHE_CHILD_URL").expect("REDCACHE_CHILD_URL");
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Run by `lock_runs_the_body_once_across_processes` in each child process.
+#[tokio::test]
+#[ignore = "run as a child process by lock_runs_the_body_once_across_processes"]
+async fn child_calls_locked_report() {
+    let url = std::env::var("REDCACHE_CHILD_URL").expect("REDCACHE_CHILD_URL");
+    let cache = redcache::Cache::connect(test_config().url(url).build())
+        .await
+        .unwrap();
+    let mut conn = child_conn().await;
+    let _: u64 = redis::cmd("INCR")
+        .arg("test:entered")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(cache.scope(locked_report(7)).await, 14);
+}
+
+#[tokio::test]
+async fn lock_runs_the_body_once_across_processes() {
+    const PROCESSES: usize = 4;
+    let server = RedisServer::start();
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "child_calls_locked_report",
+                    "--ignored",
+                    "--quiet",
+                ])
+                .env("REDCACHE_CHILD_URL", server.url())
+                .env("REDCACHE_CHILDREN", PROCESSES.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a child failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut conn = server.conn().await;
+    let runs: u64 = redis::cmd("GET")
+        .arg("test:runs")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1, "{PROCESSES} processes, one body run");
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg("*:lock")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(leases.is_empty(), "the lease was released: {leases:?}");
+}
+
+#[redcache::cached(prefix = "s:lease", ttl = 60, lock_ms = 2000, skip(calls))]
+async fn leased(id: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test]
+async fn a_crashed_holders_lease_expires() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let key = cache.scope(async { redcache::key!(leased(1, _)) }).await;
+    let mut conn = server.conn().await;
+    // A process took the lease and died: nobody will release it.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{key}:lock"))
+        .arg("crashed")
+        .arg("PX")
+        .arg(300)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    let start = Instant::now();
+    assert_eq!(cache.scope(leased(1, &calls)).await, 1);
+    let waited = start.elapsed();
+    assert_eq!(calls.load(SeqCst), 1);
+    assert!(
+        waited >= Duration::from_millis(250),
+        "it waited for the lease: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(2000),
+        "not for its own lock_ms: {waited:?}"
+    );
+    assert_eq!(cache.stats().lock_timeouts, 0);
+}
+
+#[redcache::cached(
+    prefix = "s:hot",
+    ttl = 1,
+    jitter = 0,
+    early_refresh = 1.0,
+    skip(calls)
+)]
+async fn hot(id: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    id
+}
+
+#[redcache::cached(prefix = "s:cold", ttl = 1, jitter = 0, skip(calls))]
+async fn plain_hot(id: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn early_refresh_keeps_a_hot_key_from_expiring_under_load() {
+    let server = RedisServer::start();
+    let (early, control) = (server.cache().await, server.cache().await);
+    let (early_calls, control_calls) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let run_for = Duration::from_millis(3_500);
+    // Separate loops for each function: a miss of one must not hold up reads of the other.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (early, early_calls) = (early.clone(), early_calls.clone());
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            while start.elapsed() < run_for {
+                assert_eq!(early.scope(hot(1, &early_calls)).await, 1);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+        let (control, control_calls) = (control.clone(), control_calls.clone());
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            while start.elapsed() < run_for {
+                assert_eq!(control.scope(plain_hot(1, &control_calls)).await, 1);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (e, c) = (early.stats(), control.stats());
+    eprintln!("early refresh: {e:?}\nwithout: {c:?}");
+    assert!(
+        c.misses >= 3,
+        "the 1 s entry expired under load without early refresh: {c:?}"
+    );
+    assert!(e.refreshes >= 2, "refreshed before each expiry: {e:?}");
+    assert!(
+        e.misses < c.misses && e.misses <= 2,
+        "the hot key (almost) never expired: {e:?} vs {c:?}"
+    );
+    assert_eq!(
+        early_calls.load(SeqCst) as u64,
+        e.misses + e.refreshes,
+        "the body ran only for misses and refreshes"
+    );
+}
