@@ -663,3 +663,27 @@ on_both_stores! {
         assert!(!b.exists(&expected_key("t:alias", "[0]")).await);
     }
 }
+
+#[redcache::cached(prefix = "t:huge", skip(calls))]
+async fn huge_args(text: String, tags: Vec<String>, calls: &AtomicUsize) -> usize {
+    calls.fetch_add(1, SeqCst);
+    text.chars().count() + tags.len()
+}
+
+on_both_stores! {
+    async fn huge_and_non_ascii_arguments_give_a_fixed_size_key(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        let text = "żółw 🐢 Ω\n\t\"quoted\" ".repeat(50_000);
+        let tags: Vec<String> = (0..1000).map(|i| format!("标签{i}")).collect();
+        let expected = text.chars().count() + tags.len();
+        b.cache.scope(async {
+            assert_eq!(huge_args(text.clone(), tags.clone(), &calls).await, expected);
+            assert_eq!(huge_args(text.clone(), tags.clone(), &calls).await, expected);
+        }).await;
+        assert_eq!(calls.load(SeqCst), 1);
+        let material = serde_json::to_string(&(&text, &tags)).unwrap();
+        let key = expected_key("t:huge", &material);
+        assert_eq!(key.len(), "t:huge:".len() + 32);
+        assert!(b.exists(&key).await);
+    }
+}

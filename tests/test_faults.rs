@@ -230,3 +230,55 @@ async fn a_killed_redis_under_concurrent_load_never_fails_a_call() {
     server.restart();
     caching_resumes(&cache, &server, 3, Duration::from_secs(2)).await;
 }
+
+#[redcache::cached(prefix = "f:big", ttl = 60, skip(calls))]
+async fn big(id: u64, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("{id}").repeat(1000)
+}
+
+#[tokio::test]
+async fn redis_out_of_memory_fails_open_without_opening_the_breaker() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let mut conn = server.conn().await;
+    // Fill Redis, then set its limit below what it holds: it refuses writes with OOM.
+    let filler = "x".repeat(3 * 1024 * 1024);
+    let _: () = redis::cmd("SET")
+        .arg("filler")
+        .arg(&filler)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("2mb")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let refused: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("probe")
+        .arg("x")
+        .query_async(&mut conn)
+        .await;
+    assert!(
+        refused.unwrap_err().to_string().contains("OOM"),
+        "Redis is out of memory"
+    );
+    let cache = server.cache().await;
+    let calls = AtomicUsize::new(0);
+    for _ in 0..10 {
+        assert_eq!(cache.scope(big(7, &calls)).await.len(), 1000);
+    }
+    assert_eq!(
+        calls.load(SeqCst),
+        10,
+        "nothing could be stored: every call ran its body"
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.faults, 10, "{stats:?}");
+    assert!(
+        !stats.breaker_open && stats.skipped == 0,
+        "Redis answers, it only refuses writes: the breaker stays closed ({stats:?})"
+    );
+}

@@ -382,4 +382,61 @@ mod tests {
             );
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        fn stamp() -> impl Strategy<Value = Stamp> {
+            (
+                any::<u64>(),
+                proptest::option::of((any::<u64>(), any::<u64>())),
+            )
+                .prop_map(|(gen, refresh)| Stamp {
+                    gen,
+                    refresh: refresh.map(|(expires_ms, compute_ms)| Refresh {
+                        expires_ms,
+                        compute_ms,
+                    }),
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_decode_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = decode::<serde_json::Value>(&bytes);
+                let _ = decode::<String>(&bytes);
+                let _ = decode::<Vec<u64>>(&bytes);
+                let _ = is_tombstone(&bytes);
+            }
+
+            #[test]
+            fn mutated_envelopes_never_panic(
+                value in ".*",
+                at in any::<usize>(),
+                byte in any::<u8>(),
+            ) {
+                let mut bytes = encode_value(&value, Stamp::default()).unwrap();
+                let at = at % bytes.len();
+                bytes[at] = byte;
+                let _ = decode::<String>(&bytes);
+            }
+
+            #[test]
+            fn values_round_trip_exactly(
+                text in ".*",
+                numbers in proptest::collection::vec(any::<i64>(), 0..16),
+                map in proptest::collection::btree_map(".*", any::<Option<u32>>(), 0..8),
+                stamp in stamp(),
+            ) {
+                let value = (text, numbers, map);
+                let bytes = encode_value(&value, stamp).unwrap();
+                let decoded = decode::<(String, Vec<i64>, BTreeMap<String, Option<u32>>)>(&bytes).unwrap();
+                prop_assert_eq!(decoded, Envelope { body: Decoded::Value(value), stamp });
+                let null = decode::<u8>(&encode_null(Stamp::gen(stamp.gen))).unwrap();
+                prop_assert_eq!(null, Envelope { body: Decoded::Null, stamp: Stamp::gen(stamp.gen) });
+            }
+        }
+    }
 }

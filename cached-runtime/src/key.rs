@@ -325,4 +325,64 @@ mod tests {
         let err = KeyArgs::new().arg(&bad).material().unwrap_err();
         assert!(err.to_string().contains("cannot be serialized"), "{err}");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn is_key(key: &str, prefix: &str) -> bool {
+            key.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|hex| {
+                    hex.len() == 32
+                        && hex
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn material_is_the_compact_json_array_of_the_arguments(
+                text in ".*",
+                number in any::<i64>(),
+                bytes in proptest::collection::vec(any::<u8>(), 0..64),
+                float in any::<f64>().prop_filter("finite", |f| f.is_finite()),
+            ) {
+                let args = KeyArgs::new().arg(&text).arg(&number).arg(&bytes).arg(&float);
+                let material = args.material().unwrap();
+                let expected = serde_json::to_vec(&(&text, number, &bytes, float)).unwrap();
+                prop_assert_eq!(&material, &expected);
+                let key = derive_key(None, "p", None, &material);
+                prop_assert!(is_key(&key, "p"), "{}", key);
+            }
+
+            #[test]
+            fn map_insertion_order_never_changes_the_key(
+                entries in proptest::collection::vec((".*", any::<i32>()), 0..32),
+            ) {
+                let forward: HashMap<String, i32> = entries.iter().cloned().collect();
+                let mut backward = HashMap::new();
+                for (k, v) in entries.iter().rev() {
+                    backward.entry(k.clone()).or_insert(*v);
+                }
+                // Keep the same value for a duplicated key in both maps.
+                let backward: HashMap<String, i32> = backward
+                    .into_keys()
+                    .map(|k| { let v = forward[&k]; (k, v) })
+                    .collect();
+                let a = KeyArgs::new().arg(&forward).key(Some("ns"), "p", None).unwrap();
+                let b = KeyArgs::new().arg(&backward).key(Some("ns"), "p", None).unwrap();
+                prop_assert_eq!(&a, &b);
+                prop_assert!(is_key(a.strip_prefix("ns:").unwrap(), "p"));
+            }
+
+            #[test]
+            fn huge_and_non_ascii_material_gives_a_fixed_size_key(text in "\\PC{0,2000}") {
+                let big = text.repeat(50);
+                let key = KeyArgs::new().arg(&big).key(None, "p", None).unwrap();
+                prop_assert!(is_key(&key, "p"));
+            }
+        }
+    }
 }

@@ -6,7 +6,10 @@
     ttl = 900,
     jitter = 30,
     null_ttl = 10,
-    skip(verbose)
+    skip(verbose),
+    group = "users",
+    lock_ms = 3000,
+    early_refresh = 1.5
 )]
 async fn user_name(id: u64, verbose: bool) -> Option<String> {
     if verbose {
@@ -26,6 +29,11 @@ async fn defaults(id: u64) -> u64 {
     id + 1
 }
 
+#[redcache::cached(lock, early_refresh = 2)]
+async fn locked(id: u64) -> u64 {
+    id + 3
+}
+
 #[redcache::cached()]
 async fn empty_parens(id: u64) -> u64 {
     id + 2
@@ -42,6 +50,7 @@ async fn main() {
             assert_eq!(user_page(1, 2, "b").await, vec![1, 2]);
             assert_eq!(defaults(1).await, 2);
             assert_eq!(empty_parens(1).await, 3);
+            assert_eq!(locked(1).await, 4);
         })
         .await;
 }

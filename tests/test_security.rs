@@ -1,0 +1,113 @@
+//! Credentials: ACL users and `requirepass` work through URLs and the builder, and a
+//! password never shows in `Debug`, `Display`, errors or logs.
+
+mod common;
+
+use common::{test_config, RedisServer};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+#[redcache::cached(prefix = "sec:item", ttl = 60, skip(calls))]
+async fn item(id: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    id
+}
+
+const PASSWORD: &str = "pw-5f3c9e-secret";
+
+fn acl_server() -> RedisServer {
+    RedisServer::start_with(&[
+        "--requirepass",
+        PASSWORD,
+        "--user",
+        &format!("app on >{PASSWORD} ~* &* +@all"),
+    ])
+}
+
+async fn caches_through(cache: &redcache::Cache) {
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, 1);
+    assert_eq!(cache.scope(item(1, &calls)).await, 1);
+    assert_eq!(calls.load(SeqCst), 1, "the entry was stored and read back");
+}
+
+#[tokio::test]
+async fn acl_users_and_requirepass_work_through_urls_and_the_builder() {
+    let server = acl_server();
+    let port = server.port();
+    for url in [
+        format!("redis://app:{PASSWORD}@127.0.0.1:{port}"),
+        format!("redis://:{PASSWORD}@127.0.0.1:{port}/0"),
+    ] {
+        let cache = redcache::Cache::connect(test_config().url(url).build())
+            .await
+            .unwrap();
+        caches_through(&cache).await;
+        let shown = format!("{cache:?}");
+        assert!(!shown.contains(PASSWORD), "{shown}");
+    }
+    let cache = redcache::Cache::connect(
+        test_config()
+            .host("127.0.0.1", port)
+            .username("app")
+            .password(PASSWORD)
+            .build(),
+    )
+    .await
+    .unwrap();
+    caches_through(&cache).await;
+}
+
+/// Collects what `tracing` logs, to check no password is in it.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_error_that_never_shows_it() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = acl_server();
+    let wrong = "wrong-9d1e-secret";
+    let url = format!("redis://app:{wrong}@127.0.0.1:{}", server.port());
+    let config = test_config().url(&url).build();
+    let err = redcache::Cache::connect(config.clone()).await.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, redcache::Error::Connect { .. }), "{err:?}");
+    assert!(
+        message.contains("could not connect to Redis at redis://app:***@127.0.0.1"),
+        "{message}"
+    );
+    let everything = format!("{message} {err:?} {config:?}");
+    assert!(!everything.contains(wrong), "{everything}");
+
+    // A lazy cache with the wrong password: calls fail open, and the logged faults do not
+    // show the password either.
+    let cache = redcache::Cache::connect(test_config().url(&url).lazy(true).build())
+        .await
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    for _ in 0..3 {
+        assert_eq!(cache.scope(item(2, &calls)).await, 2);
+    }
+    assert_eq!(calls.load(SeqCst), 3);
+    assert!(cache.stats().faults >= 1);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("cache fault"), "the fault was logged: {logs}");
+    assert!(!logs.contains(wrong), "{logs}");
+}
