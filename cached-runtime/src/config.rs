@@ -48,6 +48,9 @@ pub struct Config {
     breaker_cooldown: Duration,
     max_fill_time: Duration,
     lazy: bool,
+    /// PEM certificates of the authorities a `rediss://` server's certificate may chain to
+    /// (else the system's roots).
+    tls_ca_cert: Option<Vec<u8>>,
     /// A problem found while building (an environment variable that does not parse),
     /// reported by `init`/`Cache::connect` so `from_env` itself cannot fail.
     invalid: Option<String>,
@@ -73,6 +76,7 @@ impl Default for Config {
             breaker_cooldown: Duration::from_secs(1),
             max_fill_time: Duration::from_secs(30),
             lazy: false,
+            tls_ca_cert: None,
             invalid: None,
         }
     }
@@ -102,7 +106,8 @@ impl Config {
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
     /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
     /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`, `REDCACHE_LAZY`
-    /// (`true`/`false`).
+    /// (`true`/`false`). TLS (`rediss://` URLs, feature `tls`): `REDIS_TLS_CA_CERT`, the path
+    /// of a PEM file of the certificate authorities to trust (else the system's).
     ///
     /// A variable that does not parse is reported by [`init`](crate::init) or
     /// [`Cache::connect`](crate::Cache::connect), naming the variable.
@@ -212,6 +217,14 @@ impl Config {
             get("REDCACHE_BREAKER_COOLDOWN_MS"),
             |c, v| c.breaker_cooldown = ms(v),
         );
+        if let Some(path) = get("REDIS_TLS_CA_CERT") {
+            match std::fs::read(path.trim()) {
+                Ok(pem) => b.config.tls_ca_cert = Some(pem),
+                Err(err) => {
+                    b = b.invalid(format!("REDIS_TLS_CA_CERT={path:?} cannot be read: {err}"))
+                }
+            }
+        }
         if let Some(raw) = get("REDCACHE_LAZY") {
             match raw.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => b.config.lazy = true,
@@ -291,6 +304,11 @@ impl Config {
         self.lazy
     }
 
+    /// The PEM certificates of the authorities a `rediss://` server may chain to, if set.
+    pub fn tls_ca_cert(&self) -> Option<&[u8]> {
+        self.tls_ca_cert.as_deref()
+    }
+
     /// The Redis address with any password replaced by `***`.
     pub fn redacted_target(&self) -> String {
         match &self.target {
@@ -327,6 +345,15 @@ impl Config {
                 e
             ))
         };
+        if cfg!(not(feature = "tls"))
+            && (self.tls_ca_cert.is_some()
+                || matches!(&self.target, Target::Url(url) if url.starts_with("rediss://")))
+        {
+            return Err(crate::Error::config(
+                "TLS (a rediss:// URL or a CA certificate) needs redcache's `tls` feature: \
+                 redcache = { version = \"0.1\", features = [\"tls\"] }",
+            ));
+        }
         match &self.target {
             Target::Url(url) => url.as_str().into_connection_info().map_err(bad_url),
             Target::Parts {
@@ -392,6 +419,7 @@ impl fmt::Debug for Config {
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("max_fill_time", &self.max_fill_time)
             .field("lazy", &self.lazy)
+            .field("tls_ca_cert", &self.tls_ca_cert.as_ref().map(|_| "<set>"))
             .finish_non_exhaustive()
     }
 }
@@ -536,6 +564,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Trust these certificate authorities (PEM) for `rediss://`, instead of the system's
+    /// roots: for a Redis whose certificate a private CA signed. Needs the `tls` feature.
+    pub fn tls_ca_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.tls_ca_cert = Some(pem.into());
+        self
+    }
+
     /// The finished configuration.
     pub fn build(self) -> Config {
         self.config
@@ -648,6 +683,19 @@ mod tests {
             .connection_info()
             .unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_without_the_feature_says_how_to_get_it() {
+        let err = Config::builder()
+            .url("rediss://:pw-secret@h:6380")
+            .build()
+            .connection_info()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`tls` feature"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]

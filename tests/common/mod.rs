@@ -16,6 +16,8 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Serves TLS only, with the certificate and key in `dir`.
+    tls: bool,
 }
 
 fn binary() -> String {
@@ -37,6 +39,15 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (e.g. `["--requirepass", "pw"]`).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_inner(extra, None)
+    }
+
+    /// Starts a server that speaks TLS only, with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_inner(&[], Some((cert_pem, key_pem)))
+    }
+
+    fn start_inner(extra: &[&str], tls: Option<(&str, &str)>) -> Self {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "redcache-test-{}-{}",
@@ -44,7 +55,20 @@ impl RedisServer {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some((cert, key)) = tls {
+            let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::write(&cert_file, cert).unwrap();
+            std::fs::write(&key_file, key).unwrap();
+            for (flag, file) in [
+                ("--tls-cert-file", &cert_file),
+                ("--tls-key-file", &key_file),
+            ] {
+                extra.push(flag.into());
+                extra.push(file.display().to_string());
+            }
+            extra.extend(["--tls-auth-clients".into(), "no".into()]);
+        }
         // Another process may take the port between our probe and the server's bind: retry.
         for _ in 0..5 {
             let mut server = RedisServer {
@@ -52,6 +76,7 @@ impl RedisServer {
                 dir: dir.clone(),
                 child: None,
                 extra: extra.clone(),
+                tls: tls.is_some(),
             };
             if server.spawn() {
                 return server;
@@ -62,8 +87,13 @@ impl RedisServer {
 
     fn spawn(&mut self) -> bool {
         let mut cmd = Command::new(binary());
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
+        let port = self.port.to_string();
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &port]);
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--daemonize", "no"])
@@ -104,6 +134,10 @@ impl RedisServer {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls {
+            // Listening is all that can be seen without a TLS client; clients retry.
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         let mut reply = [0u8; 64];
         stream.write_all(b"PING\r\n").is_ok()
@@ -122,7 +156,8 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.

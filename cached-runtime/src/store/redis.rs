@@ -30,7 +30,7 @@ impl RedisStore {
             target: target.clone(),
             source,
         };
-        let client = redis::Client::open(info).map_err(|e| connect_error(Box::new(e)))?;
+        let client = open_client(config, info).map_err(|e| connect_error(Box::new(e)))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout()))
             .set_response_timeout(Some(config.op_timeout()))
@@ -56,6 +56,23 @@ impl RedisStore {
             )),
         }
     }
+}
+
+/// A client for `info`, trusting the configured certificate authorities for TLS.
+fn open_client(config: &Config, info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
+    #[cfg(feature = "tls")]
+    if let Some(pem) = config.tls_ca_cert() {
+        return redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        );
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = config;
+    redis::Client::open(info)
 }
 
 /// The conditional fill (see [`Store::fill`]). `KEYS[1]`: the entry; `KEYS[2]`, for a
