@@ -16,18 +16,26 @@ async fn item(id: u64, calls: &AtomicUsize) -> u64 {
 const PASSWORD: &str = "pw-5f3c9e-secret";
 
 fn acl_server() -> RedisServer {
+    // `--user` takes the user's rules as separate arguments.
+    let password = format!(">{PASSWORD}");
     RedisServer::start_with(&[
         "--requirepass",
         PASSWORD,
         "--user",
-        &format!("app on >{PASSWORD} ~* &* +@all"),
+        "app",
+        "on",
+        &password,
+        "~*",
+        "&*",
+        "+@all",
     ])
 }
 
-async fn caches_through(cache: &redcache::Cache) {
+/// Stores `item(id)` and reads it back through `cache`.
+async fn caches_through(cache: &redcache::Cache, id: u64) {
     let calls = AtomicUsize::new(0);
-    assert_eq!(cache.scope(item(1, &calls)).await, 1);
-    assert_eq!(cache.scope(item(1, &calls)).await, 1);
+    assert_eq!(cache.scope(item(id, &calls)).await, id);
+    assert_eq!(cache.scope(item(id, &calls)).await, id);
     assert_eq!(calls.load(SeqCst), 1, "the entry was stored and read back");
 }
 
@@ -35,14 +43,14 @@ async fn caches_through(cache: &redcache::Cache) {
 async fn acl_users_and_requirepass_work_through_urls_and_the_builder() {
     let server = acl_server();
     let port = server.port();
-    for url in [
-        format!("redis://app:{PASSWORD}@127.0.0.1:{port}"),
-        format!("redis://:{PASSWORD}@127.0.0.1:{port}/0"),
+    for (id, url) in [
+        (1, format!("redis://app:{PASSWORD}@127.0.0.1:{port}")),
+        (2, format!("redis://:{PASSWORD}@127.0.0.1:{port}/0")),
     ] {
         let cache = redcache::Cache::connect(test_config().url(url).build())
             .await
             .unwrap();
-        caches_through(&cache).await;
+        caches_through(&cache, id).await;
         let shown = format!("{cache:?}");
         assert!(!shown.contains(PASSWORD), "{shown}");
     }
@@ -55,7 +63,7 @@ async fn acl_users_and_requirepass_work_through_urls_and_the_builder() {
     )
     .await
     .unwrap();
-    caches_through(&cache).await;
+    caches_through(&cache, 3).await;
 }
 
 /// Collects what `tracing` logs, to check no password is in it.
