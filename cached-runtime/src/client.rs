@@ -300,7 +300,9 @@ impl Cache {
 
     /// A snapshot of this cache's counters.
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot(self.inner.health.is_open())
+        self.inner
+            .counters
+            .snapshot(self.inner.health.is_open(), self.inner.backend.local_hits())
     }
 
     /// The value at `key` (the namespace is added), or `None` when there is none or it does

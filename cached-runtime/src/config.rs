@@ -48,6 +48,8 @@ pub struct Config {
     breaker_cooldown: Duration,
     max_fill_time: Duration,
     lazy: bool,
+    /// Entries of the local tier (0: none).
+    local_capacity: usize,
     /// PEM certificates of the authorities a `rediss://` server's certificate may chain to
     /// (else the system's roots).
     tls_ca_cert: Option<Vec<u8>>,
@@ -76,6 +78,7 @@ impl Default for Config {
             breaker_cooldown: Duration::from_secs(1),
             max_fill_time: Duration::from_secs(30),
             lazy: false,
+            local_capacity: 0,
             tls_ca_cert: None,
             invalid: None,
         }
@@ -106,7 +109,7 @@ impl Config {
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
     /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
     /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`, `REDCACHE_LAZY`
-    /// (`true`/`false`). TLS (`rediss://` URLs, feature `tls`): `REDIS_TLS_CA_CERT`, the path
+    /// (`true`/`false`), `REDCACHE_LOCAL_CAPACITY`. TLS (`rediss://` URLs, feature `tls`): `REDIS_TLS_CA_CERT`, the path
     /// of a PEM file of the certificate authorities to trust (else the system's).
     ///
     /// A variable that does not parse is reported by [`init`](crate::init) or
@@ -234,6 +237,12 @@ impl Config {
         }
         num(
             &mut b,
+            "REDCACHE_LOCAL_CAPACITY",
+            get("REDCACHE_LOCAL_CAPACITY"),
+            |c, v| c.local_capacity = v,
+        );
+        num(
+            &mut b,
             "REDCACHE_MAX_FILL_MS",
             get("REDCACHE_MAX_FILL_MS"),
             |c, v| c.max_fill_time = ms(v),
@@ -302,6 +311,17 @@ impl Config {
     /// Redis answers, and caching begins by itself when it does).
     pub fn lazy(&self) -> bool {
         self.lazy
+    }
+
+    /// How many entries the local tier holds (0: no local tier).
+    ///
+    /// With a local tier, entries read from Redis are also kept in this process, and a hit
+    /// is served without a round trip. Redis keeps every copy coherent (RESP3 client-side
+    /// caching: `CLIENT TRACKING`): when any process writes or invalidates a key, or it
+    /// expires, each process that holds it drops its copy. Least recently used entries
+    /// make room for new ones; none outlives its Redis TTL.
+    pub fn local_capacity(&self) -> usize {
+        self.local_capacity
     }
 
     /// The PEM certificates of the authorities a `rediss://` server may chain to, if set.
@@ -419,6 +439,7 @@ impl fmt::Debug for Config {
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("max_fill_time", &self.max_fill_time)
             .field("lazy", &self.lazy)
+            .field("local_capacity", &self.local_capacity)
             .field("tls_ca_cert", &self.tls_ca_cert.as_ref().map(|_| "<set>"))
             .finish_non_exhaustive()
     }
@@ -564,6 +585,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// Keep up to `entries` entries in this process too, kept coherent by Redis (default 0:
+    /// no local tier; see [`Config::local_capacity`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().local_capacity(10_000).build();
+    /// assert_eq!(config.local_capacity(), 10_000);
+    /// ```
+    pub fn local_capacity(mut self, entries: usize) -> Self {
+        self.config.local_capacity = entries;
+        self
+    }
+
     /// Trust these certificate authorities (PEM) for `rediss://`, instead of the system's
     /// roots: for a Redis whose certificate a private CA signed. Needs the `tls` feature.
     pub fn tls_ca_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
@@ -633,6 +668,7 @@ mod tests {
             ("REDCACHE_TIMEOUT_MS", "75"),
             ("REDCACHE_MAX_FILL_MS", "5000"),
             ("REDCACHE_LAZY", "true"),
+            ("REDCACHE_LOCAL_CAPACITY", "500"),
         ]);
         assert_eq!(c.redacted_target(), "redis://:***@cache:6380/4");
         assert_eq!(c.namespace(), Some("svc"));
@@ -641,6 +677,7 @@ mod tests {
         assert_eq!(c.op_timeout(), Duration::from_millis(75));
         assert_eq!(c.max_fill_time(), Duration::from_secs(5));
         assert!(c.lazy());
+        assert_eq!(c.local_capacity(), 500);
         assert!(c.invalid().is_none());
         let info = c.connection_info().unwrap();
         assert_eq!(info.redis_settings().db(), 4);

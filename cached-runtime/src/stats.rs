@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct Stats {
     /// Calls answered from the cache with a value.
     pub hits: u64,
+    /// Reads of entries the local tier served without a round trip to Redis
+    /// ([`Config::local_capacity`](crate::Config::local_capacity)).
+    pub local_hits: u64,
     /// Calls that found no usable entry and ran the body.
     pub misses: u64,
     /// Calls answered from the cache with a cached `None`.
@@ -65,9 +68,10 @@ impl Counters {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, breaker_open: bool) -> Stats {
+    pub(crate) fn snapshot(&self, breaker_open: bool, local_hits: u64) -> Stats {
         Stats {
             hits: self.hits.load(Relaxed),
+            local_hits,
             misses: self.misses.load(Relaxed),
             null_hits: self.null_hits.load(Relaxed),
             stores: self.stores.load(Relaxed),

@@ -114,6 +114,14 @@ impl Backend {
     pub(crate) fn is_remote(&self) -> bool {
         matches!(self, Backend::Redis(_))
     }
+
+    /// Hits served by the local tier in front of Redis.
+    pub(crate) fn local_hits(&self) -> u64 {
+        match self {
+            Backend::Redis(s) => s.local_hits(),
+            Backend::Memory(_) => 0,
+        }
+    }
 }
 
 /// Forwards each operation to the store in use.

@@ -3,8 +3,10 @@
 use super::{EntryAndGen, Fill, Seen, Store};
 use crate::{Config, Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::caching::{CacheConfig, CacheMode};
+use redis::{CommandCacheConfig, ProtocolVersion, Script};
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -13,6 +15,8 @@ const MAX_PX_MS: u128 = 10_000_000_000_000;
 
 pub(crate) struct RedisStore {
     conn: ConnectionManager,
+    /// Entry reads go through the local tier (redis-rs's tracked client-side cache).
+    local: bool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -24,7 +28,16 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects and checks the server with `PING`, all within `connect_timeout`.
     pub(crate) async fn connect(config: &Config) -> Result<Self> {
-        let info = config.connection_info()?;
+        let mut info = config.connection_info()?;
+        let local = NonZeroUsize::new(config.local_capacity());
+        if local.is_some() {
+            // Server-assisted client-side caching needs RESP3's push messages.
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            info = info.set_redis_settings(settings);
+        }
         let target = config.redacted_target();
         let connect_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
             target: target.clone(),
@@ -36,12 +49,19 @@ impl RedisStore {
             .set_response_timeout(Some(config.op_timeout()))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
+        let manager_config = match local {
+            // Opt-in: only entry reads are kept locally, never leases or generations alone.
+            Some(size) => manager_config
+                .set_cache_config(CacheConfig::new().set_mode(CacheMode::OptIn).set_size(size)),
+            None => manager_config,
+        };
+        let local = local.is_some();
         if config.lazy() {
             // No connection yet: the first operation makes it, and a failed one is tried
             // again by a later operation (the breaker paces the attempts).
             let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
                 .map_err(|e| connect_error(Box::new(e)))?;
-            return Ok(RedisStore { conn });
+            return Ok(RedisStore { conn, local });
         }
         let connect = async {
             let mut conn = ConnectionManager::new_with_config(client, manager_config).await?;
@@ -49,7 +69,7 @@ impl RedisStore {
             Ok::<_, redis::RedisError>(conn)
         };
         match tokio::time::timeout(config.connect_timeout(), connect).await {
-            Ok(Ok(conn)) => Ok(RedisStore { conn }),
+            Ok(Ok(conn)) => Ok(RedisStore { conn, local }),
             Ok(Err(e)) => Err(connect_error(Box::new(e))),
             Err(_) => Err(connect_error(
                 format!("no answer within {:?}", config.connect_timeout()).into(),
@@ -139,10 +159,26 @@ fn prefix_pattern(prefix: &str) -> String {
     pattern
 }
 
+impl RedisStore {
+    /// A read of entries, served by the local tier when there is one.
+    fn read_cmd(&self, name: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(name);
+        if self.local {
+            cmd.set_cache_config(CommandCacheConfig::new());
+        }
+        cmd
+    }
+
+    /// Hits the local tier served.
+    pub(crate) fn local_hits(&self) -> u64 {
+        self.conn.get_cache_statistics().map_or(0, |s| s.hit as u64)
+    }
+}
+
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
-        redis::cmd("GET")
+        self.read_cmd("GET")
             .arg(key)
             .query_async(&mut conn)
             .await
@@ -151,7 +187,7 @@ impl Store for RedisStore {
 
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         let mut conn = self.conn.clone();
-        redis::cmd("MGET")
+        self.read_cmd("MGET")
             .arg(key)
             .arg(gen_key)
             .query_async(&mut conn)

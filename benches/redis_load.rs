@@ -1,9 +1,15 @@
-//! Hit-path cost against a baseline measured in the same run: a raw redis-rs `GET` +
-//! `serde_json::from_slice` of a ~200-byte struct on the same kind of connection
-//! (`ConnectionManager`), versus a `#[cached]` hit on Redis and on the memory store.
+//! Load benchmark against baselines measured in the same run, on one `redis-server` this
+//! benchmark starts itself, for a ~200-byte struct:
 //!
-//! `cargo bench --bench redis_hit` prints ops/s, p50/p99 and the ratio to raw at 1, 16, 64
-//! and 256 concurrent tasks. Under `cargo test` it runs a few operations as a smoke test.
+//! - raw redis-rs `GET` + `serde_json::from_slice` on the same kind of connection
+//!   (`ConnectionManager`): the floor for a hit;
+//! - a `#[cached]` hit on Redis, and on the in-process memory store;
+//! - raw `GET` (a miss) + `SET` of the encoded value: the floor for a miss;
+//! - a `#[cached]` miss: `GET`, the body, the fenced fill (`EVALSHA`).
+//!
+//! `cargo bench --bench redis_load` prints ops/s, p50/p99 and the ratio to the baseline at
+//! 1, 16, 64 and 256 concurrent tasks. Under `cargo test` it runs a few operations as a
+//! smoke test.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,6 +43,17 @@ fn profile(id: u64) -> Profile {
 #[redcache::cached(prefix = "bench:profile", ttl = 3600)]
 async fn cached_profile(id: u64) -> Profile {
     profile(id)
+}
+
+#[redcache::cached(prefix = "bench:miss", ttl = 3600)]
+async fn missed_profile(id: u64) -> Profile {
+    profile(id)
+}
+
+/// A key nobody used yet: every call of `missed_profile` with it is a miss.
+fn fresh_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 32);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 struct Row {
@@ -110,11 +127,13 @@ async fn run(full: bool) {
     let total_ops = if full { 40_000 } else { 200 };
     println!("value: {size} bytes of JSON; {total_ops} operations per cell\n");
     println!(
-        "{:>5} | {:>22} | {:>28} | {:>28}",
+        "{:>5} | {:>25} | {:>34} | {:>34} | {:>25} | {:>34}",
         "tasks",
-        "raw GET ops/s p50 p99",
-        "#[cached] Redis hit (ratio)",
-        "#[cached] memory hit (ratio)"
+        "raw GET: ops/s p50 p99",
+        "#[cached] Redis hit (x raw)",
+        "#[cached] memory hit (x raw)",
+        "raw GET+SET: ops/s p50 p99",
+        "#[cached] miss (x raw GET+SET)"
     );
     for tasks in [1usize, 16, 64, 256] {
         let per_task = (total_ops / tasks).max(1);
@@ -144,18 +163,47 @@ async fn run(full: bool) {
             })
             .await
         };
+        let raw_miss_row = {
+            let raw = raw.clone();
+            measure(tasks, per_task, move |_| {
+                let mut raw = raw.clone();
+                async move {
+                    let key = format!("raw:miss:{}", fresh_id());
+                    let bytes: Option<Vec<u8>> = raw.get(&key).await.unwrap();
+                    assert!(bytes.is_none());
+                    let json = serde_json::to_vec(&profile(1)).unwrap();
+                    let _: () = raw.set_ex(&key, json, 3600).await.unwrap();
+                }
+            })
+            .await
+        };
+        let miss_row = measure(tasks, per_task, |_| async move {
+            std::hint::black_box(missed_profile(fresh_id()).await);
+        })
+        .await;
         let cell = |r: &Row| format!("{:>9.0} {:>7.1?} {:>7.1?}", r.ops_per_sec, r.p50, r.p99);
+        let ratio = |r: &Row, base: &Row| {
+            format!(
+                "{:.2}x, p99 {:.2}x",
+                r.ops_per_sec / base.ops_per_sec,
+                r.p99.as_secs_f64() / base.p99.as_secs_f64()
+            )
+        };
         println!(
-            "{tasks:>5} | {} | {} ({:.2}x) | {} ({:.1}x)",
+            "{tasks:>5} | {} | {} ({}) | {} ({:.1}x) | {} | {} ({})",
             cell(&raw_row),
             cell(&hit_row),
-            hit_row.ops_per_sec / raw_row.ops_per_sec,
+            ratio(&hit_row, &raw_row),
             cell(&mem_row),
             mem_row.ops_per_sec / raw_row.ops_per_sec,
+            cell(&raw_miss_row),
+            cell(&miss_row),
+            ratio(&miss_row, &raw_miss_row),
         );
     }
     let stats = redcache::stats();
     assert_eq!(stats.faults, 0, "{stats:?}");
+    assert_eq!(stats.conflicts, 0, "{stats:?}");
 }
 
 use redis::AsyncCommands;
