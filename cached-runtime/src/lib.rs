@@ -19,6 +19,7 @@
     unreachable_pub
 )]
 
+mod batch;
 mod client;
 mod codec;
 mod config;

@@ -68,6 +68,13 @@ pub(crate) trait Store {
     /// Stores a miss's result if the key and the group are as the read saw them; whether
     /// it was stored.
     fn fill(&self, fill: &Fill<'_>) -> impl Future<Output = Result<bool>> + Send;
+    /// The bytes at each of `keys`, in one round trip.
+    fn get_many(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
+    /// [`fill`](Store::fill) for each, in one round trip; whether each was stored.
+    fn fill_many(&self, fills: &[Fill<'_>]) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Writes `value` at `key`, expiring after `ttl`, whatever was there.
     fn set(
         &self,
@@ -145,6 +152,14 @@ impl Store for Backend {
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
         dispatch!(self.fill(fill))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        dispatch!(self.get_many(keys))
+    }
+
+    async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
+        dispatch!(self.fill_many(fills))
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {

@@ -49,6 +49,31 @@ impl MemoryStore {
         Self::live(map, key).map(|e| e.value.clone())
     }
 
+    /// [`Store::fill`] under the lock already held.
+    fn fill_locked(&self, map: &mut Map, fill: &Fill<'_>) -> bool {
+        let current = Self::live(map, fill.key).map(|e| e.value.as_slice());
+        let unchanged = match fill.seen {
+            Seen::Nothing => current.is_none(),
+            Seen::Bytes(seen) => current == Some(seen),
+            // This store holds no other types; a read never reports one.
+            Seen::WrongType | Seen::Any => true,
+        };
+        if !unchanged {
+            return false;
+        }
+        if let Some(group) = fill.group {
+            let stamp = group.gen.to_string();
+            match Self::live(map, group.key) {
+                Some(gen) if gen.value != stamp.as_bytes() => return false,
+                Some(_) => {}
+                None if group.create => self.insert(map, group.key, stamp.as_bytes(), None),
+                None => return false,
+            }
+        }
+        self.insert(map, fill.key, fill.value, Some(fill.ttl));
+        true
+    }
+
     /// Inserts an entry, sweeping expired ones now and then so memory stays bounded.
     fn insert(&self, map: &mut Map, key: &str, value: &[u8], ttl: Option<Duration>) {
         let now = Instant::now();
@@ -79,31 +104,23 @@ impl Store for MemoryStore {
         Ok((Self::value(&mut map, key), Self::value(&mut map, gen_key)))
     }
 
-    async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         let mut map = self.lock();
-        let current = Self::live(&mut map, fill.key).map(|e| e.value.as_slice());
-        let unchanged = match fill.seen {
-            Seen::Nothing => current.is_none(),
-            Seen::Bytes(seen) => current == Some(seen),
-            // This store holds no other types; a read never reports one.
-            Seen::WrongType | Seen::Any => true,
-        };
-        if !unchanged {
-            return Ok(false);
-        }
-        if let Some(group) = fill.group {
-            let stamp = group.gen.to_string();
-            match Self::live(&mut map, group.key) {
-                Some(gen) if gen.value != stamp.as_bytes() => return Ok(false),
-                Some(_) => {}
-                None if group.create => self.insert(&mut map, group.key, stamp.as_bytes(), None),
-                None => return Ok(false),
-            }
-        }
-        self.insert(&mut map, fill.key, fill.value, Some(fill.ttl));
-        Ok(true)
+        Ok(keys.iter().map(|k| Self::value(&mut map, k)).collect())
     }
 
+    async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
+        let mut map = self.lock();
+        Ok(fills
+            .iter()
+            .map(|f| self.fill_locked(&mut map, f))
+            .collect())
+    }
+
+    async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
+        let mut map = self.lock();
+        Ok(self.fill_locked(&mut map, fill))
+    }
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
         let mut map = self.lock();
         self.insert(&mut map, key, value, Some(ttl));

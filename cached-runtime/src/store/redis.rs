@@ -141,6 +141,32 @@ fn fill_script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(FILL_LUA))
 }
 
+/// The fill script's call for one fill (see `FILL_LUA`).
+fn fill_invocation<'a>(fill: &Fill<'_>) -> redis::ScriptInvocation<'a> {
+    let (seen, observed): (&str, &[u8]) = match fill.seen {
+        Seen::Nothing => ("0", b""),
+        Seen::Bytes(bytes) => ("1", bytes),
+        Seen::WrongType => ("2", b""),
+        Seen::Any => ("3", b""),
+    };
+    let mut call = fill_script().prepare_invoke();
+    call.key(fill.key);
+    if let Some(group) = fill.group {
+        call.key(group.key);
+    }
+    call.arg(fill.value)
+        .arg(px(fill.ttl))
+        .arg(seen)
+        .arg(observed)
+        .arg(fill.group.map_or(0, |g| g.gen))
+        .arg(if fill.group.is_some_and(|g| g.create) {
+            "1"
+        } else {
+            "0"
+        });
+    call
+}
+
 fn px(ttl: Duration) -> u64 {
     ttl.as_millis().clamp(1, MAX_PX_MS) as u64
 }
@@ -197,28 +223,50 @@ impl Store for RedisStore {
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
         let mut conn = self.conn.clone();
-        let (seen, observed): (&str, &[u8]) = match fill.seen {
-            Seen::Nothing => ("0", b""),
-            Seen::Bytes(bytes) => ("1", bytes),
-            Seen::WrongType => ("2", b""),
-            Seen::Any => ("3", b""),
-        };
-        let mut call = fill_script().key(fill.key);
-        if let Some(group) = fill.group {
-            call.key(group.key);
-        }
-        call.arg(fill.value)
-            .arg(px(fill.ttl))
-            .arg(seen)
-            .arg(observed)
-            .arg(fill.group.map_or(0, |g| g.gen))
-            .arg(if fill.group.is_some_and(|g| g.create) {
-                "1"
-            } else {
-                "0"
-            });
-        let stored: i64 = call.invoke_async(&mut conn).await.map_err(Error::redis)?;
+        let stored: i64 = fill_invocation(fill)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(Error::redis)?;
         Ok(stored == 1)
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        self.read_cmd("MGET")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(Error::redis)
+    }
+
+    async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
+        if fills.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let invocations: Vec<_> = fills.iter().map(fill_invocation).collect();
+        let mut pipe = redis::pipe();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        let stored: Vec<i64> = match pipe.query_async(&mut conn).await {
+            // A pipeline does not load scripts itself: load it once and send again.
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                fill_script()
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(Error::redis)?;
+                pipe.query_async(&mut conn).await.map_err(Error::redis)?
+            }
+            other => other.map_err(Error::redis)?,
+        };
+        Ok(stored.into_iter().map(|s| s == 1).collect())
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {

@@ -1,0 +1,165 @@
+//! Batch cache-aside (`Cache::get_or_insert_many`): one read for many ids, one load of the
+//! missing ones, entries shared with a single-id `#[cached]` function.
+
+mod common;
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+fn user(id: u64) -> User {
+    User {
+        id,
+        name: format!("user {id}"),
+    }
+}
+
+const TTL: Duration = Duration::from_secs(60);
+
+/// The "database": id 0 does not exist; records which ids each load asked for.
+#[derive(Default)]
+struct Db {
+    loads: Mutex<Vec<Vec<u64>>>,
+}
+
+impl Db {
+    async fn load(&self, mut ids: Vec<u64>) -> HashMap<u64, User> {
+        ids.sort_unstable();
+        self.loads.lock().unwrap().push(ids.clone());
+        ids.into_iter()
+            .filter(|id| *id != 0)
+            .map(|id| (id, user(id)))
+            .collect()
+    }
+
+    fn loads(&self) -> Vec<Vec<u64>> {
+        self.loads.lock().unwrap().clone()
+    }
+}
+
+#[redcache::cached(prefix = "b:user", ttl = 60, skip(calls))]
+async fn get_user(id: u64, calls: &AtomicUsize) -> User {
+    calls.fetch_add(1, SeqCst);
+    user(id)
+}
+
+on_both_stores! {
+    async fn only_the_missing_ids_are_loaded(b: Backend) {
+        let db = Db::default();
+        let c = &b.cache;
+        let got = c.get_or_insert_many("b:user", &[1, 2, 3, 0], TTL, |ids| db.load(ids)).await;
+        assert_eq!(got.len(), 3, "id 0 does not exist: absent, not an error");
+        assert_eq!(got[&2], user(2));
+        let got = c.get_or_insert_many("b:user", &[2, 3, 4, 0], TTL, |ids| db.load(ids)).await;
+        assert_eq!(got.len(), 3);
+        assert_eq!(db.loads(), vec![vec![0, 1, 2, 3], vec![0, 4]], "a missing id is not cached");
+        let stats = c.stats();
+        assert_eq!((stats.hits, stats.misses, stats.stores), (2, 6, 4));
+        assert_eq!(b.ttl_secs(&common::expected_key("b:user", "[4]")).await, Some(60));
+    }
+}
+
+on_both_stores! {
+    async fn a_batch_and_a_single_id_function_share_entries(b: Backend) {
+        let db = Db::default();
+        let calls = AtomicUsize::new(0);
+        let c = &b.cache;
+        c.scope(get_user(1, &calls)).await;
+        c.get_or_insert_many("b:user", &[1, 2], TTL, |ids| db.load(ids)).await;
+        assert_eq!(db.loads(), vec![vec![2]], "the single call's entry was a hit");
+        assert_eq!(c.scope(get_user(2, &calls)).await, user(2));
+        assert_eq!(calls.load(SeqCst), 1, "the batch's entry is a hit for the single call");
+        c.scope(async { redcache::invalidate!(get_user(2, _)).await.unwrap() }).await;
+        c.get_or_insert_many("b:user", &[1, 2], TTL, |ids| db.load(ids)).await;
+        assert_eq!(db.loads(), vec![vec![2], vec![2]], "invalidate! reaches the batch entry");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_one_mget_and_one_pipelined_write() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let db = Db::default();
+    let ids: Vec<u64> = (1..=100).collect();
+    cache
+        .get_or_insert_many("b:user", &ids[..50], TTL, |ids| db.load(ids))
+        .await;
+    let mut conn = server.conn().await;
+    for (name, value) in [
+        ("slowlog-log-slower-than", "0"),
+        ("slowlog-max-len", "10000"),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let got = cache
+        .get_or_insert_many("b:user", &ids, TTL, |ids| db.load(ids))
+        .await;
+    assert_eq!(got.len(), 100);
+    assert_eq!(db.loads()[1], (51..=100).collect::<Vec<_>>());
+    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let commands: Vec<String> = log
+        .iter()
+        .map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                panic!("a slowlog entry is an array")
+            };
+            let args: Vec<String> = redis::from_redis_value_ref(&fields[3]).unwrap();
+            args[0].to_ascii_uppercase()
+        })
+        .filter(|name| name != "SLOWLOG" && name != "CONFIG")
+        .collect();
+    let count = |name: &str| commands.iter().filter(|c| *c == name).count();
+    assert_eq!(count("MGET"), 1, "one MGET for 100 ids: {commands:?}");
+    assert_eq!(count("EVALSHA"), 50, "one fill per loaded id: {commands:?}");
+    // SLOWLOG also lists what each fill script runs inside Redis: its GET and its SET.
+    assert_eq!(
+        (count("GET"), count("SET")),
+        (50, 50),
+        "no GET of its own: {commands:?}"
+    );
+    assert_eq!(cache.stats().stores, 100);
+}
+
+#[tokio::test]
+async fn a_batch_fails_open() {
+    let mut server = common::RedisServer::start();
+    let cache = server
+        .cache_with(
+            common::test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(200)),
+        )
+        .await;
+    server.stop();
+    let db = Db::default();
+    let got = cache
+        .get_or_insert_many("b:user", &[1, 2, 3], TTL, |ids| db.load(ids))
+        .await;
+    assert_eq!(got.len(), 3);
+    assert_eq!(db.loads(), vec![vec![1, 2, 3]]);
+    assert!(cache.stats().faults >= 1);
+}
