@@ -3,7 +3,8 @@
 //!
 //! - raw redis-rs `GET` + `serde_json::from_slice` on the same kind of connection
 //!   (`ConnectionManager`): the floor for a hit;
-//! - a `#[cached]` hit on Redis, and on the in-process memory store;
+//! - a `#[cached]` hit on Redis, on the local tier in front of Redis
+//!   (`Config::local_capacity`), and on the in-process memory store;
 //! - raw `GET` (a miss) + `SET` of the encoded value: the floor for a miss;
 //! - a `#[cached]` miss: `GET`, the body, the fenced fill (`EVALSHA`).
 //!
@@ -113,6 +114,9 @@ async fn run(full: bool) {
     let raw = redis::aio::ConnectionManager::new(client).await.unwrap();
     cache.install().unwrap();
     let memory = redcache::Cache::memory();
+    let local = server
+        .cache_with(common::test_config().url(server.url()).local_capacity(1024))
+        .await;
 
     // Populate one entry per task: the raw baseline as plain JSON, the cached function
     // through the macro.
@@ -123,14 +127,19 @@ async fn run(full: bool) {
         let _: () = raw.clone().set(format!("raw:{id}"), json).await.unwrap();
         assert_eq!(cached_profile(id).await, profile(id));
         memory.scope(cached_profile(id)).await;
+        // Read until the local tier holds it.
+        for _ in 0..3 {
+            local.scope(cached_profile(id)).await;
+        }
     }
     let total_ops = if full { 40_000 } else { 200 };
     println!("value: {size} bytes of JSON; {total_ops} operations per cell\n");
     println!(
-        "{:>5} | {:>25} | {:>34} | {:>34} | {:>25} | {:>34}",
+        "{:>5} | {:>25} | {:>34} | {:>34} | {:>34} | {:>25} | {:>34}",
         "tasks",
         "raw GET: ops/s p50 p99",
         "#[cached] Redis hit (x raw)",
+        "#[cached] local tier hit (x Redis hit)",
         "#[cached] memory hit (x raw)",
         "raw GET+SET: ops/s p50 p99",
         "#[cached] miss (x raw GET+SET)"
@@ -153,6 +162,16 @@ async fn run(full: bool) {
             std::hint::black_box(cached_profile(id).await);
         })
         .await;
+        let local_row = {
+            let local = local.clone();
+            measure(tasks, per_task, move |id| {
+                let local = local.clone();
+                async move {
+                    std::hint::black_box(local.scope(cached_profile(id)).await);
+                }
+            })
+            .await
+        };
         let mem_row = {
             let memory = memory.clone();
             measure(tasks, per_task, move |id| {
@@ -190,10 +209,12 @@ async fn run(full: bool) {
             )
         };
         println!(
-            "{tasks:>5} | {} | {} ({}) | {} ({:.1}x) | {} | {} ({})",
+            "{tasks:>5} | {} | {} ({}) | {} ({:.1}x) | {} ({:.1}x) | {} | {} ({})",
             cell(&raw_row),
             cell(&hit_row),
             ratio(&hit_row, &raw_row),
+            cell(&local_row),
+            local_row.ops_per_sec / hit_row.ops_per_sec,
             cell(&mem_row),
             mem_row.ops_per_sec / raw_row.ops_per_sec,
             cell(&raw_miss_row),
@@ -204,6 +225,8 @@ async fn run(full: bool) {
     let stats = redcache::stats();
     assert_eq!(stats.faults, 0, "{stats:?}");
     assert_eq!(stats.conflicts, 0, "{stats:?}");
+    let local = local.stats();
+    assert!(local.local_hits > 0 && local.faults == 0, "{local:?}");
 }
 
 use redis::AsyncCommands;

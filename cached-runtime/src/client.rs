@@ -485,6 +485,34 @@ impl Cache {
         let gen_key = group.map(|g| key::group_key(self.inner.config.namespace(), g));
         let gen_key = gen_key.as_deref();
         loop {
+            // Read first: a hit needs no flight.
+            let stripe = self.inner.flights.stripe(key);
+            let mut started = Instant::now();
+            let mut read = self.read(key, gen_key).await;
+            match self.examine::<K, O>(key, &read, policy) {
+                Examined::Hit(found) => {
+                    if let Some(out) = self.count_hit(found) {
+                        return out;
+                    }
+                }
+                Examined::Refresh(found) => {
+                    // At most one early refresh of a key at a time in this process; while
+                    // it runs, the others are served the entry, still valid.
+                    let refresh_key = format!("{key}\u{0}refresh");
+                    let Role::Leader(_refreshing) = self.inner.flights.join(&refresh_key) else {
+                        if let Some(out) = self.count_hit(found) {
+                            return out;
+                        }
+                        continue;
+                    };
+                    Counters::bump(&self.inner.counters.refreshes);
+                    let (out, compute) = timed(body).await;
+                    self.store_result::<K, O>(key, gen_key, &read, policy, &out, started, compute)
+                        .await;
+                    return out;
+                }
+                Examined::Miss => {}
+            }
             let leader = match self.inner.flights.join(key) {
                 Role::Follower(rx) => {
                     if let Some(entry) = flight::follow(rx).await {
@@ -499,39 +527,21 @@ impl Cache {
                 }
                 Role::Leader(leader) => leader,
             };
-            let mut started = Instant::now();
-            let mut read = self.read(key, gen_key).await;
-            match self.examine::<K, O>(key, &read, policy) {
-                Examined::Hit(found) => {
+            if self.inner.flights.stripe(key) != stripe {
+                // A flight ended since the read (perhaps this key's): read again.
+                (started, read) = (Instant::now(), self.read(key, gen_key).await);
+                if let Examined::Hit(found) | Examined::Refresh(found) =
+                    self.examine::<K, O>(key, &read, policy)
+                {
                     if let Some(out) = self.count_hit(found) {
-                        if leader.has_followers() {
-                            leader.finish(read.into_entry().map(Arc::new));
-                        }
+                        leader.finish(read.into_entry().map(Arc::new));
                         return out;
                     }
                 }
-                Examined::Refresh(found) => {
-                    // At most one early refresh of a key at a time in this process; while
-                    // it runs, the others are served the entry, still valid.
-                    let refresh_key = format!("{key}\u{0}refresh");
-                    let Role::Leader(_refreshing) = self.inner.flights.join(&refresh_key) else {
-                        if let Some(out) = self.count_hit(found) {
-                            leader.finish(read.into_entry().map(Arc::new));
-                            return out;
-                        }
-                        continue;
-                    };
-                    Counters::bump(&self.inner.counters.refreshes);
-                    leader.finish(read.entry().map(|bytes| Arc::new(bytes.to_vec())));
-                    let (out, compute) = timed(body).await;
-                    self.store_result::<K, O>(key, gen_key, &read, policy, &out, started, compute)
-                        .await;
-                    return out;
-                }
-                Examined::Miss => {}
             }
             let mut lease = None;
             if let Some(lock) = policy.lock().filter(|_| read.writable()) {
+                let taken = Instant::now();
                 match self.lock_or_wait::<K, O>(key, gen_key, policy, lock).await {
                     Locked::Filled(out, entry) => {
                         leader.finish(entry.map(Arc::new));
@@ -547,9 +557,10 @@ impl Cache {
                             }
                         }
                         lease = Some(held);
-                        (read, started) = (fresh, Instant::now());
+                        // Counted from before the wait: errs on the safe side.
+                        (read, started) = (fresh, taken);
                     }
-                    Locked::Proceed(fresh) => (read, started) = (fresh, Instant::now()),
+                    Locked::Proceed(fresh) => (read, started) = (fresh, taken),
                 }
             }
             Counters::bump(&self.inner.counters.misses);

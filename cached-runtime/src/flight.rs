@@ -1,10 +1,16 @@
-//! Single flight: concurrent calls with the same key in one process share one lookup and,
-//! on a miss, one run of the body.
+//! Single flight: concurrent calls with the same key in one process share one run of the
+//! body.
 //!
-//! The first caller of a key becomes the leader: it reads the store and, on a miss, runs
-//! the body and writes the entry. Callers that arrive meanwhile follow: they wait for the
+//! A call reads the store first, without any bookkeeping, so a hit costs nothing here.
+//! After a miss it joins the key's flight: the first caller becomes the leader and runs the
+//! body and writes the entry; callers that arrive meanwhile follow: they wait for the
 //! leader's encoded entry and decode it as a hit. A leader that is cancelled or panics
 //! drops its channel; its followers then start over and one of them leads.
+//!
+//! Because the read comes before the join, a caller could miss just before another
+//! leader stores the entry and join just after that flight ended. Every flight therefore
+//! bumps a counter of its key's stripe when it ends; a new leader whose stripe moved since
+//! its read reads again before running the body (see [`Flights::stripe`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +25,30 @@ pub(crate) enum Flight {
     Done(Option<Arc<Vec<u8>>>),
 }
 
-#[derive(Debug, Default)]
+/// Stripes of flight-end counters (a power of two).
+const STRIPES: usize = 64;
+
+#[derive(Debug)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, (u64, watch::Receiver<Flight>)>>,
     next_id: AtomicU64,
+    ended: [AtomicU64; STRIPES],
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Flights {
+            map: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            ended: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Which stripe `key` belongs to: its last byte, a hex digit of its md5 for every key
+/// `#[cached]` derives. Keys that share a stripe only cost each other an extra read.
+fn stripe_of(key: &str) -> usize {
+    key.as_bytes().last().map_or(0, |b| usize::from(*b)) & (STRIPES - 1)
 }
 
 pub(crate) enum Role<'a> {
@@ -40,6 +66,13 @@ pub(crate) struct Leader<'a> {
 impl Flights {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, (u64, watch::Receiver<Flight>)>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many flights of `key`'s stripe have ended: read it before reading the store;
+    /// if it moved by the time this caller leads a flight, a flight may have stored the
+    /// entry after the read, so read again.
+    pub(crate) fn stripe(&self, key: &str) -> u64 {
+        self.ended[stripe_of(key)].load(Ordering::Acquire)
     }
 
     /// Leads the flight for `key`, or follows the one already under way.
@@ -69,11 +102,6 @@ impl Flights {
 }
 
 impl Leader<'_> {
-    /// Whether any caller is waiting on this flight (the map holds one receiver itself).
-    pub(crate) fn has_followers(&self) -> bool {
-        self.tx.receiver_count() > 1
-    }
-
     /// Hands the result to the followers and ends the flight.
     pub(crate) fn finish(self, entry: Option<Arc<Vec<u8>>>) {
         self.tx.send_replace(Flight::Done(entry));
@@ -82,6 +110,8 @@ impl Leader<'_> {
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
+        // Counted before the flight leaves the map: whoever leads the key next sees it.
+        self.flights.ended[stripe_of(self.key)].fetch_add(1, Ordering::Release);
         let mut map = self.flights.lock();
         if map.get(self.key).is_some_and(|(id, _)| *id == self.id) {
             map.remove(self.key);
@@ -113,7 +143,11 @@ mod tests {
         let Role::Follower(rx) = flights.join("k") else {
             panic!("second caller follows")
         };
-        assert!(leader.has_followers());
+        assert_eq!(
+            leader.tx.receiver_count(),
+            2,
+            "the map's receiver and the follower's"
+        );
         let waiter = tokio::spawn(follow(rx));
         leader.finish(Some(Arc::new(b"entry".to_vec())));
         assert_eq!(waiter.await.unwrap().unwrap().as_slice(), b"entry");
@@ -130,6 +164,14 @@ mod tests {
         drop(leader);
         assert!(follow(rx).await.is_none());
         assert!(matches!(flights.join("k"), Role::Leader(_)));
+    }
+
+    #[test]
+    fn an_ended_flight_moves_its_stripe() {
+        let flights = Flights::default();
+        let before = flights.stripe("k");
+        drop(flights.join("k"));
+        assert_eq!(flights.stripe("k"), before + 1);
     }
 
     #[test]

@@ -23,19 +23,51 @@ use std::fmt;
 pub trait KeyArg {
     #[doc(hidden)]
     fn to_key_value(&self) -> serde_json::Result<Value>;
+    #[doc(hidden)]
+    fn serialize_direct<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error>;
 }
 
 impl<T: Serialize + ?Sized> KeyArg for T {
     fn to_key_value(&self) -> serde_json::Result<Value> {
         serde_json::to_value(self)
     }
+    fn serialize_direct<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        self.serialize(ser)
+    }
+}
+
+/// Compact JSON, noting whether an object (a map or a struct) was written: without one,
+/// the output is already canonical.
+struct NoteObjects<'a>(&'a std::cell::Cell<bool>);
+
+impl serde_json::ser::Formatter for NoteObjects<'_> {
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.set(true);
+        writer.write_all(b"{")
+    }
+}
+
+/// Appends the canonical JSON of `value` to `out`: written directly when it holds no
+/// object (numbers, strings, sequences of them), else through a sorted JSON tree.
+fn write_arg<T: KeyArg + ?Sized>(value: &T, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let start = out.len();
+    let saw_object = std::cell::Cell::new(false);
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, NoteObjects(&saw_object));
+    let direct = value.serialize_direct(&mut ser);
+    if direct.is_ok() && !saw_object.get() {
+        return Ok(());
+    }
+    out.truncate(start);
+    let tree = value.to_key_value()?;
+    write_canonical(&tree, out);
+    Ok(())
 }
 
 /// The key material of one call, collected by generated code (and by the helpers that must
 /// derive the same key). Not public API: reached through `redcache::__private`.
 #[derive(Debug)]
 pub struct KeyArgs {
-    /// Canonical JSON of the items, comma separated, without the enclosing brackets.
+    /// `[` then the canonical JSON of the items, comma separated (no closing bracket yet).
     items: Vec<u8>,
     count: usize,
     /// The material is one `key = expr` value, not an argument list.
@@ -52,8 +84,10 @@ impl Default for KeyArgs {
 impl KeyArgs {
     /// An empty argument list (hashes `[]` if nothing is added).
     pub fn new() -> Self {
+        let mut items = Vec::with_capacity(32);
+        items.push(b'[');
         KeyArgs {
-            items: Vec::with_capacity(32),
+            items,
             count: 0,
             expr: false,
             error: None,
@@ -70,8 +104,11 @@ impl KeyArgs {
     /// Appends one argument.
     pub fn arg<T: KeyArg + ?Sized>(mut self, value: &T) -> Self {
         if self.error.is_none() {
-            match value.to_key_value() {
-                Ok(value) => self.push(|out| write_canonical(&value, out)),
+            if self.count > 0 {
+                self.items.push(b',');
+            }
+            match write_arg(value, &mut self.items) {
+                Ok(()) => self.count += 1,
                 Err(err) => self.error = Some(err),
             }
         }
@@ -99,14 +136,13 @@ impl KeyArgs {
         if let Some(source) = self.error {
             return Err(crate::Error::Encode { source });
         }
+        let mut items = self.items;
         if self.expr && self.count == 1 {
-            return Ok(self.items);
+            items.remove(0);
+            return Ok(items);
         }
-        let mut out = Vec::with_capacity(self.items.len() + 2);
-        out.push(b'[');
-        out.extend_from_slice(&self.items);
-        out.push(b']');
-        Ok(out)
+        items.push(b']');
+        Ok(items)
     }
 
     /// The full key for this material.
