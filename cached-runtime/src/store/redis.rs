@@ -222,6 +222,10 @@ impl Store for RedisStore {
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
+        if let (Seen::Nothing, None) = (fill.seen, fill.group) {
+            // The common miss: "only if there is still nothing" is SET NX, no script.
+            return self.set_nx(fill.key, fill.value, fill.ttl).await;
+        }
         let mut conn = self.conn.clone();
         let stored: i64 = fill_invocation(fill)
             .invoke_async(&mut conn)
@@ -249,10 +253,19 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let invocations: Vec<_> = fills.iter().map(fill_invocation).collect();
         let mut pipe = redis::pipe();
-        for invocation in &invocations {
-            pipe.invoke_script(invocation);
+        for (fill, invocation) in fills.iter().zip(&invocations) {
+            if let (Seen::Nothing, None) = (fill.seen, fill.group) {
+                pipe.cmd("SET")
+                    .arg(fill.key)
+                    .arg(fill.value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(px(fill.ttl));
+            } else {
+                pipe.invoke_script(invocation);
+            }
         }
-        let stored: Vec<i64> = match pipe.query_async(&mut conn).await {
+        let stored: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
             // A pipeline does not load scripts itself: load it once and send again.
             Err(err)
                 if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
@@ -266,7 +279,11 @@ impl Store for RedisStore {
             }
             other => other.map_err(Error::redis)?,
         };
-        Ok(stored.into_iter().map(|s| s == 1).collect())
+        // SET NX answers OK or nil; the script 1 or 0.
+        Ok(stored
+            .into_iter()
+            .map(|reply| matches!(reply, redis::Value::Okay | redis::Value::Int(1)))
+            .collect())
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
