@@ -1,7 +1,7 @@
 //! The cache handle, the global instance and scoped overrides.
 
 use crate::codec::{self, Decoded, Refresh, Stamp};
-use crate::flight::{self, Flights, Role};
+use crate::flight::{self, Flights, Leader, Role};
 use crate::health::Health;
 use crate::key::{self, new_generation, parse_gen, BadGeneration};
 use crate::private::{Found, Outcome, Plain, Shape};
@@ -54,6 +54,36 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     flights: Flights,
     health: Health,
+}
+
+/// Where a call stands before its body would run.
+enum Step<'a, O> {
+    /// Answered (a hit, or a waiter served by its leader).
+    Done(O),
+    /// The flight it waited on ended with nothing to share: start over.
+    Again,
+    /// Run the body, then [`Cache::complete`].
+    Run(Run<'a>),
+}
+
+/// A body to run, and what its result's write needs.
+struct Run<'a> {
+    flight: Flight<'a>,
+    /// What the read saw: the fill must find it again.
+    read: Read,
+    /// When the read started (the fill fence counts from then).
+    started: Instant,
+    /// The cross-process lease, if the function takes one.
+    lease: Option<Lease>,
+}
+
+/// Why this call runs the body.
+enum Flight<'a> {
+    /// It leads the key's flight after a miss.
+    Miss(Leader<'a>),
+    /// It refreshes the entry early: held (until dropped) so no other caller of this
+    /// process refreshes the key meanwhile.
+    Refresh { _held: Leader<'a> },
 }
 
 /// What a read means for a call.
@@ -469,8 +499,12 @@ impl Cache {
             .or_else(|| GLOBAL.get().cloned())
     }
 
-    /// The heart of every cached call: single flight, read, run on a miss (under the
-    /// cross-process lease, if the function takes one), fenced write.
+    /// The heart of every cached call: read, then on a miss single flight, the
+    /// cross-process lease if the function takes one, the body, and the fenced write.
+    ///
+    /// This is the only part generic over the body's future, and so the only part each
+    /// `#[cached]` function gets its own copy of: it awaits [`step`](Self::step) and
+    /// [`complete`](Self::complete), which are generic over the return type alone.
     pub(crate) async fn get_or_run<K, O, F>(
         &self,
         key: &str,
@@ -485,94 +519,142 @@ impl Cache {
         let gen_key = group.map(|g| key::group_key(self.inner.config.namespace(), g));
         let gen_key = gen_key.as_deref();
         loop {
-            // Read first: a hit needs no flight.
-            let stripe = self.inner.flights.stripe(key);
-            let mut started = Instant::now();
-            let mut read = self.read(key, gen_key).await;
-            match self.examine::<K, O>(key, &read, policy) {
-                Examined::Hit(found) => {
-                    if let Some(out) = self.count_hit(found) {
-                        return out;
-                    }
-                }
-                Examined::Refresh(found) => {
-                    // At most one early refresh of a key at a time in this process; while
-                    // it runs, the others are served the entry, still valid.
-                    let refresh_key = format!("{key}\u{0}refresh");
-                    let Role::Leader(_refreshing) = self.inner.flights.join(&refresh_key) else {
-                        if let Some(out) = self.count_hit(found) {
-                            return out;
-                        }
-                        continue;
-                    };
-                    Counters::bump(&self.inner.counters.refreshes);
+            match self.step::<K, O>(key, gen_key, policy).await {
+                Step::Done(out) => return out,
+                Step::Again => continue,
+                Step::Run(run) => {
                     let (out, compute) = timed(body).await;
-                    self.store_result::<K, O>(key, gen_key, &read, policy, &out, started, compute)
+                    self.complete::<K, O>(key, gen_key, policy, run, &out, compute)
                         .await;
                     return out;
                 }
-                Examined::Miss => {}
             }
-            let leader = match self.inner.flights.join(key) {
-                Role::Follower(rx) => {
-                    if let Some(entry) = flight::follow(rx).await {
-                        if let Ok((found, _)) = K::decode(&entry) {
-                            if let Some(out) = self.count_hit(found) {
-                                return out;
-                            }
+        }
+    }
+
+    /// Everything a call does before its body would run: a hit, a reason to start over,
+    /// or the body to run (as the key's flight leader, or as its early refresher).
+    async fn step<K: Shape<O>, O>(
+        &self,
+        key: &str,
+        gen_key: Option<&str>,
+        policy: &Policy,
+    ) -> Step<'_, O> {
+        // Read first: a hit needs no flight.
+        let stripe = self.inner.flights.stripe(key);
+        let mut started = Instant::now();
+        let mut read = self.read(key, gen_key).await;
+        match self.examine::<K, O>(key, &read, policy) {
+            Examined::Hit(found) => {
+                if let Some(out) = self.count_hit(found) {
+                    return Step::Done(out);
+                }
+            }
+            Examined::Refresh(found) => {
+                // At most one early refresh of a key at a time in this process; while it
+                // runs, the others are served the entry, still valid.
+                let refresh_key = format!("{key}\u{0}refresh");
+                let Role::Leader(refreshing) = self.inner.flights.join(&refresh_key) else {
+                    return match self.count_hit(found) {
+                        Some(out) => Step::Done(out),
+                        None => Step::Again,
+                    };
+                };
+                Counters::bump(&self.inner.counters.refreshes);
+                return Step::Run(Run {
+                    flight: Flight::Refresh { _held: refreshing },
+                    read,
+                    started,
+                    lease: None,
+                });
+            }
+            Examined::Miss => {}
+        }
+        let leader = match self.inner.flights.join(key) {
+            Role::Follower(rx) => {
+                if let Some(entry) = flight::follow(rx).await {
+                    if let Ok((found, _)) = K::decode(&entry) {
+                        if let Some(out) = self.count_hit(found) {
+                            return Step::Done(out);
                         }
                     }
-                    // The leader had nothing to share or went away: start over.
-                    continue;
                 }
-                Role::Leader(leader) => leader,
-            };
-            if self.inner.flights.stripe(key) != stripe {
-                // A flight ended since the read (perhaps this key's): read again.
-                (started, read) = (Instant::now(), self.read(key, gen_key).await);
-                if let Examined::Hit(found) | Examined::Refresh(found) =
-                    self.examine::<K, O>(key, &read, policy)
-                {
-                    if let Some(out) = self.count_hit(found) {
-                        leader.finish(read.into_entry().map(Arc::new));
-                        return out;
-                    }
+                // The leader had nothing to share or went away: start over.
+                return Step::Again;
+            }
+            Role::Leader(leader) => leader,
+        };
+        if self.inner.flights.stripe(key) != stripe {
+            // A flight ended since the read (perhaps this key's): read again.
+            (started, read) = (Instant::now(), self.read(key, gen_key).await);
+            if let Examined::Hit(found) | Examined::Refresh(found) =
+                self.examine::<K, O>(key, &read, policy)
+            {
+                if let Some(out) = self.count_hit(found) {
+                    leader.finish(read.into_entry().map(Arc::new));
+                    return Step::Done(out);
                 }
             }
-            let mut lease = None;
-            if let Some(lock) = policy.lock().filter(|_| read.writable()) {
-                let taken = Instant::now();
-                match self.lock_or_wait::<K, O>(key, gen_key, policy, lock).await {
-                    Locked::Filled(out, entry) => {
-                        leader.finish(entry.map(Arc::new));
-                        return out;
-                    }
-                    Locked::Acquired(held, fresh) => {
-                        // Double-check: the previous holder may have filled just now.
-                        if let Examined::Hit(found) = self.examine::<K, O>(key, &fresh, policy) {
-                            if let Some(out) = self.count_hit(found) {
-                                self.release(&held).await;
-                                leader.finish(fresh.into_entry().map(Arc::new));
-                                return out;
-                            }
+        }
+        let mut lease = None;
+        if let Some(lock) = policy.lock().filter(|_| read.writable()) {
+            // Counted from before the wait: errs on the safe side.
+            let taken = Instant::now();
+            match self.lock_or_wait::<K, O>(key, gen_key, policy, lock).await {
+                Locked::Filled(out, entry) => {
+                    leader.finish(entry.map(Arc::new));
+                    return Step::Done(out);
+                }
+                Locked::Acquired(held, fresh) => {
+                    // Double-check: the previous holder may have filled just now.
+                    if let Examined::Hit(found) = self.examine::<K, O>(key, &fresh, policy) {
+                        if let Some(out) = self.count_hit(found) {
+                            self.release(&held).await;
+                            leader.finish(fresh.into_entry().map(Arc::new));
+                            return Step::Done(out);
                         }
-                        lease = Some(held);
-                        // Counted from before the wait: errs on the safe side.
-                        (read, started) = (fresh, taken);
                     }
-                    Locked::Proceed(fresh) => (read, started) = (fresh, taken),
+                    lease = Some(held);
+                    (read, started) = (fresh, taken);
                 }
+                Locked::Proceed(fresh) => (read, started) = (fresh, taken),
             }
-            Counters::bump(&self.inner.counters.misses);
-            let (out, compute) = timed(body).await;
-            let shared = self
-                .store_result::<K, O>(key, gen_key, &read, policy, &out, started, compute)
-                .await;
-            if let Some(held) = lease {
-                self.release(&held).await;
-            }
-            leader.finish(shared.map(Arc::new));
-            return out;
+        }
+        Counters::bump(&self.inner.counters.misses);
+        Step::Run(Run {
+            flight: Flight::Miss(leader),
+            read,
+            started,
+            lease,
+        })
+    }
+
+    /// After the body ran: stores its result, releases the lease, ends the flight.
+    async fn complete<K: Shape<O>, O>(
+        &self,
+        key: &str,
+        gen_key: Option<&str>,
+        policy: &Policy,
+        run: Run<'_>,
+        out: &O,
+        compute: Duration,
+    ) {
+        let Run {
+            flight,
+            read,
+            started,
+            lease,
+        } = run;
+        let shared = self
+            .store_result::<K, O>(key, gen_key, &read, policy, out, started, compute)
+            .await;
+        if let Some(held) = lease {
+            self.release(&held).await;
+        }
+        match flight {
+            Flight::Miss(leader) => leader.finish(shared.map(Arc::new)),
+            // The waiters were served the entry already; the refresh flight just ends.
+            Flight::Refresh { .. } => {}
         }
     }
 

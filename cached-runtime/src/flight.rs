@@ -58,7 +58,7 @@ pub(crate) enum Role<'a> {
 
 pub(crate) struct Leader<'a> {
     flights: &'a Flights,
-    key: &'a str,
+    key: String,
     id: u64,
     tx: watch::Sender<Flight>,
 }
@@ -76,7 +76,7 @@ impl Flights {
     }
 
     /// Leads the flight for `key`, or follows the one already under way.
-    pub(crate) fn join<'a>(&'a self, key: &'a str) -> Role<'a> {
+    pub(crate) fn join<'a>(&'a self, key: &str) -> Role<'a> {
         let mut map = self.lock();
         if let Some((_, rx)) = map.get(key) {
             // A closed channel is a leader that went away without cleaning up yet.
@@ -89,7 +89,7 @@ impl Flights {
         map.insert(key.to_owned(), (id, rx));
         Role::Leader(Leader {
             flights: self,
-            key,
+            key: key.to_owned(),
             id,
             tx,
         })
@@ -111,10 +111,10 @@ impl Leader<'_> {
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
         // Counted before the flight leaves the map: whoever leads the key next sees it.
-        self.flights.ended[stripe_of(self.key)].fetch_add(1, Ordering::Release);
+        self.flights.ended[stripe_of(&self.key)].fetch_add(1, Ordering::Release);
         let mut map = self.flights.lock();
-        if map.get(self.key).is_some_and(|(id, _)| *id == self.id) {
-            map.remove(self.key);
+        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            map.remove(&self.key);
         }
     }
 }
