@@ -16,6 +16,15 @@ use std::hash::Hash;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+/// An id whose entry was not a hit.
+struct Missing<'a, I> {
+    id: &'a I,
+    key: &'a str,
+    /// What the read saw at its key: `Some(None)` nothing, `Some(Some(..))` these bytes;
+    /// `None` when the read failed (then nothing is written).
+    seen: Option<Option<&'a [u8]>>,
+}
+
 impl Cache {
     /// Cache-aside for many ids at once: the entries present are read with one `MGET`,
     /// `load` runs once with the ids that missed, and what it returns is stored with one
@@ -85,8 +94,7 @@ impl Cache {
         };
 
         let mut out = HashMap::with_capacity(ids.len());
-        // The ids to load, each with what its read saw (`None`: nothing to write then).
-        let mut missing: Vec<(&I, &str, Option<Option<&[u8]>>)> = Vec::new();
+        let mut missing: Vec<Missing<'_, I>> = Vec::new();
         for (i, (id, key)) in keyed.iter().enumerate() {
             let entry = read.as_ref().map(|entries| entries[i].as_deref());
             if let Some(Some(bytes)) = entry {
@@ -100,20 +108,24 @@ impl Cache {
                     Err(err) => self.fault(key, &Error::decode(err)),
                 }
             }
-            missing.push((id, key, entry));
+            missing.push(Missing {
+                id,
+                key,
+                seen: entry,
+            });
         }
         if missing.is_empty() && uncacheable.is_empty() {
             return out;
         }
         let wanted = missing.len() + uncacheable.len();
         self.inner.counters.misses.fetch_add(wanted as u64, Relaxed);
-        let mut to_load: Vec<I> = missing.iter().map(|(id, _, _)| (*id).clone()).collect();
+        let mut to_load: Vec<I> = missing.iter().map(|m| m.id.clone()).collect();
         to_load.extend(uncacheable);
         let loaded = load(to_load).await;
 
         let policy = Policy::exact(ttl);
         let mut encoded = Vec::with_capacity(missing.len());
-        for (id, key, seen) in &missing {
+        for Missing { id, key, seen } in &missing {
             let (Some(value), Some(seen)) = (loaded.get(*id), seen) else {
                 continue;
             };
