@@ -543,12 +543,7 @@ async fn invalidate_prefix_never_blocks_redis_for_long() {
 
 on_both_stores! {
     async fn helpers_use_the_caches_namespace(b: Backend) {
-        let cache = match &b.server {
-            Some(server) => server
-                .cache_with(common::test_config().url(server.url()).namespace("ns"))
-                .await,
-            None => redcache::Cache::memory_with(common::test_config().namespace("ns").build()),
-        };
+        let cache = b.cache_with(common::test_config().namespace("ns")).await;
         let db = Db::with(&[(1, "a")]);
         cache.scope(async {
             assert_eq!(redcache::key!(get_profile(1, _)), format!("ns:{}", expected_key("i:profile", "[1]")));

@@ -248,8 +248,12 @@ impl Cache {
         if let Some(problem) = config.invalid() {
             return Err(Error::config(problem));
         }
-        let store = RedisStore::connect(&config).await?;
-        Ok(Cache::new(Backend::Redis(store), config))
+        let backend = if config.is_cluster() {
+            Backend::Cluster(RedisStore::connect_cluster(&config).await?)
+        } else {
+            Backend::Redis(RedisStore::connect(&config).await?)
+        };
+        Ok(Cache::new(backend, config))
     }
 
     /// An in-process cache with the default configuration: for running without Redis, and
@@ -323,7 +327,7 @@ impl Cache {
         &self.inner.config
     }
 
-    /// Whether entries go to Redis (else to the in-process store).
+    /// Whether entries go to Redis or a Redis Cluster (else to the in-process store).
     pub fn is_redis(&self) -> bool {
         self.inner.backend.is_remote()
     }
@@ -945,7 +949,14 @@ impl Cache {
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
-            .field("store", &if self.is_redis() { "redis" } else { "memory" })
+            .field(
+                "store",
+                &match self.inner.backend {
+                    Backend::Redis(_) => "redis",
+                    Backend::Cluster(_) => "redis cluster",
+                    Backend::Memory(_) => "memory",
+                },
+            )
             .field("config", &self.inner.config)
             .field("stats", &self.stats())
             .finish()

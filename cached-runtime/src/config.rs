@@ -7,6 +7,8 @@ use std::time::Duration;
 #[derive(Clone, PartialEq, Eq)]
 enum Target {
     Url(String),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
     Parts {
         host: String,
         port: u16,
@@ -103,7 +105,9 @@ impl Config {
 
     /// Reads the configuration from the environment.
     ///
-    /// Redis: `REDIS_URL` (`redis://[user:password@]host:port/db`); else `REDIS_HOST`
+    /// Redis Cluster: `REDIS_CLUSTER_NODES`, comma-separated seed URLs
+    /// (`redis://[user:password@]host:port`). Else Redis: `REDIS_URL`
+    /// (`redis://[user:password@]host:port/db`); else `REDIS_HOST`
     /// (default `127.0.0.1`), `REDIS_PORT` (6379), `REDIS_USERNAME`, `REDIS_PASSWORD`,
     /// `REDIS_DB` (0). Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
@@ -129,7 +133,9 @@ impl Config {
     pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let mut b = Config::builder();
-        if let Some(url) = get("REDIS_URL") {
+        if let Some(nodes) = get("REDIS_CLUSTER_NODES") {
+            b = b.cluster_nodes(nodes.split(',').map(str::trim).filter(|n| !n.is_empty()));
+        } else if let Some(url) = get("REDIS_URL") {
             b = b.url(url);
         } else {
             let mut host = "127.0.0.1".to_string();
@@ -329,10 +335,20 @@ impl Config {
         self.tls_ca_cert.as_deref()
     }
 
+    /// Whether this is a Redis Cluster (seed nodes given with
+    /// [`ConfigBuilder::cluster_nodes`] or `REDIS_CLUSTER_NODES`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
     /// The Redis address with any password replaced by `***`.
     pub fn redacted_target(&self) -> String {
         match &self.target {
             Target::Url(url) => redact_url(url),
+            Target::Cluster(nodes) => {
+                let nodes: Vec<String> = nodes.iter().map(|n| redact_url(n)).collect();
+                format!("cluster {}", nodes.join(","))
+            }
             Target::Parts {
                 host,
                 port,
@@ -365,9 +381,11 @@ impl Config {
                 e
             ))
         };
+        let tls_url = |url: &String| url.starts_with("rediss://");
         if cfg!(not(feature = "tls"))
             && (self.tls_ca_cert.is_some()
-                || matches!(&self.target, Target::Url(url) if url.starts_with("rediss://")))
+                || matches!(&self.target, Target::Url(url) if tls_url(url))
+                || matches!(&self.target, Target::Cluster(nodes) if nodes.iter().any(tls_url)))
         {
             return Err(crate::Error::config(
                 "TLS (a rediss:// URL or a CA certificate) needs redcache's `tls` feature: \
@@ -376,6 +394,9 @@ impl Config {
         }
         match &self.target {
             Target::Url(url) => url.as_str().into_connection_info().map_err(bad_url),
+            Target::Cluster(_) => Err(crate::Error::config(
+                "a Redis Cluster is reached through its seed nodes, not one address",
+            )),
             Target::Parts {
                 host,
                 port,
@@ -396,6 +417,39 @@ impl Config {
                 Ok(info.set_redis_settings(redis))
             }
         }
+    }
+}
+
+impl Config {
+    /// The seed nodes of a cluster, as connection infos.
+    pub(crate) fn cluster_connection_infos(&self) -> crate::Result<Vec<redis::ConnectionInfo>> {
+        use redis::IntoConnectionInfo;
+        let Target::Cluster(nodes) = &self.target else {
+            return Err(crate::Error::config("not a Redis Cluster configuration"));
+        };
+        if nodes.is_empty() {
+            return Err(crate::Error::config(
+                "REDIS_CLUSTER_NODES / Config::cluster_nodes names no node",
+            ));
+        }
+        if cfg!(not(feature = "tls")) && nodes.iter().any(|n| n.starts_with("rediss://")) {
+            return Err(crate::Error::config(
+                "TLS (rediss://) needs redcache's `tls` feature: \
+                 redcache = { version = \"0.1\", features = [\"tls\"] }",
+            ));
+        }
+        nodes
+            .iter()
+            .map(|node| {
+                node.as_str().into_connection_info().map_err(|e| {
+                    crate::Error::config(format!(
+                        "cluster node {} is not a Redis URL ({e}); expected \
+                         redis://[user:password@]host:port",
+                        redact_url(node)
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
@@ -469,6 +523,27 @@ impl ConfigBuilder {
     /// Redis URL: `redis://[user:password@]host:port/db` (`rediss://` needs TLS support).
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.config.target = Target::Url(url.into());
+        self
+    }
+
+    /// A Redis Cluster, reached through these seed nodes (`redis://[user:password@]host:port`
+    /// each; one reachable node is enough, the others are discovered). Instead of
+    /// [`url`](Self::url) or [`host`](Self::host).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder()
+    ///     .cluster_nodes(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
+    ///     .build();
+    /// assert!(config.is_cluster());
+    /// ```
+    pub fn cluster_nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.target = Target::Cluster(nodes.into_iter().map(Into::into).collect());
         self
     }
 
@@ -624,12 +699,12 @@ impl ConfigBuilder {
                 db,
                 ..
             } => (username.clone(), password.clone(), *db),
-            Target::Url(_) => (None, None, 0),
+            Target::Url(_) | Target::Cluster(_) => (None, None, 0),
         }
     }
 
     fn ensure_parts(&mut self) -> &mut Target {
-        if let Target::Url(_) = self.config.target {
+        if let Target::Url(_) | Target::Cluster(_) = self.config.target {
             self.config.target = Config::default().target;
         }
         &mut self.config.target
@@ -733,6 +808,24 @@ mod tests {
             .to_string();
         assert!(err.contains("`tls` feature"), "{err}");
         assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn cluster_nodes_from_the_environment() {
+        let c = env(&[
+            (
+                "REDIS_CLUSTER_NODES",
+                "redis://:pw-secret@h1:7000, redis://h2:7001,",
+            ),
+            ("REDIS_URL", "redis://ignored:1"),
+        ]);
+        assert!(c.is_cluster());
+        assert_eq!(
+            c.redacted_target(),
+            "cluster redis://:***@h1:7000,redis://h2:7001"
+        );
+        assert_eq!(c.cluster_connection_infos().unwrap().len(), 2);
+        assert!(!format!("{c:?}").contains("secret"));
     }
 
     #[test]

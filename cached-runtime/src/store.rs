@@ -11,11 +11,13 @@ use crate::Result;
 use std::future::Future;
 use std::time::Duration;
 
+mod cluster;
 mod memory;
 mod redis;
 
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::RedisStore;
+pub(crate) use ::redis::cluster_async::ClusterConnection;
 
 /// An entry and its group's raw generation, as one `MGET` reads them.
 pub(crate) type EntryAndGen = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -113,19 +115,21 @@ pub(crate) trait Store {
 #[derive(Debug)]
 pub(crate) enum Backend {
     Redis(RedisStore),
+    Cluster(RedisStore<ClusterConnection>),
     Memory(MemoryStore),
 }
 
 impl Backend {
     /// Whether operations can stall and need the operation timeout and the breaker.
     pub(crate) fn is_remote(&self) -> bool {
-        matches!(self, Backend::Redis(_))
+        !matches!(self, Backend::Memory(_))
     }
 
     /// Hits served by the local tier in front of Redis.
     pub(crate) fn local_hits(&self) -> u64 {
         match self {
             Backend::Redis(s) => s.local_hits(),
+            Backend::Cluster(s) => s.local_hits(),
             Backend::Memory(_) => 0,
         }
     }
@@ -136,6 +140,7 @@ macro_rules! dispatch {
     ($self:ident . $op:ident ( $($arg:expr),* )) => {
         match $self {
             Backend::Redis(s) => s.$op($($arg),*).await,
+            Backend::Cluster(s) => s.$op($($arg),*).await,
             Backend::Memory(s) => s.$op($($arg),*).await,
         }
     };

@@ -24,11 +24,17 @@ fn binary() -> String {
     std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
 }
 
+/// A free loopback port whose `+ 10000` is free too (a cluster node's bus port).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        if port <= u16::MAX - 10_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl RedisServer {
@@ -70,7 +76,7 @@ impl RedisServer {
             extra.extend(["--tls-auth-clients".into(), "no".into()]);
         }
         // Another process may take the port between our probe and the server's bind: retry.
-        for _ in 0..5 {
+        for _ in 0..20 {
             let mut server = RedisServer {
                 port: free_port(),
                 dir: dir.clone(),
@@ -82,7 +88,7 @@ impl RedisServer {
                 return server;
             }
         }
-        panic!("redis-server did not start on any of 5 free ports");
+        panic!("redis-server did not start on any of 20 free ports");
     }
 
     fn spawn(&mut self) -> bool {
@@ -250,9 +256,171 @@ pub fn is_tombstone(raw: &[u8]) -> bool {
     raw.starts_with(br#"{"v":1,"gone":"#)
 }
 
-/// Where a behaviour test runs: a real Redis, or the in-memory store.
+/// A local Redis Cluster for one test: `masters` masters with `replicas` replicas each,
+/// `redis-server --cluster-enabled yes` processes on free loopback ports joined with
+/// `redis-cli --cluster create`, stopped when the test ends.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    // Slots of a failed master are refused, the others still served.
+                    "--cluster-require-full-coverage",
+                    "no",
+                ])
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        let out = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Waits until every running node reports the cluster healthy and knows all nodes.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let running: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
+        loop {
+            let ok = running.iter().all(|node| {
+                let info = cli(node.port(), &["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    pub async fn cache(&self) -> redcache::Cache {
+        self.cache_with(test_config()).await
+    }
+
+    pub async fn cache_with(&self, config: redcache::ConfigBuilder) -> redcache::Cache {
+        redcache::Cache::connect(config.cluster_nodes(self.urls()).build())
+            .await
+            .expect("connect the cache to the test cluster")
+    }
+
+    /// A plain cluster connection for looking at what the cache wrote.
+    pub async fn conn(&self) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .unwrap()
+            .get_async_connection()
+            .await
+            .expect("connect to the test cluster")
+    }
+
+    /// The node that serves `key` now (a master).
+    pub fn owner_of(&self, key: &str) -> usize {
+        let slot: u16 = cli(self.nodes[0].port(), &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap();
+        let nodes = cli(self.running_port(), &["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = fields[1]
+                .split('@')
+                .next()
+                .unwrap()
+                .rsplit_once(':')
+                .unwrap()
+                .1
+                .parse()
+                .unwrap();
+            for range in &fields[8..] {
+                let (lo, hi) = match range.split_once('-') {
+                    Some((lo, hi)) => (lo.parse::<u16>().unwrap(), hi.parse::<u16>().unwrap()),
+                    None => match range.parse::<u16>() {
+                        Ok(s) => (s, s),
+                        Err(_) => continue, // an importing/migrating marker
+                    },
+                };
+                if (lo..=hi).contains(&slot) {
+                    return self.nodes.iter().position(|n| n.port() == port).unwrap();
+                }
+            }
+        }
+        panic!("no master serves slot {slot}")
+    }
+
+    /// The node id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        cli(self.nodes[i].port(), &["CLUSTER", "MYID"])
+            .trim()
+            .to_string()
+    }
+
+    /// Keys held by each running master (replicas are not counted).
+    pub fn keys_per_master(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .filter(|n| cli(n.port(), &["ROLE"]).starts_with("master"))
+            .map(|n| cli(n.port(), &["DBSIZE"]).trim().parse().unwrap())
+            .collect()
+    }
+
+    fn running_port(&self) -> u16 {
+        self.nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a running node")
+            .port()
+    }
+}
+
+/// Runs `redis-cli -p <port> <args>` and returns what it printed.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where a behaviour test runs: a real Redis, a real Redis Cluster, or the in-memory
+/// store.
 pub struct Backend {
     pub server: Option<RedisServer>,
+    pub cluster: Option<RedisCluster>,
     pub cache: redcache::Cache,
 }
 
@@ -262,6 +430,17 @@ impl Backend {
         let cache = server.cache().await;
         Backend {
             server: Some(server),
+            cluster: None,
+            cache,
+        }
+    }
+
+    pub async fn cluster() -> Self {
+        let cluster = RedisCluster::start(3, 0);
+        let cache = cluster.cache().await;
+        Backend {
+            server: None,
+            cluster: Some(cluster),
             cache,
         }
     }
@@ -269,7 +448,31 @@ impl Backend {
     pub fn memory() -> Self {
         Backend {
             server: None,
+            cluster: None,
             cache: redcache::Cache::memory_with(test_config().build()),
+        }
+    }
+
+    /// Whether entries are in Redis (a server or a cluster), where raw commands reach them.
+    pub fn is_redis(&self) -> bool {
+        self.server.is_some() || self.cluster.is_some()
+    }
+
+    /// Another cache on the same store, with `config` (whose address is replaced).
+    pub async fn cache_with(&self, config: redcache::ConfigBuilder) -> redcache::Cache {
+        match (&self.server, &self.cluster) {
+            (Some(server), _) => server.cache_with(config.url(server.url())).await,
+            (_, Some(cluster)) => cluster.cache_with(config).await,
+            _ => redcache::Cache::memory_with(config.build()),
+        }
+    }
+
+    /// Runs a raw command against the store's Redis (a server or the cluster).
+    pub async fn raw<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        match (&self.server, &self.cluster) {
+            (Some(server), _) => cmd.query_async(&mut server.conn().await).await.unwrap(),
+            (_, Some(cluster)) => cmd.query_async(&mut cluster.conn().await).await.unwrap(),
+            _ => panic!("raw access needs Redis"),
         }
     }
 
@@ -277,31 +480,21 @@ impl Backend {
     /// time is rounded the same way); `None` when there is no entry (a tombstone left by an
     /// invalidation is none).
     pub async fn ttl_secs(&self, key: &str) -> Option<u64> {
-        match &self.server {
-            Some(server) => {
-                let raw: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(key)
-                    .query_async(&mut server.conn().await)
-                    .await
-                    .unwrap();
-                if raw.is_some_and(|raw| is_tombstone(&raw)) {
-                    return None;
-                }
-                let ttl: i64 = redis::cmd("TTL")
-                    .arg(key)
-                    .query_async(&mut server.conn().await)
-                    .await
-                    .unwrap();
-                assert_ne!(ttl, -1, "{key} has no expiry");
-                (ttl >= 0).then_some(ttl as u64)
-            }
-            None => self
+        if !self.is_redis() {
+            return self
                 .cache
                 .ttl(key)
                 .await
                 .unwrap()
-                .map(|d| (d.as_millis() as u64 + 500) / 1000),
+                .map(|d| (d.as_millis() as u64 + 500) / 1000);
         }
+        let raw: Option<Vec<u8>> = self.raw(redis::cmd("GET").arg(key)).await;
+        if raw.is_some_and(|raw| is_tombstone(&raw)) {
+            return None;
+        }
+        let ttl: i64 = self.raw(redis::cmd("TTL").arg(key)).await;
+        assert_ne!(ttl, -1, "{key} has no expiry");
+        (ttl >= 0).then_some(ttl as u64)
     }
 
     pub async fn exists(&self, key: &str) -> bool {
@@ -310,24 +503,20 @@ impl Backend {
 
     /// The raw bytes stored at `key` (Redis only).
     pub async fn raw_get(&self, key: &str) -> Option<Vec<u8>> {
-        let server = self.server.as_ref().expect("raw access needs Redis");
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut server.conn().await)
-            .await
-            .unwrap()
+        self.raw(redis::cmd("GET").arg(key)).await
     }
 
     pub fn name(&self) -> &'static str {
-        if self.server.is_some() {
-            "redis"
-        } else {
-            "memory"
+        match (&self.server, &self.cluster) {
+            (Some(_), _) => "redis",
+            (_, Some(_)) => "cluster",
+            _ => "memory",
         }
     }
 }
 
-/// Declares a behaviour test that runs once on a real Redis and once on the memory store.
+/// Declares a behaviour test that runs on a real Redis, on a real Redis Cluster and on the
+/// memory store.
 #[macro_export]
 macro_rules! on_both_stores {
     ($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block) => {
@@ -341,6 +530,12 @@ macro_rules! on_both_stores {
             $(#[$meta])*
             async fn redis() {
                 run($crate::common::Backend::redis().await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$meta])*
+            async fn cluster() {
+                run($crate::common::Backend::cluster().await).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,11 +1,15 @@
-//! Redis: one multiplexed connection that reconnects by itself.
+//! Redis: one multiplexed connection that reconnects by itself, to a standalone server
+//! (`ConnectionManager`) or to a Redis Cluster (`cluster_async::ClusterConnection`, which
+//! follows `MOVED`/`ASK` redirects and splits multi-slot `MGET`/`UNLINK` by slot). The
+//! commands are the same for both; only walking the keyspace differs (every master).
 
 use super::{EntryAndGen, Fill, Seen, Store};
 use crate::{Config, Error, Result};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::caching::{CacheConfig, CacheMode};
 use redis::{CommandCacheConfig, ProtocolVersion, Script};
 use std::fmt;
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -13,23 +17,75 @@ use std::time::Duration;
 /// Longest expiry sent to Redis (about 300 years), so a huge TTL never overflows `PX`.
 const MAX_PX_MS: u128 = 10_000_000_000_000;
 
-pub(crate) struct RedisStore {
-    conn: ConnectionManager,
+pub(crate) struct RedisStore<C = ConnectionManager> {
+    pub(super) conn: C,
     /// Entry reads go through the local tier (redis-rs's tracked client-side cache).
-    local: bool,
+    pub(super) local: bool,
 }
 
-impl fmt::Debug for RedisStore {
+impl<C> fmt::Debug for RedisStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore").finish_non_exhaustive()
     }
 }
 
-impl RedisStore {
+/// A node to send a command to: `None` for the one server of a standalone connection.
+pub(crate) type Node = Option<(String, u16)>;
+
+/// What the store needs of a connection beyond sending commands.
+pub(crate) trait Conn: ConnectionLike + Clone + Send + Sync + 'static {
+    /// Reads the local tier served.
+    fn local_hits(&self) -> u64;
+    /// The nodes whose keyspaces together hold every key: the masters of a cluster.
+    fn masters(&self) -> impl Future<Output = Result<Vec<Node>>> + Send;
+    /// Sends `cmd` to `node`.
+    fn send_to(
+        &self,
+        node: &Node,
+        cmd: redis::Cmd,
+    ) -> impl Future<Output = Result<redis::Value>> + Send;
+    /// Whether one pipeline may carry commands for keys of different slots (not on a
+    /// cluster, where a pipeline goes to one node).
+    const PIPELINES_SPAN_SLOTS: bool = true;
+}
+
+impl Conn for ConnectionManager {
+    fn local_hits(&self) -> u64 {
+        self.get_cache_statistics().map_or(0, |s| s.hit as u64)
+    }
+
+    async fn masters(&self) -> Result<Vec<Node>> {
+        Ok(vec![None])
+    }
+
+    async fn send_to(&self, _: &Node, cmd: redis::Cmd) -> Result<redis::Value> {
+        cmd.query_async(&mut self.clone())
+            .await
+            .map_err(Error::redis)
+    }
+}
+
+/// The PEM certificates of the authorities to trust, from the configuration.
+#[cfg(feature = "tls")]
+pub(super) fn tls_certificates(config: &Config) -> Option<redis::TlsCertificates> {
+    config.tls_ca_cert().map(|pem| redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    })
+}
+
+/// The local tier's configuration, if there is one: opt-in, so only entry reads are kept
+/// locally, never leases or generations alone.
+pub(super) fn local_tier(config: &Config) -> Option<CacheConfig> {
+    NonZeroUsize::new(config.local_capacity())
+        .map(|size| CacheConfig::new().set_mode(CacheMode::OptIn).set_size(size))
+}
+
+impl RedisStore<ConnectionManager> {
     /// Connects and checks the server with `PING`, all within `connect_timeout`.
     pub(crate) async fn connect(config: &Config) -> Result<Self> {
         let mut info = config.connection_info()?;
-        let local = NonZeroUsize::new(config.local_capacity());
+        let local = local_tier(config);
         if local.is_some() {
             // Server-assisted client-side caching needs RESP3's push messages.
             let settings = info
@@ -50,9 +106,7 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let manager_config = match local {
-            // Opt-in: only entry reads are kept locally, never leases or generations alone.
-            Some(size) => manager_config
-                .set_cache_config(CacheConfig::new().set_mode(CacheMode::OptIn).set_size(size)),
+            Some(tier) => manager_config.set_cache_config(tier),
             None => manager_config,
         };
         let local = local.is_some();
@@ -81,14 +135,8 @@ impl RedisStore {
 /// A client for `info`, trusting the configured certificate authorities for TLS.
 fn open_client(config: &Config, info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
     #[cfg(feature = "tls")]
-    if let Some(pem) = config.tls_ca_cert() {
-        return redis::Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            },
-        );
+    if let Some(certificates) = tls_certificates(config) {
+        return redis::Client::build_with_tls(info, certificates);
     }
     #[cfg(not(feature = "tls"))]
     let _ = config;
@@ -185,7 +233,7 @@ fn prefix_pattern(prefix: &str) -> String {
     pattern
 }
 
-impl RedisStore {
+impl<C: Conn> RedisStore<C> {
     /// A read of entries, served by the local tier when there is one.
     fn read_cmd(&self, name: &str) -> redis::Cmd {
         let mut cmd = redis::cmd(name);
@@ -197,11 +245,11 @@ impl RedisStore {
 
     /// Hits the local tier served.
     pub(crate) fn local_hits(&self) -> u64 {
-        self.conn.get_cache_statistics().map_or(0, |s| s.hit as u64)
+        self.conn.local_hits()
     }
 }
 
-impl Store for RedisStore {
+impl<C: Conn> Store for RedisStore<C> {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
         self.read_cmd("GET")
@@ -249,6 +297,11 @@ impl Store for RedisStore {
     async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
         if fills.is_empty() {
             return Ok(Vec::new());
+        }
+        if !C::PIPELINES_SPAN_SLOTS {
+            // Each fill on its own, all sent at once: each goes to its key's node.
+            let stored = futures_util::future::join_all(fills.iter().map(|f| self.fill(f))).await;
+            return stored.into_iter().collect();
         }
         let mut conn = self.conn.clone();
         let invocations: Vec<_> = fills.iter().map(fill_invocation).collect();
@@ -364,33 +417,37 @@ impl Store for RedisStore {
     async fn delete_prefix(&self, prefix: &str, batch: usize) -> Result<u64> {
         let mut conn = self.conn.clone();
         let pattern = prefix_pattern(prefix);
-        let mut cursor: u64 = 0;
         let mut removed = 0;
-        // SCAN walks the keyspace a bounded step at a time and UNLINK frees memory in the
-        // background, so no single command holds Redis for long (never KEYS, never DEL).
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(batch)
-                .query_async(&mut conn)
-                .await
-                .map_err(Error::redis)?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(Error::redis)?;
-                removed += n;
+        // SCAN walks each master's keyspace a bounded step at a time, and UNLINK frees
+        // memory in the background, so no single command holds Redis for long (never KEYS,
+        // never DEL). On a cluster, UNLINK of keys of several slots is split by slot.
+        for node in self.conn.masters().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(batch);
+                let reply = self.conn.send_to(&node, scan).await?;
+                let (next, keys): (u64, Vec<String>) =
+                    redis::from_redis_value(reply).map_err(|e| Error::redis(e.into()))?;
+                if !keys.is_empty() {
+                    let n: u64 = redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(Error::redis)?;
+                    removed += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 }
 

@@ -1,0 +1,135 @@
+//! Redis Cluster: the same store over redis-rs's async cluster connection.
+
+use super::redis::{local_tier, Conn, Node, RedisStore};
+use crate::{Config, Error, Result};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::ProtocolVersion;
+
+impl Conn for ClusterConnection {
+    const PIPELINES_SPAN_SLOTS: bool = false;
+
+    fn local_hits(&self) -> u64 {
+        self.get_cache_statistics().map_or(0, |s| s.hit as u64)
+    }
+
+    async fn masters(&self) -> Result<Vec<Node>> {
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut self.clone())
+            .await
+            .map_err(Error::redis)?;
+        Ok(masters_of(&nodes).into_iter().map(Some).collect())
+    }
+
+    async fn send_to(&self, node: &Node, cmd: redis::Cmd) -> Result<redis::Value> {
+        let Some((host, port)) = node else {
+            return cmd
+                .query_async(&mut self.clone())
+                .await
+                .map_err(Error::redis);
+        };
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port: *port,
+        });
+        self.clone()
+            .route_command(cmd, route)
+            .await
+            .map_err(Error::redis)
+    }
+}
+
+/// The reachable masters in `CLUSTER NODES` output (`<id> <ip:port@cport> <flags> ...`).
+fn masters_of(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, address, flags) = (fields.next()?, fields.next()?, fields.next()?);
+            let flags: Vec<&str> = flags.split(',').collect();
+            if !flags.contains(&"master") || flags.contains(&"fail") || flags.contains(&"noaddr") {
+                return None;
+            }
+            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+            Some((
+                host.trim_matches(['[', ']']).to_string(),
+                port.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+impl RedisStore<ClusterConnection> {
+    /// Connects to the cluster through its seed nodes and checks it with `PING`, within
+    /// `connect_timeout` (or not at all, when lazy).
+    pub(crate) async fn connect_cluster(config: &Config) -> Result<Self> {
+        let target = config.redacted_target();
+        let connect_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
+            target: target.clone(),
+            source,
+        };
+        let seeds = config.cluster_connection_infos()?;
+        let mut builder = ClusterClientBuilder::new(seeds).retries(2);
+        let local = local_tier(config);
+        if let Some(tier) = local {
+            // Server-assisted client-side caching needs RESP3's push messages; each node
+            // pushes the invalidations of the keys read from it.
+            builder = builder
+                .use_protocol(ProtocolVersion::RESP3)
+                .cache_config(tier);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(certificates) = super::redis::tls_certificates(config) {
+            builder = builder.certs(certificates);
+        }
+        let client = builder.build().map_err(|e| connect_error(Box::new(e)))?;
+        let cluster_config = ClusterConfig::new()
+            .set_connection_timeout(config.connect_timeout())
+            .set_response_timeout(config.op_timeout());
+        let local = local.is_some();
+        if config.lazy() {
+            let conn = client.get_pending_async_connection_with_config(cluster_config);
+            return Ok(RedisStore { conn, local });
+        }
+        let connect = async {
+            let mut conn = client
+                .get_async_connection_with_config(cluster_config)
+                .await?;
+            redis::cmd("PING").query_async::<()>(&mut conn).await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        match tokio::time::timeout(config.connect_timeout(), connect).await {
+            Ok(Ok(conn)) => Ok(RedisStore { conn, local }),
+            Ok(Err(e)) => Err(connect_error(Box::new(e))),
+            Err(_) => Err(connect_error(
+                format!("no answer within {:?}", config.connect_timeout()).into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masters_are_read_from_cluster_nodes() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 1700000000000 2 connected 5461-10922
+c3 127.0.0.1:7002@17002 master,fail - 0 1700000000000 3 disconnected
+d4 127.0.0.1:7003@17003 slave a1 0 1700000000000 1 connected
+e5 [::1]:7004@17004 master - 0 1700000000000 4 connected 10923-16383
+";
+        assert_eq!(
+            masters_of(nodes),
+            [
+                ("127.0.0.1".to_string(), 7000),
+                ("127.0.0.1".to_string(), 7001),
+                ("::1".to_string(), 7004)
+            ]
+        );
+    }
+}
