@@ -157,6 +157,10 @@ impl RedisServer {
         self.port
     }
 
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server is running").id()
     }
@@ -277,6 +281,9 @@ impl RedisCluster {
                     // Slots of a failed master are refused, the others still served.
                     "--cluster-require-full-coverage",
                     "no",
+                    // Replicas sync at once (a failover needs a synced replica).
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
             })
             .collect();
@@ -300,14 +307,20 @@ impl RedisCluster {
         cluster
     }
 
-    /// Waits until every running node reports the cluster healthy and knows all nodes.
+    /// Waits until every running node reports the cluster healthy, and every replica is
+    /// in sync with its master.
     pub fn wait_until_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let running: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
         loop {
             let ok = running.iter().all(|node| {
                 let info = cli(node.port(), &["CLUSTER", "INFO"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                let replication = cli(node.port(), &["INFO", "replication"]);
+                let synced = replication.contains("role:master")
+                    || replication.contains("master_link_status:up");
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && synced
             });
             if ok {
                 return;
@@ -345,6 +358,12 @@ impl RedisCluster {
 
     /// The node that serves `key` now (a master).
     pub fn owner_of(&self, key: &str) -> usize {
+        self.try_owner_of(key)
+            .unwrap_or_else(|| panic!("no master serves {key}"))
+    }
+
+    /// The node that serves `key` now, if any (none during a failover).
+    pub fn try_owner_of(&self, key: &str) -> Option<usize> {
         let slot: u16 = cli(self.nodes[0].port(), &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
@@ -373,11 +392,11 @@ impl RedisCluster {
                     },
                 };
                 if (lo..=hi).contains(&slot) {
-                    return self.nodes.iter().position(|n| n.port() == port).unwrap();
+                    return self.nodes.iter().position(|n| n.port() == port);
                 }
             }
         }
-        panic!("no master serves slot {slot}")
+        None
     }
 
     /// The node id of node `i`.

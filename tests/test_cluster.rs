@@ -1,0 +1,231 @@
+//! What only a Redis Cluster can show: keys spread over every master (and prefix
+//! invalidation reaching them all), a failover under load, a resharded slot, and local-tier
+//! invalidations arriving from every node. (The whole behaviour suite also runs on a
+//! cluster: see `on_both_stores!`.)
+
+mod common;
+
+use common::{cli, test_config, RedisCluster};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[redcache::cached(prefix = "c:item", ttl = 600, skip(calls))]
+async fn item(id: u64, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("item {id}")
+}
+
+#[tokio::test]
+async fn keys_spread_over_every_master_and_invalidate_prefix_reaches_them_all() {
+    let cluster = RedisCluster::start(3, 0);
+    let cache = cluster.cache().await;
+    let calls = AtomicUsize::new(0);
+    cache
+        .scope(async {
+            for id in 0..300 {
+                item(id, &calls).await;
+            }
+        })
+        .await;
+    let per_master = cluster.keys_per_master();
+    assert_eq!(per_master.iter().sum::<u64>(), 300, "{per_master:?}");
+    assert!(
+        per_master.iter().all(|n| *n > 50),
+        "the keys spread over the 3 masters: {per_master:?}"
+    );
+    assert_eq!(cache.invalidate_prefix("c:item").await.unwrap(), 300);
+    assert_eq!(cluster.keys_per_master(), [0, 0, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failover_under_load_answers_every_call_and_caching_resumes() {
+    const OP_TIMEOUT: Duration = Duration::from_millis(200);
+    let mut cluster = RedisCluster::start(3, 1);
+    let cache = cluster
+        .cache_with(test_config().op_timeout(OP_TIMEOUT))
+        .await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for task in 0..8u64 {
+        let (cache, calls, stop, answered) =
+            (cache.clone(), calls.clone(), stop.clone(), answered.clone());
+        load.push(tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            let mut i = 0;
+            while !stop.load(SeqCst) {
+                let id = task * 1000 + i % 50;
+                let start = Instant::now();
+                assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+                slowest = slowest.max(start.elapsed());
+                answered.fetch_add(1, SeqCst);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            slowest
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill the master that holds item(1)'s key, under load.
+    let key = cache.scope(async { redcache::key!(item(1, _)) }).await;
+    let owner = cluster.owner_of(&key);
+    let before = answered.load(SeqCst);
+    cluster.nodes[owner].stop();
+    // Its replica takes over once the others agree it failed (node timeout: 1 s).
+    let failed_over = Instant::now();
+    let survivor = cluster.nodes.iter().position(|n| n.is_running()).unwrap();
+    loop {
+        let info = cli(cluster.nodes[survivor].port(), &["CLUSTER", "INFO"]);
+        let promoted = cluster.try_owner_of(&key).is_some_and(|o| o != owner);
+        if info.contains("cluster_state:ok") && promoted {
+            break;
+        }
+        assert!(
+            failed_over.elapsed() < Duration::from_secs(20),
+            "no failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("failover took {:?}", failed_over.elapsed());
+    // Caching resumes on the promoted replica: item(1) gets stored and hits again.
+    let resumed = Instant::now();
+    let probe = AtomicUsize::new(0);
+    loop {
+        let runs = probe.load(SeqCst);
+        cache.scope(item(1, &probe)).await;
+        cache.scope(item(1, &probe)).await;
+        if probe.load(SeqCst) == runs {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(10),
+            "caching did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, SeqCst);
+    let mut slowest = Duration::ZERO;
+    for task in load {
+        slowest = slowest.max(task.await.expect("no call panicked or failed"));
+    }
+    let during = answered.load(SeqCst) - before;
+    eprintln!("{during} calls answered during and after the failover; slowest {slowest:?}");
+    assert!(during > 0);
+    // At most two operation timeouts: the read, and a re-read when a flight ended meanwhile.
+    assert!(
+        slowest < 2 * OP_TIMEOUT + Duration::from_millis(300),
+        "slowest call {slowest:?}"
+    );
+    assert!(cache.stats().faults > 0, "the dead master was noticed");
+}
+
+#[tokio::test]
+async fn a_resharded_slot_is_followed() {
+    let cluster = RedisCluster::start(3, 0);
+    let cache = cluster.cache().await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    let key = cache.scope(async { redcache::key!(item(7, _)) }).await;
+    let from = cluster.owner_of(&key);
+    let to = (from + 1) % 3;
+    let slot = cli(cluster.nodes[0].port(), &["CLUSTER", "KEYSLOT", &key])
+        .trim()
+        .to_string();
+    let (from_id, to_id) = (cluster.node_id(from), cluster.node_id(to));
+    let (from_port, to_port) = (cluster.nodes[from].port(), cluster.nodes[to].port());
+    // Move the slot, with its key, the way redis-cli --cluster reshard does.
+    cli(
+        to_port,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+    );
+    cli(
+        from_port,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+    );
+    let moved = cli(
+        from_port,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &to_port.to_string(),
+            &key,
+            "0",
+            "5000",
+        ],
+    );
+    assert!(moved.contains("OK"), "MIGRATE: {moved}");
+    for node in &cluster.nodes {
+        cli(node.port(), &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+    assert_eq!(cluster.owner_of(&key), to);
+    // The cache's slot map still points at the old owner: MOVED, followed.
+    assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    assert_eq!(calls.load(SeqCst), 1, "a hit, through the redirect");
+    assert!(cache
+        .scope(redcache::invalidate!(item(7, _)))
+        .await
+        .unwrap());
+    assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(cache.stats().faults, 0);
+}
+
+#[tokio::test]
+async fn the_local_tier_hears_invalidations_from_every_node() {
+    let cluster = RedisCluster::start(3, 0);
+    let local = cluster.cache_with(test_config().local_capacity(100)).await;
+    let other = cluster.cache().await;
+    let calls = AtomicUsize::new(0);
+    // Keys on every master, each served locally.
+    let ids: Vec<u64> = (0..30).collect();
+    for &id in &ids {
+        for _ in 0..3 {
+            local.scope(item(id, &calls)).await;
+        }
+    }
+    let mut owners = std::collections::HashSet::new();
+    for &id in &ids {
+        let key = local.scope(async { redcache::key!(item(id, _)) }).await;
+        owners.insert(cluster.owner_of(&key));
+    }
+    assert_eq!(owners.len(), 3, "the keys live on all three masters");
+    let before = local.stats().local_hits;
+    for &id in &ids {
+        local.scope(item(id, &calls)).await;
+    }
+    assert_eq!(local.stats().local_hits - before, 30, "all served locally");
+    // Another client invalidates them all; each node pushes its keys' invalidations.
+    for &id in &ids {
+        assert!(other
+            .scope(redcache::invalidate!(item(id, _)))
+            .await
+            .unwrap());
+    }
+    // Each local copy is dropped: the next read of every id is a miss, within moments.
+    let runs = calls.load(SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut pending = ids.clone();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            let before = calls.load(SeqCst);
+            local.scope(item(id, &calls)).await;
+            if calls.load(SeqCst) == before {
+                still.push(id);
+            }
+        }
+        pending = still;
+        assert!(
+            Instant::now() < deadline,
+            "local copies outlived their invalidation: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        calls.load(SeqCst) - runs,
+        ids.len(),
+        "each id recomputed once"
+    );
+}
