@@ -3,29 +3,10 @@
 //! bookkeeping and the store lookup). `cargo bench --bench hit_path`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde::{Deserialize, Serialize};
 use std::hint::black_box;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    name: String,
-    email: String,
-    bio: String,
-    tags: Vec<String>,
-    score: f64,
-}
-
-fn profile(id: u64) -> Profile {
-    Profile {
-        id,
-        name: "Ada Lovelace".into(),
-        email: "ada@example.org".into(),
-        bio: "Mathematician and writer, known for work on the Analytical Engine.".into(),
-        tags: vec!["math".into(), "engines".into(), "poetry".into()],
-        score: 98.5,
-    }
-}
+mod shared;
+use shared::{profile, Profile};
 
 #[redcache::cached(prefix = "bench:profile", ttl = 3600)]
 async fn cached_profile(id: u64) -> Profile {

@@ -14,32 +14,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod shared;
 
-use serde::{Deserialize, Serialize};
+use shared::{profile, Profile};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    name: String,
-    email: String,
-    bio: String,
-    tags: Vec<String>,
-    score: f64,
-}
-
-fn profile(id: u64) -> Profile {
-    Profile {
-        id,
-        name: "Ada Lovelace".into(),
-        email: "ada@example.org".into(),
-        bio: "Mathematician and writer, known for work on the Analytical Engine.".into(),
-        tags: vec!["math".into(), "engines".into(), "poetry".into()],
-        score: 98.5,
-    }
-}
 
 #[redcache::cached(prefix = "bench:profile", ttl = 3600)]
 async fn cached_profile(id: u64) -> Profile {
@@ -222,11 +203,61 @@ async fn run(full: bool) {
             ratio(&miss_row, &raw_miss_row),
         );
     }
+    batch(&cache, full).await;
     let stats = redcache::stats();
     assert_eq!(stats.faults, 0, "{stats:?}");
     assert_eq!(stats.conflicts, 0, "{stats:?}");
     let local = local.stats();
     assert!(local.local_hits > 0 && local.faults == 0, "{local:?}");
+}
+
+/// 100 cached ids: one `get_or_insert_many` (one MGET) against 100 single `#[cached]`
+/// calls, one after another and all at once. The batch and the single function share their
+/// entries (same prefix, one argument).
+async fn batch(cache: &redcache::Cache, full: bool) {
+    let ids: Vec<u64> = (0..100).collect();
+    let rounds = if full { 300 } else { 2 };
+    let ttl = Duration::from_secs(3600);
+    let time = |label: &'static str, took: Duration| {
+        let per = took / rounds;
+        println!("{label:<42} {per:>10.1?} per 100 ids");
+        per
+    };
+    println!("\nbatch of 100 cached ids ({rounds} rounds)");
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let got: std::collections::HashMap<u64, Profile> = cache
+            .get_or_insert_many("bench:profile", &ids, ttl, |missing| async move {
+                assert!(missing.is_empty(), "every id is cached");
+                std::collections::HashMap::new()
+            })
+            .await;
+        assert_eq!(got.len(), 100);
+    }
+    let batched = time("get_or_insert_many (one MGET)", start.elapsed());
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for &id in &ids {
+            std::hint::black_box(cached_profile(id).await);
+        }
+    }
+    let sequential = time("100 #[cached] calls, one after another", start.elapsed());
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let calls: Vec<_> = ids
+            .iter()
+            .map(|&id| tokio::spawn(cached_profile(id)))
+            .collect();
+        for call in calls {
+            std::hint::black_box(call.await.unwrap());
+        }
+    }
+    let concurrent = time("100 #[cached] calls, all at once", start.elapsed());
+    println!(
+        "batch: {:.1}x faster than sequential calls, {:.1}x faster than concurrent ones",
+        sequential.as_secs_f64() / batched.as_secs_f64(),
+        concurrent.as_secs_f64() / batched.as_secs_f64()
+    );
 }
 
 use redis::AsyncCommands;

@@ -93,44 +93,16 @@ async fn a_batch_is_one_mget_and_one_pipelined_write() {
         .get_or_insert_many("b:user", &ids[..50], TTL, |ids| db.load(ids))
         .await;
     let mut conn = server.conn().await;
-    for (name, value) in [
-        ("slowlog-log-slower-than", "0"),
-        ("slowlog-max-len", "10000"),
-    ] {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let _: () = redis::cmd("SLOWLOG")
-        .arg("RESET")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    common::log_commands(&mut conn).await;
     let got = cache
         .get_or_insert_many("b:user", &ids, TTL, |ids| db.load(ids))
         .await;
     assert_eq!(got.len(), 100);
     assert_eq!(db.loads()[1], (51..=100).collect::<Vec<_>>());
-    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
-        .arg("GET")
-        .arg(-1)
-        .query_async(&mut conn)
+    let commands: Vec<String> = common::commands_logged(&mut conn)
         .await
-        .unwrap();
-    let commands: Vec<String> = log
-        .iter()
-        .map(|entry| {
-            let redis::Value::Array(fields) = entry else {
-                panic!("a slowlog entry is an array")
-            };
-            let args: Vec<String> = redis::from_redis_value_ref(&fields[3]).unwrap();
-            args[0].to_ascii_uppercase()
-        })
-        .filter(|name| name != "SLOWLOG" && name != "CONFIG")
+        .into_iter()
+        .map(|c| c.name)
         .collect();
     let count = |name: &str| commands.iter().filter(|c| *c == name).count();
     assert_eq!(count("MGET"), 1, "one MGET for 100 ids: {commands:?}");

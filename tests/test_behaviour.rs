@@ -602,7 +602,7 @@ async fn oversized_values_are_skipped_and_counted() {
 #[tokio::test]
 #[ignore = "run as a child process by hashmap_keys_agree_across_processes"]
 async fn child_writes_tags_entry() {
-    let url = std::env::var("REDCACHE_CHILD_URL").expect("REDCACHE_CHILD_URL");
+    let url = common::child_url();
     let cache = redcache::Cache::connect(common::test_config().url(url).build())
         .await
         .unwrap();
@@ -614,17 +614,11 @@ async fn child_writes_tags_entry() {
 #[tokio::test]
 async fn hashmap_keys_agree_across_processes() {
     let server = common::RedisServer::start();
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_writes_tags_entry", "--ignored", "--quiet"])
-        .env("REDCACHE_CHILD_URL", server.url())
-        .output()
-        .unwrap();
-    assert!(
-        child.status.success(),
-        "the child process failed:\n{}{}",
-        String::from_utf8_lossy(&child.stdout),
-        String::from_utf8_lossy(&child.stderr)
-    );
+    common::child_succeeded(common::spawn_child(
+        "child_writes_tags_entry",
+        &server.url(),
+        &[],
+    ));
     let mut conn = server.conn().await;
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
     assert_eq!(size, 1, "the child wrote one entry");
@@ -683,5 +677,40 @@ on_both_stores! {
         let key = expected_key("t:huge", &material);
         assert_eq!(key.len(), "t:huge:".len() + 32);
         assert!(b.exists(&key).await);
+    }
+}
+
+/// Serialize, but not as JSON: a map whose keys are tuples.
+fn tuple_keyed() -> HashMap<(u8, u8), u8> {
+    HashMap::from([((1, 2), 3)])
+}
+
+#[redcache::cached(prefix = "t:unencodable", skip(calls))]
+async fn unencodable_value(id: u8, calls: &AtomicUsize) -> HashMap<(u8, u8), u8> {
+    calls.fetch_add(1, SeqCst);
+    let mut map = tuple_keyed();
+    map.insert((id, id), id);
+    map
+}
+
+#[redcache::cached(prefix = "t:unencodable_key", skip(calls))]
+async fn unencodable_key(filter: HashMap<(u8, u8), u8>, calls: &AtomicUsize) -> usize {
+    calls.fetch_add(1, SeqCst);
+    filter.len()
+}
+
+on_both_stores! {
+    async fn values_and_keys_that_do_not_serialize_fail_open(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..2 {
+                let map = unencodable_value(7, &calls).await;
+                assert_eq!(map.get(&(7, 7)), Some(&7), "the body's result is returned");
+                assert_eq!(unencodable_key(tuple_keyed(), &calls).await, 1);
+            }
+        }).await;
+        assert_eq!(calls.load(SeqCst), 4, "nothing could be cached: every call ran its body");
+        let stats = b.cache.stats();
+        assert_eq!((stats.faults, stats.stores), (4, 0), "{stats:?}");
     }
 }

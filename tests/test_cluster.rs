@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cli, test_config, RedisCluster};
+use common::{test_config, RedisCluster};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,7 +77,7 @@ async fn a_failover_under_load_answers_every_call_and_caching_resumes() {
     let failed_over = Instant::now();
     let survivor = cluster.nodes.iter().position(|n| n.is_running()).unwrap();
     loop {
-        let info = cli(cluster.nodes[survivor].port(), &["CLUSTER", "INFO"]);
+        let info = cluster.cli(cluster.nodes[survivor].port(), &["CLUSTER", "INFO"]);
         let promoted = cluster.try_owner_of(&key).is_some_and(|o| o != owner);
         if info.contains("cluster_state:ok") && promoted {
             break;
@@ -130,21 +130,22 @@ async fn a_resharded_slot_is_followed() {
     let key = cache.scope(async { redcache::key!(item(7, _)) }).await;
     let from = cluster.owner_of(&key);
     let to = (from + 1) % 3;
-    let slot = cli(cluster.nodes[0].port(), &["CLUSTER", "KEYSLOT", &key])
+    let slot = cluster
+        .cli(cluster.nodes[0].port(), &["CLUSTER", "KEYSLOT", &key])
         .trim()
         .to_string();
     let (from_id, to_id) = (cluster.node_id(from), cluster.node_id(to));
     let (from_port, to_port) = (cluster.nodes[from].port(), cluster.nodes[to].port());
     // Move the slot, with its key, the way redis-cli --cluster reshard does.
-    cli(
+    cluster.cli(
         to_port,
         &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
     );
-    cli(
+    cluster.cli(
         from_port,
         &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
     );
-    let moved = cli(
+    let moved = cluster.cli(
         from_port,
         &[
             "MIGRATE",
@@ -157,7 +158,7 @@ async fn a_resharded_slot_is_followed() {
     );
     assert!(moved.contains("OK"), "MIGRATE: {moved}");
     for node in &cluster.nodes {
-        cli(node.port(), &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        cluster.cli(node.port(), &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
     }
     assert_eq!(cluster.owner_of(&key), to);
     // The cache's slot map still points at the old owner: MOVED, followed.
@@ -228,4 +229,39 @@ async fn the_local_tier_hears_invalidations_from_every_node() {
         ids.len(),
         "each id recomputed once"
     );
+}
+
+#[tokio::test]
+async fn a_cluster_with_a_password_works_and_never_shows_it() {
+    const PASSWORD: &str = "cluster-pw-7c1d-secret";
+    let cluster = RedisCluster::start_with_password(3, 0, PASSWORD);
+    let cache = cluster.cache().await;
+    let calls = AtomicUsize::new(0);
+    for id in 0..30 {
+        cache.scope(item(id, &calls)).await;
+        cache.scope(item(id, &calls)).await;
+    }
+    assert_eq!(
+        calls.load(SeqCst),
+        30,
+        "stored and read back on every master"
+    );
+    assert!(!format!("{cache:?}").contains(PASSWORD));
+    let wrong: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|u| u.replace(PASSWORD, "wrong-2b9e-secret"))
+        .collect();
+    let err = redcache::Cache::connect(
+        test_config()
+            .cluster_nodes(wrong)
+            .connect_timeout(Duration::from_secs(2))
+            .build(),
+    )
+    .await
+    .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(matches!(err, redcache::Error::Connect { .. }), "{shown}");
+    assert!(shown.contains("cluster redis://:***@127.0.0.1"), "{shown}");
+    assert!(!shown.contains("secret"), "{shown}");
 }

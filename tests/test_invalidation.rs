@@ -468,53 +468,14 @@ async fn invalidate_prefix_never_blocks_redis_for_long() {
             .await
             .unwrap();
     }
-    for (name, value) in [
-        ("slowlog-log-slower-than", "0"),
-        ("slowlog-max-len", "100000"),
-    ] {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let _: () = redis::cmd("SLOWLOG")
-        .arg("RESET")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    common::log_commands(&mut conn).await;
 
     let removed = cache.invalidate_prefix("bulk").await.unwrap();
     assert_eq!(removed, KEYS as u64);
 
-    // Every command Redis ran meanwhile, with how long it held the server (microseconds).
-    let log: Vec<(u64, u64, u64, Vec<String>)> = redis::cmd("SLOWLOG")
-        .arg("GET")
-        .arg(-1)
-        .query_async::<Vec<redis::Value>>(&mut conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| {
-            let redis::Value::Array(fields) = entry else {
-                panic!("a slowlog entry is an array")
-            };
-            let (id, at, micros) = (
-                redis::from_redis_value_ref::<u64>(&fields[0]).unwrap(),
-                redis::from_redis_value_ref::<u64>(&fields[1]).unwrap(),
-                redis::from_redis_value_ref::<u64>(&fields[2]).unwrap(),
-            );
-            let args: Vec<String> = redis::from_redis_value_ref(&fields[3]).unwrap();
-            (id, at, micros, args)
-        })
-        .collect();
-    let by = |name: &str| {
-        log.iter()
-            .filter(|e| e.3[0].eq_ignore_ascii_case(name))
-            .collect::<Vec<_>>()
-    };
+    // Every command Redis ran meanwhile, with how long it held the server.
+    let log = common::commands_logged(&mut conn).await;
+    let by = |name: &str| log.iter().filter(|c| c.name == name).collect::<Vec<_>>();
     let (scans, unlinks) = (by("SCAN"), by("UNLINK"));
     assert!(by("KEYS").is_empty() && by("DEL").is_empty());
     assert!(scans.len() >= KEYS / 1000, "{} SCAN steps", scans.len());
@@ -524,10 +485,15 @@ async fn invalidate_prefix_never_blocks_redis_for_long() {
         unlinks.len()
     );
     assert!(
-        unlinks.iter().all(|e| e.3.len() <= 1 + 1000),
+        unlinks.iter().all(|c| c.args.len() <= 1 + 1000),
         "at most 1000 keys at once"
     );
-    let longest = scans.iter().chain(&unlinks).map(|e| e.2).max().unwrap();
+    let longest = scans
+        .iter()
+        .chain(&unlinks)
+        .map(|c| c.micros)
+        .max()
+        .unwrap();
     eprintln!(
         "invalidate_prefix: {} SCAN + {} UNLINK for {KEYS} keys; longest command {longest} µs",
         scans.len(),

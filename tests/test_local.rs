@@ -136,7 +136,7 @@ async fn the_local_tier_is_bounded() {
 /// The row the coherence test's function reads: a Redis key the parent rewrites.
 #[redcache::cached(prefix = "l:row", ttl = 60)]
 async fn row(id: u64) -> String {
-    let mut conn = child_conn().await;
+    let mut conn = common::child_conn().await;
     let _: u64 = redis::cmd("INCR")
         .arg("test:child:runs")
         .query_async(&mut conn)
@@ -149,22 +149,13 @@ async fn row(id: u64) -> String {
         .unwrap()
 }
 
-async fn child_conn() -> redis::aio::MultiplexedConnection {
-    let url = std::env::var("REDCACHE_CHILD_URL").expect("REDCACHE_CHILD_URL");
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// Run by `an_invalidation_in_one_process_reaches_the_local_tier_of_another`.
 #[tokio::test]
 #[ignore = "run as a child process by an_invalidation_in_one_process_reaches_the_local_tier_of_another"]
 async fn child_reads_through_its_local_tier() {
-    let url = std::env::var("REDCACHE_CHILD_URL").expect("REDCACHE_CHILD_URL");
+    let url = common::child_url();
     let cache = local_cache(url, 100).await;
-    let mut conn = child_conn().await;
+    let mut conn = common::child_conn().await;
     let mut local = false;
     for _ in 0..10 {
         assert_eq!(cache.scope(row(1)).await, "v1");
@@ -206,18 +197,7 @@ async fn an_invalidation_in_one_process_reaches_the_local_tier_of_another() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_reads_through_its_local_tier",
-            "--ignored",
-            "--quiet",
-        ])
-        .env("REDCACHE_CHILD_URL", server.url())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::spawn_child("child_reads_through_its_local_tier", &server.url(), &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready: Option<u8> = redis::cmd("GET")
@@ -260,13 +240,7 @@ async fn an_invalidation_in_one_process_reaches_the_local_tier_of_another() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let took = start.elapsed();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the child failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::child_succeeded(child);
     eprintln!("the other process missed {took:?} after the invalidation");
     assert!(
         took < Duration::from_millis(100),

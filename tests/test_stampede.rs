@@ -102,7 +102,7 @@ on_both_stores! {
 /// process is inside its call, so that without the lock each of them would run it.
 #[redcache::cached(prefix = "s:locked", ttl = 60, lock)]
 async fn locked_report(id: u64) -> u64 {
-    let mut conn = child_conn().await;
+    let mut conn = common::child_conn().await;
     let _: u64 = redis::cmd("INCR")
         .arg("test:runs")
         .query_async(&mut conn)
@@ -124,24 +124,15 @@ async fn locked_report(id: u64) -> u64 {
     id * 2
 }
 
-async fn child_conn() -> redis::aio::MultiplexedConnection {
-    let url = std::env::var("REDCACHE_CHILD_URL").expect("REDCACHE_CHILD_URL");
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// Run by `lock_runs_the_body_once_across_processes` in each child process.
 #[tokio::test]
 #[ignore = "run as a child process by lock_runs_the_body_once_across_processes"]
 async fn child_calls_locked_report() {
-    let url = std::env::var("REDCACHE_CHILD_URL").expect("REDCACHE_CHILD_URL");
+    let url = common::child_url();
     let cache = redcache::Cache::connect(test_config().url(url).build())
         .await
         .unwrap();
-    let mut conn = child_conn().await;
+    let mut conn = common::child_conn().await;
     let _: u64 = redis::cmd("INCR")
         .arg("test:entered")
         .query_async(&mut conn)
@@ -154,31 +145,12 @@ async fn child_calls_locked_report() {
 async fn lock_runs_the_body_once_across_processes() {
     const PROCESSES: usize = 4;
     let server = RedisServer::start();
+    let env = [("REDCACHE_CHILDREN", PROCESSES.to_string())];
     let children: Vec<_> = (0..PROCESSES)
-        .map(|_| {
-            std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "child_calls_locked_report",
-                    "--ignored",
-                    "--quiet",
-                ])
-                .env("REDCACHE_CHILD_URL", server.url())
-                .env("REDCACHE_CHILDREN", PROCESSES.to_string())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| common::spawn_child("child_calls_locked_report", &server.url(), &env))
         .collect();
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "a child failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::child_succeeded(child);
     }
     let mut conn = server.conn().await;
     let runs: u64 = redis::cmd("GET")

@@ -199,34 +199,29 @@ fn eq_value<'a>(arg: &'a RawArg, errors: &mut Errors, example: &str) -> Option<&
     }
 }
 
+/// The string literal of `name = "..."`; `example` shows the right form.
+fn str_value<'a>(arg: &'a RawArg, errors: &mut Errors, example: &str) -> Option<&'a LitStr> {
+    let expr = eq_value(arg, errors, example)?;
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Some(lit),
+        _ => {
+            errors.spanned(
+                expr,
+                format_args!("`{}` must be a string literal: `{example}`", arg.name),
+            );
+            None
+        }
+    }
+}
+
 fn prefix_value(arg: &RawArg, errors: &mut Errors) -> Option<String> {
-    let expr = eq_value(arg, errors, "prefix = \"user:profile\"")?;
-    let Expr::Lit(ExprLit {
-        lit: Lit::Str(lit), ..
-    }) = expr
-    else {
-        errors.spanned(
-            expr,
-            "`prefix` must be a string literal: `prefix = \"user:profile\"`",
-        );
-        return None;
-    };
-    check_prefix(lit, errors)
+    check_prefix(str_value(arg, errors, "prefix = \"user:profile\"")?, errors)
 }
 
 fn group_value(arg: &RawArg, errors: &mut Errors) -> Option<String> {
-    let expr = eq_value(arg, errors, "group = \"products\"")?;
-    let Expr::Lit(ExprLit {
-        lit: Lit::Str(lit), ..
-    }) = expr
-    else {
-        errors.spanned(
-            expr,
-            "`group` must be a string literal: `group = \"products\"`",
-        );
-        return None;
-    };
-    check_group(lit, errors)
+    check_group(str_value(arg, errors, "group = \"products\"")?, errors)
 }
 
 /// A group name: non-empty, and usable inside a Redis Cluster hash tag.

@@ -253,7 +253,14 @@ pub(crate) fn returns_unit(sig: &syn::Signature) -> bool {
     }
 }
 
-fn generate(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
+/// The function with its signature, attributes and visibility as written, and a new body:
+/// `let <local> = <setup>;` then `<runtime_fn>(<local>, async move { body }).await`.
+pub(crate) fn rewrite(
+    item: &ItemFn,
+    local: &str,
+    setup: TokenStream,
+    runtime_fn: &str,
+) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -261,17 +268,23 @@ fn generate(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
         brace,
         body,
     } = item;
-    let call = call_expr(item, args, shape);
     let body_future = body_future(sig, body);
     let semi = returns_unit(sig).then(|| quote!(;));
     let ret_span = return_type(sig).1;
-    let runtime_fn = Ident::new(runtime_fn(shape), ret_span);
+    let local = Ident::new(local, ret_span);
+    let runtime_fn = Ident::new(runtime_fn, ret_span);
     let new_body = quote_spanned! {ret_span=>
-        let __cached_call = #call;
-        ::redcache::__private::#runtime_fn(__cached_call, #body_future).await #semi
+        let #local = #setup;
+        ::redcache::__private::#runtime_fn(#local, #body_future).await #semi
     };
     let mut out = quote!(#(#attrs)* #vis #sig);
     brace.surround(&mut out, |out| new_body.to_tokens(out));
+    out
+}
+
+fn generate(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
+    let call = call_expr(item, args, shape);
+    let mut out = rewrite(item, "__cached_call", call.clone(), runtime_fn(shape));
     if args.in_trait_impl.is_none() {
         out.extend(companion(item, args, shape, &call));
     }

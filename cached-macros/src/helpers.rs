@@ -175,31 +175,16 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
     if let Err(err) = errors.finish() {
         return expand::with_error(input, err);
     }
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        brace,
-        body,
-    } = &item;
-    let runtime_fn = match &sig.output {
+    let runtime_fn = match &item.sig.output {
         syn::ReturnType::Type(_, ty)
             if matches!(
                 expand::shape_of_type(ty),
                 crate::attr::Output::Result | crate::attr::Output::ResultOption
             ) =>
         {
-            quote!(evict_on_ok)
+            "evict_on_ok"
         }
-        _ => quote!(evict_after),
+        _ => "evict_after",
     };
-    let body_future = expand::body_future(sig, body);
-    let semi = expand::returns_unit(sig).then(|| quote!(;));
-    let new_body = quote! {
-        let __cached_evict = #evict;
-        ::redcache::__private::#runtime_fn(__cached_evict, #body_future).await #semi
-    };
-    let mut out = quote!(#(#attrs)* #vis #sig);
-    brace.surround(&mut out, |out| new_body.to_tokens(out));
-    out
+    expand::rewrite(&item, "__cached_evict", evict, runtime_fn)
 }

@@ -265,13 +265,28 @@ pub fn is_tombstone(raw: &[u8]) -> bool {
 /// `redis-cli --cluster create`, stopped when the test ends.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+    /// Every node's `requirepass` (and `masterauth`), if set.
+    password: Option<String>,
 }
 
 impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> Self {
+        Self::start_inner(masters, replicas, None)
+    }
+
+    /// A cluster whose nodes require `password` (clients and replicas alike).
+    pub fn start_with_password(masters: usize, replicas: usize, password: &str) -> Self {
+        Self::start_inner(masters, replicas, Some(password))
+    }
+
+    fn start_inner(masters: usize, replicas: usize, password: Option<&str>) -> Self {
+        let auth: Vec<&str> = match password {
+            Some(pw) => vec!["--requirepass", pw, "--masterauth", pw],
+            None => vec![],
+        };
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                RedisServer::start_with(&[
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -284,10 +299,15 @@ impl RedisCluster {
                     // Replicas sync at once (a failover needs a synced replica).
                     "--repl-diskless-sync-delay",
                     "0",
-                ])
+                ];
+                args.extend(&auth);
+                RedisServer::start_with(&args)
             })
             .collect();
         let mut create = Command::new("redis-cli");
+        if let Some(pw) = password {
+            create.args(["-a", pw, "--no-auth-warning"]);
+        }
         create.arg("--cluster").arg("create");
         for node in &nodes {
             create.arg(format!("127.0.0.1:{}", node.port()));
@@ -302,9 +322,20 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster {
+            nodes,
+            password: password.map(str::to_owned),
+        };
         cluster.wait_until_ok();
         cluster
+    }
+
+    /// `redis-cli` against one node, with the cluster's password.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        match &self.password {
+            Some(pw) => cli(port, &[&["-a", pw, "--no-auth-warning"], args].concat()),
+            None => cli(port, args),
+        }
     }
 
     /// Waits until every running node reports the cluster healthy, and every replica is
@@ -314,8 +345,8 @@ impl RedisCluster {
         let running: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
         loop {
             let ok = running.iter().all(|node| {
-                let info = cli(node.port(), &["CLUSTER", "INFO"]);
-                let replication = cli(node.port(), &["INFO", "replication"]);
+                let info = self.cli(node.port(), &["CLUSTER", "INFO"]);
+                let replication = self.cli(node.port(), &["INFO", "replication"]);
                 let synced = replication.contains("role:master")
                     || replication.contains("master_link_status:up");
                 info.contains("cluster_state:ok")
@@ -334,7 +365,14 @@ impl RedisCluster {
     }
 
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(RedisServer::url).collect()
+        let auth = self
+            .password
+            .as_ref()
+            .map_or(String::new(), |pw| format!(":{pw}@"));
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://{auth}127.0.0.1:{}", n.port()))
+            .collect()
     }
 
     pub async fn cache(&self) -> redcache::Cache {
@@ -364,11 +402,12 @@ impl RedisCluster {
 
     /// The node that serves `key` now, if any (none during a failover).
     pub fn try_owner_of(&self, key: &str) -> Option<usize> {
-        let slot: u16 = cli(self.nodes[0].port(), &["CLUSTER", "KEYSLOT", key])
+        let slot: u16 = self
+            .cli(self.running_port(), &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
             .unwrap();
-        let nodes = cli(self.running_port(), &["CLUSTER", "NODES"]);
+        let nodes = self.cli(self.running_port(), &["CLUSTER", "NODES"]);
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if !fields[2].contains("master") || fields[2].contains("fail") {
@@ -411,8 +450,8 @@ impl RedisCluster {
         self.nodes
             .iter()
             .filter(|n| n.child.is_some())
-            .filter(|n| cli(n.port(), &["ROLE"]).starts_with("master"))
-            .map(|n| cli(n.port(), &["DBSIZE"]).trim().parse().unwrap())
+            .filter(|n| self.cli(n.port(), &["ROLE"]).starts_with("master"))
+            .map(|n| self.cli(n.port(), &["DBSIZE"]).trim().parse().unwrap())
             .collect()
     }
 
@@ -423,6 +462,103 @@ impl RedisCluster {
             .expect("a running node")
             .port()
     }
+}
+
+/// Logs every command the server runs from now on (SLOWLOG with no threshold), to read
+/// back with [`commands_logged`].
+pub async fn log_commands(conn: &mut redis::aio::MultiplexedConnection) {
+    for (name, value) in [
+        ("slowlog-log-slower-than", "0"),
+        ("slowlog-max-len", "1000000"),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// A command the server ran since [`log_commands`]: its name (upper case), its arguments
+/// and how long it held the server.
+pub struct Logged {
+    pub name: String,
+    pub args: Vec<String>,
+    pub micros: u64,
+}
+
+/// The commands logged since [`log_commands`] (commands a script ran inside Redis
+/// included), oldest first, without the test's own `SLOWLOG`/`CONFIG`.
+pub async fn commands_logged(conn: &mut redis::aio::MultiplexedConnection) -> Vec<Logged> {
+    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut logged: Vec<Logged> = log
+        .iter()
+        .map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                panic!("a slowlog entry is an array")
+            };
+            let micros = redis::from_redis_value_ref(&fields[2]).unwrap();
+            let args: Vec<String> = redis::from_redis_value_ref(&fields[3]).unwrap();
+            Logged {
+                name: args[0].to_ascii_uppercase(),
+                args,
+                micros,
+            }
+        })
+        .filter(|c| c.name != "SLOWLOG" && c.name != "CONFIG")
+        .collect();
+    logged.reverse();
+    logged
+}
+
+/// A connection for a child process of a multi-process test (`REDCACHE_CHILD_URL`).
+pub async fn child_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(child_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The Redis a child process of a multi-process test uses.
+pub fn child_url() -> String {
+    std::env::var("REDCACHE_CHILD_URL").expect("REDCACHE_CHILD_URL")
+}
+
+/// Starts this test binary again as a child process running only the ignored test `test`,
+/// against `url`, with `env` set too.
+pub fn spawn_child(test: &str, url: &str, env: &[(&str, String)]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--ignored", "--quiet"])
+        .env("REDCACHE_CHILD_URL", url)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a child process and fails the test, with its output, if it failed.
+pub fn child_succeeded(child: Child) {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "a child process failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `redis-cli -p <port> <args>` and returns what it printed.

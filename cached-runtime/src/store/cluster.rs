@@ -1,6 +1,6 @@
 //! Redis Cluster: the same store over redis-rs's async cluster connection.
 
-use super::redis::{local_tier, Conn, Node, RedisStore};
+use super::redis::{connect_checked, connect_error, local_tier, Conn, Node, RedisStore};
 use crate::{Config, Error, Result};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
@@ -65,11 +65,6 @@ impl RedisStore<ClusterConnection> {
     /// Connects to the cluster through its seed nodes and checks it with `PING`, within
     /// `connect_timeout` (or not at all, when lazy).
     pub(crate) async fn connect_cluster(config: &Config) -> Result<Self> {
-        let target = config.redacted_target();
-        let connect_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
-            target: target.clone(),
-            source,
-        };
         let seeds = config.cluster_connection_infos()?;
         let mut builder = ClusterClientBuilder::new(seeds).retries(2);
         let local = local_tier(config);
@@ -84,7 +79,7 @@ impl RedisStore<ClusterConnection> {
         if let Some(certificates) = super::redis::tls_certificates(config) {
             builder = builder.certs(certificates);
         }
-        let client = builder.build().map_err(|e| connect_error(Box::new(e)))?;
+        let client = builder.build().map_err(|e| connect_error(config, e))?;
         let cluster_config = ClusterConfig::new()
             .set_connection_timeout(config.connect_timeout())
             .set_response_timeout(config.op_timeout());
@@ -93,20 +88,12 @@ impl RedisStore<ClusterConnection> {
             let conn = client.get_pending_async_connection_with_config(cluster_config);
             return Ok(RedisStore { conn, local });
         }
-        let connect = async {
-            let mut conn = client
-                .get_async_connection_with_config(cluster_config)
-                .await?;
-            redis::cmd("PING").query_async::<()>(&mut conn).await?;
-            Ok::<_, redis::RedisError>(conn)
-        };
-        match tokio::time::timeout(config.connect_timeout(), connect).await {
-            Ok(Ok(conn)) => Ok(RedisStore { conn, local }),
-            Ok(Err(e)) => Err(connect_error(Box::new(e))),
-            Err(_) => Err(connect_error(
-                format!("no answer within {:?}", config.connect_timeout()).into(),
-            )),
-        }
+        let conn = connect_checked(
+            config,
+            client.get_async_connection_with_config(cluster_config),
+        )
+        .await?;
+        Ok(RedisStore { conn, local })
     }
 }
 

@@ -94,12 +94,7 @@ impl RedisStore<ConnectionManager> {
                 .set_protocol(ProtocolVersion::RESP3);
             info = info.set_redis_settings(settings);
         }
-        let target = config.redacted_target();
-        let connect_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
-            target: target.clone(),
-            source,
-        };
-        let client = open_client(config, info).map_err(|e| connect_error(Box::new(e)))?;
+        let client = open_client(config, info).map_err(|e| connect_error(config, e))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout()))
             .set_response_timeout(Some(config.op_timeout()))
@@ -114,21 +109,46 @@ impl RedisStore<ConnectionManager> {
             // No connection yet: the first operation makes it, and a failed one is tried
             // again by a later operation (the breaker paces the attempts).
             let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-                .map_err(|e| connect_error(Box::new(e)))?;
+                .map_err(|e| connect_error(config, e))?;
             return Ok(RedisStore { conn, local });
         }
-        let connect = async {
-            let mut conn = ConnectionManager::new_with_config(client, manager_config).await?;
-            redis::cmd("PING").query_async::<()>(&mut conn).await?;
-            Ok::<_, redis::RedisError>(conn)
-        };
-        match tokio::time::timeout(config.connect_timeout(), connect).await {
-            Ok(Ok(conn)) => Ok(RedisStore { conn, local }),
-            Ok(Err(e)) => Err(connect_error(Box::new(e))),
-            Err(_) => Err(connect_error(
-                format!("no answer within {:?}", config.connect_timeout()).into(),
-            )),
-        }
+        let conn = connect_checked(
+            config,
+            ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await?;
+        Ok(RedisStore { conn, local })
+    }
+}
+
+/// `Error::Connect` for the configured (redacted) address.
+pub(super) fn connect_error(
+    config: &Config,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Connect {
+        target: config.redacted_target(),
+        source: source.into(),
+    }
+}
+
+/// Awaits `connect` and checks the connection with `PING`, all within `connect_timeout`.
+pub(super) async fn connect_checked<C: ConnectionLike>(
+    config: &Config,
+    connect: impl Future<Output = redis::RedisResult<C>>,
+) -> Result<C> {
+    let checked = async {
+        let mut conn = connect.await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok::<_, redis::RedisError>(conn)
+    };
+    match tokio::time::timeout(config.connect_timeout(), checked).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(connect_error(config, e)),
+        Err(_) => Err(connect_error(
+            config,
+            format!("no answer within {:?}", config.connect_timeout()),
+        )),
     }
 }
 
