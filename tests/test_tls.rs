@@ -5,8 +5,11 @@
 
 mod common;
 
-use common::{test_config, RedisServer};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use common::{test_config, RedisCluster, RedisServer, Tls};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 /// A certificate authority (its certificate, PEM) and a server certificate and key it
@@ -14,12 +17,22 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 fn authority_and_server() -> (String, String, String) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // Distinct names: OpenSSL (redis-cli, the cluster bus) takes a certificate whose issuer
+    // is its own subject for a self-signed one.
+    ca_params.distinguished_name = DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "redcache test authority");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
+    let mut server_params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    server_params.distinguished_name = DistinguishedName::new();
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "redcache test server");
+    let server = server_params.signed_by(&server_key, &ca).unwrap();
     (ca.pem(), server.pem(), server_key.serialize_pem())
 }
 
@@ -73,4 +86,32 @@ async fn a_certificate_from_another_authority_is_refused() {
         matches!(err, redcache::Error::Connect { .. }),
         "plain text to a TLS port: {err:?}"
     );
+}
+
+#[tokio::test]
+async fn a_cluster_over_tls_caches_and_invalidates_on_every_master() {
+    let (ca, cert, key) = authority_and_server();
+    let cluster = RedisCluster::start_tls(
+        3,
+        0,
+        &Tls {
+            cert: &cert,
+            key: &key,
+            ca: Some(&ca),
+        },
+    );
+    assert!(cluster.urls()[0].starts_with("rediss://"));
+    let cache = cluster.cache_with(test_config().tls_ca_cert(ca)).await;
+    let calls = AtomicUsize::new(0);
+    for id in 0..30 {
+        assert_eq!(cache.scope(item(id, &calls)).await, id);
+        assert_eq!(cache.scope(item(id, &calls)).await, id);
+    }
+    assert_eq!(calls.load(SeqCst), 30, "stored and read back over TLS");
+    assert!(
+        cluster.keys_per_master().iter().all(|n| *n > 0),
+        "on every master"
+    );
+    assert_eq!(cache.invalidate_prefix("tls:item").await.unwrap(), 30);
+    assert_eq!(cache.stats().faults, 0);
 }

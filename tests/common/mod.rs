@@ -10,6 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// TLS material for a test server (PEM): its certificate and key, and the authority its
+/// peers' certificates chain to (for a cluster's bus and replication).
+pub struct Tls<'a> {
+    pub cert: &'a str,
+    pub key: &'a str,
+    pub ca: Option<&'a str>,
+}
+
 /// A `redis-server` process owned by one test.
 pub struct RedisServer {
     port: u16,
@@ -50,10 +58,17 @@ impl RedisServer {
 
     /// Starts a server that speaks TLS only, with this certificate and key (PEM).
     pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
-        Self::start_inner(&[], Some((cert_pem, key_pem)))
+        Self::start_inner(
+            &[],
+            Some(&Tls {
+                cert: cert_pem,
+                key: key_pem,
+                ca: None,
+            }),
+        )
     }
 
-    fn start_inner(extra: &[&str], tls: Option<(&str, &str)>) -> Self {
+    fn start_inner(extra: &[&str], tls: Option<&Tls<'_>>) -> Self {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "redcache-test-{}-{}",
@@ -62,16 +77,29 @@ impl RedisServer {
         ));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        if let Some((cert, key)) = tls {
+        if let Some(tls) = tls {
             let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
-            std::fs::write(&cert_file, cert).unwrap();
-            std::fs::write(&key_file, key).unwrap();
+            std::fs::write(&cert_file, tls.cert).unwrap();
+            std::fs::write(&key_file, tls.key).unwrap();
             for (flag, file) in [
                 ("--tls-cert-file", &cert_file),
                 ("--tls-key-file", &key_file),
             ] {
                 extra.push(flag.into());
                 extra.push(file.display().to_string());
+            }
+            if let Some(ca) = tls.ca {
+                // What the server trusts when it is the client: the cluster bus, replication.
+                let ca_file = dir.join("ca.crt");
+                std::fs::write(&ca_file, ca).unwrap();
+                extra.extend([
+                    "--tls-ca-cert-file".into(),
+                    ca_file.display().to_string(),
+                    "--tls-cluster".into(),
+                    "yes".into(),
+                    "--tls-replication".into(),
+                    "yes".into(),
+                ]);
             }
             extra.extend(["--tls-auth-clients".into(), "no".into()]);
         }
@@ -267,19 +295,32 @@ pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
     /// Every node's `requirepass` (and `masterauth`), if set.
     password: Option<String>,
+    /// For a TLS-only cluster: a file with the authority, for `redis-cli`.
+    ca_file: Option<PathBuf>,
 }
 
 impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> Self {
-        Self::start_inner(masters, replicas, None)
+        Self::start_inner(masters, replicas, None, None)
     }
 
     /// A cluster whose nodes require `password` (clients and replicas alike).
     pub fn start_with_password(masters: usize, replicas: usize, password: &str) -> Self {
-        Self::start_inner(masters, replicas, Some(password))
+        Self::start_inner(masters, replicas, Some(password), None)
     }
 
-    fn start_inner(masters: usize, replicas: usize, password: Option<&str>) -> Self {
+    /// A cluster that speaks TLS only: to clients, on its bus and for replication.
+    pub fn start_tls(masters: usize, replicas: usize, tls: &Tls<'_>) -> Self {
+        assert!(tls.ca.is_some(), "a TLS cluster needs the authority");
+        Self::start_inner(masters, replicas, None, Some(tls))
+    }
+
+    fn start_inner(
+        masters: usize,
+        replicas: usize,
+        password: Option<&str>,
+        tls: Option<&Tls<'_>>,
+    ) -> Self {
         let auth: Vec<&str> = match password {
             Some(pw) => vec!["--requirepass", pw, "--masterauth", pw],
             None => vec![],
@@ -301,12 +342,20 @@ impl RedisCluster {
                     "0",
                 ];
                 args.extend(&auth);
-                RedisServer::start_with(&args)
+                RedisServer::start_inner(&args, tls)
             })
             .collect();
+        let ca_file = tls.and_then(|t| t.ca).map(|ca| {
+            let file = nodes[0].dir.join("cli-ca.crt");
+            std::fs::write(&file, ca).unwrap();
+            file
+        });
         let mut create = Command::new("redis-cli");
         if let Some(pw) = password {
             create.args(["-a", pw, "--no-auth-warning"]);
+        }
+        if let Some(file) = &ca_file {
+            create.arg("--tls").arg("--cacert").arg(file);
         }
         create.arg("--cluster").arg("create");
         for node in &nodes {
@@ -325,17 +374,25 @@ impl RedisCluster {
         let cluster = RedisCluster {
             nodes,
             password: password.map(str::to_owned),
+            ca_file,
         };
         cluster.wait_until_ok();
         cluster
     }
 
-    /// `redis-cli` against one node, with the cluster's password.
+    /// `redis-cli` against one node, with the cluster's password and TLS.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        match &self.password {
-            Some(pw) => cli(port, &[&["-a", pw, "--no-auth-warning"], args].concat()),
-            None => cli(port, args),
+        let mut all: Vec<&str> = Vec::new();
+        if let Some(pw) = &self.password {
+            all.extend(["-a", pw, "--no-auth-warning"]);
         }
+        let ca;
+        if let Some(file) = &self.ca_file {
+            ca = file.display().to_string();
+            all.extend(["--tls", "--cacert", &ca]);
+        }
+        all.extend(args);
+        cli(port, &all)
     }
 
     /// Waits until every running node reports the cluster healthy, and every replica is
@@ -369,9 +426,14 @@ impl RedisCluster {
             .password
             .as_ref()
             .map_or(String::new(), |pw| format!(":{pw}@"));
+        let scheme = if self.ca_file.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.nodes
             .iter()
-            .map(|n| format!("redis://{auth}127.0.0.1:{}", n.port()))
+            .map(|n| format!("{scheme}://{auth}127.0.0.1:{}", n.port()))
             .collect()
     }
 
