@@ -531,3 +531,44 @@ async fn helpers_without_a_cache_say_so() {
         "the message says how to fix it: {err}"
     );
 }
+
+#[redcache::cached(prefix = "i:race:absent", ttl = 60, null_ttl = 0, skip(db, gate))]
+async fn racing_absent(id: u64, db: &Db, gate: Option<&Gate>) -> Option<Profile> {
+    let row = db.read(id);
+    if let Some(gate) = gate {
+        gate.read_done.wait().await;
+        gate.release.wait().await;
+    }
+    row
+}
+
+on_both_stores! {
+    async fn a_result_that_is_not_stored_is_not_handed_to_later_callers(b: Backend) {
+        // `None` is not cached here, so the slow miss's result is never fenced by a fill:
+        // a caller that arrives after the row was written and invalidated must not get it.
+        // On the memory store the late caller surely joins the slow miss's flight (its read
+        // does not wait); the flight logic is the same for every store.
+        let db = Db::with(&[]);
+        let gate = Gate::new();
+        let slow = {
+            let (db, gate) = (db.clone(), gate.clone());
+            tokio::spawn(b.cache.scope(async move { racing_absent(1, &db, Some(&gate)).await }))
+        };
+        gate.read_done.wait().await; // the slow miss found no row
+        db.write(1, "new");
+        b.cache.scope(async { redcache::invalidate!(racing_absent(1, _, _)).await.unwrap() }).await;
+        let joined = {
+            let db = db.clone();
+            tokio::spawn(b.cache.scope(async move { racing_absent(1, &db, None).await }))
+        };
+        tokio::task::yield_now().await;
+        gate.release.wait().await;
+        assert_eq!(slow.await.unwrap(), None, "the slow call returns what it read");
+        assert_eq!(
+            joined.await.unwrap().map(|p| p.name).as_deref(),
+            Some("new"),
+            "{}",
+            b.name()
+        );
+    }
+}

@@ -85,6 +85,7 @@ impl Cache {
             }
         }
         let keys: Vec<String> = keyed.iter().map(|(_, key)| key.clone()).collect();
+        let started = tokio::time::Instant::now();
         let read = match self.op(self.inner.backend.get_many(&keys)).await {
             Ok(entries) => Some(entries),
             Err(err) => {
@@ -96,7 +97,9 @@ impl Cache {
         let mut out = HashMap::with_capacity(ids.len());
         let mut missing: Vec<Missing<'_, I>> = Vec::new();
         for (i, (id, key)) in keyed.iter().enumerate() {
-            let entry = read.as_ref().map(|entries| entries[i].as_deref());
+            let entry = read
+                .as_ref()
+                .map(|entries| entries.get(i).and_then(|e| e.as_deref()));
             if let Some(Some(bytes)) = entry {
                 match <Plain as Shape<V>>::decode(bytes) {
                     Ok((Found::Value(value), _)) => {
@@ -123,6 +126,13 @@ impl Cache {
         to_load.extend(uncacheable);
         let loaded = load(to_load).await;
 
+        // Like every fill: not after an invalidation's tombstone may have expired.
+        let config = self.config();
+        if started.elapsed() + config.op_timeout() >= config.max_fill_time() {
+            Counters::bump(&self.inner.counters.conflicts);
+            out.extend(loaded);
+            return out;
+        }
         let policy = Policy::exact(ttl);
         let mut encoded = Vec::with_capacity(missing.len());
         for Missing { id, key, seen } in &missing {

@@ -1,7 +1,7 @@
 //! The cache handle, the global instance and scoped overrides.
 
 use crate::codec::{self, Decoded, Refresh, Stamp};
-use crate::flight::{self, Flights, Leader, Role};
+use crate::flight::{self, Flights, Followed, Leader, Role};
 use crate::health::Health;
 use crate::key::{self, new_generation, parse_gen, BadGeneration};
 use crate::private::{Found, Outcome, Plain, Shape};
@@ -64,6 +64,8 @@ enum Step<'a, O> {
     Again,
     /// Run the body, then [`Cache::complete`].
     Run(Run<'a>),
+    /// Start over and, after a miss, run the body without a flight.
+    Solo,
 }
 
 /// A body to run, and what its result's write needs.
@@ -84,6 +86,8 @@ enum Flight<'a> {
     /// It refreshes the entry early: held (until dropped) so no other caller of this
     /// process refreshes the key meanwhile.
     Refresh { _held: Leader<'a> },
+    /// The flight it waited on had nothing to share: it runs on its own.
+    Solo,
 }
 
 /// What a read means for a call.
@@ -522,10 +526,15 @@ impl Cache {
     {
         let gen_key = group.map(|g| key::group_key(self.inner.config.namespace(), g));
         let gen_key = gen_key.as_deref();
+        let mut solo = false;
         loop {
-            match self.step::<K, O>(key, gen_key, policy).await {
+            match self.step::<K, O>(key, gen_key, policy, solo).await {
                 Step::Done(out) => return out,
                 Step::Again => continue,
+                // The flight it waited on ended with nothing to share (an `Err`, a result
+                // that was not stored): running the body now beats queueing behind another
+                // flight that may end the same way.
+                Step::Solo => solo = true,
                 Step::Run(run) => {
                     let (out, compute) = timed(body).await;
                     self.complete::<K, O>(key, gen_key, policy, run, &out, compute)
@@ -537,12 +546,14 @@ impl Cache {
     }
 
     /// Everything a call does before its body would run: a hit, a reason to start over,
-    /// or the body to run (as the key's flight leader, or as its early refresher).
+    /// or the body to run (as the key's flight leader, as its early refresher, or `solo`:
+    /// without a flight).
     async fn step<K: Shape<O>, O>(
         &self,
         key: &str,
         gen_key: Option<&str>,
         policy: &Policy,
+        solo: bool,
     ) -> Step<'_, O> {
         // Read first: a hit needs no flight.
         let stripe = self.inner.flights.stripe(key);
@@ -574,22 +585,41 @@ impl Cache {
             }
             Examined::Miss => {}
         }
+        if solo {
+            Counters::bump(&self.inner.counters.misses);
+            return Step::Run(Run {
+                flight: Flight::Solo,
+                read,
+                started,
+                lease: None,
+            });
+        }
         let leader = match self.inner.flights.join(key) {
             Role::Follower(rx) => {
-                if let Some(entry) = flight::follow(rx).await {
-                    if let Ok((found, _)) = K::decode(&entry) {
-                        if let Some(out) = self.count_hit(found) {
-                            return Step::Done(out);
-                        }
-                    }
-                }
-                // The leader had nothing to share or went away: start over.
+                return match flight::follow(rx).await {
+                    Followed::Shared(entry) => match K::decode(&entry) {
+                        Ok((found, _)) => match self.count_hit(found) {
+                            Some(out) => Step::Done(out),
+                            None => Step::Again,
+                        },
+                        Err(_) => Step::Again,
+                    },
+                    Followed::Nothing => Step::Solo,
+                    // The leader went away: start over, one of the waiters leads.
+                    Followed::Again => Step::Again,
+                };
+            }
+            Role::Late(rx) => {
+                // The leader may hold a result from before an invalidation this caller
+                // read: wait for it to end, then read again.
+                flight::wait_out(rx).await;
                 return Step::Again;
             }
             Role::Leader(leader) => leader,
         };
         if self.inner.flights.stripe(key) != stripe {
             // A flight ended since the read (perhaps this key's): read again.
+            leader.seal();
             (started, read) = (Instant::now(), self.read(key, gen_key).await);
             if let Examined::Hit(found) | Examined::Refresh(found) =
                 self.examine::<K, O>(key, &read, policy)
@@ -602,6 +632,7 @@ impl Cache {
         }
         let mut lease = None;
         if let Some(lock) = policy.lock().filter(|_| read.writable()) {
+            leader.seal();
             // Counted from before the wait: errs on the safe side.
             let taken = Instant::now();
             match self.lock_or_wait::<K, O>(key, gen_key, policy, lock).await {
@@ -613,8 +644,8 @@ impl Cache {
                     // Double-check: the previous holder may have filled just now.
                     if let Examined::Hit(found) = self.examine::<K, O>(key, &fresh, policy) {
                         if let Some(out) = self.count_hit(found) {
-                            self.release(&held).await;
                             leader.finish(fresh.into_entry().map(Arc::new));
+                            self.release(&held).await;
                             return Step::Done(out);
                         }
                     }
@@ -649,16 +680,19 @@ impl Cache {
             started,
             lease,
         } = run;
+        if let Flight::Miss(leader) = &flight {
+            leader.seal();
+        }
         let shared = self
             .store_result::<K, O>(key, gen_key, &read, policy, out, started, compute)
             .await;
-        if let Some(held) = lease {
-            self.release(&held).await;
-        }
         match flight {
             Flight::Miss(leader) => leader.finish(shared.map(Arc::new)),
             // The waiters were served the entry already; the refresh flight just ends.
-            Flight::Refresh { .. } => {}
+            Flight::Refresh { .. } | Flight::Solo => {}
+        }
+        if let Some(held) = lease {
+            self.release(&held).await;
         }
     }
 
@@ -703,7 +737,10 @@ impl Cache {
             key: format!("{key}:lock"),
             token: new_generation().to_string(),
         };
-        let deadline = Instant::now() + lease;
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(lease)
+            .unwrap_or(now + Duration::from_secs(86_400));
         let mut pause = Duration::from_millis(2);
         loop {
             let taken = self
@@ -783,12 +820,16 @@ impl Cache {
             Outcome::Null(bytes) => (bytes, policy.null_ttl()),
             Outcome::Skip => return None,
         };
+        // Waiters get the result only if the fenced fill stored it (then no invalidation
+        // came between the read and the write), or if the store is out (nothing to fence
+        // against, and sharing spares the database during an outage).
         let Some(ttl) = ttl.filter(|_| read.writable()) else {
-            // Nothing to write (None not cached) or the store is out: share what we have.
-            return Some(bytes);
+            return matches!(read, Read::Unavailable).then_some(bytes);
         };
         let max_fill = self.inner.config.max_fill_time();
-        if started.elapsed() >= max_fill {
+        // The fill lands up to an operation timeout after it is sent: it must still find
+        // the tombstone of any invalidation since the read.
+        if started.elapsed() + self.inner.config.op_timeout() >= max_fill {
             // An invalidation during the run may have left no trace by now: neither store
             // nor share the result.
             Counters::bump(&self.inner.counters.conflicts);
@@ -819,7 +860,9 @@ impl Cache {
             }
             Err(err) => {
                 self.fault(key, &err);
-                Some(bytes)
+                // Skipped by the open breaker: the store is out. Any other fault (a timeout,
+                // a lost connection) may hide a fill that ran and was refused.
+                matches!(err, Error::Unavailable { .. }).then_some(bytes)
             }
         }
     }
@@ -903,11 +946,31 @@ impl Cache {
         timeout: Option<Duration>,
         op: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        self.op_checked(timeout, true, op).await
+    }
+
+    /// Runs an invalidation: under the timeout, but never skipped by the breaker (an
+    /// invalidation that is not even tried would leave the old entry served elsewhere
+    /// without a trace); its outcome still informs the breaker.
+    pub(crate) async fn op_invalidation<T>(
+        &self,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.op_checked(Some(self.inner.config.op_timeout()), false, op)
+            .await
+    }
+
+    async fn op_checked<T>(
+        &self,
+        timeout: Option<Duration>,
+        skippable: bool,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         if !self.inner.backend.is_remote() {
             return op.await;
         }
         let health = &self.inner.health;
-        if !health.allow() {
+        if skippable && !health.allow() {
             Counters::bump(&self.inner.counters.skipped);
             return Err(Error::Unavailable {
                 cooldown: self.inner.config.breaker_cooldown(),

@@ -19,9 +19,14 @@ use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
 pub(crate) enum Flight {
+    /// The leader runs the body.
     Pending,
+    /// The leader talks to the store again (its fill, a re-read, a lease): a caller that
+    /// joins now may have read an invalidation that the leader's result predates, so it
+    /// must not take that result; it waits, then reads again itself.
+    Sealed,
     /// The leader finished: its encoded entry, or `None` when it had nothing to share
-    /// (an `Err`, a value that does not serialize).
+    /// (an `Err`, a result its fill did not store).
     Done(Option<Arc<Vec<u8>>>),
 }
 
@@ -54,6 +59,8 @@ fn stripe_of(key: &str) -> usize {
 pub(crate) enum Role<'a> {
     Leader(Leader<'a>),
     Follower(watch::Receiver<Flight>),
+    /// The flight is sealed or done: wait for its end, then read again.
+    Late(watch::Receiver<Flight>),
 }
 
 pub(crate) struct Leader<'a> {
@@ -81,7 +88,10 @@ impl Flights {
         if let Some((_, rx)) = map.get(key) {
             // A closed channel is a leader that went away without cleaning up yet.
             if rx.has_changed().is_ok() {
-                return Role::Follower(rx.clone());
+                return match *rx.borrow() {
+                    Flight::Pending => Role::Follower(rx.clone()),
+                    Flight::Sealed | Flight::Done(_) => Role::Late(rx.clone()),
+                };
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -102,6 +112,18 @@ impl Flights {
 }
 
 impl Leader<'_> {
+    /// From now on, callers that join wait for the end and read again (see
+    /// [`Flight::Sealed`]).
+    pub(crate) fn seal(&self) {
+        self.tx.send_if_modified(|flight| {
+            let pending = matches!(flight, Flight::Pending);
+            if pending {
+                *flight = Flight::Sealed;
+            }
+            pending
+        });
+    }
+
     /// Hands the result to the followers and ends the flight.
     pub(crate) fn finish(self, entry: Option<Arc<Vec<u8>>>) {
         self.tx.send_replace(Flight::Done(entry));
@@ -120,14 +142,31 @@ impl Drop for Leader<'_> {
 }
 
 /// What a follower got: the leader's entry, or a reason to start over.
-pub(crate) async fn follow(mut rx: watch::Receiver<Flight>) -> Option<Arc<Vec<u8>>> {
+/// How a flight ended for a caller that waited on it.
+pub(crate) enum Followed {
+    /// The leader's stored entry.
+    Shared(Arc<Vec<u8>>),
+    /// The leader finished with nothing it may share: compute without a flight.
+    Nothing,
+    /// The leader went away (cancelled, panicked), or this caller joined late: start over.
+    Again,
+}
+
+/// Waits for the end of a flight joined as a follower.
+pub(crate) async fn follow(mut rx: watch::Receiver<Flight>) -> Followed {
     match rx.wait_for(|f| matches!(f, Flight::Done(_))).await {
         Ok(flight) => match &*flight {
-            Flight::Done(entry) => entry.clone(),
-            Flight::Pending => None,
+            Flight::Done(Some(entry)) => Followed::Shared(entry.clone()),
+            Flight::Done(None) => Followed::Nothing,
+            Flight::Pending | Flight::Sealed => Followed::Again,
         },
-        Err(_) => None,
+        Err(_) => Followed::Again,
     }
+}
+
+/// Waits for the end of a flight joined late (sealed or done).
+pub(crate) async fn wait_out(mut rx: watch::Receiver<Flight>) {
+    let _ = rx.wait_for(|f| matches!(f, Flight::Done(_))).await;
 }
 
 #[cfg(test)]
@@ -150,7 +189,10 @@ mod tests {
         );
         let waiter = tokio::spawn(follow(rx));
         leader.finish(Some(Arc::new(b"entry".to_vec())));
-        assert_eq!(waiter.await.unwrap().unwrap().as_slice(), b"entry");
+        let Followed::Shared(entry) = waiter.await.unwrap() else {
+            panic!("the entry was shared")
+        };
+        assert_eq!(entry.as_slice(), b"entry");
         assert_eq!(flights.len(), 0);
     }
 
@@ -162,8 +204,26 @@ mod tests {
             panic!("second caller follows")
         };
         drop(leader);
-        assert!(follow(rx).await.is_none());
+        assert!(matches!(follow(rx).await, Followed::Again));
         assert!(matches!(flights.join("k"), Role::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn callers_joining_a_sealed_flight_are_late() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!("first caller leads")
+        };
+        let Role::Follower(early) = flights.join("k") else {
+            panic!("joined while the body runs: a follower")
+        };
+        leader.seal();
+        let Role::Late(late) = flights.join("k") else {
+            panic!("joined after the seal: late")
+        };
+        leader.finish(Some(Arc::new(b"entry".to_vec())));
+        assert!(matches!(follow(early).await, Followed::Shared(_)));
+        wait_out(late).await;
     }
 
     #[test]

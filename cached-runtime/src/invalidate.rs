@@ -20,7 +20,7 @@ impl Cache {
         let tombstone = codec::encode_tombstone();
         let ttl = self.inner.config.max_fill_time();
         let old = self
-            .op(self.inner.backend.replace(key, &tombstone, ttl))
+            .op_invalidation(self.inner.backend.replace(key, &tombstone, ttl))
             .await?;
         let removed = old.is_some_and(|old| !codec::is_tombstone(&old));
         if removed {
@@ -108,7 +108,7 @@ impl Cache {
     pub async fn invalidate_group(&self, group: &str) -> Result<()> {
         let gen_key = key::group_key(self.inner.config.namespace(), group);
         let gen = new_generation().to_string();
-        self.op(self.inner.backend.set_persistent(&gen_key, gen.as_bytes()))
+        self.op_invalidation(self.inner.backend.set_persistent(&gen_key, gen.as_bytes()))
             .await?;
         Counters::bump(&self.inner.counters.invalidations);
         Ok(())
