@@ -300,8 +300,8 @@ impl Gate {
     }
 }
 
-#[redcache::cached(prefix = "i:race", ttl = 60, skip(db, gate))]
-async fn racing_read(id: u64, db: &Db, gate: Option<&Gate>) -> Option<Profile> {
+/// Reads the row, then holds at the gate (if any) before returning it.
+async fn read_held_at(id: u64, db: &Db, gate: Option<&Gate>) -> Option<Profile> {
     let row = db.read(id);
     if let Some(gate) = gate {
         gate.read_done.wait().await;
@@ -310,14 +310,14 @@ async fn racing_read(id: u64, db: &Db, gate: Option<&Gate>) -> Option<Profile> {
     row
 }
 
+#[redcache::cached(prefix = "i:race", ttl = 60, skip(db, gate))]
+async fn racing_read(id: u64, db: &Db, gate: Option<&Gate>) -> Option<Profile> {
+    read_held_at(id, db, gate).await
+}
+
 #[redcache::cached(prefix = "i:race:group", group = "race", ttl = 60, skip(db, gate))]
 async fn racing_grouped_read(id: u64, db: &Db, gate: Option<&Gate>) -> Option<Profile> {
-    let row = db.read(id);
-    if let Some(gate) = gate {
-        gate.read_done.wait().await;
-        gate.release.wait().await;
-    }
-    row
+    read_held_at(id, db, gate).await
 }
 
 /// A miss reads the old row; a writer updates it and invalidates (with `invalidate`);
@@ -534,12 +534,7 @@ async fn helpers_without_a_cache_say_so() {
 
 #[redcache::cached(prefix = "i:race:absent", ttl = 60, null_ttl = 0, skip(db, gate))]
 async fn racing_absent(id: u64, db: &Db, gate: Option<&Gate>) -> Option<Profile> {
-    let row = db.read(id);
-    if let Some(gate) = gate {
-        gate.read_done.wait().await;
-        gate.release.wait().await;
-    }
-    row
+    read_held_at(id, db, gate).await
 }
 
 on_both_stores! {
