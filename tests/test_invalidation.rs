@@ -392,24 +392,38 @@ on_both_stores! {
 #[redcache::cached(prefix = "i:slow", ttl = 60, skip(db))]
 async fn slow_read(id: u64, db: &Db) -> Option<Profile> {
     let row = db.read(id);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Longer than max_fill_time in the test below (a slow query, not a wait for a result).
+    tokio::time::sleep(Duration::from_millis(600)).await;
     row
+}
+
+#[redcache::cached(prefix = "i:fast", ttl = 60, skip(db))]
+async fn fast_read(id: u64, db: &Db) -> Option<Profile> {
+    db.read(id)
 }
 
 #[tokio::test]
 async fn a_miss_slower_than_max_fill_time_is_returned_not_stored() {
     let server = common::RedisServer::start();
+    // A fill must land within max_fill_time, an operation timeout of margin included.
     let cache = server
         .cache_with(
             common::test_config()
                 .url(server.url())
-                .max_fill_time(Duration::from_millis(100)),
+                .op_timeout(Duration::from_millis(100))
+                .max_fill_time(Duration::from_millis(500)),
         )
         .await;
     let db = Db::with(&[(1, "a")]);
+    assert_eq!(cache.scope(fast_read(1, &db)).await.unwrap().name, "a");
+    assert_eq!(
+        cache.stats().stores,
+        1,
+        "a fast miss is stored under the same config"
+    );
     assert_eq!(cache.scope(slow_read(1, &db)).await.unwrap().name, "a");
     assert_eq!(cache.stats().conflicts, 1);
-    assert_eq!(cache.stats().stores, 0);
+    assert_eq!(cache.stats().stores, 1, "the slow miss was not stored");
     let key = redcache::key!(slow_read(1, _));
     assert_eq!(
         cache.ttl(&key).await.unwrap(),
