@@ -382,7 +382,7 @@ fn companion(item: &ItemFn, args: &CachedArgs, shape: Output, call: &TokenStream
 }
 
 /// The key material: the key arguments (or the `key` expression), then the names of the
-/// generic types and of `Self`, so instances never share entries.
+/// generic types, then the enclosing impl, so instances and impls never share entries.
 fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
     let mut key = match &args.key {
         Some((expr, _)) => {
@@ -412,8 +412,11 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
             GenericParam::Lifetime(_) => {}
         }
     }
-    if item.has_receiver() {
-        key.extend(quote!(.ty(::redcache::__private::type_name::<Self>())));
+    // The item the function is defined in, when it is not a module: an impl's self type
+    // and trait (generic arguments included), so same-named functions of different impls
+    // never share entries. The runtime reads it from the type name of a closure written
+    // here, in the function (and in its companion, which sits beside it).
+    quote! {
+        ::redcache::__private::within(#key, &|| (), ::core::module_path!())
     }
-    key
 }

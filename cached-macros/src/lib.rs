@@ -111,8 +111,10 @@ pub fn put(input: TokenStream) -> TokenStream {
 ///     Some(format!("user {id}"))
 /// }
 ///
+/// # fn main() {
 /// let key: String = redcache::key!(user_name(42));
 /// assert_eq!(key, "user:name:b358e7d6ea3cae2a7ca29ee59888f401");
+/// # }
 /// ```
 #[proc_macro]
 pub fn key(input: TokenStream) -> TokenStream {

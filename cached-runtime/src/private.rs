@@ -372,6 +372,46 @@ pub fn type_name<T: ?Sized>() -> &'static str {
     core::any::type_name::<T>()
 }
 
+/// `args` plus the item a `#[cached]` function is defined in, unless that is its module
+/// `module`: `here` is a closure written in the function's body, and rustc names a
+/// closure's type by the path of the function it is in (`<Store as Repo<User>>::find`,
+/// `Table<User>::load`, `outer::inner`) followed by `::{{closure}}`. A free function adds
+/// nothing, so its keys are those of its arguments alone.
+pub fn within<F>(args: KeyArgs, _here: &F, module: &'static str) -> KeyArgs {
+    match enclosing_item(core::any::type_name::<F>()) {
+        Some(item) if item != module => args.ty(item),
+        _ => args,
+    }
+}
+
+/// The path of the item that holds the function named in `closure_path` (the function's
+/// own path, then `::{{closure}}` once or more).
+fn enclosing_item(closure_path: &str) -> Option<&str> {
+    let mut path = closure_path;
+    while let Some(rest) = path.strip_suffix("}}").and_then(|p| p.rsplit_once("::{{")) {
+        path = rest.0;
+    }
+    last_segment_start(path).map(|at| &path[..at])
+}
+
+/// Where the last `::` outside angle brackets is (`Repo<a::B>::f` → before `::f`).
+fn last_segment_start(path: &str) -> Option<usize> {
+    let bytes = path.as_bytes();
+    let mut depth = 0usize;
+    let mut i = bytes.len();
+    while i > 1 {
+        i -= 1;
+        match bytes[i] {
+            // `->` in a function pointer type is not a bracket.
+            b'>' if bytes[i - 1] != b'-' => depth += 1,
+            b'<' => depth = depth.saturating_sub(1),
+            b':' if depth == 0 && bytes[i - 1] == b':' => return Some(i - 1),
+            _ => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +427,65 @@ mod tests {
             Found::Null(v) => (v, true),
             Found::Gone => panic!("not a tombstone"),
         }
+    }
+
+    #[test]
+    fn the_enclosing_item_is_read_from_a_closures_path() {
+        let cases = [
+            (
+                "app::users::find::{{closure}}::{{closure}}",
+                Some("app::users"),
+            ),
+            (
+                "app::users::__redcache_key_find::{{closure}}",
+                Some("app::users"),
+            ),
+            (
+                "<app::Store as app::Repo<app::User>>::find::{{closure}}",
+                Some("<app::Store as app::Repo<app::User>>"),
+            ),
+            (
+                "app::Table<alloc::vec::Vec<app::User>>::load::{{closure}}",
+                Some("app::Table<alloc::vec::Vec<app::User>>"),
+            ),
+            (
+                "app::Table<fn(u8) -> u8>::load<u8, 3>::{{closure}}",
+                Some("app::Table<fn(u8) -> u8>"),
+            ),
+            (
+                "app::outer::inner::{{closure}}::{{closure}}",
+                Some("app::outer"),
+            ),
+            ("find::{{closure}}", None),
+        ];
+        for (path, item) in cases {
+            assert_eq!(enclosing_item(path), item, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_free_function_adds_nothing_and_an_impl_its_path() {
+        fn material(args: KeyArgs) -> String {
+            String::from_utf8(args.material().unwrap()).unwrap()
+        }
+        let here = || ();
+        let module = module_path!();
+        // This closure is in a function of this module: nothing is added.
+        assert_eq!(
+            material(within(KeyArgs::new().arg(&1), &here, module)),
+            "[1]"
+        );
+        struct Table;
+        impl Table {
+            fn args() -> KeyArgs {
+                within(KeyArgs::new().arg(&1), &|| (), module_path!())
+            }
+        }
+        let expected = format!(
+            r#"[1,"{}::a_free_function_adds_nothing_and_an_impl_its_path::Table"]"#,
+            module_path!()
+        );
+        assert_eq!(material(Table::args()), expected);
     }
 
     #[test]
