@@ -453,7 +453,9 @@ impl Config {
     }
 }
 
-/// Replaces the password of a `scheme://user:password@host` URL with `***`.
+/// Replaces the credentials of a `scheme://user:password@host` URL: everything between
+/// `://` and the last `@` (a password may hold `/`, `?`, `#` or `@`), keeping a plain user
+/// name so the address stays recognisable.
 fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return if url.contains('@') {
@@ -463,20 +465,18 @@ fn redact_url(url: &str) -> String {
         };
     };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        None => url.to_string(),
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = match userinfo.find(':') {
-                Some(colon) => &userinfo[..colon],
-                None => "",
-            };
-            let host_and_path = &rest[at..];
-            format!("{}{user}:***{host_and_path}", &url[..scheme_end])
-        }
-    }
+    let Some(at) = rest.rfind('@') else {
+        return url.to_string();
+    };
+    let plain = |user: &str| {
+        user.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    let user = match rest[..at].split_once(':') {
+        Some((user, _)) if plain(user) => user,
+        _ => "",
+    };
+    format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
 }
 
 impl fmt::Debug for Config {
@@ -826,6 +826,39 @@ mod tests {
         );
         assert_eq!(c.cluster_connection_infos().unwrap().len(), 2);
         assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn passwords_with_url_delimiters_never_show() {
+        for password in ["pa/ss", "pa?ss", "pa#ss", "p@ss/w?rd#x", "a:b/c"] {
+            let secret = format!("{password}-secret");
+            for url in [
+                format!("redis://:{secret}@h:6379/0"),
+                format!("redis://user:{secret}@h:6379/1?protocol=resp3"),
+                format!("rediss://user:{secret}@h"),
+            ] {
+                let c = Config::builder().url(&url).build();
+                let shown = format!("{c:?} {}", c.redacted_target());
+                assert!(!shown.contains("secret"), "{shown}");
+                assert!(shown.contains(":***@h"), "{shown}");
+                let c = Config::builder().cluster_nodes([url.as_str()]).build();
+                let shown = format!("{c:?} {}", c.redacted_target());
+                assert!(!shown.contains("secret"), "{shown}");
+                if let Err(err) = c.cluster_connection_infos() {
+                    assert!(!err.to_string().contains("secret"), "{err}");
+                }
+            }
+            let err = Config::builder()
+                .url(format!("redis//user:{secret}@h"))
+                .build()
+                .connection_info()
+                .unwrap_err();
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+        assert_eq!(
+            redact_url("redis://user:p/w?x#y@h:1/2"),
+            "redis://user:***@h:1/2"
+        );
     }
 
     #[test]

@@ -181,11 +181,66 @@ impl Error {
         }
     }
 
+    /// A cached value that did not decode, described by the kind of problem and where,
+    /// never by its content: serde_json's messages quote the data (`invalid type: string
+    /// "…"`), and cached data may be personal or secret, so it stays out of logs.
+    pub(crate) fn decode_json(err: &serde_json::Error) -> Self {
+        Error::decode(JsonFault {
+            kind: err.classify(),
+            line: err.line(),
+            column: err.column(),
+        })
+    }
+
     /// Whether this fault says the store itself is unhealthy (counts toward the breaker).
     pub(crate) fn is_store_fault(&self) -> bool {
         matches!(self, Error::Redis { .. } | Error::Timeout { .. })
     }
 }
 
+/// Where and how a cached value failed to decode, without its content.
+#[derive(Debug)]
+struct JsonFault {
+    kind: serde_json::error::Category,
+    line: usize,
+    column: usize,
+}
+
+impl fmt::Display for JsonFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use serde_json::error::Category;
+        let kind = match self.kind {
+            Category::Io => "an I/O error",
+            Category::Syntax => "not valid JSON",
+            Category::Data => "JSON of another shape or type",
+            Category::Eof => "JSON cut short",
+        };
+        write!(f, "{kind} at line {} column {}", self.line, self.column)
+    }
+}
+
+impl StdError for JsonFault {}
+
 /// `Result` with redcache's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decode_fault_names_the_kind_not_the_content() {
+        let err = serde_json::from_str::<u64>(r#""s3cret-token""#).unwrap_err();
+        assert!(
+            err.to_string().contains("s3cret"),
+            "serde_json quotes the data"
+        );
+        let shown = Error::decode_json(&err).to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("another shape or type at line 1"), "{shown}");
+        let err = serde_json::from_str::<u64>("@").unwrap_err();
+        assert!(Error::decode_json(&err)
+            .to_string()
+            .contains("not valid JSON"));
+    }
+}
