@@ -35,7 +35,22 @@ async fn keys_spread_over_every_master_and_invalidate_prefix_reaches_them_all() 
         "the keys spread over the 3 masters: {per_master:?}"
     );
     assert_eq!(cache.invalidate_prefix("c:item").await.unwrap(), 300);
-    assert_eq!(cluster.keys_per_master(), [0, 0, 0]);
+    // Every entry on every master is a tombstone now: each call misses again.
+    assert_eq!(cluster.keys_per_master(), per_master);
+    cache
+        .scope(async {
+            for id in 0..300 {
+                item(id, &calls).await;
+            }
+        })
+        .await;
+    assert_eq!(calls.load(SeqCst), 600, "every entry was invalidated");
+    assert_eq!(cache.stats().hits, 0);
+    assert_eq!(
+        cache.invalidate_prefix("c:item").await.unwrap(),
+        300,
+        "the new entries, and no tombstone counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -108,7 +108,7 @@ impl Cache {
                         continue;
                     }
                     Ok(_) => {}
-                    Err(err) => self.fault(key, &Error::decode(err)),
+                    Err(err) => self.fault(key, &Error::decode_json(&err)),
                 }
             }
             missing.push(Missing {
@@ -127,8 +127,7 @@ impl Cache {
         let loaded = load(to_load).await;
 
         // Like every fill: not after an invalidation's tombstone may have expired.
-        let config = self.config();
-        if started.elapsed() + config.op_timeout() >= config.max_fill_time() {
+        if self.past_fill_deadline(started) {
             Counters::bump(&self.inner.counters.conflicts);
             out.extend(loaded);
             return out;

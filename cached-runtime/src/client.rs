@@ -1,7 +1,7 @@
 //! The cache handle, the global instance and scoped overrides.
 
 use crate::codec::{self, Decoded, Refresh, Stamp};
-use crate::flight::{self, Flights, Followed, Leader, Role};
+use crate::flight::{self, Flights, Followed, Leader, Role, Shared};
 use crate::health::Health;
 use crate::key::{self, new_generation, parse_gen, BadGeneration};
 use crate::private::{Found, Outcome, Plain, Shape};
@@ -81,11 +81,9 @@ struct Run<'a> {
 
 /// Why this call runs the body.
 enum Flight<'a> {
-    /// It leads the key's flight after a miss.
-    Miss(Leader<'a>),
-    /// It refreshes the entry early: held (until dropped) so no other caller of this
-    /// process refreshes the key meanwhile.
-    Refresh { _held: Leader<'a> },
+    /// It leads the key's flight, after a miss or to refresh the entry early: callers that
+    /// miss meanwhile wait for its result instead of running the body once more.
+    Lead(Leader<'a>),
     /// The flight it waited on had nothing to share: it runs on its own.
     Solo,
 }
@@ -108,10 +106,39 @@ enum Locked<O> {
     Proceed(Read),
 }
 
-/// A held cross-process lease: `SET {key}:lock <token> NX PX <lease>`.
+/// A held cross-process lease: `SET {key}:lock <token> NX PX <lease>`. Given back when
+/// the call ends, and also when it is cancelled (a client that disconnects drops its
+/// handler) or its body panics: dropped while held, it releases itself in a task, so other
+/// processes do not wait out the whole lease.
 struct Lease {
+    cache: Cache,
     key: String,
     token: String,
+    held: bool,
+}
+
+impl Lease {
+    /// Gives the lease back (only if this caller still holds it).
+    async fn release(mut self) {
+        self.held = false;
+        self.cache.release_lease(&self.key, &self.token).await;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (cache, key, token) = (
+                self.cache.clone(),
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
+            runtime.spawn(async move { cache.release_lease(&key, &token).await });
+        }
+    }
 }
 
 /// Runs `body` and measures it (XFetch's delta).
@@ -184,6 +211,11 @@ impl Read {
         }
     }
 
+    /// Whether the read found bytes at the key (an entry it could not use, a tombstone).
+    fn saw_entry(&self) -> bool {
+        matches!(self, Read::Found { entry: Some(_), .. })
+    }
+
     fn writable(&self) -> bool {
         !matches!(
             self,
@@ -251,6 +283,16 @@ impl Cache {
     pub async fn connect(config: Config) -> Result<Cache> {
         if let Some(problem) = config.invalid() {
             return Err(Error::config(problem));
+        }
+        if config.op_timeout() >= config.max_fill_time() {
+            return Err(Error::config(format!(
+                "op_timeout ({:?}) must be shorter than max_fill_time ({:?}): a miss's write \
+                 may land up to one operation timeout after it is sent, and must land while \
+                 an invalidation's tombstone still fences it; lower REDCACHE_TIMEOUT_MS or \
+                 raise REDCACHE_MAX_FILL_MS",
+                config.op_timeout(),
+                config.max_fill_time()
+            )));
         }
         let backend = if config.is_cluster() {
             Backend::Cluster(RedisStore::connect_cluster(&config).await?)
@@ -367,7 +409,7 @@ impl Cache {
             Ok(Decoded::Value(value)) => Ok(Some(value)),
             Ok(Decoded::Null | Decoded::Gone) => Ok(None),
             Err(err) => {
-                self.fault(&key, &Error::decode(err));
+                self.fault(&key, &Error::decode_json(&err));
                 Ok(None)
             }
         }
@@ -566,10 +608,10 @@ impl Cache {
                 }
             }
             Examined::Refresh(found) => {
-                // At most one early refresh of a key at a time in this process; while it
-                // runs, the others are served the entry, still valid.
-                let refresh_key = format!("{key}\u{0}refresh");
-                let Role::Leader(refreshing) = self.inner.flights.join(&refresh_key) else {
+                // The refresh leads the key's flight: one at a time in this process, and a
+                // caller that misses meanwhile (the entry expired) waits for it. Callers
+                // that find a flight under way are served the entry, still valid.
+                let Role::Leader(leader) = self.inner.flights.join(key) else {
                     return match self.count_hit(found) {
                         Some(out) => Step::Done(out),
                         None => Step::Again,
@@ -577,7 +619,7 @@ impl Cache {
                 };
                 Counters::bump(&self.inner.counters.refreshes);
                 return Step::Run(Run {
-                    flight: Flight::Refresh { _held: refreshing },
+                    flight: Flight::Lead(leader),
                     read,
                     started,
                     lease: None,
@@ -594,16 +636,23 @@ impl Cache {
                 lease: None,
             });
         }
+        let wait = self.inner.config.max_fill_time();
         let leader = match self.inner.flights.join(key) {
             Role::Follower(rx) => {
-                return match flight::follow(rx).await {
-                    Followed::Shared(entry) => match K::decode(&entry) {
+                return match flight::follow(rx, wait).await {
+                    // An unfenced result may predate the invalidation whose trace (a
+                    // tombstone) this caller read: it computes its own.
+                    Followed::Shared(shared) if !shared.fenced && read.saw_entry() => Step::Solo,
+                    Followed::Shared(shared) => match K::decode(&shared.entry) {
                         Ok((found, _)) => match self.count_hit(found) {
                             Some(out) => Step::Done(out),
                             None => Step::Again,
                         },
                         Err(_) => Step::Again,
                     },
+                    // Nothing to share (an `Err`, a result not stored), or the leader
+                    // stalled: running the body now beats queueing behind another flight
+                    // that may end the same way.
                     Followed::Nothing => Step::Solo,
                     // The leader went away: start over, one of the waiters leads.
                     Followed::Again => Step::Again,
@@ -611,9 +660,12 @@ impl Cache {
             }
             Role::Late(rx) => {
                 // The leader may hold a result from before an invalidation this caller
-                // read: wait for it to end, then read again.
-                flight::wait_out(rx).await;
-                return Step::Again;
+                // read: wait for it to end, then read again; if it had nothing to share,
+                // run the body now rather than queue behind the next leader.
+                return match flight::follow(rx, wait).await {
+                    Followed::Nothing => Step::Solo,
+                    Followed::Shared(_) | Followed::Again => Step::Again,
+                };
             }
             Role::Leader(leader) => leader,
         };
@@ -625,7 +677,7 @@ impl Cache {
                 self.examine::<K, O>(key, &read, policy)
             {
                 if let Some(out) = self.count_hit(found) {
-                    leader.finish(read.into_entry().map(Arc::new));
+                    leader.finish(read.into_entry().map(Shared::stored));
                     return Step::Done(out);
                 }
             }
@@ -637,15 +689,15 @@ impl Cache {
             let taken = Instant::now();
             match self.lock_or_wait::<K, O>(key, gen_key, policy, lock).await {
                 Locked::Filled(out, entry) => {
-                    leader.finish(entry.map(Arc::new));
+                    leader.finish(entry.map(Shared::stored));
                     return Step::Done(out);
                 }
                 Locked::Acquired(held, fresh) => {
                     // Double-check: the previous holder may have filled just now.
                     if let Examined::Hit(found) = self.examine::<K, O>(key, &fresh, policy) {
                         if let Some(out) = self.count_hit(found) {
-                            leader.finish(fresh.into_entry().map(Arc::new));
-                            self.release(&held).await;
+                            leader.finish(fresh.into_entry().map(Shared::stored));
+                            held.release().await;
                             return Step::Done(out);
                         }
                     }
@@ -657,7 +709,7 @@ impl Cache {
         }
         Counters::bump(&self.inner.counters.misses);
         Step::Run(Run {
-            flight: Flight::Miss(leader),
+            flight: Flight::Lead(leader),
             read,
             started,
             lease,
@@ -680,19 +732,17 @@ impl Cache {
             started,
             lease,
         } = run;
-        if let Flight::Miss(leader) = &flight {
+        if let Flight::Lead(leader) = &flight {
             leader.seal();
         }
         let shared = self
             .store_result::<K, O>(key, gen_key, &read, policy, out, started, compute)
             .await;
-        match flight {
-            Flight::Miss(leader) => leader.finish(shared.map(Arc::new)),
-            // The waiters were served the entry already; the refresh flight just ends.
-            Flight::Refresh { .. } | Flight::Solo => {}
+        if let Flight::Lead(leader) = flight {
+            leader.finish(shared);
         }
         if let Some(held) = lease {
-            self.release(&held).await;
+            held.release().await;
         }
     }
 
@@ -718,7 +768,7 @@ impl Cache {
             Ok(_) => Examined::Miss,
             // Corrupt, foreign or older-format data: a miss, overwritten.
             Err(err) => {
-                self.fault(key, &Error::decode(err));
+                self.fault(key, &Error::decode_json(&err));
                 Examined::Miss
             }
         }
@@ -733,10 +783,8 @@ impl Cache {
         policy: &Policy,
         lease: Duration,
     ) -> Locked<O> {
-        let held = Lease {
-            key: format!("{key}:lock"),
-            token: new_generation().to_string(),
-        };
+        let lease_key = format!("{key}:lock");
+        let token = new_generation().to_string();
         let now = Instant::now();
         let deadline = now
             .checked_add(lease)
@@ -746,9 +794,15 @@ impl Cache {
             let taken = self
                 .inner
                 .backend
-                .set_nx(&held.key, held.token.as_bytes(), lease);
+                .set_nx(&lease_key, token.as_bytes(), lease);
             match self.op(taken).await {
                 Ok(true) => {
+                    let held = Lease {
+                        cache: self.clone(),
+                        key: lease_key,
+                        token,
+                        held: true,
+                    };
                     let fresh = self.read(key, gen_key).await;
                     return Locked::Acquired(held, fresh);
                 }
@@ -777,20 +831,17 @@ impl Cache {
         }
     }
 
-    /// Gives a lease back (only if this caller still holds it).
-    async fn release(&self, held: &Lease) {
-        let release = self
-            .inner
-            .backend
-            .delete_if(&held.key, held.token.as_bytes());
+    /// Gives the lease at `key` back if `token` still holds it.
+    async fn release_lease(&self, key: &str, token: &str) {
+        let release = self.inner.backend.delete_if(key, token.as_bytes());
         if let Err(err) = self.op(release).await {
             // It expires by itself.
-            self.fault(&held.key, &err);
+            self.fault(key, &err);
         }
     }
 
     /// Stores a miss's result if nothing changed at the key since `read`; the entry to hand
-    /// to the callers waiting on this flight, if they may have it.
+    /// to the callers waiting on this flight, if they may have it, and whether it is fenced.
     #[allow(clippy::too_many_arguments)]
     async fn store_result<K: Shape<O>, O>(
         &self,
@@ -801,7 +852,7 @@ impl Cache {
         out: &O,
         started: Instant,
         compute: Duration,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Shared> {
         let fence = read.fence(gen_key);
         let value_ttl = policy.value_ttl();
         let stamp = Stamp {
@@ -820,16 +871,15 @@ impl Cache {
             Outcome::Null(bytes) => (bytes, policy.null_ttl()),
             Outcome::Skip => return None,
         };
-        // Waiters get the result only if the fenced fill stored it (then no invalidation
-        // came between the read and the write), or if the store is out (nothing to fence
-        // against, and sharing spares the database during an outage).
+        // Waiters get the result if the fenced fill stored it (then no invalidation came
+        // between the read and the write), or unfenced if there was nothing to write it to:
+        // the store is out or the value is over the size limit (sharing spares the
+        // database; a waiter that saw an invalidation refuses an unfenced result).
         let Some(ttl) = ttl.filter(|_| read.writable()) else {
-            return matches!(read, Read::Unavailable).then_some(bytes);
+            return matches!(read, Read::Unavailable).then(|| Shared::unfenced(bytes));
         };
         let max_fill = self.inner.config.max_fill_time();
-        // The fill lands up to an operation timeout after it is sent: it must still find
-        // the tombstone of any invalidation since the read.
-        if started.elapsed() + self.inner.config.op_timeout() >= max_fill {
+        if self.past_fill_deadline(started) {
             // An invalidation during the run may have left no trace by now: neither store
             // nor share the result.
             Counters::bump(&self.inner.counters.conflicts);
@@ -851,7 +901,7 @@ impl Cache {
             .write_checked(|| self.inner.backend.fill(&fill), bytes.len())
             .await
         {
-            Ok(true) => Some(bytes),
+            Ok(true) => Some(Shared::stored(bytes)),
             Ok(false) => {
                 // Invalidated or rewritten while the body ran: the result may be older than
                 // what is there now. The caller gets it; the cache and the waiters do not.
@@ -860,11 +910,25 @@ impl Cache {
             }
             Err(err) => {
                 self.fault(key, &err);
-                // Skipped by the open breaker: the store is out. Any other fault (a timeout,
-                // a lost connection) may hide a fill that ran and was refused.
-                matches!(err, Error::Unavailable { .. }).then_some(bytes)
+                // Skipped by the open breaker (the store is out), or too large to store.
+                // Any other fault (a timeout, a lost connection) may hide a fill that ran
+                // and was refused.
+                matches!(err, Error::Unavailable { .. } | Error::TooLarge { .. })
+                    .then(|| Shared::unfenced(bytes))
             }
         }
+    }
+
+    /// Whether a fill for a read made at `started` may no longer be sent: it lands up to an
+    /// operation timeout after it is sent (the memory store's writes never wait), and must
+    /// still find the tombstone of any invalidation since the read, which lives
+    /// `max_fill_time`.
+    pub(crate) fn past_fill_deadline(&self, started: Instant) -> bool {
+        let margin = match self.inner.backend.is_remote() {
+            true => self.inner.config.op_timeout(),
+            false => Duration::ZERO,
+        };
+        started.elapsed().saturating_add(margin) >= self.inner.config.max_fill_time()
     }
 
     /// Counts a hit; `None` for a tombstone (a miss).
@@ -949,15 +1013,15 @@ impl Cache {
         self.op_checked(timeout, true, op).await
     }
 
-    /// Runs an invalidation: under the timeout, but never skipped by the breaker (an
-    /// invalidation that is not even tried would leave the old entry served elsewhere
+    /// Runs an invalidation: under `timeout` (if given), but never skipped by the breaker
+    /// (an invalidation that is not even tried would leave the old entry served elsewhere
     /// without a trace); its outcome still informs the breaker.
     pub(crate) async fn op_invalidation<T>(
         &self,
+        timeout: Option<Duration>,
         op: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        self.op_checked(Some(self.inner.config.op_timeout()), false, op)
-            .await
+        self.op_checked(timeout, false, op).await
     }
 
     async fn op_checked<T>(

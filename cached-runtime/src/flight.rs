@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
@@ -27,7 +28,36 @@ pub(crate) enum Flight {
     Sealed,
     /// The leader finished: its encoded entry, or `None` when it had nothing to share
     /// (an `Err`, a result its fill did not store).
-    Done(Option<Arc<Vec<u8>>>),
+    Done(Option<Shared>),
+}
+
+/// A leader's result as its followers get it.
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    /// The encoded entry.
+    pub(crate) entry: Arc<Vec<u8>>,
+    /// Whether the leader's fenced fill stored it: then no invalidation came between the
+    /// leader's read and its write. An unfenced result (the store was out, or the value is
+    /// over the size limit) may predate an invalidation a follower saw.
+    pub(crate) fenced: bool,
+}
+
+impl Shared {
+    /// An entry the leader's fenced fill stored (or a hit it read).
+    pub(crate) fn stored(entry: Vec<u8>) -> Self {
+        Shared {
+            entry: Arc::new(entry),
+            fenced: true,
+        }
+    }
+
+    /// A result with nothing to fence it: the store was out, or it is over the size limit.
+    pub(crate) fn unfenced(entry: Vec<u8>) -> Self {
+        Shared {
+            entry: Arc::new(entry),
+            fenced: false,
+        }
+    }
 }
 
 /// Stripes of flight-end counters (a power of two).
@@ -125,8 +155,8 @@ impl Leader<'_> {
     }
 
     /// Hands the result to the followers and ends the flight.
-    pub(crate) fn finish(self, entry: Option<Arc<Vec<u8>>>) {
-        self.tx.send_replace(Flight::Done(entry));
+    pub(crate) fn finish(self, shared: Option<Shared>) {
+        self.tx.send_replace(Flight::Done(shared));
     }
 }
 
@@ -141,37 +171,45 @@ impl Drop for Leader<'_> {
     }
 }
 
-/// What a follower got: the leader's entry, or a reason to start over.
 /// How a flight ended for a caller that waited on it.
 pub(crate) enum Followed {
-    /// The leader's stored entry.
-    Shared(Arc<Vec<u8>>),
-    /// The leader finished with nothing it may share: compute without a flight.
+    /// The leader's result.
+    Shared(Shared),
+    /// The leader finished with nothing it may share, or it stalled past the bound:
+    /// compute without a flight.
     Nothing,
-    /// The leader went away (cancelled, panicked), or this caller joined late: start over.
+    /// The leader went away (cancelled, panicked): start over.
     Again,
 }
 
-/// Waits for the end of a flight joined as a follower.
-pub(crate) async fn follow(mut rx: watch::Receiver<Flight>) -> Followed {
-    match rx.wait_for(|f| matches!(f, Flight::Done(_))).await {
-        Ok(flight) => match &*flight {
-            Flight::Done(Some(entry)) => Followed::Shared(entry.clone()),
+/// Waits for the end of a flight, at most `within`: a leader that stalls without being
+/// dropped (a body stuck on a lock, a hung connection) holds its followers no longer than
+/// that, and then they run the body themselves.
+pub(crate) async fn follow(mut rx: watch::Receiver<Flight>, within: Duration) -> Followed {
+    let ended = rx.wait_for(|f| matches!(f, Flight::Done(_)));
+    match tokio::time::timeout(within, ended).await {
+        Ok(Ok(flight)) => match &*flight {
+            Flight::Done(Some(shared)) => Followed::Shared(shared.clone()),
             Flight::Done(None) => Followed::Nothing,
             Flight::Pending | Flight::Sealed => Followed::Again,
         },
-        Err(_) => Followed::Again,
+        Ok(Err(_)) => Followed::Again,
+        Err(_) => Followed::Nothing,
     }
-}
-
-/// Waits for the end of a flight joined late (sealed or done).
-pub(crate) async fn wait_out(mut rx: watch::Receiver<Flight>) {
-    let _ = rx.wait_for(|f| matches!(f, Flight::Done(_))).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn shared(entry: &[u8]) -> Shared {
+        Shared {
+            entry: Arc::new(entry.to_vec()),
+            fenced: true,
+        }
+    }
 
     #[tokio::test]
     async fn followers_get_the_leaders_entry() {
@@ -187,12 +225,12 @@ mod tests {
             2,
             "the map's receiver and the follower's"
         );
-        let waiter = tokio::spawn(follow(rx));
-        leader.finish(Some(Arc::new(b"entry".to_vec())));
-        let Followed::Shared(entry) = waiter.await.unwrap() else {
+        let waiter = tokio::spawn(follow(rx, WAIT));
+        leader.finish(Some(shared(b"entry")));
+        let Followed::Shared(shared) = waiter.await.unwrap() else {
             panic!("the entry was shared")
         };
-        assert_eq!(entry.as_slice(), b"entry");
+        assert_eq!(shared.entry.as_slice(), b"entry");
         assert_eq!(flights.len(), 0);
     }
 
@@ -204,7 +242,7 @@ mod tests {
             panic!("second caller follows")
         };
         drop(leader);
-        assert!(matches!(follow(rx).await, Followed::Again));
+        assert!(matches!(follow(rx, WAIT).await, Followed::Again));
         assert!(matches!(flights.join("k"), Role::Leader(_)));
     }
 
@@ -221,9 +259,21 @@ mod tests {
         let Role::Late(late) = flights.join("k") else {
             panic!("joined after the seal: late")
         };
-        leader.finish(Some(Arc::new(b"entry".to_vec())));
-        assert!(matches!(follow(early).await, Followed::Shared(_)));
-        wait_out(late).await;
+        leader.finish(Some(shared(b"entry")));
+        assert!(matches!(follow(early, WAIT).await, Followed::Shared(_)));
+        assert!(matches!(follow(late, WAIT).await, Followed::Shared(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_leader_holds_its_followers_only_so_long() {
+        let flights = Flights::default();
+        let _stalled = flights.join("k");
+        let Role::Follower(rx) = flights.join("k") else {
+            panic!("second caller follows")
+        };
+        let start = tokio::time::Instant::now();
+        assert!(matches!(follow(rx, WAIT).await, Followed::Nothing));
+        assert_eq!(start.elapsed(), WAIT);
     }
 
     #[test]

@@ -20,7 +20,10 @@ impl Cache {
         let tombstone = codec::encode_tombstone();
         let ttl = self.inner.config.max_fill_time();
         let old = self
-            .op_invalidation(self.inner.backend.replace(key, &tombstone, ttl))
+            .op_invalidation(
+                Some(self.inner.config.op_timeout()),
+                self.inner.backend.replace(key, &tombstone, ttl),
+            )
             .await?;
         let removed = old.is_some_and(|old| !codec::is_tombstone(&old));
         if removed {
@@ -108,22 +111,31 @@ impl Cache {
     pub async fn invalidate_group(&self, group: &str) -> Result<()> {
         let gen_key = key::group_key(self.inner.config.namespace(), group);
         let gen = new_generation().to_string();
-        self.op_invalidation(self.inner.backend.set_persistent(&gen_key, gen.as_bytes()))
-            .await?;
+        let timeout = Some(self.inner.config.op_timeout());
+        self.op_invalidation(
+            timeout,
+            self.inner.backend.set_persistent(&gen_key, gen.as_bytes()),
+        )
+        .await?;
         Counters::bump(&self.inner.counters.invalidations);
         Ok(())
     }
 
-    /// Removes every entry whose key starts with `prefix` + `:` (the namespace is added):
-    /// the entries of every `#[cached(prefix = ..)]` function whose prefix is `prefix` or
-    /// starts with `prefix:`. Returns how many keys were removed.
+    /// Invalidates every entry whose key starts with `prefix` + `:` (the namespace is
+    /// added): the entries of every `#[cached(prefix = ..)]` function whose prefix is
+    /// `prefix` or starts with `prefix:`. Returns how many entries were invalidated.
     ///
-    /// Redis is walked with `SCAN` in steps of 1000 keys and each step's keys are removed
-    /// with one `UNLINK`, so no command holds Redis for long, whatever the number of keys
-    /// (never `KEYS`). Glob characters in `prefix` (`*`, `?`, `[`, `]`, `\`) match only
-    /// themselves. Unlike `invalidate!` and groups, this removes what
-    /// exists and leaves no tombstones: a miss already running may store its value
-    /// afterwards. Use it for maintenance, and groups on write paths.
+    /// Redis is walked with `SCAN` in steps of 1000 keys, and each step's live entries are
+    /// replaced by tombstones with one script (one per key on a cluster), so no command
+    /// holds Redis for long, whatever the number of keys (never `KEYS`). Tombstones already
+    /// there (of exact invalidations) and leases are left as they are, so a prefix never
+    /// weakens a fence. Glob characters in `prefix` (`*`, `?`, `[`, `]`, `\`) match only
+    /// themselves. Like every invalidation, it is never skipped by the open breaker.
+    ///
+    /// What it cannot fence: a miss already running for a key that had *no* entry (there
+    /// was nothing to find), which may store its value afterwards. Exact calls
+    /// (`invalidate!`, `#[evicts]`) and groups are race-safe for such keys too; use them on
+    /// write paths, and prefixes for maintenance and bulk purges.
     ///
     /// # Errors
     ///
@@ -144,9 +156,12 @@ impl Cache {
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
         let start = key::prefix_start(self.inner.config.namespace(), prefix);
         // Many commands: each has its own timeout (the connection's), not the whole walk.
-        let removed = self
-            .op_within(None, self.inner.backend.delete_prefix(&start, SCAN_BATCH))
-            .await?;
+        let ttl = self.inner.config.max_fill_time();
+        let walk = self
+            .inner
+            .backend
+            .invalidate_prefix(&start, SCAN_BATCH, ttl);
+        let removed = self.op_invalidation(None, walk).await?;
         self.inner
             .counters
             .invalidations

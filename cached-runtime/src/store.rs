@@ -105,9 +105,23 @@ pub(crate) trait Store {
     fn delete_if(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<bool>> + Send;
     /// Time left before `key` expires, or `None` when there is no entry.
     fn ttl(&self, key: &str) -> impl Future<Output = Result<Option<Duration>>> + Send;
-    /// Removes every key that starts with `prefix`, `batch` at a time; how many.
-    fn delete_prefix(&self, prefix: &str, batch: usize)
-        -> impl Future<Output = Result<u64>> + Send;
+    /// Replaces every key that starts with `prefix` by a tombstone living `ttl`, walking
+    /// `batch` keys at a time, except tombstones and leases (see [`keeps_its_fence`]); how
+    /// many it replaced.
+    fn invalidate_prefix(
+        &self,
+        prefix: &str,
+        batch: usize,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// Whether a prefix invalidation leaves `value` at `key` as it is: a tombstone (replacing
+/// it would un-fence the misses that read it) or a lease (`{key}:lock` holding its owner's
+/// decimal token). The Redis script applies the same rule.
+pub(crate) fn keeps_its_fence(key: &[u8], value: &[u8]) -> bool {
+    crate::codec::is_tombstone(value)
+        || (key.ends_with(b":lock") && !value.is_empty() && value.iter().all(u8::is_ascii_digit))
 }
 
 /// The store of one [`Cache`](crate::Cache), dispatched statically (no boxed futures on the
@@ -191,7 +205,7 @@ impl Store for Backend {
         dispatch!(self.ttl(key))
     }
 
-    async fn delete_prefix(&self, prefix: &str, batch: usize) -> Result<u64> {
-        dispatch!(self.delete_prefix(prefix, batch))
+    async fn invalidate_prefix(&self, prefix: &str, batch: usize, ttl: Duration) -> Result<u64> {
+        dispatch!(self.invalidate_prefix(prefix, batch, ttl))
     }
 }

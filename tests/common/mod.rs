@@ -548,6 +548,49 @@ pub async fn log_commands(conn: &mut redis::aio::MultiplexedConnection) {
         .unwrap();
 }
 
+/// Like [`log_commands`], but logs only commands that held the server `micros` or more,
+/// and resets the per-command call counts that [`command_calls`] reads.
+pub async fn log_commands_slower_than(conn: &mut redis::aio::MultiplexedConnection, micros: u64) {
+    log_commands(conn).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(micros)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// How many times each command (lower case) ran since the counts were reset, commands run
+/// by scripts included, from `INFO commandstats`.
+pub async fn command_calls(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .filter(|(name, _)| !matches!(name.as_str(), "info" | "config" | "slowlog"))
+        .collect()
+}
+
 /// A command the server ran since [`log_commands`]: its name (upper case), its arguments
 /// and how long it held the server.
 pub struct Logged {

@@ -1,6 +1,6 @@
 //! The in-process store: a map with expiry, for running without Redis and for tests.
 
-use super::{EntryAndGen, Fill, Seen, Store};
+use super::{keeps_its_fence, EntryAndGen, Fill, Seen, Store};
 use crate::Result;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,7 +54,9 @@ impl MemoryStore {
         let current = Self::live(map, fill.key).map(|e| e.value.as_slice());
         let unchanged = match fill.seen {
             Seen::Nothing => current.is_none(),
-            Seen::Bytes(seen) => current == Some(seen),
+            // Or nothing: what it read has expired since (an invalidation leaves a
+            // tombstone, never nothing).
+            Seen::Bytes(seen) => current.is_none_or(|c| c == seen),
             // This store holds no other types; a read never reports one.
             Seen::WrongType | Seen::Any => true,
         };
@@ -164,21 +166,20 @@ impl Store for MemoryStore {
         Ok(Self::live(&mut map, key).map(|e| e.expires.map_or(Duration::MAX, |t| t - now)))
     }
 
-    async fn delete_prefix(&self, prefix: &str, _batch: usize) -> Result<u64> {
+    async fn invalidate_prefix(&self, prefix: &str, _batch: usize, ttl: Duration) -> Result<u64> {
         let mut map = self.lock();
         let now = Instant::now();
-        let before = map.len();
-        let mut expired = 0;
-        map.retain(|key, e| {
-            if !key.starts_with(prefix) {
-                return true;
+        let expires = now.checked_add(ttl);
+        let mut replaced = 0;
+        for (key, e) in map.iter_mut() {
+            let live = e.expires.is_none_or(|t| t > now);
+            if key.starts_with(prefix) && live && !keeps_its_fence(key.as_bytes(), &e.value) {
+                e.value = crate::codec::encode_tombstone();
+                e.expires = expires.or(e.expires);
+                replaced += 1;
             }
-            if e.expires.is_some_and(|t| t <= now) {
-                expired += 1;
-            }
-            false
-        });
-        Ok((before - map.len() - expired) as u64)
+        }
+        Ok(replaced)
     }
 }
 
@@ -197,7 +198,10 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(store.get("k").await.unwrap(), None);
         assert_eq!(
-            store.delete_prefix("k", 10).await.unwrap(),
+            store
+                .invalidate_prefix("k", 10, Duration::from_secs(1))
+                .await
+                .unwrap(),
             0,
             "expired: not counted"
         );
@@ -228,6 +232,18 @@ mod tests {
             .unwrap());
         assert!(store.fill(&fill(b"c", Seen::Any, None)).await.unwrap());
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"c"[..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fill_stores_over_nothing_when_what_its_read_saw_expired() {
+        let store = MemoryStore::default();
+        store.set("k", b"a", Duration::from_secs(1)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(store
+            .fill(&fill(b"b", Seen::Bytes(b"a"), None))
+            .await
+            .unwrap());
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"b"[..]));
     }
 
     #[tokio::test]
@@ -262,14 +278,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delete_prefix_removes_that_family_only() {
+    async fn a_prefix_invalidation_tombstones_that_family_only() {
         let store = MemoryStore::default();
+        let ttl = Duration::from_secs(60);
         for key in ["user:1", "user:2", "user*:1", "users:1"] {
-            store.set(key, b"v", Duration::from_secs(60)).await.unwrap();
+            store.set(key, b"v", ttl).await.unwrap();
         }
-        assert_eq!(store.delete_prefix("user:", 10).await.unwrap(), 2);
-        assert_eq!(store.delete_prefix("user*:", 10).await.unwrap(), 1);
-        assert!(store.get("users:1").await.unwrap().is_some());
+        store.set("user:3:lock", b"123", ttl).await.unwrap();
+        assert_eq!(store.invalidate_prefix("user:", 10, ttl).await.unwrap(), 2);
+        for key in ["user:1", "user:2"] {
+            let raw = store.get(key).await.unwrap().unwrap();
+            assert!(crate::codec::is_tombstone(&raw), "{key}");
+        }
+        assert_eq!(
+            store.get("user:3:lock").await.unwrap().as_deref(),
+            Some(&b"123"[..]),
+            "a lease is kept"
+        );
+        assert_eq!(
+            store.invalidate_prefix("user:", 10, ttl).await.unwrap(),
+            0,
+            "tombstones are kept and not counted again"
+        );
+        assert_eq!(store.invalidate_prefix("user*:", 10, ttl).await.unwrap(), 1);
+        assert_eq!(
+            store.get("users:1").await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -167,13 +167,15 @@ fn open_client(config: &Config, info: redis::ConnectionInfo) -> redis::RedisResu
 /// grouped function: the group's generation. `ARGV`: value, PX milliseconds, what the read
 /// saw (`0` nothing, `1` the bytes in `ARGV[4]`, `2` a key of another type, `3` anything),
 /// the generation stamped into the value, and `1` if the fill may create the generation.
+/// Bytes the read saw may also have expired since: an invalidation leaves a tombstone,
+/// never nothing.
 const FILL_LUA: &str = r"
 local cur = redis.pcall('GET', KEYS[1])
 local seen = ARGV[3]
 if type(cur) == 'table' then
   if seen ~= '2' and seen ~= '3' then return 0 end
 elseif seen == '1' then
-  if cur ~= ARGV[4] then return 0 end
+  if cur and cur ~= ARGV[4] then return 0 end
 elseif seen ~= '3' and cur then
   return 0
 end
@@ -198,6 +200,34 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
+
+/// A prefix invalidation's step (see [`Store::invalidate_prefix`]): `KEYS` are the keys one
+/// `SCAN` step found; each that still exists becomes a unique tombstone living `ARGV[1]`
+/// milliseconds (`ARGV[2]` is a random base of the ids), except tombstones and leases,
+/// which keep fencing what they fence (the rule of `keeps_its_fence`). How many it
+/// replaced.
+const INVALIDATE_LUA: &str = r#"
+local n = 0
+for i, key in ipairs(KEYS) do
+  local cur = redis.pcall('GET', key)
+  local keep = not cur
+  if type(cur) == 'string' then
+    keep = string.sub(cur, 1, 14) == '{"v":1,"gone":'
+      or (string.sub(key, -5) == ':lock' and string.match(cur, '^%d+$') ~= nil)
+  end
+  if not keep then
+    local id = ARGV[2] .. string.format('%04d', i)
+    redis.call('SET', key, '{"v":1,"gone":' .. id .. '}', 'PX', ARGV[1])
+    n = n + 1
+  end
+end
+return n
+"#;
+
+fn invalidate_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(INVALIDATE_LUA))
+}
 
 fn release_script() -> &'static Script {
     static SCRIPT: OnceLock<Script> = OnceLock::new();
@@ -434,13 +464,13 @@ impl<C: Conn> Store for RedisStore<C> {
         })
     }
 
-    async fn delete_prefix(&self, prefix: &str, batch: usize) -> Result<u64> {
-        let mut conn = self.conn.clone();
+    async fn invalidate_prefix(&self, prefix: &str, batch: usize, ttl: Duration) -> Result<u64> {
         let pattern = prefix_pattern(prefix);
-        let mut removed = 0;
-        // SCAN walks each master's keyspace a bounded step at a time, and UNLINK frees
-        // memory in the background, so no single command holds Redis for long (never KEYS,
-        // never DEL). On a cluster, UNLINK of keys of several slots is split by slot.
+        let mut replaced = 0;
+        // SCAN walks each master's keyspace a bounded step at a time, and each step's keys
+        // are handled by one short script (one per key on a cluster, whose scripts cannot
+        // span slots), so no single command holds Redis for long (never KEYS). Keys are
+        // bytes: one that is not UTF-8 is handled like any other.
         for node in self.conn.masters().await? {
             let mut cursor: u64 = 0;
             loop {
@@ -451,15 +481,11 @@ impl<C: Conn> Store for RedisStore<C> {
                     .arg("COUNT")
                     .arg(batch);
                 let reply = self.conn.send_to(&node, scan).await?;
-                let (next, keys): (u64, Vec<String>) =
+                let (next, keys): (u64, Vec<Vec<u8>>) =
                     redis::from_redis_value(reply).map_err(|e| Error::redis(e.into()))?;
-                if !keys.is_empty() {
-                    let n: u64 = redis::cmd("UNLINK")
-                        .arg(&keys)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(Error::redis)?;
-                    removed += n;
+                // (A SCAN step may return a few more keys than asked for.)
+                for keys in keys.chunks(batch.max(1)) {
+                    replaced += self.tombstone_keys(keys, ttl).await?;
                 }
                 if next == 0 {
                     break;
@@ -467,7 +493,33 @@ impl<C: Conn> Store for RedisStore<C> {
                 cursor = next;
             }
         }
-        Ok(removed)
+        Ok(replaced)
+    }
+}
+
+impl<C: Conn> RedisStore<C> {
+    /// Runs the prefix invalidation script over `keys`: once for all of them, or once per
+    /// key (sent together) where a script may not span slots.
+    async fn tombstone_keys(&self, keys: &[Vec<u8>], ttl: Duration) -> Result<u64> {
+        let base = rand::random::<u32>().max(1);
+        let invoke = |keys: &[Vec<u8>]| {
+            let mut call = invalidate_script().prepare_invoke();
+            for key in keys {
+                call.key(key.as_slice());
+            }
+            call.arg(px(ttl)).arg(base);
+            let mut conn = self.conn.clone();
+            async move {
+                call.invoke_async::<u64>(&mut conn)
+                    .await
+                    .map_err(Error::redis)
+            }
+        };
+        if C::PIPELINES_SPAN_SLOTS {
+            return invoke(keys).await;
+        }
+        let replies = futures_util::future::join_all(keys.chunks(1).map(invoke)).await;
+        replies.into_iter().sum()
     }
 }
 

@@ -1,0 +1,600 @@
+//! Defects found by reading the runtime against its promises, each pinned by a test that
+//! failed before its fix: no caller waits in a convoy, a lease dies with its holder, a
+//! stalled leader cannot hold its followers forever, an early refresh leads its key's
+//! flight, an oversize result is still shared, an unfenced result never reaches a caller
+//! that saw an invalidation, and `invalidate_prefix` never weakens a fence.
+
+mod common;
+
+use common::{is_tombstone, test_config, RedisServer};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Barrier;
+
+/// Yields until `counter` reaches `n` (or 10 s pass, so a bug fails instead of hanging).
+async fn until(counter: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter.load(SeqCst) < n && Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+    assert!(counter.load(SeqCst) >= n, "never reached {n}");
+}
+
+/// Counts how many bodies run at once, and the most that ever did.
+#[derive(Default)]
+struct Concurrency {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    runs: AtomicUsize,
+}
+
+impl Concurrency {
+    async fn run<T>(&self, body: impl std::future::Future<Output = T>) -> T {
+        self.runs.fetch_add(1, SeqCst);
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+        let out = body.await;
+        self.now.fetch_sub(1, SeqCst);
+        out
+    }
+}
+
+#[redcache::cached(prefix = "c:convoy", ttl = 60, lock, skip(c))]
+async fn failing_locked(id: u64, c: &Concurrency) -> Result<u64, String> {
+    c.run(tokio::time::sleep(Duration::from_millis(100))).await;
+    Err(format!("the database is down ({id})"))
+}
+
+on_both_stores! {
+    async fn callers_of_a_failing_locked_body_do_not_queue_one_after_another(b: Backend) {
+        const CALLERS: usize = 20;
+        let c = Arc::new(Concurrency::default());
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (cache, c) = (b.cache.clone(), c.clone());
+                tokio::spawn(async move { cache.scope(failing_locked(1, &c)).await })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), Err("the database is down (1)".to_string()));
+        }
+        // Every caller runs the failing body itself (an `Err` is never shared) and, once
+        // the first flight ended with nothing to share, all at once instead of in a queue.
+        assert_eq!(c.runs.load(SeqCst), CALLERS, "{}", b.name());
+        assert!(
+            c.peak.load(SeqCst) >= CALLERS / 2,
+            "bodies ran one after another (at most {} at once, {:?} in all) on {}",
+            c.peak.load(SeqCst),
+            start.elapsed(),
+            b.name()
+        );
+    }
+}
+
+#[redcache::cached(prefix = "c:lease", ttl = 60, lock_ms = 5000, skip(entered, mode))]
+async fn leased(id: u64, entered: &AtomicUsize, mode: &str) -> u64 {
+    entered.fetch_add(1, SeqCst);
+    match mode {
+        "hang" => std::future::pending().await,
+        "panic" => panic!("the handler panicked"),
+        _ => id * 2,
+    }
+}
+
+/// The lease of `leased(id)`, as the cache names it.
+fn lease_key(id: u64) -> String {
+    format!("{}:lock", redcache::key!(leased(id, _, _)))
+}
+
+on_both_stores! {
+    async fn a_lease_is_released_when_its_holder_is_cancelled_or_panics(b: Backend) {
+        for (id, mode) in [(1, "hang"), (2, "panic")] {
+            let entered = Arc::new(AtomicUsize::new(0));
+            let holder = {
+                let (cache, entered) = (b.cache.clone(), entered.clone());
+                tokio::spawn(async move { cache.scope(leased(id, &entered, mode)).await })
+            };
+            until(&entered, 1).await;
+            if b.is_redis() && mode == "hang" {
+                assert!(b.raw_get(&lease_key(id)).await.is_some(), "the holder took the lease");
+            }
+            if mode == "hang" {
+                // A client that disconnects: the handler's future is dropped.
+                holder.abort();
+                assert!(holder.await.unwrap_err().is_cancelled());
+            } else {
+                assert!(holder.await.unwrap_err().is_panic());
+            }
+            if b.is_redis() {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while b.raw_get(&lease_key(id)).await.is_some() {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the {mode} holder's lease outlived it ({})",
+                        b.name()
+                    );
+                    tokio::task::yield_now().await;
+                }
+            }
+            // The next caller is not kept waiting for the lease's 5 s.
+            let started = Instant::now();
+            let got = b.cache.scope(leased(id, &AtomicUsize::new(0), "ok")).await;
+            assert_eq!(got, id * 2);
+            assert!(
+                started.elapsed() < Duration::from_millis(2500),
+                "waited {:?} for a dead holder's lease ({mode}, {})",
+                started.elapsed(),
+                b.name()
+            );
+        }
+    }
+}
+
+#[redcache::cached(prefix = "c:stall", ttl = 60, skip(calls))]
+async fn stalls_first(id: u64, calls: &AtomicUsize) -> u64 {
+    if calls.fetch_add(1, SeqCst) == 0 {
+        // Stuck, but not dropped: its future stays alive in a task that never ends.
+        std::future::pending::<()>().await;
+    }
+    id * 2
+}
+
+on_both_stores! {
+    async fn a_stalled_leader_holds_its_followers_at_most_max_fill_time(b: Backend) {
+        let cache = b
+            .cache_with(
+                test_config()
+                    .op_timeout(Duration::from_millis(200))
+                    .max_fill_time(Duration::from_millis(800)),
+            )
+            .await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let leader = {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move { cache.scope(stalls_first(21, &calls)).await })
+        };
+        until(&calls, 1).await;
+        let started = Instant::now();
+        let follower = tokio::time::timeout(
+            Duration::from_secs(10),
+            cache.scope(stalls_first(21, &calls)),
+        )
+        .await
+        .expect("a follower waited on a stalled leader without bound");
+        assert_eq!(follower, 42);
+        assert_eq!(calls.load(SeqCst), 2, "the follower ran the body itself");
+        assert!(started.elapsed() >= Duration::from_millis(700), "it waited first");
+        leader.abort();
+    }
+}
+
+/// A body that the test holds until it says so.
+struct Hold {
+    entered: Barrier,
+    release: Barrier,
+}
+
+impl Hold {
+    fn new() -> Arc<Hold> {
+        Arc::new(Hold {
+            entered: Barrier::new(2),
+            release: Barrier::new(2),
+        })
+    }
+}
+
+#[redcache::cached(
+    prefix = "c:refresh",
+    ttl = 1,
+    jitter = 0,
+    early_refresh = 1e12,
+    skip(calls, hold)
+)]
+async fn refreshed(id: u64, calls: &AtomicUsize, hold: Option<&Hold>) -> u64 {
+    let n = calls.fetch_add(1, SeqCst) as u64;
+    if let Some(hold) = hold {
+        hold.entered.wait().await;
+        hold.release.wait().await;
+    }
+    id * 100 + n
+}
+
+on_both_stores! {
+    async fn an_early_refresh_leads_its_keys_flight(b: Backend) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        assert_eq!(b.cache.scope(refreshed(1, &calls, None)).await, 100);
+        // The next reader refreshes early (β is huge) and holds in its body.
+        let hold = Hold::new();
+        let refresher = {
+            let (cache, calls, hold) = (b.cache.clone(), calls.clone(), hold.clone());
+            tokio::spawn(async move { cache.scope(refreshed(1, &calls, Some(&hold))).await })
+        };
+        hold.entered.wait().await;
+        assert_eq!(b.cache.stats().refreshes, 1);
+        // Meanwhile the entry expires: a caller now misses, and must wait for the
+        // refresh rather than run the body once more.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.cache.ttl(&redcache::key!(refreshed(1, _, _))).await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "the entry never expired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let missed = {
+            let (cache, calls) = (b.cache.clone(), calls.clone());
+            tokio::spawn(async move { cache.scope(refreshed(1, &calls, None)).await })
+        };
+        let misses = b.cache.stats().misses;
+        // A follower leaves no trace until the flight ends; before the fix the late caller
+        // led a flight of its own and ran the body (a third run). Give it time to do either.
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while calls.load(SeqCst) < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        hold.release.wait().await;
+        assert_eq!(refresher.await.unwrap(), 101);
+        assert_eq!(missed.await.unwrap(), 101, "the miss got the refresh's value ({})", b.name());
+        assert_eq!(calls.load(SeqCst), 2, "no third run ({})", b.name());
+        assert_eq!(b.cache.stats().misses, misses, "{}", b.name());
+    }
+}
+
+#[redcache::cached(prefix = "c:big", ttl = 60, skip(calls, entered))]
+async fn big(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers: usize) -> String {
+    calls.fetch_add(1, SeqCst);
+    until(entered, callers).await;
+    // Every caller has started; let the last ones finish their read and join the flight.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    "x".repeat(4096 + id as usize)
+}
+
+on_both_stores! {
+    async fn a_result_over_max_value_bytes_is_shared_with_the_waiters(b: Backend) {
+        const CALLERS: usize = 20;
+        let cache = b.cache_with(test_config().max_value_bytes(1024)).await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (cache, calls, entered) = (cache.clone(), calls.clone(), entered.clone());
+                tokio::spawn(async move {
+                    cache
+                        .scope(async {
+                            entered.fetch_add(1, SeqCst);
+                            big(1, &calls, &entered, CALLERS).await
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().len(), 4097);
+        }
+        assert_eq!(calls.load(SeqCst), 1, "one body run for every waiter ({})", b.name());
+        assert_eq!(cache.stats().stores, 0, "nothing over the limit is stored");
+    }
+}
+
+#[redcache::cached(prefix = "c:unbounded", ttl = 60)]
+async fn doubled(id: u64) -> u64 {
+    id * 2
+}
+
+on_both_stores! {
+    async fn an_unbounded_operation_timeout_caches_in_memory_and_is_refused_for_redis(b: Backend) {
+        let config = test_config().op_timeout(Duration::MAX);
+        let config = match (&b.server, &b.cluster) {
+            (Some(server), _) => config.url(server.url()),
+            (_, Some(cluster)) => config.cluster_nodes(cluster.urls()),
+            _ => config,
+        };
+        if !b.is_redis() {
+            // No operation of the memory store waits: nothing to bound, it caches.
+            let cache = redcache::Cache::memory_with(config.build());
+            assert_eq!(cache.scope(doubled(4)).await, 8);
+            assert_eq!(cache.scope(doubled(4)).await, 8);
+            let stats = cache.stats();
+            assert_eq!((stats.misses, stats.hits, stats.stores), (1, 1, 1));
+            return;
+        }
+        // A fill may land up to one operation timeout after it is sent, and must land while
+        // an invalidation's tombstone still fences it: an unbounded timeout cannot promise
+        // that, so it is a configuration error, not a cache that silently never stores.
+        let err = redcache::Cache::connect(config.build()).await.unwrap_err();
+        assert!(matches!(err, redcache::Error::Config { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("op_timeout") && message.contains("max_fill_time"),
+            "{message}"
+        );
+    }
+}
+
+/// A "database" of one row per id, set by the test.
+#[derive(Default)]
+struct Rows(Mutex<std::collections::HashMap<u64, &'static str>>);
+
+impl Rows {
+    fn set(&self, id: u64, value: &'static str) {
+        self.0.lock().unwrap().insert(id, value);
+    }
+
+    /// Reads the row, then holds (if asked) before returning it.
+    async fn read(&self, id: u64, hold: Option<&Hold>) -> String {
+        let value = format!("{id}:{}", self.0.lock().unwrap()[&id]);
+        if let Some(hold) = hold {
+            hold.entered.wait().await;
+            hold.release.wait().await;
+        }
+        value
+    }
+}
+
+#[redcache::cached(prefix = "c:unfenced", ttl = 60, skip(db, hold))]
+async fn row(id: u64, db: &Rows, hold: Option<&Hold>) -> String {
+    db.read(id, hold).await
+}
+
+/// A leader whose read timed out (Redis paused) runs with nothing to fence its result; a
+/// caller that joins after Redis is back and reads the invalidation's tombstone must not
+/// take that result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unfenced_result_never_reaches_a_caller_that_saw_the_invalidation() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(300)),
+        )
+        .await;
+    let db = Arc::new(Rows::default());
+    db.set(1, "old");
+    server.pause();
+    let hold = Hold::new();
+    let leader = {
+        let (cache, db, hold) = (cache.clone(), db.clone(), hold.clone());
+        tokio::spawn(async move { cache.scope(row(1, &db, Some(&hold))).await })
+    };
+    // The leader's read timed out; it is in its body with the old row.
+    hold.entered.wait().await;
+    server.resume();
+    db.set(1, "new");
+    cache
+        .scope(redcache::invalidate!(row(1, _, _)))
+        .await
+        .unwrap();
+    let joined = {
+        let (cache, db) = (cache.clone(), db.clone());
+        tokio::spawn(async move { cache.scope(row(1, &db, None)).await })
+    };
+    // Let the caller read the tombstone and join the leader's flight.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hold.release.wait().await;
+    assert_eq!(
+        leader.await.unwrap(),
+        "1:old",
+        "the leader returns what it read"
+    );
+    assert_eq!(
+        joined.await.unwrap(),
+        "1:new",
+        "the caller saw the invalidation"
+    );
+    assert_eq!(cache.scope(row(1, &db, None)).await, "1:new");
+}
+
+#[redcache::cached(prefix = "c:pfx", ttl = 60, skip(db, hold))]
+async fn prefixed(id: u64, db: &Rows, hold: Option<&Hold>) -> String {
+    db.read(id, hold).await
+}
+
+on_both_stores! {
+    async fn invalidate_prefix_tombstones_live_entries_and_keeps_tombstones(b: Backend) {
+        let db = Arc::new(Rows::default());
+        db.set(1, "old");
+        db.set(2, "old");
+        // Entry 1 is live; entry 2 was just invalidated by an exact call, and a miss that
+        // read nothing before that invalidation is still running.
+        assert_eq!(b.cache.scope(prefixed(1, &db, None)).await, "1:old");
+        let hold = Hold::new();
+        let slow = {
+            let (cache, db, hold) = (b.cache.clone(), db.clone(), hold.clone());
+            tokio::spawn(async move { cache.scope(prefixed(2, &db, Some(&hold))).await })
+        };
+        hold.entered.wait().await;
+        db.set(1, "new");
+        db.set(2, "new");
+        b.cache.scope(redcache::invalidate!(prefixed(2, _, _))).await.unwrap();
+        let removed = b.cache.scope(redcache::invalidate_prefix("c:pfx")).await.unwrap();
+        assert_eq!(removed, 1, "one live entry; a tombstone is not counted ({})", b.name());
+        if b.is_redis() {
+            for id in [1, 2] {
+                let raw = b.raw_get(&redcache::key!(prefixed(id, _, _))).await;
+                assert!(raw.as_deref().is_some_and(is_tombstone), "{id}: {raw:?}");
+            }
+        }
+        hold.release.wait().await;
+        assert_eq!(slow.await.unwrap(), "2:old", "the slow call returns what it read");
+        // Its old row was refused: the fence of the exact invalidation held.
+        assert_eq!(b.cache.scope(prefixed(2, &db, None)).await, "2:new", "{}", b.name());
+        assert_eq!(b.cache.scope(prefixed(1, &db, None)).await, "1:new", "{}", b.name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_prefix_runs_with_the_breaker_open_and_handles_binary_keys() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(100))
+                .breaker_threshold(2)
+                .breaker_cooldown(Duration::from_secs(60)),
+        )
+        .await;
+    let mut conn = server.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg(b"bin:\xff\xfe:1".as_slice())
+        .arg("foreign")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    cache
+        .set("bin:2", &2u32, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Open the breaker: two timeouts while Redis is paused.
+    server.pause();
+    for _ in 0..2 {
+        assert!(cache.get::<u32>("bin:2").await.is_err());
+    }
+    server.resume();
+    assert!(cache.stats().breaker_open);
+    assert!(matches!(
+        cache.get::<u32>("bin:2").await,
+        Err(redcache::Error::Unavailable { .. })
+    ));
+    // An invalidation is never skipped by the breaker, and a key that is not UTF-8 does
+    // not stop the walk.
+    assert_eq!(cache.invalidate_prefix("bin").await.unwrap(), 2);
+    for key in [b"bin:\xff\xfe:1".as_slice(), b"bin:2"] {
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(raw.as_deref().is_some_and(is_tombstone), "{raw:?}");
+    }
+}
+
+/// The generic-repository pattern: one store, one trait, an impl per entity.
+#[derive(Debug)]
+struct User;
+#[derive(Debug)]
+struct Team;
+
+trait Entity {
+    const NAME: &'static str;
+}
+
+impl Entity for User {
+    const NAME: &'static str = "user";
+}
+
+impl Entity for Team {
+    const NAME: &'static str = "team";
+}
+
+struct Store;
+
+trait Repo<T> {
+    async fn find(&self, id: u64) -> String;
+}
+
+impl Repo<User> for Store {
+    #[redcache::cached(prefix = "c:repo", ttl = 60, in_trait_impl)]
+    async fn find(&self, id: u64) -> String {
+        format!("user {id}")
+    }
+}
+
+impl Repo<Team> for Store {
+    #[redcache::cached(prefix = "c:repo", ttl = 60, in_trait_impl)]
+    async fn find(&self, id: u64) -> String {
+        format!("team {id}")
+    }
+}
+
+struct Table<T>(std::marker::PhantomData<T>);
+
+impl Table<User> {
+    #[redcache::cached(prefix = "c:table", ttl = 60)]
+    async fn named(id: u64) -> String {
+        format!("user {id}")
+    }
+}
+
+impl Table<Team> {
+    #[redcache::cached(prefix = "c:table", ttl = 60)]
+    async fn named(id: u64) -> String {
+        format!("team {id}")
+    }
+}
+
+impl<T: Entity> Table<T> {
+    #[redcache::cached(prefix = "c:load", ttl = 60)]
+    async fn load(id: u64) -> String {
+        format!("{} {id}", T::NAME)
+    }
+}
+
+on_both_stores! {
+    async fn same_named_functions_of_different_impls_never_share_entries(b: Backend) {
+        b.cache.scope(async {
+            for _ in 0..2 {
+                assert_eq!(<Store as Repo<User>>::find(&Store, 1).await, "user 1");
+                assert_eq!(<Store as Repo<Team>>::find(&Store, 1).await, "team 1");
+                assert_eq!(Table::<User>::named(1).await, "user 1");
+                assert_eq!(Table::<Team>::named(1).await, "team 1");
+                assert_eq!(Table::<User>::load(1).await, "user 1");
+                assert_eq!(Table::<Team>::load(1).await, "team 1");
+            }
+        }).await;
+        let stats = b.cache.stats();
+        assert_eq!((stats.misses, stats.hits), (6, 6), "{} {stats:?}", b.name());
+    }
+}
+
+/// The key material of a function in an impl ends with the impl's path as rustc writes
+/// it; functions outside impls add nothing (their keys are unchanged).
+#[tokio::test]
+async fn keys_of_functions_in_impls_carry_the_impl() {
+    use common::expected_key;
+    let user = "test_correctness::Table<test_correctness::User>";
+    let team = "test_correctness::Table<test_correctness::Team>";
+    assert_eq!(
+        redcache::key!(Table::<User>::named(1)),
+        expected_key("c:table", &format!(r#"[1,"{user}"]"#))
+    );
+    assert_eq!(
+        redcache::key!(Table::<Team>::named(1)),
+        expected_key("c:table", &format!(r#"[1,"{team}"]"#))
+    );
+    assert_eq!(
+        redcache::key!(Table::<Team>::load(7)),
+        expected_key("c:load", &format!(r#"[7,"{team}"]"#))
+    );
+    assert_eq!(
+        redcache::key!(doubled(4)),
+        expected_key("c:unbounded", "[4]")
+    );
+    // Methods of trait impls have no companion (a trait impl takes no extra items): their
+    // entries, as written to Redis.
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    cache
+        .scope(async {
+            <Store as Repo<User>>::find(&Store, 1).await;
+            <Store as Repo<Team>>::find(&Store, 1).await;
+        })
+        .await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("c:repo:*")
+        .query_async(&mut server.conn().await)
+        .await
+        .unwrap();
+    keys.sort();
+    let mut expected: Vec<String> = ["User", "Team"]
+        .iter()
+        .map(|entity| {
+            let item = format!(
+                "<test_correctness::Store as test_correctness::Repo<test_correctness::{entity}>>"
+            );
+            expected_key("c:repo", &format!(r#"[1,"{item}"]"#))
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+}
