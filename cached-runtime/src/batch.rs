@@ -1,10 +1,11 @@
 //! Batch cache-aside: many ids, one `MGET`, one load of the missing ones, one pipelined
-//! write.
+//! write, under the same rules as single calls (hit counting, the size limit, the fill
+//! deadline, the fence).
 
-use crate::client::Cache;
+use crate::core::Core;
 use crate::key::KeyArgs;
-use crate::private::{Found, Outcome, Plain, Shape};
-use crate::stats::Counters;
+use crate::shape::{Opt, Outcome, Plain, Shape};
+use crate::stats::Event;
 use crate::store::{Fill, Seen, Store};
 use crate::ttl::Policy;
 use crate::Error;
@@ -13,7 +14,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// An id whose entry was not a hit.
@@ -25,41 +25,9 @@ struct Missing<'a, I> {
     seen: Option<Option<&'a [u8]>>,
 }
 
-impl Cache {
-    /// Cache-aside for many ids at once: the entries present are read with one `MGET`,
-    /// `load` runs once with the ids that missed, and what it returns is stored with one
-    /// pipelined write (each entry for exactly `ttl`). Returns the value of every id that
-    /// was cached or loaded; an id `load` leaves out is simply absent (and not cached).
-    ///
-    /// Each id has the key a `#[cached(prefix = "..")]` function of that one argument
-    /// would use (`[{namespace}:]{prefix}:{md5 of [id]}`), so a batch loader and a
-    /// single-id cached function share entries; `invalidate!` on the single function
-    /// invalidates the batch's entry too. Stores are fenced like every fill (an entry
-    /// invalidated while `load` ran is not overwritten) and the call fails open: if Redis
-    /// fails, `load` gets every id and its result is returned. Batches do not share
-    /// single flights with each other.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::collections::HashMap;
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let cache = redcache::Cache::memory();
-    /// let ttl = Duration::from_secs(60);
-    /// let load = |ids: Vec<u64>| async move {
-    ///     // SELECT id, name FROM users WHERE id = ANY($1)
-    ///     ids.into_iter().filter(|id| *id != 3).map(|id| (id, format!("user {id}"))).collect()
-    /// };
-    /// let users: HashMap<u64, String> = cache.get_or_insert_many("user", &[1, 2, 3], ttl, load).await;
-    /// assert_eq!(users.len(), 2); // 3 does not exist
-    /// let again: HashMap<u64, String> =
-    ///     cache.get_or_insert_many("user", &[1, 2], ttl, |_| async { HashMap::new() }).await;
-    /// assert_eq!(again[&2], "user 2"); // both hits: `load` got nothing to do
-    /// # }
-    /// ```
-    pub async fn get_or_insert_many<I, V, F, Fut>(
+impl Core {
+    /// See [`Cache::get_or_insert_many`](crate::Cache::get_or_insert_many).
+    pub(crate) async fn get_or_insert_many<I, V, F, Fut>(
         &self,
         prefix: &str,
         ids: &[I],
@@ -72,7 +40,7 @@ impl Cache {
         F: FnOnce(Vec<I>) -> Fut,
         Fut: Future<Output = HashMap<I, V>>,
     {
-        let namespace = self.config().namespace();
+        let namespace = self.config.namespace();
         let mut keyed = Vec::with_capacity(ids.len());
         let mut uncacheable = Vec::new();
         for id in ids {
@@ -86,7 +54,7 @@ impl Cache {
         }
         let keys: Vec<String> = keyed.iter().map(|(_, key)| key.clone()).collect();
         let started = tokio::time::Instant::now();
-        let read = match self.op(self.inner.backend.get_many(&keys)).await {
+        let read = match self.op(self.backend.get_many(&keys)).await {
             Ok(entries) => Some(entries),
             Err(err) => {
                 self.fault(prefix, &err);
@@ -101,13 +69,17 @@ impl Cache {
                 .as_ref()
                 .map(|entries| entries.get(i).and_then(|e| e.as_deref()));
             if let Some(Some(bytes)) = entry {
-                match <Plain as Shape<V>>::decode(bytes) {
-                    Ok((Found::Value(value), _)) => {
-                        Counters::bump(&self.inner.counters.hits);
-                        out.insert((*id).clone(), value);
-                        continue;
-                    }
-                    Ok(_) => {}
+                // Read as `Option<V>`: a single-id function returning `Option` shares
+                // these entries, and its cached `None` says the id does not exist.
+                match <Opt as Shape<Option<V>>>::decode(bytes) {
+                    Ok((found, _)) => match self.count_hit(found) {
+                        Some(Some(value)) => {
+                            out.insert((*id).clone(), value);
+                            continue;
+                        }
+                        Some(None) => continue,
+                        None => {}
+                    },
                     Err(err) => self.fault(key, &Error::decode_json(&err)),
                 }
             }
@@ -121,14 +93,14 @@ impl Cache {
             return out;
         }
         let wanted = missing.len() + uncacheable.len();
-        self.inner.counters.misses.fetch_add(wanted as u64, Relaxed);
+        self.record(Event::Misses(wanted as u64));
         let mut to_load: Vec<I> = missing.iter().map(|m| m.id.clone()).collect();
         to_load.extend(uncacheable);
         let loaded = load(to_load).await;
 
         // Like every fill: not after an invalidation's tombstone may have expired.
         if self.past_fill_deadline(started) {
-            Counters::bump(&self.inner.counters.conflicts);
+            self.record(Event::Conflict);
             out.extend(loaded);
             return out;
         }
@@ -139,16 +111,10 @@ impl Cache {
                 continue;
             };
             match <Plain as Shape<V>>::encode(value, Default::default()) {
-                Outcome::Value(Ok(bytes)) if bytes.len() <= self.config().max_value_bytes() => {
-                    encoded.push((*key, bytes, *seen));
-                }
-                Outcome::Value(Ok(bytes)) => self.fault(
-                    key,
-                    &Error::TooLarge {
-                        size: bytes.len(),
-                        max: self.config().max_value_bytes(),
-                    },
-                ),
+                Outcome::Value(Ok(bytes)) => match self.check_size(bytes.len()) {
+                    Ok(()) => encoded.push((*key, bytes, *seen)),
+                    Err(err) => self.fault(key, &err),
+                },
                 Outcome::Value(Err(source)) => self.fault(key, &Error::Encode { source }),
                 Outcome::Null(_) | Outcome::Skip => {}
             }
@@ -163,15 +129,14 @@ impl Cache {
                 group: None,
             })
             .collect();
-        match self.op(self.inner.backend.fill_many(&fills)).await {
+        match self.op(self.backend.fill_many(&fills)).await {
             Ok(stored) => {
                 for stored in stored {
-                    let counter = if stored {
-                        &self.inner.counters.stores
+                    self.record(if stored {
+                        Event::Store
                     } else {
-                        &self.inner.counters.conflicts
-                    };
-                    Counters::bump(counter);
+                        Event::Conflict
+                    });
                 }
             }
             Err(err) => self.fault(prefix, &err),

@@ -187,20 +187,28 @@ pub(crate) fn derive_key(
     key
 }
 
+/// `[{namespace}:]` followed by `parts`: how every key a cache writes is named.
+pub(crate) fn namespaced(namespace: Option<&str>, parts: &[&str]) -> String {
+    let len = namespace.map_or(0, |ns| ns.len() + 1) + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut key = String::with_capacity(len);
+    if let Some(ns) = namespace {
+        key.push_str(ns);
+        key.push(':');
+    }
+    for part in parts {
+        key.push_str(part);
+    }
+    key
+}
+
 /// Where a group's generation lives: `[{namespace}:]redcache:group:{{group}}`.
 pub(crate) fn group_key(namespace: Option<&str>, group: &str) -> String {
-    match namespace {
-        Some(ns) => format!("{ns}:redcache:group:{{{group}}}"),
-        None => format!("redcache:group:{{{group}}}"),
-    }
+    namespaced(namespace, &["redcache:group:{", group, "}"])
 }
 
 /// `[{namespace}:]{prefix}:`, the start of every key of a prefix.
 pub(crate) fn prefix_start(namespace: Option<&str>, prefix: &str) -> String {
-    match namespace {
-        Some(ns) => format!("{ns}:{prefix}:"),
-        None => format!("{prefix}:"),
-    }
+    namespaced(namespace, &[prefix, ":"])
 }
 
 /// A fresh, random, non-zero group generation.

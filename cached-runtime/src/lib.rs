@@ -19,24 +19,30 @@
     unreachable_pub
 )]
 
+// In dependency order: each module uses only those above it.
+mod aside;
 mod batch;
-mod client;
+mod cache;
 mod codec;
 mod config;
+mod core;
 mod error;
 mod flight;
+mod global;
 mod health;
 mod invalidate;
 mod key;
+mod shape;
 mod stats;
 mod store;
 mod ttl;
+mod write;
 
 #[doc(hidden)]
 pub mod private;
 
-pub use client::{init, stats, Cache};
+pub use cache::Cache;
 pub use config::{Config, ConfigBuilder};
 pub use error::{Error, Result};
-pub use invalidate::{invalidate_group, invalidate_prefix};
+pub use global::{init, invalidate_group, invalidate_prefix, stats};
 pub use stats::Stats;

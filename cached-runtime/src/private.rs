@@ -1,10 +1,9 @@
 //! What `#[cached]`-generated code calls. Not public API: no stability guarantees.
 
-use crate::client::{warn_not_initialized, Cache};
-use crate::codec::{self, Decoded};
+use crate::cache::Cache;
+use crate::global::{current, warn_not_initialized};
 use crate::ttl::{default_jitter, Policy};
-use serde::de::{DeserializeOwned, Error as _};
-use serde::Serialize;
+use crate::Config;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -12,17 +11,7 @@ use std::time::Duration;
 
 pub use crate::codec::{Refresh, Stamp};
 pub use crate::key::{KeyArg, KeyArgs};
-
-/// What a cached function returns (inside `Option`/`Result`): JSON both ways. Named so a
-/// mistake reads as one about caching, pointing at the return type.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be cached: it must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
-    label = "the cached value",
-    note = "derive both: `#[derive(serde::Serialize, serde::Deserialize)]`; a type borrowing data (`&str`, `&[T]`) must be owned (`String`, `Vec<T>`)"
-)]
-pub trait CacheValue: Serialize + DeserializeOwned {}
-
-impl<T: Serialize + DeserializeOwned> CacheValue for T {}
+pub use crate::shape::{CacheValue, Found, Opt, Outcome, Plain, Res, ResOpt, Shape};
 
 /// The attribute's options for one function, as a `static`.
 #[derive(Debug)]
@@ -44,124 +33,13 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub(crate) fn policy(&self, cache: &Cache) -> Policy {
-        let config = cache.config();
+    pub(crate) fn policy(&self, config: &Config) -> Policy {
         let ttl = self.ttl.unwrap_or(config.default_ttl());
         let jitter = self.jitter.unwrap_or_else(|| default_jitter(ttl));
         let null_ttl = self.null_ttl.unwrap_or(config.default_null_ttl());
         Policy::seconds(ttl, jitter, null_ttl)
             .with_lock(self.lock_ms.map(Duration::from_millis))
             .with_early_refresh(self.early_refresh)
-    }
-}
-
-/// What to store for a result.
-#[derive(Debug)]
-pub enum Outcome {
-    /// A value's envelope (or why it does not encode).
-    Value(serde_json::Result<Vec<u8>>),
-    /// A `None`'s envelope, cached for the null TTL.
-    Null(Vec<u8>),
-    /// Nothing (an `Err`).
-    Skip,
-}
-
-/// What an entry held, as a function's output.
-#[derive(Debug)]
-pub enum Found<O> {
-    /// A stored value.
-    Value(O),
-    /// A cached `None`.
-    Null(O),
-    /// A tombstone: the key was invalidated moments ago (a miss).
-    Gone,
-}
-
-/// How the return type `O` maps to entries; implemented by the four kinds [`Plain`],
-/// [`Opt`], [`Res`] and [`ResOpt`].
-pub trait Shape<O> {
-    /// What to store for `out`, with `stamp` in its envelope.
-    fn encode(out: &O, stamp: Stamp) -> Outcome;
-    /// `O` from an entry, and the entry's stamp; an entry of the wrong kind is an error (a
-    /// miss).
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<O>, Stamp)>;
-}
-
-fn null_not_expected() -> serde_json::Error {
-    serde_json::Error::custom("a cached None where this function returns no Option")
-}
-
-/// Reads an envelope with `wrap` turning its value into the output.
-fn decode_with<T: CacheValue, O>(
-    bytes: &[u8],
-    wrap: impl FnOnce(T) -> O,
-    null: Option<O>,
-) -> serde_json::Result<(Found<O>, Stamp)> {
-    let envelope = codec::decode::<T>(bytes)?;
-    let found = match envelope.body {
-        Decoded::Value(v) => Found::Value(wrap(v)),
-        Decoded::Null => Found::Null(null.ok_or_else(null_not_expected)?),
-        Decoded::Gone => Found::Gone,
-    };
-    Ok((found, envelope.stamp))
-}
-
-/// `T`: always cached.
-#[derive(Debug)]
-pub struct Plain;
-/// `Option<T>`: `None` cached for the null TTL.
-#[derive(Debug)]
-pub struct Opt;
-/// `Result<T, E>`: `Err` never cached.
-#[derive(Debug)]
-pub struct Res;
-/// `Result<Option<T>, E>`: `Ok(None)` cached for the null TTL, `Err` never.
-#[derive(Debug)]
-pub struct ResOpt;
-
-impl<T: CacheValue> Shape<T> for Plain {
-    fn encode(out: &T, stamp: Stamp) -> Outcome {
-        Outcome::Value(codec::encode_value(out, stamp))
-    }
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<T>, Stamp)> {
-        decode_with(bytes, |v| v, None)
-    }
-}
-
-impl<T: CacheValue> Shape<Option<T>> for Opt {
-    fn encode(out: &Option<T>, stamp: Stamp) -> Outcome {
-        match out {
-            Some(v) => Outcome::Value(codec::encode_value(v, stamp)),
-            None => Outcome::Null(codec::encode_null(Stamp::gen(stamp.gen))),
-        }
-    }
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Option<T>>, Stamp)> {
-        decode_with(bytes, Some, Some(None))
-    }
-}
-
-impl<T: CacheValue, E> Shape<Result<T, E>> for Res {
-    fn encode(out: &Result<T, E>, stamp: Stamp) -> Outcome {
-        match out {
-            Ok(v) => Outcome::Value(codec::encode_value(v, stamp)),
-            Err(_) => Outcome::Skip,
-        }
-    }
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<T, E>>, Stamp)> {
-        decode_with(bytes, Ok, None)
-    }
-}
-
-impl<T: CacheValue, E> Shape<Result<Option<T>, E>> for ResOpt {
-    fn encode(out: &Result<Option<T>, E>, stamp: Stamp) -> Outcome {
-        match out {
-            Ok(Some(v)) => Outcome::Value(codec::encode_value(v, stamp)),
-            Ok(None) => Outcome::Null(codec::encode_null(Stamp::gen(stamp.gen))),
-            Err(_) => Outcome::Skip,
-        }
-    }
-    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<Option<T>, E>>, Stamp)> {
-        decode_with(bytes, |v| Ok(Some(v)), Some(Ok(None)))
     }
 }
 
@@ -254,35 +132,37 @@ where
         warn_not_initialized();
         return body.await;
     };
+    let core = cache.core();
     let spec = call.spec();
-    let key = match call.key(cache.config().namespace()) {
+    let key = match call.key(core.config.namespace()) {
         Ok(key) => key,
         Err(err) => {
-            cache.fault(spec.prefix, &err);
+            core.fault(spec.prefix, &err);
             return body.await;
         }
     };
-    let policy = spec.policy(&cache);
-    cache
-        .get_or_run::<K, O, F>(&key, spec.group, &policy, body)
+    let policy = spec.policy(&core.config);
+    core.get_or_run::<K, O, F>(&key, spec.group, &policy, body)
         .await
 }
 
 /// `invalidate!(f(..))`: replaces the call's entry with a tombstone; whether there was one.
 pub async fn invalidate<K, O>(call: Call<K, O>) -> crate::Result<bool> {
-    let cache = Cache::current().ok_or(crate::Error::NotInitialized)?;
-    let key = call.key(cache.config().namespace())?;
-    cache.invalidate_key(&key).await
+    let cache = current()?;
+    let core = cache.core();
+    let key = call.key(core.config.namespace())?;
+    core.invalidate_key(&key).await
 }
 
 /// `put!(f(..), value)`: stores `value` as the call's result, under the function's TTL,
 /// jitter and null rules.
 pub async fn put<K: Shape<O>, O>(call: Call<K, O>, value: O) -> crate::Result<()> {
-    let cache = Cache::current().ok_or(crate::Error::NotInitialized)?;
+    let cache = current()?;
+    let core = cache.core();
     let spec = call.spec();
-    let policy = spec.policy(&cache);
-    let key = call.key(cache.config().namespace())?;
-    cache.put::<K, O>(&key, spec.group, &policy, &value).await
+    let policy = spec.policy(&core.config);
+    let key = call.key(core.config.namespace())?;
+    core.put::<K, O>(&key, spec.group, &policy, &value).await
 }
 
 /// `key!(f(..))`: the call's key in the cache in use (its namespace), else without one.
@@ -330,19 +210,20 @@ impl Evict {
             warn_not_initialized();
             return;
         };
-        let namespace = cache.config().namespace();
+        let core = cache.core();
+        let namespace = core.config.namespace();
         for (spec, args) in self.calls {
             let result = match args.key(namespace, spec.prefix, spec.group) {
-                Ok(key) => cache.invalidate_key(&key).await.map(drop),
+                Ok(key) => core.invalidate_key(&key).await.map(drop),
                 Err(err) => Err(err),
             };
             if let Err(err) = result {
-                cache.fault(spec.prefix, &err);
+                core.fault(spec.prefix, &err);
             }
         }
         for group in self.groups {
-            if let Err(err) = cache.invalidate_group(group).await {
-                cache.fault(group, &err);
+            if let Err(err) = core.invalidate_group(group).await {
+                core.fault(group, &err);
             }
         }
     }
@@ -416,19 +297,6 @@ fn last_segment_start(path: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn round_trip<K: Shape<O>, O>(out: O) -> (O, bool) {
-        let bytes = match K::encode(&out, Stamp::default()) {
-            Outcome::Value(bytes) => bytes.unwrap(),
-            Outcome::Null(bytes) => bytes,
-            Outcome::Skip => panic!("not cacheable"),
-        };
-        match K::decode(&bytes).unwrap().0 {
-            Found::Value(v) => (v, false),
-            Found::Null(v) => (v, true),
-            Found::Gone => panic!("not a tombstone"),
-        }
-    }
-
     #[test]
     fn the_enclosing_item_is_read_from_a_closures_path() {
         let cases = [
@@ -486,69 +354,5 @@ mod tests {
             module_path!()
         );
         assert_eq!(material(Table::args()), expected);
-    }
-
-    #[test]
-    fn every_shape_returns_what_was_stored() {
-        assert_eq!(round_trip::<Plain, u8>(3), (3, false));
-        assert_eq!(round_trip::<Plain, ()>(()), ((), false));
-        assert_eq!(round_trip::<Opt, Option<u8>>(Some(3)), (Some(3), false));
-        assert_eq!(round_trip::<Opt, Option<u8>>(None), (None, true));
-        assert_eq!(
-            round_trip::<Opt, Option<Option<u8>>>(Some(None)),
-            (Some(None), false)
-        );
-        assert_eq!(round_trip::<Opt, Option<Option<u8>>>(None), (None, true));
-        assert_eq!(
-            round_trip::<Opt, Option<Option<u8>>>(Some(Some(1))),
-            (Some(Some(1)), false)
-        );
-        assert_eq!(round_trip::<Res, Result<u8, String>>(Ok(3)), (Ok(3), false));
-        assert_eq!(
-            round_trip::<ResOpt, Result<Option<u8>, String>>(Ok(None)),
-            (Ok(None), true)
-        );
-        assert_eq!(
-            round_trip::<ResOpt, Result<Option<Option<u8>>, String>>(Ok(Some(None))),
-            (Ok(Some(None)), false)
-        );
-    }
-
-    #[test]
-    fn errors_are_never_stored() {
-        assert!(matches!(
-            <Res as Shape<Result<u8, String>>>::encode(&Err("e".into()), Stamp::default()),
-            Outcome::Skip
-        ));
-        assert!(matches!(
-            <ResOpt as Shape<Result<Option<u8>, String>>>::encode(
-                &Err("e".into()),
-                Stamp::default()
-            ),
-            Outcome::Skip
-        ));
-    }
-
-    #[test]
-    fn a_null_entry_is_a_miss_for_shapes_without_option() {
-        assert!(
-            <Plain as Shape<Option<u8>>>::decode(&codec::encode_null(Stamp::default())).is_err()
-        );
-        assert!(
-            <Res as Shape<Result<u8, ()>>>::decode(&codec::encode_null(Stamp::default())).is_err()
-        );
-    }
-
-    #[test]
-    fn a_tombstone_is_gone_for_every_shape() {
-        let tomb = codec::encode_tombstone();
-        assert!(matches!(
-            <Plain as Shape<u8>>::decode(&tomb).unwrap().0,
-            Found::Gone
-        ));
-        assert!(matches!(
-            <Opt as Shape<Option<u8>>>::decode(&tomb).unwrap().0,
-            Found::Gone
-        ));
     }
 }

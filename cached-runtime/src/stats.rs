@@ -49,23 +49,58 @@ pub struct Stats {
     pub breaker_open: bool,
 }
 
+/// Something a cache did, as its observers hear of it: the counters behind [`Stats`]
+/// today (metrics and tracing can listen at the same place, [`Core::record`]).
+///
+/// [`Core::record`]: crate::core::Core::record
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    Hit,
+    NullHit,
+    Miss,
+    /// `n` calls or ids missed at once (a batch).
+    Misses(u64),
+    Store,
+    /// `n` entries invalidated.
+    Invalidations(u64),
+    Conflict,
+    Refresh,
+    LockTimeout,
+    Fault,
+    Skipped,
+}
+
+/// The counters behind [`Stats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) null_hits: AtomicU64,
-    pub(crate) stores: AtomicU64,
-    pub(crate) invalidations: AtomicU64,
-    pub(crate) conflicts: AtomicU64,
-    pub(crate) refreshes: AtomicU64,
-    pub(crate) lock_timeouts: AtomicU64,
-    pub(crate) faults: AtomicU64,
-    pub(crate) skipped: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    null_hits: AtomicU64,
+    stores: AtomicU64,
+    invalidations: AtomicU64,
+    conflicts: AtomicU64,
+    refreshes: AtomicU64,
+    lock_timeouts: AtomicU64,
+    faults: AtomicU64,
+    skipped: AtomicU64,
 }
 
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+    pub(crate) fn record(&self, event: Event) {
+        let (counter, n) = match event {
+            Event::Hit => (&self.hits, 1),
+            Event::NullHit => (&self.null_hits, 1),
+            Event::Miss => (&self.misses, 1),
+            Event::Misses(n) => (&self.misses, n),
+            Event::Store => (&self.stores, 1),
+            Event::Invalidations(n) => (&self.invalidations, n),
+            Event::Conflict => (&self.conflicts, 1),
+            Event::Refresh => (&self.refreshes, 1),
+            Event::LockTimeout => (&self.lock_timeouts, 1),
+            Event::Fault => (&self.faults, 1),
+            Event::Skipped => (&self.skipped, 1),
+        };
+        counter.fetch_add(n, Relaxed);
     }
 
     pub(crate) fn snapshot(&self, breaker_open: bool, local_hits: u64) -> Stats {

@@ -46,6 +46,25 @@ pub(crate) struct GroupFence<'a> {
     pub(crate) create: bool,
 }
 
+impl<'a> GroupFence<'a> {
+    /// The fence of a write to a grouped entry: the generation that was read (`current`),
+    /// or a new one that the write creates if there was none.
+    pub(crate) fn at(key: &'a str, current: Option<u64>) -> Self {
+        match current {
+            Some(gen) => GroupFence {
+                key,
+                gen,
+                create: false,
+            },
+            None => GroupFence {
+                key,
+                gen: crate::key::new_generation(),
+                create: true,
+            },
+        }
+    }
+}
+
 /// A conditional write of a miss's result.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fill<'a> {

@@ -89,6 +89,18 @@ pub(crate) fn should_refresh(time_to_expiry_ms: f64, compute_ms: f64, beta: f64,
     -(compute_ms.max(1.0)) * beta * r.ln() >= time_to_expiry_ms
 }
 
+/// Whole milliseconds of `d`, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Wall-clock milliseconds since the Unix epoch (entries' expiry for early refresh).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
 /// The jitter used when a function sets none: a tenth of the TTL.
 pub(crate) fn default_jitter(ttl: u64) -> u64 {
     ttl / 10

@@ -297,26 +297,23 @@ impl<C: Conn> RedisStore<C> {
     pub(crate) fn local_hits(&self) -> u64 {
         self.conn.local_hits()
     }
+
+    /// Sends one command on the shared connection.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        cmd.query_async(&mut self.conn.clone())
+            .await
+            .map_err(Error::redis)
+    }
 }
 
 impl<C: Conn> Store for RedisStore<C> {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
-        self.read_cmd("GET")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(Error::redis)
+        self.query(self.read_cmd("GET").arg(key)).await
     }
 
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
-        let mut conn = self.conn.clone();
-        self.read_cmd("MGET")
-            .arg(key)
-            .arg(gen_key)
-            .query_async(&mut conn)
+        self.query(self.read_cmd("MGET").arg(key).arg(gen_key))
             .await
-            .map_err(Error::redis)
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
@@ -336,12 +333,7 @@ impl<C: Conn> Store for RedisStore<C> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        self.read_cmd("MGET")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(Error::redis)
+        self.query(self.read_cmd("MGET").arg(keys)).await
     }
 
     async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
@@ -390,51 +382,37 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(px(ttl))
-            .query_async(&mut conn)
+        self.query(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(px(ttl)))
             .await
-            .map_err(Error::redis)
     }
 
     async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(px(ttl))
-            .arg("GET")
-            .query_async(&mut conn)
-            .await
-            .map_err(Error::redis)
+        self.query(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(px(ttl))
+                .arg("GET"),
+        )
+        .await
     }
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
-        let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .query_async(&mut conn)
-            .await
-            .map_err(Error::redis)
+        self.query(redis::cmd("SET").arg(key).arg(value)).await
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        let mut conn = self.conn.clone();
-        let reply: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(px(ttl))
-            .query_async(&mut conn)
-            .await
-            .map_err(Error::redis)?;
+        let reply: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(px(ttl)),
+            )
+            .await?;
         Ok(reply.is_some())
     }
 
@@ -450,12 +428,7 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
-        let mut conn = self.conn.clone();
-        let ms: i64 = redis::cmd("PTTL")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(Error::redis)?;
+        let ms: i64 = self.query(redis::cmd("PTTL").arg(key)).await?;
         // -2: no such key; -1: no expiry (a group generation, or not written by redcache).
         Ok(match ms {
             -2 => None,

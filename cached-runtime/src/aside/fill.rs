@@ -1,0 +1,96 @@
+//! Storing a miss's result behind the fence: only if the key and the group still hold what
+//! the read saw, and only while an invalidation since the read is sure to have left its
+//! tombstone. Also what the callers waiting on the flight may take: a fenced result, or an
+//! unfenced one when there was nothing to write it to.
+
+use super::read::Read;
+use super::Entry;
+use crate::codec::{Refresh, Stamp};
+use crate::core::Core;
+use crate::flight::Shared;
+use crate::shape::{Outcome, Shape};
+use crate::stats::Event;
+use crate::store::{Fill, Store};
+use crate::ttl::{millis, unix_ms};
+use crate::Error;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl Core {
+    /// Stores a miss's result if nothing changed at the key since `read`; the entry to hand
+    /// to the callers waiting on this flight, if they may have it, and whether it is fenced.
+    pub(super) async fn store_result<K: Shape<O>, O>(
+        &self,
+        at: Entry<'_>,
+        read: &Read,
+        out: &O,
+        started: Instant,
+        compute: Duration,
+    ) -> Option<Shared> {
+        let (key, policy) = (at.key, at.policy);
+        let fence = read.fence(at.gen_key);
+        let value_ttl = policy.value_ttl();
+        let stamp = Stamp {
+            gen: fence.map_or(0, |f| f.gen),
+            refresh: policy.early_refresh().map(|_| Refresh {
+                expires_ms: unix_ms().saturating_add(millis(value_ttl)),
+                compute_ms: millis(compute),
+            }),
+        };
+        let (bytes, ttl) = match K::encode(out, stamp) {
+            Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl)),
+            Outcome::Value(Err(source)) => {
+                self.fault(key, &Error::Encode { source });
+                return None;
+            }
+            Outcome::Null(bytes) => (bytes, policy.null_ttl()),
+            Outcome::Skip => return None,
+        };
+        // Waiters get the result if the fenced fill stored it (then no invalidation came
+        // between the read and the write), or unfenced if there was nothing to write it to:
+        // the store is out or the value is over the size limit (sharing spares the
+        // database; a waiter that saw an invalidation refuses an unfenced result).
+        let Some(ttl) = ttl.filter(|_| read.writable()) else {
+            return matches!(read, Read::Unavailable).then(|| Shared::unfenced(bytes));
+        };
+        let max_fill = self.config.max_fill_time();
+        if self.past_fill_deadline(started) {
+            // An invalidation during the run may have left no trace by now: neither store
+            // nor share the result.
+            self.record(Event::Conflict);
+            tracing::debug!(
+                key,
+                ?max_fill,
+                "redcache: a miss outlasted max_fill_time; not stored"
+            );
+            return None;
+        }
+        let fill = Fill {
+            key,
+            value: &bytes,
+            ttl,
+            seen: read.seen(),
+            group: fence,
+        };
+        match self
+            .write_checked(|| self.backend.fill(&fill), bytes.len())
+            .await
+        {
+            Ok(true) => Some(Shared::stored(bytes)),
+            Ok(false) => {
+                // Invalidated or rewritten while the body ran: the result may be older than
+                // what is there now. The caller gets it; the cache and the waiters do not.
+                self.record(Event::Conflict);
+                None
+            }
+            Err(err) => {
+                self.fault(key, &err);
+                // Skipped by the open breaker (the store is out), or too large to store.
+                // Any other fault (a timeout, a lost connection) may hide a fill that ran
+                // and was refused.
+                matches!(err, Error::Unavailable { .. } | Error::TooLarge { .. })
+                    .then(|| Shared::unfenced(bytes))
+            }
+        }
+    }
+}

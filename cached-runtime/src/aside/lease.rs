@@ -1,0 +1,123 @@
+//! The cross-process lease of `lock` / `lock_ms`: `SET {key}:lock <token> NX PX <lease>`,
+//! taken by the first process to miss; the others poll the entry until it is filled or
+//! the lease runs out. The holder gives it back with a compare-and-delete, also when it is
+//! cancelled or panics.
+
+use super::read::{Examined, Read};
+use super::Entry;
+use crate::core::Core;
+use crate::key::new_generation;
+use crate::shape::Shape;
+use crate::stats::Event;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The outcome of trying for a key's cross-process lease.
+pub(super) enum Locked<O> {
+    /// Another process filled the entry while this one waited: a hit.
+    Filled(O, Option<Vec<u8>>),
+    /// This caller holds the lease; the read made right after taking it.
+    Acquired(Lease, Read),
+    /// No lease (the wait ran out, or the store failed): compute without one.
+    Proceed(Read),
+}
+
+/// A held cross-process lease: `SET {key}:lock <token> NX PX <lease>`. Given back when
+/// the call ends, and also when it is cancelled (a client that disconnects drops its
+/// handler) or its body panics: dropped while held, it releases itself in a task, so other
+/// processes do not wait out the whole lease.
+pub(super) struct Lease {
+    core: Arc<Core>,
+    key: String,
+    token: String,
+    held: bool,
+}
+
+impl Lease {
+    /// Gives the lease back (only if this caller still holds it).
+    pub(super) async fn release(mut self) {
+        self.held = false;
+        self.core.release_lease(&self.key, &self.token).await;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (core, key, token) = (
+                self.core.clone(),
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
+            runtime.spawn(async move { core.release_lease(&key, &token).await });
+        }
+    }
+}
+
+impl Core {
+    /// Takes the key's cross-process lease, or waits (polling, at most the lease's length)
+    /// for the process that holds it to fill the entry.
+    pub(super) async fn lock_or_wait<K: Shape<O>, O>(
+        self: &Arc<Self>,
+        at: Entry<'_>,
+        lease: Duration,
+    ) -> Locked<O> {
+        let key = at.key;
+        let lease_key = format!("{key}:lock");
+        let token = new_generation().to_string();
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(lease)
+            .unwrap_or(now + Duration::from_secs(86_400));
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let taken = self.backend.set_nx(&lease_key, token.as_bytes(), lease);
+            match self.op(taken).await {
+                Ok(true) => {
+                    let held = Lease {
+                        core: Arc::clone(self),
+                        key: lease_key,
+                        token,
+                        held: true,
+                    };
+                    let fresh = self.read(at).await;
+                    return Locked::Acquired(held, fresh);
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    self.fault(key, &err);
+                    return Locked::Proceed(Read::Unavailable);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                // The holder is slow or gone: compute here rather than wait any longer.
+                self.record(Event::LockTimeout);
+                return Locked::Proceed(self.read(at).await);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+            let read = self.read(at).await;
+            if let Examined::Hit(found) | Examined::Refresh(found) = self.examine::<K, O>(at, &read)
+            {
+                if let Some(out) = self.count_hit(found) {
+                    return Locked::Filled(out, read.into_entry());
+                }
+            }
+        }
+    }
+
+    /// Gives the lease at `key` back if `token` still holds it.
+    async fn release_lease(&self, key: &str, token: &str) {
+        let release = self.backend.delete_if(key, token.as_bytes());
+        if let Err(err) = self.op(release).await {
+            // It expires by itself.
+            self.fault(key, &err);
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Cache-aside, one call at a time: read, and on a miss single flight, the cross-process
+//! lease if the function takes one, the body, and the fenced write; an early refresh runs
+//! the same way. `#[cached]`, `get_or_insert_with` and (next) the HTTP layer all go
+//! through [`Core::get_or_run`].
+//!
+//! The steps live beside this file: [`read`] (what a read saw and what it means: hit,
+//! early refresh or miss), [`fill`] (storing a result behind the fence, and what waiters
+//! may take), [`lease`] (the cross-process lock).
+
+mod fill;
+mod lease;
+mod read;
+
+use self::lease::{Lease, Locked};
+use self::read::{Examined, Read};
+use crate::core::Core;
+use crate::flight::{self, Followed, Leader, Role, Shared};
+use crate::shape::Shape;
+use crate::stats::Event;
+use crate::ttl::Policy;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The entry a call is about: its key, its group's generation key, and its function's
+/// policy. They travel together through every step.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) gen_key: Option<&'a str>,
+    pub(crate) policy: &'a Policy,
+}
+
+/// Where a call stands before its body would run.
+enum Step<'a, O> {
+    /// Answered (a hit, or a waiter served by its leader).
+    Done(O),
+    /// The flight it waited on ended with nothing to share: start over.
+    Again,
+    /// Run the body, then [`Core::complete`].
+    Run(Run<'a>),
+    /// Start over and, after a miss, run the body without a flight.
+    Solo,
+}
+
+/// A body to run, and what its result's write needs.
+struct Run<'a> {
+    flight: Flight<'a>,
+    /// What the read saw: the fill must find it again.
+    read: Read,
+    /// When the read started (the fill fence counts from then).
+    started: Instant,
+    /// The cross-process lease, if the function takes one.
+    lease: Option<Lease>,
+}
+
+/// Why this call runs the body.
+enum Flight<'a> {
+    /// It leads the key's flight, after a miss or to refresh the entry early: callers that
+    /// miss meanwhile wait for its result instead of running the body once more.
+    Lead(Leader<'a>),
+    /// The flight it waited on had nothing to share: it runs on its own.
+    Solo,
+}
+
+/// Runs `body` and measures it (XFetch's delta).
+async fn timed<O>(body: impl Future<Output = O>) -> (O, Duration) {
+    let start = Instant::now();
+    let out = body.await;
+    (out, start.elapsed())
+}
+
+impl Core {
+    /// The heart of every cached call: read, then on a miss single flight, the
+    /// cross-process lease if the function takes one, the body, and the fenced write.
+    ///
+    /// This is the only part generic over the body's future, and so the only part each
+    /// `#[cached]` function gets its own copy of: it awaits [`step`](Self::step) and
+    /// [`complete`](Self::complete), which are generic over the return type alone.
+    pub(crate) async fn get_or_run<K, O, F>(
+        self: &Arc<Self>,
+        key: &str,
+        group: Option<&str>,
+        policy: &Policy,
+        body: F,
+    ) -> O
+    where
+        K: Shape<O>,
+        F: Future<Output = O>,
+    {
+        let gen_key = group.map(|g| self.group_key(g));
+        let at = Entry {
+            key,
+            gen_key: gen_key.as_deref(),
+            policy,
+        };
+        let mut solo = false;
+        loop {
+            match self.step::<K, O>(at, solo).await {
+                Step::Done(out) => return out,
+                Step::Again => continue,
+                // The flight it waited on ended with nothing to share (an `Err`, a result
+                // that was not stored): running the body now beats queueing behind another
+                // flight that may end the same way.
+                Step::Solo => solo = true,
+                Step::Run(run) => {
+                    let (out, compute) = timed(body).await;
+                    self.complete::<K, O>(at, run, &out, compute).await;
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Everything a call does before its body would run: a hit, a reason to start over,
+    /// or the body to run (as the key's flight leader, as its early refresher, or `solo`:
+    /// without a flight).
+    async fn step<K: Shape<O>, O>(self: &Arc<Self>, at: Entry<'_>, solo: bool) -> Step<'_, O> {
+        let key = at.key;
+        // Read first: a hit needs no flight.
+        let stripe = self.flights.stripe(key);
+        let mut started = Instant::now();
+        let mut read = self.read(at).await;
+        match self.examine::<K, O>(at, &read) {
+            Examined::Hit(found) => {
+                if let Some(out) = self.count_hit(found) {
+                    return Step::Done(out);
+                }
+            }
+            Examined::Refresh(found) => {
+                // The refresh leads the key's flight: one at a time in this process, and a
+                // caller that misses meanwhile (the entry expired) waits for it. Callers
+                // that find a flight under way are served the entry, still valid.
+                let Role::Leader(leader) = self.flights.join(key) else {
+                    return match self.count_hit(found) {
+                        Some(out) => Step::Done(out),
+                        None => Step::Again,
+                    };
+                };
+                self.record(Event::Refresh);
+                return Step::Run(Run {
+                    flight: Flight::Lead(leader),
+                    read,
+                    started,
+                    lease: None,
+                });
+            }
+            Examined::Miss => {}
+        }
+        if solo {
+            self.record(Event::Miss);
+            return Step::Run(Run {
+                flight: Flight::Solo,
+                read,
+                started,
+                lease: None,
+            });
+        }
+        let wait = self.config.max_fill_time();
+        let leader = match self.flights.join(key) {
+            Role::Follower(rx) => {
+                return match flight::follow(rx, wait).await {
+                    // An unfenced result may predate the invalidation whose trace (a
+                    // tombstone) this caller read: it computes its own.
+                    Followed::Shared(shared) if !shared.fenced && read.saw_entry() => Step::Solo,
+                    Followed::Shared(shared) => match K::decode(&shared.entry) {
+                        Ok((found, _)) => match self.count_hit(found) {
+                            Some(out) => Step::Done(out),
+                            None => Step::Again,
+                        },
+                        Err(_) => Step::Again,
+                    },
+                    // Nothing to share (an `Err`, a result not stored), or the leader
+                    // stalled: running the body now beats queueing behind another flight
+                    // that may end the same way.
+                    Followed::Nothing => Step::Solo,
+                    // The leader went away: start over, one of the waiters leads.
+                    Followed::Again => Step::Again,
+                };
+            }
+            Role::Late(rx) => {
+                // The leader may hold a result from before an invalidation this caller
+                // read: wait for it to end, then read again; if it had nothing to share,
+                // run the body now rather than queue behind the next leader.
+                return match flight::follow(rx, wait).await {
+                    Followed::Nothing => Step::Solo,
+                    Followed::Shared(_) | Followed::Again => Step::Again,
+                };
+            }
+            Role::Leader(leader) => leader,
+        };
+        if self.flights.stripe(key) != stripe {
+            // A flight ended since the read (perhaps this key's): read again.
+            leader.seal();
+            (started, read) = (Instant::now(), self.read(at).await);
+            if let Examined::Hit(found) | Examined::Refresh(found) = self.examine::<K, O>(at, &read)
+            {
+                if let Some(out) = self.count_hit(found) {
+                    leader.finish(read.into_entry().map(Shared::stored));
+                    return Step::Done(out);
+                }
+            }
+        }
+        let mut lease = None;
+        if let Some(lock) = at.policy.lock().filter(|_| read.writable()) {
+            leader.seal();
+            // Counted from before the wait: errs on the safe side.
+            let taken = Instant::now();
+            match self.lock_or_wait::<K, O>(at, lock).await {
+                Locked::Filled(out, entry) => {
+                    leader.finish(entry.map(Shared::stored));
+                    return Step::Done(out);
+                }
+                Locked::Acquired(held, fresh) => {
+                    // Double-check: the previous holder may have filled just now.
+                    if let Examined::Hit(found) = self.examine::<K, O>(at, &fresh) {
+                        if let Some(out) = self.count_hit(found) {
+                            leader.finish(fresh.into_entry().map(Shared::stored));
+                            held.release().await;
+                            return Step::Done(out);
+                        }
+                    }
+                    lease = Some(held);
+                    (read, started) = (fresh, taken);
+                }
+                Locked::Proceed(fresh) => (read, started) = (fresh, taken),
+            }
+        }
+        self.record(Event::Miss);
+        Step::Run(Run {
+            flight: Flight::Lead(leader),
+            read,
+            started,
+            lease,
+        })
+    }
+
+    /// After the body ran: stores its result, releases the lease, ends the flight.
+    async fn complete<K: Shape<O>, O>(
+        &self,
+        at: Entry<'_>,
+        run: Run<'_>,
+        out: &O,
+        compute: Duration,
+    ) {
+        let Run {
+            flight,
+            read,
+            started,
+            lease,
+        } = run;
+        if let Flight::Lead(leader) = &flight {
+            leader.seal();
+        }
+        let shared = self
+            .store_result::<K, O>(at, &read, out, started, compute)
+            .await;
+        if let Flight::Lead(leader) = flight {
+            leader.finish(shared);
+        }
+        if let Some(held) = lease {
+            held.release().await;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! What a read saw, and what it means for a call: a hit, a hit due for early refresh
+//! (XFetch), or a miss; and what a miss's fill must find again (the entry it read and the
+//! group generation). Hits are counted here, for every caller (batches too).
+
+use super::Entry;
+use crate::core::Core;
+use crate::key::{parse_gen, BadGeneration};
+use crate::shape::{Found, Shape};
+use crate::stats::Event;
+use crate::store::{GroupFence, Seen, Store};
+use crate::ttl::{self, unix_ms};
+use crate::Error;
+
+/// What a read means for a call.
+pub(super) enum Examined<O> {
+    Hit(Found<O>),
+    /// A hit that XFetch picked for recomputation now, before it expires.
+    Refresh(Found<O>),
+    Miss,
+}
+
+/// What the read of a miss saw: what its fill must find again to store its result.
+pub(super) enum Read {
+    Found {
+        entry: Option<Vec<u8>>,
+        gen: Gen,
+    },
+    /// Redis rejected the read (a key of another Redis type): the fill overwrites it.
+    WrongType,
+    /// The store failed, timed out or is skipped: the call does not write either, so an
+    /// outage adds at most one timeout to a call.
+    Unavailable,
+}
+
+/// A group's generation as read (functions without a group read none: `Missing`).
+#[derive(Clone, Copy)]
+pub(super) enum Gen {
+    Missing,
+    At(u64),
+    /// Not a generation redcache wrote: nothing of the group is used or stored until
+    /// `invalidate_group` replaces it.
+    Unusable,
+}
+
+impl Read {
+    pub(super) fn entry(&self) -> Option<&[u8]> {
+        match self {
+            Read::Found { entry, .. } => entry.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub(super) fn into_entry(self) -> Option<Vec<u8>> {
+        match self {
+            Read::Found { entry, .. } => entry,
+            _ => None,
+        }
+    }
+
+    /// Whether an entry written at generation `gen` is current (0: written outside a group).
+    pub(super) fn gen_matches(&self, gen: u64) -> bool {
+        match self {
+            Read::Found {
+                gen: Gen::At(current),
+                ..
+            } => gen == *current,
+            Read::Found {
+                gen: Gen::Missing, ..
+            } => gen == 0,
+            _ => false,
+        }
+    }
+
+    /// Whether the read found bytes at the key (an entry it could not use, a tombstone).
+    pub(super) fn saw_entry(&self) -> bool {
+        matches!(self, Read::Found { entry: Some(_), .. })
+    }
+
+    pub(super) fn writable(&self) -> bool {
+        !matches!(
+            self,
+            Read::Unavailable
+                | Read::Found {
+                    gen: Gen::Unusable,
+                    ..
+                }
+        )
+    }
+
+    pub(super) fn seen(&self) -> Seen<'_> {
+        match self {
+            Read::Found { entry: None, .. } => Seen::Nothing,
+            Read::Found {
+                entry: Some(bytes), ..
+            } => Seen::Bytes(bytes),
+            Read::WrongType | Read::Unavailable => Seen::WrongType,
+        }
+    }
+
+    /// The generation a grouped fill stamps its value with: the one read, or a new one
+    /// the fill creates if there was none.
+    pub(super) fn fence<'a>(&self, gen_key: Option<&'a str>) -> Option<GroupFence<'a>> {
+        let current = match self {
+            Read::Found {
+                gen: Gen::At(gen), ..
+            } => Some(*gen),
+            _ => None,
+        };
+        Some(GroupFence::at(gen_key?, current))
+    }
+}
+
+impl Core {
+    /// What a read means for a call: a hit, a hit due for early refresh, or a miss.
+    pub(super) fn examine<K: Shape<O>, O>(&self, at: Entry<'_>, read: &Read) -> Examined<O> {
+        let Some(bytes) = read.entry() else {
+            return Examined::Miss;
+        };
+        match K::decode(bytes) {
+            // A tombstone: a miss, filled over.
+            Ok((Found::Gone, _)) => Examined::Miss,
+            Ok((found, stamp)) if read.gen_matches(stamp.gen) => {
+                if let (Some(beta), Some(entry)) = (at.policy.early_refresh(), stamp.refresh) {
+                    let to_expiry = entry.expires_ms as f64 - unix_ms() as f64;
+                    let r = 1.0 - rand::random::<f64>();
+                    if ttl::should_refresh(to_expiry, entry.compute_ms as f64, beta, r) {
+                        return Examined::Refresh(found);
+                    }
+                }
+                Examined::Hit(found)
+            }
+            // Written before the group was invalidated: a miss.
+            Ok(_) => Examined::Miss,
+            // Corrupt, foreign or older-format data: a miss, overwritten.
+            Err(err) => {
+                self.fault(at.key, &Error::decode_json(&err));
+                Examined::Miss
+            }
+        }
+    }
+
+    /// Counts a hit; `None` for a tombstone (a miss).
+    pub(crate) fn count_hit<O>(&self, found: Found<O>) -> Option<O> {
+        match found {
+            Found::Value(out) => {
+                self.record(Event::Hit);
+                Some(out)
+            }
+            Found::Null(out) => {
+                self.record(Event::NullHit);
+                Some(out)
+            }
+            Found::Gone => None,
+        }
+    }
+
+    /// Reads `key` (and the group generation); faults are recorded, never returned.
+    pub(super) async fn read(&self, at: Entry<'_>) -> Read {
+        let key = at.key;
+        let result = match at.gen_key {
+            None => self
+                .op(self.backend.get(key))
+                .await
+                .map(|entry| (entry, None)),
+            Some(gen_key) => self.op(self.backend.get_with_gen(key, gen_key)).await,
+        };
+        match result {
+            Ok((entry, gen)) => {
+                let gen = match gen.as_deref().map(parse_gen) {
+                    None => Gen::Missing,
+                    Some(Some(gen)) => Gen::At(gen),
+                    Some(None) => {
+                        self.fault(key, &Error::decode(BadGeneration));
+                        Gen::Unusable
+                    }
+                };
+                Read::Found { entry, gen }
+            }
+            Err(err) => {
+                self.fault(key, &err);
+                if err.is_store_fault() || matches!(err, Error::Unavailable { .. }) {
+                    Read::Unavailable
+                } else {
+                    // Redis rejected the read (a key of another type): write over it.
+                    Read::WrongType
+                }
+            }
+        }
+    }
+}

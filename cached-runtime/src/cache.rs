@@ -1,0 +1,460 @@
+//! The cache handle: [`Cache`], the global and scoped instance (`install`, `scope`,
+//! `current`), and the public API, each method its documentation and a delegation to the
+//! [`Core`].
+
+use crate::codec::{self, Decoded, Stamp};
+use crate::core::Core;
+use crate::shape::Plain;
+use crate::stats::Stats;
+use crate::store::{Backend, MemoryStore, RedisStore, Store};
+use crate::ttl::Policy;
+use crate::{Config, Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+static GLOBAL: OnceLock<Cache> = OnceLock::new();
+
+tokio::task_local! {
+    static SCOPED: Cache;
+}
+
+/// A cache: a store (Redis or in-process) plus its configuration, counters, breaker and
+/// in-flight calls. Cheap to clone: clones share everything.
+///
+/// `#[cached]` functions use the cache of the enclosing [`scope`](Cache::scope), else the
+/// one [`install`](Cache::install)ed globally (by [`init`](crate::init)), else none (the body
+/// just runs).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+/// let cache = redcache::Cache::memory();
+/// cache.set("greeting", &"hello", Duration::from_secs(60)).await?;
+/// assert_eq!(cache.get::<String>("greeting").await?, Some("hello".to_string()));
+/// assert!(cache.delete("greeting").await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    core: Arc<Core>,
+}
+
+impl Cache {
+    fn new(backend: Backend, config: Config) -> Cache {
+        Cache {
+            core: Arc::new(Core::new(backend, config)),
+        }
+    }
+
+    /// The core every operation of this cache runs on.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Connects to Redis and checks it with `PING`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the configuration is unusable, [`Error::Connect`] when Redis
+    /// does not answer within [`Config::connect_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), redcache::Error> {
+    /// let cache = redcache::Cache::connect(redcache::Config::from_env()).await?;
+    /// cache.install()?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: Config) -> Result<Cache> {
+        if let Some(problem) = config.problem() {
+            return Err(Error::config(problem));
+        }
+        let backend = if config.is_cluster() {
+            Backend::Cluster(RedisStore::connect_cluster(&config).await?)
+        } else {
+            Backend::Redis(RedisStore::connect(&config).await?)
+        };
+        Ok(Cache::new(backend, config))
+    }
+
+    /// An in-process cache with the default configuration: for running without Redis, and
+    /// for tests. Entries expire as they would in Redis.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = redcache::Cache::memory();
+    /// assert!(!cache.is_redis());
+    /// ```
+    pub fn memory() -> Cache {
+        Self::memory_with(Config::default())
+    }
+
+    /// An in-process cache with `config`'s namespace, TTLs and limits (its Redis address is
+    /// not used).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = redcache::Cache::memory_with(redcache::Config::builder().namespace("t").build());
+    /// assert_eq!(cache.config().namespace(), Some("t"));
+    /// ```
+    pub fn memory_with(config: Config) -> Cache {
+        Cache::new(Backend::Memory(MemoryStore::default()), config)
+    }
+
+    /// Makes this the global cache of the process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyInitialized`] if a global cache is already installed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// redcache::Cache::memory().install().unwrap();
+    /// assert!(redcache::Cache::memory().install().is_err());
+    /// ```
+    pub fn install(&self) -> Result<()> {
+        GLOBAL
+            .set(self.clone())
+            .map_err(|_| Error::AlreadyInitialized)
+    }
+
+    /// Runs `fut` with this cache as the one every `#[cached]` call inside it uses, whatever
+    /// is installed globally. Tasks spawned inside `fut` do not inherit the scope.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[redcache::cached(ttl = 60)]
+    /// async fn double(x: u32) -> u32 { x * 2 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = redcache::Cache::memory();
+    /// cache.scope(async {
+    ///     assert_eq!(double(21).await, 42);
+    ///     assert_eq!(double(21).await, 42);
+    /// }).await;
+    /// assert_eq!(cache.stats().hits, 1);
+    /// # }
+    /// ```
+    pub fn scope<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
+        SCOPED.scope(self.clone(), fut)
+    }
+
+    /// This cache's configuration.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// Whether entries go to Redis or a Redis Cluster (else to the in-process store).
+    pub fn is_redis(&self) -> bool {
+        self.core.backend.is_remote()
+    }
+
+    /// A snapshot of this cache's counters.
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// The value at `key` (the namespace is added), or `None` when there is none or it does
+    /// not decode as `T` (that counts as a fault, like a corrupt entry).
+    ///
+    /// # Errors
+    ///
+    /// The store failed, timed out, or is skipped by the open circuit breaker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+    /// let cache = redcache::Cache::memory();
+    /// assert_eq!(cache.get::<u32>("absent").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let key = self.core.full_key(key);
+        let Some(bytes) = self.core.op(self.core.backend.get(&key)).await? else {
+            return Ok(None);
+        };
+        match codec::decode::<T>(&bytes).map(|e| e.body) {
+            Ok(Decoded::Value(value)) => Ok(Some(value)),
+            Ok(Decoded::Null | Decoded::Gone) => Ok(None),
+            Err(err) => {
+                self.core.fault(&key, &Error::decode_json(&err));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores `value` at `key` (the namespace is added) for exactly `ttl`.
+    ///
+    /// # Errors
+    ///
+    /// The value does not serialize or is over [`Config::max_value_bytes`], or the store
+    /// failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+    /// let cache = redcache::Cache::memory();
+    /// cache.set("answer", &42u32, std::time::Duration::from_secs(10)).await?;
+    /// assert_eq!(cache.get::<u32>("answer").await?, Some(42));
+    /// # Ok(()) }
+    /// ```
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<()> {
+        let bytes = codec::encode_value(value, Stamp::default())
+            .map_err(|source| Error::Encode { source })?;
+        let key = self.core.full_key(key);
+        let ttl = Policy::exact(ttl).value_ttl();
+        self.core
+            .write_checked(
+                || async {
+                    self.core
+                        .backend
+                        .set(&key, &bytes, ttl)
+                        .await
+                        .map(|()| true)
+                },
+                bytes.len(),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Removes the entry at `key` (the namespace is added); whether there was one.
+    ///
+    /// Like every invalidation, this leaves a small tombstone for
+    /// [`Config::max_fill_time`], so that a `get_or_insert_with` that started before it
+    /// cannot store its older value afterwards.
+    ///
+    /// # Errors
+    ///
+    /// The store failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+    /// let cache = redcache::Cache::memory();
+    /// assert!(!cache.delete("absent").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let key = self.core.full_key(key);
+        self.core.invalidate_key(&key).await
+    }
+
+    /// Time left before the entry at `key` (the namespace is added) expires; `None` when
+    /// there is none.
+    ///
+    /// # Errors
+    ///
+    /// The store failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+    /// use std::time::Duration;
+    /// let cache = redcache::Cache::memory();
+    /// cache.set("k", &1, Duration::from_secs(30)).await?;
+    /// assert!(cache.ttl("k").await?.unwrap() <= Duration::from_secs(30));
+    /// # Ok(()) }
+    /// ```
+    pub async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
+        let key = self.core.full_key(key);
+        match self.core.op(self.core.backend.get(&key)).await? {
+            Some(bytes) if !codec::is_tombstone(&bytes) => {
+                self.core.op(self.core.backend.ttl(&key)).await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Cache-aside for code without the attribute: the value at `key` (the namespace is
+    /// added), else `init()`'s result, stored for exactly `ttl`.
+    ///
+    /// Same rules as `#[cached]`: concurrent calls for one key run `init` once, and a store
+    /// fault never fails the call (`init` runs and its value is returned).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// let cache = redcache::Cache::memory();
+    /// let v: u64 = cache.get_or_insert_with("answer", Duration::from_secs(60), || async { 42 }).await;
+    /// let v2: u64 = cache.get_or_insert_with("answer", Duration::from_secs(60), || async { 0 }).await;
+    /// assert_eq!((v, v2), (42, 42));
+    /// # }
+    /// ```
+    pub async fn get_or_insert_with<T, F, Fut>(&self, key: &str, ttl: Duration, init: F) -> T
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let key = self.core.full_key(key);
+        let policy = Policy::exact(ttl);
+        self.core
+            .get_or_run::<Plain, T, _>(&key, None, &policy, async move { init().await })
+            .await
+    }
+
+    /// Cache-aside for many ids at once: the entries present are read with one `MGET`,
+    /// `load` runs once with the ids that missed, and what it returns is stored with one
+    /// pipelined write (each entry for exactly `ttl`). Returns the value of every id that
+    /// was cached or loaded; an id `load` leaves out is simply absent (and not cached), and
+    /// so is an id whose entry is a cached `None` (written by a single-id function that
+    /// returns `Option`): a null hit, not loaded again.
+    ///
+    /// Each id has the key a `#[cached(prefix = "..")]` function of that one argument
+    /// would use (`[{namespace}:]{prefix}:{md5 of [id]}`), so a batch loader and a
+    /// single-id cached function share entries; `invalidate!` on the single function
+    /// invalidates the batch's entry too. Stores are fenced like every fill (an entry
+    /// invalidated while `load` ran is not overwritten) and the call fails open: if Redis
+    /// fails, `load` gets every id and its result is returned. Batches do not share
+    /// single flights with each other.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = redcache::Cache::memory();
+    /// let ttl = Duration::from_secs(60);
+    /// let load = |ids: Vec<u64>| async move {
+    ///     // SELECT id, name FROM users WHERE id = ANY($1)
+    ///     ids.into_iter().filter(|id| *id != 3).map(|id| (id, format!("user {id}"))).collect()
+    /// };
+    /// let users: HashMap<u64, String> = cache.get_or_insert_many("user", &[1, 2, 3], ttl, load).await;
+    /// assert_eq!(users.len(), 2); // 3 does not exist
+    /// let again: HashMap<u64, String> =
+    ///     cache.get_or_insert_many("user", &[1, 2], ttl, |_| async { HashMap::new() }).await;
+    /// assert_eq!(again[&2], "user 2"); // both hits: `load` got nothing to do
+    /// # }
+    /// ```
+    pub async fn get_or_insert_many<I, V, F, Fut>(
+        &self,
+        prefix: &str,
+        ids: &[I],
+        ttl: Duration,
+        load: F,
+    ) -> HashMap<I, V>
+    where
+        I: Serialize + Eq + Hash + Clone,
+        V: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<I>) -> Fut,
+        Fut: Future<Output = HashMap<I, V>>,
+    {
+        self.core.get_or_insert_many(prefix, ids, ttl, load).await
+    }
+
+    /// Invalidates every entry of the eviction group `group` (`#[cached(group = "..")]`)
+    /// at once: the group moves to a new generation, and entries of older generations are
+    /// misses from then on (they expire by their TTL). One Redis command, whatever the
+    /// size of the group.
+    ///
+    /// # Errors
+    ///
+    /// The store failed or timed out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[redcache::cached(group = "products", ttl = 600)]
+    /// async fn price(sku: u32) -> u32 { sku * 100 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+    /// let cache = redcache::Cache::memory();
+    /// cache.scope(async { price(1).await }).await;
+    /// cache.invalidate_group("products").await?;
+    /// cache.scope(async { price(1).await }).await; // a miss again
+    /// assert_eq!(cache.stats().misses, 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_group(&self, group: &str) -> Result<()> {
+        self.core.invalidate_group(group).await
+    }
+
+    /// Invalidates every entry whose key starts with `prefix` + `:` (the namespace is
+    /// added): the entries of every `#[cached(prefix = ..)]` function whose prefix is
+    /// `prefix` or starts with `prefix:`. Returns how many entries were invalidated.
+    ///
+    /// Redis is walked with `SCAN` in steps of 1000 keys, and each step's live entries are
+    /// replaced by tombstones with one script (one per key on a cluster), so no command
+    /// holds Redis for long, whatever the number of keys (never `KEYS`). Tombstones already
+    /// there (of exact invalidations) and leases are left as they are, so a prefix never
+    /// weakens a fence. Glob characters in `prefix` (`*`, `?`, `[`, `]`, `\`) match only
+    /// themselves. Like every invalidation, it is never skipped by the open breaker.
+    ///
+    /// What it cannot fence: a miss already running for a key that had *no* entry (there
+    /// was nothing to find), which may store its value afterwards. Exact calls
+    /// (`invalidate!`, `#[evicts]`) and groups are race-safe for such keys too; use them on
+    /// write paths, and prefixes for maintenance and bulk purges.
+    ///
+    /// # Errors
+    ///
+    /// The store failed; entries removed before the fault stay removed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[redcache::cached(prefix = "user:profile", ttl = 600)]
+    /// async fn profile(id: u64) -> String { format!("user {id}") }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+    /// let cache = redcache::Cache::memory();
+    /// cache.scope(async { profile(1).await + &profile(2).await }).await;
+    /// assert_eq!(cache.invalidate_prefix("user:profile").await?, 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
+        self.core.invalidate_prefix(prefix).await
+    }
+
+    /// The cache `#[cached]` calls use here: the scoped one, else the global one.
+    pub(crate) fn current() -> Option<Cache> {
+        SCOPED
+            .try_with(Cache::clone)
+            .ok()
+            .or_else(|| GLOBAL.get().cloned())
+    }
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field(
+                "store",
+                &match self.core.backend {
+                    Backend::Redis(_) => "redis",
+                    Backend::Cluster(_) => "redis cluster",
+                    Backend::Memory(_) => "memory",
+                },
+            )
+            .field("config", &self.core.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

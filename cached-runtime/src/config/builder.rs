@@ -1,0 +1,217 @@
+//! [`ConfigBuilder`]: chained setters over the defaults.
+
+use super::target::Target;
+use super::Config;
+use std::time::Duration;
+
+/// Builds a [`Config`]; start from [`Config::builder`].
+///
+/// # Examples
+///
+/// ```
+/// let config = redcache::Config::builder().host("10.0.0.5", 6380).password("pw").db(3).build();
+/// assert_eq!(config.redacted_target(), "redis://:***@10.0.0.5:6380/3");
+/// ```
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    pub(super) config: Config,
+}
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        Config::builder()
+    }
+}
+
+impl ConfigBuilder {
+    /// Redis URL: `redis://[user:password@]host:port/db` (`rediss://` needs TLS support).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.config.target = Target::Url(url.into());
+        self
+    }
+
+    /// A Redis Cluster, reached through these seed nodes (`redis://[user:password@]host:port`
+    /// each; one reachable node is enough, the others are discovered). Instead of
+    /// [`url`](Self::url) or [`host`](Self::host).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder()
+    ///     .cluster_nodes(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
+    ///     .build();
+    /// assert!(config.is_cluster());
+    /// ```
+    pub fn cluster_nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.target = Target::Cluster(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Redis host and port (instead of a URL).
+    pub fn host(mut self, host: impl Into<String>, port: u16) -> Self {
+        let (username, password, db) = self.parts();
+        self.config.target = Target::Parts {
+            host: host.into(),
+            port,
+            username,
+            password,
+            db,
+        };
+        self
+    }
+
+    /// ACL user name (with [`host`](Self::host)).
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        if let Target::Parts { username: u, .. } = &mut self.ensure_parts() {
+            *u = Some(username.into());
+        }
+        self
+    }
+
+    /// Password (with [`host`](Self::host)).
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        if let Target::Parts { password: p, .. } = &mut self.ensure_parts() {
+            *p = Some(password.into());
+        }
+        self
+    }
+
+    /// Database number (with [`host`](Self::host)).
+    pub fn db(mut self, db: i64) -> Self {
+        if let Target::Parts { db: d, .. } = &mut self.ensure_parts() {
+            *d = db;
+        }
+        self
+    }
+
+    /// A prefix for every key (`{namespace}:{prefix}:{hash}`), to share one Redis between
+    /// applications or deployments.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        let ns = namespace.into();
+        self.config.namespace = if ns.is_empty() { None } else { Some(ns) };
+        self
+    }
+
+    /// TTL in seconds for functions that set none (default 300; 0 is raised to 1).
+    pub fn default_ttl(mut self, secs: u64) -> Self {
+        self.config.default_ttl = secs;
+        self
+    }
+
+    /// TTL in seconds of a cached `None` for functions that set no `null_ttl` (default 60;
+    /// 0 turns null caching off).
+    pub fn default_null_ttl(mut self, secs: u64) -> Self {
+        self.config.default_null_ttl = secs;
+        self
+    }
+
+    /// Longest wait for one Redis operation (default 200 ms).
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.config.op_timeout = timeout;
+        self
+    }
+
+    /// Longest wait for the connection at start-up (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Largest encoded value that is stored (default 1 MiB).
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_value_bytes = bytes;
+        self
+    }
+
+    /// Consecutive store faults that open the circuit breaker (default 5; 0 turns it off).
+    pub fn breaker_threshold(mut self, faults: u32) -> Self {
+        self.config.breaker_threshold = faults;
+        self
+    }
+
+    /// How long an open breaker skips the store (default 1 s).
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Longest a miss may take and still store its result, and how long invalidations
+    /// leave tombstones (default 30 s; see [`Config::max_fill_time`]).
+    pub fn max_fill_time(mut self, time: Duration) -> Self {
+        self.config.max_fill_time = time;
+        self
+    }
+
+    /// Start without waiting for Redis (default `false`; see [`Config::lazy`]): for
+    /// services that must boot while Redis is down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+    /// // Nothing listens on port 1: a lazy cache still starts, and every call runs its body.
+    /// let config = redcache::Config::builder().url("redis://127.0.0.1:1").lazy(true).build();
+    /// let cache = redcache::Cache::connect(config).await?;
+    /// assert!(cache.is_redis());
+    /// # Ok(()) }
+    /// ```
+    pub fn lazy(mut self, lazy: bool) -> Self {
+        self.config.lazy = lazy;
+        self
+    }
+
+    /// Keep up to `entries` entries in this process too, kept coherent by Redis (default 0:
+    /// no local tier; see [`Config::local_capacity`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().local_capacity(10_000).build();
+    /// assert_eq!(config.local_capacity(), 10_000);
+    /// ```
+    pub fn local_capacity(mut self, entries: usize) -> Self {
+        self.config.local_capacity = entries;
+        self
+    }
+
+    /// Trust these certificate authorities (PEM) for `rediss://`, instead of the system's
+    /// roots: for a Redis whose certificate a private CA signed. Needs the `tls` feature.
+    pub fn tls_ca_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.tls_ca_cert = Some(pem.into());
+        self
+    }
+
+    /// The finished configuration.
+    pub fn build(self) -> Config {
+        self.config
+    }
+
+    pub(super) fn invalid(mut self, message: String) -> Self {
+        self.config.invalid.get_or_insert(message);
+        self
+    }
+
+    fn parts(&self) -> (Option<String>, Option<String>, i64) {
+        match &self.config.target {
+            Target::Parts {
+                username,
+                password,
+                db,
+                ..
+            } => (username.clone(), password.clone(), *db),
+            Target::Url(_) | Target::Cluster(_) => (None, None, 0),
+        }
+    }
+
+    fn ensure_parts(&mut self) -> &mut Target {
+        if let Target::Url(_) | Target::Cluster(_) = self.config.target {
+            self.config.target = Config::default().target;
+        }
+        &mut self.config.target
+    }
+}

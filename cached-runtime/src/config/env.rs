@@ -1,0 +1,193 @@
+//! [`Config::from_env`]: the Redis target from `REDIS_*` variables and the tunables from
+//! `REDCACHE_*` ones, each variable named once in a table. A variable that does not parse
+//! is kept as the configuration's problem, reported by `init`/`Cache::connect`, so
+//! `from_env` itself cannot fail.
+
+use super::target::Target;
+use super::{Config, ConfigBuilder};
+use std::time::Duration;
+
+/// Sets a tunable from its variable's (trimmed) text; `Err` when the text does not parse.
+type Setter = fn(&mut Config, &str) -> Result<(), ()>;
+
+/// The whole non-negative numbers among the tunables.
+const NUMBERS: &[(&str, Setter)] = &[
+    ("REDCACHE_DEFAULT_TTL", |c, raw| {
+        raw.parse().map(|v| c.default_ttl = v).map_err(drop)
+    }),
+    ("REDCACHE_NULL_TTL", |c, raw| {
+        raw.parse().map(|v| c.default_null_ttl = v).map_err(drop)
+    }),
+    ("REDCACHE_TIMEOUT_MS", |c, raw| {
+        raw.parse().map(|v| c.op_timeout = ms(v)).map_err(drop)
+    }),
+    ("REDCACHE_CONNECT_TIMEOUT_MS", |c, raw| {
+        raw.parse().map(|v| c.connect_timeout = ms(v)).map_err(drop)
+    }),
+    ("REDCACHE_MAX_VALUE_BYTES", |c, raw| {
+        raw.parse().map(|v| c.max_value_bytes = v).map_err(drop)
+    }),
+    ("REDCACHE_BREAKER_THRESHOLD", |c, raw| {
+        raw.parse().map(|v| c.breaker_threshold = v).map_err(drop)
+    }),
+    ("REDCACHE_BREAKER_COOLDOWN_MS", |c, raw| {
+        raw.parse()
+            .map(|v| c.breaker_cooldown = ms(v))
+            .map_err(drop)
+    }),
+    ("REDCACHE_LOCAL_CAPACITY", |c, raw| {
+        raw.parse().map(|v| c.local_capacity = v).map_err(drop)
+    }),
+    ("REDCACHE_MAX_FILL_MS", |c, raw| {
+        raw.parse().map(|v| c.max_fill_time = ms(v)).map_err(drop)
+    }),
+];
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl Config {
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let mut b = Config::builder();
+        if let Some(nodes) = get("REDIS_CLUSTER_NODES") {
+            b = b.cluster_nodes(nodes.split(',').map(str::trim).filter(|n| !n.is_empty()));
+        } else if let Some(url) = get("REDIS_URL") {
+            b = b.url(url);
+        } else {
+            b = parts_from(b, &get);
+        }
+        if let Some(ns) = get("REDCACHE_NAMESPACE") {
+            b = b.namespace(ns);
+        }
+        for (name, set) in NUMBERS {
+            if let Some(raw) = get(name) {
+                if set(&mut b.config, raw.trim()).is_err() {
+                    b = b.invalid(format!("{name}={raw:?} is not a whole non-negative number"));
+                }
+            }
+        }
+        if let Some(path) = get("REDIS_TLS_CA_CERT") {
+            match std::fs::read(path.trim()) {
+                Ok(pem) => b.config.tls_ca_cert = Some(pem),
+                Err(err) => {
+                    b = b.invalid(format!("REDIS_TLS_CA_CERT={path:?} cannot be read: {err}"))
+                }
+            }
+        }
+        if let Some(raw) = get("REDCACHE_LAZY") {
+            match raw.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => b.config.lazy = true,
+                "0" | "false" | "no" | "off" => b.config.lazy = false,
+                _ => b = b.invalid(format!("REDCACHE_LAZY={raw:?} is not true or false")),
+            }
+        }
+        b.build()
+    }
+}
+
+/// The target from `REDIS_HOST`, `REDIS_PORT`, `REDIS_USERNAME`, `REDIS_PASSWORD` and
+/// `REDIS_DB`.
+fn parts_from(mut b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> ConfigBuilder {
+    let mut port = 6379;
+    let mut db = 0;
+    if let Some(p) = get("REDIS_PORT") {
+        match p.trim().parse() {
+            Ok(p) => port = p,
+            Err(_) => b = b.invalid(format!("REDIS_PORT={p:?} is not a port number")),
+        }
+    }
+    if let Some(d) = get("REDIS_DB") {
+        match d.trim().parse() {
+            Ok(d) => db = d,
+            Err(_) => b = b.invalid(format!("REDIS_DB={d:?} is not a database number")),
+        }
+    }
+    b.config.target = Target::Parts {
+        host: get("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".to_string()),
+        port,
+        username: get("REDIS_USERNAME"),
+        password: get("REDIS_PASSWORD"),
+        db,
+    };
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Config {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn url_wins_over_parts() {
+        let c = env(&[("REDIS_URL", "redis://h:1/2"), ("REDIS_HOST", "other")]);
+        assert_eq!(c.redacted_target(), "redis://h:1/2");
+    }
+
+    #[test]
+    fn parts_and_tunables() {
+        let c = env(&[
+            ("REDIS_HOST", "cache"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "hunter2"),
+            ("REDIS_DB", "4"),
+            ("REDCACHE_NAMESPACE", "svc"),
+            ("REDCACHE_DEFAULT_TTL", "900"),
+            ("REDCACHE_NULL_TTL", "0"),
+            ("REDCACHE_TIMEOUT_MS", "75"),
+            ("REDCACHE_MAX_FILL_MS", "5000"),
+            ("REDCACHE_LAZY", "true"),
+            ("REDCACHE_LOCAL_CAPACITY", "500"),
+        ]);
+        assert_eq!(c.redacted_target(), "redis://:***@cache:6380/4");
+        assert_eq!(c.namespace(), Some("svc"));
+        assert_eq!(c.default_ttl(), 900);
+        assert_eq!(c.default_null_ttl(), 0);
+        assert_eq!(c.op_timeout(), Duration::from_millis(75));
+        assert_eq!(c.max_fill_time(), Duration::from_secs(5));
+        assert!(c.lazy());
+        assert_eq!(c.local_capacity(), 500);
+        assert!(c.invalid().is_none());
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.redis_settings().db(), 4);
+        assert_eq!(info.redis_settings().password(), Some("hunter2"));
+    }
+
+    #[test]
+    fn a_bad_variable_is_named() {
+        let c = env(&[("REDCACHE_TIMEOUT_MS", "fast")]);
+        assert_eq!(
+            c.invalid(),
+            Some(r#"REDCACHE_TIMEOUT_MS="fast" is not a whole non-negative number"#)
+        );
+        let c = env(&[("REDIS_PORT", "70000")]);
+        assert!(c.invalid().unwrap().contains("REDIS_PORT"));
+    }
+
+    #[test]
+    fn cluster_nodes_from_the_environment() {
+        let c = env(&[
+            (
+                "REDIS_CLUSTER_NODES",
+                "redis://:pw-secret@h1:7000, redis://h2:7001,",
+            ),
+            ("REDIS_URL", "redis://ignored:1"),
+        ]);
+        assert!(c.is_cluster());
+        assert_eq!(
+            c.redacted_target(),
+            "cluster redis://:***@h1:7000,redis://h2:7001"
+        );
+        assert_eq!(c.cluster_connection_infos().unwrap().len(), 2);
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,253 @@
+//! Configuration: [`Config`], its getters and `Debug` (here), the builder (`builder.rs`),
+//! the environment (`env.rs`), and the Redis target: URLs, redaction, connection details
+//! and the TLS check (`target.rs`).
+
+mod builder;
+mod env;
+mod target;
+
+pub use self::builder::ConfigBuilder;
+use self::target::Target;
+use std::fmt;
+use std::time::Duration;
+
+/// How redcache connects to Redis and the defaults of every cached function.
+///
+/// Build one with [`Config::builder`] or read it from the environment with
+/// [`Config::from_env`]. Its `Debug` output never shows a password.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let config = redcache::Config::builder()
+///     .url("redis://:s3cret@cache.internal:6379/2")
+///     .namespace("billing")
+///     .default_ttl(600)
+///     .op_timeout(Duration::from_millis(150))
+///     .build();
+/// assert_eq!(config.namespace(), Some("billing"));
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    target: Target,
+    namespace: Option<String>,
+    default_ttl: u64,
+    default_null_ttl: u64,
+    op_timeout: Duration,
+    connect_timeout: Duration,
+    max_value_bytes: usize,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+    max_fill_time: Duration,
+    lazy: bool,
+    /// Entries of the local tier (0: none).
+    local_capacity: usize,
+    /// PEM certificates of the authorities a `rediss://` server's certificate may chain to
+    /// (else the system's roots).
+    tls_ca_cert: Option<Vec<u8>>,
+    /// A problem found while building (an environment variable that does not parse),
+    /// reported by `init`/`Cache::connect` so `from_env` itself cannot fail.
+    invalid: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            target: Target::Parts {
+                host: "127.0.0.1".into(),
+                port: 6379,
+                username: None,
+                password: None,
+                db: 0,
+            },
+            namespace: None,
+            default_ttl: 300,
+            default_null_ttl: 60,
+            op_timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(2),
+            max_value_bytes: 1024 * 1024,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(1),
+            max_fill_time: Duration::from_secs(30),
+            lazy: false,
+            local_capacity: 0,
+            tls_ca_cert: None,
+            invalid: None,
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults (Redis at `127.0.0.1:6379`, TTL 300 s, null TTL
+    /// 60 s, 200 ms operation timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().url("redis://127.0.0.1:6379").build();
+    /// assert_eq!(config.default_ttl(), 300);
+    /// ```
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// Reads the configuration from the environment.
+    ///
+    /// Redis Cluster: `REDIS_CLUSTER_NODES`, comma-separated seed URLs
+    /// (`redis://[user:password@]host:port`). Else Redis: `REDIS_URL`
+    /// (`redis://[user:password@]host:port/db`); else `REDIS_HOST`
+    /// (default `127.0.0.1`), `REDIS_PORT` (6379), `REDIS_USERNAME`, `REDIS_PASSWORD`,
+    /// `REDIS_DB` (0). Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
+    /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
+    /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
+    /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`, `REDCACHE_LAZY`
+    /// (`true`/`false`), `REDCACHE_LOCAL_CAPACITY`. TLS (`rediss://` URLs, feature `tls`): `REDIS_TLS_CA_CERT`, the path
+    /// of a PEM file of the certificate authorities to trust (else the system's).
+    ///
+    /// A variable that does not parse is reported by [`init`](crate::init) or
+    /// [`Cache::connect`](crate::Cache::connect), naming the variable.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), redcache::Error> {
+    /// redcache::init(redcache::Config::from_env()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_env() -> Config {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The namespace put in front of every key, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// TTL in seconds for functions that set none.
+    pub fn default_ttl(&self) -> u64 {
+        self.default_ttl
+    }
+
+    /// TTL in seconds of a cached `None` for functions that set no `null_ttl`.
+    pub fn default_null_ttl(&self) -> u64 {
+        self.default_null_ttl
+    }
+
+    /// Longest wait for one Redis operation before the call goes on without the cache.
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
+    /// Longest wait for the connection at start-up.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Largest encoded value that is stored; larger ones are skipped and counted as faults.
+    pub fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes
+    }
+
+    /// Consecutive store faults that open the circuit breaker (0 turns it off).
+    pub fn breaker_threshold(&self) -> u32 {
+        self.breaker_threshold
+    }
+
+    /// How long an open breaker skips the store before one call probes it again.
+    pub fn breaker_cooldown(&self) -> Duration {
+        self.breaker_cooldown
+    }
+
+    /// Longest a miss may take, from its read to its write, and still store its result;
+    /// also how long an invalidation leaves its tombstone.
+    ///
+    /// An invalidation (`invalidate!`, `put!`, `#[evicts]`, [`Cache::delete`]) replaces the
+    /// entry with a small tombstone that lives this long, and a miss stores its result only
+    /// if the key still holds what the miss read. So a miss that read the database before a
+    /// write and finishes after the write's invalidation cannot store the old row. A miss
+    /// that takes longer than this could outlive the tombstone, so its result is returned
+    /// but neither stored nor shared (counted in [`Stats::conflicts`]).
+    ///
+    /// [`Cache::delete`]: crate::Cache::delete
+    /// [`Stats::conflicts`]: crate::Stats::conflicts
+    pub fn max_fill_time(&self) -> Duration {
+        self.max_fill_time
+    }
+
+    /// Whether connecting waits for Redis (`false`, the default: `init` fails when Redis
+    /// does not answer) or not (`true`: `init` succeeds at once, calls run uncached until
+    /// Redis answers, and caching begins by itself when it does).
+    pub fn lazy(&self) -> bool {
+        self.lazy
+    }
+
+    /// How many entries the local tier holds (0: no local tier).
+    ///
+    /// With a local tier, entries read from Redis are also kept in this process, and a hit
+    /// is served without a round trip. Redis keeps every copy coherent (RESP3 client-side
+    /// caching: `CLIENT TRACKING`): when any process writes or invalidates a key, or it
+    /// expires, each process that holds it drops its copy. Least recently used entries
+    /// make room for new ones; none outlives its Redis TTL.
+    pub fn local_capacity(&self) -> usize {
+        self.local_capacity
+    }
+
+    /// The PEM certificates of the authorities a `rediss://` server may chain to, if set.
+    pub fn tls_ca_cert(&self) -> Option<&[u8]> {
+        self.tls_ca_cert.as_deref()
+    }
+
+    /// Whether this is a Redis Cluster (seed nodes given with
+    /// [`ConfigBuilder::cluster_nodes`] or `REDIS_CLUSTER_NODES`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    pub(crate) fn invalid(&self) -> Option<&str> {
+        self.invalid.as_deref()
+    }
+
+    /// What makes this configuration unusable for Redis, if anything: a variable that did
+    /// not parse, or an operation timeout that leaves a fill no time to land while an
+    /// invalidation's tombstone still fences it.
+    pub(crate) fn problem(&self) -> Option<String> {
+        if let Some(invalid) = self.invalid() {
+            return Some(invalid.to_string());
+        }
+        if self.op_timeout >= self.max_fill_time {
+            return Some(format!(
+                "op_timeout ({:?}) must be shorter than max_fill_time ({:?}): a miss's write \
+                 may land up to one operation timeout after it is sent, and must land while \
+                 an invalidation's tombstone still fences it; lower REDCACHE_TIMEOUT_MS or \
+                 raise REDCACHE_MAX_FILL_MS",
+                self.op_timeout, self.max_fill_time
+            ));
+        }
+        None
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("redis", &self.redacted_target())
+            .field("namespace", &self.namespace)
+            .field("default_ttl", &self.default_ttl)
+            .field("default_null_ttl", &self.default_null_ttl)
+            .field("op_timeout", &self.op_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown", &self.breaker_cooldown)
+            .field("max_fill_time", &self.max_fill_time)
+            .field("lazy", &self.lazy)
+            .field("local_capacity", &self.local_capacity)
+            .field("tls_ca_cert", &self.tls_ca_cert.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,163 @@
+//! The core of one cache: its store, configuration, counters, flights and breaker, and the
+//! rules every operation goes through, each written once: the operation timeout and the
+//! breaker, fault counting and rate-limited logs, the size limit, the fill deadline,
+//! namespacing, and the one place observers hear what happened ([`Core::record`]).
+//!
+//! Everything above works on a `Core`: the cache-aside steps (`aside/`), invalidation,
+//! write-through and batches, each an `impl Core` block of its own file, and the public
+//! handle [`Cache`](crate::Cache), which holds an `Arc<Core>`.
+
+use crate::flight::Flights;
+use crate::health::Health;
+use crate::key;
+use crate::stats::{Counters, Event, Stats};
+use crate::store::Backend;
+use crate::{Config, Error, Result};
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub(crate) struct Core {
+    pub(crate) backend: Backend,
+    pub(crate) config: Config,
+    pub(crate) flights: Flights,
+    counters: Counters,
+    health: Health,
+}
+
+impl Core {
+    pub(crate) fn new(backend: Backend, config: Config) -> Core {
+        let health = Health::new(config.breaker_threshold(), config.breaker_cooldown());
+        Core {
+            backend,
+            config,
+            flights: Flights::default(),
+            counters: Counters::default(),
+            health,
+        }
+    }
+
+    /// Tells the observers what happened: the counters behind [`Stats`] (metrics and
+    /// tracing plug in here).
+    pub(crate) fn record(&self, event: Event) {
+        self.counters.record(event);
+    }
+
+    /// A snapshot of the counters.
+    pub(crate) fn stats(&self) -> Stats {
+        self.counters
+            .snapshot(self.health.is_open(), self.backend.local_hits())
+    }
+
+    /// `key` in this cache's namespace.
+    pub(crate) fn full_key(&self, key: &str) -> String {
+        key::namespaced(self.config.namespace(), &[key])
+    }
+
+    /// Where `group`'s generation lives in this cache.
+    pub(crate) fn group_key(&self, group: &str) -> String {
+        key::group_key(self.config.namespace(), group)
+    }
+
+    /// Whether a value of `len` encoded bytes may be stored.
+    pub(crate) fn check_size(&self, len: usize) -> Result<()> {
+        let max = self.config.max_value_bytes();
+        if len > max {
+            return Err(Error::TooLarge { size: len, max });
+        }
+        Ok(())
+    }
+
+    /// Whether a fill for a read made at `started` may no longer be sent: it lands up to an
+    /// operation timeout after it is sent (the memory store's writes never wait), and must
+    /// still find the tombstone of any invalidation since the read, which lives
+    /// `max_fill_time`.
+    pub(crate) fn past_fill_deadline(&self, started: Instant) -> bool {
+        let margin = match self.backend.is_remote() {
+            true => self.config.op_timeout(),
+            false => Duration::ZERO,
+        };
+        started.elapsed().saturating_add(margin) >= self.config.max_fill_time()
+    }
+
+    /// Runs a write of `len` encoded bytes under the size limit, the timeout and the
+    /// breaker, and counts it if it stored.
+    pub(crate) async fn write_checked<F, Fut>(&self, write: F, len: usize) -> Result<bool>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<bool>>,
+    {
+        self.check_size(len)?;
+        let stored = self.op(write()).await?;
+        if stored {
+            self.record(Event::Store);
+        }
+        Ok(stored)
+    }
+
+    /// Runs one store operation under the timeout and the breaker.
+    pub(crate) async fn op<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+        self.op_checked(Some(self.config.op_timeout()), true, op)
+            .await
+    }
+
+    /// Runs an invalidation: under `timeout` (if given; an operation of many commands
+    /// relies on each command's own), but never skipped by the breaker (an invalidation
+    /// that is not even tried would leave the old entry served elsewhere without a trace);
+    /// its outcome still informs the breaker.
+    pub(crate) async fn op_invalidation<T>(
+        &self,
+        timeout: Option<Duration>,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.op_checked(timeout, false, op).await
+    }
+
+    async fn op_checked<T>(
+        &self,
+        timeout: Option<Duration>,
+        skippable: bool,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        if !self.backend.is_remote() {
+            return op.await;
+        }
+        let health = &self.health;
+        if skippable && !health.allow() {
+            self.record(Event::Skipped);
+            return Err(Error::Unavailable {
+                cooldown: self.config.breaker_cooldown(),
+            });
+        }
+        let result = match timeout {
+            Some(after) => match tokio::time::timeout(after, op).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Timeout { after }),
+            },
+            None => op.await,
+        };
+        match &result {
+            Ok(_) => health.success(),
+            Err(err) if err.is_store_fault() => health.failure(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Counts a fault and logs it, at most once a second per cache. A skipped operation
+    /// (open breaker) is counted apart and not logged again.
+    pub(crate) fn fault(&self, key: &str, err: &Error) {
+        if matches!(err, Error::Unavailable { .. }) {
+            return;
+        }
+        self.record(Event::Fault);
+        if let Some(suppressed) = self.health.may_log() {
+            tracing::warn!(
+                key,
+                error = %err,
+                suppressed,
+                "redcache: cache fault; the call went on without the cache"
+            );
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Write-through (`put!`): stores a value as a call's result under the function's TTL,
+//! jitter and null rules, over whatever is there, but never into a group that was
+//! invalidated since its generation was read.
+
+use crate::codec;
+use crate::core::Core;
+use crate::key::{parse_gen, BadGeneration};
+use crate::shape::{Outcome, Shape};
+use crate::stats::Event;
+use crate::store::{Fill, GroupFence, Seen, Store};
+use crate::ttl::Policy;
+use crate::{Error, Result};
+
+impl Core {
+    /// Stores `value` as the result of the call whose key is `key` (write-through).
+    pub(crate) async fn put<K: Shape<O>, O>(
+        &self,
+        key: &str,
+        group: Option<&str>,
+        policy: &Policy,
+        value: &O,
+    ) -> Result<()> {
+        let gen_key = group.map(|group| self.group_key(group));
+        let fence = match &gen_key {
+            Some(gen_key) => {
+                let current = match self.op(self.backend.get(gen_key)).await? {
+                    Some(raw) => Some(parse_gen(&raw).ok_or(Error::decode(BadGeneration))?),
+                    None => None,
+                };
+                Some(GroupFence::at(gen_key, current))
+            }
+            None => None,
+        };
+        let gen = fence.map_or(0, |f| f.gen);
+        let (bytes, ttl) = match K::encode(value, codec::Stamp::gen(gen)) {
+            Outcome::Value(bytes) => (
+                bytes.map_err(|source| Error::Encode { source })?,
+                policy.value_ttl(),
+            ),
+            Outcome::Null(bytes) => match policy.null_ttl() {
+                Some(ttl) => (bytes, ttl),
+                // `None` is not cached for this function: the next call computes it.
+                None => return self.invalidate_key(key).await.map(drop),
+            },
+            Outcome::Skip => return Err(Error::NotCacheable),
+        };
+        let fill = Fill {
+            key,
+            value: &bytes,
+            ttl,
+            seen: Seen::Any,
+            group: fence,
+        };
+        let stored = self
+            .write_checked(|| self.backend.fill(&fill), bytes.len())
+            .await?;
+        if !stored {
+            // The group was invalidated meanwhile: not storing is what that asked for.
+            self.record(Event::Conflict);
+        }
+        Ok(())
+    }
+}
