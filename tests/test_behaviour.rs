@@ -714,3 +714,69 @@ on_both_stores! {
         assert_eq!((stats.faults, stats.stores), (4, 0), "{stats:?}");
     }
 }
+
+#[redcache::cached(prefix = "t:describe", skip(calls))]
+async fn describe(x: f64, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("{x}")
+}
+
+on_both_stores! {
+    async fn a_non_finite_float_argument_runs_uncached_and_never_shares_a_key(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            assert_eq!(describe(f64::INFINITY, &calls).await, "inf");
+            assert_eq!(describe(f64::NEG_INFINITY, &calls).await, "-inf", "not +inf's value");
+            assert_eq!(describe(f64::NAN, &calls).await, "NaN");
+            assert_eq!(describe(f64::INFINITY, &calls).await, "inf");
+            assert_eq!(describe(f64::NEG_INFINITY, &calls).await, "-inf");
+            assert_eq!(calls.load(SeqCst), 5, "a non-finite key is never cached");
+            // A finite argument is cached as ever.
+            assert_eq!(describe(1.5, &calls).await, "1.5");
+            assert_eq!(describe(1.5, &calls).await, "1.5");
+        }).await;
+        assert_eq!(calls.load(SeqCst), 6);
+        let stats = b.cache.stats();
+        assert_eq!(
+            (stats.faults, stats.stores, stats.hits, stats.misses),
+            (5, 1, 1, 1),
+            "each non-finite call is one fault, and nothing was read or written for it: {stats:?}"
+        );
+        assert!(b.exists(&expected_key("t:describe", "[1.5]")).await);
+        // Neither NaN nor an infinity has a key: `key!` says why.
+        let err = std::panic::catch_unwind(|| redcache::key!(describe(f64::NEG_INFINITY, _)))
+            .unwrap_err();
+        let message = err.downcast_ref::<String>().unwrap();
+        assert!(
+            message.contains("a non-finite float (NaN or infinity) cannot be part of a cache key"),
+            "{message}"
+        );
+    }
+}
+
+#[redcache::cached(prefix = "t:choice", skip(calls))]
+async fn choice(pick: Option<Option<u8>>, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("{pick:?}")
+}
+
+on_both_stores! {
+    async fn none_and_some_none_arguments_have_their_own_entries(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        let picks = [None, Some(None), Some(Some(3))];
+        b.cache.scope(async {
+            for _ in 0..2 {
+                for pick in picks {
+                    assert_eq!(choice(pick, &calls).await, format!("{pick:?}"));
+                }
+            }
+        }).await;
+        assert_eq!(calls.load(SeqCst), 3, "each argument ran once, then hit its own entry");
+        let stats = b.cache.stats();
+        assert_eq!((stats.stores, stats.hits, stats.faults), (3, 3, 0), "{stats:?}");
+        for material in ["[null]", "[[null]]", "[3]"] {
+            let key = expected_key("t:choice", material);
+            assert!(b.exists(&key).await, "{material}: {key} missing on {}", b.name());
+        }
+    }
+}
