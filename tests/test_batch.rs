@@ -83,6 +83,28 @@ on_both_stores! {
     }
 }
 
+#[redcache::cached(prefix = "b:maybe", ttl = 60, skip(calls))]
+async fn find_user(id: u64, calls: &AtomicUsize) -> Option<User> {
+    calls.fetch_add(1, SeqCst);
+    (id != 0).then(|| user(id))
+}
+
+on_both_stores! {
+    async fn a_cached_none_of_a_single_id_function_is_a_null_hit_for_a_batch(b: Backend) {
+        let db = Db::default();
+        let calls = AtomicUsize::new(0);
+        let c = &b.cache;
+        assert_eq!(c.scope(find_user(0, &calls)).await, None);
+        assert_eq!(c.scope(find_user(1, &calls)).await, Some(user(1)));
+        let got = c.get_or_insert_many("b:maybe", &[0, 1, 2], TTL, |ids| db.load(ids)).await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[&1], user(1));
+        assert_eq!(db.loads(), vec![vec![2]], "id 0 is known not to exist: not loaded");
+        let stats = c.stats();
+        assert_eq!((stats.hits, stats.null_hits, stats.faults), (1, 1, 0), "{stats:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_batch_is_one_mget_and_one_pipelined_write() {
     let server = common::RedisServer::start();

@@ -101,11 +101,13 @@ impl fmt::Display for Error {
                 "Redis did not answer within {after:?}; raise the timeout with \
                  Config::builder().op_timeout(..) or REDCACHE_TIMEOUT_MS"
             ),
-            Error::Encode { source } => write!(
-                f,
-                "the value cannot be serialized to JSON ({source}); maps need string or \
-                 integer keys"
-            ),
+            Error::Encode { source } => {
+                write!(f, "the value cannot be serialized to JSON ({source})")?;
+                if source.to_string().contains("key must be a string") {
+                    f.write_str("; maps need string or integer keys")?;
+                }
+                Ok(())
+            }
             Error::Decode { source } => write!(
                 f,
                 "the cached value does not decode as the requested type ({source}); it was \

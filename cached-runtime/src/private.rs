@@ -169,7 +169,8 @@ pub async fn put<K: Shape<O>, O>(call: Call<K, O>, value: O) -> crate::Result<()
 ///
 /// # Panics
 ///
-/// When the key material cannot be serialized (a map with non-string keys).
+/// When the key material cannot be serialized (a map with keys that are not strings or
+/// numbers, a NaN or infinite float).
 pub fn key<K, O>(call: Call<K, O>) -> String {
     let cache = Cache::current();
     match call.key(cache.as_ref().and_then(|c| c.config().namespace())) {
