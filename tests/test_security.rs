@@ -64,6 +64,31 @@ async fn acl_users_and_requirepass_work_through_urls_and_the_builder() {
     .await
     .unwrap();
     caches_through(&cache, 3).await;
+    // The usual deployment: the URL in the service's config, the password in a secret.
+    let cache = redcache::Cache::connect(
+        test_config()
+            .url(format!("redis://127.0.0.1:{port}"))
+            .password(PASSWORD)
+            .build(),
+    )
+    .await
+    .unwrap();
+    caches_through(&cache, 4).await;
+    assert_eq!(cache.stats().faults, 0);
+    // Naming the server twice is refused, naming both settings.
+    let err = redcache::Cache::connect(
+        test_config()
+            .url(format!("redis://127.0.0.1:{port}"))
+            .host("127.0.0.1", port)
+            .build(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("Config::url") && err.contains("Config::host"),
+        "{err}"
+    );
 }
 
 /// Collects what `tracing` logs, to check no password is in it.

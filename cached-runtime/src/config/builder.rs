@@ -1,6 +1,5 @@
 //! [`ConfigBuilder`]: chained setters over the defaults.
 
-use super::target::Target;
 use super::Config;
 use std::time::Duration;
 
@@ -26,14 +25,30 @@ impl Default for ConfigBuilder {
 
 impl ConfigBuilder {
     /// Redis URL: `redis://[user:password@]host:port/db` (`rediss://` needs TLS support).
+    /// [`username`](Self::username), [`password`](Self::password) and [`db`](Self::db)
+    /// apply over the URL's own. Name the server one way only: a URL together with
+    /// [`host`](Self::host) or [`cluster_nodes`](Self::cluster_nodes) is a configuration
+    /// error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // The URL from the service's config, the password from a secret.
+    /// let config = redcache::Config::builder()
+    ///     .url("redis://cache.internal:6379/2")
+    ///     .password("s3cret")
+    ///     .build();
+    /// assert_eq!(config.redacted_target(), "redis://cache.internal:6379/2 (password ***)");
+    /// ```
     pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.config.target = Target::Url(url.into());
+        self.config.target.url = Some(url.into());
         self
     }
 
     /// A Redis Cluster, reached through these seed nodes (`redis://[user:password@]host:port`
     /// each; one reachable node is enough, the others are discovered). Instead of
-    /// [`url`](Self::url) or [`host`](Self::host).
+    /// [`url`](Self::url) or [`host`](Self::host); [`username`](Self::username) and
+    /// [`password`](Self::password) apply to every node.
     ///
     /// # Examples
     ///
@@ -48,44 +63,31 @@ impl ConfigBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.config.target = Target::Cluster(nodes.into_iter().map(Into::into).collect());
+        self.config.target.cluster = Some(nodes.into_iter().map(Into::into).collect());
         self
     }
 
-    /// Redis host and port (instead of a URL).
+    /// Redis host and port (instead of a URL; default `127.0.0.1:6379`).
     pub fn host(mut self, host: impl Into<String>, port: u16) -> Self {
-        let (username, password, db) = self.parts();
-        self.config.target = Target::Parts {
-            host: host.into(),
-            port,
-            username,
-            password,
-            db,
-        };
+        self.config.target.host = Some((host.into(), port));
         self
     }
 
-    /// ACL user name (with [`host`](Self::host)).
+    /// ACL user name; over a URL's own, if the server is given as a URL.
     pub fn username(mut self, username: impl Into<String>) -> Self {
-        if let Target::Parts { username: u, .. } = &mut self.ensure_parts() {
-            *u = Some(username.into());
-        }
+        self.config.target.username = Some(username.into());
         self
     }
 
-    /// Password (with [`host`](Self::host)).
+    /// Password; over a URL's own, if the server is given as a URL.
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        if let Target::Parts { password: p, .. } = &mut self.ensure_parts() {
-            *p = Some(password.into());
-        }
+        self.config.target.password = Some(password.into());
         self
     }
 
-    /// Database number (with [`host`](Self::host)).
+    /// Database number; over a URL's own, if the server is given as a URL.
     pub fn db(mut self, db: i64) -> Self {
-        if let Target::Parts { db: d, .. } = &mut self.ensure_parts() {
-            *d = db;
-        }
+        self.config.target.db = Some(db);
         self
     }
 
@@ -194,24 +196,5 @@ impl ConfigBuilder {
     pub(super) fn invalid(mut self, message: String) -> Self {
         self.config.invalid.get_or_insert(message);
         self
-    }
-
-    fn parts(&self) -> (Option<String>, Option<String>, i64) {
-        match &self.config.target {
-            Target::Parts {
-                username,
-                password,
-                db,
-                ..
-            } => (username.clone(), password.clone(), *db),
-            Target::Url(_) | Target::Cluster(_) => (None, None, 0),
-        }
-    }
-
-    fn ensure_parts(&mut self) -> &mut Target {
-        if let Target::Url(_) | Target::Cluster(_) = self.config.target {
-            self.config.target = Config::default().target;
-        }
-        &mut self.config.target
     }
 }

@@ -3,7 +3,6 @@
 //! is kept as the configuration's problem, reported by `init`/`Cache::connect`, so
 //! `from_env` itself cannot fail.
 
-use super::target::Target;
 use super::{Config, ConfigBuilder};
 use std::time::Duration;
 
@@ -53,11 +52,11 @@ impl Config {
         let mut b = Config::builder();
         if let Some(nodes) = get("REDIS_CLUSTER_NODES") {
             b = b.cluster_nodes(nodes.split(',').map(str::trim).filter(|n| !n.is_empty()));
-        } else if let Some(url) = get("REDIS_URL") {
-            b = b.url(url);
-        } else {
-            b = parts_from(b, &get);
         }
+        if let Some(url) = get("REDIS_URL") {
+            b = b.url(url);
+        }
+        b = target_parts(b, &get);
         if let Some(ns) = get("REDCACHE_NAMESPACE") {
             b = b.namespace(ns);
         }
@@ -87,30 +86,43 @@ impl Config {
     }
 }
 
-/// The target from `REDIS_HOST`, `REDIS_PORT`, `REDIS_USERNAME`, `REDIS_PASSWORD` and
-/// `REDIS_DB`.
-fn parts_from(mut b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> ConfigBuilder {
-    let mut port = 6379;
-    let mut db = 0;
-    if let Some(p) = get("REDIS_PORT") {
+/// `REDIS_HOST`/`REDIS_PORT`, and `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_DB`, which
+/// apply over `REDIS_URL` or `REDIS_CLUSTER_NODES` as well.
+fn target_parts(mut b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> ConfigBuilder {
+    let port = get("REDIS_PORT");
+    if let Some(host) = get("REDIS_HOST") {
+        match port
+            .as_deref()
+            .map(str::trim)
+            .map(str::parse)
+            .unwrap_or(Ok(6379))
+        {
+            Ok(port) => b = b.host(host, port),
+            Err(_) => {
+                b = b.invalid(format!(
+                    "REDIS_PORT={:?} is not a port number",
+                    port.unwrap_or_default()
+                ))
+            }
+        }
+    } else if let Some(p) = port {
         match p.trim().parse() {
-            Ok(p) => port = p,
+            Ok(port) => b = b.host("127.0.0.1", port),
             Err(_) => b = b.invalid(format!("REDIS_PORT={p:?} is not a port number")),
         }
     }
+    if let Some(u) = get("REDIS_USERNAME") {
+        b = b.username(u);
+    }
+    if let Some(p) = get("REDIS_PASSWORD") {
+        b = b.password(p);
+    }
     if let Some(d) = get("REDIS_DB") {
         match d.trim().parse() {
-            Ok(d) => db = d,
+            Ok(d) => b = b.db(d),
             Err(_) => b = b.invalid(format!("REDIS_DB={d:?} is not a database number")),
         }
     }
-    b.config.target = Target::Parts {
-        host: get("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".to_string()),
-        port,
-        username: get("REDIS_USERNAME"),
-        password: get("REDIS_PASSWORD"),
-        db,
-    };
     b
 }
 
@@ -128,9 +140,76 @@ mod tests {
     }
 
     #[test]
-    fn url_wins_over_parts() {
+    fn a_url_and_a_host_are_a_contradiction_that_names_both() {
         let c = env(&[("REDIS_URL", "redis://h:1/2"), ("REDIS_HOST", "other")]);
-        assert_eq!(c.redacted_target(), "redis://h:1/2");
+        let problem = c.problem().unwrap();
+        assert!(
+            problem.contains("REDIS_URL") && problem.contains("REDIS_HOST"),
+            "{problem}"
+        );
+        let c = env(&[("REDIS_URL", "redis://h:1/2"), ("REDIS_PORT", "6380")]);
+        assert!(c.problem().unwrap().contains("REDIS_PORT"));
+    }
+
+    #[test]
+    fn credentials_and_db_from_the_environment_apply_over_the_url() {
+        let c = env(&[
+            ("REDIS_URL", "redis://olduser:oldpw@cache.internal:6380/1"),
+            ("REDIS_USERNAME", "svc"),
+            ("REDIS_PASSWORD", "pw-secret"),
+            ("REDIS_DB", "4"),
+        ]);
+        assert_eq!(c.problem(), None);
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.addr().to_string(), "cache.internal:6380");
+        assert_eq!(info.redis_settings().username(), Some("svc"));
+        assert_eq!(info.redis_settings().password(), Some("pw-secret"));
+        assert_eq!(info.redis_settings().db(), 4);
+        let shown = format!("{c:?} {}", c.redacted_target());
+        assert!(
+            !shown.contains("secret") && !shown.contains("oldpw"),
+            "{shown}"
+        );
+        assert_eq!(
+            c.redacted_target(),
+            "redis://olduser:***@cache.internal:6380/1 (user svc, password ***, db 4)"
+        );
+        // Only the password: the URL's user name and database stay.
+        let c = env(&[
+            ("REDIS_URL", "redis://olduser@cache.internal:6380/1"),
+            ("REDIS_PASSWORD", "pw-secret"),
+        ]);
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.redis_settings().username(), Some("olduser"));
+        assert_eq!(info.redis_settings().password(), Some("pw-secret"));
+        assert_eq!(info.redis_settings().db(), 1);
+    }
+
+    #[test]
+    fn a_cluster_and_a_url_are_a_contradiction_and_credentials_reach_every_node() {
+        let c = env(&[
+            ("REDIS_CLUSTER_NODES", "redis://h1:7000,redis://h2:7001"),
+            ("REDIS_URL", "redis://h:1"),
+        ]);
+        let problem = c.problem().unwrap();
+        assert!(
+            problem.contains("REDIS_URL") && problem.contains("REDIS_CLUSTER_NODES"),
+            "{problem}"
+        );
+        let c = env(&[
+            ("REDIS_CLUSTER_NODES", "redis://h1:7000,redis://h2:7001"),
+            ("REDIS_PASSWORD", "pw-secret"),
+        ]);
+        assert_eq!(c.problem(), None);
+        for info in c.cluster_connection_infos().unwrap() {
+            assert_eq!(info.redis_settings().password(), Some("pw-secret"));
+        }
+        assert!(!format!("{c:?}").contains("secret"));
+        let c = env(&[
+            ("REDIS_CLUSTER_NODES", "redis://h1:7000"),
+            ("REDIS_DB", "3"),
+        ]);
+        assert!(c.problem().unwrap().contains("only database 0"));
     }
 
     #[test]
@@ -175,13 +254,10 @@ mod tests {
 
     #[test]
     fn cluster_nodes_from_the_environment() {
-        let c = env(&[
-            (
-                "REDIS_CLUSTER_NODES",
-                "redis://:pw-secret@h1:7000, redis://h2:7001,",
-            ),
-            ("REDIS_URL", "redis://ignored:1"),
-        ]);
+        let c = env(&[(
+            "REDIS_CLUSTER_NODES",
+            "redis://:pw-secret@h1:7000, redis://h2:7001,",
+        )]);
         assert!(c.is_cluster());
         assert_eq!(
             c.redacted_target(),

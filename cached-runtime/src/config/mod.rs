@@ -56,13 +56,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            target: Target::Parts {
-                host: "127.0.0.1".into(),
-                port: 6379,
-                username: None,
-                password: None,
-                db: 0,
-            },
+            target: Target::default(),
             namespace: None,
             default_ttl: 300,
             default_null_ttl: 60,
@@ -98,11 +92,11 @@ impl Config {
 
     /// Reads the configuration from the environment.
     ///
-    /// Redis Cluster: `REDIS_CLUSTER_NODES`, comma-separated seed URLs
-    /// (`redis://[user:password@]host:port`). Else Redis: `REDIS_URL`
-    /// (`redis://[user:password@]host:port/db`); else `REDIS_HOST`
-    /// (default `127.0.0.1`), `REDIS_PORT` (6379), `REDIS_USERNAME`, `REDIS_PASSWORD`,
-    /// `REDIS_DB` (0). Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
+    /// The server, one way only (two are an error naming both): `REDIS_URL`
+    /// (`redis://[user:password@]host:port/db`), `REDIS_CLUSTER_NODES` (a cluster's
+    /// comma-separated seed URLs) or `REDIS_HOST` (default `127.0.0.1`) and `REDIS_PORT`
+    /// (6379). `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_DB` (0) apply over any of them,
+    /// a URL's own parts included. Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
     /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
     /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`, `REDCACHE_LAZY`
@@ -202,12 +196,6 @@ impl Config {
         self.tls_ca_cert.as_deref()
     }
 
-    /// Whether this is a Redis Cluster (seed nodes given with
-    /// [`ConfigBuilder::cluster_nodes`] or `REDIS_CLUSTER_NODES`).
-    pub fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster(_))
-    }
-
     pub(crate) fn invalid(&self) -> Option<&str> {
         self.invalid.as_deref()
     }
@@ -218,6 +206,9 @@ impl Config {
     pub(crate) fn problem(&self) -> Option<String> {
         if let Some(invalid) = self.invalid() {
             return Some(invalid.to_string());
+        }
+        if let Some(problem) = self.target.problem() {
+            return Some(problem);
         }
         if self.op_timeout >= self.max_fill_time {
             return Some(format!(

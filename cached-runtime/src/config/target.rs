@@ -4,46 +4,115 @@
 
 use super::Config;
 
-/// Where Redis is.
-#[derive(Clone, PartialEq, Eq)]
-pub(super) enum Target {
-    Url(String),
-    /// Seed nodes of a Redis Cluster.
-    Cluster(Vec<String>),
-    Parts {
-        host: String,
-        port: u16,
-        username: Option<String>,
-        password: Option<String>,
-        db: i64,
-    },
+/// Where Redis is, as the builder or the environment gave it: one of a URL, a cluster's
+/// seed nodes or a host and port (none: `127.0.0.1:6379`), and credentials and a database
+/// that apply over whichever it is (over a URL's own, too). Contradictions are reported by
+/// [`Target::problem`], not resolved silently.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(super) struct Target {
+    pub(super) url: Option<String>,
+    pub(super) cluster: Option<Vec<String>>,
+    pub(super) host: Option<(String, u16)>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) db: Option<i64>,
+}
+
+impl Target {
+    /// Two ways to name the server at once, or a database on a cluster (which has only 0).
+    pub(super) fn problem(&self) -> Option<String> {
+        const URL: &str = "Config::url / REDIS_URL";
+        const CLUSTER: &str = "Config::cluster_nodes / REDIS_CLUSTER_NODES";
+        const HOST: &str = "Config::host / REDIS_HOST / REDIS_PORT";
+        let given = [
+            (self.url.is_some(), URL),
+            (self.cluster.is_some(), CLUSTER),
+            (self.host.is_some(), HOST),
+        ];
+        let named: Vec<&str> = given.iter().filter(|g| g.0).map(|g| g.1).collect();
+        if named.len() > 1 {
+            return Some(format!(
+                "{} are both set: name the server one way only",
+                named.join(" and ")
+            ));
+        }
+        match (&self.cluster, self.db) {
+            (Some(_), Some(db)) if db != 0 => Some(format!(
+                "Config::db / REDIS_DB is {db}, but a Redis Cluster has only database 0"
+            )),
+            _ => None,
+        }
+    }
+
+    /// The host and port of a target given neither as a URL nor as a cluster.
+    fn host_and_port(&self) -> (&str, u16) {
+        match &self.host {
+            Some((host, port)) => (host, *port),
+            None => ("127.0.0.1", 6379),
+        }
+    }
+
+    /// ` (user u, password ***, db 3)`: the settings that apply over a URL, redacted.
+    fn overrides(&self) -> String {
+        let mut set = Vec::new();
+        if let Some(u) = &self.username {
+            set.push(format!("user {u}"));
+        }
+        if self.password.is_some() {
+            set.push("password ***".to_string());
+        }
+        if let Some(db) = self.db {
+            set.push(format!("db {db}"));
+        }
+        if set.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", set.join(", "))
+        }
+    }
+
+    /// `info` with the user name, password and database set over it.
+    fn apply(&self, info: redis::ConnectionInfo) -> redis::ConnectionInfo {
+        let mut redis = info.redis_settings().clone();
+        if let Some(u) = &self.username {
+            redis = redis.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            redis = redis.set_password(p);
+        }
+        if let Some(db) = self.db {
+            redis = redis.set_db(db);
+        }
+        info.set_redis_settings(redis)
+    }
 }
 
 impl Config {
+    /// Whether this is a Redis Cluster (seed nodes given with
+    /// [`ConfigBuilder::cluster_nodes`](crate::ConfigBuilder::cluster_nodes) or
+    /// `REDIS_CLUSTER_NODES`).
+    pub fn is_cluster(&self) -> bool {
+        self.target.cluster.is_some()
+    }
+
     /// The Redis address with any password replaced by `***`.
     pub fn redacted_target(&self) -> String {
-        match &self.target {
-            Target::Url(url) => redact_url(url),
-            Target::Cluster(nodes) => {
-                let nodes: Vec<String> = nodes.iter().map(|n| redact_url(n)).collect();
-                format!("cluster {}", nodes.join(","))
-            }
-            Target::Parts {
-                host,
-                port,
-                username,
-                password,
-                db,
-            } => {
-                let auth = match (username, password) {
-                    (Some(u), Some(_)) => format!("{u}:***@"),
-                    (None, Some(_)) => ":***@".to_string(),
-                    (Some(u), None) => format!("{u}@"),
-                    (None, None) => String::new(),
-                };
-                format!("redis://{auth}{host}:{port}/{db}")
-            }
+        let t = &self.target;
+        if let Some(nodes) = &t.cluster {
+            let nodes: Vec<String> = nodes.iter().map(|n| redact_url(n)).collect();
+            return format!("cluster {}{}", nodes.join(","), t.overrides());
         }
+        if let Some(url) = &t.url {
+            return format!("{}{}", redact_url(url), t.overrides());
+        }
+        let auth = match (&t.username, &t.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (None, Some(_)) => ":***@".to_string(),
+            (Some(u), None) => format!("{u}@"),
+            (None, None) => String::new(),
+        };
+        let (host, port) = t.host_and_port();
+        format!("redis://{auth}{host}:{port}/{}", t.db.unwrap_or(0))
     }
 
     pub(crate) fn connection_info(&self) -> crate::Result<redis::ConnectionInfo> {
@@ -57,37 +126,23 @@ impl Config {
             ))
         };
         self.check_tls()?;
-        match &self.target {
-            Target::Url(url) => url.as_str().into_connection_info().map_err(bad_url),
-            Target::Cluster(_) => Err(crate::Error::config(
+        let t = &self.target;
+        if t.cluster.is_some() {
+            return Err(crate::Error::config(
                 "a Redis Cluster is reached through its seed nodes, not one address",
-            )),
-            Target::Parts {
-                host,
-                port,
-                username,
-                password,
-                db,
-            } => {
-                let info = (host.as_str(), *port)
-                    .into_connection_info()
-                    .map_err(bad_url)?;
-                let mut redis = info.redis_settings().clone().set_db(*db);
-                if let Some(u) = username {
-                    redis = redis.set_username(u);
-                }
-                if let Some(p) = password {
-                    redis = redis.set_password(p);
-                }
-                Ok(info.set_redis_settings(redis))
-            }
+            ));
         }
+        let info = match &t.url {
+            Some(url) => url.as_str().into_connection_info(),
+            None => t.host_and_port().into_connection_info(),
+        };
+        Ok(t.apply(info.map_err(bad_url)?))
     }
 
     /// The seed nodes of a cluster, as connection infos.
     pub(crate) fn cluster_connection_infos(&self) -> crate::Result<Vec<redis::ConnectionInfo>> {
         use redis::IntoConnectionInfo;
-        let Target::Cluster(nodes) = &self.target else {
+        let Some(nodes) = &self.target.cluster else {
             return Err(crate::Error::config("not a Redis Cluster configuration"));
         };
         if nodes.is_empty() {
@@ -99,13 +154,14 @@ impl Config {
         nodes
             .iter()
             .map(|node| {
-                node.as_str().into_connection_info().map_err(|e| {
+                let info = node.as_str().into_connection_info().map_err(|e| {
                     crate::Error::config(format!(
                         "cluster node {} is not a Redis URL ({e}); expected \
                          redis://[user:password@]host:port",
                         redact_url(node)
                     ))
-                })
+                })?;
+                Ok(self.target.apply(info))
             })
             .collect()
     }
@@ -113,12 +169,10 @@ impl Config {
     /// TLS (a `rediss://` URL or a CA certificate) needs the `tls` feature.
     fn check_tls(&self) -> crate::Result<()> {
         let tls_url = |url: &String| url.starts_with("rediss://");
+        let t = &self.target;
         let wants_tls = self.tls_ca_cert.is_some()
-            || match &self.target {
-                Target::Url(url) => tls_url(url),
-                Target::Cluster(nodes) => nodes.iter().any(tls_url),
-                Target::Parts { .. } => false,
-            };
+            || t.url.iter().any(tls_url)
+            || t.cluster.iter().flatten().any(tls_url);
         if cfg!(not(feature = "tls")) && wants_tls {
             return Err(crate::Error::config(
                 "TLS (a rediss:// URL or a CA certificate) needs redcache's `tls` feature: \
@@ -230,6 +284,67 @@ mod tests {
             redact_url("redis://user:p/w?x#y@h:1/2"),
             "redis://user:***@h:1/2"
         );
+    }
+
+    #[test]
+    fn credentials_and_db_from_the_builder_apply_over_the_url() {
+        let c = Config::builder()
+            .url("redis://cache.internal:6379/2")
+            .password("pw-secret")
+            .build();
+        assert_eq!(c.problem(), None);
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.addr().to_string(), "cache.internal:6379");
+        assert_eq!(info.redis_settings().password(), Some("pw-secret"));
+        assert_eq!(info.redis_settings().db(), 2);
+        let c = Config::builder()
+            .url("redis://u:pw-secret@cache.internal:6379/2")
+            .username("other")
+            .db(5)
+            .build();
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.redis_settings().username(), Some("other"));
+        assert_eq!(info.redis_settings().password(), Some("pw-secret"));
+        assert_eq!(info.redis_settings().db(), 5);
+        assert!(!format!("{c:?}").contains("secret"));
+        // The order of the setters does not matter.
+        let c = Config::builder()
+            .password("pw-secret")
+            .url("redis://h:1")
+            .build();
+        assert_eq!(
+            c.connection_info().unwrap().redis_settings().password(),
+            Some("pw-secret")
+        );
+    }
+
+    #[test]
+    fn naming_the_server_twice_is_an_error_that_names_both() {
+        for (c, a, b) in [
+            (
+                Config::builder()
+                    .url("redis://h:1")
+                    .cluster_nodes(["redis://h:2"]),
+                "Config::url",
+                "Config::cluster_nodes",
+            ),
+            (
+                Config::builder().host("h", 1).url("redis://:pw-secret@h:1"),
+                "Config::url",
+                "Config::host",
+            ),
+            (
+                Config::builder()
+                    .cluster_nodes(["redis://h:2"])
+                    .host("h", 1),
+                "Config::cluster_nodes",
+                "Config::host",
+            ),
+        ] {
+            let problem = c.build().problem().unwrap();
+            assert!(problem.contains(a) && problem.contains(b), "{problem}");
+            assert!(!problem.contains("secret"), "{problem}");
+        }
     }
 
     #[test]
