@@ -83,17 +83,20 @@ impl RedisStore<ClusterConnection> {
         let cluster_config = ClusterConfig::new()
             .set_connection_timeout(config.connect_timeout())
             .set_response_timeout(config.op_timeout());
-        let local = local.is_some();
-        if config.lazy() {
-            let conn = client.get_pending_async_connection_with_config(cluster_config);
-            return Ok(RedisStore { conn, local });
-        }
-        let conn = connect_checked(
-            config,
-            client.get_async_connection_with_config(cluster_config),
-        )
-        .await?;
-        Ok(RedisStore { conn, local })
+        let reopen = {
+            let (client, cluster_config) = (client.clone(), cluster_config.clone());
+            move || Ok(client.get_pending_async_connection_with_config(cluster_config.clone()))
+        };
+        let conn = if config.lazy() {
+            client.get_pending_async_connection_with_config(cluster_config)
+        } else {
+            connect_checked(
+                config,
+                client.get_async_connection_with_config(cluster_config),
+            )
+            .await?
+        };
+        Ok(RedisStore::new(conn, reopen, local.is_some()))
     }
 }
 

@@ -11,16 +11,69 @@ use redis::{CommandCacheConfig, ProtocolVersion, Script};
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroUsize;
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Longest expiry sent to Redis (about 300 years), so a huge TTL never overflows `PX`.
 const MAX_PX_MS: u128 = 10_000_000_000_000;
 
 pub(crate) struct RedisStore<C = ConnectionManager> {
-    pub(super) conn: C,
+    conn: RwLock<Bound<C>>,
+    /// A new connection, made lazily on the caller's runtime: for when the runtime whose
+    /// tasks drive the connection in use has shut down.
+    reopen: Box<dyn Fn() -> redis::RedisResult<C> + Send + Sync>,
     /// Entry reads go through the local tier (redis-rs's tracked client-side cache).
-    pub(super) local: bool,
+    local: bool,
+}
+
+/// A connection and whether the tokio runtime it was made on has shut down. redis-rs runs
+/// a connection's reader, writer and reconnections as tasks of that runtime, so a cache
+/// made in one `#[tokio::test]` (or one `Runtime::block_on`) would fail every call made
+/// after that runtime is gone.
+struct Bound<C> {
+    conn: C,
+    runtime_gone: Arc<AtomicBool>,
+    /// Which connection of this store it is (each new one counts up).
+    generation: u64,
+}
+
+impl<C> Bound<C> {
+    /// `conn`, made on the current runtime, watched by a task of that runtime.
+    fn new(conn: C, generation: u64) -> Self {
+        let runtime_gone = Arc::new(AtomicBool::new(false));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(Watch(runtime_gone.clone()));
+        }
+        Bound {
+            conn,
+            runtime_gone,
+            generation,
+        }
+    }
+
+    fn usable(&self) -> bool {
+        !self.runtime_gone.load(Ordering::Acquire)
+    }
+}
+
+/// A task that never ends: its runtime drops it when shutting down, and then it says so.
+struct Watch(Arc<AtomicBool>);
+
+impl Future for Watch {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 impl<C> fmt::Debug for RedisStore<C> {
@@ -104,20 +157,22 @@ impl RedisStore<ConnectionManager> {
             Some(tier) => manager_config.set_cache_config(tier),
             None => manager_config,
         };
-        let local = local.is_some();
-        if config.lazy() {
+        let reopen = {
+            let (client, manager_config) = (client.clone(), manager_config.clone());
+            move || ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+        };
+        let conn = if config.lazy() {
             // No connection yet: the first operation makes it, and a failed one is tried
             // again by a later operation (the breaker paces the attempts).
-            let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-                .map_err(|e| connect_error(config, e))?;
-            return Ok(RedisStore { conn, local });
-        }
-        let conn = connect_checked(
-            config,
-            ConnectionManager::new_with_config(client, manager_config),
-        )
-        .await?;
-        Ok(RedisStore { conn, local })
+            reopen().map_err(|e| connect_error(config, e))?
+        } else {
+            connect_checked(
+                config,
+                ConnectionManager::new_with_config(client, manager_config),
+            )
+            .await?
+        };
+        Ok(RedisStore::new(conn, reopen, local.is_some()))
     }
 }
 
@@ -284,6 +339,75 @@ fn prefix_pattern(prefix: &str) -> String {
 }
 
 impl<C: Conn> RedisStore<C> {
+    /// A store over `conn`, made on the current runtime; `reopen` makes another.
+    pub(super) fn new(
+        conn: C,
+        reopen: impl Fn() -> redis::RedisResult<C> + Send + Sync + 'static,
+        local: bool,
+    ) -> Self {
+        RedisStore {
+            conn: RwLock::new(Bound::new(conn, 0)),
+            reopen: Box::new(reopen),
+            local,
+        }
+    }
+
+    /// The connection to use and its generation: the current one, or, if the runtime it
+    /// was made on has shut down, a new one on the caller's runtime.
+    fn conn(&self) -> (C, u64) {
+        let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+        if bound.usable() {
+            return (bound.conn.clone(), bound.generation);
+        }
+        drop(bound);
+        self.reopen_here()
+    }
+
+    #[cold]
+    fn reopen_here(&self) -> (C, u64) {
+        let mut bound = self.conn.write().unwrap_or_else(PoisonError::into_inner);
+        // Only from inside a runtime: a connection needs one to run its tasks.
+        if !bound.usable() && tokio::runtime::Handle::try_current().is_ok() {
+            match (self.reopen)() {
+                Ok(conn) => {
+                    *bound = Bound::new(conn, bound.generation + 1);
+                    tracing::debug!(
+                        "redcache: the runtime the Redis connection ran on has shut down; \
+                         connecting again on this one"
+                    );
+                }
+                // The old connection stays; its operations fail open, and the next one
+                // tries again.
+                Err(err) => tracing::warn!(error = %err, "redcache: could not reconnect"),
+            }
+        }
+        (bound.conn.clone(), bound.generation)
+    }
+
+    /// Runs `op` on the connection. If it fails because the runtime that connection ran on
+    /// shut down meanwhile (another runtime's test ended, a `block_on` returned), it runs
+    /// once more on a connection of this caller's runtime: a call never faults because
+    /// some other runtime is gone.
+    async fn with_conn<T, Fut>(&self, op: impl Fn(C) -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let (conn, generation) = self.conn();
+        match op(conn).await {
+            Err(_) if self.runtime_went_away(generation) => {
+                op(self.conn().0).await.map_err(Error::redis)
+            }
+            done => done.map_err(Error::redis),
+        }
+    }
+
+    /// Whether connection `generation` is gone with its runtime (or already replaced).
+    #[cold]
+    fn runtime_went_away(&self, generation: u64) -> bool {
+        let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+        bound.generation != generation || !bound.usable()
+    }
+
     /// A read of entries, served by the local tier when there is one.
     fn read_cmd(&self, name: &str) -> redis::Cmd {
         let mut cmd = redis::cmd(name);
@@ -295,14 +419,14 @@ impl<C: Conn> RedisStore<C> {
 
     /// Hits the local tier served.
     pub(crate) fn local_hits(&self) -> u64 {
-        self.conn.local_hits()
+        let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+        bound.conn.local_hits()
     }
 
     /// Sends one command on the shared connection.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
-        cmd.query_async(&mut self.conn.clone())
+        self.with_conn(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
-            .map_err(Error::redis)
     }
 }
 
@@ -321,11 +445,12 @@ impl<C: Conn> Store for RedisStore<C> {
             // The common miss: "only if there is still nothing" is SET NX, no script.
             return self.set_nx(fill.key, fill.value, fill.ttl).await;
         }
-        let mut conn = self.conn.clone();
-        let stored: i64 = fill_invocation(fill)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(Error::redis)?;
+        let stored: i64 = self
+            .with_conn(|mut conn| {
+                let invocation = fill_invocation(fill);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
         Ok(stored == 1)
     }
 
@@ -345,7 +470,6 @@ impl<C: Conn> Store for RedisStore<C> {
             let stored = futures_util::future::join_all(fills.iter().map(|f| self.fill(f))).await;
             return stored.into_iter().collect();
         }
-        let mut conn = self.conn.clone();
         let invocations: Vec<_> = fills.iter().map(fill_invocation).collect();
         let mut pipe = redis::pipe();
         for (fill, invocation) in fills.iter().zip(&invocations) {
@@ -360,20 +484,22 @@ impl<C: Conn> Store for RedisStore<C> {
                 pipe.invoke_script(invocation);
             }
         }
-        let stored: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
-            // A pipeline does not load scripts itself: load it once and send again.
-            Err(err)
-                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                fill_script()
-                    .prepare_invoke()
-                    .load_async(&mut conn)
-                    .await
-                    .map_err(Error::redis)?;
-                pipe.query_async(&mut conn).await.map_err(Error::redis)?
-            }
-            other => other.map_err(Error::redis)?,
-        };
+        let pipe = &pipe;
+        let stored: Vec<redis::Value> = self
+            .with_conn(|mut conn| async move {
+                match pipe.query_async(&mut conn).await {
+                    // A pipeline does not load scripts itself: load it once and send again.
+                    Err(err)
+                        if err.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        fill_script().prepare_invoke().load_async(&mut conn).await?;
+                        pipe.query_async(&mut conn).await
+                    }
+                    other => other,
+                }
+            })
+            .await?;
         // SET NX answers OK or nil; the script 1 or 0.
         Ok(stored
             .into_iter()
@@ -417,13 +543,15 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
-        let mut conn = self.conn.clone();
-        let removed: i64 = release_script()
-            .key(key)
-            .arg(value)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(Error::redis)?;
+        let removed: i64 = self
+            .with_conn(|mut conn| async move {
+                release_script()
+                    .key(key)
+                    .arg(value)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
         Ok(removed == 1)
     }
 
@@ -444,7 +572,8 @@ impl<C: Conn> Store for RedisStore<C> {
         // are handled by one short script (one per key on a cluster, whose scripts cannot
         // span slots), so no single command holds Redis for long (never KEYS). Keys are
         // bytes: one that is not UTF-8 is handled like any other.
-        for node in self.conn.masters().await? {
+        let (conn, _) = self.conn();
+        for node in conn.masters().await? {
             let mut cursor: u64 = 0;
             loop {
                 let mut scan = redis::cmd("SCAN");
@@ -453,7 +582,7 @@ impl<C: Conn> Store for RedisStore<C> {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(batch);
-                let reply = self.conn.send_to(&node, scan).await?;
+                let reply = conn.send_to(&node, scan).await?;
                 let (next, keys): (u64, Vec<Vec<u8>>) =
                     redis::from_redis_value(reply).map_err(|e| Error::redis(e.into()))?;
                 // (A SCAN step may return a few more keys than asked for.)
@@ -481,12 +610,11 @@ impl<C: Conn> RedisStore<C> {
                 call.key(key.as_slice());
             }
             call.arg(px(ttl)).arg(base);
-            let mut conn = self.conn.clone();
-            async move {
-                call.invoke_async::<u64>(&mut conn)
-                    .await
-                    .map_err(Error::redis)
-            }
+            let call = Arc::new(call);
+            self.with_conn(move |mut conn| {
+                let call = call.clone();
+                async move { call.invoke_async::<u64>(&mut conn).await }
+            })
         };
         if C::PIPELINES_SPAN_SLOTS {
             return invoke(keys).await;
