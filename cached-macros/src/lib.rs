@@ -23,6 +23,7 @@ mod error;
 mod expand;
 mod helpers;
 mod item;
+mod valid;
 
 /// Caches an `async fn` in Redis. See the `redcache` crate documentation for the options.
 ///
