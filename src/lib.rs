@@ -55,9 +55,11 @@
 //!
 //! The README is the full guide; in short:
 //!
-//! - **Options** (README § Options): `prefix` (default `module_path!()::fn_name`), `ttl`
-//!   (default 300 s), `jitter` (default `ttl / 10`), `null_ttl` (default 60 s; 0: `None`
-//!   not cached), `skip(..)`, `key = expr`.
+//! - **Options** ([`cached`], with a section and an example for each; README § Options
+//!   in one table): `prefix` (default `module_path!()::fn_name`), `ttl` (default 300 s),
+//!   `jitter` (default `ttl / 10`), `null_ttl` (default 60 s; 0: `None` not cached),
+//!   `skip(..)`, `key = expr`, `output`, `group`, `lock` / `lock_ms`, `early_refresh`,
+//!   `in_trait_impl`.
 //! - **Function and return shapes** (README § Function shapes, § Return shapes): free
 //!   functions, `&self`/`Arc<Self>` methods (the receiver is not in the key, `Self`'s type
 //!   name is), generic functions; `T`, `Option<T>`, `Result<T, E>`,

@@ -1,4 +1,7 @@
-//! Code generation: the only module that writes tokens.
+//! Code generation of `#[cached]`: this module only writes tokens (the checks that
+//! decide whether to generate are in `valid.rs`), and owns the shared pieces the helpers
+//! reuse: the path of the runtime's hidden module, the companion's name, the rewritten
+//! body.
 //!
 //! `#[cached]` emits two functions:
 //!
@@ -15,10 +18,11 @@
 use crate::attr::{CachedArgs, Output};
 use crate::error::Errors;
 use crate::item::ItemFn;
+use crate::valid::{returns_unit, validate};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, GenericParam, PathArguments, ReturnType, Type};
+use syn::{FnArg, GenericParam, ReturnType};
 
 /// Entry point: the expanded function, or the function unchanged plus every error.
 pub(crate) fn cached(args: TokenStream, input: TokenStream) -> TokenStream {
@@ -47,6 +51,12 @@ pub(crate) fn with_error(mut input: TokenStream, err: syn::Error) -> TokenStream
     input
 }
 
+/// `::redcache::__private`, the runtime's hidden module that generated code calls, with
+/// every token at `span`: the one spelling of the path.
+pub(crate) fn private_path(span: Span) -> TokenStream {
+    quote_spanned!(span=> ::redcache::__private)
+}
+
 /// The companion of the function named `name`, spanned where the name was written.
 pub(crate) fn companion_ident(name: &Ident) -> Ident {
     format_ident!("__redcache_key_{}", name, span = name.span())
@@ -70,140 +80,6 @@ fn kind(shape: Output) -> &'static str {
         Output::Result => "Res",
         Output::ResultOption => "ResOpt",
     }
-}
-
-/// Checks that need the function: `async`, not `const`.
-pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors) {
-    if let Some(constness) = &sig.constness {
-        errors.spanned(
-            constness,
-            format_args!("#[{attr}] cannot be used on a `const fn`"),
-        );
-    }
-    if sig.asyncness.is_none() {
-        let mut message =
-            format!("#[{attr}] works on `async fn` only: the cache is asynchronous; add `async`");
-        if let ReturnType::Type(_, ty) = &sig.output {
-            let text = ty.to_token_stream().to_string();
-            if text.contains("Pin") && text.contains("Future") {
-                message.push_str(
-                    " (with #[async_trait], put the attribute on a native `async fn` in the \
-                     trait impl instead: Rust supports them since 1.75)",
-                );
-            }
-        }
-        errors.spanned(sig.fn_token, message);
-    }
-}
-
-/// Checks that need both the options and the function.
-fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Output> {
-    let sig = &item.sig;
-    check_async(sig, "cached", errors);
-    let idents = item.arg_idents();
-    if let Some((skipped, skip_span)) = &args.skip {
-        if args.key.is_some() {
-            errors.at(
-                *skip_span,
-                "`skip` has no effect with `key`: the key is made of the `key` expression only",
-            );
-        }
-        for name in skipped {
-            if !idents.contains(name) {
-                let names: Vec<String> = idents.iter().map(|i| format!("`{i}`")).collect();
-                let known = if names.is_empty() {
-                    "the function has no arguments".to_string()
-                } else {
-                    format!("the arguments are {}", names.join(", "))
-                };
-                errors.spanned(
-                    name,
-                    format_args!("`skip({name})`: no argument named `{name}`; {known}"),
-                );
-            }
-        }
-    }
-    if let (Some(_), Some((prefix, span))) = (&args.group, &args.prefix) {
-        if prefix.contains(['{', '}']) {
-            errors.at(
-                *span,
-                "the `prefix` of a function in a `group` must not contain braces: the group \
-                 is the `{group}` hash tag of its keys",
-            );
-        }
-    }
-    if let (Some(_), Some((_, span))) = (&args.lock, &args.lock_ms) {
-        errors.at(
-            *span,
-            "give either `lock` (a 5 s lease) or `lock_ms = N`, not both",
-        );
-    }
-    if let (Some((_, span)), false) = (&args.in_trait_impl, item.has_receiver()) {
-        errors.at(
-            *span,
-            "`in_trait_impl` is for methods in a trait impl; this function has no `self`",
-        );
-    }
-    let shape = shape_of(&sig.output, errors)?;
-    Some(args.output.map_or(shape, |(output, _)| output))
-}
-
-fn shape_of(output: &ReturnType, errors: &mut Errors) -> Option<Output> {
-    let ty = match output {
-        ReturnType::Default => return Some(Output::Value),
-        ReturnType::Type(_, ty) => ungroup(ty),
-    };
-    match ty {
-        Type::ImplTrait(_) => {
-            errors.spanned(
-                ty,
-                "#[cached] cannot store an `impl Trait` return: name the type, which must be \
-                 `Serialize + DeserializeOwned`",
-            );
-            None
-        }
-        _ => Some(shape_of_type(ty)),
-    }
-}
-
-/// The shape a return type's last path segment says.
-pub(crate) fn shape_of_type(ty: &Type) -> Output {
-    let Type::Path(path) = ungroup(ty) else {
-        return Output::Value;
-    };
-    let Some(last) = path.path.segments.last() else {
-        return Output::Value;
-    };
-    match last.ident.to_string().as_str() {
-        "Option" => Output::Option,
-        "Result" => match first_type_arg(&last.arguments) {
-            Some(Type::Path(ok))
-                if ok.path.segments.last().is_some_and(|s| s.ident == "Option") =>
-            {
-                Output::ResultOption
-            }
-            _ => Output::Result,
-        },
-        _ => Output::Value,
-    }
-}
-
-fn ungroup(ty: &Type) -> &Type {
-    match ty {
-        Type::Group(g) => ungroup(&g.elem),
-        Type::Paren(p) => ungroup(&p.elem),
-        ty => ty,
-    }
-}
-
-fn first_type_arg(args: &PathArguments) -> Option<&Type> {
-    let PathArguments::AngleBracketed(args) = args else {
-        return None;
-    };
-    args.args.iter().find_map(|arg| match arg {
-        GenericArgument::Type(ty) => Some(ungroup(ty)),
-        _ => None,
-    })
 }
 
 /// The function exactly as written (used when there are errors).
@@ -244,15 +120,6 @@ pub(crate) fn body_future(sig: &syn::Signature, body: &TokenStream) -> TokenStre
     }
 }
 
-/// Whether the function returns `()`: its new body then ends in a statement, as
-/// clippy::pedantic asks.
-pub(crate) fn returns_unit(sig: &syn::Signature) -> bool {
-    match &sig.output {
-        ReturnType::Default => true,
-        ReturnType::Type(_, ty) => matches!(ungroup(ty), Type::Tuple(t) if t.elems.is_empty()),
-    }
-}
-
 /// The function with its signature, attributes and visibility as written, and a new body:
 /// `let <local> = <setup>;` then `<runtime_fn>(<local>, async move { body }).await`.
 pub(crate) fn rewrite(
@@ -273,9 +140,10 @@ pub(crate) fn rewrite(
     let ret_span = return_type(sig).1;
     let local = Ident::new(local, ret_span);
     let runtime_fn = Ident::new(runtime_fn, ret_span);
+    let private = private_path(ret_span);
     let new_body = quote_spanned! {ret_span=>
         let #local = #setup;
-        ::redcache::__private::#runtime_fn(#local, #body_future).await #semi
+        #private::#runtime_fn(#local, #body_future).await #semi
     };
     let mut out = quote!(#(#attrs)* #vis #sig);
     brace.surround(&mut out, |out| new_body.to_tokens(out));
@@ -320,9 +188,10 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     let key = key_material(item, args);
     let (ret_ty, ret_span) = return_type(sig);
     let kind = Ident::new(kind(shape), ret_span);
+    let private = private_path(ret_span);
     quote_spanned! {ret_span=>
         {
-            static __CACHED_SPEC: ::redcache::__private::Spec = ::redcache::__private::Spec {
+            static __CACHED_SPEC: #private::Spec = #private::Spec {
                 prefix: #prefix,
                 ttl: #ttl,
                 jitter: #jitter,
@@ -331,7 +200,7 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
                 lock_ms: #lock,
                 early_refresh: #early_refresh,
             };
-            ::redcache::__private::Call::<::redcache::__private::#kind, #ret_ty>::new(
+            #private::Call::<#private::#kind, #ret_ty>::new(
                 &__CACHED_SPEC,
                 #key,
             )
@@ -363,6 +232,7 @@ fn companion(item: &ItemFn, args: &CachedArgs, shape: Output, call: &TokenStream
     });
     let (ret_ty, _) = return_type(sig);
     let kind = Ident::new(kind(shape), Span::call_site());
+    let private = private_path(Span::call_site());
     let doc = format!(
         "The cache key of a call of [`{}`]: what `redcache::invalidate!`, `put!`, `key!` \
          and `#[evicts]` call. Generated by `#[redcache::cached]`.",
@@ -373,7 +243,7 @@ fn companion(item: &ItemFn, args: &CachedArgs, shape: Output, call: &TokenStream
         #[doc(hidden)]
         #[allow(non_snake_case, unused_variables, unused_mut, clippy::all, clippy::pedantic)]
         #vis fn #name #generics (#(#inputs),*)
-            -> ::redcache::__private::Call<::redcache::__private::#kind, #ret_ty>
+            -> #private::Call<#private::#kind, #ret_ty>
             #where_clause
         {
             #call
@@ -384,13 +254,16 @@ fn companion(item: &ItemFn, args: &CachedArgs, shape: Output, call: &TokenStream
 /// The key material: the key arguments (or the `key` expression), then the names of the
 /// generic types, then the enclosing impl, so instances and impls never share entries.
 fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
+    let private = private_path(Span::call_site());
     let mut key = match &args.key {
         Some((expr, _)) => {
-            quote_spanned!(expr.span()=> ::redcache::__private::KeyArgs::expr(&(#expr)))
+            let span = expr.span();
+            let private = private_path(span);
+            quote_spanned!(span=> #private::KeyArgs::expr(&(#expr)))
         }
         None => {
             let skipped: &[Ident] = args.skip.as_ref().map_or(&[], |(s, _)| s);
-            let mut key = quote!(::redcache::__private::KeyArgs::new());
+            let mut key = quote!(#private::KeyArgs::new());
             for ident in item.arg_idents() {
                 if !skipped.contains(&ident) {
                     key.extend(quote_spanned!(ident.span()=> .arg(&#ident)));
@@ -403,7 +276,7 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
         match param {
             GenericParam::Type(t) => {
                 let t = &t.ident;
-                key.extend(quote!(.ty(::redcache::__private::type_name::<#t>())));
+                key.extend(quote!(.ty(#private::type_name::<#t>())));
             }
             GenericParam::Const(c) => {
                 let c = &c.ident;
@@ -417,6 +290,6 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
     // never share entries. The runtime reads it from the type name of a closure written
     // here, in the function (and in its companion, which sits beside it).
     quote! {
-        ::redcache::__private::within(#key, &|| (), ::core::module_path!())
+        #private::within(#key, &|| (), ::core::module_path!())
     }
 }

@@ -4,9 +4,10 @@
 
 use crate::attr::check_group;
 use crate::error::Errors;
-use crate::expand::{self, companion_ident};
+use crate::expand::{self, companion_ident, private_path};
 use crate::item::ItemFn;
-use proc_macro2::TokenStream;
+use crate::valid;
+use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
@@ -74,8 +75,9 @@ pub(crate) fn call_helper(input: TokenStream, macro_name: &str, runtime_fn: &str
         .and_then(|expr| companion_call(&expr, &format!("{macro_name}!")));
     match result {
         Ok(call) => {
-            let runtime_fn = syn::Ident::new(runtime_fn, proc_macro2::Span::call_site());
-            quote!(::redcache::__private::#runtime_fn(#call))
+            let runtime_fn = syn::Ident::new(runtime_fn, Span::call_site());
+            let private = private_path(Span::call_site());
+            quote!(#private::#runtime_fn(#call))
         }
         Err(err) => err.to_compile_error(),
     }
@@ -89,7 +91,8 @@ pub(crate) fn put(input: TokenStream) -> TokenStream {
         match (it.next(), it.next(), it.next()) {
             (Some(call), Some(value), None) => {
                 let call = companion_call(call, "put!")?;
-                Ok(quote!(::redcache::__private::put(#call, #value)))
+                let private = private_path(Span::call_site());
+                Ok(quote!(#private::put(#call, #value)))
             }
             _ => Err(syn::Error::new_spanned(
                 &exprs,
@@ -143,7 +146,7 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
         Err(err) => return expand::with_error(input, err),
     };
     let mut errors = Errors::default();
-    expand::check_async(&item.sig, "evicts", &mut errors);
+    valid::check_async(&item.sig, "evicts", &mut errors);
     let targets = match Punctuated::<Target, Token![,]>::parse_terminated.parse2(args.clone()) {
         Ok(targets) => targets,
         Err(err) => {
@@ -153,12 +156,13 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
     };
     if targets.is_empty() && errors.is_empty() {
         errors.push(syn::Error::new(
-            proc_macro2::Span::call_site(),
+            Span::call_site(),
             "#[evicts] needs what to evict: `#[evicts(get_user(id))]`, \
              `#[evicts(group = \"users\")]`, or several",
         ));
     }
-    let mut evict = quote!(::redcache::__private::Evict::new());
+    let private = private_path(Span::call_site());
+    let mut evict = quote!(#private::Evict::new());
     for target in &targets {
         match target {
             Target::Call(expr) => match companion_call(expr, "#[evicts]") {
@@ -178,7 +182,7 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
     let runtime_fn = match &item.sig.output {
         syn::ReturnType::Type(_, ty)
             if matches!(
-                expand::shape_of_type(ty),
+                valid::shape_of_type(ty),
                 crate::attr::Output::Result | crate::attr::Output::ResultOption
             ) =>
         {

@@ -23,17 +23,526 @@ mod error;
 mod expand;
 mod helpers;
 mod item;
+mod valid;
 
-/// Caches an `async fn` in Redis. See the `redcache` crate documentation for the options.
+/// Caches an `async fn` in Redis: cache-aside under a stable key made of its arguments.
+///
+/// The first call with some arguments runs the body and stores its result as JSON; later
+/// calls with the same arguments are answered from the cache until the entry expires. A
+/// `None` is cached for a shorter time, an `Err` never, and a cache fault never fails the
+/// call: the body runs. Calls use the cache of the enclosing `Cache::scope(..)`, else the
+/// one installed globally (`redcache::init`, `Cache::install`), else none: the body runs
+/// uncached and one warning is logged.
+///
+/// This page is the reference of the attribute's options, one section each; the
+/// [README](https://docs.rs/crate/redcache/latest/source/README.md) is the guide (key
+/// and value formats, failure semantics, invalidation, Redis Cluster).
 ///
 /// # Examples
 ///
 /// ```
-/// #[redcache::cached(ttl = 60, skip(verbose))]
-/// async fn square(x: u64, verbose: bool) -> u64 {
-///     x * x
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// struct UserProfile {
+///     id: u64,
+///     name: String,
 /// }
+///
+/// #[redcache::cached(prefix = "user:profile", ttl = 900)]
+/// async fn get_user_profile(user_id: u64) -> Option<UserProfile> {
+///     // The database query: runs on a miss only.
+///     (user_id == 42).then(|| UserProfile { id: 42, name: "Ada".into() })
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         let first = get_user_profile(42).await; // a miss: the body runs
+///         let second = get_user_profile(42).await; // a hit
+///         assert_eq!(first, second);
+///     })
+///     .await;
+/// assert_eq!((cache.stats().misses, cache.stats().hits), (1, 1));
+/// # }
 /// ```
+///
+/// # Options
+///
+/// Every option is optional: `#[cached]` alone caches with the defaults. They come in any
+/// order, separated by commas: [`prefix`](#prefix), [`ttl`](#ttl),
+/// [`jitter`](#jitter), [`null_ttl`](#null_ttl), [`skip`](#skip), [`key`](#key),
+/// [`output`](#output), [`group`](#group), [`lock` / `lock_ms`](#lock--lock_ms),
+/// [`early_refresh`](#early_refresh), [`in_trait_impl`](#in_trait_impl).
+///
+/// Each is checked when the function compiles, and a mistake is an error at its own span:
+/// an unknown option (the error lists the valid ones, and suggests one for names other
+/// caching libraries use, such as `ttl_secs` or `ignore`), an option given twice, a value
+/// of the wrong form. Every mistake is reported at once, and the function is kept as
+/// written, so the rest of the crate still type-checks.
+///
+/// # `prefix`
+///
+/// `prefix = "user:profile"`: the start of every key of the function,
+/// `[{namespace}:]{prefix}:{md5_hex}`, where `md5_hex` is the md5 of the key material (the
+/// key arguments as a JSON array). Choose one that outlives refactoring: the default
+/// changes when the function is renamed or moved.
+///
+/// - **Default:** `module_path!()`, `::` and the function's name, e.g.
+///   `my_app::users::get_user_profile`.
+/// - **Checked:** a non-empty string literal without whitespace or control characters;
+///   in a [`group`](#group), without braces.
+///
+/// ```
+/// #[redcache::cached(prefix = "user:name", ttl = 600)]
+/// async fn user_name(id: u64) -> Option<String> {
+///     Some(format!("user {id}"))
+/// }
+///
+/// #[redcache::cached(ttl = 600)]
+/// async fn user_email(id: u64) -> Option<String> {
+///     Some(format!("user{id}@example.com"))
+/// }
+///
+/// # fn main() {
+/// // b358e7d6ea3cae2a7ca29ee59888f401 is the md5 of `[42]`.
+/// assert_eq!(redcache::key!(user_name(42)), "user:name:b358e7d6ea3cae2a7ca29ee59888f401");
+/// assert_eq!(
+///     redcache::key!(user_email(42)),
+///     concat!(module_path!(), "::user_email:b358e7d6ea3cae2a7ca29ee59888f401"),
+/// );
+/// # }
+/// ```
+///
+/// # `ttl`
+///
+/// `ttl = 900`: how many seconds an entry lives, before [`jitter`](#jitter). Every entry
+/// expires.
+///
+/// - **Default:** the cache's default TTL: 300 s (`Config::builder().default_ttl(..)`,
+///   `REDCACHE_DEFAULT_TTL`).
+/// - **Checked:** a whole number of seconds, greater than 0 (to not cache, leave the
+///   attribute off).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[redcache::cached(ttl = 60)]
+/// async fn exchange_rate(currency: &str) -> f64 {
+///     1.08
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> redcache::Result<()> {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         exchange_rate("USD").await;
+///         let key = redcache::key!(exchange_rate("USD"));
+///         let left = cache.ttl(&key).await?.unwrap();
+///         // 60 s, plus the default jitter of up to 6 s.
+///         assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(66));
+///         Ok(())
+///     })
+///     .await
+/// # }
+/// ```
+///
+/// # `jitter`
+///
+/// `jitter = 30`: up to that many random extra seconds on each entry's TTL, drawn anew for
+/// every write, so entries written together (after a deploy, a cold start) do not expire
+/// together. `jitter = 0`: every entry lives exactly `ttl`.
+///
+/// - **Default:** a tenth of the effective `ttl` (integer division: 0 below 10 s).
+/// - **Checked:** a whole number of seconds.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[redcache::cached(ttl = 60, jitter = 0)]
+/// async fn exchange_rate(currency: &str) -> f64 {
+///     1.08
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> redcache::Result<()> {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         exchange_rate("USD").await;
+///         let key = redcache::key!(exchange_rate("USD"));
+///         let left = cache.ttl(&key).await?.unwrap();
+///         assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60));
+///         Ok(())
+///     })
+///     .await
+/// # }
+/// ```
+///
+/// # `null_ttl`
+///
+/// `null_ttl = 30`: how many seconds a `None` (or an `Ok(None)`) lives, cached as a null
+/// entry so that lookups of something absent do not all reach the database. No jitter.
+/// `null_ttl = 0`: a `None` is not cached. Functions of the other return shapes have no
+/// `None`, and are not affected.
+///
+/// - **Default:** the cache's default null TTL: 60 s
+///   (`Config::builder().default_null_ttl(..)`, `REDCACHE_NULL_TTL`).
+/// - **Checked:** a whole number of seconds.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// static QUERIES: AtomicU32 = AtomicU32::new(0);
+///
+/// #[redcache::cached(ttl = 600, null_ttl = 30)]
+/// async fn find_user(email: &str) -> Option<u64> {
+///     QUERIES.fetch_add(1, Ordering::Relaxed);
+///     None // no such user
+/// }
+///
+/// #[redcache::cached(ttl = 600, null_ttl = 0)]
+/// async fn find_order(number: u64) -> Option<u64> {
+///     QUERIES.fetch_add(1, Ordering::Relaxed);
+///     None
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         assert_eq!(find_user("nobody@example.com").await, None);
+///         assert_eq!(find_user("nobody@example.com").await, None); // the null entry
+///         assert_eq!(QUERIES.load(Ordering::Relaxed), 1);
+///
+///         find_order(7).await;
+///         find_order(7).await; // not cached: queried again
+///         assert_eq!(QUERIES.load(Ordering::Relaxed), 3);
+///     })
+///     .await;
+/// assert_eq!(cache.stats().null_hits, 1);
+/// # }
+/// ```
+///
+/// # `skip`
+///
+/// `skip(db, request_id)`: arguments left out of the key: pools, clients, contexts, trace
+/// ids. A skipped argument need not be `Serialize`, and calls that differ only in skipped
+/// arguments share one entry. The helpers (`invalidate!`, `put!`, `key!`, `#[evicts]`)
+/// take `_` for a skipped argument.
+///
+/// - **Default:** every argument is in the key (the receiver, `self`, never is). Every key
+///   argument must be `serde::Serialize`; one that is not is an error at that argument.
+/// - **Checked:** each name is an argument of the function (a name a pattern argument
+///   binds counts); the error lists the arguments. Not with [`key`](#key), which already
+///   says what the key is made of.
+///
+/// ```
+/// /// A connection pool: not `Serialize`, and not part of what the result depends on.
+/// struct Db;
+///
+/// #[redcache::cached(prefix = "user:name", ttl = 600, skip(db, request_id))]
+/// async fn user_name(db: &Db, id: u64, request_id: u64) -> Option<String> {
+///     Some(format!("user {id}"))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         user_name(&Db, 42, 1).await;
+///         user_name(&Db, 42, 2).await; // the same entry: a hit
+///     })
+///     .await;
+/// assert_eq!(cache.stats().hits, 1);
+///
+/// // The key is made of `id` only: the md5 of `[42]`.
+/// let key = redcache::key!(user_name(_, 42, _));
+/// assert_eq!(key, "user:name:b358e7d6ea3cae2a7ca29ee59888f401");
+/// # }
+/// ```
+///
+/// # `key`
+///
+/// `key = expr`: the key material instead of the arguments: any `Serialize` expression
+/// over the arguments, evaluated on every call before the body. Its JSON is hashed as it
+/// is, not wrapped in an array. For keying on part of an argument, or on a few of many.
+///
+/// - **Default:** the key arguments, as a JSON array.
+/// - **Checked:** an expression; not with [`skip`](#skip). Its type must be
+///   `serde::Serialize`, or the error points at the expression.
+///
+/// ```
+/// struct Session {
+///     user_id: u64,
+///     token: String,
+/// }
+///
+/// #[redcache::cached(prefix = "greeting", ttl = 60, key = session.user_id)]
+/// async fn greeting(session: &Session) -> String {
+///     format!("Hello, user {}", session.user_id)
+/// }
+///
+/// # fn main() {
+/// let session = Session { user_id: 42, token: "secret".into() };
+/// // a1d0c6e83f027327d8461063f4ac58a6 is the md5 of `42`.
+/// assert_eq!(redcache::key!(greeting(&session)), "greeting:a1d0c6e83f027327d8461063f4ac58a6");
+/// # }
+/// ```
+///
+/// # `output`
+///
+/// `output = "result"`: the [return shape](#return-shapes) when the macro cannot see it
+/// in the return type: a type alias, such as `type Answer = Result<u32, MyError>`, which
+/// would otherwise be cached as a plain value, `Err` included.
+///
+/// - **Default:** from the last path segment of the declared return type.
+/// - **Checked:** one of `"value"`, `"option"`, `"result"` and `"result_option"`.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+///
+/// #[derive(Debug)]
+/// struct MyError;
+/// type Answer = Result<u32, MyError>;
+///
+/// static RUNS: AtomicU32 = AtomicU32::new(0);
+///
+/// #[redcache::cached(ttl = 60, output = "result")]
+/// async fn answer(question: u32) -> Answer {
+///     RUNS.fetch_add(1, Ordering::Relaxed);
+///     if question == 0 { Err(MyError) } else { Ok(42) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         assert!(answer(0).await.is_err());
+///         assert!(answer(0).await.is_err()); // an `Err` is never cached: runs again
+///         assert_eq!(answer(1).await.unwrap(), 42);
+///         assert_eq!(answer(1).await.unwrap(), 42); // a hit
+///     })
+///     .await;
+/// assert_eq!(RUNS.load(Ordering::Relaxed), 3);
+/// # }
+/// ```
+///
+/// # `group`
+///
+/// `group = "products"`: puts the function in an eviction group, which several functions
+/// can share. `redcache::invalidate_group("products")` (or `#[evicts(group =
+/// "products")]`) invalidates every entry of every function in the group with one Redis
+/// command, however many there are. The group is the Redis Cluster hash tag of the keys,
+/// `[{namespace}:]{prefix}:{products}:{md5_hex}`, so a group lives on one shard: split a
+/// very large or very busy family into several groups.
+///
+/// - **Default:** no group.
+/// - **Checked:** a non-empty string literal without whitespace, control characters or
+///   braces; the function's [`prefix`](#prefix) may then not contain braces.
+///
+/// ```
+/// #[redcache::cached(prefix = "shop:price", ttl = 600, group = "products")]
+/// async fn price(sku: u32) -> u32 {
+///     sku * 100
+/// }
+///
+/// #[redcache::cached(prefix = "shop:stock", ttl = 600, group = "products")]
+/// async fn stock(sku: u32) -> u32 {
+///     3
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> redcache::Result<()> {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         let key = redcache::key!(price(7));
+///         assert_eq!(key, "shop:price:{products}:9b264f7a3d69a4d3335fb7b43eb133e4");
+///         price(7).await;
+///         stock(7).await;
+///         redcache::invalidate_group("products").await?;
+///         price(7).await; // both miss again
+///         stock(7).await;
+///         Ok::<_, redcache::Error>(())
+///     })
+///     .await?;
+/// assert_eq!((cache.stats().misses, cache.stats().hits), (4, 0));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # `lock` / `lock_ms`
+///
+/// `lock`, or `lock_ms = 2000`: stampede control across processes. On a miss, one process
+/// takes a lease on the key (`SET {key}:lock <token> NX PX <lease>`), re-reads the key,
+/// runs the body, stores the result and gives the lease back; the other processes poll
+/// the entry and are served as soon as it is filled, or run the body themselves once the
+/// lease has run out (a crashed or slow holder). Within one process, concurrent calls for
+/// one key always share one body run, with or without `lock`.
+///
+/// - **Default:** off. `lock` is a lease of 5000 ms; `lock_ms = N`, of N ms.
+/// - **Checked:** `lock` is a flag, without a value; `lock_ms` a whole number of
+///   milliseconds, greater than 0; not both.
+///
+/// ```
+/// #[redcache::cached(ttl = 3600, lock_ms = 2000)]
+/// async fn monthly_report(month: u8) -> String {
+///     // Expensive: computed once for every process that misses it at the same time.
+///     format!("report {month}")
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// let report = cache.scope(monthly_report(5)).await;
+/// assert_eq!(report, "report 5");
+/// # }
+/// ```
+///
+/// # `early_refresh`
+///
+/// `early_refresh = 1.0`: XFetch early refresh, with this β. Entries carry their expiry
+/// and how long the body took; a hit is recomputed before the entry expires with
+/// probability `exp(-time_to_expiry / (compute_time × β))`, while every other caller is
+/// still served the entry. So a hot key is refreshed by one caller instead of missed by
+/// all of them at expiry. 1.0 is the paper's default; a larger β refreshes earlier.
+///
+/// - **Default:** off.
+/// - **Checked:** a number greater than 0 (`1`, `1.0`, `2.5`).
+///
+/// ```
+/// #[redcache::cached(ttl = 60, early_refresh = 1.0)]
+/// async fn leaderboard(game: u32) -> Vec<u64> {
+///     vec![game.into(); 3]
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         assert_eq!(leaderboard(1).await, leaderboard(1).await);
+///     })
+///     .await;
+/// # }
+/// ```
+///
+/// # `in_trait_impl`
+///
+/// For a method in a trait impl. The attribute adds a hidden companion function next to
+/// the function, which `invalidate!`, `put!`, `key!` and `#[evicts]` call to derive its
+/// key; a trait impl accepts only the trait's items, so there the attribute must be told
+/// not to (without the flag, the error is ``method `__redcache_key_<name>` is not a member
+/// of trait``). Such a method is cached the same, but its entries are invalidated with a
+/// [`group`](#group) or `redcache::invalidate_prefix`, not with the call-shaped helpers.
+///
+/// - **Default:** off.
+/// - **Checked:** a flag, without a value; only on a function that takes `self`.
+///
+/// ```
+/// trait Directory {
+///     async fn name_of(&self, id: u64) -> Option<String>;
+/// }
+///
+/// struct Ldap;
+///
+/// impl Directory for Ldap {
+///     #[redcache::cached(ttl = 60, group = "directory", in_trait_impl)]
+///     async fn name_of(&self, id: u64) -> Option<String> {
+///         Some(format!("user {id}"))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         assert_eq!(Ldap.name_of(1).await, Ldap.name_of(1).await);
+///     })
+///     .await;
+/// assert_eq!(cache.stats().hits, 1);
+/// # }
+/// ```
+///
+/// # Function shapes
+///
+/// The attribute goes on an `async fn`: on a plain `fn` or a `const fn` it is an error
+/// (with `#[async_trait]`, which is not supported, put it on a native `async fn` in the
+/// trait impl instead). The signature, attributes and doc comments stay as written; the
+/// body runs inside the cache call, so `?` and `return` work as usual.
+///
+/// - **Free functions**, and **methods and associated functions** of inherent and trait
+///   impls (`&self`, `self: Arc<Self>`, no receiver). The receiver is never in the key,
+///   but the impl is (its self type and trait), so impls never share entries.
+/// - **Generic functions:** the name of each type parameter is in the key (`load::<User>`
+///   and `load::<Team>` never share entries), and the value of each const parameter.
+/// - **Pattern arguments:** each name a pattern binds is a key argument.
+/// - **Reference arguments** are hashed by what they point to: `&str` and `String` give
+///   the same key.
+///
+/// The README's *Function shapes* and *Keys and values* sections give the details and the
+/// exact key format.
+///
+/// ```
+/// use serde::{de::DeserializeOwned, Serialize};
+///
+/// struct UserService;
+///
+/// impl UserService {
+///     #[redcache::cached(ttl = 300)]
+///     async fn name_of(&self, id: u64) -> Option<String> {
+///         Some(format!("user {id}"))
+///     }
+/// }
+///
+/// #[redcache::cached(ttl = 60)]
+/// async fn load<T: Serialize + DeserializeOwned + Default>(id: u64) -> T {
+///     T::default()
+/// }
+///
+/// #[redcache::cached(ttl = 60)]
+/// async fn manhattan((x, y): (i64, i64)) -> u64 {
+///     x.unsigned_abs() + y.unsigned_abs()
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         assert_eq!(UserService.name_of(1).await.as_deref(), Some("user 1"));
+///         assert_eq!(load::<u64>(1).await, 0);
+///         assert_eq!(load::<String>(1).await, ""); // another key: `T` differs
+///         assert_eq!(manhattan((3, -4)).await, 7);
+///     })
+///     .await;
+/// assert_eq!(cache.stats().misses, 4);
+/// # }
+/// ```
+///
+/// # Return shapes
+///
+/// The shape is picked from the last path segment of the declared return type (so
+/// `std::io::Result<T>` is a `Result`), or given with [`output`](#output):
+///
+/// | return type | cached | not cached |
+/// |---|---|---|
+/// | `T` (anything else, `()` included) | the value | |
+/// | `Option<T>` | `Some(v)`; `None` as a null entry, for [`null_ttl`](#null_ttl) | `None` when `null_ttl = 0` |
+/// | `Result<T, E>` | `Ok(v)` | `Err(e)`: returned as it is |
+/// | `Result<Option<T>, E>` | `Ok(Some(v))`; `Ok(None)` for `null_ttl` | `Err(e)` |
+///
+/// The cached value must be `Serialize + DeserializeOwned`; `E` needs nothing. A hit
+/// returns a value equal to what the body returned. An `impl Trait` return type is an
+/// error: name the type. The README's *Return shapes* section has the details.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(args.into(), item.into()).into()

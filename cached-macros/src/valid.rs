@@ -1,0 +1,157 @@
+//! Checks of the annotated function against its options, and what its signature says:
+//! `async` and not `const`, option combinations, `skip` names, the return shape. Each
+//! mistake goes into the error accumulator at its own span; nothing here writes tokens.
+
+use crate::attr::{CachedArgs, Output};
+use crate::error::Errors;
+use crate::item::ItemFn;
+use quote::ToTokens;
+use syn::{GenericArgument, PathArguments, ReturnType, Type};
+
+/// Checks that need the function: `async`, not `const`. `attr` is the attribute's name,
+/// for the messages (`cached`, `evicts`).
+pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors) {
+    if let Some(constness) = &sig.constness {
+        errors.spanned(
+            constness,
+            format_args!("#[{attr}] cannot be used on a `const fn`"),
+        );
+    }
+    if sig.asyncness.is_none() {
+        let mut message =
+            format!("#[{attr}] works on `async fn` only: the cache is asynchronous; add `async`");
+        if let ReturnType::Type(_, ty) = &sig.output {
+            let text = ty.to_token_stream().to_string();
+            if text.contains("Pin") && text.contains("Future") {
+                message.push_str(
+                    " (with #[async_trait], put the attribute on a native `async fn` in the \
+                     trait impl instead: Rust supports them since 1.75)",
+                );
+            }
+        }
+        errors.spanned(sig.fn_token, message);
+    }
+}
+
+/// Checks that need both the options and the function. Returns the return shape to
+/// generate for, or `None` when there is none (an `impl Trait` return).
+pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Output> {
+    let sig = &item.sig;
+    check_async(sig, "cached", errors);
+    let idents = item.arg_idents();
+    if let Some((skipped, skip_span)) = &args.skip {
+        if args.key.is_some() {
+            errors.at(
+                *skip_span,
+                "`skip` has no effect with `key`: the key is made of the `key` expression only",
+            );
+        }
+        for name in skipped {
+            if !idents.contains(name) {
+                let names: Vec<String> = idents.iter().map(|i| format!("`{i}`")).collect();
+                let known = if names.is_empty() {
+                    "the function has no arguments".to_string()
+                } else {
+                    format!("the arguments are {}", names.join(", "))
+                };
+                errors.spanned(
+                    name,
+                    format_args!("`skip({name})`: no argument named `{name}`; {known}"),
+                );
+            }
+        }
+    }
+    if let (Some(_), Some((prefix, span))) = (&args.group, &args.prefix) {
+        if prefix.contains(['{', '}']) {
+            errors.at(
+                *span,
+                "the `prefix` of a function in a `group` must not contain braces: the group \
+                 is the `{group}` hash tag of its keys",
+            );
+        }
+    }
+    if let (Some(_), Some((_, span))) = (&args.lock, &args.lock_ms) {
+        errors.at(
+            *span,
+            "give either `lock` (a 5 s lease) or `lock_ms = N`, not both",
+        );
+    }
+    if let (Some((_, span)), false) = (&args.in_trait_impl, item.has_receiver()) {
+        errors.at(
+            *span,
+            "`in_trait_impl` is for methods in a trait impl; this function has no `self`",
+        );
+    }
+    let shape = shape_of(&sig.output, errors)?;
+    Some(args.output.map_or(shape, |(output, _)| output))
+}
+
+/// The shape of the declared return type; an `impl Trait` return is an error at its span.
+fn shape_of(output: &ReturnType, errors: &mut Errors) -> Option<Output> {
+    let ty = match output {
+        ReturnType::Default => return Some(Output::Value),
+        ReturnType::Type(_, ty) => ungroup(ty),
+    };
+    match ty {
+        Type::ImplTrait(_) => {
+            errors.spanned(
+                ty,
+                "#[cached] cannot store an `impl Trait` return: name the type, which must be \
+                 `Serialize + DeserializeOwned`",
+            );
+            None
+        }
+        _ => Some(shape_of_type(ty)),
+    }
+}
+
+/// The shape a return type's last path segment says.
+pub(crate) fn shape_of_type(ty: &Type) -> Output {
+    let Type::Path(path) = ungroup(ty) else {
+        return Output::Value;
+    };
+    let Some(last) = path.path.segments.last() else {
+        return Output::Value;
+    };
+    match last.ident.to_string().as_str() {
+        "Option" => Output::Option,
+        "Result" => match first_type_arg(&last.arguments) {
+            Some(Type::Path(ok))
+                if ok.path.segments.last().is_some_and(|s| s.ident == "Option") =>
+            {
+                Output::ResultOption
+            }
+            _ => Output::Result,
+        },
+        _ => Output::Value,
+    }
+}
+
+/// Whether the function returns `()`: its new body then ends in a statement, as
+/// clippy::pedantic asks.
+pub(crate) fn returns_unit(sig: &syn::Signature) -> bool {
+    match &sig.output {
+        ReturnType::Default => true,
+        ReturnType::Type(_, ty) => matches!(ungroup(ty), Type::Tuple(t) if t.elems.is_empty()),
+    }
+}
+
+/// The type inside invisible groups (from `macro_rules!`) and parentheses.
+fn ungroup(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(g) => ungroup(&g.elem),
+        Type::Paren(p) => ungroup(&p.elem),
+        ty => ty,
+    }
+}
+
+/// The first type argument of `Name<..>`: the `T` of `Result<T, E>`.
+fn first_type_arg(args: &PathArguments) -> Option<&Type> {
+    let PathArguments::AngleBracketed(args) = args else {
+        return None;
+    };
+    args.args.iter().find_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ungroup(ty)),
+        _ => None,
+    })
+}

@@ -1,0 +1,247 @@
+//! A local Redis Cluster per test: `redis-server --cluster-enabled yes` nodes joined with
+//! `redis-cli --cluster create`, and what the cluster tests ask of it (slot owners, node
+//! ids, keys per master).
+
+use super::server::{cli, RedisServer, Tls};
+use super::test_config;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A local Redis Cluster for one test: `masters` masters with `replicas` replicas each,
+/// `redis-server --cluster-enabled yes` processes on free loopback ports joined with
+/// `redis-cli --cluster create`, stopped when the test ends.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    /// Every node's `requirepass` (and `masterauth`), if set.
+    password: Option<String>,
+    /// For a TLS-only cluster: a file with the authority, for `redis-cli`.
+    ca_file: Option<PathBuf>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        Self::start_inner(masters, replicas, None, None)
+    }
+
+    /// A cluster whose nodes require `password` (clients and replicas alike).
+    pub fn start_with_password(masters: usize, replicas: usize, password: &str) -> Self {
+        Self::start_inner(masters, replicas, Some(password), None)
+    }
+
+    /// A cluster that speaks TLS only: to clients, on its bus and for replication.
+    pub fn start_tls(masters: usize, replicas: usize, tls: &Tls<'_>) -> Self {
+        assert!(tls.ca.is_some(), "a TLS cluster needs the authority");
+        Self::start_inner(masters, replicas, None, Some(tls))
+    }
+
+    fn start_inner(
+        masters: usize,
+        replicas: usize,
+        password: Option<&str>,
+        tls: Option<&Tls<'_>>,
+    ) -> Self {
+        let auth: Vec<&str> = match password {
+            Some(pw) => vec!["--requirepass", pw, "--masterauth", pw],
+            None => vec![],
+        };
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| {
+                let mut args = vec![
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    // Slots of a failed master are refused, the others still served.
+                    "--cluster-require-full-coverage",
+                    "no",
+                    // Replicas sync at once (a failover needs a synced replica).
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ];
+                args.extend(&auth);
+                RedisServer::start_inner(&args, tls)
+            })
+            .collect();
+        let ca_file = tls.and_then(|t| t.ca).map(|ca| {
+            let file = nodes[0].dir.join("cli-ca.crt");
+            std::fs::write(&file, ca).unwrap();
+            file
+        });
+        let mut create = Command::new("redis-cli");
+        if let Some(pw) = password {
+            create.args(["-a", pw, "--no-auth-warning"]);
+        }
+        if let Some(file) = &ca_file {
+            create.arg("--tls").arg("--cacert").arg(file);
+        }
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        let out = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster {
+            nodes,
+            password: password.map(str::to_owned),
+            ca_file,
+        };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// `redis-cli` against one node, with the cluster's password and TLS.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let mut all: Vec<&str> = Vec::new();
+        if let Some(pw) = &self.password {
+            all.extend(["-a", pw, "--no-auth-warning"]);
+        }
+        let ca;
+        if let Some(file) = &self.ca_file {
+            ca = file.display().to_string();
+            all.extend(["--tls", "--cacert", &ca]);
+        }
+        all.extend(args);
+        cli(port, &all)
+    }
+
+    /// Waits until every running node reports the cluster healthy, and every replica is
+    /// in sync with its master.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let running: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.is_running()).collect();
+        loop {
+            let ok = running.iter().all(|node| {
+                let info = self.cli(node.port(), &["CLUSTER", "INFO"]);
+                let replication = self.cli(node.port(), &["INFO", "replication"]);
+                let synced = replication.contains("role:master")
+                    || replication.contains("master_link_status:up");
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && synced
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        let auth = self
+            .password
+            .as_ref()
+            .map_or(String::new(), |pw| format!(":{pw}@"));
+        let scheme = if self.ca_file.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        self.nodes
+            .iter()
+            .map(|n| format!("{scheme}://{auth}127.0.0.1:{}", n.port()))
+            .collect()
+    }
+
+    pub async fn cache(&self) -> redcache::Cache {
+        self.cache_with(test_config()).await
+    }
+
+    pub async fn cache_with(&self, config: redcache::ConfigBuilder) -> redcache::Cache {
+        redcache::Cache::connect(config.cluster_nodes(self.urls()).build())
+            .await
+            .expect("connect the cache to the test cluster")
+    }
+
+    /// A plain cluster connection for looking at what the cache wrote.
+    pub async fn conn(&self) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .unwrap()
+            .get_async_connection()
+            .await
+            .expect("connect to the test cluster")
+    }
+
+    /// The node that serves `key` now (a master).
+    pub fn owner_of(&self, key: &str) -> usize {
+        self.try_owner_of(key)
+            .unwrap_or_else(|| panic!("no master serves {key}"))
+    }
+
+    /// The node that serves `key` now, if any (none during a failover).
+    pub fn try_owner_of(&self, key: &str) -> Option<usize> {
+        let slot: u16 = self
+            .cli(self.running_port(), &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap();
+        let nodes = self.cli(self.running_port(), &["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = fields[1]
+                .split('@')
+                .next()
+                .unwrap()
+                .rsplit_once(':')
+                .unwrap()
+                .1
+                .parse()
+                .unwrap();
+            for range in &fields[8..] {
+                let (lo, hi) = match range.split_once('-') {
+                    Some((lo, hi)) => (lo.parse::<u16>().unwrap(), hi.parse::<u16>().unwrap()),
+                    None => match range.parse::<u16>() {
+                        Ok(s) => (s, s),
+                        Err(_) => continue, // an importing/migrating marker
+                    },
+                };
+                if (lo..=hi).contains(&slot) {
+                    return self.nodes.iter().position(|n| n.port() == port);
+                }
+            }
+        }
+        None
+    }
+
+    /// The node id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        cli(self.nodes[i].port(), &["CLUSTER", "MYID"])
+            .trim()
+            .to_string()
+    }
+
+    /// Keys held by each running master (replicas are not counted).
+    pub fn keys_per_master(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .filter(|n| self.cli(n.port(), &["ROLE"]).starts_with("master"))
+            .map(|n| self.cli(n.port(), &["DBSIZE"]).trim().parse().unwrap())
+            .collect()
+    }
+
+    fn running_port(&self) -> u16 {
+        self.nodes
+            .iter()
+            .find(|n| n.is_running())
+            .expect("a running node")
+            .port()
+    }
+}

@@ -1,0 +1,279 @@
+//! One `redis-server` per test: started on a free loopback port with no persistence,
+//! killed, paused (SIGSTOP) and restarted by the fault tests, stopped (and its directory
+//! removed) when the test ends; plus `redis-cli` for looking at it.
+
+use super::test_config;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// TLS material for a test server (PEM): its certificate and key, and the authority its
+/// peers' certificates chain to (for a cluster's bus and replication).
+pub struct Tls<'a> {
+    pub cert: &'a str,
+    pub key: &'a str,
+    pub ca: Option<&'a str>,
+}
+
+/// A `redis-server` process owned by one test.
+pub struct RedisServer {
+    port: u16,
+    /// Its working directory (a cluster keeps files for `redis-cli` there too).
+    pub(super) dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+    /// Serves TLS only, with the certificate and key in `dir`.
+    tls: bool,
+}
+
+fn binary() -> String {
+    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// A free loopback port whose `+ 10000` is free too (a cluster node's bus port).
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        if port <= u16::MAX - 10_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisServer {
+    /// Starts a server on a free port.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. `["--requirepass", "pw"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_inner(extra, None)
+    }
+
+    /// Starts a server that speaks TLS only, with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_inner(
+            &[],
+            Some(&Tls {
+                cert: cert_pem,
+                key: key_pem,
+                ca: None,
+            }),
+        )
+    }
+
+    pub(super) fn start_inner(extra: &[&str], tls: Option<&Tls<'_>>) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "redcache-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some(tls) = tls {
+            let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::write(&cert_file, tls.cert).unwrap();
+            std::fs::write(&key_file, tls.key).unwrap();
+            for (flag, file) in [
+                ("--tls-cert-file", &cert_file),
+                ("--tls-key-file", &key_file),
+            ] {
+                extra.push(flag.into());
+                extra.push(file.display().to_string());
+            }
+            if let Some(ca) = tls.ca {
+                // What the server trusts when it is the client: the cluster bus, replication.
+                let ca_file = dir.join("ca.crt");
+                std::fs::write(&ca_file, ca).unwrap();
+                extra.extend([
+                    "--tls-ca-cert-file".into(),
+                    ca_file.display().to_string(),
+                    "--tls-cluster".into(),
+                    "yes".into(),
+                    "--tls-replication".into(),
+                    "yes".into(),
+                ]);
+            }
+            extra.extend(["--tls-auth-clients".into(), "no".into()]);
+        }
+        // Another process may take the port between our probe and the server's bind: retry.
+        for _ in 0..20 {
+            let mut server = RedisServer {
+                port: free_port(),
+                dir: dir.clone(),
+                child: None,
+                extra: extra.clone(),
+                tls: tls.is_some(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 20 free ports");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let mut cmd = Command::new(binary());
+        let port = self.port.to_string();
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &port]);
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        cmd.args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .args(["--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(err) => panic!(
+                "cannot run `{}` ({err}): install it with `apt-get install -y redis-server`, \
+                 or run ./scripts/test, which does",
+                binary()
+            ),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return false; // exited: port taken
+                }
+            }
+            if self.answers_ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
+        false
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        if self.tls {
+            // Listening is all that can be seen without a TLS client; clients retry.
+            return true;
+        }
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 64];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read(&mut reply).is_ok_and(|n| {
+                let reply = &reply[..n];
+                reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
+            })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (its data is gone: nothing persists).
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+
+    /// A plain connection for looking at what the cache wrote.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis-server")
+    }
+
+    /// A cache on this server with the test configuration.
+    pub async fn cache(&self) -> redcache::Cache {
+        self.cache_with(test_config().url(self.url())).await
+    }
+
+    pub async fn cache_with(&self, config: redcache::ConfigBuilder) -> redcache::Cache {
+        redcache::Cache::connect(config.build())
+            .await
+            .expect("connect the cache to the test redis-server")
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid} failed");
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A paused server cannot exit until it is thawed.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `redis-cli -p <port> <args>` and returns what it printed.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
