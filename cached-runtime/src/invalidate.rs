@@ -8,7 +8,7 @@ use crate::stats::Event;
 use crate::store::Store;
 use crate::Result;
 
-/// Keys a SCAN step looks at, and so the most one prefix-invalidation script handles.
+/// Keys a SCAN step looks at.
 const SCAN_BATCH: usize = 1000;
 
 impl Core {
