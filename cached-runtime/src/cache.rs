@@ -88,7 +88,9 @@ impl Cache {
     }
 
     /// An in-process cache with the default configuration: for running without Redis, and
-    /// for tests. Entries expire as they would in Redis.
+    /// for tests. Entries expire as they would in Redis; the store is bounded (100,000
+    /// entries and 64 MiB by default: [`Config::memory_capacity`],
+    /// [`Config::memory_max_bytes`]) and sharded, so a hit takes no global lock.
     ///
     /// # Examples
     ///
@@ -110,7 +112,8 @@ impl Cache {
     /// assert_eq!(cache.config().namespace(), Some("t"));
     /// ```
     pub fn memory_with(config: Config) -> Cache {
-        Cache::new(Backend::Memory(MemoryStore::default()), config)
+        let store = MemoryStore::new(config.memory_capacity(), config.memory_max_bytes());
+        Cache::new(Backend::Memory(store), config)
     }
 
     /// Makes this the global cache of the process.
@@ -401,9 +404,9 @@ impl Cache {
     /// added): the entries of every `#[cached(prefix = ..)]` function whose prefix is
     /// `prefix` or starts with `prefix:`. Returns how many entries were invalidated.
     ///
-    /// Redis is walked with `SCAN` in steps of 1000 keys, and each step's live entries are
-    /// replaced by tombstones with one script (one per key on a cluster), so no command
-    /// holds Redis for long, whatever the number of keys (never `KEYS`). Tombstones already
+    /// Redis is walked with `SCAN` in steps of 1000 keys, and the live entries are replaced
+    /// by tombstones with one short script per 100 keys (one per key on a cluster), so no
+    /// command holds Redis for long, whatever the number of keys (never `KEYS`). Tombstones already
     /// there (of exact invalidations) and leases are left as they are, so a prefix never
     /// weakens a fence. Glob characters in `prefix` (`*`, `?`, `[`, `]`, `\`) match only
     /// themselves. Like every invalidation, it is never skipped by the open breaker.

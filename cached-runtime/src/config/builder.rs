@@ -181,6 +181,31 @@ impl ConfigBuilder {
         self
     }
 
+    /// Most entries the in-process store keeps (default 100,000; see
+    /// [`Config::memory_capacity`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder()
+    ///     .memory_capacity(10_000)
+    ///     .memory_max_bytes(16 << 20)
+    ///     .build();
+    /// let cache = redcache::Cache::memory_with(config);
+    /// assert_eq!(cache.config().memory_capacity(), 10_000);
+    /// ```
+    pub fn memory_capacity(mut self, entries: usize) -> Self {
+        self.config.memory_capacity = entries;
+        self
+    }
+
+    /// Most bytes the in-process store keeps (default 64 MiB; see
+    /// [`Config::memory_max_bytes`]).
+    pub fn memory_max_bytes(mut self, bytes: u64) -> Self {
+        self.config.memory_max_bytes = bytes;
+        self
+    }
+
     /// Trust these certificate authorities (PEM) for `rediss://`, instead of the system's
     /// roots: for a Redis whose certificate a private CA signed. Needs the `tls` feature.
     pub fn tls_ca_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {

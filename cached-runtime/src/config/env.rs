@@ -37,6 +37,12 @@ const NUMBERS: &[(&str, Setter)] = &[
     ("REDCACHE_LOCAL_CAPACITY", |c, raw| {
         raw.parse().map(|v| c.local_capacity = v).map_err(drop)
     }),
+    ("REDCACHE_MEMORY_CAPACITY", |c, raw| {
+        raw.parse().map(|v| c.memory_capacity = v).map_err(drop)
+    }),
+    ("REDCACHE_MEMORY_MAX_BYTES", |c, raw| {
+        raw.parse().map(|v| c.memory_max_bytes = v).map_err(drop)
+    }),
     ("REDCACHE_MAX_FILL_MS", |c, raw| {
         raw.parse().map(|v| c.max_fill_time = ms(v)).map_err(drop)
     }),
@@ -226,6 +232,8 @@ mod tests {
             ("REDCACHE_MAX_FILL_MS", "5000"),
             ("REDCACHE_LAZY", "true"),
             ("REDCACHE_LOCAL_CAPACITY", "500"),
+            ("REDCACHE_MEMORY_CAPACITY", "2000"),
+            ("REDCACHE_MEMORY_MAX_BYTES", "1048576"),
         ]);
         assert_eq!(c.redacted_target(), "redis://:***@cache:6380/4");
         assert_eq!(c.namespace(), Some("svc"));
@@ -235,6 +243,8 @@ mod tests {
         assert_eq!(c.max_fill_time(), Duration::from_secs(5));
         assert!(c.lazy());
         assert_eq!(c.local_capacity(), 500);
+        assert_eq!(c.memory_capacity(), 2000);
+        assert_eq!(c.memory_max_bytes(), 1 << 20);
         assert!(c.invalid().is_none());
         let info = c.connection_info().unwrap();
         assert_eq!(info.redis_settings().db(), 4);

@@ -45,6 +45,9 @@ pub struct Config {
     lazy: bool,
     /// Entries of the local tier (0: none).
     local_capacity: usize,
+    /// The in-process store's caps.
+    memory_capacity: usize,
+    memory_max_bytes: u64,
     /// PEM certificates of the authorities a `rediss://` server's certificate may chain to
     /// (else the system's roots).
     tls_ca_cert: Option<Vec<u8>>,
@@ -68,6 +71,8 @@ impl Default for Config {
             max_fill_time: Duration::from_secs(30),
             lazy: false,
             local_capacity: 0,
+            memory_capacity: 100_000,
+            memory_max_bytes: 64 << 20,
             tls_ca_cert: None,
             invalid: None,
         }
@@ -100,7 +105,8 @@ impl Config {
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
     /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
     /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`, `REDCACHE_LAZY`
-    /// (`true`/`false`), `REDCACHE_LOCAL_CAPACITY`. TLS (`rediss://` URLs, feature `tls`): `REDIS_TLS_CA_CERT`, the path
+    /// (`true`/`false`), `REDCACHE_LOCAL_CAPACITY`, `REDCACHE_MEMORY_CAPACITY`,
+    /// `REDCACHE_MEMORY_MAX_BYTES`. TLS (`rediss://` URLs, feature `tls`): `REDIS_TLS_CA_CERT`, the path
     /// of a PEM file of the certificate authorities to trust (else the system's).
     ///
     /// A variable that does not parse is reported by [`init`](crate::init) or
@@ -191,6 +197,18 @@ impl Config {
         self.local_capacity
     }
 
+    /// Most entries the in-process store ([`Cache::memory`](crate::Cache::memory)) keeps
+    /// (default 100,000); past it, the least useful make room (CLOCK-PRO eviction).
+    pub fn memory_capacity(&self) -> usize {
+        self.memory_capacity
+    }
+
+    /// Most bytes (keys, values and 64 bytes per entry) the in-process store keeps
+    /// (default 64 MiB).
+    pub fn memory_max_bytes(&self) -> u64 {
+        self.memory_max_bytes
+    }
+
     /// The PEM certificates of the authorities a `rediss://` server may chain to, if set.
     pub fn tls_ca_cert(&self) -> Option<&[u8]> {
         self.tls_ca_cert.as_deref()
@@ -238,6 +256,8 @@ impl fmt::Debug for Config {
             .field("max_fill_time", &self.max_fill_time)
             .field("lazy", &self.lazy)
             .field("local_capacity", &self.local_capacity)
+            .field("memory_capacity", &self.memory_capacity)
+            .field("memory_max_bytes", &self.memory_max_bytes)
             .field("tls_ca_cert", &self.tls_ca_cert.as_ref().map(|_| "<set>"))
             .finish_non_exhaustive()
     }

@@ -1,57 +1,136 @@
-//! The in-process store: a map with expiry, for running without Redis and for tests.
+//! The in-process store: for running without Redis (a single-instance service) and for
+//! tests. Entries live in a bounded, sharded cache (quick_cache: CLOCK-PRO eviction, which
+//! resists scans better than LRU), capped by entries and by bytes; each has its own expiry,
+//! and an expired entry is never served.
+//!
+//! Reads take only their shard's read lock. Writes are atomic per hash tag: every write to
+//! a key takes the lock of its stripe, chosen by the key's Redis Cluster hash tag (the
+//! `{group}` part if there is one, else the whole key), so a conditional fill that checks
+//! an entry and its group's generation sees both unchanged until it writes, as the Redis
+//! script does.
 
 use super::{keeps_its_fence, EntryAndGen, Fill, Seen, Store};
 use crate::Result;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 // tokio's clock, so tests can pause and advance time instead of sleeping.
 use tokio::time::Instant;
 
-/// Writes between two sweeps of expired entries.
-const SWEEP_EVERY: u64 = 1024;
+/// Write locks (a power of two).
+const STRIPES: usize = 64;
 
-#[derive(Debug, Default)]
+/// What an entry costs beyond its key and value bytes (the map slot, the expiry, the
+/// shared buffer's header), for the byte cap.
+const ENTRY_OVERHEAD: u64 = 64;
+
 pub(crate) struct MemoryStore {
-    map: Mutex<HashMap<String, Entry>>,
-    writes: AtomicU64,
+    entries: Cache<String, Entry, Weight>,
+    stripes: [Mutex<()>; STRIPES],
+    hasher: std::collections::hash_map::RandomState,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.entries.len())
+            .field("bytes", &self.entries.weight())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
 struct Entry {
-    value: Vec<u8>,
+    value: Arc<[u8]>,
     /// `None`: never expires (group generations).
     expires: Option<Instant>,
 }
 
-type Map = HashMap<String, Entry>;
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|t| t > now)
+    }
+}
+
+/// An entry's weight: its bytes, but at least `floor`, so that the weight capacity
+/// (`max_bytes`) bounds the number of entries (`max_bytes / floor`) as well as the bytes.
+/// Entries that never expire (a group's generation) weigh nothing and are never evicted:
+/// losing one would only cost misses, but there is one per group.
+#[derive(Debug, Clone)]
+struct Weight {
+    floor: u64,
+}
+
+impl Weighter<String, Entry> for Weight {
+    fn weight(&self, key: &String, entry: &Entry) -> u64 {
+        if entry.expires.is_none() {
+            return 0;
+        }
+        let bytes = (key.len() + entry.value.len()) as u64 + ENTRY_OVERHEAD;
+        bytes.max(self.floor)
+    }
+}
 
 impl MemoryStore {
-    fn lock(&self) -> MutexGuard<'_, Map> {
-        // A panic elsewhere while holding the lock leaves a consistent map: keep using it.
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The live entry at `key`, dropping it if it has expired.
-    fn live<'a>(map: &'a mut Map, key: &str) -> Option<&'a Entry> {
-        let now = Instant::now();
-        if map
-            .get(key)
-            .is_some_and(|e| e.expires.is_some_and(|t| t <= now))
-        {
-            map.remove(key);
+    /// A store of at most `max_entries` entries and `max_bytes` bytes (keys, values and a
+    /// small overhead per entry).
+    pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
+        let max_entries = max_entries.max(1);
+        let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
+        // Rounded up: `max_bytes / floor` entries is at most `max_entries`.
+        let floor = max_bytes.div_ceil(max_entries as u64).max(1);
+        MemoryStore {
+            entries: Cache::with_weighter(max_entries, max_bytes, Weight { floor }),
+            stripes: std::array::from_fn(|_| Mutex::new(())),
+            hasher: Default::default(),
         }
-        map.get(key)
     }
 
-    fn value(map: &mut Map, key: &str) -> Option<Vec<u8>> {
-        Self::live(map, key).map(|e| e.value.clone())
+    /// The write lock of `key`'s hash tag.
+    fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
+        let mut hasher = self.hasher.build_hasher();
+        hash_tag(key).hash(&mut hasher);
+        let stripe = hasher.finish() as usize & (STRIPES - 1);
+        // A panic elsewhere while holding the lock leaves nothing half-written: go on.
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// [`Store::fill`] under the lock already held.
-    fn fill_locked(&self, map: &mut Map, fill: &Fill<'_>) -> bool {
-        let current = Self::live(map, fill.key).map(|e| e.value.as_slice());
+    /// The live entry at `key`; an expired one is dropped.
+    fn live(&self, key: &str) -> Option<Entry> {
+        let entry = self.entries.get(key)?;
+        let now = Instant::now();
+        if entry.live(now) {
+            return Some(entry);
+        }
+        self.entries.remove_if(key, |e| !e.live(now));
+        None
+    }
+
+    fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.live(key).map(|e| e.value.to_vec())
+    }
+
+    fn insert(&self, key: &str, value: &[u8], ttl: Option<Duration>) {
+        let now = Instant::now();
+        let expires = ttl.map(|ttl| {
+            now.checked_add(ttl)
+                .unwrap_or(now + Duration::from_secs(1 << 40))
+        });
+        let entry = Entry {
+            value: value.into(),
+            expires,
+        };
+        self.entries.insert(key.to_owned(), entry);
+    }
+
+    /// [`Store::fill`] under the key's write lock, already held.
+    fn fill_locked(&self, fill: &Fill<'_>) -> bool {
+        let current = self.live(fill.key);
+        let current = current.as_ref().map(|e| &*e.value);
         let unchanged = match fill.seen {
             Seen::Nothing => current.is_none(),
             // Or nothing: what it read has expired since (an invalidation leaves a
@@ -65,118 +144,126 @@ impl MemoryStore {
         }
         if let Some(group) = fill.group {
             let stamp = group.gen.to_string();
-            match Self::live(map, group.key) {
-                Some(gen) if gen.value != stamp.as_bytes() => return false,
+            match self.live(group.key) {
+                Some(gen) if *gen.value != *stamp.as_bytes() => return false,
                 Some(_) => {}
-                None if group.create => self.insert(map, group.key, stamp.as_bytes(), None),
+                None if group.create => self.insert(group.key, stamp.as_bytes(), None),
                 None => return false,
             }
         }
-        self.insert(map, fill.key, fill.value, Some(fill.ttl));
+        self.insert(fill.key, fill.value, Some(fill.ttl));
         true
     }
 
-    /// Inserts an entry, sweeping expired ones now and then so memory stays bounded.
-    fn insert(&self, map: &mut Map, key: &str, value: &[u8], ttl: Option<Duration>) {
-        let now = Instant::now();
-        let expires = ttl.map(|ttl| {
-            now.checked_add(ttl)
-                .unwrap_or(now + Duration::from_secs(1 << 40))
-        });
-        if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            map.retain(|_, e| e.expires.is_none_or(|t| t > now));
-        }
-        map.insert(
-            key.to_owned(),
-            Entry {
-                value: value.to_vec(),
-                expires,
-            },
-        );
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
     }
+}
+
+/// The part of `key` Redis Cluster hashes: the first `{..}` with something inside, else
+/// the whole key. A grouped entry and its generation share it.
+fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
 }
 
 impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(Self::value(&mut self.lock(), key))
+        Ok(self.value(key))
     }
 
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
-        let mut map = self.lock();
-        Ok((Self::value(&mut map, key), Self::value(&mut map, gen_key)))
+        Ok((self.value(key), self.value(gen_key)))
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
-        let mut map = self.lock();
-        Ok(keys.iter().map(|k| Self::value(&mut map, k)).collect())
+        Ok(keys.iter().map(|k| self.value(k)).collect())
     }
 
     async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
-        let mut map = self.lock();
         Ok(fills
             .iter()
-            .map(|f| self.fill_locked(&mut map, f))
+            .map(|f| {
+                let _locked = self.lock(f.key);
+                self.fill_locked(f)
+            })
             .collect())
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
-        let mut map = self.lock();
-        Ok(self.fill_locked(&mut map, fill))
+        let _locked = self.lock(fill.key);
+        Ok(self.fill_locked(fill))
     }
+
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        let mut map = self.lock();
-        self.insert(&mut map, key, value, Some(ttl));
+        let _locked = self.lock(key);
+        self.insert(key, value, Some(ttl));
         Ok(())
     }
 
     async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
-        let mut map = self.lock();
-        let old = Self::value(&mut map, key);
-        self.insert(&mut map, key, value, Some(ttl));
+        let _locked = self.lock(key);
+        let old = self.value(key);
+        self.insert(key, value, Some(ttl));
         Ok(old)
     }
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
-        let mut map = self.lock();
-        self.insert(&mut map, key, value, None);
+        let _locked = self.lock(key);
+        self.insert(key, value, None);
         Ok(())
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        let mut map = self.lock();
-        if Self::live(&mut map, key).is_some() {
+        let _locked = self.lock(key);
+        if self.live(key).is_some() {
             return Ok(false);
         }
-        self.insert(&mut map, key, value, Some(ttl));
+        self.insert(key, value, Some(ttl));
         Ok(true)
     }
 
     async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
-        let mut map = self.lock();
-        if Self::live(&mut map, key).is_some_and(|e| e.value == value) {
-            map.remove(key);
+        let _locked = self.lock(key);
+        if self.live(key).is_some_and(|e| *e.value == *value) {
+            self.entries.remove(key);
             return Ok(true);
         }
         Ok(false)
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
-        let mut map = self.lock();
         let now = Instant::now();
-        Ok(Self::live(&mut map, key).map(|e| e.expires.map_or(Duration::MAX, |t| t - now)))
+        Ok(self
+            .live(key)
+            .map(|e| e.expires.map_or(Duration::MAX, |t| t - now)))
     }
 
     async fn invalidate_prefix(&self, prefix: &str, _batch: usize, ttl: Duration) -> Result<u64> {
-        let mut map = self.lock();
-        let now = Instant::now();
-        let expires = now.checked_add(ttl);
+        let keys: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| key.starts_with(prefix))
+            .collect();
         let mut replaced = 0;
-        for (key, e) in map.iter_mut() {
-            let live = e.expires.is_none_or(|t| t > now);
-            if key.starts_with(prefix) && live && !keeps_its_fence(key.as_bytes(), &e.value) {
-                e.value = crate::codec::encode_tombstone();
-                e.expires = expires.or(e.expires);
-                replaced += 1;
+        for key in keys {
+            let _locked = self.lock(&key);
+            match self.live(&key) {
+                Some(e) if !keeps_its_fence(key.as_bytes(), &e.value) => {
+                    let tombstone = crate::codec::encode_tombstone();
+                    let ttl = e.expires.map(|_| ttl);
+                    self.insert(&key, &tombstone, ttl);
+                    replaced += 1;
+                }
+                _ => {}
             }
         }
         Ok(replaced)
@@ -190,7 +277,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn entries_expire_on_time() {
-        let store = MemoryStore::default();
+        let store = MemoryStore::new(1000, 1 << 20);
         store.set("k", b"v", Duration::from_secs(10)).await.unwrap();
         assert_eq!(store.ttl("k").await.unwrap(), Some(Duration::from_secs(10)));
         tokio::time::advance(Duration::from_millis(9_999)).await;
@@ -219,7 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fill_stores_only_over_what_its_read_saw() {
-        let store = MemoryStore::default();
+        let store = MemoryStore::new(1000, 1 << 20);
         assert!(store.fill(&fill(b"a", Seen::Nothing, None)).await.unwrap());
         assert!(!store.fill(&fill(b"b", Seen::Nothing, None)).await.unwrap());
         assert!(!store
@@ -236,7 +323,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fill_stores_over_nothing_when_what_its_read_saw_expired() {
-        let store = MemoryStore::default();
+        let store = MemoryStore::new(1000, 1 << 20);
         store.set("k", b"a", Duration::from_secs(1)).await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(store
@@ -248,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_grouped_fill_needs_the_generation_it_read() {
-        let store = MemoryStore::default();
+        let store = MemoryStore::new(1000, 1 << 20);
         let fence = |gen, create| GroupFence {
             key: "g",
             gen,
@@ -279,7 +366,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_prefix_invalidation_tombstones_that_family_only() {
-        let store = MemoryStore::default();
+        let store = MemoryStore::new(1000, 1 << 20);
         let ttl = Duration::from_secs(60);
         for key in ["user:1", "user:2", "user*:1", "users:1"] {
             store.set(key, b"v", ttl).await.unwrap();
@@ -307,22 +394,83 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_million_distinct_keys_stay_within_the_caps() {
+        let store = MemoryStore::new(10_000, 4 << 20);
+        let value = [7u8; 100];
+        for i in 0..1_000_000u32 {
+            store
+                .set(&format!("user:{i}"), &value, Duration::from_secs(600))
+                .await
+                .unwrap();
+        }
+        assert!(store.len() <= 10_000, "{} entries", store.len());
+        assert!(
+            store.entries.weight() <= 4 << 20,
+            "{} bytes",
+            store.entries.weight()
+        );
+        // What is kept is served: the most recent keys, whole.
+        let kept = store.get("user:999999").await.unwrap();
+        assert_eq!(kept.as_deref(), Some(&value[..]));
+    }
+
+    #[test]
+    fn sixteen_concurrent_writers_never_exceed_the_capacity() {
+        const CAP: usize = 1_000;
+        let store = Arc::new(MemoryStore::new(CAP, 1 << 30));
+        let writers: Vec<_> = (0..16)
+            .map(|w| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        let mut most = 0;
+                        for i in 0..5_000 {
+                            let key = format!("w{w}:{i}");
+                            store
+                                .set(&key, b"v", Duration::from_secs(60))
+                                .await
+                                .unwrap();
+                            most = most.max(store.len());
+                        }
+                        most
+                    })
+                })
+            })
+            .collect();
+        for writer in writers {
+            let most = writer.join().unwrap();
+            assert!(most <= CAP, "a writer saw {most} entries");
+        }
+        assert!(store.len() <= CAP);
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn expired_entries_are_swept_so_memory_stays_bounded() {
-        let store = MemoryStore::default();
-        for i in 0..SWEEP_EVERY {
-            store
-                .set(&format!("k{i}"), b"v", Duration::from_secs(1))
-                .await
-                .unwrap();
-        }
-        tokio::time::advance(Duration::from_secs(2)).await;
-        for i in 0..SWEEP_EVERY {
-            store
-                .set(&format!("n{i}"), b"v", Duration::from_secs(60))
-                .await
-                .unwrap();
-        }
-        assert_eq!(store.lock().len() as u64, SWEEP_EVERY);
+    async fn an_expired_entry_is_never_served_by_any_read() {
+        let store = MemoryStore::new(100, 1 << 20);
+        store.set("k", b"v", Duration::from_secs(1)).await.unwrap();
+        store.set_persistent("g", b"1").await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(store.get("k").await.unwrap(), None);
+        assert_eq!(store.get_many(&["k".into()]).await.unwrap(), vec![None]);
+        assert_eq!(store.get_with_gen("k", "g").await.unwrap().0, None);
+        assert_eq!(store.ttl("k").await.unwrap(), None);
+        assert!(store
+            .set_nx("k", b"w", Duration::from_secs(1))
+            .await
+            .unwrap());
+        assert_eq!(store.get("g").await.unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_grouped_key_and_its_generation_share_a_write_lock() {
+        assert_eq!(hash_tag("ns:price:{products}:9f8a"), "products");
+        assert_eq!(hash_tag("ns:redcache:group:{products}"), "products");
+        assert_eq!(hash_tag("user:{}:1"), "user:{}:1");
+        assert_eq!(hash_tag("plain"), "plain");
     }
 }
