@@ -113,7 +113,7 @@ impl Cache {
     /// ```
     pub fn memory_with(config: Config) -> Cache {
         let store = MemoryStore::new(config.memory_capacity(), config.memory_max_bytes());
-        Cache::new(Backend::Memory(store), config)
+        Cache::new(Backend::Memory(Box::new(store)), config)
     }
 
     /// Makes this the global cache of the process.

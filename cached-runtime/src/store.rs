@@ -149,7 +149,7 @@ pub(crate) fn keeps_its_fence(key: &[u8], value: &[u8]) -> bool {
 pub(crate) enum Backend {
     Redis(RedisStore),
     Cluster(RedisStore<ClusterConnection>),
-    Memory(MemoryStore),
+    Memory(Box<MemoryStore>),
 }
 
 impl Backend {

@@ -85,7 +85,14 @@ impl RedisStore<ClusterConnection> {
             .set_response_timeout(config.op_timeout());
         let reopen = {
             let (client, cluster_config) = (client.clone(), cluster_config.clone());
-            move || Ok(client.get_pending_async_connection_with_config(cluster_config.clone()))
+            move || -> super::redis::Connecting<ClusterConnection> {
+                let (client, cluster_config) = (client.clone(), cluster_config.clone());
+                Box::pin(async move {
+                    client
+                        .get_async_connection_with_config(cluster_config)
+                        .await
+                })
+            }
         };
         let conn = if config.lazy() {
             client.get_pending_async_connection_with_config(cluster_config)

@@ -13,7 +13,7 @@ use super::{keeps_its_fence, EntryAndGen, Fill, Seen, Store};
 use crate::Result;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 // tokio's clock, so tests can pause and advance time instead of sleeping.
@@ -90,9 +90,7 @@ impl MemoryStore {
 
     /// The write lock of `key`'s hash tag.
     fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
-        let mut hasher = self.hasher.build_hasher();
-        hash_tag(key).hash(&mut hasher);
-        let stripe = hasher.finish() as usize & (STRIPES - 1);
+        let stripe = self.hasher.hash_one(hash_tag(key)) as usize & (STRIPES - 1);
         // A panic elsewhere while holding the lock leaves nothing half-written: go on.
         self.stripes[stripe]
             .lock()

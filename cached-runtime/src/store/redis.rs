@@ -28,9 +28,31 @@ pub(crate) struct RedisStore<C = ConnectionManager> {
     conn: RwLock<Bound<C>>,
     /// A new connection, made lazily on the caller's runtime: for when the runtime whose
     /// tasks drive the connection in use has shut down.
-    reopen: Box<dyn Fn() -> redis::RedisResult<C> + Send + Sync>,
+    reopen: Box<dyn Fn() -> Connecting<C> + Send + Sync>,
     /// Entry reads go through the local tier (redis-rs's tracked client-side cache).
     local: bool,
+}
+
+/// A connection being made.
+pub(super) type Connecting<C> = Pin<Box<dyn Future<Output = redis::RedisResult<C>> + Send>>;
+
+/// The runtime that runs the connections made after the runtime of the first one shut
+/// down: one worker thread, for the life of the process, so that their tasks cannot die
+/// with a caller's runtime. A service with one long-lived runtime never starts it.
+fn background() -> &'static tokio::runtime::Handle {
+    static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("redcache: cannot start the runtime for Redis connections");
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("redcache-io".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .expect("redcache: cannot start the thread for Redis connections");
+        handle
+    })
 }
 
 /// A connection and whether the tokio runtime it was made on has shut down. redis-rs runs
@@ -163,12 +185,16 @@ impl RedisStore<ConnectionManager> {
         };
         let reopen = {
             let (client, manager_config) = (client.clone(), manager_config.clone());
-            move || ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+            move || -> Connecting<ConnectionManager> {
+                let (client, manager_config) = (client.clone(), manager_config.clone());
+                Box::pin(ConnectionManager::new_with_config(client, manager_config))
+            }
         };
         let conn = if config.lazy() {
             // No connection yet: the first operation makes it, and a failed one is tried
             // again by a later operation (the breaker paces the attempts).
-            reopen().map_err(|e| connect_error(config, e))?
+            ConnectionManager::new_lazy_with_config(client, manager_config)
+                .map_err(|e| connect_error(config, e))?
         } else {
             connect_checked(
                 config,
@@ -346,7 +372,7 @@ impl<C: Conn> RedisStore<C> {
     /// A store over `conn`, made on the current runtime; `reopen` makes another.
     pub(super) fn new(
         conn: C,
-        reopen: impl Fn() -> redis::RedisResult<C> + Send + Sync + 'static,
+        reopen: impl Fn() -> Connecting<C> + Send + Sync + 'static,
         local: bool,
     ) -> Self {
         RedisStore {
@@ -356,60 +382,68 @@ impl<C: Conn> RedisStore<C> {
         }
     }
 
-    /// The connection to use and its generation: the current one, or, if the runtime it
-    /// was made on has shut down, a new one on the caller's runtime.
-    fn conn(&self) -> (C, u64) {
+    /// The connection to use and its generation, unless the runtime it was made on has
+    /// shut down.
+    fn conn(&self) -> Result<(C, u64), u64> {
         let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
         if bound.usable() {
-            return (bound.conn.clone(), bound.generation);
+            Ok((bound.conn.clone(), bound.generation))
+        } else {
+            Err(bound.generation)
         }
-        drop(bound);
-        self.reopen_here()
     }
 
-    #[cold]
-    fn reopen_here(&self) -> (C, u64) {
-        let mut bound = self.conn.write().unwrap_or_else(PoisonError::into_inner);
-        // Only from inside a runtime: a connection needs one to run its tasks.
-        if !bound.usable() && tokio::runtime::Handle::try_current().is_ok() {
-            match (self.reopen)() {
-                Ok(conn) => {
-                    *bound = Bound::new(conn, bound.generation + 1);
-                    tracing::debug!(
-                        "redcache: the runtime the Redis connection ran on has shut down; \
-                         connecting again on this one"
-                    );
-                }
-                // The old connection stays; its operations fail open, and the next one
-                // tries again.
-                Err(err) => tracing::warn!(error = %err, "redcache: could not reconnect"),
-            }
-        }
-        (bound.conn.clone(), bound.generation)
-    }
-
-    /// Runs `op` on the connection. If it fails because the runtime that connection ran on
-    /// shut down meanwhile (another runtime's test ended, a `block_on` returned), it runs
-    /// once more on a connection of this caller's runtime: a call never faults because
-    /// some other runtime is gone.
+    /// Runs `op` on the connection. If the runtime whose tasks drive that connection has
+    /// shut down (as each `#[tokio::test]`'s does, or a `block_on`'s), or shuts down under
+    /// it (its I/O fails, the connection drops), `op` runs on a connection made on
+    /// redcache's own connection thread instead, which no caller's runtime can take down.
+    /// A few tries at most, all within the operation's timeout.
     async fn with_conn<T, Fut>(&self, op: impl Fn(C) -> Fut) -> Result<T>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let (conn, generation) = self.conn();
-        match op(conn).await {
-            Err(_) if self.runtime_went_away(generation) => {
-                op(self.conn().0).await.map_err(Error::redis)
+        let (mut conn, mut generation) = match self.conn() {
+            Ok(current) => current,
+            Err(gone) => self.reopen_after(gone).await,
+        };
+        for _ in 0..3 {
+            match op(conn).await {
+                Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                    (conn, generation) = self.reopen_after(generation).await;
+                }
+                done => return done.map_err(Error::redis),
             }
-            done => done.map_err(Error::redis),
         }
+        op(conn).await.map_err(Error::redis)
     }
 
-    /// Whether connection `generation` is gone with its runtime (or already replaced).
+    /// A new connection on the connection thread, unless connection `failed` was already
+    /// replaced (then the one that replaced it).
     #[cold]
-    fn runtime_went_away(&self, generation: u64) -> bool {
-        let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
-        bound.generation != generation || !bound.usable()
+    async fn reopen_after(&self, failed: u64) -> (C, u64) {
+        {
+            let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+            if bound.generation != failed {
+                return (bound.conn.clone(), bound.generation);
+            }
+        }
+        let made = background().spawn((self.reopen)()).await;
+        let mut bound = self.conn.write().unwrap_or_else(PoisonError::into_inner);
+        if bound.generation == failed {
+            match made {
+                Ok(Ok(conn)) => {
+                    let _on = background().enter();
+                    *bound = Bound::new(conn, failed + 1);
+                    tracing::debug!(
+                        "redcache: the Redis connection went away with its runtime; \
+                         connected again on redcache's connection thread"
+                    );
+                }
+                Ok(Err(err)) => tracing::warn!(error = %err, "redcache: could not reconnect"),
+                Err(err) => tracing::warn!(error = %err, "redcache: could not reconnect"),
+            }
+        }
+        (bound.conn.clone(), bound.generation)
     }
 
     /// A read of entries, served by the local tier when there is one.
@@ -576,7 +610,10 @@ impl<C: Conn> Store for RedisStore<C> {
         // are handled by one short script (one per key on a cluster, whose scripts cannot
         // span slots), so no single command holds Redis for long (never KEYS). Keys are
         // bytes: one that is not UTF-8 is handled like any other.
-        let (conn, _) = self.conn();
+        let conn = match self.conn() {
+            Ok((conn, _)) => conn,
+            Err(gone) => self.reopen_after(gone).await.0,
+        };
         for node in conn.masters().await? {
             let mut cursor: u64 = 0;
             loop {
