@@ -496,8 +496,13 @@ async fn invalidate_prefix_never_blocks_redis_for_long() {
         0,
         "{calls:?}"
     );
-    assert!(scans >= (KEYS / 1000) as u64, "{scans} SCAN steps");
-    assert!(scripts >= (KEYS / 1000) as u64, "{scripts} script runs");
+    // The keyspace is walked in many steps, never in one command. How many keys a step
+    // returns for `COUNT 1000` is the server's choice, not the cache's (Redis about 1000;
+    // Valkey's buckets make it uneven, a step may bring more): here at most 10 times that
+    // on average. How long any one step held the server is checked below (SLOWLOG).
+    assert!(scans >= (KEYS / 10_000) as u64, "{scans} SCAN steps");
+    // The scripts are the cache's own batches, whatever the server: at most 100 keys each.
+    assert!(scripts >= (KEYS / 100) as u64, "{scripts} script runs");
     assert_eq!(
         count("set"),
         KEYS as u64,

@@ -2,7 +2,7 @@
 //! `redis-cli --cluster create`, and what the cluster tests ask of it (slot owners, node
 //! ids, keys per master).
 
-use super::server::{cli, RedisServer, Tls};
+use super::server::{cli, cli_binary, RedisServer, Tls};
 use super::test_config;
 use std::path::PathBuf;
 use std::process::Command;
@@ -70,7 +70,7 @@ impl RedisCluster {
             std::fs::write(&file, ca).unwrap();
             file
         });
-        let mut create = Command::new("redis-cli");
+        let mut create = Command::new(cli_binary());
         if let Some(pw) = password {
             create.args(["-a", pw, "--no-auth-warning"]);
         }
@@ -84,7 +84,9 @@ impl RedisCluster {
         let out = create
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
-            .expect("run redis-cli (it comes with redis-server)");
+            .unwrap_or_else(|err| {
+                panic!("run `{}` (it comes with redis-server): {err}", cli_binary())
+            });
         assert!(
             out.status.success(),
             "redis-cli --cluster create failed:\n{}{}",

@@ -27,10 +27,37 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// Serves TLS only, with the certificate and key in `dir`.
     tls: bool,
+    /// Where the last start's output begins in `dir/server.log`.
+    log_from: u64,
 }
 
+/// The server binary: `REDIS_SERVER_BIN`, or `redis-server` (e.g. a Valkey or an older
+/// Redis, as `scripts/test-servers` runs the suite on).
 fn binary() -> String {
     std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// The client binary for looking at a server and creating a cluster: `REDIS_CLI_BIN`, or
+/// `redis-cli`.
+pub(super) fn cli_binary() -> String {
+    std::env::var("REDIS_CLI_BIN").unwrap_or_else(|_| "redis-cli".into())
+}
+
+/// The last lines of what a server printed (its log goes to `server.log` in its directory),
+/// from `from` bytes on: what the server said about why it did not start.
+fn log_tail(log: &std::path::Path, from: u64) -> String {
+    const LINES: usize = 30;
+    let text = match std::fs::read(log) {
+        Ok(bytes) => {
+            String::from_utf8_lossy(&bytes[(from as usize).min(bytes.len())..]).into_owned()
+        }
+        Err(err) => return format!("(cannot read {}: {err})", log.display()),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        return format!("({} is empty: the server printed nothing)", log.display());
+    }
+    lines[lines.len().saturating_sub(LINES)..].join("\n")
 }
 
 /// A free loopback port whose `+ 10000` is free too (a cluster node's bus port).
@@ -104,23 +131,50 @@ impl RedisServer {
             }
             extra.extend(["--tls-auth-clients".into(), "no".into()]);
         }
-        // Another process may take the port between our probe and the server's bind: retry.
+        // Another process may take the port between our probe and the server's bind: retry
+        // on another port. One `RedisServer` for every try: dropping one removes `dir`, the
+        // files above with it.
+        let mut server = RedisServer {
+            port: 0,
+            dir,
+            child: None,
+            extra,
+            tls: tls.is_some(),
+            log_from: 0,
+        };
         for _ in 0..20 {
-            let mut server = RedisServer {
-                port: free_port(),
-                dir: dir.clone(),
-                child: None,
-                extra: extra.clone(),
-                tls: tls.is_some(),
-            };
+            server.port = free_port();
             if server.spawn() {
                 return server;
             }
         }
-        panic!("redis-server did not start on any of 20 free ports");
+        panic!(
+            "`{}` did not start on any of 20 free ports; what it printed the last time \
+             (port {}):\n{}",
+            binary(),
+            server.port,
+            server.log_tail()
+        );
     }
 
+    /// What the server printed since it was last started.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.dir.join("server.log"), self.log_from)
+    }
+
+    /// Starts the server on `self.port`; false if it exited (the port was taken, or it
+    /// cannot start at all: its output, in `dir/server.log`, says which).
     fn spawn(&mut self) -> bool {
+        // The server logs to its stdout (no `--logfile`); errors about its arguments go to
+        // stderr. Both are appended to one file, kept for the failure message.
+        let log_path = self.dir.join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("create the server's log file");
+        self.log_from = log.metadata().map_or(0, |m| m.len());
+        let log_err = log.try_clone().expect("duplicate the log file handle");
         let mut cmd = Command::new(binary());
         let port = self.port.to_string();
         if self.tls {
@@ -137,13 +191,13 @@ impl RedisServer {
             .arg(&self.dir)
             .args(&self.extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(log)
+            .stderr(log_err);
         let child = match cmd.spawn() {
             Ok(child) => child,
             Err(err) => panic!(
                 "cannot run `{}` ({err}): install it with `apt-get install -y redis-server`, \
-                 or run ./scripts/test, which does",
+                 or run ./scripts/test, which does (REDIS_SERVER_BIN names another binary)",
                 binary()
             ),
         };
@@ -212,7 +266,13 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.spawn() {
-            assert!(Instant::now() < deadline, "redis-server did not restart");
+            assert!(
+                Instant::now() < deadline,
+                "`{}` did not restart on port {}; what it printed the last time:\n{}",
+                binary(),
+                self.port,
+                self.log_tail()
+            );
         }
     }
 
@@ -268,12 +328,12 @@ impl Drop for RedisServer {
     }
 }
 
-/// Runs `redis-cli -p <port> <args>` and returns what it printed.
+/// Runs `redis-cli -p <port> <args>` (or `REDIS_CLI_BIN`) and returns what it printed.
 pub fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
+    let out = Command::new(cli_binary())
         .args(["-p", &port.to_string()])
         .args(args)
         .output()
-        .expect("run redis-cli");
+        .unwrap_or_else(|err| panic!("run `{}`: {err}", cli_binary()));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
