@@ -72,12 +72,12 @@ impl Core {
                 // Read as `Option<V>`: a single-id function returning `Option` shares
                 // these entries, and its cached `None` says the id does not exist.
                 match <Opt as Shape<Option<V>>>::decode(bytes) {
-                    Ok((found, _)) => match self.count_hit(found) {
-                        Some(Some(value)) => {
+                    Ok((found, _)) => match self.count_hit(Some(prefix), found) {
+                        Some((Some(value), _)) => {
                             out.insert((*id).clone(), value);
                             continue;
                         }
-                        Some(None) => continue,
+                        Some((None, _)) => continue,
                         None => {}
                     },
                     Err(err) => self.fault(key, &Error::decode_json(&err)),
@@ -93,14 +93,14 @@ impl Core {
             return out;
         }
         let wanted = missing.len() + uncacheable.len();
-        self.record(Event::Misses(wanted as u64));
+        self.record(Some(prefix), Event::Misses(wanted as u64));
         let mut to_load: Vec<I> = missing.iter().map(|m| m.id.clone()).collect();
         to_load.extend(uncacheable);
         let loaded = load(to_load).await;
 
         // Like every fill: not after an invalidation's tombstone may have expired.
         if self.past_fill_deadline(started) {
-            self.record(Event::Conflict);
+            self.record(Some(prefix), Event::Conflict);
             out.extend(loaded);
             return out;
         }
@@ -132,11 +132,14 @@ impl Core {
         match self.op(self.backend.fill_many(&fills)).await {
             Ok(stored) => {
                 for stored in stored {
-                    self.record(if stored {
-                        Event::Store
-                    } else {
-                        Event::Conflict
-                    });
+                    self.record(
+                        Some(prefix),
+                        if stored {
+                            Event::Store
+                        } else {
+                            Event::Conflict
+                        },
+                    );
                 }
             }
             Err(err) => self.fault(prefix, &err),

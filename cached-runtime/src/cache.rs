@@ -4,6 +4,7 @@
 
 use crate::codec::{self, Decoded, Stamp};
 use crate::core::Core;
+use crate::health::Health;
 use crate::shape::Plain;
 use crate::stats::Stats;
 use crate::store::{Backend, MemoryStore, RedisStore, Store};
@@ -171,6 +172,46 @@ impl Cache {
         self.core.stats()
     }
 
+    /// The counters of each prefix this cache has served: `#[cached]` functions by their
+    /// prefix, batches by theirs. Each counts hits, null hits, misses, stores, conflicts,
+    /// refreshes and lock timeouts of its own calls; faults, skipped operations and
+    /// invalidations are counted for the whole cache ([`stats`](Self::stats)). Sorted by
+    /// prefix; one entry per function, never per key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[redcache::cached(prefix = "square", ttl = 60)]
+    /// async fn square(x: u64) -> u64 { x * x }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = redcache::Cache::memory();
+    /// cache.scope(async { square(3).await + square(3).await }).await;
+    /// let by_prefix = cache.stats_by_prefix();
+    /// assert_eq!(by_prefix[0].0, "square");
+    /// assert_eq!((by_prefix[0].1.misses, by_prefix[0].1.hits), (1, 1));
+    /// assert_eq!(by_prefix[0].1.hit_ratio(), Some(0.5));
+    /// # }
+    /// ```
+    pub fn stats_by_prefix(&self) -> Vec<(String, Stats)> {
+        self.core.stats_by_prefix()
+    }
+
+    /// How the store is doing, for a readiness probe: the breaker's state, the faults in a
+    /// row, and the last fault with its time. Calls never fail because of the cache; this
+    /// tells whether they are being served by it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = redcache::Cache::memory();
+    /// let health = cache.health();
+    /// assert!(health.is_ready() && !health.breaker_open);
+    /// ```
+    pub fn health(&self) -> Health {
+        self.core.health()
+    }
+
     /// The value at `key` (the namespace is added), or `None` when there is none or it does
     /// not decode as `T` (that counts as a fault, like a corrupt entry).
     ///
@@ -229,6 +270,7 @@ impl Cache {
         let ttl = Policy::exact(ttl).value_ttl();
         self.core
             .write_checked(
+                None,
                 || async {
                     self.core
                         .backend
@@ -317,9 +359,11 @@ impl Cache {
     {
         let key = self.core.full_key(key);
         let policy = Policy::exact(ttl);
+        let run = async move { init().await };
         self.core
-            .get_or_run::<Plain, T, _>(&key, None, &policy, async move { init().await })
+            .get_or_run::<Plain, T, _>(None, &key, None, &policy, run)
             .await
+            .0
     }
 
     /// Cache-aside for many ids at once: the entries present are read with one `MGET`,

@@ -8,12 +8,14 @@
 //! handle [`Cache`](crate::Cache), which holds an `Arc<Core>`.
 
 use crate::flight::Flights;
-use crate::health::Health;
+use crate::health::{Breaker, Health, LastFault};
 use crate::key;
 use crate::stats::{Counters, Event, Stats};
 use crate::store::Backend;
 use crate::{Config, Error, Result};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -22,31 +24,87 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     pub(crate) flights: Flights,
     counters: Counters,
-    health: Health,
+    /// The same counters for each prefix (never per key: bounded by the functions).
+    by_prefix: RwLock<HashMap<Box<str>, Arc<Counters>>>,
+    health: Breaker,
+    last_fault: Mutex<Option<LastFault>>,
 }
 
 impl Core {
     pub(crate) fn new(backend: Backend, config: Config) -> Core {
-        let health = Health::new(config.breaker_threshold(), config.breaker_cooldown());
+        let health = Breaker::new(config.breaker_threshold(), config.breaker_cooldown());
         Core {
             backend,
             config,
             flights: Flights::default(),
             counters: Counters::default(),
+            by_prefix: RwLock::default(),
             health,
+            last_fault: Mutex::default(),
         }
     }
 
-    /// Tells the observers what happened: the counters behind [`Stats`] (metrics and
-    /// tracing plug in here).
-    pub(crate) fn record(&self, event: Event) {
+    /// Tells the observers what happened, for `prefix` if the event belongs to one: the
+    /// counters behind [`Stats`] (in total and per prefix) and, with the `metrics`
+    /// feature, the `metrics` facade.
+    pub(crate) fn record(&self, prefix: Option<&str>, event: Event) {
         self.counters.record(event);
+        if let Some(prefix) = prefix {
+            self.counters_of(prefix).record(event);
+        }
+        #[cfg(feature = "metrics")]
+        crate::metrics::record(prefix, event);
+    }
+
+    fn counters_of(&self, prefix: &str) -> Arc<Counters> {
+        let known = self
+            .by_prefix
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(counters) = known.get(prefix) {
+            return counters.clone();
+        }
+        drop(known);
+        let mut known = self
+            .by_prefix
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.entry(prefix.into()).or_default().clone()
     }
 
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> Stats {
         self.counters
             .snapshot(self.health.is_open(), self.backend.local_hits())
+    }
+
+    /// A snapshot of each prefix's counters, by prefix.
+    pub(crate) fn stats_by_prefix(&self) -> Vec<(String, Stats)> {
+        let known = self
+            .by_prefix
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let open = self.health.is_open();
+        let mut all: Vec<(String, Stats)> = known
+            .iter()
+            .map(|(prefix, counters)| (prefix.to_string(), counters.snapshot(open, 0)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// How the store is doing.
+    pub(crate) fn health(&self) -> Health {
+        Health {
+            remote: self.backend.is_remote(),
+            breaker_open: self.health.is_open(),
+            consecutive_faults: self.health.consecutive(),
+            last_fault: self
+                .last_fault
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
     }
 
     /// `key` in this cache's namespace.
@@ -82,7 +140,12 @@ impl Core {
 
     /// Runs a write of `len` encoded bytes under the size limit, the timeout and the
     /// breaker, and counts it if it stored.
-    pub(crate) async fn write_checked<F, Fut>(&self, write: F, len: usize) -> Result<bool>
+    pub(crate) async fn write_checked<F, Fut>(
+        &self,
+        prefix: Option<&str>,
+        write: F,
+        len: usize,
+    ) -> Result<bool>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<bool>>,
@@ -90,7 +153,7 @@ impl Core {
         self.check_size(len)?;
         let stored = self.op(write()).await?;
         if stored {
-            self.record(Event::Store);
+            self.record(prefix, Event::Store);
         }
         Ok(stored)
     }
@@ -124,7 +187,7 @@ impl Core {
         }
         let health = &self.health;
         if skippable && !health.allow() {
-            self.record(Event::Skipped);
+            self.record(None, Event::Skipped);
             return Err(Error::Unavailable {
                 cooldown: self.config.breaker_cooldown(),
             });
@@ -141,6 +204,8 @@ impl Core {
             Err(err) if err.is_store_fault() => health.failure(),
             Err(_) => {}
         }
+        #[cfg(feature = "metrics")]
+        crate::metrics::breaker(health.is_open());
         result
     }
 
@@ -150,7 +215,16 @@ impl Core {
         if matches!(err, Error::Unavailable { .. }) {
             return;
         }
-        self.record(Event::Fault);
+        self.record(None, Event::Fault);
+        #[cfg(feature = "metrics")]
+        crate::metrics::fault(err);
+        *self
+            .last_fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(LastFault {
+            error: err.to_string(),
+            at: std::time::SystemTime::now(),
+        });
         if let Some(suppressed) = self.health.may_log() {
             tracing::warn!(
                 key,

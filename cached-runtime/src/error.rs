@@ -195,6 +195,23 @@ impl Error {
     }
 
     /// Whether this fault says the store itself is unhealthy (counts toward the breaker).
+    /// A short name of the kind of fault, for metrics labels.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Error::Config { .. } => "config",
+            Error::Connect { .. } => "connect",
+            Error::Rejected { .. } => "rejected",
+            Error::Redis { .. } => "connection",
+            Error::Timeout { .. } => "timeout",
+            Error::Encode { .. } => "encode",
+            Error::Decode { .. } => "decode",
+            Error::Unavailable { .. } => "unavailable",
+            Error::TooLarge { .. } => "too_large",
+            Error::AlreadyInitialized | Error::NotInitialized | Error::NotCacheable => "usage",
+        }
+    }
+
     pub(crate) fn is_store_fault(&self) -> bool {
         matches!(self, Error::Redis { .. } | Error::Timeout { .. })
     }

@@ -50,6 +50,23 @@ pub fn stats() -> Stats {
     Cache::current().map(|c| c.stats()).unwrap_or_default()
 }
 
+/// The counters of each prefix of the cache in use here (scoped, else global); empty when
+/// there is none. See [`Cache::stats_by_prefix`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = redcache::Cache::memory();
+/// assert!(cache.scope(async { redcache::stats_by_prefix() }).await.is_empty());
+/// # }
+/// ```
+pub fn stats_by_prefix() -> Vec<(String, Stats)> {
+    Cache::current()
+        .map(|c| c.stats_by_prefix())
+        .unwrap_or_default()
+}
+
 /// Invalidates every entry of an eviction group in the cache in use (scoped, else
 /// global). See [`Cache::invalidate_group`].
 ///

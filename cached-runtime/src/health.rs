@@ -1,4 +1,5 @@
-//! Store health: the circuit breaker and rate-limited fault logs.
+//! Store health: the circuit breaker, rate-limited fault logs, the last fault, and the
+//! [`Health`] report readiness probes read.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
-pub(crate) struct Health {
+pub(crate) struct Breaker {
     epoch: Instant,
     threshold: u32,
     cooldown_ms: u64,
@@ -18,9 +19,9 @@ pub(crate) struct Health {
     suppressed: AtomicU64,
 }
 
-impl Health {
+impl Breaker {
     pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
-        Health {
+        Breaker {
             epoch: Instant::now(),
             threshold,
             cooldown_ms: u64::try_from(cooldown.as_millis())
@@ -152,5 +153,53 @@ mod tests {
         assert_eq!(h.may_log(), None);
         assert_eq!(h.may_log(), None);
         assert_eq!(h.suppressed.load(Relaxed), 2);
+    }
+}
+
+/// How one cache's store is doing, for readiness probes: from
+/// [`Cache::health`](crate::Cache::health).
+///
+/// # Examples
+///
+/// ```
+/// let health = redcache::Cache::memory().health();
+/// assert!(health.is_ready());
+/// assert!(health.last_fault.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Whether the store is Redis (else the in-process store, always ready).
+    pub remote: bool,
+    /// Whether the circuit breaker is open: calls skip Redis and run their bodies.
+    pub breaker_open: bool,
+    /// Store faults in a row since the last success (the breaker opens at its threshold).
+    pub consecutive_faults: u32,
+    /// The most recent fault, if any.
+    pub last_fault: Option<LastFault>,
+}
+
+impl Health {
+    /// Whether calls are served by the cache: the breaker is closed and the last operation
+    /// succeeded. Calls still succeed either way (they fail open).
+    pub fn is_ready(&self) -> bool {
+        !self.breaker_open && self.consecutive_faults == 0
+    }
+}
+
+/// A fault as [`Health`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LastFault {
+    /// What went wrong (the error's message: never a password or cached data).
+    pub error: String,
+    /// When.
+    pub at: std::time::SystemTime,
+}
+
+impl Breaker {
+    /// Store faults in a row since the last success.
+    pub(crate) fn consecutive(&self) -> u32 {
+        self.consecutive.load(Relaxed)
     }
 }

@@ -26,7 +26,7 @@ impl Core {
             .await?;
         let removed = old.is_some_and(|old| !codec::is_tombstone(&old));
         if removed {
-            self.record(Event::Invalidations(1));
+            self.record(None, Event::Invalidations(1));
         }
         Ok(removed)
     }
@@ -41,7 +41,7 @@ impl Core {
             self.backend.set_persistent(&gen_key, gen.as_bytes()),
         )
         .await?;
-        self.record(Event::Invalidations(1));
+        self.record(None, Event::Invalidations(1));
         Ok(())
     }
 
@@ -53,7 +53,7 @@ impl Core {
         let ttl = self.config.max_fill_time();
         let walk = self.backend.invalidate_prefix(&start, SCAN_BATCH, ttl);
         let removed = self.op_invalidation(None, walk).await?;
-        self.record(Event::Invalidations(removed));
+        self.record(None, Event::Invalidations(removed));
         Ok(removed)
     }
 }

@@ -19,7 +19,7 @@
     unreachable_pub
 )]
 
-// In dependency order: each module uses only those above it.
+// Modules and the order they use each other in: ARCHITECTURE.md at the repository root.
 mod aside;
 mod batch;
 mod cache;
@@ -32,6 +32,8 @@ mod global;
 mod health;
 mod invalidate;
 mod key;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod shape;
 mod stats;
 mod store;
@@ -44,5 +46,6 @@ pub mod private;
 pub use cache::Cache;
 pub use config::{Config, ConfigBuilder};
 pub use error::{Error, Result};
-pub use global::{init, invalidate_group, invalidate_prefix, stats};
+pub use global::{init, invalidate_group, invalidate_prefix, stats, stats_by_prefix};
+pub use health::{Health, LastFault};
 pub use stats::Stats;

@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub use crate::codec::{Refresh, Stamp};
 pub use crate::key::{KeyArg, KeyArgs};
@@ -142,8 +143,29 @@ where
         }
     };
     let policy = spec.policy(&core.config);
-    core.get_or_run::<K, O, F>(&key, spec.group, &policy, body)
-        .await
+    // One span per call (nearly free when no subscriber wants `debug`): the prefix, the
+    // key's hash (never its arguments) and how it was answered.
+    let span = tracing::debug_span!(
+        "redcache.call",
+        prefix = spec.prefix,
+        key.hash = key_hash(&key),
+        result = tracing::field::Empty,
+    );
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
+    let (out, served) = core
+        .get_or_run::<K, O, F>(Some(spec.prefix), &key, spec.group, &policy, body)
+        .instrument(span.clone())
+        .await;
+    span.record("result", served.as_str());
+    #[cfg(feature = "metrics")]
+    crate::metrics::call(spec.prefix, served, started.elapsed());
+    out
+}
+
+/// The md5 part of a key.
+fn key_hash(key: &str) -> &str {
+    key.rsplit_once(':').map_or(key, |(_, hash)| hash)
 }
 
 /// `invalidate!(f(..))`: replaces the call's entry with a tombstone; whether there was one.

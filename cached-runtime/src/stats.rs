@@ -49,6 +49,56 @@ pub struct Stats {
     pub breaker_open: bool,
 }
 
+impl Stats {
+    /// The share of calls answered from the cache (hits and null hits over all calls that
+    /// read it); `None` before any call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = redcache::Cache::memory();
+    /// assert_eq!(cache.stats().hit_ratio(), None);
+    /// for _ in 0..4 {
+    ///     let _: u32 = cache.get_or_insert_with("k", std::time::Duration::from_secs(60), || async { 1 }).await;
+    /// }
+    /// assert_eq!(cache.stats().hit_ratio(), Some(0.75));
+    /// # }
+    /// ```
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let served = self.hits + self.null_hits;
+        let calls = served + self.misses;
+        (calls > 0).then(|| served as f64 / calls as f64)
+    }
+}
+
+/// How a call was answered: the `result` of its span and of its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// From an entry.
+    Hit,
+    /// From a cached `None`.
+    NullHit,
+    /// By the body, after a miss.
+    Miss,
+    /// By the entry, refreshed early by this call's body.
+    Refresh,
+    /// By the body, because the store failed or was skipped.
+    Fault,
+}
+
+impl Served {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Served::Hit => "hit",
+            Served::NullHit => "null_hit",
+            Served::Miss => "miss",
+            Served::Refresh => "refresh",
+            Served::Fault => "fault",
+        }
+    }
+}
+
 /// Something a cache did, as its observers hear of it: the counters behind [`Stats`]
 /// today (metrics and tracing can listen at the same place, [`Core::record`]).
 ///

@@ -52,11 +52,11 @@ impl Core {
             group: fence,
         };
         let stored = self
-            .write_checked(|| self.backend.fill(&fill), bytes.len())
+            .write_checked(None, || self.backend.fill(&fill), bytes.len())
             .await?;
         if !stored {
             // The group was invalidated meanwhile: not storing is what that asked for.
-            self.record(Event::Conflict);
+            self.record(None, Event::Conflict);
         }
         Ok(())
     }

@@ -57,7 +57,7 @@ impl Core {
         if self.past_fill_deadline(started) {
             // An invalidation during the run may have left no trace by now: neither store
             // nor share the result.
-            self.record(Event::Conflict);
+            self.record(at.prefix, Event::Conflict);
             tracing::debug!(
                 key,
                 ?max_fill,
@@ -73,14 +73,14 @@ impl Core {
             group: fence,
         };
         match self
-            .write_checked(|| self.backend.fill(&fill), bytes.len())
+            .write_checked(at.prefix, || self.backend.fill(&fill), bytes.len())
             .await
         {
             Ok(true) => Some(Shared::stored(bytes)),
             Ok(false) => {
                 // Invalidated or rewritten while the body ran: the result may be older than
                 // what is there now. The caller gets it; the cache and the waiters do not.
-                self.record(Event::Conflict);
+                self.record(at.prefix, Event::Conflict);
                 None
             }
             Err(err) => {

@@ -8,7 +8,7 @@ use super::Entry;
 use crate::core::Core;
 use crate::key::new_generation;
 use crate::shape::Shape;
-use crate::stats::Event;
+use crate::stats::{Event, Served};
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 /// The outcome of trying for a key's cross-process lease.
 pub(super) enum Locked<O> {
     /// Another process filled the entry while this one waited: a hit.
-    Filled(O, Option<Vec<u8>>),
+    Filled(O, Served, Option<Vec<u8>>),
     /// This caller holds the lease; the read made right after taking it.
     Acquired(Lease, Read),
     /// No lease (the wait ran out, or the store failed): compute without one.
@@ -97,7 +97,7 @@ impl Core {
             let now = Instant::now();
             if now >= deadline {
                 // The holder is slow or gone: compute here rather than wait any longer.
-                self.record(Event::LockTimeout);
+                self.record(at.prefix, Event::LockTimeout);
                 return Locked::Proceed(self.read(at).await);
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
@@ -105,8 +105,8 @@ impl Core {
             let read = self.read(at).await;
             if let Examined::Hit(found) | Examined::Refresh(found) = self.examine::<K, O>(at, &read)
             {
-                if let Some(out) = self.count_hit(found) {
-                    return Locked::Filled(out, read.into_entry());
+                if let Some((out, served)) = self.count_hit(at.prefix, found) {
+                    return Locked::Filled(out, served, read.into_entry());
                 }
             }
         }

@@ -16,17 +16,27 @@ use self::read::{Examined, Read};
 use crate::core::Core;
 use crate::flight::{self, Followed, Leader, Role, Shared};
 use crate::shape::Shape;
-use crate::stats::Event;
+use crate::stats::{Event, Served};
 use crate::ttl::Policy;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How a call that runs its body after `read` is answered.
+fn missed(read: &Read) -> Served {
+    match read.unavailable() {
+        true => Served::Fault,
+        false => Served::Miss,
+    }
+}
+
 /// The entry a call is about: its key, its group's generation key, and its function's
 /// policy. They travel together through every step.
 #[derive(Clone, Copy)]
 pub(crate) struct Entry<'a> {
+    /// The function's prefix (what stats and metrics are labelled by), if it has one.
+    pub(crate) prefix: Option<&'a str>,
     pub(crate) key: &'a str,
     pub(crate) gen_key: Option<&'a str>,
     pub(crate) policy: &'a Policy,
@@ -35,7 +45,7 @@ pub(crate) struct Entry<'a> {
 /// Where a call stands before its body would run.
 enum Step<'a, O> {
     /// Answered (a hit, or a waiter served by its leader).
-    Done(O),
+    Done(O, Served),
     /// The flight it waited on ended with nothing to share: start over.
     Again,
     /// Run the body, then [`Core::complete`].
@@ -47,6 +57,8 @@ enum Step<'a, O> {
 /// A body to run, and what its result's write needs.
 struct Run<'a> {
     flight: Flight<'a>,
+    /// How the call will have been answered: a miss, a refresh, or a fault of the store.
+    served: Served,
     /// What the read saw: the fill must find it again.
     read: Read,
     /// When the read started (the fill fence counts from then).
@@ -80,17 +92,19 @@ impl Core {
     /// [`complete`](Self::complete), which are generic over the return type alone.
     pub(crate) async fn get_or_run<K, O, F>(
         self: &Arc<Self>,
+        prefix: Option<&str>,
         key: &str,
         group: Option<&str>,
         policy: &Policy,
         body: F,
-    ) -> O
+    ) -> (O, Served)
     where
         K: Shape<O>,
         F: Future<Output = O>,
     {
         let gen_key = group.map(|g| self.group_key(g));
         let at = Entry {
+            prefix,
             key,
             gen_key: gen_key.as_deref(),
             policy,
@@ -98,16 +112,17 @@ impl Core {
         let mut solo = false;
         loop {
             match self.step::<K, O>(at, solo).await {
-                Step::Done(out) => return out,
+                Step::Done(out, served) => return (out, served),
                 Step::Again => continue,
                 // The flight it waited on ended with nothing to share (an `Err`, a result
                 // that was not stored): running the body now beats queueing behind another
                 // flight that may end the same way.
                 Step::Solo => solo = true,
                 Step::Run(run) => {
+                    let served = run.served;
                     let (out, compute) = timed(body).await;
                     self.complete::<K, O>(at, run, &out, compute).await;
-                    return out;
+                    return (out, served);
                 }
             }
         }
@@ -124,8 +139,8 @@ impl Core {
         let mut read = self.read(at).await;
         match self.examine::<K, O>(at, &read) {
             Examined::Hit(found) => {
-                if let Some(out) = self.count_hit(found) {
-                    return Step::Done(out);
+                if let Some((out, served)) = self.count_hit(at.prefix, found) {
+                    return Step::Done(out, served);
                 }
             }
             Examined::Refresh(found) => {
@@ -133,14 +148,15 @@ impl Core {
                 // caller that misses meanwhile (the entry expired) waits for it. Callers
                 // that find a flight under way are served the entry, still valid.
                 let Role::Leader(leader) = self.flights.join(key) else {
-                    return match self.count_hit(found) {
-                        Some(out) => Step::Done(out),
+                    return match self.count_hit(at.prefix, found) {
+                        Some((out, served)) => Step::Done(out, served),
                         None => Step::Again,
                     };
                 };
-                self.record(Event::Refresh);
+                self.record(at.prefix, Event::Refresh);
                 return Step::Run(Run {
                     flight: Flight::Lead(leader),
+                    served: Served::Refresh,
                     read,
                     started,
                     lease: None,
@@ -149,9 +165,10 @@ impl Core {
             Examined::Miss => {}
         }
         if solo {
-            self.record(Event::Miss);
+            self.record(at.prefix, Event::Miss);
             return Step::Run(Run {
                 flight: Flight::Solo,
+                served: missed(&read),
                 read,
                 started,
                 lease: None,
@@ -165,8 +182,8 @@ impl Core {
                     // tombstone) this caller read: it computes its own.
                     Followed::Shared(shared) if !shared.fenced && read.saw_entry() => Step::Solo,
                     Followed::Shared(shared) => match K::decode(&shared.entry) {
-                        Ok((found, _)) => match self.count_hit(found) {
-                            Some(out) => Step::Done(out),
+                        Ok((found, _)) => match self.count_hit(at.prefix, found) {
+                            Some((out, served)) => Step::Done(out, served),
                             None => Step::Again,
                         },
                         Err(_) => Step::Again,
@@ -196,9 +213,9 @@ impl Core {
             (started, read) = (Instant::now(), self.read(at).await);
             if let Examined::Hit(found) | Examined::Refresh(found) = self.examine::<K, O>(at, &read)
             {
-                if let Some(out) = self.count_hit(found) {
+                if let Some((out, served)) = self.count_hit(at.prefix, found) {
                     leader.finish(read.into_entry().map(Shared::stored));
-                    return Step::Done(out);
+                    return Step::Done(out, served);
                 }
             }
         }
@@ -208,17 +225,17 @@ impl Core {
             // Counted from before the wait: errs on the safe side.
             let taken = Instant::now();
             match self.lock_or_wait::<K, O>(at, lock).await {
-                Locked::Filled(out, entry) => {
+                Locked::Filled(out, served, entry) => {
                     leader.finish(entry.map(Shared::stored));
-                    return Step::Done(out);
+                    return Step::Done(out, served);
                 }
                 Locked::Acquired(held, fresh) => {
                     // Double-check: the previous holder may have filled just now.
                     if let Examined::Hit(found) = self.examine::<K, O>(at, &fresh) {
-                        if let Some(out) = self.count_hit(found) {
+                        if let Some((out, served)) = self.count_hit(at.prefix, found) {
                             leader.finish(fresh.into_entry().map(Shared::stored));
                             held.release().await;
-                            return Step::Done(out);
+                            return Step::Done(out, served);
                         }
                     }
                     lease = Some(held);
@@ -227,9 +244,10 @@ impl Core {
                 Locked::Proceed(fresh) => (read, started) = (fresh, taken),
             }
         }
-        self.record(Event::Miss);
+        self.record(at.prefix, Event::Miss);
         Step::Run(Run {
             flight: Flight::Lead(leader),
+            served: missed(&read),
             read,
             started,
             lease,
@@ -249,6 +267,7 @@ impl Core {
             read,
             started,
             lease,
+            ..
         } = run;
         if let Flight::Lead(leader) = &flight {
             leader.seal();

@@ -6,7 +6,7 @@ use super::Entry;
 use crate::core::Core;
 use crate::key::{parse_gen, BadGeneration};
 use crate::shape::{Found, Shape};
-use crate::stats::Event;
+use crate::stats::{Event, Served};
 use crate::store::{GroupFence, Seen, Store};
 use crate::ttl::{self, unix_ms};
 use crate::Error;
@@ -69,6 +69,11 @@ impl Read {
             } => gen == 0,
             _ => false,
         }
+    }
+
+    /// Whether the store failed or was skipped.
+    pub(super) fn unavailable(&self) -> bool {
+        matches!(self, Read::Unavailable)
     }
 
     /// Whether the read found bytes at the key (an entry it could not use, a tombstone).
@@ -139,16 +144,20 @@ impl Core {
         }
     }
 
-    /// Counts a hit; `None` for a tombstone (a miss).
-    pub(crate) fn count_hit<O>(&self, found: Found<O>) -> Option<O> {
+    /// Counts a hit for `prefix`; `None` for a tombstone (a miss).
+    pub(crate) fn count_hit<O>(
+        &self,
+        prefix: Option<&str>,
+        found: Found<O>,
+    ) -> Option<(O, Served)> {
         match found {
             Found::Value(out) => {
-                self.record(Event::Hit);
-                Some(out)
+                self.record(prefix, Event::Hit);
+                Some((out, Served::Hit))
             }
             Found::Null(out) => {
-                self.record(Event::NullHit);
-                Some(out)
+                self.record(prefix, Event::NullHit);
+                Some((out, Served::NullHit))
             }
             Found::Gone => None,
         }

@@ -1,0 +1,301 @@
+//! What operators see: per-prefix stats and the hit ratio, `Cache::health()` for readiness
+//! probes, one `debug` span per cached call with its prefix, key hash and result, and (with
+//! the `metrics` feature) exact counter values through a test recorder, after known
+//! sequences of hits, misses, null hits, invalidations and faults with Redis down.
+
+mod common;
+
+use common::{test_config, RedisServer};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[redcache::cached(prefix = "o:price", ttl = 60, skip(calls))]
+async fn price(sku: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    sku * 100
+}
+
+#[redcache::cached(prefix = "o:user", ttl = 60, skip(calls))]
+async fn user(id: u64, calls: &AtomicUsize) -> Option<String> {
+    calls.fetch_add(1, SeqCst);
+    (id != 0).then(|| format!("user {id}"))
+}
+
+/// Known traffic: `o:price` misses once and hits twice; `o:user` misses twice (a value and
+/// a `None`) and is served the cached `None` once.
+async fn traffic(cache: &redcache::Cache) {
+    let calls = AtomicUsize::new(0);
+    cache
+        .scope(async {
+            for _ in 0..3 {
+                assert_eq!(price(1, &calls).await, 100);
+            }
+            assert_eq!(user(7, &calls).await.as_deref(), Some("user 7"));
+            assert_eq!(user(0, &calls).await, None);
+            assert_eq!(user(0, &calls).await, None);
+        })
+        .await;
+    assert_eq!(calls.load(SeqCst), 3);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+on_both_stores! {
+    async fn stats_are_kept_per_prefix_with_a_hit_ratio(b: Backend) {
+        traffic(&b.cache).await;
+        let by_prefix = b.cache.stats_by_prefix();
+        let names: Vec<&str> = by_prefix.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["o:price", "o:user"], "{}", b.name());
+        let (price, user) = (&by_prefix[0].1, &by_prefix[1].1);
+        assert_eq!((price.misses, price.hits, price.null_hits, price.stores), (1, 2, 0, 1));
+        assert_eq!((user.misses, user.hits, user.null_hits, user.stores), (2, 0, 1, 2));
+        assert_eq!(price.hit_ratio(), Some(2.0 / 3.0));
+        assert_eq!(user.hit_ratio(), Some(1.0 / 3.0));
+        let total = b.cache.stats();
+        assert_eq!((total.misses, total.hits, total.null_hits, total.stores), (3, 2, 1, 3));
+        assert_eq!(total.hit_ratio(), Some(0.5));
+        assert_eq!(b.cache.scope(async { redcache::stats_by_prefix() }).await, by_prefix);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_last_fault_and_recovers() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(200))
+                .breaker_threshold(3),
+        )
+        .await;
+    let health = cache.health();
+    assert!(health.remote && health.is_ready() && health.last_fault.is_none());
+    let calls = AtomicUsize::new(0);
+    server.pause();
+    let before = std::time::SystemTime::now();
+    assert_eq!(cache.scope(price(5, &calls)).await, 500, "fails open");
+    let health = cache.health();
+    assert!(!health.is_ready());
+    assert!(health.consecutive_faults >= 1, "{health:?}");
+    let fault = health.last_fault.clone().expect("a fault was recorded");
+    assert!(fault.error.contains("did not answer"), "{fault:?}");
+    assert!(fault.at >= before);
+    for _ in 0..3 {
+        cache.scope(price(5, &calls)).await;
+    }
+    assert!(cache.health().breaker_open);
+    server.resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cache.health().is_ready() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", cache.health());
+        cache.scope(price(6, &calls)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = cache.health();
+    assert!(!health.breaker_open && health.consecutive_faults == 0);
+    assert_eq!(health.last_fault, Some(fault), "the last fault is still reported");
+}
+
+/// Spans as a subscriber sees them: name and fields, values as text.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+
+struct FieldText<'a>(&'a mut Vec<(String, String)>);
+
+impl tracing::field::Visit for FieldText<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_string(), format!("{value:?}")));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push((field.name().to_string(), value.to_string()));
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Spans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = vec![("id".to_string(), id.into_u64().to_string())];
+        attrs.record(&mut FieldText(&mut fields));
+        self.0
+            .lock()
+            .unwrap()
+            .push((attrs.metadata().name().to_string(), fields));
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut spans = self.0.lock().unwrap();
+        let id = id.into_u64().to_string();
+        if let Some((_, fields)) = spans
+            .iter_mut()
+            .rev()
+            .find(|(_, f)| f.iter().any(|(k, v)| k == "id" && *v == id))
+        {
+            values.record(&mut FieldText(fields));
+        }
+    }
+}
+
+#[test]
+fn each_cached_call_has_a_debug_span_with_prefix_key_hash_and_result() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        runtime().block_on(traffic(&redcache::Cache::memory()));
+    });
+    let spans = spans.0.lock().unwrap();
+    let calls: Vec<_> = spans
+        .iter()
+        .filter(|(name, _)| name == "redcache.call")
+        .map(|(_, fields)| {
+            let get = |k: &str| {
+                fields
+                    .iter()
+                    .rev()
+                    .find(|(name, _)| name == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (get("prefix"), get("key.hash"), get("result"))
+        })
+        .collect();
+    let price_hash = common::expected_key("o:price", "[1]")["o:price:".len()..].to_string();
+    let expected: Vec<(String, String, String)> = [
+        ("o:price", price_hash.as_str(), "miss"),
+        ("o:price", &price_hash, "hit"),
+        ("o:price", &price_hash, "hit"),
+    ]
+    .iter()
+    .map(|(p, h, r)| (p.to_string(), h.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(calls[..3], expected[..]);
+    let results: Vec<&str> = calls[3..].iter().map(|c| c.2.as_str()).collect();
+    assert_eq!(results, ["miss", "miss", "null_hit"]);
+    assert!(calls.iter().all(|c| c.1.len() == 32), "{calls:?}");
+}
+
+#[cfg(feature = "metrics")]
+mod with_metrics {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::MetricKind;
+
+    /// The metric `name` with exactly `labels`, as the recorder kept it.
+    fn value(
+        snapshot: &[(metrics_util::CompositeKey, DebugValue)],
+        kind: MetricKind,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<DebugValue> {
+        snapshot.iter().find_map(|(key, value)| {
+            let (k, key) = (key.kind(), key.key());
+            let mut got: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+            got.sort();
+            let mut want = labels.to_vec();
+            want.sort();
+            (k == kind && key.name() == name && got == want).then(|| value.clone())
+        })
+    }
+
+    fn counter(snapshot: &[(metrics_util::CompositeKey, DebugValue)], name: &str, labels: &[(&str, &str)]) -> u64 {
+        match value(snapshot, MetricKind::Counter, name, labels) {
+            Some(DebugValue::Counter(n)) => n,
+            other => panic!("{name} {labels:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn counters_have_exact_values_after_known_traffic_and_an_outage() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let mut server = RedisServer::start();
+        metrics::with_local_recorder(&recorder, || {
+            runtime().block_on(async {
+                let cache = server
+                    .cache_with(
+                        test_config()
+                            .url(server.url())
+                            .op_timeout(Duration::from_millis(200))
+                            .breaker_threshold(2),
+                    )
+                    .await;
+                traffic(&cache).await;
+                let calls = AtomicUsize::new(0);
+                cache.scope(redcache::invalidate!(price(1, _))).await.unwrap();
+                cache.invalidate_group("o:none").await.unwrap();
+                server.stop();
+                for _ in 0..2 {
+                    assert_eq!(cache.scope(price(2, &calls)).await, 200, "fails open");
+                }
+                assert!(cache.stats().breaker_open);
+            })
+        });
+        let snapshot: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| (key, value))
+            .collect();
+        let requests = |prefix, result| {
+            counter(&snapshot, "redcache_requests_total", &[("prefix", prefix), ("result", result)])
+        };
+        assert_eq!(requests("o:price", "hit"), 2);
+        // One miss before the outage, two during it (they read nothing and ran the body).
+        assert_eq!(requests("o:price", "miss"), 3);
+        assert_eq!(requests("o:user", "miss"), 2);
+        assert_eq!(requests("o:user", "null_hit"), 1);
+        assert_eq!(counter(&snapshot, "redcache_stores_total", &[("prefix", "o:price")]), 1);
+        assert_eq!(counter(&snapshot, "redcache_stores_total", &[("prefix", "o:user")]), 2);
+        assert_eq!(counter(&snapshot, "redcache_invalidations_total", &[]), 2);
+        let faults: u64 = ["connection", "timeout"]
+            .iter()
+            .filter_map(|kind| match value(&snapshot, MetricKind::Counter, "redcache_faults_total", &[("kind", kind)]) {
+                Some(DebugValue::Counter(n)) => Some(n),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(faults, 2, "both reads of the outage faulted: {snapshot:?}");
+        assert_eq!(
+            value(&snapshot, MetricKind::Gauge, "redcache_breaker_open", &[]),
+            Some(DebugValue::Gauge(1.0.into()))
+        );
+        match value(
+            &snapshot,
+            MetricKind::Histogram,
+            "redcache_call_duration_seconds",
+            &[("prefix", "o:price"), ("result", "hit")],
+        ) {
+            Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        match value(
+            &snapshot,
+            MetricKind::Histogram,
+            "redcache_call_duration_seconds",
+            &[("prefix", "o:price"), ("result", "fault")],
+        ) {
+            Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
+}
