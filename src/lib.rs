@@ -83,8 +83,8 @@
 
 pub use cached_macros::{cached, evicts, invalidate, key, put};
 pub use cached_runtime::{
-    init, invalidate_group, invalidate_prefix, stats, Cache, Config, ConfigBuilder, Error, Result,
-    Stats,
+    init, invalidate_group, invalidate_prefix, stats, stats_by_prefix, Cache, Config,
+    ConfigBuilder, Error, Health, LastFault, Result, Stats,
 };
 
 /// What `#[cached]`-generated code calls. Not public API: it may change in any release.

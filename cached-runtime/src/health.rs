@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_and_closes_on_success() {
-        let h = Health::new(3, Duration::from_secs(3600));
+        let h = Breaker::new(3, Duration::from_secs(3600));
         h.failure();
         h.failure();
         assert!(h.allow() && !h.is_open());
@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn one_probe_after_cooldown() {
-        let h = Health::new(1, Duration::from_millis(1));
+        let h = Breaker::new(1, Duration::from_millis(1));
         h.failure();
         while h.now() < h.open_until.load(Relaxed) {
             std::hint::spin_loop();
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn threshold_zero_never_opens() {
-        let h = Health::new(0, Duration::from_secs(1));
+        let h = Breaker::new(0, Duration::from_secs(1));
         for _ in 0..100 {
             h.failure();
         }
@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn logs_are_rate_limited() {
-        let h = Health::new(0, Duration::from_secs(1));
+        let h = Breaker::new(0, Duration::from_secs(1));
         assert_eq!(h.may_log(), Some(0));
         assert_eq!(h.may_log(), None);
         assert_eq!(h.may_log(), None);
