@@ -417,8 +417,9 @@ impl<C: Conn> RedisStore<C> {
         op(conn).await.map_err(Error::redis)
     }
 
-    /// A new connection on the connection thread, unless connection `failed` was already
-    /// replaced (then the one that replaced it).
+    /// A new connection on the connection thread (on the caller's runtime with a local
+    /// tier), unless connection `failed` was already replaced (then the one that replaced
+    /// it).
     #[cold]
     async fn reopen_after(&self, failed: u64) -> (C, u64) {
         {
@@ -427,12 +428,22 @@ impl<C: Conn> RedisStore<C> {
                 return (bound.conn.clone(), bound.generation);
             }
         }
-        let made = background().spawn((self.reopen)()).await;
+        // With a local tier, the connection stays on the caller's runtime: redis-rs inserts
+        // a read's reply into the local tier in the caller's task and handles invalidation
+        // pushes in the connection's reader task, and with both on one runtime a push
+        // rarely lands between a reply and its insert (where it would be lost). The
+        // decoded local tier will close that race by design; until then, this keeps it as
+        // narrow as it was.
+        let runtime = match self.local {
+            true => tokio::runtime::Handle::current(),
+            false => background().clone(),
+        };
+        let made = runtime.spawn((self.reopen)()).await;
         let mut bound = self.conn.write().unwrap_or_else(PoisonError::into_inner);
         if bound.generation == failed {
             match made {
                 Ok(Ok(conn)) => {
-                    let _on = background().enter();
+                    let _on = runtime.enter();
                     *bound = Bound::new(conn, failed + 1);
                     tracing::debug!(
                         "redcache: the Redis connection went away with its runtime; \
