@@ -52,6 +52,10 @@ pub(crate) struct CachedArgs {
     pub(crate) lock: Option<(u64, Span)>,
     pub(crate) lock_ms: Option<(u64, Span)>,
     pub(crate) early_refresh: Option<(f64, Span)>,
+    /// `ttl = path_or_closure`: the TTL computed from the value.
+    pub(crate) ttl_fn: Option<(Expr, Span)>,
+    /// `cache_if = path_or_closure`: whether a value is cached.
+    pub(crate) cache_if: Option<(Expr, Span)>,
 }
 
 /// The lease of `lock` without `lock_ms`, in milliseconds.
@@ -83,10 +87,36 @@ const OPTIONS: &[(&str, Setter)] = &[
             set(&mut a.prefix, v, arg, e)
         }
     }),
-    ("ttl", |a, arg, e| {
-        if let Some(v) = seconds(arg, e, true) {
-            set(&mut a.ttl, v, arg, e)
+    ("ttl", |a, arg, e| match &arg.value {
+        // A function of the value (a path or a closure): the TTL computed from it.
+        RawValue::Eq(expr @ (Expr::Path(_) | Expr::Closure(_))) => {
+            if a.ttl.is_some() {
+                e.at(arg.name.span(), "`ttl` is given more than once");
+            } else {
+                set(&mut a.ttl_fn, expr.clone(), arg, e)
+            }
         }
+        _ => {
+            if a.ttl_fn.is_some() {
+                e.at(arg.name.span(), "`ttl` is given more than once");
+            } else if let Some(v) = seconds(arg, e, true) {
+                set(&mut a.ttl, v, arg, e)
+            }
+        }
+    }),
+    ("cache_if", |a, arg, e| match &arg.value {
+        RawValue::Eq(expr @ (Expr::Path(_) | Expr::Closure(_))) => {
+            set(&mut a.cache_if, expr.clone(), arg, e)
+        }
+        RawValue::Eq(expr) => e.spanned(
+            expr,
+            "`cache_if` takes a function of the value, by path or as a closure: \
+             `cache_if = is_complete` or `cache_if = |v: &Vec<Item>| !v.is_empty()`",
+        ),
+        _ => e.at(
+            arg.name.span(),
+            "`cache_if` needs a function of the value: `cache_if = is_complete`",
+        ),
     }),
     ("jitter", |a, arg, e| {
         if let Some(v) = seconds(arg, e, false) {
@@ -346,9 +376,17 @@ fn seconds(arg: &RawArg, errors: &mut Errors, positive: bool) -> Option<u64> {
             lit: Lit::Int(lit), ..
         }) => lit,
         _ => {
+            // `ttl` also takes a function of the value (a path or a closure).
+            let or_function = if name == "ttl" {
+                " or a function of the value: `ttl = until_expiry`"
+            } else {
+                ""
+            };
             errors.spanned(
                 expr,
-                format_args!("`{name}` must be a whole number of seconds: `{name} = 60`"),
+                format_args!(
+                    "`{name}` must be a whole number of seconds: `{name} = 60`{or_function}"
+                ),
             );
             return None;
         }

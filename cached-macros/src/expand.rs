@@ -189,6 +189,7 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     let (ret_ty, ret_span) = return_type(sig);
     let kind = Ident::new(kind(shape), ret_span);
     let private = private_path(ret_span);
+    let hooks = hooks(args, &kind, &ret_ty, &private);
     quote_spanned! {ret_span=>
         {
             static __CACHED_SPEC: #private::Spec = #private::Spec {
@@ -204,8 +205,45 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
                 &__CACHED_SPEC,
                 #key,
             )
+            #hooks
         }
     }
+}
+
+/// `.ttl_with(..)` and `.cache_if(..)` for the options that take a function of the value:
+/// closures from the return type to the stored value (if any) through the user's
+/// function, coercible to function pointers (they capture nothing), so a wrong signature
+/// is reported at the user's expression.
+fn hooks(
+    args: &CachedArgs,
+    kind: &Ident,
+    ret_ty: &TokenStream,
+    private: &TokenStream,
+) -> TokenStream {
+    let mut out = TokenStream::new();
+    let value_ty = quote!(<#private::#kind as #private::Holds<#ret_ty>>::Value);
+    let value = quote!(#private::stored_value::<#private::#kind, #ret_ty>(__cached_out));
+    if let Some((f, span)) = &args.ttl_fn {
+        // Coerced to the expected function pointer at the user's expression, so a wrong
+        // signature is reported there.
+        let typed = quote_spanned! {f.span()=>
+            #[allow(clippy::type_complexity)]
+            let __cached_f: fn(&#value_ty) -> ::core::time::Duration = #f;
+        };
+        out.extend(quote_spanned! {*span=>
+            .ttl_with(|__cached_out: &#ret_ty| { #typed #value.map(__cached_f) })
+        });
+    }
+    if let Some((f, span)) = &args.cache_if {
+        let typed = quote_spanned! {f.span()=>
+            #[allow(clippy::type_complexity)]
+            let __cached_f: fn(&#value_ty) -> bool = #f;
+        };
+        out.extend(quote_spanned! {*span=>
+            .cache_if(|__cached_out: &#ret_ty| { #typed #value.is_none_or(__cached_f) })
+        });
+    }
+    out
 }
 
 /// The hidden companion: same generics and arguments (the receiver as `&self`; an argument

@@ -75,7 +75,8 @@ mod valid;
 /// order, separated by commas: [`prefix`](#prefix), [`ttl`](#ttl),
 /// [`jitter`](#jitter), [`null_ttl`](#null_ttl), [`skip`](#skip), [`key`](#key),
 /// [`output`](#output), [`group`](#group), [`lock` / `lock_ms`](#lock--lock_ms),
-/// [`early_refresh`](#early_refresh), [`in_trait_impl`](#in_trait_impl).
+/// [`early_refresh`](#early_refresh), [`cache_if`](#cache_if),
+/// [`in_trait_impl`](#in_trait_impl).
 ///
 /// Each is checked when the function compiles, and a mistake is an error at its own span:
 /// an unknown option (the error lists the valid ones, and suggests one for names other
@@ -125,6 +126,38 @@ mod valid;
 ///   `REDCACHE_DEFAULT_TTL`).
 /// - **Checked:** a whole number of seconds, greater than 0 (to not cache, leave the
 ///   attribute off).
+///
+/// `ttl = until_expiry` (a path or a closure, `fn(&T) -> Duration`): the TTL computed
+/// from the value stored (`T` of `T`, `Option<T>`, `Result<T, E>`), [`jitter`](#jitter)
+/// added: a token cached until shortly before it expires, a price until the market
+/// closes. A `None` still lives [`null_ttl`](#null_ttl); `put!` follows the same rule. A
+/// function of another signature is a type error at the expression.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Token { value: String, expires_in: u64 }
+///
+/// #[redcache::cached(ttl = |t: &Token| Duration::from_secs(t.expires_in - 5), jitter = 0)]
+/// async fn access_token(scope: String) -> Token {
+///     Token { value: "t0k3n".into(), expires_in: 65 }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> redcache::Result<()> {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         access_token("read".into()).await;
+///         let key = redcache::key!(access_token("read".into()));
+///         let left = cache.ttl(&key).await?.unwrap();
+///         assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60));
+///         Ok(())
+///     })
+///     .await
+/// # }
+/// ```
 ///
 /// ```
 /// use std::time::Duration;
@@ -431,6 +464,29 @@ mod valid;
 ///         assert_eq!(leaderboard(1).await, leaderboard(1).await);
 ///     })
 ///     .await;
+/// # }
+/// ```
+///
+/// # `cache_if`
+///
+/// `cache_if = is_complete` (a path or a closure, `fn(&T) -> bool`): a result is cached
+/// only when the predicate accepts its value (not empty lists, not partial results). A
+/// refused result is returned to its caller and neither stored nor handed to callers
+/// waiting on it (they run the body themselves); `put!` of a refused value removes the
+/// entry instead. A `None` is not a value: it follows [`null_ttl`](#null_ttl), and an
+/// `Err` is never cached.
+///
+/// ```
+/// #[redcache::cached(ttl = 60, cache_if = |items: &Vec<u32>| !items.is_empty())]
+/// async fn recent_orders(user: u64) -> Vec<u32> {
+///     Vec::new() // nothing yet: asked again next time
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// cache.scope(async { recent_orders(1).await; recent_orders(1).await }).await;
+/// assert_eq!((cache.stats().misses, cache.stats().stores), (2, 0));
 /// # }
 /// ```
 ///

@@ -5,7 +5,7 @@
 use crate::codec::{self, Decoded, Stamp};
 use crate::core::Core;
 use crate::health::Health;
-use crate::shape::Plain;
+use crate::shape::{Hooks, Plain};
 use crate::stats::Stats;
 use crate::store::{Backend, MemoryStore, RedisStore, Store};
 use crate::ttl::Policy;
@@ -361,7 +361,7 @@ impl Cache {
         let policy = Policy::exact(ttl);
         let run = async move { init().await };
         self.core
-            .get_or_run::<Plain, T, _>(None, &key, None, &policy, run)
+            .get_or_run::<Plain, T, _>(None, &key, None, &policy, Hooks::none(), run)
             .await
             .0
     }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 pub use crate::codec::{Refresh, Stamp};
 pub use crate::key::{KeyArg, KeyArgs};
-pub use crate::shape::{CacheValue, Found, Opt, Outcome, Plain, Res, ResOpt, Shape};
+pub use crate::shape::{CacheValue, Found, Holds, Hooks, Opt, Outcome, Plain, Res, ResOpt, Shape};
 
 /// The attribute's options for one function, as a `static`.
 #[derive(Debug)]
@@ -51,7 +51,8 @@ impl Spec {
 pub struct Call<K, O> {
     spec: &'static Spec,
     args: KeyArgs,
-    kind: PhantomData<fn() -> (K, O)>,
+    hooks: Hooks<O>,
+    kind: PhantomData<fn() -> K>,
 }
 
 impl<K, O> fmt::Debug for Call<K, O> {
@@ -69,8 +70,21 @@ impl<K, O> Call<K, O> {
         Call {
             spec,
             args,
+            hooks: Hooks::none(),
             kind: PhantomData,
         }
+    }
+
+    /// `ttl = f`: the TTL computed from the result (`None`: the function's TTL).
+    pub fn ttl_with(mut self, ttl: fn(&O) -> Option<Duration>) -> Self {
+        self.hooks.ttl = Some(ttl);
+        self
+    }
+
+    /// `cache_if = f`: whether a result is cached.
+    pub fn cache_if(mut self, cache_if: fn(&O) -> bool) -> Self {
+        self.hooks.cache_if = Some(cache_if);
+        self
     }
 
     pub(crate) fn spec(&self) -> &'static Spec {
@@ -135,6 +149,7 @@ where
     };
     let core = cache.core();
     let spec = call.spec();
+    let hooks = call.hooks;
     let key = match call.key(core.config.namespace()) {
         Ok(key) => key,
         Err(err) => {
@@ -154,7 +169,7 @@ where
     #[cfg(feature = "metrics")]
     let started = std::time::Instant::now();
     let (out, served) = core
-        .get_or_run::<K, O, F>(Some(spec.prefix), &key, spec.group, &policy, body)
+        .get_or_run::<K, O, F>(Some(spec.prefix), &key, spec.group, &policy, hooks, body)
         .instrument(span.clone())
         .await;
     span.record("result", served.as_str());
@@ -182,9 +197,11 @@ pub async fn put<K: Shape<O>, O>(call: Call<K, O>, value: O) -> crate::Result<()
     let cache = current()?;
     let core = cache.core();
     let spec = call.spec();
+    let hooks = call.hooks;
     let policy = spec.policy(&core.config);
     let key = call.key(core.config.namespace())?;
-    core.put::<K, O>(&key, spec.group, &policy, &value).await
+    core.put::<K, O>(&key, spec.group, &policy, hooks, &value)
+        .await
 }
 
 /// `key!(f(..))`: the call's key in the cache in use (its namespace), else without one.
@@ -269,6 +286,11 @@ where
         evict.run().await;
     }
     out
+}
+
+/// The value `out` stores (see [`Holds`]), for the hooks generated code writes.
+pub fn stored_value<K: Holds<O>, O>(out: &O) -> Option<&K::Value> {
+    K::value(out)
 }
 
 /// Names a type in the key material of a generic function.

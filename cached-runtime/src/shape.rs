@@ -6,6 +6,7 @@
 use crate::codec::{self, Decoded, Stamp};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::Serialize;
+use std::time::Duration;
 
 /// What a cached function returns (inside `Option`/`Result`): JSON both ways. Named so a
 /// mistake reads as one about caching, pointing at the return type.
@@ -125,6 +126,87 @@ impl<T: CacheValue, E> Shape<Result<Option<T>, E>> for ResOpt {
     }
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<Option<T>, E>>, Stamp)> {
         decode_with(bytes, |v| Ok(Some(v)), Some(Ok(None)))
+    }
+}
+
+/// The value a return shape stores, if the output holds one: `T` of `T`, of `Some(T)`, of
+/// `Ok(T)`, of `Ok(Some(T))`. What `ttl = f` and `cache_if = f` look at.
+pub trait Holds<O> {
+    /// The stored value's type.
+    type Value;
+    /// The stored value in `out`, if any.
+    fn value(out: &O) -> Option<&Self::Value>;
+}
+
+impl<T> Holds<T> for Plain {
+    type Value = T;
+    fn value(out: &T) -> Option<&T> {
+        Some(out)
+    }
+}
+
+impl<T> Holds<Option<T>> for Opt {
+    type Value = T;
+    fn value(out: &Option<T>) -> Option<&T> {
+        out.as_ref()
+    }
+}
+
+impl<T, E> Holds<Result<T, E>> for Res {
+    type Value = T;
+    fn value(out: &Result<T, E>) -> Option<&T> {
+        out.as_ref().ok()
+    }
+}
+
+impl<T, E> Holds<Result<Option<T>, E>> for ResOpt {
+    type Value = T;
+    fn value(out: &Result<Option<T>, E>) -> Option<&T> {
+        out.as_ref().ok().and_then(Option::as_ref)
+    }
+}
+
+/// A function's hooks on its results: the TTL computed from the value (`ttl = f`) and
+/// whether a result is cached at all (`cache_if = f`).
+pub struct Hooks<O> {
+    pub(crate) ttl: Option<fn(&O) -> Option<Duration>>,
+    pub(crate) cache_if: Option<fn(&O) -> bool>,
+}
+
+impl<O> Clone for Hooks<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<O> Copy for Hooks<O> {}
+
+impl<O> std::fmt::Debug for Hooks<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("ttl", &self.ttl.is_some())
+            .field("cache_if", &self.cache_if.is_some())
+            .finish()
+    }
+}
+
+impl<O> Hooks<O> {
+    /// No hooks: the function's TTL, everything its shape caches.
+    pub(crate) fn none() -> Self {
+        Hooks {
+            ttl: None,
+            cache_if: None,
+        }
+    }
+
+    /// Whether `out` may be cached.
+    pub(crate) fn caches(&self, out: &O) -> bool {
+        self.cache_if.is_none_or(|f| f(out))
+    }
+
+    /// The TTL `out`'s value asks for, before jitter.
+    pub(crate) fn ttl(&self, out: &O) -> Option<Duration> {
+        self.ttl.and_then(|f| f(out))
     }
 }
 

@@ -71,6 +71,17 @@ impl Policy {
         self.ttl.saturating_add(Duration::from_secs(extra))
     }
 
+    /// `base` plus this policy's jitter: a TTL a function computed from its value.
+    pub(crate) fn value_ttl_from(&self, base: Duration) -> Duration {
+        let extra = if self.jitter_secs == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=self.jitter_secs)
+        };
+        base.max(Duration::from_millis(1))
+            .saturating_add(Duration::from_secs(extra))
+    }
+
     /// The TTL of a cached `None`, if `None` is cached.
     pub(crate) fn null_ttl(&self) -> Option<Duration> {
         self.null_ttl

@@ -5,7 +5,7 @@
 use crate::codec;
 use crate::core::Core;
 use crate::key::{parse_gen, BadGeneration};
-use crate::shape::{Outcome, Shape};
+use crate::shape::{Hooks, Outcome, Shape};
 use crate::stats::Event;
 use crate::store::{Fill, GroupFence, Seen, Store};
 use crate::ttl::Policy;
@@ -18,8 +18,13 @@ impl Core {
         key: &str,
         group: Option<&str>,
         policy: &Policy,
+        hooks: Hooks<O>,
         value: &O,
     ) -> Result<()> {
+        if !hooks.caches(value) {
+            // Not cached for this function: the next call computes it.
+            return self.invalidate_key(key).await.map(drop);
+        }
         let gen_key = group.map(|group| self.group_key(group));
         let fence = match &gen_key {
             Some(gen_key) => {
@@ -35,7 +40,10 @@ impl Core {
         let (bytes, ttl) = match K::encode(value, codec::Stamp::gen(gen)) {
             Outcome::Value(bytes) => (
                 bytes.map_err(|source| Error::Encode { source })?,
-                policy.value_ttl(),
+                match hooks.ttl(value) {
+                    Some(base) => policy.value_ttl_from(base),
+                    None => policy.value_ttl(),
+                },
             ),
             Outcome::Null(bytes) => match policy.null_ttl() {
                 Some(ttl) => (bytes, ttl),

@@ -8,7 +8,7 @@ use super::Entry;
 use crate::codec::{Refresh, Stamp};
 use crate::core::Core;
 use crate::flight::Shared;
-use crate::shape::{Outcome, Shape};
+use crate::shape::{Hooks, Outcome, Shape};
 use crate::stats::Event;
 use crate::store::{Fill, Store};
 use crate::ttl::{millis, unix_ms};
@@ -22,14 +22,22 @@ impl Core {
     pub(super) async fn store_result<K: Shape<O>, O>(
         &self,
         at: Entry<'_>,
+        hooks: Hooks<O>,
         read: &Read,
         out: &O,
         started: Instant,
         compute: Duration,
     ) -> Option<Shared> {
         let (key, policy) = (at.key, at.policy);
+        if !hooks.caches(out) {
+            // `cache_if` said no: returned, not stored, not handed to waiters.
+            return None;
+        }
         let fence = read.fence(at.gen_key);
-        let value_ttl = policy.value_ttl();
+        let value_ttl = match hooks.ttl(out) {
+            Some(base) => policy.value_ttl_from(base),
+            None => policy.value_ttl(),
+        };
         let stamp = Stamp {
             gen: fence.map_or(0, |f| f.gen),
             refresh: policy.early_refresh().map(|_| Refresh {

@@ -15,7 +15,7 @@ use self::lease::{Lease, Locked};
 use self::read::{Examined, Read};
 use crate::core::Core;
 use crate::flight::{self, Followed, Leader, Role, Shared};
-use crate::shape::Shape;
+use crate::shape::{Hooks, Shape};
 use crate::stats::{Event, Served};
 use crate::ttl::Policy;
 use std::future::Future;
@@ -96,6 +96,7 @@ impl Core {
         key: &str,
         group: Option<&str>,
         policy: &Policy,
+        hooks: Hooks<O>,
         body: F,
     ) -> (O, Served)
     where
@@ -121,7 +122,7 @@ impl Core {
                 Step::Run(run) => {
                     let served = run.served;
                     let (out, compute) = timed(body).await;
-                    self.complete::<K, O>(at, run, &out, compute).await;
+                    self.complete::<K, O>(at, hooks, run, &out, compute).await;
                     return (out, served);
                 }
             }
@@ -258,6 +259,7 @@ impl Core {
     async fn complete<K: Shape<O>, O>(
         &self,
         at: Entry<'_>,
+        hooks: Hooks<O>,
         run: Run<'_>,
         out: &O,
         compute: Duration,
@@ -273,7 +275,7 @@ impl Core {
             leader.seal();
         }
         let shared = self
-            .store_result::<K, O>(at, &read, out, started, compute)
+            .store_result::<K, O>(at, hooks, &read, out, started, compute)
             .await;
         if let Flight::Lead(leader) = flight {
             leader.finish(shared);

@@ -1,0 +1,126 @@
+//! Cache policies users ask for: the TTL computed from the value (`ttl = f`, for a token
+//! that expires at a known time) and caching only some results (`cache_if = f`, not empty
+//! lists), on a real Redis, a cluster and the memory store, with TTLs read back.
+
+mod common;
+
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Token {
+    value: String,
+    expires_in: u64,
+}
+
+/// A token is cached until shortly before it expires.
+fn until_expiry(token: &Token) -> Duration {
+    Duration::from_secs(token.expires_in - 5)
+}
+
+#[redcache::cached(prefix = "p:token", ttl = until_expiry, jitter = 0, skip(calls))]
+async fn token(scope: u64, calls: &AtomicUsize) -> Token {
+    calls.fetch_add(1, SeqCst);
+    Token {
+        value: format!("token {scope}"),
+        expires_in: 100 + scope * 100,
+    }
+}
+
+#[redcache::cached(prefix = "p:maybe", ttl = |t: &Token| Duration::from_secs(t.expires_in), jitter = 0, null_ttl = 30, skip(calls))]
+async fn maybe_token(scope: u64, calls: &AtomicUsize) -> Result<Option<Token>, String> {
+    calls.fetch_add(1, SeqCst);
+    Ok((scope != 0).then(|| Token {
+        value: format!("token {scope}"),
+        expires_in: 40 + scope,
+    }))
+}
+
+on_both_stores! {
+    async fn the_ttl_is_computed_from_the_value(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for scope in [1, 2] {
+                assert_eq!(token(scope, &calls).await.value, format!("token {scope}"));
+                assert_eq!(token(scope, &calls).await.value, format!("token {scope}"));
+            }
+            assert!(maybe_token(3, &calls).await.unwrap().is_some());
+            assert_eq!(maybe_token(0, &calls).await, Ok(None));
+        }).await;
+        assert_eq!(calls.load(SeqCst), 4, "{}", b.name());
+        assert_eq!(b.ttl_secs(&redcache::key!(token(1, _))).await, Some(195), "{}", b.name());
+        assert_eq!(b.ttl_secs(&redcache::key!(token(2, _))).await, Some(295), "{}", b.name());
+        assert_eq!(b.ttl_secs(&redcache::key!(maybe_token(3, _))).await, Some(43), "{}", b.name());
+        assert_eq!(
+            b.ttl_secs(&redcache::key!(maybe_token(0, _))).await,
+            Some(30),
+            "a None still lives null_ttl ({})",
+            b.name()
+        );
+        // Write-through follows the same rule.
+        b.cache.scope(async {
+            let written = Token { value: "rotated".into(), expires_in: 65 };
+            redcache::put!(token(1, _), written).await.unwrap();
+        }).await;
+        assert_eq!(b.ttl_secs(&redcache::key!(token(1, _))).await, Some(60), "{}", b.name());
+        assert_eq!(b.cache.scope(token(1, &calls)).await.value, "rotated");
+    }
+}
+
+#[redcache::cached(prefix = "p:list", ttl = 60, cache_if = |items: &Vec<u32>| !items.is_empty(), skip(calls))]
+async fn list(page: u32, calls: &AtomicUsize) -> Vec<u32> {
+    calls.fetch_add(1, SeqCst);
+    if page < 2 {
+        vec![page; 3]
+    } else {
+        Vec::new()
+    }
+}
+
+// The value's type is `Vec<u32>`: the predicate takes a reference to it.
+#[allow(clippy::ptr_arg)]
+fn complete(items: &Vec<u32>) -> bool {
+    items.len() == 3
+}
+
+#[redcache::cached(prefix = "p:search", ttl = 60, cache_if = complete, skip(calls))]
+async fn search(query: &str, calls: &AtomicUsize) -> Option<Vec<u32>> {
+    calls.fetch_add(1, SeqCst);
+    match query {
+        "none" => None,
+        "partial" => Some(vec![1]),
+        _ => Some(vec![1, 2, 3]),
+    }
+}
+
+on_both_stores! {
+    async fn only_results_the_predicate_accepts_are_cached(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..2 {
+                assert_eq!(list(1, &calls).await, [1, 1, 1]);
+                assert!(list(5, &calls).await.is_empty());
+            }
+        }).await;
+        assert_eq!(calls.load(SeqCst), 3, "the empty page ran each time ({})", b.name());
+        assert!(b.exists(&redcache::key!(list(1, _))).await);
+        assert!(!b.exists(&redcache::key!(list(5, _))).await, "{}", b.name());
+
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..2 {
+                assert_eq!(search("full", &calls).await, Some(vec![1, 2, 3]));
+                assert_eq!(search("partial", &calls).await, Some(vec![1]));
+                assert_eq!(search("none", &calls).await, None);
+            }
+        }).await;
+        // Full: cached; partial: not; None: cached as a None (the predicate sees values).
+        assert_eq!(calls.load(SeqCst), 4, "{}", b.name());
+        // A write-through of a result the predicate refuses drops the entry instead.
+        b.cache.scope(async {
+            redcache::put!(search("full", _), Some(vec![9])).await.unwrap();
+        }).await;
+        assert!(!b.exists(&redcache::key!(search("full", _))).await, "{}", b.name());
+    }
+}
