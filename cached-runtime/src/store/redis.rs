@@ -62,6 +62,8 @@ fn background() -> &'static tokio::runtime::Handle {
 struct Bound<C> {
     conn: C,
     runtime_gone: Arc<AtomicBool>,
+    /// The runtime it was made on (which runs its tasks), to ask whether it still runs.
+    runtime: Option<tokio::runtime::Handle>,
     /// Which connection of this store it is (each new one counts up).
     generation: u64,
 }
@@ -70,12 +72,14 @@ impl<C> Bound<C> {
     /// `conn`, made on the current runtime, watched by a task of that runtime.
     fn new(conn: C, generation: u64) -> Self {
         let runtime_gone = Arc::new(AtomicBool::new(false));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        if let Some(runtime) = &runtime {
             runtime.spawn(Watch(runtime_gone.clone()));
         }
         Bound {
             conn,
             runtime_gone,
+            runtime,
             generation,
         }
     }
@@ -395,9 +399,11 @@ impl<C: Conn> RedisStore<C> {
 
     /// Runs `op` on the connection. If the runtime whose tasks drive that connection has
     /// shut down (as each `#[tokio::test]`'s does, or a `block_on`'s), or shuts down under
-    /// it (its I/O fails, the connection drops), `op` runs on a connection made on
-    /// redcache's own connection thread instead, which no caller's runtime can take down.
-    /// A few tries at most, all within the operation's timeout.
+    /// it (its I/O fails, the connection drops, and that runtime no longer runs tasks),
+    /// `op` runs on a connection made on redcache's own connection thread instead, which
+    /// no caller's runtime can take down. A few tries at most, all within the operation's
+    /// timeout. A connection that fails while its runtime runs (Redis is down) is left to
+    /// reconnect by itself, on its runtime.
     async fn with_conn<T, Fut>(&self, op: impl Fn(C) -> Fut) -> Result<T>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -408,13 +414,43 @@ impl<C: Conn> RedisStore<C> {
         };
         for _ in 0..3 {
             match op(conn).await {
-                Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                Err(err) if self.runtime_went_away(generation, &err).await => {
                     (conn, generation) = self.reopen_after(generation).await;
                 }
                 done => return done.map_err(Error::redis),
             }
         }
         op(conn).await.map_err(Error::redis)
+    }
+
+    /// Whether connection `generation` failed with `err` because the runtime that runs it
+    /// is gone (or the connection was replaced meanwhile). A runtime shutting down drops
+    /// the connection's tasks before or after the one that marks it gone, so a dropped
+    /// connection asks the runtime itself: a task spawned on a runtime that has shut down
+    /// is cancelled at once.
+    #[cold]
+    async fn runtime_went_away(&self, generation: u64, err: &redis::RedisError) -> bool {
+        let (runtime, gone) = {
+            let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+            if bound.generation != generation || !bound.usable() {
+                return true;
+            }
+            if !(err.is_connection_dropped() || err.is_io_error()) {
+                return false;
+            }
+            match &bound.runtime {
+                Some(runtime) => (runtime.clone(), bound.runtime_gone.clone()),
+                None => return false,
+            }
+        };
+        // (Bounded: a current-thread runtime outside `block_on` runs no task until it is
+        // entered again or dropped.)
+        let probe = tokio::time::timeout(Duration::from_millis(100), runtime.spawn(async {}));
+        if matches!(probe.await, Ok(Ok(()))) {
+            return false;
+        }
+        gone.store(true, Ordering::Release);
+        true
     }
 
     /// A new connection on the connection thread (on the caller's runtime with a local
@@ -450,8 +486,9 @@ impl<C: Conn> RedisStore<C> {
                          connected again on redcache's connection thread"
                     );
                 }
-                Ok(Err(err)) => tracing::warn!(error = %err, "redcache: could not reconnect"),
-                Err(err) => tracing::warn!(error = %err, "redcache: could not reconnect"),
+                // The operation's own fault is logged (rate-limited) by the caller.
+                Ok(Err(err)) => tracing::debug!(error = %err, "redcache: could not reconnect"),
+                Err(err) => tracing::debug!(error = %err, "redcache: could not reconnect"),
             }
         }
         (bound.conn.clone(), bound.generation)
