@@ -1,7 +1,7 @@
 //! Test harness of the behaviour tests: each test starts its own Redis (a `redis-server`,
 //! a local Redis Cluster, or a primary with a replica and three Sentinels, on free loopback
 //! ports) and stops it when it ends, and [`on_both_stores!`] runs one behaviour on a
-//! server, a cluster and the memory store.
+//! server, a cluster, a master behind Sentinel and the memory store.
 //!
 //! One concern per file, re-exported here so tests write `common::RedisServer`:
 //! - `server.rs`: [`RedisServer`] (free ports, signals, `redis-cli`);
@@ -185,8 +185,8 @@ impl Backend {
     }
 }
 
-/// Declares a behaviour test that runs on a real Redis, on a real Redis Cluster and on the
-/// memory store.
+/// Declares a behaviour test that runs on a real Redis, on a real Redis Cluster, on a real
+/// master behind Sentinel and on the memory store.
 #[macro_export]
 macro_rules! on_both_stores {
     ($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block) => {
@@ -206,6 +206,12 @@ macro_rules! on_both_stores {
             $(#[$meta])*
             async fn cluster() {
                 run($crate::common::Backend::cluster().await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$meta])*
+            async fn sentinel() {
+                run($crate::common::Backend::sentinel().await).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
