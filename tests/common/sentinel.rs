@@ -3,8 +3,9 @@
 //! 3 s), each on a free loopback port, all stopped and their directories removed when the
 //! test ends.
 
-use super::server::{cli, RedisServer};
+use super::server::{cli, RedisServer, Tls};
 use super::test_config;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The name the Sentinels monitor the master by.
@@ -23,16 +24,33 @@ pub struct RedisSentinel {
     password: Option<String>,
     /// The Sentinels' own `requirepass`.
     sentinel_password: Option<String>,
+    /// For TLS-only nodes and Sentinels: a file with the authority, for `redis-cli`.
+    ca_file: Option<PathBuf>,
 }
 
 impl RedisSentinel {
     pub fn start() -> Self {
-        Self::start_with_passwords(None, None)
+        Self::start_inner(None, None, None)
     }
 
     /// Data nodes that require `password` (clients, the replica and the Sentinels alike),
     /// and Sentinels that require `sentinel_password`.
     pub fn start_with_passwords(password: Option<&str>, sentinel_password: Option<&str>) -> Self {
+        Self::start_inner(password, sentinel_password, None)
+    }
+
+    /// Data nodes and Sentinels that speak TLS only: to clients, for replication and
+    /// among the Sentinels.
+    pub fn start_tls(tls: &Tls<'_>) -> Self {
+        assert!(tls.ca.is_some(), "TLS replication needs the authority");
+        Self::start_inner(None, None, Some(tls))
+    }
+
+    fn start_inner(
+        password: Option<&str>,
+        sentinel_password: Option<&str>,
+        tls: Option<&Tls<'_>>,
+    ) -> Self {
         let mut data_args = vec![
             // The replica syncs at once rather than after the default 5 s.
             "--repl-diskless-sync-delay",
@@ -41,16 +59,22 @@ impl RedisSentinel {
         if let Some(pw) = password {
             data_args.extend(["--requirepass", pw, "--masterauth", pw]);
         }
-        let primary = RedisServer::start_with(&data_args);
+        let primary = RedisServer::start_inner(&data_args, tls);
         let primary_port = primary.port().to_string();
         let mut replica_args = data_args.clone();
         replica_args.extend(["--replicaof", "127.0.0.1", &primary_port]);
-        let replica = RedisServer::start_with(&replica_args);
+        let replica = RedisServer::start_inner(&replica_args, tls);
+        let ca_file = tls.and_then(|t| t.ca).map(|ca| {
+            let file = primary.dir.join("cli-ca.crt");
+            std::fs::write(&file, ca).unwrap();
+            file
+        });
         let mut this = RedisSentinel {
             nodes: vec![primary, replica],
             sentinels: Vec::new(),
             password: password.map(str::to_owned),
             sentinel_password: sentinel_password.map(str::to_owned),
+            ca_file,
         };
         // The Sentinels learn of the replica from the primary's INFO, which they read as
         // soon as they connect: start them once it is attached.
@@ -73,7 +97,7 @@ impl RedisSentinel {
             conf.push_str(&format!("requirepass {pw}\n"));
         }
         this.sentinels = (0..3)
-            .map(|_| RedisServer::start_sentinel(&conf, &[]))
+            .map(|_| RedisServer::start_sentinel(&conf, tls))
             .collect();
         this
     }
@@ -84,9 +108,14 @@ impl RedisSentinel {
             .sentinel_password
             .as_ref()
             .map_or(String::new(), |pw| format!(":{pw}@"));
+        let scheme = if self.ca_file.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.sentinels
             .iter()
-            .map(|s| format!("redis://{auth}127.0.0.1:{}", s.port()))
+            .map(|s| format!("{scheme}://{auth}127.0.0.1:{}", s.port()))
             .collect()
     }
 
@@ -112,12 +141,26 @@ impl RedisSentinel {
 
     /// `redis-cli` against a Sentinel, with its password.
     pub fn sentinel_cli(&self, port: u16, args: &[&str]) -> String {
-        with_password(port, self.sentinel_password.as_deref(), args)
+        self.cli(port, self.sentinel_password.as_deref(), args)
     }
 
     /// `redis-cli` against a data node, with its password.
     pub fn data_cli(&self, port: u16, args: &[&str]) -> String {
-        with_password(port, self.password.as_deref(), args)
+        self.cli(port, self.password.as_deref(), args)
+    }
+
+    fn cli(&self, port: u16, password: Option<&str>, args: &[&str]) -> String {
+        let mut all: Vec<&str> = Vec::new();
+        if let Some(pw) = password {
+            all.extend(["-a", pw, "--no-auth-warning"]);
+        }
+        let ca;
+        if let Some(file) = &self.ca_file {
+            ca = file.display().to_string();
+            all.extend(["--tls", "--cacert", &ca]);
+        }
+        all.extend(args);
+        cli(port, &all)
     }
 
     /// The master's port as the first running Sentinel that answers names it
@@ -226,13 +269,4 @@ impl RedisSentinel {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn with_password(port: u16, password: Option<&str>, args: &[&str]) -> String {
-    let mut all: Vec<&str> = Vec::new();
-    if let Some(pw) = password {
-        all.extend(["-a", pw, "--no-auth-warning"]);
-    }
-    all.extend(args);
-    cli(port, &all)
 }

@@ -104,11 +104,9 @@ impl RedisServer {
     }
 
     /// Starts a Sentinel (`redis-server <conf> --sentinel`) whose configuration file holds
-    /// `conf` (its `sentinel monitor` lines), with extra arguments.
-    pub(super) fn start_sentinel(conf: &str, extra: &[&str]) -> Self {
-        let mut args = vec!["--sentinel"];
-        args.extend(extra);
-        Self::start_configured(&args, None, Some(conf))
+    /// `conf` (its `sentinel monitor` lines), speaking TLS only if `tls` is given.
+    pub(super) fn start_sentinel(conf: &str, tls: Option<&Tls<'_>>) -> Self {
+        Self::start_configured(&["--sentinel"], tls, Some(conf))
     }
 
     fn start_configured(extra: &[&str], tls: Option<&Tls<'_>>, conf: Option<&str>) -> Self {
