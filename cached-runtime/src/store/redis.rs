@@ -381,6 +381,15 @@ fn fill_invocation<'a>(fill: &Fill<'_>) -> redis::ScriptInvocation<'a> {
     call
 }
 
+/// Whether `err` means the connection must be replaced: it dropped or cannot be made, or
+/// (for a store that `follows_master`) the server is a replica now.
+fn needs_reopen(err: &redis::RedisError, follows_master: bool) -> bool {
+    err.is_connection_dropped()
+        || err.is_io_error()
+        || (follows_master
+            && err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+}
+
 fn px(ttl: Duration) -> u64 {
     ttl.as_millis().clamp(1, MAX_PX_MS) as u64
 }
@@ -442,15 +451,6 @@ impl<C: Conn> RedisStore<C> {
         }
     }
 
-    /// Whether `err` means the connection must be replaced: it dropped or cannot be made,
-    /// or (for a store that follows the master) the server is a replica now.
-    fn needs_reopen(&self, err: &redis::RedisError) -> bool {
-        err.is_connection_dropped()
-            || err.is_io_error()
-            || (self.follows_master
-                && err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
-    }
-
     /// Runs `op` on the connection. If the runtime whose tasks drive that connection has
     /// shut down (as each `#[tokio::test]`'s does, or a `block_on`'s), or shuts down under
     /// it (its I/O fails, the connection drops), `op` runs on a connection made on
@@ -467,7 +467,7 @@ impl<C: Conn> RedisStore<C> {
         };
         for _ in 0..3 {
             match op(conn).await {
-                Err(err) if self.needs_reopen(&err) => {
+                Err(err) if needs_reopen(&err, self.follows_master) => {
                     (conn, generation) = self.reopen_after(generation).await?;
                 }
                 done => return done.map_err(Error::redis),
@@ -743,6 +743,28 @@ impl<C: Conn> RedisStore<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply_error(reply: &[u8]) -> redis::RedisError {
+        redis::parse_redis_value(reply)
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_readonly_reply_reopens_only_a_store_that_follows_the_master() {
+        for reply in [
+            &b"-READONLY You can't write against a read only replica.\r\n"[..],
+            // A script's write on a replica (Redis 7).
+            b"-READONLY You can't write against a read only replica. script: 4f5a, on @user_script:12.\r\n",
+        ] {
+            let err = reply_error(reply);
+            assert!(needs_reopen(&err, true), "{err}");
+            assert!(!needs_reopen(&err, false), "{err}");
+        }
+        let err = reply_error(b"-WRONGTYPE Operation against a key holding the wrong kind\r\n");
+        assert!(!needs_reopen(&err, true), "{err}");
+    }
 
     #[test]
     fn prefix_patterns_escape_glob_characters() {

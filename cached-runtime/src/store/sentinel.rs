@@ -197,6 +197,16 @@ impl RedisStore<ConnectionManager> {
     }
 }
 
+/// The new master (`host:port`) a `+switch-master` message announces for the master
+/// `name` (`<name> <old ip> <old port> <new ip> <new port>`), if it is about that one.
+fn switched_to(payload: &str, name: &str) -> Option<String> {
+    let fields: Vec<&str> = payload.split(' ').collect();
+    match fields[..] {
+        [master, _, _, ip, port] if master == name => Some(format!("{ip}:{port}")),
+        _ => None,
+    }
+}
+
 /// Listens to one Sentinel after another for `+switch-master` of the store's master,
 /// until the store is gone.
 async fn watch(lookup: Weak<Lookup>) {
@@ -252,16 +262,12 @@ async fn listen(lookup: &Weak<Lookup>, node: &redis::ConnectionAddr) -> RedisRes
                 let Some(lookup) = lookup.upgrade() else {
                     return Ok(());
                 };
-                let fields: Vec<&str> = payload.split(' ').collect();
-                if let [name, _, _, ip, port] = fields[..] {
-                    if name == lookup.settings.master {
-                        let new = format!("{ip}:{port}");
-                        let last = lookup.last.lock().unwrap_or_else(PoisonError::into_inner);
-                        // Unless the store already found it (it reconnected first).
-                        if last.as_deref() != Some(new.as_str()) {
-                            drop(last);
-                            lookup.moved("the Sentinels switched to a new master");
-                        }
+                if let Some(new) = switched_to(&payload, &lookup.settings.master) {
+                    let last = lookup.last.lock().unwrap_or_else(PoisonError::into_inner);
+                    // Unless the store already found it (it reconnected first).
+                    if last.as_deref() != Some(new.as_str()) {
+                        drop(last);
+                        lookup.moved("the Sentinels switched to a new master");
                     }
                 }
             }
@@ -287,5 +293,21 @@ async fn listen(lookup: &Weak<Lookup>, node: &redis::ConnectionAddr) -> RedisRes
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switch_is_read_for_its_master_only() {
+        let payload = "mymaster 127.0.0.1 6379 127.0.0.1 6380";
+        assert_eq!(
+            switched_to(payload, "mymaster").as_deref(),
+            Some("127.0.0.1:6380")
+        );
+        assert_eq!(switched_to(payload, "other"), None);
+        assert_eq!(switched_to("mymaster 127.0.0.1 6379", "mymaster"), None);
     }
 }
