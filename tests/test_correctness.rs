@@ -282,12 +282,7 @@ async fn doubled(id: u64) -> u64 {
 
 on_both_stores! {
     async fn an_unbounded_operation_timeout_caches_in_memory_and_is_refused_for_redis(b: Backend) {
-        let config = test_config().op_timeout(Duration::MAX);
-        let config = match (&b.server, &b.cluster) {
-            (Some(server), _) => config.url(server.url()),
-            (_, Some(cluster)) => config.cluster_nodes(cluster.urls()),
-            _ => config,
-        };
+        let config = b.configure(test_config().op_timeout(Duration::MAX));
         if !b.is_redis() {
             // No operation of the memory store waits: nothing to bound, it caches.
             let cache = redcache::Cache::memory_with(config.build());

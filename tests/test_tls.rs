@@ -1,11 +1,12 @@
 //! `rediss://`: caching over TLS against a `redis-server` that speaks TLS only, with a
 //! certificate from a private authority this test makes; a server whose certificate does
-//! not chain to the trusted authority is refused.
+//! not chain to the trusted authority is refused. The same for a cluster, and for a master
+//! behind Sentinels that speak TLS only.
 #![cfg(feature = "tls")]
 
 mod common;
 
-use common::{test_config, RedisCluster, RedisServer, Tls};
+use common::{test_config, RedisCluster, RedisSentinel, RedisServer, Tls, MASTER_NAME};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -114,4 +115,62 @@ async fn a_cluster_over_tls_caches_and_invalidates_on_every_master() {
     );
     assert_eq!(cache.invalidate_prefix("tls:item").await.unwrap(), 30);
     assert_eq!(cache.stats().faults, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_over_tls_find_the_master_and_follow_a_failover() {
+    let (ca, cert, key) = authority_and_server();
+    let sentinel = RedisSentinel::start_tls(&Tls {
+        cert: &cert,
+        key: &key,
+        ca: Some(&ca),
+    });
+    assert!(sentinel.urls()[0].starts_with("rediss://"));
+    let cache = sentinel
+        .cache_with(test_config().tls_ca_cert(ca.clone()))
+        .await;
+    let calls = AtomicUsize::new(0);
+    for _ in 0..3 {
+        assert_eq!(cache.scope(item(1, &calls)).await, 1);
+    }
+    assert_eq!(calls.load(SeqCst), 1, "stored and read back over TLS");
+    // Another authority: the Sentinels' certificates are refused.
+    let (other_ca, _, _) = authority_and_server();
+    let refused = redcache::Cache::connect(
+        sentinel
+            .configure(test_config().tls_ca_cert(other_ca))
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .build(),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(redcache::Error::Connect { .. })),
+        "{refused:?}"
+    );
+    // A manual failover, heard over TLS: the next miss is stored on the new master.
+    sentinel.wait_until_ready_for_failover();
+    let (old, replica) = (sentinel.nodes[0].port(), sentinel.nodes[1].port());
+    let reply = sentinel.sentinel_cli(
+        sentinel.sentinels[0].port(),
+        &["SENTINEL", "FAILOVER", MASTER_NAME],
+    );
+    assert!(reply.contains("OK"), "SENTINEL FAILOVER: {reply}");
+    sentinel
+        .wait_for_new_master(old, std::time::Duration::from_secs(15))
+        .await;
+    let key = cache.scope(async { redcache::key!(item(2, _)) }).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        cache.scope(item(2, &calls)).await;
+        if sentinel.data_cli(replica, &["EXISTS", &key]).trim() == "1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not stored on the new master: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(sentinel.data_cli(old, &["EXISTS", &key]).trim(), "0");
 }

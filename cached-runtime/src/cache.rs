@@ -82,6 +82,8 @@ impl Cache {
         }
         let backend = if config.is_cluster() {
             Backend::Cluster(RedisStore::connect_cluster(&config).await?)
+        } else if config.is_sentinel() {
+            Backend::Redis(RedisStore::connect_sentinel(&config).await?)
         } else {
             Backend::Redis(RedisStore::connect(&config).await?)
         };
@@ -495,6 +497,7 @@ impl fmt::Debug for Cache {
             .field(
                 "store",
                 &match self.core.backend {
+                    Backend::Redis(_) if self.core.config.is_sentinel() => "redis sentinel",
                     Backend::Redis(_) => "redis",
                     Backend::Cluster(_) => "redis cluster",
                     Backend::Memory(_) => "memory",

@@ -89,7 +89,8 @@ impl fmt::Display for Error {
             Error::Connect { target, source } => write!(
                 f,
                 "could not connect to Redis at {target}: {source}; check REDIS_URL (or \
-                 REDIS_HOST/REDIS_PORT) and that redis-server is running"
+                 REDIS_HOST/REDIS_PORT, REDIS_CLUSTER_NODES, REDIS_SENTINEL_NODES) and that \
+                 redis-server is running"
             ),
             Error::Rejected { source } => write!(f, "Redis rejected the command: {source}"),
             Error::Redis { source } => write!(

@@ -14,6 +14,7 @@ use std::time::Duration;
 mod cluster;
 mod memory;
 mod redis;
+mod sentinel;
 
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::RedisStore;
@@ -147,6 +148,7 @@ pub(crate) fn keeps_its_fence(key: &[u8], value: &[u8]) -> bool {
 /// hit path).
 #[derive(Debug)]
 pub(crate) enum Backend {
+    /// A standalone server, or the master behind Sentinel.
     Redis(RedisStore),
     Cluster(RedisStore<ClusterConnection>),
     Memory(Box<MemoryStore>),

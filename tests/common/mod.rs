@@ -1,10 +1,12 @@
 //! Test harness of the behaviour tests: each test starts its own Redis (a `redis-server`,
-//! or a local Redis Cluster, on free loopback ports) and stops it when it ends, and
-//! [`on_both_stores!`] runs one behaviour on a server, a cluster and the memory store.
+//! a local Redis Cluster, or a primary with a replica and three Sentinels, on free loopback
+//! ports) and stops it when it ends, and [`on_both_stores!`] runs one behaviour on a
+//! server, a cluster, a master behind Sentinel and the memory store.
 //!
 //! One concern per file, re-exported here so tests write `common::RedisServer`:
 //! - `server.rs`: [`RedisServer`] (free ports, signals, `redis-cli`);
 //! - `cluster.rs`: [`RedisCluster`];
+//! - `sentinel.rs`: [`RedisSentinel`];
 //! - `process.rs`: child processes of multi-process tests;
 //! - `commands.rs`: SLOWLOG and `INFO commandstats`, what the server ran.
 #![allow(dead_code, unreachable_pub)]
@@ -12,6 +14,7 @@
 mod cluster;
 mod commands;
 mod process;
+mod sentinel;
 mod server;
 
 // Each test binary uses part of the harness (hence `dead_code` above too).
@@ -23,6 +26,8 @@ pub use commands::{
 };
 #[allow(unused_imports)]
 pub use process::{child_conn, child_succeeded, child_url, spawn_child};
+#[allow(unused_imports)]
+pub use sentinel::{RedisSentinel, DOWN_AFTER, MASTER_NAME};
 #[allow(unused_imports)]
 pub use server::{cli, RedisServer, Tls};
 
@@ -50,11 +55,12 @@ pub fn is_tombstone(raw: &[u8]) -> bool {
     raw.starts_with(br#"{"v":1,"gone":"#)
 }
 
-/// Where a behaviour test runs: a real Redis, a real Redis Cluster, or the in-memory
-/// store.
+/// Where a behaviour test runs: a real Redis, a real Redis Cluster, a real master behind
+/// Sentinel, or the in-memory store.
 pub struct Backend {
     pub server: Option<RedisServer>,
     pub cluster: Option<RedisCluster>,
+    pub sentinel: Option<RedisSentinel>,
     pub cache: redcache::Cache,
 }
 
@@ -65,6 +71,7 @@ impl Backend {
         Backend {
             server: Some(server),
             cluster: None,
+            sentinel: None,
             cache,
         }
     }
@@ -75,6 +82,18 @@ impl Backend {
         Backend {
             server: None,
             cluster: Some(cluster),
+            sentinel: None,
+            cache,
+        }
+    }
+
+    pub async fn sentinel() -> Self {
+        let sentinel = RedisSentinel::start();
+        let cache = sentinel.cache().await;
+        Backend {
+            server: None,
+            cluster: None,
+            sentinel: Some(sentinel),
             cache,
         }
     }
@@ -83,29 +102,45 @@ impl Backend {
         Backend {
             server: None,
             cluster: None,
+            sentinel: None,
             cache: redcache::Cache::memory_with(test_config().build()),
         }
     }
 
-    /// Whether entries are in Redis (a server or a cluster), where raw commands reach them.
+    /// Whether entries are in Redis (a server, a cluster or a master behind Sentinel),
+    /// where raw commands reach them.
     pub fn is_redis(&self) -> bool {
-        self.server.is_some() || self.cluster.is_some()
+        self.server.is_some() || self.cluster.is_some() || self.sentinel.is_some()
+    }
+
+    /// `config` pointed at this store's Redis (left as it is for the memory store).
+    pub fn configure(&self, config: redcache::ConfigBuilder) -> redcache::ConfigBuilder {
+        match (&self.server, &self.cluster, &self.sentinel) {
+            (Some(server), _, _) => config.url(server.url()),
+            (_, Some(cluster), _) => config.cluster_nodes(cluster.urls()),
+            (_, _, Some(sentinel)) => sentinel.configure(config),
+            _ => config,
+        }
     }
 
     /// Another cache on the same store, with `config` (whose address is replaced).
     pub async fn cache_with(&self, config: redcache::ConfigBuilder) -> redcache::Cache {
-        match (&self.server, &self.cluster) {
-            (Some(server), _) => server.cache_with(config.url(server.url())).await,
-            (_, Some(cluster)) => cluster.cache_with(config).await,
-            _ => redcache::Cache::memory_with(config.build()),
+        let config = self.configure(config).build();
+        if !self.is_redis() {
+            return redcache::Cache::memory_with(config);
         }
+        redcache::Cache::connect(config)
+            .await
+            .unwrap_or_else(|err| panic!("connect another cache to {}: {err}", self.name()))
     }
 
-    /// Runs a raw command against the store's Redis (a server or the cluster).
+    /// Runs a raw command against the store's Redis (a server, the cluster, or the master
+    /// behind Sentinel).
     pub async fn raw<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
-        match (&self.server, &self.cluster) {
-            (Some(server), _) => cmd.query_async(&mut server.conn().await).await.unwrap(),
-            (_, Some(cluster)) => cmd.query_async(&mut cluster.conn().await).await.unwrap(),
+        match (&self.server, &self.cluster, &self.sentinel) {
+            (Some(server), _, _) => cmd.query_async(&mut server.conn().await).await.unwrap(),
+            (_, Some(cluster), _) => cmd.query_async(&mut cluster.conn().await).await.unwrap(),
+            (_, _, Some(sentinel)) => cmd.query_async(&mut sentinel.conn().await).await.unwrap(),
             _ => panic!("raw access needs Redis"),
         }
     }
@@ -141,16 +176,17 @@ impl Backend {
     }
 
     pub fn name(&self) -> &'static str {
-        match (&self.server, &self.cluster) {
-            (Some(_), _) => "redis",
-            (_, Some(_)) => "cluster",
+        match (&self.server, &self.cluster, &self.sentinel) {
+            (Some(_), _, _) => "redis",
+            (_, Some(_), _) => "cluster",
+            (_, _, Some(_)) => "sentinel",
             _ => "memory",
         }
     }
 }
 
-/// Declares a behaviour test that runs on a real Redis, on a real Redis Cluster and on the
-/// memory store.
+/// Declares a behaviour test that runs on a real Redis, on a real Redis Cluster, on a real
+/// master behind Sentinel and on the memory store.
 #[macro_export]
 macro_rules! on_both_stores {
     ($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block) => {
@@ -170,6 +206,12 @@ macro_rules! on_both_stores {
             $(#[$meta])*
             async fn cluster() {
                 run($crate::common::Backend::cluster().await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$meta])*
+            async fn sentinel() {
+                run($crate::common::Backend::sentinel().await).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,6 +1,7 @@
 //! One `redis-server` per test: started on a free loopback port with no persistence,
 //! killed, paused (SIGSTOP) and restarted by the fault tests, stopped (and its directory
-//! removed) when the test ends; plus `redis-cli` for looking at it.
+//! removed) when the test ends; plus `redis-cli` for looking at it. A Sentinel is one too,
+//! started with a configuration file (`sentinel.rs`).
 
 use super::test_config;
 use std::io::{Read, Write};
@@ -27,6 +28,8 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// Serves TLS only, with the certificate and key in `dir`.
     tls: bool,
+    /// A configuration file in `dir`, passed first (a Sentinel's, which it rewrites).
+    conf: Option<PathBuf>,
     /// Where the last start's output begins in `dir/server.log`.
     log_from: u64,
 }
@@ -97,6 +100,16 @@ impl RedisServer {
     }
 
     pub(super) fn start_inner(extra: &[&str], tls: Option<&Tls<'_>>) -> Self {
+        Self::start_configured(extra, tls, None)
+    }
+
+    /// Starts a Sentinel (`redis-server <conf> --sentinel`) whose configuration file holds
+    /// `conf` (its `sentinel monitor` lines), speaking TLS only if `tls` is given.
+    pub(super) fn start_sentinel(conf: &str, tls: Option<&Tls<'_>>) -> Self {
+        Self::start_configured(&["--sentinel"], tls, Some(conf))
+    }
+
+    fn start_configured(extra: &[&str], tls: Option<&Tls<'_>>, conf: Option<&str>) -> Self {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "redcache-test-{}-{}",
@@ -104,6 +117,11 @@ impl RedisServer {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
+        let conf = conf.map(|text| {
+            let file = dir.join("redis.conf");
+            std::fs::write(&file, text).expect("write the server's configuration file");
+            file
+        });
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if let Some(tls) = tls {
             let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
@@ -140,6 +158,7 @@ impl RedisServer {
             child: None,
             extra,
             tls: tls.is_some(),
+            conf,
             log_from: 0,
         };
         for _ in 0..20 {
@@ -176,6 +195,9 @@ impl RedisServer {
         self.log_from = log.metadata().map_or(0, |m| m.len());
         let log_err = log.try_clone().expect("duplicate the log file handle");
         let mut cmd = Command::new(binary());
+        if let Some(conf) = &self.conf {
+            cmd.arg(conf);
+        }
         let port = self.port.to_string();
         if self.tls {
             cmd.args(["--port", "0", "--tls-port", &port]);

@@ -27,8 +27,8 @@ impl ConfigBuilder {
     /// Redis URL: `redis://[user:password@]host:port/db` (`rediss://` needs TLS support).
     /// [`username`](Self::username), [`password`](Self::password) and [`db`](Self::db)
     /// apply over the URL's own. Name the server one way only: a URL together with
-    /// [`host`](Self::host) or [`cluster_nodes`](Self::cluster_nodes) is a configuration
-    /// error.
+    /// [`host`](Self::host), [`cluster_nodes`](Self::cluster_nodes) or
+    /// [`sentinel`](Self::sentinel) is a configuration error.
     ///
     /// # Examples
     ///
@@ -64,6 +64,56 @@ impl ConfigBuilder {
         S: Into<String>,
     {
         self.config.target.cluster = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// A master found through Redis Sentinel: the Sentinels' URLs
+    /// (`redis://[user:password@]host:port` each, typically port 26379; one that answers is
+    /// enough) and the name they monitor the master by (`sentinel monitor <name> ...` in
+    /// their configuration). Instead of [`url`](Self::url), [`host`](Self::host) or
+    /// [`cluster_nodes`](Self::cluster_nodes).
+    ///
+    /// One setter takes both because neither means anything without the other, as redis-rs's
+    /// `SentinelClient::build(nodes, master_name, ..)`, redis-py's
+    /// `Sentinel(nodes).master_for(name)` and go-redis's `FailoverOptions{MasterName,
+    /// SentinelAddrs}` take them.
+    ///
+    /// Credentials: those in the Sentinel URLs are the Sentinels' own (one user name and
+    /// password for all of them); [`username`](Self::username),
+    /// [`password`](Self::password) and [`db`](Self::db) apply to the master, as over a URL.
+    /// `rediss://` Sentinel URLs (feature `tls`) mean TLS to the Sentinels and to the
+    /// master, verified against [`tls_ca_cert`](Self::tls_ca_cert) or the system's roots.
+    ///
+    /// The cache connects to the master the Sentinels name; when a failover promotes a
+    /// replica, the next operation that fails on the old master asks the Sentinels again
+    /// and goes on with the new one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder()
+    ///     .sentinel(
+    ///         ["redis://:s3cret@10.0.0.1:26379", "redis://:s3cret@10.0.0.2:26379"],
+    ///         "mymaster",
+    ///     )
+    ///     .password("master-s3cret")
+    ///     .build();
+    /// assert!(config.is_sentinel());
+    /// assert_eq!(
+    ///     config.redacted_target(),
+    ///     "master \"mymaster\" of sentinels redis://:***@10.0.0.1:26379,redis://:***@10.0.0.2:26379 \
+    ///      (password ***)"
+    /// );
+    /// ```
+    pub fn sentinel<I, S>(mut self, nodes: I, master_name: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.target.sentinel = Some(super::target::Sentinels {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+            master: master_name.into(),
+        });
         self
     }
 

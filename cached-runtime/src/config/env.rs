@@ -62,6 +62,7 @@ impl Config {
         if let Some(url) = get("REDIS_URL") {
             b = b.url(url);
         }
+        b = sentinel(b, &get);
         b = target_parts(b, &get);
         if let Some(ns) = get("REDCACHE_NAMESPACE") {
             b = b.namespace(ns);
@@ -92,8 +93,31 @@ impl Config {
     }
 }
 
+/// `REDIS_SENTINEL_NODES` (comma-separated URLs) with `REDIS_SENTINEL_MASTER`: both or
+/// neither, as in redis-py's and go-redis's Sentinel options, which need both.
+fn sentinel(b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> ConfigBuilder {
+    match (get("REDIS_SENTINEL_NODES"), get("REDIS_SENTINEL_MASTER")) {
+        (Some(nodes), Some(master)) => b.sentinel(
+            nodes.split(',').map(str::trim).filter(|n| !n.is_empty()),
+            master.trim(),
+        ),
+        (Some(_), None) => b.invalid(
+            "REDIS_SENTINEL_NODES is set but REDIS_SENTINEL_MASTER is not: name the master \
+             as the Sentinels monitor it (`sentinel monitor <name> ...`)"
+                .into(),
+        ),
+        (None, Some(_)) => b.invalid(
+            "REDIS_SENTINEL_MASTER is set but REDIS_SENTINEL_NODES is not: list the \
+             Sentinels' URLs, comma-separated"
+                .into(),
+        ),
+        (None, None) => b,
+    }
+}
+
 /// `REDIS_HOST`/`REDIS_PORT`, and `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_DB`, which
-/// apply over `REDIS_URL` or `REDIS_CLUSTER_NODES` as well.
+/// apply over `REDIS_URL` or `REDIS_CLUSTER_NODES` as well, and to the master behind
+/// `REDIS_SENTINEL_NODES`.
 fn target_parts(mut b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> ConfigBuilder {
     let port = get("REDIS_PORT");
     if let Some(host) = get("REDIS_HOST") {
@@ -260,6 +284,45 @@ mod tests {
         );
         let c = env(&[("REDIS_PORT", "70000")]);
         assert!(c.invalid().unwrap().contains("REDIS_PORT"));
+    }
+
+    #[test]
+    fn sentinel_from_the_environment() {
+        let c = env(&[
+            (
+                "REDIS_SENTINEL_NODES",
+                "redis://:sentinel-secret@s1:26379, redis://:sentinel-secret@s2:26379,",
+            ),
+            ("REDIS_SENTINEL_MASTER", " mymaster "),
+            ("REDIS_PASSWORD", "master-secret"),
+            ("REDIS_DB", "2"),
+        ]);
+        assert_eq!(c.problem(), None);
+        assert!(c.is_sentinel());
+        let s = c.sentinel_settings().unwrap();
+        assert_eq!(s.master, "mymaster");
+        assert_eq!(s.nodes.len(), 2);
+        assert_eq!(s.password.as_deref(), Some("sentinel-secret"));
+        assert_eq!(s.data.password(), Some("master-secret"));
+        assert_eq!(s.data.db(), 2);
+        let shown = format!("{c:?} {}", c.redacted_target());
+        assert!(!shown.contains("secret"), "{shown}");
+        // Both or neither.
+        let c = env(&[("REDIS_SENTINEL_NODES", "redis://s1:26379")]);
+        assert!(c.problem().unwrap().contains("REDIS_SENTINEL_MASTER"));
+        let c = env(&[("REDIS_SENTINEL_MASTER", "mymaster")]);
+        assert!(c.problem().unwrap().contains("REDIS_SENTINEL_NODES"));
+        // And the one way to name the server.
+        let c = env(&[
+            ("REDIS_SENTINEL_NODES", "redis://s1:26379"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+            ("REDIS_URL", "redis://h:1"),
+        ]);
+        let problem = c.problem().unwrap();
+        assert!(
+            problem.contains("REDIS_URL") && problem.contains("REDIS_SENTINEL_NODES"),
+            "{problem}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod env;
 mod target;
 
 pub use self::builder::ConfigBuilder;
+pub(crate) use self::target::SentinelSettings;
 use self::target::Target;
 use std::fmt;
 use std::time::Duration;
@@ -99,9 +100,11 @@ impl Config {
     ///
     /// The server, one way only (two are an error naming both): `REDIS_URL`
     /// (`redis://[user:password@]host:port/db`), `REDIS_CLUSTER_NODES` (a cluster's
-    /// comma-separated seed URLs) or `REDIS_HOST` (default `127.0.0.1`) and `REDIS_PORT`
-    /// (6379). `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_DB` (0) apply over any of them,
-    /// a URL's own parts included. Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
+    /// comma-separated seed URLs), `REDIS_SENTINEL_NODES` (the Sentinels' comma-separated
+    /// URLs, with their own credentials) with `REDIS_SENTINEL_MASTER` (the master's name), or
+    /// `REDIS_HOST` (default `127.0.0.1`) and `REDIS_PORT` (6379). `REDIS_USERNAME`,
+    /// `REDIS_PASSWORD` and `REDIS_DB` (0) apply over any of them, a URL's own parts
+    /// included (behind Sentinel: to the master, not to the Sentinels). Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
     /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
     /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`, `REDCACHE_LAZY`

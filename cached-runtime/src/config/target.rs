@@ -1,21 +1,83 @@
-//! Where Redis is: a URL, a cluster's seed nodes, or host and port with credentials; how
-//! it is shown (credentials redacted), how it becomes redis-rs connection details, and the
-//! one check that TLS is built in when the target needs it.
+//! Where Redis is: a URL, a cluster's seed nodes, the Sentinels that know the master, or
+//! host and port with credentials; how it is shown (credentials redacted), how it becomes
+//! redis-rs connection details, and the one check that TLS is built in when the target
+//! needs it.
 
 use super::Config;
 
 /// Where Redis is, as the builder or the environment gave it: one of a URL, a cluster's
-/// seed nodes or a host and port (none: `127.0.0.1:6379`), and credentials and a database
-/// that apply over whichever it is (over a URL's own, too). Contradictions are reported by
-/// [`Target::problem`], not resolved silently.
+/// seed nodes, Sentinels or a host and port (none: `127.0.0.1:6379`), and credentials and
+/// a database that apply over whichever it is (over a URL's own, too; for Sentinel, to the
+/// data nodes only). Contradictions are reported by [`Target::problem`], not resolved
+/// silently.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(super) struct Target {
     pub(super) url: Option<String>,
     pub(super) cluster: Option<Vec<String>>,
+    pub(super) sentinel: Option<Sentinels>,
     pub(super) host: Option<(String, u16)>,
     pub(super) username: Option<String>,
     pub(super) password: Option<String>,
     pub(super) db: Option<i64>,
+}
+
+/// The Sentinels that watch the master, and the name they know it by (`sentinel monitor
+/// <name> ...`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(super) struct Sentinels {
+    /// `redis://[user:password@]host:port` each (`rediss://` for TLS): the Sentinels' own
+    /// addresses and credentials.
+    pub(super) nodes: Vec<String>,
+    pub(super) master: String,
+}
+
+impl Sentinels {
+    /// What makes these Sentinels unusable, before any URL is parsed.
+    fn problem(&self) -> Option<String> {
+        if self.nodes.is_empty() {
+            return Some("Config::sentinel / REDIS_SENTINEL_NODES names no Sentinel".into());
+        }
+        if self.master.trim().is_empty() {
+            return Some(
+                "the master name (Config::sentinel / REDIS_SENTINEL_MASTER) is empty: give \
+                 the name the Sentinels monitor it by (`sentinel monitor <name> ...`)"
+                    .into(),
+            );
+        }
+        let tls = self
+            .nodes
+            .iter()
+            .filter(|n| n.starts_with("rediss://"))
+            .count();
+        if tls != 0 && tls != self.nodes.len() {
+            return Some(format!(
+                "Config::sentinel / REDIS_SENTINEL_NODES mixes rediss:// and redis:// URLs \
+                 ({}): one scheme says whether the Sentinels and the master speak TLS",
+                self.nodes
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+        None
+    }
+}
+
+/// How the Sentinel store reaches the Sentinels, and the master they name.
+pub(crate) struct SentinelSettings {
+    /// The name the Sentinels know the master by.
+    pub(crate) master: String,
+    /// The Sentinels' addresses.
+    pub(crate) nodes: Vec<redis::ConnectionAddr>,
+    /// The Sentinels' user name and password, from their URLs (one pair for all of them:
+    /// redis-rs's Sentinel client has one).
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    /// The master's (and replicas') user name, password and database.
+    pub(crate) data: redis::RedisConnectionInfo,
+    /// TLS to the Sentinels and the data nodes alike (`rediss://` Sentinel URLs).
+    pub(crate) tls: Option<redis::TlsMode>,
 }
 
 impl Target {
@@ -23,10 +85,12 @@ impl Target {
     pub(super) fn problem(&self) -> Option<String> {
         const URL: &str = "Config::url / REDIS_URL";
         const CLUSTER: &str = "Config::cluster_nodes / REDIS_CLUSTER_NODES";
+        const SENTINEL: &str = "Config::sentinel / REDIS_SENTINEL_NODES";
         const HOST: &str = "Config::host / REDIS_HOST / REDIS_PORT";
         let given = [
             (self.url.is_some(), URL),
             (self.cluster.is_some(), CLUSTER),
+            (self.sentinel.is_some(), SENTINEL),
             (self.host.is_some(), HOST),
         ];
         let named: Vec<&str> = given.iter().filter(|g| g.0).map(|g| g.1).collect();
@@ -36,12 +100,14 @@ impl Target {
                 named.join(" and ")
             ));
         }
-        match (&self.cluster, self.db) {
-            (Some(_), Some(db)) if db != 0 => Some(format!(
-                "Config::db / REDIS_DB is {db}, but a Redis Cluster has only database 0"
-            )),
-            _ => None,
+        if let (Some(_), Some(db)) = (&self.cluster, self.db) {
+            if db != 0 {
+                return Some(format!(
+                    "Config::db / REDIS_DB is {db}, but a Redis Cluster has only database 0"
+                ));
+            }
         }
+        self.sentinel.as_ref().and_then(Sentinels::problem)
     }
 
     /// The host and port of a target given neither as a URL nor as a cluster.
@@ -73,7 +139,12 @@ impl Target {
 
     /// `info` with the user name, password and database set over it.
     fn apply(&self, info: redis::ConnectionInfo) -> redis::ConnectionInfo {
-        let mut redis = info.redis_settings().clone();
+        let redis = self.apply_to(info.redis_settings().clone());
+        info.set_redis_settings(redis)
+    }
+
+    /// `redis` with the user name, password and database set over it.
+    fn apply_to(&self, mut redis: redis::RedisConnectionInfo) -> redis::RedisConnectionInfo {
         if let Some(u) = &self.username {
             redis = redis.set_username(u);
         }
@@ -83,7 +154,7 @@ impl Target {
         if let Some(db) = self.db {
             redis = redis.set_db(db);
         }
-        info.set_redis_settings(redis)
+        redis
     }
 }
 
@@ -95,12 +166,28 @@ impl Config {
         self.target.cluster.is_some()
     }
 
+    /// Whether the master is found through Redis Sentinel (given with
+    /// [`ConfigBuilder::sentinel`](crate::ConfigBuilder::sentinel) or
+    /// `REDIS_SENTINEL_NODES` and `REDIS_SENTINEL_MASTER`).
+    pub fn is_sentinel(&self) -> bool {
+        self.target.sentinel.is_some()
+    }
+
     /// The Redis address with any password replaced by `***`.
     pub fn redacted_target(&self) -> String {
         let t = &self.target;
         if let Some(nodes) = &t.cluster {
             let nodes: Vec<String> = nodes.iter().map(|n| redact_url(n)).collect();
             return format!("cluster {}{}", nodes.join(","), t.overrides());
+        }
+        if let Some(sentinel) = &t.sentinel {
+            let nodes: Vec<String> = sentinel.nodes.iter().map(|n| redact_url(n)).collect();
+            return format!(
+                "master {:?} of sentinels {}{}",
+                sentinel.master,
+                nodes.join(","),
+                t.overrides()
+            );
         }
         if let Some(url) = &t.url {
             return format!("{}{}", redact_url(url), t.overrides());
@@ -130,6 +217,11 @@ impl Config {
         if t.cluster.is_some() {
             return Err(crate::Error::config(
                 "a Redis Cluster is reached through its seed nodes, not one address",
+            ));
+        }
+        if t.sentinel.is_some() {
+            return Err(crate::Error::config(
+                "a master behind Sentinel is reached through the Sentinels, not one address",
             ));
         }
         let info = match &t.url {
@@ -166,13 +258,84 @@ impl Config {
             .collect()
     }
 
+    /// The Sentinels and what applies to the master they name.
+    pub(crate) fn sentinel_settings(&self) -> crate::Result<SentinelSettings> {
+        use redis::IntoConnectionInfo;
+        let Some(sentinel) = &self.target.sentinel else {
+            return Err(crate::Error::config("not a Redis Sentinel configuration"));
+        };
+        if let Some(problem) = sentinel.problem() {
+            return Err(crate::Error::config(problem));
+        }
+        self.check_tls()?;
+        let mut nodes = Vec::with_capacity(sentinel.nodes.len());
+        let mut auth = None;
+        let mut tls = None;
+        for node in &sentinel.nodes {
+            let bad = |why: String| {
+                crate::Error::config(format!("Sentinel URL {} {why}", redact_url(node)))
+            };
+            let info = node.as_str().into_connection_info().map_err(|e| {
+                bad(format!(
+                    "is not a Redis URL ({e}); expected redis://[user:password@]host:port"
+                ))
+            })?;
+            let settings = info.redis_settings();
+            if settings.db() != 0 {
+                return Err(bad(
+                    "names a database, which a Sentinel has not: Config::db / REDIS_DB \
+                     selects the master's"
+                        .into(),
+                ));
+            }
+            let credentials = (
+                settings.username().map(str::to_owned),
+                settings.password().map(str::to_owned),
+            );
+            match &auth {
+                None => auth = Some(credentials),
+                Some(first) if *first != credentials => {
+                    return Err(bad(
+                        "has other credentials than the first Sentinel URL: one user name \
+                         and password serve every Sentinel"
+                            .into(),
+                    ))
+                }
+                Some(_) => {}
+            }
+            match info.addr() {
+                redis::ConnectionAddr::Tcp(..) => {}
+                redis::ConnectionAddr::TcpTls { insecure, .. } => {
+                    tls = Some(if *insecure {
+                        redis::TlsMode::Insecure
+                    } else {
+                        redis::TlsMode::Secure
+                    });
+                }
+                _ => return Err(bad("is not a TCP address".into())),
+            }
+            nodes.push(info.addr().clone());
+        }
+        let (username, password) = auth.unwrap_or_default();
+        let data = self.target.apply_to(redis::RedisConnectionInfo::default());
+        Ok(SentinelSettings {
+            master: sentinel.master.clone(),
+            nodes,
+            username,
+            password,
+            data,
+            tls,
+        })
+    }
+
     /// TLS (a `rediss://` URL or a CA certificate) needs the `tls` feature.
     fn check_tls(&self) -> crate::Result<()> {
         let tls_url = |url: &String| url.starts_with("rediss://");
         let t = &self.target;
         let wants_tls = self.tls_ca_cert.is_some()
             || t.url.iter().any(tls_url)
-            || t.cluster.iter().flatten().any(tls_url);
+            || t.cluster.iter().flatten().any(tls_url)
+            || t.sentinel.iter().flat_map(|s| &s.nodes).any(tls_url);
         if cfg!(not(feature = "tls")) && wants_tls {
             return Err(crate::Error::config(
                 "TLS (a rediss:// URL or a CA certificate) needs redcache's `tls` feature: \
@@ -340,11 +503,145 @@ mod tests {
                 "Config::cluster_nodes",
                 "Config::host",
             ),
+            (
+                Config::builder()
+                    .url("redis://:pw-secret@h:1")
+                    .sentinel(["redis://:pw-secret@s:26379"], "m"),
+                "Config::url",
+                "Config::sentinel",
+            ),
+            (
+                Config::builder()
+                    .sentinel(["redis://s:26379"], "m")
+                    .cluster_nodes(["redis://h:2"]),
+                "Config::cluster_nodes",
+                "Config::sentinel",
+            ),
+            (
+                Config::builder()
+                    .host("h", 1)
+                    .sentinel(["redis://s:26379"], "m"),
+                "Config::sentinel",
+                "Config::host",
+            ),
         ] {
             let problem = c.build().problem().unwrap();
             assert!(problem.contains(a) && problem.contains(b), "{problem}");
             assert!(!problem.contains("secret"), "{problem}");
         }
+    }
+
+    #[test]
+    fn sentinel_credentials_are_the_sentinels_and_the_rest_applies_to_the_master() {
+        let c = Config::builder()
+            .sentinel(
+                [
+                    "redis://watch:sentinel-secret@s1:26379",
+                    "redis://watch:sentinel-secret@s2:26380",
+                ],
+                "mymaster",
+            )
+            .username("app")
+            .password("master-secret")
+            .db(3)
+            .build();
+        assert_eq!(c.problem(), None);
+        assert!(c.is_sentinel() && !c.is_cluster());
+        let shown = format!("{c:?} {}", c.redacted_target());
+        assert!(!shown.contains("secret"), "{shown}");
+        assert_eq!(
+            c.redacted_target(),
+            "master \"mymaster\" of sentinels redis://watch:***@s1:26379,\
+             redis://watch:***@s2:26380 (user app, password ***, db 3)"
+        );
+        let s = c.sentinel_settings().unwrap();
+        assert_eq!(s.master, "mymaster");
+        assert_eq!(
+            s.nodes,
+            [
+                redis::ConnectionAddr::Tcp("s1".into(), 26379),
+                redis::ConnectionAddr::Tcp("s2".into(), 26380)
+            ]
+        );
+        assert_eq!(s.username.as_deref(), Some("watch"));
+        assert_eq!(s.password.as_deref(), Some("sentinel-secret"));
+        assert_eq!(s.data.username(), Some("app"));
+        assert_eq!(s.data.password(), Some("master-secret"));
+        assert_eq!(s.data.db(), 3);
+        assert_eq!(s.tls, None);
+        assert!(c.connection_info().is_err(), "no one address");
+    }
+
+    #[test]
+    fn unusable_sentinels_are_named_without_their_passwords() {
+        for (c, expected) in [
+            (
+                Config::builder().sentinel(Vec::<String>::new(), "m"),
+                "names no Sentinel",
+            ),
+            (
+                Config::builder().sentinel(["redis://s:26379"], " "),
+                "master name",
+            ),
+            (
+                Config::builder().sentinel(["redis://:pw-secret@s:26379/2"], "m"),
+                "names a database",
+            ),
+            (
+                Config::builder().sentinel(
+                    [
+                        "redis://:pw-secret@s1:26379",
+                        "redis://:other-secret@s2:26379",
+                    ],
+                    "m",
+                ),
+                "other credentials",
+            ),
+            (
+                Config::builder().sentinel(["not a url :pw-secret@s"], "m"),
+                "is not a Redis URL",
+            ),
+            (
+                Config::builder().sentinel(
+                    [
+                        "rediss://:pw-secret@s1:26379",
+                        "redis://:pw-secret@s2:26379",
+                    ],
+                    "m",
+                ),
+                "mixes rediss:// and redis://",
+            ),
+        ] {
+            let err = c.build().sentinel_settings().err().unwrap().to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        // The checks that need no parsing are found before connecting, like the others.
+        let c = Config::builder().sentinel(["redis://s:26379"], "").build();
+        assert!(c.problem().unwrap().contains("master name"));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn rediss_sentinels_mean_tls_to_the_master_too() {
+        let c = Config::builder()
+            .sentinel(["rediss://s1:26379", "rediss://s2:26379"], "m")
+            .build();
+        let s = c.sentinel_settings().unwrap();
+        assert_eq!(s.tls, Some(redis::TlsMode::Secure));
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn rediss_sentinels_without_the_feature_say_how_to_get_it() {
+        let err = Config::builder()
+            .sentinel(["rediss://:pw-secret@s1:26379"], "m")
+            .build()
+            .sentinel_settings()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("`tls` feature"), "{err}");
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl RedisStore<ClusterConnection> {
             )
             .await?
         };
-        Ok(RedisStore::new(conn, reopen, local.is_some()))
+        Ok(RedisStore::new(Some(conn), reopen, local.is_some()))
     }
 }
 

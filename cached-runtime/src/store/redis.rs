@@ -1,7 +1,9 @@
 //! Redis: one multiplexed connection that reconnects by itself, to a standalone server
-//! (`ConnectionManager`) or to a Redis Cluster (`cluster_async::ClusterConnection`, which
-//! follows `MOVED`/`ASK` redirects and splits multi-slot `MGET`/`UNLINK` by slot). The
-//! commands are the same for both; only walking the keyspace differs (every master).
+//! (`ConnectionManager`), to the master Sentinel names (`sentinel.rs`: a
+//! `ConnectionManager` too, whose replacement asks the Sentinels again) or to a Redis
+//! Cluster (`cluster_async::ClusterConnection`, which follows `MOVED`/`ASK` redirects and
+//! splits multi-slot `MGET`/`UNLINK` by slot). The commands are the same for all; only
+//! walking the keyspace differs (every master).
 
 use super::{EntryAndGen, Fill, Seen, Store};
 use crate::{Config, Error, Result};
@@ -12,7 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,20 +28,31 @@ const MAX_PX_MS: u128 = 10_000_000_000_000;
 
 pub(crate) struct RedisStore<C = ConnectionManager> {
     conn: RwLock<Bound<C>>,
-    /// A new connection, made lazily on the caller's runtime: for when the runtime whose
-    /// tasks drive the connection in use has shut down.
+    /// A new connection, made on redcache's connection thread: for when the runtime whose
+    /// tasks drive the connection in use has shut down, when the connection fails, and
+    /// (behind Sentinel) when the server it reaches is no longer the master.
     reopen: Box<dyn Fn() -> Connecting<C> + Send + Sync>,
+    /// One reopening at a time: the callers whose operations failed together wait for it
+    /// and take its connection, rather than each making one.
+    reopening: tokio::sync::Mutex<()>,
     /// Entry reads go through the local tier (redis-rs's tracked client-side cache).
     local: bool,
+    /// A `READONLY` reply means the server was demoted to a replica: reopen, which finds
+    /// the master again (behind Sentinel).
+    follows_master: bool,
+    /// How many times the master moved, as a watcher of the Sentinels counts: a
+    /// connection made before the last move is not used again.
+    moves: Option<Arc<AtomicU64>>,
 }
 
 /// A connection being made.
 pub(super) type Connecting<C> = Pin<Box<dyn Future<Output = redis::RedisResult<C>> + Send>>;
 
-/// The runtime that runs the connections made after the runtime of the first one shut
-/// down: one worker thread, for the life of the process, so that their tasks cannot die
-/// with a caller's runtime. A service with one long-lived runtime never starts it.
-fn background() -> &'static tokio::runtime::Handle {
+/// The runtime that runs the connections made after the first one (to replace one that
+/// failed, or whose runtime shut down) and the Sentinel watcher: one worker thread, for the
+/// life of the process, so that their tasks cannot die with a caller's runtime. A service
+/// with one long-lived runtime and a Redis that never fails it never starts it.
+pub(super) fn background() -> &'static tokio::runtime::Handle {
     static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -60,17 +73,21 @@ fn background() -> &'static tokio::runtime::Handle {
 /// made in one `#[tokio::test]` (or one `Runtime::block_on`) would fail every call made
 /// after that runtime is gone.
 struct Bound<C> {
-    conn: C,
+    /// None until the first connection is made (a lazy store behind Sentinel, which cannot
+    /// know where the master is before it asks).
+    conn: Option<C>,
     runtime_gone: Arc<AtomicBool>,
     /// The runtime it was made on (which runs its tasks), to ask whether it still runs.
     runtime: Option<tokio::runtime::Handle>,
     /// Which connection of this store it is (each new one counts up).
     generation: u64,
+    /// The master's moves counted when this connection was asked for.
+    moves: u64,
 }
 
 impl<C> Bound<C> {
     /// `conn`, made on the current runtime, watched by a task of that runtime.
-    fn new(conn: C, generation: u64) -> Self {
+    fn new(conn: Option<C>, generation: u64, moves: u64) -> Self {
         let runtime_gone = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Handle::try_current().ok();
         if let Some(runtime) = &runtime {
@@ -81,11 +98,16 @@ impl<C> Bound<C> {
             runtime_gone,
             runtime,
             generation,
+            moves,
         }
     }
 
-    fn usable(&self) -> bool {
-        !self.runtime_gone.load(Ordering::Acquire)
+    /// The connection, unless there is none yet, its runtime has shut down, or the master
+    /// moved (`moves`, now) since it was asked for.
+    fn usable(&self, moves: u64) -> Option<&C> {
+        self.conn
+            .as_ref()
+            .filter(|_| !self.runtime_gone.load(Ordering::Acquire) && self.moves == moves)
     }
 }
 
@@ -178,15 +200,7 @@ impl RedisStore<ConnectionManager> {
             info = info.set_redis_settings(settings);
         }
         let client = open_client(config, info).map_err(|e| connect_error(config, e))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout()))
-            .set_response_timeout(Some(config.op_timeout()))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let manager_config = match local {
-            Some(tier) => manager_config.set_cache_config(tier),
-            None => manager_config,
-        };
+        let manager_config = manager_config(config, local);
         let reopen = {
             let (client, manager_config) = (client.clone(), manager_config.clone());
             move || -> Connecting<ConnectionManager> {
@@ -206,7 +220,24 @@ impl RedisStore<ConnectionManager> {
             )
             .await?
         };
-        Ok(RedisStore::new(conn, reopen, local.is_some()))
+        Ok(RedisStore::new(Some(conn), reopen, local.is_some()))
+    }
+}
+
+/// How a `ConnectionManager` connects, reconnects and times out, with the local tier if
+/// there is one.
+pub(super) fn manager_config(
+    config: &Config,
+    local: Option<CacheConfig>,
+) -> ConnectionManagerConfig {
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout()))
+        .set_response_timeout(Some(config.op_timeout()))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    match local {
+        Some(tier) => manager_config.set_cache_config(tier),
+        None => manager_config,
     }
 }
 
@@ -354,6 +385,15 @@ fn fill_invocation<'a>(fill: &Fill<'_>) -> redis::ScriptInvocation<'a> {
     call
 }
 
+/// Whether `err` means the connection must be replaced: it dropped or cannot be made, or
+/// (for a store that `follows_master`) the server is a replica now.
+fn needs_reopen(err: &redis::RedisError, follows_master: bool) -> bool {
+    err.is_connection_dropped()
+        || err.is_io_error()
+        || (follows_master
+            && err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+}
+
 fn px(ttl: Duration) -> u64 {
     ttl.as_millis().clamp(1, MAX_PX_MS) as u64
 }
@@ -373,27 +413,45 @@ fn prefix_pattern(prefix: &str) -> String {
 }
 
 impl<C: Conn> RedisStore<C> {
-    /// A store over `conn`, made on the current runtime; `reopen` makes another.
+    /// A store over `conn`, made on the current runtime (none yet: the first operation
+    /// makes one); `reopen` makes another.
     pub(super) fn new(
-        conn: C,
+        conn: Option<C>,
         reopen: impl Fn() -> Connecting<C> + Send + Sync + 'static,
         local: bool,
     ) -> Self {
         RedisStore {
-            conn: RwLock::new(Bound::new(conn, 0)),
+            conn: RwLock::new(Bound::new(conn, 0, 0)),
             reopen: Box::new(reopen),
+            reopening: tokio::sync::Mutex::new(()),
             local,
+            follows_master: false,
+            moves: None,
         }
     }
 
-    /// The connection to use and its generation, unless the runtime it was made on has
-    /// shut down.
+    /// This store reopens its connection when the server answers `READONLY`, and when
+    /// `moves` (the master's moves, counted from 0 by a watcher) changes: its reopen finds
+    /// the current master.
+    pub(super) fn following_master(mut self, moves: Arc<AtomicU64>) -> Self {
+        self.follows_master = true;
+        self.moves = Some(moves);
+        self
+    }
+
+    /// The master's moves so far (0 for a store that does not follow one).
+    fn moves(&self) -> u64 {
+        self.moves.as_ref().map_or(0, |m| m.load(Ordering::Acquire))
+    }
+
+    /// The connection to use and its generation, unless there is none yet or the runtime
+    /// it was made on has shut down.
     fn conn(&self) -> Result<(C, u64), u64> {
+        let moves = self.moves();
         let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
-        if bound.usable() {
-            Ok((bound.conn.clone(), bound.generation))
-        } else {
-            Err(bound.generation)
+        match bound.usable(moves) {
+            Some(conn) => Ok((conn.clone(), bound.generation)),
+            None => Err(bound.generation),
         }
     }
 
@@ -401,21 +459,25 @@ impl<C: Conn> RedisStore<C> {
     /// shut down (as each `#[tokio::test]`'s does, or a `block_on`'s), or shuts down under
     /// it (its I/O fails, the connection drops, and that runtime no longer runs tasks),
     /// `op` runs on a connection made on redcache's own connection thread instead, which
-    /// no caller's runtime can take down. A few tries at most, all within the operation's
-    /// timeout. A connection that fails while its runtime runs (Redis is down) is left to
-    /// reconnect by itself, on its runtime.
+    /// no caller's runtime can take down. Behind Sentinel, a dropped connection or a
+    /// `READONLY` answer also gets a new connection, to the master the Sentinels name now.
+    /// A few tries at most, all within the operation's timeout. A connection that fails
+    /// while its runtime runs (Redis is down) is otherwise left to reconnect by itself.
     async fn with_conn<T, Fut>(&self, op: impl Fn(C) -> Fut) -> Result<T>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let (mut conn, mut generation) = match self.conn() {
             Ok(current) => current,
-            Err(gone) => self.reopen_after(gone).await,
+            Err(gone) => self.reopen_after(gone).await?,
         };
         for _ in 0..3 {
             match op(conn).await {
-                Err(err) if self.runtime_went_away(generation, &err).await => {
-                    (conn, generation) = self.reopen_after(generation).await;
+                Err(err)
+                    if (self.follows_master && needs_reopen(&err, true))
+                        || self.runtime_went_away(generation, &err).await =>
+                {
+                    (conn, generation) = self.reopen_after(generation).await?;
                 }
                 done => return done.map_err(Error::redis),
             }
@@ -432,7 +494,7 @@ impl<C: Conn> RedisStore<C> {
     async fn runtime_went_away(&self, generation: u64, err: &redis::RedisError) -> bool {
         let (runtime, gone) = {
             let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
-            if bound.generation != generation || !bound.usable() {
+            if bound.generation != generation || bound.usable(self.moves()).is_none() {
                 return true;
             }
             if !(err.is_connection_dropped() || err.is_io_error()) {
@@ -455,15 +517,18 @@ impl<C: Conn> RedisStore<C> {
 
     /// A new connection on the connection thread (on the caller's runtime with a local
     /// tier), unless connection `failed` was already replaced (then the one that replaced
-    /// it).
+    /// it). Fails when no connection can be made.
     #[cold]
-    async fn reopen_after(&self, failed: u64) -> (C, u64) {
-        {
-            let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
-            if bound.generation != failed {
-                return (bound.conn.clone(), bound.generation);
-            }
+    async fn reopen_after(&self, failed: u64) -> Result<(C, u64)> {
+        if let Some(replaced) = self.replaced(failed) {
+            return Ok(replaced);
         }
+        let _one_at_a_time = self.reopening.lock().await;
+        if let Some(replaced) = self.replaced(failed) {
+            return Ok(replaced);
+        }
+        // Counted before asking: a move during the lookup retires what it finds.
+        let moves = self.moves();
         // With a local tier, the connection stays on the caller's runtime: redis-rs inserts
         // a read's reply into the local tier in the caller's task and handles invalidation
         // pushes in the connection's reader task, and with both on one runtime a push
@@ -474,24 +539,33 @@ impl<C: Conn> RedisStore<C> {
             true => tokio::runtime::Handle::current(),
             false => background().clone(),
         };
-        let made = runtime.spawn((self.reopen)()).await;
-        let mut bound = self.conn.write().unwrap_or_else(PoisonError::into_inner);
-        if bound.generation == failed {
-            match made {
-                Ok(Ok(conn)) => {
-                    let _on = runtime.enter();
-                    *bound = Bound::new(conn, failed + 1);
-                    tracing::debug!(
-                        "redcache: the Redis connection went away with its runtime; \
-                         connected again on redcache's connection thread"
-                    );
-                }
-                // The operation's own fault is logged (rate-limited) by the caller.
-                Ok(Err(err)) => tracing::debug!(error = %err, "redcache: could not reconnect"),
-                Err(err) => tracing::debug!(error = %err, "redcache: could not reconnect"),
+        // A failure is the operation's fault, logged (rate-limited) by the caller.
+        let made = match runtime.spawn((self.reopen)()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(err)) => return Err(Error::redis(err)),
+            Err(err) => {
+                return Err(Error::Redis {
+                    source: Box::new(err),
+                })
             }
+        };
+        let mut bound = self.conn.write().unwrap_or_else(PoisonError::into_inner);
+        let _on = runtime.enter();
+        let generation = bound.generation + 1;
+        *bound = Bound::new(Some(made.clone()), generation, moves);
+        tracing::debug!("redcache: connected to Redis again, on redcache's connection thread");
+        Ok((made, generation))
+    }
+
+    /// The connection that replaced connection `failed`, if it was replaced by one that
+    /// is usable.
+    fn replaced(&self, failed: u64) -> Option<(C, u64)> {
+        let moves = self.moves();
+        let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+        match bound.usable(moves) {
+            Some(conn) if bound.generation != failed => Some((conn.clone(), bound.generation)),
+            _ => None,
         }
-        (bound.conn.clone(), bound.generation)
     }
 
     /// A read of entries, served by the local tier when there is one.
@@ -506,7 +580,7 @@ impl<C: Conn> RedisStore<C> {
     /// Hits the local tier served.
     pub(crate) fn local_hits(&self) -> u64 {
         let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
-        bound.conn.local_hits()
+        bound.conn.as_ref().map_or(0, Conn::local_hits)
     }
 
     /// Sends one command on the shared connection.
@@ -660,7 +734,7 @@ impl<C: Conn> Store for RedisStore<C> {
         // bytes: one that is not UTF-8 is handled like any other.
         let conn = match self.conn() {
             Ok((conn, _)) => conn,
-            Err(gone) => self.reopen_after(gone).await.0,
+            Err(gone) => self.reopen_after(gone).await?.0,
         };
         for node in conn.masters().await? {
             let mut cursor: u64 = 0;
@@ -716,6 +790,28 @@ impl<C: Conn> RedisStore<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply_error(reply: &[u8]) -> redis::RedisError {
+        redis::parse_redis_value(reply)
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_readonly_reply_reopens_only_a_store_that_follows_the_master() {
+        for reply in [
+            &b"-READONLY You can't write against a read only replica.\r\n"[..],
+            // A script's write on a replica (Redis 7).
+            b"-READONLY You can't write against a read only replica. script: 4f5a, on @user_script:12.\r\n",
+        ] {
+            let err = reply_error(reply);
+            assert!(needs_reopen(&err, true), "{err}");
+            assert!(!needs_reopen(&err, false), "{err}");
+        }
+        let err = reply_error(b"-WRONGTYPE Operation against a key holding the wrong kind\r\n");
+        assert!(!needs_reopen(&err, true), "{err}");
+    }
 
     #[test]
     fn prefix_patterns_escape_glob_characters() {

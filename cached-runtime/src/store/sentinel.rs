@@ -1,0 +1,313 @@
+//! Redis Sentinel: the standalone store over a `ConnectionManager` to the master the
+//! Sentinels name. The hit path is the standalone one (no Sentinel round trip per call);
+//! only making a connection asks the Sentinels, through redis-rs's `SentinelClient` (which
+//! also checks with `ROLE` that the node it names is a master). The store reopens (asks
+//! the Sentinels again, connects to the master they name now, and goes on there) when:
+//!
+//! - an operation fails on the old master: its connection drops or cannot be made (the
+//!   master died), or the server answers `READONLY` (it was demoted);
+//! - the Sentinels announce a new master (`+switch-master`, followed by a watcher on
+//!   redcache's connection thread, as go-redis does): a master that is demoted rather than
+//!   dead (a manual failover, a partition) keeps accepting writes until the Sentinels
+//!   reconfigure it, some 10 s after the switch, and those writes would be lost.
+
+use super::redis::{
+    background, connect_checked, connect_error, local_tier, manager_config, Connecting, RedisStore,
+};
+use crate::config::SentinelSettings;
+use crate::{Config, Result};
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{ProtocolVersion, RedisResult};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+/// How often the watcher pings the Sentinel it listens to, and checks that its store is
+/// still there.
+const WATCH_PING: Duration = Duration::from_secs(2);
+
+/// How long the watcher waits before it listens to the next Sentinel.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// Finds the master through the Sentinels and connects to it.
+struct Lookup {
+    settings: SentinelSettings,
+    /// RESP3 to the master (the local tier's invalidations are push messages).
+    resp3: bool,
+    #[cfg(feature = "tls")]
+    certificates: Option<redis::TlsCertificates>,
+    manager_config: ConnectionManagerConfig,
+    /// Longest a lookup and its connection may take.
+    timeout: Duration,
+    /// Which Sentinel the next lookup asks first: each asks from the next one, so a
+    /// Sentinel that hangs does not hold up every lookup.
+    next: AtomicUsize,
+    /// The master the last lookup found (`host:port`), to log a change once and to see
+    /// a switch the watcher missed.
+    last: Mutex<Option<String>>,
+    /// The master's moves the watcher saw (the store's connection follows).
+    moves: Arc<AtomicU64>,
+}
+
+impl Lookup {
+    /// A connection to the master the Sentinels name now, within the timeout.
+    async fn connect(self: Arc<Self>) -> RedisResult<ConnectionManager> {
+        match tokio::time::timeout(self.timeout, self.connect_unbounded()).await {
+            Ok(made) => made,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no master through the Sentinels",
+                format!(
+                    "no Sentinel named a reachable master within {:?}",
+                    self.timeout
+                ),
+            ))),
+        }
+    }
+
+    async fn connect_unbounded(&self) -> RedisResult<ConnectionManager> {
+        let client = self.sentinel_client()?.async_get_client().await?;
+        let master = client.get_connection_info().addr().to_string();
+        {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.as_deref() != Some(master.as_str()) {
+                match last.replace(master.clone()) {
+                    Some(old) => tracing::warn!(
+                        master = %master,
+                        previous = %old,
+                        name = %self.settings.master,
+                        "redcache: the Sentinels name a new master"
+                    ),
+                    None => tracing::debug!(
+                        master = %master,
+                        name = %self.settings.master,
+                        "redcache: the Sentinels name the master"
+                    ),
+                }
+            }
+        }
+        ConnectionManager::new_with_config(client, self.manager_config.clone()).await
+    }
+
+    /// A plain client for the Sentinel at `node`, with the Sentinels' credentials and TLS.
+    fn client_for(&self, node: &redis::ConnectionAddr) -> RedisResult<redis::Client> {
+        use redis::IntoConnectionInfo;
+        let s = &self.settings;
+        let mut settings = redis::RedisConnectionInfo::default();
+        if let Some(username) = &s.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &s.password {
+            settings = settings.set_password(password);
+        }
+        let info = node
+            .clone()
+            .into_connection_info()?
+            .set_redis_settings(settings);
+        #[cfg(feature = "tls")]
+        if let (Some(certificates), Some(_)) = (&self.certificates, s.tls) {
+            return redis::Client::build_with_tls(info, certificates.clone());
+        }
+        redis::Client::open(info)
+    }
+
+    /// Counts a move of the master: the store's connection is not used again.
+    fn moved(&self, why: &str) {
+        self.moves.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(
+            name = %self.settings.master,
+            "redcache: {why}; reconnecting to the master the Sentinels name"
+        );
+    }
+
+    /// A Sentinel client for the master, asking the Sentinels from the next one on.
+    fn sentinel_client(&self) -> RedisResult<redis::sentinel::SentinelClient> {
+        let s = &self.settings;
+        let mut nodes = s.nodes.clone();
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % nodes.len().max(1);
+        nodes.rotate_left(first);
+        let mut builder = SentinelClientBuilder::new(nodes, &s.master, SentinelServerType::Master)?
+            .set_client_to_redis_db(s.data.db());
+        if let Some(username) = &s.username {
+            builder = builder.set_client_to_sentinel_username(username);
+        }
+        if let Some(password) = &s.password {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+        if let Some(username) = s.data.username() {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = s.data.password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if self.resp3 {
+            builder = builder.set_client_to_redis_protocol(ProtocolVersion::RESP3);
+        }
+        if let Some(mode) = s.tls {
+            builder = builder.set_client_to_redis_tls_mode(mode);
+            #[cfg(feature = "tls")]
+            if let Some(certificates) = &self.certificates {
+                builder = builder
+                    .set_client_to_sentinel_certificates(certificates.clone())
+                    .set_client_to_redis_certificates(certificates.clone());
+            }
+        }
+        builder.build()
+    }
+}
+
+impl RedisStore<ConnectionManager> {
+    /// Asks the Sentinels for the master, connects to it and checks it with `PING`, all
+    /// within `connect_timeout` (or not at all, when lazy: the first operation does).
+    pub(crate) async fn connect_sentinel(config: &Config) -> Result<Self> {
+        let settings = config.sentinel_settings()?;
+        let local = local_tier(config);
+        let moves = Arc::new(AtomicU64::new(0));
+        let lookup = Arc::new(Lookup {
+            settings,
+            resp3: local.is_some(),
+            #[cfg(feature = "tls")]
+            certificates: super::redis::tls_certificates(config),
+            manager_config: manager_config(config, local),
+            timeout: config.connect_timeout(),
+            next: AtomicUsize::new(0),
+            last: Mutex::new(None),
+            moves: moves.clone(),
+        });
+        // Fails early, with the configuration named, if the builder refuses the settings.
+        lookup
+            .sentinel_client()
+            .map_err(|e| connect_error(config, e))?;
+        let reopen = {
+            let lookup = lookup.clone();
+            move || -> Connecting<ConnectionManager> { Box::pin(lookup.clone().connect()) }
+        };
+        let watched = Arc::downgrade(&lookup);
+        let conn = if config.lazy() {
+            None
+        } else {
+            Some(connect_checked(config, lookup.connect()).await?)
+        };
+        // Started once connected (a store that failed to connect has nothing to watch);
+        // it ends with the store, whose `reopen` holds the only strong `Lookup`.
+        background().spawn(watch(watched));
+        Ok(RedisStore::new(conn, reopen, local.is_some()).following_master(moves))
+    }
+}
+
+/// The new master (`host:port`) a `+switch-master` message announces for the master
+/// `name` (`<name> <old ip> <old port> <new ip> <new port>`), if it is about that one.
+fn switched_to(payload: &str, name: &str) -> Option<String> {
+    let fields: Vec<&str> = payload.split(' ').collect();
+    match fields[..] {
+        [master, _, _, ip, port] if master == name => Some(format!("{ip}:{port}")),
+        _ => None,
+    }
+}
+
+/// Listens to one Sentinel after another for `+switch-master` of the store's master,
+/// until the store is gone.
+async fn watch(lookup: Weak<Lookup>) {
+    for turn in 0.. {
+        let node = match lookup.upgrade() {
+            Some(lookup) => {
+                let nodes = &lookup.settings.nodes;
+                nodes[turn % nodes.len()].clone()
+            }
+            None => return,
+        };
+        if let Err(err) = listen(&lookup, &node).await {
+            tracing::debug!(sentinel = %node, error = %err, "redcache: not listening to a Sentinel");
+        }
+        tokio::time::sleep(WATCH_RETRY).await;
+    }
+}
+
+/// Listens to the Sentinel at `node` until its connection fails or the store is gone.
+/// Once subscribed, it checks whether the master moved while nobody listened.
+async fn listen(lookup: &Weak<Lookup>, node: &redis::ConnectionAddr) -> RedisResult<()> {
+    let Some(client) = lookup.upgrade().map(|l| l.client_for(node)).transpose()? else {
+        return Ok(());
+    };
+    let (mut sink, mut messages) = client.get_async_pubsub().await?.split();
+    sink.subscribe("+switch-master").await?;
+    let named: Option<(String, u16)> = {
+        let Some(lookup) = lookup.upgrade() else {
+            return Ok(());
+        };
+        redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(&lookup.settings.master)
+            .query_async(&mut client.get_multiplexed_async_connection().await?)
+            .await?
+    };
+    if let (Some(lookup), Some((host, port))) = (lookup.upgrade(), named) {
+        let named = format!("{host}:{port}");
+        let last = lookup
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if last.is_some_and(|last| last != named) {
+            lookup.moved("the Sentinels name another master");
+        }
+    }
+    loop {
+        match tokio::time::timeout(WATCH_PING, messages.next()).await {
+            Ok(Some(message)) => {
+                // `<name> <old ip> <old port> <new ip> <new port>`
+                let payload: String = message.get_payload()?;
+                let Some(lookup) = lookup.upgrade() else {
+                    return Ok(());
+                };
+                if let Some(new) = switched_to(&payload, &lookup.settings.master) {
+                    let last = lookup.last.lock().unwrap_or_else(PoisonError::into_inner);
+                    // Unless the store already found it (it reconnected first).
+                    if last.as_deref() != Some(new.as_str()) {
+                        drop(last);
+                        lookup.moved("the Sentinels switched to a new master");
+                    }
+                }
+            }
+            Ok(None) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the Sentinel closed the connection",
+                )))
+            }
+            Err(_) => {
+                if lookup.strong_count() == 0 {
+                    return Ok(());
+                }
+                // A Sentinel that stopped answering is left for the next one.
+                match tokio::time::timeout(WATCH_PING, sink.ping::<redis::Value>()).await {
+                    Ok(pong) => drop(pong?),
+                    Err(_) => {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "the Sentinel did not answer PING",
+                        )))
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switch_is_read_for_its_master_only() {
+        let payload = "mymaster 127.0.0.1 6379 127.0.0.1 6380";
+        assert_eq!(
+            switched_to(payload, "mymaster").as_deref(),
+            Some("127.0.0.1:6380")
+        );
+        assert_eq!(switched_to(payload, "other"), None);
+        assert_eq!(switched_to("mymaster 127.0.0.1 6379", "mymaster"), None);
+    }
+}
