@@ -85,7 +85,11 @@ async fn health_reports_the_last_fault_and_recovers() {
     assert!(!health.is_ready());
     assert!(health.consecutive_faults >= 1, "{health:?}");
     let fault = health.last_fault.clone().expect("a fault was recorded");
-    assert!(fault.error.contains("did not answer"), "{fault:?}");
+    // Our operation timeout or the connection's own, whichever fires first.
+    assert!(
+        fault.error.contains("did not answer") || fault.error.contains("timed out"),
+        "{fault:?}"
+    );
     assert!(fault.at >= before);
     for _ in 0..3 {
         cache.scope(price(5, &calls)).await;
