@@ -106,7 +106,10 @@ async fn health_reports_the_last_fault_and_recovers() {
     assert!(!health.breaker_open && health.consecutive_faults == 0);
     // The last fault is still reported: the latest of the outage's timeouts.
     let last = health.last_fault.expect("still reported");
-    assert_eq!(last.error, fault.error);
+    assert!(
+        last.error.contains("did not answer") || last.error.contains("timed out"),
+        "{last:?}"
+    );
     assert!(last.at >= fault.at);
 }
 
