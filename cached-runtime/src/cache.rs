@@ -450,7 +450,7 @@ impl Cache {
     /// added): the entries of every `#[cached(prefix = ..)]` function whose prefix is
     /// `prefix` or starts with `prefix:`. Returns how many entries were invalidated.
     ///
-    /// Redis is walked with `SCAN` in steps of 1000 keys, and the live entries are replaced
+    /// Redis is walked with `SCAN` in steps of 250 keys, and the live entries are replaced
     /// by tombstones with one short script per 100 keys (one per key on a cluster), so no
     /// command holds Redis for long, whatever the number of keys (never `KEYS`). Tombstones already
     /// there (of exact invalidations) and leases are left as they are, so a prefix never

@@ -9,7 +9,7 @@ use crate::store::Store;
 use crate::Result;
 
 /// Keys a SCAN step looks at.
-const SCAN_BATCH: usize = 1000;
+const SCAN_BATCH: usize = 250;
 
 impl Core {
     /// Replaces the entry at an exact store key (namespace included) with a tombstone that
