@@ -64,7 +64,11 @@ async fn main() {
     choose_store().await;
     let reads = Router::new()
         .route("/products/{id}", get(get_product))
-        .route_layer(CacheLayer::new().ttl(Duration::from_secs(300)).group("products"));
+        .route_layer(
+            CacheLayer::new()
+                .ttl(Duration::from_secs(300))
+                .group("products"),
+        );
     let writes = Router::new()
         .route("/products/{id}", put(update_product))
         // After a 2xx: GET /products/{id} (every query and variant) and the group go.
