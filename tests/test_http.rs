@@ -711,3 +711,29 @@ fn metrics_count_requests_by_the_layer_prefix() {
     };
     assert_eq!((timed("miss"), timed("hit")), (3, 2));
 }
+
+#[redcache::cached(prefix = "t:fresh", ttl = 60, group = "fresh")]
+async fn in_fresh_group(n: u64) -> u64 {
+    n * 2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_without_a_generation_yet_caches_from_the_first_response() {
+    let backend = Backend::redis().await;
+    let served = serve(&backend.cache, layer().group("fresh")).await;
+    assert_eq!(served.get("/products/6").await.x_cache(), "MISS");
+    // A #[cached] fill in the group finds the generation the layer made, and keeps it.
+    let gen_before: Option<String> = backend
+        .raw(redis::cmd("GET").arg("redcache:group:{fresh}"))
+        .await;
+    assert!(gen_before
+        .as_deref()
+        .is_some_and(|g| g.parse::<u64>().is_ok_and(|g| g != 0)));
+    assert_eq!(backend.cache.scope(in_fresh_group(1)).await, 2);
+    let gen_after: Option<String> = backend
+        .raw(redis::cmd("GET").arg("redcache:group:{fresh}"))
+        .await;
+    assert_eq!(gen_after, gen_before);
+    assert_eq!(served.get("/products/6").await.x_cache(), "HIT");
+    assert_eq!(served.app.runs("product"), 1);
+}

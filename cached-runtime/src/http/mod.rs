@@ -415,8 +415,8 @@ where
     let path_tag = path_tag(request.uri().path());
     let gen_key = core.group_key(&path_tag);
     let group_gen = match &settings.group {
-        Some(group) => match core.op(core.backend.get(&core.group_key(group))).await {
-            Ok(gen) => Some(gen.unwrap_or_default()),
+        Some(group) => match group_generation(core, group).await {
+            Ok(gen) => Some(gen),
             Err(err) => {
                 // The store is failing: the handler answers, nothing is stored.
                 core.fault(&gen_key, &err);
@@ -520,6 +520,21 @@ where
         not_modified,
     };
     Ok(stored.respond(answer, unix_ms()))
+}
+
+/// The generation of `group`, which the layer's keys include. A group without one gets one
+/// now, as the first `#[cached]` fill in it would: keys made without one would no longer
+/// be read once it had one.
+async fn group_generation(core: &Core, group: &str) -> Result<Vec<u8>> {
+    let gen_key = core.group_key(group);
+    if let Some(gen) = core.op(core.backend.get(&gen_key)).await? {
+        return Ok(gen);
+    }
+    // Two processes may do this at once: the later one wins, and entries made with the
+    // earlier generation are misses from then on (as after an invalidation).
+    let gen = new_generation().to_string().into_bytes();
+    core.op(core.backend.set_persistent(&gen_key, &gen)).await?;
+    Ok(gen)
 }
 
 /// Looks up (or fills) the entry at `at`, in a `redcache.call` span like a `#[cached]`
