@@ -124,3 +124,119 @@ on_both_stores! {
         assert!(!b.exists(&redcache::key!(search("full", _))).await, "{}", b.name());
     }
 }
+
+#[redcache::cached(
+    prefix = "p:flaky",
+    ttl = 1,
+    jitter = 0,
+    stale_if_error = 30,
+    skip(fail, calls)
+)]
+async fn flaky(id: u64, fail: &AtomicUsize, calls: &AtomicUsize) -> Result<String, String> {
+    let run = calls.fetch_add(1, SeqCst) + 1;
+    match fail.load(SeqCst) {
+        0 => Ok(format!("value {id} from run {run}")),
+        1 => Err("the database is down".into()),
+        _ => panic!("the driver panicked"),
+    }
+}
+
+/// Waits until entries written `before` with a TTL of one second are past it (their
+/// expiry is wall-clock time in the entry).
+async fn past_one_second_ttl(written: std::time::Instant) {
+    let past = Duration::from_millis(1100);
+    if let Some(left) = past.checked_sub(written.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+}
+
+on_both_stores! {
+    async fn stale_if_error_answers_a_failing_body_with_the_old_entry(b: Backend) {
+        let (fail, calls) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let written = std::time::Instant::now();
+        let first = b.cache.scope(flaky(1, &fail, &calls)).await;
+        assert_eq!(first.as_deref(), Ok("value 1 from run 1"));
+        // Kept in the store for the TTL plus the window.
+        let key = b.cache.scope(async { redcache::key!(flaky(1, _, _)) }).await;
+        assert_eq!(b.ttl_secs(&key).await, Some(31), "{}", b.name());
+        past_one_second_ttl(written).await;
+
+        // Past its TTL the body runs; when it fails, the old value answers.
+        fail.store(1, SeqCst);
+        let answered = b.cache.scope(flaky(1, &fail, &calls)).await;
+        assert_eq!(answered.as_deref(), Ok("value 1 from run 1"), "{}", b.name());
+        assert_eq!(calls.load(SeqCst), 2, "the body ran");
+        // A panic too.
+        fail.store(2, SeqCst);
+        let answered = b.cache.scope(flaky(1, &fail, &calls)).await;
+        assert_eq!(answered.as_deref(), Ok("value 1 from run 1"));
+        assert_eq!(b.cache.stats().stale, 2);
+        // Once the body succeeds, its value is stored and served.
+        fail.store(0, SeqCst);
+        assert_eq!(b.cache.scope(flaky(1, &fail, &calls)).await.as_deref(), Ok("value 1 from run 4"));
+        assert_eq!(b.cache.scope(flaky(1, &fail, &calls)).await.as_deref(), Ok("value 1 from run 4"));
+        assert_eq!(calls.load(SeqCst), 4);
+
+        // Never an invalidated entry: the error goes to the caller.
+        b.cache.scope(redcache::invalidate!(flaky(1, _, _))).await.unwrap();
+        fail.store(1, SeqCst);
+        assert_eq!(b.cache.scope(flaky(1, &fail, &calls)).await, Err("the database is down".into()));
+        // Nor without an entry.
+        assert_eq!(b.cache.scope(flaky(2, &fail, &calls)).await, Err("the database is down".into()));
+        assert_eq!(b.cache.stats().stale, 2);
+    }
+}
+
+#[redcache::cached(
+    prefix = "p:swr",
+    ttl = 1,
+    jitter = 0,
+    stale_ttl = 30,
+    skip(gate, calls)
+)]
+async fn refreshed(id: u64, gate: &tokio::sync::Semaphore, calls: &AtomicUsize) -> String {
+    let run = calls.fetch_add(1, SeqCst) + 1;
+    if run > 1 {
+        // The refresh waits until the test lets it finish.
+        gate.acquire().await.unwrap().forget();
+    }
+    format!("value {id} from run {run}")
+}
+
+on_both_stores! {
+    async fn stale_ttl_serves_the_old_entry_while_one_caller_refreshes(b: Backend) {
+        let gate = tokio::sync::Semaphore::new(0);
+        let calls = AtomicUsize::new(0);
+        let written = std::time::Instant::now();
+        assert_eq!(b.cache.scope(refreshed(1, &gate, &calls)).await, "value 1 from run 1");
+        let key = b.cache.scope(async { redcache::key!(refreshed(1, _, _)) }).await;
+        assert_eq!(b.ttl_secs(&key).await, Some(31), "{}", b.name());
+        past_one_second_ttl(written).await;
+
+        let refresher = b.cache.scope(refreshed(1, &gate, &calls));
+        let others = async {
+            // Once the refresh is running, everyone else is answered at once, unrefreshed.
+            while calls.load(SeqCst) < 2 {
+                tokio::task::yield_now().await;
+            }
+            for _ in 0..3 {
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    b.cache.scope(refreshed(1, &gate, &calls)),
+                )
+                .await
+                .expect("a stale answer does not wait for the refresh");
+                assert_eq!(answer, "value 1 from run 1");
+            }
+            gate.add_permits(1);
+        };
+        let (refreshed_value, ()) = tokio::join!(refresher, others);
+        assert_eq!(refreshed_value, "value 1 from run 2", "the refresher gets the new value");
+        assert_eq!(calls.load(SeqCst), 2, "one refresh, {}", b.name());
+        assert_eq!(b.cache.stats().stale, 3);
+        // The refreshed entry is served from then on.
+        gate.add_permits(1);
+        assert_eq!(b.cache.scope(refreshed(1, &gate, &calls)).await, "value 1 from run 2");
+        assert_eq!(calls.load(SeqCst), 2);
+    }
+}

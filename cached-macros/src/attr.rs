@@ -52,6 +52,12 @@ pub(crate) struct CachedArgs {
     pub(crate) lock: Option<(u64, Span)>,
     pub(crate) lock_ms: Option<(u64, Span)>,
     pub(crate) early_refresh: Option<(f64, Span)>,
+    /// `stale_ttl = N`: an entry past its TTL is served for N more seconds while one caller
+    /// refreshes it.
+    pub(crate) stale_ttl: Option<(u64, Span)>,
+    /// `stale_if_error = N`: an entry past its TTL answers for N more seconds when the body
+    /// fails.
+    pub(crate) stale_if_error: Option<(u64, Span)>,
     /// `ttl = path_or_closure`: the TTL computed from the value.
     pub(crate) ttl_fn: Option<(Expr, Span)>,
     /// `cache_if = path_or_closure`: whether a value is cached.
@@ -169,6 +175,16 @@ const OPTIONS: &[(&str, Setter)] = &[
             set(&mut a.early_refresh, v, arg, e)
         }
     }),
+    ("stale_ttl", |a, arg, e| {
+        if let Some(v) = seconds(arg, e, false) {
+            set(&mut a.stale_ttl, v, arg, e)
+        }
+    }),
+    ("stale_if_error", |a, arg, e| {
+        if let Some(v) = seconds(arg, e, false) {
+            set(&mut a.stale_if_error, v, arg, e)
+        }
+    }),
     ("key", |a, arg, e| match &arg.value {
         RawValue::Eq(expr) => set(&mut a.key, expr.clone(), arg, e),
         _ => e.at(
@@ -202,6 +218,11 @@ const HINTS: &[(&str, &str)] = &[
     ("tag", "group"),
     ("tags", "group"),
     ("nil_ttl", "null_ttl"),
+    ("stale_while_revalidate", "stale_ttl"),
+    ("swr", "stale_ttl"),
+    ("stale", "stale_ttl"),
+    ("use_stale_on_failure", "stale_if_error"),
+    ("stale_on_error", "stale_if_error"),
 ];
 
 /// Stores `value` unless the option was given already (one shared duplicate check).

@@ -173,6 +173,7 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let (ttl, jitter, null_ttl) = (opt(&args.ttl), opt(&args.jitter), opt(&args.null_ttl));
+    let (stale_ttl, stale_if_error) = (opt(&args.stale_ttl), opt(&args.stale_if_error));
     let group = match &args.group {
         Some((group, _)) => quote!(::core::option::Option::Some(#group)),
         None => quote!(::core::option::Option::None),
@@ -200,6 +201,8 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
                 group: #group,
                 lock_ms: #lock,
                 early_refresh: #early_refresh,
+                stale_ttl: #stale_ttl,
+                stale_if_error: #stale_if_error,
             };
             #private::Call::<#private::#kind, #ret_ty>::new(
                 &__CACHED_SPEC,

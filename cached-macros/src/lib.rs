@@ -75,7 +75,8 @@ mod valid;
 /// order, separated by commas: [`prefix`](#prefix), [`ttl`](#ttl),
 /// [`jitter`](#jitter), [`null_ttl`](#null_ttl), [`skip`](#skip), [`key`](#key),
 /// [`output`](#output), [`group`](#group), [`lock` / `lock_ms`](#lock--lock_ms),
-/// [`early_refresh`](#early_refresh), [`cache_if`](#cache_if),
+/// [`early_refresh`](#early_refresh), [`stale_ttl`](#stale_ttl),
+/// [`stale_if_error`](#stale_if_error), [`cache_if`](#cache_if),
 /// [`in_trait_impl`](#in_trait_impl).
 ///
 /// Each is checked when the function compiles, and a mistake is an error at its own span:
@@ -464,6 +465,59 @@ mod valid;
 ///         assert_eq!(leaderboard(1).await, leaderboard(1).await);
 ///     })
 ///     .await;
+/// # }
+/// ```
+///
+/// # `stale_ttl`
+///
+/// `stale_ttl = 30`: stale-while-revalidate (RFC 5861's name). An entry past its TTL, but
+/// by less than this many seconds, is still an answer: one caller refreshes it (it leads
+/// the key's single flight and runs the body; the fill fence applies as to any fill), and
+/// every other caller meanwhile is answered with the old value at once. Entries stay in
+/// the store for the TTL plus the window and carry their expiry. The caller that
+/// refreshes waits for the body: a body borrows its arguments, so it cannot outlive the
+/// call that runs it.
+///
+/// - **Default:** off (0).
+/// - **Checked:** a whole number of seconds.
+/// - **Counted:** `Stats::stale`, metric result `stale`.
+///
+/// ```
+/// #[redcache::cached(ttl = 60, stale_ttl = 30)]
+/// async fn exchange_rate(currency: String) -> f64 {
+///     1.08
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// assert_eq!(cache.scope(exchange_rate("EUR".into())).await, 1.08);
+/// # }
+/// ```
+///
+/// # `stale_if_error`
+///
+/// `stale_if_error = 300`: when the body returns `Err` (or panics) and the entry it was
+/// to replace is past its TTL by less than this many seconds, that entry's value is the
+/// answer instead; the failure is counted (`Stats::stale`) and logged (rate-limited). An
+/// invalidated entry is never used this way: invalidation leaves a tombstone, not the old
+/// value. Without such an entry the `Err` (or the panic) goes to the caller as before.
+///
+/// - **Default:** off (0).
+/// - **Checked:** a whole number of seconds, on a function returning `Result<T, E>` or
+///   `Result<Option<T>, E>` (what else would fail?).
+///
+/// ```
+/// #[redcache::cached(ttl = 60, stale_if_error = 300)]
+/// async fn price(sku: u64) -> Result<u64, String> {
+///     // SELECT price FROM products WHERE sku = $1; on an outage, the last price answers.
+///     Ok(sku * 100)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// assert_eq!(cache.scope(price(3)).await, Ok(300));
 /// # }
 /// ```
 ///

@@ -83,7 +83,17 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
         );
     }
     let shape = shape_of(&sig.output, errors)?;
-    Some(args.output.map_or(shape, |(output, _)| output))
+    let shape = args.output.map_or(shape, |(output, _)| output);
+    if let Some((_, span)) = &args.stale_if_error {
+        if !matches!(shape, Output::Result | Output::ResultOption) {
+            errors.at(
+                *span,
+                "`stale_if_error` answers a failed call with the entry past its TTL: it needs \
+                 a function returning `Result<T, E>` (or `Result<Option<T>, E>`)",
+            );
+        }
+    }
+    Some(shape)
 }
 
 /// The shape of the declared return type; an `impl Trait` return is an error at its span.

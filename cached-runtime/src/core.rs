@@ -209,6 +209,12 @@ impl Core {
         result
     }
 
+    /// Whether a warning may be logged now (at most one a second per cache), and how many
+    /// were held back since the last one.
+    pub(crate) fn may_log(&self) -> Option<u64> {
+        self.health.may_log()
+    }
+
     /// Counts a fault and logs it, at most once a second per cache. A skipped operation
     /// (open breaker) is counted apart and not logged again.
     pub(crate) fn fault(&self, key: &str, err: &Error) {

@@ -31,6 +31,10 @@ pub struct Spec {
     pub lock_ms: Option<u64>,
     /// XFetch's beta, if the function refreshes early.
     pub early_refresh: Option<f64>,
+    /// Seconds past its TTL an entry is served while one caller refreshes it.
+    pub stale_ttl: Option<u64>,
+    /// Seconds past its TTL an entry is served when the body fails.
+    pub stale_if_error: Option<u64>,
 }
 
 impl Spec {
@@ -41,6 +45,7 @@ impl Spec {
         Policy::seconds(ttl, jitter, null_ttl)
             .with_lock(self.lock_ms.map(Duration::from_millis))
             .with_early_refresh(self.early_refresh)
+            .with_stale(self.stale_ttl, self.stale_if_error)
     }
 }
 

@@ -49,6 +49,11 @@ pub trait Shape<O> {
     /// `O` from an entry, and the entry's stamp; an entry of the wrong kind is an error (a
     /// miss).
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<O>, Stamp)>;
+    /// Whether `out` is a failure (an `Err`), which `stale_if_error` may answer instead.
+    fn failed(out: &O) -> bool {
+        let _ = out;
+        false
+    }
 }
 
 fn null_not_expected() -> serde_json::Error {
@@ -114,6 +119,9 @@ impl<T: CacheValue, E> Shape<Result<T, E>> for Res {
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<T, E>>, Stamp)> {
         decode_with(bytes, Ok, None)
     }
+    fn failed(out: &Result<T, E>) -> bool {
+        out.is_err()
+    }
 }
 
 impl<T: CacheValue, E> Shape<Result<Option<T>, E>> for ResOpt {
@@ -126,6 +134,9 @@ impl<T: CacheValue, E> Shape<Result<Option<T>, E>> for ResOpt {
     }
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Result<Option<T>, E>>, Stamp)> {
         decode_with(bytes, |v| Ok(Some(v)), Some(Ok(None)))
+    }
+    fn failed(out: &Result<Option<T>, E>) -> bool {
+        out.is_err()
     }
 }
 

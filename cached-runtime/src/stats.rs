@@ -39,6 +39,9 @@ pub struct Stats {
     pub conflicts: u64,
     /// Hits that early refresh (XFetch) picked to recompute before expiry.
     pub refreshes: u64,
+    /// Calls answered with an entry past its TTL: while another caller refreshed it
+    /// (`stale_ttl`), or because the body failed (`stale_if_error`).
+    pub stale: u64,
     /// Waits for another process's fill lease that ran out (the caller then computed).
     pub lock_timeouts: u64,
     /// Store faults: errors, timeouts, undecodable or oversized values.
@@ -50,8 +53,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The share of calls answered from the cache (hits and null hits over all calls that
-    /// read it); `None` before any call.
+    /// The share of calls answered from the cache (hits, null hits and stale answers over
+    /// all calls that read it); `None` before any call.
     ///
     /// # Examples
     ///
@@ -66,7 +69,7 @@ impl Stats {
     /// # }
     /// ```
     pub fn hit_ratio(&self) -> Option<f64> {
-        let served = self.hits + self.null_hits;
+        let served = self.hits + self.null_hits + self.stale;
         let calls = served + self.misses;
         (calls > 0).then(|| served as f64 / calls as f64)
     }
@@ -85,6 +88,8 @@ pub(crate) enum Served {
     Refresh,
     /// By the body, because the store failed or was skipped.
     Fault,
+    /// By an entry past its TTL (`stale_ttl`, `stale_if_error`).
+    Stale,
 }
 
 impl Served {
@@ -95,6 +100,7 @@ impl Served {
             Served::Miss => "miss",
             Served::Refresh => "refresh",
             Served::Fault => "fault",
+            Served::Stale => "stale",
         }
     }
 }
@@ -115,6 +121,8 @@ pub(crate) enum Event {
     Invalidations(u64),
     Conflict,
     Refresh,
+    /// A call answered with an entry past its TTL.
+    Stale,
     LockTimeout,
     Fault,
     Skipped,
@@ -130,6 +138,7 @@ pub(crate) struct Counters {
     invalidations: AtomicU64,
     conflicts: AtomicU64,
     refreshes: AtomicU64,
+    stale: AtomicU64,
     lock_timeouts: AtomicU64,
     faults: AtomicU64,
     skipped: AtomicU64,
@@ -146,6 +155,7 @@ impl Counters {
             Event::Invalidations(n) => (&self.invalidations, n),
             Event::Conflict => (&self.conflicts, 1),
             Event::Refresh => (&self.refreshes, 1),
+            Event::Stale => (&self.stale, 1),
             Event::LockTimeout => (&self.lock_timeouts, 1),
             Event::Fault => (&self.faults, 1),
             Event::Skipped => (&self.skipped, 1),
@@ -163,6 +173,7 @@ impl Counters {
             invalidations: self.invalidations.load(Relaxed),
             conflicts: self.conflicts.load(Relaxed),
             refreshes: self.refreshes.load(Relaxed),
+            stale: self.stale.load(Relaxed),
             lock_timeouts: self.lock_timeouts.load(Relaxed),
             faults: self.faults.load(Relaxed),
             skipped: self.skipped.load(Relaxed),

@@ -13,6 +13,10 @@ pub(crate) struct Policy {
     lock: Option<Duration>,
     /// XFetch's beta.
     early_refresh: Option<f64>,
+    /// How long past its TTL an entry is served while one caller refreshes it.
+    stale_ttl: Option<Duration>,
+    /// How long past its TTL an entry is served when the body fails.
+    stale_if_error: Option<Duration>,
 }
 
 impl Policy {
@@ -26,7 +30,42 @@ impl Policy {
             null_ttl: (null_ttl > 0).then(|| Duration::from_secs(null_ttl)),
             lock: None,
             early_refresh: None,
+            stale_ttl: None,
+            stale_if_error: None,
         }
+    }
+
+    /// With stale windows, in seconds (0 or `None`: none): `stale_ttl` serves an entry
+    /// past its TTL while one caller refreshes it, `stale_if_error` when the body fails.
+    pub(crate) fn with_stale(
+        mut self,
+        stale_ttl: Option<u64>,
+        stale_if_error: Option<u64>,
+    ) -> Self {
+        let window = |s: Option<u64>| s.filter(|s| *s > 0).map(Duration::from_secs);
+        self.stale_ttl = window(stale_ttl);
+        self.stale_if_error = window(stale_if_error);
+        self
+    }
+
+    pub(crate) fn stale_ttl(&self) -> Option<Duration> {
+        self.stale_ttl
+    }
+
+    pub(crate) fn stale_if_error(&self) -> Option<Duration> {
+        self.stale_if_error
+    }
+
+    /// How long an entry is kept in the store past its TTL: the longer stale window.
+    pub(crate) fn stale_window(&self) -> Duration {
+        self.stale_ttl
+            .unwrap_or_default()
+            .max(self.stale_if_error.unwrap_or_default())
+    }
+
+    /// Whether entries carry their expiry (for early refresh or a stale window).
+    pub(crate) fn stamps_expiry(&self) -> bool {
+        self.early_refresh.is_some() || !self.stale_window().is_zero()
     }
 
     /// With a cross-process fill lock of this lease.
@@ -57,6 +96,8 @@ impl Policy {
             null_ttl: None,
             lock: None,
             early_refresh: None,
+            stale_ttl: None,
+            stale_if_error: None,
         }
     }
 

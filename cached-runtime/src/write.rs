@@ -8,7 +8,7 @@ use crate::key::{parse_gen, BadGeneration};
 use crate::shape::{Hooks, Outcome, Shape};
 use crate::stats::Event;
 use crate::store::{Fill, GroupFence, Seen, Store};
-use crate::ttl::Policy;
+use crate::ttl::{millis, unix_ms, Policy};
 use crate::{Error, Result};
 
 impl Core {
@@ -52,13 +52,21 @@ impl Core {
             None => None,
         };
         let gen = fence.map_or(0, |f| f.gen);
-        let (bytes, ttl) = match K::encode(value, codec::Stamp::gen(gen)) {
+        let value_ttl = match hooks.ttl(value) {
+            Some(base) => policy.value_ttl_from(base),
+            None => policy.value_ttl(),
+        };
+        let stamp = codec::Stamp {
+            gen,
+            refresh: policy.stamps_expiry().then(|| codec::Refresh {
+                expires_ms: unix_ms().saturating_add(millis(value_ttl)),
+                compute_ms: 0,
+            }),
+        };
+        let (bytes, ttl) = match K::encode(value, stamp) {
             Outcome::Value(bytes) => (
                 bytes.map_err(|source| Error::Encode { source })?,
-                match hooks.ttl(value) {
-                    Some(base) => policy.value_ttl_from(base),
-                    None => policy.value_ttl(),
-                },
+                value_ttl + policy.stale_window(),
             ),
             Outcome::Null(bytes) => match policy.null_ttl() {
                 Some(ttl) => (bytes, ttl),

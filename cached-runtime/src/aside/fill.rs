@@ -40,13 +40,14 @@ impl Core {
         };
         let stamp = Stamp {
             gen: fence.map_or(0, |f| f.gen),
-            refresh: policy.early_refresh().map(|_| Refresh {
+            refresh: policy.stamps_expiry().then(|| Refresh {
                 expires_ms: unix_ms().saturating_add(millis(value_ttl)),
                 compute_ms: millis(compute),
             }),
         };
         let (bytes, ttl) = match K::encode(out, stamp) {
-            Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl)),
+            // Kept past its TTL for the stale windows; its stamp says when it expired.
+            Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl + policy.stale_window())),
             Outcome::Value(Err(source)) => {
                 self.fault(key, &Error::Encode { source });
                 return None;

@@ -12,14 +12,18 @@ mod lease;
 mod read;
 
 use self::lease::{Lease, Locked};
-use self::read::{Examined, Read};
+use self::read::{Examined, Read, Stale};
 use crate::core::Core;
 use crate::flight::{self, Followed, Leader, Role, Shared};
-use crate::shape::{Hooks, Shape};
+use crate::shape::{Found, Hooks, Shape};
 use crate::stats::{Event, Served};
+use crate::ttl::unix_ms;
 use crate::ttl::Policy;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -79,6 +83,43 @@ enum Flight<'a> {
     Lead(Leader<'a>),
     /// The flight it waited on had nothing to share: it runs on its own.
     Solo,
+}
+
+/// A body whose panic is caught (as `Err(payload)`), so that `stale_if_error` can answer a
+/// panicking body too; without an entry to answer with, the panic goes on.
+struct CatchPanic<'a, F>(Pin<&'a mut F>);
+
+impl<F: Future> Future for CatchPanic<'_, F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let body = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| body.poll(cx))) {
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+impl Core {
+    /// The entry `stale_if_error` answers with after the body failed or panicked, if it is
+    /// still within its window; counted and logged (rate-limited).
+    fn answer_stale<K: Shape<O>, O>(&self, at: Entry<'_>, stale: Option<Stale>) -> Option<O> {
+        let stale = stale.filter(|s| unix_ms() < s.until_ms)?;
+        let (Found::Value(out), _) = K::decode(&stale.bytes).ok()? else {
+            return None;
+        };
+        self.record(at.prefix, Event::Stale);
+        if let Some(suppressed) = self.may_log() {
+            tracing::warn!(
+                key = at.key,
+                suppressed,
+                "redcache: the body failed; answered with its entry past its TTL (stale_if_error)"
+            );
+        }
+        Some(out)
+    }
 }
 
 /// Runs `body` and measures it (XFetch's delta).
@@ -142,8 +183,26 @@ impl Core {
                 Step::Solo => solo = true,
                 Step::Run(run) => {
                     let served = run.served;
-                    let (out, compute) = timed(body).await;
+                    let stale = self.stale_candidate::<K, O>(at, &run.read);
+                    let body = std::pin::pin!(body);
+                    let (out, compute) = timed(CatchPanic(body)).await;
+                    let out = match out {
+                        Ok(out) => out,
+                        Err(panic) => {
+                            // The flight and the lease end as the run is dropped.
+                            drop(run);
+                            match self.answer_stale::<K, O>(at, stale) {
+                                Some(out) => return (out, Served::Stale),
+                                None => std::panic::resume_unwind(panic),
+                            }
+                        }
+                    };
                     self.complete::<K, O>(at, hooks, run, &out, compute).await;
+                    if K::failed(&out) {
+                        if let Some(out) = self.answer_stale::<K, O>(at, stale) {
+                            return (out, Served::Stale);
+                        }
+                    }
                     return (out, served);
                 }
             }
@@ -164,6 +223,27 @@ impl Core {
                 if let Some((out, served)) = self.count_hit(at.prefix, found) {
                     return Step::Done(out, served);
                 }
+            }
+            Examined::Stale(found) => {
+                // Past its TTL, within `stale_ttl`: one caller refreshes it (leading the
+                // key's flight), the others are answered with it at once.
+                let Role::Leader(leader) = self.flights.join(key) else {
+                    return match found {
+                        Found::Gone => Step::Again,
+                        Found::Value(out) | Found::Null(out) => {
+                            self.record(at.prefix, Event::Stale);
+                            Step::Done(out, Served::Stale)
+                        }
+                    };
+                };
+                self.record(at.prefix, Event::Refresh);
+                return Step::Run(Run {
+                    flight: Flight::Lead(leader),
+                    served: Served::Refresh,
+                    read,
+                    started,
+                    lease: None,
+                });
             }
             Examined::Refresh(found) => {
                 // The refresh leads the key's flight: one at a time in this process, and a

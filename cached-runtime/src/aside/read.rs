@@ -10,12 +10,15 @@ use crate::stats::{Event, Served};
 use crate::store::{GroupFence, Seen, Store};
 use crate::ttl::{self, unix_ms};
 use crate::Error;
+use std::time::Duration;
 
 /// What a read means for a call.
 pub(super) enum Examined<O> {
     Hit(Found<O>),
     /// A hit that XFetch picked for recomputation now, before it expires.
     Refresh(Found<O>),
+    /// An entry past its TTL but within `stale_ttl`: served while one caller refreshes it.
+    Stale(Found<O>),
     Miss,
 }
 
@@ -30,6 +33,12 @@ pub(super) enum Read {
     /// The store failed, timed out or is skipped: the call does not write either, so an
     /// outage adds at most one timeout to a call.
     Unavailable,
+}
+
+/// An entry `stale_if_error` may answer with, until `until_ms` (Unix milliseconds).
+pub(super) struct Stale {
+    pub(super) bytes: Vec<u8>,
+    pub(super) until_ms: u64,
 }
 
 /// A group's generation as read (functions without a group read none: `Missing`).
@@ -125,6 +134,17 @@ impl Core {
             // A tombstone: a miss, filled over.
             Ok((Found::Gone, _)) => Examined::Miss,
             Ok((found, stamp)) if read.gen_matches(stamp.gen) => {
+                if let Some(entry) = stamp.refresh {
+                    let now = unix_ms();
+                    if now >= entry.expires_ms {
+                        // Past its TTL, kept for the stale windows.
+                        let late = Duration::from_millis(now - entry.expires_ms);
+                        return match at.policy.stale_ttl() {
+                            Some(window) if late < window => Examined::Stale(found),
+                            _ => Examined::Miss,
+                        };
+                    }
+                }
                 if let (Some(beta), Some(entry)) = (at.policy.early_refresh(), stamp.refresh) {
                     let to_expiry = entry.expires_ms as f64 - unix_ms() as f64;
                     let r = 1.0 - rand::random::<f64>();
@@ -141,6 +161,32 @@ impl Core {
                 self.fault(at.key, &Error::decode_json(&err));
                 Examined::Miss
             }
+        }
+    }
+
+    /// The entry `read` found, if `stale_if_error` may answer with it should the body fail:
+    /// a value of the current group generation (never a tombstone: an invalidated entry is
+    /// gone), within the window. Bytes, not the value: the caller holds them across the
+    /// body, and a decoded output need not be `Send`.
+    pub(super) fn stale_candidate<K: Shape<O>, O>(
+        &self,
+        at: Entry<'_>,
+        read: &Read,
+    ) -> Option<Stale> {
+        let window = at.policy.stale_if_error()?;
+        let bytes = read.entry()?;
+        match K::decode(bytes) {
+            Ok((Found::Value(_), stamp)) if read.gen_matches(stamp.gen) => {
+                let until_ms = stamp
+                    .refresh?
+                    .expires_ms
+                    .saturating_add(ttl::millis(window));
+                (unix_ms() < until_ms).then(|| Stale {
+                    bytes: bytes.to_vec(),
+                    until_ms,
+                })
+            }
+            _ => None,
         }
     }
 
