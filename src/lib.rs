@@ -87,6 +87,9 @@ pub use cached_runtime::{
     ConfigBuilder, Error, Health, LastFault, Result, Stats,
 };
 
+#[cfg(feature = "http")]
+pub use cached_runtime::http;
+
 /// What `#[cached]`-generated code calls. Not public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {

@@ -30,6 +30,8 @@ mod error;
 mod flight;
 mod global;
 mod health;
+#[cfg(feature = "http")]
+pub mod http;
 mod invalidate;
 mod key;
 #[cfg(feature = "metrics")]

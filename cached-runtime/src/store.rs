@@ -45,6 +45,10 @@ pub(crate) struct GroupFence<'a> {
     pub(crate) gen: u64,
     /// The generation key did not exist when read: the fill creates it with `gen`.
     pub(crate) create: bool,
+    /// The generation expires (a path's, of the HTTP layer): the fill makes it live at
+    /// least as long as the entry. Group generations never expire. An expired generation
+    /// only costs misses: no entry is stamped with "none".
+    pub(crate) expiring: bool,
 }
 
 impl<'a> GroupFence<'a> {
@@ -56,13 +60,20 @@ impl<'a> GroupFence<'a> {
                 key,
                 gen,
                 create: false,
+                expiring: false,
             },
             None => GroupFence {
                 key,
                 gen: crate::key::new_generation(),
                 create: true,
+                expiring: false,
             },
         }
+    }
+
+    /// The same fence, for a generation that expires (see [`GroupFence::expiring`]).
+    pub(crate) fn expiring(self, expiring: bool) -> Self {
+        GroupFence { expiring, ..self }
     }
 }
 

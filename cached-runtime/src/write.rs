@@ -21,18 +21,33 @@ impl Core {
         hooks: Hooks<O>,
         value: &O,
     ) -> Result<()> {
+        let gen_key = group.map(|group| self.group_key(group));
+        self.put_fenced::<K, O>(key, gen_key.as_deref(), false, policy, hooks, value)
+            .await
+    }
+
+    /// [`put`](Self::put) fenced by the generation at `gen_key`, which expires if
+    /// `gen_expires` (a path's, of the HTTP layer).
+    pub(crate) async fn put_fenced<K: Shape<O>, O>(
+        &self,
+        key: &str,
+        gen_key: Option<&str>,
+        gen_expires: bool,
+        policy: &Policy,
+        hooks: Hooks<O>,
+        value: &O,
+    ) -> Result<()> {
         if !hooks.caches(value) {
             // Not cached for this function: the next call computes it.
             return self.invalidate_key(key).await.map(drop);
         }
-        let gen_key = group.map(|group| self.group_key(group));
-        let fence = match &gen_key {
+        let fence = match gen_key {
             Some(gen_key) => {
                 let current = match self.op(self.backend.get(gen_key)).await? {
                     Some(raw) => Some(parse_gen(&raw).ok_or(Error::decode(BadGeneration))?),
                     None => None,
                 };
-                Some(GroupFence::at(gen_key, current))
+                Some(GroupFence::at(gen_key, current).expiring(gen_expires))
             }
             None => None,
         };

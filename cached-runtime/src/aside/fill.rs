@@ -33,7 +33,7 @@ impl Core {
             // `cache_if` said no: returned, not stored, not handed to waiters.
             return None;
         }
-        let fence = read.fence(at.gen_key);
+        let fence = read.fence(at);
         let value_ttl = match hooks.ttl(out) {
             Some(base) => policy.value_ttl_from(base),
             None => policy.value_ttl(),

@@ -39,6 +39,11 @@ pub(crate) struct Entry<'a> {
     pub(crate) prefix: Option<&'a str>,
     pub(crate) key: &'a str,
     pub(crate) gen_key: Option<&'a str>,
+    /// The generation at `gen_key` expires (a path's, of the HTTP layer).
+    pub(crate) gen_expires: bool,
+    /// The caller does not take the entry (an HTTP request's `no-cache`): it is read only so
+    /// that the fill can replace it, and the body runs.
+    pub(crate) force: bool,
     pub(crate) policy: &'a Policy,
 }
 
@@ -108,8 +113,24 @@ impl Core {
             prefix,
             key,
             gen_key: gen_key.as_deref(),
+            gen_expires: false,
+            force: false,
             policy,
         };
+        self.run_at::<K, O, F>(at, hooks, body).await
+    }
+
+    /// [`get_or_run`](Self::get_or_run) for an entry already described.
+    pub(crate) async fn run_at<K, O, F>(
+        self: &Arc<Self>,
+        at: Entry<'_>,
+        hooks: Hooks<O>,
+        body: F,
+    ) -> (O, Served)
+    where
+        K: Shape<O>,
+        F: Future<Output = O>,
+    {
         let mut solo = false;
         loop {
             match self.step::<K, O>(at, solo).await {

@@ -104,21 +104,21 @@ impl Read {
 
     /// The generation a grouped fill stamps its value with: the one read, or a new one
     /// the fill creates if there was none.
-    pub(super) fn fence<'a>(&self, gen_key: Option<&'a str>) -> Option<GroupFence<'a>> {
+    pub(super) fn fence<'a>(&self, at: Entry<'a>) -> Option<GroupFence<'a>> {
         let current = match self {
             Read::Found {
                 gen: Gen::At(gen), ..
             } => Some(*gen),
             _ => None,
         };
-        Some(GroupFence::at(gen_key?, current))
+        Some(GroupFence::at(at.gen_key?, current).expiring(at.gen_expires))
     }
 }
 
 impl Core {
     /// What a read means for a call: a hit, a hit due for early refresh, or a miss.
     pub(super) fn examine<K: Shape<O>, O>(&self, at: Entry<'_>, read: &Read) -> Examined<O> {
-        let Some(bytes) = read.entry() else {
+        let Some(bytes) = read.entry().filter(|_| !at.force) else {
             return Examined::Miss;
         };
         match K::decode(bytes) {

@@ -127,6 +127,18 @@ impl KeyArgs {
     }
 }
 
+/// The md5 of `bytes` in lowercase hex.
+#[cfg(feature = "http")]
+pub(crate) fn md5_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for byte in Md5::digest(bytes) {
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    out
+}
+
 /// `[{namespace}:]{prefix}:[{{group}}:]{md5_hex}` where `md5_hex` is the full md5 of
 /// `material`.
 pub(crate) fn derive_key(

@@ -142,10 +142,17 @@ impl MemoryStore {
         }
         if let Some(group) = fill.group {
             let stamp = group.gen.to_string();
+            let lives = group.expiring.then_some(fill.ttl);
             match self.live(group.key) {
                 Some(gen) if *gen.value != *stamp.as_bytes() => return false,
-                Some(_) => {}
-                None if group.create => self.insert(group.key, stamp.as_bytes(), None),
+                Some(gen) => {
+                    let outlives =
+                        |t: Instant| Instant::now().checked_add(fill.ttl).is_some_and(|e| t >= e);
+                    if group.expiring && !gen.expires.is_none_or(outlives) {
+                        self.insert(group.key, stamp.as_bytes(), lives);
+                    }
+                }
+                None if group.create => self.insert(group.key, stamp.as_bytes(), lives),
                 None => return false,
             }
         }
@@ -338,6 +345,7 @@ mod tests {
             key: "g",
             gen,
             create,
+            expiring: false,
         };
         // The generation key vanished since the read: refused.
         assert!(!store

@@ -286,7 +286,8 @@ fn open_client(config: &Config, info: redis::ConnectionInfo) -> redis::RedisResu
 /// The conditional fill (see [`Store::fill`]). `KEYS[1]`: the entry; `KEYS[2]`, for a
 /// grouped function: the group's generation. `ARGV`: value, PX milliseconds, what the read
 /// saw (`0` nothing, `1` the bytes in `ARGV[4]`, `2` a key of another type, `3` anything),
-/// the generation stamped into the value, and `1` if the fill may create the generation.
+/// the generation stamped into the value, `1` if the fill may create the generation, and
+/// `1` if the generation expires: then it is made to live at least as long as the entry.
 /// Bytes the read saw may also have expired since: an invalidation leaves a tombstone,
 /// never nothing.
 const FILL_LUA: &str = r"
@@ -307,6 +308,12 @@ if KEYS[2] then
     redis.call('SET', KEYS[2], ARGV[5])
   else
     return 0
+  end
+  if ARGV[7] == '1' then
+    local left = redis.call('PTTL', KEYS[2])
+    if left < tonumber(ARGV[2]) then
+      redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -378,6 +385,11 @@ fn fill_invocation<'a>(fill: &Fill<'_>) -> redis::ScriptInvocation<'a> {
         .arg(observed)
         .arg(fill.group.map_or(0, |g| g.gen))
         .arg(if fill.group.is_some_and(|g| g.create) {
+            "1"
+        } else {
+            "0"
+        })
+        .arg(if fill.group.is_some_and(|g| g.expiring) {
             "1"
         } else {
             "0"

@@ -1,0 +1,915 @@
+//! HTTP response caching in front of routes: [`CacheLayer`], a `tower` layer for axum
+//! routers and any tower/hyper service, with ETag/`304`, `Cache-Control`, `Age` and
+//! `X-Cache`; [`EvictLayer`] for the write routes; [`invalidate_path`].
+//!
+//! It caches through the same cache as `#[cached]` (the scoped one, else the global one),
+//! so the namespace, the stats and metrics (labelled by the layer's prefix), the breaker,
+//! single flight per key, TTL jitter and the fill-race fence are the same.
+//!
+//! # Keys
+//!
+//! A response is stored at `[{ns}:]{prefix}:{http:<md5 of the path>}:<md5 of the variant>`.
+//! The variant is the method, the path, the query with its parameters sorted by name, the
+//! values of the request headers the responses `Vary` by, whether the request carried
+//! `Authorization`, the generation of the layer's group and, for a cached `POST`, the
+//! body's md5. The path's hash is the key's Redis Cluster hash tag, and each path has a
+//! generation at `[{ns}:]redcache:group:{http:<md5 of the path>}`, in the same slot:
+//! every entry is stamped with it and read together with it (one `MGET`).
+//! [`invalidate_path`] moves the path to a new generation, which retires every query and
+//! variant of the path at once, without `KEYS` or `SCAN`, on a cluster too; and a response
+//! computed before the invalidation cannot be stored after it (the fill checks the
+//! generation it read). A path's generation expires with the last entry that uses it.
+//!
+//! A layer with a [`group`](CacheLayer::group) reads the group's generation first (one
+//! more `GET`) and keys by it, so that `invalidate_group` retires the group's responses
+//! as it does `#[cached]` entries of the group.
+
+mod body;
+mod rules;
+mod stored;
+
+pub use self::body::{Body, BoxError};
+
+use self::body::Read;
+use self::rules::{Material, NotStored};
+use self::stored::{Answer, Stored};
+use crate::aside::Entry;
+use crate::cache::Cache;
+use crate::core::Core;
+use crate::global::{current, warn_not_initialized};
+use crate::key::{self, md5_hex, new_generation};
+use crate::shape::{Hooks, Res};
+use crate::stats::{Event, Served};
+use crate::store::Store;
+use crate::ttl::{default_jitter, unix_ms, Policy};
+use crate::Result;
+use bytes::Bytes;
+use headers::{ETag, HeaderMapExt, IfNoneMatch};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The response header that says how the layer answered: `HIT` (from the cache), `MISS`
+/// (the handler ran) or `BYPASS` (not a request the layer caches).
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Request headers a layer keys by at most: what responses' `Vary` adds beyond that is not
+/// stored.
+const MAX_VARY: usize = 16;
+
+/// How a response was answered, as `X-Cache` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum XCache {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl XCache {
+    fn value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            XCache::Hit => "HIT",
+            XCache::Miss => "MISS",
+            XCache::Bypass => "BYPASS",
+        })
+    }
+}
+
+/// A [`tower_layer::Layer`] that caches the responses of the routes it wraps.
+///
+/// Only `GET` (and `HEAD`, answered from the `GET` entry without a body) is looked up, and
+/// `POST` if [`cache_post`](Self::cache_post) says so; other methods pass through with
+/// `X-Cache: BYPASS`. Responses with a status in [`statuses`](Self::statuses) (`200`) are
+/// stored for [`ttl`](Self::ttl) plus jitter, unless:
+///
+/// * they say `Cache-Control: no-store`, `private` or `no-cache`, or set a cookie;
+/// * the request carried `Authorization` and the response does not say `public`;
+/// * they say `Vary: *`, or their `Vary` names request headers the layer does not key by
+///   yet (it learns them: the next requests are keyed by their values);
+/// * the body is over [`max_body_bytes`](Self::max_body_bytes) (it is streamed through
+///   unchanged).
+///
+/// A response's own `s-maxage`/`max-age` shortens the TTL. Stored responses get a strong
+/// `ETag` (the body's md5) unless the handler set one, `Cache-Control: max-age=<seconds
+/// left>` unless the handler set `Cache-Control`, and `Age` on hits; a request whose
+/// `If-None-Match` matches gets `304 Not Modified`, on a hit or a miss. A request's
+/// `Cache-Control: no-cache` runs the handler and refreshes the entry, `no-store` runs it
+/// and neither reads nor writes, `max-age=N` does not take an entry older than `N`
+/// seconds.
+///
+/// When the store fails, the handler runs and its response is returned (`X-Cache: MISS`);
+/// concurrent requests for one cold URL run the handler once.
+///
+/// # Examples
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use redcache::http::CacheLayer;
+/// use std::time::Duration;
+///
+/// async fn list_products() -> &'static str {
+///     "[]"
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/products", get(list_products))
+///     .route_layer(CacheLayer::new().ttl(Duration::from_secs(300)).group("products"));
+/// ```
+#[derive(Clone)]
+pub struct CacheLayer {
+    settings: Arc<Settings>,
+}
+
+#[derive(Clone)]
+struct Settings {
+    ttl: Option<Duration>,
+    jitter: Option<Duration>,
+    prefix: String,
+    group: Option<String>,
+    statuses: Vec<StatusCode>,
+    max_body_bytes: usize,
+    post: bool,
+    cache: Option<Cache>,
+    /// Request headers the key includes: declared, and learned from responses' `Vary`.
+    vary: Arc<RwLock<Vec<HeaderName>>>,
+}
+
+impl Default for CacheLayer {
+    fn default() -> Self {
+        CacheLayer::new()
+    }
+}
+
+impl fmt::Debug for CacheLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("CacheLayer")
+            .field("ttl", &s.ttl)
+            .field("jitter", &s.jitter)
+            .field("prefix", &s.prefix)
+            .field("group", &s.group)
+            .field("statuses", &s.statuses)
+            .field("max_body_bytes", &s.max_body_bytes)
+            .field("cache_post", &s.post)
+            .field(
+                "vary",
+                &*s.vary.read().unwrap_or_else(PoisonError::into_inner),
+            )
+            .finish()
+    }
+}
+
+impl CacheLayer {
+    /// A layer with the defaults: the cache's default TTL (and a tenth of it as jitter),
+    /// prefix `http`, no group, status `200`, bodies up to 1 MiB, `GET` and `HEAD` only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new();
+    /// ```
+    pub fn new() -> Self {
+        CacheLayer {
+            settings: Arc::new(Settings {
+                ttl: None,
+                jitter: None,
+                prefix: "http".to_owned(),
+                group: None,
+                statuses: vec![StatusCode::OK],
+                max_body_bytes: 1 << 20,
+                post: false,
+                cache: None,
+                vary: Arc::default(),
+            }),
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Settings)) -> Self {
+        change(Arc::make_mut(&mut self.settings));
+        self
+    }
+
+    /// How long responses are stored (whole seconds, at least 1), before jitter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new().ttl(std::time::Duration::from_secs(300));
+    /// ```
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.with(|s| s.ttl = Some(ttl))
+    }
+
+    /// The largest random time (whole seconds) added to each entry's TTL, so entries
+    /// stored together do not expire together; default a tenth of the TTL.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let layer = redcache::http::CacheLayer::new().jitter(Duration::ZERO);
+    /// ```
+    pub fn jitter(self, jitter: Duration) -> Self {
+        self.with(|s| s.jitter = Some(jitter))
+    }
+
+    /// The key prefix (default `http`): what the stats and metrics are labelled by.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new().prefix("http:catalogue");
+    /// ```
+    pub fn prefix(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.with(|s| s.prefix = prefix)
+    }
+
+    /// An eviction group shared with `#[cached(group = "..")]`: `invalidate_group` retires
+    /// this layer's responses too. Costs one more `GET` per request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new().group("products");
+    /// ```
+    pub fn group(self, group: impl Into<String>) -> Self {
+        let group = group.into();
+        self.with(|s| s.group = Some(group))
+    }
+
+    /// The statuses whose responses are stored (default `200` only).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// let layer = redcache::http::CacheLayer::new()
+    ///     .statuses([StatusCode::OK, StatusCode::NOT_FOUND]);
+    /// ```
+    pub fn statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        let statuses = statuses.into_iter().collect();
+        self.with(|s| s.statuses = statuses)
+    }
+
+    /// The largest body stored (default 1 MiB); larger bodies stream through unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new().max_body_bytes(256 * 1024);
+    /// ```
+    pub fn max_body_bytes(self, max: usize) -> Self {
+        self.with(|s| s.max_body_bytes = max)
+    }
+
+    /// Request headers to key by from the start (responses' `Vary` adds more as they come).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::header::ACCEPT_LANGUAGE;
+    /// let layer = redcache::http::CacheLayer::new().vary([ACCEPT_LANGUAGE]);
+    /// ```
+    pub fn vary(self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        let mut names: Vec<HeaderName> = names.into_iter().collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        names.truncate(MAX_VARY);
+        self.with(|s| s.vary = Arc::new(RwLock::new(names)))
+    }
+
+    /// Caches `POST` requests too, keyed by a hash of their body (off by default: for
+    /// `POST` routes that only read, such as a search with a JSON query). A body larger
+    /// than [`max_body_bytes`](Self::max_body_bytes), or of unknown length, passes through.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new().cache_post(true);
+    /// ```
+    pub fn cache_post(self, yes: bool) -> Self {
+        self.with(|s| s.post = yes)
+    }
+
+    /// Caches in `cache` rather than in the cache in use where requests are handled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new().cache(redcache::Cache::memory());
+    /// ```
+    pub fn cache(self, cache: Cache) -> Self {
+        self.with(|s| s.cache = Some(cache))
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> CacheService<S> {
+        CacheService {
+            inner,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// The service [`CacheLayer`] wraps a route in.
+#[derive(Clone)]
+pub struct CacheService<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+impl<S> fmt::Debug for CacheService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheService")
+            .field("prefix", &self.settings.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for CacheService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    ReqB: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: HttpBody<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<std::result::Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        // The clone may not be ready: keep it, and use the one that is.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(handle(self.settings.clone(), inner, request))
+    }
+}
+
+/// The handler's response (or error) as it is, when it was not stored.
+type Passed<E> = Option<std::result::Result<Response<Body>, E>>;
+
+/// What the cache computes on a miss: a stored response, or (not stored) nothing: the
+/// handler's response is then in the call's `Passed` slot.
+type Filled = std::result::Result<Stored, NotFilled>;
+
+/// A response that was not stored (the handler's response is handed back as it is).
+#[derive(Debug)]
+struct NotFilled;
+
+/// One request through the layer.
+async fn handle<S, ReqB, ResB>(
+    settings: Arc<Settings>,
+    mut inner: S,
+    request: Request<ReqB>,
+) -> std::result::Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ReqB: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: HttpBody<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let method = request.method().clone();
+    let looked_up = method == Method::GET
+        || method == Method::HEAD
+        || (method == Method::POST && settings.post);
+    let asks = rules::asks(request.headers());
+    if !looked_up || asks.no_store {
+        return pass(&mut inner, request, XCache::Bypass).await;
+    }
+    let Some(cache) = settings.cache.clone().or_else(Cache::current) else {
+        warn_not_initialized();
+        return pass(&mut inner, request, XCache::Bypass).await;
+    };
+    let core = cache.core();
+    let (mut request, body_hash) = if method == Method::POST {
+        match read_request_body(request, settings.max_body_bytes).await {
+            Ok(read) => read,
+            Err(passed) => return pass(&mut inner, passed, XCache::Bypass).await,
+        }
+    } else {
+        (request, None)
+    };
+    let path_tag = path_tag(request.uri().path());
+    let gen_key = core.group_key(&path_tag);
+    let group_gen = match &settings.group {
+        Some(group) => match core.op(core.backend.get(&core.group_key(group))).await {
+            Ok(gen) => Some(gen.unwrap_or_default()),
+            Err(err) => {
+                // The store is failing: the handler answers, nothing is stored.
+                core.fault(&gen_key, &err);
+                return pass(&mut inner, request, XCache::Miss).await;
+            }
+        },
+        None => None,
+    };
+    let keyed_by = settings
+        .vary
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let authorized = request.headers().contains_key(header::AUTHORIZATION);
+    let mut material = Material::new();
+    material
+        .part(if method == Method::POST {
+            b"POST"
+        } else {
+            b"GET"
+        })
+        .part(request.uri().path().as_bytes())
+        .part(rules::sorted_query(request.uri().query().unwrap_or("")).as_bytes());
+    for name in &keyed_by {
+        material.header(name, request.headers());
+    }
+    material
+        .part(&[u8::from(authorized)])
+        .part(group_gen.as_deref().unwrap_or(b"-"))
+        .part(body_hash.as_deref().unwrap_or("").as_bytes());
+    let namespace = core.config.namespace();
+    let key = key::derive_key(
+        namespace,
+        &settings.prefix,
+        Some(&path_tag),
+        &material.into_bytes(),
+    );
+    let ttl = settings
+        .ttl
+        .unwrap_or(Duration::from_secs(core.config.default_ttl()));
+    let jitter = settings
+        .jitter
+        .map_or_else(|| default_jitter(ttl.as_secs()), |j| j.as_secs());
+    let policy = Policy::seconds(ttl.as_secs(), jitter, 0);
+    let if_none_match = request.headers().typed_get::<IfNoneMatch>();
+    let head = method == Method::HEAD;
+    if head {
+        // The GET entry answers a HEAD; a miss fills it with the GET response.
+        *request.method_mut() = Method::GET;
+    }
+    let at = Entry {
+        prefix: Some(&settings.prefix),
+        key: &key,
+        gen_key: Some(&gen_key),
+        gen_expires: true,
+        force: asks.no_cache,
+        policy: &policy,
+    };
+    let fill = Fill {
+        settings: &settings,
+        keyed_by: &keyed_by,
+        authorized,
+        ttl,
+    };
+    let mut request = Some(request);
+    let mut passed: Passed<S::Error> = None;
+    let (mut filled, mut served) =
+        run(core, at, fill.run(&mut inner, &mut request, &mut passed)).await;
+    if let (Ok(stored), Some(max_age)) = (&filled, asks.max_age) {
+        if served.is_hit() && stored.age(unix_ms()) > max_age {
+            // Older than the request accepts: the handler answers, and the entry is
+            // refreshed.
+            let at = Entry { force: true, ..at };
+            (filled, served) = run(core, at, fill.run(&mut inner, &mut request, &mut passed)).await;
+        }
+    }
+    let stored = match filled {
+        Ok(stored) => stored,
+        Err(NotFilled) => {
+            return match passed {
+                Some(response) => response.map(|r| marked(r, XCache::Miss)),
+                // Not reached: a `NotFilled` is only made after the handler's response was
+                // put there.
+                None => Ok(marked(Response::new(body::empty()), XCache::Miss)),
+            };
+        }
+    };
+    let from_cache = served.is_hit();
+    let not_modified = match (&if_none_match, stored.etag().parse::<ETag>()) {
+        (Some(condition), Ok(etag)) => !condition.precondition_passes(&etag),
+        _ => false,
+    };
+    let answer = Answer {
+        x_cache: if from_cache {
+            XCache::Hit
+        } else {
+            XCache::Miss
+        },
+        from_cache,
+        head,
+        not_modified,
+    };
+    Ok(stored.respond(answer, unix_ms()))
+}
+
+/// Looks up (or fills) the entry at `at`.
+async fn run<F>(core: &Arc<Core>, at: Entry<'_>, fill: F) -> (Filled, Served)
+where
+    F: Future<Output = Filled>,
+{
+    let hooks = Hooks {
+        // The response's own freshness may be shorter than the layer's TTL.
+        ttl: Some(|filled: &Filled| filled.as_ref().ok().map(Stored::ttl)),
+        cache_if: None,
+    };
+    core.run_at::<Res, Filled, F>(at, hooks, fill).await
+}
+
+impl Served {
+    /// Answered from the cache (or by the leader of the key's flight).
+    fn is_hit(self) -> bool {
+        matches!(self, Served::Hit | Served::NullHit)
+    }
+}
+
+/// What running the handler on a miss needs.
+struct Fill<'a> {
+    settings: &'a Settings,
+    keyed_by: &'a [HeaderName],
+    authorized: bool,
+    ttl: Duration,
+}
+
+impl Fill<'_> {
+    /// Runs the handler with the request in `request`; a response that may be stored is
+    /// read whole and returned, any other is put in `passed` as it is.
+    async fn run<S, ReqB, ResB>(
+        &self,
+        inner: &mut S,
+        request: &mut Option<Request<ReqB>>,
+        passed: &mut Passed<S::Error>,
+    ) -> Filled
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: HttpBody<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        let Some(request) = request.take() else {
+            return Err(NotFilled);
+        };
+        let response = match inner.call(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                *passed = Some(Err(err));
+                return Err(NotFilled);
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let pass_on = |body: Body, passed: &mut Passed<S::Error>| {
+            *passed = Some(Ok(Response::from_parts(parts.clone(), body)));
+            Err(NotFilled)
+        };
+        let settings = self.settings;
+        let ttl = match rules::storable(
+            parts.status,
+            &parts.headers,
+            &settings.statuses,
+            self.authorized,
+            self.keyed_by,
+            self.ttl,
+        ) {
+            Ok(ttl) => ttl,
+            Err(why) => {
+                if let NotStored::VaryUnknown(names) = why {
+                    learn(settings, names);
+                }
+                return pass_on(body::boxed(body), passed);
+            }
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > settings.max_body_bytes as u64) {
+            return pass_on(body::boxed(body), passed);
+        }
+        match body::read_up_to(body, settings.max_body_bytes).await {
+            Read::Whole(bytes) => {
+                match Stored::new(parts.status, &parts.headers, bytes.clone(), ttl, unix_ms()) {
+                    Some(stored) => Ok(stored),
+                    None => pass_on(body::full(bytes), passed),
+                }
+            }
+            Read::Partial(body) => pass_on(body, passed),
+        }
+    }
+}
+
+/// Adds request headers named by a response's `Vary` to those the layer keys by.
+fn learn(settings: &Settings, names: Vec<HeaderName>) {
+    let mut vary = settings
+        .vary
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    for name in names {
+        if vary.len() < MAX_VARY && !vary.contains(&name) {
+            vary.push(name);
+        }
+    }
+    vary.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+}
+
+/// The request with its body read whole (at most `max` bytes, as its `Content-Length`
+/// says) and the body's md5; or the request as it came, if its body is larger or of
+/// unknown length.
+async fn read_request_body<B>(
+    request: Request<B>,
+    max: usize,
+) -> std::result::Result<(Request<B>, Option<String>), Request<B>>
+where
+    B: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_none_or(|len| len > max as u64) {
+        return Err(request);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match body::read_up_to(body, max).await {
+        Read::Whole(bytes) => bytes,
+        // Longer than it said, or failed: the handler gets what could be read and the
+        // failure, as it would have.
+        Read::Partial(_) => Bytes::new(),
+    };
+    let hash = md5_hex(&bytes);
+    Ok((Request::from_parts(parts, B::from(bytes)), Some(hash)))
+}
+
+/// The handler's response to `request`, not looked up.
+async fn pass<S, ReqB, ResB>(
+    inner: &mut S,
+    request: Request<ReqB>,
+    x_cache: XCache,
+) -> std::result::Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: HttpBody<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let response = inner.call(request).await?;
+    Ok(marked(response.map(body::boxed), x_cache))
+}
+
+fn marked(mut response: Response<Body>, x_cache: XCache) -> Response<Body> {
+    response.headers_mut().insert(X_CACHE, x_cache.value());
+    response
+}
+
+/// The hash tag (and generation name) of a path's entries: `http:<md5 of the path>`.
+fn path_tag(path: &str) -> String {
+    format!("http:{}", md5_hex(path.as_bytes()))
+}
+
+impl Core {
+    /// Moves `path` to a new generation (see [`invalidate_path`]); 1 if it had one (an entry
+    /// was stored there lately), else 0.
+    pub(crate) async fn invalidate_path(&self, path: &str) -> Result<u64> {
+        // A query is not part of a path: every query of the path goes.
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        let gen_key = self.group_key(&path_tag(path));
+        let gen = new_generation().to_string();
+        // The new generation must outlive any fill that read the old one (or none).
+        let ttl = self.config.max_fill_time();
+        let timeout = Some(self.config.op_timeout());
+        let old = self
+            .op_invalidation(timeout, self.backend.replace(&gen_key, gen.as_bytes(), ttl))
+            .await?;
+        let removed = u64::from(old.is_some());
+        self.record(None, Event::Invalidations(removed));
+        Ok(removed)
+    }
+}
+
+impl Cache {
+    /// Retires every cached response of `path` in this cache: all its queries and
+    /// variants, under every prefix (see [`invalidate_path`]).
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> redcache::Result<()> {
+    /// let cache = redcache::Cache::memory();
+    /// cache.invalidate_path("/products/42").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_path(&self, path: &str) -> Result<u64> {
+        self.core().invalidate_path(path).await
+    }
+}
+
+/// Retires every cached response of `path` (`/products/42`: all its queries and variants,
+/// under every layer's prefix) in the cache in use here (scoped, else global), in every
+/// process that shares the store. A query in `path` is ignored. Returns 1 if responses of
+/// the path were cached lately, else 0.
+///
+/// A response the handler was computing when this ran is not stored afterwards.
+///
+/// # Errors
+///
+/// [`Error::NotInitialized`](crate::Error::NotInitialized) without a cache; the store's
+/// error when it fails.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> redcache::Result<()> {
+/// // After `UPDATE products SET .. WHERE id = 42`:
+/// redcache::http::invalidate_path("/products/42").await?;
+/// # Ok(()) }
+/// ```
+pub async fn invalidate_path(path: &str) -> Result<u64> {
+    current()?.invalidate_path(path).await
+}
+
+/// A [`tower_layer::Layer`] for write routes: after a `2xx` response, it retires the
+/// cached responses of the paths and the `#[cached]` entries and responses of the groups
+/// it names, before the response is returned, so the client's next read sees the write.
+/// A failed invalidation is logged and counted; the response is returned all the same.
+///
+/// # Examples
+///
+/// ```
+/// use axum::{routing::put, Router};
+/// use redcache::http::EvictLayer;
+///
+/// async fn update_product() -> &'static str {
+///     "ok"
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/products/{id}", put(update_product))
+///     // PUT /products/42 retires GET /products/42, GET /products?.., and the group.
+///     .route_layer(EvictLayer::new().own_path().path("/products").group("products"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EvictLayer {
+    evicts: Arc<Evicts>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Evicts {
+    paths: Vec<String>,
+    groups: Vec<String>,
+    own_path: bool,
+    cache: Option<Cache>,
+}
+
+impl EvictLayer {
+    /// A layer that evicts nothing yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::EvictLayer::new().own_path();
+    /// ```
+    pub fn new() -> Self {
+        EvictLayer::default()
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Evicts)) -> Self {
+        change(Arc::make_mut(&mut self.evicts));
+        self
+    }
+
+    /// Also retires the responses of `path`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::EvictLayer::new().path("/products");
+    /// ```
+    pub fn path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.with(|e| e.paths.push(path))
+    }
+
+    /// Also retires `group` (as `redcache::invalidate_group`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::EvictLayer::new().group("products");
+    /// ```
+    pub fn group(self, group: impl Into<String>) -> Self {
+        let group = group.into();
+        self.with(|e| e.groups.push(group))
+    }
+
+    /// Also retires the responses of the request's own path (`PUT /products/42` retires
+    /// `GET /products/42`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::EvictLayer::new().own_path();
+    /// ```
+    pub fn own_path(self) -> Self {
+        self.with(|e| e.own_path = true)
+    }
+
+    /// Invalidates in `cache` rather than in the cache in use where requests are handled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::EvictLayer::new().cache(redcache::Cache::memory());
+    /// ```
+    pub fn cache(self, cache: Cache) -> Self {
+        self.with(|e| e.cache = Some(cache))
+    }
+}
+
+impl<S> Layer<S> for EvictLayer {
+    type Service = EvictService<S>;
+
+    fn layer(&self, inner: S) -> EvictService<S> {
+        EvictService {
+            inner,
+            evicts: self.evicts.clone(),
+        }
+    }
+}
+
+/// The service [`EvictLayer`] wraps a route in.
+#[derive(Debug, Clone)]
+pub struct EvictService<S> {
+    inner: S,
+    evicts: Arc<Evicts>,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for EvictService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send,
+    ReqB: Send + 'static,
+    ResB: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = BoxFuture<std::result::Result<Response<ResB>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let own_path = self
+            .evicts
+            .own_path
+            .then(|| request.uri().path().to_owned());
+        let evicts = self.evicts.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            if response.status().is_success() {
+                let cache = evicts.cache.clone().or_else(Cache::current);
+                match cache {
+                    Some(cache) => evict(cache.core(), &evicts, own_path.as_deref()).await,
+                    None => warn_not_initialized(),
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Runs a write route's invalidations; failures are logged and counted.
+async fn evict(core: &Core, evicts: &Evicts, own_path: Option<&str>) {
+    for path in evicts.paths.iter().map(String::as_str).chain(own_path) {
+        if let Err(err) = core.invalidate_path(path).await {
+            core.fault(path, &err);
+        }
+    }
+    for group in &evicts.groups {
+        if let Err(err) = core.invalidate_group(group).await {
+            core.fault(group, &err);
+        }
+    }
+}

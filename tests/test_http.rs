@@ -1,0 +1,644 @@
+//! The HTTP layer over real HTTP: an axum server on a free loopback port, hyper's client,
+//! and a real `redis-server` (a cluster and the memory store too). Each test checks one
+//! rule of the contract by the handler's run count, the status, the headers and the body.
+#![cfg(feature = "http")]
+
+mod common;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use common::Backend;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use redcache::http::{CacheLayer, EvictLayer};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The service under test: a catalogue whose handlers count their runs.
+#[derive(Clone, Default)]
+struct App {
+    runs: Arc<Mutex<HashMap<&'static str, u64>>>,
+    versions: Arc<Mutex<HashMap<u64, u64>>>,
+    /// Bumped by the `/slow` handler, which takes a while (so concurrent requests overlap).
+    slow_runs: Arc<AtomicU64>,
+}
+
+impl App {
+    fn ran(&self, route: &'static str) {
+        *self.runs.lock().unwrap().entry(route).or_default() += 1;
+    }
+
+    fn runs(&self, route: &'static str) -> u64 {
+        self.runs.lock().unwrap().get(route).copied().unwrap_or(0)
+    }
+}
+
+async fn product(State(app): State<App>, Path(id): Path<u64>) -> impl IntoResponse {
+    app.ran("product");
+    let version = app.versions.lock().unwrap().get(&id).copied().unwrap_or(1);
+    (
+        [("content-type", "application/json")],
+        format!(r#"{{"id":{id},"version":{version}}}"#),
+    )
+}
+
+async fn update_product(State(app): State<App>, Path(id): Path<u64>) -> StatusCode {
+    app.ran("update");
+    *app.versions.lock().unwrap().entry(id).or_insert(1) += 1;
+    StatusCode::NO_CONTENT
+}
+
+async fn failing_update(State(app): State<App>) -> StatusCode {
+    app.ran("failing_update");
+    StatusCode::CONFLICT
+}
+
+async fn search(State(app): State<App>, uri: axum::http::Uri) -> String {
+    app.ran("search");
+    format!("results for {}", uri.query().unwrap_or(""))
+}
+
+async fn search_post(State(app): State<App>, body: Bytes) -> Vec<u8> {
+    app.ran("search_post");
+    [b"results for ".as_slice(), &body].concat()
+}
+
+async fn lang(State(app): State<App>, headers: HeaderMap) -> impl IntoResponse {
+    app.ran("lang");
+    let lang = headers
+        .get("accept-language")
+        .map_or("none", |v| v.to_str().unwrap())
+        .to_owned();
+    ([("vary", "Accept-Language")], format!("hello in {lang}"))
+}
+
+async fn with_headers(
+    State(app): State<App>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    app.ran("kind");
+    let mut out = HeaderMap::new();
+    match kind.as_str() {
+        "no-store" => drop(out.insert("cache-control", HeaderValue::from_static("no-store"))),
+        "private" => drop(out.insert("cache-control", HeaderValue::from_static("private"))),
+        "cookie" => drop(out.insert("set-cookie", HeaderValue::from_static("session=1"))),
+        "vary-any" => drop(out.insert("vary", HeaderValue::from_static("*"))),
+        "public" => drop(out.insert(
+            "cache-control",
+            HeaderValue::from_static("public, max-age=30"),
+        )),
+        "own-etag" => drop(out.insert("etag", HeaderValue::from_static("W/\"v1\""))),
+        _ => {}
+    }
+    let who = headers
+        .get("authorization")
+        .map_or("anonymous", |v| v.to_str().unwrap());
+    (out, format!("{kind} for {who}"))
+}
+
+async fn missing(State(app): State<App>) -> StatusCode {
+    app.ran("missing");
+    StatusCode::NOT_FOUND
+}
+
+async fn big(State(app): State<App>) -> Vec<u8> {
+    app.ran("big");
+    (0..4096u32).map(|i| (i % 251) as u8).collect()
+}
+
+async fn slow(State(app): State<App>) -> String {
+    app.slow_runs.fetch_add(1, Ordering::SeqCst);
+    // Long enough that the requests sent together overlap with the one that runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    "slow answer".to_owned()
+}
+
+/// The routes, with `layer` on the reads and an `EvictLayer` on the writes.
+fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
+    let layer = layer.cache(cache.clone());
+    let reads = Router::new()
+        .route("/products/{id}", get(product))
+        .route("/search", get(search).post(search_post))
+        .route("/lang", get(lang))
+        .route("/kind/{kind}", get(with_headers))
+        .route("/missing", get(missing))
+        .route("/big", get(big))
+        .route("/slow", get(slow))
+        .route_layer(layer);
+    let writes = Router::new()
+        .route("/products/{id}", axum::routing::put(update_product))
+        .route("/failing/{id}", post(failing_update))
+        .route_layer(
+            EvictLayer::new()
+                .own_path()
+                .path("/search")
+                .cache(cache.clone()),
+        );
+    reads.merge(writes).with_state(app)
+}
+
+/// A running server and a client for it.
+struct Served {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    app: App,
+}
+
+/// What a request got back.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    fn x_cache(&self) -> &str {
+        self.header("x-cache").expect("every response says X-Cache")
+    }
+}
+
+async fn serve(cache: &redcache::Cache, layer: CacheLayer) -> Served {
+    let app = App::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = router(app.clone(), cache, layer);
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    Served { base, client, app }
+}
+
+impl Served {
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .unwrap();
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("the server answers");
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, &[], "").await
+    }
+
+    async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send("GET", path, headers, "").await
+    }
+}
+
+fn layer() -> CacheLayer {
+    CacheLayer::new()
+        .ttl(Duration::from_secs(120))
+        .jitter(Duration::ZERO)
+        .max_body_bytes(1024)
+}
+
+/// A test on a real Redis, a real Redis Cluster and the memory store.
+macro_rules! http_test {
+    (async fn $name:ident($backend:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($backend: Backend) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn redis() {
+                run(Backend::redis().await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn cluster() {
+                run(Backend::cluster().await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn memory() {
+                run(Backend::memory()).await
+            }
+        }
+    };
+}
+
+http_test! {
+    async fn miss_then_hit_with_etag_max_age_and_age(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let first = served.get("/products/7").await;
+        assert_eq!(first.status, StatusCode::OK);
+        assert_eq!(first.x_cache(), "MISS");
+        assert_eq!(&first.body[..], br#"{"id":7,"version":1}"#);
+        let etag = first.header("etag").expect("a stored response has an ETag").to_owned();
+        let expected = format!("\"{:x}\"", md5::Md5::digest(&first.body));
+        assert_eq!(etag, expected, "a strong ETag: the body's md5");
+        assert_eq!(first.header("cache-control"), Some("max-age=120"));
+        assert_eq!(first.header("age"), None);
+
+        let second = served.get("/products/7").await;
+        assert_eq!(second.x_cache(), "HIT");
+        assert_eq!(second.status, StatusCode::OK);
+        assert_eq!(second.body, first.body, "byte for byte");
+        assert_eq!(second.header("etag"), Some(etag.as_str()));
+        assert_eq!(second.header("content-type"), Some("application/json"));
+        assert_eq!(second.header("content-length"), Some("20"));
+        let age: u64 = second.header("age").expect("a hit has an Age").parse().unwrap();
+        assert!(age <= 2, "age {age}");
+        let max_age: u64 = second.header("cache-control").unwrap()["max-age=".len()..].parse().unwrap();
+        assert!((118..=120).contains(&max_age), "max-age {max_age}");
+        assert_eq!(served.app.runs("product"), 1, "the hit did not run the handler");
+
+        // The entry is where the README says, for the layer's TTL.
+        let stats = backend.cache.stats_by_prefix();
+        let http = stats.iter().find(|(p, _)| p == "http").expect("stats under the prefix").1;
+        assert_eq!((http.hits, http.misses, http.stores), (1, 1, 1));
+    }
+}
+
+http_test! {
+    async fn if_none_match_gets_304_on_hit_and_on_miss(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let etag = format!("\"{:x}\"", md5::Md5::digest(br#"{"id":3,"version":1}"#));
+        // A miss: the handler runs, its response is stored, and the client's copy is current.
+        let miss = served.get_with("/products/3", &[("if-none-match", &etag)]).await;
+        assert_eq!(miss.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(miss.x_cache(), "MISS");
+        assert!(miss.body.is_empty());
+        assert_eq!(miss.header("etag"), Some(etag.as_str()));
+        assert_eq!(miss.header("content-type"), None, "a 304 carries validators, not content headers");
+        // A hit, with a weak form of the tag (If-None-Match compares weakly) among others.
+        let weak = format!("\"other\", W/{etag}");
+        let hit = served.get_with("/products/3", &[("if-none-match", &weak)]).await;
+        assert_eq!(hit.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(hit.x_cache(), "HIT");
+        assert!(hit.body.is_empty());
+        assert!(hit.header("age").is_some());
+        // A tag that does not match: the whole response.
+        let other = served.get_with("/products/3", &[("if-none-match", "\"nope\"")]).await;
+        assert_eq!(other.status, StatusCode::OK);
+        assert_eq!(&other.body[..], br#"{"id":3,"version":1}"#);
+        assert_eq!(served.app.runs("product"), 1);
+    }
+}
+
+http_test! {
+    async fn head_is_answered_from_the_get_entry(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let head = served.send("HEAD", "/products/5", &[], "").await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.x_cache(), "MISS");
+        assert!(head.body.is_empty());
+        assert_eq!(head.header("content-length"), Some("20"));
+        let get = served.get("/products/5").await;
+        assert_eq!(get.x_cache(), "HIT", "the HEAD filled the GET entry");
+        assert_eq!(&get.body[..], br#"{"id":5,"version":1}"#);
+        let head = served.send("HEAD", "/products/5", &[], "").await;
+        assert_eq!(head.x_cache(), "HIT");
+        assert!(head.body.is_empty());
+        assert_eq!(served.app.runs("product"), 1);
+    }
+}
+
+http_test! {
+    async fn request_no_cache_refreshes_and_no_store_bypasses(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        served.get("/products/1").await;
+        served.app.versions.lock().unwrap().insert(1, 2);
+        // The cached version until a client asks for a fresh one.
+        assert_eq!(&served.get("/products/1").await.body[..], br#"{"id":1,"version":1}"#);
+        let fresh = served.get_with("/products/1", &[("cache-control", "no-cache")]).await;
+        assert_eq!(fresh.x_cache(), "MISS");
+        assert_eq!(&fresh.body[..], br#"{"id":1,"version":2}"#);
+        let after = served.get("/products/1").await;
+        assert_eq!((after.x_cache(), &after.body[..]), ("HIT", &br#"{"id":1,"version":2}"#[..]), "refreshed");
+        assert_eq!(served.app.runs("product"), 2);
+
+        served.app.versions.lock().unwrap().insert(1, 3);
+        let bypass = served.get_with("/products/1", &[("cache-control", "no-store")]).await;
+        assert_eq!(bypass.x_cache(), "BYPASS");
+        assert_eq!(&bypass.body[..], br#"{"id":1,"version":3}"#);
+        let still = served.get("/products/1").await;
+        assert_eq!(&still.body[..], br#"{"id":1,"version":2}"#, "no-store wrote nothing");
+        assert_eq!(served.app.runs("product"), 3);
+    }
+}
+
+http_test! {
+    async fn request_max_age_refuses_older_entries(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        served.get("/products/9").await;
+        served.app.versions.lock().unwrap().insert(9, 2);
+        // Young enough for max-age=60: a hit.
+        let young = served.get_with("/products/9", &[("cache-control", "max-age=60")]).await;
+        assert_eq!((young.x_cache(), &young.body[..]), ("HIT", &br#"{"id":9,"version":1}"#[..]));
+        // Once the entry is two seconds old (its Age says so), max-age=1 refuses it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let age: u64 = served.get("/products/9").await.header("age").unwrap().parse().unwrap();
+            if age >= 2 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the entry never aged");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let refused = served.get_with("/products/9", &[("cache-control", "max-age=1")]).await;
+        assert_eq!(refused.x_cache(), "MISS");
+        assert_eq!(&refused.body[..], br#"{"id":9,"version":2}"#);
+        served.app.versions.lock().unwrap().insert(9, 3);
+        // The entry was refreshed by that request: young again.
+        let ok = served.get_with("/products/9", &[("cache-control", "max-age=60")]).await;
+        assert_eq!((ok.x_cache(), &ok.body[..]), ("HIT", &br#"{"id":9,"version":2}"#[..]));
+        assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+http_test! {
+    async fn responses_that_must_not_be_stored_are_not(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        for kind in ["no-store", "private", "cookie", "vary-any"] {
+            let path = format!("/kind/{kind}");
+            for _ in 0..2 {
+                let reply = served.get(&path).await;
+                assert_eq!(reply.status, StatusCode::OK);
+                assert_eq!(reply.x_cache(), "MISS", "{kind}");
+                assert_eq!(reply.header("etag"), None, "{kind}: not stored, not tagged");
+            }
+        }
+        // The handler's own headers pass through.
+        assert_eq!(served.get("/kind/cookie").await.header("set-cookie"), Some("session=1"));
+        assert_eq!(served.app.runs("kind"), 9);
+        // Statuses other than 200 are not stored.
+        assert_eq!(served.get("/missing").await.status, StatusCode::NOT_FOUND);
+        assert_eq!(served.get("/missing").await.x_cache(), "MISS");
+        assert_eq!(served.app.runs("missing"), 2);
+        assert_eq!(backend.cache.stats().stores, 0);
+    }
+}
+
+http_test! {
+    async fn authorization_is_stored_only_when_public(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let auth = [("authorization", "Bearer alice")];
+        for _ in 0..2 {
+            let reply = served.get_with("/kind/plain", &auth).await;
+            assert_eq!((reply.x_cache(), &reply.body[..]), ("MISS", &b"plain for Bearer alice"[..]));
+        }
+        // An anonymous request does not get what an authorized one got, nor the reverse.
+        let anonymous = served.get("/kind/plain").await;
+        assert_eq!(&anonymous.body[..], b"plain for anonymous");
+        let again = served.get_with("/kind/plain", &auth).await;
+        assert_eq!(&again.body[..], b"plain for Bearer alice");
+        // `public` lets a response to an authorized request be stored.
+        let first = served.get_with("/kind/public", &auth).await;
+        assert_eq!(first.x_cache(), "MISS");
+        let second = served.get_with("/kind/public", &auth).await;
+        assert_eq!(second.x_cache(), "HIT");
+        assert_eq!(second.header("cache-control"), Some("public, max-age=30"), "the handler's own");
+        assert_eq!(served.app.runs("kind"), 5);
+    }
+}
+
+http_test! {
+    async fn vary_headers_are_part_of_the_key(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let fr = [("accept-language", "fr")];
+        let de = [("accept-language", "de")];
+        // The first response teaches the layer that /lang varies by Accept-Language.
+        assert_eq!(&served.get_with("/lang", &fr).await.body[..], b"hello in fr");
+        let fr1 = served.get_with("/lang", &fr).await;
+        assert_eq!((fr1.x_cache(), &fr1.body[..]), ("MISS", &b"hello in fr"[..]));
+        let fr2 = served.get_with("/lang", &fr).await;
+        assert_eq!((fr2.x_cache(), &fr2.body[..]), ("HIT", &b"hello in fr"[..]));
+        let de1 = served.get_with("/lang", &de).await;
+        assert_eq!((de1.x_cache(), &de1.body[..]), ("MISS", &b"hello in de"[..]));
+        let de2 = served.get_with("/lang", &de).await;
+        assert_eq!((de2.x_cache(), &de2.body[..]), ("HIT", &b"hello in de"[..]));
+        assert_eq!(de2.header("vary"), Some("Accept-Language"));
+        assert_eq!(served.app.runs("lang"), 3);
+
+        // A layer told up front stores the first response already.
+        let cache = backend.cache_with(common::test_config().namespace("declared")).await;
+        let declared = serve(&cache, layer().vary([axum::http::header::ACCEPT_LANGUAGE])).await;
+        declared.get_with("/lang", &fr).await;
+        assert_eq!(declared.get_with("/lang", &fr).await.x_cache(), "HIT");
+        assert_eq!(&declared.get_with("/lang", &de).await.body[..], b"hello in de");
+        assert_eq!(declared.app.runs("lang"), 2);
+    }
+}
+
+http_test! {
+    async fn query_parameter_order_does_not_matter(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let first = served.get("/search?q=shoes&page=2").await;
+        assert_eq!((first.x_cache(), &first.body[..]), ("MISS", &b"results for q=shoes&page=2"[..]));
+        let same = served.get("/search?page=2&q=shoes").await;
+        assert_eq!(same.x_cache(), "HIT");
+        assert_eq!(same.body, first.body);
+        let other = served.get("/search?page=3&q=shoes").await;
+        assert_eq!(other.x_cache(), "MISS");
+        assert_eq!(served.app.runs("search"), 2);
+    }
+}
+
+http_test! {
+    async fn oversize_bodies_stream_through_unchanged(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let expected: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        for _ in 0..2 {
+            let reply = served.get("/big").await;
+            assert_eq!(reply.x_cache(), "MISS");
+            assert_eq!(&reply.body[..], &expected[..]);
+        }
+        assert_eq!(served.app.runs("big"), 2);
+        assert_eq!(backend.cache.stats().stores, 0);
+    }
+}
+
+http_test! {
+    async fn other_methods_pass_through_and_post_is_opt_in(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        for _ in 0..2 {
+            let reply = served.send("POST", "/search", &[], "q=shoes").await;
+            assert_eq!((reply.x_cache(), &reply.body[..]), ("BYPASS", &b"results for q=shoes"[..]));
+        }
+        assert_eq!(served.app.runs("search_post"), 2);
+
+        let cache = backend.cache_with(common::test_config().namespace("post")).await;
+        let posting = serve(&cache, layer().cache_post(true)).await;
+        let first = posting.send("POST", "/search", &[], "q=shoes").await;
+        assert_eq!((first.x_cache(), &first.body[..]), ("MISS", &b"results for q=shoes"[..]));
+        let second = posting.send("POST", "/search", &[], "q=shoes").await;
+        assert_eq!((second.x_cache(), &second.body[..]), ("HIT", &b"results for q=shoes"[..]));
+        let other = posting.send("POST", "/search", &[], "q=boots").await;
+        assert_eq!((other.x_cache(), &other.body[..]), ("MISS", &b"results for q=boots"[..]));
+        // A GET of the same path is another entry.
+        assert_eq!(posting.get("/search?q=shoes").await.x_cache(), "MISS");
+        assert_eq!(posting.app.runs("search_post"), 2);
+    }
+}
+
+http_test! {
+    async fn invalidate_path_retires_every_query_and_variant(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        for path in ["/search?q=a", "/search?q=b", "/search", "/products/1"] {
+            served.get(path).await;
+            assert_eq!(served.get(path).await.x_cache(), "HIT");
+        }
+        assert_eq!(backend.cache.invalidate_path("/search").await.unwrap(), 1);
+        for path in ["/search?q=a", "/search?q=b", "/search"] {
+            assert_eq!(served.get(path).await.x_cache(), "MISS", "{path}");
+        }
+        assert_eq!(served.get("/products/1").await.x_cache(), "HIT", "other paths stay");
+        assert_eq!(served.app.runs("search"), 6);
+        // A path never cached: nothing to retire.
+        assert_eq!(backend.cache.invalidate_path("/nothing").await.unwrap(), 0);
+    }
+}
+
+http_test! {
+    async fn a_write_route_evicts_and_the_next_read_sees_the_write(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        served.get("/products/4").await;
+        served.get("/search?q=x").await;
+        assert_eq!(served.get("/products/4").await.x_cache(), "HIT");
+        let put = served.send("PUT", "/products/4", &[], "").await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT);
+        let read = served.get("/products/4").await;
+        assert_eq!((read.x_cache(), &read.body[..]), ("MISS", &br#"{"id":4,"version":2}"#[..]));
+        assert_eq!(served.get("/search?q=x").await.x_cache(), "MISS", "the named path too");
+        // A write that failed evicts nothing.
+        assert_eq!(served.get("/search?q=x").await.x_cache(), "HIT");
+        assert_eq!(served.send("POST", "/failing/4", &[], "").await.status, StatusCode::CONFLICT);
+        assert_eq!(served.get("/search?q=x").await.x_cache(), "HIT");
+    }
+}
+
+http_test! {
+    async fn groups_are_shared_with_cached_functions(backend: Backend) {
+        let served = serve(&backend.cache, layer().group("catalogue")).await;
+        served.get("/products/2").await;
+        assert_eq!(served.get("/products/2").await.x_cache(), "HIT");
+        backend.cache.invalidate_group("catalogue").await.unwrap();
+        let after = served.get("/products/2").await;
+        assert_eq!(after.x_cache(), "MISS");
+        assert_eq!(served.get("/products/2").await.x_cache(), "HIT");
+        assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+http_test! {
+    async fn a_hundred_requests_for_one_cold_url_run_the_handler_once(backend: Backend) {
+        let served = Arc::new(serve(&backend.cache, layer()).await);
+        let requests: Vec<_> = (0..100)
+            .map(|_| {
+                let served = served.clone();
+                tokio::spawn(async move { served.get("/slow").await })
+            })
+            .collect();
+        for request in requests {
+            let reply = request.await.unwrap();
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(&reply.body[..], b"slow answer");
+        }
+        assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_down_every_request_is_answered_by_the_handler() {
+    let mut backend = Backend::redis().await;
+    let served = serve(&backend.cache, layer().group("g")).await;
+    served.get("/products/1").await;
+    assert_eq!(served.get("/products/1").await.x_cache(), "HIT");
+    backend.server.as_mut().unwrap().stop();
+    for i in 0..5 {
+        let reply = served.get("/products/1").await;
+        assert_eq!(reply.status, StatusCode::OK, "request {i}");
+        assert_eq!(reply.x_cache(), "MISS");
+        assert_eq!(&reply.body[..], br#"{"id":1,"version":1}"#);
+    }
+    assert_eq!(served.app.runs("product"), 6);
+    assert!(backend.cache.stats().faults >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_live_for_the_layer_ttl_in_redis() {
+    let backend = Backend::redis().await;
+    let served = serve(&backend.cache, layer().ttl(Duration::from_secs(300))).await;
+    served.get("/products/8").await;
+    let keys: Vec<String> = backend.raw(redis::cmd("KEYS").arg("http:*")).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let path_hash = format!("{:x}", md5::Md5::digest(b"/products/8"));
+    assert!(
+        keys[0].starts_with(&format!("http:{{http:{path_hash}}}:")),
+        "the path's hash is the hash tag: {}",
+        keys[0]
+    );
+    let ttl = backend.ttl_secs(&keys[0]).await.unwrap();
+    assert!((298..=300).contains(&ttl), "ttl {ttl}");
+    // The path's generation lives at least as long.
+    let gen_key = format!("redcache:group:{{http:{path_hash}}}");
+    let gen_ttl: i64 = backend.raw(redis::cmd("TTL").arg(&gen_key)).await;
+    assert!(gen_ttl >= 298, "generation ttl {gen_ttl}");
+    // What is stored is readable: the body as text.
+    let raw = String::from_utf8(backend.raw_get(&keys[0]).await.unwrap()).unwrap();
+    assert!(
+        raw.contains(r#""body":{"text":"{\"id\":8,\"version\":1}"}"#),
+        "{raw}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_response_computed_before_an_invalidation_is_not_stored_after_it() {
+    let backend = Backend::redis().await;
+    let served = serve(&backend.cache, layer()).await;
+    // The slow handler is running when the path is invalidated: its response is returned
+    // but not stored.
+    let pending = {
+        let client = served.client.clone();
+        let url = format!("{}/slow", served.base);
+        tokio::spawn(async move { client.get(url.parse().unwrap()).await.unwrap() })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while served.app.slow_runs.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::task::yield_now().await;
+    }
+    backend.cache.invalidate_path("/slow").await.unwrap();
+    assert_eq!(pending.await.unwrap().status(), StatusCode::OK);
+    let next = served.get("/slow").await;
+    assert_eq!(
+        next.x_cache(),
+        "MISS",
+        "the pre-invalidation response was not stored"
+    );
+    assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 2);
+    assert_eq!(backend.cache.stats().conflicts, 1);
+}
+
+use md5::Digest as _;
