@@ -3,27 +3,34 @@
 //! ```sh
 //! # In-process cache (no Redis):
 //! DATABASE_URL=postgres://postgres:secret@127.0.0.1:5432/postgres \
-//!     cargo run --example axum_postgres
+//!     cargo run --example axum_postgres --features http
 //! # Redis:
 //! DATABASE_URL=postgres://postgres:secret@127.0.0.1:5432/postgres \
-//!     REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum_postgres
+//!     REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum_postgres --features http
 //! ```
 //!
 //! `DATABASE_URL` is required (the service creates and seeds its `products` table);
 //! `LISTEN_ADDR` defaults to `127.0.0.1:3000`. Then:
 //!
 //! ```sh
-//! curl -i localhost:3000/products/1
+//! curl -i localhost:3000/products/1                      # x-cache: MISS, then HIT
 //! curl -i -X PUT localhost:3000/products/1 -H 'content-type: application/json' \
 //!      -d '{"name": "Espresso cup, white", "price_cents": 950}'
 //! curl localhost:3000/stats                              # {"database_queries": ...}
 //! ```
 //!
-//! The reads of [`Repo`] are `#[redcache::cached]` methods. `get_product` caches a missing
-//! row as `None` for `null_ttl`, so repeated requests for an unknown id do not reach the
-//! database; `list_products` is in the `products` group. Writes keep them right:
-//! `update_product` and `delete_product` are `#[redcache::evicts(..)]`, and
-//! `create_product` writes the new row through with `redcache::put!`.
+//! Two tiers of caching, in one store:
+//!
+//! * **Data** ([`Repo`]): reads are `#[redcache::cached]` methods. `get_product` caches a
+//!   missing row as `None` for `null_ttl`, so repeated requests for an unknown id do not
+//!   reach the database; `list_products` is in the `products` group. Writes keep them
+//!   right: `update_product` and `delete_product` are `#[redcache::evicts(..)]`, and
+//!   `create_product` writes the new row through with `redcache::put!`.
+//! * **HTTP responses** ([`app`]): the `GET` routes are behind
+//!   `redcache::http::CacheLayer` (`x-cache: HIT|MISS`, `ETag`, `304 Not Modified`), the
+//!   list in the `products` group too; the write routes are behind `EvictLayer`, which,
+//!   after a 2xx response, evicts that group and the request's own path. A 404 is not
+//!   stored as a response, but the data tier still answers it without a query.
 //!
 //! The database client is tokio-postgres: plain async calls, no macros and no database
 //! needed at compile time, and a much smaller build than sqlx. One `tokio_postgres::Client`
@@ -38,8 +45,9 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use redcache::http::{CacheLayer, EvictLayer};
 use redcache::Cache;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -68,22 +76,32 @@ pub struct NewProduct {
     pub price_cents: i64,
 }
 
-/// A failed database call. Never cached: a `#[cached]` read that fails is tried again by
-/// the next request.
+/// A failed database call. Never cached (a `#[cached]` read that fails is tried again by
+/// the next request), and a write that fails evicts nothing.
 #[derive(Debug)]
-pub struct DbError(tokio_postgres::Error);
+pub enum DbError {
+    /// PostgreSQL could not be reached, or refused the statement.
+    Postgres(tokio_postgres::Error),
+    /// An update or delete named a product that does not exist.
+    NoSuchProduct(i64),
+}
 
 impl fmt::Display for DbError {
-    /// tokio-postgres's message and its causes (the server's error, the refused
-    /// connection): `error connecting to server: Connection refused (os error 111)`.
+    /// For `Postgres`, tokio-postgres's message and its causes (the server's error, the
+    /// refused connection): `error connecting to server: Connection refused (os error 111)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = std::error::Error::source(&self.0);
-        while let Some(err) = cause {
-            write!(f, ": {err}")?;
-            cause = err.source();
+        match self {
+            DbError::Postgres(err) => {
+                write!(f, "{err}")?;
+                let mut cause = std::error::Error::source(err);
+                while let Some(err) = cause {
+                    write!(f, ": {err}")?;
+                    cause = err.source();
+                }
+                Ok(())
+            }
+            DbError::NoSuchProduct(id) => write!(f, "no product {id}"),
         }
-        Ok(())
     }
 }
 
@@ -91,7 +109,7 @@ impl std::error::Error for DbError {}
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(err: tokio_postgres::Error) -> Self {
-        DbError(err)
+        DbError::Postgres(err)
     }
 }
 
@@ -219,20 +237,16 @@ impl Repo {
         Ok(created)
     }
 
-    /// Replaces a product's name and price; `Ok(None)` if there is no such row. On `Ok`,
-    /// `#[evicts]` drops its `get_product` entry and every list (the next read loads the
-    /// row again: an eviction, unlike a write-through, cannot store an older row than a
-    /// concurrent update's).
+    /// Replaces a product's name and price. On `Ok`, `#[evicts]` drops its `get_product`
+    /// entry and every list (the next read loads the row again: an eviction, unlike a
+    /// write-through, cannot store an older row than a concurrent update's).
     ///
     /// # Errors
     ///
-    /// If the database refuses the update.
+    /// [`DbError::NoSuchProduct`] if there is no such row (nothing is evicted), or the
+    /// database's error.
     #[redcache::evicts(self.get_product(id), group = "products")]
-    pub async fn update_product(
-        &self,
-        id: i64,
-        new: &NewProduct,
-    ) -> Result<Option<Product>, DbError> {
+    pub async fn update_product(&self, id: i64, new: &NewProduct) -> Result<Product, DbError> {
         self.count_query();
         let sql = format!(
             "UPDATE products SET name = $2, price_cents = $3 WHERE id = $1 RETURNING {COLUMNS}"
@@ -241,23 +255,26 @@ impl Repo {
             .client
             .query_opt(&sql, &[&id, &new.name, &new.price_cents])
             .await?;
-        Ok(row.as_ref().map(product))
+        row.as_ref().map(product).ok_or(DbError::NoSuchProduct(id))
     }
 
-    /// Deletes a product; `Ok(false)` if there was no such row. On `Ok`, `#[evicts]` drops
-    /// its entry and every list.
+    /// Deletes a product. On `Ok`, `#[evicts]` drops its entry and every list.
     ///
     /// # Errors
     ///
-    /// If the database refuses the delete.
+    /// [`DbError::NoSuchProduct`] if there is no such row (nothing is evicted), or the
+    /// database's error.
     #[redcache::evicts(self.get_product(id), group = "products")]
-    pub async fn delete_product(&self, id: i64) -> Result<bool, DbError> {
+    pub async fn delete_product(&self, id: i64) -> Result<(), DbError> {
         self.count_query();
         let deleted = self
             .client
             .execute("DELETE FROM products WHERE id = $1", &[&id])
             .await?;
-        Ok(deleted > 0)
+        if deleted == 0 {
+            return Err(DbError::NoSuchProduct(id));
+        }
+        Ok(())
     }
 }
 
@@ -271,7 +288,10 @@ enum ApiError {
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
-        ApiError::Db(err)
+        match err {
+            DbError::NoSuchProduct(id) => ApiError::NotFound(id),
+            err => ApiError::Db(err),
+        }
     }
 }
 
@@ -354,21 +374,15 @@ async fn update_product(
     Json(new): Json<NewProduct>,
 ) -> Result<Json<Product>, ApiError> {
     validate(&new)?;
-    match state.repo.update_product(id, &new).await? {
-        Some(product) => Ok(Json(product)),
-        None => Err(ApiError::NotFound(id)),
-    }
+    Ok(Json(state.repo.update_product(id, &new).await?))
 }
 
 async fn delete_product(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    if state.repo.delete_product(id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(id))
-    }
+    state.repo.delete_product(id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /stats`: the queries sent to PostgreSQL and the cache's counters. Answers from
@@ -391,34 +405,41 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
 
 /// The service's routes:
 ///
-/// | route | handler |
-/// |---|---|
-/// | `GET /products?limit=N` | [`Repo::list_products`] |
-/// | `GET /products/{id}` | [`Repo::get_product`] (404 if missing) |
-/// | `POST /products` | [`Repo::create_product`] (201) |
-/// | `PUT /products/{id}` | [`Repo::update_product`] |
-/// | `DELETE /products/{id}` | [`Repo::delete_product`] (204) |
-/// | `GET /stats` | queries sent, cache counters |
+/// | route | handler | HTTP cache |
+/// |---|---|---|
+/// | `GET /products?limit=N` | [`Repo::list_products`] | 60 s, group `products` |
+/// | `GET /products/{id}` | [`Repo::get_product`] (404 if missing) | 5 min |
+/// | `POST /products` | [`Repo::create_product`] (201) | evicts the group and `/products` |
+/// | `PUT /products/{id}` | [`Repo::update_product`] | evicts the group and the path |
+/// | `DELETE /products/{id}` | [`Repo::delete_product`] (204) | evicts the group and the path |
+/// | `GET /stats` | queries sent, cache counters | none |
 ///
 /// Every request is served inside `cache.scope(..)`, so the handlers' `#[cached]` calls
-/// use `cache`, whatever is installed globally: two apps in one process (the tests' Redis
+/// and the HTTP layers use `cache`, whatever is installed globally: two apps in one process (the tests' Redis
 /// and memory runs) each use their own.
 pub fn app(repo: Arc<Repo>, cache: Cache) -> Router {
     let state = AppState {
         repo,
         cache: cache.clone(),
     };
-    let reads = Router::new()
+    // One layer per route: they differ in TTL and group.
+    let list = Router::new()
         .route("/products", get(list_products))
-        .route("/products/{id}", get(get_product));
-    let writes = Router::new()
-        .route("/products", axum::routing::post(create_product))
-        .route(
-            "/products/{id}",
-            axum::routing::put(update_product).delete(delete_product),
+        .route_layer(
+            CacheLayer::new()
+                .ttl(Duration::from_secs(60))
+                .group("products"),
         );
+    let item = Router::new()
+        .route("/products/{id}", get(get_product))
+        .route_layer(CacheLayer::new().ttl(Duration::from_secs(300)));
+    let writes = Router::new()
+        .route("/products", post(create_product))
+        .route("/products/{id}", put(update_product).delete(delete_product))
+        .route_layer(EvictLayer::new().group("products").own_path());
     Router::new()
-        .merge(reads)
+        .merge(list)
+        .merge(item)
         .merge(writes)
         .route("/stats", get(stats))
         .with_state(state)
