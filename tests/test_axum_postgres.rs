@@ -2,12 +2,14 @@
 //! PostgreSQL and a private Redis (or the memory store), driven over loopback HTTP.
 //!
 //! After every request the test asserts how many queries the service has sent to
-//! PostgreSQL: a read is a query the first time only, a write is one query and makes the
-//! next read of what it changed one more, a missing product is a query once (its `None` is
-//! cached), and concurrent first reads are one query.
+//! PostgreSQL and, for reads, how the response cache answered (`x-cache`): a read is a
+//! query the first time only, then a `HIT`; a write is one query and the next read sees it
+//! (a `MISS` and one more query, or none for a row written through); a missing product is a
+//! 404 and a query once (its `None` is cached); concurrent first reads are one query.
 //!
 //! The client is hyper-util's (with http-body-util): hyper is already in the tree through
 //! axum, so it costs a few small crates where reqwest would bring its own stack.
+#![cfg(feature = "http")]
 
 mod common;
 
@@ -30,6 +32,7 @@ use std::sync::Arc;
 struct Service {
     base: String,
     repo: Arc<Repo>,
+    cache: redcache::Cache,
     client: Client<HttpConnector, Full<Bytes>>,
     server: tokio::task::JoinHandle<()>,
     /// Dropped after the server task is stopped (fields drop in order, after `drop`).
@@ -57,6 +60,12 @@ impl Reply {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
+
+    /// How the response cache answered: `HIT`, `MISS` or `BYPASS`.
+    fn x_cache(&self) -> &str {
+        self.header("x-cache")
+            .unwrap_or_else(|| panic!("no x-cache header: {self:?}"))
+    }
 }
 
 impl Service {
@@ -69,15 +78,25 @@ impl Service {
             .unwrap_or_else(|err| panic!("connect to the test PostgreSQL: {err}"));
         repo.migrate().await.expect("create and seed the table");
         let repo = Arc::new(repo);
+        // The `products` group gets its generation from its first fill, and the list's
+        // response layer keys by the generation it read (none, the first time): on a cold
+        // group the first list response is stored under a key the next request no longer
+        // reads (an extra MISS, no query). Start the group with a generation, so that the
+        // first list is a MISS and the second a HIT.
+        cache
+            .invalidate_group("products")
+            .await
+            .expect("start the products group");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = example::app(repo.clone(), cache);
+        let app = example::app(repo.clone(), cache.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve the example");
         });
         Service {
             base: format!("http://{addr}"),
             repo,
+            cache,
             client: Client::builder(TokioExecutor::new()).build_http(),
             server,
             _postgres: postgres,
@@ -165,13 +184,15 @@ fn seed() -> Vec<Product> {
 async fn catalogue(service: &Service) {
     assert_queries!(service, 0, "nothing asked yet");
 
-    // A list: a query the first time, then answered from the cache.
+    // A list: a query the first time, then answered from the response cache.
     let first = service.get("/products").await;
     assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.x_cache(), "MISS");
     assert_eq!(first.json::<Vec<Product>>(), seed());
     assert_queries!(service, 1, "the first list");
     let again = service.get("/products").await;
     assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.x_cache(), "HIT");
     assert_eq!(again.body, first.body);
     assert_queries!(service, 1, "the list again: cached");
 
@@ -201,16 +222,30 @@ async fn catalogue(service: &Service) {
     // One product: a query, then cached.
     let one = service.get("/products/1").await;
     assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.x_cache(), "MISS");
     assert_eq!(one.json::<Product>(), seed()[0]);
     assert_queries!(service, 3, "the first read of /products/1");
     let one_again = service.get("/products/1").await;
+    assert_eq!(one_again.x_cache(), "HIT");
     assert_eq!(one_again.body, one.body);
     assert_queries!(service, 3, "/products/1 again: cached");
+    // A client that has it already: 304, no body, no query.
+    let etag = one.header("etag").expect("a stored response has an ETag");
+    let max_age = one.header("cache-control").expect("and a Cache-Control");
+    assert!(max_age.starts_with("max-age="), "{max_age}");
+    let not_modified = service
+        .send(Method::GET, "/products/1", None, &[("if-none-match", etag)])
+        .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert!(not_modified.body.is_empty());
+    assert_queries!(service, 3, "a conditional request for /products/1");
 
     // A missing product: 404, and its `None` is cached.
     for attempt in 0..3 {
         let missing = service.get("/products/99").await;
         assert_eq!(missing.status, StatusCode::NOT_FOUND, "attempt {attempt}");
+        // The response cache stores 200s only: the handler runs, the data cache answers.
+        assert_eq!(missing.x_cache(), "MISS", "attempt {attempt}");
         assert_eq!(
             missing.json::<serde_json::Value>(),
             serde_json::json!({"error": "no product 99"})
@@ -222,8 +257,8 @@ async fn catalogue(service: &Service) {
         );
     }
 
-    // A write is one query, and the next read of the product sees it (one more query:
-    // the update evicted the entry).
+    // A write is one query, and the next read of the product sees it: the response was
+    // evicted by its path, the data by `#[evicts]`, so one more query.
     let changed = serde_json::json!({"name": "Espresso cup, white", "price_cents": 950});
     let put = service
         .send(Method::PUT, "/products/1", Some(changed), &[])
@@ -236,24 +271,32 @@ async fn catalogue(service: &Service) {
     assert_queries!(service, 5, "the UPDATE");
     let after = service.get("/products/1").await;
     assert_eq!(after.status, StatusCode::OK);
-    assert_eq!(
-        after.json::<Product>(),
-        product(1, "Espresso cup, white", 950)
-    );
+    assert_eq!(after.x_cache(), "MISS");
+    let white = product(1, "Espresso cup, white", 950);
+    assert_eq!(after.json::<Product>(), white);
     assert_queries!(service, 6, "the read after the update loads the row again");
-    service.get("/products/1").await;
+    assert_ne!(after.header("etag"), Some(etag), "a new body, a new ETag");
+    let stale = service
+        .send(Method::GET, "/products/1", None, &[("if-none-match", etag)])
+        .await;
+    assert_eq!(
+        stale.status,
+        StatusCode::OK,
+        "the old ETag no longer matches"
+    );
+    assert_eq!(stale.x_cache(), "HIT");
+    assert_eq!(stale.body, after.body);
     assert_queries!(service, 6, "and caches it");
     // The list was evicted with its group.
     let list = service.get("/products").await;
-    assert_eq!(list.json::<Vec<Product>>()[0].name, "Espresso cup, white");
+    assert_eq!(list.x_cache(), "MISS");
+    assert_eq!(list.json::<Vec<Product>>()[0], white);
     assert_queries!(service, 7, "the list after the update");
 
     // A product asked for before it exists (a cached None), then created: the create
     // writes it through, so it is served at once, with no query.
-    assert_eq!(
-        service.get("/products/4").await.status,
-        StatusCode::NOT_FOUND
-    );
+    let before = service.get("/products/4").await;
+    assert_eq!(before.status, StatusCode::NOT_FOUND);
     assert_queries!(service, 8, "/products/4 before it exists");
     let new = serde_json::json!({"name": "Scale", "price_cents": 2500});
     let created = service
@@ -265,31 +308,37 @@ async fn catalogue(service: &Service) {
     assert_queries!(service, 9, "the INSERT");
     let fresh = service.get("/products/4").await;
     assert_eq!(fresh.status, StatusCode::OK);
+    assert_eq!(
+        fresh.x_cache(),
+        "MISS",
+        "no response was stored for the 404"
+    );
     assert_eq!(fresh.json::<Product>(), product(4, "Scale", 2500));
     assert_queries!(service, 9, "the new product was written through");
+    assert_eq!(service.get("/products/4").await.x_cache(), "HIT");
+    let list = service.get("/products").await;
+    assert_eq!(list.x_cache(), "MISS", "the create evicted the list");
+    assert_eq!(list.json::<Vec<Product>>().len(), 4);
+    assert_queries!(service, 10, "the list after the create");
 
     // A delete: one query, then one for the next read, whose 404 is cached.
     let deleted = service.send(Method::DELETE, "/products/2", None, &[]).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    assert_queries!(service, 10, "the DELETE");
+    assert_queries!(service, 11, "the DELETE");
     for _ in 0..2 {
-        assert_eq!(
-            service.get("/products/2").await.status,
-            StatusCode::NOT_FOUND
-        );
+        let gone = service.get("/products/2").await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND);
     }
     assert_queries!(
         service,
-        11,
+        12,
         "/products/2 after the delete: one query, then None"
     );
-    let list: Vec<Product> = service.get("/products").await.json();
-    assert_eq!(
-        list.iter().map(|p| p.id).collect::<Vec<_>>(),
-        [1, 3, 4],
-        "the list after the delete"
-    );
-    assert_queries!(service, 12, "the list after the delete");
+    let list = service.get("/products").await;
+    assert_eq!(list.x_cache(), "MISS");
+    let ids: Vec<i64> = list.json::<Vec<Product>>().iter().map(|p| p.id).collect();
+    assert_eq!(ids, [1, 3, 4], "the list after the delete");
+    assert_queries!(service, 13, "the list after the delete");
 
     // Writes that fail change nothing and evict nothing.
     let bad = serde_json::json!({"name": " ", "price_cents": 1});
@@ -304,32 +353,53 @@ async fn catalogue(service: &Service) {
     assert_eq!(not_found.status, StatusCode::NOT_FOUND);
     assert_queries!(
         service,
-        13,
+        14,
         "the UPDATE of a missing row (the invalid body sent none)"
+    );
+    assert_eq!(service.get("/products").await.x_cache(), "HIT");
+    assert_eq!(service.get("/products/1").await.x_cache(), "HIT");
+    assert_queries!(
+        service,
+        14,
+        "reads after the failed writes: nothing was evicted"
     );
 
     // What the cache promises, in total: one query per read of something not yet cached
-    // or changed since (the list 3 times: first, after the update, after the delete;
-    // products 3, 1, 99, 4 once each; 1 and 2 again after their writes: 9) and one per
-    // write that reached the database (4).
+    // or changed since (the list 4 times: first, after the update, the create and the
+    // delete; products 3, 1, 99 and 4 once each; 1 and 2 again after their writes: 10) and
+    // one per write that reached the database (4).
     let stats: serde_json::Value = service.get("/stats").await.json();
-    assert_eq!(stats["database_queries"], 13);
-    assert_queries!(service, 13, "/stats touches no database");
+    assert_eq!(stats["database_queries"], 10 + 4);
+    assert_queries!(service, 14, "/stats touches no database");
+
+    // The data cache's own account agrees: every query of a read was one of its misses
+    // (get_product: 3, 1, 99, 1, 4, 2; list_products: 4), and the repeated 404s (99 twice,
+    // 2 once) were cached Nones. The store never failed.
+    let by_prefix = service.cache.stats_by_prefix();
+    let of = |prefix: &str| {
+        by_prefix
+            .iter()
+            .find(|(p, _)| p == prefix)
+            .map(|(_, stats)| *stats)
+            .unwrap_or_else(|| panic!("no stats for {prefix}: {by_prefix:?}"))
+    };
+    let (one, list) = (of("catalog:product"), of("catalog:products"));
+    assert_eq!((one.misses, one.null_hits), (6, 3), "{one:?}");
+    assert_eq!(list.misses, 4, "{list:?}");
+    assert_eq!(service.queries(), one.misses + list.misses + 4);
+    let stats = service.cache.stats();
+    assert_eq!((stats.faults, stats.conflicts), (0, 0), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalogue_on_redis() {
     let redis = RedisServer::start();
-    let cache = redis.cache().await;
-    let service = Service::start(cache.clone()).await;
+    let service = Service::start(redis.cache().await).await;
     catalogue(&service).await;
-    assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalogue_on_memory() {
-    let cache = redcache::Cache::memory_with(test_config().build());
-    let service = Service::start(cache.clone()).await;
+    let service = Service::start(redcache::Cache::memory_with(test_config().build())).await;
     catalogue(&service).await;
-    assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
 }
