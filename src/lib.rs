@@ -74,6 +74,9 @@
 //!   circuit breaker, single flight; counted in [`stats()`].
 //! - **Programmatic API** (README § Programmatic API): [`Cache::get`], [`Cache::set`],
 //!   [`Cache::delete`], [`Cache::ttl`], [`Cache::get_or_insert_with`].
+//! - **HTTP caching** (feature `http`, README § HTTP caching): `http::CacheLayer` in front
+//!   of axum/tower routes (ETag, `304`, `Cache-Control`, `Age`, `X-Cache`),
+//!   `http::EvictLayer` for write routes, `http::invalidate_path`.
 #![warn(
     missing_docs,
     missing_debug_implementations,

@@ -642,3 +642,72 @@ async fn a_response_computed_before_an_invalidation_is_not_stored_after_it() {
 }
 
 use md5::Digest as _;
+
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_count_requests_by_the_layer_prefix() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::MetricKind;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let backend = Backend::redis().await;
+            let served = serve(&backend.cache, layer().prefix("http:catalogue")).await;
+            assert_eq!(served.get("/products/1").await.x_cache(), "MISS");
+            let hit = served.get("/products/1").await;
+            assert_eq!(hit.x_cache(), "HIT");
+            let etag = hit.header("etag").unwrap().to_owned();
+            let not_modified = served
+                .get_with("/products/1", &[("if-none-match", &etag)])
+                .await;
+            assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+            assert_eq!(served.get("/kind/no-store").await.x_cache(), "MISS");
+            assert_eq!(
+                backend.cache.invalidate_path("/products/1").await.unwrap(),
+                1
+            );
+            assert_eq!(served.get("/products/1").await.x_cache(), "MISS");
+        })
+    });
+    let snapshot: Vec<_> = snapshotter.snapshot().into_vec();
+    let find = |kind: MetricKind, name: &str, labels: &[(&str, &str)]| {
+        snapshot.iter().find_map(|(key, _, _, value)| {
+            let mut got: Vec<(&str, &str)> =
+                key.key().labels().map(|l| (l.key(), l.value())).collect();
+            got.sort();
+            let mut want = labels.to_vec();
+            want.sort();
+            (key.kind() == kind && key.key().name() == name && got == want).then_some(value)
+        })
+    };
+    let counter =
+        |name: &str, labels: &[(&str, &str)]| match find(MetricKind::Counter, name, labels) {
+            Some(DebugValue::Counter(n)) => *n,
+            other => panic!("{name} {labels:?}: {other:?}"),
+        };
+    let prefix = ("prefix", "http:catalogue");
+    assert_eq!(
+        counter("redcache_requests_total", &[prefix, ("result", "miss")]),
+        3
+    );
+    assert_eq!(
+        counter("redcache_requests_total", &[prefix, ("result", "hit")]),
+        2
+    );
+    assert_eq!(counter("redcache_stores_total", &[prefix]), 2);
+    assert_eq!(counter("redcache_invalidations_total", &[]), 1);
+    let timed = |result| match find(
+        MetricKind::Histogram,
+        "redcache_call_duration_seconds",
+        &[prefix, ("result", result)],
+    ) {
+        Some(DebugValue::Histogram(values)) => values.len(),
+        other => panic!("{result}: {other:?}"),
+    };
+    assert_eq!((timed("miss"), timed("hit")), (3, 2));
+}

@@ -208,6 +208,46 @@ fn each_cached_call_has_a_debug_span_with_prefix_key_hash_and_result() {
     assert!(calls.iter().all(|c| c.1.len() == 32), "{calls:?}");
 }
 
+#[test]
+fn each_redis_operation_has_a_trace_span_with_opentelemetry_names() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let server = RedisServer::start();
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        runtime().block_on(async {
+            let cache = redcache::Cache::connect(test_config().url(server.url()).build())
+                .await
+                .unwrap();
+            let calls = AtomicUsize::new(0);
+            cache
+                .scope(async {
+                    assert_eq!(price(2, &calls).await, 200);
+                    assert_eq!(price(2, &calls).await, 200);
+                })
+                .await;
+            assert_eq!(calls.load(SeqCst), 1);
+        });
+    });
+    let spans = spans.0.lock().unwrap();
+    let field = |fields: &Fields, k: &str| {
+        fields
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let ops: Vec<(String, String)> = spans
+        .iter()
+        .filter(|(name, _)| name == "redcache.store")
+        .map(|(_, f)| (field(f, "db.system.name"), field(f, "db.operation.name")))
+        .collect();
+    let expected = [("redis", "GET"), ("redis", "SET"), ("redis", "GET")]
+        .map(|(s, o)| (s.to_string(), o.to_string()));
+    // A miss reads and stores (SET NX), a hit reads.
+    assert_eq!(ops, expected);
+}
+
 #[cfg(feature = "metrics")]
 mod with_metrics {
     use super::*;

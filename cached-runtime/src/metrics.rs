@@ -62,11 +62,12 @@ pub(crate) fn breaker(open: bool) {
     metrics::gauge!("redcache_breaker_open").set(if open { 1.0 } else { 0.0 });
 }
 
-/// One `#[cached]` call: how long it took, by how it was answered.
-pub(crate) fn call(prefix: &'static str, served: Served, took: Duration) {
+/// One `#[cached]` call or HTTP request through the layer: how long it took, by how it was
+/// answered.
+pub(crate) fn call(prefix: impl Into<metrics::SharedString>, served: Served, took: Duration) {
     metrics::histogram!(
         "redcache_call_duration_seconds",
-        "prefix" => prefix,
+        "prefix" => prefix.into(),
         "result" => served.as_str()
     )
     .record(took.as_secs_f64());

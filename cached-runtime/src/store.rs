@@ -10,6 +10,7 @@
 use crate::Result;
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument;
 
 mod cluster;
 mod memory;
@@ -181,63 +182,82 @@ impl Backend {
     }
 }
 
-/// Forwards each operation to the store in use.
+/// Forwards each operation to the store in use. Operations on Redis run in a `trace` span
+/// named `redcache.store` with OpenTelemetry's database attributes (`db.system.name`
+/// `redis`, `db.operation.name` the command); a span that no subscriber wants costs one
+/// check of a static.
 macro_rules! dispatch {
-    ($self:ident . $op:ident ( $($arg:expr),* )) => {
+    ($command:expr, $self:ident . $op:ident ( $($arg:expr),* )) => {
         match $self {
-            Backend::Redis(s) => s.$op($($arg),*).await,
-            Backend::Cluster(s) => s.$op($($arg),*).await,
+            Backend::Redis(s) => s.$op($($arg),*).instrument(store_span($command)).await,
+            Backend::Cluster(s) => s.$op($($arg),*).instrument(store_span($command)).await,
             Backend::Memory(s) => s.$op($($arg),*).await,
         }
     };
 }
 
+/// The span of one Redis operation.
+fn store_span(command: &'static str) -> tracing::Span {
+    tracing::trace_span!(
+        "redcache.store",
+        db.system.name = "redis",
+        db.operation.name = command
+    )
+}
+
 impl Store for Backend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        dispatch!(self.get(key))
+        dispatch!("GET", self.get(key))
     }
 
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
-        dispatch!(self.get_with_gen(key, gen_key))
+        dispatch!("MGET", self.get_with_gen(key, gen_key))
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
-        dispatch!(self.fill(fill))
+        dispatch!(
+            // The common miss is SET NX; a fenced fill is a script.
+            match (fill.seen, fill.group) {
+                (Seen::Nothing, None) => "SET",
+                _ => "EVALSHA",
+            },
+            self.fill(fill)
+        )
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
-        dispatch!(self.get_many(keys))
+        dispatch!("MGET", self.get_many(keys))
     }
 
     async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
-        dispatch!(self.fill_many(fills))
+        dispatch!("PIPELINE", self.fill_many(fills))
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        dispatch!(self.set(key, value, ttl))
+        dispatch!("SET", self.set(key, value, ttl))
     }
 
     async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
-        dispatch!(self.replace(key, value, ttl))
+        dispatch!("SET", self.replace(key, value, ttl))
     }
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
-        dispatch!(self.set_persistent(key, value))
+        dispatch!("SET", self.set_persistent(key, value))
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        dispatch!(self.set_nx(key, value, ttl))
+        dispatch!("SET", self.set_nx(key, value, ttl))
     }
 
     async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
-        dispatch!(self.delete_if(key, value))
+        dispatch!("EVALSHA", self.delete_if(key, value))
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
-        dispatch!(self.ttl(key))
+        dispatch!("PTTL", self.ttl(key))
     }
 
     async fn invalidate_prefix(&self, prefix: &str, batch: usize, ttl: Duration) -> Result<u64> {
-        dispatch!(self.invalidate_prefix(prefix, batch, ttl))
+        dispatch!("SCAN", self.invalidate_prefix(prefix, batch, ttl))
     }
 }

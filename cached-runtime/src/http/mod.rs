@@ -56,6 +56,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument;
 
 /// The response header that says how the layer answered: `HIT` (from the cache), `MISS`
 /// (the handler ran) or `BYPASS` (not a request the layer caches).
@@ -521,7 +522,8 @@ where
     Ok(stored.respond(answer, unix_ms()))
 }
 
-/// Looks up (or fills) the entry at `at`.
+/// Looks up (or fills) the entry at `at`, in a `redcache.call` span like a `#[cached]`
+/// call's (prefix, key hash, result), timed for the `metrics` histogram.
 async fn run<F>(core: &Arc<Core>, at: Entry<'_>, fill: F) -> (Filled, Served)
 where
     F: Future<Output = Filled>,
@@ -531,7 +533,23 @@ where
         ttl: Some(|filled: &Filled| filled.as_ref().ok().map(Stored::ttl)),
         cache_if: None,
     };
-    core.run_at::<Res, Filled, F>(at, hooks, fill).await
+    let prefix = at.prefix.unwrap_or_default();
+    let span = tracing::debug_span!(
+        "redcache.call",
+        prefix,
+        key.hash = at.key.rsplit_once(':').map_or(at.key, |(_, hash)| hash),
+        result = tracing::field::Empty,
+    );
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
+    let (filled, served) = core
+        .run_at::<Res, Filled, F>(at, hooks, fill)
+        .instrument(span.clone())
+        .await;
+    span.record("result", served.as_str());
+    #[cfg(feature = "metrics")]
+    crate::metrics::call(prefix.to_owned(), served, started.elapsed());
+    (filled, served)
 }
 
 impl Served {
