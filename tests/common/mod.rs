@@ -8,11 +8,13 @@
 //! - `cluster.rs`: [`RedisCluster`];
 //! - `sentinel.rs`: [`RedisSentinel`];
 //! - `process.rs`: child processes of multi-process tests;
-//! - `commands.rs`: SLOWLOG and `INFO commandstats`, what the server ran.
+//! - `commands.rs`: SLOWLOG and `INFO commandstats`, what the server ran;
+//! - `postgres.rs`: [`Postgres`], a private PostgreSQL for the example service's test.
 #![allow(dead_code, unreachable_pub)]
 
 mod cluster;
 mod commands;
+mod postgres;
 mod process;
 mod sentinel;
 mod server;
@@ -24,6 +26,8 @@ pub use cluster::RedisCluster;
 pub use commands::{
     command_calls, commands_logged, log_commands, log_commands_slower_than, Logged,
 };
+#[allow(unused_imports)]
+pub use postgres::Postgres;
 #[allow(unused_imports)]
 pub use process::{child_conn, child_succeeded, child_url, spawn_child};
 #[allow(unused_imports)]
