@@ -3,10 +3,10 @@
 //! ```sh
 //! # In-process cache (no Redis):
 //! DATABASE_URL=postgres://postgres:secret@127.0.0.1:5432/postgres \
-//!     cargo run --example axum_postgres --features http
+//!     cargo run --example axum_postgres --features http,metrics
 //! # Redis:
 //! DATABASE_URL=postgres://postgres:secret@127.0.0.1:5432/postgres \
-//!     REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum_postgres --features http
+//!     REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum_postgres --features http,metrics
 //! ```
 //!
 //! `DATABASE_URL` is required (the service creates and seeds its `products` table);
@@ -17,6 +17,8 @@
 //! curl -i -X PUT localhost:3000/products/1 -H 'content-type: application/json' \
 //!      -d '{"name": "Espresso cup, white", "price_cents": 950}'
 //! curl localhost:3000/stats                              # {"database_queries": ...}
+//! curl localhost:3000/health                             # {"ready": true, ...}
+//! curl localhost:3000/metrics                            # Prometheus text format
 //! ```
 //!
 //! Two tiers of caching, in one store:
@@ -47,12 +49,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use redcache::http::{CacheLayer, EvictLayer};
 use redcache::Cache;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -403,6 +407,44 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
+/// `GET /health`: readiness for a load balancer or Kubernetes probe. `200` while the
+/// cache's store answers (or is the in-process one), `503` while the circuit breaker is
+/// open; either way the body says why. The service still answers requests when Redis is
+/// out (every read goes to the database): take it out of rotation only if the database
+/// could not carry the load.
+async fn health(State(state): State<AppState>) -> Response {
+    let health = state.cache.health();
+    let body = serde_json::json!({
+        "ready": health.is_ready(),
+        "store": if state.cache.is_redis() { "redis" } else { "memory" },
+        "breaker_open": health.breaker_open,
+        "last_fault": health.last_fault.as_ref().map(|f| f.error.clone()),
+    });
+    let status = match health.is_ready() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The Prometheus recorder of this process, installed by the first call: redcache's
+/// counters and histograms (`redcache_requests_total{prefix, result}`, ...) go to it
+/// through the `metrics` facade.
+fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("no other metrics recorder in this process")
+    })
+}
+
+/// `GET /metrics`: everything recorded, in Prometheus' text format.
+async fn metrics() -> Response {
+    let text = prometheus().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
 /// The service's routes:
 ///
 /// | route | handler | HTTP cache |
@@ -413,11 +455,14 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// | `PUT /products/{id}` | [`Repo::update_product`] | evicts the group and the path |
 /// | `DELETE /products/{id}` | [`Repo::delete_product`] (204) | evicts the group and the path |
 /// | `GET /stats` | queries sent, cache counters | none |
+/// | `GET /health` | readiness (`200`, or `503` while the breaker is open) | none |
+/// | `GET /metrics` | Prometheus text format | none |
 ///
 /// Every request is served inside `cache.scope(..)`, so the handlers' `#[cached]` calls
 /// and the HTTP layers use `cache`, whatever is installed globally: two apps in one process (the tests' Redis
 /// and memory runs) each use their own.
 pub fn app(repo: Arc<Repo>, cache: Cache) -> Router {
+    prometheus();
     let state = AppState {
         repo,
         cache: cache.clone(),
@@ -442,6 +487,8 @@ pub fn app(repo: Arc<Repo>, cache: Cache) -> Router {
         .merge(item)
         .merge(writes)
         .route("/stats", get(stats))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             cache.clone().scope(next.run(request))
@@ -480,7 +527,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("listening on http://{addr} (GET /products, GET /stats)");
+    println!("listening on http://{addr} (GET /products, /stats, /health, /metrics)");
     if let Err(err) = axum::serve(listener, app(repo, cache)).await {
         eprintln!("the server stopped: {err}");
         std::process::exit(1);
