@@ -29,6 +29,10 @@ struct App {
     versions: Arc<Mutex<HashMap<u64, u64>>>,
     /// Bumped by the `/slow` handler, which takes a while (so concurrent requests overlap).
     slow_runs: Arc<AtomicU64>,
+    /// `/flaky` answers 503 while this is true.
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    /// `/gated` waits for this from its second run on.
+    gate: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -115,6 +119,29 @@ async fn big(State(app): State<App>) -> Vec<u8> {
     (0..4096u32).map(|i| (i % 251) as u8).collect()
 }
 
+async fn flaky(State(app): State<App>) -> (StatusCode, String) {
+    app.ran("flaky");
+    match app.failing.load(Ordering::SeqCst) {
+        true => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is down".into(),
+        ),
+        false => (
+            StatusCode::OK,
+            format!("fresh as of run {}", app.runs("flaky")),
+        ),
+    }
+}
+
+async fn gated(State(app): State<App>) -> String {
+    app.ran("gated");
+    let run = app.runs("gated");
+    if run > 1 {
+        app.gate.notified().await;
+    }
+    format!("gated run {run}")
+}
+
 async fn slow(State(app): State<App>) -> String {
     app.slow_runs.fetch_add(1, Ordering::SeqCst);
     // Long enough that the requests sent together overlap with the one that runs.
@@ -133,6 +160,8 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
         .route("/missing", get(missing))
         .route("/big", get(big))
         .route("/slow", get(slow))
+        .route("/flaky", get(flaky))
+        .route("/gated", get(gated))
         .route_layer(layer);
     let writes = Router::new()
         .route("/products/{id}", axum::routing::put(update_product))
@@ -548,6 +577,67 @@ http_test! {
         assert_eq!(after.x_cache(), "MISS");
         assert_eq!(served.get("/products/2").await.x_cache(), "HIT");
         assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+/// Waits until entries written `before` with a TTL of one second are past it.
+async fn past_one_second_ttl(written: std::time::Instant) {
+    if let Some(left) = Duration::from_millis(1100).checked_sub(written.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+}
+
+http_test! {
+    async fn stale_if_error_answers_a_failing_handler_with_the_old_response(backend: Backend) {
+        let layer = layer().ttl(Duration::from_secs(1)).stale_if_error(Duration::from_secs(30));
+        let served = serve(&backend.cache, layer).await;
+        let written = std::time::Instant::now();
+        let first = served.get("/flaky").await;
+        assert_eq!((first.x_cache(), &first.body[..]), ("MISS", &b"fresh as of run 1"[..]));
+        past_one_second_ttl(written).await;
+        served.app.failing.store(true, Ordering::SeqCst);
+        let stale = served.get("/flaky").await;
+        assert_eq!(stale.status, StatusCode::OK, "the old response, not the 503");
+        assert_eq!((stale.x_cache(), &stale.body[..]), ("HIT", &b"fresh as of run 1"[..]));
+        assert_eq!(stale.header("cache-control"), Some("max-age=0"));
+        assert_eq!(served.app.runs("flaky"), 2, "the handler ran and failed");
+        // Retired by an invalidation: the failure goes through.
+        backend.cache.invalidate_path("/flaky").await.unwrap();
+        let failed = served.get("/flaky").await;
+        assert_eq!((failed.status, failed.x_cache()), (StatusCode::SERVICE_UNAVAILABLE, "MISS"));
+        assert_eq!(backend.cache.stats().stale, 1);
+    }
+}
+
+http_test! {
+    async fn stale_while_revalidate_answers_at_once_while_one_request_refreshes(backend: Backend) {
+        let layer = layer()
+            .ttl(Duration::from_secs(1))
+            .stale_while_revalidate(Duration::from_secs(30));
+        let served = Arc::new(serve(&backend.cache, layer).await);
+        let written = std::time::Instant::now();
+        assert_eq!(&served.get("/gated").await.body[..], b"gated run 1");
+        past_one_second_ttl(written).await;
+        let refresher = {
+            let served = served.clone();
+            tokio::spawn(async move { served.get("/gated").await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while served.app.runs("gated") < 2 {
+            assert!(std::time::Instant::now() < deadline, "the refresh never started");
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..3 {
+            let stale = served.get("/gated").await;
+            assert_eq!((stale.x_cache(), &stale.body[..]), ("HIT", &b"gated run 1"[..]));
+        }
+        served.app.gate.notify_one();
+        let refreshed = refresher.await.unwrap();
+        assert_eq!((refreshed.x_cache(), &refreshed.body[..]), ("MISS", &b"gated run 2"[..]));
+        let fresh = served.get("/gated").await;
+        assert_eq!((fresh.x_cache(), &fresh.body[..]), ("HIT", &b"gated run 2"[..]));
+        assert_eq!(served.app.runs("gated"), 2);
+        assert_eq!(backend.cache.stats().stale, 3);
     }
 }
 

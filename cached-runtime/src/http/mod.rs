@@ -35,10 +35,11 @@ use self::rules::{Material, NotStored};
 use self::stored::{Answer, Stored};
 use crate::aside::Entry;
 use crate::cache::Cache;
+use crate::codec::Stamp;
 use crate::core::Core;
 use crate::global::{current, warn_not_initialized};
 use crate::key::{self, md5_hex, new_generation};
-use crate::shape::{Hooks, Res};
+use crate::shape::{Found, Hooks, Outcome, Res, Shape};
 use crate::stats::{Event, Served};
 use crate::store::Store;
 use crate::ttl::{default_jitter, unix_ms, Policy};
@@ -138,6 +139,8 @@ struct Settings {
     statuses: Vec<StatusCode>,
     max_body_bytes: usize,
     post: bool,
+    stale_while_revalidate: Option<Duration>,
+    stale_if_error: Option<Duration>,
     cache: Option<Cache>,
     /// Request headers the key includes: declared, and learned from responses' `Vary`.
     vary: Arc<RwLock<Vec<HeaderName>>>,
@@ -160,6 +163,8 @@ impl fmt::Debug for CacheLayer {
             .field("statuses", &s.statuses)
             .field("max_body_bytes", &s.max_body_bytes)
             .field("cache_post", &s.post)
+            .field("stale_while_revalidate", &s.stale_while_revalidate)
+            .field("stale_if_error", &s.stale_if_error)
             .field(
                 "vary",
                 &*s.vary.read().unwrap_or_else(PoisonError::into_inner),
@@ -187,6 +192,8 @@ impl CacheLayer {
                 statuses: vec![StatusCode::OK],
                 max_body_bytes: 1 << 20,
                 post: false,
+                stale_while_revalidate: None,
+                stale_if_error: None,
                 cache: None,
                 vary: Arc::default(),
             }),
@@ -301,6 +308,35 @@ impl CacheLayer {
         self.with(|s| s.post = yes)
     }
 
+    /// RFC 5861's `stale-while-revalidate`: a response past its TTL by less than `window`
+    /// still answers at once (`X-Cache: HIT`, its `Age` past its `max-age`) while one
+    /// request runs the handler to refresh it, as `#[cached(stale_ttl = ..)]`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let layer = redcache::http::CacheLayer::new().stale_while_revalidate(Duration::from_secs(30));
+    /// ```
+    pub fn stale_while_revalidate(self, window: Duration) -> Self {
+        self.with(|s| s.stale_while_revalidate = Some(window))
+    }
+
+    /// RFC 5861's `stale-if-error`: when the handler fails (a `5xx` response, or the
+    /// service's error) and the response it was to replace is past its TTL by less than
+    /// `window`, that response answers instead (`X-Cache: HIT`), as
+    /// `#[cached(stale_if_error = ..)]`. Never a response retired by an invalidation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let layer = redcache::http::CacheLayer::new().stale_if_error(Duration::from_secs(300));
+    /// ```
+    pub fn stale_if_error(self, window: Duration) -> Self {
+        self.with(|s| s.stale_if_error = Some(window))
+    }
+
     /// Caches in `cache` rather than in the cache in use where requests are handled.
     ///
     /// # Examples
@@ -376,7 +412,27 @@ type Filled = std::result::Result<Stored, NotFilled>;
 
 /// A response that was not stored (the handler's response is handed back as it is).
 #[derive(Debug)]
-struct NotFilled;
+struct NotFilled {
+    /// The handler failed (a `5xx`, or the service's error): `stale_if_error` may answer.
+    failed: bool,
+}
+
+/// How the layer's results map to entries: a stored response as `Result<T, E>` does
+/// (`Res`), but only a failed handler counts as a failure (a response that is merely not
+/// stored, say with `Set-Cookie`, is the answer).
+struct Responses;
+
+impl Shape<Filled> for Responses {
+    fn encode(out: &Filled, stamp: Stamp) -> Outcome {
+        <Res as Shape<Filled>>::encode(out, stamp)
+    }
+    fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Filled>, Stamp)> {
+        <Res as Shape<Filled>>::decode(bytes)
+    }
+    fn failed(out: &Filled) -> bool {
+        matches!(out, Err(NotFilled { failed: true }))
+    }
+}
 
 /// One request through the layer.
 async fn handle<S, ReqB, ResB>(
@@ -460,7 +516,11 @@ where
     let jitter = settings
         .jitter
         .map_or_else(|| default_jitter(ttl.as_secs()), |j| j.as_secs());
-    let policy = Policy::seconds(ttl.as_secs(), jitter, 0);
+    let whole = |window: Option<Duration>| window.map(|w| w.as_secs());
+    let policy = Policy::seconds(ttl.as_secs(), jitter, 0).with_stale(
+        whole(settings.stale_while_revalidate),
+        whole(settings.stale_if_error),
+    );
     let if_none_match = request.headers().typed_get::<IfNoneMatch>();
     let head = method == Method::HEAD;
     if head {
@@ -495,7 +555,7 @@ where
     }
     let stored = match filled {
         Ok(stored) => stored,
-        Err(NotFilled) => {
+        Err(NotFilled { .. }) => {
             return match passed {
                 Some(response) => response.map(|r| marked(r, XCache::Miss)),
                 // Not reached: a `NotFilled` is only made after the handler's response was
@@ -558,7 +618,7 @@ where
     #[cfg(feature = "metrics")]
     let started = std::time::Instant::now();
     let (filled, served) = core
-        .run_at::<Res, Filled, F>(at, hooks, fill)
+        .run_at::<Responses, Filled, F>(at, hooks, fill)
         .instrument(span.clone())
         .await;
     span.record("result", served.as_str());
@@ -568,9 +628,9 @@ where
 }
 
 impl Served {
-    /// Answered from the cache (or by the leader of the key's flight).
+    /// Answered from the cache (or by the leader of the key's flight), fresh or stale.
     fn is_hit(self) -> bool {
-        matches!(self, Served::Hit | Served::NullHit)
+        matches!(self, Served::Hit | Served::NullHit | Served::Stale)
     }
 }
 
@@ -597,19 +657,20 @@ impl Fill<'_> {
         ResB::Error: Into<BoxError>,
     {
         let Some(request) = request.take() else {
-            return Err(NotFilled);
+            return Err(NotFilled { failed: false });
         };
         let response = match inner.call(request).await {
             Ok(response) => response,
             Err(err) => {
                 *passed = Some(Err(err));
-                return Err(NotFilled);
+                return Err(NotFilled { failed: true });
             }
         };
         let (parts, body) = response.into_parts();
+        let failed = parts.status.is_server_error();
         let pass_on = |body: Body, passed: &mut Passed<S::Error>| {
             *passed = Some(Ok(Response::from_parts(parts.clone(), body)));
-            Err(NotFilled)
+            Err(NotFilled { failed })
         };
         let settings = self.settings;
         let ttl = match rules::storable(
