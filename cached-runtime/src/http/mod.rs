@@ -110,6 +110,11 @@ impl XCache {
 /// When the store fails, the handler runs and its response is returned (`X-Cache: MISS`);
 /// concurrent requests for one cold URL run the handler once.
 ///
+/// The wrapped service's request body must be buildable from `Bytes` (for a cached
+/// `POST`, whose body the layer reads): axum's `Body` is. Under a bare hyper service,
+/// turn hyper's `Incoming` into such a body first (`axum::body::Body::new(incoming)`);
+/// the response body may be any `http_body::Body` of `Bytes`.
+///
 /// # Examples
 ///
 /// ```
