@@ -209,7 +209,7 @@ async fn run(full: bool) {
     assert_eq!(len, body().len());
 
     let (concurrency, total, repeats): (&[usize], usize, usize) = if full {
-        (&[1, 16, 64, 256], 12_000, 5)
+        (&[1, 16, 64, 256], 20_000, 5)
     } else {
         (&[1, 16], 64, 1)
     };
