@@ -217,6 +217,37 @@ impl ConfigBuilder {
         self
     }
 
+    /// Behind Sentinel, let a replica serve hits (default `false`; see
+    /// [`Config::read_from_replicas`] for the staleness this allows): the first read of a
+    /// call goes to a replica the Sentinels name, and everything else (a miss's second
+    /// read, fills, leases, invalidations) to the master. Without
+    /// [`sentinel`](Self::sentinel), or with [`local_capacity`](Self::local_capacity), it
+    /// is a configuration error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let config = redcache::Config::builder()
+    ///     .sentinel(["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], "mymaster")
+    ///     .read_from_replicas(true)
+    ///     .build();
+    /// assert!(config.read_from_replicas());
+    ///
+    /// // Without Sentinel there is no replica to read from.
+    /// let alone = redcache::Config::builder()
+    ///     .url("redis://127.0.0.1:6379")
+    ///     .read_from_replicas(true)
+    ///     .build();
+    /// let err = redcache::Cache::connect(alone).await.unwrap_err();
+    /// assert!(err.to_string().contains("Sentinel"), "{err}");
+    /// # }
+    /// ```
+    pub fn read_from_replicas(mut self, read_from_replicas: bool) -> Self {
+        self.config.read_from_replicas = read_from_replicas;
+        self
+    }
+
     /// Keep up to `entries` entries in this process too, kept coherent by Redis (default 0:
     /// no local tier; see [`Config::local_capacity`]).
     ///

@@ -48,6 +48,14 @@ const NUMBERS: &[(&str, Setter)] = &[
     }),
 ];
 
+/// The settings that are on or off (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`).
+const SWITCHES: &[(&str, fn(&mut Config, bool))] = &[
+    ("REDCACHE_LAZY", |c, on| c.lazy = on),
+    ("REDIS_READ_FROM_REPLICAS", |c, on| {
+        c.read_from_replicas = on
+    }),
+];
+
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
@@ -82,11 +90,13 @@ impl Config {
                 }
             }
         }
-        if let Some(raw) = get("REDCACHE_LAZY") {
-            match raw.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => b.config.lazy = true,
-                "0" | "false" | "no" | "off" => b.config.lazy = false,
-                _ => b = b.invalid(format!("REDCACHE_LAZY={raw:?} is not true or false")),
+        for (name, set) in SWITCHES {
+            if let Some(raw) = get(name) {
+                match raw.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => set(&mut b.config, true),
+                    "0" | "false" | "no" | "off" => set(&mut b.config, false),
+                    _ => b = b.invalid(format!("{name}={raw:?} is not true or false")),
+                }
             }
         }
         b.build()
@@ -323,6 +333,53 @@ mod tests {
             problem.contains("REDIS_URL") && problem.contains("REDIS_SENTINEL_NODES"),
             "{problem}"
         );
+    }
+
+    #[test]
+    fn replica_reads_from_the_environment_need_sentinel_and_no_local_tier() {
+        let sentinel = [
+            ("REDIS_SENTINEL_NODES", "redis://s1:26379"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+        ];
+        let c = env(&[
+            sentinel[0],
+            sentinel[1],
+            ("REDIS_READ_FROM_REPLICAS", "true"),
+        ]);
+        assert_eq!(c.problem(), None);
+        assert!(c.read_from_replicas());
+        assert!(!env(&sentinel).read_from_replicas(), "off by default");
+        let c = env(&[("REDIS_READ_FROM_REPLICAS", "maybe")]);
+        assert_eq!(
+            c.invalid(),
+            Some(r#"REDIS_READ_FROM_REPLICAS="maybe" is not true or false"#)
+        );
+        // Without Sentinel: no replica to read from.
+        let c = env(&[
+            ("REDIS_URL", "redis://h:1"),
+            ("REDIS_READ_FROM_REPLICAS", "yes"),
+        ]);
+        let problem = c.problem().unwrap();
+        assert!(
+            problem.contains("REDIS_READ_FROM_REPLICAS")
+                && problem.contains("REDIS_SENTINEL_NODES"),
+            "{problem}"
+        );
+        // With a local tier: one or the other.
+        let c = env(&[
+            sentinel[0],
+            sentinel[1],
+            ("REDIS_READ_FROM_REPLICAS", "1"),
+            ("REDCACHE_LOCAL_CAPACITY", "100"),
+        ]);
+        let problem = c.problem().unwrap();
+        assert!(problem.contains("REDCACHE_LOCAL_CAPACITY"), "{problem}");
+        // Off is no problem anywhere.
+        let c = env(&[
+            ("REDIS_URL", "redis://h:1"),
+            ("REDIS_READ_FROM_REPLICAS", "off"),
+        ]);
+        assert_eq!(c.problem(), None);
     }
 
     #[test]

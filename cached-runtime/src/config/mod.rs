@@ -44,6 +44,8 @@ pub struct Config {
     breaker_cooldown: Duration,
     max_fill_time: Duration,
     lazy: bool,
+    /// Behind Sentinel: hits may be read from a replica.
+    read_from_replicas: bool,
     /// Entries of the local tier (0: none).
     local_capacity: usize,
     /// The in-process store's caps.
@@ -71,6 +73,7 @@ impl Default for Config {
             breaker_cooldown: Duration::from_secs(1),
             max_fill_time: Duration::from_secs(30),
             lazy: false,
+            read_from_replicas: false,
             local_capacity: 0,
             memory_capacity: 100_000,
             memory_max_bytes: 64 << 20,
@@ -104,7 +107,9 @@ impl Config {
     /// URLs, with their own credentials) with `REDIS_SENTINEL_MASTER` (the master's name), or
     /// `REDIS_HOST` (default `127.0.0.1`) and `REDIS_PORT` (6379). `REDIS_USERNAME`,
     /// `REDIS_PASSWORD` and `REDIS_DB` (0) apply over any of them, a URL's own parts
-    /// included (behind Sentinel: to the master, not to the Sentinels). Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
+    /// included (behind Sentinel: to the master, not to the Sentinels);
+    /// `REDIS_READ_FROM_REPLICAS` (`true`/`false`) lets the Sentinels' replicas serve hits.
+    /// Tunables: `REDCACHE_NAMESPACE`, `REDCACHE_DEFAULT_TTL` and
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
     /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
     /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`, `REDCACHE_LAZY`
@@ -189,6 +194,33 @@ impl Config {
         self.lazy
     }
 
+    /// Whether hits may be served by a replica of the master behind Sentinel (`false`, the
+    /// default: every read goes to the master).
+    ///
+    /// With `true`, the first read of a call goes to a replica the Sentinels name; a hit
+    /// there is served as is, and anything else (no entry, a tombstone, an entry of an
+    /// older group generation, an early refresh) is read again from the master before the
+    /// body runs. Every write, fill, lease and invalidation goes to the master, so the
+    /// fill-race fence is checked there exactly as without replicas.
+    ///
+    /// The price is staleness: a replica applies the master's writes after the
+    /// replication lag, so for that long after an invalidation (or a write-through
+    /// `put!`) a hit on the replica can still return the entry it retired. The lag is
+    /// typically well under a millisecond on a LAN, but has no bound while a replica is
+    /// disconnected from its master and still serving reads (Redis's default
+    /// `replica-serve-stale-data yes`). A fill can never store a value computed before an
+    /// invalidation, so a stale read lasts as long as the lag, never until the TTL.
+    ///
+    /// A replica that fails (no answer within half the operation timeout, an error reply
+    /// such as `LOADING` or `MASTERDOWN`, a dropped connection) is left aside for a
+    /// second and the read goes to the master; a failure the master made up for is not a
+    /// cache fault. Only with [`sentinel`](crate::ConfigBuilder::sentinel), and not with a
+    /// local tier ([`local_capacity`](Self::local_capacity)): both are configuration
+    /// errors.
+    pub fn read_from_replicas(&self) -> bool {
+        self.read_from_replicas
+    }
+
     /// How many entries the local tier holds (0: no local tier).
     ///
     /// With a local tier, entries read from Redis are also kept in this process, and a hit
@@ -231,6 +263,25 @@ impl Config {
         if let Some(problem) = self.target.problem() {
             return Some(problem);
         }
+        if self.read_from_replicas {
+            if !self.is_sentinel() {
+                return Some(
+                    "Config::read_from_replicas / REDIS_READ_FROM_REPLICAS is set, but only a \
+                     master behind Sentinel has replicas redcache can find: configure \
+                     Config::sentinel / REDIS_SENTINEL_NODES, or turn replica reads off"
+                        .into(),
+                );
+            }
+            if self.local_capacity > 0 {
+                return Some(format!(
+                    "Config::read_from_replicas / REDIS_READ_FROM_REPLICAS and \
+                     Config::local_capacity / REDCACHE_LOCAL_CAPACITY ({}) are both set: the \
+                     local tier already serves hits without a round trip and is kept \
+                     coherent by the master alone; use one or the other",
+                    self.local_capacity
+                ));
+            }
+        }
         if self.op_timeout >= self.max_fill_time {
             return Some(format!(
                 "op_timeout ({:?}) must be shorter than max_fill_time ({:?}): a miss's write \
@@ -258,6 +309,7 @@ impl fmt::Debug for Config {
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("max_fill_time", &self.max_fill_time)
             .field("lazy", &self.lazy)
+            .field("read_from_replicas", &self.read_from_replicas)
             .field("local_capacity", &self.local_capacity)
             .field("memory_capacity", &self.memory_capacity)
             .field("memory_max_bytes", &self.memory_max_bytes)
