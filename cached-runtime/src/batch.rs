@@ -26,6 +26,36 @@ struct Missing<'a, I> {
 }
 
 impl Core {
+    /// Reads again from the master the keys where a replica found nothing or a tombstone,
+    /// so that what a miss acts on, and what its fill must find again, is the master's (as
+    /// for single calls); whether that read succeeded.
+    async fn confirm_misses(
+        &self,
+        prefix: &str,
+        keys: &[String],
+        entries: &mut [Option<Vec<u8>>],
+    ) -> bool {
+        let missed: Vec<usize> = (0..entries.len())
+            .filter(|&i| entries[i].as_deref().is_none_or(crate::codec::is_tombstone))
+            .collect();
+        if missed.is_empty() {
+            return true;
+        }
+        let again: Vec<String> = missed.iter().map(|&i| keys[i].clone()).collect();
+        match self.op(self.backend.get_many(&again)).await {
+            Ok(fresh) => {
+                for (i, entry) in missed.into_iter().zip(fresh) {
+                    entries[i] = entry;
+                }
+                true
+            }
+            Err(err) => {
+                self.fault(prefix, &err);
+                false
+            }
+        }
+    }
+
     /// See [`Cache::get_or_insert_many`](crate::Cache::get_or_insert_many).
     pub(crate) async fn get_or_insert_many<I, V, F, Fut>(
         &self,
@@ -54,13 +84,18 @@ impl Core {
         }
         let keys: Vec<String> = keyed.iter().map(|(_, key)| key.clone()).collect();
         let started = tokio::time::Instant::now();
-        let read = match self.op(self.backend.get_many(&keys)).await {
+        let mut read = match self.op(self.backend.get_many_relaxed(&keys)).await {
             Ok(entries) => Some(entries),
             Err(err) => {
                 self.fault(prefix, &err);
                 None
             }
         };
+        if let (Some(entries), true) = (&mut read, self.backend.reads_replicas()) {
+            if !self.confirm_misses(prefix, &keys, entries).await {
+                read = None;
+            }
+        }
 
         let mut out = HashMap::with_capacity(ids.len());
         let mut missing: Vec<Missing<'_, I>> = Vec::new();

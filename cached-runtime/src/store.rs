@@ -99,6 +99,21 @@ pub(crate) trait Store {
         key: &str,
         gen_key: &str,
     ) -> impl Future<Output = Result<EntryAndGen>> + Send;
+    /// [`get`](Store::get), but a replica may answer (with a read-from-replicas store):
+    /// possibly older than the master by the replication lag. For the first read of a
+    /// call only: anything but a hit is read again with `get`.
+    fn get_relaxed(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
+        self.get(key)
+    }
+    /// [`get_with_gen`](Store::get_with_gen), but a replica may answer (see
+    /// [`get_relaxed`](Store::get_relaxed)).
+    fn get_with_gen_relaxed(
+        &self,
+        key: &str,
+        gen_key: &str,
+    ) -> impl Future<Output = Result<EntryAndGen>> + Send {
+        self.get_with_gen(key, gen_key)
+    }
     /// Stores a miss's result if the key and the group are as the read saw them; whether
     /// it was stored.
     fn fill(&self, fill: &Fill<'_>) -> impl Future<Output = Result<bool>> + Send;
@@ -107,6 +122,14 @@ pub(crate) trait Store {
         &self,
         keys: &[String],
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
+    /// [`get_many`](Store::get_many), but a replica may answer (see
+    /// [`get_relaxed`](Store::get_relaxed)).
+    fn get_many_relaxed(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send {
+        self.get_many(keys)
+    }
     /// [`fill`](Store::fill) for each, in one round trip; whether each was stored.
     fn fill_many(&self, fills: &[Fill<'_>]) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Writes `value` at `key`, expiring after `ttl`, whatever was there.
@@ -160,7 +183,8 @@ pub(crate) fn keeps_its_fence(key: &[u8], value: &[u8]) -> bool {
 /// hit path).
 #[derive(Debug)]
 pub(crate) enum Backend {
-    /// A standalone server, or the master behind Sentinel.
+    /// A standalone server, or the master behind Sentinel (and, reading from replicas, a
+    /// replica the Sentinels name).
     Redis(RedisStore),
     Cluster(RedisStore<ClusterConnection>),
     Memory(Box<MemoryStore>),
@@ -170,6 +194,15 @@ impl Backend {
     /// Whether operations can stall and need the operation timeout and the breaker.
     pub(crate) fn is_remote(&self) -> bool {
         !matches!(self, Backend::Memory(_))
+    }
+
+    /// Whether the relaxed reads may be answered by a replica: then a read that is not a
+    /// hit is read again from the master.
+    pub(crate) fn reads_replicas(&self) -> bool {
+        match self {
+            Backend::Redis(s) => s.reads_replicas(),
+            Backend::Cluster(_) | Backend::Memory(_) => false,
+        }
     }
 
     /// Hits served by the local tier in front of Redis.
@@ -212,6 +245,18 @@ impl Store for Backend {
 
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         dispatch!("MGET", self.get_with_gen(key, gen_key))
+    }
+
+    async fn get_relaxed(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        dispatch!("GET", self.get_relaxed(key))
+    }
+
+    async fn get_with_gen_relaxed(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
+        dispatch!("MGET", self.get_with_gen_relaxed(key, gen_key))
+    }
+
+    async fn get_many_relaxed(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        dispatch!("MGET", self.get_many_relaxed(keys))
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {

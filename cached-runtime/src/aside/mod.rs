@@ -217,8 +217,20 @@ impl Core {
         // Read first: a hit needs no flight.
         let stripe = self.flights.stripe(key);
         let mut started = Instant::now();
-        let mut read = self.read(at).await;
-        match self.examine::<K, O>(at, &read) {
+        let mut read = self.read_relaxed(at).await;
+        let mut examined = self.examine::<K, O>(at, &read);
+        if self.backend.reads_replicas()
+            && matches!(read, Read::Found { .. })
+            && !matches!(examined, Examined::Hit(_))
+        {
+            // A replica may have answered, up to the replication lag behind the master:
+            // only its hits are served. What a miss (or a refresh) acts on, and what its
+            // fill must find again, is the master's, as without replicas; so a replica
+            // that has not yet received a fill does not run the body once more.
+            read = self.read(at).await;
+            examined = self.examine::<K, O>(at, &read);
+        }
+        match examined {
             Examined::Hit(found) => {
                 if let Some((out, served)) = self.count_hit(at.prefix, found) {
                     return Step::Done(out, served);

@@ -209,15 +209,27 @@ impl Core {
         }
     }
 
-    /// Reads `key` (and the group generation); faults are recorded, never returned.
+    /// Reads `key` (and the group generation) from the master; faults are recorded, never
+    /// returned.
     pub(super) async fn read(&self, at: Entry<'_>) -> Read {
+        self.read_from(at, false).await
+    }
+
+    /// [`read`](Self::read), but a replica may answer (reading from replicas): a hit may be
+    /// older than the master by the replication lag. Anything else is read again with
+    /// `read` before it is acted on.
+    pub(super) async fn read_relaxed(&self, at: Entry<'_>) -> Read {
+        self.read_from(at, true).await
+    }
+
+    async fn read_from(&self, at: Entry<'_>, relaxed: bool) -> Read {
         let key = at.key;
-        let result = match at.gen_key {
-            None => self
-                .op(self.backend.get(key))
-                .await
-                .map(|entry| (entry, None)),
-            Some(gen_key) => self.op(self.backend.get_with_gen(key, gen_key)).await,
+        let b = &self.backend;
+        let result = match (at.gen_key, relaxed) {
+            (None, false) => self.op(b.get(key)).await.map(|entry| (entry, None)),
+            (None, true) => self.op(b.get_relaxed(key)).await.map(|entry| (entry, None)),
+            (Some(gen_key), false) => self.op(b.get_with_gen(key, gen_key)).await,
+            (Some(gen_key), true) => self.op(b.get_with_gen_relaxed(key, gen_key)).await,
         };
         match result {
             Ok((entry, gen)) => {

@@ -5,6 +5,7 @@
 //! splits multi-slot `MGET`/`UNLINK` by slot). The commands are the same for all; only
 //! walking the keyspace differs (every master).
 
+use super::sentinel::Replica;
 use super::{EntryAndGen, Fill, Seen, Store};
 use crate::{Config, Error, Result};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -43,6 +44,8 @@ pub(crate) struct RedisStore<C = ConnectionManager> {
     /// How many times the master moved, as a watcher of the Sentinels counts: a
     /// connection made before the last move is not used again.
     moves: Option<Arc<AtomicU64>>,
+    /// Behind Sentinel, reading from replicas: the replica that serves relaxed reads.
+    replica: Option<Arc<Replica>>,
 }
 
 /// A connection being made.
@@ -439,7 +442,19 @@ impl<C: Conn> RedisStore<C> {
             local,
             follows_master: false,
             moves: None,
+            replica: None,
         }
+    }
+
+    /// This store serves relaxed reads from `replica` when it can.
+    pub(super) fn reading_from(mut self, replica: Arc<Replica>) -> Self {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// Whether relaxed reads may be answered by a replica.
+    pub(crate) fn reads_replicas(&self) -> bool {
+        self.replica.is_some()
     }
 
     /// This store reopens its connection when the server answers `READONLY`, and when
@@ -610,6 +625,36 @@ impl<C: Conn> Store for RedisStore<C> {
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         self.query(self.read_cmd("MGET").arg(key).arg(gen_key))
             .await
+    }
+
+    async fn get_relaxed(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(replica) = &self.replica {
+            if let Some(found) = replica.query(redis::cmd("GET").arg(key)).await {
+                return Ok(found);
+            }
+        }
+        self.get(key).await
+    }
+
+    async fn get_with_gen_relaxed(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
+        if let Some(replica) = &self.replica {
+            if let Some(found) = replica
+                .query(redis::cmd("MGET").arg(key).arg(gen_key))
+                .await
+            {
+                return Ok(found);
+            }
+        }
+        self.get_with_gen(key, gen_key).await
+    }
+
+    async fn get_many_relaxed(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        if let (Some(replica), false) = (&self.replica, keys.is_empty()) {
+            if let Some(found) = replica.query(redis::cmd("MGET").arg(keys)).await {
+                return Ok(found);
+            }
+        }
+        self.get_many(keys).await
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {

@@ -17,12 +17,12 @@ use super::redis::{
 use crate::config::SentinelSettings;
 use crate::{Config, Result};
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-use redis::{ProtocolVersion, RedisResult};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use redis::{AsyncConnectionConfig, ProtocolVersion, RedisResult};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 /// How often the watcher pings the Sentinel it listens to, and checks that its store is
 /// still there.
@@ -30,6 +30,10 @@ const WATCH_PING: Duration = Duration::from_secs(2);
 
 /// How long the watcher waits before it listens to the next Sentinel.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a replica that failed (or could not be found) is left aside: reads go to the
+/// master meanwhile, then the Sentinels are asked for a replica again.
+const REPLICA_REST: Duration = Duration::from_secs(1);
 
 /// Finds the master through the Sentinels and connects to it.
 struct Lookup {
@@ -68,7 +72,10 @@ impl Lookup {
     }
 
     async fn connect_unbounded(&self) -> RedisResult<ConnectionManager> {
-        let client = self.sentinel_client()?.async_get_client().await?;
+        let client = self
+            .sentinel_client(SentinelServerType::Master)?
+            .async_get_client()
+            .await?;
         let master = client.get_connection_info().addr().to_string();
         {
             let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
@@ -122,14 +129,39 @@ impl Lookup {
         );
     }
 
-    /// A Sentinel client for the master, asking the Sentinels from the next one on.
-    fn sentinel_client(&self) -> RedisResult<redis::sentinel::SentinelClient> {
+    /// A connection to a replica the Sentinels name now (one at random, among those they
+    /// do not consider down and that answer `ROLE` as replicas), with `response_timeout`
+    /// on each command; `host:port` of the replica.
+    async fn connect_replica(
+        &self,
+        response_timeout: Duration,
+    ) -> RedisResult<(MultiplexedConnection, String)> {
+        let client = self
+            .sentinel_client(SentinelServerType::Replica)?
+            .async_get_client()
+            .await?;
+        let replica = client.get_connection_info().addr().to_string();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(response_timeout));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok((conn, replica))
+    }
+
+    /// A Sentinel client for the master or a replica, asking the Sentinels from the next
+    /// one on.
+    fn sentinel_client(
+        &self,
+        role: SentinelServerType,
+    ) -> RedisResult<redis::sentinel::SentinelClient> {
         let s = &self.settings;
         let mut nodes = s.nodes.clone();
         let first = self.next.fetch_add(1, Ordering::Relaxed) % nodes.len().max(1);
         nodes.rotate_left(first);
-        let mut builder = SentinelClientBuilder::new(nodes, &s.master, SentinelServerType::Master)?
-            .set_client_to_redis_db(s.data.db());
+        let mut builder =
+            SentinelClientBuilder::new(nodes, &s.master, role)?.set_client_to_redis_db(s.data.db());
         if let Some(username) = &s.username {
             builder = builder.set_client_to_sentinel_username(username);
         }
@@ -178,8 +210,19 @@ impl RedisStore<ConnectionManager> {
         });
         // Fails early, with the configuration named, if the builder refuses the settings.
         lookup
-            .sentinel_client()
+            .sentinel_client(SentinelServerType::Master)
             .map_err(|e| connect_error(config, e))?;
+        let replica = config.read_from_replicas().then(|| {
+            Arc::new(Replica {
+                lookup: lookup.clone(),
+                // Half the operation's time: the master's read gets the other half.
+                timeout: config.op_timeout() / 2,
+                conn: RwLock::new(None),
+                epoch: Instant::now(),
+                resting_until: AtomicU64::new(0),
+                connecting: AtomicBool::new(false),
+            })
+        });
         let reopen = {
             let lookup = lookup.clone();
             move || -> Connecting<ConnectionManager> { Box::pin(lookup.clone().connect()) }
@@ -191,9 +234,135 @@ impl RedisStore<ConnectionManager> {
             Some(connect_checked(config, lookup.connect()).await?)
         };
         // Started once connected (a store that failed to connect has nothing to watch);
-        // it ends with the store, whose `reopen` holds the only strong `Lookup`.
+        // it ends with the store, whose `reopen` (and replica) hold the only strong
+        // `Lookup`.
         background().spawn(watch(watched));
-        Ok(RedisStore::new(conn, reopen, local.is_some()).following_master(moves))
+        let store = RedisStore::new(conn, reopen, local.is_some()).following_master(moves);
+        Ok(match replica {
+            Some(replica) => {
+                if !config.lazy() {
+                    // Ready for the first call if a replica answers; if none does, reads go
+                    // to the master and a replica is looked for again later.
+                    replica.connecting.store(true, Ordering::Release);
+                    let _ = background().spawn(replica.clone().connect()).await;
+                }
+                store.reading_from(replica)
+            }
+            None => store,
+        })
+    }
+}
+
+/// The replica that serves relaxed reads (hits): a connection to one replica the
+/// Sentinels name, made on redcache's connection thread. A replica that fails is left
+/// aside for [`REPLICA_REST`] (reads go to the master, which the caller asks itself), then
+/// the Sentinels are asked for a replica again; so is a replica connection made before the
+/// master moved (the replica may be the master now).
+pub(crate) struct Replica {
+    lookup: Arc<Lookup>,
+    /// Longest a read waits for the replica.
+    timeout: Duration,
+    /// The connection, and the master's moves counted when it was asked for.
+    conn: RwLock<Option<(MultiplexedConnection, u64)>>,
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which reads go to the master (0: none).
+    resting_until: AtomicU64,
+    /// A connection is being made.
+    connecting: AtomicBool,
+}
+
+impl Replica {
+    /// Runs `cmd` on the replica; `None` when the master must answer instead: no replica
+    /// connection (one is being looked for), the replica is resting after a failure, or it
+    /// fails now (then it rests).
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        self: &Arc<Self>,
+        cmd: &redis::Cmd,
+    ) -> Option<T> {
+        let mut conn = self.ready()?;
+        let result = match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer",
+                format!("within {:?}", self.timeout),
+            ))),
+        };
+        match result {
+            Ok(found) => Some(found),
+            // The key's own problem, which the master answers the same way.
+            Err(err) if err.code() == Some("WRONGTYPE") => None,
+            Err(err) => {
+                self.failed(&err);
+                None
+            }
+        }
+    }
+
+    /// The connection to read on, unless the replica rests or there is none (then one is
+    /// looked for, in the background).
+    fn ready(self: &Arc<Self>) -> Option<MultiplexedConnection> {
+        if self.now() < self.resting_until.load(Ordering::Acquire) {
+            return None;
+        }
+        let moves = self.lookup.moves.load(Ordering::Acquire);
+        let current = self
+            .conn
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(_, at)| *at == moves)
+            .map(|(conn, _)| conn.clone());
+        if current.is_none() && !self.connecting.swap(true, Ordering::AcqRel) {
+            background().spawn(self.clone().connect());
+        }
+        current
+    }
+
+    /// Asks the Sentinels for a replica and connects to it, within the connect timeout.
+    async fn connect(self: Arc<Self>) {
+        let moves = self.lookup.moves.load(Ordering::Acquire);
+        let made = tokio::time::timeout(
+            self.lookup.timeout,
+            self.lookup.connect_replica(self.timeout),
+        )
+        .await;
+        match made {
+            Ok(Ok((conn, replica))) => {
+                tracing::info!(
+                    replica = %replica,
+                    name = %self.lookup.settings.master,
+                    "redcache: reading hits from a replica"
+                );
+                *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Some((conn, moves));
+            }
+            Ok(Err(err)) => self.failed(&err),
+            Err(_) => self.failed(&format!(
+                "no replica answered within {:?}",
+                self.lookup.timeout
+            )),
+        }
+        self.connecting.store(false, Ordering::Release);
+    }
+
+    /// Leaves the replica aside for a while after `err`, and says so once per rest.
+    fn failed(&self, err: &dyn std::fmt::Display) {
+        *self.conn.write().unwrap_or_else(PoisonError::into_inner) = None;
+        let now = self.now();
+        let until = now.saturating_add(REPLICA_REST.as_millis() as u64);
+        if self.resting_until.swap(until, Ordering::AcqRel) <= now {
+            tracing::warn!(
+                error = %err,
+                name = %self.lookup.settings.master,
+                rest = ?REPLICA_REST,
+                "redcache: no replica to read from; reading from the master meanwhile"
+            );
+        }
+    }
+
+    /// Milliseconds since `epoch`.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
