@@ -242,9 +242,12 @@ impl RedisStore<ConnectionManager> {
             Some(replica) => {
                 if !config.lazy() {
                     // Ready for the first call if a replica answers; if none does, reads go
-                    // to the master and a replica is looked for again later.
+                    // to the master and a replica is looked for again later. Like the
+                    // master's first connection, on the caller's runtime (no thread hop
+                    // per read); should that runtime shut down, the connection fails and
+                    // its replacement is made on the connection thread.
                     replica.connecting.store(true, Ordering::Release);
-                    let _ = background().spawn(replica.clone().connect()).await;
+                    replica.clone().connect().await;
                 }
                 store.reading_from(replica)
             }
@@ -254,7 +257,8 @@ impl RedisStore<ConnectionManager> {
 }
 
 /// The replica that serves relaxed reads (hits): a connection to one replica the
-/// Sentinels name, made on redcache's connection thread. A replica that fails is left
+/// Sentinels name (the first made where the store is, the next ones on redcache's
+/// connection thread). A replica that fails is left
 /// aside for [`REPLICA_REST`] (reads go to the master, which the caller asks itself), then
 /// the Sentinels are asked for a replica again; so is a replica connection made before the
 /// master moved (the replica may be the master now).
