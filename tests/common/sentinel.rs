@@ -223,6 +223,50 @@ impl RedisSentinel {
         );
     }
 
+    /// Waits until every Sentinel lists the replica (they read it from the master's
+    /// `INFO` once they connect): from then on, a replica can be found through them.
+    pub fn wait_for_replica(&self) {
+        let replica = self.nodes[1].port().to_string();
+        self.wait_until(
+            Duration::from_secs(20),
+            "the Sentinels know the replica",
+            |s| {
+                s.sentinels.iter().all(|sentinel| {
+                    s.sentinel_cli(sentinel.port(), &["SENTINEL", "replicas", MASTER_NAME])
+                        .contains(&replica)
+                })
+            },
+        );
+    }
+
+    /// Waits until the replica on `replica` has applied everything the master on `master`
+    /// had sent when this was called: its `INFO replication` offset reaches the
+    /// master's.
+    pub async fn wait_until_replica_caught_up(&self, master: u16, replica: u16) {
+        let offset = |port: u16, fields: &[&str]| -> Option<u64> {
+            let info = self.data_cli(port, &["INFO", "replication"]);
+            fields.iter().find_map(|field| {
+                info.lines()
+                    .find_map(|line| line.trim().strip_prefix(field)?.parse().ok())
+            })
+        };
+        let target = offset(master, &["master_repl_offset:"]).expect("the master's offset");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The offset a replica has applied (`slave_repl_offset`, also under its newer
+            // name in servers that have one).
+            let applied = offset(replica, &["slave_repl_offset:", "replica_repl_offset:"]);
+            if applied.is_some_and(|applied| applied >= target) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not reach offset {target} within 10 s (at {applied:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits until every running Sentinel names a master other than the one on
     /// `old_port`; how long that took.
     pub async fn wait_for_new_master(&self, old_port: u16, within: Duration) -> Duration {

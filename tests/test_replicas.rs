@@ -1,0 +1,267 @@
+//! Reads from replicas behind Sentinel (`read_from_replicas`): hits are served by the
+//! replica and only misses reach the master; an invalidation or a write on the master is
+//! seen once the replica has applied it; with the replica gone, the master serves the hits
+//! (no body runs again, no fault) until a replica answers again; and the option is refused
+//! without Sentinel or with a local tier. What each server ran is read from `INFO
+//! commandstats` (counts, not timing); waits are on the replica's replication offset.
+
+mod common;
+
+use common::{command_calls, test_config, RedisSentinel};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+#[redcache::cached(prefix = "r:item", ttl = 600, skip(calls))]
+async fn item(id: u64, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("item {id}")
+}
+
+#[redcache::cached(prefix = "r:price", group = "catalog", ttl = 600, skip(calls))]
+async fn price(sku: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    sku * 100
+}
+
+/// A primary with its replica and Sentinels that know the replica, and a cache on them
+/// that reads from replicas.
+async fn start() -> (RedisSentinel, redcache::Cache) {
+    let sentinel = RedisSentinel::start();
+    sentinel.wait_for_replica();
+    let cache = sentinel
+        .cache_with(test_config().read_from_replicas(true))
+        .await;
+    assert!(cache.config().read_from_replicas());
+    (sentinel, cache)
+}
+
+/// The data nodes' ports: the master's, then the replica's.
+fn ports(sentinel: &RedisSentinel) -> (u16, u16) {
+    (sentinel.nodes[0].port(), sentinel.nodes[1].port())
+}
+
+/// How many times `command` (lower case) ran on the data node on `port` since its counts
+/// were reset.
+async fn calls_of(sentinel: &RedisSentinel, port: u16, command: &str) -> u64 {
+    let mut conn = sentinel.conn_to(port).await;
+    command_calls(&mut conn)
+        .await
+        .get(command)
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn reset_counts(sentinel: &RedisSentinel, port: u16) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut sentinel.conn_to(port).await)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn hits_are_served_by_the_replica_and_misses_by_the_master() {
+    let (sentinel, cache) = start().await;
+    let (master, replica) = ports(&sentinel);
+    reset_counts(&sentinel, master).await;
+    reset_counts(&sentinel, replica).await;
+    let calls = AtomicUsize::new(0);
+
+    // A miss: the replica has nothing, the master is asked again (nothing), the body
+    // runs and the fill goes to the master.
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(calls.load(SeqCst), 1);
+    assert_eq!(calls_of(&sentinel, replica, "get").await, 1);
+    assert_eq!(
+        calls_of(&sentinel, master, "get").await,
+        1,
+        "the miss, again"
+    );
+    assert_eq!(calls_of(&sentinel, master, "set").await, 1, "the fill");
+
+    // Once the replica has the entry, every hit is its GET; the master runs none.
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    for _ in 0..5 {
+        assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    }
+    assert_eq!(calls.load(SeqCst), 1, "hits: the body did not run again");
+    assert_eq!(calls_of(&sentinel, replica, "get").await, 6);
+    assert_eq!(
+        calls_of(&sentinel, master, "get").await,
+        1,
+        "no hit on the master"
+    );
+
+    // A grouped function reads the entry and the generation with one MGET, on the
+    // replica too.
+    assert_eq!(cache.scope(price(3, &calls)).await, 300);
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    let master_mgets = calls_of(&sentinel, master, "mget").await;
+    let replica_mgets = calls_of(&sentinel, replica, "mget").await;
+    for _ in 0..3 {
+        assert_eq!(cache.scope(price(3, &calls)).await, 300);
+    }
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(
+        calls_of(&sentinel, replica, "mget").await,
+        replica_mgets + 3
+    );
+    assert_eq!(calls_of(&sentinel, master, "mget").await, master_mgets);
+
+    // A batch: one MGET on the replica when everything is there.
+    let loads = AtomicUsize::new(0);
+    let load = |ids: Vec<u64>| {
+        loads.fetch_add(1, SeqCst);
+        async move {
+            ids.into_iter()
+                .map(|id| (id, id * 2))
+                .collect::<HashMap<_, _>>()
+        }
+    };
+    let ttl = Duration::from_secs(600);
+    let first = cache
+        .get_or_insert_many("r:batch", &[1, 2, 3], ttl, load)
+        .await;
+    assert_eq!(first.len(), 3);
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    let master_mgets = calls_of(&sentinel, master, "mget").await;
+    let replica_mgets = calls_of(&sentinel, replica, "mget").await;
+    let again = cache
+        .get_or_insert_many("r:batch", &[1, 2, 3], ttl, load)
+        .await;
+    assert_eq!(again, HashMap::from([(1, 2), (2, 4), (3, 6)]));
+    assert_eq!(loads.load(SeqCst), 1, "all three were hits");
+    assert_eq!(
+        calls_of(&sentinel, replica, "mget").await,
+        replica_mgets + 1
+    );
+    assert_eq!(calls_of(&sentinel, master, "mget").await, master_mgets);
+
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.faults), (11, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn an_invalidation_or_a_write_is_read_once_the_replica_has_it() {
+    let (sentinel, cache) = start().await;
+    let (master, replica) = ports(&sentinel);
+    let calls = AtomicUsize::new(0);
+    cache.scope(item(2, &calls)).await;
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    cache.scope(item(2, &calls)).await;
+    assert_eq!(calls.load(SeqCst), 1, "a hit on the replica");
+
+    // The invalidation goes to the master; once the replica has its tombstone, the next
+    // call misses (on the replica, then on the master) and the body runs.
+    reset_counts(&sentinel, master).await;
+    assert!(cache
+        .scope(redcache::invalidate!(item(2, _)))
+        .await
+        .unwrap());
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    assert_eq!(cache.scope(item(2, &calls)).await, "item 2");
+    assert_eq!(calls.load(SeqCst), 2, "invalidated: the body ran");
+    // The fill replaced the tombstone on the master (the fenced compare-and-set).
+    assert_eq!(cache.stats().conflicts, 0, "{:?}", cache.stats());
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    cache.scope(item(2, &calls)).await;
+    assert_eq!(calls.load(SeqCst), 2, "filled again, and a hit");
+
+    // A write-through on the master, once replicated, is what the replica serves.
+    cache
+        .scope(redcache::put!(item(2, _), "rewritten".to_string()))
+        .await
+        .unwrap();
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    let master_gets = calls_of(&sentinel, master, "get").await;
+    assert_eq!(cache.scope(item(2, &calls)).await, "rewritten");
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(
+        calls_of(&sentinel, master, "get").await,
+        master_gets,
+        "served by the replica"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_replica_gone_the_master_serves_the_hits_until_one_answers_again() {
+    let (mut sentinel, cache) = start().await;
+    let (master, replica) = ports(&sentinel);
+    let calls = AtomicUsize::new(0);
+    cache.scope(item(3, &calls)).await;
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    cache.scope(item(3, &calls)).await;
+    assert_eq!(calls.load(SeqCst), 1);
+
+    sentinel.nodes[1].stop();
+    reset_counts(&sentinel, master).await;
+    for _ in 0..10 {
+        let started = Instant::now();
+        assert_eq!(cache.scope(item(3, &calls)).await, "item 3");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "a call took {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(calls.load(SeqCst), 1, "every call was a hit");
+    assert_eq!(
+        calls_of(&sentinel, master, "get").await,
+        10,
+        "each hit read once, on the master"
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.faults, stats.hits), (0, 11), "{stats:?}");
+
+    // The replica comes back (empty, then synced from the master): reads go to it again
+    // once the Sentinels name it and the cache looks for it (every second).
+    sentinel.nodes[1].restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert_eq!(cache.scope(item(3, &calls)).await, "item 3");
+        if calls_of(&sentinel, replica, "get").await > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reads did not return to the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        calls.load(SeqCst),
+        1,
+        "no body ran while the replica was away"
+    );
+    assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
+}
+
+#[tokio::test]
+async fn replica_reads_need_sentinel_and_no_local_tier() {
+    let err = redcache::Cache::connect(
+        test_config()
+            .url("redis://127.0.0.1:1")
+            .read_from_replicas(true)
+            .build(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, redcache::Error::Config { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("read_from_replicas") && message.contains("Config::sentinel"),
+        "{message}"
+    );
+    let err = redcache::Cache::connect(
+        test_config()
+            .sentinel(["redis://127.0.0.1:1"], "m")
+            .read_from_replicas(true)
+            .local_capacity(100)
+            .build(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, redcache::Error::Config { .. }), "{err}");
+    assert!(err.to_string().contains("local_capacity"), "{err}");
+}
