@@ -48,8 +48,11 @@ const NUMBERS: &[(&str, Setter)] = &[
     }),
 ];
 
+/// Turns a setting on or off.
+type Switch = fn(&mut Config, bool);
+
 /// The settings that are on or off (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`).
-const SWITCHES: &[(&str, fn(&mut Config, bool))] = &[
+const SWITCHES: &[(&str, Switch)] = &[
     ("REDCACHE_LAZY", |c, on| c.lazy = on),
     ("REDIS_READ_FROM_REPLICAS", |c, on| {
         c.read_from_replicas = on
