@@ -3,7 +3,9 @@
 //! `ConnectionManager` too, whose replacement asks the Sentinels again) or to a Redis
 //! Cluster (`cluster_async::ClusterConnection`, which follows `MOVED`/`ASK` redirects and
 //! splits multi-slot `MGET`/`UNLINK` by slot). The commands are the same for all; only
-//! walking the keyspace differs (every master).
+//! walking the keyspace differs (every master). Behind Sentinel with replica reads, the
+//! relaxed reads go to a replica first (`sentinel::Replica`), and to the master when it
+//! cannot answer.
 
 use super::sentinel::Replica;
 use super::{EntryAndGen, Fill, Seen, Store};

@@ -10,6 +10,9 @@
 //!   redcache's connection thread, as go-redis does): a master that is demoted rather than
 //!   dead (a manual failover, a partition) keeps accepting writes until the Sentinels
 //!   reconfigure it, some 10 s after the switch, and those writes would be lost.
+//!
+//! With `read_from_replicas`, a [`Replica`] answers the store's relaxed reads (a call's
+//! first read) from a replica the Sentinels name; everything else stays on the master.
 
 use super::redis::{
     background, connect_checked, connect_error, local_tier, manager_config, Connecting, RedisStore,
