@@ -1,9 +1,10 @@
 //! Reads from replicas behind Sentinel (`read_from_replicas`): hits are served by the
 //! replica and only misses reach the master; an invalidation or a write on the master is
 //! seen once the replica has applied it; with the replica gone, the master serves the hits
-//! (no body runs again, no fault) until a replica answers again; and the option is refused
-//! without Sentinel or with a local tier. What each server ran is read from `INFO
-//! commandstats` (counts, not timing); waits are on the replica's replication offset.
+//! (no body runs again, no fault) until a replica answers again, and a frozen one costs
+//! one call half an operation timeout; and the option is refused without Sentinel or with
+//! a local tier. What each server ran is read from `INFO commandstats` (counts, not
+//! timing); waits are on the replica's replication offset, never a sleep.
 
 mod common;
 
@@ -235,6 +236,48 @@ async fn with_the_replica_gone_the_master_serves_the_hits_until_one_answers_agai
         "no body ran while the replica was away"
     );
     assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_answering_costs_one_call_half_an_operation_timeout() {
+    const OP_TIMEOUT: Duration = Duration::from_millis(400);
+    let sentinel = RedisSentinel::start();
+    sentinel.wait_for_replica();
+    let cache = sentinel
+        .cache_with(
+            test_config()
+                .read_from_replicas(true)
+                .op_timeout(OP_TIMEOUT),
+        )
+        .await;
+    let (master, replica) = ports(&sentinel);
+    let calls = AtomicUsize::new(0);
+    cache.scope(item(4, &calls)).await;
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+
+    // Frozen: its connection stays open, nothing answers. The first call waits half the
+    // operation timeout for it, then the master answers; the next ones skip it.
+    sentinel.nodes[1].pause();
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(cache.scope(item(4, &calls)).await, "item 4");
+        took.push(started.elapsed());
+    }
+    sentinel.nodes[1].resume();
+    eprintln!("calls with the replica frozen took {took:?}");
+    assert!(
+        took[0] >= OP_TIMEOUT / 2 && took[0] < OP_TIMEOUT,
+        "the first call: {:?}",
+        took[0]
+    );
+    assert!(
+        took[1..].iter().all(|t| *t < OP_TIMEOUT / 4),
+        "the replica was asked again at once: {took:?}"
+    );
+    assert_eq!(calls.load(SeqCst), 1, "every call was a hit");
+    let stats = cache.stats();
+    assert_eq!((stats.faults, stats.hits), (0, 5), "{stats:?}");
 }
 
 #[tokio::test]
