@@ -224,9 +224,9 @@ impl Core {
             && !matches!(examined, Examined::Hit(_))
         {
             // A replica may have answered, up to the replication lag behind the master:
-            // only its hits are served. What a miss (or a refresh) acts on, and what its
-            // fill must find again, is the master's, as without replicas; so a replica
-            // that has not yet received a fill does not run the body once more.
+            // only its hits are served. What a miss, a stale entry or a refresh acts on,
+            // and what its fill must find again, is the master's, as without replicas; so
+            // a replica that has not yet received a fill does not run the body once more.
             read = self.read(at).await;
             examined = self.examine::<K, O>(at, &read);
         }
