@@ -14,8 +14,9 @@
 //!   bench with and without the feature and runs the two binaries in turn, to compare
 //!   "feature off" with "feature on, no recorder", which one process cannot do.
 //!
-//! `cargo bench --bench metrics_overhead --features metrics`. Under `cargo test` it runs a
-//! few operations as a smoke test.
+//! `cargo bench --bench metrics_overhead --features metrics`. Under
+//! `cargo test --bench metrics_overhead --features metrics` it runs a few operations of each
+//! cell as a smoke test, and checks that the recorder counted them.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
