@@ -230,41 +230,28 @@ impl Core {
             read = self.read(at).await;
             examined = self.examine::<K, O>(at, &read);
         }
+        let stale = matches!(examined, Examined::Stale(_));
         match examined {
             Examined::Hit(found) => {
                 if let Some((out, served)) = self.count_hit(at.prefix, found) {
                     return Step::Done(out, served);
                 }
             }
-            Examined::Stale(found) => {
-                // Past its TTL, within `stale_ttl`: one caller refreshes it (leading the
-                // key's flight), the others are answered with it at once.
+            // Refreshed by one caller, leading the key's flight: one at a time in this
+            // process, and a caller that misses meanwhile waits for it. Callers that find a
+            // flight under way are answered with the entry: still valid (early refresh), or
+            // past its TTL but within `stale_ttl`.
+            Examined::Refresh(found) | Examined::Stale(found) => {
                 let Role::Leader(leader) = self.flights.join(key) else {
-                    return match found {
-                        Found::Gone => Step::Again,
-                        Found::Value(out) | Found::Null(out) => {
+                    return match (found, stale) {
+                        (Found::Value(out) | Found::Null(out), true) => {
                             self.record(at.prefix, Event::Stale);
                             Step::Done(out, Served::Stale)
                         }
-                    };
-                };
-                self.record(at.prefix, Event::Refresh);
-                return Step::Run(Run {
-                    flight: Flight::Lead(leader),
-                    served: Served::Refresh,
-                    read,
-                    started,
-                    lease: None,
-                });
-            }
-            Examined::Refresh(found) => {
-                // The refresh leads the key's flight: one at a time in this process, and a
-                // caller that misses meanwhile (the entry expired) waits for it. Callers
-                // that find a flight under way are served the entry, still valid.
-                let Role::Leader(leader) = self.flights.join(key) else {
-                    return match self.count_hit(at.prefix, found) {
-                        Some((out, served)) => Step::Done(out, served),
-                        None => Step::Again,
+                        (found, _) => match self.count_hit(at.prefix, found) {
+                            Some((out, served)) => Step::Done(out, served),
+                            None => Step::Again,
+                        },
                     };
                 };
                 self.record(at.prefix, Event::Refresh);
