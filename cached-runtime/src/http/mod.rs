@@ -147,8 +147,9 @@ struct Settings {
     stale_while_revalidate: Option<Duration>,
     stale_if_error: Option<Duration>,
     cache: Option<Cache>,
-    /// Request headers the key includes: declared, and learned from responses' `Vary`.
-    vary: Arc<RwLock<Vec<HeaderName>>>,
+    /// Request headers the key includes: declared, and learned from responses' `Vary`
+    /// (replaced whole when one is learned, so a request takes it without a copy).
+    vary: Arc<RwLock<Arc<[HeaderName]>>>,
 }
 
 impl Default for CacheLayer {
@@ -200,7 +201,7 @@ impl CacheLayer {
                 stale_while_revalidate: None,
                 stale_if_error: None,
                 cache: None,
-                vary: Arc::default(),
+                vary: Arc::new(RwLock::new(Arc::from([]))),
             }),
         }
     }
@@ -297,7 +298,7 @@ impl CacheLayer {
         names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         names.dedup();
         names.truncate(MAX_VARY);
-        self.with(|s| s.vary = Arc::new(RwLock::new(names)))
+        self.with(|s| s.vary = Arc::new(RwLock::new(names.into())))
     }
 
     /// Caches `POST` requests too, keyed by a hash of their body (off by default: for
@@ -501,7 +502,7 @@ where
         })
         .part(request.uri().path().as_bytes())
         .part(rules::sorted_query(request.uri().query().unwrap_or("")).as_bytes());
-    for name in &keyed_by {
+    for name in keyed_by.iter() {
         material.header(name, request.headers());
     }
     material
@@ -719,12 +720,14 @@ fn learn(settings: &Settings, names: Vec<HeaderName>) {
         .vary
         .write()
         .unwrap_or_else(PoisonError::into_inner);
+    let mut learned = vary.to_vec();
     for name in names {
-        if vary.len() < MAX_VARY && !vary.contains(&name) {
-            vary.push(name);
+        if learned.len() < MAX_VARY && !learned.contains(&name) {
+            learned.push(name);
         }
     }
-    vary.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    learned.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    *vary = learned.into();
 }
 
 /// The request with its body read whole (at most `max` bytes, as its `Content-Length`
