@@ -247,3 +247,249 @@ async fn an_invalidation_in_one_process_reaches_the_local_tier_of_another() {
         "the other process's local copy outlived the invalidation by {took:?}"
     );
 }
+
+/// The source of truth the write-loop tests change, and the function that reads it.
+static SOURCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SOURCE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[redcache::cached(prefix = "l:source", ttl = 60)]
+async fn source(id: u64) -> u64 {
+    SOURCE_RUNS.fetch_add(1, SeqCst);
+    SOURCE.load(SeqCst) + id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn this_process_reads_its_own_invalidations_and_writes_at_once() {
+    let server = RedisServer::start();
+    let cache = local_cache(server.url(), 100).await;
+    let before = cache.stats().local_hits;
+    // Readers keep the local tier busy (filling it, hitting it) while the writer changes the
+    // source and invalidates, in a tight loop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, stop) = (cache.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(SeqCst) {
+                    cache.scope(source(0)).await;
+                }
+            })
+        })
+        .collect();
+    for i in 1..=300u64 {
+        SOURCE.store(i, SeqCst);
+        if i % 2 == 0 {
+            assert!(cache.scope(redcache::invalidate!(source(0))).await.is_ok());
+        } else {
+            cache.scope(redcache::put!(source(0), i)).await.unwrap();
+        }
+        // A read that starts after the invalidation (or write) returned sees it.
+        assert_eq!(cache.scope(source(0)).await, i, "round {i}");
+    }
+    stop.store(true, SeqCst);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let stats = cache.stats();
+    assert!(
+        stats.local_hits > before,
+        "the readers were served locally: {stats:?}"
+    );
+}
+
+/// Run by `a_tight_write_loop_in_one_process_never_strands_a_stale_copy_in_another`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by a_tight_write_loop_in_one_process_never_strands_a_stale_copy_in_another"]
+async fn child_reads_while_another_process_writes() {
+    let url = common::child_url();
+    let cache = local_cache(url, 100).await;
+    let mut conn = common::child_conn().await;
+    let _: () = redis::cmd("SET")
+        .arg("test:child:ready")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Read through the local tier while the parent writes, until it says it is done.
+    loop {
+        cache.scope(row(1)).await;
+        let done: Option<String> = redis::cmd("GET")
+            .arg("test:child:done")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some(last) = done {
+            // Every invalidation reached this process: the last value is read within
+            // moments, not after the entry's 60 s TTL.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                let value = cache.scope(row(1)).await;
+                if value == last {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "a stale copy outlived the last invalidation: {value}, not {last}"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            break;
+        }
+    }
+    let stats = cache.stats();
+    assert!(stats.local_hits > 0, "served locally meanwhile: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_tight_write_loop_in_one_process_never_strands_a_stale_copy_in_another() {
+    let server = RedisServer::start();
+    let mut conn = server.conn().await;
+    let writer = conn.clone();
+    let set = |key: &'static str, value: String| {
+        let mut conn = writer.clone();
+        async move {
+            let _: () = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    set("test:row:1", "v0".into()).await;
+    let child = common::spawn_child(
+        "child_reads_while_another_process_writes",
+        &server.url(),
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready: Option<u8> = redis::cmd("GET")
+            .arg("test:child:ready")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if ready.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the child never got ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cache = server.cache().await;
+    let mut last = String::new();
+    for i in 1..=2_000 {
+        last = format!("v{i}");
+        set("test:row:1", last.clone()).await;
+        cache.scope(redcache::invalidate!(row(1))).await.unwrap();
+    }
+    set("test:child:done", last).await;
+    common::child_succeeded(child);
+}
+
+/// A value that cannot be cloned: the local tier cannot keep it, and the function still
+/// works, reading Redis each time.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Unclonable(u64);
+
+#[redcache::cached(prefix = "l:unclonable", ttl = 60, skip(calls))]
+async fn unclonable(id: u64, calls: &AtomicUsize) -> Unclonable {
+    calls.fetch_add(1, SeqCst);
+    Unclonable(id)
+}
+
+#[tokio::test]
+async fn values_that_cannot_be_cloned_are_read_from_redis() {
+    let server = RedisServer::start();
+    let cache = local_cache(server.url(), 100).await;
+    let calls = AtomicUsize::new(0);
+    for _ in 0..5 {
+        assert_eq!(cache.scope(unclonable(3, &calls)).await, Unclonable(3));
+    }
+    let stats = cache.stats();
+    assert_eq!(calls.load(SeqCst), 1);
+    assert_eq!((stats.hits, stats.local_hits), (4, 0), "{stats:?}");
+}
+
+#[redcache::cached(prefix = "l:grouped", ttl = 60, group = "l-team", skip(calls))]
+async fn grouped(id: u64, calls: &AtomicUsize) -> Option<u64> {
+    calls.fetch_add(1, SeqCst);
+    (id > 0).then_some(id)
+}
+
+#[tokio::test]
+async fn a_group_invalidation_retires_local_copies_and_cached_nones_are_kept_too() {
+    let server = RedisServer::start();
+    let cache = local_cache(server.url(), 100).await;
+    let calls = AtomicUsize::new(0);
+    for id in [0, 1] {
+        let before = cache.stats().local_hits;
+        let mut served_locally = false;
+        for _ in 0..10 {
+            assert_eq!(
+                cache.scope(grouped(id, &calls)).await,
+                (id > 0).then_some(id)
+            );
+            if cache.stats().local_hits > before {
+                served_locally = true;
+                break;
+            }
+        }
+        assert!(served_locally, "grouped({id}) was served locally");
+    }
+    let runs = calls.load(SeqCst);
+    assert_eq!(runs, 2);
+    assert!(cache.stats().null_hits >= 1);
+    cache.invalidate_group("l-team").await.unwrap();
+    assert_eq!(cache.scope(grouped(1, &calls)).await, Some(1));
+    assert_eq!(cache.scope(grouped(0, &calls)).await, None);
+    assert_eq!(calls.load(SeqCst), runs + 2, "both ran again at once");
+}
+
+/// A loop of local hits on a 2-worker runtime still lets timers fire: each hit spends the
+/// task's cooperative budget.
+#[test]
+fn tasks_looping_on_local_hits_do_not_starve_timers() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let hits = runtime.block_on(async move {
+            let cache = local_cache(url, 100).await;
+            let calls = AtomicUsize::new(0);
+            until_local(&cache, 7, &calls).await;
+            let loops: Vec<_> = (0..4)
+                .map(|_| {
+                    let cache = cache.clone();
+                    tokio::spawn(async move {
+                        let calls = AtomicUsize::new(0);
+                        let stop = tokio::time::sleep(Duration::from_millis(200));
+                        tokio::pin!(stop);
+                        let mut n = 0u64;
+                        loop {
+                            tokio::select! {
+                                biased;
+                                _ = &mut stop => break n,
+                                v = cache.scope(item(7, &calls)) => { assert_eq!(v, 7); n += 1 }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut hits = 0;
+            for l in loops {
+                hits += l.await.unwrap();
+            }
+            hits
+        });
+        let _ = done.send(hits);
+    });
+    let hits = finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a loop of local hits never saw its 200 ms timer fire");
+    assert!(hits > 0);
+}

@@ -209,6 +209,13 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
                 #key,
             )
             #hooks
+            .local({
+                // The local tier keeps the value if it is `Clone + Send + Sync + 'static`
+                // (autoref specialization picks `ViaClone`), and otherwise reads Redis.
+                #[allow(unused_imports)]
+                use #private::{NotLocal as _, ViaClone as _};
+                (&#private::Probe::<#private::#kind, #ret_ty>::new()).local_ops()
+            })
         }
     }
 }

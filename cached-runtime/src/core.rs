@@ -74,8 +74,7 @@ impl Core {
 
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> Stats {
-        self.counters
-            .snapshot(self.health.is_open(), self.backend.local_hits())
+        self.counters.snapshot(self.health.is_open())
     }
 
     /// A snapshot of each prefix's counters, by prefix.
@@ -87,7 +86,7 @@ impl Core {
         let open = self.health.is_open();
         let mut all: Vec<(String, Stats)> = known
             .iter()
-            .map(|(prefix, counters)| (prefix.to_string(), counters.snapshot(open, 0)))
+            .map(|(prefix, counters)| (prefix.to_string(), counters.snapshot(open)))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
@@ -110,6 +109,14 @@ impl Core {
     /// `key` in this cache's namespace.
     pub(crate) fn full_key(&self, key: &str) -> String {
         key::namespaced(self.config.namespace(), &[key])
+    }
+
+    /// This process wrote `key`: its local copies (if any) are retired now, before Redis's
+    /// push for the write arrives.
+    pub(crate) fn local_changed(&self, key: &str) {
+        if let Some(tier) = self.backend.local_tier() {
+            tier.changed(key.as_bytes());
+        }
     }
 
     /// Where `group`'s generation lives in this cache.

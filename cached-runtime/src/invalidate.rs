@@ -23,7 +23,11 @@ impl Core {
                 Some(self.config.op_timeout()),
                 self.backend.replace(key, &tombstone, ttl),
             )
-            .await?;
+            .await;
+        // This process's copy goes now, not when Redis's push arrives: the next call here
+        // reads Redis. (Whatever else holds one gets the push.)
+        self.local_changed(key);
+        let old = old?;
         let removed = old.is_some_and(|old| !codec::is_tombstone(&old));
         if removed {
             self.record(None, Event::Invalidations(1));
@@ -36,11 +40,14 @@ impl Core {
         let gen_key = self.group_key(group);
         let gen = new_generation().to_string();
         let timeout = Some(self.config.op_timeout());
-        self.op_invalidation(
-            timeout,
-            self.backend.set_persistent(&gen_key, gen.as_bytes()),
-        )
-        .await?;
+        let set = self
+            .op_invalidation(
+                timeout,
+                self.backend.set_persistent(&gen_key, gen.as_bytes()),
+            )
+            .await;
+        self.local_changed(&gen_key);
+        set?;
         self.record(None, Event::Invalidations(1));
         Ok(())
     }
@@ -52,7 +59,12 @@ impl Core {
         // Many commands: each has its own timeout (the connection's), not the whole walk.
         let ttl = self.config.max_fill_time();
         let walk = self.backend.invalidate_prefix(&start, SCAN_BATCH, ttl);
-        let removed = self.op_invalidation(None, walk).await?;
+        let removed = self.op_invalidation(None, walk).await;
+        // Copies are not kept by prefix: every one goes.
+        if let Some(tier) = self.backend.local_tier() {
+            tier.clear();
+        }
+        let removed = removed?;
         self.record(None, Event::Invalidations(removed));
         Ok(removed)
     }

@@ -34,6 +34,7 @@ mod health;
 pub mod http;
 mod invalidate;
 mod key;
+mod local;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod shape;

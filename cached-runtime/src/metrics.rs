@@ -5,7 +5,7 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `redcache_requests_total` | counter | `prefix`, `result` = `hit`, `null_hit`, `miss`, `stale` |
+//! | `redcache_requests_total` | counter | `prefix`, `result` = `hit`, `local_hit`, `null_hit`, `miss`, `stale` |
 //! | `redcache_stores_total` | counter | `prefix` |
 //! | `redcache_conflicts_total` | counter | `prefix` |
 //! | `redcache_refreshes_total` | counter | `prefix` |
@@ -14,7 +14,7 @@
 //! | `redcache_faults_total` | counter | `kind` |
 //! | `redcache_skipped_total` | counter | none |
 //! | `redcache_breaker_open` | gauge | none (1 open, 0 closed) |
-//! | `redcache_call_duration_seconds` | histogram | `prefix`, `result` = `hit`, `null_hit`, `miss`, `refresh`, `fault`, `stale` |
+//! | `redcache_call_duration_seconds` | histogram | `prefix`, `result` = `hit`, `local_hit`, `null_hit`, `miss`, `refresh`, `fault`, `stale` |
 
 use crate::stats::{Event, Served};
 use crate::Error;
@@ -26,6 +26,7 @@ pub(crate) fn record(prefix: Option<&str>, event: Event) {
     match event {
         Event::Hit => request(prefix(), "hit", 1),
         Event::NullHit => request(prefix(), "null_hit", 1),
+        Event::LocalHit { .. } => request(prefix(), "local_hit", 1),
         Event::Miss => request(prefix(), "miss", 1),
         Event::Stale => request(prefix(), "stale", 1),
         Event::Misses(n) => request(prefix(), "miss", n),

@@ -10,6 +10,12 @@ use std::marker::PhantomData;
 use std::time::Duration;
 use tracing::Instrument;
 
+use crate::aside::Tracked;
+use crate::key;
+use crate::local::{Held, Lookup, Value};
+use crate::stats::{Event, Served};
+use std::sync::Arc;
+
 pub use crate::codec::{Refresh, Stamp};
 pub use crate::key::{KeyArg, KeyArgs};
 pub use crate::shape::{CacheValue, Found, Holds, Hooks, Opt, Outcome, Plain, Res, ResOpt, Shape};
@@ -57,7 +63,82 @@ pub struct Call<K, O> {
     spec: &'static Spec,
     args: KeyArgs,
     hooks: Hooks<O>,
+    local: Option<LocalOps<O>>,
     kind: PhantomData<fn() -> K>,
+}
+
+/// How the local tier keeps and hands out a function's results: only for a stored value
+/// that is `Clone + Send + Sync + 'static` (see [`ViaClone`]).
+pub struct LocalOps<O> {
+    keep: fn(&O) -> Option<Value>,
+    load: fn(&Value) -> Option<O>,
+    null: fn() -> Option<O>,
+}
+
+impl<O> Clone for LocalOps<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<O> Copy for LocalOps<O> {}
+
+impl<O> fmt::Debug for LocalOps<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalOps").finish_non_exhaustive()
+    }
+}
+
+/// Asks, at compile time, whether a function's stored value can be kept in the local tier
+/// (autoref specialization: `(&Probe::<K, O>::new()).local_ops()` finds [`ViaClone`] when
+/// the value is `Clone + Send + Sync + 'static`, and [`NotLocal`] otherwise, including in a
+/// generic function whose bounds do not say so).
+pub struct Probe<K, O>(PhantomData<fn() -> (K, O)>);
+
+impl<K, O> fmt::Debug for Probe<K, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
+impl<K, O> Probe<K, O> {
+    /// The probe of a function of shape `K` returning `O`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Probe(PhantomData)
+    }
+}
+
+/// The local tier may keep the value: it is cloned out of the tier on each hit.
+pub trait ViaClone<O> {
+    /// How to keep and hand out the value.
+    fn local_ops(&self) -> Option<LocalOps<O>>;
+}
+
+impl<K, O> ViaClone<O> for Probe<K, O>
+where
+    K: Holds<O>,
+    K::Value: Clone + Send + Sync + 'static,
+{
+    fn local_ops(&self) -> Option<LocalOps<O>> {
+        Some(LocalOps {
+            keep: |out| K::value(out).map(|v| Arc::new(v.clone()) as Value),
+            load: |held| held.downcast_ref::<K::Value>().cloned().map(K::wrap),
+            null: K::null,
+        })
+    }
+}
+
+/// The value cannot be kept in the local tier: the function reads Redis each time.
+pub trait NotLocal<O> {
+    /// Nothing.
+    fn local_ops(&self) -> Option<LocalOps<O>>;
+}
+
+impl<K, O> NotLocal<O> for &Probe<K, O> {
+    fn local_ops(&self) -> Option<LocalOps<O>> {
+        None
+    }
 }
 
 impl<K, O> fmt::Debug for Call<K, O> {
@@ -76,8 +157,15 @@ impl<K, O> Call<K, O> {
             spec,
             args,
             hooks: Hooks::none(),
+            local: None,
             kind: PhantomData,
         }
+    }
+
+    /// How the local tier keeps this function's values, if it can.
+    pub fn local(mut self, ops: Option<LocalOps<O>>) -> Self {
+        self.local = ops;
+        self
     }
 
     /// `ttl = f`: the TTL computed from the result (`None`: the function's TTL).
@@ -155,32 +243,97 @@ where
     let core = cache.core();
     let spec = call.spec();
     let hooks = call.hooks;
-    let key = match call.key(core.config.namespace()) {
-        Ok(key) => key,
+    let material = match call.args.material() {
+        Ok(material) => material,
         Err(err) => {
             core.fault(spec.prefix, &err);
             return body.await;
         }
     };
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
+    // The local tier: for values it can clone, and not for early refresh or `stale_ttl`,
+    // which decide from the entry's expiry on each read.
+    let local = match (core.backend.local_tier(), call.local) {
+        (Some(tier), Some(ops)) if spec.early_refresh.is_none() && spec.stale_ttl.is_none() => {
+            Some((tier, ops))
+        }
+        _ => None,
+    };
+    let lookup = Lookup {
+        function: spec as *const Spec as usize,
+        material: &material,
+    };
+    if let Some((tier, ops)) = local {
+        if let Some((out, null)) = tier.get(lookup).and_then(|held| match held {
+            Held::Value(value) => (ops.load)(&value).map(|out| (out, false)),
+            Held::Null => (ops.null)().map(|out| (out, true)),
+        }) {
+            // A hit that never waits still spends the task's budget, so a task looping on
+            // hits yields to the scheduler (and its timers) now and then.
+            tokio::task::consume_budget().await;
+            core.record(Some(spec.prefix), Event::LocalHit { null });
+            let span = call_span(spec.prefix);
+            if !span.is_disabled() {
+                let key =
+                    key::derive_key(core.config.namespace(), spec.prefix, spec.group, &material);
+                span.record("key.hash", key_hash(&key));
+                span.record("result", Served::LocalHit.as_str());
+            }
+            #[cfg(feature = "metrics")]
+            crate::metrics::call(spec.prefix, Served::LocalHit, started.elapsed());
+            return out;
+        }
+    }
+    let key = key::derive_key(core.config.namespace(), spec.prefix, spec.group, &material);
+    let gen_key = spec.group.map(|g| core.group_key(g));
     let policy = spec.policy(&core.config);
     // One span per call (nearly free when no subscriber wants `debug`): the prefix, the
     // key's hash (never its arguments) and how it was answered.
-    let span = tracing::debug_span!(
-        "redcache.call",
-        prefix = spec.prefix,
-        key.hash = key_hash(&key),
-        result = tracing::field::Empty,
-    );
-    #[cfg(feature = "metrics")]
-    let started = std::time::Instant::now();
+    let span = call_span(spec.prefix);
+    span.record("key.hash", key_hash(&key));
+    // Taken before the read is sent: a push for the key that arrives after it retires
+    // whatever the read brings.
+    let mark = local.map(|(tier, _)| tier.mark(&key, gen_key.as_deref()));
+    let tracked = Tracked::default();
     let (out, served) = core
-        .get_or_run::<K, O, F>(Some(spec.prefix), &key, spec.group, &policy, hooks, body)
+        .get_or_run::<K, O, F>(
+            Some(spec.prefix),
+            &key,
+            gen_key.as_deref(),
+            &policy,
+            hooks,
+            local.map(|_| &tracked),
+            body,
+        )
         .instrument(span.clone())
         .await;
     span.record("result", served.as_str());
     #[cfg(feature = "metrics")]
     crate::metrics::call(spec.prefix, served, started.elapsed());
+    // A hit read from Redis is kept locally (a miss's own fill is not: Redis pushes the
+    // invalidation of this process's own write, and the next read brings it back).
+    if let (Some((tier, ops)), Some(mark), Some((left, bytes))) = (local, mark, tracked.left()) {
+        let value = match served {
+            Served::Hit => (ops.keep)(&out).map(Some),
+            Served::NullHit => Some(None),
+            _ => None,
+        };
+        if let Some(value) = value {
+            tier.insert(lookup, value, bytes, mark, left);
+        }
+    }
     out
+}
+
+/// The span of one call, its key's hash and result recorded later.
+fn call_span(prefix: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "redcache.call",
+        prefix,
+        key.hash = tracing::field::Empty,
+        result = tracing::field::Empty,
+    )
 }
 
 /// The md5 part of a key.

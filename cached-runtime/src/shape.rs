@@ -147,12 +147,22 @@ pub trait Holds<O> {
     type Value;
     /// The stored value in `out`, if any.
     fn value(out: &O) -> Option<&Self::Value>;
+    /// The output holding `value`.
+    fn wrap(value: Self::Value) -> O;
+    /// The output of a cached `None`, if the shape caches one.
+    fn null() -> Option<O>;
 }
 
 impl<T> Holds<T> for Plain {
     type Value = T;
     fn value(out: &T) -> Option<&T> {
         Some(out)
+    }
+    fn wrap(value: T) -> T {
+        value
+    }
+    fn null() -> Option<T> {
+        None
     }
 }
 
@@ -161,6 +171,12 @@ impl<T> Holds<Option<T>> for Opt {
     fn value(out: &Option<T>) -> Option<&T> {
         out.as_ref()
     }
+    fn wrap(value: T) -> Option<T> {
+        Some(value)
+    }
+    fn null() -> Option<Option<T>> {
+        Some(None)
+    }
 }
 
 impl<T, E> Holds<Result<T, E>> for Res {
@@ -168,12 +184,24 @@ impl<T, E> Holds<Result<T, E>> for Res {
     fn value(out: &Result<T, E>) -> Option<&T> {
         out.as_ref().ok()
     }
+    fn wrap(value: T) -> Result<T, E> {
+        Ok(value)
+    }
+    fn null() -> Option<Result<T, E>> {
+        None
+    }
 }
 
 impl<T, E> Holds<Result<Option<T>, E>> for ResOpt {
     type Value = T;
     fn value(out: &Result<Option<T>, E>) -> Option<&T> {
         out.as_ref().ok().and_then(Option::as_ref)
+    }
+    fn wrap(value: T) -> Result<Option<T>, E> {
+        Ok(Some(value))
+    }
+    fn null() -> Option<Result<Option<T>, E>> {
+        Some(Ok(None))
     }
 }
 

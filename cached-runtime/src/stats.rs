@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct Stats {
     /// Calls answered from the cache with a value.
     pub hits: u64,
-    /// Reads of entries the local tier served without a round trip to Redis
-    /// ([`Config::local_capacity`](crate::Config::local_capacity)).
+    /// Of the hits and null hits, those the local tier served without a round trip to
+    /// Redis ([`Config::local_capacity`](crate::Config::local_capacity)).
     pub local_hits: u64,
     /// Calls that found no usable entry and ran the body.
     pub misses: u64,
@@ -80,6 +80,8 @@ impl Stats {
 pub(crate) enum Served {
     /// From an entry.
     Hit,
+    /// From the local tier's copy of an entry (or of a cached `None`).
+    LocalHit,
     /// From a cached `None`.
     NullHit,
     /// By the body, after a miss.
@@ -96,6 +98,7 @@ impl Served {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Served::Hit => "hit",
+            Served::LocalHit => "local_hit",
             Served::NullHit => "null_hit",
             Served::Miss => "miss",
             Served::Refresh => "refresh",
@@ -113,6 +116,10 @@ impl Served {
 pub(crate) enum Event {
     Hit,
     NullHit,
+    /// A hit the local tier served (a value, or a cached `None` if `null`).
+    LocalHit {
+        null: bool,
+    },
     Miss,
     /// `n` calls or ids missed at once (a batch).
     Misses(u64),
@@ -142,6 +149,7 @@ pub(crate) struct Counters {
     lock_timeouts: AtomicU64,
     faults: AtomicU64,
     skipped: AtomicU64,
+    local_hits: AtomicU64,
 }
 
 impl Counters {
@@ -149,6 +157,13 @@ impl Counters {
         let (counter, n) = match event {
             Event::Hit => (&self.hits, 1),
             Event::NullHit => (&self.null_hits, 1),
+            Event::LocalHit { null } => {
+                self.local_hits.fetch_add(1, Relaxed);
+                match null {
+                    true => (&self.null_hits, 1),
+                    false => (&self.hits, 1),
+                }
+            }
             Event::Miss => (&self.misses, 1),
             Event::Misses(n) => (&self.misses, n),
             Event::Store => (&self.stores, 1),
@@ -163,10 +178,10 @@ impl Counters {
         counter.fetch_add(n, Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, breaker_open: bool, local_hits: u64) -> Stats {
+    pub(crate) fn snapshot(&self, breaker_open: bool) -> Stats {
         Stats {
             hits: self.hits.load(Relaxed),
-            local_hits,
+            local_hits: self.local_hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             null_hits: self.null_hits.load(Relaxed),
             stores: self.stores.load(Relaxed),

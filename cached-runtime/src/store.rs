@@ -7,8 +7,10 @@
 //! replaces the entry with a tombstone, so a fill that started before it fails the check
 //! and cannot store a value computed from data the invalidation was meant to retire.
 
+use crate::local::LocalTier;
 use crate::Result;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -205,12 +207,40 @@ impl Backend {
         }
     }
 
-    /// Hits served by the local tier in front of Redis.
-    pub(crate) fn local_hits(&self) -> u64 {
+    /// The local tier in front of Redis, if there is one.
+    pub(crate) fn local_tier(&self) -> Option<&Arc<LocalTier>> {
         match self {
-            Backend::Redis(s) => s.local_hits(),
-            Backend::Cluster(s) => s.local_hits(),
-            Backend::Memory(_) => 0,
+            Backend::Redis(s) => s.local_tier(),
+            Backend::Cluster(s) => s.local_tier(),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    /// A read that Redis then tracks for the local tier (see
+    /// [`RedisStore::get_tracked`]); on the memory store, a plain read with no TTL.
+    pub(crate) async fn get_tracked(
+        &self,
+        key: &str,
+        gen_key: Option<&str>,
+    ) -> Result<(EntryAndGen, Option<Duration>)> {
+        match self {
+            Backend::Redis(s) => {
+                s.get_tracked(key, gen_key)
+                    .instrument(store_span("PIPELINE"))
+                    .await
+            }
+            Backend::Cluster(s) => {
+                s.get_tracked(key, gen_key)
+                    .instrument(store_span("PIPELINE"))
+                    .await
+            }
+            Backend::Memory(s) => {
+                let found = match gen_key {
+                    Some(gen_key) => s.get_with_gen(key, gen_key).await?,
+                    None => (s.get(key).await?, None),
+                };
+                Ok((found, None))
+            }
         }
     }
 }

@@ -84,8 +84,11 @@ impl Core {
         };
         let stored = self
             .write_checked(None, || self.backend.fill(&fill), bytes.len())
-            .await?;
-        if !stored {
+            .await;
+        // The local copy goes now, not when Redis's push for the write arrives: the next
+        // call in this process reads the new value.
+        self.local_changed(key);
+        if !stored? {
             // The group was invalidated meanwhile: not storing is what that asked for.
             self.record(None, Event::Conflict);
         }

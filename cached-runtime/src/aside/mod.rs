@@ -22,6 +22,7 @@ use crate::ttl::Policy;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,6 +50,39 @@ pub(crate) struct Entry<'a> {
     /// that the fill can replace it, and the body runs.
     pub(crate) force: bool,
     pub(crate) policy: &'a Policy,
+    /// The call may fill the local tier: its reads are tracked by Redis, and this notes how
+    /// long the entry the last read found has left.
+    pub(crate) local: Option<&'a Tracked>,
+}
+
+/// What the entry a tracked read found has left in Redis, as that read saw it, and its
+/// size.
+#[derive(Debug, Default)]
+pub(crate) struct Tracked {
+    /// Milliseconds plus one; 0: nothing to keep (no entry, no expiry, no read).
+    left_ms: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Tracked {
+    /// The last tracked read found an entry of `bytes` with `left` to live (`None`: found
+    /// nothing to keep).
+    pub(crate) fn note(&self, left: Option<Duration>, bytes: usize) {
+        let ms = left.map_or(0, |d| (d.as_millis() as u64).saturating_add(1));
+        self.left_ms.store(ms, Relaxed);
+        self.bytes.store(bytes as u64, Relaxed);
+    }
+
+    /// What the last tracked read saw the entry had left, and its size, if it found one.
+    pub(crate) fn left(&self) -> Option<(Duration, usize)> {
+        match self.left_ms.load(Relaxed) {
+            0 => None,
+            ms => Some((
+                Duration::from_millis(ms - 1),
+                self.bytes.load(Relaxed) as usize,
+            )),
+        }
+    }
 }
 
 /// Where a call stands before its body would run.
@@ -136,27 +170,29 @@ impl Core {
     /// This is the only part generic over the body's future, and so the only part each
     /// `#[cached]` function gets its own copy of: it awaits [`step`](Self::step) and
     /// [`complete`](Self::complete), which are generic over the return type alone.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn get_or_run<K, O, F>(
         self: &Arc<Self>,
         prefix: Option<&str>,
         key: &str,
-        group: Option<&str>,
+        gen_key: Option<&str>,
         policy: &Policy,
         hooks: Hooks<O>,
+        local: Option<&Tracked>,
         body: F,
     ) -> (O, Served)
     where
         K: Shape<O>,
         F: Future<Output = O>,
     {
-        let gen_key = group.map(|g| self.group_key(g));
         let at = Entry {
             prefix,
             key,
-            gen_key: gen_key.as_deref(),
+            gen_key,
             gen_expires: false,
             force: false,
             policy,
+            local,
         };
         self.run_at::<K, O, F>(at, hooks, body).await
     }

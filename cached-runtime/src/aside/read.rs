@@ -225,7 +225,20 @@ impl Core {
     async fn read_from(&self, at: Entry<'_>, relaxed: bool) -> Read {
         let key = at.key;
         let b = &self.backend;
+        if let Some(tracked) = at.local {
+            tracked.note(None, 0);
+        }
         let result = match (at.gen_key, relaxed) {
+            _ if at.local.is_some() => {
+                self.op(b.get_tracked(key, at.gen_key))
+                    .await
+                    .map(|(found, left)| {
+                        if let (Some(tracked), Some(entry)) = (at.local, &found.0) {
+                            tracked.note(left, entry.len());
+                        }
+                        found
+                    })
+            }
             (None, false) => self.op(b.get(key)).await.map(|entry| (entry, None)),
             (None, true) => self.op(b.get_relaxed(key)).await.map(|entry| (entry, None)),
             (Some(gen_key), false) => self.op(b.get_with_gen(key, gen_key)).await,

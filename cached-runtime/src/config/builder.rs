@@ -262,6 +262,22 @@ impl ConfigBuilder {
         self
     }
 
+    /// Most bytes the local tier keeps (default 64 MiB; see [`Config::local_max_bytes`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder()
+    ///     .local_capacity(10_000)
+    ///     .local_max_bytes(8 << 20)
+    ///     .build();
+    /// assert_eq!(config.local_max_bytes(), 8 << 20);
+    /// ```
+    pub fn local_max_bytes(mut self, bytes: u64) -> Self {
+        self.config.local_max_bytes = bytes;
+        self
+    }
+
     /// Most entries the in-process store keeps (default 100,000; see
     /// [`Config::memory_capacity`]).
     ///

@@ -37,6 +37,9 @@ const NUMBERS: &[(&str, Setter)] = &[
     ("REDCACHE_LOCAL_CAPACITY", |c, raw| {
         raw.parse().map(|v| c.local_capacity = v).map_err(drop)
     }),
+    ("REDCACHE_LOCAL_MAX_BYTES", |c, raw| {
+        raw.parse().map(|v| c.local_max_bytes = v).map_err(drop)
+    }),
     ("REDCACHE_MEMORY_CAPACITY", |c, raw| {
         raw.parse().map(|v| c.memory_capacity = v).map_err(drop)
     }),
@@ -269,6 +272,7 @@ mod tests {
             ("REDCACHE_MAX_FILL_MS", "5000"),
             ("REDCACHE_LAZY", "true"),
             ("REDCACHE_LOCAL_CAPACITY", "500"),
+            ("REDCACHE_LOCAL_MAX_BYTES", "4096"),
             ("REDCACHE_MEMORY_CAPACITY", "2000"),
             ("REDCACHE_MEMORY_MAX_BYTES", "1048576"),
         ]);
@@ -280,6 +284,7 @@ mod tests {
         assert_eq!(c.max_fill_time(), Duration::from_secs(5));
         assert!(c.lazy());
         assert_eq!(c.local_capacity(), 500);
+        assert_eq!(c.local_max_bytes(), 4096);
         assert_eq!(c.memory_capacity(), 2000);
         assert_eq!(c.memory_max_bytes(), 1 << 20);
         assert!(c.invalid().is_none());

@@ -48,6 +48,7 @@ pub struct Config {
     read_from_replicas: bool,
     /// Entries of the local tier (0: none).
     local_capacity: usize,
+    local_max_bytes: u64,
     /// The in-process store's caps.
     memory_capacity: usize,
     memory_max_bytes: u64,
@@ -75,6 +76,7 @@ impl Default for Config {
             lazy: false,
             read_from_replicas: false,
             local_capacity: 0,
+            local_max_bytes: 64 << 20,
             memory_capacity: 100_000,
             memory_max_bytes: 64 << 20,
             tls_ca_cert: None,
@@ -223,13 +225,23 @@ impl Config {
 
     /// How many entries the local tier holds (0: no local tier).
     ///
-    /// With a local tier, entries read from Redis are also kept in this process, and a hit
-    /// is served without a round trip. Redis keeps every copy coherent (RESP3 client-side
-    /// caching: `CLIENT TRACKING`): when any process writes or invalidates a key, or it
-    /// expires, each process that holds it drops its copy. Least recently used entries
-    /// make room for new ones; none outlives its Redis TTL.
+    /// With a local tier, the values `#[cached]` functions read from Redis are also kept in
+    /// this process, decoded, and a hit is served without a round trip or a decode: one
+    /// lookup and one clone (the value's type must be `Clone + Send + Sync`; other
+    /// functions, early refresh and `stale_ttl` read Redis each time). Redis keeps every
+    /// copy coherent (RESP3 client-side caching: `CLIENT TRACKING`): when any process
+    /// writes or invalidates a key, or it expires, each process that holds it drops its
+    /// copy; an invalidation that arrives while a read is in flight discards what that
+    /// read brings. The least useful entries make room for new ones (CLOCK-PRO); none
+    /// outlives its Redis TTL.
     pub fn local_capacity(&self) -> usize {
         self.local_capacity
+    }
+
+    /// Most bytes the local tier keeps (default 64 MiB), counted as the encoded size of
+    /// each value, its key material and 64 bytes per entry.
+    pub fn local_max_bytes(&self) -> u64 {
+        self.local_max_bytes
     }
 
     /// Most entries the in-process store ([`Cache::memory`](crate::Cache::memory)) keeps
@@ -311,6 +323,7 @@ impl fmt::Debug for Config {
             .field("lazy", &self.lazy)
             .field("read_from_replicas", &self.read_from_replicas)
             .field("local_capacity", &self.local_capacity)
+            .field("local_max_bytes", &self.local_max_bytes)
             .field("memory_capacity", &self.memory_capacity)
             .field("memory_max_bytes", &self.memory_max_bytes)
             .field("tls_ca_cert", &self.tls_ca_cert.as_ref().map(|_| "<set>"))

@@ -540,6 +540,7 @@ where
         gen_expires: true,
         force: asks.no_cache,
         policy: &policy,
+        local: None,
     };
     let fill = Fill {
         settings: &settings,

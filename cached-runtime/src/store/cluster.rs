@@ -1,6 +1,7 @@
 //! Redis Cluster: the same store over redis-rs's async cluster connection.
 
-use super::redis::{connect_checked, connect_error, local_tier, Conn, Node, RedisStore};
+use super::redis::{connect_checked, connect_error, local_tier, tracking, Conn, Node, RedisStore};
+use crate::local::Invalidations;
 use crate::{Config, Error, Result};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
@@ -9,10 +10,6 @@ use redis::ProtocolVersion;
 
 impl Conn for ClusterConnection {
     const PIPELINES_SPAN_SLOTS: bool = false;
-
-    fn local_hits(&self) -> u64 {
-        self.get_cache_statistics().map_or(0, |s| s.hit as u64)
-    }
 
     async fn masters(&self) -> Result<Vec<Node>> {
         let nodes: String = redis::cmd("CLUSTER")
@@ -68,12 +65,13 @@ impl RedisStore<ClusterConnection> {
         let seeds = config.cluster_connection_infos()?;
         let mut builder = ClusterClientBuilder::new(seeds).retries(2);
         let local = local_tier(config);
-        if let Some(tier) = local {
-            // Server-assisted client-side caching needs RESP3's push messages; each node
-            // pushes the invalidations of the keys read from it.
+        if let Some(tier) = &local {
+            // Client tracking needs RESP3's push messages; each node pushes the
+            // invalidations of the keys read from it.
             builder = builder
                 .use_protocol(ProtocolVersion::RESP3)
-                .cache_config(tier);
+                .cache_config(tracking())
+                .push_sender(Invalidations(tier.clone()));
         }
         #[cfg(feature = "tls")]
         if let Some(certificates) = super::redis::tls_certificates(config) {
@@ -103,7 +101,7 @@ impl RedisStore<ClusterConnection> {
             )
             .await?
         };
-        Ok(RedisStore::new(Some(conn), reopen, local.is_some()))
+        Ok(RedisStore::new(Some(conn), reopen, local))
     }
 }
 

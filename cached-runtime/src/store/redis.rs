@@ -9,10 +9,11 @@
 
 use super::sentinel::Replica;
 use super::{EntryAndGen, Fill, Seen, Store};
+use crate::local::{Invalidations, LocalTier};
 use crate::{Config, Error, Result};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::caching::{CacheConfig, CacheMode};
-use redis::{CommandCacheConfig, ProtocolVersion, Script};
+use redis::{ProtocolVersion, Script};
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -38,8 +39,8 @@ pub(crate) struct RedisStore<C = ConnectionManager> {
     /// One reopening at a time: the callers whose operations failed together wait for it
     /// and take its connection, rather than each making one.
     reopening: tokio::sync::Mutex<()>,
-    /// Entry reads go through the local tier (redis-rs's tracked client-side cache).
-    local: bool,
+    /// The local tier this connection's invalidation pushes keep coherent, if any.
+    tier: Option<Arc<LocalTier>>,
     /// A `READONLY` reply means the server was demoted to a replica: reopen, which finds
     /// the master again (behind Sentinel).
     follows_master: bool,
@@ -144,8 +145,6 @@ pub(crate) type Node = Option<(String, u16)>;
 
 /// What the store needs of a connection beyond sending commands.
 pub(crate) trait Conn: ConnectionLike + Clone + Send + Sync + 'static {
-    /// Reads the local tier served.
-    fn local_hits(&self) -> u64;
     /// The nodes whose keyspaces together hold every key: the masters of a cluster.
     fn masters(&self) -> impl Future<Output = Result<Vec<Node>>> + Send;
     /// Sends `cmd` to `node`.
@@ -160,10 +159,6 @@ pub(crate) trait Conn: ConnectionLike + Clone + Send + Sync + 'static {
 }
 
 impl Conn for ConnectionManager {
-    fn local_hits(&self) -> u64 {
-        self.get_cache_statistics().map_or(0, |s| s.hit as u64)
-    }
-
     async fn masters(&self) -> Result<Vec<Node>> {
         Ok(vec![None])
     }
@@ -184,11 +179,24 @@ pub(super) fn tls_certificates(config: &Config) -> Option<redis::TlsCertificates
     })
 }
 
-/// The local tier's configuration, if there is one: opt-in, so only entry reads are kept
-/// locally, never leases or generations alone.
-pub(super) fn local_tier(config: &Config) -> Option<CacheConfig> {
-    NonZeroUsize::new(config.local_capacity())
-        .map(|size| CacheConfig::new().set_mode(CacheMode::OptIn).set_size(size))
+/// The local tier, if the configuration asks for one.
+pub(super) fn local_tier(config: &Config) -> Option<Arc<LocalTier>> {
+    (config.local_capacity() > 0).then(|| {
+        Arc::new(LocalTier::new(
+            config.local_capacity(),
+            config.local_max_bytes(),
+        ))
+    })
+}
+
+/// What a connection needs for a local tier: `CLIENT TRACKING ON OPTIN` at every
+/// (re)connection, which redis-rs sends for a client with a cache configuration. Its own
+/// cache is never used (no command opts in): only the reads that may fill the local tier
+/// are tracked, by `CLIENT CACHING YES` just before them.
+pub(super) fn tracking() -> CacheConfig {
+    CacheConfig::new()
+        .set_mode(CacheMode::OptIn)
+        .set_size(NonZeroUsize::MIN)
 }
 
 impl RedisStore<ConnectionManager> {
@@ -197,7 +205,7 @@ impl RedisStore<ConnectionManager> {
         let mut info = config.connection_info()?;
         let local = local_tier(config);
         if local.is_some() {
-            // Server-assisted client-side caching needs RESP3's push messages.
+            // Client tracking needs RESP3's push messages.
             let settings = info
                 .redis_settings()
                 .clone()
@@ -205,7 +213,7 @@ impl RedisStore<ConnectionManager> {
             info = info.set_redis_settings(settings);
         }
         let client = open_client(config, info).map_err(|e| connect_error(config, e))?;
-        let manager_config = manager_config(config, local);
+        let manager_config = manager_config(config, local.clone());
         let reopen = {
             let (client, manager_config) = (client.clone(), manager_config.clone());
             move || -> Connecting<ConnectionManager> {
@@ -225,7 +233,7 @@ impl RedisStore<ConnectionManager> {
             )
             .await?
         };
-        Ok(RedisStore::new(Some(conn), reopen, local.is_some()))
+        Ok(RedisStore::new(Some(conn), reopen, local))
     }
 }
 
@@ -233,7 +241,7 @@ impl RedisStore<ConnectionManager> {
 /// there is one.
 pub(super) fn manager_config(
     config: &Config,
-    local: Option<CacheConfig>,
+    local: Option<Arc<LocalTier>>,
 ) -> ConnectionManagerConfig {
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
@@ -241,7 +249,9 @@ pub(super) fn manager_config(
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500));
     match local {
-        Some(tier) => manager_config.set_cache_config(tier),
+        Some(tier) => manager_config
+            .set_cache_config(tracking())
+            .set_push_sender(Invalidations(tier)),
         None => manager_config,
     }
 }
@@ -435,13 +445,13 @@ impl<C: Conn> RedisStore<C> {
     pub(super) fn new(
         conn: Option<C>,
         reopen: impl Fn() -> Connecting<C> + Send + Sync + 'static,
-        local: bool,
+        tier: Option<Arc<LocalTier>>,
     ) -> Self {
         RedisStore {
             conn: RwLock::new(Bound::new(conn, 0, 0)),
             reopen: Box::new(reopen),
             reopening: tokio::sync::Mutex::new(()),
-            local,
+            tier,
             follows_master: false,
             moves: None,
             replica: None,
@@ -544,9 +554,8 @@ impl<C: Conn> RedisStore<C> {
         true
     }
 
-    /// A new connection on the connection thread (on the caller's runtime with a local
-    /// tier), unless connection `failed` was already replaced (then the one that replaced
-    /// it). Fails when no connection can be made.
+    /// A new connection on the connection thread, unless connection `failed` was already
+    /// replaced (then the one that replaced it). Fails when no connection can be made.
     #[cold]
     async fn reopen_after(&self, failed: u64) -> Result<(C, u64)> {
         if let Some(replaced) = self.replaced(failed) {
@@ -558,16 +567,11 @@ impl<C: Conn> RedisStore<C> {
         }
         // Counted before asking: a move during the lookup retires what it finds.
         let moves = self.moves();
-        // With a local tier, the connection stays on the caller's runtime: redis-rs inserts
-        // a read's reply into the local tier in the caller's task and handles invalidation
-        // pushes in the connection's reader task, and with both on one runtime a push
-        // rarely lands between a reply and its insert (where it would be lost). The
-        // decoded local tier will close that race by design; until then, this keeps it as
-        // narrow as it was.
-        let runtime = match self.local {
-            true => tokio::runtime::Handle::current(),
-            false => background().clone(),
-        };
+        let runtime = background().clone();
+        if let Some(tier) = &self.tier {
+            // What the old connection tracked, the new one does not.
+            tier.clear();
+        }
         // A failure is the operation's fault, logged (rate-limited) by the caller.
         let made = match runtime.spawn((self.reopen)()).await {
             Ok(Ok(conn)) => conn,
@@ -597,19 +601,49 @@ impl<C: Conn> RedisStore<C> {
         }
     }
 
-    /// A read of entries, served by the local tier when there is one.
+    /// A read of entries.
     fn read_cmd(&self, name: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd(name);
-        if self.local {
-            cmd.set_cache_config(CommandCacheConfig::new());
-        }
-        cmd
+        redis::cmd(name)
     }
 
-    /// Hits the local tier served.
-    pub(crate) fn local_hits(&self) -> u64 {
-        let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
-        bound.conn.as_ref().map_or(0, Conn::local_hits)
+    /// The local tier, if there is one.
+    pub(crate) fn local_tier(&self) -> Option<&Arc<LocalTier>> {
+        self.tier.as_ref()
+    }
+
+    /// A read whose keys Redis then tracks for this connection (an invalidation push when
+    /// they change), for the local tier: the entry, its group's generation, and how long
+    /// the entry has left (`PTTL`), in one round trip.
+    pub(crate) async fn get_tracked(
+        &self,
+        key: &str,
+        gen_key: Option<&str>,
+    ) -> Result<(EntryAndGen, Option<Duration>)> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
+        let left_ms: i64;
+        let found = match gen_key {
+            Some(gen_key) => {
+                pipe.cmd("MGET").arg(key).arg(gen_key).cmd("PTTL").arg(key);
+                let (found, left): (EntryAndGen, i64) = self.query_pipe(&pipe).await?;
+                left_ms = left;
+                found
+            }
+            None => {
+                pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+                let (entry, left): (Option<Vec<u8>>, i64) = self.query_pipe(&pipe).await?;
+                left_ms = left;
+                (entry, None)
+            }
+        };
+        // -1 (no expiry) and -2 (no key): nothing to keep.
+        let left = u64::try_from(left_ms).ok().map(Duration::from_millis);
+        Ok((found, left))
+    }
+
+    async fn query_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+        self.with_conn(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
     }
 
     /// Sends one command on the shared connection.

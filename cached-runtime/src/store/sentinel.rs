@@ -205,7 +205,7 @@ impl RedisStore<ConnectionManager> {
             resp3: local.is_some(),
             #[cfg(feature = "tls")]
             certificates: super::redis::tls_certificates(config),
-            manager_config: manager_config(config, local),
+            manager_config: manager_config(config, local.clone()),
             timeout: config.connect_timeout(),
             next: AtomicUsize::new(0),
             last: Mutex::new(None),
@@ -240,7 +240,7 @@ impl RedisStore<ConnectionManager> {
         // it ends with the store, whose `reopen` (and replica) hold the only strong
         // `Lookup`.
         background().spawn(watch(watched));
-        let store = RedisStore::new(conn, reopen, local.is_some()).following_master(moves);
+        let store = RedisStore::new(conn, reopen, local).following_master(moves);
         Ok(match replica {
             Some(replica) => {
                 if !config.lazy() {
