@@ -5,11 +5,24 @@ use crate::local::Invalidations;
 use crate::{Config, Error, Result};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::ProtocolVersion;
 
 impl Conn for ClusterConnection {
     const PIPELINES_SPAN_SLOTS: bool = false;
+
+    async fn pipe_at(
+        &self,
+        key: &str,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        // Routed by the key itself: redis-rs would route `CLIENT CACHING YES` by its
+        // second word, as if it were a key.
+        let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+        self.clone()
+            .route_pipeline(pipe.clone(), 0, pipe.len(), route)
+            .await
+    }
 
     async fn masters(&self) -> Result<Vec<Node>> {
         let nodes: String = redis::cmd("CLUSTER")

@@ -147,6 +147,13 @@ pub(crate) type Node = Option<(String, u16)>;
 pub(crate) trait Conn: ConnectionLike + Clone + Send + Sync + 'static {
     /// The nodes whose keyspaces together hold every key: the masters of a cluster.
     fn masters(&self) -> impl Future<Output = Result<Vec<Node>>> + Send;
+    /// Sends `pipe` to the node that holds `key` (the pipeline's commands without a key
+    /// included); every reply.
+    fn pipe_at(
+        &self,
+        key: &str,
+        pipe: &redis::Pipeline,
+    ) -> impl Future<Output = redis::RedisResult<Vec<redis::Value>>> + Send;
     /// Sends `cmd` to `node`.
     fn send_to(
         &self,
@@ -167,6 +174,14 @@ impl Conn for ConnectionManager {
         cmd.query_async(&mut self.clone())
             .await
             .map_err(Error::redis)
+    }
+
+    async fn pipe_at(
+        &self,
+        _: &str,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        pipe.query_async(&mut self.clone()).await
     }
 }
 
@@ -620,30 +635,40 @@ impl<C: Conn> RedisStore<C> {
         gen_key: Option<&str>,
     ) -> Result<(EntryAndGen, Option<Duration>)> {
         let mut pipe = redis::pipe();
-        pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
-        let left_ms: i64;
-        let found = match gen_key {
-            Some(gen_key) => {
-                pipe.cmd("MGET").arg(key).arg(gen_key).cmd("PTTL").arg(key);
-                let (found, left): (EntryAndGen, i64) = self.query_pipe(&pipe).await?;
-                left_ms = left;
-                found
-            }
-            None => {
-                pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
-                let (entry, left): (Option<Vec<u8>>, i64) = self.query_pipe(&pipe).await?;
-                left_ms = left;
-                (entry, None)
-            }
+        pipe.cmd("CLIENT").arg("CACHING").arg("YES");
+        match gen_key {
+            Some(gen_key) => pipe.cmd("MGET").arg(key).arg(gen_key),
+            None => pipe.cmd("GET").arg(key),
         };
+        pipe.cmd("PTTL").arg(key);
+        let replies = self
+            .with_conn(|conn| {
+                let pipe = &pipe;
+                async move { conn.pipe_at(key, pipe).await }
+            })
+            .await?;
+        let [_, found, left] = <[redis::Value; 3]>::try_from(replies).map_err(|replies| {
+            Error::redis(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "a tracked read's replies",
+                format!("{replies:?}"),
+            )))
+        })?;
+        // A reply that is an error (a key of another type) is that error, as for a plain read.
+        let parse = |reply: redis::Value| match reply {
+            redis::Value::ServerError(err) => Err(Error::redis(err.into())),
+            reply => Ok(reply),
+        };
+        let (found, left) = (parse(found)?, parse(left)?);
+        let found = match gen_key {
+            Some(_) => redis::from_redis_value(found),
+            None => redis::from_redis_value(found).map(|entry| (entry, None)),
+        };
+        let found = found.map_err(|e| Error::redis(e.into()))?;
+        let left: i64 = redis::from_redis_value(left).map_err(|e| Error::redis(e.into()))?;
         // -1 (no expiry) and -2 (no key): nothing to keep.
-        let left = u64::try_from(left_ms).ok().map(Duration::from_millis);
+        let left = u64::try_from(left).ok().map(Duration::from_millis);
         Ok((found, left))
-    }
-
-    async fn query_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
-        self.with_conn(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await
     }
 
     /// Sends one command on the shared connection.
