@@ -16,12 +16,18 @@
 //!
 //! A copy also expires when its Redis entry does (the read asks `PTTL` in the same round
 //! trip), and the tier is bounded by entries and bytes (quick_cache, CLOCK-PRO eviction).
+//!
+//! Each key has two counters, one in each of two tables, and a copy is retired when both of
+//! its key's have moved: a push for its own key moves both, while a push for an unrelated
+//! key retires it only if that key shares both counters, which happens about as often as
+//! the square of the tables' fill (a retired copy costs a read from Redis, never a wrong
+//! value).
 
 use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
 use std::any::Any;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +39,9 @@ pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
 pub(crate) struct LocalTier {
     copies: Cache<CopyKey, Copy, Weight>,
-    /// Version counters; a key's is `versions[hash(key) & mask]`.
-    versions: Box<[AtomicU64]>,
+    /// Version counters: two tables of `mask + 1`, one after the other; a key has one in
+    /// each.
+    versions: Box<[AtomicU32]>,
     mask: usize,
     /// Bumped when every copy must go (a dropped connection, a flush, a prefix invalidation).
     epoch: AtomicU64,
@@ -91,11 +98,14 @@ impl Equivalent<CopyKey> for Lookup<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mark {
     epoch: u64,
-    entry: (usize, u64),
-    gen: Option<(usize, u64)>,
+    entry: Versions,
+    gen: Option<Versions>,
     /// When the read was sent: the copy's expiry counts from here.
     at: Instant,
 }
+
+/// A key's two counters and their values.
+type Versions = [(usize, u32); 2];
 
 #[derive(Clone)]
 struct Copy {
@@ -132,30 +142,35 @@ impl LocalTier {
         let max_entries = max_entries.max(1);
         let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
         let floor = (max_bytes / max_entries as u64).max(1);
-        // Enough counters that unrelated keys rarely share one (a shared counter only
-        // costs a copy: a miss, never a wrong value).
-        let counters = (max_entries * 4)
-            .clamp(1 << 10, 1 << 20)
+        // Enough counters that unrelated keys rarely share both of a key's (which only
+        // costs a copy: a read from Redis, never a wrong value): 512 KiB at least.
+        let counters = (max_entries * 16)
+            .clamp(1 << 16, 1 << 22)
             .next_power_of_two();
         LocalTier {
             copies: Cache::with_weighter(max_entries, max_bytes, Weight { floor }),
-            versions: (0..counters).map(|_| AtomicU64::new(0)).collect(),
+            versions: (0..2 * counters).map(|_| AtomicU32::new(0)).collect(),
             mask: counters - 1,
             epoch: AtomicU64::new(0),
             hasher: Default::default(),
         }
     }
 
-    fn slot(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) as usize) & self.mask
+    /// The key's counter in each table.
+    fn slots(&self, key: &[u8]) -> [usize; 2] {
+        let hash = self.hasher.hash_one(key);
+        [
+            hash as usize & self.mask,
+            self.mask + 1 + ((hash >> 32) as usize & self.mask),
+        ]
     }
 
     /// The versions of `key` (and its group's generation key) now, before a read of them is
     /// sent.
     pub(crate) fn mark(&self, key: &str, gen_key: Option<&str>) -> Mark {
         let version = |key: &str| {
-            let slot = self.slot(key.as_bytes());
-            (slot, self.versions[slot].load(SeqCst))
+            self.slots(key.as_bytes())
+                .map(|slot| (slot, self.versions[slot].load(SeqCst)))
         };
         Mark {
             epoch: self.epoch.load(SeqCst),
@@ -165,8 +180,14 @@ impl LocalTier {
         }
     }
 
+    /// Whether no push retired what `mark` was taken for: the epoch is the same, and of
+    /// each key, at least one counter has not moved.
     fn holds(&self, mark: &Mark) -> bool {
-        let same = |(slot, version): (usize, u64)| self.versions[slot].load(SeqCst) == version;
+        let same = |versions: Versions| {
+            versions
+                .iter()
+                .any(|&(slot, version)| self.versions[slot].load(SeqCst) == version)
+        };
         self.epoch.load(SeqCst) == mark.epoch && same(mark.entry) && mark.gen.is_none_or(same)
     }
 
@@ -214,7 +235,9 @@ impl LocalTier {
 
     /// A push (or this process's own write) says `key` changed: retires its copies.
     pub(crate) fn changed(&self, key: &[u8]) {
-        self.versions[self.slot(key)].fetch_add(1, SeqCst);
+        for slot in self.slots(key) {
+            self.versions[slot].fetch_add(1, SeqCst);
+        }
     }
 
     /// Retires every copy: tracking was lost (the connection dropped) or Redis said
@@ -312,6 +335,28 @@ mod tests {
         assert_eq!(held(&tier, b"[1]"), Some(7));
         tier.changed(b"redcache:group:{g}");
         assert_eq!(held(&tier, b"[1]"), None);
+    }
+
+    #[test]
+    fn pushes_for_other_keys_rarely_retire_a_copy() {
+        let tier = LocalTier::new(100, 1 << 20);
+        let marks: Vec<_> = (0..100)
+            .map(|n| {
+                let key = format!("p:{n}");
+                let mark = tier.mark(&key, None);
+                tier.insert(lookup(key.as_bytes()), value(n), 10, mark, MINUTE);
+                key
+            })
+            .collect();
+        for n in 100..10_100 {
+            tier.changed(format!("p:{n}").as_bytes());
+        }
+        let kept = marks
+            .iter()
+            .filter(|key| held(&tier, key.as_bytes()).is_some())
+            .count();
+        // 10,000 other keys over 65,536 counters a table: about 2% share both.
+        assert!(kept >= 90, "{kept} of 100 copies survived");
     }
 
     #[test]
