@@ -46,7 +46,9 @@ async fn hits_are_served_locally() {
     let cache = local_cache(server.url(), 100).await;
     let calls = AtomicUsize::new(0);
     let n = until_local(&cache, 1, &calls).await;
-    assert!(n <= 3, "miss, Redis hit, then local: {n}");
+    // Miss, Redis hit, then local; or one Redis hit more, when the push of the miss's own
+    // fill lands after the first hit's read was sent (it retires that copy).
+    assert!(n <= 4, "miss, Redis hit, then local: {n}");
     let before = cache.stats().local_hits;
     for _ in 0..100 {
         assert_eq!(cache.scope(item(1, &calls)).await, 1);
