@@ -15,6 +15,7 @@ use crate::store::Backend;
 use crate::{Config, Error, Result};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -28,6 +29,8 @@ pub(crate) struct Core {
     by_prefix: RwLock<HashMap<Box<str>, Arc<Counters>>>,
     health: Breaker,
     last_fault: Mutex<Option<LastFault>>,
+    /// Unique in the process: names this cache in per-thread lookups.
+    id: u64,
 }
 
 impl Core {
@@ -41,6 +44,10 @@ impl Core {
             by_prefix: RwLock::default(),
             health,
             last_fault: Mutex::default(),
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
         }
     }
 
@@ -50,13 +57,45 @@ impl Core {
     pub(crate) fn record(&self, prefix: Option<&str>, event: Event) {
         self.counters.record(event);
         if let Some(prefix) = prefix {
-            self.counters_of(prefix).record(event);
+            self.record_for(prefix, event);
         }
         #[cfg(feature = "metrics")]
         crate::metrics::record(prefix, event);
     }
 
-    fn counters_of(&self, prefix: &str) -> Arc<Counters> {
+    /// Records `event` in the counters of `prefix`, found in this thread's short list of
+    /// the ones it used last (no lock, no shared cache line), else in the cache's map.
+    fn record_for(&self, prefix: &str, event: Event) {
+        /// Per-prefix counters this thread used lately: (cache id, prefix, counters).
+        type Recent = Vec<(u64, Box<str>, Arc<Counters>)>;
+        thread_local! {
+            static RECENT: std::cell::RefCell<Recent> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        const KEPT: usize = 16;
+        let recorded = RECENT.with(|recent| {
+            let recent = recent.borrow();
+            let found = recent
+                .iter()
+                .find(|(id, p, _)| *id == self.id && **p == *prefix);
+            found
+                .map(|(_, _, counters)| counters.record(event))
+                .is_some()
+        });
+        if recorded {
+            return;
+        }
+        let counters = self.shared_counters_of(prefix);
+        counters.record(event);
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if recent.len() == KEPT {
+                recent.remove(0);
+            }
+            recent.push((self.id, prefix.into(), counters));
+        });
+    }
+
+    fn shared_counters_of(&self, prefix: &str) -> Arc<Counters> {
         let known = self
             .by_prefix
             .read()

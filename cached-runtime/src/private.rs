@@ -472,10 +472,20 @@ pub fn within<F>(args: KeyArgs, _here: &F, module: &'static str) -> KeyArgs {
 /// own path, then `::{{closure}}` once or more).
 fn enclosing_item(closure_path: &str) -> Option<&str> {
     let mut path = closure_path;
-    while let Some(rest) = path.strip_suffix("}}").and_then(|p| p.rsplit_once("::{{")) {
-        path = rest.0;
+    while let Some(rest) = path.strip_suffix("}}").and_then(before_last_braces) {
+        path = rest;
     }
     last_segment_start(path).map(|at| &path[..at])
+}
+
+/// `path` before its last `::{{` (a byte scan: this runs on every call, and a substring
+/// search would cost more than the rest of the key).
+fn before_last_braces(path: &str) -> Option<&str> {
+    let bytes = path.as_bytes();
+    (4..=bytes.len())
+        .rev()
+        .find(|&end| &bytes[end - 4..end] == b"::{{")
+        .map(|end| &path[..end - 4])
 }
 
 /// Where the last `::` outside angle brackets is (`Repo<a::B>::f` → before `::f`).

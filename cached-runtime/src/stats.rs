@@ -1,6 +1,6 @@
 //! Counters of what the cache did.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// A snapshot of one cache's counters, from [`stats`](crate::stats) or
 /// [`Cache::stats`](crate::Cache::stats).
@@ -135,9 +135,20 @@ pub(crate) enum Event {
     Skipped,
 }
 
-/// The counters behind [`Stats`].
-#[derive(Debug, Default)]
+/// The counters behind [`Stats`], striped: each thread adds to a stripe of its own (in its
+/// own cache line), so that threads counting hits at once do not take turns at one line;
+/// a snapshot sums the stripes.
+#[derive(Debug)]
 pub(crate) struct Counters {
+    stripes: Box<[Stripe]>,
+}
+
+/// Stripes per set of counters (a power of two).
+const STRIPES: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe {
     hits: AtomicU64,
     misses: AtomicU64,
     null_hits: AtomicU64,
@@ -152,46 +163,67 @@ pub(crate) struct Counters {
     local_hits: AtomicU64,
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+        }
+    }
+}
+
+/// This thread's stripe, given out in turn as threads first count.
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+    }
+    MINE.with(|i| *i)
+}
+
 impl Counters {
     pub(crate) fn record(&self, event: Event) {
+        let stripe = &self.stripes[stripe_index()];
         let (counter, n) = match event {
-            Event::Hit => (&self.hits, 1),
-            Event::NullHit => (&self.null_hits, 1),
+            Event::Hit => (&stripe.hits, 1),
+            Event::NullHit => (&stripe.null_hits, 1),
             Event::LocalHit { null } => {
-                self.local_hits.fetch_add(1, Relaxed);
+                stripe.local_hits.fetch_add(1, Relaxed);
                 match null {
-                    true => (&self.null_hits, 1),
-                    false => (&self.hits, 1),
+                    true => (&stripe.null_hits, 1),
+                    false => (&stripe.hits, 1),
                 }
             }
-            Event::Miss => (&self.misses, 1),
-            Event::Misses(n) => (&self.misses, n),
-            Event::Store => (&self.stores, 1),
-            Event::Invalidations(n) => (&self.invalidations, n),
-            Event::Conflict => (&self.conflicts, 1),
-            Event::Refresh => (&self.refreshes, 1),
-            Event::Stale => (&self.stale, 1),
-            Event::LockTimeout => (&self.lock_timeouts, 1),
-            Event::Fault => (&self.faults, 1),
-            Event::Skipped => (&self.skipped, 1),
+            Event::Miss => (&stripe.misses, 1),
+            Event::Misses(n) => (&stripe.misses, n),
+            Event::Store => (&stripe.stores, 1),
+            Event::Invalidations(n) => (&stripe.invalidations, n),
+            Event::Conflict => (&stripe.conflicts, 1),
+            Event::Refresh => (&stripe.refreshes, 1),
+            Event::Stale => (&stripe.stale, 1),
+            Event::LockTimeout => (&stripe.lock_timeouts, 1),
+            Event::Fault => (&stripe.faults, 1),
+            Event::Skipped => (&stripe.skipped, 1),
         };
         counter.fetch_add(n, Relaxed);
     }
 
     pub(crate) fn snapshot(&self, breaker_open: bool) -> Stats {
+        let sum = |counter: fn(&Stripe) -> &AtomicU64| {
+            self.stripes.iter().map(|s| counter(s).load(Relaxed)).sum()
+        };
         Stats {
-            hits: self.hits.load(Relaxed),
-            local_hits: self.local_hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            null_hits: self.null_hits.load(Relaxed),
-            stores: self.stores.load(Relaxed),
-            invalidations: self.invalidations.load(Relaxed),
-            conflicts: self.conflicts.load(Relaxed),
-            refreshes: self.refreshes.load(Relaxed),
-            stale: self.stale.load(Relaxed),
-            lock_timeouts: self.lock_timeouts.load(Relaxed),
-            faults: self.faults.load(Relaxed),
-            skipped: self.skipped.load(Relaxed),
+            hits: sum(|s| &s.hits),
+            local_hits: sum(|s| &s.local_hits),
+            misses: sum(|s| &s.misses),
+            null_hits: sum(|s| &s.null_hits),
+            stores: sum(|s| &s.stores),
+            invalidations: sum(|s| &s.invalidations),
+            conflicts: sum(|s| &s.conflicts),
+            refreshes: sum(|s| &s.refreshes),
+            stale: sum(|s| &s.stale),
+            lock_timeouts: sum(|s| &s.lock_timeouts),
+            faults: sum(|s| &s.faults),
+            skipped: sum(|s| &s.skipped),
             breaker_open,
         }
     }
