@@ -51,12 +51,27 @@ where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
+    measure_in(None, tasks, per_task, op).await
+}
+
+/// [`measure`], each task's whole loop in `cache`'s scope (as a request handler or a test
+/// runs in one), when given.
+async fn measure_in<F, Fut>(
+    cache: Option<&redcache::Cache>,
+    tasks: usize,
+    per_task: usize,
+    op: F,
+) -> Row
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let op = Arc::new(op);
     let start = Instant::now();
     let mut handles = Vec::new();
     for task in 0..tasks as u64 {
         let op = op.clone();
-        handles.push(tokio::spawn(async move {
+        let calls = async move {
             let mut lat = Vec::with_capacity(per_task);
             for _ in 0..per_task {
                 let t = Instant::now();
@@ -64,7 +79,14 @@ where
                 lat.push(t.elapsed());
             }
             lat
-        }));
+        };
+        handles.push(match cache {
+            Some(cache) => {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.scope(calls).await })
+            }
+            None => tokio::spawn(calls),
+        });
     }
     let mut all = Vec::new();
     for h in handles {
@@ -213,26 +235,14 @@ async fn round(
         std::hint::black_box(cached_profile(id).await);
     })
     .await;
-    let local_row = {
-        let local = local.clone();
-        measure(tasks, per_task, move |id| {
-            let local = local.clone();
-            async move {
-                std::hint::black_box(local.scope(cached_profile(id)).await);
-            }
-        })
-        .await
-    };
-    let mem_row = {
-        let memory = memory.clone();
-        measure(tasks, per_task, move |id| {
-            let memory = memory.clone();
-            async move {
-                std::hint::black_box(memory.scope(cached_profile(id)).await);
-            }
-        })
-        .await
-    };
+    let local_row = measure_in(Some(local), tasks, per_task, |id| async move {
+        std::hint::black_box(cached_profile(id).await);
+    })
+    .await;
+    let mem_row = measure_in(Some(memory), tasks, per_task, |id| async move {
+        std::hint::black_box(cached_profile(id).await);
+    })
+    .await;
     let raw_miss_row = {
         let raw = raw.clone();
         measure(tasks, per_task, move |_| {
