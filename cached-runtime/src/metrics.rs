@@ -22,14 +22,27 @@ use std::time::Duration;
 
 /// One event of a cache, for `prefix` if it belongs to one.
 pub(crate) fn record(prefix: Option<&str>, event: Event) {
+    // The per-call results, through this thread's handles.
+    let result = match event {
+        Event::Hit => Some((0, 1)),
+        Event::LocalHit { .. } => Some((1, 1)),
+        Event::NullHit => Some((2, 1)),
+        Event::Miss => Some((3, 1)),
+        Event::Misses(n) => Some((3, n)),
+        Event::Stale => Some((4, 1)),
+        _ => None,
+    };
+    if let Some((result, n)) = result {
+        return request_of(prefix.unwrap_or_default(), result, n);
+    }
     let prefix = || prefix.unwrap_or_default().to_owned();
     match event {
-        Event::Hit => request(prefix(), "hit", 1),
-        Event::NullHit => request(prefix(), "null_hit", 1),
-        Event::LocalHit { .. } => request(prefix(), "local_hit", 1),
-        Event::Miss => request(prefix(), "miss", 1),
-        Event::Stale => request(prefix(), "stale", 1),
-        Event::Misses(n) => request(prefix(), "miss", n),
+        Event::Hit
+        | Event::NullHit
+        | Event::LocalHit { .. }
+        | Event::Miss
+        | Event::Stale
+        | Event::Misses(_) => {}
         Event::Store => {
             metrics::counter!("redcache_stores_total", "prefix" => prefix()).increment(1)
         }
@@ -49,9 +62,93 @@ pub(crate) fn record(prefix: Option<&str>, event: Event) {
     }
 }
 
-fn request(prefix: String, result: &'static str, n: u64) {
-    metrics::counter!("redcache_requests_total", "prefix" => prefix, "result" => result)
-        .increment(n);
+/// The results `redcache_requests_total` counts, in [`Handles::requests`] order.
+const RESULTS: [&str; 5] = ["hit", "local_hit", "null_hit", "miss", "stale"];
+
+/// How many uses a thread's handles serve before they are asked of the recorder again (so
+/// that a recorder that drops idle series, as Prometheus's exporter can, gets them back).
+const REFRESH_AFTER: u32 = 4096;
+
+/// The handles of one prefix's per-call metrics, as one recorder gave them to this thread:
+/// a hit then costs an atomic add (and a histogram sample), not a registry lookup with a
+/// key built (and allocated) each time.
+struct Handles {
+    /// The recorder they came from (its address): another recorder gets its own.
+    recorder: usize,
+    prefix: Box<str>,
+    requests: [Option<metrics::Counter>; RESULTS.len()],
+    durations: [Option<metrics::Histogram>; SERVED.len()],
+    uses: u32,
+}
+
+/// Every way a call is answered, in [`Handles::durations`] order.
+const SERVED: [Served; 7] = [
+    Served::Hit,
+    Served::LocalHit,
+    Served::NullHit,
+    Served::Miss,
+    Served::Refresh,
+    Served::Fault,
+    Served::Stale,
+];
+
+/// The recorder in use here (thread-local, else global), by address.
+fn recorder() -> usize {
+    metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize)
+}
+
+/// Runs `f` with this thread's handles of `prefix` for the recorder in use.
+fn with_handles<T>(prefix: &str, f: impl FnOnce(&mut Handles) -> T) -> T {
+    thread_local! {
+        static HANDLES: std::cell::RefCell<Vec<Handles>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    const KEPT: usize = 32;
+    let recorder = recorder();
+    HANDLES.with(|all| {
+        let mut all = all.borrow_mut();
+        let at = match all
+            .iter()
+            .position(|h| h.recorder == recorder && *h.prefix == *prefix)
+        {
+            Some(at) => at,
+            None => {
+                if all.len() == KEPT {
+                    all.remove(0);
+                }
+                all.push(Handles {
+                    recorder,
+                    prefix: prefix.into(),
+                    requests: Default::default(),
+                    durations: Default::default(),
+                    uses: 0,
+                });
+                all.len() - 1
+            }
+        };
+        let handles = &mut all[at];
+        handles.uses += 1;
+        if handles.uses > REFRESH_AFTER {
+            handles.uses = 0;
+            handles.requests = Default::default();
+            handles.durations = Default::default();
+        }
+        f(handles)
+    })
+}
+
+/// One call of `prefix` answered with `result` (one of [`RESULTS`]), `n` times.
+fn request_of(prefix: &str, result: usize, n: u64) {
+    with_handles(prefix, |h| {
+        h.requests[result]
+            .get_or_insert_with(|| {
+                metrics::counter!(
+                    "redcache_requests_total",
+                    "prefix" => prefix.to_owned(),
+                    "result" => RESULTS[result]
+                )
+            })
+            .increment(n)
+    });
 }
 
 /// A fault, by kind.
@@ -66,11 +163,17 @@ pub(crate) fn breaker(open: bool) {
 
 /// One `#[cached]` call or HTTP request through the layer: how long it took, by how it was
 /// answered.
-pub(crate) fn call(prefix: impl Into<metrics::SharedString>, served: Served, took: Duration) {
-    metrics::histogram!(
-        "redcache_call_duration_seconds",
-        "prefix" => prefix.into(),
-        "result" => served.as_str()
-    )
-    .record(took.as_secs_f64());
+pub(crate) fn call(prefix: &str, served: Served, took: Duration) {
+    let at = SERVED.iter().position(|s| *s == served).unwrap_or_default();
+    with_handles(prefix, |h| {
+        h.durations[at]
+            .get_or_insert_with(|| {
+                metrics::histogram!(
+                    "redcache_call_duration_seconds",
+                    "prefix" => prefix.to_owned(),
+                    "result" => served.as_str()
+                )
+            })
+            .record(took.as_secs_f64())
+    });
 }

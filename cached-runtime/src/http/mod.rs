@@ -630,7 +630,7 @@ where
         .await;
     span.record("result", served.as_str());
     #[cfg(feature = "metrics")]
-    crate::metrics::call(prefix.to_owned(), served, started.elapsed());
+    crate::metrics::call(prefix, served, started.elapsed());
     (filled, served)
 }
 
