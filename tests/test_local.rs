@@ -151,6 +151,23 @@ async fn row(id: u64) -> String {
         .unwrap()
 }
 
+/// Waits until the child process says it is ready (`test:child:ready`).
+async fn until_child_ready(conn: &mut redis::aio::MultiplexedConnection) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready: Option<u8> = redis::cmd("GET")
+            .arg("test:child:ready")
+            .query_async(conn)
+            .await
+            .unwrap();
+        if ready.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the child never got ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Run by `an_invalidation_in_one_process_reaches_the_local_tier_of_another`.
 #[tokio::test]
 #[ignore = "run as a child process by an_invalidation_in_one_process_reaches_the_local_tier_of_another"]
@@ -200,19 +217,7 @@ async fn an_invalidation_in_one_process_reaches_the_local_tier_of_another() {
         .await
         .unwrap();
     let child = common::spawn_child("child_reads_through_its_local_tier", &server.url(), &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready: Option<u8> = redis::cmd("GET")
-            .arg("test:child:ready")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if ready.is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the child never got ready");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_child_ready(&mut conn).await;
     let runs = |conn: &mut redis::aio::MultiplexedConnection| {
         let mut conn = conn.clone();
         async move {
@@ -364,19 +369,7 @@ async fn a_tight_write_loop_in_one_process_never_strands_a_stale_copy_in_another
         &server.url(),
         &[],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready: Option<u8> = redis::cmd("GET")
-            .arg("test:child:ready")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if ready.is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the child never got ready");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_child_ready(&mut conn).await;
     let cache = server.cache().await;
     let mut last = String::new();
     for i in 1..=2_000 {
