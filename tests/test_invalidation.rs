@@ -516,3 +516,96 @@ on_both_stores! {
         );
     }
 }
+
+/// Reads the row, then waits for the test to open `gate` before returning it.
+#[redcache::cached(prefix = "i:stalled", ttl = 60, skip(gate, db))]
+async fn stalled_read(id: u64, gate: &tokio::sync::Semaphore, db: &Db) -> Option<Profile> {
+    let row = db.read(id);
+    drop(gate.acquire().await.unwrap());
+    row
+}
+
+/// How many `SET` commands the server has run.
+async fn sets_run(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// The bound the README states: a fill sent within `max_fill_time − op_timeout` of its read
+/// and executed by Redis within `max_fill_time` of it meets any invalidation made since.
+/// Here the fill is sent into a stalled Redis, the client gives up on it (a fault), and
+/// Redis runs it half a second later, after the invalidation: it finds the tombstone and
+/// stores nothing.
+#[tokio::test]
+async fn a_fill_that_runs_late_after_a_redis_stall_still_meets_the_invalidation() {
+    let server = common::RedisServer::start();
+    let cache = server
+        .cache_with(
+            common::test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(200))
+                .max_fill_time(Duration::from_secs(5)),
+        )
+        .await;
+    let mut admin = server.conn().await;
+    let db = Db::with(&[(1, "old")]);
+    let gate = tokio::sync::Semaphore::new(0);
+    let key = cache
+        .scope(async { redcache::key!(stalled_read(1, _, _)) })
+        .await;
+    let call = cache.scope(stalled_read(1, &gate, &db));
+    let writer = async {
+        // The body has read the old row.
+        while db.queries() == 0 {
+            tokio::task::yield_now().await;
+        }
+        db.write(1, "new");
+        assert!(!cache
+            .scope(redcache::invalidate!(stalled_read(1, _, _)))
+            .await
+            .unwrap());
+        let sets = sets_run(&mut admin).await;
+        server.pause();
+        gate.add_permits(1);
+        // The client gives up on the fill after its operation timeout...
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cache.stats().faults == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fill never timed out"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ...and Redis, stalled for half a second in all, runs it afterwards.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.resume();
+        while sets_run(&mut admin).await == sets {
+            assert!(std::time::Instant::now() < deadline, "the fill never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (got, ()) = tokio::join!(call, writer);
+    assert_eq!(got.unwrap().name, "old", "the caller gets what it computed");
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(
+        stored.starts_with(br#"{"v":1,"gone":"#),
+        "the late fill stored {:?} over the tombstone",
+        String::from_utf8_lossy(&stored)
+    );
+    let open = tokio::sync::Semaphore::new(1);
+    assert_eq!(
+        cache.scope(stalled_read(1, &open, &db)).await.unwrap().name,
+        "new"
+    );
+}
