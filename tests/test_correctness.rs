@@ -593,3 +593,126 @@ async fn keys_of_functions_in_impls_carry_the_impl() {
     expected.sort();
     assert_eq!(keys, expected);
 }
+
+/// With `type_key`, the key material ends with the name written in the source, in place
+/// of the names rustc writes for the impl and the type parameters: these keys are the same
+/// on every toolchain, so they are pinned here as literals.
+struct UserService;
+
+impl UserService {
+    #[redcache::cached(prefix = "c:svc", ttl = 60, type_key = "user_service")]
+    async fn get_by_id(&self, id: u64) -> String {
+        format!("user {id}")
+    }
+}
+
+struct Pinned<T>(std::marker::PhantomData<T>);
+
+impl<T: Entity> Pinned<T> {
+    #[redcache::cached(prefix = "c:pinned", ttl = 60, type_key = T::NAME)]
+    async fn load(id: u64) -> String {
+        format!("{} {id}", T::NAME)
+    }
+}
+
+#[redcache::cached(prefix = "c:generic", ttl = 60, type_key = T::NAME)]
+async fn load_generic<T: Entity>(id: u64) -> String {
+    format!("{} {id}", T::NAME)
+}
+
+#[redcache::cached(prefix = "c:keyed", ttl = 60, key = id, type_key = "v2")]
+async fn keyed(id: u64, page: u32) -> String {
+    format!("{id} {page}")
+}
+
+trait PinnedRepo<T> {
+    async fn find(&self, id: u64) -> String;
+}
+
+impl PinnedRepo<User> for Store {
+    #[redcache::cached(prefix = "c:prepo", ttl = 60, in_trait_impl, type_key = "repo:user")]
+    async fn find(&self, id: u64) -> String {
+        format!("user {id}")
+    }
+}
+
+impl PinnedRepo<Team> for Store {
+    #[redcache::cached(prefix = "c:prepo", ttl = 60, in_trait_impl, type_key = "repo:team")]
+    async fn find(&self, id: u64) -> String {
+        format!("team {id}")
+    }
+}
+
+#[tokio::test]
+async fn type_key_pins_the_keys_of_methods_and_generic_functions() {
+    // md5 of `[1,"user_service"]`, `[7,"user"]`, `[7,"team"]` and `[1,"v2"]`.
+    assert_eq!(
+        redcache::key!(UserService.get_by_id(1)),
+        "c:svc:1d95c9793d31ea3f2993b21b25f024cd"
+    );
+    assert_eq!(
+        redcache::key!(Pinned::<User>::load(7)),
+        "c:pinned:f8029e6debfe7c84563ea614dc84449b"
+    );
+    assert_eq!(
+        redcache::key!(Pinned::<Team>::load(7)),
+        "c:pinned:b0fd5cfca02179aef46c72fe7ee45b12"
+    );
+    assert_eq!(
+        redcache::key!(load_generic::<User>(7)),
+        "c:generic:f8029e6debfe7c84563ea614dc84449b"
+    );
+    assert_eq!(
+        redcache::key!(keyed(1, 3)),
+        "c:keyed:e1e21ad098f3fa0e74211dd7c4f7468e"
+    );
+    // Trait-impl methods have no companion: their entries, as written to Redis (md5 of
+    // `[1,"repo:user"]` and `[1,"repo:team"]`).
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    cache
+        .scope(async {
+            assert_eq!(<Store as PinnedRepo<User>>::find(&Store, 1).await, "user 1");
+            assert_eq!(<Store as PinnedRepo<Team>>::find(&Store, 1).await, "team 1");
+            assert_eq!(UserService.get_by_id(1).await, "user 1");
+        })
+        .await;
+    let mut conn = server.conn().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("c:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "c:prepo:c72cf9452081d8a680a819746324cdf8",
+            "c:prepo:f0dfb7f6f08c2377c4ce72f242e93c03",
+            "c:svc:1d95c9793d31ea3f2993b21b25f024cd",
+        ]
+    );
+}
+
+on_both_stores! {
+    async fn instances_with_their_own_type_key_never_share_entries(b: Backend) {
+        b.cache.scope(async {
+            for _ in 0..2 {
+                assert_eq!(Pinned::<User>::load(1).await, "user 1");
+                assert_eq!(Pinned::<Team>::load(1).await, "team 1");
+                assert_eq!(load_generic::<User>(1).await, "user 1");
+                assert_eq!(load_generic::<Team>(1).await, "team 1");
+                assert_eq!(<Store as PinnedRepo<User>>::find(&Store, 1).await, "user 1");
+                assert_eq!(<Store as PinnedRepo<Team>>::find(&Store, 1).await, "team 1");
+            }
+            // `invalidate!` derives the same key as the call.
+            assert!(redcache::invalidate!(Pinned::<Team>::load(1)).await.unwrap());
+            assert_eq!(Pinned::<Team>::load(1).await, "team 1");
+            // With `key = id`, the page is not in the key: the second call is a hit.
+            assert_eq!(keyed(1, 3).await, "1 3");
+            assert_eq!(keyed(1, 4).await, "1 3");
+        }).await;
+        let stats = b.cache.stats();
+        assert_eq!((stats.misses, stats.hits), (8, 7), "{} {stats:?}", b.name());
+    }
+}

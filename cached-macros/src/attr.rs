@@ -62,6 +62,10 @@ pub(crate) struct CachedArgs {
     pub(crate) ttl_fn: Option<(Expr, Span)>,
     /// `cache_if = path_or_closure`: whether a value is cached.
     pub(crate) cache_if: Option<(Expr, Span)>,
+    /// `type_key = "name"` (or an expression of a `&str`): the name that stands in the key
+    /// material for the enclosing impl and the generic type parameters, in place of the
+    /// compiler's type names.
+    pub(crate) type_key: Option<(Expr, Span)>,
 }
 
 /// The lease of `lock` without `lock_ms`, in milliseconds.
@@ -185,6 +189,18 @@ const OPTIONS: &[(&str, Setter)] = &[
             set(&mut a.stale_if_error, v, arg, e)
         }
     }),
+    ("type_key", |a, arg, e| match &arg.value {
+        RawValue::Eq(expr) => {
+            if let Some(expr) = type_key_value(expr, e) {
+                set(&mut a.type_key, expr, arg, e)
+            }
+        }
+        _ => e.at(
+            arg.name.span(),
+            "`type_key` takes the name the function's entries are keyed under in place of \
+             the compiler's type names: `type_key = \"user_service\"` or `type_key = T::NAME`",
+        ),
+    }),
     ("key", |a, arg, e| match &arg.value {
         RawValue::Eq(expr) => set(&mut a.key, expr.clone(), arg, e),
         _ => e.at(
@@ -223,6 +239,8 @@ const HINTS: &[(&str, &str)] = &[
     ("stale", "stale_ttl"),
     ("use_stale_on_failure", "stale_if_error"),
     ("stale_on_error", "stale_if_error"),
+    ("type_name", "type_key"),
+    ("version", "type_key"),
 ];
 
 /// Stores `value` unless the option was given already (one shared duplicate check).
@@ -294,6 +312,21 @@ pub(crate) fn check_group(lit: &LitStr, errors: &mut Errors) -> Option<String> {
         return None;
     }
     Some(value)
+}
+
+/// A `type_key` value: a non-empty string literal, or any other expression (a `&str`
+/// constant of a generic parameter, `T::NAME`), which the compiler checks.
+fn type_key_value(expr: &Expr, errors: &mut Errors) -> Option<Expr> {
+    if let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = expr
+    {
+        if lit.value().is_empty() {
+            errors.at(lit.span(), "`type_key` must not be empty");
+            return None;
+        }
+    }
+    Some(expr.clone())
 }
 
 fn output_value(arg: &RawArg, errors: &mut Errors) -> Option<Output> {

@@ -320,8 +320,11 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
             key
         }
     };
+    let type_key = args.type_key.as_ref().map(|(expr, _)| expr);
     for param in &item.sig.generics.params {
         match param {
+            // With `type_key`, that name stands for the type parameters.
+            GenericParam::Type(_) if type_key.is_some() => {}
             GenericParam::Type(t) => {
                 let t = &t.ident;
                 key.extend(quote!(.ty(#private::type_name::<#t>())));
@@ -332,6 +335,14 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
             }
             GenericParam::Lifetime(_) => {}
         }
+    }
+    // `type_key`: the name the user wrote, in place of every compiler-written type name.
+    if let Some(expr) = type_key {
+        let span = expr.span();
+        let private = private_path(span);
+        return quote_spanned! {span=>
+            #key.ty(#private::type_key(&(#expr)))
+        };
     }
     // The item the function is defined in, when it is not a module: an impl's self type
     // and trait (generic arguments included), so same-named functions of different impls

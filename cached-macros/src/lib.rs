@@ -77,7 +77,7 @@ mod valid;
 /// [`output`](#output), [`group`](#group), [`lock` / `lock_ms`](#lock--lock_ms),
 /// [`early_refresh`](#early_refresh), [`stale_ttl`](#stale_ttl),
 /// [`stale_if_error`](#stale_if_error), [`cache_if`](#cache_if),
-/// [`in_trait_impl`](#in_trait_impl).
+/// [`type_key`](#type_key), [`in_trait_impl`](#in_trait_impl).
 ///
 /// Each is checked when the function compiles, and a mistake is an error at its own span:
 /// an unknown option (the error lists the valid ones, and suggests one for names other
@@ -326,6 +326,46 @@ mod valid;
 /// let session = Session { user_id: 42, token: "secret".into() };
 /// // a1d0c6e83f027327d8461063f4ac58a6 is the md5 of `42`.
 /// assert_eq!(redcache::key!(greeting(&session)), "greeting:a1d0c6e83f027327d8461063f4ac58a6");
+/// # }
+/// ```
+///
+/// # `type_key`
+///
+/// `type_key = "user_service"`: the name a function's entries are keyed under in place of
+/// the names the compiler writes. Without it, the key material of a function in an impl
+/// ends with the impl's self type and trait, and that of a generic function with each type
+/// parameter's name, as `std::any::type_name` spells them; rustc does not promise to keep
+/// that spelling, so a toolchain upgrade may change those keys (every call then misses
+/// once; no entry is ever shared). With `type_key`, the material ends with this name
+/// instead, and the keys depend only on the source. Free functions that are not generic
+/// need no `type_key`: their keys never contain a compiler-written name.
+///
+/// For a generic function or an impl over a type parameter, the name must tell the
+/// instances apart: give an expression of a `&str` over the parameters, such as an
+/// associated constant (`type_key = T::NAME`). Two impls or instances that give the same
+/// name share entries. Const parameters stay in the key by value.
+///
+/// - **Default:** the compiler's names, as above.
+/// - **Checked:** a non-empty string literal, or an expression whose type is
+///   `AsRef<str>` (else the error points at the expression).
+///
+/// ```
+/// trait Entity {
+///     const NAME: &'static str;
+/// }
+/// struct User;
+/// impl Entity for User {
+///     const NAME: &'static str = "user";
+/// }
+///
+/// #[redcache::cached(prefix = "entity", ttl = 60, type_key = T::NAME)]
+/// async fn load<T: Entity>(id: u64) -> String {
+///     format!("{} {id}", T::NAME)
+/// }
+///
+/// # fn main() {
+/// // f8029e6debfe7c84563ea614dc84449b is the md5 of `[7,"user"]`.
+/// assert_eq!(redcache::key!(load::<User>(7)), "entity:f8029e6debfe7c84563ea614dc84449b");
 /// # }
 /// ```
 ///
@@ -591,9 +631,11 @@ mod valid;
 ///
 /// - **Free functions**, and **methods and associated functions** of inherent and trait
 ///   impls (`&self`, `self: Arc<Self>`, no receiver). The receiver is never in the key,
-///   but the impl is (its self type and trait), so impls never share entries.
+///   but the impl is (its self type and trait, or the [`type_key`](#type_key) given), so
+///   impls never share entries.
 /// - **Generic functions:** the name of each type parameter is in the key (`load::<User>`
-///   and `load::<Team>` never share entries), and the value of each const parameter.
+///   and `load::<Team>` never share entries), and the value of each const parameter. To
+///   keep such keys the same across toolchains, name them with [`type_key`](#type_key).
 /// - **Pattern arguments:** each name a pattern binds is a key argument.
 /// - **Reference arguments** are hashed by what they point to: `&str` and `String` give
 ///   the same key.

@@ -456,6 +456,28 @@ pub fn type_name<T: ?Sized>() -> &'static str {
     core::any::type_name::<T>()
 }
 
+/// What `type_key = ..` may be: anything that reads as a string.
+#[diagnostic::on_unimplemented(
+    message = "`type_key` must be a string, and `{Self}` is not `AsRef<str>`",
+    label = "the name this function's entries are keyed under",
+    note = "write a string literal, `type_key = \"user_service\"`, or a `&str` of the type parameters, `type_key = T::NAME`"
+)]
+pub trait TypeKey {
+    /// The name, as it goes into the key material.
+    fn type_key(&self) -> &str;
+}
+
+impl<T: AsRef<str> + ?Sized> TypeKey for T {
+    fn type_key(&self) -> &str {
+        self.as_ref()
+    }
+}
+
+/// The name `type_key = ..` gives, for the key material.
+pub fn type_key<T: TypeKey + ?Sized>(name: &T) -> &str {
+    name.type_key()
+}
+
 /// `args` plus the item a `#[cached]` function is defined in, unless that is its module
 /// `module`: `here` is a closure written in the function's body, and rustc names a
 /// closure's type by the path of the function it is in (`<Store as Repo<User>>::find`,

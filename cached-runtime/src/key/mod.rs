@@ -86,7 +86,7 @@ impl KeyArgs {
 
     /// Appends a type's name (generic parameters, the `Self` of a method), so instances of a
     /// generic function never share entries.
-    pub fn ty(self, name: &'static str) -> Self {
+    pub fn ty(self, name: &str) -> Self {
         let mut this = self;
         this.push(|out| write_str(name, out));
         this
