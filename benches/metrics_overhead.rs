@@ -81,13 +81,13 @@ fn main() {
             name: "memory/1",
             cache: memory.clone(),
             tasks: 1,
-            ops: 200_000 / scale,
+            ops: 1_000_000 / scale,
         },
         Cell {
             name: "memory/16",
             cache: memory.clone(),
             tasks: 16,
-            ops: 200_000 / scale,
+            ops: 1_000_000 / scale,
         },
         Cell {
             name: "redis/1",

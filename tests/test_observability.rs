@@ -229,7 +229,14 @@ mod with_metrics {
             "redcache_call_duration_seconds",
             &[("prefix", "o:price"), ("result", "hit")],
         ) {
-            Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 2),
+            Some(DebugValue::Histogram(samples)) => {
+                assert_eq!(samples.len(), 2);
+                // Each sample is the call's duration, read when the recorder takes it.
+                assert!(
+                    samples.iter().all(|s| s.into_inner() > 0.0 && s.into_inner() < 10.0),
+                    "{samples:?}"
+                );
+            }
             other => panic!("{other:?}"),
         }
         match value(

@@ -363,7 +363,7 @@ impl Cache {
         let policy = Policy::exact(ttl);
         let run = async move { init().await };
         self.core
-            .get_or_run::<Plain, T, _>(None, &key, None, &policy, Hooks::none(), None, run)
+            .get_or_run::<Plain, T, _>(None, &key, None, &policy, Hooks::none(), None, None, run)
             .await
             .0
     }

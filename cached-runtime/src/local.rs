@@ -192,10 +192,11 @@ impl LocalTier {
     }
 
     /// The copy for `lookup`, if there is one still good: no push for its keys since its
-    /// read was sent, not past its Redis TTL. A copy that is no longer good is dropped.
-    pub(crate) fn get(&self, lookup: Lookup<'_>) -> Option<Held> {
+    /// read was sent, not past its Redis TTL (at `now`). A copy that is no longer good is
+    /// dropped.
+    pub(crate) fn get(&self, lookup: Lookup<'_>, now: Instant) -> Option<Held> {
         let copy = self.copies.get(&lookup)?;
-        if copy.expires > Instant::now() && self.holds(&copy.mark) {
+        if copy.expires > now && self.holds(&copy.mark) {
             return Some(match copy.value {
                 Some(value) => Held::Value(value),
                 None => Held::Null,
@@ -298,7 +299,7 @@ mod tests {
     }
 
     fn held(tier: &LocalTier, material: &[u8]) -> Option<u64> {
-        match tier.get(lookup(material))? {
+        match tier.get(lookup(material), Instant::now())? {
             Held::Value(v) => v.downcast_ref::<u64>().copied(),
             Held::Null => None,
         }

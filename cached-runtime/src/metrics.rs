@@ -18,7 +18,7 @@
 
 use crate::stats::{Event, Served};
 use crate::Error;
-use std::time::Duration;
+use tokio::time::Instant;
 
 /// One event of a cache, for `prefix` if it belongs to one.
 pub(crate) fn record(prefix: Option<&str>, event: Event) {
@@ -161,9 +161,20 @@ pub(crate) fn breaker(open: bool) {
     metrics::gauge!("redcache_breaker_open").set(if open { 1.0 } else { 0.0 });
 }
 
-/// One `#[cached]` call or HTTP request through the layer: how long it took, by how it was
-/// answered.
-pub(crate) fn call(prefix: &str, served: Served, took: Duration) {
+/// The time since a call began, as a histogram sample: read off the clock only when the
+/// histogram takes the sample. A histogram of no recorder (`metrics`' no-op) never asks,
+/// so with none installed a call pays no clock read for its duration.
+struct Since(Instant);
+
+impl metrics::IntoF64 for Since {
+    fn into_f64(self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+}
+
+/// One `#[cached]` call or HTTP request through the layer, begun at `started`: how long it
+/// took, by how it was answered.
+pub(crate) fn call(prefix: &str, served: Served, started: Instant) {
     let at = SERVED.iter().position(|s| *s == served).unwrap_or_default();
     with_handles(prefix, |h| {
         h.durations[at]
@@ -174,6 +185,6 @@ pub(crate) fn call(prefix: &str, served: Served, took: Duration) {
                     "result" => served.as_str()
                 )
             })
-            .record(took.as_secs_f64())
+            .record(Since(started))
     });
 }

@@ -250,8 +250,9 @@ where
             return body.await;
         }
     };
-    #[cfg(feature = "metrics")]
-    let started = std::time::Instant::now();
+    // One clock read: it times the call, checks a local copy's expiry and starts the first
+    // read's fill deadline (tokio's clock: the same as std's, unless a test pauses it).
+    let started = tokio::time::Instant::now();
     // The local tier: for values it can clone, and not for early refresh or `stale_ttl`,
     // which decide from the entry's expiry on each read.
     let local = match (core.backend.local_tier(), call.local) {
@@ -265,10 +266,13 @@ where
         material: &material,
     };
     if let Some((tier, ops)) = local {
-        if let Some((out, null)) = tier.get(lookup).and_then(|held| match held {
-            Held::Value(value) => (ops.load)(&value).map(|out| (out, false)),
-            Held::Null => (ops.null)().map(|out| (out, true)),
-        }) {
+        if let Some((out, null)) =
+            tier.get(lookup, started.into_std())
+                .and_then(|held| match held {
+                    Held::Value(value) => (ops.load)(&value).map(|out| (out, false)),
+                    Held::Null => (ops.null)().map(|out| (out, true)),
+                })
+        {
             // A hit that never waits still spends the task's budget, so a task looping on
             // hits yields to the scheduler (and its timers) now and then.
             tokio::task::consume_budget().await;
@@ -281,7 +285,7 @@ where
                 span.record("result", Served::LocalHit.as_str());
             }
             #[cfg(feature = "metrics")]
-            crate::metrics::call(spec.prefix, Served::LocalHit, started.elapsed());
+            crate::metrics::call(spec.prefix, Served::LocalHit, started);
             return out;
         }
     }
@@ -304,13 +308,14 @@ where
             &policy,
             hooks,
             local.map(|_| &tracked),
+            Some(started),
             body,
         )
         .instrument(span.clone())
         .await;
     span.record("result", served.as_str());
     #[cfg(feature = "metrics")]
-    crate::metrics::call(spec.prefix, served, started.elapsed());
+    crate::metrics::call(spec.prefix, served, started);
     // A hit read from Redis is kept locally (a miss's own fill is not: Redis pushes the
     // invalidation of this process's own write, and the next read brings it back).
     if let (Some((tier, ops)), Some(mark), Some((left, bytes))) = (local, mark, tracked.left()) {

@@ -53,6 +53,10 @@ pub(crate) struct Entry<'a> {
     /// The call may fill the local tier: its reads are tracked by Redis, and this notes how
     /// long the entry the last read found has left.
     pub(crate) local: Option<&'a Tracked>,
+    /// When the call began, if the caller read the clock already (to time the call): the
+    /// first read's fill deadline counts from there, and no second clock read is needed.
+    /// Earlier than the read, so the deadline only comes sooner.
+    pub(crate) started: Option<Instant>,
 }
 
 /// What the entry a tracked read found has left in Redis, as that read saw it, and its
@@ -179,6 +183,7 @@ impl Core {
         policy: &Policy,
         hooks: Hooks<O>,
         local: Option<&Tracked>,
+        started: Option<Instant>,
         body: F,
     ) -> (O, Served)
     where
@@ -193,6 +198,7 @@ impl Core {
             force: false,
             policy,
             local,
+            started,
         };
         self.run_at::<K, O, F>(at, hooks, body).await
     }
@@ -209,8 +215,10 @@ impl Core {
         F: Future<Output = O>,
     {
         let mut solo = false;
+        // Only the first step's read follows the call's start closely.
+        let mut started = at.started;
         loop {
-            match self.step::<K, O>(at, solo).await {
+            match self.step::<K, O>(at, solo, started.take()).await {
                 Step::Done(out, served) => return (out, served),
                 Step::Again => continue,
                 // The flight it waited on ended with nothing to share (an `Err`, a result
@@ -248,11 +256,16 @@ impl Core {
     /// Everything a call does before its body would run: a hit, a reason to start over,
     /// or the body to run (as the key's flight leader, as its early refresher, or `solo`:
     /// without a flight).
-    async fn step<K: Shape<O>, O>(self: &Arc<Self>, at: Entry<'_>, solo: bool) -> Step<'_, O> {
+    async fn step<K: Shape<O>, O>(
+        self: &Arc<Self>,
+        at: Entry<'_>,
+        solo: bool,
+        started: Option<Instant>,
+    ) -> Step<'_, O> {
         let key = at.key;
         // Read first: a hit needs no flight.
         let stripe = self.flights.stripe(key);
-        let mut started = Instant::now();
+        let mut started = started.unwrap_or_else(Instant::now);
         let mut read = self.read_relaxed(at).await;
         let mut examined = self.examine::<K, O>(at, &read);
         if self.backend.reads_replicas()

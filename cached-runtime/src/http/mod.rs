@@ -541,6 +541,7 @@ where
         force: asks.no_cache,
         policy: &policy,
         local: None,
+        started: None,
     };
     let fill = Fill {
         settings: &settings,
@@ -622,15 +623,19 @@ where
         key.hash = at.key.rsplit_once(':').map_or(at.key, |(_, hash)| hash),
         result = tracing::field::Empty,
     );
-    #[cfg(feature = "metrics")]
-    let started = std::time::Instant::now();
+    // One clock read times the request and starts its first read's fill deadline.
+    let started = tokio::time::Instant::now();
+    let at = Entry {
+        started: Some(started),
+        ..at
+    };
     let (filled, served) = core
         .run_at::<Responses, Filled, F>(at, hooks, fill)
         .instrument(span.clone())
         .await;
     span.record("result", served.as_str());
     #[cfg(feature = "metrics")]
-    crate::metrics::call(prefix, served, started.elapsed());
+    crate::metrics::call(prefix, served, started);
     (filled, served)
 }
 
