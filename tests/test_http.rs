@@ -142,6 +142,25 @@ async fn gated(State(app): State<App>) -> String {
     format!("gated run {run}")
 }
 
+/// A route whose responses carry their own stale windows in `cache_control`: `503` while
+/// `failing`; `/own-swr`'s runs after the first wait for `gate`.
+async fn own_windows(
+    app: App,
+    name: &'static str,
+    cache_control: &'static str,
+) -> axum::response::Response {
+    app.ran(name);
+    if app.failing.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the database is down").into_response();
+    }
+    let run = app.runs(name);
+    if name == "own-swr" && run > 1 {
+        app.gate.notified().await;
+    }
+    let headers = [(axum::http::header::CACHE_CONTROL, cache_control)];
+    (headers, format!("{name} run {run}")).into_response()
+}
+
 async fn slow(State(app): State<App>) -> String {
     app.slow_runs.fetch_add(1, Ordering::SeqCst);
     // Long enough that the requests sent together overlap with the one that runs.
@@ -162,6 +181,24 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
         .route("/slow", get(slow))
         .route("/flaky", get(flaky))
         .route("/gated", get(gated))
+        .route(
+            "/own-sie",
+            get(|State(app): State<App>| {
+                own_windows(app, "own-sie", "max-age=1, stale-if-error=30")
+            }),
+        )
+        .route(
+            "/own-swr",
+            get(|State(app): State<App>| {
+                own_windows(app, "own-swr", "max-age=1, stale-while-revalidate=30")
+            }),
+        )
+        .route(
+            "/own-none",
+            get(|State(app): State<App>| {
+                own_windows(app, "own-none", "max-age=1, stale-if-error=0")
+            }),
+        )
         .route_layer(layer);
     let writes = Router::new()
         .route("/products/{id}", axum::routing::put(update_product))
@@ -639,6 +676,84 @@ http_test! {
         assert_eq!(served.app.runs("gated"), 2);
         assert_eq!(backend.cache.stats().stale, 3);
     }
+}
+
+http_test! {
+    async fn the_handlers_own_stale_if_error_answers_when_it_later_fails(backend: Backend) {
+        // The layer has no stale window; the response sets `stale-if-error=30`.
+        let served = serve(&backend.cache, layer()).await;
+        let written = std::time::Instant::now();
+        let first = served.get("/own-sie").await;
+        assert_eq!((first.x_cache(), &first.body[..]), ("MISS", &b"own-sie run 1"[..]));
+        past_one_second_ttl(written).await;
+        served.app.failing.store(true, Ordering::SeqCst);
+        let stale = served.get("/own-sie").await;
+        assert_eq!(stale.status, StatusCode::OK, "the old response, not the 503");
+        assert_eq!((stale.x_cache(), &stale.body[..]), ("HIT", &b"own-sie run 1"[..]));
+        assert_eq!(stale.header("cache-control"), Some("max-age=1, stale-if-error=30"));
+        assert_eq!(served.app.runs("own-sie"), 2, "the handler ran and failed");
+        assert_eq!(backend.cache.stats().stale, 1);
+    }
+}
+
+http_test! {
+    async fn own_stale_while_revalidate_serves_during_a_refresh(backend: Backend) {
+        let served = Arc::new(serve(&backend.cache, layer()).await);
+        let written = std::time::Instant::now();
+        assert_eq!(&served.get("/own-swr").await.body[..], b"own-swr run 1");
+        past_one_second_ttl(written).await;
+        let refresher = {
+            let served = served.clone();
+            tokio::spawn(async move { served.get("/own-swr").await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while served.app.runs("own-swr") < 2 {
+            assert!(std::time::Instant::now() < deadline, "the refresh never started");
+            tokio::task::yield_now().await;
+        }
+        let stale = served.get("/own-swr").await;
+        assert_eq!((stale.x_cache(), &stale.body[..]), ("HIT", &b"own-swr run 1"[..]));
+        served.app.gate.notify_one();
+        let refreshed = refresher.await.unwrap();
+        assert_eq!((refreshed.x_cache(), &refreshed.body[..]), ("MISS", &b"own-swr run 2"[..]));
+        assert_eq!(served.app.runs("own-swr"), 2);
+        assert_eq!(backend.cache.stats().stale, 1);
+    }
+}
+
+http_test! {
+    async fn the_handlers_own_stale_if_error_of_zero_overrides_the_layers(backend: Backend) {
+        let layer = layer().stale_if_error(Duration::from_secs(30));
+        let served = serve(&backend.cache, layer).await;
+        let written = std::time::Instant::now();
+        assert_eq!(served.get("/own-none").await.x_cache(), "MISS");
+        past_one_second_ttl(written).await;
+        served.app.failing.store(true, Ordering::SeqCst);
+        let failed = served.get("/own-none").await;
+        assert_eq!((failed.status, failed.x_cache()), (StatusCode::SERVICE_UNAVAILABLE, "MISS"));
+        assert_eq!(backend.cache.stats().stale, 0);
+    }
+}
+
+/// The handler's own windows keep the entry in Redis past its freshness for as long as
+/// the longer one: TTL = max-age + window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_with_the_handlers_own_window_live_past_max_age_in_redis() {
+    let backend = Backend::redis().await;
+    let served = serve(&backend.cache, layer().jitter(Duration::ZERO)).await;
+    served.get("/own-sie").await;
+    let keys: Vec<String> = backend.raw(redis::cmd("KEYS").arg("http:*")).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ttl = backend.ttl_secs(&keys[0]).await.unwrap();
+    assert!(
+        (30..=31).contains(&ttl),
+        "max-age=1 plus stale-if-error=30: ttl {ttl}"
+    );
+    let raw = String::from_utf8(backend.raw_get(&keys[0]).await.unwrap()).unwrap();
+    assert!(
+        raw.contains(r#""w":0,"e":30000,"#),
+        "the entry's own windows: {raw}"
+    );
 }
 
 http_test! {

@@ -233,7 +233,9 @@ mod with_metrics {
                 assert_eq!(samples.len(), 2);
                 // Each sample is the call's duration, read when the recorder takes it.
                 assert!(
-                    samples.iter().all(|s| s.into_inner() > 0.0 && s.into_inner() < 10.0),
+                    samples
+                        .iter()
+                        .all(|s| s.into_inner() > 0.0 && s.into_inner() < 10.0),
                     "{samples:?}"
                 );
             }

@@ -4,7 +4,9 @@
 //! Entries of a function in an eviction group carry the group's generation:
 //! `{"v":1,"g":<generation>,"d":..}`; entries of a function with early refresh carry their
 //! expiry (Unix milliseconds) and how long the body took (milliseconds):
-//! `{"v":1,"x":<expiry>,"t":<compute>,"d":..}`. An invalidated key holds a tombstone,
+//! `{"v":1,"x":<expiry>,"t":<compute>,"d":..}`, and an entry with stale windows of its own
+//! (an HTTP response's `stale-while-revalidate`/`stale-if-error`) also those, in
+//! milliseconds: `"w":<stale>,"e":<if error>` after `"t"`. An invalidated key holds a tombstone,
 //! `{"v":1,"gone":<random id>}`, for a short while, so that a fill that started before the
 //! invalidation cannot store its (older) value. All plain JSON, readable with `redis-cli`.
 //! `v` is the format version: anything that is not exactly this format (another version,
@@ -16,6 +18,7 @@ use serde::{Deserializer, Serialize};
 use std::fmt;
 use std::io::Write as _;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 /// The version written into every envelope.
 pub(crate) const FORMAT_VERSION: u64 = 1;
@@ -27,6 +30,45 @@ pub struct Stamp {
     pub(crate) gen: u64,
     /// For early refresh: when it expires and how long computing it took.
     pub(crate) refresh: Option<Refresh>,
+    /// Stale windows of this entry's own, in place of the function's (an HTTP response's
+    /// `stale-while-revalidate`/`stale-if-error`); only with `refresh`, which says when it
+    /// expired.
+    pub(crate) windows: Option<Windows>,
+}
+
+/// An entry's own stale windows, in milliseconds (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Windows {
+    /// Served past its expiry while one caller refreshes it.
+    pub(crate) stale_ms: u64,
+    /// Served past its expiry when the body fails.
+    pub(crate) if_error_ms: u64,
+}
+
+impl Windows {
+    /// Windows of whole durations (`None`: none).
+    pub(crate) fn new(stale: Option<Duration>, if_error: Option<Duration>) -> Self {
+        let ms = |d: Option<Duration>| d.map_or(0, crate::ttl::millis);
+        Windows {
+            stale_ms: ms(stale),
+            if_error_ms: ms(if_error),
+        }
+    }
+
+    /// The `stale-while-revalidate` window, if any.
+    pub(crate) fn stale(&self) -> Option<Duration> {
+        (self.stale_ms > 0).then(|| Duration::from_millis(self.stale_ms))
+    }
+
+    /// The `stale-if-error` window, if any.
+    pub(crate) fn if_error(&self) -> Option<Duration> {
+        (self.if_error_ms > 0).then(|| Duration::from_millis(self.if_error_ms))
+    }
+
+    /// How long past its expiry the entry is kept: the longer window.
+    pub(crate) fn longest(&self) -> Duration {
+        Duration::from_millis(self.stale_ms.max(self.if_error_ms))
+    }
 }
 
 /// What early refresh (XFetch) needs to know of an entry.
@@ -41,7 +83,10 @@ pub struct Refresh {
 impl Stamp {
     /// Stamped with a group generation only.
     pub(crate) fn gen(gen: u64) -> Self {
-        Stamp { gen, refresh: None }
+        Stamp {
+            gen,
+            ..Stamp::default()
+        }
     }
 }
 
@@ -80,6 +125,9 @@ fn head(stamp: Stamp) -> Vec<u8> {
     }
     if let Some(r) = stamp.refresh {
         let _ = write!(out, r#""x":{},"t":{},"#, r.expires_ms, r.compute_ms);
+        if let Some(w) = stamp.windows {
+            let _ = write!(out, r#""w":{},"e":{},"#, w.stale_ms, w.if_error_ms);
+        }
     }
     out
 }
@@ -134,12 +182,14 @@ enum Field {
     Generation,
     Expiry,
     Compute,
+    StaleWindow,
+    IfErrorWindow,
     Data,
     None,
     Gone,
 }
 
-const FIELDS: &[&str] = &["v", "g", "x", "t", "d", "none", "gone"];
+const FIELDS: &[&str] = &["v", "g", "x", "t", "w", "e", "d", "none", "gone"];
 
 impl<'de> de::Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
@@ -147,7 +197,7 @@ impl<'de> de::Deserialize<'de> for Field {
         impl Visitor<'_> for FieldVisitor {
             type Value = Field;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`v`, `g`, `x`, `t`, `d`, `none` or `gone`")
+                f.write_str("`v`, `g`, `x`, `t`, `w`, `e`, `d`, `none` or `gone`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
                 match v {
@@ -155,6 +205,8 @@ impl<'de> de::Deserialize<'de> for Field {
                     "g" => Ok(Field::Generation),
                     "x" => Ok(Field::Expiry),
                     "t" => Ok(Field::Compute),
+                    "w" => Ok(Field::StaleWindow),
+                    "e" => Ok(Field::IfErrorWindow),
                     "d" => Ok(Field::Data),
                     "none" => Ok(Field::None),
                     "gone" => Ok(Field::Gone),
@@ -186,6 +238,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
         let mut gen = None;
         let mut expiry = None;
         let mut compute = None;
+        let mut stale_window = None;
+        let mut if_error_window = None;
         let mut data = None;
         let mut none = None;
         let mut gone = None;
@@ -206,6 +260,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
                 Field::Generation => once(&mut gen, "g", map.next_value::<u64>()?)?,
                 Field::Expiry => once(&mut expiry, "x", map.next_value::<u64>()?)?,
                 Field::Compute => once(&mut compute, "t", map.next_value::<u64>()?)?,
+                Field::StaleWindow => once(&mut stale_window, "w", map.next_value::<u64>()?)?,
+                Field::IfErrorWindow => once(&mut if_error_window, "e", map.next_value::<u64>()?)?,
                 Field::Data => once(&mut data, "d", map.next_value::<T>()?)?,
                 Field::None => {
                     if !map.next_value::<bool>()? {
@@ -234,11 +290,20 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
             (None, None) => None,
             _ => return Err(de::Error::custom("`x` and `t` go together")),
         };
+        let windows = match (stale_window, if_error_window) {
+            (Some(stale_ms), Some(if_error_ms)) if refresh.is_some() => Some(Windows {
+                stale_ms,
+                if_error_ms,
+            }),
+            (None, None) => None,
+            _ => return Err(de::Error::custom("`w` and `e` go together, with `x`")),
+        };
         Ok(Envelope {
             body,
             stamp: Stamp {
                 gen: gen.unwrap_or(0),
                 refresh,
+                windows,
             },
         })
     }
@@ -298,6 +363,7 @@ mod tests {
         assert_eq!(bytes, br#"{"v":1,"d":{"id":1,"name":"A"}}"#);
         assert_eq!(encode_null(Stamp::default()), br#"{"v":1,"none":true}"#);
         let stamp = Stamp {
+            windows: None,
             gen: 42,
             refresh: Some(Refresh {
                 expires_ms: 1_700_000_000_000,
@@ -317,6 +383,20 @@ mod tests {
             }
         );
         assert_eq!(encode_null(Stamp::gen(7)), br#"{"v":1,"g":7,"none":true}"#);
+        // An entry's own stale windows follow its expiry.
+        let stamp = Stamp {
+            windows: Some(Windows {
+                stale_ms: 30_000,
+                if_error_ms: 0,
+            }),
+            ..stamp
+        };
+        let bytes = encode_value(&1u8, stamp).unwrap();
+        assert_eq!(
+            bytes,
+            br#"{"v":1,"g":42,"x":1700000000000,"t":12,"w":30000,"e":0,"d":1}"#
+        );
+        assert_eq!(decode::<u8>(&bytes).unwrap().stamp, stamp);
         assert_eq!(
             decode::<u8>(&encode_null(Stamp::gen(7))).unwrap().stamp.gen,
             7
@@ -372,6 +452,8 @@ mod tests {
             br#"{"v":1,"g":3,"gone":1}"#,
             br#"{"v":1,"x":3,"d":1}"#,
             br#"{"v":1,"t":3,"d":1}"#,
+            br#"{"v":1,"w":3,"e":0,"d":1}"#,
+            br#"{"v":1,"x":3,"t":1,"w":3,"d":1}"#,
             b"\xff\xfe",
         ];
         for bytes in bad {
@@ -391,13 +473,24 @@ mod tests {
         fn stamp() -> impl Strategy<Value = Stamp> {
             (
                 any::<u64>(),
-                proptest::option::of((any::<u64>(), any::<u64>())),
+                proptest::option::of((
+                    any::<u64>(),
+                    any::<u64>(),
+                    proptest::option::of((any::<u64>(), any::<u64>())),
+                )),
             )
                 .prop_map(|(gen, refresh)| Stamp {
                     gen,
-                    refresh: refresh.map(|(expires_ms, compute_ms)| Refresh {
+                    refresh: refresh.map(|(expires_ms, compute_ms, _)| Refresh {
                         expires_ms,
                         compute_ms,
+                    }),
+                    // Windows go only with an expiry.
+                    windows: refresh.and_then(|(_, _, windows)| {
+                        windows.map(|(stale_ms, if_error_ms)| Windows {
+                            stale_ms,
+                            if_error_ms,
+                        })
                     }),
                 })
         }

@@ -3,7 +3,8 @@
 //! `Result<T, E>` never caches `Err` ([`Res`]), `Result<Option<T>, E>` both ([`ResOpt`]).
 //! The macro picks one from the return type's last path segment.
 
-use crate::codec::{self, Decoded, Stamp};
+use crate::codec::{self, Decoded, Refresh, Stamp, Windows};
+use crate::ttl::{millis, unix_ms, Policy};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::Serialize;
 use std::time::Duration;
@@ -205,11 +206,18 @@ impl<T, E> Holds<Result<Option<T>, E>> for ResOpt {
     }
 }
 
+/// The stale windows a value sets for itself: `stale-while-revalidate`, `stale-if-error`.
+pub(crate) type OwnWindows = (Option<Duration>, Option<Duration>);
+
 /// A function's hooks on its results: the TTL computed from the value (`ttl = f`) and
 /// whether a result is cached at all (`cache_if = f`).
 pub struct Hooks<O> {
     pub(crate) ttl: Option<fn(&O) -> Option<Duration>>,
     pub(crate) cache_if: Option<fn(&O) -> bool>,
+    /// Stale windows a value sets for itself, in place of the function's (an HTTP
+    /// response's own `stale-while-revalidate`/`stale-if-error`): `None` if it sets
+    /// neither; a window it does not set is the function's.
+    pub(crate) windows: Option<fn(&O) -> Option<OwnWindows>>,
 }
 
 impl<O> Clone for Hooks<O> {
@@ -225,6 +233,7 @@ impl<O> std::fmt::Debug for Hooks<O> {
         f.debug_struct("Hooks")
             .field("ttl", &self.ttl.is_some())
             .field("cache_if", &self.cache_if.is_some())
+            .field("windows", &self.windows.is_some())
             .finish()
     }
 }
@@ -235,6 +244,7 @@ impl<O> Hooks<O> {
         Hooks {
             ttl: None,
             cache_if: None,
+            windows: None,
         }
     }
 
@@ -246,6 +256,46 @@ impl<O> Hooks<O> {
     /// The TTL `out`'s value asks for, before jitter.
     pub(crate) fn ttl(&self, out: &O) -> Option<Duration> {
         self.ttl.and_then(|f| f(out))
+    }
+
+    /// The stale windows of `out`'s entry, if its value sets any: those it sets, else the
+    /// function's.
+    fn windows(&self, policy: &Policy, out: &O) -> Option<Windows> {
+        let (stale, if_error) = self.windows.and_then(|f| f(out))?;
+        Some(Windows::new(
+            stale.or(policy.stale_ttl()),
+            if_error.or(policy.stale_if_error()),
+        ))
+    }
+
+    /// Whether a value may set its own stale windows (so entries may carry them).
+    pub(crate) fn sets_windows(&self) -> bool {
+        self.windows.is_some()
+    }
+
+    /// The stamp of `out` stored now, fresh for `value_ttl`, at group generation `gen`,
+    /// computed in `compute`; and how long past `value_ttl` the store keeps it (for the
+    /// stale windows: the value's own, else the function's).
+    pub(crate) fn stamp(
+        &self,
+        policy: &Policy,
+        out: &O,
+        gen: u64,
+        value_ttl: Duration,
+        compute: Duration,
+    ) -> (Stamp, Duration) {
+        let windows = self.windows(policy, out);
+        let kept = windows.map_or_else(|| policy.stale_window(), |w| w.longest());
+        let refresh = (policy.stamps_expiry() || !kept.is_zero()).then(|| Refresh {
+            expires_ms: unix_ms().saturating_add(millis(value_ttl)),
+            compute_ms: millis(compute),
+        });
+        let stamp = Stamp {
+            gen,
+            refresh,
+            windows: windows.filter(|_| refresh.is_some()),
+        };
+        (stamp, kept)
     }
 }
 

@@ -2,14 +2,14 @@
 //! jitter and null rules, over whatever is there, but never into a group that was
 //! invalidated since its generation was read.
 
-use crate::codec;
 use crate::core::Core;
 use crate::key::{parse_gen, BadGeneration};
 use crate::shape::{Hooks, Outcome, Shape};
 use crate::stats::Event;
 use crate::store::{Fill, GroupFence, Seen, Store};
-use crate::ttl::{millis, unix_ms, Policy};
+use crate::ttl::Policy;
 use crate::{Error, Result};
+use std::time::Duration;
 
 impl Core {
     /// Stores `value` as the result of the call whose key is `key` (write-through).
@@ -56,17 +56,11 @@ impl Core {
             Some(base) => policy.value_ttl_from(base),
             None => policy.value_ttl(),
         };
-        let stamp = codec::Stamp {
-            gen,
-            refresh: policy.stamps_expiry().then(|| codec::Refresh {
-                expires_ms: unix_ms().saturating_add(millis(value_ttl)),
-                compute_ms: 0,
-            }),
-        };
+        let (stamp, kept) = hooks.stamp(policy, value, gen, value_ttl, Duration::ZERO);
         let (bytes, ttl) = match K::encode(value, stamp) {
             Outcome::Value(bytes) => (
                 bytes.map_err(|source| Error::Encode { source })?,
-                value_ttl + policy.stale_window(),
+                value_ttl + kept,
             ),
             Outcome::Null(bytes) => match policy.null_ttl() {
                 Some(ttl) => (bytes, ttl),

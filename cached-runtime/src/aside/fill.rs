@@ -5,13 +5,11 @@
 
 use super::read::Read;
 use super::Entry;
-use crate::codec::{Refresh, Stamp};
 use crate::core::Core;
 use crate::flight::Shared;
 use crate::shape::{Hooks, Outcome, Shape};
 use crate::stats::Event;
 use crate::store::{Fill, Store};
-use crate::ttl::{millis, unix_ms};
 use crate::Error;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -38,16 +36,11 @@ impl Core {
             Some(base) => policy.value_ttl_from(base),
             None => policy.value_ttl(),
         };
-        let stamp = Stamp {
-            gen: fence.map_or(0, |f| f.gen),
-            refresh: policy.stamps_expiry().then(|| Refresh {
-                expires_ms: unix_ms().saturating_add(millis(value_ttl)),
-                compute_ms: millis(compute),
-            }),
-        };
+        let (stamp, kept) =
+            hooks.stamp(policy, out, fence.map_or(0, |f| f.gen), value_ttl, compute);
         let (bytes, ttl) = match K::encode(out, stamp) {
             // Kept past its TTL for the stale windows; its stamp says when it expired.
-            Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl + policy.stale_window())),
+            Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl + kept)),
             Outcome::Value(Err(source)) => {
                 self.fault(key, &Error::Encode { source });
                 return None;

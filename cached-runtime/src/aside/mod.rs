@@ -227,7 +227,7 @@ impl Core {
                 Step::Solo => solo = true,
                 Step::Run(run) => {
                     let served = run.served;
-                    let stale = self.stale_candidate::<K, O>(at, &run.read);
+                    let stale = self.stale_candidate::<K, O>(at, hooks, &run.read);
                     let body = std::pin::pin!(body);
                     let (out, compute) = timed(CatchPanic(body)).await;
                     let out = match out {

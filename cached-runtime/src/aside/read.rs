@@ -5,7 +5,7 @@
 use super::Entry;
 use crate::core::Core;
 use crate::key::{parse_gen, BadGeneration};
-use crate::shape::{Found, Shape};
+use crate::shape::{Found, Hooks, Shape};
 use crate::stats::{Event, Served};
 use crate::store::{GroupFence, Seen, Store};
 use crate::ttl::{self, unix_ms};
@@ -139,7 +139,10 @@ impl Core {
                     if now >= entry.expires_ms {
                         // Past its TTL, kept for the stale windows.
                         let late = Duration::from_millis(now - entry.expires_ms);
-                        return match at.policy.stale_ttl() {
+                        let window = stamp
+                            .windows
+                            .map_or_else(|| at.policy.stale_ttl(), |w| w.stale());
+                        return match window {
                             Some(window) if late < window => Examined::Stale(found),
                             _ => Examined::Miss,
                         };
@@ -171,12 +174,18 @@ impl Core {
     pub(super) fn stale_candidate<K: Shape<O>, O>(
         &self,
         at: Entry<'_>,
+        hooks: Hooks<O>,
         read: &Read,
     ) -> Option<Stale> {
-        let window = at.policy.stale_if_error()?;
+        if at.policy.stale_if_error().is_none() && !hooks.sets_windows() {
+            return None;
+        }
         let bytes = read.entry()?;
         match K::decode(bytes) {
             Ok((Found::Value(_), stamp)) if read.gen_matches(stamp.gen) => {
+                let window = stamp
+                    .windows
+                    .map_or_else(|| at.policy.stale_if_error(), |w| w.if_error())?;
                 let until_ms = stamp
                     .refresh?
                     .expires_ms

@@ -316,7 +316,8 @@ impl CacheLayer {
 
     /// RFC 5861's `stale-while-revalidate`: a response past its TTL by less than `window`
     /// still answers at once (`X-Cache: HIT`, its `Age` past its `max-age`) while one
-    /// request runs the handler to refresh it, as `#[cached(stale_ttl = ..)]`.
+    /// request runs the handler to refresh it, as `#[cached(stale_ttl = ..)]`. A response
+    /// with its own `Cache-Control: stale-while-revalidate=N` gets N seconds instead.
     ///
     /// # Examples
     ///
@@ -331,7 +332,8 @@ impl CacheLayer {
     /// RFC 5861's `stale-if-error`: when the handler fails (a `5xx` response, or the
     /// service's error) and the response it was to replace is past its TTL by less than
     /// `window`, that response answers instead (`X-Cache: HIT`), as
-    /// `#[cached(stale_if_error = ..)]`. Never a response retired by an invalidation.
+    /// `#[cached(stale_if_error = ..)]`. Never a response retired by an invalidation. A
+    /// response with its own `Cache-Control: stale-if-error=N` gets N seconds instead.
     ///
     /// # Examples
     ///
@@ -615,6 +617,8 @@ where
         // The response's own freshness may be shorter than the layer's TTL.
         ttl: Some(|filled: &Filled| filled.as_ref().ok().map(Stored::ttl)),
         cache_if: None,
+        // And its own `stale-while-revalidate`/`stale-if-error` replace the layer's.
+        windows: Some(|filled: &Filled| filled.as_ref().ok().and_then(Stored::windows)),
     };
     let prefix = at.prefix.unwrap_or_default();
     let span = tracing::debug_span!(

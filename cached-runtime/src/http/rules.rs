@@ -105,6 +105,30 @@ pub(super) fn storable(
     Ok(ttl)
 }
 
+/// The seconds of a `Cache-Control` directive that `headers`' typed `CacheControl` does
+/// not know (RFC 5861's `stale-while-revalidate=N` and `stale-if-error=N`), from every
+/// `Cache-Control` line of `headers`: the first occurrence, by name case-insensitively, with
+/// its value as a token or a quoted string. `None` when absent or not a whole number.
+pub(super) fn extension_directive(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(','))
+        .find_map(|directive| {
+            let (key, value) = directive.split_once('=')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| {
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                value.parse::<u64>().ok()
+            })
+        })
+        .flatten()
+}
+
 /// The query with its parameters in order of name (parameters of one name keep their
 /// order, which may matter to the handler); empty parameters dropped.
 pub(super) fn sorted_query(query: &str) -> String {
@@ -160,6 +184,33 @@ mod tests {
             map.append(*name, HeaderValue::from_static(value));
         }
         map
+    }
+
+    #[test]
+    fn stale_directives_are_read_from_every_cache_control_line() {
+        fn swr(pairs: &[(&'static str, &'static str)]) -> Option<u64> {
+            extension_directive(&headers(pairs), "stale-while-revalidate")
+        }
+        fn sie(pairs: &[(&'static str, &'static str)]) -> Option<u64> {
+            extension_directive(&headers(pairs), "stale-if-error")
+        }
+        let cc = "cache-control";
+        assert_eq!(
+            swr(&[(cc, "max-age=60, stale-while-revalidate=30")]),
+            Some(30)
+        );
+        assert_eq!(
+            swr(&[(cc, "max-age=60"), (cc, "Stale-While-Revalidate=\"45\"")]),
+            Some(45)
+        );
+        assert_eq!(
+            sie(&[(cc, "public,stale-if-error=600 , max-age=5")]),
+            Some(600)
+        );
+        assert_eq!(swr(&[(cc, "max-age=60, stale-if-error=600")]), None);
+        assert_eq!(swr(&[(cc, "stale-while-revalidate=soon")]), None);
+        assert_eq!(swr(&[(cc, "stale-while-revalidate")]), None);
+        assert_eq!(swr(&[("x-other", "stale-while-revalidate=5")]), None);
     }
 
     fn check(pairs: &[(&'static str, &'static str)], authorized: bool) -> Result<u64, NotStored> {

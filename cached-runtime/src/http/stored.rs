@@ -3,7 +3,8 @@
 //! status) with its body, the same without a body for `HEAD`, and `304 Not Modified`.
 
 use super::body::{self, Body};
-use super::XCache;
+use super::{rules, XCache};
+use crate::shape::OwnWindows;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -51,6 +52,12 @@ pub(crate) struct Stored {
     ttl: u64,
     /// The handler set `Cache-Control`: sent as it is, not replaced by `max-age`.
     own_cc: bool,
+    /// Seconds of the handler's own `stale-while-revalidate` (RFC 5861), if it set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    swr: Option<u64>,
+    /// Seconds of the handler's own `stale-if-error` (RFC 5861), if it set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sie: Option<u64>,
 }
 
 impl Stored {
@@ -81,7 +88,10 @@ impl Stored {
                 etag
             }
         };
+        let directive = |name| rules::extension_directive(headers, name);
         Some(Stored {
+            swr: directive("stale-while-revalidate"),
+            sie: directive("stale-if-error"),
             status: status.as_u16(),
             own_cc: headers.contains_key(header::CACHE_CONTROL),
             headers: kept,
@@ -95,6 +105,12 @@ impl Stored {
     /// How long it is fresh for (before jitter).
     pub(super) fn ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.ttl)
+    }
+
+    /// The stale windows the handler set on it, if it set either.
+    pub(super) fn windows(&self) -> Option<OwnWindows> {
+        let secs = |s: Option<u64>| s.map(std::time::Duration::from_secs);
+        (self.swr.is_some() || self.sie.is_some()).then(|| (secs(self.swr), secs(self.sie)))
     }
 
     pub(super) fn etag(&self) -> &str {
