@@ -17,6 +17,7 @@ enum RawValue {
     Flag,
     Eq(Expr),
     List(Punctuated<Ident, Token![,]>),
+    Strs(Punctuated<LitStr, Token![,]>),
 }
 
 impl Parse for RawArg {
@@ -28,7 +29,11 @@ impl Parse for RawArg {
         } else if input.peek(token::Paren) {
             let content;
             syn::parenthesized!(content in input);
-            RawValue::List(content.parse_terminated(Ident::parse, Token![,])?)
+            if content.peek(LitStr) {
+                RawValue::Strs(content.parse_terminated(<LitStr as Parse>::parse, Token![,])?)
+            } else {
+                RawValue::List(content.parse_terminated(Ident::parse, Token![,])?)
+            }
         } else {
             RawValue::Flag
         };
@@ -66,6 +71,20 @@ pub(crate) struct CachedArgs {
     /// material for the enclosing impl and the generic type parameters, in place of the
     /// compiler's type names.
     pub(crate) type_key: Option<(Expr, Span)>,
+    /// `tags("user:{user_id}", "orders")`: tags built from the arguments.
+    pub(crate) tags: Option<(Vec<Tag>, Span)>,
+}
+
+/// One tag of `tags(..)`: its literal, and its text in parts.
+pub(crate) struct Tag {
+    pub(crate) lit: LitStr,
+    pub(crate) parts: Vec<TagPart>,
+}
+
+/// Text, or a `{name}` placeholder for an argument.
+pub(crate) enum TagPart {
+    Text(String),
+    Arg(Ident),
 }
 
 /// The lease of `lock` without `lock_ms`, in milliseconds.
@@ -201,6 +220,19 @@ const OPTIONS: &[(&str, Setter)] = &[
              the compiler's type names: `type_key = \"user_service\"` or `type_key = T::NAME`",
         ),
     }),
+    ("tags", |a, arg, e| match &arg.value {
+        RawValue::Strs(lits) if !lits.is_empty() => {
+            let tags: Vec<Tag> = lits.iter().filter_map(|lit| parse_tag(lit, e)).collect();
+            if tags.len() == lits.len() {
+                set(&mut a.tags, tags, arg, e)
+            }
+        }
+        _ => e.at(
+            arg.name.span(),
+            "`tags` takes string literals, with `{argument}` placeholders: \
+             `tags(\"user:{user_id}\", \"orders\")`",
+        ),
+    }),
     ("key", |a, arg, e| match &arg.value {
         RawValue::Eq(expr) => set(&mut a.key, expr.clone(), arg, e),
         _ => e.at(
@@ -231,8 +263,8 @@ const HINTS: &[(&str, &str)] = &[
     ("xfetch", "early_refresh"),
     ("refresh", "early_refresh"),
     ("beta", "early_refresh"),
-    ("tag", "group"),
-    ("tags", "group"),
+    ("tag", "tags"),
+    ("evict_tags", "tags"),
     ("nil_ttl", "null_ttl"),
     ("stale_while_revalidate", "stale_ttl"),
     ("swr", "stale_ttl"),
@@ -312,6 +344,48 @@ pub(crate) fn check_group(lit: &LitStr, errors: &mut Errors) -> Option<String> {
         return None;
     }
     Some(value)
+}
+
+/// A tag's text split at its `{name}` placeholders; errors at the literal for an empty
+/// tag, a placeholder that is not a name, or a stray brace.
+fn parse_tag(lit: &LitStr, errors: &mut Errors) -> Option<Tag> {
+    let text = lit.value();
+    if text.is_empty() {
+        errors.at(lit.span(), "a tag must not be empty");
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let Some(open) = rest.find(['{', '}']) else {
+            parts.push(TagPart::Text(rest.to_owned()));
+            break;
+        };
+        if open > 0 {
+            parts.push(TagPart::Text(rest[..open].to_owned()));
+        }
+        let after = &rest[open..];
+        let close = after.find('}').filter(|_| after.starts_with('{'));
+        let name = close.map(|close| &after[1..close]);
+        match name.and_then(|name| syn::parse_str::<Ident>(name).ok()) {
+            Some(ident) => {
+                parts.push(TagPart::Arg(Ident::new(&ident.to_string(), lit.span())));
+                rest = &after[close.unwrap_or_default() + 1..];
+            }
+            None => {
+                errors.at(
+                    lit.span(),
+                    "a tag's braces hold the name of an argument, `{user_id}`, and nothing \
+                     else: no other braces, no expressions",
+                );
+                return None;
+            }
+        }
+    }
+    Some(Tag {
+        lit: lit.clone(),
+        parts,
+    })
 }
 
 /// A `type_key` value: a non-empty string literal, or any other expression (a `&str`

@@ -191,6 +191,7 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     let kind = Ident::new(kind(shape), ret_span);
     let private = private_path(ret_span);
     let hooks = hooks(args, &kind, &ret_ty, &private);
+    let tags = tags(args);
     quote_spanned! {ret_span=>
         {
             static __CACHED_SPEC: #private::Spec = #private::Spec {
@@ -209,6 +210,7 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
                 #key,
             )
             #hooks
+            #tags
             .local({
                 // The local tier keeps the value if it is `Clone + Send + Sync + 'static`
                 // (autoref specialization picks `ViaClone`), and otherwise reads Redis.
@@ -254,6 +256,29 @@ fn hooks(
         });
     }
     out
+}
+
+/// `.tags(..)`: each tag's text with its placeholders' arguments formatted in (`Display`),
+/// spanned at the tag's literal so that an argument that cannot be shown is reported there.
+fn tags(args: &CachedArgs) -> TokenStream {
+    let Some((tags, span)) = &args.tags else {
+        return TokenStream::new();
+    };
+    let built = tags.iter().map(|tag| {
+        let mut format = String::new();
+        let mut values = Vec::new();
+        for part in &tag.parts {
+            match part {
+                crate::attr::TagPart::Text(text) => format.push_str(text),
+                crate::attr::TagPart::Arg(name) => {
+                    format.push_str("{}");
+                    values.push(name);
+                }
+            }
+        }
+        quote_spanned!(tag.lit.span()=> ::std::format!(#format #(, #values)*))
+    });
+    quote_spanned!(*span=> .tags(::std::vec![#(#built),*]))
 }
 
 /// The hidden companion: same generics and arguments (the receiver as `&self`; an argument

@@ -104,10 +104,12 @@ pub(crate) fn put(input: TokenStream) -> TokenStream {
     result.unwrap_or_else(|err| err.to_compile_error())
 }
 
-/// One argument of `#[evicts(..)]`: a call, or `group = ".."`.
+/// One argument of `#[evicts(..)]`: a call, `group = ".."` or `tag = ".."`.
 enum Target {
     Call(Expr),
     Group(syn::LitStr),
+    /// A format string over the function's arguments (`"user:{id}"`).
+    Tag(syn::LitStr),
 }
 
 impl Parse for Target {
@@ -116,22 +118,30 @@ impl Parse for Target {
             let name: syn::Ident = input.parse()?;
             input.parse::<Token![=]>()?;
             let value: Expr = input.parse()?;
-            if name != "group" {
+            if name != "group" && name != "tag" {
                 return Err(syn::Error::new(
                     name.span(),
                     format_args!(
                         "unknown option `{name}`; #[evicts] takes calls of `#[cached]` \
-                         functions and `group = \"..\"`"
+                         functions, `group = \"..\"` and `tag = \"..\"`"
                     ),
                 ));
             }
             return match value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(lit), ..
-                }) => Ok(Target::Group(lit)),
-                other => Err(syn::Error::new_spanned(
+                }) if name == "group" => Ok(Target::Group(lit)),
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(lit), ..
+                }) if !lit.value().is_empty() => Ok(Target::Tag(lit)),
+                other if name == "group" => Err(syn::Error::new_spanned(
                     other,
                     "`group` must be a string literal: `group = \"products\"`",
+                )),
+                other => Err(syn::Error::new_spanned(
+                    other,
+                    "`tag` must be a non-empty string literal, with `{argument}` placeholders: \
+                     `tag = \"user:{id}\"`",
                 )),
             };
         }
@@ -173,6 +183,11 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
                 if let Some(group) = check_group(lit, &mut errors) {
                     evict.extend(quote!(.group(#group)));
                 }
+            }
+            // Formatted from the arguments before the body runs (inline `{name}` captures;
+            // a name that is not in scope is reported at the literal).
+            Target::Tag(lit) => {
+                evict.extend(quote_spanned!(lit.span()=> .tag(::std::format!(#lit))));
             }
         }
     }

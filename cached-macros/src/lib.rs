@@ -74,7 +74,7 @@ mod valid;
 /// Every option is optional: `#[cached]` alone caches with the defaults. They come in any
 /// order, separated by commas: [`prefix`](#prefix), [`ttl`](#ttl),
 /// [`jitter`](#jitter), [`null_ttl`](#null_ttl), [`skip`](#skip), [`key`](#key),
-/// [`output`](#output), [`group`](#group), [`lock` / `lock_ms`](#lock--lock_ms),
+/// [`output`](#output), [`group`](#group), [`tags`](#tags), [`lock` / `lock_ms`](#lock--lock_ms),
 /// [`early_refresh`](#early_refresh), [`stale_ttl`](#stale_ttl),
 /// [`stale_if_error`](#stale_if_error), [`cache_if`](#cache_if),
 /// [`type_key`](#type_key), [`in_trait_impl`](#in_trait_impl).
@@ -452,6 +452,58 @@ mod valid;
 /// # }
 /// ```
 ///
+/// # `tags`
+///
+/// `tags("user:{user_id}", "orders")`: tags built from each call's arguments, so that an
+/// event handler can retire every entry about one entity, across functions (and prefixes),
+/// with `redcache::invalidate_tag("user:42")`: one command, however many entries carry the
+/// tag. Where a [`group`](#group) is a fixed family, a tag names an instance.
+///
+/// Each tag has a generation in Redis (`[{namespace}:]redcache:tag:{tag}`, a random number);
+/// a tagged call reads the generations of its tags (one `MGET`, before the entry's read) and
+/// stamps its entry with their digest. An entry stamped with another digest is a miss,
+/// filled over; so a fill that started before an invalidation is never served after it.
+/// The key of the entry does not depend on its tags: `key!`, `invalidate!`, `put!` and
+/// `#[evicts]` work as without them. Costs: one more round trip per call, and the local
+/// tier does not keep tagged values. A generation lives 7 days after it was created or
+/// last invalidated: older entries miss once.
+///
+/// - **Default:** no tags.
+/// - **Checked:** non-empty string literals; braces hold the name of an argument that is
+///   part of the key (not in [`skip`](#skip)), whose value is written with `Display`.
+///
+/// ```
+/// #[redcache::cached(prefix = "profile", ttl = 600, tags("user:{user_id}"))]
+/// async fn profile(user_id: u64) -> String {
+///     format!("user {user_id}")
+/// }
+///
+/// #[redcache::cached(prefix = "orders", ttl = 600, tags("user:{user_id}", "orders"))]
+/// async fn orders(user_id: u64, page: u32) -> Vec<u64> {
+///     vec![user_id * 100 + u64::from(page)]
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> redcache::Result<()> {
+/// let cache = redcache::Cache::memory();
+/// cache
+///     .scope(async {
+///         profile(42).await;
+///         orders(42, 1).await;
+///         orders(7, 1).await;
+///         // User 42 changed: both of its entries go, user 7's stays.
+///         redcache::invalidate_tag("user:42").await?;
+///         profile(42).await;
+///         orders(42, 1).await;
+///         orders(7, 1).await;
+///         Ok::<_, redcache::Error>(())
+///     })
+///     .await?;
+/// assert_eq!((cache.stats().misses, cache.stats().hits), (5, 1));
+/// # Ok(())
+/// # }
+/// ```
+///
 /// # `lock` / `lock_ms`
 ///
 /// `lock`, or `lock_ms = 2000`: stampede control across processes. On a miss, one process
@@ -702,6 +754,10 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Invalidates the entries of `#[cached]` calls after the function's body succeeded (an
 /// `Ok`, or any value when it returns no `Result`).
+///
+/// Targets, any number, evaluated from the arguments before the body runs: calls of
+/// `#[cached]` functions (`user_name(id)`, `repo.find(id)`), `group = "products"`, and
+/// `tag = "user:{id}"` (a format string over the arguments; see `#[cached(tags(..))]`).
 ///
 /// # Examples
 ///

@@ -5,6 +5,7 @@
 use crate::attr::{CachedArgs, Output};
 use crate::error::Errors;
 use crate::item::ItemFn;
+use proc_macro2::Ident;
 use quote::ToTokens;
 use syn::{GenericArgument, PathArguments, ReturnType, Type};
 
@@ -58,6 +59,39 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
                     name,
                     format_args!("`skip({name})`: no argument named `{name}`; {known}"),
                 );
+            }
+        }
+    }
+    if let Some((tags, _)) = &args.tags {
+        let skipped: &[Ident] = args.skip.as_ref().map_or(&[], |(s, _)| s);
+        for tag in tags {
+            for part in &tag.parts {
+                let crate::attr::TagPart::Arg(name) = part else {
+                    continue;
+                };
+                if skipped.contains(name) {
+                    errors.at(
+                        tag.lit.span(),
+                        format_args!(
+                            "tag placeholder `{{{name}}}`: `{name}` is in `skip(..)`; a tag \
+                             is built from key arguments, which `invalidate!` and `put!` \
+                             are given too"
+                        ),
+                    );
+                } else if !idents.contains(name) {
+                    let names: Vec<String> = idents.iter().map(|i| format!("`{i}`")).collect();
+                    let known = if names.is_empty() {
+                        "the function has no arguments".to_string()
+                    } else {
+                        format!("the arguments are {}", names.join(", "))
+                    };
+                    errors.at(
+                        tag.lit.span(),
+                        format_args!(
+                            "tag placeholder `{{{name}}}`: no argument named `{name}`; {known}"
+                        ),
+                    );
+                }
             }
         }
     }

@@ -363,7 +363,7 @@ impl Cache {
         let policy = Policy::exact(ttl);
         let run = async move { init().await };
         self.core
-            .get_or_run::<Plain, T, _>(None, &key, None, &policy, Hooks::none(), None, None, run)
+            .get_or_run::<Plain, T, _>(None, &key, None, &policy, Hooks::none(), None, None, 0, run)
             .await
             .0
     }
@@ -444,6 +444,34 @@ impl Cache {
     /// ```
     pub async fn invalidate_group(&self, group: &str) -> Result<()> {
         self.core.invalidate_group(group).await
+    }
+
+    /// Invalidates every entry carrying `tag`, of every `#[cached(tags(..))]` function, in
+    /// one command: the tag moves to a new random generation, and an entry stamped with
+    /// another is a miss from then on (a fill that started before this call included).
+    /// The entries stay in Redis until their TTL.
+    ///
+    /// # Errors
+    ///
+    /// The store failed or timed out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[redcache::cached(ttl = 600, tags("user:{user_id}"))]
+    /// async fn orders(user_id: u64) -> Vec<u64> { vec![user_id * 10] }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), redcache::Error> {
+    /// let cache = redcache::Cache::memory();
+    /// cache.scope(async { orders(42).await; orders(7).await }).await;
+    /// cache.invalidate_tag("user:42").await?;
+    /// cache.scope(async { orders(42).await; orders(7).await }).await;
+    /// // user 42's entry missed again, user 7's did not.
+    /// assert_eq!((cache.stats().misses, cache.stats().hits), (3, 1));
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        self.core.invalidate_tag(tag).await
     }
 
     /// Invalidates every entry whose key starts with `prefix` + `:` (the namespace is

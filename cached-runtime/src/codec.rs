@@ -34,6 +34,8 @@ pub struct Stamp {
     /// `stale-while-revalidate`/`stale-if-error`); only with `refresh`, which says when it
     /// expired.
     pub(crate) windows: Option<Windows>,
+    /// The digest of the generations of the call's tags it was written at (0: no tags).
+    pub(crate) tags: u64,
 }
 
 /// An entry's own stale windows, in milliseconds (0: none).
@@ -123,6 +125,9 @@ fn head(stamp: Stamp) -> Vec<u8> {
     if stamp.gen != 0 {
         let _ = write!(out, r#""g":{},"#, stamp.gen);
     }
+    if stamp.tags != 0 {
+        let _ = write!(out, r#""tg":{},"#, stamp.tags);
+    }
     if let Some(r) = stamp.refresh {
         let _ = write!(out, r#""x":{},"t":{},"#, r.expires_ms, r.compute_ms);
         if let Some(w) = stamp.windows {
@@ -180,6 +185,7 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for EnvelopeSeed<T> {
 enum Field {
     Version,
     Generation,
+    Tags,
     Expiry,
     Compute,
     StaleWindow,
@@ -189,7 +195,7 @@ enum Field {
     Gone,
 }
 
-const FIELDS: &[&str] = &["v", "g", "x", "t", "w", "e", "d", "none", "gone"];
+const FIELDS: &[&str] = &["v", "g", "tg", "x", "t", "w", "e", "d", "none", "gone"];
 
 impl<'de> de::Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
@@ -197,12 +203,13 @@ impl<'de> de::Deserialize<'de> for Field {
         impl Visitor<'_> for FieldVisitor {
             type Value = Field;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`v`, `g`, `x`, `t`, `w`, `e`, `d`, `none` or `gone`")
+                f.write_str("`v`, `g`, `tg`, `x`, `t`, `w`, `e`, `d`, `none` or `gone`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
                 match v {
                     "v" => Ok(Field::Version),
                     "g" => Ok(Field::Generation),
+                    "tg" => Ok(Field::Tags),
                     "x" => Ok(Field::Expiry),
                     "t" => Ok(Field::Compute),
                     "w" => Ok(Field::StaleWindow),
@@ -236,6 +243,7 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut version = None;
         let mut gen = None;
+        let mut tags = None;
         let mut expiry = None;
         let mut compute = None;
         let mut stale_window = None;
@@ -258,6 +266,7 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
                     once(&mut version, "v", v)?;
                 }
                 Field::Generation => once(&mut gen, "g", map.next_value::<u64>()?)?,
+                Field::Tags => once(&mut tags, "tg", map.next_value::<u64>()?)?,
                 Field::Expiry => once(&mut expiry, "x", map.next_value::<u64>()?)?,
                 Field::Compute => once(&mut compute, "t", map.next_value::<u64>()?)?,
                 Field::StaleWindow => once(&mut stale_window, "w", map.next_value::<u64>()?)?,
@@ -278,7 +287,9 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
         let body = match (data, none, gone) {
             (Some(value), None, None) => Decoded::Value(value),
             (None, Some(()), None) => Decoded::Null,
-            (None, None, Some(_)) if gen.is_none() && expiry.is_none() => Decoded::Gone,
+            (None, None, Some(_)) if gen.is_none() && tags.is_none() && expiry.is_none() => {
+                Decoded::Gone
+            }
             (None, None, None) => return Err(de::Error::missing_field("d")),
             _ => return Err(de::Error::custom("more than one of `d`, `none`, `gone`")),
         };
@@ -304,6 +315,7 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
                 gen: gen.unwrap_or(0),
                 refresh,
                 windows,
+                tags: tags.unwrap_or(0),
             },
         })
     }
@@ -364,6 +376,7 @@ mod tests {
         assert_eq!(encode_null(Stamp::default()), br#"{"v":1,"none":true}"#);
         let stamp = Stamp {
             windows: None,
+            tags: 0,
             gen: 42,
             refresh: Some(Refresh {
                 expires_ms: 1_700_000_000_000,
@@ -396,6 +409,14 @@ mod tests {
             bytes,
             br#"{"v":1,"g":42,"x":1700000000000,"t":12,"w":30000,"e":0,"d":1}"#
         );
+        assert_eq!(decode::<u8>(&bytes).unwrap().stamp, stamp);
+        // A tagged entry carries the digest of its tags' generations.
+        let stamp = Stamp {
+            tags: 99,
+            ..Stamp::gen(7)
+        };
+        let bytes = encode_value(&1u8, stamp).unwrap();
+        assert_eq!(bytes, br#"{"v":1,"g":7,"tg":99,"d":1}"#);
         assert_eq!(decode::<u8>(&bytes).unwrap().stamp, stamp);
         assert_eq!(
             decode::<u8>(&encode_null(Stamp::gen(7))).unwrap().stamp.gen,
@@ -478,9 +499,11 @@ mod tests {
                     any::<u64>(),
                     proptest::option::of((any::<u64>(), any::<u64>())),
                 )),
+                any::<u64>(),
             )
-                .prop_map(|(gen, refresh)| Stamp {
+                .prop_map(|(gen, refresh, tags)| Stamp {
                     gen,
+                    tags,
                     refresh: refresh.map(|(expires_ms, compute_ms, _)| Refresh {
                         expires_ms,
                         compute_ms,

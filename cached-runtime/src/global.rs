@@ -85,6 +85,24 @@ pub async fn invalidate_group(group: &str) -> Result<()> {
     current()?.invalidate_group(group).await
 }
 
+/// Invalidates every entry carrying `tag` in the cache in use (scoped, else global). See
+/// [`Cache::invalidate_tag`].
+///
+/// # Errors
+///
+/// [`Error::NotInitialized`] when there is no cache; a store fault.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> Result<(), redcache::Error> {
+/// redcache::invalidate_tag("user:42").await?;
+/// # Ok(()) }
+/// ```
+pub async fn invalidate_tag(tag: &str) -> Result<()> {
+    current()?.invalidate_tag(tag).await
+}
+
 /// Removes every entry under a key prefix in the cache in use (scoped, else global); how
 /// many. See [`Cache::invalidate_prefix`].
 ///

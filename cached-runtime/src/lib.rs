@@ -40,6 +40,7 @@ mod metrics;
 mod shape;
 mod stats;
 mod store;
+mod tags;
 mod ttl;
 mod write;
 
@@ -49,6 +50,8 @@ pub mod private;
 pub use cache::Cache;
 pub use config::{Config, ConfigBuilder};
 pub use error::{Error, Result};
-pub use global::{init, invalidate_group, invalidate_prefix, stats, stats_by_prefix};
+pub use global::{
+    init, invalidate_group, invalidate_prefix, invalidate_tag, stats, stats_by_prefix,
+};
 pub use health::{Health, LastFault};
 pub use stats::Stats;

@@ -64,6 +64,8 @@ pub struct Call<K, O> {
     args: KeyArgs,
     hooks: Hooks<O>,
     local: Option<LocalOps<O>>,
+    /// `tags(..)`: the call's tags, built from its arguments.
+    tags: Vec<String>,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -158,8 +160,15 @@ impl<K, O> Call<K, O> {
             args,
             hooks: Hooks::none(),
             local: None,
+            tags: Vec::new(),
             kind: PhantomData,
         }
+    }
+
+    /// `tags(..)`: the tags of this call's entry.
+    pub fn tags(mut self, tags: Vec<String>) -> Self {
+        self.tags = tags;
+        self
     }
 
     /// How the local tier keeps this function's values, if it can.
@@ -254,9 +263,12 @@ where
     // read's fill deadline (tokio's clock: the same as std's, unless a test pauses it).
     let started = tokio::time::Instant::now();
     // The local tier: for values it can clone, and not for early refresh or `stale_ttl`,
-    // which decide from the entry's expiry on each read.
+    // which decide from the entry's expiry on each read, nor for tagged calls, whose
+    // entries a tag's invalidation retires without touching their keys.
     let local = match (core.backend.local_tier(), call.local) {
-        (Some(tier), Some(ops)) if spec.early_refresh.is_none() && spec.stale_ttl.is_none() => {
+        (Some(tier), Some(ops))
+            if spec.early_refresh.is_none() && spec.stale_ttl.is_none() && call.tags.is_empty() =>
+        {
             Some((tier, ops))
         }
         _ => None,
@@ -290,6 +302,17 @@ where
         }
     }
     let key = key::derive_key(core.config.namespace(), spec.prefix, spec.group, &material);
+    // A tagged call reads its tags' generations first; if it cannot, it runs uncached.
+    let tags = match call.tags.is_empty() {
+        true => 0,
+        false => match core.tag_digest(&call.tags).await {
+            Ok(digest) => digest,
+            Err(err) => {
+                core.fault(&key, &err);
+                return body.await;
+            }
+        },
+    };
     let gen_key = spec.group.map(|g| core.group_key(g));
     let policy = spec.policy(&core.config);
     // One span per call (nearly free when no subscriber wants `debug`): the prefix, the
@@ -309,6 +332,7 @@ where
             hooks,
             local.map(|_| &tracked),
             Some(started),
+            tags,
             body,
         )
         .instrument(span.clone())
@@ -362,8 +386,12 @@ pub async fn put<K: Shape<O>, O>(call: Call<K, O>, value: O) -> crate::Result<()
     let spec = call.spec();
     let hooks = call.hooks;
     let policy = spec.policy(&core.config);
+    let tags = match call.tags.is_empty() {
+        true => 0,
+        false => core.tag_digest(&call.tags).await?,
+    };
     let key = call.key(core.config.namespace())?;
-    core.put::<K, O>(&key, spec.group, &policy, hooks, &value)
+    core.put::<K, O>(&key, spec.group, tags, &policy, hooks, &value)
         .await
 }
 
@@ -386,6 +414,7 @@ pub fn key<K, O>(call: Call<K, O>) -> String {
 pub struct Evict {
     calls: Vec<(&'static Spec, KeyArgs)>,
     groups: Vec<&'static str>,
+    tags: Vec<String>,
 }
 
 impl Evict {
@@ -403,6 +432,12 @@ impl Evict {
     /// Adds a whole eviction group.
     pub fn group(mut self, group: &'static str) -> Self {
         self.groups.push(group);
+        self
+    }
+
+    /// Adds every entry carrying `tag`.
+    pub fn tag(mut self, tag: String) -> Self {
+        self.tags.push(tag);
         self
     }
 
@@ -427,6 +462,11 @@ impl Evict {
         for group in self.groups {
             if let Err(err) = core.invalidate_group(group).await {
                 core.fault(group, &err);
+            }
+        }
+        for tag in &self.tags {
+            if let Err(err) = core.invalidate_tag(tag).await {
+                core.fault(tag, &err);
             }
         }
     }

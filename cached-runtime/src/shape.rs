@@ -294,6 +294,7 @@ impl<O> Hooks<O> {
             gen,
             refresh,
             windows: windows.filter(|_| refresh.is_some()),
+            tags: 0,
         };
         (stamp, kept)
     }

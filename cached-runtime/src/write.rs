@@ -17,22 +17,25 @@ impl Core {
         &self,
         key: &str,
         group: Option<&str>,
+        tags: u64,
         policy: &Policy,
         hooks: Hooks<O>,
         value: &O,
     ) -> Result<()> {
         let gen_key = group.map(|group| self.group_key(group));
-        self.put_fenced::<K, O>(key, gen_key.as_deref(), false, policy, hooks, value)
+        self.put_fenced::<K, O>(key, gen_key.as_deref(), false, tags, policy, hooks, value)
             .await
     }
 
     /// [`put`](Self::put) fenced by the generation at `gen_key`, which expires if
     /// `gen_expires` (a path's, of the HTTP layer).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn put_fenced<K: Shape<O>, O>(
         &self,
         key: &str,
         gen_key: Option<&str>,
         gen_expires: bool,
+        tags: u64,
         policy: &Policy,
         hooks: Hooks<O>,
         value: &O,
@@ -56,7 +59,8 @@ impl Core {
             Some(base) => policy.value_ttl_from(base),
             None => policy.value_ttl(),
         };
-        let (stamp, kept) = hooks.stamp(policy, value, gen, value_ttl, Duration::ZERO);
+        let (mut stamp, kept) = hooks.stamp(policy, value, gen, value_ttl, Duration::ZERO);
+        stamp.tags = tags;
         let (bytes, ttl) = match K::encode(value, stamp) {
             Outcome::Value(bytes) => (
                 bytes.map_err(|source| Error::Encode { source })?,

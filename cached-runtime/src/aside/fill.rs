@@ -36,8 +36,9 @@ impl Core {
             Some(base) => policy.value_ttl_from(base),
             None => policy.value_ttl(),
         };
-        let (stamp, kept) =
+        let (mut stamp, kept) =
             hooks.stamp(policy, out, fence.map_or(0, |f| f.gen), value_ttl, compute);
+        stamp.tags = at.tags;
         let (bytes, ttl) = match K::encode(out, stamp) {
             // Kept past its TTL for the stale windows; its stamp says when it expired.
             Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl + kept)),

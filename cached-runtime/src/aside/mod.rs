@@ -57,6 +57,9 @@ pub(crate) struct Entry<'a> {
     /// first read's fill deadline counts from there, and no second clock read is needed.
     /// Earlier than the read, so the deadline only comes sooner.
     pub(crate) started: Option<Instant>,
+    /// The digest of the generations of the call's tags, read before the entry (0: no
+    /// tags): an entry stamped with another is a miss, and the fill stamps this one.
+    pub(crate) tags: u64,
 }
 
 /// What the entry a tracked read found has left in Redis, as that read saw it, and its
@@ -184,6 +187,7 @@ impl Core {
         hooks: Hooks<O>,
         local: Option<&Tracked>,
         started: Option<Instant>,
+        tags: u64,
         body: F,
     ) -> (O, Served)
     where
@@ -199,6 +203,7 @@ impl Core {
             policy,
             local,
             started,
+            tags,
         };
         self.run_at::<K, O, F>(at, hooks, body).await
     }

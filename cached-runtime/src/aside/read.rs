@@ -133,7 +133,7 @@ impl Core {
         match K::decode(bytes) {
             // A tombstone: a miss, filled over.
             Ok((Found::Gone, _)) => Examined::Miss,
-            Ok((found, stamp)) if read.gen_matches(stamp.gen) => {
+            Ok((found, stamp)) if read.gen_matches(stamp.gen) && stamp.tags == at.tags => {
                 if let Some(entry) = stamp.refresh {
                     let now = unix_ms();
                     if now >= entry.expires_ms {
@@ -157,7 +157,7 @@ impl Core {
                 }
                 Examined::Hit(found)
             }
-            // Written before the group was invalidated: a miss.
+            // Written before the group or one of its tags was invalidated: a miss.
             Ok(_) => Examined::Miss,
             // Corrupt, foreign or older-format data: a miss, overwritten.
             Err(err) => {
@@ -182,7 +182,9 @@ impl Core {
         }
         let bytes = read.entry()?;
         match K::decode(bytes) {
-            Ok((Found::Value(_), stamp)) if read.gen_matches(stamp.gen) => {
+            Ok((Found::Value(_), stamp))
+                if read.gen_matches(stamp.gen) && stamp.tags == at.tags =>
+            {
                 let window = stamp
                     .windows
                     .map_or_else(|| at.policy.stale_if_error(), |w| w.if_error())?;

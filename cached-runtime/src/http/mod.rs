@@ -544,6 +544,7 @@ where
         policy: &policy,
         local: None,
         started: None,
+        tags: 0,
     };
     let fill = Fill {
         settings: &settings,

@@ -189,6 +189,11 @@ pub(crate) fn group_key(namespace: Option<&str>, group: &str) -> String {
     namespaced(namespace, &["redcache:group:{", group, "}"])
 }
 
+/// Where a tag's generation lives: `[{namespace}:]redcache:tag:{tag}`.
+pub(crate) fn tag_key(namespace: Option<&str>, tag: &str) -> String {
+    namespaced(namespace, &["redcache:tag:", tag])
+}
+
 /// `[{namespace}:]{prefix}:`, the start of every key of a prefix.
 pub(crate) fn prefix_start(namespace: Option<&str>, prefix: &str) -> String {
     namespaced(namespace, &[prefix, ":"])

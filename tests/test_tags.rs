@@ -1,0 +1,208 @@
+//! Tags with arguments: `#[cached(tags("user:{user_id}"))]` and
+//! `redcache::invalidate_tag`, on a real Redis, a cluster, a master behind Sentinel and the
+//! memory store, with body runs counted and what Redis holds read back.
+
+mod common;
+
+use common::{expected_key, Backend};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+static PROFILE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[redcache::cached(prefix = "tg:profile", ttl = 600, tags("user:{user_id}"))]
+async fn profile(user_id: u64) -> String {
+    PROFILE_RUNS.fetch_add(1, SeqCst);
+    format!("user {user_id}")
+}
+
+#[redcache::cached(prefix = "tg:orders", ttl = 600, tags("user:{user_id}", "orders"))]
+async fn orders(user_id: u64, page: u32) -> Vec<u64> {
+    vec![user_id * 100 + u64::from(page)]
+}
+
+/// Misses and hits of `cache` since `before`.
+fn counts(cache: &redcache::Cache, before: redcache::Stats) -> (u64, u64) {
+    let now = cache.stats();
+    (now.misses - before.misses, now.hits - before.hits)
+}
+
+on_both_stores! {
+    async fn invalidate_tag_retires_every_entry_carrying_it_across_functions(b: Backend) {
+        let cache = &b.cache;
+        let all = || async {
+            profile(42).await;
+            orders(42, 1).await;
+            orders(42, 2).await;
+            profile(7).await;
+            orders(7, 1).await;
+        };
+        cache.scope(all()).await;
+        let before = cache.stats();
+        cache.scope(all()).await;
+        assert_eq!(counts(cache, before), (0, 5), "{}: all hits", b.name());
+        // User 42 changed: its three entries, of two functions, miss; user 7's hit.
+        cache.invalidate_tag("user:42").await.unwrap();
+        let before = cache.stats();
+        cache.scope(all()).await;
+        assert_eq!(counts(cache, before), (3, 2), "{}", b.name());
+        // A tag shared by every call of a function: all of `orders`, none of `profile`.
+        cache.scope(redcache::invalidate_tag("orders")).await.unwrap();
+        let before = cache.stats();
+        cache.scope(all()).await;
+        assert_eq!(counts(cache, before), (3, 2), "{}", b.name());
+        // A tag nothing carries: nothing changes.
+        cache.invalidate_tag("user:1000").await.unwrap();
+        let before = cache.stats();
+        cache.scope(all()).await;
+        assert_eq!(counts(cache, before), (0, 5), "{}", b.name());
+        assert_eq!(cache.stats().invalidations, 3);
+    }
+}
+
+/// Lets a test hold the first run of a body until it has invalidated.
+#[derive(Default)]
+struct Gate {
+    runs: AtomicUsize,
+    started: Notify,
+    release: Notify,
+}
+
+#[redcache::cached(prefix = "tg:gated", ttl = 600, tags("user:{user_id}"), skip(gate))]
+async fn gated(user_id: u64, gate: &Gate) -> String {
+    let run = gate.runs.fetch_add(1, SeqCst) + 1;
+    if run == 1 {
+        gate.started.notify_one();
+        gate.release.notified().await;
+    }
+    format!("user {user_id} v{run}")
+}
+
+on_both_stores! {
+    async fn a_fill_that_started_before_the_tag_invalidation_is_never_served_after_it(b: Backend) {
+        let gate = Arc::new(Gate::default());
+        let first = {
+            let (cache, gate) = (b.cache.clone(), gate.clone());
+            tokio::spawn(async move { cache.scope(gated(5, &gate)).await })
+        };
+        // The body runs with the database's old state; the write and the invalidation
+        // happen meanwhile; then the body's (old) result is stored.
+        gate.started.notified().await;
+        b.cache.invalidate_tag("user:5").await.unwrap();
+        gate.release.notify_one();
+        assert_eq!(first.await.unwrap(), "user 5 v1", "the call gets its own result");
+        // The next call does not get it: its entry carries the tag's old generation.
+        assert_eq!(b.cache.scope(gated(5, &gate)).await, "user 5 v2", "{}", b.name());
+        assert_eq!(b.cache.scope(gated(5, &gate)).await, "user 5 v2");
+        assert_eq!(gate.runs.load(SeqCst), 2);
+    }
+}
+
+on_both_stores! {
+    async fn key_invalidate_and_put_work_on_tagged_functions(b: Backend) {
+        // The tags are not in the key.
+        assert_eq!(redcache::key!(profile(3)), expected_key("tg:profile", "[3]"));
+        b.cache.scope(async {
+            let runs = PROFILE_RUNS.load(SeqCst);
+            redcache::put!(profile(3), "put by a writer".to_owned()).await.unwrap();
+            assert_eq!(profile(3).await, "put by a writer");
+            assert!(redcache::invalidate!(profile(3)).await.unwrap());
+            assert_eq!(profile(3).await, "user 3");
+            assert!(PROFILE_RUNS.load(SeqCst) > runs, "the body ran after invalidate!");
+            // A value put before the tag's invalidation is retired by it.
+            redcache::put!(profile(3), "put again".to_owned()).await.unwrap();
+            redcache::invalidate_tag("user:3").await.unwrap();
+            assert_eq!(profile(3).await, "user 3");
+        }).await;
+    }
+}
+
+/// What Redis holds: the tag's generation with its TTL, the digest in the entry's stamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tag_generations_live_in_redis_for_a_week_and_an_invalidation_renews_them() {
+    let b = Backend::redis().await;
+    b.cache.scope(profile(11)).await;
+    let gen_key = "redcache:tag:user:11";
+    let first: String = b.raw(redis::cmd("GET").arg(gen_key)).await;
+    let week = 7 * 24 * 3600;
+    let ttl: i64 = b.raw(redis::cmd("TTL").arg(gen_key)).await;
+    assert!((week - 5..=week).contains(&ttl), "ttl {ttl}");
+    let entry = String::from_utf8(b.raw_get(&redcache::key!(profile(11))).await.unwrap()).unwrap();
+    assert!(
+        entry.contains(r#""tg":"#),
+        "the entry carries the digest: {entry}"
+    );
+    // Let the TTL run down a little, then invalidate: a new generation, a full week.
+    b.raw::<()>(redis::cmd("EXPIRE").arg(gen_key).arg(60)).await;
+    b.cache.invalidate_tag("user:11").await.unwrap();
+    let second: String = b.raw(redis::cmd("GET").arg(gen_key)).await;
+    assert_ne!(first, second);
+    let ttl: i64 = b.raw(redis::cmd("TTL").arg(gen_key)).await;
+    assert!((week - 5..=week).contains(&ttl), "ttl {ttl}");
+}
+
+/// A generation that is lost (expired, evicted) is replaced by a new random one: the
+/// entries miss, and an entry of a generation before an invalidation never comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_tag_generation_is_a_miss_never_an_old_value() {
+    let b = Backend::redis().await;
+    let gate = Gate::default();
+    let gen_key = "redcache:tag:user:12";
+    // v1 stored under the first generation, then the tag is invalidated: v2 under the
+    // second.
+    gate.started.notify_one();
+    gate.release.notify_one();
+    assert_eq!(b.cache.scope(gated(12, &gate)).await, "user 12 v1");
+    b.cache.invalidate_tag("user:12").await.unwrap();
+    assert_eq!(b.cache.scope(gated(12, &gate)).await, "user 12 v2");
+    // The generation is lost: the next call misses (a third run), never v1 again.
+    b.raw::<()>(redis::cmd("DEL").arg(gen_key)).await;
+    assert_eq!(b.cache.scope(gated(12, &gate)).await, "user 12 v3");
+    assert_eq!(b.cache.scope(gated(12, &gate)).await, "user 12 v3");
+    assert_eq!(gate.runs.load(SeqCst), 3);
+}
+
+/// With Redis down, a tagged call cannot read its tags: the body runs and its result is
+/// returned; the fault is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_down_a_tagged_call_runs_its_body() {
+    let mut b = Backend::redis().await;
+    let gate = Gate::default();
+    gate.started.notify_one();
+    gate.release.notify_one();
+    b.server.as_mut().unwrap().stop();
+    assert_eq!(b.cache.scope(gated(13, &gate)).await, "user 13 v1");
+    assert_eq!(b.cache.scope(gated(13, &gate)).await, "user 13 v2");
+    assert_eq!(gate.runs.load(SeqCst), 2);
+    assert!(b.cache.stats().faults >= 1, "{:?}", b.cache.stats());
+}
+
+#[redcache::evicts(tag = "user:{user_id}")]
+async fn rename(user_id: u64, fail: bool) -> Result<(), String> {
+    match fail {
+        true => Err(format!("user {user_id}: conflict")),
+        false => Ok(()),
+    }
+}
+
+on_both_stores! {
+    async fn evicts_retires_a_tag_after_the_write_succeeded(b: Backend) {
+        let cache = &b.cache;
+        let both = || async {
+            profile(21).await;
+            orders(21, 1).await;
+        };
+        cache.scope(both()).await;
+        // A write that failed evicts nothing.
+        assert!(cache.scope(rename(21, true)).await.is_err());
+        let before = cache.stats();
+        cache.scope(both()).await;
+        assert_eq!(counts(cache, before), (0, 2), "{}", b.name());
+        // A write that succeeded retires both functions' entries for user 21.
+        cache.scope(rename(21, false)).await.unwrap();
+        let before = cache.stats();
+        cache.scope(both()).await;
+        assert_eq!(counts(cache, before), (2, 0), "{}", b.name());
+    }
+}
