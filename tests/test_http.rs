@@ -207,9 +207,26 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
             EvictLayer::new()
                 .own_path()
                 .path("/search")
+                .tags_from(product_tag)
                 .cache(cache.clone()),
         );
     reads.merge(writes).with_state(app)
+}
+
+/// `product:{id}` for `/products/{id}`, none for other paths.
+fn product_tag(request: &axum::http::request::Parts) -> Vec<String> {
+    match request.uri.path().strip_prefix("/products/") {
+        Some(id) => vec![format!("product:{id}")],
+        None => Vec::new(),
+    }
+}
+
+/// A function whose entries carry the same tag as the product routes'; `runs` counts its
+/// body's runs.
+#[redcache::cached(prefix = "h:stock", ttl = 120, tags("product:{id}"), skip(runs))]
+async fn stock(id: u64, runs: &AtomicU64) -> u64 {
+    runs.fetch_add(1, Ordering::SeqCst);
+    id * 10
 }
 
 /// A running server and a client for it.
@@ -754,6 +771,49 @@ async fn entries_with_the_handlers_own_window_live_past_max_age_in_redis() {
         raw.contains(r#""w":0,"e":30000,"#),
         "the entry's own windows: {raw}"
     );
+}
+
+http_test! {
+    async fn tagged_routes_are_retired_with_the_functions_that_share_their_tags(backend: Backend) {
+        let layer = layer().tag("catalogue").tags_from(product_tag);
+        let served = serve(&backend.cache, layer).await;
+        for path in ["/products/1", "/products/2"] {
+            assert_eq!(served.get(path).await.x_cache(), "MISS");
+            assert_eq!(served.get(path).await.x_cache(), "HIT");
+        }
+        // One product's tag: its route (and nothing else).
+        backend.cache.invalidate_tag("product:1").await.unwrap();
+        assert_eq!(served.get("/products/1").await.x_cache(), "MISS");
+        assert_eq!(served.get("/products/2").await.x_cache(), "HIT");
+        // The layer's fixed tag: every route behind it.
+        backend.cache.invalidate_tag("catalogue").await.unwrap();
+        assert_eq!(served.get("/products/1").await.x_cache(), "MISS");
+        assert_eq!(served.get("/products/2").await.x_cache(), "MISS");
+        assert_eq!(served.app.runs("product"), 5);
+        // A function and a route that share a tag go together.
+        let runs = AtomicU64::new(0);
+        backend.cache.scope(stock(3, &runs)).await;
+        served.get("/products/3").await;
+        backend.cache.invalidate_tag("product:3").await.unwrap();
+        assert_eq!(backend.cache.scope(stock(3, &runs)).await, 30);
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "the function missed");
+        assert_eq!(served.get("/products/3").await.x_cache(), "MISS", "the route too");
+    }
+}
+
+http_test! {
+    async fn a_write_route_retires_the_tags_it_makes_from_its_request(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let runs = AtomicU64::new(0);
+        backend.cache.scope(stock(5, &runs)).await;
+        backend.cache.scope(stock(6, &runs)).await;
+        // PUT /products/5 retires the tag `product:5`: the function's entry for 5 only.
+        let put = served.send("PUT", "/products/5", &[], "").await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT);
+        backend.cache.scope(stock(5, &runs)).await;
+        backend.cache.scope(stock(6, &runs)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
 }
 
 http_test! {

@@ -135,6 +135,45 @@ pub struct CacheLayer {
     settings: Arc<Settings>,
 }
 
+/// A function that makes a request's tags from its method, URI and headers.
+type MakeTags = Arc<dyn Fn(&http::request::Parts) -> Vec<String> + Send + Sync>;
+
+/// Tags of a request: fixed ones, and those a function makes from the request.
+#[derive(Clone, Default)]
+struct Tags {
+    fixed: Vec<String>,
+    from: Option<MakeTags>,
+}
+
+impl Tags {
+    fn is_empty(&self) -> bool {
+        self.fixed.is_empty() && self.from.is_none()
+    }
+
+    /// The tags of `request` (taken apart for the function, and put back together).
+    fn of<B>(&self, request: Request<B>) -> (Request<B>, Vec<String>) {
+        let mut tags = self.fixed.clone();
+        let Some(from) = &self.from else {
+            return (request, tags);
+        };
+        let (parts, body) = request.into_parts();
+        tags.extend(from(&parts));
+        (Request::from_parts(parts, body), tags)
+    }
+}
+
+impl fmt::Debug for Tags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tags")
+            .field("fixed", &self.fixed)
+            .field(
+                "from",
+                &self.from.as_ref().map(|_| "fn(&Parts) -> Vec<String>"),
+            )
+            .finish()
+    }
+}
+
 #[derive(Clone)]
 struct Settings {
     ttl: Option<Duration>,
@@ -146,6 +185,7 @@ struct Settings {
     post: bool,
     stale_while_revalidate: Option<Duration>,
     stale_if_error: Option<Duration>,
+    tags: Tags,
     cache: Option<Cache>,
     /// Request headers the key includes: declared, and learned from responses' `Vary`
     /// (replaced whole when one is learned, so a request takes it without a copy).
@@ -171,6 +211,7 @@ impl fmt::Debug for CacheLayer {
             .field("cache_post", &s.post)
             .field("stale_while_revalidate", &s.stale_while_revalidate)
             .field("stale_if_error", &s.stale_if_error)
+            .field("tags", &s.tags)
             .field(
                 "vary",
                 &*s.vary.read().unwrap_or_else(PoisonError::into_inner),
@@ -200,6 +241,7 @@ impl CacheLayer {
                 post: false,
                 stale_while_revalidate: None,
                 stale_if_error: None,
+                tags: Tags::default(),
                 cache: None,
                 vary: Arc::new(RwLock::new(Arc::from([]))),
             }),
@@ -345,6 +387,43 @@ impl CacheLayer {
         self.with(|s| s.stale_if_error = Some(window))
     }
 
+    /// Tags every response stored through the layer with `tag`, as
+    /// `#[cached(tags(..))]` tags a function's entries: `redcache::invalidate_tag(tag)`
+    /// retires them (with every function's entries carrying it). May be given several
+    /// times.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new().tag("catalogue");
+    /// ```
+    pub fn tag(self, tag: impl Into<String>) -> Self {
+        let tag = tag.into();
+        self.with(|s| s.tags.fixed.push(tag))
+    }
+
+    /// Tags each stored response with the tags `tags` makes from its request (its method,
+    /// URI and headers), such as `user:42` from `/users/42/orders`. Each tag costs the
+    /// request one read of its generation (all in one `MGET`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new().tags_from(|request| {
+    ///     let mut segments = request.uri.path().split('/').skip(1);
+    ///     match (segments.next(), segments.next()) {
+    ///         (Some("users"), Some(id)) => vec![format!("user:{id}")],
+    ///         _ => Vec::new(),
+    ///     }
+    /// });
+    /// ```
+    pub fn tags_from(
+        self,
+        tags: impl Fn(&http::request::Parts) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|s| s.tags.from = Some(Arc::new(tags)))
+    }
+
     /// Caches in `cache` rather than in the cache in use where requests are handled.
     ///
     /// # Examples
@@ -476,6 +555,22 @@ where
     } else {
         (request, None)
     };
+    // The generations of the request's tags, if it has any: stamped on what is stored.
+    let mut tags = 0;
+    if !settings.tags.is_empty() {
+        let (taken, names) = settings.tags.of(request);
+        request = taken;
+        if !names.is_empty() {
+            match core.tag_digest(&names).await {
+                Ok(digest) => tags = digest,
+                Err(err) => {
+                    // The store is failing: the handler answers, nothing is stored.
+                    core.fault(request.uri().path(), &err);
+                    return pass(&mut inner, request, XCache::Miss).await;
+                }
+            }
+        }
+    }
     let path_tag = path_tag(request.uri().path());
     let gen_key = core.group_key(&path_tag);
     let group_gen = match &settings.group {
@@ -544,7 +639,7 @@ where
         policy: &policy,
         local: None,
         started: None,
-        tags: 0,
+        tags,
     };
     let fill = Fill {
         settings: &settings,
@@ -889,6 +984,7 @@ pub struct EvictLayer {
 struct Evicts {
     paths: Vec<String>,
     groups: Vec<String>,
+    tags: Tags,
     own_path: bool,
     cache: Option<Cache>,
 }
@@ -946,6 +1042,37 @@ impl EvictLayer {
         self.with(|e| e.own_path = true)
     }
 
+    /// Also retires every entry carrying `tag` (of `#[cached(tags(..))]` functions and of
+    /// `CacheLayer::tag`/`tags_from` routes). May be given several times.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::EvictLayer::new().tag("catalogue");
+    /// ```
+    pub fn tag(self, tag: impl Into<String>) -> Self {
+        let tag = tag.into();
+        self.with(|e| e.tags.fixed.push(tag))
+    }
+
+    /// Also retires every entry carrying one of the tags `tags` makes from the request
+    /// (`PUT /users/42` → `user:42`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::EvictLayer::new().tags_from(|request| {
+    ///     let id = request.uri.path().trim_start_matches("/users/");
+    ///     vec![format!("user:{id}")]
+    /// });
+    /// ```
+    pub fn tags_from(
+        self,
+        tags: impl Fn(&http::request::Parts) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|e| e.tags.from = Some(Arc::new(tags)))
+    }
+
     /// Invalidates in `cache` rather than in the cache in use where requests are handled.
     ///
     /// # Examples
@@ -997,6 +1124,7 @@ where
             .evicts
             .own_path
             .then(|| request.uri().path().to_owned());
+        let (request, tags) = self.evicts.tags.of(request);
         let evicts = self.evicts.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -1004,7 +1132,7 @@ where
             if response.status().is_success() {
                 let cache = evicts.cache.clone().or_else(Cache::current);
                 match cache {
-                    Some(cache) => evict(cache.core(), &evicts, own_path.as_deref()).await,
+                    Some(cache) => evict(cache.core(), &evicts, own_path.as_deref(), &tags).await,
                     None => warn_not_initialized(),
                 }
             }
@@ -1014,7 +1142,7 @@ where
 }
 
 /// Runs a write route's invalidations; failures are logged and counted.
-async fn evict(core: &Core, evicts: &Evicts, own_path: Option<&str>) {
+async fn evict(core: &Core, evicts: &Evicts, own_path: Option<&str>, tags: &[String]) {
     for path in evicts.paths.iter().map(String::as_str).chain(own_path) {
         if let Err(err) = core.invalidate_path(path).await {
             core.fault(path, &err);
@@ -1023,6 +1151,11 @@ async fn evict(core: &Core, evicts: &Evicts, own_path: Option<&str>) {
     for group in &evicts.groups {
         if let Err(err) = core.invalidate_group(group).await {
             core.fault(group, &err);
+        }
+    }
+    for tag in tags {
+        if let Err(err) = core.invalidate_tag(tag).await {
+            core.fault(tag, &err);
         }
     }
 }
