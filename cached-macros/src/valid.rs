@@ -49,12 +49,7 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
         }
         for name in skipped {
             if !idents.contains(name) {
-                let names: Vec<String> = idents.iter().map(|i| format!("`{i}`")).collect();
-                let known = if names.is_empty() {
-                    "the function has no arguments".to_string()
-                } else {
-                    format!("the arguments are {}", names.join(", "))
-                };
+                let known = known_arguments(&idents);
                 errors.spanned(
                     name,
                     format_args!("`skip({name})`: no argument named `{name}`; {known}"),
@@ -79,12 +74,7 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
                         ),
                     );
                 } else if !idents.contains(name) {
-                    let names: Vec<String> = idents.iter().map(|i| format!("`{i}`")).collect();
-                    let known = if names.is_empty() {
-                        "the function has no arguments".to_string()
-                    } else {
-                        format!("the arguments are {}", names.join(", "))
-                    };
+                    let known = known_arguments(&idents);
                     errors.at(
                         tag.lit.span(),
                         format_args!(
@@ -128,6 +118,16 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
         }
     }
     Some(shape)
+}
+
+/// What an error about a name that is not an argument says the arguments are.
+fn known_arguments(idents: &[Ident]) -> String {
+    let names: Vec<String> = idents.iter().map(|i| format!("`{i}`")).collect();
+    if names.is_empty() {
+        "the function has no arguments".to_string()
+    } else {
+        format!("the arguments are {}", names.join(", "))
+    }
 }
 
 /// The shape of the declared return type; an `impl Trait` return is an error at its span.
