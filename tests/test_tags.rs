@@ -5,6 +5,7 @@
 mod common;
 
 use common::{expected_key, Backend};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -201,4 +202,29 @@ on_both_stores! {
         cache.scope(both()).await;
         assert_eq!(counts(cache, before), (2, 0), "{}", b.name());
     }
+}
+
+/// A caller that read the tag's new generation never takes the result of a flight that
+/// began before the invalidation (its leader's body read the old data). On the memory
+/// store, where one poll takes a call up to its wait on the flight: deterministic.
+#[tokio::test(flavor = "current_thread")]
+async fn a_follower_that_read_the_new_generation_does_not_take_the_older_flights_result() {
+    let cache = redcache::Cache::memory();
+    let gate = Arc::new(Gate::default());
+    let leader = {
+        let (cache, gate) = (cache.clone(), gate.clone());
+        tokio::spawn(async move { cache.scope(gated(8, &gate)).await })
+    };
+    gate.started.notified().await;
+    cache.invalidate_tag("user:8").await.unwrap();
+    let mut follower = std::pin::pin!(cache.scope(gated(8, &gate)));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        follower.as_mut().poll(&mut cx).is_pending(),
+        "the second call waits on the first one's flight"
+    );
+    gate.release.notify_one();
+    assert_eq!(leader.await.unwrap(), "user 8 v1");
+    assert_eq!(follower.await, "user 8 v2", "not the flight's older result");
+    assert_eq!(gate.runs.load(SeqCst), 2);
 }

@@ -337,6 +337,9 @@ impl Core {
                     // tombstone) this caller read: it computes its own.
                     Followed::Shared(shared) if !shared.fenced && read.saw_entry() => Step::Solo,
                     Followed::Shared(shared) => match K::decode(&shared.entry) {
+                        // The leader read other generations of the tags (it began before
+                        // an invalidation this caller saw): its result may be older.
+                        Ok((_, stamp)) if stamp.tags != at.tags => Step::Solo,
                         Ok((found, _)) => match self.count_hit(at.prefix, found) {
                             Some((out, served)) => Step::Done(out, served),
                             None => Step::Again,
