@@ -740,7 +740,11 @@ http_test! {
 
 http_test! {
     async fn the_handlers_own_stale_if_error_of_zero_overrides_the_layers(backend: Backend) {
-        let layer = layer().stale_if_error(Duration::from_secs(30));
+        // The layer's stale-while-revalidate keeps the entry in the store past its TTL, so
+        // it is the entry's own `stale-if-error=0` that refuses to answer with it.
+        let layer = layer()
+            .stale_if_error(Duration::from_secs(30))
+            .stale_while_revalidate(Duration::from_secs(30));
         let served = serve(&backend.cache, layer).await;
         let written = std::time::Instant::now();
         assert_eq!(served.get("/own-none").await.x_cache(), "MISS");

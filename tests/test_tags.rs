@@ -228,3 +228,54 @@ async fn a_follower_that_read_the_new_generation_does_not_take_the_older_flights
     assert_eq!(follower.await, "user 8 v2", "not the flight's older result");
     assert_eq!(gate.runs.load(SeqCst), 2);
 }
+
+#[redcache::cached(prefix = "tg:maybe", ttl = 600, tags("user:{id}"), skip(runs))]
+async fn maybe(id: u64, runs: &AtomicUsize) -> Option<String> {
+    runs.fetch_add(1, SeqCst);
+    (id != 0).then(|| format!("user {id}"))
+}
+
+on_both_stores! {
+    async fn a_tagged_functions_none_is_cached_and_retired_by_its_tag(b: Backend) {
+        let runs = AtomicUsize::new(0);
+        b.cache.scope(async {
+            assert_eq!(maybe(0, &runs).await, None);
+            assert_eq!(maybe(0, &runs).await, None, "a null hit");
+            assert_eq!(runs.load(SeqCst), 1, "{}", b.name());
+            redcache::invalidate_tag("user:0").await.unwrap();
+            assert_eq!(maybe(0, &runs).await, None);
+            assert_eq!(runs.load(SeqCst), 2, "the tag retired the cached None");
+            // `put!` of a `None` stamps the current generations too.
+            redcache::put!(maybe(0, _), None).await.unwrap();
+            assert_eq!(maybe(0, &runs).await, None);
+            assert_eq!(runs.load(SeqCst), 2, "the put None is a null hit");
+        }).await;
+        assert_eq!(b.cache.stats().null_hits, 2);
+    }
+}
+
+on_both_stores! {
+    async fn batches_and_cache_get_never_serve_a_tagged_entry(b: Backend) {
+        let cache = &b.cache;
+        assert_eq!(cache.scope(profile(31)).await, "user 31");
+        let key = cache.scope(async { redcache::key!(profile(31)) }).await;
+        // `Cache::get` cannot check the entry's tags: it reads nothing there.
+        assert_eq!(cache.get::<String>(&key).await.unwrap(), None, "{}", b.name());
+        // A batch over the same prefix loads the id instead of serving the tagged entry,
+        // which a tag invalidation may have retired.
+        cache.invalidate_tag("user:31").await.unwrap();
+        let loaded = AtomicUsize::new(0);
+        let load = |ids: Vec<u64>| {
+            loaded.fetch_add(ids.len(), SeqCst);
+            async move {
+                ids.into_iter()
+                    .map(|id| (id, format!("fresh {id}")))
+                    .collect::<std::collections::HashMap<_, _>>()
+            }
+        };
+        let ttl = std::time::Duration::from_secs(60);
+        let got = cache.get_or_insert_many("tg:profile", &[31u64], ttl, load).await;
+        assert_eq!(got[&31], "fresh 31");
+        assert_eq!(loaded.load(SeqCst), 1);
+    }
+}

@@ -348,7 +348,7 @@ pub(crate) fn check_group(lit: &LitStr, errors: &mut Errors) -> Option<String> {
 
 /// A tag's text split at its `{name}` placeholders; errors at the literal for an empty
 /// tag, a placeholder that is not a name, or a stray brace.
-fn parse_tag(lit: &LitStr, errors: &mut Errors) -> Option<Tag> {
+pub(crate) fn parse_tag(lit: &LitStr, errors: &mut Errors) -> Option<Tag> {
     let text = lit.value();
     if text.is_empty() {
         errors.at(lit.span(), "a tag must not be empty");
@@ -368,8 +368,9 @@ fn parse_tag(lit: &LitStr, errors: &mut Errors) -> Option<Tag> {
         let close = after.find('}').filter(|_| after.starts_with('{'));
         let name = close.map(|close| &after[1..close]);
         match name.and_then(|name| syn::parse_str::<Ident>(name).ok()) {
-            Some(ident) => {
-                parts.push(TagPart::Arg(Ident::new(&ident.to_string(), lit.span())));
+            Some(mut ident) => {
+                ident.set_span(lit.span());
+                parts.push(TagPart::Arg(ident));
                 rest = &after[close.unwrap_or_default() + 1..];
             }
             None => {

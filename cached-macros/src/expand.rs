@@ -264,21 +264,24 @@ fn tags(args: &CachedArgs) -> TokenStream {
     let Some((tags, span)) = &args.tags else {
         return TokenStream::new();
     };
-    let built = tags.iter().map(|tag| {
-        let mut format = String::new();
-        let mut values = Vec::new();
-        for part in &tag.parts {
-            match part {
-                crate::attr::TagPart::Text(text) => format.push_str(text),
-                crate::attr::TagPart::Arg(name) => {
-                    format.push_str("{}");
-                    values.push(name);
-                }
+    let built = tags.iter().map(tag_text);
+    quote_spanned!(*span=> .tags(::std::vec![#(#built),*]))
+}
+
+/// The `String` of one tag: its text with its placeholders' arguments formatted in.
+pub(crate) fn tag_text(tag: &crate::attr::Tag) -> TokenStream {
+    let mut format = String::new();
+    let mut values = Vec::new();
+    for part in &tag.parts {
+        match part {
+            crate::attr::TagPart::Text(text) => format.push_str(text),
+            crate::attr::TagPart::Arg(name) => {
+                format.push_str("{}");
+                values.push(name);
             }
         }
-        quote_spanned!(tag.lit.span()=> ::std::format!(#format #(, #values)*))
-    });
-    quote_spanned!(*span=> .tags(::std::vec![#(#built),*]))
+    }
+    quote_spanned!(tag.lit.span()=> ::std::format!(#format #(, #values)*))
 }
 
 /// The hidden companion: same generics and arguments (the receiver as `&self`; an argument

@@ -184,10 +184,13 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
                     evict.extend(quote!(.group(#group)));
                 }
             }
-            // Formatted from the arguments before the body runs (inline `{name}` captures;
-            // a name that is not in scope is reported at the literal).
+            // Checked and built as `#[cached(tags(..))]`'s, from the arguments, before the
+            // body runs (a name that is not in scope is reported at the literal).
             Target::Tag(lit) => {
-                evict.extend(quote_spanned!(lit.span()=> .tag(::std::format!(#lit))));
+                if let Some(tag) = crate::attr::parse_tag(lit, &mut errors) {
+                    let text = expand::tag_text(&tag);
+                    evict.extend(quote_spanned!(lit.span()=> .tag(#text)));
+                }
             }
         }
     }

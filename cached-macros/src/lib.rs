@@ -470,7 +470,9 @@ mod valid;
 ///
 /// - **Default:** no tags.
 /// - **Checked:** non-empty string literals; braces hold the name of an argument that is
-///   part of the key (not in [`skip`](#skip)), whose value is written with `Display`.
+///   part of the key (not in [`skip`](#skip)), whose value is written with `Display`. With
+///   [`key`](#key), name only arguments the expression uses: calls that share a key must
+///   carry the same tags (this one is not checked).
 ///
 /// ```
 /// #[redcache::cached(prefix = "profile", ttl = 600, tags("user:{user_id}"))]

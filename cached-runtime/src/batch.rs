@@ -107,6 +107,9 @@ impl Core {
                 // Read as `Option<V>`: a single-id function returning `Option` shares
                 // these entries, and its cached `None` says the id does not exist.
                 match <Opt as Shape<Option<V>>>::decode(bytes) {
+                    // An entry of a tagged function: a batch cannot check its tags'
+                    // generations, so it is a miss, filled over.
+                    Ok((_, stamp)) if stamp.tags != 0 => {}
                     Ok((found, _)) => match self.count_hit(Some(prefix), found) {
                         Some((Some(value), _)) => {
                             out.insert((*id).clone(), value);

@@ -6,7 +6,9 @@
 //! expiry (Unix milliseconds) and how long the body took (milliseconds):
 //! `{"v":1,"x":<expiry>,"t":<compute>,"d":..}`, and an entry with stale windows of its own
 //! (an HTTP response's `stale-while-revalidate`/`stale-if-error`) also those, in
-//! milliseconds: `"w":<stale>,"e":<if error>` after `"t"`. An invalidated key holds a tombstone,
+//! milliseconds: `"w":<stale>,"e":<if error>` after `"t"`. Entries of a tagged call carry
+//! the digest of its tags' generations, `"tg":<digest>`, after `"g"`. An invalidated key
+//! holds a tombstone,
 //! `{"v":1,"gone":<random id>}`, for a short while, so that a fill that started before the
 //! invalidation cannot store its (older) value. All plain JSON, readable with `redis-cli`.
 //! `v` is the format version: anything that is not exactly this format (another version,
@@ -83,7 +85,18 @@ pub struct Refresh {
 }
 
 impl Stamp {
+    /// What a cached `None` keeps of `self`: the group generation and the tags' digest
+    /// (it carries no expiry, so no windows).
+    pub(crate) fn of_null(self) -> Self {
+        Stamp {
+            gen: self.gen,
+            tags: self.tags,
+            ..Stamp::default()
+        }
+    }
+
     /// Stamped with a group generation only.
+    #[cfg(test)]
     pub(crate) fn gen(gen: u64) -> Self {
         Stamp {
             gen,
@@ -550,8 +563,8 @@ mod tests {
                 let bytes = encode_value(&value, stamp).unwrap();
                 let decoded = decode::<(String, Vec<i64>, BTreeMap<String, Option<u32>>)>(&bytes).unwrap();
                 prop_assert_eq!(decoded, Envelope { body: Decoded::Value(value), stamp });
-                let null = decode::<u8>(&encode_null(Stamp::gen(stamp.gen))).unwrap();
-                prop_assert_eq!(null, Envelope { body: Decoded::Null, stamp: Stamp::gen(stamp.gen) });
+                let null = decode::<u8>(&encode_null(stamp.of_null())).unwrap();
+                prop_assert_eq!(null, Envelope { body: Decoded::Null, stamp: stamp.of_null() });
             }
         }
     }

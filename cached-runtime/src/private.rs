@@ -259,8 +259,9 @@ where
             return body.await;
         }
     };
-    // One clock read: it times the call, checks a local copy's expiry and starts the first
-    // read's fill deadline (tokio's clock: the same as std's, unless a test pauses it).
+    // With `metrics`, the call is timed from here, and the same instant starts its first
+    // read's fill deadline (tokio's clock: std's, unless a test pauses it).
+    #[cfg(feature = "metrics")]
     let started = tokio::time::Instant::now();
     // The local tier: for values it can clone, and not for early refresh or `stale_ttl`,
     // which decide from the entry's expiry on each read, nor for tagged calls, whose
@@ -278,12 +279,12 @@ where
         material: &material,
     };
     if let Some((tier, ops)) = local {
-        if let Some((out, null)) =
-            tier.get(lookup, started.into_std())
-                .and_then(|held| match held {
-                    Held::Value(value) => (ops.load)(&value).map(|out| (out, false)),
-                    Held::Null => (ops.null)().map(|out| (out, true)),
-                })
+        if let Some((out, null)) = tier
+            .get(lookup, std::time::Instant::now())
+            .and_then(|held| match held {
+                Held::Value(value) => (ops.load)(&value).map(|out| (out, false)),
+                Held::Null => (ops.null)().map(|out| (out, true)),
+            })
         {
             // A hit that never waits still spends the task's budget, so a task looping on
             // hits yields to the scheduler (and its timers) now and then.
@@ -301,6 +302,9 @@ where
             return out;
         }
     }
+    // Without `metrics`, only a call that reads the store needs the instant.
+    #[cfg(not(feature = "metrics"))]
+    let started = tokio::time::Instant::now();
     let key = key::derive_key(core.config.namespace(), spec.prefix, spec.group, &material);
     // A tagged call reads its tags' generations first; if it cannot, it runs uncached.
     let tags = match call.tags.is_empty() {

@@ -102,7 +102,7 @@ impl<T: CacheValue> Shape<Option<T>> for Opt {
     fn encode(out: &Option<T>, stamp: Stamp) -> Outcome {
         match out {
             Some(v) => Outcome::Value(codec::encode_value(v, stamp)),
-            None => Outcome::Null(codec::encode_null(Stamp::gen(stamp.gen))),
+            None => Outcome::Null(codec::encode_null(stamp.of_null())),
         }
     }
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Option<T>>, Stamp)> {
@@ -129,7 +129,7 @@ impl<T: CacheValue, E> Shape<Result<Option<T>, E>> for ResOpt {
     fn encode(out: &Result<Option<T>, E>, stamp: Stamp) -> Outcome {
         match out {
             Ok(Some(v)) => Outcome::Value(codec::encode_value(v, stamp)),
-            Ok(None) => Outcome::Null(codec::encode_null(Stamp::gen(stamp.gen))),
+            Ok(None) => Outcome::Null(codec::encode_null(stamp.of_null())),
             Err(_) => Outcome::Skip,
         }
     }
