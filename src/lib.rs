@@ -87,7 +87,7 @@
 pub use cached_macros::{cached, evicts, invalidate, key, put};
 pub use cached_runtime::{
     init, invalidate_group, invalidate_prefix, invalidate_tag, stats, stats_by_prefix, Cache,
-    Config, ConfigBuilder, Error, Health, LastFault, Result, Stats,
+    Codec, Config, ConfigBuilder, Error, Health, LastFault, Result, Stats,
 };
 
 #[cfg(feature = "http")]

@@ -73,7 +73,20 @@ pub(crate) struct CachedArgs {
     pub(crate) type_key: Option<(Expr, Span)>,
     /// `tags("user:{user_id}", "orders")`: tags built from the arguments.
     pub(crate) tags: Option<(Vec<Tag>, Span)>,
+    /// `codec = "msgpack"`: the codec of the function's entries, and its literal's span.
+    pub(crate) codec: Option<((Codec, Span), Span)>,
+    /// `compress_above = 4096`: entries longer than this many bytes are compressed.
+    pub(crate) compress_above: Option<(u64, Span)>,
 }
+
+/// A codec `codec = ".."` names.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Codec {
+    Json,
+    MessagePack,
+}
+
+const CODECS: &[(&str, Codec)] = &[("json", Codec::Json), ("msgpack", Codec::MessagePack)];
 
 /// One tag of `tags(..)`: its literal, and its text in parts.
 pub(crate) struct Tag {
@@ -233,6 +246,16 @@ const OPTIONS: &[(&str, Setter)] = &[
              `tags(\"user:{user_id}\", \"orders\")`",
         ),
     }),
+    ("codec", |a, arg, e| {
+        if let Some(v) = codec_value(arg, e) {
+            set(&mut a.codec, v, arg, e)
+        }
+    }),
+    ("compress_above", |a, arg, e| {
+        if let Some(v) = positive_int(arg, e, "compress_above = 4096", "bytes") {
+            set(&mut a.compress_above, v, arg, e)
+        }
+    }),
     ("key", |a, arg, e| match &arg.value {
         RawValue::Eq(expr) => set(&mut a.key, expr.clone(), arg, e),
         _ => e.at(
@@ -272,6 +295,11 @@ const HINTS: &[(&str, &str)] = &[
     ("use_stale_on_failure", "stale_if_error"),
     ("stale_on_error", "stale_if_error"),
     ("type_name", "type_key"),
+    ("format", "codec"),
+    ("serializer", "codec"),
+    ("encoding", "codec"),
+    ("compress", "compress_above"),
+    ("compression", "compress_above"),
     ("version", "type_key"),
 ];
 
@@ -417,6 +445,30 @@ fn output_value(arg: &RawArg, errors: &mut Errors) -> Option<Output> {
             lit: Lit::Str(lit), ..
         }) => match OUTPUTS.iter().find(|(n, _)| *n == lit.value()) {
             Some((_, output)) => Some(*output),
+            None => {
+                errors.at(lit.span(), expected);
+                None
+            }
+        },
+        _ => {
+            errors.spanned(expr, expected);
+            None
+        }
+    }
+}
+
+fn codec_value(arg: &RawArg, errors: &mut Errors) -> Option<(Codec, Span)> {
+    let expr = eq_value(arg, errors, "codec = \"msgpack\"")?;
+    let names: Vec<String> = CODECS.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    let expected = format!(
+        "`codec` must be one of {}: how the function's values are written in the store",
+        names.join(", ")
+    );
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => match CODECS.iter().find(|(n, _)| *n == lit.value()) {
+            Some((_, codec)) => Some((*codec, lit.span())),
             None => {
                 errors.at(lit.span(), expected);
                 None

@@ -15,7 +15,7 @@
 //!
 //! [`Call`]: https://docs.rs/redcache (redcache::__private::Call)
 
-use crate::attr::{CachedArgs, Output};
+use crate::attr::{CachedArgs, Codec, Output};
 use crate::error::Errors;
 use crate::item::ItemFn;
 use crate::valid::{returns_unit, validate};
@@ -159,6 +159,45 @@ fn generate(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     out
 }
 
+/// The `codec` and `compress_above` fields of the spec. A codec or compression that the
+/// build of redcache cannot write is a compile error at the option, by a constant assertion
+/// on the runtime's features.
+fn format(args: &CachedArgs, private: &TokenStream) -> (TokenStream, TokenStream) {
+    let codec = match &args.codec {
+        Some(((Codec::Json, span), _)) => {
+            quote_spanned!(*span=> ::core::option::Option::Some(#private::Codec::Json))
+        }
+        Some(((Codec::MessagePack, span), _)) => quote_spanned! {*span=>
+            {
+                const _: () = ::core::assert!(
+                    #private::MSGPACK,
+                    "`codec = \"msgpack\"` needs redcache's `msgpack` feature \
+                     (features = [\"msgpack\"] in Cargo.toml)",
+                );
+                ::core::option::Option::Some(#private::Codec::MessagePack)
+            }
+        },
+        None => quote!(::core::option::Option::None),
+    };
+    let compress_above = match &args.compress_above {
+        Some((bytes, span)) => {
+            let bytes = *bytes as usize;
+            quote_spanned! {*span=>
+                {
+                    const _: () = ::core::assert!(
+                        #private::COMPRESSION,
+                        "`compress_above` needs redcache's `compression` feature \
+                         (features = [\"compression\"] in Cargo.toml)",
+                    );
+                    ::core::option::Option::Some(#bytes)
+                }
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    (codec, compress_above)
+}
+
 /// `Call::<Kind, ReturnType>::new(&SPEC, key material)`: what a call of this function is
 /// to the cache. Emitted in the function and in its companion: one derivation.
 fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
@@ -190,6 +229,7 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     let (ret_ty, ret_span) = return_type(sig);
     let kind = Ident::new(kind(shape), ret_span);
     let private = private_path(ret_span);
+    let (codec, compress_above) = format(args, &private);
     let hooks = hooks(args, &kind, &ret_ty, &private);
     let tags = tags(args);
     quote_spanned! {ret_span=>
@@ -204,6 +244,8 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
                 early_refresh: #early_refresh,
                 stale_ttl: #stale_ttl,
                 stale_if_error: #stale_if_error,
+                codec: #codec,
+                compress_above: #compress_above,
             };
             #private::Call::<#private::#kind, #ret_ty>::new(
                 &__CACHED_SPEC,

@@ -77,7 +77,8 @@ mod valid;
 /// [`output`](#output), [`group`](#group), [`tags`](#tags), [`lock` / `lock_ms`](#lock--lock_ms),
 /// [`early_refresh`](#early_refresh), [`stale_ttl`](#stale_ttl),
 /// [`stale_if_error`](#stale_if_error), [`cache_if`](#cache_if),
-/// [`type_key`](#type_key), [`in_trait_impl`](#in_trait_impl).
+/// [`codec`](#codec), [`compress_above`](#compress_above), [`type_key`](#type_key),
+/// [`in_trait_impl`](#in_trait_impl).
 ///
 /// Each is checked when the function compiles, and a mistake is an error at its own span:
 /// an unknown option (the error lists the valid ones, and suggests one for names other
@@ -612,6 +613,65 @@ mod valid;
 /// # async fn main() {
 /// let cache = redcache::Cache::memory();
 /// assert_eq!(cache.scope(price(3)).await, Ok(300));
+/// # }
+/// ```
+///
+/// # `codec`
+///
+/// `codec = "msgpack"`: how the function's values are written in the store. `"json"` (the
+/// default, readable with `redis-cli`) or `"msgpack"`: MessagePack with field names,
+/// smaller and faster to decode for large values, and as complete as JSON for serde
+/// (`#[serde(flatten)]`, untagged enums and `serde_json::Value` round-trip). Every reader
+/// decodes every codec, so changing it needs no flush: entries already written are read
+/// as they are, and rewritten in the new codec on their next fill.
+///
+/// - **Default:** the cache's (`Config::builder().codec(..)`, `REDCACHE_CODEC`): JSON
+///   unless set.
+/// - **Checked:** `"json"` or `"msgpack"`; `"msgpack"` needs redcache's `msgpack` feature
+///   (a compile error at the literal without it).
+///
+/// ```
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct Report {
+///     rows: Vec<(u64, f64)>,
+/// }
+///
+/// #[redcache::cached(ttl = 600, codec = "msgpack")]
+/// async fn monthly_report(month: u32) -> Report {
+///     Report { rows: (0..1000).map(|i| (i, f64::from(month) * 1.5)).collect() }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// assert_eq!(cache.scope(monthly_report(2)).await.rows[10], (10, 3.0));
+/// # }
+/// ```
+///
+/// # `compress_above`
+///
+/// `compress_above = 4096`: entries longer than this many bytes (encoded, in either codec)
+/// are stored compressed with LZ4, when that makes them shorter. A reader knows from the
+/// entry's first byte whether it is compressed. Worth it for large, repetitive values
+/// (JSON text, lists of similar records): less memory in Redis and fewer bytes on the
+/// network, for a few microseconds per 50 KB. The size limit (`max_value_bytes`) applies to
+/// the compressed size.
+///
+/// - **Default:** the cache's (`Config::builder().compress_above(..)`,
+///   `REDCACHE_COMPRESS_ABOVE`): never, unless set.
+/// - **Checked:** a whole number of bytes greater than 0; needs redcache's `compression`
+///   feature (a compile error at the option without it).
+///
+/// ```
+/// #[redcache::cached(ttl = 600, compress_above = 4096)]
+/// async fn page_html(slug: String) -> String {
+///     format!("<html>{}</html>", "<p>lorem ipsum</p>".repeat(1000))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = redcache::Cache::memory();
+/// assert!(cache.scope(page_html("about".into())).await.len() > 4096);
 /// # }
 /// ```
 ///

@@ -148,7 +148,7 @@ impl Core {
             let (Some(value), Some(seen)) = (loaded.get(*id), seen) else {
                 continue;
             };
-            match <Plain as Shape<V>>::encode(value, Default::default()) {
+            match <Plain as Shape<V>>::encode(value, Default::default(), self.config.format()) {
                 Outcome::Value(Ok(bytes)) => match self.check_size(bytes.len()) {
                     Ok(()) => encoded.push((*key, bytes, *seen)),
                     Err(err) => self.fault(key, &err),

@@ -271,7 +271,7 @@ impl Cache {
         value: &T,
         ttl: Duration,
     ) -> Result<()> {
-        let bytes = codec::encode_value(value, Stamp::default())
+        let bytes = codec::encode_value(value, Stamp::default(), self.core.config.format())
             .map_err(|source| Error::Encode { source })?;
         let key = self.core.full_key(key);
         let ttl = Policy::exact(ttl).value_ttl();
@@ -365,7 +365,7 @@ impl Cache {
         Fut: Future<Output = T>,
     {
         let key = self.core.full_key(key);
-        let policy = Policy::exact(ttl);
+        let policy = Policy::exact(ttl).with_format(self.core.config.format());
         let run = async move { init().await };
         self.core
             .get_or_run::<Plain, T, _>(None, &key, None, &policy, Hooks::none(), None, None, 0, run)

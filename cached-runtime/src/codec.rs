@@ -14,6 +14,18 @@
 //! `v` is the format version: anything that is not exactly this format (another version,
 //! another type, foreign or corrupt bytes) does not decode, and the caller treats it as a
 //! miss.
+//!
+//! Two other encodings are opt-in ([`Codec`], [`Format`]), and every reader reads all of
+//! them, whatever it writes, telling them apart by the first byte:
+//! - `{`: the JSON envelope above.
+//! - a MessagePack map (`0x80`–`0x8f`, `0xde`, `0xdf`; feature `msgpack`): the same
+//!   envelope, the same field names, with the value written by `rmp-serde` with its field
+//!   names.
+//! - `0xc1` (a byte neither JSON nor MessagePack ever starts with; feature `compression`):
+//!   a JSON or MessagePack envelope compressed with LZ4, after its length (4 bytes, little
+//!   endian).
+//!
+//! A reader without the feature an entry needs fails to decode it, which is a miss.
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserializer, Serialize};
@@ -22,8 +34,75 @@ use std::io::Write as _;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+/// An encoding or decoding failure of ours, as the JSON error the callers count.
+fn fault(message: impl fmt::Display) -> serde_json::Error {
+    <serde_json::Error as de::Error>::custom(message)
+}
+
 /// The version written into every envelope.
 pub(crate) const FORMAT_VERSION: u64 = 1;
+
+/// The first byte of a compressed envelope: `0xc1` is never used in MessagePack, and no
+/// JSON text starts with it.
+const COMPRESSED: u8 = 0xc1;
+
+/// How values are encoded in the store. Every reader decodes every codec (each entry says
+/// which it holds), so a change of codec needs no flush: entries written before it are
+/// still read, and rewritten in the new codec as they expire.
+///
+/// ```
+/// use redcache::{Codec, Config};
+///
+/// let config = Config::builder().codec(Codec::Json).build();
+/// assert_eq!(config.codec(), Codec::Json);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// JSON, readable with `redis-cli` (the default).
+    #[default]
+    Json,
+    /// MessagePack, with field names (feature `msgpack`): about half the size of JSON for
+    /// numbers and byte-heavy values, and faster to decode. Field names keep it
+    /// self-describing, so `#[serde(flatten)]`, untagged enums and `serde_json::Value`
+    /// round-trip as they do with JSON.
+    MessagePack,
+}
+
+impl Codec {
+    /// Its name in `#[cached(codec = "..")]` and `REDCACHE_CODEC`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Json => "json",
+            Codec::MessagePack => "msgpack",
+        }
+    }
+
+    /// The codec of this name (`json`, `msgpack`), if any.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        match name {
+            "json" => Some(Codec::Json),
+            "msgpack" => Some(Codec::MessagePack),
+            _ => None,
+        }
+    }
+
+    /// Whether this build can write it (MessagePack needs the `msgpack` feature).
+    pub(crate) fn available(self) -> bool {
+        match self {
+            Codec::Json => true,
+            Codec::MessagePack => cfg!(feature = "msgpack"),
+        }
+    }
+}
+
+/// How an entry is written: its codec, and the size above which it is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Format {
+    pub(crate) codec: Codec,
+    /// Envelopes longer than this many bytes are compressed (`None`: never).
+    pub(crate) compress_above: Option<usize>,
+}
 
 /// What an envelope carries besides its content.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -105,23 +184,45 @@ impl Stamp {
     }
 }
 
-/// Encodes a value into its envelope.
+/// Encodes a value into its envelope, in `format`.
 pub(crate) fn encode_value<T: Serialize + ?Sized>(
     value: &T,
     stamp: Stamp,
+    format: Format,
 ) -> serde_json::Result<Vec<u8>> {
-    let mut out = head(stamp);
-    out.extend_from_slice(br#""d":"#);
-    serde_json::to_writer(&mut out, value)?;
-    out.push(b'}');
-    Ok(out)
+    let plain = match format.codec {
+        Codec::Json => {
+            let mut out = head(stamp);
+            out.extend_from_slice(br#""d":"#);
+            serde_json::to_writer(&mut out, value)?;
+            out.push(b'}');
+            out
+        }
+        Codec::MessagePack => msgpack::encode(stamp, Some(value))?,
+    };
+    compress(plain, format.compress_above)
 }
 
-/// The envelope of a cached `None`.
-pub(crate) fn encode_null(stamp: Stamp) -> Vec<u8> {
+/// The envelope of a cached `None`, in `format`'s codec (never compressed: it is short).
+pub(crate) fn encode_null(stamp: Stamp, format: Format) -> Vec<u8> {
+    if format.codec == Codec::MessagePack {
+        // A stamp and `true` always encode; without the feature, JSON.
+        if let Ok(bytes) = msgpack::encode::<()>(stamp, None) {
+            return bytes;
+        }
+    }
     let mut out = head(stamp);
     out.extend_from_slice(br#""none":true}"#);
     out
+}
+
+/// `plain` compressed, behind [`COMPRESSED`] and its length, when it is longer than
+/// `above` bytes and compressing makes it shorter; else `plain`.
+fn compress(plain: Vec<u8>, above: Option<usize>) -> serde_json::Result<Vec<u8>> {
+    match above {
+        Some(above) if plain.len() > above => lz4::compress(plain),
+        _ => Ok(plain),
+    }
 }
 
 /// A tombstone: unique, so two invalidations never leave equal bytes.
@@ -166,23 +267,37 @@ pub(crate) struct Envelope<T> {
     pub(crate) stamp: Stamp,
 }
 
-/// Decodes an envelope, reading the value straight into `T` (no intermediate JSON tree).
+/// Decodes an envelope of any codec, compressed or not, reading the value straight into
+/// `T` (no intermediate tree).
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<Envelope<T>> {
+    match bytes.split_first() {
+        Some((&COMPRESSED, packed)) => decode_plain(&lz4::decompress(packed)?),
+        _ => decode_plain(bytes),
+    }
+}
+
+/// Decodes an uncompressed envelope: MessagePack if it starts as a map, else JSON.
+fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<Envelope<T>> {
+    if let Some(0x80..=0x8f | 0xde | 0xdf) = bytes.first() {
+        return msgpack::decode(bytes);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let decoded = EnvelopeSeed(PhantomData).deserialize(&mut de)?;
     de.end()?;
     Ok(decoded)
 }
 
-/// Whether `bytes` are a tombstone (without decoding a value).
+/// Whether `bytes` are a tombstone (without decoding a value). Tombstones are always JSON,
+/// so other encodings are not looked into.
 pub(crate) fn is_tombstone(bytes: &[u8]) -> bool {
-    matches!(
-        decode::<IgnoredAny>(bytes),
-        Ok(Envelope {
-            body: Decoded::Gone,
-            ..
-        })
-    )
+    bytes.first() == Some(&b'{')
+        && matches!(
+            decode::<IgnoredAny>(bytes),
+            Ok(Envelope {
+                body: Decoded::Gone,
+                ..
+            })
+        )
 }
 
 struct EnvelopeSeed<T>(PhantomData<T>);
@@ -334,11 +449,397 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
     }
 }
 
+/// The MessagePack envelope: the JSON envelope's fields, in its order, as a map.
+mod msgpack {
+    use super::fault;
+    use super::Stamp;
+    #[cfg(feature = "msgpack")]
+    use super::{Envelope, EnvelopeSeed, FORMAT_VERSION};
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+    #[cfg(feature = "msgpack")]
+    use serde::{de::DeserializeSeed, ser::SerializeMap, Serializer};
+
+    /// An envelope to write: a stamp and a value, or a stamp and `none`.
+    #[cfg(feature = "msgpack")]
+    struct Out<'a, T: ?Sized> {
+        stamp: Stamp,
+        value: Option<&'a T>,
+    }
+
+    #[cfg(feature = "msgpack")]
+    impl<T: Serialize + ?Sized> Serialize for Out<'_, T> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let Stamp {
+                gen,
+                refresh,
+                windows,
+                tags,
+            } = self.stamp;
+            let windows = windows.filter(|_| refresh.is_some());
+            let len = 2
+                + usize::from(gen != 0)
+                + usize::from(tags != 0)
+                + 2 * usize::from(refresh.is_some())
+                + 2 * usize::from(windows.is_some());
+            let mut map = s.serialize_map(Some(len))?;
+            map.serialize_entry("v", &FORMAT_VERSION)?;
+            if gen != 0 {
+                map.serialize_entry("g", &gen)?;
+            }
+            if tags != 0 {
+                map.serialize_entry("tg", &tags)?;
+            }
+            if let Some(r) = refresh {
+                map.serialize_entry("x", &r.expires_ms)?;
+                map.serialize_entry("t", &r.compute_ms)?;
+            }
+            if let Some(w) = windows {
+                map.serialize_entry("w", &w.stale_ms)?;
+                map.serialize_entry("e", &w.if_error_ms)?;
+            }
+            match self.value {
+                Some(value) => map.serialize_entry("d", value)?,
+                None => map.serialize_entry("none", &true)?,
+            }
+            map.end()
+        }
+    }
+
+    /// The envelope of `value` (`None`: of a cached `None`).
+    #[cfg(feature = "msgpack")]
+    pub(super) fn encode<T: Serialize + ?Sized>(
+        stamp: Stamp,
+        value: Option<&T>,
+    ) -> serde_json::Result<Vec<u8>> {
+        rmp_serde::to_vec_named(&Out { stamp, value }).map_err(fault)
+    }
+
+    /// Reads an envelope, and nothing after it.
+    #[cfg(feature = "msgpack")]
+    pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<Envelope<T>> {
+        let mut rest = bytes;
+        let mut de = rmp_serde::Deserializer::new(&mut rest);
+        let decoded = EnvelopeSeed(std::marker::PhantomData)
+            .deserialize(&mut de)
+            .map_err(fault)?;
+        drop(de);
+        if !rest.is_empty() {
+            return Err(fault(format_args!(
+                "{} bytes after a MessagePack envelope",
+                rest.len()
+            )));
+        }
+        Ok(decoded)
+    }
+
+    #[cfg(not(feature = "msgpack"))]
+    pub(super) fn encode<T: Serialize + ?Sized>(
+        _: Stamp,
+        _: Option<&T>,
+    ) -> serde_json::Result<Vec<u8>> {
+        Err(fault(
+            "Codec::MessagePack needs redcache's `msgpack` feature",
+        ))
+    }
+
+    #[cfg(not(feature = "msgpack"))]
+    pub(super) fn decode<T: DeserializeOwned>(_: &[u8]) -> serde_json::Result<super::Envelope<T>> {
+        Err(fault(
+            "a MessagePack entry, and this build has no `msgpack` feature",
+        ))
+    }
+}
+
+/// LZ4 blocks behind [`COMPRESSED`] and the plain length.
+mod lz4 {
+    use super::fault;
+    #[cfg(feature = "compression")]
+    use super::COMPRESSED;
+
+    /// The most a block may claim to expand to: LZ4 never expands more than 255 times, and
+    /// no entry outgrows a Redis string (512 MiB). A corrupt length is refused before any
+    /// allocation.
+    #[cfg(feature = "compression")]
+    fn plausible(claimed: usize, packed: usize) -> bool {
+        claimed <= packed.saturating_mul(255).saturating_add(16) && claimed <= 512 << 20
+    }
+
+    /// `plain` compressed, or `plain` itself if that is not shorter.
+    #[cfg(feature = "compression")]
+    pub(super) fn compress(plain: Vec<u8>) -> serde_json::Result<Vec<u8>> {
+        let Ok(len) = u32::try_from(plain.len()) else {
+            return Ok(plain);
+        };
+        let mut out = vec![0; 5 + lz4_flex::block::get_maximum_output_size(plain.len())];
+        out[0] = COMPRESSED;
+        out[1..5].copy_from_slice(&len.to_le_bytes());
+        let written = lz4_flex::block::compress_into(&plain, &mut out[5..]).map_err(fault)?;
+        if 5 + written >= plain.len() {
+            return Ok(plain);
+        }
+        out.truncate(5 + written);
+        Ok(out)
+    }
+
+    /// The envelope inside a compressed entry (after its first byte).
+    #[cfg(feature = "compression")]
+    pub(super) fn decompress(packed: &[u8]) -> serde_json::Result<Vec<u8>> {
+        let Some((len, block)) = packed.split_first_chunk::<4>() else {
+            return Err(fault("a compressed entry without its length"));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if !plausible(len, block.len()) {
+            return Err(fault(format_args!(
+                "a compressed entry of {} bytes claims {len}",
+                block.len()
+            )));
+        }
+        let mut plain = vec![0; len];
+        match lz4_flex::block::decompress_into(block, &mut plain) {
+            Ok(n) if n == len => Ok(plain),
+            Ok(n) => Err(fault(format_args!(
+                "a compressed entry claims {len} bytes and holds {n}"
+            ))),
+            Err(e) => Err(fault(e)),
+        }
+    }
+
+    #[cfg(not(feature = "compression"))]
+    pub(super) fn compress(_: Vec<u8>) -> serde_json::Result<Vec<u8>> {
+        Err(fault(
+            "compress_above needs redcache's `compression` feature",
+        ))
+    }
+
+    #[cfg(not(feature = "compression"))]
+    pub(super) fn decompress(_: &[u8]) -> serde_json::Result<Vec<u8>> {
+        Err(fault(
+            "a compressed entry, and this build has no `compression` feature",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::Deserialize;
     use std::collections::HashMap;
+
+    const JSON: Format = Format {
+        codec: Codec::Json,
+        compress_above: None,
+    };
+
+    /// Every format this build writes: each codec, plain and always compressed.
+    fn formats() -> Vec<Format> {
+        let codecs = [Codec::Json, Codec::MessagePack];
+        let compress = [None, Some(0)];
+        let compress = &compress[..if cfg!(feature = "compression") { 2 } else { 1 }];
+        codecs
+            .into_iter()
+            .filter(|c| c.available())
+            .flat_map(|codec| {
+                compress.iter().map(move |&compress_above| Format {
+                    codec,
+                    compress_above,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn codec_names_round_trip() {
+        for codec in [Codec::Json, Codec::MessagePack] {
+            assert_eq!(Codec::from_name(codec.name()), Some(codec));
+        }
+        assert_eq!(Codec::from_name("bson"), None);
+    }
+
+    #[test]
+    fn what_a_build_cannot_write_is_an_error_not_another_format() {
+        let msgpack = Format {
+            codec: Codec::MessagePack,
+            compress_above: None,
+        };
+        assert_eq!(
+            encode_value(&1u8, Stamp::default(), msgpack).is_ok(),
+            cfg!(feature = "msgpack")
+        );
+        let compressed = Format {
+            compress_above: Some(0),
+            ..JSON
+        };
+        let long = "x".repeat(1000);
+        assert_eq!(
+            encode_value(&long, Stamp::default(), compressed).is_ok(),
+            cfg!(feature = "compression")
+        );
+    }
+
+    #[test]
+    fn every_format_round_trips_values_and_stamps() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Inner {
+            city: String,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        enum Kind {
+            Unit,
+            Pair(u8, u8),
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Rich {
+            id: u64,
+            #[serde(flatten)]
+            inner: Inner,
+            either: Vec<Either>,
+            kinds: Vec<Kind>,
+            extra: serde_json::Value,
+            bytes: Vec<u8>,
+            missing: Option<String>,
+        }
+        let rich = || Rich {
+            id: u64::MAX,
+            inner: Inner {
+                city: "Kraków".into(),
+            },
+            either: vec![Either::Number(3), Either::Text("three".into())],
+            kinds: vec![Kind::Unit, Kind::Pair(1, 2)],
+            extra: serde_json::json!({"a": [1, -2, 3.5, null, true], "b": {"c": "d"}}),
+            bytes: vec![0, 255, 7],
+            missing: None,
+        };
+        let stamp = Stamp {
+            gen: 9,
+            tags: 11,
+            refresh: Some(Refresh {
+                expires_ms: 1_700_000_000_000,
+                compute_ms: 4,
+            }),
+            windows: Some(Windows {
+                stale_ms: 1,
+                if_error_ms: 2,
+            }),
+        };
+        for format in formats() {
+            let bytes = encode_value(&rich(), stamp, format).unwrap();
+            assert_eq!(
+                decode::<Rich>(&bytes).unwrap(),
+                Envelope {
+                    body: Decoded::Value(rich()),
+                    stamp
+                },
+                "{format:?}"
+            );
+            let null = encode_null(stamp.of_null(), format);
+            assert_eq!(
+                decode::<Rich>(&null).unwrap(),
+                Envelope {
+                    body: Decoded::Null,
+                    stamp: stamp.of_null()
+                },
+                "{format:?}"
+            );
+            assert!(!is_tombstone(&bytes) && !is_tombstone(&null));
+        }
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn msgpack_envelopes_are_maps_with_the_json_field_names() {
+        let msgpack = Format {
+            codec: Codec::MessagePack,
+            compress_above: None,
+        };
+        let user = User {
+            id: 1,
+            name: "A".into(),
+        };
+        let bytes = encode_value(&user, Stamp::gen(42), msgpack).unwrap();
+        assert_eq!(bytes[0], 0x83, "a map of three entries");
+        // Any MessagePack reader sees the envelope, and the value's field names.
+        let seen: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            seen,
+            serde_json::json!({"v": 1, "g": 42, "d": {"id": 1, "name": "A"}})
+        );
+        let json = encode_value(&user, Stamp::gen(42), JSON).unwrap();
+        assert!(
+            bytes.len() < json.len(),
+            "{} vs {}",
+            bytes.len(),
+            json.len()
+        );
+        // Trailing bytes, or an envelope cut short, are not an entry.
+        let mut longer = bytes.clone();
+        longer.push(0xc0);
+        assert!(decode::<User>(&longer).is_err());
+        assert!(decode::<User>(&bytes[..bytes.len() - 1]).is_err());
+        // The same checks as for JSON: version first, exactly 1.
+        let other: Vec<u8> = rmp_serde::to_vec_named(&serde_json::json!({"v": 2, "d": 1})).unwrap();
+        assert!(decode::<u8>(&other).is_err());
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn compression_applies_above_its_threshold_when_it_pays() {
+        let above = |n| Format {
+            compress_above: Some(n),
+            ..JSON
+        };
+        let long = "redcache ".repeat(5_000);
+        let plain = encode_value(&long, Stamp::default(), JSON).unwrap();
+        let packed = encode_value(&long, Stamp::default(), above(1024)).unwrap();
+        assert_eq!(packed[0], COMPRESSED);
+        assert!(
+            packed.len() * 10 < plain.len(),
+            "{} vs {}",
+            packed.len(),
+            plain.len()
+        );
+        assert_eq!(
+            u32::from_le_bytes(packed[1..5].try_into().unwrap()) as usize,
+            plain.len()
+        );
+        assert_eq!(
+            decode::<String>(&packed).unwrap().body,
+            Decoded::Value(long.clone())
+        );
+        // At or below the threshold, plain JSON, readable with redis-cli.
+        assert_eq!(
+            encode_value(&long, Stamp::default(), above(plain.len())).unwrap(),
+            plain
+        );
+        // Where compressing does not shorten it, plain.
+        assert_eq!(
+            encode_value(&1u8, Stamp::default(), above(0)).unwrap(),
+            br#"{"v":1,"d":1}"#
+        );
+        // A corrupt block, a length that lies, or a length no block could reach: errors,
+        // and nothing allocated for the lie.
+        let mut corrupt = packed.clone();
+        corrupt.truncate(packed.len() / 2);
+        assert!(decode::<String>(&corrupt).is_err());
+        let mut lying = packed.clone();
+        lying[1..5].copy_from_slice(&(plain.len() as u32 + 1).to_le_bytes());
+        assert!(decode::<String>(&lying).is_err());
+        let mut huge = packed.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = decode::<String>(&huge).unwrap_err().to_string();
+        assert!(err.contains("claims"), "{err}");
+        assert!(decode::<String>(&[COMPRESSED, 1, 0]).is_err());
+        // Compression never nests.
+        let mut nested = vec![COMPRESSED];
+        nested.extend_from_slice(&lz4::compress(packed.clone()).unwrap()[1..]);
+        assert!(decode::<String>(&nested).is_err());
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct User {
@@ -347,7 +848,7 @@ mod tests {
     }
 
     fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(value: T) {
-        let bytes = encode_value(&value, Stamp::default()).unwrap();
+        let bytes = encode_value(&value, Stamp::default(), JSON).unwrap();
         assert_eq!(decode::<T>(&bytes).unwrap().body, Decoded::Value(value));
     }
 
@@ -371,7 +872,7 @@ mod tests {
     fn json_cannot_tell_some_none_from_none_inside_a_value() {
         // Why `Option` returns get their own shape (a `None` entry): inside a value,
         // JSON has one `null` for both.
-        let bytes = encode_value(&Some(None::<u8>), Stamp::default()).unwrap();
+        let bytes = encode_value(&Some(None::<u8>), Stamp::default(), JSON).unwrap();
         assert_eq!(
             decode::<Option<Option<u8>>>(&bytes).unwrap().body,
             Decoded::Value(None)
@@ -384,9 +885,12 @@ mod tests {
             id: 1,
             name: "A".into(),
         };
-        let bytes = encode_value(&user, Stamp::default()).unwrap();
+        let bytes = encode_value(&user, Stamp::default(), JSON).unwrap();
         assert_eq!(bytes, br#"{"v":1,"d":{"id":1,"name":"A"}}"#);
-        assert_eq!(encode_null(Stamp::default()), br#"{"v":1,"none":true}"#);
+        assert_eq!(
+            encode_null(Stamp::default(), JSON),
+            br#"{"v":1,"none":true}"#
+        );
         let stamp = Stamp {
             windows: None,
             tags: 0,
@@ -396,7 +900,7 @@ mod tests {
                 compute_ms: 12,
             }),
         };
-        let bytes = encode_value(&user, stamp).unwrap();
+        let bytes = encode_value(&user, stamp, JSON).unwrap();
         assert_eq!(
             bytes,
             br#"{"v":1,"g":42,"x":1700000000000,"t":12,"d":{"id":1,"name":"A"}}"#
@@ -408,7 +912,10 @@ mod tests {
                 stamp
             }
         );
-        assert_eq!(encode_null(Stamp::gen(7)), br#"{"v":1,"g":7,"none":true}"#);
+        assert_eq!(
+            encode_null(Stamp::gen(7), JSON),
+            br#"{"v":1,"g":7,"none":true}"#
+        );
         // An entry's own stale windows follow its expiry.
         let stamp = Stamp {
             windows: Some(Windows {
@@ -417,7 +924,7 @@ mod tests {
             }),
             ..stamp
         };
-        let bytes = encode_value(&1u8, stamp).unwrap();
+        let bytes = encode_value(&1u8, stamp, JSON).unwrap();
         assert_eq!(
             bytes,
             br#"{"v":1,"g":42,"x":1700000000000,"t":12,"w":30000,"e":0,"d":1}"#
@@ -428,11 +935,14 @@ mod tests {
             tags: 99,
             ..Stamp::gen(7)
         };
-        let bytes = encode_value(&1u8, stamp).unwrap();
+        let bytes = encode_value(&1u8, stamp, JSON).unwrap();
         assert_eq!(bytes, br#"{"v":1,"g":7,"tg":99,"d":1}"#);
         assert_eq!(decode::<u8>(&bytes).unwrap().stamp, stamp);
         assert_eq!(
-            decode::<u8>(&encode_null(Stamp::gen(7))).unwrap().stamp.gen,
+            decode::<u8>(&encode_null(Stamp::gen(7), JSON))
+                .unwrap()
+                .stamp
+                .gen,
             7
         );
     }
@@ -440,13 +950,13 @@ mod tests {
     #[test]
     fn null_entry_is_told_apart_from_a_null_value() {
         assert_eq!(
-            decode::<Option<u8>>(&encode_null(Stamp::default()))
+            decode::<Option<u8>>(&encode_null(Stamp::default(), JSON))
                 .unwrap()
                 .body,
             Decoded::Null
         );
         assert_eq!(
-            decode::<Option<u8>>(&encode_value(&None::<u8>, Stamp::default()).unwrap())
+            decode::<Option<u8>>(&encode_value(&None::<u8>, Stamp::default(), JSON).unwrap())
                 .unwrap()
                 .body,
             Decoded::Value(None)
@@ -459,7 +969,7 @@ mod tests {
         assert_ne!(a, b, "two invalidations leave different bytes");
         assert!(is_tombstone(&a));
         assert_eq!(decode::<User>(&a).unwrap().body, Decoded::Gone);
-        assert!(!is_tombstone(&encode_null(Stamp::default())));
+        assert!(!is_tombstone(&encode_null(Stamp::default(), JSON)));
         assert!(!is_tombstone(b"garbage"));
     }
 
@@ -546,10 +1056,12 @@ mod tests {
                 at in any::<usize>(),
                 byte in any::<u8>(),
             ) {
-                let mut bytes = encode_value(&value, Stamp::default()).unwrap();
-                let at = at % bytes.len();
-                bytes[at] = byte;
-                let _ = decode::<String>(&bytes);
+                for format in formats() {
+                    let mut bytes = encode_value(&value, Stamp::default(), format).unwrap();
+                    let at = at % bytes.len();
+                    bytes[at] = byte;
+                    let _ = decode::<String>(&bytes);
+                }
             }
 
             #[test]
@@ -560,11 +1072,13 @@ mod tests {
                 stamp in stamp(),
             ) {
                 let value = (text, numbers, map);
-                let bytes = encode_value(&value, stamp).unwrap();
-                let decoded = decode::<(String, Vec<i64>, BTreeMap<String, Option<u32>>)>(&bytes).unwrap();
-                prop_assert_eq!(decoded, Envelope { body: Decoded::Value(value), stamp });
-                let null = decode::<u8>(&encode_null(stamp.of_null())).unwrap();
-                prop_assert_eq!(null, Envelope { body: Decoded::Null, stamp: stamp.of_null() });
+                for format in formats() {
+                    let bytes = encode_value(&value, stamp, format).unwrap();
+                    let decoded = decode::<(String, Vec<i64>, BTreeMap<String, Option<u32>>)>(&bytes).unwrap();
+                    prop_assert_eq!(decoded, Envelope { body: Decoded::Value(value.clone()), stamp });
+                    let null = decode::<u8>(&encode_null(stamp.of_null(), format)).unwrap();
+                    prop_assert_eq!(null, Envelope { body: Decoded::Null, stamp: stamp.of_null() });
+                }
             }
         }
     }

@@ -48,6 +48,7 @@ mod write;
 pub mod private;
 
 pub use cache::Cache;
+pub use codec::Codec;
 pub use config::{Config, ConfigBuilder};
 pub use error::{Error, Result};
 pub use global::{

@@ -16,7 +16,7 @@ use crate::local::{Held, Lookup, Value};
 use crate::stats::{Event, Served};
 use std::sync::Arc;
 
-pub use crate::codec::{Refresh, Stamp};
+pub use crate::codec::{Codec, Format, Refresh, Stamp};
 pub use crate::key::{KeyArg, KeyArgs};
 pub use crate::shape::{CacheValue, Found, Holds, Hooks, Opt, Outcome, Plain, Res, ResOpt, Shape};
 
@@ -41,7 +41,17 @@ pub struct Spec {
     pub stale_ttl: Option<u64>,
     /// Seconds past its TTL an entry is served when the body fails.
     pub stale_if_error: Option<u64>,
+    /// The codec of its entries; `None`: the cache's.
+    pub codec: Option<Codec>,
+    /// Entries longer than this many bytes are compressed; `None`: the cache's threshold.
+    pub compress_above: Option<usize>,
 }
+
+/// Whether this build writes MessagePack: `codec = "msgpack"` asserts it at compile time.
+pub const MSGPACK: bool = cfg!(feature = "msgpack");
+
+/// Whether this build compresses: `compress_above = N` asserts it at compile time.
+pub const COMPRESSION: bool = cfg!(feature = "compression");
 
 impl Spec {
     pub(crate) fn policy(&self, config: &Config) -> Policy {
@@ -52,6 +62,10 @@ impl Spec {
             .with_lock(self.lock_ms.map(Duration::from_millis))
             .with_early_refresh(self.early_refresh)
             .with_stale(self.stale_ttl, self.stale_if_error)
+            .with_format(Format {
+                codec: self.codec.unwrap_or(config.codec()),
+                compress_above: self.compress_above.or(config.compress_above()),
+            })
     }
 }
 

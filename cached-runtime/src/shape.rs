@@ -3,7 +3,7 @@
 //! `Result<T, E>` never caches `Err` ([`Res`]), `Result<Option<T>, E>` both ([`ResOpt`]).
 //! The macro picks one from the return type's last path segment.
 
-use crate::codec::{self, Decoded, Refresh, Stamp, Windows};
+use crate::codec::{self, Decoded, Format, Refresh, Stamp, Windows};
 use crate::ttl::{millis, unix_ms, Policy};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::Serialize;
@@ -45,8 +45,8 @@ pub enum Found<O> {
 /// How the return type `O` maps to entries; implemented by the four kinds [`Plain`],
 /// [`Opt`], [`Res`] and [`ResOpt`].
 pub trait Shape<O> {
-    /// What to store for `out`, with `stamp` in its envelope.
-    fn encode(out: &O, stamp: Stamp) -> Outcome;
+    /// What to store for `out`, with `stamp` in its envelope, written in `format`.
+    fn encode(out: &O, stamp: Stamp, format: Format) -> Outcome;
     /// `O` from an entry, and the entry's stamp; an entry of the wrong kind is an error (a
     /// miss).
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<O>, Stamp)>;
@@ -90,8 +90,8 @@ pub struct Res;
 pub struct ResOpt;
 
 impl<T: CacheValue> Shape<T> for Plain {
-    fn encode(out: &T, stamp: Stamp) -> Outcome {
-        Outcome::Value(codec::encode_value(out, stamp))
+    fn encode(out: &T, stamp: Stamp, format: Format) -> Outcome {
+        Outcome::Value(codec::encode_value(out, stamp, format))
     }
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<T>, Stamp)> {
         decode_with(bytes, |v| v, None)
@@ -99,10 +99,10 @@ impl<T: CacheValue> Shape<T> for Plain {
 }
 
 impl<T: CacheValue> Shape<Option<T>> for Opt {
-    fn encode(out: &Option<T>, stamp: Stamp) -> Outcome {
+    fn encode(out: &Option<T>, stamp: Stamp, format: Format) -> Outcome {
         match out {
-            Some(v) => Outcome::Value(codec::encode_value(v, stamp)),
-            None => Outcome::Null(codec::encode_null(stamp.of_null())),
+            Some(v) => Outcome::Value(codec::encode_value(v, stamp, format)),
+            None => Outcome::Null(codec::encode_null(stamp.of_null(), format)),
         }
     }
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Option<T>>, Stamp)> {
@@ -111,9 +111,9 @@ impl<T: CacheValue> Shape<Option<T>> for Opt {
 }
 
 impl<T: CacheValue, E> Shape<Result<T, E>> for Res {
-    fn encode(out: &Result<T, E>, stamp: Stamp) -> Outcome {
+    fn encode(out: &Result<T, E>, stamp: Stamp, format: Format) -> Outcome {
         match out {
-            Ok(v) => Outcome::Value(codec::encode_value(v, stamp)),
+            Ok(v) => Outcome::Value(codec::encode_value(v, stamp, format)),
             Err(_) => Outcome::Skip,
         }
     }
@@ -126,10 +126,10 @@ impl<T: CacheValue, E> Shape<Result<T, E>> for Res {
 }
 
 impl<T: CacheValue, E> Shape<Result<Option<T>, E>> for ResOpt {
-    fn encode(out: &Result<Option<T>, E>, stamp: Stamp) -> Outcome {
+    fn encode(out: &Result<Option<T>, E>, stamp: Stamp, format: Format) -> Outcome {
         match out {
-            Ok(Some(v)) => Outcome::Value(codec::encode_value(v, stamp)),
-            Ok(None) => Outcome::Null(codec::encode_null(stamp.of_null())),
+            Ok(Some(v)) => Outcome::Value(codec::encode_value(v, stamp, format)),
+            Ok(None) => Outcome::Null(codec::encode_null(stamp.of_null(), format)),
             Err(_) => Outcome::Skip,
         }
     }
@@ -305,7 +305,7 @@ mod tests {
     use super::*;
 
     fn round_trip<K: Shape<O>, O>(out: O) -> (O, bool) {
-        let bytes = match K::encode(&out, Stamp::default()) {
+        let bytes = match K::encode(&out, Stamp::default(), Format::default()) {
             Outcome::Value(bytes) => bytes.unwrap(),
             Outcome::Null(bytes) => bytes,
             Outcome::Skip => panic!("not cacheable"),
@@ -346,13 +346,18 @@ mod tests {
     #[test]
     fn errors_are_never_stored() {
         assert!(matches!(
-            <Res as Shape<Result<u8, String>>>::encode(&Err("e".into()), Stamp::default()),
+            <Res as Shape<Result<u8, String>>>::encode(
+                &Err("e".into()),
+                Stamp::default(),
+                Format::default()
+            ),
             Outcome::Skip
         ));
         assert!(matches!(
             <ResOpt as Shape<Result<Option<u8>, String>>>::encode(
                 &Err("e".into()),
-                Stamp::default()
+                Stamp::default(),
+                Format::default()
             ),
             Outcome::Skip
         ));
@@ -360,12 +365,16 @@ mod tests {
 
     #[test]
     fn a_null_entry_is_a_miss_for_shapes_without_option() {
-        assert!(
-            <Plain as Shape<Option<u8>>>::decode(&codec::encode_null(Stamp::default())).is_err()
-        );
-        assert!(
-            <Res as Shape<Result<u8, ()>>>::decode(&codec::encode_null(Stamp::default())).is_err()
-        );
+        assert!(<Plain as Shape<Option<u8>>>::decode(&codec::encode_null(
+            Stamp::default(),
+            Format::default()
+        ))
+        .is_err());
+        assert!(<Res as Shape<Result<u8, ()>>>::decode(&codec::encode_null(
+            Stamp::default(),
+            Format::default()
+        ))
+        .is_err());
     }
 
     #[test]

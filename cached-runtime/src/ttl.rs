@@ -1,5 +1,6 @@
 //! Time to live with random jitter.
 
+use crate::codec::Format;
 use rand::Rng;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub(crate) struct Policy {
     stale_ttl: Option<Duration>,
     /// How long past its TTL an entry is served when the body fails.
     stale_if_error: Option<Duration>,
+    /// How its entries are written.
+    format: Format,
 }
 
 impl Policy {
@@ -32,6 +35,7 @@ impl Policy {
             early_refresh: None,
             stale_ttl: None,
             stale_if_error: None,
+            format: Format::default(),
         }
     }
 
@@ -46,6 +50,17 @@ impl Policy {
         self.stale_ttl = window(stale_ttl);
         self.stale_if_error = window(stale_if_error);
         self
+    }
+
+    /// Its entries written in `format`.
+    pub(crate) fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// How its entries are written.
+    pub(crate) fn format(&self) -> Format {
+        self.format
     }
 
     pub(crate) fn stale_ttl(&self) -> Option<Duration> {
@@ -98,6 +113,7 @@ impl Policy {
             early_refresh: None,
             stale_ttl: None,
             stale_if_error: None,
+            format: Format::default(),
         }
     }
 

@@ -61,7 +61,7 @@ impl Core {
         };
         let (mut stamp, kept) = hooks.stamp(policy, value, gen, value_ttl, Duration::ZERO);
         stamp.tags = tags;
-        let (bytes, ttl) = match K::encode(value, stamp) {
+        let (bytes, ttl) = match K::encode(value, stamp, policy.format()) {
             Outcome::Value(bytes) => (
                 bytes.map_err(|source| Error::Encode { source })?,
                 value_ttl + kept,

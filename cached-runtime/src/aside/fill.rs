@@ -39,7 +39,7 @@ impl Core {
         let (mut stamp, kept) =
             hooks.stamp(policy, out, fence.map_or(0, |f| f.gen), value_ttl, compute);
         stamp.tags = at.tags;
-        let (bytes, ttl) = match K::encode(out, stamp) {
+        let (bytes, ttl) = match K::encode(out, stamp, policy.format()) {
             // Kept past its TTL for the stale windows; its stamp says when it expired.
             Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl + kept)),
             Outcome::Value(Err(source)) => {

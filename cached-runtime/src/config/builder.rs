@@ -1,6 +1,7 @@
 //! [`ConfigBuilder`]: chained setters over the defaults.
 
 use super::Config;
+use crate::codec::Codec;
 use std::time::Duration;
 
 /// Builds a [`Config`]; start from [`Config::builder`].
@@ -275,6 +276,38 @@ impl ConfigBuilder {
     /// ```
     pub fn local_max_bytes(mut self, bytes: u64) -> Self {
         self.config.local_max_bytes = bytes;
+        self
+    }
+
+    /// The codec values are written in, where a function names none (default
+    /// [`Codec::Json`]; see [`Config::codec`]). [`Codec::MessagePack`] needs the `msgpack`
+    /// feature: without it, `init` and `Cache::connect` refuse the configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use redcache::{Codec, Config};
+    ///
+    /// let config = Config::builder().codec(Codec::MessagePack).build();
+    /// assert_eq!(config.codec(), Codec::MessagePack);
+    /// ```
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.config.codec = codec;
+        self
+    }
+
+    /// Compress entries longer than `bytes` with LZ4, where a function sets no threshold of
+    /// its own (see [`Config::compress_above`]). Needs the `compression` feature: without
+    /// it, `init` and `Cache::connect` refuse the configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().compress_above(4096).build();
+    /// assert_eq!(config.compress_above(), Some(4096));
+    /// ```
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.config.compress_above = Some(bytes);
         self
     }
 

@@ -4,6 +4,7 @@
 //! `from_env` itself cannot fail.
 
 use super::{Config, ConfigBuilder};
+use crate::codec::Codec;
 use std::time::Duration;
 
 /// Sets a tunable from its variable's (trimmed) text; `Err` when the text does not parse.
@@ -49,6 +50,11 @@ const NUMBERS: &[(&str, Setter)] = &[
     ("REDCACHE_MAX_FILL_MS", |c, raw| {
         raw.parse().map(|v| c.max_fill_time = ms(v)).map_err(drop)
     }),
+    ("REDCACHE_COMPRESS_ABOVE", |c, raw| {
+        raw.parse()
+            .map(|v| c.compress_above = Some(v))
+            .map_err(drop)
+    }),
 ];
 
 /// Turns a setting on or off.
@@ -86,6 +92,12 @@ impl Config {
                 if set(&mut b.config, raw.trim()).is_err() {
                     b = b.invalid(format!("{name}={raw:?} is not a whole non-negative number"));
                 }
+            }
+        }
+        if let Some(raw) = get("REDCACHE_CODEC") {
+            match Codec::from_name(&raw.trim().to_ascii_lowercase()) {
+                Some(codec) => b = b.codec(codec),
+                None => b = b.invalid(format!("REDCACHE_CODEC={raw:?} is not json or msgpack")),
             }
         }
         if let Some(path) = get("REDIS_TLS_CA_CERT") {
@@ -275,6 +287,8 @@ mod tests {
             ("REDCACHE_LOCAL_MAX_BYTES", "4096"),
             ("REDCACHE_MEMORY_CAPACITY", "2000"),
             ("REDCACHE_MEMORY_MAX_BYTES", "1048576"),
+            ("REDCACHE_CODEC", "MsgPack"),
+            ("REDCACHE_COMPRESS_ABOVE", "2048"),
         ]);
         assert_eq!(c.redacted_target(), "redis://:***@cache:6380/4");
         assert_eq!(c.namespace(), Some("svc"));
@@ -287,6 +301,8 @@ mod tests {
         assert_eq!(c.local_max_bytes(), 4096);
         assert_eq!(c.memory_capacity(), 2000);
         assert_eq!(c.memory_max_bytes(), 1 << 20);
+        assert_eq!(c.codec(), Codec::MessagePack);
+        assert_eq!(c.compress_above(), Some(2048));
         assert!(c.invalid().is_none());
         let info = c.connection_info().unwrap();
         assert_eq!(info.redis_settings().db(), 4);
@@ -302,6 +318,23 @@ mod tests {
         );
         let c = env(&[("REDIS_PORT", "70000")]);
         assert!(c.invalid().unwrap().contains("REDIS_PORT"));
+        let c = env(&[("REDCACHE_CODEC", "bson")]);
+        assert_eq!(
+            c.invalid(),
+            Some(r#"REDCACHE_CODEC="bson" is not json or msgpack"#)
+        );
+    }
+
+    #[test]
+    fn a_format_this_build_cannot_write_is_refused() {
+        let c = env(&[("REDCACHE_CODEC", "msgpack")]);
+        assert_eq!(c.problem().is_some(), !cfg!(feature = "msgpack"));
+        let c = env(&[("REDCACHE_COMPRESS_ABOVE", "1024")]);
+        let problem = c.problem();
+        assert_eq!(problem.is_some(), !cfg!(feature = "compression"));
+        if let Some(problem) = problem {
+            assert!(problem.contains("`compression` feature"), "{problem}");
+        }
     }
 
     #[test]

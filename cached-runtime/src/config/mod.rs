@@ -9,6 +9,7 @@ mod target;
 pub use self::builder::ConfigBuilder;
 pub(crate) use self::target::SentinelSettings;
 use self::target::Target;
+use crate::codec::{Codec, Format};
 use std::fmt;
 use std::time::Duration;
 
@@ -49,6 +50,10 @@ pub struct Config {
     /// Entries of the local tier (0: none).
     local_capacity: usize,
     local_max_bytes: u64,
+    /// How values are written (every reader reads every codec).
+    codec: Codec,
+    /// Entries longer than this many bytes are compressed (`None`: never).
+    compress_above: Option<usize>,
     /// The in-process store's caps.
     memory_capacity: usize,
     memory_max_bytes: u64,
@@ -77,6 +82,8 @@ impl Default for Config {
             read_from_replicas: false,
             local_capacity: 0,
             local_max_bytes: 64 << 20,
+            codec: Codec::Json,
+            compress_above: None,
             memory_capacity: 100_000,
             memory_max_bytes: 64 << 20,
             tls_ca_cert: None,
@@ -244,6 +251,20 @@ impl Config {
         self.local_max_bytes
     }
 
+    /// The codec values are written in, where a function names none (default
+    /// [`Codec::Json`]). Readers decode every codec, whatever this says.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Entries longer than this many bytes (encoded) are stored compressed with LZ4, where
+    /// a function sets no threshold of its own (default `None`: never; needs the
+    /// `compression` feature). The size limit [`Config::max_value_bytes`] applies to what
+    /// is stored, after compression.
+    pub fn compress_above(&self) -> Option<usize> {
+        self.compress_above
+    }
+
     /// Most entries the in-process store ([`Cache::memory`](crate::Cache::memory)) keeps
     /// (default 100,000); past it, the least useful make room (CLOCK-PRO eviction).
     pub fn memory_capacity(&self) -> usize {
@@ -294,6 +315,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(problem) = self.format_problem() {
+            return Some(problem);
+        }
         if self.op_timeout >= self.max_fill_time {
             return Some(format!(
                 "op_timeout ({:?}) must be shorter than max_fill_time ({:?}): a miss's write \
@@ -302,6 +326,35 @@ impl Config {
                  raise REDCACHE_MAX_FILL_MS",
                 self.op_timeout, self.max_fill_time
             ));
+        }
+        None
+    }
+}
+
+impl Config {
+    /// How entries are written where a function says nothing of its own.
+    pub(crate) fn format(&self) -> Format {
+        Format {
+            codec: self.codec,
+            compress_above: self.compress_above,
+        }
+    }
+
+    /// A codec or compression this build cannot write.
+    pub(crate) fn format_problem(&self) -> Option<String> {
+        if !self.codec.available() {
+            return Some(format!(
+                "Config::codec / REDCACHE_CODEC is {:?}, which needs redcache's `{}` feature",
+                self.codec.name(),
+                self.codec.name()
+            ));
+        }
+        if self.compress_above.is_some() && !cfg!(feature = "compression") {
+            return Some(
+                "Config::compress_above / REDCACHE_COMPRESS_ABOVE is set, which needs \
+                 redcache's `compression` feature"
+                    .into(),
+            );
         }
         None
     }
@@ -324,6 +377,8 @@ impl fmt::Debug for Config {
             .field("read_from_replicas", &self.read_from_replicas)
             .field("local_capacity", &self.local_capacity)
             .field("local_max_bytes", &self.local_max_bytes)
+            .field("codec", &self.codec)
+            .field("compress_above", &self.compress_above)
             .field("memory_capacity", &self.memory_capacity)
             .field("memory_max_bytes", &self.memory_max_bytes)
             .field("tls_ca_cert", &self.tls_ca_cert.as_ref().map(|_| "<set>"))

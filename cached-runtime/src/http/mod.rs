@@ -35,7 +35,7 @@ use self::rules::{Material, NotStored};
 use self::stored::{Answer, Stored};
 use crate::aside::Entry;
 use crate::cache::Cache;
-use crate::codec::Stamp;
+use crate::codec::{Format, Stamp};
 use crate::core::Core;
 use crate::global::{current, warn_not_initialized};
 use crate::key::{self, md5_hex, new_generation};
@@ -510,8 +510,8 @@ struct NotFilled {
 struct Responses;
 
 impl Shape<Filled> for Responses {
-    fn encode(out: &Filled, stamp: Stamp) -> Outcome {
-        <Res as Shape<Filled>>::encode(out, stamp)
+    fn encode(out: &Filled, stamp: Stamp, format: Format) -> Outcome {
+        <Res as Shape<Filled>>::encode(out, stamp, format)
     }
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Filled>, Stamp)> {
         <Res as Shape<Filled>>::decode(bytes)
@@ -620,10 +620,12 @@ where
         .jitter
         .map_or_else(|| default_jitter(ttl.as_secs()), |j| j.as_secs());
     let whole = |window: Option<Duration>| window.map(|w| w.as_secs());
-    let policy = Policy::seconds(ttl.as_secs(), jitter, 0).with_stale(
-        whole(settings.stale_while_revalidate),
-        whole(settings.stale_if_error),
-    );
+    let policy = Policy::seconds(ttl.as_secs(), jitter, 0)
+        .with_stale(
+            whole(settings.stale_while_revalidate),
+            whole(settings.stale_if_error),
+        )
+        .with_format(core.config.format());
     let if_none_match = request.headers().typed_get::<IfNoneMatch>();
     let head = method == Method::HEAD;
     if head {

@@ -9,7 +9,8 @@
     skip(verbose),
     group = "users",
     lock_ms = 3000,
-    early_refresh = 1.5
+    early_refresh = 1.5,
+    codec = "json"
 )]
 async fn user_name(id: u64, verbose: bool) -> Option<String> {
     if verbose {
