@@ -522,6 +522,33 @@ impl Cache {
             .ok()
             .or_else(|| GLOBAL.get().cloned())
     }
+
+    /// [`current`](Self::current) for one call: the global cache is borrowed, not cloned,
+    /// so calls on many threads do not all write its reference count (one contended cache
+    /// line per call, twice).
+    pub(crate) fn in_use() -> Option<InUse> {
+        match SCOPED.try_with(Cache::clone) {
+            Ok(scoped) => Some(InUse::Scoped(scoped)),
+            Err(_) => GLOBAL.get().map(InUse::Global),
+        }
+    }
+}
+
+/// The cache a call uses ([`Cache::in_use`]).
+pub(crate) enum InUse {
+    Global(&'static Cache),
+    Scoped(Cache),
+}
+
+impl std::ops::Deref for InUse {
+    type Target = Cache;
+
+    fn deref(&self) -> &Cache {
+        match self {
+            InUse::Global(cache) => cache,
+            InUse::Scoped(cache) => cache,
+        }
+    }
 }
 
 impl fmt::Debug for Cache {

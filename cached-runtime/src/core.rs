@@ -15,8 +15,10 @@ use crate::store::Backend;
 use crate::{Config, Error, Result};
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -205,54 +207,59 @@ impl Core {
     }
 
     /// Runs one store operation under the timeout and the breaker.
-    pub(crate) async fn op<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) fn op<F: Future<Output = Result<T>>, T>(&self, op: F) -> Op<'_, F> {
         self.op_checked(Some(self.config.op_timeout()), true, op)
-            .await
     }
 
     /// Runs an invalidation: under `timeout` (if given; an operation of many commands
     /// relies on each command's own), but never skipped by the breaker (an invalidation
     /// that is not even tried would leave the old entry served elsewhere without a trace);
     /// its outcome still informs the breaker.
-    pub(crate) async fn op_invalidation<T>(
+    pub(crate) fn op_invalidation<F: Future<Output = Result<T>>, T>(
         &self,
         timeout: Option<Duration>,
-        op: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.op_checked(timeout, false, op).await
+        op: F,
+    ) -> Op<'_, F> {
+        self.op_checked(timeout, false, op)
     }
 
-    async fn op_checked<T>(
+    /// The operation's future. Awaited at once by every caller, so the breaker is asked
+    /// (and a skip counted) here rather than at the first poll.
+    fn op_checked<F: Future<Output = Result<T>>, T>(
         &self,
         timeout: Option<Duration>,
         skippable: bool,
-        op: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        if !self.backend.is_remote() {
-            return op.await;
-        }
-        let health = &self.health;
-        if skippable && !health.allow() {
+        op: F,
+    ) -> Op<'_, F> {
+        let state = if !self.backend.is_remote() {
+            OpState::Local { op }
+        } else if skippable && !self.health.allow() {
             self.record(None, Event::Skipped);
-            return Err(Error::Unavailable {
+            OpState::Skipped {
                 cooldown: self.config.breaker_cooldown(),
-            });
-        }
-        let result = match timeout {
-            Some(after) => match tokio::time::timeout(after, op).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::Timeout { after }),
-            },
-            None => op.await,
+            }
+        } else {
+            match timeout {
+                Some(after) => OpState::Timed {
+                    op: tokio::time::timeout(after, op),
+                    after,
+                },
+                None => OpState::Untimed { op },
+            }
         };
-        match &result {
+        Op { core: self, state }
+    }
+
+    /// What an operation's outcome tells the breaker.
+    fn settle<T>(&self, result: &Result<T>) {
+        let health = &self.health;
+        match result {
             Ok(_) => health.success(),
             Err(err) if err.is_store_fault() => health.failure(),
             Err(_) => {}
         }
         #[cfg(feature = "metrics")]
         crate::metrics::breaker(health.is_open());
-        result
     }
 
     /// Whether a warning may be logged now (at most one a second per cache), and how many
@@ -285,5 +292,54 @@ impl Core {
                 "redcache: cache fault; the call went on without the cache"
             );
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One store operation under the timeout and the breaker ([`Core::op`]). A future of
+    /// its own, not an `async fn`: an `async fn` keeps the operation twice (as its argument
+    /// and as what it awaits), which doubled the size of every read's future above it and
+    /// the bytes each hit copied as those futures moved into their callers.
+    pub(crate) struct Op<'a, F> {
+        core: &'a Core,
+        #[pin]
+        state: OpState<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = OpProj]
+    enum OpState<F> {
+        /// The memory store: nothing to time out, no breaker.
+        Local { #[pin] op: F },
+        /// A remote store, under the operation timeout.
+        Timed { #[pin] op: tokio::time::Timeout<F>, after: Duration },
+        /// A remote store, without a timeout of its own.
+        Untimed { #[pin] op: F },
+        /// Not tried: the breaker is open.
+        Skipped { cooldown: Duration },
+    }
+}
+
+impl<F: Future<Output = Result<T>>, T> Future for Op<'_, F> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = self.project();
+        let result = match this.state.project() {
+            OpProj::Local { op } => return op.poll(cx),
+            OpProj::Skipped { cooldown } => {
+                return Poll::Ready(Err(Error::Unavailable {
+                    cooldown: *cooldown,
+                }))
+            }
+            OpProj::Untimed { op } => ready!(op.poll(cx)),
+            OpProj::Timed { op, after } => match ready!(op.poll(cx)) {
+                Ok(result) => result,
+                Err(_) => Err(Error::Timeout { after: *after }),
+            },
+        };
+        this.core.settle(&result);
+        Poll::Ready(result)
     }
 }

@@ -56,9 +56,12 @@ impl Core {
     /// [`Cache::invalidate_prefix`](crate::Cache::invalidate_prefix)); how many.
     pub(crate) async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
         let start = key::prefix_start(self.config.namespace(), prefix);
-        // Many commands: each has its own timeout (the connection's), not the whole walk.
+        // Many commands: each step has the operation timeout, not the whole walk.
         let ttl = self.config.max_fill_time();
-        let walk = self.backend.invalidate_prefix(&start, SCAN_BATCH, ttl);
+        let step = self.config.op_timeout();
+        let walk = self
+            .backend
+            .invalidate_prefix(&start, SCAN_BATCH, ttl, step);
         let removed = self.op_invalidation(None, walk).await;
         // Copies are not kept by prefix: every one goes.
         if let Some(tier) = self.backend.local_tier() {

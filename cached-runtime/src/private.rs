@@ -259,7 +259,11 @@ where
     K: Shape<O>,
     F: Future<Output = O>,
 {
-    let Some(cache) = Cache::current() else {
+    // Pinned here, once: the call's own future holds the body, and what it awaits gets a
+    // pointer to it, so a hit never copies the body's future (a database query's can be
+    // large) on its way down.
+    let mut body = std::pin::pin!(body);
+    let Some(cache) = Cache::in_use() else {
         warn_not_initialized();
         return body.await;
     };
@@ -323,7 +327,8 @@ where
     // A tagged call reads its tags' generations first; if it cannot, it runs uncached.
     let tags = match call.tags.is_empty() {
         true => 0,
-        false => match core.tag_digest(&call.tags).await {
+        // Boxed: only tagged calls take it, and inline it would size every call's future.
+        false => match Box::pin(core.tag_digest(&call.tags)).await {
             Ok(digest) => digest,
             Err(err) => {
                 core.fault(&key, &err);
@@ -336,13 +341,15 @@ where
     // One span per call (nearly free when no subscriber wants `debug`): the prefix, the
     // key's hash (never its arguments) and how it was answered.
     let span = call_span(spec.prefix);
-    span.record("key.hash", key_hash(&key));
+    if !span.is_disabled() {
+        span.record("key.hash", key_hash(&key));
+    }
     // Taken before the read is sent: a push for the key that arrives after it retires
     // whatever the read brings.
     let mark = local.map(|(tier, _)| tier.mark(&key, gen_key.as_deref()));
     let tracked = Tracked::default();
     let (out, served) = core
-        .get_or_run::<K, O, F>(
+        .get_or_run::<K, O, _>(
             Some(spec.prefix),
             &key,
             gen_key.as_deref(),
@@ -351,7 +358,7 @@ where
             local.map(|_| &tracked),
             Some(started),
             tags,
-            body,
+            body.as_mut(),
         )
         .instrument(span.clone())
         .await;

@@ -163,13 +163,14 @@ pub(crate) trait Store {
     /// Time left before `key` expires, or `None` when there is no entry.
     fn ttl(&self, key: &str) -> impl Future<Output = Result<Option<Duration>>> + Send;
     /// Replaces every key that starts with `prefix` by a tombstone living `ttl`, walking
-    /// `batch` keys at a time, except tombstones and leases (see [`keeps_its_fence`]); how
-    /// many it replaced.
+    /// `batch` keys at a time, each step (a `SCAN` and its scripts) within `step`, except
+    /// tombstones and leases (see [`keeps_its_fence`]); how many it replaced.
     fn invalidate_prefix(
         &self,
         prefix: &str,
         batch: usize,
         ttl: Duration,
+        step: Duration,
     ) -> impl Future<Output = Result<u64>> + Send;
 }
 
@@ -332,7 +333,13 @@ impl Store for Backend {
         dispatch!("PTTL", self.ttl(key))
     }
 
-    async fn invalidate_prefix(&self, prefix: &str, batch: usize, ttl: Duration) -> Result<u64> {
-        dispatch!("SCAN", self.invalidate_prefix(prefix, batch, ttl))
+    async fn invalidate_prefix(
+        &self,
+        prefix: &str,
+        batch: usize,
+        ttl: Duration,
+        step: Duration,
+    ) -> Result<u64> {
+        dispatch!("SCAN", self.invalidate_prefix(prefix, batch, ttl, step))
     }
 }

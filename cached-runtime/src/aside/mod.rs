@@ -163,6 +163,21 @@ impl Core {
     }
 }
 
+/// What a call's first read found, when it was not a hit ([`Core::begin`]).
+struct First<O> {
+    /// The flight stripe's count before the read.
+    stripe: u64,
+    started: Instant,
+    read: Read,
+    examined: Examined<O>,
+}
+
+/// A hit, or what the first read found otherwise.
+enum Begun<O> {
+    Hit(O, Served),
+    More(First<O>),
+}
+
 /// Runs `body` and measures it (XFetch's delta).
 async fn timed<O>(body: impl Future<Output = O>) -> (O, Duration) {
     let start = Instant::now();
@@ -177,22 +192,26 @@ impl Core {
     /// This is the only part generic over the body's future, and so the only part each
     /// `#[cached]` function gets its own copy of: it awaits [`step`](Self::step) and
     /// [`complete`](Self::complete), which are generic over the return type alone.
+    ///
+    /// A plain function returning [`run_at`](Self::run_at)'s future, so that no layer of
+    /// its own holds (and copies) that future.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn get_or_run<K, O, F>(
-        self: &Arc<Self>,
-        prefix: Option<&str>,
-        key: &str,
-        gen_key: Option<&str>,
-        policy: &Policy,
+    pub(crate) fn get_or_run<'a, K, O, F>(
+        self: &'a Arc<Self>,
+        prefix: Option<&'a str>,
+        key: &'a str,
+        gen_key: Option<&'a str>,
+        policy: &'a Policy,
         hooks: Hooks<O>,
-        local: Option<&Tracked>,
+        local: Option<&'a Tracked>,
         started: Option<Instant>,
         tags: u64,
         body: F,
-    ) -> (O, Served)
+    ) -> impl Future<Output = (O, Served)> + 'a
     where
-        K: Shape<O>,
-        F: Future<Output = O>,
+        K: Shape<O> + 'a,
+        O: 'a,
+        F: Future<Output = O> + 'a,
     {
         let at = Entry {
             prefix,
@@ -205,10 +224,39 @@ impl Core {
             started,
             tags,
         };
-        self.run_at::<K, O, F>(at, hooks, body).await
+        self.run_at::<K, O, F>(at, hooks, body)
+    }
+
+    /// A call's first read, and its answer if that is a hit. What the read saw otherwise
+    /// goes on to [`run_from`](Self::run_from), which acts on it as its first
+    /// [`step`](Self::step) would have.
+    async fn begin<K: Shape<O>, O>(&self, at: Entry<'_>) -> Begun<O> {
+        // Before the read, as in `step`: a flight that ends after it is noticed.
+        let stripe = self.flights.stripe(at.key);
+        let started = at.started.unwrap_or_else(Instant::now);
+        let read = self.read_relaxed(at).await;
+        let examined = match self.examine::<K, O>(at, &read) {
+            Examined::Hit(found) => match self.count_hit(at.prefix, found) {
+                Some((out, served)) => return Begun::Hit(out, served),
+                // A tombstone: a miss.
+                None => Examined::Miss,
+            },
+            examined => examined,
+        };
+        Begun::More(First {
+            stripe,
+            started,
+            read,
+            examined,
+        })
     }
 
     /// [`get_or_run`](Self::get_or_run) for an entry already described.
+    ///
+    /// A hit is answered by [`begin`](Self::begin) alone; everything else continues in
+    /// [`run_from`](Self::run_from) from that read, boxed. So the future every call builds,
+    /// awaits and moves is the first read's, a fraction of the whole machinery's: a hit
+    /// does not pay to copy the flight, lease and fill states it never enters.
     pub(crate) async fn run_at<K, O, F>(
         self: &Arc<Self>,
         at: Entry<'_>,
@@ -219,11 +267,34 @@ impl Core {
         K: Shape<O>,
         F: Future<Output = O>,
     {
+        match self.begin::<K, O>(at).await {
+            Begun::Hit(out, served) => (out, served),
+            Begun::More(first) => {
+                Box::pin(self.run_from::<K, O, F>(at, hooks, body, Some(first))).await
+            }
+        }
+    }
+
+    /// [`run_at`](Self::run_at), from a first read already made, if any.
+    async fn run_from<K, O, F>(
+        self: &Arc<Self>,
+        at: Entry<'_>,
+        hooks: Hooks<O>,
+        body: F,
+        mut first: Option<First<O>>,
+    ) -> (O, Served)
+    where
+        K: Shape<O>,
+        F: Future<Output = O>,
+    {
         let mut solo = false;
         // Only the first step's read follows the call's start closely.
         let mut started = at.started;
         loop {
-            match self.step::<K, O>(at, solo, started.take()).await {
+            match self
+                .step::<K, O>(at, solo, started.take(), first.take())
+                .await
+            {
                 Step::Done(out, served) => return (out, served),
                 Step::Again => continue,
                 // The flight it waited on ended with nothing to share (an `Err`, a result
@@ -246,7 +317,7 @@ impl Core {
                             }
                         }
                     };
-                    self.complete::<K, O>(at, hooks, run, &out, compute).await;
+                    Box::pin(self.complete::<K, O>(at, hooks, run, &out, compute)).await;
                     if K::failed(&out) {
                         if let Some(out) = self.answer_stale::<K, O>(at, stale) {
                             return (out, Served::Stale);
@@ -261,18 +332,33 @@ impl Core {
     /// Everything a call does before its body would run: a hit, a reason to start over,
     /// or the body to run (as the key's flight leader, as its early refresher, or `solo`:
     /// without a flight).
+    ///
+    /// `first`: the call's first read, made by [`begin`](Self::begin), in place of this
+    /// step's own.
     async fn step<K: Shape<O>, O>(
         self: &Arc<Self>,
         at: Entry<'_>,
         solo: bool,
         started: Option<Instant>,
+        first: Option<First<O>>,
     ) -> Step<'_, O> {
         let key = at.key;
-        // Read first: a hit needs no flight.
-        let stripe = self.flights.stripe(key);
-        let mut started = started.unwrap_or_else(Instant::now);
-        let mut read = self.read_relaxed(at).await;
-        let mut examined = self.examine::<K, O>(at, &read);
+        let (stripe, mut started, mut read, mut examined) = match first {
+            Some(First {
+                stripe,
+                started,
+                read,
+                examined,
+            }) => (stripe, started, read, examined),
+            None => {
+                // Read first: a hit needs no flight.
+                let stripe = self.flights.stripe(key);
+                let started = started.unwrap_or_else(Instant::now);
+                let read = self.read_relaxed(at).await;
+                let examined = self.examine::<K, O>(at, &read);
+                (stripe, started, read, examined)
+            }
+        };
         if self.backend.reads_replicas()
             && matches!(read, Read::Found { .. })
             && !matches!(examined, Examined::Hit(_))
@@ -382,7 +468,9 @@ impl Core {
             leader.seal();
             // Counted from before the wait: errs on the safe side.
             let taken = Instant::now();
-            match self.lock_or_wait::<K, O>(at, lock).await {
+            // Boxed, as every path that only some calls take: an inline future would size
+            // every call's future (copied as each hit awaits it) to the largest path.
+            match Box::pin(self.lock_or_wait::<K, O>(at, lock)).await {
                 Locked::Filled(out, served, entry) => {
                     leader.finish(entry.map(Shared::stored));
                     return Step::Done(out, served);
@@ -392,7 +480,7 @@ impl Core {
                     if let Examined::Hit(found) = self.examine::<K, O>(at, &fresh) {
                         if let Some((out, served)) = self.count_hit(at.prefix, found) {
                             leader.finish(fresh.into_entry().map(Shared::stored));
-                            held.release().await;
+                            Box::pin(held.release()).await;
                             return Step::Done(out, served);
                         }
                     }

@@ -10,6 +10,7 @@ use crate::stats::{Event, Served};
 use crate::store::{GroupFence, Seen, Store};
 use crate::ttl::{self, unix_ms};
 use crate::Error;
+use std::future::Future;
 use std::time::Duration;
 
 /// What a read means for a call.
@@ -222,15 +223,15 @@ impl Core {
 
     /// Reads `key` (and the group generation) from the master; faults are recorded, never
     /// returned.
-    pub(super) async fn read(&self, at: Entry<'_>) -> Read {
-        self.read_from(at, false).await
+    pub(super) fn read<'a>(&'a self, at: Entry<'a>) -> impl Future<Output = Read> + 'a {
+        self.read_from(at, false)
     }
 
     /// [`read`](Self::read), but a replica may answer (reading from replicas): a hit may be
     /// older than the master by the replication lag. Anything else is read again with
     /// `read` before it is acted on.
-    pub(super) async fn read_relaxed(&self, at: Entry<'_>) -> Read {
-        self.read_from(at, true).await
+    pub(super) fn read_relaxed<'a>(&'a self, at: Entry<'a>) -> impl Future<Output = Read> + 'a {
+        self.read_from(at, true)
     }
 
     async fn read_from(&self, at: Entry<'_>, relaxed: bool) -> Read {
@@ -239,22 +240,23 @@ impl Core {
         if let Some(tracked) = at.local {
             tracked.note(None, 0);
         }
-        let result = match (at.gen_key, relaxed) {
-            _ if at.local.is_some() => {
-                self.op(b.get_tracked(key, at.gen_key))
+        let result =
+            match (at.gen_key, relaxed) {
+                // Boxed: the tracked read's future is several times a plain read's, and would
+                // size every call's future (which each hit copies as it is awaited) to it.
+                _ if at.local.is_some() => Box::pin(self.op(b.get_tracked(key, at.gen_key)))
                     .await
                     .map(|(found, left)| {
                         if let (Some(tracked), Some(entry)) = (at.local, &found.0) {
                             tracked.note(left, entry.len());
                         }
                         found
-                    })
-            }
-            (None, false) => self.op(b.get(key)).await.map(|entry| (entry, None)),
-            (None, true) => self.op(b.get_relaxed(key)).await.map(|entry| (entry, None)),
-            (Some(gen_key), false) => self.op(b.get_with_gen(key, gen_key)).await,
-            (Some(gen_key), true) => self.op(b.get_with_gen_relaxed(key, gen_key)).await,
-        };
+                    }),
+                (None, false) => self.op(b.get(key)).await.map(|entry| (entry, None)),
+                (None, true) => self.op(b.get_relaxed(key)).await.map(|entry| (entry, None)),
+                (Some(gen_key), false) => self.op(b.get_with_gen(key, gen_key)).await,
+                (Some(gen_key), true) => self.op(b.get_with_gen_relaxed(key, gen_key)).await,
+            };
         match result {
             Ok((entry, gen)) => {
                 let gen = match gen.as_deref().map(parse_gen) {

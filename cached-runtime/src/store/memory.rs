@@ -251,7 +251,13 @@ impl Store for MemoryStore {
             .map(|e| e.expires.map_or(Duration::MAX, |t| t - now)))
     }
 
-    async fn invalidate_prefix(&self, prefix: &str, _batch: usize, ttl: Duration) -> Result<u64> {
+    async fn invalidate_prefix(
+        &self,
+        prefix: &str,
+        _batch: usize,
+        ttl: Duration,
+        _step: Duration,
+    ) -> Result<u64> {
         let keys: Vec<String> = self
             .entries
             .iter()
@@ -291,7 +297,7 @@ mod tests {
         assert_eq!(store.get("k").await.unwrap(), None);
         assert_eq!(
             store
-                .invalidate_prefix("k", 10, Duration::from_secs(1))
+                .invalidate_prefix("k", 10, Duration::from_secs(1), Duration::from_secs(1))
                 .await
                 .unwrap(),
             0,
@@ -378,7 +384,13 @@ mod tests {
             store.set(key, b"v", ttl).await.unwrap();
         }
         store.set("user:3:lock", b"123", ttl).await.unwrap();
-        assert_eq!(store.invalidate_prefix("user:", 10, ttl).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .invalidate_prefix("user:", 10, ttl, ttl)
+                .await
+                .unwrap(),
+            2
+        );
         for key in ["user:1", "user:2"] {
             let raw = store.get(key).await.unwrap().unwrap();
             assert!(crate::codec::is_tombstone(&raw), "{key}");
@@ -389,11 +401,20 @@ mod tests {
             "a lease is kept"
         );
         assert_eq!(
-            store.invalidate_prefix("user:", 10, ttl).await.unwrap(),
+            store
+                .invalidate_prefix("user:", 10, ttl, ttl)
+                .await
+                .unwrap(),
             0,
             "tombstones are kept and not counted again"
         );
-        assert_eq!(store.invalidate_prefix("user*:", 10, ttl).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .invalidate_prefix("user*:", 10, ttl, ttl)
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(
             store.get("users:1").await.unwrap().as_deref(),
             Some(&b"v"[..])

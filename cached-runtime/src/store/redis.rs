@@ -260,7 +260,10 @@ pub(super) fn manager_config(
 ) -> ConnectionManagerConfig {
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
-        .set_response_timeout(Some(config.op_timeout()))
+        // No response timeout of its own: every operation already runs under the
+        // operation timeout (`Core::op`), and a second timer per command cost each hit
+        // about a quarter of a microsecond.
+        .set_response_timeout(None)
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500));
     match local {
@@ -843,7 +846,13 @@ impl<C: Conn> Store for RedisStore<C> {
         })
     }
 
-    async fn invalidate_prefix(&self, prefix: &str, batch: usize, ttl: Duration) -> Result<u64> {
+    async fn invalidate_prefix(
+        &self,
+        prefix: &str,
+        batch: usize,
+        ttl: Duration,
+        step: Duration,
+    ) -> Result<u64> {
         let pattern = prefix_pattern(prefix);
         let mut replaced = 0;
         // SCAN walks each master's keyspace a bounded step at a time, and each step's keys
@@ -854,7 +863,9 @@ impl<C: Conn> Store for RedisStore<C> {
             Ok((conn, _)) => conn,
             Err(gone) => self.reopen_after(gone).await?.0,
         };
-        for node in conn.masters().await? {
+        // The connection times no command out (each single operation runs under the
+        // operation timeout, `Core::op`), so each step of the walk has its own.
+        for node in within(step, conn.masters()).await? {
             let mut cursor: u64 = 0;
             loop {
                 let mut scan = redis::cmd("SCAN");
@@ -863,12 +874,12 @@ impl<C: Conn> Store for RedisStore<C> {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(batch);
-                let reply = conn.send_to(&node, scan).await?;
+                let reply = within(step, conn.send_to(&node, scan)).await?;
                 let (next, keys): (u64, Vec<Vec<u8>>) =
                     redis::from_redis_value(reply).map_err(|e| Error::redis(e.into()))?;
                 // At most SCRIPT_KEYS keys per script, so that none holds Redis for long.
                 for keys in keys.chunks(SCRIPT_KEYS) {
-                    replaced += self.tombstone_keys(keys, ttl).await?;
+                    replaced += within(step, self.tombstone_keys(keys, ttl)).await?;
                 }
                 if next == 0 {
                     break;
@@ -878,6 +889,13 @@ impl<C: Conn> Store for RedisStore<C> {
         }
         Ok(replaced)
     }
+}
+
+/// `op`, or `Error::Timeout` once `after` has passed.
+async fn within<T>(after: Duration, op: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(after, op)
+        .await
+        .unwrap_or(Err(Error::Timeout { after }))
 }
 
 impl<C: Conn> RedisStore<C> {
