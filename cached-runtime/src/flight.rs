@@ -60,14 +60,16 @@ impl Shared {
     }
 }
 
-/// Stripes of flight-end counters (a power of two).
-const STRIPES: usize = 64;
+/// Stripes of flight-end counters (a power of two). Many: a caller whose stripe moved
+/// between its read and its join reads again, and with 256 misses under way, 16 stripes
+/// (one per last hex digit, as before) made nearly every miss read twice.
+const STRIPES: usize = 4096;
 
 #[derive(Debug)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, (u64, watch::Receiver<Flight>)>>,
     next_id: AtomicU64,
-    ended: [AtomicU64; STRIPES],
+    ended: Box<[AtomicU64]>,
 }
 
 impl Default for Flights {
@@ -75,15 +77,21 @@ impl Default for Flights {
         Flights {
             map: Mutex::default(),
             next_id: AtomicU64::new(0),
-            ended: std::array::from_fn(|_| AtomicU64::new(0)),
+            ended: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
 
-/// Which stripe `key` belongs to: its last byte, a hex digit of its md5 for every key
-/// `#[cached]` derives. Keys that share a stripe only cost each other an extra read.
+/// Which stripe `key` belongs to: a hash of its last 8 bytes, hex digits of its md5 for
+/// every key `#[cached]` and the HTTP layer derive. Keys that share a stripe only cost
+/// each other an extra read.
 fn stripe_of(key: &str) -> usize {
-    key.as_bytes().last().map_or(0, |b| usize::from(*b)) & (STRIPES - 1)
+    let bytes = key.as_bytes();
+    let tail = &bytes[bytes.len().saturating_sub(8)..];
+    let mixed = tail.iter().fold(0u64, |h, &b| {
+        (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    });
+    (mixed >> 52) as usize & (STRIPES - 1)
 }
 
 pub(crate) enum Role<'a> {
@@ -201,6 +209,15 @@ pub(crate) async fn follow(mut rx: watch::Receiver<Flight>, within: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_misses_rarely_share_a_stripe() {
+        // 256 keys of one prefix, as 256 concurrent misses would have: nearly all on
+        // stripes of their own, so a flight's end rarely sends another call to read again.
+        let keys = (0..256u32).map(|i| crate::key::derive_key(None, "p", None, &i.to_le_bytes()));
+        let stripes: std::collections::HashSet<usize> = keys.map(|k| stripe_of(&k)).collect();
+        assert!(stripes.len() > 240, "{} stripes", stripes.len());
+    }
 
     const WAIT: Duration = Duration::from_secs(30);
 
