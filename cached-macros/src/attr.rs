@@ -25,7 +25,7 @@ impl Parse for RawArg {
         let name = input.call(syn::ext::IdentExt::parse_any)?;
         let value = if input.peek(Token![=]) {
             input.parse::<Token![=]>()?;
-            RawValue::Eq(input.parse()?)
+            RawValue::Eq(ungroup(input.parse()?))
         } else if input.peek(token::Paren) {
             let content;
             syn::parenthesized!(content in input);
@@ -38,6 +38,15 @@ impl Parse for RawArg {
             RawValue::Flag
         };
         Ok(RawArg { name, value })
+    }
+}
+
+/// `expr` without the invisible groups `macro_rules!` puts around a substituted fragment
+/// (`prefix = $prefix` with `$prefix:literal`), so such a value is checked as written.
+fn ungroup(expr: Expr) -> Expr {
+    match expr {
+        Expr::Group(group) => ungroup(*group.expr),
+        expr => expr,
     }
 }
 
