@@ -610,7 +610,7 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
     println!(
         "\n## 2. Misses\n\nEvery call on a key never used before; the body returns the value \
          at once, so this is the cost of the lookup plus the store (`cached`: GET, then a \
-         GET + PSETEX pipeline; redcache: GET, then its fenced fill script; hand-written: \
+         GET + PSETEX pipeline; redcache: GET, then SET NX PX (its fill when the read found nothing); hand-written: \
          GET, then SET EX). {MISS_REPEATS} interleaved rounds of {:.1} s.\n",
         SLICE.as_secs_f64()
     );
