@@ -13,7 +13,7 @@ mod common;
 mod shared;
 
 use serde::{Deserialize, Serialize};
-use shared::{profile, Profile};
+use shared::{profile, spread, Profile};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -163,17 +163,6 @@ async fn rate(cache: &redcache::Cache, call: &Call, tasks: u64, per_task: usize)
         handle.await.unwrap();
     }
     (tasks as usize * per_task) as f64 / start.elapsed().as_secs_f64()
-}
-
-/// `values` as median (min–max).
-fn spread(mut values: Vec<f64>) -> String {
-    values.sort_by(f64::total_cmp);
-    format!(
-        "{:.2}x ({:.2}–{:.2})",
-        values[values.len() / 2],
-        values[0],
-        values[values.len() - 1]
-    )
 }
 
 fn main() {

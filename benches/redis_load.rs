@@ -17,7 +17,7 @@
 mod common;
 mod shared;
 
-use shared::{profile, Profile};
+use shared::{profile, spread, Profile};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -120,17 +120,6 @@ struct Round {
     memory: Row,
     raw_miss: Row,
     miss: Row,
-}
-
-/// `values` as median (min–max).
-fn spread(mut values: Vec<f64>) -> String {
-    values.sort_by(f64::total_cmp);
-    format!(
-        "{:.2}x ({:.2}–{:.2})",
-        values[values.len() / 2],
-        values[0],
-        values[values.len() - 1]
-    )
 }
 
 async fn run(full: bool) {

@@ -1,4 +1,5 @@
-//! The value both benchmarks cache: a ~180-byte struct, as JSON.
+//! What the benchmarks share: the value they cache (a ~180-byte struct, as JSON), and how
+//! the load benches report a ratio.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,4 +22,17 @@ pub fn profile(id: u64) -> Profile {
         tags: vec!["math".into(), "engines".into(), "poetry".into()],
         score: 98.5,
     }
+}
+
+/// Ratios as median (min–max), e.g. `0.94x (0.88–0.97)`: how the load benches report one
+/// cell over its interleaved rounds.
+#[allow(dead_code)]
+pub fn spread(mut values: Vec<f64>) -> String {
+    values.sort_by(f64::total_cmp);
+    format!(
+        "{:.2}x ({:.2}–{:.2})",
+        values[values.len() / 2],
+        values[0],
+        values[values.len() - 1]
+    )
 }

@@ -18,7 +18,6 @@ use cached::macros::concurrent_cached;
 use md5::{Digest, Md5};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
 use server::RedisServer;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,29 +41,10 @@ const OUTAGE_DEADLINE: Duration = Duration::from_secs(2);
 const TTL: u64 = 3600;
 const MISS_TTL: u64 = 60;
 
-// ---------------------------------------------------------------------------------------
-// The value: the same struct as benches/shared/mod.rs.
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Profile {
-    pub id: u64,
-    pub name: String,
-    pub email: String,
-    pub bio: String,
-    pub tags: Vec<String>,
-    pub score: f64,
-}
-
-pub fn profile(id: u64) -> Profile {
-    Profile {
-        id,
-        name: "Ada Lovelace".into(),
-        email: "ada@example.org".into(),
-        bio: "Mathematician and writer, known for work on the Analytical Engine.".into(),
-        tags: vec!["math".into(), "engines".into(), "poetry".into()],
-        score: 98.5,
-    }
-}
+// The value: the workspace benches' own struct, the same file.
+#[path = "../../shared/mod.rs"]
+mod shared;
+use shared::{profile, Profile};
 
 /// The error every implementation returns: the `cached` crate needs a `Result` for its
 /// Redis store, so all three have the same signature.
@@ -359,6 +339,48 @@ where
     }
 }
 
+/// Each implementation's samples at one concurrency.
+type Rows = Vec<(usize, [Vec<Sample>; 3])>;
+
+/// `repeats` rounds at each of `tasks`, each round taking one slice of every
+/// implementation in turn (`cached`, redcache, hand-written, `cached`, ...).
+async fn interleaved<F, Fut>(tasks: &[usize], repeats: usize, slice: F) -> Rows
+where
+    F: Fn(Peer, usize) -> Fut,
+    Fut: Future<Output = Sample>,
+{
+    let mut rows = Vec::new();
+    for &tasks in tasks {
+        let mut samples: [Vec<Sample>; 3] = Default::default();
+        for _ in 0..repeats {
+            for peer in PEERS {
+                samples[peer as usize].push(slice(peer, tasks).await);
+            }
+        }
+        rows.push((tasks, samples));
+    }
+    rows
+}
+
+/// The per-implementation table of `rows`: ops/s and p99, median (min–max).
+fn print_rows(rows: &Rows, unit: &str) {
+    println!("| tasks | implementation | {unit} | p99 |");
+    println!("|---:|---|---:|---:|");
+    for (tasks, samples) in rows {
+        for peer in PEERS {
+            let s = &samples[peer as usize];
+            let ops: Vec<f64> = s.iter().map(|s| s.ops_per_sec).collect();
+            let p99: Vec<Duration> = s.iter().map(|s| s.p99).collect();
+            println!(
+                "| {tasks} | {} | {} | {} |",
+                peer.name(),
+                fmt_ops_spread(&ops),
+                fmt_dur_spread(&p99)
+            );
+        }
+    }
+}
+
 async fn hit_slice(peer: Peer, hand: &Hand, tasks: usize, slice: Duration) -> Sample {
     let hand = hand.clone();
     run_slice(tasks, slice, move |id| {
@@ -553,31 +575,11 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
          counters; hand-written: the md5 of the arguments' JSON, one GET, a JSON decode.\n",
         SLICE.as_secs_f64()
     );
-    let mut hit_rows = Vec::new();
-    for tasks in HIT_TASKS {
-        let mut samples: [Vec<Sample>; 3] = Default::default();
-        for _ in 0..HIT_REPEATS {
-            for peer in PEERS {
-                samples[peer as usize].push(hit_slice(peer, &hand, tasks, SLICE).await);
-            }
-        }
-        hit_rows.push((tasks, samples));
-    }
-    println!("| tasks | implementation | hits/s | p99 |");
-    println!("|---:|---|---:|---:|");
-    for (tasks, samples) in &hit_rows {
-        for peer in PEERS {
-            let s = &samples[peer as usize];
-            let ops: Vec<f64> = s.iter().map(|s| s.ops_per_sec).collect();
-            let p99: Vec<Duration> = s.iter().map(|s| s.p99).collect();
-            println!(
-                "| {tasks} | {} | {} | {} |",
-                peer.name(),
-                fmt_ops_spread(&ops),
-                fmt_dur_spread(&p99)
-            );
-        }
-    }
+    let hit_rows = interleaved(&HIT_TASKS, HIT_REPEATS, |peer, tasks| {
+        hit_slice(peer, &hand, tasks, SLICE)
+    })
+    .await;
+    print_rows(&hit_rows, "hits/s");
     println!(
         "\nRatios over the paired rounds (each round's redcache value over the same round's \
          other value), median (min–max); above 1.00x redcache does more hits/s, and for p99 \
@@ -614,31 +616,11 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
          GET, then SET EX). {MISS_REPEATS} interleaved rounds of {:.1} s.\n",
         SLICE.as_secs_f64()
     );
-    let mut miss_rows = Vec::new();
-    for tasks in MISS_TASKS {
-        let mut samples: [Vec<Sample>; 3] = Default::default();
-        for _ in 0..MISS_REPEATS {
-            for peer in PEERS {
-                samples[peer as usize].push(miss_slice(peer, &hand, tasks, SLICE).await);
-            }
-        }
-        miss_rows.push((tasks, samples));
-    }
-    println!("| tasks | implementation | misses/s | p99 |");
-    println!("|---:|---|---:|---:|");
-    for (tasks, samples) in &miss_rows {
-        for peer in PEERS {
-            let s = &samples[peer as usize];
-            let ops: Vec<f64> = s.iter().map(|s| s.ops_per_sec).collect();
-            let p99: Vec<Duration> = s.iter().map(|s| s.p99).collect();
-            println!(
-                "| {tasks} | {} | {} | {} |",
-                peer.name(),
-                fmt_ops_spread(&ops),
-                fmt_dur_spread(&p99)
-            );
-        }
-    }
+    let miss_rows = interleaved(&MISS_TASKS, MISS_REPEATS, |peer, tasks| {
+        miss_slice(peer, &hand, tasks, SLICE)
+    })
+    .await;
+    print_rows(&miss_rows, "misses/s");
     println!("\n| tasks | misses/s redcache / `cached` | misses/s redcache / hand-written |");
     println!("|---:|---:|---:|");
     for (tasks, samples) in &miss_rows {
