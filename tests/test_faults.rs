@@ -195,6 +195,43 @@ async fn paused_redis_costs_one_timeout_then_the_breaker_skips_it() {
     assert!(!cache.stats().breaker_open);
 }
 
+/// The connection times no command out by itself: every operation runs under the
+/// operation timeout, and the prefix walk, many commands, gives each step its own. A frozen
+/// Redis costs each invalidation one timeout, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_redis_costs_each_invalidation_one_timeout() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(test_config().url(server.url()).op_timeout(OP_TIMEOUT))
+        .await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+
+    server.pause();
+    let start = Instant::now();
+    // Bounded here too, so that a regression fails rather than hangs.
+    let walk = tokio::time::timeout(Duration::from_secs(10), cache.invalidate_prefix("f:item"));
+    let err = walk.await.expect("the walk hung").unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(err, redcache::Error::Timeout { .. }), "{err}");
+    assert!(took >= OP_TIMEOUT && took < OP_TIMEOUT + SLACK, "{took:?}");
+    let start = Instant::now();
+    let err = cache.invalidate_group("g").await.unwrap_err();
+    assert!(matches!(err, redcache::Error::Timeout { .. }), "{err}");
+    assert!(
+        start.elapsed() < OP_TIMEOUT + SLACK,
+        "{:?}",
+        start.elapsed()
+    );
+
+    server.resume();
+    // The same connection answers again: nothing was left waiting on it.
+    let removed = cache.invalidate_prefix("f:item").await.unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(calls.load(SeqCst), 2, "the invalidation retired the entry");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_redis_under_concurrent_load_never_fails_a_call() {
     let mut server = RedisServer::start();

@@ -211,8 +211,8 @@ impl Core {
         self.op_checked(Some(self.config.op_timeout()), true, op)
     }
 
-    /// Runs an invalidation: under `timeout` (if given; an operation of many commands
-    /// relies on each command's own), but never skipped by the breaker (an invalidation
+    /// Runs an invalidation: under `timeout` (if given; an operation of many commands, the
+    /// prefix walk, gives each of its steps the operation timeout instead), but never skipped by the breaker (an invalidation
     /// that is not even tried would leave the old entry served elsewhere without a trace);
     /// its outcome still informs the breaker.
     pub(crate) fn op_invalidation<F: Future<Output = Result<T>>, T>(
