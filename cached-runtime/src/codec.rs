@@ -695,6 +695,12 @@ mod tests {
             Pair(u8, u8),
         }
         #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        enum Event {
+            Created { by: String },
+            Deleted,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
         struct Rich {
             id: u64,
             #[serde(flatten)]
@@ -704,6 +710,9 @@ mod tests {
             extra: serde_json::Value,
             bytes: Vec<u8>,
             missing: Option<String>,
+            events: Vec<Event>,
+            #[serde(skip_serializing_if = "Option::is_none", default)]
+            skipped: Option<u8>,
         }
         let rich = || Rich {
             id: u64::MAX,
@@ -715,6 +724,8 @@ mod tests {
             extra: serde_json::json!({"a": [1, -2, 3.5, null, true], "b": {"c": "d"}}),
             bytes: vec![0, 255, 7],
             missing: None,
+            events: vec![Event::Created { by: "ada".into() }, Event::Deleted],
+            skipped: None,
         };
         let stamp = Stamp {
             gen: 9,
