@@ -442,42 +442,36 @@ fn type_key_value(expr: &Expr, errors: &mut Errors) -> Option<Expr> {
 }
 
 fn output_value(arg: &RawArg, errors: &mut Errors) -> Option<Output> {
-    let expr = eq_value(arg, errors, "output = \"result\"")?;
-    let names: Vec<String> = OUTPUTS.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-    let expected = format!(
-        "`output` must be one of {}: how the return type is cached when it is written as a \
-         type alias",
-        names.join(", ")
-    );
-    match expr {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(lit), ..
-        }) => match OUTPUTS.iter().find(|(n, _)| *n == lit.value()) {
-            Some((_, output)) => Some(*output),
-            None => {
-                errors.at(lit.span(), expected);
-                None
-            }
-        },
-        _ => {
-            errors.spanned(expr, expected);
-            None
-        }
-    }
+    let meaning = "how the return type is cached when it is written as a type alias";
+    one_of(arg, errors, "output = \"result\"", OUTPUTS, meaning).map(|(output, _)| output)
 }
 
 fn codec_value(arg: &RawArg, errors: &mut Errors) -> Option<(Codec, Span)> {
-    let expr = eq_value(arg, errors, "codec = \"msgpack\"")?;
-    let names: Vec<String> = CODECS.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    let meaning = "how the function's values are written in the store";
+    one_of(arg, errors, "codec = \"msgpack\"", CODECS, meaning)
+}
+
+/// A string literal naming one of `table`'s entries: the entry and the literal's span;
+/// anything else is an error listing the names, saying what the option means.
+fn one_of<T: Copy>(
+    arg: &RawArg,
+    errors: &mut Errors,
+    example: &str,
+    table: &[(&str, T)],
+    meaning: &str,
+) -> Option<(T, Span)> {
+    let expr = eq_value(arg, errors, example)?;
+    let names: Vec<String> = table.iter().map(|(n, _)| format!("\"{n}\"")).collect();
     let expected = format!(
-        "`codec` must be one of {}: how the function's values are written in the store",
+        "`{}` must be one of {}: {meaning}",
+        arg.name,
         names.join(", ")
     );
     match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
-        }) => match CODECS.iter().find(|(n, _)| *n == lit.value()) {
-            Some((_, codec)) => Some((*codec, lit.span())),
+        }) => match table.iter().find(|(n, _)| *n == lit.value()) {
+            Some((_, value)) => Some((*value, lit.span())),
             None => {
                 errors.at(lit.span(), expected);
                 None
