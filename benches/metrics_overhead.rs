@@ -4,7 +4,7 @@
 //!
 //! - Built with `--features metrics`, it compares, in one process, hits with no recorder
 //!   installed against hits with the Prometheus exporter's recorder installed
-//!   (`PrometheusBuilder::new().build_recorder()`). The two take turns, A, B, A, B, …, on
+//!   (`PrometheusBuilder::new().build_recorder()`). The two take turns, A, B, then B, A, …, on
 //!   the same current-thread runtime; the recorder is installed for B's turn only, with
 //!   `metrics::with_local_recorder` around the runtime's `block_on`, so both turns go
 //!   through the same lookup of the recorder (thread-local, then global) and differ only
@@ -120,7 +120,7 @@ fn main() {
         }
     } else {
         #[cfg(feature = "metrics")]
-        with_recorder::compare(&rt, &local, &cells, if full { 7 } else { 1 });
+        with_recorder::compare(&rt, &local, &cells, if full { 9 } else { 1 });
         #[cfg(not(feature = "metrics"))]
         println!(
             "without `--features metrics` only `--plain` measures; see scripts/metrics-overhead"
@@ -155,11 +155,21 @@ mod with_recorder {
         for cell in cells {
             let mut none = Vec::new();
             let mut with = Vec::new();
-            for _ in 0..rounds {
-                none.push(local.block_on(rt, hits_per_sec(cell)));
-                with.push(metrics::with_local_recorder(&recorder, || {
-                    local.block_on(rt, hits_per_sec(cell))
-                }));
+            for round in 0..rounds {
+                let measure_none = || local.block_on(rt, hits_per_sec(cell));
+                let measure_with = || {
+                    metrics::with_local_recorder(&recorder, || {
+                        local.block_on(rt, hits_per_sec(cell))
+                    })
+                };
+                // A, B, then B, A: neither always has the first turn of a pair.
+                if round % 2 == 0 {
+                    none.push(measure_none());
+                    with.push(measure_with());
+                } else {
+                    with.push(measure_with());
+                    none.push(measure_none());
+                }
                 // What an exporter does between scrapes, outside the measurement: drain
                 // the histograms' buckets.
                 handle.run_upkeep();

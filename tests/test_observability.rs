@@ -251,4 +251,57 @@ mod with_metrics {
             other => panic!("{other:?}"),
         }
     }
+
+    /// `redcache_breaker_open` as the recorder holds it now.
+    fn breaker_gauge(snapshotter: &metrics_util::debugging::Snapshotter) -> Option<f64> {
+        let snapshot: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| (key, value))
+            .collect();
+        match value(&snapshot, MetricKind::Gauge, "redcache_breaker_open", &[]) {
+            Some(DebugValue::Gauge(open)) => Some(open.into_inner()),
+            None => None,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_breaker_gauge_follows_the_breaker_through_an_outage_and_back() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let server = RedisServer::start();
+        metrics::with_local_recorder(&recorder, || {
+            runtime().block_on(async {
+                let cache = server
+                    .cache_with(
+                        test_config()
+                            .url(server.url())
+                            .op_timeout(Duration::from_millis(200))
+                            .breaker_threshold(2)
+                            .breaker_cooldown(Duration::from_millis(200)),
+                    )
+                    .await;
+                let calls = AtomicUsize::new(0);
+                // The first operation sets it, though the state is the initial one.
+                cache.scope(price(1, &calls)).await;
+                assert_eq!(breaker_gauge(&snapshotter), Some(0.0));
+                server.pause();
+                for _ in 0..2 {
+                    assert_eq!(cache.scope(price(2, &calls)).await, 200, "fails open");
+                }
+                assert!(cache.stats().breaker_open);
+                assert_eq!(breaker_gauge(&snapshotter), Some(1.0));
+                server.resume();
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while cache.stats().breaker_open {
+                    assert!(std::time::Instant::now() < deadline, "{:?}", cache.stats());
+                    cache.scope(price(3, &calls)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                assert_eq!(breaker_gauge(&snapshotter), Some(0.0), "closed again");
+            })
+        });
+    }
 }

@@ -30,6 +30,9 @@ pub(crate) struct Core {
     /// The same counters for each prefix (never per key: bounded by the functions).
     by_prefix: RwLock<HashMap<Box<str>, Arc<Counters>>>,
     health: Breaker,
+    /// What `redcache_breaker_open` was last set to.
+    #[cfg(feature = "metrics")]
+    breaker_gauge: crate::metrics::BreakerGauge,
     last_fault: Mutex<Option<LastFault>>,
     /// Unique in the process: names this cache in per-thread lookups.
     id: u64,
@@ -45,6 +48,8 @@ impl Core {
             counters: Counters::default(),
             by_prefix: RwLock::default(),
             health,
+            #[cfg(feature = "metrics")]
+            breaker_gauge: Default::default(),
             last_fault: Mutex::default(),
             id: {
                 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -259,7 +264,7 @@ impl Core {
             Err(_) => {}
         }
         #[cfg(feature = "metrics")]
-        crate::metrics::breaker(health.is_open());
+        self.breaker_gauge.report(|| health.is_open());
     }
 
     /// Whether a warning may be logged now (at most one a second per cache), and how many

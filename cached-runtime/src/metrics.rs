@@ -18,6 +18,9 @@
 
 use crate::stats::{Event, Served};
 use crate::Error;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Mutex, PoisonError};
 use tokio::time::Instant;
 
 /// One event of a cache, for `prefix` if it belongs to one.
@@ -100,31 +103,35 @@ fn recorder() -> usize {
 /// Runs `f` with this thread's handles of `prefix` for the recorder in use.
 fn with_handles<T>(prefix: &str, f: impl FnOnce(&mut Handles) -> T) -> T {
     thread_local! {
-        static HANDLES: std::cell::RefCell<Vec<Handles>> = const { std::cell::RefCell::new(Vec::new()) };
+        /// The handles, and which of them was used last.
+        static HANDLES: std::cell::RefCell<(Vec<Handles>, usize)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
     }
     const KEPT: usize = 32;
     let recorder = recorder();
-    HANDLES.with(|all| {
-        let mut all = all.borrow_mut();
-        let at = match all
-            .iter()
-            .position(|h| h.recorder == recorder && *h.prefix == *prefix)
-        {
+    HANDLES.with(|handles| {
+        let (all, last) = &mut *handles.borrow_mut();
+        let of = |h: &Handles| h.recorder == recorder && *h.prefix == *prefix;
+        // A call's counter and its duration are asked for one after the other.
+        let at = match all.get(*last).filter(|h| of(h)).map(|_| *last) {
             Some(at) => at,
-            None => {
-                if all.len() == KEPT {
-                    all.remove(0);
+            None => match all.iter().position(of) {
+                Some(at) => at,
+                None => {
+                    if all.len() == KEPT {
+                        all.remove(0);
+                    }
+                    all.push(Handles {
+                        recorder,
+                        prefix: prefix.into(),
+                        requests: Default::default(),
+                        durations: Default::default(),
+                        uses: 0,
+                    });
+                    all.len() - 1
                 }
-                all.push(Handles {
-                    recorder,
-                    prefix: prefix.into(),
-                    requests: Default::default(),
-                    durations: Default::default(),
-                    uses: 0,
-                });
-                all.len() - 1
-            }
+            },
         };
+        *last = at;
         let handles = &mut all[at];
         handles.uses += 1;
         if handles.uses > REFRESH_AFTER {
@@ -156,9 +163,45 @@ pub(crate) fn fault(err: &Error) {
     metrics::counter!("redcache_faults_total", "kind" => err.kind()).increment(1);
 }
 
-/// The breaker's state after an operation.
-pub(crate) fn breaker(open: bool) {
-    metrics::gauge!("redcache_breaker_open").set(if open { 1.0 } else { 0.0 });
+/// What a cache last told `redcache_breaker_open`, and to which recorder: an operation
+/// sets the gauge only when the breaker's state or the recorder differs, so the operations
+/// of a healthy store read two shared words and write none (a set on each one was a
+/// registry lookup, and every core writing one cache line).
+#[derive(Default)]
+pub(crate) struct BreakerGauge {
+    /// The recorder it was set on (its address), 0 before the first set.
+    recorder: AtomicUsize,
+    /// The state it was set to.
+    open: AtomicBool,
+    /// Held while setting, so that the last set of a race is the latest state.
+    setting: Mutex<()>,
+}
+
+impl BreakerGauge {
+    /// The breaker's state after an operation; `open` reads it.
+    pub(crate) fn report(&self, open: impl Fn() -> bool) {
+        thread_local! {
+            static UNTIL_REFRESH: std::cell::Cell<u32> = const { std::cell::Cell::new(REFRESH_AFTER) };
+        }
+        // Every so many operations a thread sets it anyway, for a recorder that drops
+        // series left unchanged for a while.
+        let refresh = UNTIL_REFRESH.with(|left| {
+            let now = left.get().saturating_sub(1);
+            left.set(if now == 0 { REFRESH_AFTER } else { now });
+            now == 0
+        });
+        let recorder = recorder();
+        if !refresh && self.recorder.load(Relaxed) == recorder && self.open.load(Relaxed) == open()
+        {
+            return;
+        }
+        let _setting = self.setting.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read again under the lock: whoever sets last sets what is current then.
+        let open = open();
+        metrics::gauge!("redcache_breaker_open").set(if open { 1.0 } else { 0.0 });
+        self.open.store(open, Relaxed);
+        self.recorder.store(recorder, Relaxed);
+    }
 }
 
 /// The time since a call began, as a histogram sample: read off the clock only when the
