@@ -874,12 +874,16 @@ async fn entries_live_for_the_layer_ttl_in_redis() {
     let gen_key = format!("redcache:group:{{http:{path_hash}}}");
     let gen_ttl: i64 = backend.raw(redis::cmd("TTL").arg(&gen_key)).await;
     assert!(gen_ttl >= 298, "generation ttl {gen_ttl}");
-    // What is stored is readable: the body as text.
+    // What is stored is readable: the envelope, then the header block and the body as
+    // they were sent.
     let raw = String::from_utf8(backend.raw_get(&keys[0]).await.unwrap()).unwrap();
+    assert!(raw.starts_with(r#"{"v":1,"#), "{raw}");
+    assert!(raw.contains(r#""status":200,"#), "{raw}");
     assert!(
-        raw.contains(r#""body":{"text":"{\"id\":8,\"version\":1}"}"#),
+        raw.contains("}}content-type: application/json\r\n"),
         "{raw}"
     );
+    assert!(raw.ends_with("\r\n\r\n{\"id\":8,\"version\":1}"), "{raw}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

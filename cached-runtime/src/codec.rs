@@ -190,7 +190,16 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
     stamp: Stamp,
     format: Format,
 ) -> serde_json::Result<Vec<u8>> {
-    let plain = match format.codec {
+    compress(encode_plain(value, stamp, format)?, format.compress_above)
+}
+
+/// A value's envelope in `format`'s codec, uncompressed.
+fn encode_plain<T: Serialize + ?Sized>(
+    value: &T,
+    stamp: Stamp,
+    format: Format,
+) -> serde_json::Result<Vec<u8>> {
+    Ok(match format.codec {
         Codec::Json => {
             let mut out = head(stamp);
             out.extend_from_slice(br#""d":"#);
@@ -199,8 +208,70 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
             out
         }
         Codec::MessagePack => msgpack::encode(stamp, Some(value))?,
-    };
+    })
+}
+
+/// Encodes a value's envelope followed by `trailer`, raw bytes that no codec escapes or
+/// re-encodes (a response's header block and body: JSON would escape every quote of a
+/// JSON body, and a reader would unescape it again on every hit). The two are compressed
+/// together when `format` compresses.
+#[cfg(feature = "http")]
+pub(crate) fn encode_with_trailer<T: Serialize + ?Sized>(
+    value: &T,
+    stamp: Stamp,
+    format: Format,
+    trailer: &[&[u8]],
+) -> serde_json::Result<Vec<u8>> {
+    let mut plain = encode_plain(value, stamp, format)?;
+    for part in trailer {
+        plain.extend_from_slice(part);
+    }
     compress(plain, format.compress_above)
+}
+
+/// Decodes an envelope that [`encode_with_trailer`] wrote, and the bytes after it (none
+/// for an envelope written without a trailer).
+#[cfg(feature = "http")]
+pub(crate) fn decode_with_trailer<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> serde_json::Result<(Envelope<T>, bytes::Bytes)> {
+    match bytes.split_first() {
+        Some((&COMPRESSED, packed)) => {
+            let plain = bytes::Bytes::from(lz4::decompress(packed)?);
+            let (envelope, end) = decode_prefix(&plain)?;
+            Ok((envelope, plain.slice(end..)))
+        }
+        _ => {
+            let (envelope, end) = decode_prefix(bytes)?;
+            Ok((envelope, bytes::Bytes::copy_from_slice(&bytes[end..])))
+        }
+    }
+}
+
+/// Decodes the envelope at the start of uncompressed `bytes`, and where it ends.
+#[cfg(feature = "http")]
+fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<(Envelope<T>, usize)> {
+    if let Some(0x80..=0x8f | 0xde | 0xdf) = bytes.first() {
+        return msgpack::decode_prefix(bytes);
+    }
+    /// An envelope as a `Deserialize` type, for serde_json's stream reader.
+    struct Whole<T>(Envelope<T>);
+    impl<'de, T: DeserializeOwned> de::Deserialize<'de> for Whole<T> {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            EnvelopeSeed(PhantomData).deserialize(de).map(Whole)
+        }
+    }
+    // Only an object may start it: a stream reader would also take a number, and read
+    // the trailer's digits into it.
+    if bytes.first() != Some(&b'{') {
+        return Err(fault("an entry that is not an envelope"));
+    }
+    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<Whole<T>>();
+    match values.next() {
+        Some(Ok(Whole(envelope))) => Ok((envelope, values.byte_offset())),
+        Some(Err(err)) => Err(err),
+        None => Err(fault("an empty entry")),
+    }
 }
 
 /// The envelope of a cached `None`, in `format`'s codec (never compressed: it is short).
@@ -518,19 +589,28 @@ mod msgpack {
     /// Reads an envelope, and nothing after it.
     #[cfg(feature = "msgpack")]
     pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<Envelope<T>> {
+        let (decoded, end) = decode_prefix(bytes)?;
+        if end != bytes.len() {
+            return Err(fault(format_args!(
+                "{} bytes after a MessagePack envelope",
+                bytes.len() - end
+            )));
+        }
+        Ok(decoded)
+    }
+
+    /// Reads the envelope at the start of `bytes`, and where it ends.
+    #[cfg(feature = "msgpack")]
+    pub(super) fn decode_prefix<T: DeserializeOwned>(
+        bytes: &[u8],
+    ) -> serde_json::Result<(Envelope<T>, usize)> {
         let mut rest = bytes;
         let mut de = rmp_serde::Deserializer::new(&mut rest);
         let decoded = EnvelopeSeed(std::marker::PhantomData)
             .deserialize(&mut de)
             .map_err(fault)?;
         drop(de);
-        if !rest.is_empty() {
-            return Err(fault(format_args!(
-                "{} bytes after a MessagePack envelope",
-                rest.len()
-            )));
-        }
-        Ok(decoded)
+        Ok((decoded, bytes.len() - rest.len()))
     }
 
     #[cfg(not(feature = "msgpack"))]
@@ -545,6 +625,15 @@ mod msgpack {
 
     #[cfg(not(feature = "msgpack"))]
     pub(super) fn decode<T: DeserializeOwned>(_: &[u8]) -> serde_json::Result<super::Envelope<T>> {
+        Err(fault(
+            "a MessagePack entry, and this build has no `msgpack` feature",
+        ))
+    }
+
+    #[cfg(all(not(feature = "msgpack"), feature = "http"))]
+    pub(super) fn decode_prefix<T: DeserializeOwned>(
+        _: &[u8],
+    ) -> serde_json::Result<(super::Envelope<T>, usize)> {
         Err(fault(
             "a MessagePack entry, and this build has no `msgpack` feature",
         ))

@@ -39,7 +39,7 @@ use crate::codec::{Format, Stamp};
 use crate::core::Core;
 use crate::global::{current, warn_not_initialized};
 use crate::key::{self, md5_hex, new_generation};
-use crate::shape::{Found, Hooks, Outcome, Res, Shape};
+use crate::shape::{Found, Hooks, Outcome, Shape};
 use crate::stats::{Event, Served};
 use crate::store::Store;
 use crate::ttl::{default_jitter, unix_ms, Policy};
@@ -504,17 +504,27 @@ struct NotFilled {
     failed: bool,
 }
 
-/// How the layer's results map to entries: a stored response as `Result<T, E>` does
-/// (`Res`), but only a failed handler counts as a failure (a response that is merely not
-/// stored, say with `Set-Cookie`, is the answer).
+/// How the layer's results map to entries: a stored response in its own layout
+/// ([`Stored::encode`]), nothing for a response not stored; only a failed handler counts
+/// as a failure (a response that is merely not stored, say with `Set-Cookie`, is the
+/// answer).
 struct Responses;
 
 impl Shape<Filled> for Responses {
     fn encode(out: &Filled, stamp: Stamp, format: Format) -> Outcome {
-        <Res as Shape<Filled>>::encode(out, stamp, format)
+        match out {
+            Ok(stored) => Outcome::Value(stored.encode(stamp, format)),
+            Err(_) => Outcome::Skip,
+        }
     }
     fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Filled>, Stamp)> {
-        <Res as Shape<Filled>>::decode(bytes)
+        let (found, stamp) = Stored::decode(bytes)?;
+        let found = match found {
+            Found::Value(stored) => Found::Value(Ok(stored)),
+            Found::Null(stored) => Found::Null(Ok(stored)),
+            Found::Gone => Found::Gone,
+        };
+        Ok((found, stamp))
     }
     fn failed(out: &Filled) -> bool {
         matches!(out, Err(NotFilled { failed: true }))

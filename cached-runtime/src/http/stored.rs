@@ -4,13 +4,13 @@
 
 use super::body::{self, Body};
 use super::{rules, XCache};
-use crate::shape::OwnWindows;
-use base64::Engine as _;
+use crate::codec::{self, Decoded, Format, Stamp};
+use crate::shape::{Found, OwnWindows};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Headers never stored: hop-by-hop (RFC 9110 § 7.6.1), the framing (made again for each
 /// response), and what the layer itself sets per response.
@@ -36,14 +36,20 @@ const KEPT_BY_304: [HeaderName; 6] = [
     header::VARY,
 ];
 
-/// A response as stored: `{"status":200,"headers":[["content-type","text/plain"],..],
-/// "body":{"text":".."},"etag":"\"..\"","stored_ms":..,"ttl":300,"own_cc":false}`. A body that
-/// is not UTF-8 is stored as `{"base64":".."}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A response as stored: its metadata in the entry's envelope, then its header block and
+/// body as they were sent, unescaped (see [`Stored::encode`]).
+#[derive(Debug, Clone)]
 pub(crate) struct Stored {
+    meta: Meta,
+    /// The end-to-end headers, `name: value\r\n` each, then an empty line.
+    head: Bytes,
+    body: Bytes,
+}
+
+/// What the envelope holds of a stored response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
     status: u16,
-    headers: Vec<(String, String)>,
-    body: StoredBody,
     /// The `ETag` sent with it (the handler's, or made from the body).
     etag: String,
     /// When it was stored, in Unix milliseconds (its `Age` counts from then).
@@ -58,11 +64,16 @@ pub(crate) struct Stored {
     /// Seconds of the handler's own `stale-if-error` (RFC 5861), if it set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sie: Option<u64>,
+    /// How many bytes after the envelope are the header block; the body follows it.
+    head: usize,
 }
+
+/// The end of a header line.
+const CRLF: &[u8] = b"\r\n";
 
 impl Stored {
     /// What to store of a response the handler made, whose body is `body`, fresh for `ttl`
-    /// seconds; `None` if a header cannot be stored (not UTF-8).
+    /// seconds; `None` if its `ETag` is not text.
     pub(super) fn new(
         status: StatusCode,
         headers: &HeaderMap,
@@ -70,13 +81,12 @@ impl Stored {
         ttl: u64,
         now_ms: u64,
     ) -> Option<Stored> {
-        let mut kept = Vec::with_capacity(headers.len() + 1);
+        let mut head = Vec::with_capacity(256);
         for (name, value) in headers {
             if NOT_STORED.contains(name) || *name == super::X_CACHE {
                 continue;
             }
-            let value = String::from_utf8(value.as_bytes().to_vec()).ok()?;
-            kept.push((name.as_str().to_owned(), value));
+            push_line(&mut head, name.as_str(), value.as_bytes());
         }
         let etag = match headers.get(header::ETAG).map(HeaderValue::to_str) {
             Some(Ok(etag)) => etag.to_owned(),
@@ -84,42 +94,97 @@ impl Stored {
             None => {
                 // A strong validator: the body's hash.
                 let etag = format!("\"{}\"", crate::key::md5_hex(&body));
-                kept.push((header::ETAG.as_str().to_owned(), etag.clone()));
+                push_line(&mut head, header::ETAG.as_str(), etag.as_bytes());
                 etag
             }
         };
+        head.extend_from_slice(CRLF);
         let directive = |name| rules::extension_directive(headers, name);
         Some(Stored {
-            swr: directive("stale-while-revalidate"),
-            sie: directive("stale-if-error"),
-            status: status.as_u16(),
-            own_cc: headers.contains_key(header::CACHE_CONTROL),
-            headers: kept,
-            body: StoredBody(body),
-            etag,
-            stored_ms: now_ms,
-            ttl,
+            meta: Meta {
+                swr: directive("stale-while-revalidate"),
+                sie: directive("stale-if-error"),
+                status: status.as_u16(),
+                own_cc: headers.contains_key(header::CACHE_CONTROL),
+                etag,
+                stored_ms: now_ms,
+                ttl,
+                head: head.len(),
+            },
+            head: Bytes::from(head),
+            body,
+        })
+    }
+
+    /// The entry: `{"v":1,..,"d":{"status":200,"etag":"\"..\"","stored_ms":..,"ttl":300,
+    /// "own_cc":false,"head":58}}`, then the header block as HTTP/1.1 writes it
+    /// (`content-type: text/plain\r\n..\r\n\r\n`), then the body's bytes. Neither is
+    /// escaped or re-encoded, so a hit reads them as they are (and they stay readable with
+    /// `redis-cli`); in `format`'s codec and compression otherwise, like any entry.
+    pub(super) fn encode(&self, stamp: Stamp, format: Format) -> serde_json::Result<Vec<u8>> {
+        codec::encode_with_trailer(&self.meta, stamp, format, &[&self.head, &self.body])
+    }
+
+    /// Reads an entry [`Stored::encode`] wrote.
+    pub(super) fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Stored>, Stamp)> {
+        let (envelope, trailer) = codec::decode_with_trailer::<Meta>(bytes)?;
+        let found = match envelope.body {
+            Decoded::Value(meta) => {
+                if meta.head > trailer.len() {
+                    return Err(serde_json::Error::custom(
+                        "a stored response shorter than its header block",
+                    ));
+                }
+                let head = trailer.slice(..meta.head);
+                let body = trailer.slice(meta.head..);
+                Found::Value(Stored { meta, head, body })
+            }
+            Decoded::Null => {
+                return Err(serde_json::Error::custom(
+                    "a cached None where a response was expected",
+                ))
+            }
+            Decoded::Gone => Found::Gone,
+        };
+        Ok((found, envelope.stamp))
+    }
+
+    /// The stored headers, in the order they were sent: name and value, each a slice of
+    /// the header block (no copy).
+    fn headers(&self) -> impl Iterator<Item = (&[u8], Bytes)> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let rest = &self.head[at..];
+            let end = rest.windows(CRLF.len()).position(|w| w == CRLF)?;
+            let line = &rest[..end];
+            let start = at;
+            at += end + CRLF.len();
+            // The empty line ends the block.
+            let colon = line.iter().position(|&b| b == b':')?;
+            let value = start + colon + 2;
+            Some((&line[..colon], self.head.slice(value.min(at - 2)..at - 2)))
         })
     }
 
     /// How long it is fresh for (before jitter).
     pub(super) fn ttl(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.ttl)
+        std::time::Duration::from_secs(self.meta.ttl)
     }
 
     /// The stale windows the handler set on it, if it set either.
     pub(super) fn windows(&self) -> Option<OwnWindows> {
         let secs = |s: Option<u64>| s.map(std::time::Duration::from_secs);
-        (self.swr.is_some() || self.sie.is_some()).then(|| (secs(self.swr), secs(self.sie)))
+        let Meta { swr, sie, .. } = self.meta;
+        (swr.is_some() || sie.is_some()).then(|| (secs(swr), secs(sie)))
     }
 
     pub(super) fn etag(&self) -> &str {
-        &self.etag
+        &self.meta.etag
     }
 
     /// Whole seconds since it was stored.
     pub(super) fn age(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.stored_ms) / 1000
+        now_ms.saturating_sub(self.meta.stored_ms) / 1000
     }
 
     /// The response to send: the stored one (without its body for `HEAD`), or `304`.
@@ -127,13 +192,13 @@ impl Stored {
         let age = self.age(now_ms);
         let status = match answer.not_modified {
             true => StatusCode::NOT_MODIFIED,
-            false => StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK),
+            false => StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK),
         };
-        let mut headers = HeaderMap::with_capacity(self.headers.len() + 4);
-        for (name, value) in &self.headers {
+        let mut headers = HeaderMap::with_capacity(8);
+        for (name, value) in self.headers() {
             let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(value),
             ) else {
                 continue;
             };
@@ -142,8 +207,8 @@ impl Stored {
             }
             headers.append(name, value);
         }
-        if !self.own_cc {
-            let left = self.ttl.saturating_sub(age);
+        if !self.meta.own_cc {
+            let left = self.meta.ttl.saturating_sub(age);
             let max_age = HeaderValue::try_from(format!("max-age={left}"));
             headers.insert(
                 header::CACHE_CONTROL,
@@ -157,10 +222,10 @@ impl Stored {
         let body = if answer.not_modified {
             body::empty()
         } else {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.0.len()));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
             match answer.head {
                 true => body::empty(),
-                false => body::full(self.body.0.clone()),
+                false => body::full(self.body.clone()),
             }
         };
         let mut response = Response::new(body);
@@ -168,6 +233,14 @@ impl Stored {
         *response.headers_mut() = headers;
         response
     }
+}
+
+/// Appends `name: value\r\n`.
+fn push_line(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(CRLF);
 }
 
 /// How a stored response is answered with.
@@ -182,73 +255,126 @@ pub(super) struct Answer {
     pub(super) not_modified: bool,
 }
 
-/// The body bytes: text as it is (readable with `redis-cli`), anything else in base64.
-#[derive(Debug, Clone)]
-struct StoredBody(Bytes);
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum BodyRepr<'a> {
-    Text(&'a str),
-    Base64(String),
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum OwnedBodyRepr {
-    Text(String),
-    Base64(String),
-}
-
-impl Serialize for StoredBody {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(&self.0) {
-            Ok(text) => BodyRepr::Text(text).serialize(serializer),
-            Err(_) => {
-                let encoded = base64::engine::general_purpose::STANDARD.encode(&self.0);
-                BodyRepr::Base64(encoded).serialize(serializer)
-            }
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for StoredBody {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let bytes = match OwnedBodyRepr::deserialize(deserializer)? {
-            OwnedBodyRepr::Text(text) => Bytes::from(text),
-            OwnedBodyRepr::Base64(encoded) => base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .map(Bytes::from)
-                .map_err(D::Error::custom)?,
-        };
-        Ok(StoredBody(bytes))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Codec;
 
-    fn round_trip(body: &'static [u8]) -> Stored {
+    fn stored(body: &'static [u8]) -> Stored {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let stored = Stored::new(StatusCode::OK, &headers, Bytes::from_static(body), 60, 0)
-            .expect("storable");
-        let json = serde_json::to_vec(&stored).unwrap();
-        serde_json::from_slice(&json).unwrap()
+        headers.append(
+            header::LINK,
+            HeaderValue::from_bytes(b"<a>; x=\xe9").unwrap(),
+        );
+        Stored::new(StatusCode::OK, &headers, Bytes::from_static(body), 60, 0).expect("storable")
+    }
+
+    fn read(bytes: &[u8]) -> Stored {
+        match Stored::decode(bytes).unwrap() {
+            (Found::Value(stored), stamp) => {
+                assert_eq!(stamp.gen, 7);
+                stored
+            }
+            (other, _) => panic!("{other:?}"),
+        }
+    }
+
+    fn round_trip_in(body: &'static [u8], format: Format) -> Stored {
+        let stamp = Stamp::gen(7);
+        read(&stored(body).encode(stamp, format).unwrap())
+    }
+
+    fn round_trip(body: &'static [u8]) -> Stored {
+        round_trip_in(body, Format::default())
     }
 
     #[test]
     fn text_and_binary_bodies_come_back_byte_for_byte() {
-        assert_eq!(round_trip(b"hello \xc3\xa9").body.0, &b"hello \xc3\xa9"[..]);
-        assert_eq!(round_trip(b"\xff\x00\xfe").body.0, &b"\xff\x00\xfe"[..]);
+        assert_eq!(round_trip(b"hello \xc3\xa9").body, &b"hello \xc3\xa9"[..]);
+        assert_eq!(round_trip(b"\xff\x00\xfe").body, &b"\xff\x00\xfe"[..]);
+        assert_eq!(round_trip(b"").body, &b""[..]);
+        // A body that looks like header lines or an envelope is still just the body.
+        let tricky = b"\r\n\r\nx: y\r\n{\"v\":1}";
+        assert_eq!(round_trip(tricky).body, &tricky[..]);
+    }
+
+    #[test]
+    fn headers_come_back_in_order_and_byte_for_byte() {
+        let back = round_trip(b"{}");
+        let headers: Vec<(Vec<u8>, Bytes)> = back.headers().map(|(n, v)| (n.to_vec(), v)).collect();
+        assert_eq!(
+            headers,
+            [
+                (b"content-type".to_vec(), Bytes::from_static(b"text/plain")),
+                (b"link".to_vec(), Bytes::from_static(b"<a>; x=\xe9")),
+                (
+                    b"etag".to_vec(),
+                    Bytes::from_static(b"\"99914b932bd37a50b983c5e7c90ae93b\"")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_entry_is_the_envelope_then_the_header_block_then_the_body() {
+        let bytes = stored(br#"{"id":1}"#)
+            .encode(Stamp::gen(7), Format::default())
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.starts_with(r#"{"v":1,"g":7,"d":{"status":200,"#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("}}content-type: text/plain\r\nlink: <a>; x=\u{fffd}\r\netag: \"d2ce28b9a7fd7e4407e2b0fd499b7fe4\"\r\n\r\n{\"id\":1}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_entry_cut_inside_its_header_block_is_an_error() {
+        let bytes = stored(b"abc")
+            .encode(Stamp::gen(7), Format::default())
+            .unwrap();
+        let meta_end = bytes.windows(2).position(|w| w == b"}}").unwrap() + 2;
+        assert!(Stored::decode(&bytes[..meta_end + 3]).is_err());
+        assert!(Stored::decode(&bytes[..meta_end - 1]).is_err());
+        assert!(Stored::decode(b"12").is_err());
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn message_pack_entries_carry_the_same_trailer() {
+        let format = Format {
+            codec: Codec::MessagePack,
+            compress_above: None,
+        };
+        let back = round_trip_in(b"{\"a\":1}", format);
+        assert_eq!(back.body, &b"{\"a\":1}"[..]);
+        assert_eq!(back.headers().count(), 3);
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn compressed_entries_carry_the_trailer_inside() {
+        let format = Format {
+            codec: Codec::Json,
+            compress_above: Some(16),
+        };
+        let body: &'static [u8] = &[b'x'; 4096];
+        let bytes = stored(body).encode(Stamp::gen(7), format).unwrap();
+        assert!(bytes.len() < 1024, "{}", bytes.len());
+        let back = read(&bytes);
+        assert_eq!(back.body, body);
+        assert_eq!(back.headers().count(), 3);
     }
 
     #[test]
     fn framing_is_not_stored_and_a_strong_etag_is_made() {
         let stored = round_trip(b"abc");
-        assert!(stored.headers.iter().all(|(n, _)| n != "content-length"));
+        assert!(stored.headers().all(|(n, _)| n != b"content-length"));
         assert_eq!(stored.etag(), "\"900150983cd24fb0d6963f7d28e17f72\"");
     }
 
