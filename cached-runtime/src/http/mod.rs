@@ -683,9 +683,12 @@ where
         }
     };
     let from_cache = served.is_hit();
-    let not_modified = match (&if_none_match, stored.etag().parse::<ETag>()) {
-        (Some(condition), Ok(etag)) => !condition.precondition_passes(&etag),
-        _ => false,
+    let not_modified = match &if_none_match {
+        Some(condition) => match stored.etag().map(str::parse::<ETag>) {
+            Some(Ok(etag)) => !condition.precondition_passes(&etag),
+            _ => false,
+        },
+        None => false,
     };
     let answer = Answer {
         x_cache: if from_cache {
@@ -899,7 +902,10 @@ fn marked(mut response: Response<Body>, x_cache: XCache) -> Response<Body> {
 
 /// The hash tag (and generation name) of a path's entries: `http:<md5 of the path>`.
 fn path_tag(path: &str) -> String {
-    format!("http:{}", md5_hex(path.as_bytes()))
+    let mut tag = String::with_capacity(37);
+    tag.push_str("http:");
+    key::push_md5_hex(&mut tag, path.as_bytes());
+    tag
 }
 
 impl Core {

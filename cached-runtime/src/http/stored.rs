@@ -50,8 +50,6 @@ pub(crate) struct Stored {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meta {
     status: u16,
-    /// The `ETag` sent with it (the handler's, or made from the body).
-    etag: String,
     /// When it was stored, in Unix milliseconds (its `Age` counts from then).
     stored_ms: u64,
     /// Seconds it is fresh for (before jitter): `max-age` counts down from it.
@@ -88,16 +86,15 @@ impl Stored {
             }
             push_line(&mut head, name.as_str(), value.as_bytes());
         }
-        let etag = match headers.get(header::ETAG).map(HeaderValue::to_str) {
-            Some(Ok(etag)) => etag.to_owned(),
+        match headers.get(header::ETAG).map(HeaderValue::to_str) {
+            Some(Ok(_)) => {}
             Some(Err(_)) => return None,
             None => {
                 // A strong validator: the body's hash.
                 let etag = format!("\"{}\"", crate::key::md5_hex(&body));
                 push_line(&mut head, header::ETAG.as_str(), etag.as_bytes());
-                etag
             }
-        };
+        }
         head.extend_from_slice(CRLF);
         let directive = |name| rules::extension_directive(headers, name);
         Some(Stored {
@@ -106,7 +103,6 @@ impl Stored {
                 sie: directive("stale-if-error"),
                 status: status.as_u16(),
                 own_cc: headers.contains_key(header::CACHE_CONTROL),
-                etag,
                 stored_ms: now_ms,
                 ttl,
                 head: head.len(),
@@ -116,8 +112,8 @@ impl Stored {
         })
     }
 
-    /// The entry: `{"v":1,..,"d":{"status":200,"etag":"\"..\"","stored_ms":..,"ttl":300,
-    /// "own_cc":false,"head":58}}`, then the header block as HTTP/1.1 writes it
+    /// The entry: `{"v":1,..,"d":{"status":200,"stored_ms":..,"ttl":300,"own_cc":false,
+    /// "head":58}}`, then the header block as HTTP/1.1 writes it
     /// (`content-type: text/plain\r\n..\r\n\r\n`), then the body's bytes. Neither is
     /// escaped or re-encoded, so a hit reads them as they are (and they stay readable with
     /// `redis-cli`); in `format`'s codec and compression otherwise, like any entry.
@@ -149,20 +145,18 @@ impl Stored {
         Ok((found, envelope.stamp))
     }
 
-    /// The stored headers, in the order they were sent: name and value, each a slice of
-    /// the header block (no copy).
-    fn headers(&self) -> impl Iterator<Item = (&[u8], Bytes)> + '_ {
-        let mut at = 0;
+    /// The stored headers, in the order they were sent: name and value, slices of the
+    /// header block.
+    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let mut rest = &self.head[..];
         std::iter::from_fn(move || {
-            let rest = &self.head[at..];
             let end = rest.windows(CRLF.len()).position(|w| w == CRLF)?;
             let line = &rest[..end];
-            let start = at;
-            at += end + CRLF.len();
+            rest = &rest[end + CRLF.len()..];
             // The empty line ends the block.
             let colon = line.iter().position(|&b| b == b':')?;
-            let value = start + colon + 2;
-            Some((&line[..colon], self.head.slice(value.min(at - 2)..at - 2)))
+            let value = line.get(colon + 2..).unwrap_or_default();
+            Some((&line[..colon], value))
         })
     }
 
@@ -178,8 +172,12 @@ impl Stored {
         (swr.is_some() || sie.is_some()).then(|| (secs(swr), secs(sie)))
     }
 
-    pub(super) fn etag(&self) -> &str {
-        &self.meta.etag
+    /// The `ETag` it was sent with (the handler's, or one made from the body: every stored
+    /// response has one).
+    pub(super) fn etag(&self) -> Option<&str> {
+        self.headers()
+            .find(|(name, _)| *name == header::ETAG.as_str().as_bytes())
+            .and_then(|(_, value)| std::str::from_utf8(value).ok())
     }
 
     /// Whole seconds since it was stored.
@@ -198,7 +196,7 @@ impl Stored {
         for (name, value) in self.headers() {
             let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name),
-                HeaderValue::from_maybe_shared(value),
+                HeaderValue::from_maybe_shared(self.head.slice_ref(value)),
             ) else {
                 continue;
             };
@@ -303,16 +301,13 @@ mod tests {
     #[test]
     fn headers_come_back_in_order_and_byte_for_byte() {
         let back = round_trip(b"{}");
-        let headers: Vec<(Vec<u8>, Bytes)> = back.headers().map(|(n, v)| (n.to_vec(), v)).collect();
+        let headers: Vec<(&[u8], &[u8])> = back.headers().collect();
         assert_eq!(
             headers,
             [
-                (b"content-type".to_vec(), Bytes::from_static(b"text/plain")),
-                (b"link".to_vec(), Bytes::from_static(b"<a>; x=\xe9")),
-                (
-                    b"etag".to_vec(),
-                    Bytes::from_static(b"\"99914b932bd37a50b983c5e7c90ae93b\"")
-                ),
+                (&b"content-type"[..], &b"text/plain"[..]),
+                (b"link", b"<a>; x=\xe9"),
+                (b"etag", b"\"99914b932bd37a50b983c5e7c90ae93b\""),
             ]
         );
     }
@@ -375,7 +370,7 @@ mod tests {
     fn framing_is_not_stored_and_a_strong_etag_is_made() {
         let stored = round_trip(b"abc");
         assert!(stored.headers().all(|(n, _)| n != b"content-length"));
-        assert_eq!(stored.etag(), "\"900150983cd24fb0d6963f7d28e17f72\"");
+        assert_eq!(stored.etag(), Some("\"900150983cd24fb0d6963f7d28e17f72\""));
     }
 
     #[test]

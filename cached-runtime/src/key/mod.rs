@@ -130,13 +130,21 @@ impl KeyArgs {
 /// The md5 of `bytes` in lowercase hex.
 #[cfg(feature = "http")]
 pub(crate) fn md5_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(32);
-    for byte in Md5::digest(bytes) {
-        out.push(HEX[usize::from(byte >> 4)] as char);
-        out.push(HEX[usize::from(byte & 0x0f)] as char);
-    }
+    push_md5_hex(&mut out, bytes);
     out
+}
+
+/// Appends the md5 of `bytes`, in lowercase hex, to `out`.
+pub(crate) fn push_md5_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0; 32];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(Md5::digest(bytes)) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
+    }
+    // Hex digits are ASCII.
+    out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
 }
 
 /// `[{namespace}:]{prefix}:[{{group}}:]{md5_hex}` where `md5_hex` is the full md5 of
@@ -147,7 +155,6 @@ pub(crate) fn derive_key(
     group: Option<&str>,
     material: &[u8],
 ) -> String {
-    let digest = Md5::digest(material);
     let ns_len = namespace.map_or(0, |ns| ns.len() + 1);
     let group_len = group.map_or(0, |g| g.len() + 3);
     let mut key = String::with_capacity(ns_len + prefix.len() + group_len + 33);
@@ -162,11 +169,7 @@ pub(crate) fn derive_key(
         key.push_str(group);
         key.push_str("}:");
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for byte in digest {
-        key.push(HEX[usize::from(byte >> 4)] as char);
-        key.push(HEX[usize::from(byte & 0x0f)] as char);
-    }
+    push_md5_hex(&mut key, material);
     key
 }
 
