@@ -75,8 +75,9 @@ impl Core {
             seen: read.seen(),
             group: fence,
         };
-        match self
-            .write_checked(at.prefix, || self.backend.fill(&fill), bytes.len())
+        // Boxed: the store operation's future is most of this one's, which every miss
+        // allocates with the rest of its state (see `run_from`).
+        match Box::pin(self.write_checked(at.prefix, || self.backend.fill(&fill), bytes.len()))
             .await
         {
             Ok(true) => Some(Shared::stored(bytes)),

@@ -354,7 +354,10 @@ impl Core {
                 // Read first: a hit needs no flight.
                 let stripe = self.flights.stripe(key);
                 let started = started.unwrap_or_else(Instant::now);
-                let read = self.read_relaxed(at).await;
+                // Boxed, as every read in a step: a call's first read is `begin`'s, so a
+                // step reads only when it starts over or a flight ended meanwhile; inline,
+                // the read would size the boxed state every miss allocates.
+                let read = Box::pin(self.read_relaxed(at)).await;
                 let examined = self.examine::<K, O>(at, &read);
                 (stripe, started, read, examined)
             }
@@ -367,7 +370,7 @@ impl Core {
             // only its hits are served. What a miss, a stale entry or a refresh acts on,
             // and what its fill must find again, is the master's, as without replicas; so
             // a replica that has not yet received a fill does not run the body once more.
-            read = self.read(at).await;
+            read = Box::pin(self.read(at)).await;
             examined = self.examine::<K, O>(at, &read);
         }
         let stale = matches!(examined, Examined::Stale(_));
@@ -454,7 +457,7 @@ impl Core {
         if self.flights.stripe(key) != stripe {
             // A flight ended since the read (perhaps this key's): read again.
             leader.seal();
-            (started, read) = (Instant::now(), self.read(at).await);
+            (started, read) = (Instant::now(), Box::pin(self.read(at)).await);
             if let Examined::Hit(found) | Examined::Refresh(found) = self.examine::<K, O>(at, &read)
             {
                 if let Some((out, served)) = self.count_hit(at.prefix, found) {
@@ -526,7 +529,7 @@ impl Core {
             leader.finish(shared);
         }
         if let Some(held) = lease {
-            held.release().await;
+            Box::pin(held.release()).await;
         }
     }
 }
