@@ -117,7 +117,7 @@ async fn health_reports_the_last_fault_and_recovers() {
 #[cfg(feature = "metrics")]
 mod with_metrics {
     use super::*;
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
     use metrics_util::MetricKind;
 
     /// The metric `name` with exactly `labels`, as the recorder kept it.
@@ -135,6 +135,24 @@ mod with_metrics {
             want.sort();
             (k == kind && key.name() == name && got == want).then_some(value)
         })
+    }
+
+    /// What the recorder holds now (histograms are drained).
+    fn snapshot(snapshotter: &Snapshotter) -> Vec<(metrics_util::CompositeKey, DebugValue)> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| (key, value))
+            .collect()
+    }
+
+    /// A cache whose breaker opens after two faults of at most 200 ms each.
+    fn outage_config(server: &RedisServer) -> redcache::ConfigBuilder {
+        test_config()
+            .url(server.url())
+            .op_timeout(Duration::from_millis(200))
+            .breaker_threshold(2)
     }
 
     fn counter(
@@ -155,14 +173,7 @@ mod with_metrics {
         let mut server = RedisServer::start();
         metrics::with_local_recorder(&recorder, || {
             runtime().block_on(async {
-                let cache = server
-                    .cache_with(
-                        test_config()
-                            .url(server.url())
-                            .op_timeout(Duration::from_millis(200))
-                            .breaker_threshold(2),
-                    )
-                    .await;
+                let cache = server.cache_with(outage_config(&server)).await;
                 traffic(&cache).await;
                 let calls = AtomicUsize::new(0);
                 cache
@@ -177,12 +188,7 @@ mod with_metrics {
                 assert!(cache.stats().breaker_open);
             })
         });
-        let snapshot: Vec<_> = snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(key, _, _, value)| (key, value))
-            .collect();
+        let snapshot = snapshot(&snapshotter);
         let requests = |prefix, result| {
             counter(
                 &snapshot,
@@ -253,13 +259,8 @@ mod with_metrics {
     }
 
     /// `redcache_breaker_open` as the recorder holds it now.
-    fn breaker_gauge(snapshotter: &metrics_util::debugging::Snapshotter) -> Option<f64> {
-        let snapshot: Vec<_> = snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(key, _, _, value)| (key, value))
-            .collect();
+    fn breaker_gauge(snapshotter: &Snapshotter) -> Option<f64> {
+        let snapshot = snapshot(snapshotter);
         match value(&snapshot, MetricKind::Gauge, "redcache_breaker_open", &[]) {
             Some(DebugValue::Gauge(open)) => Some(open.into_inner()),
             None => None,
@@ -275,13 +276,7 @@ mod with_metrics {
         metrics::with_local_recorder(&recorder, || {
             runtime().block_on(async {
                 let cache = server
-                    .cache_with(
-                        test_config()
-                            .url(server.url())
-                            .op_timeout(Duration::from_millis(200))
-                            .breaker_threshold(2)
-                            .breaker_cooldown(Duration::from_millis(200)),
-                    )
+                    .cache_with(outage_config(&server).breaker_cooldown(Duration::from_millis(200)))
                     .await;
                 let calls = AtomicUsize::new(0);
                 // The first operation sets it, though the state is the initial one.
