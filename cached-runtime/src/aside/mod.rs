@@ -172,10 +172,11 @@ struct First<O> {
     examined: Examined<O>,
 }
 
-/// A hit, or what the first read found otherwise.
+/// A hit, or what the first read found otherwise (boxed: it is carried into the boxed
+/// state of a non-hit, which every argument of an async fn occupies twice).
 enum Begun<O> {
     Hit(O, Served),
-    More(First<O>),
+    More(Box<First<O>>),
 }
 
 /// Runs `body` and measures it (XFetch's delta).
@@ -243,12 +244,12 @@ impl Core {
             },
             examined => examined,
         };
-        Begun::More(First {
+        Begun::More(Box::new(First {
             stripe,
             started,
             read,
             examined,
-        })
+        }))
     }
 
     /// [`get_or_run`](Self::get_or_run) for an entry already described.
@@ -270,31 +271,34 @@ impl Core {
         match self.begin::<K, O>(at).await {
             Begun::Hit(out, served) => (out, served),
             Begun::More(first) => {
-                Box::pin(self.run_from::<K, O, F>(at, hooks, body, Some(first))).await
+                Box::pin(self.run_from::<K, O, F>(&at, hooks, body, Some(first))).await
             }
         }
     }
 
     /// [`run_at`](Self::run_at), from a first read already made, if any.
+    ///
+    /// Its state is what every non-hit allocates, so it is kept under the 1,032 bytes glibc
+    /// serves from per-thread caches (above, an allocation goes to the shared bins and
+    /// consolidates them first): what it would hold only on some paths is boxed where it is
+    /// awaited, each step among them, and large arguments come by reference or boxed.
     async fn run_from<K, O, F>(
         self: &Arc<Self>,
-        at: Entry<'_>,
+        at: &Entry<'_>,
         hooks: Hooks<O>,
         body: F,
-        mut first: Option<First<O>>,
+        mut first: Option<Box<First<O>>>,
     ) -> (O, Served)
     where
         K: Shape<O>,
         F: Future<Output = O>,
     {
+        let at = *at;
         let mut solo = false;
         // Only the first step's read follows the call's start closely.
         let mut started = at.started;
         loop {
-            match self
-                .step::<K, O>(at, solo, started.take(), first.take())
-                .await
-            {
+            match Box::pin(self.step::<K, O>(&at, solo, started.take(), first.take())).await {
                 Step::Done(out, served) => return (out, served),
                 Step::Again => continue,
                 // The flight it waited on ended with nothing to share (an `Err`, a result
@@ -335,15 +339,16 @@ impl Core {
     ///
     /// `first`: the call's first read, made by [`begin`](Self::begin), in place of this
     /// step's own.
-    async fn step<K: Shape<O>, O>(
-        self: &Arc<Self>,
-        at: Entry<'_>,
+    async fn step<'a, K: Shape<O>, O>(
+        self: &'a Arc<Self>,
+        at: &Entry<'_>,
         solo: bool,
         started: Option<Instant>,
-        first: Option<First<O>>,
-    ) -> Step<'_, O> {
+        first: Option<Box<First<O>>>,
+    ) -> Step<'a, O> {
+        let at = *at;
         let key = at.key;
-        let (stripe, mut started, mut read, mut examined) = match first {
+        let (stripe, mut started, mut read, mut examined) = match first.map(|first| *first) {
             Some(First {
                 stripe,
                 started,
@@ -420,8 +425,9 @@ impl Core {
         }
         let wait = self.config.max_fill_time();
         let leader = match self.flights.join(key) {
+            // Boxed: only followers wait.
             Role::Follower(rx) => {
-                return match flight::follow(rx, wait).await {
+                return match Box::pin(flight::follow(rx, wait)).await {
                     // An unfenced result may predate the invalidation whose trace (a
                     // tombstone) this caller read: it computes its own.
                     Followed::Shared(shared) if !shared.fenced && read.saw_entry() => Step::Solo,
@@ -447,7 +453,7 @@ impl Core {
                 // The leader may hold a result from before an invalidation this caller
                 // read: wait for it to end, then read again; if it had nothing to share,
                 // run the body now rather than queue behind the next leader.
-                return match flight::follow(rx, wait).await {
+                return match Box::pin(flight::follow(rx, wait)).await {
                     Followed::Nothing => Step::Solo,
                     Followed::Shared(_) | Followed::Again => Step::Again,
                 };
@@ -466,32 +472,10 @@ impl Core {
                 }
             }
         }
-        let mut lease = None;
         if let Some(lock) = at.policy.lock().filter(|_| read.writable()) {
-            leader.seal();
-            // Counted from before the wait: errs on the safe side.
-            let taken = Instant::now();
             // Boxed, as every path that only some calls take: an inline future would size
             // every call's future (copied as each hit awaits it) to the largest path.
-            match Box::pin(self.lock_or_wait::<K, O>(at, lock)).await {
-                Locked::Filled(out, served, entry) => {
-                    leader.finish(entry.map(Shared::stored));
-                    return Step::Done(out, served);
-                }
-                Locked::Acquired(held, fresh) => {
-                    // Double-check: the previous holder may have filled just now.
-                    if let Examined::Hit(found) = self.examine::<K, O>(at, &fresh) {
-                        if let Some((out, served)) = self.count_hit(at.prefix, found) {
-                            leader.finish(fresh.into_entry().map(Shared::stored));
-                            Box::pin(held.release()).await;
-                            return Step::Done(out, served);
-                        }
-                    }
-                    lease = Some(held);
-                    (read, started) = (fresh, taken);
-                }
-                Locked::Proceed(fresh) => (read, started) = (fresh, taken),
-            }
+            return Box::pin(self.lead_under_lease::<K, O>(at, lock, leader)).await;
         }
         self.record(at.prefix, Event::Miss);
         Step::Run(Run {
@@ -499,6 +483,46 @@ impl Core {
             served: missed(&read),
             read,
             started,
+            lease: None,
+        })
+    }
+
+    /// The rest of a leader's step when the function takes the cross-process lease
+    /// (`lock`): the entry another process filled while this one waited, or the body to
+    /// run, with the lease if it was taken.
+    async fn lead_under_lease<'a, K: Shape<O>, O>(
+        self: &'a Arc<Self>,
+        at: Entry<'_>,
+        lock: Duration,
+        leader: Leader<'a>,
+    ) -> Step<'a, O> {
+        leader.seal();
+        // Counted from before the wait: errs on the safe side.
+        let taken = Instant::now();
+        let (read, lease) = match self.lock_or_wait::<K, O>(at, lock).await {
+            Locked::Filled(out, served, entry) => {
+                leader.finish(entry.map(Shared::stored));
+                return Step::Done(out, served);
+            }
+            Locked::Acquired(held, fresh) => {
+                // Double-check: the previous holder may have filled just now.
+                if let Examined::Hit(found) = self.examine::<K, O>(at, &fresh) {
+                    if let Some((out, served)) = self.count_hit(at.prefix, found) {
+                        leader.finish(fresh.into_entry().map(Shared::stored));
+                        held.release().await;
+                        return Step::Done(out, served);
+                    }
+                }
+                (fresh, Some(held))
+            }
+            Locked::Proceed(fresh) => (fresh, None),
+        };
+        self.record(at.prefix, Event::Miss);
+        Step::Run(Run {
+            flight: Flight::Lead(leader),
+            served: missed(&read),
+            read,
+            started: taken,
             lease,
         })
     }
