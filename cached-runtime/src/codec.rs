@@ -22,8 +22,8 @@
 //!   envelope, the same field names, with the value written by `rmp-serde` with its field
 //!   names.
 //! - `0xc1` (a byte neither JSON nor MessagePack ever starts with; feature `compression`):
-//!   a JSON or MessagePack envelope compressed with LZ4, after its length (4 bytes, little
-//!   endian).
+//!   a JSON or MessagePack envelope (and its trailer, if it has one: an HTTP response's
+//!   header block and body) compressed with LZ4, after its length (4 bytes, little endian).
 //!
 //! A reader without the feature an entry needs fails to decode it, which is a miss.
 

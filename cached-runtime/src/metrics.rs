@@ -18,7 +18,8 @@
 
 use crate::stats::{Event, Served};
 use crate::Error;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Mutex, PoisonError};
 use tokio::time::Instant;
@@ -191,16 +192,27 @@ impl BreakerGauge {
             now == 0
         });
         let recorder = recorder();
+        // Orders this operation's change of the breaker before the look at what was set;
+        // with the fence below, a setter and a changer cannot both miss the other's write.
+        fence(SeqCst);
         if !refresh && self.recorder.load(Relaxed) == recorder && self.open.load(Relaxed) == open()
         {
             return;
         }
         let _setting = self.setting.lock().unwrap_or_else(PoisonError::into_inner);
-        // Read again under the lock: whoever sets last sets what is current then.
-        let open = open();
-        metrics::gauge!("redcache_breaker_open").set(if open { 1.0 } else { 0.0 });
-        self.open.store(open, Relaxed);
-        self.recorder.store(recorder, Relaxed);
+        // Read under the lock, and again after setting: a change that came meanwhile, whose
+        // operation saw the old value still recorded and so left it, is set here.
+        let mut state = open();
+        loop {
+            metrics::gauge!("redcache_breaker_open").set(if state { 1.0 } else { 0.0 });
+            self.open.store(state, Relaxed);
+            self.recorder.store(recorder, Relaxed);
+            fence(SeqCst);
+            match open() {
+                now if now == state => break,
+                now => state = now,
+            }
+        }
     }
 }
 

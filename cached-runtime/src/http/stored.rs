@@ -64,6 +64,9 @@ struct Meta {
     sie: Option<u64>,
     /// How many bytes after the envelope are the header block; the body follows it.
     head: usize,
+    /// How many bytes the body is: an entry whose trailer is not exactly the two is
+    /// refused, not answered with part of a body.
+    len: usize,
 }
 
 /// The end of a header line.
@@ -106,6 +109,7 @@ impl Stored {
                 stored_ms: now_ms,
                 ttl,
                 head: head.len(),
+                len: body.len(),
             },
             head: Bytes::from(head),
             body,
@@ -113,7 +117,7 @@ impl Stored {
     }
 
     /// The entry: `{"v":1,..,"d":{"status":200,"stored_ms":..,"ttl":300,"own_cc":false,
-    /// "head":58}}`, then the header block as HTTP/1.1 writes it
+    /// "head":58,"len":179}}`, then the header block as HTTP/1.1 writes it
     /// (`content-type: text/plain\r\n..\r\n\r\n`), then the body's bytes. Neither is
     /// escaped or re-encoded, so a hit reads them as they are (and they stay readable with
     /// `redis-cli`); in `format`'s codec and compression otherwise, like any entry.
@@ -126,10 +130,18 @@ impl Stored {
         let (envelope, trailer) = codec::decode_with_trailer::<Meta>(bytes)?;
         let found = match envelope.body {
             Decoded::Value(meta) => {
-                if meta.head > trailer.len() {
-                    return Err(serde_json::Error::custom(
-                        "a stored response shorter than its header block",
-                    ));
+                if meta.head.checked_add(meta.len) != Some(trailer.len()) {
+                    return Err(serde_json::Error::custom(format_args!(
+                        "a stored response of {} bytes after its envelope, which says {} + {}",
+                        trailer.len(),
+                        meta.head,
+                        meta.len
+                    )));
+                }
+                // The block is its lines, each ending in CRLF, then an empty line.
+                let block = &trailer[..meta.head];
+                if !(block == CRLF || block.ends_with(b"\r\n\r\n")) {
+                    return Err(serde_json::Error::custom("a stored header block not ended"));
                 }
                 let head = trailer.slice(..meta.head);
                 let body = trailer.slice(meta.head..);
@@ -329,13 +341,36 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_cut_inside_its_header_block_is_an_error() {
+    fn an_entry_cut_or_grown_is_an_error_not_another_response() {
         let bytes = stored(b"abc")
             .encode(Stamp::gen(7), Format::default())
             .unwrap();
-        let meta_end = bytes.windows(2).position(|w| w == b"}}").unwrap() + 2;
-        assert!(Stored::decode(&bytes[..meta_end + 3]).is_err());
-        assert!(Stored::decode(&bytes[..meta_end - 1]).is_err());
+        // Cut anywhere: in the envelope, the header block or the body.
+        for cut in 0..bytes.len() {
+            assert!(Stored::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut grown = bytes.clone();
+        grown.push(b'x');
+        assert!(Stored::decode(&grown).is_err());
+        // Lengths that add up but end the header block inside a line.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let text = Stored::new(StatusCode::OK, &headers, Bytes::from_static(b"abc"), 60, 0)
+            .unwrap()
+            .encode(Stamp::gen(7), Format::default())
+            .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(Stored::decode(text.as_bytes()).is_ok());
+        let digits = text.split(r#""head":"#).nth(1).unwrap();
+        let head: usize = digits[..digits.find(',').unwrap()].parse().unwrap();
+        let moved = text
+            .replace(
+                &format!(r#""head":{head},"#),
+                &format!(r#""head":{},"#, head - 2),
+            )
+            .replace(r#""len":3}"#, r#""len":5}"#);
+        assert_ne!(moved, text);
+        assert!(Stored::decode(moved.as_bytes()).is_err(), "{moved}");
         assert!(Stored::decode(b"12").is_err());
     }
 
