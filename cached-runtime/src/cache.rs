@@ -517,10 +517,10 @@ impl Cache {
 
     /// The cache `#[cached]` calls use here: the scoped one, else the global one.
     pub(crate) fn current() -> Option<Cache> {
-        SCOPED
-            .try_with(Cache::clone)
-            .ok()
-            .or_else(|| GLOBAL.get().cloned())
+        Cache::in_use().map(|cache| match cache {
+            InUse::Global(cache) => cache.clone(),
+            InUse::Scoped(cache) => cache,
+        })
     }
 
     /// [`current`](Self::current) for one call: the global cache is borrowed, not cloned,

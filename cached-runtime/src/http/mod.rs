@@ -552,9 +552,21 @@ where
     if !looked_up || asks.no_store {
         return pass(&mut inner, request, XCache::Bypass).await;
     }
-    let Some(cache) = settings.cache.clone().or_else(Cache::current) else {
-        warn_not_initialized();
-        return pass(&mut inner, request, XCache::Bypass).await;
+    // The layer's own cache, else the one in use here (the global one borrowed, as a
+    // `#[cached]` call does: no shared reference count written per request).
+    let in_use;
+    let cache = match &settings.cache {
+        Some(cache) => cache,
+        None => match Cache::in_use() {
+            Some(cache) => {
+                in_use = cache;
+                &*in_use
+            }
+            None => {
+                warn_not_initialized();
+                return pass(&mut inner, request, XCache::Bypass).await;
+            }
+        },
     };
     let core = cache.core();
     let (mut request, body_hash) = if method == Method::POST {
