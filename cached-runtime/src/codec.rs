@@ -104,6 +104,16 @@ pub struct Format {
     pub(crate) compress_above: Option<usize>,
 }
 
+impl Format {
+    /// This format with a function's own choices, where it made them, in place of these.
+    pub(crate) fn with_own(self, codec: Option<Codec>, compress_above: Option<usize>) -> Format {
+        Format {
+            codec: codec.unwrap_or(self.codec),
+            compress_above: compress_above.or(self.compress_above),
+        }
+    }
+}
+
 /// What an envelope carries besides its content.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stamp {

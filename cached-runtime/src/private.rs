@@ -62,10 +62,7 @@ impl Spec {
             .with_lock(self.lock_ms.map(Duration::from_millis))
             .with_early_refresh(self.early_refresh)
             .with_stale(self.stale_ttl, self.stale_if_error)
-            .with_format(Format {
-                codec: self.codec.unwrap_or(config.codec()),
-                compress_above: self.compress_above.or(config.compress_above()),
-            })
+            .with_format(config.format().with_own(self.codec, self.compress_above))
     }
 }
 

@@ -268,7 +268,6 @@ pub(super) struct Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Codec;
 
     fn stored(body: &'static [u8]) -> Stored {
         let mut headers = HeaderMap::new();
@@ -378,7 +377,7 @@ mod tests {
     #[test]
     fn message_pack_entries_carry_the_same_trailer() {
         let format = Format {
-            codec: Codec::MessagePack,
+            codec: crate::codec::Codec::MessagePack,
             compress_above: None,
         };
         let back = round_trip_in(b"{\"a\":1}", format);
@@ -390,7 +389,7 @@ mod tests {
     #[test]
     fn compressed_entries_carry_the_trailer_inside() {
         let format = Format {
-            codec: Codec::Json,
+            codec: crate::codec::Codec::Json,
             compress_above: Some(16),
         };
         let body: &'static [u8] = &[b'x'; 4096];
