@@ -258,13 +258,15 @@ impl Core {
     /// What an operation's outcome tells the breaker.
     fn settle<T>(&self, result: &Result<T>) {
         let health = &self.health;
-        match result {
+        let changed = match result {
             Ok(_) => health.success(),
             Err(err) if err.is_store_fault() => health.failure(),
-            Err(_) => {}
-        }
+            Err(_) => false,
+        };
         #[cfg(feature = "metrics")]
-        self.breaker_gauge.report(|| health.is_open());
+        self.breaker_gauge.report(changed, || health.is_open());
+        #[cfg(not(feature = "metrics"))]
+        let _ = changed;
     }
 
     /// Whether a warning may be logged now (at most one a second per cache), and how many

@@ -65,17 +65,21 @@ impl Breaker {
         self.open_until.load(Relaxed) != 0
     }
 
-    pub(crate) fn success(&self) {
+    /// An operation succeeded; whether that closed the breaker.
+    pub(crate) fn success(&self) -> bool {
         if self.consecutive.load(Relaxed) != 0 {
             self.consecutive.store(0, Relaxed);
         }
         if self.open_until.load(Relaxed) != 0 {
             self.open_until.store(0, Relaxed);
             tracing::info!("redcache: the store answers again; circuit breaker closed");
+            return true;
         }
+        false
     }
 
-    pub(crate) fn failure(&self) {
+    /// An operation faulted; whether that opened the breaker.
+    pub(crate) fn failure(&self) -> bool {
         let n = self.consecutive.fetch_add(1, Relaxed).saturating_add(1);
         if self.threshold > 0 && n >= self.threshold {
             let until = self.now().saturating_add(self.cooldown_ms);
@@ -85,8 +89,10 @@ impl Breaker {
                     cooldown_ms = self.cooldown_ms,
                     "redcache: circuit breaker open; calls skip the store for the cool-down"
                 );
+                return true;
             }
         }
+        false
     }
 
     /// Whether a fault may be logged now; if so, how many were not logged since the last.

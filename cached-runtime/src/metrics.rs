@@ -18,8 +18,7 @@
 
 use crate::stats::{Event, Served};
 use crate::Error;
-use std::sync::atomic::fence;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Mutex, PoisonError};
 use tokio::time::Instant;
@@ -165,22 +164,23 @@ pub(crate) fn fault(err: &Error) {
 }
 
 /// What a cache last told `redcache_breaker_open`, and to which recorder: an operation
-/// sets the gauge only when the breaker's state or the recorder differs, so the operations
-/// of a healthy store read two shared words and write none (a set on each one was a
-/// registry lookup, and every core writing one cache line).
+/// sets the gauge only when it changed the breaker, or the recorder differs from the one
+/// last set, so the operations of a healthy store read two shared words and write none (a
+/// set on each one was a registry lookup, and every core writing one cache line).
 #[derive(Default)]
 pub(crate) struct BreakerGauge {
     /// The recorder it was set on (its address), 0 before the first set.
     recorder: AtomicUsize,
     /// The state it was set to.
     open: AtomicBool,
-    /// Held while setting, so that the last set of a race is the latest state.
+    /// Held while setting: each operation that changes the breaker sets the gauge after
+    /// its change, reading the state under the lock, so the last set is the latest state.
     setting: Mutex<()>,
 }
 
 impl BreakerGauge {
-    /// The breaker's state after an operation; `open` reads it.
-    pub(crate) fn report(&self, open: impl Fn() -> bool) {
+    /// The breaker's state after an operation, which `changed` it or not; `open` reads it.
+    pub(crate) fn report(&self, changed: bool, open: impl Fn() -> bool) {
         thread_local! {
             static UNTIL_REFRESH: std::cell::Cell<u32> = const { std::cell::Cell::new(REFRESH_AFTER) };
         }
@@ -192,27 +192,18 @@ impl BreakerGauge {
             now == 0
         });
         let recorder = recorder();
-        // Orders this operation's change of the breaker before the look at what was set;
-        // with the fence below, a setter and a changer cannot both miss the other's write.
-        fence(SeqCst);
-        if !refresh && self.recorder.load(Relaxed) == recorder && self.open.load(Relaxed) == open()
+        if !changed
+            && !refresh
+            && self.recorder.load(Relaxed) == recorder
+            && self.open.load(Relaxed) == open()
         {
             return;
         }
         let _setting = self.setting.lock().unwrap_or_else(PoisonError::into_inner);
-        // Read under the lock, and again after setting: a change that came meanwhile, whose
-        // operation saw the old value still recorded and so left it, is set here.
-        let mut state = open();
-        loop {
-            metrics::gauge!("redcache_breaker_open").set(if state { 1.0 } else { 0.0 });
-            self.open.store(state, Relaxed);
-            self.recorder.store(recorder, Relaxed);
-            fence(SeqCst);
-            match open() {
-                now if now == state => break,
-                now => state = now,
-            }
-        }
+        let state = open();
+        metrics::gauge!("redcache_breaker_open").set(if state { 1.0 } else { 0.0 });
+        self.open.store(state, Relaxed);
+        self.recorder.store(recorder, Relaxed);
     }
 }
 
