@@ -551,10 +551,42 @@ pub fn type_key<T: TypeKey + ?Sized>(name: &T) -> &str {
 /// `Table<User>::load`, `outer::inner`) followed by `::{{closure}}`. A free function adds
 /// nothing, so its keys are those of its arguments alone.
 pub fn within<F>(args: KeyArgs, _here: &F, module: &'static str) -> KeyArgs {
-    match enclosing_item(core::any::type_name::<F>()) {
-        Some(item) if item != module => args.ty(item),
-        _ => args,
+    match item_of(core::any::type_name::<F>(), module) {
+        Some(item) => args.ty(item),
+        None => args,
     }
+}
+
+/// The enclosing item of `closure_path` unless it is `module`: read once per thread and
+/// call site, then remembered by the strings' addresses (a type name is a `'static` string,
+/// so the same address and length always hold the same name).
+fn item_of(closure_path: &'static str, module: &'static str) -> Option<&'static str> {
+    type Seen = (usize, usize, usize, Option<&'static str>);
+    const SLOTS: usize = 16;
+    thread_local! {
+        static SEEN: [std::cell::Cell<Seen>; SLOTS] =
+            const { [const { std::cell::Cell::new((0, 0, 0, None)) }; SLOTS] };
+    }
+    let id = (
+        closure_path.as_ptr() as usize,
+        closure_path.len(),
+        module.as_ptr() as usize,
+    );
+    let read = || match enclosing_item(closure_path) {
+        Some(item) if item != module => Some(item),
+        _ => None,
+    };
+    SEEN.try_with(|seen| {
+        let slot = &seen[(id.0 >> 3) % SLOTS];
+        let (path, len, module, item) = slot.get();
+        if (path, len, module) == id {
+            return item;
+        }
+        let item = read();
+        slot.set((id.0, id.1, id.2, item));
+        item
+    })
+    .unwrap_or_else(|_| read())
 }
 
 /// The path of the item that holds the function named in `closure_path` (the function's
@@ -598,6 +630,26 @@ fn last_segment_start(path: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_item_is_remembered_per_call_site_and_stays_right() {
+        let paths = [
+            "app::f::{{closure}}",
+            "<app::Store as app::Repo<app::User>>::find::{{closure}}",
+            "app::Table<app::User>::load::{{closure}}::{{closure}}",
+        ];
+        for _ in 0..3 {
+            for path in paths {
+                let direct = enclosing_item(path).filter(|item| *item != "app");
+                assert_eq!(item_of(path, "app"), direct, "{path}");
+            }
+        }
+        assert_eq!(item_of(paths[0], "app"), None);
+        assert_eq!(
+            item_of(paths[1], "app"),
+            Some("<app::Store as app::Repo<app::User>>")
+        );
+    }
 
     #[test]
     fn the_enclosing_item_is_read_from_a_closures_path() {
