@@ -532,6 +532,17 @@ impl Cache {
             Err(_) => GLOBAL.get().map(InUse::Global),
         }
     }
+
+    /// `f` of the cache in use, borrowed for as long as `f` runs, without touching its
+    /// reference count (not even a scoped cache's, which every task in the scope shares):
+    /// for work that never waits, such as a local-tier hit. `None` when no cache is set up.
+    pub(crate) fn with_in_use<R>(f: impl FnOnce(&Cache) -> R) -> Option<R> {
+        let mut f = Some(f);
+        match SCOPED.try_with(|scoped| f.take().map(|f| f(scoped))) {
+            Ok(out) => out,
+            Err(_) => GLOBAL.get().and_then(|global| f.take().map(|f| f(global))),
+        }
+    }
 }
 
 /// The cache a call uses ([`Cache::in_use`]).

@@ -1,6 +1,7 @@
 //! What `#[cached]`-generated code calls. Not public API: no stability guarantees.
 
 use crate::cache::Cache;
+use crate::core::Core;
 use crate::global::{current, warn_not_initialized};
 use crate::ttl::{default_jitter, Policy};
 use crate::Config;
@@ -260,17 +261,15 @@ where
     // pointer to it, so a hit never copies the body's future (a database query's can be
     // large) on its way down.
     let mut body = std::pin::pin!(body);
-    let Some(cache) = Cache::in_use() else {
-        warn_not_initialized();
-        return body.await;
-    };
-    let core = cache.core();
     let spec = call.spec();
     let hooks = call.hooks;
     let material = match call.args.material() {
         Ok(material) => material,
         Err(err) => {
-            core.fault(spec.prefix, &err);
+            match Cache::in_use() {
+                Some(cache) => cache.core().fault(spec.prefix, &err),
+                None => warn_not_initialized(),
+            }
             return body.await;
         }
     };
@@ -278,45 +277,46 @@ where
     // read's fill deadline (tokio's clock: std's, unless a test pauses it).
     #[cfg(feature = "metrics")]
     let started = tokio::time::Instant::now();
-    // The local tier: for values it can clone, and not for early refresh or `stale_ttl`,
-    // which decide from the entry's expiry on each read, nor for tagged calls, whose
-    // entries a tag's invalidation retires without touching their keys.
-    let local = match (core.backend.local_tier(), call.local) {
-        (Some(tier), Some(ops))
-            if spec.early_refresh.is_none() && spec.stale_ttl.is_none() && call.tags.is_empty() =>
-        {
-            Some((tier, ops))
-        }
-        _ => None,
-    };
     let lookup = Lookup {
         function: spec as *const Spec as usize,
         material: &material,
     };
-    if let Some((tier, ops)) = local {
-        if let Some((out, null)) = tier
-            .get(lookup, std::time::Instant::now())
-            .and_then(|held| match held {
-                Held::Value(value) => (ops.load)(&value).map(|out| (out, false)),
-                Held::Null => (ops.null)().map(|out| (out, true)),
-            })
+    // The local tier: for values it can clone, and not for early refresh or `stale_ttl`,
+    // which decide from the entry's expiry on each read, nor for tagged calls, whose
+    // entries a tag's invalidation retires without touching their keys. Its hits borrow
+    // the cache in use: they never wait, and so never hold it across an await.
+    let ops = match call.local {
+        Some(ops)
+            if spec.early_refresh.is_none() && spec.stale_ttl.is_none() && call.tags.is_empty() =>
         {
+            Some(ops)
+        }
+        _ => None,
+    };
+    if let Some(ops) = ops {
+        let hit = Cache::with_in_use(|cache| {
+            local_hit(
+                cache.core(),
+                spec,
+                ops,
+                lookup,
+                #[cfg(feature = "metrics")]
+                started,
+            )
+        });
+        if let Some(Some(out)) = hit {
             // A hit that never waits still spends the task's budget, so a task looping on
             // hits yields to the scheduler (and its timers) now and then.
             tokio::task::consume_budget().await;
-            core.record(Some(spec.prefix), Event::LocalHit { null });
-            let span = call_span(spec.prefix);
-            if !span.is_disabled() {
-                let key =
-                    key::derive_key(core.config.namespace(), spec.prefix, spec.group, &material);
-                span.record("key.hash", key_hash(&key));
-                span.record("result", Served::LocalHit.as_str());
-            }
-            #[cfg(feature = "metrics")]
-            crate::metrics::call(spec.prefix, Served::LocalHit, started);
             return out;
         }
     }
+    let Some(cache) = Cache::in_use() else {
+        warn_not_initialized();
+        return body.await;
+    };
+    let core = cache.core();
+    let local = core.backend.local_tier().zip(ops);
     // Without `metrics`, only a call that reads the store needs the instant.
     #[cfg(not(feature = "metrics"))]
     let started = tokio::time::Instant::now();
@@ -375,6 +375,40 @@ where
         }
     }
     out
+}
+
+/// The call's value from the local tier of `core`, if it holds a good copy: recorded as a
+/// local hit (stats, span, metrics).
+fn local_hit<O>(
+    core: &Core,
+    spec: &'static Spec,
+    ops: LocalOps<O>,
+    lookup: Lookup<'_>,
+    #[cfg(feature = "metrics")] started: tokio::time::Instant,
+) -> Option<O> {
+    let (out, null) = core
+        .backend
+        .local_tier()?
+        .get(lookup, std::time::Instant::now())
+        .and_then(|held| match held {
+            Held::Value(value) => (ops.load)(&value).map(|out| (out, false)),
+            Held::Null => (ops.null)().map(|out| (out, true)),
+        })?;
+    core.record(Some(spec.prefix), Event::LocalHit { null });
+    let span = call_span(spec.prefix);
+    if !span.is_disabled() {
+        let key = key::derive_key(
+            core.config.namespace(),
+            spec.prefix,
+            spec.group,
+            lookup.material,
+        );
+        span.record("key.hash", key_hash(&key));
+        span.record("result", Served::LocalHit.as_str());
+    }
+    #[cfg(feature = "metrics")]
+    crate::metrics::call(spec.prefix, Served::LocalHit, started);
+    Some(out)
 }
 
 /// The span of one call, its key's hash and result recorded later.
