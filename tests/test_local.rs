@@ -49,13 +49,26 @@ async fn hits_are_served_locally() {
     // Miss, Redis hit, then local; or one Redis hit more, when the push of the miss's own
     // fill lands after the first hit's read was sent (it retires that copy).
     assert!(n <= 4, "miss, Redis hit, then local: {n}");
-    let before = cache.stats().local_hits;
+    let before = cache.stats();
+    let before_prefix = of_prefix(&cache, "l:item");
     for _ in 0..100 {
         assert_eq!(cache.scope(item(1, &calls)).await, 1);
     }
     let stats = cache.stats();
-    assert_eq!(stats.local_hits - before, 100, "{stats:?}");
+    assert_eq!(stats.local_hits - before.local_hits, 100, "{stats:?}");
+    // A local hit is a hit, in total and for its function.
+    assert_eq!(stats.hits - before.hits, 100, "{stats:?}");
+    assert_eq!(stats.null_hits, before.null_hits, "{stats:?}");
+    let by_prefix = of_prefix(&cache, "l:item");
+    assert_eq!(by_prefix.hits - before_prefix.hits, 100, "{by_prefix:?}");
     assert_eq!(calls.load(SeqCst), 1);
+}
+
+/// The counters of `prefix` in `cache`.
+fn of_prefix(cache: &redcache::Cache, prefix: &str) -> redcache::Stats {
+    let all = cache.stats_by_prefix();
+    let found = all.iter().find(|(p, _)| p == prefix);
+    found.map(|(_, stats)| *stats).unwrap_or_default()
 }
 
 #[tokio::test]
@@ -442,6 +455,15 @@ async fn a_group_invalidation_retires_local_copies_and_cached_nones_are_kept_too
     let runs = calls.load(SeqCst);
     assert_eq!(runs, 2);
     assert!(cache.stats().null_hits >= 1);
+    // A local hit on a cached `None` is a null hit, never a hit on a value.
+    let before = cache.stats();
+    for _ in 0..10 {
+        assert_eq!(cache.scope(grouped(0, &calls)).await, None);
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.local_hits - before.local_hits, 10, "{stats:?}");
+    assert_eq!(stats.null_hits - before.null_hits, 10, "{stats:?}");
+    assert_eq!(stats.hits, before.hits, "{stats:?}");
     cache.invalidate_group("l-team").await.unwrap();
     assert_eq!(cache.scope(grouped(1, &calls)).await, Some(1));
     assert_eq!(cache.scope(grouped(0, &calls)).await, None);

@@ -160,7 +160,10 @@ struct Stripe {
     lock_timeouts: AtomicU64,
     faults: AtomicU64,
     skipped: AtomicU64,
+    /// Local hits on a value and on a cached `None`: counted once each, here, and added to
+    /// `hits` and `null_hits` when read (one add per local hit, not two).
     local_hits: AtomicU64,
+    local_null_hits: AtomicU64,
 }
 
 impl Default for Counters {
@@ -186,13 +189,8 @@ impl Counters {
         let (counter, n) = match event {
             Event::Hit => (&stripe.hits, 1),
             Event::NullHit => (&stripe.null_hits, 1),
-            Event::LocalHit { null } => {
-                stripe.local_hits.fetch_add(1, Relaxed);
-                match null {
-                    true => (&stripe.null_hits, 1),
-                    false => (&stripe.hits, 1),
-                }
-            }
+            Event::LocalHit { null: false } => (&stripe.local_hits, 1),
+            Event::LocalHit { null: true } => (&stripe.local_null_hits, 1),
             Event::Miss => (&stripe.misses, 1),
             Event::Misses(n) => (&stripe.misses, n),
             Event::Store => (&stripe.stores, 1),
@@ -211,11 +209,13 @@ impl Counters {
         let sum = |counter: fn(&Stripe) -> &AtomicU64| {
             self.stripes.iter().map(|s| counter(s).load(Relaxed)).sum()
         };
+        let local_hits: u64 = sum(|s| &s.local_hits);
+        let local_null_hits: u64 = sum(|s| &s.local_null_hits);
         Stats {
-            hits: sum(|s| &s.hits),
-            local_hits: sum(|s| &s.local_hits),
+            hits: sum(|s| &s.hits) + local_hits,
+            local_hits: local_hits + local_null_hits,
             misses: sum(|s| &s.misses),
-            null_hits: sum(|s| &s.null_hits),
+            null_hits: sum(|s| &s.null_hits) + local_null_hits,
             stores: sum(|s| &s.stores),
             invalidations: sum(|s| &s.invalidations),
             conflicts: sum(|s| &s.conflicts),
