@@ -11,6 +11,7 @@ use super::sentinel::Replica;
 use super::{EntryAndGen, Fill, Seen, Store};
 use crate::local::{Invalidations, LocalTier};
 use crate::{Config, Error, Result};
+use arc_swap::ArcSwap;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::caching::{CacheConfig, CacheMode};
 use redis::{ProtocolVersion, Script};
@@ -19,7 +20,7 @@ use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ const SCRIPT_KEYS: usize = 100;
 const MAX_PX_MS: u128 = 10_000_000_000_000;
 
 pub(crate) struct RedisStore<C = ConnectionManager> {
-    conn: RwLock<Bound<C>>,
+    conn: ArcSwap<Bound<C>>,
     /// A new connection, made on redcache's connection thread: for when the runtime whose
     /// tasks drive the connection in use has shut down, when the connection fails, and
     /// (behind Sentinel) when the server it reaches is no longer the master.
@@ -466,7 +467,7 @@ impl<C: Conn> RedisStore<C> {
         tier: Option<Arc<LocalTier>>,
     ) -> Self {
         RedisStore {
-            conn: RwLock::new(Bound::new(conn, 0, 0)),
+            conn: ArcSwap::from_pointee(Bound::new(conn, 0, 0)),
             reopen: Box::new(reopen),
             reopening: tokio::sync::Mutex::new(()),
             tier,
@@ -505,7 +506,7 @@ impl<C: Conn> RedisStore<C> {
     /// it was made on has shut down.
     fn conn(&self) -> Result<(C, u64), u64> {
         let moves = self.moves();
-        let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+        let bound = self.conn.load();
         match bound.usable(moves) {
             Some(conn) => Ok((conn.clone(), bound.generation)),
             None => Err(bound.generation),
@@ -550,7 +551,7 @@ impl<C: Conn> RedisStore<C> {
     #[cold]
     async fn runtime_went_away(&self, generation: u64, err: &redis::RedisError) -> bool {
         let (runtime, gone) = {
-            let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+            let bound = self.conn.load();
             if bound.generation != generation || bound.usable(self.moves()).is_none() {
                 return true;
             }
@@ -600,10 +601,11 @@ impl<C: Conn> RedisStore<C> {
                 })
             }
         };
-        let mut bound = self.conn.write().unwrap_or_else(PoisonError::into_inner);
+        // Replaced by one reopen at a time (`reopening`), so the generation counts up.
         let _on = runtime.enter();
-        let generation = bound.generation + 1;
-        *bound = Bound::new(Some(made.clone()), generation, moves);
+        let generation = self.conn.load().generation + 1;
+        self.conn
+            .store(Arc::new(Bound::new(Some(made.clone()), generation, moves)));
         tracing::debug!("redcache: connected to Redis again, on redcache's connection thread");
         Ok((made, generation))
     }
@@ -612,7 +614,7 @@ impl<C: Conn> RedisStore<C> {
     /// is usable.
     fn replaced(&self, failed: u64) -> Option<(C, u64)> {
         let moves = self.moves();
-        let bound = self.conn.read().unwrap_or_else(PoisonError::into_inner);
+        let bound = self.conn.load();
         match bound.usable(moves) {
             Some(conn) if bound.generation != failed => Some((conn.clone(), bound.generation)),
             _ => None,
