@@ -75,12 +75,7 @@ async fn namespace_prefixes_every_key() {
         .await;
     let calls = AtomicUsize::new(0);
     cache.scope(golden(42, "x", &calls)).await;
-    let mut conn = server.conn().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = server.keys("*").await;
     assert_eq!(keys, ["billing:t:golden:f2a6f229156f54f3c6a0c4f73ecf014f"]);
 }
 

@@ -575,12 +575,7 @@ async fn keys_of_functions_in_impls_carry_the_impl() {
             <Store as Repo<Team>>::find(&Store, 1).await;
         })
         .await;
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("c:repo:*")
-        .query_async(&mut server.conn().await)
-        .await
-        .unwrap();
-    keys.sort();
+    let keys = server.keys("c:repo:*").await;
     let mut expected: Vec<String> = ["User", "Team"]
         .iter()
         .map(|entity| {
@@ -677,13 +672,7 @@ async fn type_key_pins_the_keys_of_methods_and_generic_functions() {
             assert_eq!(UserService.get_by_id(1).await, "user 1");
         })
         .await;
-    let mut conn = server.conn().await;
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("c:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    keys.sort();
+    let keys = server.keys("c:*").await;
     assert_eq!(
         keys,
         [

@@ -248,13 +248,8 @@ async fn group_generation_and_entries_share_a_hash_tag_in_redis() {
     let cache = server.cache().await;
     let db = Db::with(&[(1, "a")]);
     cache.scope(price(1, &db)).await;
+    let keys = server.keys("*").await;
     let mut conn = server.conn().await;
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    keys.sort();
     assert_eq!(
         keys,
         [

@@ -317,6 +317,17 @@ impl RedisServer {
             .expect("connect to the test redis-server")
     }
 
+    /// The keys matching `pattern`, sorted (`KEYS` returns them in no set order).
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    }
+
     /// A cache on this server with the test configuration.
     pub async fn cache(&self) -> redcache::Cache {
         self.cache_with(test_config().url(self.url())).await
