@@ -533,14 +533,26 @@ impl Cache {
         }
     }
 
-    /// `f` of the cache in use, borrowed for as long as `f` runs, without touching its
+    /// `f`'s answer from the cache in use, borrowed while `f` runs, without touching its
     /// reference count (not even a scoped cache's, which every task in the scope shares):
-    /// for work that never waits, such as a local-tier hit. `None` when no cache is set up.
-    pub(crate) fn with_in_use<R>(f: impl FnOnce(&Cache) -> R) -> Option<R> {
+    /// for work that never waits, such as a local-tier hit. When `f` has no answer, the
+    /// cache in use as [`in_use`](Self::in_use) gives it, from the same lookup; `Err(None)`
+    /// when no cache is set up.
+    pub(crate) fn answer_or_in_use<R>(
+        f: impl FnOnce(&Cache) -> Option<R>,
+    ) -> Result<R, Option<InUse>> {
         let mut f = Some(f);
-        match SCOPED.try_with(|scoped| f.take().map(|f| f(scoped))) {
-            Ok(out) => out,
-            Err(_) => GLOBAL.get().and_then(|global| f.take().map(|f| f(global))),
+        let scoped = SCOPED.try_with(|scoped| {
+            f.take()
+                .and_then(|f| f(scoped))
+                .ok_or_else(|| Some(InUse::Scoped(scoped.clone())))
+        });
+        match (scoped, f) {
+            (Ok(answer), _) => answer,
+            (Err(_), f) => match GLOBAL.get() {
+                Some(global) => f.and_then(|f| f(global)).ok_or(Some(InUse::Global(global))),
+                None => Err(None),
+            },
         }
     }
 }

@@ -293,8 +293,8 @@ where
         }
         _ => None,
     };
-    if let Some(ops) = ops {
-        let hit = Cache::with_in_use(|cache| {
+    let in_use = match ops {
+        Some(ops) => Cache::answer_or_in_use(|cache| {
             local_hit(
                 cache.core(),
                 spec,
@@ -303,17 +303,21 @@ where
                 #[cfg(feature = "metrics")]
                 started,
             )
-        });
-        if let Some(Some(out)) = hit {
+        }),
+        None => Err(Cache::in_use()),
+    };
+    let cache = match in_use {
+        Ok(out) => {
             // A hit that never waits still spends the task's budget, so a task looping on
             // hits yields to the scheduler (and its timers) now and then.
             tokio::task::consume_budget().await;
             return out;
         }
-    }
-    let Some(cache) = Cache::in_use() else {
-        warn_not_initialized();
-        return body.await;
+        Err(Some(cache)) => cache,
+        Err(None) => {
+            warn_not_initialized();
+            return body.await;
+        }
     };
     let core = cache.core();
     let local = core.backend.local_tier().zip(ops);
