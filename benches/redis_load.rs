@@ -59,7 +59,7 @@ where
 /// and a stored sample to each (about a sixth of a local-tier hit), while the throughput is
 /// read off the whole run. Odd, so the timed calls do not line up with tokio's budget of
 /// 128 (a local hit that spends the last of it yields to the scheduler, and a stride that
-/// divides 128 would time every such call).
+/// divides 128 would time every such call, or none).
 const TIME_EVERY: usize = 7;
 
 /// [`measure`], each task's whole loop in `cache`'s scope (as a request handler or a test

@@ -294,25 +294,26 @@ where
         _ => None,
     };
     let in_use = match ops {
-        Some(ops) => Cache::answer_or_in_use(|cache| {
-            local_hit(
-                cache.core(),
-                spec,
-                ops,
-                lookup,
-                #[cfg(feature = "metrics")]
-                started,
-            )
-        }),
+        Some(ops) => {
+            // A local hit never waits, so it spends the task's budget itself, and a task
+            // looping on hits yields to the scheduler (and its timers) now and then. Spent
+            // before the tier is asked: a call dropped at that yield has counted nothing.
+            tokio::task::consume_budget().await;
+            Cache::answer_or_in_use(|cache| {
+                local_hit(
+                    cache.core(),
+                    spec,
+                    ops,
+                    lookup,
+                    #[cfg(feature = "metrics")]
+                    started,
+                )
+            })
+        }
         None => Err(Cache::in_use()),
     };
     let cache = match in_use {
-        Ok(out) => {
-            // A hit that never waits still spends the task's budget, so a task looping on
-            // hits yields to the scheduler (and its timers) now and then.
-            tokio::task::consume_budget().await;
-            return out;
-        }
+        Ok(out) => return out,
         Err(Some(cache)) => cache,
         Err(None) => {
             warn_not_initialized();
