@@ -527,10 +527,9 @@ impl Cache {
     /// so calls on many threads do not all write its reference count (one contended cache
     /// line per call, twice).
     pub(crate) fn in_use() -> Option<InUse> {
-        match SCOPED.try_with(Cache::clone) {
-            Ok(scoped) => Some(InUse::Scoped(scoped)),
-            Err(_) => GLOBAL.get().map(InUse::Global),
-        }
+        Cache::answer_or_in_use(|_| None::<std::convert::Infallible>)
+            .err()
+            .flatten()
     }
 
     /// `f`'s answer from the cache in use, borrowed while `f` runs, without touching its
