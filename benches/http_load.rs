@@ -4,17 +4,20 @@
 //!
 //! - **baseline**: a handler that does one raw redis-rs `GET` (on a `MultiplexedConnection`)
 //!   of a key holding the body and returns the bytes as `application/json`;
+//! - **floor**: what the HTTP contract alone costs any cache that keeps it, with none of
+//!   redcache's work: the md5 of the request's key material, the same raw `GET`, and the
+//!   headers a hit carries (`ETag`, `Cache-Control: max-age`, `Age`, `X-Cache`);
 //! - **layer**: the same path served by a handler behind `redcache::http::CacheLayer` on a
 //!   cache connected to the same server, warmed so that every measured request is a Redis
 //!   hit (the handler runs once, for the first request).
 //!
-//! Both servers run in this process, on two loopback ports. Each client is a task sending
-//! requests back to back over its own keep-alive hyper-util client. The two are measured
-//! in turn (baseline, layer, baseline, layer, ..) at 1, 16, 64 and 256 clients.
+//! The servers run in this process, on three loopback ports. Each client is a task sending
+//! requests back to back over its own keep-alive hyper-util client. The three are measured
+//! in turn (baseline, floor, layer, baseline, ..) at 1, 16, 64 and 256 clients.
 //!
 //! `cargo bench --bench http_load --features http` prints requests/s, p50/p99 latency and
-//! the ratio layer/baseline (median, min–max over the repeats). Under `cargo test` it runs a
-//! few requests as a smoke test.
+//! the ratios layer/baseline, floor/baseline and layer/floor (median, min–max over the
+//! repeats). Under `cargo test` it runs a few requests as a smoke test.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -53,6 +56,33 @@ async fn raw_handler(
     let bytes: Vec<u8> = redis.get(RAW_KEY).await.unwrap();
     (
         [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from(bytes),
+    )
+}
+
+/// The floor the HTTP contract sets for any cache keeping it, with none of redcache's own
+/// work: the key's md5 over method, path and query, one `GET` of the entry, and a hit's
+/// headers (`ETag`, `Cache-Control: max-age`, `Age`, `X-Cache`) on the raw bytes.
+async fn floor_handler(
+    State(mut redis): State<redis::aio::MultiplexedConnection>,
+    uri: Uri,
+) -> impl IntoResponse {
+    use md5::Digest;
+    let digest = md5::Md5::new()
+        .chain_update(b"GET ")
+        .chain_update(uri.path())
+        .chain_update(uri.query().unwrap_or_default())
+        .finalize();
+    std::hint::black_box(digest);
+    let bytes: Vec<u8> = redis.get(RAW_KEY).await.unwrap();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ETAG, "\"d41d8cd98f00b204e9800998ecf8427e\""),
+            (header::CACHE_CONTROL, "max-age=3600"),
+            (header::AGE, "0"),
+        ],
+        [(redcache::http::X_CACHE, "HIT")],
         Bytes::from(bytes),
     )
 }
@@ -131,6 +161,22 @@ async fn measure(uri: &Uri, clients: usize, per_client: usize, expect_hit: bool)
     }
 }
 
+/// The requests/s of `runs` over those of `base`, per pair of measurements taken in turn:
+/// the median (min–max).
+fn ratio(runs: &[Run], base: &[Run]) -> String {
+    let mut ratios: Vec<f64> = base
+        .iter()
+        .zip(runs)
+        .map(|(b, r)| r.requests_per_sec / b.requests_per_sec)
+        .collect();
+    let median = median(&mut ratios);
+    format!(
+        "{median:.2}x ({:.2}–{:.2}x)",
+        ratios[0],
+        ratios[ratios.len() - 1]
+    )
+}
+
 /// The `q`-quantile of sorted latencies.
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
@@ -182,6 +228,12 @@ async fn run(full: bool) {
     let baseline = serve(
         Router::new()
             .route(PATH, get(raw_handler))
+            .with_state(redis.clone()),
+    )
+    .await;
+    let floor = serve(
+        Router::new()
+            .route(PATH, get(floor_handler))
             .with_state(redis),
     )
     .await;
@@ -207,6 +259,9 @@ async fn run(full: bool) {
     let (x_cache, len) = fetch(&client, &baseline).await;
     assert!(x_cache.is_none());
     assert_eq!(len, body().len());
+    let (x_cache, len) = fetch(&client, &floor).await;
+    assert_eq!(x_cache.unwrap(), "HIT");
+    assert_eq!(len, body().len());
 
     let (concurrency, total, repeats): (&[usize], usize, usize) = if full {
         (&[1, 16, 64, 256], 20_000, 5)
@@ -215,36 +270,40 @@ async fn run(full: bool) {
     };
     println!(
         "body: {} bytes of JSON; {total} requests per measurement, {repeats} repeats per \
-         concurrency, baseline and layer in turn\n",
+         concurrency, baseline, floor and layer in turn\n",
         body().len()
     );
     println!(
-        "{:>7} | {:>26} | {:>26} | {:>22}",
-        "clients", "baseline: req/s p50 p99", "layer: req/s p50 p99", "layer/baseline"
+        "{:>7} | {:>26} | {:>26} | {:>26} | {:>22} | {:>22} | {:>22}",
+        "clients",
+        "baseline: req/s p50 p99",
+        "floor: req/s p50 p99",
+        "layer: req/s p50 p99",
+        "layer/baseline",
+        "floor/baseline",
+        "layer/floor"
     );
     let stats_before = cache.stats();
     let mut layer_requests = 0;
     for &clients in concurrency {
         let per_client = (total / clients).max(1);
         let mut base_runs = Vec::with_capacity(repeats);
+        let mut floor_runs = Vec::with_capacity(repeats);
         let mut layer_runs = Vec::with_capacity(repeats);
         for _ in 0..repeats {
             base_runs.push(measure(&baseline, clients, per_client, false).await);
+            floor_runs.push(measure(&floor, clients, per_client, true).await);
             layer_runs.push(measure(&cached, clients, per_client, true).await);
             layer_requests += clients * (per_client + 1);
         }
-        let mut ratios: Vec<f64> = base_runs
-            .iter()
-            .zip(&layer_runs)
-            .map(|(b, l)| l.requests_per_sec / b.requests_per_sec)
-            .collect();
-        let ratio = median(&mut ratios);
+        let layer = ratio(&layer_runs, &base_runs);
+        let floor_ratio = ratio(&floor_runs, &base_runs);
+        let over_floor = ratio(&layer_runs, &floor_runs);
         println!(
-            "{clients:>7} | {} | {} | {ratio:.2}x ({:.2}–{:.2}x)",
+            "{clients:>7} | {} | {} | {} | {layer} | {floor_ratio} | {over_floor}",
             cell(&mut base_runs),
+            cell(&mut floor_runs),
             cell(&mut layer_runs),
-            ratios[0],
-            ratios[ratios.len() - 1],
         );
     }
 
