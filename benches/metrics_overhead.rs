@@ -3,12 +3,15 @@
 //! task and from 16.
 //!
 //! - Built with `--features metrics`, it compares, in one process, hits with no recorder
-//!   installed against hits with the Prometheus exporter's recorder installed
-//!   (`PrometheusBuilder::new().build_recorder()`). The two take turns, A, B, then B, A, …, on
-//!   the same current-thread runtime; the recorder is installed for B's turn only, with
-//!   `metrics::with_local_recorder` around the runtime's `block_on`, so both turns go
-//!   through the same lookup of the recorder (thread-local, then global) and differ only
-//!   in what the recorder does.
+//!   installed (A) against hits with the Prometheus exporter's recorder installed
+//!   (`PrometheusBuilder::new().build_recorder()`, B). The recorder is installed for B's
+//!   turn only, with `metrics::with_local_recorder` around the runtime's `block_on`, so
+//!   both turns go through the same lookup of the recorder (thread-local, then global) and
+//!   differ only in what the recorder does. A third turn (C) has no recorder installed,
+//!   and the bench itself records each hit into handles of the same recorder: one clock
+//!   read, one counter increment, one histogram sample, the least a recorder is asked for
+//!   a counted, timed call, so C/A is the floor of B/A. The turns go round, A B C, B C A,
+//!   C A B, … on the same current-thread runtime.
 //! - With `--plain`, in either build, it measures each cell once with no recorder and
 //!   prints one `cell <name> <ops/s>` line per cell. `scripts/metrics-overhead` builds the
 //!   bench with and without the feature and runs the two binaries in turn, to compare
@@ -41,17 +44,28 @@ struct Cell {
     ops: u64,
 }
 
+/// A counter and a histogram the bench itself records into after each hit.
+type ByHand = (metrics::Counter, metrics::Histogram);
+
 /// Hits per second of `ops` hits from `tasks` concurrent tasks on the current-thread
 /// runtime, each task reading its own key (so single flight does not merge the calls).
-async fn hits_per_sec(cell: &Cell) -> f64 {
+/// With `by_hand`, each hit is followed by what a recorder needs of it at least: one
+/// clock read, one counter increment and one histogram sample.
+async fn hits_per_sec(cell: &Cell, by_hand: Option<&ByHand>) -> f64 {
     let per_task = (cell.ops / cell.tasks).max(1);
     let start = Instant::now();
     let tasks: Vec<_> = (0..cell.tasks)
         .map(|id| {
             let cache = cell.cache.clone();
+            let by_hand = by_hand.cloned();
             tokio::task::spawn_local(async move {
+                let since = Instant::now();
                 for _ in 0..per_task {
                     std::hint::black_box(cache.scope(cached_profile(id)).await);
+                    if let Some((counter, histogram)) = &by_hand {
+                        counter.increment(1);
+                        histogram.record(since.elapsed());
+                    }
                 }
             })
         })
@@ -109,13 +123,13 @@ fn main() {
             assert_eq!(redis.scope(cached_profile(id)).await, profile(id));
         }
         for cell in &cells {
-            hits_per_sec(cell).await;
+            hits_per_sec(cell, None).await;
         }
     });
 
     if plain {
         for cell in &cells {
-            let ops = local.block_on(&rt, hits_per_sec(cell));
+            let ops = local.block_on(&rt, hits_per_sec(cell, None));
             println!("cell {} {ops:.0}", cell.name);
         }
     } else {
@@ -137,8 +151,12 @@ mod with_recorder {
     use super::{hits_per_sec, Cell};
     use metrics_exporter_prometheus::PrometheusBuilder;
 
-    /// `rounds` pairs per cell: no recorder, then the Prometheus recorder. Prints each
-    /// turn's hits/s and the ratio recorder/none per pair, as the median (min–max).
+    /// `rounds` rounds per cell of three turns: no recorder (A); the Prometheus recorder
+    /// (B); and no recorder for redcache, with the bench recording each hit by hand into
+    /// the same recorder's handles, one clock read, one counter increment and one
+    /// histogram sample (C), the least any recorder is asked for a timed, counted call.
+    /// Prints each turn's hits/s and the ratios B/A and C/A per round, as the median
+    /// (min–max).
     pub(super) fn compare(
         rt: &tokio::runtime::Runtime,
         local: &tokio::task::LocalSet,
@@ -147,45 +165,49 @@ mod with_recorder {
     ) {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        println!("feature on: no recorder (A) vs the Prometheus recorder (B), {rounds} rounds");
+        let by_hand = metrics::with_local_recorder(&recorder, || {
+            (
+                metrics::counter!("bench_by_hand_total"),
+                metrics::histogram!("bench_by_hand_seconds"),
+            )
+        });
         println!(
-            "{:>10} | {:>12} | {:>12} | B/A median (min-max) | each pair's B/A",
-            "cell", "A ops/s med", "B ops/s med"
+            "feature on: no recorder (A), the Prometheus recorder (B), A plus the recorder's \
+             least work by hand (C); {rounds} rounds"
+        );
+        println!(
+            "{:>10} | {:>12} | {:>12} | {:>12} | B/A median (min-max) | C/A median (min-max)",
+            "cell", "A ops/s med", "B ops/s med", "C ops/s med"
         );
         for cell in cells {
-            let mut none = Vec::new();
-            let mut with = Vec::new();
+            let mut turns = [Vec::new(), Vec::new(), Vec::new()];
             for round in 0..rounds {
-                let measure_none = || local.block_on(rt, hits_per_sec(cell));
-                let measure_with = || {
-                    metrics::with_local_recorder(&recorder, || {
-                        local.block_on(rt, hits_per_sec(cell))
-                    })
-                };
-                // A, B, then B, A: neither always has the first turn of a pair.
-                if round % 2 == 0 {
-                    none.push(measure_none());
-                    with.push(measure_with());
-                } else {
-                    with.push(measure_with());
-                    none.push(measure_none());
+                // Each turn takes each place in the order in turn.
+                for turn in (0..3).map(|i| (i + round) % 3) {
+                    let ops = match turn {
+                        0 => local.block_on(rt, hits_per_sec(cell, None)),
+                        1 => metrics::with_local_recorder(&recorder, || {
+                            local.block_on(rt, hits_per_sec(cell, None))
+                        }),
+                        _ => local.block_on(rt, hits_per_sec(cell, Some(&by_hand))),
+                    };
+                    turns[turn].push(ops);
                 }
                 // What an exporter does between scrapes, outside the measurement: drain
                 // the histograms' buckets.
                 handle.run_upkeep();
             }
-            let ratios: Vec<f64> = with.iter().zip(&none).map(|(b, a)| b / a).collect();
-            let (med, min, max) = summary(&ratios);
+            let [none, with, hand] = &turns;
+            let ratios =
+                |of: &[f64]| -> Vec<f64> { of.iter().zip(none).map(|(b, a)| b / a).collect() };
+            let (b, c) = (summary(&ratios(with)), summary(&ratios(hand)));
             println!(
-                "{:>10} | {:>12.0} | {:>12.0} | {med:.3}x ({min:.3}-{max:.3}x) | {}",
+                "{:>10} | {:>12.0} | {:>12.0} | {:>12.0} | {:.3}x ({:.3}-{:.3}x) | {:.3}x ({:.3}-{:.3}x)",
                 cell.name,
-                summary(&none).0,
-                summary(&with).0,
-                ratios
-                    .iter()
-                    .map(|r| format!("{r:.3}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                summary(none).0,
+                summary(with).0,
+                summary(hand).0,
+                b.0, b.1, b.2, c.0, c.1, c.2,
             );
         }
         // The recorder did record every hit it was installed for.
