@@ -1,7 +1,8 @@
 //! The in-process store: for running without Redis (a single-instance service) and for
 //! tests. Entries live in a bounded, sharded cache (quick_cache: CLOCK-PRO eviction, which
 //! resists scans better than LRU), capped by entries and by bytes; each has its own expiry,
-//! and an expired entry is never served.
+//! and an expired entry is never served. A live tombstone is never evicted (it fences the
+//! fills whose reads came before its invalidation).
 //!
 //! Reads take only their shard's read lock. Writes are atomic per hash tag: every write to
 //! a key takes the lock of its stripe, chosen by the key's Redis Cluster hash tag (the
@@ -12,7 +13,7 @@
 use super::{keeps_its_fence, EntryAndGen, Fill, Seen, Store};
 use crate::Result;
 use quick_cache::sync::Cache;
-use quick_cache::Weighter;
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -27,7 +28,7 @@ const STRIPES: usize = 64;
 const ENTRY_OVERHEAD: u64 = 64;
 
 pub(crate) struct MemoryStore {
-    entries: Cache<String, Entry, Weight>,
+    entries: Cache<String, Entry, Weight, DefaultHashBuilder, KeepTombstones>,
     stripes: [Mutex<()>; STRIPES],
     hasher: std::collections::hash_map::RandomState,
 }
@@ -46,11 +47,29 @@ struct Entry {
     value: Arc<[u8]>,
     /// `None`: never expires (group generations).
     expires: Option<Instant>,
+    /// An invalidation's tombstone: kept from eviction while it lives.
+    tombstone: bool,
 }
 
 impl Entry {
     fn live(&self, now: Instant) -> bool {
         self.expires.is_none_or(|t| t > now)
+    }
+}
+
+/// Keeps live tombstones from eviction. A tombstone is how a fill whose read came before an
+/// invalidation learns of it: evicted early, it would look like the nothing (or the expired
+/// entry) that read saw, and the fill would store what the invalidation retired. A
+/// tombstone lives `max_fill_time`, so few are kept at once; an expired one is evicted like
+/// any entry.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeepTombstones;
+
+impl Lifecycle<String, Entry> for KeepTombstones {
+    type RequestState = ();
+
+    fn is_pinned(&self, _key: &String, entry: &Entry) -> bool {
+        entry.tombstone && entry.live(Instant::now())
     }
 }
 
@@ -82,7 +101,13 @@ impl MemoryStore {
         // Rounded up: `max_bytes / floor` entries is at most `max_entries`.
         let floor = max_bytes.div_ceil(max_entries as u64).max(1);
         MemoryStore {
-            entries: Cache::with_weighter(max_entries, max_bytes, Weight { floor }),
+            entries: Cache::with(
+                max_entries,
+                max_bytes,
+                Weight { floor },
+                DefaultHashBuilder::default(),
+                KeepTombstones,
+            ),
             stripes: std::array::from_fn(|_| Mutex::new(())),
             hasher: Default::default(),
         }
@@ -121,6 +146,8 @@ impl MemoryStore {
         let entry = Entry {
             value: value.into(),
             expires,
+            // Tombstones are a few dozen bytes; larger values are not parsed.
+            tombstone: value.len() <= 64 && crate::codec::is_tombstone(value),
         };
         self.entries.insert(key.to_owned(), entry);
     }
@@ -440,6 +467,99 @@ mod tests {
         // What is kept is served: the most recent keys, whole.
         let kept = store.get("user:999999").await.unwrap();
         assert_eq!(kept.as_deref(), Some(&value[..]));
+    }
+
+    #[tokio::test]
+    async fn a_live_tombstone_outlasts_any_pressure_on_the_capacity() {
+        // The race it closes: a call reads nothing at "k", an invalidation leaves its
+        // tombstone, many other entries are written, and the call's fill arrives. An
+        // evicted tombstone would look like the nothing the call read.
+        let store = MemoryStore::new(100, 1 << 20);
+        let value = [7u8; 100];
+        // A full store: new entries are the ones eviction looks at first.
+        for i in 0..1_000u32 {
+            store
+                .set(&format!("warm:{i}"), &value, Duration::from_secs(600))
+                .await
+                .unwrap();
+        }
+        let tombstone = crate::codec::encode_tombstone();
+        store
+            .replace("k", &tombstone, Duration::from_secs(60))
+            .await
+            .unwrap();
+        for i in 0..100_000u32 {
+            store
+                .set(&format!("other:{i}"), &value, Duration::from_secs(600))
+                .await
+                .unwrap();
+        }
+        assert!(store.len() <= 101, "{} entries", store.len());
+        assert_eq!(store.get("k").await.unwrap(), Some(tombstone));
+        assert!(!store
+            .fill(&fill(b"old", Seen::Nothing, None))
+            .await
+            .unwrap());
+        assert!(!store
+            .set_nx("k", b"old", Duration::from_secs(60))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_tombstone_is_evicted_like_any_entry() {
+        let store = MemoryStore::new(100, 1 << 20);
+        for i in 0..1_000u32 {
+            store
+                .set(&format!("warm:{i}"), b"v", Duration::from_secs(600))
+                .await
+                .unwrap();
+        }
+        let tombstone = crate::codec::encode_tombstone();
+        store
+            .replace("k", &tombstone, Duration::from_secs(1))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for i in 0..10_000u32 {
+            store
+                .set(&format!("other:{i}"), b"v", Duration::from_secs(600))
+                .await
+                .unwrap();
+        }
+        assert!(
+            store.entries.peek("k").is_none(),
+            "the expired tombstone went"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_live_tombstones_than_the_capacity_hold_until_they_expire() {
+        let store = MemoryStore::new(100, 1 << 20);
+        let tombstone = crate::codec::encode_tombstone();
+        for i in 0..1_000u32 {
+            store
+                .replace(&format!("gone:{i}"), &tombstone, Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        // Every one is still there to fence a late fill; a new entry is still served.
+        assert!(store.entries.peek("gone:0").is_some());
+        assert!(store.entries.peek("gone:999").is_some());
+        store
+            .set("k", b"v", Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        // Expired, they make room again.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for i in 0..1_000u32 {
+            store
+                .set(&format!("new:{i}"), b"v", Duration::from_secs(600))
+                .await
+                .unwrap();
+        }
+        assert!(store.len() <= 100, "{} entries", store.len());
     }
 
     #[test]
