@@ -115,7 +115,11 @@ impl Cache {
     /// assert_eq!(cache.config().namespace(), Some("t"));
     /// ```
     pub fn memory_with(config: Config) -> Cache {
-        let store = MemoryStore::new(config.memory_capacity(), config.memory_max_bytes());
+        let store = MemoryStore::new(
+            config.memory_capacity(),
+            config.memory_max_bytes(),
+            config.max_fill_time(),
+        );
         Cache::new(Backend::Memory(Box::new(store)), config)
     }
 

@@ -1,8 +1,8 @@
 //! The in-process store: for running without Redis (a single-instance service) and for
 //! tests. Entries live in a bounded, sharded cache (quick_cache: CLOCK-PRO eviction, which
 //! resists scans better than LRU), capped by entries and by bytes; each has its own expiry,
-//! and an expired entry is never served. A live tombstone is never evicted (it fences the
-//! fills whose reads came before its invalidation).
+//! and an expired entry is never served. What an invalidation or a write-through writes is
+//! not evicted for `max_fill_time` (it fences the fills whose reads came before it).
 //!
 //! Reads take only their shard's read lock. Writes are atomic per hash tag: every write to
 //! a key takes the lock of its stripe, chosen by the key's Redis Cluster hash tag (the
@@ -28,7 +28,9 @@ const STRIPES: usize = 64;
 const ENTRY_OVERHEAD: u64 = 64;
 
 pub(crate) struct MemoryStore {
-    entries: Cache<String, Entry, Weight, DefaultHashBuilder, KeepTombstones>,
+    entries: Cache<String, Entry, Weight, DefaultHashBuilder, KeepFences>,
+    /// How long a write that fences keeps its key from eviction: `max_fill_time`.
+    fence_for: Duration,
     stripes: [Mutex<()>; STRIPES],
     hasher: std::collections::hash_map::RandomState,
 }
@@ -47,8 +49,8 @@ struct Entry {
     value: Arc<[u8]>,
     /// `None`: never expires (group generations).
     expires: Option<Instant>,
-    /// An invalidation's tombstone: kept from eviction while it lives.
-    tombstone: bool,
+    /// Until when it fences the fills whose reads came before it (see [`KeepFences`]).
+    fences_until: Option<Instant>,
 }
 
 impl Entry {
@@ -57,20 +59,34 @@ impl Entry {
     }
 }
 
-/// Keeps live tombstones from eviction. A tombstone is how a fill whose read came before an
-/// invalidation learns of it: evicted early, it would look like the nothing (or the expired
-/// entry) that read saw, and the fill would store what the invalidation retired. A
-/// tombstone lives `max_fill_time`, so few are kept at once; an expired one is evicted like
-/// any entry.
+/// Keeps the entries that fence from eviction while they do. A fill stores only if its key
+/// still holds what its read saw; an invalidation's tombstone, a write-through's value, a
+/// path's new generation is how a fill whose read came before them learns of them. Evicted
+/// early, any of them would look like the nothing (or the expired entry) that read saw,
+/// and the fill would store what the invalidation or the write replaced. So each keeps its
+/// key for `max_fill_time` (a fill that late is not sent), and so does whatever replaces it
+/// meanwhile, until the same instant. Fills that replace nothing a writer left are evicted
+/// as usual: losing one costs a miss, never a wrong value.
 #[derive(Debug, Clone, Copy, Default)]
-struct KeepTombstones;
+struct KeepFences;
 
-impl Lifecycle<String, Entry> for KeepTombstones {
+impl Lifecycle<String, Entry> for KeepFences {
     type RequestState = ();
 
     fn is_pinned(&self, _key: &String, entry: &Entry) -> bool {
-        entry.tombstone && entry.live(Instant::now())
+        entry.fences_until.is_some_and(|until| {
+            let now = Instant::now();
+            until > now && entry.live(now)
+        })
     }
+}
+
+/// Whether a write is a writer's (an invalidation, a write-through), which fences the fills
+/// whose reads came before it, or a fill's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Fences,
+    Fill,
 }
 
 /// An entry's weight: its bytes, but at least `floor`, so that the weight capacity
@@ -95,7 +111,9 @@ impl Weighter<String, Entry> for Weight {
 impl MemoryStore {
     /// A store of at most `max_entries` entries and `max_bytes` bytes (keys, values and a
     /// small overhead per entry).
-    pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
+    /// What an invalidation or a write-through writes is kept `fence_for` (the cache's
+    /// `max_fill_time`).
+    pub(crate) fn new(max_entries: usize, max_bytes: u64, fence_for: Duration) -> Self {
         let max_entries = max_entries.max(1);
         let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
         // Rounded up: `max_bytes / floor` entries is at most `max_entries`.
@@ -106,8 +124,9 @@ impl MemoryStore {
                 max_bytes,
                 Weight { floor },
                 DefaultHashBuilder::default(),
-                KeepTombstones,
+                KeepFences,
             ),
+            fence_for,
             stripes: std::array::from_fn(|_| Mutex::new(())),
             hasher: Default::default(),
         }
@@ -137,8 +156,16 @@ impl MemoryStore {
         self.live(key).map(|e| e.value.to_vec())
     }
 
-    fn insert(&self, key: &str, value: &[u8], ttl: Option<Duration>) {
+    /// Writes `value` at `key`, under the key's write lock, already held.
+    fn insert(&self, key: &str, value: &[u8], ttl: Option<Duration>, write: Write) {
         let now = Instant::now();
+        // A write over an entry that still fences fences as long (a fill over a
+        // tombstone stands in for it against older fills).
+        let inherited = self
+            .entries
+            .peek(key)
+            .and_then(|e| e.fences_until.filter(|until| *until > now && e.live(now)));
+        let own = (write == Write::Fences).then(|| now + self.fence_for);
         let expires = ttl.map(|ttl| {
             now.checked_add(ttl)
                 .unwrap_or(now + Duration::from_secs(1 << 40))
@@ -146,8 +173,7 @@ impl MemoryStore {
         let entry = Entry {
             value: value.into(),
             expires,
-            // Tombstones are a few dozen bytes; larger values are not parsed.
-            tombstone: value.len() <= 64 && crate::codec::is_tombstone(value),
+            fences_until: inherited.max(own),
         };
         self.entries.insert(key.to_owned(), entry);
     }
@@ -176,14 +202,21 @@ impl MemoryStore {
                     let outlives =
                         |t: Instant| Instant::now().checked_add(fill.ttl).is_some_and(|e| t >= e);
                     if group.expiring && !gen.expires.is_none_or(outlives) {
-                        self.insert(group.key, stamp.as_bytes(), lives);
+                        self.insert(group.key, stamp.as_bytes(), lives, Write::Fill);
                     }
                 }
-                None if group.create => self.insert(group.key, stamp.as_bytes(), lives),
+                None if group.create => {
+                    self.insert(group.key, stamp.as_bytes(), lives, Write::Fill)
+                }
                 None => return false,
             }
         }
-        self.insert(fill.key, fill.value, Some(fill.ttl));
+        // A write-through stores over whatever is there: a writer's write.
+        let write = match fill.seen {
+            Seen::Any => Write::Fences,
+            _ => Write::Fill,
+        };
+        self.insert(fill.key, fill.value, Some(fill.ttl), write);
         true
     }
 
@@ -236,20 +269,22 @@ impl Store for MemoryStore {
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
         let _locked = self.lock(key);
-        self.insert(key, value, Some(ttl));
+        // A tag's new generation: random, so losing it costs misses, never a wrong value.
+        self.insert(key, value, Some(ttl), Write::Fill);
         Ok(())
     }
 
     async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
         let _locked = self.lock(key);
         let old = self.value(key);
-        self.insert(key, value, Some(ttl));
+        // A tombstone, or a path's new generation.
+        self.insert(key, value, Some(ttl), Write::Fences);
         Ok(old)
     }
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
         let _locked = self.lock(key);
-        self.insert(key, value, None);
+        self.insert(key, value, None, Write::Fences);
         Ok(())
     }
 
@@ -258,7 +293,7 @@ impl Store for MemoryStore {
         if self.live(key).is_some() {
             return Ok(false);
         }
-        self.insert(key, value, Some(ttl));
+        self.insert(key, value, Some(ttl), Write::Fill);
         Ok(true)
     }
 
@@ -298,7 +333,7 @@ impl Store for MemoryStore {
                 Some(e) if !keeps_its_fence(key.as_bytes(), &e.value) => {
                     let tombstone = crate::codec::encode_tombstone();
                     let ttl = e.expires.map(|_| ttl);
-                    self.insert(&key, &tombstone, ttl);
+                    self.insert(&key, &tombstone, ttl, Write::Fences);
                     replaced += 1;
                 }
                 _ => {}
@@ -313,9 +348,12 @@ mod tests {
     use super::*;
     use crate::store::GroupFence;
 
+    /// `max_fill_time`, by default.
+    const FENCE: Duration = Duration::from_secs(30);
+
     #[tokio::test(start_paused = true)]
     async fn entries_expire_on_time() {
-        let store = MemoryStore::new(1000, 1 << 20);
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
         store.set("k", b"v", Duration::from_secs(10)).await.unwrap();
         assert_eq!(store.ttl("k").await.unwrap(), Some(Duration::from_secs(10)));
         tokio::time::advance(Duration::from_millis(9_999)).await;
@@ -344,7 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fill_stores_only_over_what_its_read_saw() {
-        let store = MemoryStore::new(1000, 1 << 20);
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
         assert!(store.fill(&fill(b"a", Seen::Nothing, None)).await.unwrap());
         assert!(!store.fill(&fill(b"b", Seen::Nothing, None)).await.unwrap());
         assert!(!store
@@ -361,7 +399,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fill_stores_over_nothing_when_what_its_read_saw_expired() {
-        let store = MemoryStore::new(1000, 1 << 20);
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
         store.set("k", b"a", Duration::from_secs(1)).await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(store
@@ -373,7 +411,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_grouped_fill_needs_the_generation_it_read() {
-        let store = MemoryStore::new(1000, 1 << 20);
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
         let fence = |gen, create| GroupFence {
             key: "g",
             gen,
@@ -405,7 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_prefix_invalidation_tombstones_that_family_only() {
-        let store = MemoryStore::new(1000, 1 << 20);
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
         let ttl = Duration::from_secs(60);
         for key in ["user:1", "user:2", "user*:1", "users:1"] {
             store.set(key, b"v", ttl).await.unwrap();
@@ -450,7 +488,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_million_distinct_keys_stay_within_the_caps() {
-        let store = MemoryStore::new(10_000, 4 << 20);
+        let store = MemoryStore::new(10_000, 4 << 20, FENCE);
         let value = [7u8; 100];
         for i in 0..1_000_000u32 {
             store
@@ -469,46 +507,94 @@ mod tests {
         assert_eq!(kept.as_deref(), Some(&value[..]));
     }
 
-    #[tokio::test]
-    async fn a_live_tombstone_outlasts_any_pressure_on_the_capacity() {
-        // The race it closes: a call reads nothing at "k", an invalidation leaves its
-        // tombstone, many other entries are written, and the call's fill arrives. An
-        // evicted tombstone would look like the nothing the call read.
-        let store = MemoryStore::new(100, 1 << 20);
-        let value = [7u8; 100];
-        // A full store: new entries are the ones eviction looks at first.
+    /// A store of 100 entries, full of others, so that eviction looks at new entries first.
+    async fn full_store() -> MemoryStore {
+        let store = MemoryStore::new(100, 1 << 20, FENCE);
         for i in 0..1_000u32 {
             store
-                .set(&format!("warm:{i}"), &value, Duration::from_secs(600))
+                .set(&format!("warm:{i}"), b"v", Duration::from_secs(600))
                 .await
                 .unwrap();
         }
-        let tombstone = crate::codec::encode_tombstone();
         store
-            .replace("k", &tombstone, Duration::from_secs(60))
-            .await
-            .unwrap();
+    }
+
+    /// 100,000 writes of other keys, each read back (read entries move to the hot part,
+    /// whose own evictions then reach what was hot before).
+    async fn pressure(store: &MemoryStore) {
         for i in 0..100_000u32 {
+            let key = format!("other:{i}");
             store
-                .set(&format!("other:{i}"), &value, Duration::from_secs(600))
+                .set(&key, b"v", Duration::from_secs(600))
                 .await
                 .unwrap();
+            store.get(&key).await.unwrap();
         }
-        assert!(store.len() <= 101, "{} entries", store.len());
-        assert_eq!(store.get("k").await.unwrap(), Some(tombstone));
+        assert!(store.len() <= 110, "{} entries", store.len());
+    }
+
+    #[tokio::test]
+    async fn what_fences_a_fill_outlasts_any_pressure_on_the_capacity() {
+        // The race it closes: a call reads nothing at "k"; a writer invalidates or writes
+        // through; many other entries are written; the call's fill arrives. Had the
+        // writer's entry been evicted, it would look like the nothing the call read.
+        let tombstone = crate::codec::encode_tombstone();
+        // An invalidation's tombstone.
+        let store = full_store().await;
+        store.replace("k", &tombstone, FENCE).await.unwrap();
+        pressure(&store).await;
+        assert_eq!(store.get("k").await.unwrap(), Some(tombstone.clone()));
         assert!(!store
             .fill(&fill(b"old", Seen::Nothing, None))
             .await
             .unwrap());
+        assert!(!store.set_nx("k", b"old", FENCE).await.unwrap());
+        // A write-through's value.
+        let store = full_store().await;
+        assert!(store.fill(&fill(b"new", Seen::Any, None)).await.unwrap());
+        pressure(&store).await;
         assert!(!store
-            .set_nx("k", b"old", Duration::from_secs(60))
+            .fill(&fill(b"old", Seen::Nothing, None))
+            .await
+            .unwrap());
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));
+        // A later call's fill over the tombstone stands in for it.
+        let store = full_store().await;
+        store.replace("k", &tombstone, FENCE).await.unwrap();
+        let over = fill(b"new", Seen::Bytes(&tombstone), None);
+        assert!(store.fill(&over).await.unwrap());
+        pressure(&store).await;
+        assert!(!store
+            .fill(&fill(b"old", Seen::Nothing, None))
+            .await
+            .unwrap());
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));
+        // A path's new generation (HTTP): a fill that read none would create its own.
+        let store = full_store().await;
+        store
+            .replace("g", b"2", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        pressure(&store).await;
+        let fence = GroupFence::at("g", None).expiring(true);
+        assert!(!store
+            .fill(&fill(b"old", Seen::Nothing, Some(fence)))
             .await
             .unwrap());
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_write_through_is_evicted_like_any_entry_after_max_fill_time() {
+        let store = full_store().await;
+        assert!(store.fill(&fill(b"new", Seen::Any, None)).await.unwrap());
+        tokio::time::advance(FENCE).await;
+        pressure(&store).await;
+        assert!(store.entries.peek("k").is_none(), "evicted");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_expired_tombstone_is_evicted_like_any_entry() {
-        let store = MemoryStore::new(100, 1 << 20);
+        let store = MemoryStore::new(100, 1 << 20, FENCE);
         for i in 0..1_000u32 {
             store
                 .set(&format!("warm:{i}"), b"v", Duration::from_secs(600))
@@ -535,7 +621,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn more_live_tombstones_than_the_capacity_hold_until_they_expire() {
-        let store = MemoryStore::new(100, 1 << 20);
+        let store = MemoryStore::new(100, 1 << 20, FENCE);
         let tombstone = crate::codec::encode_tombstone();
         for i in 0..1_000u32 {
             store
@@ -565,7 +651,7 @@ mod tests {
     #[test]
     fn sixteen_concurrent_writers_never_exceed_the_capacity() {
         const CAP: usize = 1_000;
-        let store = Arc::new(MemoryStore::new(CAP, 1 << 30));
+        let store = Arc::new(MemoryStore::new(CAP, 1 << 30, FENCE));
         let writers: Vec<_> = (0..16)
             .map(|w| {
                 let store = store.clone();
@@ -598,7 +684,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_expired_entry_is_never_served_by_any_read() {
-        let store = MemoryStore::new(100, 1 << 20);
+        let store = MemoryStore::new(100, 1 << 20, FENCE);
         store.set("k", b"v", Duration::from_secs(1)).await.unwrap();
         store.set_persistent("g", b"1").await.unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;
