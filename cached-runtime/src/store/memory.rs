@@ -1,8 +1,9 @@
 //! The in-process store: for running without Redis (a single-instance service) and for
 //! tests. Entries live in a bounded, sharded cache (quick_cache: CLOCK-PRO eviction, which
 //! resists scans better than LRU), capped by entries and by bytes; each has its own expiry,
-//! and an expired entry is never served. What an invalidation or a write-through writes is
-//! not evicted for `max_fill_time` (it fences the fills whose reads came before it).
+//! and an expired entry is never served. When what an invalidation or a write-through wrote
+//! is evicted within `max_fill_time`, its key is remembered until then, so that it still
+//! fences the fills whose reads came before it.
 //!
 //! Reads take only their shard's read lock. Writes are atomic per hash tag: every write to
 //! a key takes the lock of its stripe, chosen by the key's Redis Cluster hash tag (the
@@ -14,7 +15,9 @@ use super::{keeps_its_fence, EntryAndGen, Fill, Seen, Store};
 use crate::Result;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 // tokio's clock, so tests can pause and advance time instead of sleeping.
@@ -29,7 +32,10 @@ const ENTRY_OVERHEAD: u64 = 64;
 
 pub(crate) struct MemoryStore {
     entries: Cache<String, Entry, Weight, DefaultHashBuilder, KeepFences>,
-    /// How long a write that fences keeps its key from eviction: `max_fill_time`.
+    /// The keys whose fencing entry was evicted while it fenced (shared with `entries`'
+    /// eviction hook).
+    evicted: Arc<EvictedFences>,
+    /// How long a writer's write fences: `max_fill_time`.
     fence_for: Duration,
     stripes: [Mutex<()>; STRIPES],
     hasher: std::collections::hash_map::RandomState,
@@ -49,7 +55,7 @@ struct Entry {
     value: Arc<[u8]>,
     /// `None`: never expires (group generations).
     expires: Option<Instant>,
-    /// Until when it fences the fills whose reads came before it (see [`KeepFences`]).
+    /// Until when it fences the fills whose reads came before it (see [`EvictedFences`]).
     fences_until: Option<Instant>,
 }
 
@@ -59,25 +65,80 @@ impl Entry {
     }
 }
 
-/// Keeps the entries that fence from eviction while they do. A fill stores only if its key
-/// still holds what its read saw; an invalidation's tombstone, a write-through's value, a
-/// path's new generation is how a fill whose read came before them learns of them. Evicted
-/// early, any of them would look like the nothing (or the expired entry) that read saw,
-/// and the fill would store what the invalidation or the write replaced. So each keeps its
-/// key for `max_fill_time` (a fill that late is not sent), and so does whatever replaces it
-/// meanwhile, until the same instant. Fills that replace nothing a writer left are evicted
-/// as usual: losing one costs a miss, never a wrong value.
-#[derive(Debug, Clone, Copy, Default)]
-struct KeepFences;
+/// The keys whose fencing entry was evicted before its fence ended, and until when each
+/// fences. A fill stores only if its key still holds what its read saw: an invalidation's
+/// tombstone, a write-through's value or a path's new generation is how a fill whose read
+/// came before them learns of them, and so is a later fill over one of those (which takes
+/// over its deadline). Evicted, any of them would look like the nothing (or the expired
+/// entry) that read saw, and the fill would store what the writer replaced. So for
+/// `max_fill_time` after the write (a fill that late is not sent) its key is remembered
+/// here, and a fill over nothing at it is refused. Only keys are kept, and only that long;
+/// evicting a fill that fences nothing costs a miss, never a wrong value.
+#[derive(Debug, Default)]
+struct EvictedFences {
+    keys: Mutex<Fenced>,
+    /// How many keys are held: a fill over nothing reads it, and takes the lock only if
+    /// there are any.
+    held: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Fenced {
+    until: HashMap<String, Instant>,
+    /// The latest of `until`'s instants: past it, every one has ended.
+    last: Option<Instant>,
+}
+
+impl EvictedFences {
+    fn lock(&self) -> MutexGuard<'_, Fenced> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `key` was evicted, fencing until `until`.
+    fn remember(&self, key: String, until: Instant, now: Instant) {
+        let mut fenced = self.lock();
+        // Ended fences go when the map would grow.
+        if fenced.until.len() == fenced.until.capacity() {
+            fenced.until.retain(|_, t| *t > now);
+        }
+        let at = fenced.until.entry(key).or_insert(until);
+        *at = (*at).max(until);
+        fenced.last = fenced.last.max(Some(until));
+        self.held.store(fenced.until.len(), Relaxed);
+    }
+
+    /// Whether `key`'s evicted entry still fences at `now`.
+    fn fences(&self, key: &str, now: Instant) -> bool {
+        if self.held.load(Relaxed) == 0 {
+            return false;
+        }
+        let mut fenced = self.lock();
+        if fenced.last.is_some_and(|last| last <= now) {
+            // All have ended.
+            *fenced = Fenced::default();
+            self.held.store(0, Relaxed);
+            return false;
+        }
+        fenced.until.get(key).is_some_and(|until| *until > now)
+    }
+}
+
+/// `entries`' eviction hook: an entry evicted while it fences leaves its key in
+/// [`EvictedFences`].
+#[derive(Debug, Clone, Default)]
+struct KeepFences(Arc<EvictedFences>);
 
 impl Lifecycle<String, Entry> for KeepFences {
     type RequestState = ();
 
-    fn is_pinned(&self, _key: &String, entry: &Entry) -> bool {
-        entry.fences_until.is_some_and(|until| {
-            let now = Instant::now();
-            until > now && entry.live(now)
-        })
+    fn on_evict(&self, _: &mut (), key: String, entry: Entry) {
+        let Some(until) = entry.fences_until else {
+            return;
+        };
+        let now = Instant::now();
+        if until > now && entry.live(now) {
+            self.0.remember(key, until, now);
+        }
     }
 }
 
@@ -118,14 +179,16 @@ impl MemoryStore {
         let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
         // Rounded up: `max_bytes / floor` entries is at most `max_entries`.
         let floor = max_bytes.div_ceil(max_entries as u64).max(1);
+        let evicted = Arc::new(EvictedFences::default());
         MemoryStore {
             entries: Cache::with(
                 max_entries,
                 max_bytes,
                 Weight { floor },
                 DefaultHashBuilder::default(),
-                KeepFences,
+                KeepFences(evicted.clone()),
             ),
+            evicted,
             fence_for,
             stripes: std::array::from_fn(|_| Mutex::new(())),
             hasher: Default::default(),
@@ -182,11 +245,13 @@ impl MemoryStore {
     fn fill_locked(&self, fill: &Fill<'_>) -> bool {
         let current = self.live(fill.key);
         let current = current.as_ref().map(|e| &*e.value);
+        // Nothing there, and no fence evicted from there.
+        let nothing = || current.is_none() && !self.evicted.fences(fill.key, Instant::now());
         let unchanged = match fill.seen {
-            Seen::Nothing => current.is_none(),
+            Seen::Nothing => nothing(),
             // Or nothing: what it read has expired since (an invalidation leaves a
             // tombstone, never nothing).
-            Seen::Bytes(seen) => current.is_none_or(|c| c == seen),
+            Seen::Bytes(seen) => current.is_some_and(|c| c == seen) || nothing(),
             // This store holds no other types; a read never reports one.
             Seen::WrongType | Seen::Any => true,
         };
@@ -205,7 +270,8 @@ impl MemoryStore {
                         self.insert(group.key, stamp.as_bytes(), lives, Write::Fill);
                     }
                 }
-                None if group.create => {
+                // A generation evicted since the read would be made anew here.
+                None if group.create && !self.evicted.fences(group.key, Instant::now()) => {
                     self.insert(group.key, stamp.as_bytes(), lives, Write::Fill)
                 }
                 None => return false,
@@ -269,8 +335,8 @@ impl Store for MemoryStore {
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
         let _locked = self.lock(key);
-        // A tag's new generation: random, so losing it costs misses, never a wrong value.
-        self.insert(key, value, Some(ttl), Write::Fill);
+        // `Cache::set`'s write-through (or a tag's new generation).
+        self.insert(key, value, Some(ttl), Write::Fences);
         Ok(())
     }
 
@@ -491,10 +557,15 @@ mod tests {
         let store = MemoryStore::new(10_000, 4 << 20, FENCE);
         let value = [7u8; 100];
         for i in 0..1_000_000u32 {
-            store
-                .set(&format!("user:{i}"), &value, Duration::from_secs(600))
-                .await
-                .unwrap();
+            let key = format!("user:{i}");
+            let fill = Fill {
+                key: &key,
+                value: &value,
+                ttl: Duration::from_secs(600),
+                seen: Seen::Nothing,
+                group: None,
+            };
+            assert!(store.fill(&fill).await.unwrap());
         }
         assert!(store.len() <= 10_000, "{} entries", store.len());
         assert!(
@@ -507,68 +578,87 @@ mod tests {
         assert_eq!(kept.as_deref(), Some(&value[..]));
     }
 
+    /// What a miss's fill over nothing writes at `key`.
+    async fn filled(store: &MemoryStore, key: &str) {
+        let fill = Fill {
+            key,
+            value: b"v",
+            ttl: Duration::from_secs(600),
+            seen: Seen::Nothing,
+            group: None,
+        };
+        assert!(store.fill(&fill).await.unwrap(), "{key}");
+    }
+
     /// A store of 100 entries, full of others, so that eviction looks at new entries first.
     async fn full_store() -> MemoryStore {
         let store = MemoryStore::new(100, 1 << 20, FENCE);
         for i in 0..1_000u32 {
-            store
-                .set(&format!("warm:{i}"), b"v", Duration::from_secs(600))
-                .await
-                .unwrap();
+            filled(&store, &format!("warm:{i}")).await;
         }
         store
     }
 
-    /// 100,000 writes of other keys, each read back (read entries move to the hot part,
-    /// whose own evictions then reach what was hot before).
+    /// 100,000 fills of other keys, each read back (read entries move to the hot part,
+    /// whose own evictions then reach what was hot before). The store stays in its caps.
     async fn pressure(store: &MemoryStore) {
         for i in 0..100_000u32 {
             let key = format!("other:{i}");
-            store
-                .set(&key, b"v", Duration::from_secs(600))
-                .await
-                .unwrap();
+            filled(store, &key).await;
             store.get(&key).await.unwrap();
         }
-        assert!(store.len() <= 110, "{} entries", store.len());
+        assert!(store.len() <= 100, "{} entries", store.len());
     }
 
-    #[tokio::test]
-    async fn what_fences_a_fill_outlasts_any_pressure_on_the_capacity() {
+    #[tokio::test(start_paused = true)]
+    async fn what_fences_a_fill_still_fences_once_evicted() {
         // The race it closes: a call reads nothing at "k"; a writer invalidates or writes
         // through; many other entries are written; the call's fill arrives. Had the
-        // writer's entry been evicted, it would look like the nothing the call read.
+        // writer's entry left no trace, it would look like the nothing the call read.
         let tombstone = crate::codec::encode_tombstone();
+        let old = || fill(b"old", Seen::Nothing, None);
         // An invalidation's tombstone.
         let store = full_store().await;
         store.replace("k", &tombstone, FENCE).await.unwrap();
         pressure(&store).await;
-        assert_eq!(store.get("k").await.unwrap(), Some(tombstone.clone()));
+        assert_eq!(store.entries.peek("k").map(|e| e.value), None, "evicted");
+        assert!(!store.fill(&old()).await.unwrap());
+        // Nor a fill whose read saw an entry that is gone now.
         assert!(!store
-            .fill(&fill(b"old", Seen::Nothing, None))
+            .fill(&fill(b"old", Seen::Bytes(b"a"), None))
             .await
             .unwrap());
-        assert!(!store.set_nx("k", b"old", FENCE).await.unwrap());
-        // A write-through's value.
+        // A prefix invalidation's.
+        let store = full_store().await;
+        filled(&store, "k").await;
+        assert_eq!(
+            store
+                .invalidate_prefix("k", 10, FENCE, FENCE)
+                .await
+                .unwrap(),
+            1
+        );
+        pressure(&store).await;
+        assert!(!store
+            .fill(&fill(b"old", Seen::Bytes(b"v"), None))
+            .await
+            .unwrap());
+        // A write-through's value: `put!`, and `Cache::set`.
         let store = full_store().await;
         assert!(store.fill(&fill(b"new", Seen::Any, None)).await.unwrap());
         pressure(&store).await;
-        assert!(!store
-            .fill(&fill(b"old", Seen::Nothing, None))
-            .await
-            .unwrap());
-        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));
+        assert!(!store.fill(&old()).await.unwrap());
+        let store = full_store().await;
+        store.set("k", b"new", FENCE).await.unwrap();
+        pressure(&store).await;
+        assert!(!store.fill(&old()).await.unwrap());
         // A later call's fill over the tombstone stands in for it.
         let store = full_store().await;
         store.replace("k", &tombstone, FENCE).await.unwrap();
         let over = fill(b"new", Seen::Bytes(&tombstone), None);
         assert!(store.fill(&over).await.unwrap());
         pressure(&store).await;
-        assert!(!store
-            .fill(&fill(b"old", Seen::Nothing, None))
-            .await
-            .unwrap());
-        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));
+        assert!(!store.fill(&old()).await.unwrap());
         // A path's new generation (HTTP): a fill that read none would create its own.
         let store = full_store().await;
         store
@@ -584,68 +674,71 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_write_through_is_evicted_like_any_entry_after_max_fill_time() {
+    async fn an_evicted_fence_ends_at_its_deadline() {
         let store = full_store().await;
-        assert!(store.fill(&fill(b"new", Seen::Any, None)).await.unwrap());
-        tokio::time::advance(FENCE).await;
+        let tombstone = crate::codec::encode_tombstone();
+        store.replace("k", &tombstone, FENCE).await.unwrap();
+        tokio::time::advance(FENCE / 2).await;
+        // A fill over the tombstone fences until the tombstone's deadline.
+        let over = fill(b"new", Seen::Bytes(&tombstone), None);
+        assert!(store.fill(&over).await.unwrap());
         pressure(&store).await;
-        assert!(store.entries.peek("k").is_none(), "evicted");
+        assert!(!store
+            .fill(&fill(b"old", Seen::Nothing, None))
+            .await
+            .unwrap());
+        tokio::time::advance(FENCE / 2).await;
+        assert!(store
+            .fill(&fill(b"late", Seen::Nothing, None))
+            .await
+            .unwrap());
+        // Nothing is remembered past its deadline.
+        assert_eq!(store.evicted.held.load(Relaxed), 0);
+        // A fill over nothing fences nothing.
+        let store = full_store().await;
+        filled(&store, "k").await;
+        pressure(&store).await;
+        assert!(store
+            .fill(&fill(b"again", Seen::Nothing, None))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_invalidations_stays_in_the_caps_and_fences_every_key() {
+        let store = MemoryStore::new(100, 1 << 20, FENCE);
+        for i in 0..1_000u32 {
+            let tombstone = crate::codec::encode_tombstone();
+            store
+                .replace(&format!("gone:{i}"), &tombstone, FENCE)
+                .await
+                .unwrap();
+        }
+        assert!(store.len() <= 100, "{} entries", store.len());
+        for i in [0, 500, 999] {
+            let key = format!("gone:{i}");
+            let late = Fill {
+                key: &key,
+                ..fill(b"old", Seen::Nothing, None)
+            };
+            assert!(!store.fill(&late).await.unwrap(), "{key}");
+        }
+        tokio::time::advance(FENCE).await;
+        filled(&store, "gone:0").await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_expired_tombstone_is_evicted_like_any_entry() {
-        let store = MemoryStore::new(100, 1 << 20, FENCE);
-        for i in 0..1_000u32 {
-            store
-                .set(&format!("warm:{i}"), b"v", Duration::from_secs(600))
-                .await
-                .unwrap();
-        }
+        let store = full_store().await;
         let tombstone = crate::codec::encode_tombstone();
         store
             .replace("k", &tombstone, Duration::from_secs(1))
             .await
             .unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
-        for i in 0..10_000u32 {
-            store
-                .set(&format!("other:{i}"), b"v", Duration::from_secs(600))
-                .await
-                .unwrap();
-        }
-        assert!(
-            store.entries.peek("k").is_none(),
-            "the expired tombstone went"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn more_live_tombstones_than_the_capacity_hold_until_they_expire() {
-        let store = MemoryStore::new(100, 1 << 20, FENCE);
-        let tombstone = crate::codec::encode_tombstone();
-        for i in 0..1_000u32 {
-            store
-                .replace(&format!("gone:{i}"), &tombstone, Duration::from_secs(1))
-                .await
-                .unwrap();
-        }
-        // Every one is still there to fence a late fill; a new entry is still served.
-        assert!(store.entries.peek("gone:0").is_some());
-        assert!(store.entries.peek("gone:999").is_some());
-        store
-            .set("k", b"v", Duration::from_secs(600))
-            .await
-            .unwrap();
-        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
-        // Expired, they make room again.
-        tokio::time::advance(Duration::from_secs(2)).await;
-        for i in 0..1_000u32 {
-            store
-                .set(&format!("new:{i}"), b"v", Duration::from_secs(600))
-                .await
-                .unwrap();
-        }
-        assert!(store.len() <= 100, "{} entries", store.len());
+        pressure(&store).await;
+        assert!(store.entries.peek("k").is_none(), "evicted");
+        assert_eq!(store.evicted.held.load(Relaxed), 0, "not remembered");
     }
 
     #[test]
