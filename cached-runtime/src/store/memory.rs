@@ -97,9 +97,14 @@ impl EvictedFences {
     /// `key` was evicted, fencing until `until`.
     fn remember(&self, key: String, until: Instant, now: Instant) {
         let mut fenced = self.lock();
-        // Ended fences go when the map would grow.
+        // Ended fences go when the map would grow; if that frees less than half, it grows
+        // (so that each pass is paid for by as many inserts).
         if fenced.until.len() == fenced.until.capacity() {
             fenced.until.retain(|_, t| *t > now);
+            let len = fenced.until.len();
+            if len * 2 > fenced.until.capacity() {
+                fenced.until.reserve(len);
+            }
         }
         let at = fenced.until.entry(key).or_insert(until);
         *at = (*at).max(until);
@@ -125,8 +130,40 @@ impl EvictedFences {
 
 /// `entries`' eviction hook: an entry evicted while it fences leaves its key in
 /// [`EvictedFences`].
+///
+/// quick_cache calls it at once, under the shard's lock (`RequestState` is `()`, nothing
+/// is deferred), so the key is recorded before a fill can see the entry gone. It calls it
+/// for an entry a write replaces, too: that one is not recorded (the new entry takes over
+/// its deadline), told apart by its value's address, which [`REPLACING`] holds while
+/// [`MemoryStore::insert`] writes.
 #[derive(Debug, Clone, Default)]
 struct KeepFences(Arc<EvictedFences>);
+
+thread_local! {
+    /// The address of the value that the write under way on this thread replaces, if any.
+    static REPLACING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Sets [`REPLACING`] for as long as it lives.
+struct Replacing;
+
+impl Replacing {
+    fn set(value: Option<&Arc<[u8]>>) -> Replacing {
+        REPLACING.set(value.map_or(0, address));
+        Replacing
+    }
+}
+
+impl Drop for Replacing {
+    fn drop(&mut self) {
+        REPLACING.set(0);
+    }
+}
+
+/// The address of `value`'s bytes: the same for every clone of one `Arc`.
+fn address(value: &Arc<[u8]>) -> usize {
+    Arc::as_ptr(value).cast::<u8>() as usize
+}
 
 impl Lifecycle<String, Entry> for KeepFences {
     type RequestState = ();
@@ -135,6 +172,9 @@ impl Lifecycle<String, Entry> for KeepFences {
         let Some(until) = entry.fences_until else {
             return;
         };
+        if REPLACING.get() == address(&entry.value) {
+            return;
+        }
         let now = Instant::now();
         if until > now && entry.live(now) {
             self.0.remember(key, until, now);
@@ -224,9 +264,9 @@ impl MemoryStore {
         let now = Instant::now();
         // A write over an entry that still fences fences as long (a fill over a
         // tombstone stands in for it against older fills).
-        let inherited = self
-            .entries
-            .peek(key)
+        let current = self.entries.peek(key);
+        let inherited = current
+            .as_ref()
             .and_then(|e| e.fences_until.filter(|until| *until > now && e.live(now)));
         let own = (write == Write::Fences).then(|| now + self.fence_for);
         let expires = ttl.map(|ttl| {
@@ -238,6 +278,8 @@ impl MemoryStore {
             expires,
             fences_until: inherited.max(own),
         };
+        // `current` holds its value's bytes, so no other value has their address meanwhile.
+        let _replacing = Replacing::set(current.as_ref().map(|e| &e.value));
         self.entries.insert(key.to_owned(), entry);
     }
 
@@ -599,6 +641,12 @@ mod tests {
         store
     }
 
+    /// [`pressure`] until `key`'s entry has been evicted.
+    async fn evict(store: &MemoryStore, key: &str) {
+        pressure(store).await;
+        assert!(store.entries.peek(key).is_none(), "{key} was evicted");
+    }
+
     /// 100,000 fills of other keys, each read back (read entries move to the hot part,
     /// whose own evictions then reach what was hot before). The store stays in its caps.
     async fn pressure(store: &MemoryStore) {
@@ -620,57 +668,55 @@ mod tests {
         // An invalidation's tombstone.
         let store = full_store().await;
         store.replace("k", &tombstone, FENCE).await.unwrap();
-        pressure(&store).await;
-        assert_eq!(store.entries.peek("k").map(|e| e.value), None, "evicted");
+        evict(&store, "k").await;
         assert!(!store.fill(&old()).await.unwrap());
         // Nor a fill whose read saw an entry that is gone now.
-        assert!(!store
-            .fill(&fill(b"old", Seen::Bytes(b"a"), None))
-            .await
-            .unwrap());
+        let seen_gone = fill(b"old", Seen::Bytes(b"a"), None);
+        assert!(!store.fill(&seen_gone).await.unwrap());
         // A prefix invalidation's.
         let store = full_store().await;
         filled(&store, "k").await;
-        assert_eq!(
-            store
-                .invalidate_prefix("k", 10, FENCE, FENCE)
-                .await
-                .unwrap(),
-            1
-        );
-        pressure(&store).await;
-        assert!(!store
-            .fill(&fill(b"old", Seen::Bytes(b"v"), None))
-            .await
-            .unwrap());
+        let replaced = store.invalidate_prefix("k", 10, FENCE, FENCE).await;
+        assert_eq!(replaced.unwrap(), 1);
+        evict(&store, "k").await;
+        let seen_value = fill(b"old", Seen::Bytes(b"v"), None);
+        assert!(!store.fill(&seen_value).await.unwrap());
         // A write-through's value: `put!`, and `Cache::set`.
         let store = full_store().await;
         assert!(store.fill(&fill(b"new", Seen::Any, None)).await.unwrap());
-        pressure(&store).await;
+        evict(&store, "k").await;
         assert!(!store.fill(&old()).await.unwrap());
         let store = full_store().await;
         store.set("k", b"new", FENCE).await.unwrap();
-        pressure(&store).await;
+        evict(&store, "k").await;
         assert!(!store.fill(&old()).await.unwrap());
         // A later call's fill over the tombstone stands in for it.
         let store = full_store().await;
         store.replace("k", &tombstone, FENCE).await.unwrap();
         let over = fill(b"new", Seen::Bytes(&tombstone), None);
         assert!(store.fill(&over).await.unwrap());
-        pressure(&store).await;
+        evict(&store, "k").await;
         assert!(!store.fill(&old()).await.unwrap());
         // A path's new generation (HTTP): a fill that read none would create its own.
         let store = full_store().await;
-        store
-            .replace("g", b"2", Duration::from_secs(3600))
-            .await
-            .unwrap();
-        pressure(&store).await;
+        let path_gen = store.replace("g", b"2", Duration::from_secs(3600)).await;
+        assert_eq!(path_gen.unwrap(), None);
+        evict(&store, "g").await;
         let fence = GroupFence::at("g", None).expiring(true);
-        assert!(!store
-            .fill(&fill(b"old", Seen::Nothing, Some(fence)))
-            .await
-            .unwrap());
+        let grouped = fill(b"old", Seen::Nothing, Some(fence));
+        assert!(!store.fill(&grouped).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_write_over_a_fence_records_nothing() {
+        let store = full_store().await;
+        let tombstone = crate::codec::encode_tombstone();
+        store.replace("k", &tombstone, FENCE).await.unwrap();
+        let over = fill(b"new", Seen::Bytes(&tombstone), None);
+        assert!(store.fill(&over).await.unwrap());
+        assert!(store.fill(&fill(b"newer", Seen::Any, None)).await.unwrap());
+        store.set("k", b"newest", FENCE).await.unwrap();
+        assert_eq!(store.evicted.held.load(Relaxed), 0);
     }
 
     #[tokio::test(start_paused = true)]
