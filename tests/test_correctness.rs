@@ -2,7 +2,8 @@
 //! failed before its fix: no caller waits in a convoy, a lease dies with its holder, a
 //! stalled leader cannot hold its followers forever, an early refresh leads its key's
 //! flight, an oversize result is still shared, an unfenced result never reaches a caller
-//! that saw an invalidation, and `invalidate_prefix` never weakens a fence.
+//! that saw an invalidation, `invalidate_prefix` never weakens a fence, and a full
+//! in-process store still fences a miss after evicting what a write left.
 
 mod common;
 
@@ -704,4 +705,53 @@ on_both_stores! {
         let stats = b.cache.stats();
         assert_eq!((stats.misses, stats.hits), (8, 7), "{} {stats:?}", b.name());
     }
+}
+
+/// On a full in-process store, what an invalidation or a write-through left at a key can
+/// be evicted before a slow miss that read before it stores. The miss must still be
+/// refused: the nothing left behind is not the nothing it read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_memory_store_still_fences_a_miss_from_before_a_write() {
+    let cache = redcache::Cache::memory_with(test_config().memory_capacity(100).build());
+    let ttl = Duration::from_secs(600);
+    for write in ["delete", "set"] {
+        let key = format!("fenced:{write}");
+        let hold = Hold::new();
+        let miss = {
+            let (cache, key, hold) = (cache.clone(), key.clone(), hold.clone());
+            tokio::spawn(async move {
+                let read_old = || async move {
+                    hold.entered.wait().await;
+                    hold.release.wait().await;
+                    "old".to_string()
+                };
+                cache.get_or_insert_with(&key, ttl, read_old).await
+            })
+        };
+        // The miss read nothing, and has the old value.
+        hold.entered.wait().await;
+        match write {
+            "delete" => assert!(!cache.delete(&key).await.unwrap()),
+            _ => cache.set(&key, "new", ttl).await.unwrap(),
+        }
+        // Other keys, each read twice, until the store has evicted what the write left.
+        for i in 0..20_000 {
+            let other = format!("other:{write}:{i}");
+            for _ in 0..2 {
+                let one: u8 = cache.get_or_insert_with(&other, ttl, || async { 1 }).await;
+                assert_eq!(one, 1);
+            }
+        }
+        if write == "set" {
+            assert_eq!(
+                cache.ttl(&key).await.unwrap(),
+                None,
+                "the value was evicted"
+            );
+        }
+        hold.release.wait().await;
+        assert_eq!(miss.await.unwrap(), "old", "the miss returns what it read");
+        assert_eq!(cache.get::<String>(&key).await.unwrap(), None, "{write}");
+    }
+    assert_eq!(cache.stats().conflicts, 2, "both fills refused");
 }
