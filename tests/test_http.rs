@@ -119,6 +119,33 @@ async fn big(State(app): State<App>) -> Vec<u8> {
     (0..4096u32).map(|i| (i % 251) as u8).collect()
 }
 
+/// Says its body is 1000 bytes long, and sends 600.
+async fn short(State(app): State<App>) -> axum::response::Response {
+    app.ran("short");
+    let mut response = axum::response::Response::new(axum::body::Body::from(vec![b'x'; 600]));
+    let length = HeaderValue::from_static("1000");
+    response
+        .headers_mut()
+        .insert(axum::http::header::CONTENT_LENGTH, length);
+    response
+}
+
+/// A tenant's dashboard: whose it is, and for which host.
+async fn dashboard(
+    State(app): State<App>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> String {
+    app.ran("dashboard");
+    let host = headers["host"].to_str().unwrap();
+    format!("{tenant} on {host}")
+}
+
+async fn update_dashboard(State(app): State<App>) -> StatusCode {
+    app.ran("update dashboard");
+    StatusCode::NO_CONTENT
+}
+
 async fn flaky(State(app): State<App>) -> (StatusCode, String) {
     app.ran("flaky");
     match app.failing.load(Ordering::SeqCst) {
@@ -178,6 +205,7 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
         .route("/kind/{kind}", get(with_headers))
         .route("/missing", get(missing))
         .route("/big", get(big))
+        .route("/short", get(short))
         .route("/slow", get(slow))
         .route("/flaky", get(flaky))
         .route("/gated", get(gated))
@@ -255,9 +283,13 @@ impl Reply {
 
 async fn serve(cache: &redcache::Cache, layer: CacheLayer) -> Served {
     let app = App::default();
+    serve_router(app.clone(), router(app, cache, layer)).await
+}
+
+/// Serves `router`, whose handlers count their runs in `app`.
+async fn serve_router(app: App, router: Router) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = router(app.clone(), cache, layer);
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let client = Client::builder(TokioExecutor::new()).build_http();
     Served { base, client, app }
@@ -582,6 +614,65 @@ http_test! {
         // A GET of the same path is another entry.
         assert_eq!(posting.get("/search?q=shoes").await.x_cache(), "MISS");
         assert_eq!(posting.app.runs("search_post"), 2);
+    }
+}
+
+http_test! {
+    async fn nested_routes_and_hosts_never_share_entries(backend: Backend) {
+        // Under `nest`, the layer sees `/dashboard` for every tenant: the key and the path
+        // tag come from the path the client asked for.
+        let app = App::default();
+        let tenant = Router::new()
+            .route("/dashboard", get(dashboard))
+            .route_layer(layer().cache(backend.cache.clone()))
+            .merge(
+                Router::new()
+                    .route("/dashboard", axum::routing::put(update_dashboard))
+                    .route_layer(EvictLayer::new().own_path().cache(backend.cache.clone())),
+            );
+        let router = Router::new().nest("/{tenant}", tenant).with_state(app.clone());
+        let served = serve_router(app, router).await;
+        let host = served.base.trim_start_matches("http://").to_owned();
+        let acme = served.get("/acme/dashboard").await;
+        assert_eq!(acme.x_cache(), "MISS");
+        assert_eq!(acme.body, format!("acme on {host}"));
+        let globex = served.get("/globex/dashboard").await;
+        assert_eq!(globex.x_cache(), "MISS");
+        assert_eq!(globex.body, format!("globex on {host}"));
+        assert_eq!(served.get("/acme/dashboard").await.x_cache(), "HIT");
+        // Another host, the same path: its own entry.
+        let other = served
+            .get_with("/acme/dashboard", &[("host", "other.example")])
+            .await;
+        assert_eq!(other.x_cache(), "MISS");
+        assert_eq!(other.body, "acme on other.example");
+        assert_eq!(served.app.runs("dashboard"), 3);
+        // The full path retires them, by hand or by the nested write route.
+        assert_eq!(backend.cache.invalidate_path("/acme/dashboard").await.unwrap(), 1);
+        assert_eq!(served.get("/acme/dashboard").await.x_cache(), "MISS");
+        assert_eq!(served.get("/globex/dashboard").await.x_cache(), "HIT");
+        let put = served.send("PUT", "/globex/dashboard", &[], "").await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT);
+        assert_eq!(served.get("/globex/dashboard").await.x_cache(), "MISS");
+        assert_eq!(served.app.runs("dashboard"), 5);
+    }
+}
+
+http_test! {
+    async fn a_body_that_is_not_its_content_length_is_not_stored(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        for _ in 0..2 {
+            let uri = format!("{}/short", served.base).parse().unwrap();
+            // The server cannot send what the handler declared: the client gets a failed
+            // or cut body, never a whole 600 bytes made to look complete.
+            if let Ok(response) = served.client.get(uri).await {
+                assert_eq!(response.headers()["x-cache"], "MISS");
+                assert_eq!(response.headers()["content-length"], "1000");
+                let body = response.into_body().collect().await;
+                assert!(body.is_err(), "a cut body fails at the client");
+            }
+        }
+        assert_eq!(served.app.runs("short"), 2, "never stored, so never a hit");
     }
 }
 

@@ -10,9 +10,10 @@
 //!
 //! A response is stored at `[{ns}:]{prefix}:{http:<md5 of the path>}:<md5 of the variant>`.
 //! The variant is the method, the path, the query with its parameters sorted by name, the
-//! values of the request headers the responses `Vary` by, whether the request carried
-//! `Authorization`, the generation of the layer's group and, for a cached `POST`, the
-//! body's md5. The path's hash is the key's Redis Cluster hash tag, and each path has a
+//! host, the values of the request headers the responses `Vary` by, whether the request
+//! carried `Authorization`, the generation of the layer's group and, for a cached `POST`,
+//! the body's md5. The path is the one the client asked for: under axum's `Router::nest`,
+//! axum's `OriginalUri`, not the path without the nest's prefix that the layer sees. The path's hash is the key's Redis Cluster hash tag, and each path has a
 //! generation at `[{ns}:]redcache:group:{http:<md5 of the path>}`, in the same slot:
 //! every entry is stamped with it and read together with it (one `MGET`).
 //! [`invalidate_path`] moves the path to a new generation, which retires every query and
@@ -593,7 +594,8 @@ where
             }
         }
     }
-    let path_tag = path_tag(request.uri().path());
+    let target = target(&request);
+    let path_tag = path_tag(target.path());
     let gen_key = core.group_key(&path_tag);
     let group_gen = match &settings.group {
         Some(group) => match group_generation(core, group).await {
@@ -619,8 +621,9 @@ where
         } else {
             b"GET"
         })
-        .part(request.uri().path().as_bytes())
-        .part(rules::sorted_query(request.uri().query().unwrap_or("")).as_bytes());
+        .part(target.path().as_bytes())
+        .part(rules::sorted_query(target.query().unwrap_or("")).as_bytes())
+        .part(authority(&request, target));
     for name in keyed_by.iter() {
         material.header(name, request.headers());
     }
@@ -836,6 +839,12 @@ impl Fill<'_> {
             return pass_on(body::boxed(body), passed);
         }
         match body::read_up_to(body, settings.max_body_bytes).await {
+            // Shorter or longer than its `Content-Length` says: not a whole response, and
+            // stored, it would be served with a length made to match. Passed on as it came,
+            // for the server to fail as it would without the layer.
+            Read::Whole(bytes) if declared.is_some_and(|len| len != bytes.len() as u64) => {
+                pass_on(body::full(bytes), passed)
+            }
             Read::Whole(bytes) => {
                 match Stored::new(parts.status, &parts.headers, bytes.clone(), ttl, unix_ms()) {
                     Some(stored) => Ok(stored),
@@ -913,6 +922,27 @@ fn marked(mut response: Response<Body>, x_cache: XCache) -> Response<Body> {
 }
 
 /// The hash tag (and generation name) of a path's entries: `http:<md5 of the path>`.
+/// The request's target as the client sent it. Under axum's `Router::nest` a layer sees
+/// the path without the nest's prefix; axum keeps the original as `OriginalUri`.
+fn target<B>(request: &Request<B>) -> &http::Uri {
+    request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or(request.uri(), |original| &original.0)
+}
+
+/// The host the request is for (a shared cache keys by the whole target URI): the
+/// target's authority, else the `Host` header.
+fn authority<'a, B>(request: &'a Request<B>, target: &'a http::Uri) -> &'a [u8] {
+    match target.authority() {
+        Some(authority) => authority.as_str().as_bytes(),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .map_or(&b""[..], HeaderValue::as_bytes),
+    }
+}
+
 fn path_tag(path: &str) -> String {
     let mut tag = String::with_capacity(37);
     tag.push_str("http:");
@@ -1061,7 +1091,8 @@ impl EvictLayer {
     }
 
     /// Also retires the responses of the request's own path (`PUT /products/42` retires
-    /// `GET /products/42`).
+    /// `GET /products/42`): the whole path the client asked for, also under
+    /// `Router::nest` (axum's `OriginalUri`).
     ///
     /// # Examples
     ///
@@ -1153,7 +1184,7 @@ where
         let own_path = self
             .evicts
             .own_path
-            .then(|| request.uri().path().to_owned());
+            .then(|| target(&request).path().to_owned());
         let (request, tags) = self.evicts.tags.of(request);
         let evicts = self.evicts.clone();
         let response = self.inner.call(request);
