@@ -2,8 +2,9 @@
 //! failed before its fix: no caller waits in a convoy, a lease dies with its holder, a
 //! stalled leader cannot hold its followers forever, an early refresh leads its key's
 //! flight, an oversize result is still shared, an unfenced result never reaches a caller
-//! that saw an invalidation, `invalidate_prefix` never weakens a fence, and a full
-//! in-process store still fences a miss after evicting what a write left.
+//! that saw an invalidation (of its key, or of its group), `invalidate_prefix` never
+//! weakens a fence, and a full in-process store still fences a miss after evicting what a
+//! write left.
 
 mod common;
 
@@ -754,4 +755,43 @@ async fn a_full_memory_store_still_fences_a_miss_from_before_a_write() {
         assert_eq!(cache.get::<String>(&key).await.unwrap(), None, "{write}");
     }
     assert_eq!(cache.stats().conflicts, 2, "both fills refused");
+}
+
+#[redcache::cached(prefix = "c:grouped", group = "c-grouped", ttl = 60, skip(db, hold))]
+async fn grouped_row(id: u64, db: &Rows, hold: Option<&Hold>) -> String {
+    // Longer than the cache's `max_value_bytes`: never stored, shared unfenced.
+    format!("{:>200}", db.read(id, hold).await)
+}
+
+/// A result too large to store is shared with the callers waiting on its flight, unfenced.
+/// A caller that joined after its group was invalidated read the new generation; the
+/// leader read the old one and computed from before the write: the caller runs its own.
+#[tokio::test]
+async fn an_unfenced_result_of_an_older_group_generation_is_not_shared() {
+    let cache = redcache::Cache::memory_with(test_config().max_value_bytes(100).build());
+    let db = Arc::new(Rows::default());
+    db.set(1, "old");
+    let hold = Hold::new();
+    let leader = {
+        let (cache, db, hold) = (cache.clone(), db.clone(), hold.clone());
+        tokio::spawn(async move { cache.scope(grouped_row(1, &db, Some(&hold))).await })
+    };
+    hold.entered.wait().await;
+    db.set(1, "new");
+    cache.invalidate_group("c-grouped").await.unwrap();
+    // One poll takes the caller through its read (the memory store never waits) into the
+    // leader's flight, where it waits.
+    let mut joined = Box::pin(cache.scope(grouped_row(1, &db, None)));
+    let waiting = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(joined.as_mut(), cx).is_pending())
+    })
+    .await;
+    assert!(waiting, "the caller waits on the leader's flight");
+    hold.release.wait().await;
+    assert_eq!(leader.await.unwrap().trim_start(), "1:old");
+    assert_eq!(
+        joined.await.trim_start(),
+        "1:new",
+        "it saw the invalidation"
+    );
 }

@@ -435,6 +435,16 @@ impl Core {
                         // The leader read other generations of the tags (it began before
                         // an invalidation this caller saw): its result may be older.
                         Ok((_, stamp)) if stamp.tags != at.tags => Step::Solo,
+                        // Likewise an unfenced result of another generation of the group
+                        // (or the HTTP path) than this caller read: an invalidation of it
+                        // leaves no tombstone to see.
+                        Ok((_, stamp))
+                            if !shared.fenced
+                                && !read.unavailable()
+                                && !read.gen_matches(stamp.gen) =>
+                        {
+                            Step::Solo
+                        }
                         Ok((found, _)) => match self.count_hit(at.prefix, found) {
                             Some((out, served)) => Step::Done(out, served),
                             None => Step::Again,
