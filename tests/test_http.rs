@@ -659,6 +659,27 @@ http_test! {
 }
 
 http_test! {
+    async fn a_percent_encoded_path_is_retired_with_the_path_it_decodes_to(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        // `%34%32` is `42`, for the router as for the handler.
+        let encoded = served.get("/products/%34%32").await;
+        assert_eq!(encoded.x_cache(), "MISS");
+        assert_eq!(encoded.body, r#"{"id":42,"version":1}"#);
+        assert_eq!(served.get("/products/%34%32").await.x_cache(), "HIT");
+        let put = served.send("PUT", "/products/42", &[], "").await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT);
+        let after = served.get("/products/%34%32").await;
+        assert_eq!(after.x_cache(), "MISS", "retired by the write to /products/42");
+        assert_eq!(after.body, r#"{"id":42,"version":2}"#);
+        // And the other way round, by hand; an encoded `/` stays a different path.
+        assert_eq!(backend.cache.invalidate_path("/products/%34%32").await.unwrap(), 1);
+        assert_eq!(served.get("/products/%34%32").await.x_cache(), "MISS");
+        assert_eq!(backend.cache.invalidate_path("%2Fproducts%2F42").await.unwrap(), 0);
+        assert_eq!(served.app.runs("product"), 3);
+    }
+}
+
+http_test! {
     async fn a_body_that_is_not_its_content_length_is_not_stored(backend: Backend) {
         let served = serve(&backend.cache, layer()).await;
         for _ in 0..2 {

@@ -943,11 +943,47 @@ fn authority<'a, B>(request: &'a Request<B>, target: &'a http::Uri) -> &'a [u8] 
     }
 }
 
+/// The hash tag of `path`'s entries and generation: the md5 of the path as the handler
+/// sees it (see [`decoded_path`]), so that `/products/%34%32` is retired with
+/// `/products/42`.
 fn path_tag(path: &str) -> String {
     let mut tag = String::with_capacity(37);
     tag.push_str("http:");
-    key::push_md5_hex(&mut tag, path.as_bytes());
+    key::push_md5_hex(&mut tag, &decoded_path(path));
     tag
+}
+
+/// `path` with its percent-encoded bytes decoded, as routers decode them for handlers,
+/// except `%2F` and `%25` (an encoded `/` or `%` is not the same path as a bare one).
+fn decoded_path(path: &str) -> std::borrow::Cow<'_, [u8]> {
+    if !path.contains('%') {
+        return path.as_bytes().into();
+    }
+    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i + 1..i + 3) {
+            Some(&[hi, lo]) if bytes[i] == b'%' => hex(hi).zip(hex(lo)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match escaped {
+            Some(b @ (b'/' | b'%')) => {
+                out.extend_from_slice(if b == b'/' { b"%2F" } else { b"%25" });
+                i += 3;
+            }
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out.into()
 }
 
 impl Core {
@@ -1217,6 +1253,29 @@ async fn evict(core: &Core, evicts: &Evicts, own_path: Option<&str>, tags: &[Str
     for tag in tags {
         if let Err(err) = core.invalidate_tag(tag).await {
             core.fault(tag, &err);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decoded_path;
+
+    #[test]
+    fn paths_decode_as_routers_decode_them_but_for_slash_and_percent() {
+        let cases: [(&str, &[u8]); 8] = [
+            ("/products/42", b"/products/42"),
+            ("/products/%34%32", b"/products/42"),
+            ("/a%40b/caf%C3%A9", "/a@b/café".as_bytes()),
+            ("/a%2fb", b"/a%2Fb"),
+            ("/a%2Fb", b"/a%2Fb"),
+            ("/100%25", b"/100%25"),
+            // Not escapes: kept as they are.
+            ("/50%", b"/50%"),
+            ("/%zz%4", b"/%zz%4"),
+        ];
+        for (path, decoded) in cases {
+            assert_eq!(&*decoded_path(path), decoded, "{path}");
         }
     }
 }
