@@ -690,6 +690,11 @@ where
         Ok(stored) => stored,
         Err(NotFilled { .. }) => {
             return match passed {
+                // The handler answered a `GET` (the layer asked it for the entry a `HEAD`
+                // is answered from): a `HEAD` gets no body.
+                Some(response) if head => {
+                    response.map(|r| marked(r.map(|_| body::empty()), XCache::Miss))
+                }
                 Some(response) => response.map(|r| marked(r, XCache::Miss)),
                 // Not reached: a `NotFilled` is only made after the handler's response was
                 // put there.
@@ -921,7 +926,6 @@ fn marked(mut response: Response<Body>, x_cache: XCache) -> Response<Body> {
     response
 }
 
-/// The hash tag (and generation name) of a path's entries: `http:<md5 of the path>`.
 /// The request's target as the client sent it. Under axum's `Router::nest` a layer sees
 /// the path without the nest's prefix; axum keeps the original as `OriginalUri`.
 fn target<B>(request: &Request<B>) -> &http::Uri {
@@ -943,9 +947,9 @@ fn authority<'a, B>(request: &'a Request<B>, target: &'a http::Uri) -> &'a [u8] 
     }
 }
 
-/// The hash tag of `path`'s entries and generation: the md5 of the path as the handler
-/// sees it (see [`decoded_path`]), so that `/products/%34%32` is retired with
-/// `/products/42`.
+/// The hash tag (and generation name) of a path's entries: `http:<md5 of the path>`, of
+/// the path as the handler sees it (see [`decoded_path`]), so that `/products/%34%32` is
+/// retired with `/products/42`.
 fn path_tag(path: &str) -> String {
     let mut tag = String::with_capacity(37);
     tag.push_str("http:");
@@ -1259,7 +1263,55 @@ async fn evict(core: &Core, evicts: &Evicts, own_path: Option<&str>, tags: &[Str
 
 #[cfg(test)]
 mod tests {
-    use super::decoded_path;
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use std::convert::Infallible;
+    use std::future::{ready, Ready};
+
+    /// Answers 404 with a body, to a `GET` only.
+    #[derive(Clone)]
+    struct NotFound;
+
+    impl Service<Request<Full<Bytes>>> for NotFound {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = Ready<std::result::Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
+            assert_eq!(
+                request.method(),
+                Method::GET,
+                "the layer asks for the GET entry"
+            );
+            let response = Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(Full::from("not found"))
+                .unwrap();
+            ready(Ok(response))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_request_never_gets_a_body_from_the_layer() {
+        // Not stored (a 404), so the handler's `GET` response is passed on: without its
+        // body, whatever serves it (hyper strips it; other stacks may not).
+        let mut service = CacheLayer::new().cache(Cache::memory()).layer(NotFound);
+        let head = Request::head("/missing").body(Full::default()).unwrap();
+        let response = service.call(head).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[X_CACHE], "MISS");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty(), "{body:?}");
+        // A `GET` gets it.
+        let get = Request::get("/missing").body(Full::default()).unwrap();
+        let response = service.call(get).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "not found");
+    }
 
     #[test]
     fn paths_decode_as_routers_decode_them_but_for_slash_and_percent() {
