@@ -243,6 +243,25 @@ on_both_stores! {
 
 #[redcache::cached(prefix = "c:big", ttl = 60, skip(calls, entered))]
 async fn big(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers: usize) -> String {
+    big_body(id, calls, entered, callers).await
+}
+
+#[redcache::cached(
+    prefix = "c:big-grouped",
+    group = "c-big",
+    ttl = 60,
+    skip(calls, entered)
+)]
+async fn big_in_group(
+    id: u64,
+    calls: &AtomicUsize,
+    entered: &AtomicUsize,
+    callers: usize,
+) -> String {
+    big_body(id, calls, entered, callers).await
+}
+
+async fn big_body(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers: usize) -> String {
     calls.fetch_add(1, SeqCst);
     until(entered, callers).await;
     // Every caller has started; let the last ones finish their read and join the flight.
@@ -254,25 +273,32 @@ on_both_stores! {
     async fn a_result_over_max_value_bytes_is_shared_with_the_waiters(b: Backend) {
         const CALLERS: usize = 20;
         let cache = b.cache_with(test_config().max_value_bytes(1024)).await;
-        let calls = Arc::new(AtomicUsize::new(0));
-        let entered = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..CALLERS)
-            .map(|_| {
-                let (cache, calls, entered) = (cache.clone(), calls.clone(), entered.clone());
-                tokio::spawn(async move {
-                    cache
-                        .scope(async {
-                            entered.fetch_add(1, SeqCst);
-                            big(1, &calls, &entered, CALLERS).await
-                        })
-                        .await
+        // Also in a group that has no generation yet (none is written: nothing is stored).
+        for grouped in [false, true] {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let entered = Arc::new(AtomicUsize::new(0));
+            let tasks: Vec<_> = (0..CALLERS)
+                .map(|_| {
+                    let (cache, calls, entered) = (cache.clone(), calls.clone(), entered.clone());
+                    tokio::spawn(async move {
+                        cache
+                            .scope(async {
+                                entered.fetch_add(1, SeqCst);
+                                match grouped {
+                                    false => big(1, &calls, &entered, CALLERS).await,
+                                    true => big_in_group(1, &calls, &entered, CALLERS).await,
+                                }
+                            })
+                            .await
+                    })
                 })
-            })
-            .collect();
-        for task in tasks {
-            assert_eq!(task.await.unwrap().len(), 4097);
+                .collect();
+            for task in tasks {
+                assert_eq!(task.await.unwrap().len(), 4097);
+            }
+            let runs = calls.load(SeqCst);
+            assert_eq!(runs, 1, "one body run for every waiter ({}, grouped: {grouped})", b.name());
         }
-        assert_eq!(calls.load(SeqCst), 1, "one body run for every waiter ({})", b.name());
         assert_eq!(cache.stats().stores, 0, "nothing over the limit is stored");
     }
 }
@@ -765,7 +791,8 @@ async fn grouped_row(id: u64, db: &Rows, hold: Option<&Hold>) -> String {
 
 /// A result too large to store is shared with the callers waiting on its flight, unfenced.
 /// A caller that joined after its group was invalidated read the new generation; the
-/// leader read the old one and computed from before the write: the caller runs its own.
+/// leader read another (here none yet: its stamp carries the one it would have created)
+/// and computed from before the write: the caller runs its own.
 #[tokio::test]
 async fn an_unfenced_result_of_an_older_group_generation_is_not_shared() {
     let cache = redcache::Cache::memory_with(test_config().max_value_bytes(100).build());

@@ -674,7 +674,7 @@ http_test! {
         // And the other way round, by hand; an encoded `/` stays a different path.
         assert_eq!(backend.cache.invalidate_path("/products/%34%32").await.unwrap(), 1);
         assert_eq!(served.get("/products/%34%32").await.x_cache(), "MISS");
-        assert_eq!(backend.cache.invalidate_path("%2Fproducts%2F42").await.unwrap(), 0);
+        assert_eq!(backend.cache.invalidate_path("/products%2F42").await.unwrap(), 0);
         assert_eq!(served.app.runs("product"), 3);
     }
 }

@@ -438,11 +438,7 @@ impl Core {
                         // Likewise an unfenced result of another generation of the group
                         // (or the HTTP path) than this caller read: an invalidation of it
                         // leaves no tombstone to see.
-                        Ok((_, stamp))
-                            if !shared.fenced
-                                && !read.unavailable()
-                                && !read.gen_matches(stamp.gen) =>
-                        {
+                        Ok((_, stamp)) if !shared.fenced && read.saw_other_gen(stamp.gen) => {
                             Step::Solo
                         }
                         Ok((found, _)) => match self.count_hit(at.prefix, found) {

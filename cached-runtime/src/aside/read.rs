@@ -81,6 +81,13 @@ impl Read {
         }
     }
 
+    /// Whether the read found a generation of the group other than `gen`: an invalidation
+    /// of the group (or HTTP path) came after an entry written at `gen` was computed. (A
+    /// read that found none saw no invalidation: each leaves a generation.)
+    pub(super) fn saw_other_gen(&self, gen: u64) -> bool {
+        matches!(self, Read::Found { gen: Gen::At(current), .. } if *current != gen)
+    }
+
     /// Whether the store failed or was skipped.
     pub(super) fn unavailable(&self) -> bool {
         matches!(self, Read::Unavailable)

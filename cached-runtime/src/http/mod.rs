@@ -8,7 +8,7 @@
 //!
 //! # Keys
 //!
-//! A response is stored at `[{ns}:]{prefix}:{http:<md5 of the path>}:<md5 of the variant>`.
+//! A response is stored at `[{ns}:]{prefix}:{http:<md5 of the decoded path>}:<md5 of the variant>`.
 //! The variant is the method, the path, the query with its parameters sorted by name, the
 //! host, the values of the request headers the responses `Vary` by, whether the request
 //! carried `Authorization`, the generation of the layer's group and, for a cached `POST`,
@@ -692,9 +692,17 @@ where
             return match passed {
                 // The handler answered a `GET` (the layer asked it for the entry a `HEAD`
                 // is answered from): a `HEAD` gets no body.
-                Some(response) if head => {
-                    response.map(|r| marked(r.map(|_| body::empty()), XCache::Miss))
-                }
+                Some(response) if head => response.map(|r| {
+                    // Its length stays said, as a server would say it for a `HEAD`.
+                    let (mut parts, body) = r.into_parts();
+                    if let Some(len) = HttpBody::size_hint(&body).exact() {
+                        parts
+                            .headers
+                            .entry(header::CONTENT_LENGTH)
+                            .or_insert(HeaderValue::from(len));
+                    }
+                    marked(Response::from_parts(parts, body::empty()), XCache::Miss)
+                }),
                 Some(response) => response.map(|r| marked(r, XCache::Miss)),
                 // Not reached: a `NotFilled` is only made after the handler's response was
                 // put there.
@@ -1032,9 +1040,14 @@ impl Cache {
 }
 
 /// Retires every cached response of `path` (`/products/42`: all its queries and variants,
-/// under every layer's prefix) in the cache in use here (scoped, else global), in every
-/// process that shares the store. A query in `path` is ignored. Returns 1 if responses of
-/// the path were cached lately, else 0.
+/// for every host, under every layer's prefix) in the cache in use here (scoped, else
+/// global), in every process that shares the store. A query in `path` is ignored. Returns
+/// 1 if responses of the path were cached lately, else 0.
+///
+/// `path` is the whole path a client asks for (with the prefixes of `Router::nest`), as
+/// a client sends it: percent-encoded where it must be (`/items/100%25`). Paths are
+/// compared decoded, so `/products/%34%32` and `/products/42` are one path, but `%2F` and
+/// `%25` stay apart from `/` and `%`.
 ///
 /// A response the handler was computing when this ran is not stored afterwards.
 ///
@@ -1304,6 +1317,11 @@ mod tests {
         let response = service.call(head).await.unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[X_CACHE], "MISS");
+        assert_eq!(
+            response.headers()[header::CONTENT_LENGTH],
+            "9",
+            "the GET's length"
+        );
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert!(body.is_empty(), "{body:?}");
         // A `GET` gets it.
