@@ -103,6 +103,39 @@ async fn local_copies_never_outlive_the_redis_ttl() {
     );
 }
 
+#[redcache::cached(
+    prefix = "l:fallible",
+    ttl = 1,
+    jitter = 0,
+    stale_if_error = 3600,
+    skip(calls)
+)]
+async fn fallible(id: u64, calls: &AtomicUsize) -> Result<u64, String> {
+    Ok(id * 100 + calls.fetch_add(1, SeqCst) as u64)
+}
+
+/// An entry of a function with `stale_if_error` lives in Redis for its TTL and the error
+/// window; a local copy of it would live as long, and be served long past the TTL.
+#[tokio::test]
+async fn a_function_that_may_answer_stale_is_never_served_locally() {
+    let server = RedisServer::start();
+    let cache = local_cache(server.url(), 100).await;
+    let calls = AtomicUsize::new(0);
+    let stored = Instant::now();
+    assert_eq!(cache.scope(fallible(3, &calls)).await, Ok(300));
+    for _ in 0..10 {
+        assert_eq!(cache.scope(fallible(3, &calls)).await, Ok(300));
+    }
+    assert_eq!(calls.load(SeqCst), 1);
+    // Past the TTL (not the error window): the body runs again.
+    tokio::time::sleep(
+        (stored + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert_eq!(cache.scope(fallible(3, &calls)).await, Ok(301), "not the old copy");
+    assert_eq!(cache.stats().local_hits, 0, "read from Redis each time");
+}
+
 #[redcache::cached(prefix = "l:short", ttl = 1, jitter = 0, skip(calls))]
 async fn short(id: u64, calls: &AtomicUsize) -> u64 {
     calls.fetch_add(1, SeqCst);

@@ -281,13 +281,17 @@ where
         function: spec as *const Spec as usize,
         material: &material,
     };
-    // The local tier: for values it can clone, and not for early refresh or `stale_ttl`,
-    // which decide from the entry's expiry on each read, nor for tagged calls, whose
+    // The local tier: for values it can clone, and not for early refresh, `stale_ttl` or
+    // `stale_if_error`, which decide from the entry's expiry on each read (their entries
+    // outlive the TTL in Redis, and so would a copy), nor for tagged calls, whose
     // entries a tag's invalidation retires without touching their keys. Its hits borrow
     // the cache in use: they never wait, and so never hold it across an await.
     let ops = match call.local {
         Some(ops)
-            if spec.early_refresh.is_none() && spec.stale_ttl.is_none() && call.tags.is_empty() =>
+            if spec.early_refresh.is_none()
+                && spec.stale_ttl.is_none()
+                && spec.stale_if_error.is_none()
+                && call.tags.is_empty() =>
         {
             Some(ops)
         }
