@@ -822,3 +822,49 @@ async fn an_unfenced_result_of_an_older_group_generation_is_not_shared() {
         "it saw the invalidation"
     );
 }
+
+#[redcache::cached(prefix = "c:in-group", group = "c-read", ttl = 60)]
+async fn in_group(id: u64) -> u64 {
+    id + 1
+}
+
+#[redcache::cached(prefix = "c:stale-user", ttl = 1, jitter = 0, stale_ttl = 600)]
+async fn stale_user(id: u64) -> String {
+    format!("user {id} v1")
+}
+
+on_both_stores! {
+    async fn the_programmatic_reads_never_return_what_a_function_would_not(b: Backend) {
+        let cache = &b.cache;
+        // A grouped entry, after its group was invalidated: `Cache::get` cannot check
+        // the generation, so it does not return the entry, before or after.
+        assert_eq!(cache.scope(in_group(1)).await, 2);
+        let key = cache.scope(async { redcache::key!(in_group(1)) }).await;
+        // `Cache::get` adds the namespace itself.
+        let key = match cache.config().namespace() {
+            Some(ns) => key.strip_prefix(&format!("{ns}:")).unwrap().to_owned(),
+            None => key,
+        };
+        let key = key.as_str();
+        assert_eq!(cache.get::<u64>(key).await.unwrap(), None, "{}", b.name());
+        cache.invalidate_group("c-read").await.unwrap();
+        assert_eq!(cache.get::<u64>(key).await.unwrap(), None, "{}", b.name());
+        // An entry past its TTL, kept for the function's stale window: a batch over the
+        // same keys loads it again.
+        let stored = Instant::now();
+        assert_eq!(cache.scope(stale_user(7)).await, "user 7 v1");
+        tokio::time::sleep(
+            (stored + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
+        )
+        .await;
+        let loads = AtomicUsize::new(0);
+        let users: std::collections::HashMap<u64, String> = cache
+            .get_or_insert_many("c:stale-user", &[7u64], Duration::from_secs(60), |ids| {
+                loads.fetch_add(1, SeqCst);
+                async move { ids.into_iter().map(|id| (id, format!("user {id} v2"))).collect() }
+            })
+            .await;
+        assert_eq!(users[&7], "user 7 v2", "{}", b.name());
+        assert_eq!(loads.load(SeqCst), 1);
+    }
+}

@@ -132,7 +132,11 @@ async fn a_function_that_may_answer_stale_is_never_served_locally() {
         (stored + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
     )
     .await;
-    assert_eq!(cache.scope(fallible(3, &calls)).await, Ok(301), "not the old copy");
+    assert_eq!(
+        cache.scope(fallible(3, &calls)).await,
+        Ok(301),
+        "not the old copy"
+    );
     assert_eq!(cache.stats().local_hits, 0, "read from Redis each time");
 }
 

@@ -108,8 +108,9 @@ impl Core {
                 // these entries, and its cached `None` says the id does not exist.
                 match <Opt as Shape<Option<V>>>::decode(bytes) {
                     // An entry of a tagged function: a batch cannot check its tags'
-                    // generations, so it is a miss, filled over.
-                    Ok((_, stamp)) if stamp.tags != 0 => {}
+                    // generations, so it is a miss, filled over. So is one past its TTL,
+                    // kept for a single-id function's stale window.
+                    Ok((_, stamp)) if stamp.tags != 0 || stamp.expired() => {}
                     Ok((found, _)) => match self.count_hit(Some(prefix), found) {
                         Some((Some(value), _)) => {
                             out.insert((*id).clone(), value);

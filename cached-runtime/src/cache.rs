@@ -219,7 +219,10 @@ impl Cache {
     }
 
     /// The value at `key` (the namespace is added), or `None` when there is none or it does
-    /// not decode as `T` (that counts as a fault, like a corrupt entry).
+    /// not decode as `T` (that counts as a fault, like a corrupt entry). An entry of a
+    /// `#[cached]` function in a group or with tags is `None` here (their invalidations
+    /// move generations this read does not check), and so is one past its TTL that is kept
+    /// for a stale window.
     ///
     /// # Errors
     ///
@@ -239,9 +242,16 @@ impl Cache {
             return Ok(None);
         };
         match codec::decode::<T>(&bytes) {
-            // An entry of a tagged function may be retired by a tag: not read here, where
-            // its tags are unknown.
-            Ok(envelope) if envelope.stamp.tags != 0 => Ok(None),
+            // An entry of a tagged or grouped function may be retired by a tag or its
+            // group: not read here, where neither generation is known. Nor one past its
+            // TTL, kept for a stale window.
+            Ok(envelope)
+                if envelope.stamp.tags != 0
+                    || envelope.stamp.gen != 0
+                    || envelope.stamp.expired() =>
+            {
+                Ok(None)
+            }
             Ok(envelope) => match envelope.body {
                 Decoded::Value(value) => Ok(Some(value)),
                 Decoded::Null | Decoded::Gone => Ok(None),

@@ -174,6 +174,13 @@ pub struct Refresh {
 }
 
 impl Stamp {
+    /// Whether the entry is past its TTL (kept for a stale window, which only a
+    /// `#[cached]` call that knows the function's windows may use).
+    pub(crate) fn expired(&self) -> bool {
+        self.refresh
+            .is_some_and(|entry| crate::ttl::unix_ms() >= entry.expires_ms)
+    }
+
     /// What a cached `None` keeps of `self`: the group generation and the tags' digest
     /// (it carries no expiry, so no windows).
     pub(crate) fn of_null(self) -> Self {
