@@ -323,6 +323,60 @@ async fn a_manual_failover_moves_the_cache_when_the_sentinels_switch() {
     );
 }
 
+/// After a manual failover the old master lives on, unreconfigured, for some 10 s: a
+/// process that answers only local hits makes no Redis call, and the old master sends it no
+/// push for a write on the new one. The switch itself retires its copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_failover_retires_the_local_copies_at_once() {
+    let sentinel = RedisSentinel::start();
+    sentinel.wait_until_ready_for_failover();
+    let (old, replica) = (sentinel.nodes[0].port(), sentinel.nodes[1].port());
+    let cache = sentinel.cache_with(test_config().local_capacity(100)).await;
+    let local_hits = |cache: &redcache::Cache| cache.stats().local_hits;
+    for _ in 0..10 {
+        assert_eq!(cache.scope(account()).await, "v1");
+        if local_hits(&cache) > 0 {
+            break;
+        }
+    }
+    assert!(local_hits(&cache) > 0, "{:?}", cache.stats());
+    let reply = sentinel.sentinel_cli(
+        sentinel.sentinels[0].port(),
+        &["SENTINEL", "FAILOVER", MASTER_NAME],
+    );
+    assert!(reply.contains("OK"), "SENTINEL FAILOVER: {reply}");
+    sentinel
+        .wait_for_new_master(old, FAILOVER_TIMEOUT + Duration::from_secs(10))
+        .await;
+    assert_eq!(sentinel.master_port(), replica);
+    let writer = redcache::Cache::connect(
+        test_config()
+            .url(format!("redis://127.0.0.1:{replica}"))
+            .build(),
+    )
+    .await
+    .unwrap();
+    writer
+        .scope(redcache::put!(account(), "v2".to_string()))
+        .await
+        .unwrap();
+    let written = Instant::now();
+    loop {
+        if cache.scope(account()).await == "v2" {
+            break;
+        }
+        assert!(
+            sentinel.data_cli(old, &["ROLE"]).starts_with("master"),
+            "the old master was reconfigured before the copy went: the test shows nothing"
+        );
+        assert!(
+            written.elapsed() < Duration::from_secs(2),
+            "a copy read from the old master outlived the switch"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_local_copy_outlives_a_failover() {
     let mut sentinel = RedisSentinel::start();

@@ -18,6 +18,7 @@ use super::redis::{
     background, connect_checked, connect_error, local_tier, manager_config, Connecting, RedisStore,
 };
 use crate::config::SentinelSettings;
+use crate::local::LocalTier;
 use crate::{Config, Result};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -56,6 +57,9 @@ struct Lookup {
     last: Mutex<Option<String>>,
     /// The master's moves the watcher saw (the store's connection follows).
     moves: Arc<AtomicU64>,
+    /// The local tier, if any: its copies were read from the old master, whose pushes no
+    /// longer tell of the writes that count.
+    tier: Option<Arc<LocalTier>>,
 }
 
 impl Lookup {
@@ -123,8 +127,14 @@ impl Lookup {
         redis::Client::open(info)
     }
 
-    /// Counts a move of the master: the store's connection is not used again.
+    /// Counts a move of the master: the store's connection is not used again, and no
+    /// local copy is served again. (The connection's own reopen clears the tier too, but
+    /// only at the next Redis operation; a process answering local hits makes none, and
+    /// the old master sends no push for a write on the new one.)
     fn moved(&self, why: &str) {
+        if let Some(tier) = &self.tier {
+            tier.clear();
+        }
         self.moves.fetch_add(1, Ordering::AcqRel);
         tracing::info!(
             name = %self.settings.master,
@@ -210,6 +220,7 @@ impl RedisStore<ConnectionManager> {
             next: AtomicUsize::new(0),
             last: Mutex::new(None),
             moves: moves.clone(),
+            tier: local.clone(),
         });
         // Fails early, with the configuration named, if the builder refuses the settings.
         lookup
