@@ -323,6 +323,33 @@ async fn a_manual_failover_moves_the_cache_when_the_sentinels_switch() {
     );
 }
 
+/// Reads `account()` until the local tier serves it (the push of the miss's own fill may
+/// retire the copy the first hit brings).
+async fn until_account_is_local(cache: &redcache::Cache) {
+    for _ in 0..10 {
+        assert_eq!(cache.scope(account()).await, "v1");
+        if cache.stats().local_hits > 0 {
+            return;
+        }
+    }
+    panic!("never served locally: {:?}", cache.stats());
+}
+
+/// Writes "v2" through to `account()` from another process's cache, on the node at `port`.
+async fn write_v2_on(port: u16) {
+    let writer = redcache::Cache::connect(
+        test_config()
+            .url(format!("redis://127.0.0.1:{port}"))
+            .build(),
+    )
+    .await
+    .unwrap();
+    writer
+        .scope(redcache::put!(account(), "v2".to_string()))
+        .await
+        .unwrap();
+}
+
 /// After a manual failover the old master lives on, unreconfigured, for some 10 s: a
 /// process that answers only local hits makes no Redis call, and the old master sends it no
 /// push for a write on the new one. The switch itself retires its copies.
@@ -332,14 +359,7 @@ async fn a_manual_failover_retires_the_local_copies_at_once() {
     sentinel.wait_until_ready_for_failover();
     let (old, replica) = (sentinel.nodes[0].port(), sentinel.nodes[1].port());
     let cache = sentinel.cache_with(test_config().local_capacity(100)).await;
-    let local_hits = |cache: &redcache::Cache| cache.stats().local_hits;
-    for _ in 0..10 {
-        assert_eq!(cache.scope(account()).await, "v1");
-        if local_hits(&cache) > 0 {
-            break;
-        }
-    }
-    assert!(local_hits(&cache) > 0, "{:?}", cache.stats());
+    until_account_is_local(&cache).await;
     let reply = sentinel.sentinel_cli(
         sentinel.sentinels[0].port(),
         &["SENTINEL", "FAILOVER", MASTER_NAME],
@@ -349,17 +369,7 @@ async fn a_manual_failover_retires_the_local_copies_at_once() {
         .wait_for_new_master(old, FAILOVER_TIMEOUT + Duration::from_secs(10))
         .await;
     assert_eq!(sentinel.master_port(), replica);
-    let writer = redcache::Cache::connect(
-        test_config()
-            .url(format!("redis://127.0.0.1:{replica}"))
-            .build(),
-    )
-    .await
-    .unwrap();
-    writer
-        .scope(redcache::put!(account(), "v2".to_string()))
-        .await
-        .unwrap();
+    write_v2_on(replica).await;
     let written = Instant::now();
     loop {
         if cache.scope(account()).await == "v2" {
@@ -383,16 +393,8 @@ async fn no_local_copy_outlives_a_failover() {
     sentinel.wait_until_ready_for_failover();
     let (old, replica) = (sentinel.nodes[0].port(), sentinel.nodes[1].port());
     let cache = sentinel.cache_with(test_config().local_capacity(100)).await;
-    // Read until the local tier serves it (the push of the miss's own fill may retire the
-    // copy the first hit brings).
+    until_account_is_local(&cache).await;
     let local_hits = |cache: &redcache::Cache| cache.stats().local_hits;
-    for _ in 0..10 {
-        assert_eq!(cache.scope(account()).await, "v1");
-        if local_hits(&cache) > 0 {
-            break;
-        }
-    }
-    assert!(local_hits(&cache) > 0, "{:?}", cache.stats());
     sentinel.nodes[0].stop();
     sentinel
         .wait_for_new_master(old, DOWN_AFTER + FAILOVER_TIMEOUT + Duration::from_secs(10))
@@ -409,17 +411,7 @@ async fn no_local_copy_outlives_a_failover() {
         assert!(Instant::now() < deadline, "{read:?} {:?}", cache.stats());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let writer = redcache::Cache::connect(
-        test_config()
-            .url(format!("redis://127.0.0.1:{replica}"))
-            .build(),
-    )
-    .await
-    .unwrap();
-    writer
-        .scope(redcache::put!(account(), "v2".to_string()))
-        .await
-        .unwrap();
+    write_v2_on(replica).await;
     let written = Instant::now();
     loop {
         if cache.scope(account()).await == "v2" {
