@@ -458,6 +458,18 @@ fn prefix_pattern(prefix: &str) -> String {
     pattern
 }
 
+/// `name` (`GET` or `MGET`) of `keys`, its buffers sized once: `redis::cmd` grows them
+/// argument by argument, a reallocation per key on every read.
+fn read_cmd<K: AsRef<str>>(name: &str, keys: &[K]) -> redis::Cmd {
+    let bytes = keys.iter().map(|k| k.as_ref().len()).sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(1 + keys.len(), name.len() + bytes);
+    cmd.arg(name);
+    for key in keys {
+        cmd.arg(key.as_ref());
+    }
+    cmd
+}
+
 impl<C: Conn> RedisStore<C> {
     /// A store over `conn`, made on the current runtime (none yet: the first operation
     /// makes one); `reopen` makes another.
@@ -621,10 +633,6 @@ impl<C: Conn> RedisStore<C> {
         }
     }
 
-    /// A read of entries.
-    fn read_cmd(&self, name: &str) -> redis::Cmd {
-        redis::cmd(name)
-    }
 
     /// The local tier, if there is one.
     pub(crate) fn local_tier(&self) -> Option<&Arc<LocalTier>> {
@@ -685,17 +693,16 @@ impl<C: Conn> RedisStore<C> {
 
 impl<C: Conn> Store for RedisStore<C> {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.query(self.read_cmd("GET").arg(key)).await
+        self.query(&read_cmd("GET", &[key])).await
     }
 
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
-        self.query(self.read_cmd("MGET").arg(key).arg(gen_key))
-            .await
+        self.query(&read_cmd("MGET", &[key, gen_key])).await
     }
 
     async fn get_relaxed(&self, key: &str) -> Result<Option<Vec<u8>>> {
         if let Some(replica) = &self.replica {
-            if let Some(found) = replica.query(redis::cmd("GET").arg(key)).await {
+            if let Some(found) = replica.query(&read_cmd("GET", &[key])).await {
                 return Ok(found);
             }
         }
@@ -705,7 +712,7 @@ impl<C: Conn> Store for RedisStore<C> {
     async fn get_with_gen_relaxed(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         if let Some(replica) = &self.replica {
             if let Some(found) = replica
-                .query(redis::cmd("MGET").arg(key).arg(gen_key))
+                .query(&read_cmd("MGET", &[key, gen_key]))
                 .await
             {
                 return Ok(found);
@@ -716,7 +723,7 @@ impl<C: Conn> Store for RedisStore<C> {
 
     async fn get_many_relaxed(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         if let (Some(replica), false) = (&self.replica, keys.is_empty()) {
-            if let Some(found) = replica.query(redis::cmd("MGET").arg(keys)).await {
+            if let Some(found) = replica.query(&read_cmd("MGET", keys)).await {
                 return Ok(found);
             }
         }
@@ -741,7 +748,7 @@ impl<C: Conn> Store for RedisStore<C> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.query(self.read_cmd("MGET").arg(keys)).await
+        self.query(&read_cmd("MGET", keys)).await
     }
 
     async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
