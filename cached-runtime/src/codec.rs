@@ -283,6 +283,21 @@ fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<(Envel
     if bytes.first() != Some(&b'{') {
         return Err(fault("an entry that is not an envelope"));
     }
+    // The layout `encode_plain` writes, read without serde's field matching (as in
+    // `decode_plain`); the value ends at its own closing bracket, then the envelope's.
+    if let Some((stamp, at)) = written_stamp(bytes) {
+        let mut values = serde_json::Deserializer::from_slice(&bytes[at..]).into_iter::<T>();
+        if let Some(Ok(value)) = values.next() {
+            let end = at + values.byte_offset();
+            if bytes.get(end) == Some(&b'}') {
+                let envelope = Envelope {
+                    body: Decoded::Value(value),
+                    stamp,
+                };
+                return Ok((envelope, end + 1));
+            }
+        }
+    }
     let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<Whole<T>>();
     match values.next() {
         Some(Ok(Whole(envelope))) => Ok((envelope, values.byte_offset())),
@@ -369,10 +384,82 @@ fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<Envelop
     if let Some(0x80..=0x8f | 0xde | 0xdf) = bytes.first() {
         return msgpack::decode(bytes);
     }
+    // The layout `encode_plain` writes, read without serde's field matching; anything
+    // else (or a value that fails) goes the general way, which says what is wrong.
+    if let Some((stamp, at)) = written_stamp(bytes) {
+        if let Some(value) = bytes[at..]
+            .strip_suffix(b"}")
+            .and_then(|json| serde_json::from_slice(json).ok())
+        {
+            return Ok(Envelope {
+                body: Decoded::Value(value),
+                stamp,
+            });
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let decoded = EnvelopeSeed(PhantomData).deserialize(&mut de)?;
     de.end()?;
     Ok(decoded)
+}
+
+/// The stamp of a value's envelope exactly as [`head`] and [`encode_plain`] write it
+/// (`{"v":1,`, the stamp's fields in `head`'s order, then `"d":`), and where the value
+/// starts; `None` for any other layout, which the general decoder reads (or refuses).
+/// Only what that decoder would read the same way is taken: each field once, in order,
+/// numbers as JSON writes them.
+fn written_stamp(bytes: &[u8]) -> Option<(Stamp, usize)> {
+    let mut at = bytes.strip_prefix(br#"{"v":1,"#).map(|_| 7)?;
+    // The number after `"name":` and its `,`, if the field is next.
+    let mut field = |name: &[u8]| -> Option<Option<u64>> {
+        let Some(rest) = bytes[at..]
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(b":"))
+        else {
+            return Some(None);
+        };
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        // No leading zero (not JSON), at most u64's digits, then the comma.
+        if digits == 0 || (digits > 1 && rest[0] == b'0') || digits > 20 {
+            return None;
+        }
+        if rest.get(digits) != Some(&b',') {
+            return None;
+        }
+        let number = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+        at = bytes.len() - rest.len() + digits + 1;
+        Some(Some(number))
+    };
+    let gen = field(br#""g""#)?;
+    let tags = field(br#""tg""#)?;
+    let expiry = field(br#""x""#)?;
+    let compute = field(br#""t""#)?;
+    let stale = field(br#""w""#)?;
+    let if_error = field(br#""e""#)?;
+    let refresh = match (expiry, compute) {
+        (Some(expires_ms), Some(compute_ms)) => Some(Refresh {
+            expires_ms,
+            compute_ms,
+        }),
+        (None, None) => None,
+        _ => return None,
+    };
+    let windows = match (stale, if_error, refresh) {
+        (Some(stale_ms), Some(if_error_ms), Some(_)) => Some(Windows {
+            stale_ms,
+            if_error_ms,
+        }),
+        (None, None, _) => None,
+        _ => return None,
+    };
+    let start = at + bytes[at..].strip_prefix(br#""d":"#).map(|_| 4)?;
+    let stamp = Stamp {
+        gen: gen.unwrap_or(0),
+        refresh,
+        windows,
+        tags: tags.unwrap_or(0),
+    };
+    Some((stamp, start))
 }
 
 /// Whether `bytes` are a tombstone (without decoding a value). Tombstones are always JSON,
@@ -1165,6 +1252,31 @@ mod tests {
                 let _ = decode::<String>(&bytes);
                 let _ = decode::<Vec<u64>>(&bytes);
                 let _ = is_tombstone(&bytes);
+            }
+
+            #[test]
+            fn the_written_layout_is_read_as_the_general_decoder_reads_it(
+                stamp in stamp(),
+                value in any::<Option<u32>>(),
+                at in any::<usize>(),
+                byte in any::<u8>(),
+            ) {
+                let bytes = encode_value(&value, stamp, JSON).unwrap();
+                let (read, start) = written_stamp(&bytes).expect("the layout head() writes");
+                prop_assert_eq!(read, stamp);
+                prop_assert_eq!(&bytes[start - 4..start], &br#""d":"#[..]);
+                // Any change to one byte: both ways agree, or the short way declines.
+                let mut changed = bytes.clone();
+                let at = at % changed.len();
+                changed[at] = byte;
+                let general = {
+                    let mut de = serde_json::Deserializer::from_slice(&changed);
+                    EnvelopeSeed::<Option<u32>>(PhantomData)
+                        .deserialize(&mut de)
+                        .and_then(|decoded| de.end().map(|()| decoded))
+                };
+                let either = decode::<Option<u32>>(&changed);
+                prop_assert_eq!(either.ok(), general.ok());
             }
 
             #[test]
