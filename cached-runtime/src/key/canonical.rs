@@ -12,8 +12,9 @@
 //! - a NaN or infinite float is an error (JSON would write all three as `null`, so
 //!   `f(f64::INFINITY)` would answer `f(f64::NEG_INFINITY)`): such a call runs uncached;
 //! - `None` is `null` and `Some(x)` is `x`, except when `x` itself is `null` (a nested
-//!   `None`, `()`) or such a wrapped value: then it is `[x]`, so `Some(None)` is `[null]`
-//!   and `Some(Some(None))` is `[[null]]`, never `None`'s `null`.
+//!   `None`, `()`), such a wrapped value, or a sequence of one such element: then it is
+//!   `[x]`, so `Some(None)` is `[null]`, `Some(Some(None))` is `[[null]]` and
+//!   `Some(vec![None])` is `[[null]]`, never `None`'s `null` or `Some(None)`'s `[null]`.
 
 use serde::ser::{self, Impossible};
 use serde::Serialize;
@@ -67,6 +68,9 @@ enum Written {
     Null,
     /// A `Some` of a null, wrapped: `[null]`, `[[null]]`, …
     WrappedSome,
+    /// A sequence of one element that is any of these: `[null]` (`vec![None]`), `[[null]]`.
+    /// It reads as a wrapped `Some`, so a `Some` of it is wrapped too.
+    LoneNull,
     /// Anything else.
     Other,
 }
@@ -275,7 +279,7 @@ impl<'s, 'o> ser::Serializer for &'s mut Canonical<'o> {
         let start = self.out.len();
         match value.serialize(&mut *self)? {
             Written::Other => Ok(Written::Other),
-            Written::Null | Written::WrappedSome => {
+            Written::Null | Written::WrappedSome | Written::LoneNull => {
                 self.out.insert(start, b'[');
                 self.out.push(b']');
                 Ok(Written::WrappedSome)
@@ -378,7 +382,9 @@ impl<'s, 'o> ser::Serializer for &'s mut Canonical<'o> {
 /// A sequence, a tuple or a tuple variant being written.
 struct Seq<'s, 'o> {
     ser: &'s mut Canonical<'o>,
-    first: bool,
+    /// How many elements so far, and what the first was written as.
+    count: usize,
+    first: Written,
     close: &'static [u8],
 }
 
@@ -386,22 +392,33 @@ impl<'s, 'o> Seq<'s, 'o> {
     fn new(ser: &'s mut Canonical<'o>, close: &'static [u8]) -> Self {
         Seq {
             ser,
-            first: true,
+            count: 0,
+            first: Written::Other,
             close,
         }
     }
 
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
-        if !self.first {
+        if self.count > 0 {
             self.ser.out.push(b',');
         }
-        self.first = false;
-        value.serialize(&mut *self.ser).map(drop)
+        let written = value.serialize(&mut *self.ser)?;
+        if self.count == 0 {
+            self.first = written;
+        }
+        self.count += 1;
+        Ok(())
     }
 
     fn finish(self) -> serde_json::Result<Written> {
         self.ser.out.extend_from_slice(self.close);
-        Ok(Written::Other)
+        // `[x]` with `x` a null or a wrapped form is what a `Some` of `x` is written as.
+        let lone_null = self.count == 1 && self.close == b"]" && self.first != Written::Other;
+        Ok(if lone_null {
+            Written::LoneNull
+        } else {
+            Written::Other
+        })
     }
 }
 

@@ -432,8 +432,33 @@ mod tests {
         );
         // Options of things that are never null keep their material.
         assert_eq!(
-            material(KeyArgs::new().arg(&Some("a")).arg(&Some(vec![None::<u8>]))),
-            r#"["a",[null]]"#
+            material(KeyArgs::new().arg(&Some("a")).arg(&Some(vec![1u8]))),
+            r#"["a",[1]]"#
+        );
+        // A sequence of one null (or one wrapped value) reads like a wrapped `Some`, so a
+        // `Some` of it is wrapped: every value of this type has its own material.
+        type Patch = Option<Option<Vec<Option<u8>>>>;
+        let values: [Patch; 6] = [
+            None,
+            Some(None),
+            Some(Some(vec![])),
+            Some(Some(vec![None])),
+            Some(Some(vec![None, None])),
+            Some(Some(vec![Some(1)])),
+        ];
+        let materials: Vec<String> = values
+            .iter()
+            .map(|v| material(KeyArgs::expr(v)))
+            .collect();
+        assert_eq!(
+            materials,
+            ["null", "[null]", "[]", "[[[null]]]", "[null,null]", "[1]"]
+        );
+        let tuple: Option<Option<(Option<u8>,)>> = Some(Some((None,)));
+        assert_eq!(material(KeyArgs::expr(&tuple)), "[[[null]]]");
+        assert_eq!(
+            material(KeyArgs::expr(&Some(serde_json::json!([null])))),
+            "[[null]]"
         );
     }
 
