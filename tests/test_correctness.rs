@@ -413,7 +413,7 @@ async fn prefixed(id: u64, db: &Rows, hold: Option<&Hold>) -> String {
 }
 
 on_both_stores! {
-    async fn invalidate_prefix_tombstones_live_entries_and_keeps_tombstones(b: Backend) {
+    async fn invalidate_prefix_tombstones_live_entries_and_renews_tombstones(b: Backend) {
         let db = Arc::new(Rows::default());
         db.set(1, "old");
         db.set(2, "old");
@@ -442,6 +442,30 @@ on_both_stores! {
         // Its old row was refused: the fence of the exact invalidation held.
         assert_eq!(b.cache.scope(prefixed(2, &db, None)).await, "2:new", "{}", b.name());
         assert_eq!(b.cache.scope(prefixed(1, &db, None)).await, "1:new", "{}", b.name());
+    }
+}
+
+on_both_stores! {
+    async fn a_prefix_invalidation_fences_a_miss_that_read_a_tombstone(b: Backend) {
+        let db = Arc::new(Rows::default());
+        db.set(3, "old");
+        // An exact invalidation left a tombstone; a miss reads it, then the old row.
+        b.cache.scope(redcache::invalidate!(prefixed(3, _, _))).await.unwrap();
+        let hold = Hold::new();
+        let slow = {
+            let (cache, db, hold) = (b.cache.clone(), db.clone(), hold.clone());
+            tokio::spawn(async move { cache.scope(prefixed(3, &db, Some(&hold))).await })
+        };
+        hold.entered.wait().await;
+        // The row changes, and a prefix invalidation covers the key after that.
+        db.set(3, "new");
+        let removed = b.cache.scope(redcache::invalidate_prefix("c:pfx")).await.unwrap();
+        assert_eq!(removed, 0, "a tombstone is not counted ({})", b.name());
+        hold.release.wait().await;
+        assert_eq!(slow.await.unwrap(), "3:old", "the slow call returns what it read");
+        // What it read predates the prefix invalidation: it was not stored.
+        assert_eq!(b.cache.scope(prefixed(3, &db, None)).await, "3:new", "{}", b.name());
+        assert_eq!(b.cache.stats().conflicts, 1, "{:?}", b.cache.stats());
     }
 }
 

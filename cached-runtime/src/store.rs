@@ -164,7 +164,8 @@ pub(crate) trait Store {
     fn ttl(&self, key: &str) -> impl Future<Output = Result<Option<Duration>>> + Send;
     /// Replaces every key that starts with `prefix` by a tombstone living `ttl`, walking
     /// `batch` keys at a time, each step (a `SCAN` and its scripts) within `step`, except
-    /// tombstones and leases (see [`keeps_its_fence`]); how many it replaced.
+    /// leases (see [`prefix_retires`]); how many entries it replaced, tombstones (replaced by
+    /// new ones) not counted.
     fn invalidate_prefix(
         &self,
         prefix: &str,
@@ -174,12 +175,15 @@ pub(crate) trait Store {
     ) -> impl Future<Output = Result<u64>> + Send;
 }
 
-/// Whether a prefix invalidation leaves `value` at `key` as it is: a tombstone (replacing
-/// it would un-fence the misses that read it) or a lease (`{key}:lock` holding its owner's
-/// decimal token). The Redis script applies the same rule.
-pub(crate) fn keeps_its_fence(key: &[u8], value: &[u8]) -> bool {
-    crate::codec::is_tombstone(value)
-        || (key.ends_with(b":lock") && !value.is_empty() && value.iter().all(u8::is_ascii_digit))
+/// What a prefix invalidation does with `value` at `key`: `None` for a lease (`{key}:lock`
+/// holding its owner's decimal token), left as it is; else it writes a new tombstone, and
+/// `Some(true)` when what it replaced counts as an entry (not a tombstone). A tombstone is
+/// replaced too: a miss that read it would otherwise find it unchanged and store what it
+/// read before this invalidation. The Redis script applies the same rule.
+pub(crate) fn prefix_retires(key: &[u8], value: &[u8]) -> Option<bool> {
+    let lease =
+        key.ends_with(b":lock") && !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+    (!lease).then(|| !crate::codec::is_tombstone(value))
 }
 
 /// The store of one [`Cache`](crate::Cache), dispatched statically (no boxed futures on the

@@ -11,7 +11,7 @@
 //! an entry and its group's generation sees both unchanged until it writes, as the Redis
 //! script does.
 
-use super::{keeps_its_fence, EntryAndGen, Fill, Seen, Store};
+use super::{prefix_retires, EntryAndGen, Fill, Seen, Store};
 use crate::Result;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
@@ -437,14 +437,12 @@ impl Store for MemoryStore {
         let mut replaced = 0;
         for key in keys {
             let _locked = self.lock(&key);
-            match self.live(&key) {
-                Some(e) if !keeps_its_fence(key.as_bytes(), &e.value) => {
-                    let tombstone = crate::codec::encode_tombstone();
-                    let ttl = e.expires.map(|_| ttl);
-                    self.insert(&key, &tombstone, ttl, Write::Fences);
-                    replaced += 1;
-                }
-                _ => {}
+            let Some(e) = self.live(&key) else { continue };
+            if let Some(counted) = prefix_retires(key.as_bytes(), &e.value) {
+                let tombstone = crate::codec::encode_tombstone();
+                let ttl = e.expires.map(|_| ttl);
+                self.insert(&key, &tombstone, ttl, Write::Fences);
+                replaced += u64::from(counted);
             }
         }
         Ok(replaced)
@@ -573,14 +571,18 @@ mod tests {
             Some(&b"123"[..]),
             "a lease is kept"
         );
+        let before = store.get("user:1").await.unwrap();
         assert_eq!(
             store
                 .invalidate_prefix("user:", 10, ttl, ttl)
                 .await
                 .unwrap(),
             0,
-            "tombstones are kept and not counted again"
+            "tombstones are not counted again"
         );
+        let after = store.get("user:1").await.unwrap().unwrap();
+        assert!(crate::codec::is_tombstone(&after));
+        assert_ne!(Some(after), before, "a tombstone is replaced by a new one");
         assert_eq!(
             store
                 .invalidate_prefix("user*:", 10, ttl, ttl)

@@ -364,22 +364,22 @@ return 0
 
 /// A prefix invalidation's step (see [`Store::invalidate_prefix`]): `KEYS` are the keys one
 /// `SCAN` step found; each that still exists becomes a unique tombstone living `ARGV[1]`
-/// milliseconds (`ARGV[2]` is a random base of the ids), except tombstones and leases,
-/// which keep fencing what they fence (the rule of `keeps_its_fence`). How many it
-/// replaced.
+/// milliseconds (`ARGV[2]` is a random base of the ids), except leases, which keep
+/// fencing what they fence (the rule of `prefix_retires`). A tombstone is replaced too,
+/// by a new one: a miss that read it must not find it unchanged. How many entries it
+/// replaced, tombstones not counted.
 const INVALIDATE_LUA: &str = r#"
 local n = 0
 for i, key in ipairs(KEYS) do
   local cur = redis.pcall('GET', key)
-  local keep = not cur
-  if type(cur) == 'string' then
-    keep = string.sub(cur, 1, 14) == '{"v":1,"gone":'
-      or (string.sub(key, -5) == ':lock' and string.match(cur, '^%d+$') ~= nil)
-  end
-  if not keep then
+  local text = type(cur) == 'string'
+  local lease = text and string.sub(key, -5) == ':lock' and string.match(cur, '^%d+$') ~= nil
+  if cur and not lease then
     local id = ARGV[2] .. string.format('%04d', i)
     redis.call('SET', key, '{"v":1,"gone":' .. id .. '}', 'PX', ARGV[1])
-    n = n + 1
+    if not (text and string.sub(cur, 1, 14) == '{"v":1,"gone":') then
+      n = n + 1
+    end
   end
 end
 return n
