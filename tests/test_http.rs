@@ -60,6 +60,16 @@ async fn update_product(State(app): State<App>, Path(id): Path<u64>) -> StatusCo
     StatusCode::NO_CONTENT
 }
 
+/// A form's write: the update, then `303 See Other` back to the product.
+async fn form_update(State(app): State<App>, Path(id): Path<u64>) -> impl IntoResponse {
+    update_product(State(app), Path(id)).await;
+    let location = format!("/products/{id}");
+    (
+        StatusCode::SEE_OTHER,
+        [(axum::http::header::LOCATION, location)],
+    )
+}
+
 async fn failing_update(State(app): State<App>) -> StatusCode {
     app.ran("failing_update");
     StatusCode::CONFLICT
@@ -101,6 +111,16 @@ async fn with_headers(
             HeaderValue::from_static("public, max-age=30"),
         )),
         "own-etag" => drop(out.insert("etag", HeaderValue::from_static("W/\"v1\""))),
+        "private-upper" => drop(out.insert("cache-control", HeaderValue::from_static("Private"))),
+        "private-field" => drop(out.insert(
+            "cache-control",
+            HeaderValue::from_static("private=\"x-user\", max-age=60"),
+        )),
+        "unreadable" => drop(out.insert(
+            "cache-control",
+            HeaderValue::from_static("public, max-age=-1"),
+        )),
+        "expired" => drop(out.insert("expires", HeaderValue::from_static("0"))),
         _ => {}
     }
     let who = headers
@@ -222,6 +242,12 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
             }),
         )
         .route(
+            "/own-revalidate",
+            get(|State(app): State<App>| {
+                own_windows(app, "own-revalidate", "max-age=1, must-revalidate")
+            }),
+        )
+        .route(
             "/own-none",
             get(|State(app): State<App>| {
                 own_windows(app, "own-none", "max-age=1, stale-if-error=0")
@@ -229,7 +255,10 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
         )
         .route_layer(layer);
     let writes = Router::new()
-        .route("/products/{id}", axum::routing::put(update_product))
+        .route(
+            "/products/{id}",
+            axum::routing::put(update_product).post(form_update),
+        )
         .route("/failing/{id}", post(failing_update))
         .route_layer(
             EvictLayer::new()
@@ -495,7 +524,17 @@ http_test! {
 http_test! {
     async fn responses_that_must_not_be_stored_are_not(backend: Backend) {
         let served = serve(&backend.cache, layer()).await;
-        for kind in ["no-store", "private", "cookie", "vary-any"] {
+        let kinds = [
+            "no-store",
+            "private",
+            "cookie",
+            "vary-any",
+            "private-upper",
+            "private-field",
+            "unreadable",
+            "expired",
+        ];
+        for kind in kinds {
             let path = format!("/kind/{kind}");
             for _ in 0..2 {
                 let reply = served.get(&path).await;
@@ -506,7 +545,7 @@ http_test! {
         }
         // The handler's own headers pass through.
         assert_eq!(served.get("/kind/cookie").await.header("set-cookie"), Some("session=1"));
-        assert_eq!(served.app.runs("kind"), 9);
+        assert_eq!(served.app.runs("kind"), 17);
         // Statuses other than 200 are not stored.
         assert_eq!(served.get("/missing").await.status, StatusCode::NOT_FOUND);
         assert_eq!(served.get("/missing").await.x_cache(), "MISS");
@@ -865,6 +904,91 @@ http_test! {
         let failed = served.get("/own-none").await;
         assert_eq!((failed.status, failed.x_cache()), (StatusCode::SERVICE_UNAVAILABLE, "MISS"));
         assert_eq!(backend.cache.stats().stale, 0);
+    }
+}
+
+http_test! {
+    async fn the_layers_jitter_never_keeps_a_response_past_its_own_max_age(backend: Backend) {
+        // Up to 30 s of jitter over a two-minute TTL; the response says `max-age=1`.
+        let served = serve(&backend.cache, layer().jitter(Duration::from_secs(30))).await;
+        let written = std::time::Instant::now();
+        assert_eq!(served.get("/own-none").await.x_cache(), "MISS");
+        past_one_second_ttl(written).await;
+        let after = served.get("/own-none").await;
+        assert_eq!(after.x_cache(), "MISS");
+        assert_eq!(&after.body[..], b"own-none run 2");
+    }
+}
+
+http_test! {
+    async fn a_response_that_must_be_revalidated_is_never_served_stale(backend: Backend) {
+        let layer = layer()
+            .stale_while_revalidate(Duration::from_secs(30))
+            .stale_if_error(Duration::from_secs(30));
+        let served = serve(&backend.cache, layer).await;
+        let written = std::time::Instant::now();
+        assert_eq!(served.get("/own-revalidate").await.x_cache(), "MISS");
+        assert_eq!(served.get("/own-revalidate").await.x_cache(), "HIT");
+        past_one_second_ttl(written).await;
+        // Past its max-age: the handler answers, not the old response.
+        let fresh = served.get("/own-revalidate").await;
+        assert_eq!((fresh.x_cache(), &fresh.body[..]), ("MISS", &b"own-revalidate run 2"[..]));
+        let written = std::time::Instant::now();
+        past_one_second_ttl(written).await;
+        served.app.failing.store(true, Ordering::SeqCst);
+        let failed = served.get("/own-revalidate").await;
+        assert_eq!((failed.status, failed.x_cache()), (StatusCode::SERVICE_UNAVAILABLE, "MISS"));
+        assert_eq!(backend.cache.stats().stale, 0);
+    }
+}
+
+http_test! {
+    async fn a_write_answered_with_a_redirect_evicts_too(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        served.get("/products/6").await;
+        assert_eq!(served.get("/products/6").await.x_cache(), "HIT");
+        let form = served.send("POST", "/products/6", &[], "").await;
+        assert_eq!(form.status, StatusCode::SEE_OTHER);
+        let read = served.get("/products/6").await;
+        assert_eq!((read.x_cache(), &read.body[..]), ("MISS", &br#"{"id":6,"version":2}"#[..]));
+    }
+}
+
+http_test! {
+    async fn if_none_match_is_not_evaluated_for_a_stored_status_other_than_2xx(backend: Backend) {
+        let layer = layer().statuses([StatusCode::OK, StatusCode::NOT_FOUND]);
+        let served = serve(&backend.cache, layer).await;
+        assert_eq!(served.get("/missing").await.x_cache(), "MISS");
+        let again = served.get_with("/missing", &[("if-none-match", "*")]).await;
+        assert_eq!((again.status, again.x_cache()), (StatusCode::NOT_FOUND, "HIT"));
+        assert_eq!(served.app.runs("missing"), 1);
+    }
+}
+
+http_test! {
+    async fn a_target_naming_another_host_than_host_shares_no_entry(backend: Backend) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let app = App::default();
+        let router = Router::new()
+            .route("/{tenant}/dashboard", get(dashboard))
+            .route_layer(layer().cache(backend.cache.clone()))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        // An absolute-form target for one host, a `Host` header for another, sent as is.
+        let address = served.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = "GET http://victim.test/acme/dashboard HTTP/1.1\r\n\
+                       Host: attacker.test\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("acme on attacker.test"), "{answer}");
+        // The host's own request: its own entry, its own page.
+        let victim = served.get_with("/acme/dashboard", &[("host", "victim.test")]).await;
+        assert_eq!(victim.x_cache(), "MISS");
+        assert_eq!(&victim.body[..], b"acme on victim.test");
+        assert_eq!(served.app.runs("dashboard"), 2);
     }
 }
 

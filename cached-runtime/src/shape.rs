@@ -218,6 +218,9 @@ pub struct Hooks<O> {
     /// response's own `stale-while-revalidate`/`stale-if-error`): `None` if it sets
     /// neither; a window it does not set is the function's.
     pub(crate) windows: Option<fn(&O) -> Option<OwnWindows>>,
+    /// The longest a value may be kept fresh, jitter included (an HTTP response's own
+    /// `max-age`): `None` if it sets no bound.
+    pub(crate) ttl_cap: Option<fn(&O) -> Option<Duration>>,
 }
 
 impl<O> Clone for Hooks<O> {
@@ -234,6 +237,7 @@ impl<O> std::fmt::Debug for Hooks<O> {
             .field("ttl", &self.ttl.is_some())
             .field("cache_if", &self.cache_if.is_some())
             .field("windows", &self.windows.is_some())
+            .field("ttl_cap", &self.ttl_cap.is_some())
             .finish()
     }
 }
@@ -245,6 +249,7 @@ impl<O> Hooks<O> {
             ttl: None,
             cache_if: None,
             windows: None,
+            ttl_cap: None,
         }
     }
 
@@ -256,6 +261,19 @@ impl<O> Hooks<O> {
     /// The TTL `out`'s value asks for, before jitter.
     pub(crate) fn ttl(&self, out: &O) -> Option<Duration> {
         self.ttl.and_then(|f| f(out))
+    }
+
+    /// How long `out` is stored fresh: the TTL its value asks for (else the function's),
+    /// with `policy`'s jitter, never past the bound the value sets.
+    pub(crate) fn value_ttl(&self, policy: &Policy, out: &O) -> Duration {
+        let ttl = match self.ttl(out) {
+            Some(base) => policy.value_ttl_from(base),
+            None => policy.value_ttl(),
+        };
+        match self.ttl_cap.and_then(|f| f(out)) {
+            Some(cap) => ttl.min(cap.max(Duration::from_millis(1))),
+            None => ttl,
+        }
     }
 
     /// The stale windows of `out`'s entry, if its value sets any: those it sets, else the

@@ -55,10 +55,7 @@ impl Core {
             None => None,
         };
         let gen = fence.map_or(0, |f| f.gen);
-        let value_ttl = match hooks.ttl(value) {
-            Some(base) => policy.value_ttl_from(base),
-            None => policy.value_ttl(),
-        };
+        let value_ttl = hooks.value_ttl(policy, value);
         let (mut stamp, kept) = hooks.stamp(policy, value, gen, value_ttl, Duration::ZERO);
         stamp.tags = tags;
         let (bytes, ttl) = match K::encode(value, stamp, policy.format()) {

@@ -32,10 +32,7 @@ impl Core {
             return None;
         }
         let fence = read.fence(at);
-        let value_ttl = match hooks.ttl(out) {
-            Some(base) => policy.value_ttl_from(base),
-            None => policy.value_ttl(),
-        };
+        let value_ttl = hooks.value_ttl(policy, out);
         let (mut stamp, kept) =
             hooks.stamp(policy, out, fence.map_or(0, |f| f.gen), value_ttl, compute);
         stamp.tags = at.tags;

@@ -622,8 +622,8 @@ where
             b"GET"
         })
         .part(target.path().as_bytes())
-        .part(rules::sorted_query(target.query().unwrap_or("")).as_bytes())
-        .part(authority(&request, target));
+        .part(rules::sorted_query(target.query().unwrap_or("")).as_bytes());
+    add_host(&mut material, &request, target);
     for name in keyed_by.iter() {
         material.header(name, request.headers());
     }
@@ -711,7 +711,10 @@ where
         }
     };
     let from_cache = served.is_hit();
-    let not_modified = match &if_none_match {
+    // Evaluated only where a cache may (RFC 9111 § 4.3.2, RFC 9110 § 13.2.1): for a `GET`
+    // or `HEAD`, of a stored `2xx`.
+    let conditional = method != Method::POST && stored.is_success();
+    let not_modified = match if_none_match.as_ref().filter(|_| conditional) {
         Some(condition) => match stored.etag().map(str::parse::<ETag>) {
             Some(Ok(etag)) => !condition.precondition_passes(&etag),
             _ => false,
@@ -758,6 +761,8 @@ where
         cache_if: None,
         // And its own `stale-while-revalidate`/`stale-if-error` replace the layer's.
         windows: Some(|filled: &Filled| filled.as_ref().ok().and_then(Stored::windows)),
+        // The layer's jitter never keeps it past its own freshness.
+        ttl_cap: Some(|filled: &Filled| filled.as_ref().ok().and_then(Stored::own_ttl)),
     };
     let prefix = at.prefix.unwrap_or_default();
     let span = tracing::debug_span!(
@@ -828,7 +833,7 @@ impl Fill<'_> {
             Err(NotFilled { failed })
         };
         let settings = self.settings;
-        let ttl = match rules::storable(
+        let fresh = match rules::storable(
             parts.status,
             &parts.headers,
             &settings.statuses,
@@ -836,7 +841,7 @@ impl Fill<'_> {
             self.keyed_by,
             self.ttl,
         ) {
-            Ok(ttl) => ttl,
+            Ok(fresh) => fresh,
             Err(why) => {
                 if let NotStored::VaryUnknown(names) = why {
                     learn(settings, names);
@@ -859,7 +864,13 @@ impl Fill<'_> {
                 pass_on(body::full(bytes), passed)
             }
             Read::Whole(bytes) => {
-                match Stored::new(parts.status, &parts.headers, bytes.clone(), ttl, unix_ms()) {
+                match Stored::new(
+                    parts.status,
+                    &parts.headers,
+                    bytes.clone(),
+                    fresh,
+                    unix_ms(),
+                ) {
                     Some(stored) => Ok(stored),
                     None => pass_on(body::full(bytes), passed),
                 }
@@ -943,16 +954,14 @@ fn target<B>(request: &Request<B>) -> &http::Uri {
         .map_or(request.uri(), |original| &original.0)
 }
 
-/// The host the request is for (a shared cache keys by the whole target URI): the
-/// target's authority, else the `Host` header.
-fn authority<'a, B>(request: &'a Request<B>, target: &'a http::Uri) -> &'a [u8] {
-    match target.authority() {
-        Some(authority) => authority.as_str().as_bytes(),
-        None => request
-            .headers()
-            .get(header::HOST)
-            .map_or(&b""[..], HeaderValue::as_bytes),
-    }
+/// Adds the host the request is for to `material` (a shared cache keys by the whole
+/// target URI): the target's authority (an absolute-form target, HTTP/2's `:authority`)
+/// and the `Host` header, both, as a handler may read either: a request naming one host
+/// in its target and another in `Host` shares no entry with a request for either alone.
+fn add_host<B>(material: &mut Material, request: &Request<B>, target: &http::Uri) {
+    let authority = target.authority().map(http::uri::Authority::as_str);
+    material.part(authority.unwrap_or("").as_bytes());
+    material.header(&header::HOST, request.headers());
 }
 
 /// The hash tag (and generation name) of a path's entries: `http:<md5 of the path>`, of
@@ -1068,7 +1077,7 @@ pub async fn invalidate_path(path: &str) -> Result<u64> {
     current()?.invalidate_path(path).await
 }
 
-/// A [`tower_layer::Layer`] for write routes: after a `2xx` response, it retires the
+/// A [`tower_layer::Layer`] for write routes: after a `2xx` or `3xx` response, it retires the
 /// cached responses of the paths and the `#[cached]` entries and responses of the groups
 /// it names, before the response is returned, so the client's next read sees the write.
 /// A failed invalidation is logged and counted; the response is returned all the same.
@@ -1243,7 +1252,10 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            if response.status().is_success() {
+            // Any status but an error (RFC 9111 § 4.4): a `303 See Other` after a form's
+            // `POST` is a write that succeeded.
+            let status = response.status();
+            if !status.is_client_error() && !status.is_server_error() {
                 let cache = evicts.cache.clone().or_else(Cache::current);
                 match cache {
                     Some(cache) => evict(cache.core(), &evicts, own_path.as_deref(), &tags).await,

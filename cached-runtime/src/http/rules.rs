@@ -2,7 +2,7 @@
 //! request asks of the cache, whether a response may be stored and for how long, and what
 //! a variant's key is made of.
 
-use headers::{CacheControl, HeaderMapExt, Vary};
+use headers::{HeaderMapExt, Vary};
 use http::header::{self, HeaderMap, HeaderName};
 use http::{HeaderValue, StatusCode};
 use std::time::Duration;
@@ -19,24 +19,121 @@ pub(super) struct Asks {
 }
 
 pub(super) fn asks(headers: &HeaderMap) -> Asks {
-    match headers.typed_get::<CacheControl>() {
-        Some(cc) => {
-            let max_age = cc.max_age().map(|d| d.as_secs());
-            Asks {
-                no_store: cc.no_store(),
-                no_cache: cc.no_cache() || max_age == Some(0),
-                max_age,
+    if headers.contains_key(header::CACHE_CONTROL) {
+        return match Directives::of(headers) {
+            Some(cc) => Asks {
+                no_store: cc.no_store,
+                no_cache: cc.no_cache || cc.max_age == Some(0),
+                max_age: cc.max_age,
+            },
+            // What it asks cannot be read: not answered from the cache, as for `no-cache`.
+            None => Asks {
+                no_cache: true,
+                ..Asks::default()
+            },
+        };
+    }
+    Asks {
+        // HTTP/1.0's form, still sent by some clients (RFC 9111 § 5.4).
+        no_cache: headers
+            .get_all(header::PRAGMA)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("no-cache"))),
+        ..Asks::default()
+    }
+}
+
+/// The `Cache-Control` directives of every line of `headers` that the layer acts on, read
+/// as RFC 9111 § 5.2 says: names case-insensitively, values as tokens or quoted strings,
+/// the qualified forms `private="…"` and `no-cache="…"` as the plain ones (the layer does
+/// not store a response with some of its headers left out).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Directives {
+    pub(super) no_store: bool,
+    pub(super) no_cache: bool,
+    pub(super) private: bool,
+    pub(super) public: bool,
+    /// `must-revalidate` or `proxy-revalidate`: never served stale.
+    pub(super) revalidate: bool,
+    pub(super) max_age: Option<u64>,
+    pub(super) s_maxage: Option<u64>,
+}
+
+impl Directives {
+    /// `None` when a line is not text, or a directive the layer acts on has a value that
+    /// is not a whole number of seconds (`max-age=-1`, `max-age=1.5`): the caller then
+    /// fails closed.
+    pub(super) fn of(headers: &HeaderMap) -> Option<Directives> {
+        let mut cc = Directives::default();
+        for line in headers.get_all(header::CACHE_CONTROL) {
+            for directive in split_directives(line.to_str().ok()?) {
+                let (name, value) = match directive.split_once('=') {
+                    Some((name, value)) => (name.trim(), Some(unquoted(value.trim()))),
+                    None => (directive, None),
+                };
+                let seconds = || value?.parse::<u64>().ok();
+                // Several values: the shortest (RFC 9111 § 4.2.1 leaves it open).
+                let least = |old: Option<u64>, new: u64| Some(old.map_or(new, |o| o.min(new)));
+                let is = |known: &str| name.eq_ignore_ascii_case(known);
+                if is("no-store") {
+                    cc.no_store = true;
+                } else if is("no-cache") {
+                    cc.no_cache = true;
+                } else if is("private") {
+                    cc.private = true;
+                } else if is("public") {
+                    cc.public = true;
+                } else if is("must-revalidate") || is("proxy-revalidate") {
+                    cc.revalidate = true;
+                } else if is("max-age") {
+                    cc.max_age = least(cc.max_age, seconds()?);
+                } else if is("s-maxage") {
+                    cc.s_maxage = least(cc.s_maxage, seconds()?);
+                }
             }
         }
-        None => Asks {
-            // HTTP/1.0's form, still sent by some clients (RFC 9111 § 5.4).
-            no_cache: headers
-                .get_all(header::PRAGMA)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| v.contains("no-cache"))),
-            ..Asks::default()
-        },
+        Some(cc)
     }
+}
+
+/// The directives of one `Cache-Control` line: split at commas outside quoted strings,
+/// trimmed, empty ones left out.
+fn split_directives(line: &str) -> impl Iterator<Item = &str> {
+    let mut rest = line;
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut quoted = false;
+        let mut escaped = false;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                let at_comma = c == ',' && !quoted;
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && quoted {
+                    escaped = true;
+                } else if c == '"' {
+                    quoted = !quoted;
+                }
+                at_comma
+            })
+            .map_or(rest.len(), |(at, _)| at);
+        let directive = rest[..end].trim();
+        rest = rest.get(end + 1..).unwrap_or("");
+        if !directive.is_empty() {
+            return Some(directive);
+        }
+    })
+}
+
+/// A directive's value without its quotes, if quoted.
+fn unquoted(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
 }
 
 /// Why a response is not stored.
@@ -57,8 +154,22 @@ pub(super) enum NotStored {
     VaryUnknown(Vec<HeaderName>),
 }
 
-/// Whether a response with `status` and `headers` may be stored, and if so for how many
-/// seconds: the layer's `ttl`, or less if the response's `s-maxage`/`max-age` says so.
+/// How long a storable response is fresh, and what it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Freshness {
+    /// Seconds: the layer's TTL, or less if the response says so.
+    pub(super) ttl: u64,
+    /// The response's own freshness (`s-maxage`, `max-age`, or `Expires`), which the
+    /// layer's jitter must not lengthen.
+    pub(super) own: Option<u64>,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage` (RFC 9111 § 5.2.2): a shared
+    /// cache never serves it stale, whatever the layer's stale windows.
+    pub(super) revalidate: bool,
+}
+
+/// Whether a response with `status` and `headers` may be stored, and if so for how long:
+/// the layer's `ttl`, or less if the response's `s-maxage`, `max-age` or `Expires` says
+/// so.
 pub(super) fn storable(
     status: StatusCode,
     headers: &HeaderMap,
@@ -66,27 +177,31 @@ pub(super) fn storable(
     authorized: bool,
     keyed_by: &[HeaderName],
     ttl: Duration,
-) -> Result<u64, NotStored> {
+) -> Result<Freshness, NotStored> {
     if !statuses.contains(&status) {
         return Err(NotStored::Status);
     }
-    let cc = headers.typed_get::<CacheControl>();
+    // A `Cache-Control` that cannot be read may say `no-store` or `private`: not stored.
+    let cc = Directives::of(headers).ok_or(NotStored::Directive)?;
+    if cc.no_store || cc.private || cc.no_cache {
+        return Err(NotStored::Directive);
+    }
+    let own = match cc.s_maxage.or(cc.max_age) {
+        Some(seconds) => Some(seconds),
+        // `Expires` counts only without either (RFC 9111 § 5.3).
+        None => expires_in(headers),
+    };
     let mut ttl = ttl.as_secs().max(1);
-    if let Some(cc) = &cc {
-        if cc.no_store() || cc.private() || cc.no_cache() {
+    if let Some(fresh) = own {
+        if fresh == 0 {
             return Err(NotStored::Directive);
         }
-        if let Some(fresh) = cc.s_max_age().or(cc.max_age()) {
-            if fresh.is_zero() {
-                return Err(NotStored::Directive);
-            }
-            ttl = ttl.min(fresh.as_secs().max(1));
-        }
+        ttl = ttl.min(fresh);
     }
     if headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    if authorized && !cc.as_ref().is_some_and(CacheControl::public) {
+    if authorized && !cc.public {
         return Err(NotStored::Authorization);
     }
     if let Some(vary) = headers.typed_get::<Vary>() {
@@ -102,7 +217,29 @@ pub(super) fn storable(
             return Err(NotStored::VaryUnknown(unknown));
         }
     }
-    Ok(ttl)
+    Ok(Freshness {
+        ttl,
+        own,
+        revalidate: cc.revalidate || cc.s_maxage.is_some(),
+    })
+}
+
+/// Whole seconds until the response's `Expires`, counted from its `Date` (else now); 0
+/// when that is past or the date cannot be read (`Expires: 0` means already expired,
+/// RFC 9111 § 5.3); `None` without an `Expires`.
+fn expires_in(headers: &HeaderMap) -> Option<u64> {
+    use std::time::SystemTime;
+    if !headers.contains_key(header::EXPIRES) {
+        return None;
+    }
+    let Some(expires) = headers.typed_get::<headers::Expires>() else {
+        return Some(0);
+    };
+    let now = headers
+        .typed_get::<headers::Date>()
+        .map_or_else(SystemTime::now, SystemTime::from);
+    let left = SystemTime::from(expires).duration_since(now);
+    Some(left.map_or(0, |left| left.as_secs()))
 }
 
 /// The seconds of a `Cache-Control` directive that `headers`' typed `CacheControl` does
@@ -213,6 +350,18 @@ mod tests {
         assert_eq!(swr(&[("x-other", "stale-while-revalidate=5")]), None);
     }
 
+    fn fresh(pairs: &[(&'static str, &'static str)]) -> Result<Freshness, NotStored> {
+        let keyed = [header::ACCEPT_LANGUAGE];
+        storable(
+            StatusCode::OK,
+            &headers(pairs),
+            &[StatusCode::OK],
+            false,
+            &keyed,
+            Duration::from_secs(300),
+        )
+    }
+
     fn check(pairs: &[(&'static str, &'static str)], authorized: bool) -> Result<u64, NotStored> {
         let keyed = [header::ACCEPT_LANGUAGE];
         storable(
@@ -223,6 +372,93 @@ mod tests {
             &keyed,
             Duration::from_secs(300),
         )
+        .map(|fresh| fresh.ttl)
+    }
+
+    #[test]
+    fn directives_are_read_whatever_their_case_or_qualifiers() {
+        let cc = "cache-control";
+        for never in [
+            "Private",
+            "NO-STORE",
+            "No-Cache",
+            r#"private="x-user""#,
+            r#"no-cache="set-cookie, x-user", max-age=60"#,
+            "public, max-age=60, private",
+        ] {
+            assert_eq!(
+                check(&[(cc, never)], false),
+                Err(NotStored::Directive),
+                "{never}"
+            );
+        }
+        // A line that cannot be read might have said `private`: not stored.
+        for unreadable in [
+            "max-age=-1",
+            "max-age=1.5",
+            "s-maxage=",
+            "no-store, max-age=x",
+        ] {
+            assert_eq!(
+                check(&[(cc, unreadable)], false),
+                Err(NotStored::Directive),
+                "{unreadable}"
+            );
+        }
+        assert_eq!(check(&[(cc, "Max-Age=60")], false), Ok(60));
+        assert_eq!(check(&[(cc, r#"max-age="60""#)], false), Ok(60));
+        assert_eq!(
+            check(&[(cc, "max-age=60"), (cc, "max-age=30")], false),
+            Ok(30)
+        );
+        assert_eq!(
+            check(&[(cc, r#"ext="a, private", max-age=60"#)], false),
+            Ok(60)
+        );
+        assert_eq!(check(&[(cc, "PUBLIC")], true), Ok(300));
+        // Requests: the same reading; one that cannot be read is not answered from the cache.
+        assert!(asks(&headers(&[(cc, "No-Store")])).no_store);
+        assert!(asks(&headers(&[(cc, "NO-CACHE")])).no_cache);
+        assert!(asks(&headers(&[(cc, "max-age=soon")])).no_cache);
+        assert_eq!(asks(&headers(&[(cc, "Max-Age=7")])).max_age, Some(7));
+    }
+
+    #[test]
+    fn the_response_own_freshness_bounds_the_entry_and_revalidation_forbids_staleness() {
+        let cc = "cache-control";
+        fn own(
+            pairs: &[(&'static str, &'static str)],
+        ) -> Result<(u64, Option<u64>, bool), NotStored> {
+            fresh(pairs).map(|f| (f.ttl, f.own, f.revalidate))
+        }
+        assert_eq!(own(&[]), Ok((300, None, false)));
+        assert_eq!(own(&[(cc, "max-age=60")]), Ok((60, Some(60), false)));
+        assert_eq!(own(&[(cc, "max-age=9000")]), Ok((300, Some(9000), false)));
+        assert_eq!(
+            own(&[(cc, "max-age=60, must-revalidate")]),
+            Ok((60, Some(60), true))
+        );
+        assert_eq!(own(&[(cc, "Proxy-Revalidate")]), Ok((300, None, true)));
+        assert_eq!(own(&[(cc, "s-maxage=30")]), Ok((30, Some(30), true)));
+        // `Expires`, counted from `Date`, when neither age directive is there.
+        let (date, later) = (
+            "Tue, 01 Dec 2026 10:00:00 GMT",
+            "Tue, 01 Dec 2026 10:00:45 GMT",
+        );
+        assert_eq!(
+            own(&[("date", date), ("expires", later)]),
+            Ok((45, Some(45), false))
+        );
+        assert_eq!(
+            own(&[("date", date), ("expires", later), (cc, "max-age=100")]),
+            Ok((100, Some(100), false))
+        );
+        for stale in [
+            &[("expires", "0")][..],
+            &[("date", later), ("expires", date)],
+        ] {
+            assert_eq!(own(stale), Err(NotStored::Directive), "{stale:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! status) with its body, the same without a body for `HEAD`, and `304 Not Modified`.
 
 use super::body::{self, Body};
-use super::{rules, XCache};
+use super::rules::{self, Freshness};
+use super::XCache;
 use crate::codec::{self, Decoded, Format, Stamp};
 use crate::shape::{Found, OwnWindows};
 use bytes::Bytes;
@@ -62,6 +63,13 @@ struct Meta {
     /// Seconds of the handler's own `stale-if-error` (RFC 5861), if it set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sie: Option<u64>,
+    /// Seconds of the response's own freshness (`s-maxage`, `max-age`, `Expires`), if it
+    /// gave one: the entry never outlives it, jitter included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    own: Option<u64>,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    revalidate: bool,
     /// How many bytes after the envelope are the header block; the body follows it.
     head: usize,
     /// How many bytes the body is: an entry whose trailer is not exactly the two is
@@ -73,13 +81,13 @@ struct Meta {
 const CRLF: &[u8] = b"\r\n";
 
 impl Stored {
-    /// What to store of a response the handler made, whose body is `body`, fresh for `ttl`
-    /// seconds; `None` if its `ETag` is not text.
+    /// What to store of a response the handler made, whose body is `body`, fresh as
+    /// `fresh` says; `None` if its `ETag` is not text.
     pub(super) fn new(
         status: StatusCode,
         headers: &HeaderMap,
         body: Bytes,
-        ttl: u64,
+        fresh: Freshness,
         now_ms: u64,
     ) -> Option<Stored> {
         let mut head = Vec::with_capacity(256);
@@ -107,7 +115,9 @@ impl Stored {
                 status: status.as_u16(),
                 own_cc: headers.contains_key(header::CACHE_CONTROL),
                 stored_ms: now_ms,
-                ttl,
+                ttl: fresh.ttl,
+                own: fresh.own,
+                revalidate: fresh.revalidate,
                 head: head.len(),
                 len: body.len(),
             },
@@ -177,10 +187,25 @@ impl Stored {
         std::time::Duration::from_secs(self.meta.ttl)
     }
 
-    /// The stale windows the handler set on it, if it set either.
+    /// How long at most it is kept fresh: the response's own freshness, if it gave one.
+    pub(super) fn own_ttl(&self) -> Option<std::time::Duration> {
+        self.meta.own.map(std::time::Duration::from_secs)
+    }
+
+    /// The stale windows the handler set on it, if it set either; none at all for a
+    /// response that must be revalidated (whatever the layer's windows).
     pub(super) fn windows(&self) -> Option<OwnWindows> {
         let secs = |s: Option<u64>| s.map(std::time::Duration::from_secs);
-        let Meta { swr, sie, .. } = self.meta;
+        let Meta {
+            swr,
+            sie,
+            revalidate,
+            ..
+        } = self.meta;
+        if revalidate {
+            let none = Some(std::time::Duration::ZERO);
+            return Some((none, none));
+        }
         (swr.is_some() || sie.is_some()).then(|| (secs(swr), secs(sie)))
     }
 
@@ -190,6 +215,11 @@ impl Stored {
         self.headers()
             .find(|(name, _)| *name == header::ETAG.as_str().as_bytes())
             .and_then(|(_, value)| std::str::from_utf8(value).ok())
+    }
+
+    /// Its status is a `2xx`.
+    pub(super) fn is_success(&self) -> bool {
+        (200..300).contains(&self.meta.status)
     }
 
     /// Whole seconds since it was stored.
@@ -269,6 +299,14 @@ pub(super) struct Answer {
 mod tests {
     use super::*;
 
+    fn fresh(ttl: u64) -> Freshness {
+        Freshness {
+            ttl,
+            own: None,
+            revalidate: false,
+        }
+    }
+
     fn stored(body: &'static [u8]) -> Stored {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -277,7 +315,14 @@ mod tests {
             header::LINK,
             HeaderValue::from_bytes(b"<a>; x=\xe9").unwrap(),
         );
-        Stored::new(StatusCode::OK, &headers, Bytes::from_static(body), 60, 0).expect("storable")
+        Stored::new(
+            StatusCode::OK,
+            &headers,
+            Bytes::from_static(body),
+            fresh(60),
+            0,
+        )
+        .expect("storable")
     }
 
     fn read(bytes: &[u8]) -> Stored {
@@ -354,10 +399,16 @@ mod tests {
         // Lengths that add up but end the header block inside a line.
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        let text = Stored::new(StatusCode::OK, &headers, Bytes::from_static(b"abc"), 60, 0)
-            .unwrap()
-            .encode(Stamp::gen(7), Format::default())
-            .unwrap();
+        let text = Stored::new(
+            StatusCode::OK,
+            &headers,
+            Bytes::from_static(b"abc"),
+            fresh(60),
+            0,
+        )
+        .unwrap()
+        .encode(Stamp::gen(7), Format::default())
+        .unwrap();
         let text = String::from_utf8(text).unwrap();
         assert!(Stored::decode(text.as_bytes()).is_ok());
         let digits = text.split(r#""head":"#).nth(1).unwrap();

@@ -446,10 +446,7 @@ mod tests {
             Some(Some(vec![None, None])),
             Some(Some(vec![Some(1)])),
         ];
-        let materials: Vec<String> = values
-            .iter()
-            .map(|v| material(KeyArgs::expr(v)))
-            .collect();
+        let materials: Vec<String> = values.iter().map(|v| material(KeyArgs::expr(v))).collect();
         assert_eq!(
             materials,
             ["null", "[null]", "[]", "[[[null]]]", "[null,null]", "[1]"]

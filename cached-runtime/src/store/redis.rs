@@ -633,7 +633,6 @@ impl<C: Conn> RedisStore<C> {
         }
     }
 
-
     /// The local tier, if there is one.
     pub(crate) fn local_tier(&self) -> Option<&Arc<LocalTier>> {
         self.tier.as_ref()
@@ -711,10 +710,7 @@ impl<C: Conn> Store for RedisStore<C> {
 
     async fn get_with_gen_relaxed(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         if let Some(replica) = &self.replica {
-            if let Some(found) = replica
-                .query(&read_cmd("MGET", &[key, gen_key]))
-                .await
-            {
+            if let Some(found) = replica.query(&read_cmd("MGET", &[key, gen_key])).await {
                 return Ok(found);
             }
         }
