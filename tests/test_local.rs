@@ -140,6 +140,52 @@ async fn a_function_that_may_answer_stale_is_never_served_locally() {
     assert_eq!(cache.stats().local_hits, 0, "read from Redis each time");
 }
 
+/// Two versions of one function, as in a rolling deploy: the first keeps its entries for
+/// a stale window past their TTL, the second (same prefix, same key) does not.
+#[redcache::cached(
+    prefix = "l:deploy",
+    ttl = 1,
+    jitter = 0,
+    stale_ttl = 3600,
+    skip(calls)
+)]
+async fn deploy_v1(id: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    id
+}
+
+#[redcache::cached(prefix = "l:deploy", ttl = 1, jitter = 0, skip(calls))]
+async fn deploy_v2(id: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    id
+}
+
+/// A local copy lives until the entry's stamped expiry, not as long as Redis keeps the
+/// entry for another version's stale window.
+#[tokio::test]
+async fn a_local_copy_never_outlives_the_entrys_own_expiry() {
+    let server = RedisServer::start();
+    let cache = local_cache(server.url(), 100).await;
+    let calls = AtomicUsize::new(0);
+    let stored = Instant::now();
+    assert_eq!(cache.scope(deploy_v1(4, &calls)).await, 4);
+    let before = cache.stats().local_hits;
+    for _ in 0..10 {
+        if cache.stats().local_hits > before {
+            break;
+        }
+        assert_eq!(cache.scope(deploy_v2(4, &calls)).await, 4);
+    }
+    assert!(cache.stats().local_hits > before, "{:?}", cache.stats());
+    assert_eq!(calls.load(SeqCst), 1);
+    tokio::time::sleep(
+        (stored + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert_eq!(cache.scope(deploy_v2(4, &calls)).await, 4);
+    assert_eq!(calls.load(SeqCst), 2, "past its expiry: not the local copy");
+}
+
 #[redcache::cached(prefix = "l:short", ttl = 1, jitter = 0, skip(calls))]
 async fn short(id: u64, calls: &AtomicUsize) -> u64 {
     calls.fetch_add(1, SeqCst);

@@ -80,6 +80,13 @@ impl Tracked {
         self.bytes.store(bytes as u64, Relaxed);
     }
 
+    /// The entry is fresh for at most `fresh` more (its stamped expiry): a local copy
+    /// never outlives that, though Redis keeps the entry longer for a stale window.
+    pub(crate) fn cap(&self, fresh: Duration) {
+        let ms = (fresh.as_millis() as u64).saturating_add(1);
+        self.left_ms.fetch_min(ms, Relaxed);
+    }
+
     /// What the last tracked read saw the entry had left, and its size, if it found one.
     pub(crate) fn left(&self) -> Option<(Duration, usize)> {
         match self.left_ms.load(Relaxed) {

@@ -156,6 +156,12 @@ impl Core {
                         };
                     }
                 }
+                if let (Some(tracked), Some(entry)) = (at.local, stamp.refresh) {
+                    // Kept in Redis past its expiry (for another version's stale window):
+                    // a local copy lives only until then.
+                    let fresh = entry.expires_ms.saturating_sub(unix_ms());
+                    tracked.cap(Duration::from_millis(fresh));
+                }
                 if let (Some(beta), Some(entry)) = (at.policy.early_refresh(), stamp.refresh) {
                     let to_expiry = entry.expires_ms as f64 - unix_ms() as f64;
                     let r = 1.0 - rand::random::<f64>();
