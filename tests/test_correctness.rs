@@ -847,6 +847,65 @@ async fn an_unfenced_result_of_an_older_group_generation_is_not_shared() {
     );
 }
 
+/// When a read fails (Redis does not answer in time), a caller cannot see an
+/// invalidation's trace, and the flight's leader, whose read failed too, shares its result
+/// unfenced. A caller that joins the flight after an invalidation this process made must
+/// not get the leader's result, computed before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_cannot_read_refuses_a_result_from_before_an_invalidation() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(100))
+                .breaker_threshold(1000),
+        )
+        .await;
+    let db = Arc::new(Rows::default());
+    db.set(8, "old");
+    // The leader's read times out; it runs the body, which reads the old row.
+    server.pause();
+    let hold = Hold::new();
+    let leader = {
+        let (cache, db, hold) = (cache.clone(), db.clone(), hold.clone());
+        tokio::spawn(async move { cache.scope(prefixed(8, &db, Some(&hold))).await })
+    };
+    hold.entered.wait().await;
+    server.resume();
+    db.set(8, "new");
+    cache
+        .scope(redcache::invalidate!(prefixed(8, _, _)))
+        .await
+        .unwrap();
+    // The next caller's read times out too: polled here until its fault is counted, it
+    // then waits on the leader's flight (nothing in between waits).
+    server.pause();
+    let faults = cache.stats().faults;
+    let mut joined = Box::pin(cache.scope(prefixed(8, &db, None)));
+    let waiting = std::future::poll_fn(|cx| {
+        let pending = std::future::Future::poll(joined.as_mut(), cx).is_pending();
+        match cache.stats().faults > faults {
+            true => std::task::Poll::Ready(pending),
+            false => std::task::Poll::Pending,
+        }
+    })
+    .await;
+    assert!(waiting, "the caller waits on the leader's flight");
+    server.resume();
+    hold.release.wait().await;
+    assert_eq!(
+        leader.await.unwrap(),
+        "8:old",
+        "the leader returns what it read"
+    );
+    assert_eq!(
+        joined.await,
+        "8:new",
+        "the caller came after the invalidation"
+    );
+}
+
 #[redcache::cached(prefix = "c:in-group", group = "c-read", ttl = 60)]
 async fn in_group(id: u64) -> u64 {
     id + 1

@@ -36,6 +36,10 @@ pub(crate) struct Core {
     last_fault: Mutex<Option<LastFault>>,
     /// Unique in the process: names this cache in per-thread lookups.
     id: u64,
+    /// Invalidations and writes-through this process made, counted as each starts and as
+    /// it ends: a flight's waiter refuses an unfenced result if one came after the flight
+    /// began (with the breaker open it cannot read their traces).
+    changes: AtomicU64,
 }
 
 impl Core {
@@ -55,6 +59,7 @@ impl Core {
                 static NEXT: AtomicU64 = AtomicU64::new(0);
                 NEXT.fetch_add(1, Ordering::Relaxed)
             },
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -160,6 +165,7 @@ impl Core {
     /// This process wrote `key`: its local copies (if any) are retired now, before Redis's
     /// push for the write arrives.
     pub(crate) fn local_changed(&self, key: &str) {
+        self.changed();
         if let Some(tier) = self.backend.local_tier() {
             tier.changed(key.as_bytes());
         }
@@ -220,12 +226,25 @@ impl Core {
     /// prefix walk, gives each of its steps the operation timeout instead), but never skipped by the breaker (an invalidation
     /// that is not even tried would leave the old entry served elsewhere without a trace);
     /// its outcome still informs the breaker.
-    pub(crate) fn op_invalidation<F: Future<Output = Result<T>>, T>(
+    pub(crate) async fn op_invalidation<F: Future<Output = Result<T>>, T>(
         &self,
         timeout: Option<Duration>,
         op: F,
-    ) -> Op<'_, F> {
-        self.op_checked(timeout, false, op)
+    ) -> Result<T> {
+        self.changed();
+        let done = self.op_checked(timeout, false, op).await;
+        self.changed();
+        done
+    }
+
+    /// Counts an invalidation or a write-through of this process (see `changes`).
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many invalidations and writes-through this process has made so far.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// The operation's future. Awaited at once by every caller, so the breaker is asked

@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     /// leader's read and its write. An unfenced result (the store was out, or the value is
     /// over the size limit) may predate an invalidation a follower saw.
     pub(crate) fenced: bool,
+    /// For an unfenced result: this process's count of changes (`Core::changes`) when
+    /// the leader began; a waiter that finds it moved since refuses the result.
+    pub(crate) changes: u64,
 }
 
 impl Shared {
@@ -48,14 +51,17 @@ impl Shared {
         Shared {
             entry: Arc::new(entry),
             fenced: true,
+            changes: 0,
         }
     }
 
-    /// A result with nothing to fence it: the store was out, or it is over the size limit.
-    pub(crate) fn unfenced(entry: Vec<u8>) -> Self {
+    /// A result with nothing to fence it: the store was out, or it is over the size limit;
+    /// computed by a leader that began when this process had made `changes` changes.
+    pub(crate) fn unfenced(entry: Vec<u8>, changes: u64) -> Self {
         Shared {
             entry: Arc::new(entry),
             fenced: false,
+            changes,
         }
     }
 }

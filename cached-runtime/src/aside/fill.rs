@@ -25,6 +25,7 @@ impl Core {
         out: &O,
         started: Instant,
         compute: Duration,
+        changes: u64,
     ) -> Option<Shared> {
         let (key, policy) = (at.key, at.policy);
         if !hooks.caches(out) {
@@ -51,7 +52,7 @@ impl Core {
         // the store is out or the value is over the size limit (sharing spares the
         // database; a waiter that saw an invalidation refuses an unfenced result).
         let Some(ttl) = ttl.filter(|_| read.writable()) else {
-            return matches!(read, Read::Unavailable).then(|| Shared::unfenced(bytes));
+            return matches!(read, Read::Unavailable).then(|| Shared::unfenced(bytes, changes));
         };
         let max_fill = self.config.max_fill_time();
         if self.past_fill_deadline(started) {
@@ -90,7 +91,7 @@ impl Core {
                 // Any other fault (a timeout, a lost connection) may hide a fill that ran
                 // and was refused.
                 matches!(err, Error::Unavailable { .. } | Error::TooLarge { .. })
-                    .then(|| Shared::unfenced(bytes))
+                    .then(|| Shared::unfenced(bytes, changes))
             }
         }
     }

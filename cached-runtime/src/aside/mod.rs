@@ -122,6 +122,9 @@ struct Run<'a> {
     started: Instant,
     /// The cross-process lease, if the function takes one.
     lease: Option<Lease>,
+    /// This process's count of changes when the body was about to run (see
+    /// `Shared::changes`).
+    changes: u64,
 }
 
 /// Why this call runs the body.
@@ -416,6 +419,7 @@ impl Core {
                     read,
                     started,
                     lease: None,
+                    changes: self.changes(),
                 });
             }
             Examined::Miss => {}
@@ -428,6 +432,7 @@ impl Core {
                 read,
                 started,
                 lease: None,
+                changes: self.changes(),
             });
         }
         let wait = self.config.max_fill_time();
@@ -438,6 +443,13 @@ impl Core {
                     // An unfenced result may predate the invalidation whose trace (a
                     // tombstone) this caller read: it computes its own.
                     Followed::Shared(shared) if !shared.fenced && read.saw_entry() => Step::Solo,
+                    // Nor may it predate an invalidation this process made since the leader
+                    // began, which this caller could not read (the breaker is open).
+                    Followed::Shared(shared)
+                        if !shared.fenced && shared.changes != self.changes() =>
+                    {
+                        Step::Solo
+                    }
                     Followed::Shared(shared) => match K::decode(&shared.entry) {
                         // The leader read other generations of the tags (it began before
                         // an invalidation this caller saw): its result may be older.
@@ -497,6 +509,7 @@ impl Core {
             read,
             started,
             lease: None,
+            changes: self.changes(),
         })
     }
 
@@ -537,6 +550,7 @@ impl Core {
             read,
             started: taken,
             lease,
+            changes: self.changes(),
         })
     }
 
@@ -554,13 +568,14 @@ impl Core {
             read,
             started,
             lease,
+            changes,
             ..
         } = run;
         if let Flight::Lead(leader) = &flight {
             leader.seal();
         }
         let shared = self
-            .store_result::<K, O>(at, hooks, &read, out, started, compute)
+            .store_result::<K, O>(at, hooks, &read, out, started, compute, changes)
             .await;
         if let Flight::Lead(leader) = flight {
             leader.finish(shared);
