@@ -228,10 +228,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(30);
 
     fn shared(entry: &[u8]) -> Shared {
-        Shared {
-            entry: Arc::new(entry.to_vec()),
-            fenced: true,
-        }
+        Shared::stored(entry.to_vec())
     }
 
     #[tokio::test]
