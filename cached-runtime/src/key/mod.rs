@@ -208,11 +208,21 @@ pub(crate) fn new_generation() -> u64 {
 }
 
 pub(crate) fn parse_gen(raw: &[u8]) -> Option<u64> {
-    std::str::from_utf8(raw)
-        .ok()?
-        .parse()
-        .ok()
-        .filter(|g| *g != 0)
+    // As `str::parse::<u64>` reads it (a `+` allowed), without its UTF-8 check and
+    // general path: every grouped hit reads one.
+    let digits = raw.strip_prefix(b"+").unwrap_or(raw);
+    if digits.is_empty() {
+        return None;
+    }
+    let mut gen: u64 = 0;
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        gen = gen.checked_mul(10)?.checked_add(u64::from(digit))?;
+    }
+    (gen != 0).then_some(gen)
 }
 
 /// A group generation key that holds something redcache did not write.
@@ -229,6 +239,31 @@ impl std::error::Error for BadGeneration {}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn generations_are_read_as_decimal_numbers_as_str_parse_reads_them() {
+        let cases: [&[u8]; 12] = [
+            b"1",
+            b"+7",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"0",
+            b"",
+            b"+",
+            b"-1",
+            b"12a",
+            b" 1",
+            b"\xff",
+            b"0042",
+        ];
+        for raw in cases {
+            let expected = std::str::from_utf8(raw)
+                .ok()
+                .and_then(|text| text.parse::<u64>().ok())
+                .filter(|g| *g != 0);
+            assert_eq!(parse_gen(raw), expected, "{raw:?}");
+        }
+    }
+
     use super::*;
     use std::collections::{BTreeMap, HashMap};
 
