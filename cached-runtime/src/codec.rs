@@ -247,19 +247,21 @@ pub(crate) fn encode_with_trailer<T: Serialize + ?Sized>(
 }
 
 /// Decodes an envelope that [`encode_with_trailer`] wrote, and the bytes after it (none
-/// for an envelope written without a trailer).
+/// for an envelope written without a trailer). `written` reads a value as its encoder lays
+/// it out, if it can (then returns where it ends); serde reads anything else.
 #[cfg(feature = "http")]
 pub(crate) fn decode_with_trailer<T: DeserializeOwned>(
     bytes: &[u8],
+    written: fn(&mut Written<'_>) -> Option<T>,
 ) -> serde_json::Result<(Envelope<T>, bytes::Bytes)> {
     match bytes.split_first() {
         Some((&COMPRESSED, packed)) => {
             let plain = bytes::Bytes::from(lz4::decompress(packed)?);
-            let (envelope, end) = decode_prefix(&plain)?;
+            let (envelope, end) = decode_prefix(&plain, written)?;
             Ok((envelope, plain.slice(end..)))
         }
         _ => {
-            let (envelope, end) = decode_prefix(bytes)?;
+            let (envelope, end) = decode_prefix(bytes, written)?;
             Ok((envelope, bytes::Bytes::copy_from_slice(&bytes[end..])))
         }
     }
@@ -267,7 +269,10 @@ pub(crate) fn decode_with_trailer<T: DeserializeOwned>(
 
 /// Decodes the envelope at the start of uncompressed `bytes`, and where it ends.
 #[cfg(feature = "http")]
-fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<(Envelope<T>, usize)> {
+fn decode_prefix<T: DeserializeOwned>(
+    bytes: &[u8],
+    written: fn(&mut Written<'_>) -> Option<T>,
+) -> serde_json::Result<(Envelope<T>, usize)> {
     if let Some(0x80..=0x8f | 0xde | 0xdf) = bytes.first() {
         return msgpack::decode_prefix(bytes);
     }
@@ -286,9 +291,20 @@ fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<(Envel
     // The layout `encode_plain` writes, read without serde's field matching (as in
     // `decode_plain`); the value ends at its own closing bracket, then the envelope's.
     if let Some((stamp, at)) = written_stamp(bytes) {
-        let mut values = serde_json::Deserializer::from_slice(&bytes[at..]).into_iter::<T>();
-        if let Some(Ok(value)) = values.next() {
-            let end = at + values.byte_offset();
+        let mut json = Written::new(bytes);
+        json.at = at;
+        let read = match written(&mut json) {
+            Some(value) => Some((value, json.at())),
+            None => {
+                let mut values =
+                    serde_json::Deserializer::from_slice(&bytes[at..]).into_iter::<T>();
+                match values.next() {
+                    Some(Ok(value)) => Some((value, at + values.byte_offset())),
+                    _ => None,
+                }
+            }
+        };
+        if let Some((value, end)) = read {
             if bytes.get(end) == Some(&b'}') {
                 let envelope = Envelope {
                     body: Decoded::Value(value),
@@ -409,33 +425,16 @@ fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<Envelop
 /// Only what that decoder would read the same way is taken: each field once, in order,
 /// numbers as JSON writes them.
 fn written_stamp(bytes: &[u8]) -> Option<(Stamp, usize)> {
-    let mut at = bytes.strip_prefix(br#"{"v":1,"#).map(|_| 7)?;
-    // The number after `"name":` and its `,`, if the field is next.
-    let mut field = |name: &[u8]| -> Option<Option<u64>> {
-        let Some(rest) = bytes[at..]
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(b":"))
-        else {
-            return Some(None);
-        };
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        // No leading zero (not JSON), at most u64's digits, then the comma.
-        if digits == 0 || (digits > 1 && rest[0] == b'0') || digits > 20 {
-            return None;
-        }
-        if rest.get(digits) != Some(&b',') {
-            return None;
-        }
-        let number = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-        at = bytes.len() - rest.len() + digits + 1;
-        Some(Some(number))
-    };
-    let gen = field(br#""g""#)?;
-    let tags = field(br#""tg""#)?;
-    let expiry = field(br#""x""#)?;
-    let compute = field(br#""t""#)?;
-    let stale = field(br#""w""#)?;
-    let if_error = field(br#""e""#)?;
+    let mut json = Written::new(bytes);
+    if !json.literal(br#"{"v":1,"#) {
+        return None;
+    }
+    let gen = json.number_field(br#""g":"#, b',')?;
+    let tags = json.number_field(br#""tg":"#, b',')?;
+    let expiry = json.number_field(br#""x":"#, b',')?;
+    let compute = json.number_field(br#""t":"#, b',')?;
+    let stale = json.number_field(br#""w":"#, b',')?;
+    let if_error = json.number_field(br#""e":"#, b',')?;
     let refresh = match (expiry, compute) {
         (Some(expires_ms), Some(compute_ms)) => Some(Refresh {
             expires_ms,
@@ -452,14 +451,79 @@ fn written_stamp(bytes: &[u8]) -> Option<(Stamp, usize)> {
         (None, None, _) => None,
         _ => return None,
     };
-    let start = at + bytes[at..].strip_prefix(br#""d":"#).map(|_| 4)?;
+    if !json.literal(br#""d":"#) {
+        return None;
+    }
     let stamp = Stamp {
         gen: gen.unwrap_or(0),
         refresh,
         windows,
         tags: tags.unwrap_or(0),
     };
-    Some((stamp, start))
+    Some((stamp, json.at()))
+}
+
+/// A reader of JSON exactly as redcache's own encoders lay it out: literal text, and
+/// numbers as JSON writes them (no sign, no leading zero, within `u64`). What it does not
+/// recognise, the caller hands to serde.
+pub(crate) struct Written<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Written<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Written { bytes, at: 0 }
+    }
+
+    /// Where it has read up to.
+    pub(crate) fn at(&self) -> usize {
+        self.at
+    }
+
+    /// Reads `text` if it comes next; whether it did.
+    pub(crate) fn literal(&mut self, text: &[u8]) -> bool {
+        let next = self.bytes[self.at..].starts_with(text);
+        if next {
+            self.at += text.len();
+        }
+        next
+    }
+
+    /// The number after `name` (`"field":`) and then `end`, if `name` comes next: `Some(None)`
+    /// if it does not, `None` if it does without a number and `end` after it.
+    pub(crate) fn number_field(&mut self, name: &[u8], end: u8) -> Option<Option<u64>> {
+        if !self.literal(name) {
+            return Some(None);
+        }
+        let number = self.number()?;
+        self.literal(&[end]).then_some(Some(number))
+    }
+
+    /// A number as JSON writes a `u64`.
+    pub(crate) fn number(&mut self) -> Option<u64> {
+        let rest = &self.bytes[self.at..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || (digits > 1 && rest[0] == b'0') {
+            return None;
+        }
+        let number = rest[..digits].iter().try_fold(0u64, |n, &digit| {
+            n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        })?;
+        self.at += digits;
+        Some(number)
+    }
+
+    /// `true` or `false`.
+    pub(crate) fn boolean(&mut self) -> Option<bool> {
+        if self.literal(b"true") {
+            Some(true)
+        } else if self.literal(b"false") {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 /// Whether `bytes` are a tombstone (without decoding a value). Tombstones are always JSON,

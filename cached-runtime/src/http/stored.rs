@@ -5,7 +5,7 @@
 use super::body::{self, Body};
 use super::rules::{self, Freshness};
 use super::XCache;
-use crate::codec::{self, Decoded, Format, Stamp};
+use crate::codec::{self, Decoded, Format, Stamp, Written};
 use crate::shape::{Found, OwnWindows};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -48,7 +48,7 @@ pub(crate) struct Stored {
 }
 
 /// What the envelope holds of a stored response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Meta {
     status: u16,
     /// When it was stored, in Unix milliseconds (its `Age` counts from then).
@@ -75,6 +75,55 @@ struct Meta {
     /// How many bytes the body is: an entry whose trailer is not exactly the two is
     /// refused, not answered with part of a body.
     len: usize,
+}
+
+impl Meta {
+    /// The metadata exactly as serde_json writes `Meta` (its fields in order, those that are
+    /// unset left out), read without serde's field matching; `None` for anything else, which
+    /// serde then reads (or refuses).
+    fn written(json: &mut Written<'_>) -> Option<Meta> {
+        let number_after = |json: &mut Written<'_>, name: &[u8]| {
+            if json.literal(name) {
+                json.number()
+            } else {
+                None
+            }
+        };
+        let optional = |json: &mut Written<'_>, name: &[u8]| -> Option<Option<u64>> {
+            match json.literal(name) {
+                true => json.number().map(Some),
+                false => Some(None),
+            }
+        };
+        let status = u16::try_from(number_after(json, br#"{"status":"#)?).ok()?;
+        let stored_ms = number_after(json, br#","stored_ms":"#)?;
+        let ttl = number_after(json, br#","ttl":"#)?;
+        if !json.literal(br#","own_cc":"#) {
+            return None;
+        }
+        let own_cc = json.boolean()?;
+        let swr = optional(json, br#","swr":"#)?;
+        let sie = optional(json, br#","sie":"#)?;
+        let own = optional(json, br#","own":"#)?;
+        let revalidate = match json.literal(br#","revalidate":"#) {
+            true => json.boolean()?,
+            false => false,
+        };
+        let head = usize::try_from(number_after(json, br#","head":"#)?).ok()?;
+        let len = usize::try_from(number_after(json, br#","len":"#)?).ok()?;
+        json.literal(b"}").then_some(Meta {
+            status,
+            stored_ms,
+            ttl,
+            own_cc,
+            swr,
+            sie,
+            own,
+            revalidate,
+            head,
+            len,
+        })
+    }
 }
 
 /// The end of a header line.
@@ -137,7 +186,7 @@ impl Stored {
 
     /// Reads an entry [`Stored::encode`] wrote.
     pub(super) fn decode(bytes: &[u8]) -> serde_json::Result<(Found<Stored>, Stamp)> {
-        let (envelope, trailer) = codec::decode_with_trailer::<Meta>(bytes)?;
+        let (envelope, trailer) = codec::decode_with_trailer(bytes, Meta::written)?;
         let found = match envelope.body {
             Decoded::Value(meta) => {
                 if meta.head.checked_add(meta.len) != Some(trailer.len()) {
@@ -249,30 +298,70 @@ impl Stored {
         }
         if !self.meta.own_cc {
             let left = self.meta.ttl.saturating_sub(age);
-            let max_age = HeaderValue::try_from(format!("max-age={left}"));
-            headers.insert(
-                header::CACHE_CONTROL,
-                max_age.unwrap_or(HeaderValue::from_static("max-age=0")),
-            );
+            headers.insert(header::CACHE_CONTROL, number_value(b"max-age=", left));
         }
         if answer.from_cache {
-            headers.insert(header::AGE, HeaderValue::from(age));
+            headers.insert(header::AGE, number_value(b"", age));
         }
         headers.insert(super::X_CACHE, answer.x_cache.value());
-        let body = if answer.not_modified {
-            body::empty()
-        } else {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
-            match answer.head {
-                true => body::empty(),
-                false => body::full(self.body.clone()),
+        let body = match (answer.not_modified, answer.head) {
+            (true, _) => body::empty(),
+            (false, true) => {
+                // What a `GET` would get, said without the body.
+                let len = number_value(b"", self.body.len() as u64);
+                headers.insert(header::CONTENT_LENGTH, len);
+                body::empty()
             }
+            // The server frames it from the body's exact length.
+            (false, false) => body::full(self.body.clone()),
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         response
     }
+}
+
+/// `prefix` then the decimal digits of `n`, as a header value. Written into a buffer of
+/// the thread's that many values share (one allocation per few hundred values instead of
+/// one each: a hit answers with two or three).
+fn number_value(prefix: &[u8], n: u64) -> HeaderValue {
+    thread_local! {
+        static ARENA: std::cell::RefCell<bytes::BytesMut> =
+            std::cell::RefCell::new(bytes::BytesMut::new());
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = &digits[at..];
+    let write = |arena: &mut bytes::BytesMut| {
+        if arena.capacity() < prefix.len() + digits.len() {
+            arena.reserve(4096);
+        }
+        arena.extend_from_slice(prefix);
+        arena.extend_from_slice(digits);
+        arena.split().freeze()
+    };
+    let bytes = ARENA
+        .try_with(|arena| {
+            arena
+                .try_borrow_mut()
+                .ok()
+                .map(|mut arena| write(&mut arena))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| write(&mut bytes::BytesMut::new()));
+    // Digits after a header-safe prefix always make a valid value.
+    HeaderValue::from_maybe_shared(bytes).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Appends `name: value\r\n`.
@@ -449,6 +538,69 @@ mod tests {
         let back = read(&bytes);
         assert_eq!(back.body, body);
         assert_eq!(back.headers().count(), 3);
+    }
+
+    #[test]
+    fn the_written_metadata_is_read_as_serde_reads_it() {
+        let plain = Meta {
+            status: 200,
+            stored_ms: 1_764_000_000_123,
+            ttl: 300,
+            own_cc: false,
+            swr: None,
+            sie: None,
+            own: None,
+            revalidate: false,
+            head: 58,
+            len: 179,
+        };
+        let all = Meta {
+            status: 404,
+            own_cc: true,
+            swr: Some(30),
+            sie: Some(0),
+            own: Some(60),
+            revalidate: true,
+            ..plain.clone()
+        };
+        for meta in [plain, all] {
+            let json = serde_json::to_vec(&meta).unwrap();
+            let mut read = Written::new(&json);
+            assert_eq!(Meta::written(&mut read).as_ref(), Some(&meta));
+            assert_eq!(read.at(), json.len());
+            // One byte changed anywhere: read the same as serde reads it, or left to serde.
+            for at in 0..json.len() {
+                for byte in [b'0', b'9', b'"', b',', b'x', b'}'] {
+                    let mut changed = json.clone();
+                    changed[at] = byte;
+                    let mut fast = Written::new(&changed);
+                    if let Some(meta) = Meta::written(&mut fast) {
+                        // As the envelope's reader reads it: the value, then where it ended.
+                        let mut slow =
+                            serde_json::Deserializer::from_slice(&changed).into_iter::<Meta>();
+                        let text = String::from_utf8_lossy(&changed);
+                        assert_eq!(Some(meta), slow.next().and_then(Result::ok), "{text}");
+                        assert_eq!(fast.at(), slow.byte_offset(), "{text}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn number_values_are_their_digits() {
+        for n in [0, 7, 10, 300, 86_400, u64::MAX] {
+            assert_eq!(number_value(b"", n), n.to_string().as_str());
+            assert_eq!(
+                number_value(b"max-age=", n),
+                format!("max-age={n}").as_str()
+            );
+        }
+        // Many in a row share buffers and stay apart.
+        let values: Vec<HeaderValue> = (0..2000).map(|n| number_value(b"", n)).collect();
+        for (n, value) in values.iter().enumerate() {
+            assert_eq!(value, n.to_string().as_str());
+        }
     }
 
     #[test]
