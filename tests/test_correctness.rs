@@ -594,8 +594,64 @@ on_both_stores! {
     }
 }
 
-/// The key material of a function in an impl ends with the impl's path as rustc writes
-/// it; functions outside impls add nothing (their keys are unchanged).
+/// A generic free function and a method named alike in one module, with one prefix: the
+/// type parameter's name and the impl's are told apart.
+#[redcache::cached(prefix = "c:same", ttl = 60)]
+async fn same_name<T: Entity>(id: u64) -> String {
+    format!("{} {id} (the free function)", T::NAME)
+}
+
+impl User {
+    #[redcache::cached(prefix = "c:same", ttl = 60)]
+    async fn same_name(id: u64) -> String {
+        format!("user {id} (the method)")
+    }
+}
+
+/// An executor, as sqlx's: a pool to read with, a transaction to write in.
+trait Executor {}
+struct Pool;
+struct Transaction;
+impl Executor for Pool {}
+impl Executor for Transaction {}
+
+#[redcache::cached(prefix = "c:exec", ttl = 60, skip(exec))]
+async fn through<E: Executor + Send>(exec: E, id: u64) -> u64 {
+    drop(exec);
+    id * 2
+}
+
+#[tokio::test]
+async fn type_names_never_read_like_an_impl_and_a_skipped_arguments_type_is_no_key() {
+    use common::expected_key;
+    assert_ne!(
+        redcache::key!(same_name::<User>(7)),
+        redcache::key!(User::same_name(7))
+    );
+    let cache = redcache::Cache::memory();
+    cache
+        .scope(async {
+            assert_eq!(same_name::<User>(7).await, "user 7 (the free function)");
+            assert_eq!(User::same_name(7).await, "user 7 (the method)");
+            // Read through a pool, invalidated from within a transaction: one entry.
+            assert_eq!(through(Pool, 3).await, 6);
+            assert_eq!(
+                redcache::key!(through::<Transaction>(_, 3)),
+                redcache::key!(through::<Pool>(_, 3))
+            );
+            assert_eq!(
+                redcache::key!(through::<Pool>(_, 3)),
+                expected_key("c:exec", "[3]")
+            );
+            assert!(redcache::invalidate!(through::<Transaction>(_, 3))
+                .await
+                .unwrap());
+        })
+        .await;
+}
+
+/// The key material of a function in an impl carries the impl's path as rustc writes it,
+/// apart from the arguments; functions outside impls add nothing.
 #[tokio::test]
 async fn keys_of_functions_in_impls_carry_the_impl() {
     use common::expected_key;
@@ -603,15 +659,15 @@ async fn keys_of_functions_in_impls_carry_the_impl() {
     let team = "test_correctness::Table<test_correctness::Team>";
     assert_eq!(
         redcache::key!(Table::<User>::named(1)),
-        expected_key("c:table", &format!(r#"[1,"{user}"]"#))
+        expected_key("c:table", common::named(&[(b'i', user)], "[1]"))
     );
     assert_eq!(
         redcache::key!(Table::<Team>::named(1)),
-        expected_key("c:table", &format!(r#"[1,"{team}"]"#))
+        expected_key("c:table", common::named(&[(b'i', team)], "[1]"))
     );
     assert_eq!(
         redcache::key!(Table::<Team>::load(7)),
-        expected_key("c:load", &format!(r#"[7,"{team}"]"#))
+        expected_key("c:load", common::named(&[(b'i', team)], "[7]"))
     );
     assert_eq!(
         redcache::key!(doubled(4)),
@@ -634,7 +690,7 @@ async fn keys_of_functions_in_impls_carry_the_impl() {
             let item = format!(
                 "<test_correctness::Store as test_correctness::Repo<test_correctness::{entity}>>"
             );
-            expected_key("c:repo", &format!(r#"[1,"{item}"]"#))
+            expected_key("c:repo", common::named(&[(b'i', &item)], "[1]"))
         })
         .collect();
     expected.sort();

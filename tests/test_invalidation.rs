@@ -166,7 +166,7 @@ on_both_stores! {
             svc.clone().by_id_arc(1).await;
             let key = redcache::key!(svc.by_id(1));
             assert_eq!(key, redcache::key!(Service::by_id(&svc, 1)));
-            let material = r#"[1,"test_invalidation::Service"]"#;
+            let material = common::named(&[(b'i', "test_invalidation::Service")], "[1]");
             assert_eq!(key, expected_key("i:svc", material), "Self's type name is in the key");
             assert!(redcache::invalidate!(svc.by_id(1)).await.unwrap());
             assert!(redcache::invalidate!(Service::by_id_arc(&svc, 1)).await.unwrap());

@@ -61,10 +61,15 @@ fn not_a_call(expr: &Expr, macro_name: &str) -> syn::Error {
     )
 }
 
-/// An argument as passed to the companion: `_` (for a skipped argument) becomes `()`.
+/// An argument as passed to the companion: `_` (for a skipped argument) becomes a marker
+/// that is no key argument (not `Serialize`), so `_` for an argument in the key is a
+/// compile error, not a `null` in the key.
 fn argument(arg: &Expr) -> TokenStream {
     match arg {
-        Expr::Infer(infer) => quote_spanned!(infer.span()=> ()),
+        Expr::Infer(infer) => {
+            let private = private_path(infer.span());
+            quote_spanned!(infer.span()=> #private::Skipped)
+        }
         arg => arg.to_token_stream(),
     }
 }

@@ -48,10 +48,28 @@ pub fn test_config() -> redcache::ConfigBuilder {
 
 /// The key the documentation promises: `[{namespace}:]{prefix}:{md5 of material}`,
 /// computed here independently of the runtime.
-pub fn expected_key(prefix: &str, material: &str) -> String {
-    let digest = Md5::digest(material.as_bytes());
+pub fn expected_key(prefix: &str, material: impl AsRef<[u8]>) -> String {
+    let digest = Md5::digest(material.as_ref());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("{prefix}:{hex}")
+}
+
+/// The key material of arguments `json` with `names` before it, as a generic function
+/// (`b't'`, a type parameter's name) or a function in an impl (`b'i'`, the impl) writes
+/// them: each a zero byte, its kind, its length (u64, little-endian) and its bytes, then a
+/// zero byte.
+#[allow(dead_code)]
+pub fn named(names: &[(u8, &str)], json: &str) -> Vec<u8> {
+    let mut material = Vec::new();
+    for (kind, name) in names {
+        material.push(0);
+        material.push(*kind);
+        material.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        material.extend_from_slice(name.as_bytes());
+    }
+    material.push(0);
+    material.extend_from_slice(json.as_bytes());
+    material
 }
 
 /// Whether `raw` is the tombstone an invalidation leaves (`{"v":1,"gone":<id>}`).

@@ -42,6 +42,10 @@ pub struct KeyArgs {
     /// The material is one `key = expr` value, not an argument list.
     expr: bool,
     error: Option<serde_json::Error>,
+    /// The names of the generic types and the enclosing item, each as a zero byte, its
+    /// kind and its length-prefixed bytes: set before the JSON, apart from it, so no
+    /// argument can read like one (canonical JSON never holds a zero byte).
+    names: Vec<u8>,
 }
 
 impl Default for KeyArgs {
@@ -60,6 +64,7 @@ impl KeyArgs {
             count: 0,
             expr: false,
             error: None,
+            names: Vec::new(),
         }
     }
 
@@ -84,20 +89,36 @@ impl KeyArgs {
         self
     }
 
-    /// Appends a type's name (generic parameters, the `Self` of a method), so instances of a
+    /// Adds a type's name (a generic parameter's, or `type_key`'s), so instances of a
     /// generic function never share entries.
     pub fn ty(self, name: &str) -> Self {
-        let mut this = self;
-        this.push(|out| write_str(name, out));
-        this
+        self.named(b't', name)
     }
 
-    fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+    /// Appends the name `type_key = ..` gives, as a trailing string of the arguments: the
+    /// form such keys have always had, which they keep (that is what the option is for).
+    pub fn pinned(mut self, name: &str) -> Self {
         if self.count > 0 {
             self.items.push(b',');
         }
-        write(&mut self.items);
+        write_str(name, &mut self.items);
         self.count += 1;
+        self
+    }
+
+    /// Adds the item a function is defined in (an impl's self type and trait), so methods
+    /// of different impls, and a method and a free function, never share entries.
+    pub fn item(self, name: &str) -> Self {
+        self.named(b'i', name)
+    }
+
+    fn named(mut self, kind: u8, name: &str) -> Self {
+        self.names.push(0);
+        self.names.push(kind);
+        self.names
+            .extend_from_slice(&(name.len() as u64).to_le_bytes());
+        self.names.extend_from_slice(name.as_bytes());
+        self
     }
 
     /// The canonical JSON that is hashed; `Error::Encode` when the material has none (a map
@@ -110,10 +131,16 @@ impl KeyArgs {
         let mut items = self.items;
         if self.expr && self.count == 1 {
             items.remove(0);
+        } else {
+            items.push(b']');
+        }
+        if self.names.is_empty() {
             return Ok(items);
         }
-        items.push(b']');
-        Ok(items)
+        let mut material = self.names;
+        material.push(0);
+        material.extend_from_slice(&items);
+        Ok(material)
     }
 
     /// The full key for this material.
@@ -339,8 +366,36 @@ mod tests {
     fn expr_material_is_the_value_itself() {
         assert_eq!(material(KeyArgs::expr(&42)), "42");
         assert_eq!(material(KeyArgs::expr(&(1, "a"))), r#"[1,"a"]"#);
-        assert_eq!(material(KeyArgs::expr(&7).ty("u32")), r#"[7,"u32"]"#);
-        assert_eq!(material(KeyArgs::new().arg(&7).ty("u32")), r#"[7,"u32"]"#);
+        let u32_named = "\0t\x03\0\0\0\0\0\0\0u32\0";
+        assert_eq!(
+            material(KeyArgs::expr(&7).ty("u32")),
+            format!("{u32_named}7")
+        );
+        assert_eq!(
+            material(KeyArgs::new().arg(&7).ty("u32")),
+            format!("{u32_named}[7]")
+        );
+    }
+
+    #[test]
+    fn names_of_types_and_items_never_read_like_arguments_or_each_other() {
+        let materials = [
+            KeyArgs::new().arg(&7).arg("app::User"),
+            KeyArgs::new().arg(&7).ty("app::User"),
+            KeyArgs::new().arg(&7).item("app::User"),
+            KeyArgs::new().arg(&7).ty("app::User").item("app::User"),
+            KeyArgs::new().arg(&7).ty("app::").ty("User"),
+            KeyArgs::new().arg(&7).ty("app::U").item("ser"),
+        ]
+        .map(|args| args.material().unwrap());
+        for (i, a) in materials.iter().enumerate() {
+            for b in &materials[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // Without names, the material is the arguments' JSON alone (keys of plain free
+        // functions are what they were).
+        assert_eq!(material(KeyArgs::new().arg(&7)), "[7]");
     }
 
     #[test]
