@@ -240,3 +240,23 @@ on_both_stores! {
         assert_eq!(calls.load(SeqCst), 2);
     }
 }
+
+#[redcache::cached(prefix = "p:forever", ttl = |_: &u64| Duration::MAX, stale_ttl = 60, skip(calls))]
+async fn kept_for_good(id: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    id
+}
+
+/// A TTL as long as it gets, with a stale window on top: stored for as long as the store
+/// keeps anything, not a panic in the caller's task.
+#[tokio::test]
+async fn the_longest_ttl_with_a_stale_window_is_stored_not_a_panic() {
+    let cache = redcache::Cache::memory();
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        assert_eq!(cache.scope(kept_for_good(9, &calls)).await, 9);
+    }
+    assert_eq!(calls.load(SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.stores, stats.hits), (1, 1), "{stats:?}");
+}

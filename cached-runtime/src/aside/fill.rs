@@ -39,7 +39,7 @@ impl Core {
         stamp.tags = at.tags;
         let (bytes, ttl) = match K::encode(out, stamp, policy.format()) {
             // Kept past its TTL for the stale windows; its stamp says when it expired.
-            Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl + kept)),
+            Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl.saturating_add(kept))),
             Outcome::Value(Err(source)) => {
                 self.fault(key, &Error::Encode { source });
                 return None;
