@@ -289,7 +289,8 @@ impl Cache {
             .map_err(|source| Error::Encode { source })?;
         let key = self.core.full_key(key);
         let ttl = Policy::exact(ttl).value_ttl();
-        self.core
+        let written = self
+            .core
             .write_checked(
                 None,
                 || async {
@@ -301,8 +302,10 @@ impl Cache {
                 },
                 bytes.len(),
             )
-            .await
-            .map(drop)
+            .await;
+        // As for `put!`: this process's copy of the key goes now.
+        self.core.local_changed(&key);
+        written.map(drop)
     }
 
     /// Removes the entry at `key` (the namespace is added); whether there was one.

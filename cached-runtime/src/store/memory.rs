@@ -440,8 +440,9 @@ impl Store for MemoryStore {
             let Some(e) = self.live(&key) else { continue };
             if let Some(counted) = prefix_retires(key.as_bytes(), &e.value) {
                 let tombstone = crate::codec::encode_tombstone();
-                let ttl = e.expires.map(|_| ttl);
-                self.insert(&key, &tombstone, ttl, Write::Fences);
+                // Always expiring, as on Redis: a tombstone over a generation (which never
+                // expires) would otherwise leave its group without one for good.
+                self.insert(&key, &tombstone, Some(ttl), Write::Fences);
                 replaced += u64::from(counted);
             }
         }
@@ -555,12 +556,19 @@ mod tests {
             store.set(key, b"v", ttl).await.unwrap();
         }
         store.set("user:3:lock", b"123", ttl).await.unwrap();
+        // A key that never expires (a group's generation) gets a tombstone that does.
+        store.set_persistent("user:gen", b"42").await.unwrap();
         assert_eq!(
             store
                 .invalidate_prefix("user:", 10, ttl, ttl)
                 .await
                 .unwrap(),
-            2
+            3
+        );
+        let left = store.ttl("user:gen").await.unwrap();
+        assert!(
+            left.is_some_and(|left| left <= ttl && left > ttl / 2),
+            "{left:?}"
         );
         for key in ["user:1", "user:2"] {
             let raw = store.get(key).await.unwrap().unwrap();
