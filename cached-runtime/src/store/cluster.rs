@@ -30,7 +30,17 @@ impl Conn for ClusterConnection {
             .query_async(&mut self.clone())
             .await
             .map_err(Error::redis)?;
-        Ok(masters_of(&nodes).into_iter().map(Some).collect())
+        match masters_of(&nodes) {
+            Ok(masters) => Ok(masters.into_iter().map(Some).collect()),
+            // A walk of the reachable masters alone would report success and leave the
+            // keys of the others.
+            Err(covered) => Err(Error::Redis {
+                source: Box::new(std::io::Error::other(format!(
+                    "the reachable cluster masters serve {covered} of {SLOTS} slots \
+                     (a master is failing over); try again once the cluster is whole"
+                ))),
+            }),
+        }
     }
 
     async fn send_to(&self, node: &Node, cmd: redis::Cmd) -> Result<redis::Value> {
@@ -51,24 +61,50 @@ impl Conn for ClusterConnection {
     }
 }
 
-/// The reachable masters in `CLUSTER NODES` output (`<id> <ip:port@cport> <flags> ...`).
-fn masters_of(nodes: &str) -> Vec<(String, u16)> {
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, address, flags) = (fields.next()?, fields.next()?, fields.next()?);
-            let flags: Vec<&str> = flags.split(',').collect();
-            if !flags.contains(&"master") || flags.contains(&"fail") || flags.contains(&"noaddr") {
-                return None;
+/// How many hash slots a cluster has.
+const SLOTS: usize = 16384;
+
+/// The reachable masters in `CLUSTER NODES` output (`<id> <ip:port@cport> <flags> <master>
+/// <ping> <pong> <epoch> <link> <slot or range>...`), if they serve every slot between
+/// them; else how many they serve.
+fn masters_of(nodes: &str) -> std::result::Result<Vec<(String, u16)>, usize> {
+    let mut served = vec![false; SLOTS];
+    let mut masters = Vec::new();
+    for line in nodes.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_), Some(address), Some(flags)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.contains(&"fail") || flags.contains(&"noaddr") {
+            continue;
+        }
+        let Some((host, port)) = address
+            .split('@')
+            .next()
+            .and_then(|address| address.rsplit_once(':'))
+        else {
+            continue;
+        };
+        let Ok(port) = port.parse() else { continue };
+        // After the master's id, ping, pong, epoch and link state: its slots (`[..]`
+        // entries are slots migrating, still served here).
+        for slots in fields.skip(5).filter(|s| !s.starts_with('[')) {
+            let (first, last) = slots.split_once('-').unwrap_or((slots, slots));
+            if let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) {
+                for slot in first..=last.min(SLOTS - 1) {
+                    served[slot] = true;
+                }
             }
-            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
-            Some((
-                host.trim_matches(['[', ']']).to_string(),
-                port.parse().ok()?,
-            ))
-        })
-        .collect()
+        }
+        masters.push((host.trim_matches(['[', ']']).to_string(), port));
+    }
+    let covered = served.iter().filter(|s| **s).count();
+    if covered < SLOTS {
+        return Err(covered);
+    }
+    Ok(masters)
 }
 
 impl RedisStore<ClusterConnection> {
@@ -133,11 +169,29 @@ e5 [::1]:7004@17004 master - 0 1700000000000 4 connected 10923-16383
 ";
         assert_eq!(
             masters_of(nodes),
-            [
+            Ok(vec![
                 ("127.0.0.1".to_string(), 7000),
                 ("127.0.0.1".to_string(), 7001),
                 ("::1".to_string(), 7004)
-            ]
+            ])
         );
+    }
+
+    #[test]
+    fn a_failing_master_whose_slots_no_one_serves_yet_is_an_error() {
+        // Its replica is not promoted yet: the walk would miss 5,462 slots.
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 1700000000000 2 connected 5461-10921 10922
+c3 127.0.0.1:7002@17002 master,fail - 0 1700000000000 3 disconnected 10923-16383
+d4 127.0.0.1:7003@17003 slave c3 0 1700000000000 3 connected
+";
+        assert_eq!(masters_of(nodes), Err(10923));
+        // Once it is promoted, the cluster is whole again.
+        let promoted = nodes.replace(
+            "d4 127.0.0.1:7003@17003 slave c3 0 1700000000000 3 connected",
+            "d4 127.0.0.1:7003@17003 master - 0 1700000000000 4 connected 10923-16383",
+        );
+        assert_eq!(masters_of(&promoted).map(|m| m.len()), Ok(3));
     }
 }
