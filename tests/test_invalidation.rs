@@ -167,7 +167,7 @@ on_both_stores! {
             let key = redcache::key!(svc.by_id(1));
             assert_eq!(key, redcache::key!(Service::by_id(&svc, 1)));
             let material = common::named(&[(b'i', "test_invalidation::Service")], "[1]");
-            assert_eq!(key, expected_key("i:svc", material), "Self's type name is in the key");
+            assert_eq!(key, common::expected_key_of("i:svc", &material), "Self's type name is in the key");
             assert!(redcache::invalidate!(svc.by_id(1)).await.unwrap());
             assert!(redcache::invalidate!(Service::by_id_arc(&svc, 1)).await.unwrap());
             svc.by_id(1).await;

@@ -515,6 +515,7 @@ impl<'a> Written<'a> {
     }
 
     /// `true` or `false`.
+    #[cfg(feature = "http")]
     pub(crate) fn boolean(&mut self) -> Option<bool> {
         if self.literal(b"true") {
             Some(true)

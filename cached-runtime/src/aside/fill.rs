@@ -17,6 +17,7 @@ use tokio::time::Instant;
 impl Core {
     /// Stores a miss's result if nothing changed at the key since `read`; the entry to hand
     /// to the callers waiting on this flight, if they may have it, and whether it is fenced.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn store_result<K: Shape<O>, O>(
         &self,
         at: Entry<'_>,

@@ -93,8 +93,8 @@ fn masters_of(nodes: &str) -> std::result::Result<Vec<(String, u16)>, usize> {
         for slots in fields.skip(5).filter(|s| !s.starts_with('[')) {
             let (first, last) = slots.split_once('-').unwrap_or((slots, slots));
             if let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) {
-                for slot in first..=last.min(SLOTS - 1) {
-                    served[slot] = true;
+                if let Some(range) = served.get_mut(first..=last.min(SLOTS - 1)) {
+                    range.fill(true);
                 }
             }
         }
