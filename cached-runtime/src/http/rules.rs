@@ -4,7 +4,7 @@
 
 use headers::{HeaderMapExt, Vary};
 use http::header::{self, HeaderMap, HeaderName};
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use std::time::Duration;
 
 /// What a request's `Cache-Control` (or `Pragma: no-cache`) asks of the cache.
@@ -296,10 +296,10 @@ impl Material {
     /// sent once with both values), or a marker for its absence.
     pub(super) fn header(&mut self, name: &HeaderName, headers: &HeaderMap) -> &mut Self {
         self.part(name.as_str().as_bytes());
-        let values: Vec<&HeaderValue> = headers.get_all(name).iter().collect();
-        self.0.push(u8::from(!values.is_empty()));
-        self.0
-            .extend_from_slice(&(values.len() as u64).to_le_bytes());
+        let values = headers.get_all(name);
+        let count = values.iter().count();
+        self.0.push(u8::from(count > 0));
+        self.0.extend_from_slice(&(count as u64).to_le_bytes());
         for value in values {
             self.part(value.as_bytes());
         }
@@ -314,6 +314,7 @@ impl Material {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
