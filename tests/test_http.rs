@@ -121,6 +121,18 @@ async fn with_headers(
             HeaderValue::from_static("public, max-age=-1"),
         )),
         "expired" => drop(out.insert("expires", HeaderValue::from_static("0"))),
+        "aged" | "aged-out" => {
+            let age = if kind == "aged" { "50" } else { "60" };
+            out.insert("cache-control", HeaderValue::from_static("max-age=60"));
+            out.insert("age", HeaderValue::from_static(age));
+        }
+        "connection" => {
+            out.insert("connection", HeaderValue::from_static("x-hop"));
+            out.insert(
+                "x-hop",
+                HeaderValue::from_static("for this connection only"),
+            );
+        }
         _ => {}
     }
     let who = headers
@@ -989,6 +1001,49 @@ http_test! {
         assert_eq!(victim.x_cache(), "MISS");
         assert_eq!(&victim.body[..], b"acme on victim.test");
         assert_eq!(served.app.runs("dashboard"), 2);
+    }
+}
+
+http_test! {
+    async fn request_only_if_cached_and_min_fresh(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let only = [("cache-control", "only-if-cached")];
+        let cold = served.get_with("/products/9", &only).await;
+        assert_eq!((cold.status, cold.x_cache()), (StatusCode::GATEWAY_TIMEOUT, "MISS"));
+        assert_eq!(served.app.runs("product"), 0, "the handler never answers it");
+        assert_eq!(served.get("/products/9").await.x_cache(), "MISS");
+        let cached = served.get_with("/products/9", &only).await;
+        assert_eq!((cached.status, cached.x_cache()), (StatusCode::OK, "HIT"));
+        // Fresh for about 120 s more: min-fresh=60 takes it, min-fresh=600 does not.
+        let min_fresh = |seconds| [("cache-control", seconds)];
+        let near = served.get_with("/products/9", &min_fresh("min-fresh=60")).await;
+        assert_eq!(near.x_cache(), "HIT");
+        let far = served.get_with("/products/9", &min_fresh("min-fresh=600")).await;
+        assert_eq!(far.x_cache(), "MISS");
+        let both = [("cache-control", "min-fresh=600, only-if-cached")];
+        assert_eq!(served.get_with("/products/9", &both).await.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+http_test! {
+    async fn a_response_keeps_the_age_it_had_and_loses_its_hop_by_hop_headers(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        assert_eq!(served.get("/kind/aged").await.x_cache(), "MISS");
+        let hit = served.get("/kind/aged").await;
+        assert_eq!(hit.x_cache(), "HIT");
+        let age: u64 = hit.header("age").unwrap().parse().unwrap();
+        assert!((50..=52).contains(&age), "50 s old upstream: {age}");
+        // As old as its max-age already: not stored.
+        for _ in 0..2 {
+            assert_eq!(served.get("/kind/aged-out").await.x_cache(), "MISS");
+        }
+        // A header its `Connection` names belongs to that connection (the server does not
+        // send it on): not replayed either.
+        assert_eq!(served.get("/kind/connection").await.header("x-hop"), None);
+        let hit = served.get("/kind/connection").await;
+        assert_eq!(hit.x_cache(), "HIT");
+        assert_eq!(hit.header("x-hop"), None);
     }
 }
 

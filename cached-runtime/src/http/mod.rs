@@ -673,13 +673,22 @@ where
         keyed_by: &keyed_by,
         authorized,
         ttl,
+        only_if_cached: asks.only_if_cached,
     };
     let mut request = Some(request);
     let mut passed: Passed<S::Error> = None;
     let (mut filled, mut served) =
         run(core, at, fill.run(&mut inner, &mut request, &mut passed)).await;
-    if let (Ok(stored), Some(max_age)) = (&filled, asks.max_age) {
-        if served.is_hit() && stored.age(unix_ms()) > max_age {
+    if let Ok(stored) = &filled {
+        let now = unix_ms();
+        let too_old = asks.max_age.is_some_and(|max| stored.age(now) > max);
+        let fresh_for = stored.fresh_for(stored.elapsed(now));
+        let too_close = asks.min_fresh.is_some_and(|min| fresh_for < min);
+        if served.is_hit() && (too_old || too_close) {
+            if asks.only_if_cached {
+                // Not one the request accepts, and the handler may not answer.
+                return Ok(marked(gateway_timeout(), XCache::Miss));
+            }
             // Older than the request accepts: the handler answers, and the entry is
             // refreshed.
             let at = Entry { force: true, ..at };
@@ -800,6 +809,8 @@ struct Fill<'a> {
     keyed_by: &'a [HeaderName],
     authorized: bool,
     ttl: Duration,
+    /// The request said `only-if-cached`: a miss is answered `504`, not by the handler.
+    only_if_cached: bool,
 }
 
 impl Fill<'_> {
@@ -816,6 +827,10 @@ impl Fill<'_> {
         ResB: HttpBody<Data = Bytes> + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
+        if self.only_if_cached {
+            *passed = Some(Ok(gateway_timeout()));
+            return Err(NotFilled { failed: false });
+        }
         let Some(request) = request.take() else {
             return Err(NotFilled { failed: false });
         };
@@ -878,6 +893,14 @@ impl Fill<'_> {
             Read::Partial(body) => pass_on(body, passed),
         }
     }
+}
+
+/// What a request with `only-if-cached` gets when nothing stored answers it (RFC 9111
+/// § 5.2.1.7).
+fn gateway_timeout() -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    response
 }
 
 /// Adds request headers named by a response's `Vary` to those the layer keys by.

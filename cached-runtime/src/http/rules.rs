@@ -16,6 +16,10 @@ pub(super) struct Asks {
     pub(super) no_cache: bool,
     /// `max-age=N`: an entry older than `N` seconds is not used.
     pub(super) max_age: Option<u64>,
+    /// `min-fresh=N`: an entry fresh for less than `N` more seconds is not used.
+    pub(super) min_fresh: Option<u64>,
+    /// `only-if-cached`: answered from the cache or with `504`, never by the handler.
+    pub(super) only_if_cached: bool,
 }
 
 pub(super) fn asks(headers: &HeaderMap) -> Asks {
@@ -25,6 +29,8 @@ pub(super) fn asks(headers: &HeaderMap) -> Asks {
                 no_store: cc.no_store,
                 no_cache: cc.no_cache || cc.max_age == Some(0),
                 max_age: cc.max_age,
+                min_fresh: cc.min_fresh,
+                only_if_cached: cc.only_if_cached,
             },
             // What it asks cannot be read: not answered from the cache, as for `no-cache`.
             None => Asks {
@@ -57,6 +63,9 @@ pub(super) struct Directives {
     pub(super) revalidate: bool,
     pub(super) max_age: Option<u64>,
     pub(super) s_maxage: Option<u64>,
+    /// Requests only.
+    pub(super) min_fresh: Option<u64>,
+    pub(super) only_if_cached: bool,
 }
 
 impl Directives {
@@ -89,6 +98,10 @@ impl Directives {
                     cc.max_age = least(cc.max_age, seconds()?);
                 } else if is("s-maxage") {
                     cc.s_maxage = least(cc.s_maxage, seconds()?);
+                } else if is("min-fresh") {
+                    cc.min_fresh = Some(cc.min_fresh.unwrap_or(0).max(seconds()?));
+                } else if is("only-if-cached") {
+                    cc.only_if_cached = true;
                 }
             }
         }
@@ -165,6 +178,8 @@ pub(super) struct Freshness {
     /// `must-revalidate`, `proxy-revalidate` or `s-maxage` (RFC 9111 § 5.2.2): a shared
     /// cache never serves it stale, whatever the layer's stale windows.
     pub(super) revalidate: bool,
+    /// Seconds it had spent upstream when it reached the layer (its `Age`).
+    pub(super) age: u64,
 }
 
 /// Whether a response with `status` and `headers` may be stored, and if so for how long:
@@ -186,8 +201,10 @@ pub(super) fn storable(
     if cc.no_store || cc.private || cc.no_cache {
         return Err(NotStored::Directive);
     }
+    let age = age_of(headers);
     let own = match cc.s_maxage.or(cc.max_age) {
-        Some(seconds) => Some(seconds),
+        // Less what it has already spent upstream, if it says (`Age`, RFC 9111 § 4.2.3).
+        Some(seconds) => Some(seconds.saturating_sub(age)),
         // `Expires` counts only without either (RFC 9111 § 5.3).
         None => expires_in(headers),
     };
@@ -221,7 +238,21 @@ pub(super) fn storable(
         ttl,
         own,
         revalidate: cc.revalidate || cc.s_maxage.is_some(),
+        age,
     })
+}
+
+/// The response's own `Age` in seconds (0 without one; one that cannot be read counts as
+/// too old to store, as a cache must assume the worst).
+fn age_of(headers: &HeaderMap) -> u64 {
+    match headers.get(header::AGE) {
+        None => 0,
+        Some(age) => age
+            .to_str()
+            .ok()
+            .and_then(|age| age.trim().parse().ok())
+            .unwrap_or(u64::MAX),
+    }
 }
 
 /// Whole seconds until the response's `Expires`, counted from its `Date` (else now); 0
@@ -422,6 +453,24 @@ mod tests {
         assert!(asks(&headers(&[(cc, "NO-CACHE")])).no_cache);
         assert!(asks(&headers(&[(cc, "max-age=soon")])).no_cache);
         assert_eq!(asks(&headers(&[(cc, "Max-Age=7")])).max_age, Some(7));
+    }
+
+    #[test]
+    fn request_freshness_directives_and_an_upstream_age() {
+        let cc = "cache-control";
+        let asked = asks(&headers(&[(cc, "min-fresh=30, only-if-cached")]));
+        assert_eq!((asked.min_fresh, asked.only_if_cached), (Some(30), true));
+        assert_eq!(asks(&headers(&[])).min_fresh, None);
+        // A response already 50 s old upstream has 10 s of its max-age left.
+        assert_eq!(check(&[(cc, "max-age=60"), ("age", "50")], false), Ok(10));
+        assert_eq!(
+            check(&[(cc, "max-age=60"), ("age", "60")], false),
+            Err(NotStored::Directive)
+        );
+        assert_eq!(
+            check(&[(cc, "max-age=60"), ("age", "soon")], false),
+            Err(NotStored::Directive)
+        );
     }
 
     #[test]

@@ -70,6 +70,10 @@ struct Meta {
     /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     revalidate: bool,
+    /// Seconds it had spent upstream when stored (its own `Age`), added to the `Age` it is
+    /// served with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aged: Option<u64>,
     /// How many bytes after the envelope are the header block; the body follows it.
     head: usize,
     /// How many bytes the body is: an entry whose trailer is not exactly the two is
@@ -109,6 +113,7 @@ impl Meta {
             true => json.boolean()?,
             false => false,
         };
+        let aged = optional(json, br#","aged":"#)?;
         let head = usize::try_from(number_after(json, br#","head":"#)?).ok()?;
         let len = usize::try_from(number_after(json, br#","len":"#)?).ok()?;
         json.literal(b"}").then_some(Meta {
@@ -120,6 +125,7 @@ impl Meta {
             sie,
             own,
             revalidate,
+            aged,
             head,
             len,
         })
@@ -140,8 +146,17 @@ impl Stored {
         now_ms: u64,
     ) -> Option<Stored> {
         let mut head = Vec::with_capacity(256);
+        // Headers the response's `Connection` names are hop-by-hop too (RFC 9110 § 7.6.1).
+        let hop_by_hop = |name: &HeaderName| {
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .any(|named| named.trim().eq_ignore_ascii_case(name.as_str()))
+        };
         for (name, value) in headers {
-            if NOT_STORED.contains(name) || *name == super::X_CACHE {
+            if NOT_STORED.contains(name) || *name == super::X_CACHE || hop_by_hop(name) {
                 continue;
             }
             push_line(&mut head, name.as_str(), value.as_bytes());
@@ -167,6 +182,7 @@ impl Stored {
                 ttl: fresh.ttl,
                 own: fresh.own,
                 revalidate: fresh.revalidate,
+                aged: (fresh.age > 0).then_some(fresh.age),
                 head: head.len(),
                 len: body.len(),
             },
@@ -271,14 +287,26 @@ impl Stored {
         (200..300).contains(&self.meta.status)
     }
 
+    /// Whole seconds it stays fresh, `elapsed` seconds after it was stored.
+    pub(super) fn fresh_for(&self, elapsed: u64) -> u64 {
+        self.meta.ttl.saturating_sub(elapsed)
+    }
+
     /// Whole seconds since it was stored.
-    pub(super) fn age(&self, now_ms: u64) -> u64 {
+    pub(super) fn elapsed(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.meta.stored_ms) / 1000
+    }
+
+    /// Its age (RFC 9111 § 4.2.3): the seconds since it was stored, and those it had
+    /// spent upstream before.
+    pub(super) fn age(&self, now_ms: u64) -> u64 {
+        self.elapsed(now_ms)
+            .saturating_add(self.meta.aged.unwrap_or(0))
     }
 
     /// The response to send: the stored one (without its body for `HEAD`), or `304`.
     pub(super) fn respond(&self, answer: Answer, now_ms: u64) -> Response<Body> {
-        let age = self.age(now_ms);
+        let (elapsed, age) = (self.elapsed(now_ms), self.age(now_ms));
         let status = match answer.not_modified {
             true => StatusCode::NOT_MODIFIED,
             false => StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK),
@@ -297,7 +325,7 @@ impl Stored {
             headers.append(name, value);
         }
         if !self.meta.own_cc {
-            let left = self.meta.ttl.saturating_sub(age);
+            let left = self.fresh_for(elapsed);
             headers.insert(header::CACHE_CONTROL, number_value(b"max-age=", left));
         }
         if answer.from_cache {
@@ -393,6 +421,7 @@ mod tests {
             ttl,
             own: None,
             revalidate: false,
+            age: 0,
         }
     }
 
@@ -551,6 +580,7 @@ mod tests {
             sie: None,
             own: None,
             revalidate: false,
+            aged: None,
             head: 58,
             len: 179,
         };
@@ -561,6 +591,7 @@ mod tests {
             sie: Some(0),
             own: Some(60),
             revalidate: true,
+            aged: Some(50),
             ..plain.clone()
         };
         for meta in [plain, all] {
