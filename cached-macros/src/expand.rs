@@ -369,52 +369,6 @@ fn companion(item: &ItemFn, args: &CachedArgs, shape: Output, call: &TokenStream
     }
 }
 
-/// The type parameters that only skipped arguments' types mention: not in a key
-/// argument's type, nor in the return type, nor in another parameter's bounds or the
-/// `where` clause. None with `key = expr` (which may read any argument).
-fn types_of_skipped_arguments_only(item: &ItemFn, args: &CachedArgs) -> Vec<Ident> {
-    let skipped: &[Ident] = args.skip.as_ref().map_or(&[], |(s, _)| s);
-    if args.key.is_some() || skipped.is_empty() {
-        return Vec::new();
-    }
-    let mut in_skipped = TokenStream::new();
-    let mut elsewhere = TokenStream::new();
-    for input in &item.sig.inputs {
-        let FnArg::Typed(arg) = input else { continue };
-        let mut bound = Vec::new();
-        crate::item::bound_idents(&arg.pat, &mut bound);
-        if !bound.is_empty() && bound.iter().all(|i| skipped.contains(i)) {
-            arg.ty.to_tokens(&mut in_skipped);
-        } else {
-            arg.ty.to_tokens(&mut elsewhere);
-        }
-    }
-    item.sig.output.to_tokens(&mut elsewhere);
-    item.sig.generics.where_clause.to_tokens(&mut elsewhere);
-    let mut names = Vec::new();
-    for param in &item.sig.generics.params {
-        match param {
-            GenericParam::Type(t) => {
-                t.bounds.to_tokens(&mut elsewhere);
-                names.push(t.ident.clone());
-            }
-            GenericParam::Const(c) => c.ty.to_tokens(&mut elsewhere),
-            GenericParam::Lifetime(_) => {}
-        }
-    }
-    names.retain(|name| mentions(&in_skipped, name) && !mentions(&elsewhere, name));
-    names
-}
-
-/// Whether `tokens` hold the identifier `name`, at any depth.
-fn mentions(tokens: &TokenStream, name: &Ident) -> bool {
-    tokens.clone().into_iter().any(|tree| match tree {
-        proc_macro2::TokenTree::Ident(ident) => ident == *name,
-        proc_macro2::TokenTree::Group(group) => mentions(&group.stream(), name),
-        _ => false,
-    })
-}
-
 /// The key material: the key arguments (or the `key` expression), then the names of the
 /// generic types, then the enclosing impl, so instances and impls never share entries.
 fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
@@ -437,14 +391,10 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
         }
     };
     let type_key = args.type_key.as_ref().map(|(expr, _)| expr);
-    let only_skipped = types_of_skipped_arguments_only(item, args);
     for param in &item.sig.generics.params {
         match param {
             // With `type_key`, that name stands for the type parameters.
             GenericParam::Type(_) if type_key.is_some() => {}
-            // The type of a skipped argument alone (an executor: a pool or a transaction)
-            // is no more part of the key than the argument.
-            GenericParam::Type(t) if only_skipped.contains(&t.ident) => {}
             GenericParam::Type(t) => {
                 let t = &t.ident;
                 key.extend(quote!(.ty(#private::type_name::<#t>())));
