@@ -75,7 +75,7 @@ impl Directives {
     pub(super) fn of(headers: &HeaderMap) -> Option<Directives> {
         let mut cc = Directives::default();
         for line in headers.get_all(header::CACHE_CONTROL) {
-            for directive in split_directives(line.to_str().ok()?) {
+            for directive in split_directives(line.to_str().ok()?)? {
                 let (name, value) = match directive.split_once('=') {
                     Some((name, value)) => (name.trim(), Some(unquoted(value.trim()))),
                     None => (directive, None),
@@ -109,36 +109,43 @@ impl Directives {
     }
 }
 
-/// The directives of one `Cache-Control` line: split at commas outside quoted strings,
-/// trimmed, empty ones left out.
-fn split_directives(line: &str) -> impl Iterator<Item = &str> {
-    let mut rest = line;
-    std::iter::from_fn(move || loop {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut quoted = false;
-        let mut escaped = false;
-        let end = rest
-            .char_indices()
-            .find(|&(_, c)| {
-                let at_comma = c == ',' && !quoted;
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' && quoted {
-                    escaped = true;
-                } else if c == '"' {
-                    quoted = !quoted;
+/// The directives of one `Cache-Control` line: split at commas outside quoted strings (a
+/// quote opens one only as a value's first character, after `=`), trimmed, empty ones left
+/// out; `None` when a quoted string is not closed (the line cannot be read).
+fn split_directives(line: &str) -> Option<Vec<&str>> {
+    let bytes = line.as_bytes();
+    let mut directives = Vec::new();
+    let (mut start, mut at) = (0, 0);
+    // After a directive's `=` and before its value's first character.
+    let mut value_starts = false;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' if value_starts => {
+                // A quoted string, with `\` escapes, to its closing quote.
+                at += 1;
+                loop {
+                    match bytes.get(at)? {
+                        b'\\' => at += 2,
+                        b'"' => break,
+                        _ => at += 1,
+                    }
                 }
-                at_comma
-            })
-            .map_or(rest.len(), |(at, _)| at);
-        let directive = rest[..end].trim();
-        rest = rest.get(end + 1..).unwrap_or("");
-        if !directive.is_empty() {
-            return Some(directive);
+                value_starts = false;
+            }
+            b'=' => value_starts = true,
+            b' ' | b'\t' => {}
+            b',' => {
+                directives.push(line[start..at].trim());
+                start = at + 1;
+                value_starts = false;
+            }
+            _ => value_starts = false,
         }
-    })
+        at += 1;
+    }
+    directives.push(line.get(start..)?.trim());
+    directives.retain(|d| !d.is_empty());
+    Some(directives)
 }
 
 /// A directive's value without its quotes, if quoted.
@@ -446,6 +453,19 @@ mod tests {
         assert_eq!(
             check(&[(cc, r#"ext="a, private", max-age=60"#)], false),
             Ok(60)
+        );
+        assert_eq!(
+            check(&[(cc, r#"ext="a " private", max-age=60"#)], false),
+            Ok(60)
+        );
+        // A quote inside a token opens nothing; one left open makes the line unreadable.
+        assert_eq!(
+            check(&[(cc, r#"a=b"c, private"#)], false),
+            Err(NotStored::Directive)
+        );
+        assert_eq!(
+            check(&[(cc, r#"ext="a, private"#)], false),
+            Err(NotStored::Directive)
         );
         assert_eq!(check(&[(cc, "PUBLIC")], true), Ok(300));
         // Requests: the same reading; one that cannot be read is not answered from the cache.
