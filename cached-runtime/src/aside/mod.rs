@@ -177,6 +177,8 @@ impl Core {
 struct First<O> {
     /// The flight stripe's count before the read.
     stripe: u64,
+    /// This process's count of changes before the read (see `Shared::changes`).
+    changes: u64,
     started: Instant,
     read: Read,
     examined: Examined<O>,
@@ -242,8 +244,10 @@ impl Core {
     /// goes on to [`run_from`](Self::run_from), which acts on it as its first
     /// [`step`](Self::step) would have.
     async fn begin<K: Shape<O>, O>(&self, at: Entry<'_>) -> Begun<O> {
-        // Before the read, as in `step`: a flight that ends after it is noticed.
+        // Before the read, as in `step`: a flight that ends after it is noticed, and an
+        // invalidation this process made before it.
         let stripe = self.flights.stripe(at.key);
+        let changes = self.changes();
         let started = at.started.unwrap_or_else(Instant::now);
         let read = self.read_relaxed(at).await;
         let examined = match self.examine::<K, O>(at, &read) {
@@ -256,6 +260,7 @@ impl Core {
         };
         Begun::More(Box::new(First {
             stripe,
+            changes,
             started,
             read,
             examined,
@@ -358,23 +363,25 @@ impl Core {
     ) -> Step<'a, O> {
         let at = *at;
         let key = at.key;
-        let (stripe, mut started, mut read, mut examined) = match first.map(|first| *first) {
+        let (stripe, changes, mut started, mut read, mut examined) = match first.map(|f| *f) {
             Some(First {
                 stripe,
+                changes,
                 started,
                 read,
                 examined,
-            }) => (stripe, started, read, examined),
+            }) => (stripe, changes, started, read, examined),
             None => {
                 // Read first: a hit needs no flight.
                 let stripe = self.flights.stripe(key);
+                let changes = self.changes();
                 let started = started.unwrap_or_else(Instant::now);
                 // Boxed, as every read in a step: a call's first read is `begin`'s, so a
                 // step reads only when it starts over or a flight ended meanwhile; inline,
                 // the read would size the boxed state every miss allocates.
                 let read = Box::pin(self.read_relaxed(at)).await;
                 let examined = self.examine::<K, O>(at, &read);
-                (stripe, started, read, examined)
+                (stripe, changes, started, read, examined)
             }
         };
         if self.backend.reads_replicas()
@@ -443,11 +450,10 @@ impl Core {
                     // An unfenced result may predate the invalidation whose trace (a
                     // tombstone) this caller read: it computes its own.
                     Followed::Shared(shared) if !shared.fenced && read.saw_entry() => Step::Solo,
-                    // Nor may it predate an invalidation this process made since the leader
-                    // began, which this caller could not read (the breaker is open).
-                    Followed::Shared(shared)
-                        if !shared.fenced && shared.changes != self.changes() =>
-                    {
+                    // Nor may it predate an invalidation this process made after the leader
+                    // began and before this caller read, which the read could not show
+                    // (Redis did not answer it). One made later is no newer than this call.
+                    Followed::Shared(shared) if !shared.fenced && shared.changes < changes => {
                         Step::Solo
                     }
                     Followed::Shared(shared) => match K::decode(&shared.entry) {
