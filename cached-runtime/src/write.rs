@@ -3,7 +3,7 @@
 //! invalidated since its generation was read.
 
 use crate::core::Core;
-use crate::key::{parse_gen, BadGeneration};
+use crate::key::{new_generation, parse_gen, BadGeneration};
 use crate::shape::{Hooks, Outcome, Shape};
 use crate::stats::Event;
 use crate::store::{Fill, GroupFence, Seen, Store};
@@ -44,83 +44,89 @@ impl Core {
             // Not cached for this function: the next call computes it.
             return self.invalidate_key(key).await.map(drop);
         }
-        let fence = self.read_fence(gen_key, gen_expires).await?;
-        self.put_from::<K, O>(key, fence, gen_key, gen_expires, tags, policy, hooks, value)
-            .await
-    }
-
-    /// The fence of the generation at `gen_key` as it is now (none without a group).
-    async fn read_fence<'k>(
-        &self,
-        gen_key: Option<&'k str>,
-        gen_expires: bool,
-    ) -> Result<Option<GroupFence<'k>>> {
-        let Some(gen_key) = gen_key else {
-            return Ok(None);
-        };
-        let current = match self.op(self.backend.get(gen_key)).await? {
-            Some(raw) => Some(parse_gen(&raw).ok_or(Error::decode(BadGeneration))?),
+        let current = match gen_key {
+            Some(gen_key) => match self.op(self.backend.get(gen_key)).await? {
+                Some(raw) => Some(parse_gen(&raw).ok_or(Error::decode(BadGeneration))?),
+                None => None,
+            },
             None => None,
         };
-        Ok(Some(GroupFence::at(gen_key, current).expiring(gen_expires)))
+        self.put_from::<K, O>(
+            key,
+            gen_key,
+            current,
+            gen_expires,
+            tags,
+            policy,
+            hooks,
+            value,
+        )
+        .await
     }
 
-    /// The write of [`put_fenced`](Self::put_fenced), fenced by `fence` as first read. A
-    /// group with no generation yet gets one from the first fill, maybe that of a miss that
-    /// read nothing before this write and stores its older value: then the generation is
-    /// read again and the write made again under it (twice at most).
+    /// The write of [`put_fenced`](Self::put_fenced), the group's generation read as
+    /// `current`. A group without one gets one first, set here rather than created by the
+    /// fill: a miss that read none and fills meanwhile would create it and store its older
+    /// value, which this write's fill (refused where a generation exists) would then leave.
+    /// Set this way, the miss's fill is refused instead, or its entry retired by the new
+    /// generation; and an invalidation of the group after it still refuses this fill.
     #[allow(clippy::too_many_arguments)]
     async fn put_from<K: Shape<O>, O>(
         &self,
         key: &str,
-        mut fence: Option<GroupFence<'_>>,
         gen_key: Option<&str>,
+        current: Option<u64>,
         gen_expires: bool,
         tags: u64,
         policy: &Policy,
         hooks: Hooks<O>,
         value: &O,
     ) -> Result<()> {
-        for tries_left in (0..3).rev() {
-            let created = fence.is_some_and(|f| f.create);
-            let gen = fence.map_or(0, |f| f.gen);
-            let value_ttl = hooks.value_ttl(policy, value);
-            let (mut stamp, kept) = hooks.stamp(policy, value, gen, value_ttl, Duration::ZERO);
-            stamp.tags = tags;
-            let (bytes, ttl) = match K::encode(value, stamp, policy.format()) {
-                Outcome::Value(bytes) => (
-                    bytes.map_err(|source| Error::Encode { source })?,
-                    value_ttl.saturating_add(kept),
-                ),
-                Outcome::Null(bytes) => match policy.null_ttl() {
-                    Some(ttl) => (bytes, ttl),
-                    // `None` is not cached for this function: the next call computes it.
-                    None => return self.invalidate_key(key).await.map(drop),
-                },
-                Outcome::Skip => return Err(Error::NotCacheable),
-            };
-            let fill = Fill {
-                key,
-                value: &bytes,
-                ttl,
-                seen: Seen::Any,
-                group: fence,
-            };
-            let stored = self
-                .write_checked(None, || self.backend.fill(&fill), bytes.len())
-                .await;
-            // The local copy goes now, not when Redis's push for the write arrives: the
-            // next call in this process reads the new value.
-            self.local_changed(key);
-            if stored? {
-                break;
+        let fence = match (gen_key, current) {
+            (Some(gen_key), None) if !gen_expires => {
+                let gen = new_generation();
+                let text = gen.to_string();
+                self.op(self.backend.set_persistent(gen_key, text.as_bytes()))
+                    .await?;
+                Some(GroupFence::at(gen_key, Some(gen)))
             }
-            if !created || tries_left == 0 {
-                // The group was invalidated meanwhile: not storing is what that asked for.
-                self.record(None, Event::Conflict);
-                break;
+            (Some(gen_key), current) => {
+                Some(GroupFence::at(gen_key, current).expiring(gen_expires))
             }
-            fence = self.read_fence(gen_key, gen_expires).await?;
+            (None, _) => None,
+        };
+        let gen = fence.map_or(0, |f| f.gen);
+        let value_ttl = hooks.value_ttl(policy, value);
+        let (mut stamp, kept) = hooks.stamp(policy, value, gen, value_ttl, Duration::ZERO);
+        stamp.tags = tags;
+        let (bytes, ttl) = match K::encode(value, stamp, policy.format()) {
+            Outcome::Value(bytes) => (
+                bytes.map_err(|source| Error::Encode { source })?,
+                value_ttl.saturating_add(kept),
+            ),
+            Outcome::Null(bytes) => match policy.null_ttl() {
+                Some(ttl) => (bytes, ttl),
+                // `None` is not cached for this function: the next call computes it.
+                None => return self.invalidate_key(key).await.map(drop),
+            },
+            Outcome::Skip => return Err(Error::NotCacheable),
+        };
+        let fill = Fill {
+            key,
+            value: &bytes,
+            ttl,
+            seen: Seen::Any,
+            group: fence,
+        };
+        let stored = self
+            .write_checked(None, || self.backend.fill(&fill), bytes.len())
+            .await;
+        // The local copy goes now, not when Redis's push for the write arrives: the next
+        // call in this process reads the new value.
+        self.local_changed(key);
+        if !stored? {
+            // The group was invalidated meanwhile: not storing is what that asked for.
+            self.record(None, Event::Conflict);
         }
         Ok(())
     }
@@ -134,9 +140,17 @@ mod tests {
     use crate::ttl::Policy;
     use std::time::Duration;
 
-    /// A miss that read no generation fills first, creating one and storing its older
-    /// value; a `put!` that also read none before that is refused once, then made under the
-    /// generation the miss created.
+    fn encoded(text: &str) -> Vec<u8> {
+        codec::encode_value(&text, Default::default(), Default::default()).unwrap()
+    }
+
+    async fn stored(core: &crate::core::Core, key: &str) -> Decoded<String> {
+        let raw = core.backend.get(key).await.unwrap().unwrap();
+        codec::decode::<String>(&raw).unwrap().body
+    }
+
+    /// A miss that read no generation fills after a `put!` read none too: the `put!`
+    /// still stores its value, and the miss's older one is not kept.
     #[tokio::test]
     async fn a_put_outlives_a_miss_that_created_the_group_generation_first() {
         let cache = crate::Cache::memory();
@@ -146,19 +160,18 @@ mod tests {
         let policy = Policy::seconds(60, 0, 0);
         let miss = Fill {
             key,
-            value: &codec::encode_value(&"old", Default::default(), Default::default()).unwrap(),
+            value: &encoded("old"),
             ttl: Duration::from_secs(60),
             seen: Seen::Nothing,
             group: Some(GroupFence::at(&gen_key, None)),
         };
         assert!(core.backend.fill(&miss).await.unwrap());
-        // What the `put!` read before the miss's fill: no generation.
-        let read_before = Some(GroupFence::at(gen_key.as_str(), None));
+        // The `put!` read no generation, before the miss's fill.
         let new = "new".to_owned();
         core.put_from::<Plain, String>(
             key,
-            read_before,
             Some(&gen_key),
+            None,
             false,
             0,
             &policy,
@@ -167,9 +180,35 @@ mod tests {
         )
         .await
         .unwrap();
-        let stored = core.backend.get(key).await.unwrap().unwrap();
-        let decoded = codec::decode::<String>(&stored).unwrap();
-        assert_eq!(decoded.body, Decoded::Value("new".to_owned()));
+        assert_eq!(stored(core, key).await, Decoded::Value("new".to_owned()));
         assert_eq!(cache.stats().conflicts, 0);
+    }
+
+    /// A `put!` whose group was invalidated after it read the generation stores nothing.
+    #[tokio::test]
+    async fn a_put_never_writes_into_a_group_invalidated_since_its_read() {
+        let cache = crate::Cache::memory();
+        let core = cache.core();
+        let gen_key = core.group_key("g");
+        let key = "p:{g}:2";
+        let policy = Policy::seconds(60, 0, 0);
+        core.invalidate_group("g").await.unwrap();
+        let raw = core.backend.get(&gen_key).await.unwrap().unwrap();
+        let read = crate::key::parse_gen(&raw);
+        core.invalidate_group("g").await.unwrap();
+        core.put_from::<Plain, String>(
+            key,
+            Some(&gen_key),
+            read,
+            false,
+            0,
+            &policy,
+            Hooks::none(),
+            &"old".to_owned(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(core.backend.get(key).await.unwrap(), None);
+        assert_eq!(cache.stats().conflicts, 1);
     }
 }
