@@ -358,35 +358,61 @@ async fn row(id: u64, db: &Rows, hold: Option<&Hold>) -> String {
     db.read(id, hold).await
 }
 
+/// A leader of `row(id)` whose read timed out (Redis paused), held in its body with the
+/// old row: its result has nothing to fence it. Redis answers again, and the row is
+/// written and invalidated.
+struct TimedOutLeader {
+    cache: redcache::Cache,
+    db: Arc<Rows>,
+    hold: Arc<Hold>,
+    leader: tokio::task::JoinHandle<String>,
+}
+
+async fn leader_past_a_timed_out_read(
+    server: &RedisServer,
+    op_timeout: Duration,
+    id: u64,
+) -> TimedOutLeader {
+    let config = test_config()
+        .url(server.url())
+        .op_timeout(op_timeout)
+        .breaker_threshold(1000);
+    let cache = server.cache_with(config).await;
+    let db = Arc::new(Rows::default());
+    db.set(id, "old");
+    server.pause();
+    let hold = Hold::new();
+    let leader = {
+        let (cache, db, hold) = (cache.clone(), db.clone(), hold.clone());
+        tokio::spawn(async move { cache.scope(row(id, &db, Some(&hold))).await })
+    };
+    hold.entered.wait().await;
+    server.resume();
+    db.set(id, "new");
+    cache
+        .scope(redcache::invalidate!(row(id, _, _)))
+        .await
+        .unwrap();
+    TimedOutLeader {
+        cache,
+        db,
+        hold,
+        leader,
+    }
+}
+
 /// A leader whose read timed out (Redis paused) runs with nothing to fence its result; a
 /// caller that joins after Redis is back and reads the invalidation's tombstone must not
 /// take that result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unfenced_result_never_reaches_a_caller_that_saw_the_invalidation() {
     let server = RedisServer::start();
-    let cache = server
-        .cache_with(
-            test_config()
-                .url(server.url())
-                .op_timeout(Duration::from_millis(300)),
-        )
-        .await;
-    let db = Arc::new(Rows::default());
-    db.set(1, "old");
-    server.pause();
-    let hold = Hold::new();
-    let leader = {
-        let (cache, db, hold) = (cache.clone(), db.clone(), hold.clone());
-        tokio::spawn(async move { cache.scope(row(1, &db, Some(&hold))).await })
-    };
-    // The leader's read timed out; it is in its body with the old row.
-    hold.entered.wait().await;
-    server.resume();
-    db.set(1, "new");
-    cache
-        .scope(redcache::invalidate!(row(1, _, _)))
-        .await
-        .unwrap();
+    let TimedOutLeader {
+        cache,
+        db,
+        hold,
+        leader,
+    } = leader_past_a_timed_out_read(&server, Duration::from_millis(300), 1).await;
     let joined = {
         let (cache, db) = (cache.clone(), db.clone());
         tokio::spawn(async move { cache.scope(row(1, &db, None)).await })
@@ -911,35 +937,17 @@ async fn an_unfenced_result_of_an_older_group_generation_is_not_shared() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_that_cannot_read_refuses_a_result_from_before_an_invalidation() {
     let server = RedisServer::start();
-    let cache = server
-        .cache_with(
-            test_config()
-                .url(server.url())
-                .op_timeout(Duration::from_millis(100))
-                .breaker_threshold(1000),
-        )
-        .await;
-    let db = Arc::new(Rows::default());
-    db.set(8, "old");
-    // The leader's read times out; it runs the body, which reads the old row.
-    server.pause();
-    let hold = Hold::new();
-    let leader = {
-        let (cache, db, hold) = (cache.clone(), db.clone(), hold.clone());
-        tokio::spawn(async move { cache.scope(prefixed(8, &db, Some(&hold))).await })
-    };
-    hold.entered.wait().await;
-    server.resume();
-    db.set(8, "new");
-    cache
-        .scope(redcache::invalidate!(prefixed(8, _, _)))
-        .await
-        .unwrap();
+    let TimedOutLeader {
+        cache,
+        db,
+        hold,
+        leader,
+    } = leader_past_a_timed_out_read(&server, Duration::from_millis(100), 8).await;
     // The next caller's read times out too: polled here until its fault is counted, it
     // then waits on the leader's flight (nothing in between waits).
     server.pause();
     let faults = cache.stats().faults;
-    let mut joined = Box::pin(cache.scope(prefixed(8, &db, None)));
+    let mut joined = Box::pin(cache.scope(row(8, &db, None)));
     let waiting = std::future::poll_fn(|cx| {
         let pending = std::future::Future::poll(joined.as_mut(), cx).is_pending();
         match cache.stats().faults > faults {

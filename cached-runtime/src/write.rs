@@ -149,6 +149,25 @@ mod tests {
         codec::decode::<String>(&raw).unwrap().body
     }
 
+    /// `put!` of `value` at `key` of group `g`, whose generation it read as `read`.
+    async fn put(core: &crate::core::Core, key: &str, read: Option<u64>, value: &str) {
+        let gen_key = core.group_key("g");
+        let policy = Policy::seconds(60, 0, 0);
+        let value = value.to_owned();
+        core.put_from::<Plain, String>(
+            key,
+            Some(&gen_key),
+            read,
+            false,
+            0,
+            &policy,
+            Hooks::none(),
+            &value,
+        )
+        .await
+        .unwrap();
+    }
+
     /// A miss that read no generation fills after a `put!` read none too: the `put!`
     /// still stores its value, and the miss's older one is not kept.
     #[tokio::test]
@@ -157,7 +176,6 @@ mod tests {
         let core = cache.core();
         let gen_key = core.group_key("g");
         let key = "p:{g}:1";
-        let policy = Policy::seconds(60, 0, 0);
         let miss = Fill {
             key,
             value: &encoded("old"),
@@ -167,19 +185,7 @@ mod tests {
         };
         assert!(core.backend.fill(&miss).await.unwrap());
         // The `put!` read no generation, before the miss's fill.
-        let new = "new".to_owned();
-        core.put_from::<Plain, String>(
-            key,
-            Some(&gen_key),
-            None,
-            false,
-            0,
-            &policy,
-            Hooks::none(),
-            &new,
-        )
-        .await
-        .unwrap();
+        put(core, key, None, "new").await;
         assert_eq!(stored(core, key).await, Decoded::Value("new".to_owned()));
         assert_eq!(cache.stats().conflicts, 0);
     }
@@ -189,25 +195,17 @@ mod tests {
     async fn a_put_never_writes_into_a_group_invalidated_since_its_read() {
         let cache = crate::Cache::memory();
         let core = cache.core();
-        let gen_key = core.group_key("g");
         let key = "p:{g}:2";
-        let policy = Policy::seconds(60, 0, 0);
         core.invalidate_group("g").await.unwrap();
-        let raw = core.backend.get(&gen_key).await.unwrap().unwrap();
+        let raw = core
+            .backend
+            .get(&core.group_key("g"))
+            .await
+            .unwrap()
+            .unwrap();
         let read = crate::key::parse_gen(&raw);
         core.invalidate_group("g").await.unwrap();
-        core.put_from::<Plain, String>(
-            key,
-            Some(&gen_key),
-            read,
-            false,
-            0,
-            &policy,
-            Hooks::none(),
-            &"old".to_owned(),
-        )
-        .await
-        .unwrap();
+        put(core, key, read, "old").await;
         assert_eq!(core.backend.get(key).await.unwrap(), None);
         assert_eq!(cache.stats().conflicts, 1);
     }
