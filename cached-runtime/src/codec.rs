@@ -429,12 +429,17 @@ fn written_stamp(bytes: &[u8]) -> Option<(Stamp, usize)> {
     if !json.literal(br#"{"v":1,"#) {
         return None;
     }
-    let gen = json.number_field(br#""g":"#, b',')?;
-    let tags = json.number_field(br#""tg":"#, b',')?;
-    let expiry = json.number_field(br#""x":"#, b',')?;
-    let compute = json.number_field(br#""t":"#, b',')?;
-    let stale = json.number_field(br#""w":"#, b',')?;
-    let if_error = json.number_field(br#""e":"#, b',')?;
+    // Each field the stamp has is followed by a comma.
+    let mut field = |name: &[u8]| match json.field(name)? {
+        Some(number) => json.literal(b",").then_some(Some(number)),
+        None => Some(None),
+    };
+    let gen = field(br#""g":"#)?;
+    let tags = field(br#""tg":"#)?;
+    let expiry = field(br#""x":"#)?;
+    let compute = field(br#""t":"#)?;
+    let stale = field(br#""w":"#)?;
+    let if_error = field(br#""e":"#)?;
     let refresh = match (expiry, compute) {
         (Some(expires_ms), Some(compute_ms)) => Some(Refresh {
             expires_ms,
@@ -490,14 +495,13 @@ impl<'a> Written<'a> {
         next
     }
 
-    /// The number after `name` (`"field":`) and then `end`, if `name` comes next: `Some(None)`
-    /// if it does not, `None` if it does without a number and `end` after it.
-    pub(crate) fn number_field(&mut self, name: &[u8], end: u8) -> Option<Option<u64>> {
-        if !self.literal(name) {
-            return Some(None);
+    /// The number after `name` (`"field":`), if `name` comes next: `Some(None)` if it does
+    /// not, `None` if it does without a number after it.
+    pub(crate) fn field(&mut self, name: &[u8]) -> Option<Option<u64>> {
+        match self.literal(name) {
+            true => self.number().map(Some),
+            false => Some(None),
         }
-        let number = self.number()?;
-        self.literal(&[end]).then_some(Some(number))
     }
 
     /// A number as JSON writes a `u64`.

@@ -86,36 +86,23 @@ impl Meta {
     /// unset left out), read without serde's field matching; `None` for anything else, which
     /// serde then reads (or refuses).
     fn written(json: &mut Written<'_>) -> Option<Meta> {
-        let number_after = |json: &mut Written<'_>, name: &[u8]| {
-            if json.literal(name) {
-                json.number()
-            } else {
-                None
-            }
-        };
-        let optional = |json: &mut Written<'_>, name: &[u8]| -> Option<Option<u64>> {
-            match json.literal(name) {
-                true => json.number().map(Some),
-                false => Some(None),
-            }
-        };
-        let status = u16::try_from(number_after(json, br#"{"status":"#)?).ok()?;
-        let stored_ms = number_after(json, br#","stored_ms":"#)?;
-        let ttl = number_after(json, br#","ttl":"#)?;
+        let status = u16::try_from(json.field(br#"{"status":"#)??).ok()?;
+        let stored_ms = json.field(br#","stored_ms":"#)??;
+        let ttl = json.field(br#","ttl":"#)??;
         if !json.literal(br#","own_cc":"#) {
             return None;
         }
         let own_cc = json.boolean()?;
-        let swr = optional(json, br#","swr":"#)?;
-        let sie = optional(json, br#","sie":"#)?;
-        let own = optional(json, br#","own":"#)?;
+        let swr = json.field(br#","swr":"#)?;
+        let sie = json.field(br#","sie":"#)?;
+        let own = json.field(br#","own":"#)?;
         let revalidate = match json.literal(br#","revalidate":"#) {
             true => json.boolean()?,
             false => false,
         };
-        let aged = optional(json, br#","aged":"#)?;
-        let head = usize::try_from(number_after(json, br#","head":"#)?).ok()?;
-        let len = usize::try_from(number_after(json, br#","len":"#)?).ok()?;
+        let aged = json.field(br#","aged":"#)?;
+        let head = usize::try_from(json.field(br#","head":"#)??).ok()?;
+        let len = usize::try_from(json.field(br#","len":"#)??).ok()?;
         json.literal(b"}").then_some(Meta {
             status,
             stored_ms,
