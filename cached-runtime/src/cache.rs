@@ -502,10 +502,11 @@ impl Cache {
     ///
     /// Redis is walked with `SCAN` in steps of 250 keys, and the live entries are replaced
     /// by tombstones with one short script per 100 keys (one per key on a cluster), so no
-    /// command holds Redis for long, whatever the number of keys (never `KEYS`). Tombstones already
-    /// there (of exact invalidations) are replaced by new ones and not counted, so a miss
-    /// that read one does not store what it read; leases are left as they are. Glob characters in `prefix` (`*`, `?`, `[`, `]`, `\`) match only
-    /// themselves. Like every invalidation, it is never skipped by the open breaker.
+    /// command holds Redis for long, whatever the number of keys (never `KEYS`). Tombstones
+    /// already there (of exact invalidations) are replaced by new ones and not counted, so
+    /// a miss that read one does not store what it read; leases are left as they are. Glob
+    /// characters in `prefix` (`*`, `?`, `[`, `]`, `\`) match only themselves.
+    /// Like every invalidation, it is never skipped by the open breaker.
     ///
     /// What it cannot fence: a miss already running for a key that had *no* entry (there
     /// was nothing to find), which may store its value afterwards. Exact calls

@@ -679,8 +679,9 @@ where
     let mut passed: Passed<S::Error> = None;
     let (mut filled, mut served) =
         run(core, at, fill.run(&mut inner, &mut request, &mut passed)).await;
+    // One clock read for the request's freshness checks and the response's `Age`.
+    let now = unix_ms();
     if let Ok(stored) = &filled {
-        let now = unix_ms();
         let too_old = asks.max_age.is_some_and(|max| stored.age(now) > max);
         let fresh_for = stored.fresh_for(stored.elapsed(now));
         let too_close = asks.min_fresh.is_some_and(|min| fresh_for < min);
@@ -740,7 +741,7 @@ where
         head,
         not_modified,
     };
-    Ok(stored.respond(answer, unix_ms()))
+    Ok(stored.respond(answer, now))
 }
 
 /// The generation of `group`, which the layer's keys include. A group without one gets one
