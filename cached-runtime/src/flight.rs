@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 #[derive(Clone, Debug)]
 pub(crate) enum Flight {
@@ -29,6 +29,8 @@ pub(crate) enum Flight {
     /// The leader finished: its encoded entry, or `None` when it had nothing to share
     /// (an `Err`, a result its fill did not store).
     Done(Option<Shared>),
+    /// The leader went away without finishing (cancelled, panicked).
+    Abandoned,
 }
 
 /// A leader's result as its followers get it.
@@ -66,23 +68,60 @@ impl Shared {
     }
 }
 
+/// One flight, shared by its leader, the map and the callers that wait for it: its state
+/// under a lock held for a read or an assignment, and a notification when it ends. (A
+/// `watch` channel did this at several times the cost: its `send` wakes eight queues, and
+/// a leader sends twice, to seal and to finish, on every miss.)
+#[derive(Debug)]
+pub(crate) struct Cell {
+    state: Mutex<Flight>,
+    ended: Notify,
+}
+
+impl Cell {
+    fn state(&self) -> MutexGuard<'_, Flight> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends the flight with `flight` (unless it ended already) and wakes its waiters.
+    fn end(&self, flight: Flight) {
+        {
+            let mut state = self.state();
+            if matches!(*state, Flight::Done(_) | Flight::Abandoned) {
+                return;
+            }
+            *state = flight;
+        }
+        self.ended.notify_waiters();
+    }
+}
+
 /// Stripes of flight-end counters (a power of two). Many: a caller whose stripe moved
 /// between its read and its join reads again, and with 256 misses under way, 16 stripes
 /// (one per last hex digit, as before) made nearly every miss read twice.
 const STRIPES: usize = 4096;
 
+/// Maps of the flights under way (a power of two), by stripe: concurrent misses of
+/// different keys rarely take the same lock.
+const SHARDS: usize = 64;
+
+type Map = HashMap<Arc<str>, Arc<Cell>>;
+
+/// A shard's map on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(Mutex<Map>);
+
 #[derive(Debug)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, (u64, watch::Receiver<Flight>)>>,
-    next_id: AtomicU64,
+    shards: Box<[Shard]>,
     ended: Box<[AtomicU64]>,
 }
 
 impl Default for Flights {
     fn default() -> Self {
         Flights {
-            map: Mutex::default(),
-            next_id: AtomicU64::new(0),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             ended: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -102,21 +141,24 @@ fn stripe_of(key: &str) -> usize {
 
 pub(crate) enum Role<'a> {
     Leader(Leader<'a>),
-    Follower(watch::Receiver<Flight>),
+    Follower(Arc<Cell>),
     /// The flight is sealed or done: wait for its end, then read again.
-    Late(watch::Receiver<Flight>),
+    Late(Arc<Cell>),
 }
 
 pub(crate) struct Leader<'a> {
     flights: &'a Flights,
-    key: String,
-    id: u64,
-    tx: watch::Sender<Flight>,
+    key: Arc<str>,
+    stripe: usize,
+    cell: Arc<Cell>,
 }
 
 impl Flights {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (u64, watch::Receiver<Flight>)>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    fn shard(&self, stripe: usize) -> MutexGuard<'_, Map> {
+        self.shards[stripe & (SHARDS - 1)]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How many flights of `key`'s stripe have ended: read it before reading the store;
@@ -128,30 +170,33 @@ impl Flights {
 
     /// Leads the flight for `key`, or follows the one already under way.
     pub(crate) fn join<'a>(&'a self, key: &str) -> Role<'a> {
-        let mut map = self.lock();
-        if let Some((_, rx)) = map.get(key) {
-            // A closed channel is a leader that went away without cleaning up yet.
-            if rx.has_changed().is_ok() {
-                return match *rx.borrow() {
-                    Flight::Pending => Role::Follower(rx.clone()),
-                    Flight::Sealed | Flight::Done(_) => Role::Late(rx.clone()),
-                };
+        let stripe = stripe_of(key);
+        let mut map = self.shard(stripe);
+        if let Some(cell) = map.get(key) {
+            // An abandoned flight is a leader that went away without cleaning up yet.
+            match *cell.state() {
+                Flight::Pending => return Role::Follower(cell.clone()),
+                Flight::Sealed | Flight::Done(_) => return Role::Late(cell.clone()),
+                Flight::Abandoned => {}
             }
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(Flight::Pending);
-        map.insert(key.to_owned(), (id, rx));
+        let key: Arc<str> = Arc::from(key);
+        let cell = Arc::new(Cell {
+            state: Mutex::new(Flight::Pending),
+            ended: Notify::new(),
+        });
+        map.insert(key.clone(), cell.clone());
         Role::Leader(Leader {
             flights: self,
-            key: key.to_owned(),
-            id,
-            tx,
+            key,
+            stripe,
+            cell,
         })
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.shards.iter().map(|s| s.0.lock().unwrap().len()).sum()
     }
 }
 
@@ -159,27 +204,29 @@ impl Leader<'_> {
     /// From now on, callers that join wait for the end and read again (see
     /// [`Flight::Sealed`]).
     pub(crate) fn seal(&self) {
-        self.tx.send_if_modified(|flight| {
-            let pending = matches!(flight, Flight::Pending);
-            if pending {
-                *flight = Flight::Sealed;
-            }
-            pending
-        });
+        let mut state = self.cell.state();
+        if matches!(*state, Flight::Pending) {
+            *state = Flight::Sealed;
+        }
     }
 
     /// Hands the result to the followers and ends the flight.
     pub(crate) fn finish(self, shared: Option<Shared>) {
-        self.tx.send_replace(Flight::Done(shared));
+        self.cell.end(Flight::Done(shared));
     }
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
+        // A leader that did not finish releases its followers: they start over.
+        self.cell.end(Flight::Abandoned);
         // Counted before the flight leaves the map: whoever leads the key next sees it.
-        self.flights.ended[stripe_of(&self.key)].fetch_add(1, Ordering::Release);
-        let mut map = self.flights.lock();
-        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+        self.flights.ended[self.stripe].fetch_add(1, Ordering::Release);
+        let mut map = self.flights.shard(self.stripe);
+        if map
+            .get(&self.key)
+            .is_some_and(|cell| Arc::ptr_eq(cell, &self.cell))
+        {
             map.remove(&self.key);
         }
     }
@@ -199,17 +246,25 @@ pub(crate) enum Followed {
 /// Waits for the end of a flight, at most `within`: a leader that stalls without being
 /// dropped (a body stuck on a lock, a hung connection) holds its followers no longer than
 /// that, and then they run the body themselves.
-pub(crate) async fn follow(mut rx: watch::Receiver<Flight>, within: Duration) -> Followed {
-    let ended = rx.wait_for(|f| matches!(f, Flight::Done(_)));
-    match tokio::time::timeout(within, ended).await {
-        Ok(Ok(flight)) => match &*flight {
-            Flight::Done(Some(shared)) => Followed::Shared(shared.clone()),
-            Flight::Done(None) => Followed::Nothing,
-            Flight::Pending | Flight::Sealed => Followed::Again,
-        },
-        Ok(Err(_)) => Followed::Again,
-        Err(_) => Followed::Nothing,
-    }
+pub(crate) async fn follow(cell: Arc<Cell>, within: Duration) -> Followed {
+    let ended = async {
+        loop {
+            // Listening before looking: an end after the look wakes this waiter.
+            let notified = cell.ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match &*cell.state() {
+                Flight::Done(Some(shared)) => return Followed::Shared(shared.clone()),
+                Flight::Done(None) => return Followed::Nothing,
+                Flight::Abandoned => return Followed::Again,
+                Flight::Pending | Flight::Sealed => {}
+            }
+            notified.await;
+        }
+    };
+    tokio::time::timeout(within, ended)
+        .await
+        .unwrap_or(Followed::Nothing)
 }
 
 #[cfg(test)]
@@ -241,9 +296,9 @@ mod tests {
             panic!("second caller follows")
         };
         assert_eq!(
-            leader.tx.receiver_count(),
-            2,
-            "the map's receiver and the follower's"
+            Arc::strong_count(&leader.cell),
+            3,
+            "the leader's, the map's and the follower's"
         );
         let waiter = tokio::spawn(follow(rx, WAIT));
         leader.finish(Some(shared(b"entry")));
@@ -251,6 +306,39 @@ mod tests {
             panic!("the entry was shared")
         };
         assert_eq!(shared.entry.as_slice(), b"entry");
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn followers_already_waiting_are_woken_by_the_end() {
+        let flights = Flights::default();
+        // Each waiter is polled once before the flight ends, so it is parked on the cell.
+        let waiting = |rx| {
+            let mut waiter = Box::pin(follow(rx, WAIT));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(std::future::Future::poll(waiter.as_mut(), &mut cx).is_pending());
+            waiter
+        };
+        let Role::Leader(leader) = flights.join("done") else {
+            panic!("first caller leads")
+        };
+        let Role::Follower(rx) = flights.join("done") else {
+            panic!("second caller follows")
+        };
+        let waiter = waiting(rx);
+        leader.finish(Some(shared(b"entry")));
+        let Followed::Shared(shared) = waiter.await else {
+            panic!("the entry was shared")
+        };
+        assert_eq!(shared.entry.as_slice(), b"entry");
+
+        let leader = flights.join("gone");
+        let Role::Follower(rx) = flights.join("gone") else {
+            panic!("second caller follows")
+        };
+        let waiter = waiting(rx);
+        drop(leader);
+        assert!(matches!(waiter.await, Followed::Again));
         assert_eq!(flights.len(), 0);
     }
 
