@@ -5,7 +5,7 @@
 //! After a miss it joins the key's flight: the first caller becomes the leader and runs the
 //! body and writes the entry; callers that arrive meanwhile follow: they wait for the
 //! leader's encoded entry and decode it as a hit. A leader that is cancelled or panics
-//! drops its channel; its followers then start over and one of them leads.
+//! abandons its flight; its followers then start over and one of them leads.
 //!
 //! Because the read comes before the join, a caller could miss just before another
 //! leader stores the entry and join just after that flight ended. Every flight therefore
@@ -218,10 +218,11 @@ impl Leader<'_> {
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
+        // Counted before the flight can be replaced (an abandoned cell counts as none):
+        // whoever leads the key next sees it, and reads again.
+        self.flights.ended[self.stripe].fetch_add(1, Ordering::Release);
         // A leader that did not finish releases its followers: they start over.
         self.cell.end(Flight::Abandoned);
-        // Counted before the flight leaves the map: whoever leads the key next sees it.
-        self.flights.ended[self.stripe].fetch_add(1, Ordering::Release);
         let mut map = self.flights.shard(self.stripe);
         if map
             .get(&self.key)
