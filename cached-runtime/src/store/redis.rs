@@ -470,6 +470,27 @@ fn read_cmd<K: AsRef<str>>(name: &str, keys: &[K]) -> redis::Cmd {
     cmd
 }
 
+/// `SET key value` and then `options` (`NX`, `GET`), with `PX ttl` if given, its buffers
+/// sized once: `redis::cmd` grows them argument by argument, several reallocations on
+/// every miss's write.
+fn set_cmd(key: &str, value: &[u8], ttl: Option<Duration>, options: &[&str]) -> redis::Cmd {
+    // "PX" and up to 20 digits.
+    let expiry = 22;
+    let options_len = options.iter().map(|o| o.len()).sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(
+        5 + options.len(),
+        3 + key.len() + value.len() + expiry + options_len,
+    );
+    cmd.arg("SET").arg(key).arg(value);
+    if let Some(ttl) = ttl {
+        cmd.arg("PX").arg(px(ttl));
+    }
+    for option in options {
+        cmd.arg(*option);
+    }
+    cmd
+}
+
 impl<C: Conn> RedisStore<C> {
     /// A store over `conn`, made on the current runtime (none yet: the first operation
     /// makes one); `reopen` makes another.
@@ -794,38 +815,24 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        self.query(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(px(ttl)))
-            .await
+        self.query(&set_cmd(key, value, Some(ttl), &[])).await
     }
 
     async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
-        self.query(
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(px(ttl))
-                .arg("GET"),
-        )
-        .await
+        self.query(&set_cmd(key, value, Some(ttl), &["GET"])).await
     }
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.query(redis::cmd("SET").arg(key).arg(value)).await
+        self.query(&set_cmd(key, value, None, &[])).await
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        let reply: Option<String> = self
-            .query(
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(px(ttl)),
-            )
-            .await?;
-        Ok(reply.is_some())
+        // OK when it stored, nil when the key was there (read as a `Value`: no string made).
+        let reply: redis::Value = self.query(&set_cmd(key, value, Some(ttl), &["NX"])).await?;
+        Ok(matches!(
+            reply,
+            redis::Value::Okay | redis::Value::SimpleString(_)
+        ))
     }
 
     async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
