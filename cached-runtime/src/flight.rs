@@ -105,7 +105,10 @@ const STRIPES: usize = 4096;
 /// different keys rarely take the same lock.
 const SHARDS: usize = 64;
 
-type Map = HashMap<Arc<str>, Arc<Cell>>;
+/// Keyed by the entry's key, hashed with quick_cache's seeded hasher (foldhash, as the
+/// local tier's maps): SipHash of a ~50-byte key, three times a miss (join, then the
+/// leader's lookup and removal), cost more than the map itself.
+type Map = HashMap<Arc<str>, Arc<Cell>, quick_cache::DefaultHashBuilder>;
 
 /// A shard's map on a cache line of its own.
 #[derive(Debug, Default)]
