@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-#[derive(Clone, Debug)]
-pub(crate) enum Flight {
+#[derive(Debug)]
+enum Flight {
     /// The leader runs the body.
     Pending,
     /// The leader talks to the store again (its fill, a re-read, a lease): a caller that

@@ -781,12 +781,7 @@ impl<C: Conn> Store for RedisStore<C> {
         let mut pipe = redis::pipe();
         for (fill, invocation) in fills.iter().zip(&invocations) {
             if let (Seen::Nothing, None) = (fill.seen, fill.group) {
-                pipe.cmd("SET")
-                    .arg(fill.key)
-                    .arg(fill.value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(px(fill.ttl));
+                pipe.add_command(set_cmd(fill.key, fill.value, Some(fill.ttl), &["NX"]));
             } else {
                 pipe.invoke_script(invocation);
             }
