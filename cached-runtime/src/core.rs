@@ -255,23 +255,27 @@ impl Core {
         skippable: bool,
         op: F,
     ) -> Op<'_, F> {
-        let state = if !self.backend.is_remote() {
-            OpState::Local { op }
+        let mode = if !self.backend.is_remote() {
+            Mode::Local
         } else if skippable && !self.health.allow() {
             self.record(None, Event::Skipped);
-            OpState::Skipped {
+            Mode::Skipped {
                 cooldown: self.config.breaker_cooldown(),
             }
         } else {
             match timeout {
-                Some(after) => OpState::Timed {
-                    op: tokio::time::timeout(after, op),
+                Some(after) => Mode::Timed {
+                    timer: tokio::time::sleep(after),
                     after,
                 },
-                None => OpState::Untimed { op },
+                None => Mode::Untimed,
             }
         };
-        Op { core: self, state }
+        Op {
+            core: self,
+            op,
+            mode,
+        }
     }
 
     /// What an operation's outcome tells the breaker.
@@ -328,20 +332,26 @@ pin_project_lite::pin_project! {
     /// the bytes each hit copied as those futures moved into their callers.
     pub(crate) struct Op<'a, F> {
         core: &'a Core,
+        // The operation is held here alone, whatever the mode: each wrapper around it
+        // (tokio's `Timeout`, an enum's variant) was one more copy of it as the operation
+        // was built.
         #[pin]
-        state: OpState<F>,
+        op: F,
+        #[pin]
+        mode: Mode,
     }
 }
 
 pin_project_lite::pin_project! {
-    #[project = OpProj]
-    enum OpState<F> {
+    #[project = ModeProj]
+    enum Mode {
         /// The memory store: nothing to time out, no breaker.
-        Local { #[pin] op: F },
-        /// A remote store, under the operation timeout.
-        Timed { #[pin] op: tokio::time::Timeout<F>, after: Duration },
+        Local,
+        /// A remote store, under the operation timeout: the operation is polled first, then
+        /// its timer, as tokio's `timeout` does.
+        Timed { #[pin] timer: tokio::time::Sleep, after: Duration },
         /// A remote store, without a timeout of its own.
-        Untimed { #[pin] op: F },
+        Untimed,
         /// Not tried: the breaker is open.
         Skipped { cooldown: Duration },
     }
@@ -352,17 +362,20 @@ impl<F: Future<Output = Result<T>>, T> Future for Op<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let this = self.project();
-        let result = match this.state.project() {
-            OpProj::Local { op } => return op.poll(cx),
-            OpProj::Skipped { cooldown } => {
+        let result = match this.mode.project() {
+            ModeProj::Local => return this.op.poll(cx),
+            ModeProj::Skipped { cooldown } => {
                 return Poll::Ready(Err(Error::Unavailable {
                     cooldown: *cooldown,
                 }))
             }
-            OpProj::Untimed { op } => ready!(op.poll(cx)),
-            OpProj::Timed { op, after } => match ready!(op.poll(cx)) {
-                Ok(result) => result,
-                Err(_) => Err(Error::Timeout { after: *after }),
+            ModeProj::Untimed => ready!(this.op.poll(cx)),
+            ModeProj::Timed { timer, after } => match this.op.poll(cx) {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    ready!(timer.poll(cx));
+                    Err(Error::Timeout { after: *after })
+                }
             },
         };
         this.core.settle(&result);

@@ -212,42 +212,42 @@ impl<K, O> Call<K, O> {
 }
 
 /// A function returning `T`.
-pub async fn plain<T, F>(call: Call<Plain, T>, body: F) -> T
+pub fn plain<T, F>(call: Call<Plain, T>, body: F) -> impl Future<Output = T>
 where
     T: CacheValue,
     F: Future<Output = T>,
 {
-    run(call, body).await
+    run(call, body)
 }
 
 /// A function returning `Option<T>`.
-pub async fn option<T, F>(call: Call<Opt, Option<T>>, body: F) -> Option<T>
+pub fn option<T, F>(call: Call<Opt, Option<T>>, body: F) -> impl Future<Output = Option<T>>
 where
     T: CacheValue,
     F: Future<Output = Option<T>>,
 {
-    run(call, body).await
+    run(call, body)
 }
 
 /// A function returning `Result<T, E>`.
-pub async fn result<T, E, F>(call: Call<Res, Result<T, E>>, body: F) -> Result<T, E>
+pub fn result<T, E, F>(call: Call<Res, Result<T, E>>, body: F) -> impl Future<Output = Result<T, E>>
 where
     T: CacheValue,
     F: Future<Output = Result<T, E>>,
 {
-    run(call, body).await
+    run(call, body)
 }
 
 /// A function returning `Result<Option<T>, E>`.
-pub async fn result_option<T, E, F>(
+pub fn result_option<T, E, F>(
     call: Call<ResOpt, Result<Option<T>, E>>,
     body: F,
-) -> Result<Option<T>, E>
+) -> impl Future<Output = Result<Option<T>, E>>
 where
     T: CacheValue,
     F: Future<Output = Result<Option<T>, E>>,
 {
-    run(call, body).await
+    run(call, body)
 }
 
 /// Runs one cached call. The four entry points above name `T: CacheValue` themselves, so
@@ -354,20 +354,27 @@ where
     // whatever the read brings.
     let mark = local.map(|(tier, _)| tier.mark(&key, gen_key.as_deref()));
     let tracked = Tracked::default();
-    let (out, served) = core
-        .get_or_run::<K, O, _>(
-            Some(spec.prefix),
-            &key,
-            gen_key.as_deref(),
-            &policy,
-            hooks,
-            local.map(|_| &tracked),
-            Some(started),
-            tags,
-            body.as_mut(),
-        )
-        .instrument(span.clone())
-        .await;
+    // Awaited where it is built, not moved into a wrapper first when the span is off (the
+    // common case): the future is the size of the first read, and each move copies it.
+    macro_rules! get_or_run {
+        () => {
+            core.get_or_run::<K, O, _>(
+                Some(spec.prefix),
+                &key,
+                gen_key.as_deref(),
+                &policy,
+                hooks,
+                local.map(|_| &tracked),
+                Some(started),
+                tags,
+                body.as_mut(),
+            )
+        };
+    }
+    let (out, served) = match span.is_disabled() {
+        true => get_or_run!().await,
+        false => get_or_run!().instrument(span.clone()).await,
+    };
     span.record("result", served.as_str());
     #[cfg(feature = "metrics")]
     crate::metrics::call(spec.prefix, served, started);

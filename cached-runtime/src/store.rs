@@ -197,6 +197,19 @@ pub(crate) enum Backend {
     Memory(Box<MemoryStore>),
 }
 
+/// Awaits a Redis operation in its `redcache.store` span: where it is built when no
+/// subscriber wants the span (the common case), since moving it into the span's wrapper
+/// first copies the whole future.
+macro_rules! traced {
+    ($command:expr, $op:expr) => {{
+        let span = store_span($command);
+        match span.is_disabled() {
+            true => $op.await,
+            false => $op.instrument(span).await,
+        }
+    }};
+}
+
 impl Backend {
     /// Whether operations can stall and need the operation timeout and the breaker.
     pub(crate) fn is_remote(&self) -> bool {
@@ -229,16 +242,8 @@ impl Backend {
         gen_key: Option<&str>,
     ) -> Result<(EntryAndGen, Option<Duration>)> {
         match self {
-            Backend::Redis(s) => {
-                s.get_tracked(key, gen_key)
-                    .instrument(store_span("PIPELINE"))
-                    .await
-            }
-            Backend::Cluster(s) => {
-                s.get_tracked(key, gen_key)
-                    .instrument(store_span("PIPELINE"))
-                    .await
-            }
+            Backend::Redis(s) => traced!("PIPELINE", s.get_tracked(key, gen_key)),
+            Backend::Cluster(s) => traced!("PIPELINE", s.get_tracked(key, gen_key)),
             Backend::Memory(s) => {
                 let found = match gen_key {
                     Some(gen_key) => s.get_with_gen(key, gen_key).await?,
@@ -257,8 +262,8 @@ impl Backend {
 macro_rules! dispatch {
     ($command:expr, $self:ident . $op:ident ( $($arg:expr),* )) => {
         match $self {
-            Backend::Redis(s) => s.$op($($arg),*).instrument(store_span($command)).await,
-            Backend::Cluster(s) => s.$op($($arg),*).instrument(store_span($command)).await,
+            Backend::Redis(s) => traced!($command, s.$op($($arg),*)),
+            Backend::Cluster(s) => traced!($command, s.$op($($arg),*)),
             Backend::Memory(s) => s.$op($($arg),*).await,
         }
     };

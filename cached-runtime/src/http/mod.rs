@@ -787,10 +787,16 @@ where
         started: Some(started),
         ..at
     };
-    let (filled, served) = core
-        .run_at::<Responses, Filled, F>(at, hooks, fill)
-        .instrument(span.clone())
-        .await;
+    // Awaited where it is built when the span is off, as `#[cached]` calls are: moving the
+    // future into the span's wrapper first copies it.
+    let (filled, served) = match span.is_disabled() {
+        true => core.run_at::<Responses, Filled, F>(at, hooks, fill).await,
+        false => {
+            core.run_at::<Responses, Filled, F>(at, hooks, fill)
+                .instrument(span.clone())
+                .await
+        }
+    };
     span.record("result", served.as_str());
     #[cfg(feature = "metrics")]
     crate::metrics::call(prefix, served, started);
