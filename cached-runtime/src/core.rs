@@ -348,7 +348,7 @@ pin_project_lite::pin_project! {
         /// The memory store: nothing to time out, no breaker.
         Local,
         /// A remote store, under the operation timeout: the operation is polled first, then
-        /// its timer, as tokio's `timeout` does.
+        /// (while it is pending) its timer.
         Timed { #[pin] timer: tokio::time::Sleep, after: Duration },
         /// A remote store, without a timeout of its own.
         Untimed,
@@ -373,12 +373,59 @@ impl<F: Future<Output = Result<T>>, T> Future for Op<'_, F> {
             ModeProj::Timed { timer, after } => match this.op.poll(cx) {
                 Poll::Ready(result) => result,
                 Poll::Pending => {
-                    ready!(timer.poll(cx));
+                    // Outside the task's budget: an operation that spent its last unit
+                    // must not keep its timer from firing (tokio's `Timeout` polls its
+                    // timer unconstrained then, too).
+                    ready!(Pin::new(&mut tokio::task::unconstrained(timer)).poll(cx));
                     Err(Error::Timeout { after: *after })
                 }
             },
         };
         this.core.settle(&result);
         Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// A store operation that never completes and spends all that is left of the task's
+    /// budget each time it is polled.
+    struct SpendsTheBudget;
+
+    impl Future for SpendsTheBudget {
+        type Output = Result<()>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+            loop {
+                let spend = std::pin::pin!(tokio::task::consume_budget());
+                if spend.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_timeout_fires_when_the_operation_spends_the_whole_budget() {
+        let store = MemoryStore::new(16, 1 << 20, Duration::from_secs(1));
+        let core = Core::new(Backend::Memory(Box::new(store)), Config::default());
+        let after = Duration::from_millis(50);
+        let op = Op {
+            core: &core,
+            op: SpendsTheBudget,
+            mode: Mode::Timed {
+                timer: tokio::time::sleep(after),
+                after,
+            },
+        };
+        // tokio's own timeout polls its timer outside the budget too, so this one fires.
+        let done = tokio::time::timeout(Duration::from_secs(10), op).await;
+        assert!(
+            matches!(done, Ok(Err(Error::Timeout { after: a })) if a == after),
+            "{done:?}"
+        );
     }
 }
