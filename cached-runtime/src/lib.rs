@@ -19,6 +19,19 @@
     unreachable_pub
 )]
 
+/// Awaits a future in a tracing span: where the future is built when no subscriber wants
+/// the span (the common case), since moving it into the span's wrapper first copies the
+/// whole future; in the wrapper otherwise. `$span` is a `&tracing::Span`.
+macro_rules! in_span {
+    ($span:expr, $future:expr) => {{
+        let span: &::tracing::Span = $span;
+        match span.is_disabled() {
+            true => $future.await,
+            false => ::tracing::Instrument::instrument($future, span.clone()).await,
+        }
+    }};
+}
+
 // Modules and the order they use each other in: ARCHITECTURE.md at the repository root.
 mod aside;
 mod batch;

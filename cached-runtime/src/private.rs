@@ -9,7 +9,6 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
-use tracing::Instrument;
 
 use crate::aside::Tracked;
 use crate::key;
@@ -354,27 +353,20 @@ where
     // whatever the read brings.
     let mark = local.map(|(tier, _)| tier.mark(&key, gen_key.as_deref()));
     let tracked = Tracked::default();
-    // Awaited where it is built, not moved into a wrapper first when the span is off (the
-    // common case): the future is the size of the first read, and each move copies it.
-    macro_rules! get_or_run {
-        () => {
-            core.get_or_run::<K, O, _>(
-                Some(spec.prefix),
-                &key,
-                gen_key.as_deref(),
-                &policy,
-                hooks,
-                local.map(|_| &tracked),
-                Some(started),
-                tags,
-                body.as_mut(),
-            )
-        };
-    }
-    let (out, served) = match span.is_disabled() {
-        true => get_or_run!().await,
-        false => get_or_run!().instrument(span.clone()).await,
-    };
+    let (out, served) = in_span!(
+        &span,
+        core.get_or_run::<K, O, _>(
+            Some(spec.prefix),
+            &key,
+            gen_key.as_deref(),
+            &policy,
+            hooks,
+            local.map(|_| &tracked),
+            Some(started),
+            tags,
+            body.as_mut(),
+        )
+    );
     span.record("result", served.as_str());
     #[cfg(feature = "metrics")]
     crate::metrics::call(spec.prefix, served, started);

@@ -12,7 +12,6 @@ use crate::Result;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 mod cluster;
 mod memory;
@@ -197,17 +196,11 @@ pub(crate) enum Backend {
     Memory(Box<MemoryStore>),
 }
 
-/// Awaits a Redis operation in its `redcache.store` span: where it is built when no
-/// subscriber wants the span (the common case), since moving it into the span's wrapper
-/// first copies the whole future.
+/// Awaits a Redis operation in its `redcache.store` span.
 macro_rules! traced {
-    ($command:expr, $op:expr) => {{
-        let span = store_span($command);
-        match span.is_disabled() {
-            true => $op.await,
-            false => $op.instrument(span).await,
-        }
-    }};
+    ($command:expr, $op:expr) => {
+        in_span!(&store_span($command), $op)
+    };
 }
 
 impl Backend {

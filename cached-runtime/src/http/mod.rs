@@ -58,7 +58,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::Instrument;
 
 /// The response header that says how the layer answered: `HIT` (from the cache), `MISS`
 /// (the handler ran) or `BYPASS` (not a request the layer caches).
@@ -787,16 +786,7 @@ where
         started: Some(started),
         ..at
     };
-    // Awaited where it is built when the span is off, as `#[cached]` calls are: moving the
-    // future into the span's wrapper first copies it.
-    let (filled, served) = match span.is_disabled() {
-        true => core.run_at::<Responses, Filled, F>(at, hooks, fill).await,
-        false => {
-            core.run_at::<Responses, Filled, F>(at, hooks, fill)
-                .instrument(span.clone())
-                .await
-        }
-    };
+    let (filled, served) = in_span!(&span, core.run_at::<Responses, Filled, F>(at, hooks, fill));
     span.record("result", served.as_str());
     #[cfg(feature = "metrics")]
     crate::metrics::call(prefix, served, started);
