@@ -4,7 +4,8 @@
 mod common;
 
 use common::{expected_key, test_config, RedisServer};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const OP_TIMEOUT: Duration = Duration::from_millis(200);
@@ -145,6 +146,138 @@ async fn redis_killed_mid_test_calls_still_answer_and_caching_resumes() {
     let before = calls.load(SeqCst);
     assert_eq!(cache.scope(item(5, &calls)).await, "item 5");
     assert_eq!(calls.load(SeqCst), before, "a hit again");
+}
+
+/// A TCP proxy to a server that, from when it is told, waits before connecting each new
+/// client through: a slow link or handshake (TLS across zones). It counts the connections
+/// asked of it.
+struct SlowProxy {
+    port: u16,
+    delay_ms: Arc<AtomicU64>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl SlowProxy {
+    async fn start(target_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (delay_ms, accepted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (delay, count) = (delay_ms.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, SeqCst);
+                let delay = Duration::from_millis(delay.load(SeqCst));
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let target = ("127.0.0.1", target_port);
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        SlowProxy {
+            port,
+            delay_ms,
+            accepted,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Kills every client of `server` but the one asking: the cache's connection.
+async fn kill_clients(server: &RedisServer) -> u64 {
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .unwrap()
+}
+
+/// A connection the server drops while Redis stays up (`CLIENT KILL`, a proxy's or a load
+/// balancer's idle timeout) costs no call anything: the next operation connects again and
+/// runs there, so the call is still a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_drops_is_replaced_within_the_next_call() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(test_config().url(server.url()).op_timeout(OP_TIMEOUT))
+        .await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(calls.load(SeqCst), 1);
+
+    for round in 1..=3 {
+        assert_eq!(
+            kill_clients(&server).await,
+            1,
+            "round {round}: the cache's one connection"
+        );
+        assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+        assert_eq!(calls.load(SeqCst), 1, "round {round}: still a hit");
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.faults), (4, 0), "{stats:?}");
+}
+
+/// Connecting again may take longer than the operation timeout (a slow link): the calls
+/// that wait for it fall back to their bodies within one timeout each, the one connection
+/// attempt goes on without them, and caching resumes when it is made; no call starts an
+/// attempt of its own meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
+    let server = RedisServer::start();
+    let proxy = SlowProxy::start(server.port()).await;
+    let cache = redcache::Cache::connect(
+        test_config()
+            .url(proxy.url())
+            .op_timeout(OP_TIMEOUT)
+            .breaker_threshold(0)
+            .build(),
+    )
+    .await
+    .unwrap();
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!((calls.load(SeqCst), proxy.accepted.load(SeqCst)), (1, 1));
+
+    proxy
+        .delay_ms
+        .store(3 * OP_TIMEOUT.as_millis() as u64, SeqCst);
+    assert_eq!(kill_clients(&server).await, 1, "the proxy's one connection");
+    let start = Instant::now();
+    let mut fell_back = 0;
+    loop {
+        let before = calls.load(SeqCst);
+        let call = Instant::now();
+        assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+        let took = call.elapsed();
+        assert!(took < OP_TIMEOUT + SLACK, "a call took {took:?}");
+        if calls.load(SeqCst) == before {
+            break;
+        }
+        fell_back += 1;
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "caching did not resume ({fell_back} calls ran their bodies)"
+        );
+    }
+    assert!(fell_back >= 1, "the reconnection outlasted a call");
+    assert_eq!(proxy.accepted.load(SeqCst), 2, "one connection attempt");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,3 +125,55 @@ fn many_tokio_tests_share_one_init() {
         "still a hit from yet another runtime"
     );
 }
+
+/// A connection that drops while a caller on a current-thread runtime is the one to see it
+/// is made again where every caller can use it: such a runtime runs its tasks only inside
+/// its own `block_on`, so a connection made there would hang the service's other calls.
+#[test]
+fn a_connection_replaced_from_a_current_thread_runtime_serves_every_runtime() {
+    let server = RedisServer::start();
+    let service = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = service
+        .block_on(redcache::Cache::connect(
+            test_config().url(server.url()).build(),
+        ))
+        .unwrap();
+    service.block_on(miss_then_hit(&cache, 1));
+    let killed: u64 = service.block_on(async {
+        let mut admin = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        // Every client but this one: the cache's connection.
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut admin)
+            .await
+            .unwrap()
+    });
+    assert_eq!(killed, 1);
+    // A sync wrapper's runtime: it sees the drop first, then stays idle (not dropped).
+    let wrapper = runtime();
+    wrapper.block_on(miss_then_hit(&cache, 2));
+    service.block_on(async {
+        for id in 3..6 {
+            miss_then_hit(&cache, id).await;
+        }
+    });
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.misses, stats.hits, stats.faults),
+        (5, 5, 0),
+        "{stats:?}"
+    );
+    drop(wrapper);
+}

@@ -95,7 +95,7 @@ impl fmt::Display for Error {
             Error::Rejected { source } => write!(f, "Redis rejected the command: {source}"),
             Error::Redis { source } => write!(
                 f,
-                "the connection to Redis failed: {source}; it reconnects by itself"
+                "the connection to Redis failed: {source}; redcache connects again"
             ),
             Error::Timeout { after } => write!(
                 f,

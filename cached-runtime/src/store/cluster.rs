@@ -10,6 +10,7 @@ use redis::ProtocolVersion;
 
 impl Conn for ClusterConnection {
     const PIPELINES_SPAN_SLOTS: bool = false;
+    const RECONNECTS: bool = true;
 
     async fn pipe_at(
         &self,

@@ -1,8 +1,8 @@
-//! Redis: one multiplexed connection that reconnects by itself, to a standalone server
-//! (`ConnectionManager`), to the master Sentinel names (`sentinel.rs`: a
-//! `ConnectionManager` too, whose replacement asks the Sentinels again) or to a Redis
-//! Cluster (`cluster_async::ClusterConnection`, which follows `MOVED`/`ASK` redirects and
-//! splits multi-slot `MGET`/`UNLINK` by slot). The commands are the same for all; only
+//! Redis: one multiplexed connection, replaced by the store when it drops, to a standalone
+//! server (`MultiplexedConnection`), to the master Sentinel names (`sentinel.rs`: a
+//! `MultiplexedConnection` too, whose replacement asks the Sentinels again) or to a Redis
+//! Cluster (`cluster_async::ClusterConnection`, which reconnects to its nodes by itself,
+//! follows `MOVED`/`ASK` redirects and splits multi-slot `MGET`/`UNLINK` by slot). The commands are the same for all; only
 //! walking the keyspace differs (every master). Behind Sentinel with replica reads, the
 //! relaxed reads go to a replica first (`sentinel::Replica`), and to the master when it
 //! cannot answer.
@@ -12,17 +12,20 @@ use super::{EntryAndGen, Fill, Seen, Store};
 use crate::local::{Invalidations, LocalTier};
 use crate::{Config, Error, Result};
 use arc_swap::ArcSwap;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::caching::{CacheConfig, CacheMode};
+use redis::AsyncConnectionConfig;
 use redis::{ProtocolVersion, Script};
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::{oneshot, watch};
 
 /// Keys one prefix-invalidation script handles (a GET and a SET each, about 1 µs apiece):
 /// a script holds Redis for well under a millisecond.
@@ -31,15 +34,19 @@ const SCRIPT_KEYS: usize = 100;
 /// Longest expiry sent to Redis (about 300 years), so a huge TTL never overflows `PX`.
 const MAX_PX_MS: u128 = 10_000_000_000_000;
 
-pub(crate) struct RedisStore<C = ConnectionManager> {
-    conn: ArcSwap<Bound<C>>,
-    /// A new connection, made on redcache's connection thread: for when the runtime whose
-    /// tasks drive the connection in use has shut down, when the connection fails, and
-    /// (behind Sentinel) when the server it reaches is no longer the master.
+pub(crate) struct RedisStore<C = MultiplexedConnection> {
+    /// Shared with the task that makes a new connection, which puts it here itself.
+    conn: Arc<ArcSwap<Bound<C>>>,
+    /// A new connection: for the first one of a lazy store, when the connection in use
+    /// drops (Redis restarted, or a network fault), when the runtime whose tasks drive it
+    /// has shut down, and (behind Sentinel) when the server it reaches is no longer the
+    /// master.
     reopen: Box<dyn Fn() -> Connecting<C> + Send + Sync>,
-    /// One reopening at a time: the callers whose operations failed together wait for it
-    /// and take its connection, rather than each making one.
-    reopening: tokio::sync::Mutex<()>,
+    /// The last reopening: one at a time, in a task of its own, so that it completes even
+    /// when the callers that wait for it give up (their operation timed out). The callers
+    /// whose operations failed together wait for it and take its connection, rather than
+    /// each making one.
+    reopening: Mutex<Option<Attempt<C>>>,
     /// The local tier this connection's invalidation pushes keep coherent, if any.
     tier: Option<Arc<LocalTier>>,
     /// A `READONLY` reply means the server was demoted to a replica: reopen, which finds
@@ -55,10 +62,25 @@ pub(crate) struct RedisStore<C = ConnectionManager> {
 /// A connection being made.
 pub(super) type Connecting<C> = Pin<Box<dyn Future<Output = redis::RedisResult<C>> + Send>>;
 
-/// The runtime that runs the connections made after the first one (to replace one that
-/// failed, or whose runtime shut down) and the Sentinel watcher: one worker thread, for the
-/// life of the process, so that their tasks cannot die with a caller's runtime. A service
-/// with one long-lived runtime and a Redis that never fails it never starts it.
+/// A reopening under way, or done: `None` until its task has put the new connection (and
+/// its generation) in place, or failed. A closed channel means the task was dropped (its
+/// runtime shut down).
+type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
+
+/// Whether an operation may be sent again on a new connection after its connection failed
+/// under it. A command that changes data may have run before the connection dropped, and
+/// running it again would answer differently (`SET NX`, `SET ... GET`, the scripts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    Safe,
+    Never,
+}
+
+/// The runtime that runs the connections no caller's runtime can (a replacement for one
+/// whose runtime shut down, or one needed by a caller on a current-thread runtime) and the
+/// Sentinel watcher: one worker thread, for the life of the process, so that their tasks
+/// cannot die with a caller's runtime. A service with one long-lived multi-thread runtime
+/// and no Sentinel never starts it.
 pub(super) fn background() -> &'static tokio::runtime::Handle {
     static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -76,14 +98,15 @@ pub(super) fn background() -> &'static tokio::runtime::Handle {
 }
 
 /// A connection and whether the tokio runtime it was made on has shut down. redis-rs runs
-/// a connection's reader, writer and reconnections as tasks of that runtime, so a cache
-/// made in one `#[tokio::test]` (or one `Runtime::block_on`) would fail every call made
-/// after that runtime is gone.
+/// a connection's reader and writer as a task of that runtime, so a cache made in one
+/// `#[tokio::test]` (or one `Runtime::block_on`) would fail every call made after that
+/// runtime is gone.
 struct Bound<C> {
-    /// None until the first connection is made (a lazy store behind Sentinel, which cannot
-    /// know where the master is before it asks).
+    /// None until the first connection is made (a lazy store).
     conn: Option<C>,
     runtime_gone: Arc<AtomicBool>,
+    /// Dropped with this, which ends its [`Watch`] task.
+    _watched: Option<oneshot::Sender<()>>,
     /// The runtime it was made on (which runs its tasks), to ask whether it still runs.
     runtime: Option<tokio::runtime::Handle>,
     /// Which connection of this store it is (each new one counts up).
@@ -97,12 +120,18 @@ impl<C> Bound<C> {
     fn new(conn: Option<C>, generation: u64, moves: u64) -> Self {
         let runtime_gone = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Handle::try_current().ok();
-        if let Some(runtime) = &runtime {
-            runtime.spawn(Watch(runtime_gone.clone()));
-        }
+        let watched = runtime.as_ref().map(|runtime| {
+            let (watched, bound) = oneshot::channel();
+            runtime.spawn(Watch {
+                gone: runtime_gone.clone(),
+                bound,
+            });
+            watched
+        });
         Bound {
             conn,
             runtime_gone,
+            _watched: watched,
             runtime,
             generation,
             moves,
@@ -118,20 +147,25 @@ impl<C> Bound<C> {
     }
 }
 
-/// A task that never ends: its runtime drops it when shutting down, and then it says so.
-struct Watch(Arc<AtomicBool>);
+/// A task that lasts as long as its [`Bound`]: its runtime drops it when shutting down,
+/// and then it says so.
+struct Watch {
+    gone: Arc<AtomicBool>,
+    /// Closed when the `Bound` is dropped (its connection was replaced).
+    bound: oneshot::Receiver<()>,
+}
 
 impl Future for Watch {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        Poll::Pending
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.bound).poll(cx).map(|_| ())
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
+        self.gone.store(true, Ordering::Release);
     }
 }
 
@@ -164,9 +198,12 @@ pub(crate) trait Conn: ConnectionLike + Clone + Send + Sync + 'static {
     /// Whether one pipeline may carry commands for keys of different slots (not on a
     /// cluster, where a pipeline goes to one node).
     const PIPELINES_SPAN_SLOTS: bool = true;
+    /// Whether the connection reconnects by itself when it drops (a cluster's, to each
+    /// node); the store replaces one that does not.
+    const RECONNECTS: bool = false;
 }
 
-impl Conn for ConnectionManager {
+impl Conn for MultiplexedConnection {
     async fn masters(&self) -> Result<Vec<Node>> {
         Ok(vec![None])
     }
@@ -215,8 +252,9 @@ pub(super) fn tracking() -> CacheConfig {
         .set_size(NonZeroUsize::MIN)
 }
 
-impl RedisStore<ConnectionManager> {
-    /// Connects and checks the server with `PING`, all within `connect_timeout`.
+impl RedisStore<MultiplexedConnection> {
+    /// Connects and checks the server with `PING`, all within `connect_timeout` (or not at
+    /// all, when lazy: the first operation connects).
     pub(crate) async fn connect(config: &Config) -> Result<Self> {
         let mut info = config.connection_info()?;
         let local = local_tier(config);
@@ -229,49 +267,41 @@ impl RedisStore<ConnectionManager> {
             info = info.set_redis_settings(settings);
         }
         let client = open_client(config, info).map_err(|e| connect_error(config, e))?;
-        let manager_config = manager_config(config, local.clone());
-        let reopen = {
-            let (client, manager_config) = (client.clone(), manager_config.clone());
-            move || -> Connecting<ConnectionManager> {
-                let (client, manager_config) = (client.clone(), manager_config.clone());
-                Box::pin(ConnectionManager::new_with_config(client, manager_config))
-            }
+        let connection_config = connection_config(config, local.clone());
+        let reopen = move || -> Connecting<MultiplexedConnection> {
+            let (client, connection_config) = (client.clone(), connection_config.clone());
+            Box::pin(async move {
+                client
+                    .get_multiplexed_async_connection_with_config(&connection_config)
+                    .await
+            })
         };
-        let conn = if config.lazy() {
+        let conn = match config.lazy() {
             // No connection yet: the first operation makes it, and a failed one is tried
             // again by a later operation (the breaker paces the attempts).
-            ConnectionManager::new_lazy_with_config(client, manager_config)
-                .map_err(|e| connect_error(config, e))?
-        } else {
-            connect_checked(
-                config,
-                ConnectionManager::new_with_config(client, manager_config),
-            )
-            .await?
+            true => None,
+            false => Some(connect_checked(config, reopen()).await?),
         };
-        Ok(RedisStore::new(Some(conn), reopen, local))
+        Ok(RedisStore::new(conn, reopen, local))
     }
 }
 
-/// How a `ConnectionManager` connects, reconnects and times out, with the local tier if
-/// there is one.
-pub(super) fn manager_config(
+/// How a connection connects and times out, with the local tier if there is one.
+pub(super) fn connection_config(
     config: &Config,
     local: Option<Arc<LocalTier>>,
-) -> ConnectionManagerConfig {
-    let manager_config = ConnectionManagerConfig::new()
+) -> AsyncConnectionConfig {
+    let connection_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
         // No response timeout of its own: every operation already runs under the
         // operation timeout (`Core::op`), and a second timer per command cost each hit
         // about a quarter of a microsecond.
-        .set_response_timeout(None)
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500));
+        .set_response_timeout(None);
     match local {
-        Some(tier) => manager_config
+        Some(tier) => connection_config
             .set_cache_config(tracking())
             .set_push_sender(Invalidations(tier)),
-        None => manager_config,
+        None => connection_config,
     }
 }
 
@@ -500,9 +530,9 @@ impl<C: Conn> RedisStore<C> {
         tier: Option<Arc<LocalTier>>,
     ) -> Self {
         RedisStore {
-            conn: ArcSwap::from_pointee(Bound::new(conn, 0, 0)),
+            conn: Arc::new(ArcSwap::from_pointee(Bound::new(conn, 0, 0))),
             reopen: Box::new(reopen),
-            reopening: tokio::sync::Mutex::new(()),
+            reopening: Mutex::new(None),
             tier,
             follows_master: false,
             moves: None,
@@ -546,15 +576,16 @@ impl<C: Conn> RedisStore<C> {
         }
     }
 
-    /// Runs `op` on the connection. If the runtime whose tasks drive that connection has
+    /// Runs `op` on the connection. A connection that drops (Redis restarted, a network
+    /// fault) is replaced: `op` runs again on a new one if `resend` allows (else the next
+    /// operation takes the new one). If the runtime whose tasks drive the connection has
     /// shut down (as each `#[tokio::test]`'s does, or a `block_on`'s), or shuts down under
-    /// it (its I/O fails, the connection drops, and that runtime no longer runs tasks),
-    /// `op` runs on a connection made on redcache's own connection thread instead, which
-    /// no caller's runtime can take down. Behind Sentinel, a dropped connection or a
-    /// `READONLY` answer also gets a new connection, to the master the Sentinels name now.
-    /// A few tries at most, all within the operation's timeout. A connection that fails
-    /// while its runtime runs (Redis is down) is otherwise left to reconnect by itself.
-    async fn with_conn<T, Fut>(&self, op: impl Fn(C) -> Fut) -> Result<T>
+    /// it, it is replaced too. Behind Sentinel, a `READONLY` answer also gets a new
+    /// connection, to the master the Sentinels name now. A few tries at most, all within
+    /// the operation's timeout; while Redis is down, one connection attempt at a time (the
+    /// breaker paces the operations that start them). A cluster's connection reconnects to
+    /// its nodes by itself.
+    async fn with_conn<T, Fut>(&self, resend: Resend, op: impl Fn(C) -> Fut) -> Result<T>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
@@ -565,9 +596,16 @@ impl<C: Conn> RedisStore<C> {
         for _ in 0..3 {
             match op(conn).await {
                 Err(err)
-                    if (self.follows_master && needs_reopen(&err, true))
+                    if ((!C::RECONNECTS || self.follows_master)
+                        && needs_reopen(&err, self.follows_master))
                         || self.runtime_went_away(generation, &err).await =>
                 {
+                    if resend == Resend::Never {
+                        // It may have run before the connection failed: the new
+                        // connection is for the next operation.
+                        drop(self.reopening_after(generation));
+                        return Err(Error::redis(err));
+                    }
                     (conn, generation) = self.reopen_after(generation).await?;
                 }
                 done => return done.map_err(Error::redis),
@@ -606,41 +644,79 @@ impl<C: Conn> RedisStore<C> {
         true
     }
 
-    /// A new connection on the connection thread, unless connection `failed` was already
-    /// replaced (then the one that replaced it). Fails when no connection can be made.
+    /// A new connection, unless connection `failed` was already replaced (then the one that
+    /// replaced it). Fails when no connection can be made.
     #[cold]
     async fn reopen_after(&self, failed: u64) -> Result<(C, u64)> {
+        let mut attempt = match self.reopening_after(failed) {
+            Ok(replaced) => return Ok(replaced),
+            Err(attempt) => attempt,
+        };
+        // A failure is the operation's fault, logged (rate-limited) by the caller.
+        let outcome = attempt
+            .wait_for(Option::is_some)
+            .await
+            .map(|outcome| outcome.clone());
+        match outcome {
+            Ok(Some(made)) => made.map_err(Error::redis),
+            Ok(None) | Err(_) => Err(Error::redis(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the runtime making a new connection to Redis shut down",
+            )))),
+        }
+    }
+
+    /// The connection that replaced connection `failed`, or the attempt to make one: the
+    /// attempt under way, else a new one. The attempt runs as a task of the caller's
+    /// runtime, where the connection then runs (no thread hop per command); on redcache's
+    /// connection thread instead if that runtime is a current-thread one (which runs tasks
+    /// only inside its `block_on`) or the runtime of the connection it replaces has shut
+    /// down (the callers run on several runtimes, one after another).
+    fn reopening_after(&self, failed: u64) -> std::result::Result<(C, u64), Attempt<C>> {
+        let mut slot = self
+            .reopening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(replaced) = self.replaced(failed) {
             return Ok(replaced);
         }
-        let _one_at_a_time = self.reopening.lock().await;
-        if let Some(replaced) = self.replaced(failed) {
-            return Ok(replaced);
+        // Under way: not done, and its task not dropped.
+        let running =
+            |attempt: &&Attempt<C>| attempt.borrow().is_none() && attempt.has_changed().is_ok();
+        if let Some(running) = slot.as_ref().filter(running) {
+            return Err(running.clone());
         }
         // Counted before asking: a move during the lookup retires what it finds.
         let moves = self.moves();
-        let runtime = background().clone();
+        let current = self.conn.load();
+        let runtime = match Handle::try_current() {
+            Ok(caller)
+                if caller.runtime_flavor() == RuntimeFlavor::MultiThread
+                    && !current.runtime_gone.load(Ordering::Acquire) =>
+            {
+                caller
+            }
+            _ => background().clone(),
+        };
+        // One attempt at a time (`reopening`), so the generation counts up.
+        let generation = current.generation + 1;
         if let Some(tier) = &self.tier {
             // What the old connection tracked, the new one does not.
             tier.clear();
         }
-        // A failure is the operation's fault, logged (rate-limited) by the caller.
-        let made = match runtime.spawn((self.reopen)()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(err)) => return Err(Error::redis(err)),
-            Err(err) => {
-                return Err(Error::Redis {
-                    source: Box::new(err),
-                })
-            }
-        };
-        // Replaced by one reopen at a time (`reopening`), so the generation counts up.
-        let _on = runtime.enter();
-        let generation = self.conn.load().generation + 1;
-        self.conn
-            .store(Arc::new(Bound::new(Some(made.clone()), generation, moves)));
-        tracing::debug!("redcache: connected to Redis again, on redcache's connection thread");
-        Ok((made, generation))
+        let (done, attempt) = watch::channel(None);
+        let (connecting, conn) = ((self.reopen)(), self.conn.clone());
+        runtime.spawn(async move {
+            let made = connecting.await.map(|made| {
+                // `Bound::new` watches the runtime it is made on: this task's.
+                conn.store(Arc::new(Bound::new(Some(made.clone()), generation, moves)));
+                tracing::debug!(generation, "redcache: connected to Redis again");
+                (made, generation)
+            });
+            done.send_replace(Some(made));
+        });
+        *slot = Some(attempt.clone());
+        Err(attempt)
     }
 
     /// The connection that replaced connection `failed`, if it was replaced by one that
@@ -675,7 +751,7 @@ impl<C: Conn> RedisStore<C> {
         };
         pipe.cmd("PTTL").arg(key);
         let replies = self
-            .with_conn(|conn| {
+            .with_conn(Resend::Safe, |conn| {
                 let pipe = &pipe;
                 async move { conn.pipe_at(key, pipe).await }
             })
@@ -705,19 +781,22 @@ impl<C: Conn> RedisStore<C> {
     }
 
     /// Sends one command on the shared connection.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
-        self.with_conn(|mut conn| async move { cmd.query_async(&mut conn).await })
-            .await
+    async fn query<T: redis::FromRedisValue>(&self, resend: Resend, cmd: &redis::Cmd) -> Result<T> {
+        self.with_conn(resend, |mut conn| async move {
+            cmd.query_async(&mut conn).await
+        })
+        .await
     }
 }
 
 impl<C: Conn> Store for RedisStore<C> {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.query(&read_cmd("GET", &[key])).await
+        self.query(Resend::Safe, &read_cmd("GET", &[key])).await
     }
 
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
-        self.query(&read_cmd("MGET", &[key, gen_key])).await
+        self.query(Resend::Safe, &read_cmd("MGET", &[key, gen_key]))
+            .await
     }
 
     async fn get_relaxed(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -753,7 +832,7 @@ impl<C: Conn> Store for RedisStore<C> {
             return self.set_nx(fill.key, fill.value, fill.ttl).await;
         }
         let stored: i64 = self
-            .with_conn(|mut conn| {
+            .with_conn(Resend::Never, |mut conn| {
                 let invocation = fill_invocation(fill);
                 async move { invocation.invoke_async(&mut conn).await }
             })
@@ -765,7 +844,7 @@ impl<C: Conn> Store for RedisStore<C> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.query(&read_cmd("MGET", keys)).await
+        self.query(Resend::Safe, &read_cmd("MGET", keys)).await
     }
 
     async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
@@ -788,7 +867,7 @@ impl<C: Conn> Store for RedisStore<C> {
         }
         let pipe = &pipe;
         let stored: Vec<redis::Value> = self
-            .with_conn(|mut conn| async move {
+            .with_conn(Resend::Never, |mut conn| async move {
                 match pipe.query_async(&mut conn).await {
                     // A pipeline does not load scripts itself: load it once and send again.
                     Err(err)
@@ -810,20 +889,25 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        self.query(&set_cmd(key, value, Some(ttl), &[])).await
+        self.query(Resend::Safe, &set_cmd(key, value, Some(ttl), &[]))
+            .await
     }
 
     async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
-        self.query(&set_cmd(key, value, Some(ttl), &["GET"])).await
+        self.query(Resend::Never, &set_cmd(key, value, Some(ttl), &["GET"]))
+            .await
     }
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.query(&set_cmd(key, value, None, &[])).await
+        self.query(Resend::Safe, &set_cmd(key, value, None, &[]))
+            .await
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
         // OK when it stored, nil when the key was there (read as a `Value`: no string made).
-        let reply: redis::Value = self.query(&set_cmd(key, value, Some(ttl), &["NX"])).await?;
+        let reply: redis::Value = self
+            .query(Resend::Never, &set_cmd(key, value, Some(ttl), &["NX"]))
+            .await?;
         Ok(matches!(
             reply,
             redis::Value::Okay | redis::Value::SimpleString(_)
@@ -832,7 +916,7 @@ impl<C: Conn> Store for RedisStore<C> {
 
     async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
         let removed: i64 = self
-            .with_conn(|mut conn| async move {
+            .with_conn(Resend::Never, |mut conn| async move {
                 release_script()
                     .key(key)
                     .arg(value)
@@ -844,7 +928,9 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
-        let ms: i64 = self.query(redis::cmd("PTTL").arg(key)).await?;
+        let ms: i64 = self
+            .query(Resend::Safe, redis::cmd("PTTL").arg(key))
+            .await?;
         // -2: no such key; -1: no expiry (a group generation, or not written by redcache).
         Ok(match ms {
             -2 => None,
@@ -866,13 +952,25 @@ impl<C: Conn> Store for RedisStore<C> {
         // are handled by one short script (one per key on a cluster, whose scripts cannot
         // span slots), so no single command holds Redis for long (never KEYS). Keys are
         // bytes: one that is not UTF-8 is handled like any other.
-        let conn = match self.conn() {
-            Ok((conn, _)) => conn,
-            Err(gone) => self.reopen_after(gone).await?.0,
+        let (conn, generation) = match self.conn() {
+            Ok(current) => current,
+            Err(gone) => self.reopen_after(gone).await?,
+        };
+        // A connection that drops under the walk is replaced for the next operation.
+        let replace_if_dropped = |err: Error| {
+            let dropped = matches!(&err, Error::Redis { source }
+            if source.downcast_ref::<redis::RedisError>().is_some_and(|err| {
+                !C::RECONNECTS && needs_reopen(err, self.follows_master)
+            }));
+            if dropped {
+                drop(self.reopening_after(generation));
+            }
+            err
         };
         // The connection times no command out (each single operation runs under the
         // operation timeout, `Core::op`), so each step of the walk has its own.
-        for node in within(step, conn.masters()).await? {
+        let masters = within(step, conn.masters()).await;
+        for node in masters.map_err(replace_if_dropped)? {
             let mut cursor: u64 = 0;
             loop {
                 let mut scan = redis::cmd("SCAN");
@@ -881,7 +979,9 @@ impl<C: Conn> Store for RedisStore<C> {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(batch);
-                let reply = within(step, conn.send_to(&node, scan)).await?;
+                let reply = within(step, conn.send_to(&node, scan))
+                    .await
+                    .map_err(replace_if_dropped)?;
                 let (next, keys): (u64, Vec<Vec<u8>>) =
                     redis::from_redis_value(reply).map_err(|e| Error::redis(e.into()))?;
                 // At most SCRIPT_KEYS keys per script, so that none holds Redis for long.
@@ -917,7 +1017,7 @@ impl<C: Conn> RedisStore<C> {
             }
             call.arg(px(ttl)).arg(base);
             let call = Arc::new(call);
-            self.with_conn(move |mut conn| {
+            self.with_conn(Resend::Never, move |mut conn| {
                 let call = call.clone();
                 async move { call.invoke_async::<u64>(&mut conn).await }
             })

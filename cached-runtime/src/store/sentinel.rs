@@ -1,4 +1,4 @@
-//! Redis Sentinel: the standalone store over a `ConnectionManager` to the master the
+//! Redis Sentinel: the standalone store over a `MultiplexedConnection` to the master the
 //! Sentinels name. The hit path is the standalone one (no Sentinel round trip per call);
 //! only making a connection asks the Sentinels, through redis-rs's `SentinelClient` (which
 //! also checks with `ROLE` that the node it names is a master). The store reopens (asks
@@ -15,13 +15,14 @@
 //! first read) from a replica the Sentinels name; everything else stays on the master.
 
 use super::redis::{
-    background, connect_checked, connect_error, local_tier, manager_config, Connecting, RedisStore,
+    background, connect_checked, connect_error, connection_config, local_tier, Connecting,
+    RedisStore,
 };
 use crate::config::SentinelSettings;
 use crate::local::LocalTier;
 use crate::{Config, Result};
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, ProtocolVersion, RedisResult};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -46,7 +47,7 @@ struct Lookup {
     resp3: bool,
     #[cfg(feature = "tls")]
     certificates: Option<redis::TlsCertificates>,
-    manager_config: ConnectionManagerConfig,
+    connection_config: AsyncConnectionConfig,
     /// Longest a lookup and its connection may take.
     timeout: Duration,
     /// Which Sentinel the next lookup asks first: each asks from the next one, so a
@@ -64,7 +65,7 @@ struct Lookup {
 
 impl Lookup {
     /// A connection to the master the Sentinels name now, within the timeout.
-    async fn connect(self: Arc<Self>) -> RedisResult<ConnectionManager> {
+    async fn connect(self: Arc<Self>) -> RedisResult<MultiplexedConnection> {
         match tokio::time::timeout(self.timeout, self.connect_unbounded()).await {
             Ok(made) => made,
             Err(_) => Err(redis::RedisError::from((
@@ -78,7 +79,7 @@ impl Lookup {
         }
     }
 
-    async fn connect_unbounded(&self) -> RedisResult<ConnectionManager> {
+    async fn connect_unbounded(&self) -> RedisResult<MultiplexedConnection> {
         let client = self
             .sentinel_client(SentinelServerType::Master)?
             .async_get_client()
@@ -102,7 +103,9 @@ impl Lookup {
                 }
             }
         }
-        ConnectionManager::new_with_config(client, self.manager_config.clone()).await
+        client
+            .get_multiplexed_async_connection_with_config(&self.connection_config)
+            .await
     }
 
     /// A plain client for the Sentinel at `node`, with the Sentinels' credentials and TLS.
@@ -203,7 +206,7 @@ impl Lookup {
     }
 }
 
-impl RedisStore<ConnectionManager> {
+impl RedisStore<MultiplexedConnection> {
     /// Asks the Sentinels for the master, connects to it and checks it with `PING`, all
     /// within `connect_timeout` (or not at all, when lazy: the first operation does).
     pub(crate) async fn connect_sentinel(config: &Config) -> Result<Self> {
@@ -215,7 +218,7 @@ impl RedisStore<ConnectionManager> {
             resp3: local.is_some(),
             #[cfg(feature = "tls")]
             certificates: super::redis::tls_certificates(config),
-            manager_config: manager_config(config, local.clone()),
+            connection_config: connection_config(config, local.clone()),
             timeout: config.connect_timeout(),
             next: AtomicUsize::new(0),
             last: Mutex::new(None),
@@ -239,7 +242,7 @@ impl RedisStore<ConnectionManager> {
         });
         let reopen = {
             let lookup = lookup.clone();
-            move || -> Connecting<ConnectionManager> { Box::pin(lookup.clone().connect()) }
+            move || -> Connecting<MultiplexedConnection> { Box::pin(lookup.clone().connect()) }
         };
         let watched = Arc::downgrade(&lookup);
         let conn = if config.lazy() {
