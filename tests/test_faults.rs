@@ -4,7 +4,7 @@
 mod common;
 
 use common::{expected_key, test_config, RedisServer};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,39 +148,62 @@ async fn redis_killed_mid_test_calls_still_answer_and_caching_resumes() {
     assert_eq!(calls.load(SeqCst), before, "a hit again");
 }
 
-/// A TCP proxy to a server that, from when it is told, waits before connecting each new
-/// client through: a slow link or handshake (TLS across zones). It counts the connections
-/// asked of it.
-struct SlowProxy {
+/// A TCP proxy to a server. From when it is told, it waits before connecting each new
+/// client through (a slow link or handshake: TLS across zones), or it loses the next
+/// reply from the server with the connection (a reset after Redis ran the command). It
+/// counts the connections asked of it.
+struct Proxy {
     port: u16,
     delay_ms: Arc<AtomicU64>,
+    cut_next_reply: Arc<AtomicBool>,
     accepted: Arc<AtomicUsize>,
 }
 
-impl SlowProxy {
+impl Proxy {
     async fn start(target_port: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (delay_ms, accepted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (delay, count) = (delay_ms.clone(), accepted.clone());
+        let proxy = Proxy {
+            port: listener.local_addr().unwrap().port(),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+            cut_next_reply: Arc::new(AtomicBool::new(false)),
+            accepted: Arc::new(AtomicUsize::new(0)),
+        };
+        let (delay, cut, count) = (
+            proxy.delay_ms.clone(),
+            proxy.cut_next_reply.clone(),
+            proxy.accepted.clone(),
+        );
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 count.fetch_add(1, SeqCst);
                 let delay = Duration::from_millis(delay.load(SeqCst));
+                let cut = cut.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let target = ("127.0.0.1", target_port);
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let requests = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                    });
+                    let mut reply = vec![0; 16 * 1024];
+                    while let Ok(n @ 1..) = from_server.read(&mut reply).await {
+                        if cut.swap(false, SeqCst)
+                            || to_client.write_all(&reply[..n]).await.is_err()
+                        {
+                            break;
+                        }
                     }
+                    // Both connections close with their halves.
+                    requests.abort();
                 });
             }
         });
-        SlowProxy {
-            port,
-            delay_ms,
-            accepted,
-        }
+        proxy
     }
 
     fn url(&self) -> String {
@@ -240,7 +263,7 @@ async fn a_connection_the_server_drops_is_replaced_within_the_next_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
     let server = RedisServer::start();
-    let proxy = SlowProxy::start(server.port()).await;
+    let proxy = Proxy::start(server.port()).await;
     let cache = redcache::Cache::connect(
         test_config()
             .url(proxy.url())
@@ -278,6 +301,38 @@ async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
     }
     assert!(fell_back >= 1, "the reconnection outlasted a call");
     assert_eq!(proxy.accepted.load(SeqCst), 2, "one connection attempt");
+}
+
+/// A write whose connection drops after Redis ran it, before its reply arrived, is not
+/// sent again on the new connection: the second run would answer about the first. A
+/// deletion then reports the fault rather than "nothing was there", and the entry is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_reply_is_lost_is_not_sent_again() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let cache = redcache::Cache::connect(
+        test_config()
+            .url(proxy.url())
+            .op_timeout(OP_TIMEOUT)
+            .build(),
+    )
+    .await
+    .unwrap();
+    cache
+        .set("k", &7u32, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(7));
+
+    proxy.cut_next_reply.store(true, SeqCst);
+    let deleted = cache.delete("k").await;
+    assert!(
+        matches!(deleted, Err(redcache::Error::Redis { .. })),
+        "the outcome is unknown, not false: {deleted:?}"
+    );
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), None, "deleted once");
+    assert_eq!(proxy.accepted.load(SeqCst), 2, "connected again");
+    assert!(!cache.delete("k").await.unwrap(), "nothing left to delete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
