@@ -211,24 +211,6 @@ impl Proxy {
     }
 }
 
-/// Kills every client of `server` but the one asking: the cache's connection.
-async fn kill_clients(server: &RedisServer) -> u64 {
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query_async(&mut admin)
-        .await
-        .unwrap()
-}
-
 /// A connection the server drops while Redis stays up (`CLIENT KILL`, a proxy's or a load
 /// balancer's idle timeout) costs no call anything: the next operation connects again and
 /// runs there, so the call is still a hit.
@@ -245,7 +227,7 @@ async fn a_connection_the_server_drops_is_replaced_within_the_next_call() {
 
     for round in 1..=3 {
         assert_eq!(
-            kill_clients(&server).await,
+            server.kill_clients(),
             1,
             "round {round}: the cache's one connection"
         );
@@ -281,7 +263,7 @@ async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
     proxy
         .delay_ms
         .store(3 * OP_TIMEOUT.as_millis() as u64, SeqCst);
-    assert_eq!(kill_clients(&server).await, 1, "the proxy's one connection");
+    assert_eq!(server.kill_clients(), 1, "the proxy's one connection");
     let start = Instant::now();
     let mut fell_back = 0;
     loop {

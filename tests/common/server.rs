@@ -275,6 +275,20 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// Closes every client connection but `redis-cli`'s own (`CLIENT KILL TYPE normal`),
+    /// as a restart or a proxy's idle timeout would, while the server stays up; how many
+    /// it closed.
+    pub fn kill_clients(&self) -> u64 {
+        let killed = cli(
+            self.port,
+            &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+        );
+        killed
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("CLIENT KILL answered {killed:?}"))
+    }
+
     /// Kills the server (SIGKILL) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
