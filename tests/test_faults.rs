@@ -32,6 +32,16 @@ async fn stored(server: &RedisServer, key: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A server of its own, and a cache on it with the operation timeout these tests bound
+/// calls by.
+async fn server_and_cache() -> (RedisServer, redcache::Cache) {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(test_config().url(server.url()).op_timeout(OP_TIMEOUT))
+        .await;
+    (server, cache)
+}
+
 /// Calls `item(id)` until its entry shows up in Redis, for at most `within`.
 async fn caching_resumes(
     cache: &redcache::Cache,
@@ -206,8 +216,12 @@ impl Proxy {
         proxy
     }
 
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+    /// A cache that reaches the server through this proxy, with the operation timeout
+    /// these tests bound calls by.
+    async fn cache(&self, config: redcache::ConfigBuilder) -> redcache::Cache {
+        let url = format!("redis://127.0.0.1:{}", self.port);
+        let config = config.url(url).op_timeout(OP_TIMEOUT).build();
+        redcache::Cache::connect(config).await.unwrap()
     }
 }
 
@@ -216,10 +230,7 @@ impl Proxy {
 /// runs there, so the call is still a hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_server_drops_is_replaced_within_the_next_call() {
-    let server = RedisServer::start();
-    let cache = server
-        .cache_with(test_config().url(server.url()).op_timeout(OP_TIMEOUT))
-        .await;
+    let (server, cache) = server_and_cache().await;
     let calls = AtomicUsize::new(0);
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
@@ -246,15 +257,7 @@ async fn a_connection_the_server_drops_is_replaced_within_the_next_call() {
 async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port()).await;
-    let cache = redcache::Cache::connect(
-        test_config()
-            .url(proxy.url())
-            .op_timeout(OP_TIMEOUT)
-            .breaker_threshold(0)
-            .build(),
-    )
-    .await
-    .unwrap();
+    let cache = proxy.cache(test_config().breaker_threshold(0)).await;
     let calls = AtomicUsize::new(0);
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
@@ -292,14 +295,7 @@ async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
 async fn a_write_whose_reply_is_lost_is_not_sent_again() {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port()).await;
-    let cache = redcache::Cache::connect(
-        test_config()
-            .url(proxy.url())
-            .op_timeout(OP_TIMEOUT)
-            .build(),
-    )
-    .await
-    .unwrap();
+    let cache = proxy.cache(test_config()).await;
     cache
         .set("k", &7u32, Duration::from_secs(60))
         .await
@@ -370,10 +366,7 @@ async fn paused_redis_costs_one_timeout_then_the_breaker_skips_it() {
 /// Redis costs each invalidation one timeout, never a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_redis_costs_each_invalidation_one_timeout() {
-    let server = RedisServer::start();
-    let cache = server
-        .cache_with(test_config().url(server.url()).op_timeout(OP_TIMEOUT))
-        .await;
+    let (server, cache) = server_and_cache().await;
     let calls = AtomicUsize::new(0);
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
 
