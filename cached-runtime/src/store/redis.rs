@@ -1,11 +1,12 @@
-//! Redis: one multiplexed connection, replaced by the store when it drops, to a standalone
-//! server (`MultiplexedConnection`), to the master Sentinel names (`sentinel.rs`: a
-//! `MultiplexedConnection` too, whose replacement asks the Sentinels again) or to a Redis
-//! Cluster (`cluster_async::ClusterConnection`, which reconnects to its nodes by itself,
-//! follows `MOVED`/`ASK` redirects and splits multi-slot `MGET`/`UNLINK` by slot). The
-//! commands are the same for all; only walking the keyspace differs (every master). Behind Sentinel with replica reads, the
-//! relaxed reads go to a replica first (`sentinel::Replica`), and to the master when it
-//! cannot answer.
+//! Redis: one multiplexed connection, replaced by the store when it drops, to a
+//! standalone server (`MultiplexedConnection`), to the master Sentinel names
+//! (`sentinel.rs`: a `MultiplexedConnection` too, whose replacement asks the Sentinels
+//! again) or to a Redis Cluster (`cluster_async::ClusterConnection`, which reconnects
+//! to its nodes by itself, follows `MOVED`/`ASK` redirects and splits multi-slot
+//! `MGET`/`UNLINK` by slot). The commands are the same for all; only walking the
+//! keyspace differs (every master). Behind Sentinel with replica reads, the relaxed
+//! reads go to a replica first (`sentinel::Replica`), and to the master when it cannot
+//! answer.
 
 use super::sentinel::Replica;
 use super::{EntryAndGen, Fill, Seen, Store};
@@ -601,8 +602,7 @@ impl<C: Conn> RedisStore<C> {
         for _ in 0..3 {
             match op(conn).await {
                 Err(err)
-                    if ((!C::RECONNECTS || self.follows_master)
-                        && needs_reopen(&err, self.follows_master))
+                    if self.must_replace(&err)
                         || self.runtime_went_away(generation, &err).await =>
                 {
                     if resend == Resend::Never && !is_read_only(&err) {
@@ -617,6 +617,12 @@ impl<C: Conn> RedisStore<C> {
             }
         }
         op(conn).await.map_err(Error::redis)
+    }
+
+    /// Whether `err` means this store's connection must be replaced: it dropped (unless it
+    /// reconnects by itself), or (behind Sentinel) the server answered `READONLY`.
+    fn must_replace(&self, err: &redis::RedisError) -> bool {
+        (!C::RECONNECTS || self.follows_master) && needs_reopen(err, self.follows_master)
     }
 
     /// Whether connection `generation` failed with `err` because the runtime that runs it
@@ -970,9 +976,7 @@ impl<C: Conn> Store for RedisStore<C> {
         // A connection that drops under the walk is replaced for the next operation.
         let replace_if_dropped = |err: Error| {
             let dropped = matches!(&err, Error::Redis { source }
-            if source.downcast_ref::<redis::RedisError>().is_some_and(|err| {
-                !C::RECONNECTS && needs_reopen(err, self.follows_master)
-            }));
+                if source.downcast_ref().is_some_and(|err| self.must_replace(err)));
             if dropped {
                 drop(self.reopening_after(generation));
             }
