@@ -5,8 +5,21 @@
 use super::server::{cli, cli_binary, RedisServer, Tls};
 use super::test_config;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The nodes' `cluster-node-timeout` (ms): a failed master is noticed, and its replica
+/// promoted, within a few seconds.
+const NODE_TIMEOUT_MS: &str = "1000";
+
+/// Their node timeout while they join (ms): how long a node may stall then.
+const JOIN_NODE_TIMEOUT_MS: &str = "10000";
+
+/// How long `redis-cli --cluster create` may take: about a second when the nodes join.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many sets of nodes are tried before a cluster is given up.
+const CREATE_TRIES: u32 = 3;
 
 /// A local Redis Cluster for one test: `masters` masters with `replicas` replicas each,
 /// `redis-server --cluster-enabled yes` processes on free loopback ports joined with
@@ -41,6 +54,39 @@ impl RedisCluster {
         password: Option<&str>,
         tls: Option<&Tls<'_>>,
     ) -> Self {
+        // A node that times out its bus handshake with another (after the node timeout, at
+        // least 1 s: a node stalled that long on a busy machine) is left out of the
+        // cluster for good, and `--cluster create` then waits for it forever (seen on Redis
+        // 7.0 and Valkey 8.0). The nodes join with a 10 s node timeout, then run with the
+        // 1 s the failover tests need; a try that still fails is made again with new nodes.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let cluster = Self::launch(masters, replicas, password, tls);
+            cluster.set_node_timeout(JOIN_NODE_TIMEOUT_MS);
+            match cluster.create(replicas) {
+                Ok(()) => {
+                    cluster.wait_until_ok();
+                    cluster.set_node_timeout(NODE_TIMEOUT_MS);
+                    return cluster;
+                }
+                Err(said) if attempt < CREATE_TRIES => {
+                    eprintln!("the cluster's nodes did not join (try {attempt}), again:\n{said}");
+                }
+                Err(said) => {
+                    panic!("the cluster's nodes did not join in {CREATE_TRIES} tries:\n{said}")
+                }
+            }
+        }
+    }
+
+    /// `masters * (1 + replicas)` cluster-enabled nodes, not yet joined.
+    fn launch(
+        masters: usize,
+        replicas: usize,
+        password: Option<&str>,
+        tls: Option<&Tls<'_>>,
+    ) -> Self {
         let auth: Vec<&str> = match password {
             Some(pw) => vec!["--requirepass", pw, "--masterauth", pw],
             None => vec![],
@@ -53,7 +99,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "1000",
+                    NODE_TIMEOUT_MS,
                     // Slots of a failed master are refused, the others still served.
                     "--cluster-require-full-coverage",
                     "no",
@@ -70,36 +116,71 @@ impl RedisCluster {
             std::fs::write(&file, ca).unwrap();
             file
         });
-        let mut create = Command::new(cli_binary());
-        if let Some(pw) = password {
-            create.args(["-a", pw, "--no-auth-warning"]);
-        }
-        if let Some(file) = &ca_file {
-            create.arg("--tls").arg("--cacert").arg(file);
-        }
-        create.arg("--cluster").arg("create");
-        for node in &nodes {
-            create.arg(format!("127.0.0.1:{}", node.port()));
-        }
-        let out = create
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .unwrap_or_else(|err| {
-                panic!("run `{}` (it comes with redis-server): {err}", cli_binary())
-            });
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let cluster = RedisCluster {
+        RedisCluster {
             nodes,
             password: password.map(str::to_owned),
             ca_file,
-        };
-        cluster.wait_until_ok();
-        cluster
+        }
+    }
+
+    /// Sets every node's `cluster-node-timeout` (milliseconds).
+    fn set_node_timeout(&self, ms: &str) {
+        for node in &self.nodes {
+            let said = self.cli(node.port(), &["CONFIG", "SET", "cluster-node-timeout", ms]);
+            assert_eq!(said.trim(), "OK", "CONFIG SET cluster-node-timeout {ms}");
+        }
+    }
+
+    /// Joins the nodes with `redis-cli --cluster create`, `replicas` replicas per master.
+    /// What the cli printed, and each node's view of the cluster, if the nodes did not
+    /// agree within [`CREATE_TIMEOUT`].
+    fn create(&self, replicas: usize) -> Result<(), String> {
+        let mut create = Command::new(cli_binary());
+        if let Some(pw) = &self.password {
+            create.args(["-a", pw, "--no-auth-warning"]);
+        }
+        if let Some(file) = &self.ca_file {
+            create.arg("--tls").arg("--cacert").arg(file);
+        }
+        create.arg("--cluster").arg("create");
+        for node in &self.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        // Its output goes to a file: nothing reads a pipe while it runs.
+        let log = self.nodes[0].dir.join("cluster-create.log");
+        let out = std::fs::File::create(&log).expect("create the cli's log file");
+        let mut child = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("duplicate the log file handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!("run `{}` (it comes with redis-server): {err}", cli_binary())
+            });
+        let said = || std::fs::read_to_string(&log).unwrap_or_default();
+        let deadline = Instant::now() + CREATE_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the cli") {
+                assert!(
+                    status.success(),
+                    "redis-cli --cluster create failed:\n{}",
+                    said()
+                );
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let mut said = said();
+                for node in &self.nodes {
+                    let view = self.cli(node.port(), &["CLUSTER", "NODES"]);
+                    said.push_str(&format!("CLUSTER NODES at {}:\n{view}", node.port()));
+                }
+                return Err(said);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `redis-cli` against one node, with the cluster's password and TLS.
