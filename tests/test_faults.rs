@@ -287,7 +287,9 @@ async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
 
 /// A write whose connection drops after Redis ran it, before its reply arrived, is not
 /// sent again on the new connection: the second run would answer about the first. A
-/// deletion then reports the fault rather than "nothing was there", and the entry is gone.
+/// deletion is (writing its tombstone again only retires the entry again), knows its own
+/// tombstone in the second reply, and reports the fault rather than "nothing was there";
+/// the entry is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_reply_is_lost_is_not_sent_again() {
     let server = RedisServer::start();
@@ -308,6 +310,32 @@ async fn a_write_whose_reply_is_lost_is_not_sent_again() {
     assert_eq!(cache.get::<u32>("k").await.unwrap(), None, "deleted once");
     assert_eq!(proxy.accepted.load(SeqCst), 2, "connected again");
     assert!(!cache.delete("k").await.unwrap(), "nothing left to delete");
+}
+
+/// An invalidation whose connection the server had already dropped (`CLIENT KILL`, an idle
+/// timeout of Redis or of a proxy, while the service had nothing to ask) runs on the new
+/// connection: the entry is retired and the answer is Redis's, not a fault that leaves a
+/// stale entry behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_on_a_dropped_connection_runs_on_the_new_one() {
+    let (server, cache) = server_and_cache().await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    cache
+        .set("k", &7u32, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    assert!(server.kill_clients() >= 1, "the cache's connection");
+    let invalidated = cache.scope(redcache::invalidate!(item(1, _))).await;
+    assert!(invalidated.unwrap(), "the entry was there");
+    assert!(server.kill_clients() >= 1, "the new connection");
+    assert!(cache.delete("k").await.unwrap(), "the entry was there");
+
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(calls.load(SeqCst), 2, "the invalidated entry is a miss");
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), None, "deleted");
+    assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

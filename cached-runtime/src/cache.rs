@@ -316,7 +316,8 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// The store failed.
+    /// The store failed. Also when the connection dropped after Redis ran the deletion,
+    /// before its reply arrived: the entry is gone, but whether there was one is unknown.
     ///
     /// # Examples
     ///

@@ -140,7 +140,8 @@ pub(crate) trait Store {
         value: &[u8],
         ttl: Duration,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Writes `value` at `key` for `ttl` and returns what was there.
+    /// Writes `value` at `key` for `ttl` and returns what was there. A tombstone may be
+    /// written twice (a connection that dropped under the first): the reply then holds it.
     fn replace(
         &self,
         key: &str,

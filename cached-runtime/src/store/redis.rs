@@ -73,7 +73,8 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 /// running it again would answer differently (`SET NX`, `SET ... GET`, the scripts) or undo
 /// what another client wrote in between (a plain `SET` of a group's generation). A
 /// `READONLY` answer (behind Sentinel: the server was demoted) means nothing ran, so any
-/// operation is sent again then.
+/// operation is sent again then. An invalidation's tombstone is sent again too (see
+/// `replace`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
     Safe,
@@ -911,7 +912,15 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
-        self.query(Resend::Never, &set_cmd(key, value, Some(ttl), &["GET"]))
+        // A tombstone (an invalidation) is sent again on a new connection: writing it twice
+        // only retires the entry again, and the caller recognises its own, unique, tombstone
+        // in the reply of a second run. A connection the server dropped while idle then
+        // costs no invalidation (which would leave a stale entry behind).
+        let resend = match crate::codec::is_tombstone(value) {
+            true => Resend::Safe,
+            false => Resend::Never,
+        };
+        self.query(resend, &set_cmd(key, value, Some(ttl), &["GET"]))
             .await
     }
 
