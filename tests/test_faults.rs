@@ -18,6 +18,18 @@ async fn item(id: u64, calls: &AtomicUsize) -> String {
     format!("item {id}")
 }
 
+#[redcache::cached(prefix = "f:grouped", group = "f:catalog", ttl = 60, skip(calls))]
+async fn grouped(id: u64, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("grouped {id}")
+}
+
+#[redcache::cached(prefix = "f:tagged", ttl = 60, tags("f:owner:{id}"), skip(calls))]
+async fn tagged(id: u64, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("tagged {id}")
+}
+
 async fn stored(server: &RedisServer, key: &str) -> bool {
     let Ok(client) = redis::Client::open(server.url()) else {
         return false;
@@ -335,6 +347,43 @@ async fn an_invalidation_on_a_dropped_connection_runs_on_the_new_one() {
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
     assert_eq!(calls.load(SeqCst), 2, "the invalidated entry is a miss");
     assert_eq!(cache.get::<u32>("k").await.unwrap(), None, "deleted");
+    assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
+}
+
+/// The same for the invalidations that move a generation (a group's, a tag's, a path's):
+/// sent again on the new connection, with another new generation, so that they never
+/// restore one that another client replaced in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_moved_on_a_dropped_connection_moves_on_the_new_one() {
+    let (server, cache) = server_and_cache().await;
+    let (in_group, with_tag) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    for _ in 0..2 {
+        assert_eq!(cache.scope(grouped(1, &in_group)).await, "grouped 1");
+        assert_eq!(cache.scope(tagged(1, &with_tag)).await, "tagged 1");
+    }
+    assert_eq!((in_group.load(SeqCst), with_tag.load(SeqCst)), (1, 1));
+
+    assert!(server.kill_clients() >= 1, "the cache's connection");
+    cache.invalidate_group("f:catalog").await.unwrap();
+    assert!(server.kill_clients() >= 1, "the new connection");
+    cache.invalidate_tag("f:owner:1").await.unwrap();
+    #[cfg(feature = "http")]
+    {
+        assert!(server.kill_clients() >= 1, "the third connection");
+        assert_eq!(
+            cache.invalidate_path("/items/1").await.unwrap(),
+            0,
+            "never cached"
+        );
+    }
+
+    assert_eq!(cache.scope(grouped(1, &in_group)).await, "grouped 1");
+    assert_eq!(cache.scope(tagged(1, &with_tag)).await, "tagged 1");
+    assert_eq!(
+        (in_group.load(SeqCst), with_tag.load(SeqCst)),
+        (2, 2),
+        "both invalidated entries are misses"
+    );
     assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
 }
 

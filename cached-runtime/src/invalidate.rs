@@ -3,7 +3,7 @@
 
 use crate::codec;
 use crate::core::Core;
-use crate::key::{self, new_generation};
+use crate::key;
 use crate::stats::Event;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -49,13 +49,9 @@ impl Core {
     /// Moves `group` to a new generation (see [`Cache::invalidate_group`](crate::Cache::invalidate_group)).
     pub(crate) async fn invalidate_group(&self, group: &str) -> Result<()> {
         let gen_key = self.group_key(group);
-        let gen = new_generation().to_string();
         let timeout = Some(self.config.op_timeout());
         let set = self
-            .op_invalidation(
-                timeout,
-                self.backend.set_persistent(&gen_key, gen.as_bytes()),
-            )
+            .op_invalidation(timeout, self.backend.regenerate(&gen_key, None))
             .await;
         self.local_changed(&gen_key);
         set?;

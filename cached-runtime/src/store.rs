@@ -150,6 +150,15 @@ pub(crate) trait Store {
     ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
     /// Writes `value` at `key` with no expiry (a group generation).
     fn set_persistent(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<()>> + Send;
+    /// Moves `key` (a group's, a tag's or a path's generation) to a new generation, made
+    /// here, expiring after `ttl` (`None`: never); what was there. Sent again on a new
+    /// connection with another new generation: the same one written again could restore
+    /// it over a newer one that another client wrote in between.
+    fn regenerate(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
     /// Writes `value` at `key` for `ttl` if there is nothing there; whether it did (a
     /// lease).
     fn set_nx(
@@ -322,6 +331,10 @@ impl Store for Backend {
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
         dispatch!("SET", self.set_persistent(key, value))
+    }
+
+    async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Vec<u8>>> {
+        dispatch!("SET", self.regenerate(key, ttl))
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {

@@ -76,9 +76,8 @@ impl Core {
     /// Moves `tag` to a new generation (see [`Cache::invalidate_tag`](crate::Cache::invalidate_tag)).
     pub(crate) async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         let key = self.tag_key(tag);
-        let gen = new_generation().to_string();
         let timeout = Some(self.config.op_timeout());
-        let set = self.backend.set(&key, gen.as_bytes(), TAG_GENERATION_TTL);
+        let set = self.backend.regenerate(&key, Some(TAG_GENERATION_TTL));
         self.op_invalidation(timeout, set).await?;
         self.record(None, Event::Invalidations(1));
         Ok(())

@@ -1034,12 +1034,11 @@ impl Core {
         // A query is not part of a path: every query of the path goes.
         let path = path.split_once('?').map_or(path, |(path, _)| path);
         let gen_key = self.group_key(&path_tag(path));
-        let gen = new_generation().to_string();
         // The new generation must outlive any fill that read the old one (or none).
         let ttl = self.config.max_fill_time();
         let timeout = Some(self.config.op_timeout());
         let old = self
-            .op_invalidation(timeout, self.backend.replace(&gen_key, gen.as_bytes(), ttl))
+            .op_invalidation(timeout, self.backend.regenerate(&gen_key, Some(ttl)))
             .await?;
         let removed = u64::from(old.is_some());
         self.record(None, Event::Invalidations(removed));

@@ -377,7 +377,7 @@ impl Store for MemoryStore {
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
         let _locked = self.lock(key);
-        // `Cache::set`'s write-through (or a tag's new generation).
+        // `Cache::set`'s write-through.
         self.insert(key, value, Some(ttl), Write::Fences);
         Ok(())
     }
@@ -385,7 +385,7 @@ impl Store for MemoryStore {
     async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
         let _locked = self.lock(key);
         let old = self.value(key);
-        // A tombstone, or a path's new generation.
+        // A tombstone.
         self.insert(key, value, Some(ttl), Write::Fences);
         Ok(old)
     }
@@ -394,6 +394,14 @@ impl Store for MemoryStore {
         let _locked = self.lock(key);
         self.insert(key, value, None, Write::Fences);
         Ok(())
+    }
+
+    async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Vec<u8>>> {
+        let _locked = self.lock(key);
+        let old = self.value(key);
+        let gen = crate::key::new_generation().to_string();
+        self.insert(key, gen.as_bytes(), ttl, Write::Fences);
+        Ok(old)
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {

@@ -73,8 +73,8 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 /// running it again would answer differently (`SET NX`, `SET ... GET`, the scripts) or undo
 /// what another client wrote in between (a plain `SET` of a group's generation). A
 /// `READONLY` answer (behind Sentinel: the server was demoted) means nothing ran, so any
-/// operation is sent again then. An invalidation's tombstone is sent again too (see
-/// `replace`).
+/// operation is sent again then. An invalidation is sent again too: its tombstone (see
+/// `replace`), or another new generation (`regenerate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
     Safe,
@@ -927,6 +927,16 @@ impl<C: Conn> Store for RedisStore<C> {
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
         self.query(Resend::Never, &set_cmd(key, value, None, &[]))
             .await
+    }
+
+    async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Vec<u8>>> {
+        // A new generation for each run: sent again, it only invalidates once more.
+        self.with_conn(Resend::Safe, |mut conn| {
+            let gen = crate::key::new_generation().to_string();
+            let cmd = set_cmd(key, gen.as_bytes(), ttl, &["GET"]);
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
