@@ -326,27 +326,33 @@ async fn a_write_whose_reply_is_lost_is_not_sent_again() {
 
 /// An invalidation whose connection the server had already dropped (`CLIENT KILL`, an idle
 /// timeout of Redis or of a proxy, while the service had nothing to ask) runs on the new
-/// connection: the entry is retired and the answer is Redis's, not a fault that leaves a
-/// stale entry behind.
+/// connection: the entries are retired and the answer is Redis's, not a fault that leaves
+/// stale entries behind. A prefix's walk takes the new connection where it stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_on_a_dropped_connection_runs_on_the_new_one() {
     let (server, cache) = server_and_cache().await;
     let calls = AtomicUsize::new(0);
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
-    cache
-        .set("k", &7u32, Duration::from_secs(60))
-        .await
-        .unwrap();
+    for key in ["k", "p:1", "p:2"] {
+        cache
+            .set(key, &7u32, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
 
     assert!(server.kill_clients() >= 1, "the cache's connection");
     let invalidated = cache.scope(redcache::invalidate!(item(1, _))).await;
     assert!(invalidated.unwrap(), "the entry was there");
     assert!(server.kill_clients() >= 1, "the new connection");
     assert!(cache.delete("k").await.unwrap(), "the entry was there");
+    assert!(server.kill_clients() >= 1, "the third connection");
+    assert_eq!(cache.invalidate_prefix("p").await.unwrap(), 2);
 
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
     assert_eq!(calls.load(SeqCst), 2, "the invalidated entry is a miss");
-    assert_eq!(cache.get::<u32>("k").await.unwrap(), None, "deleted");
+    for key in ["k", "p:1", "p:2"] {
+        assert_eq!(cache.get::<u32>(key).await.unwrap(), None, "{key} is gone");
+    }
     assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
 }
 

@@ -70,11 +70,11 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 
 /// Whether an operation may be sent again on a new connection after its connection failed
 /// under it. A command that changes data may have run before the connection dropped, and
-/// running it again would answer differently (`SET NX`, `SET ... GET`, the scripts) or undo
-/// what another client wrote in between (a plain `SET` of a group's generation). A
-/// `READONLY` answer (behind Sentinel: the server was demoted) means nothing ran, so any
-/// operation is sent again then. An invalidation is sent again too: its tombstone (see
-/// `replace`), or another new generation (`regenerate`).
+/// running it again would answer differently (`SET NX`, `SET ... GET`, the fill and release
+/// scripts) or undo what another client wrote in between (a plain `SET` of a group's
+/// generation). A `READONLY` answer (behind Sentinel: the server was demoted) means nothing
+/// ran, so any operation is sent again then. An invalidation is sent again too: its
+/// tombstones (see `replace`, `tombstone_keys`), or another new generation (`regenerate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
     Safe,
@@ -988,23 +988,29 @@ impl<C: Conn> Store for RedisStore<C> {
         // are handled by one short script (one per key on a cluster, whose scripts cannot
         // span slots), so no single command holds Redis for long (never KEYS). Keys are
         // bytes: one that is not UTF-8 is handled like any other.
-        let (conn, generation) = match self.conn() {
+        let (mut conn, mut generation) = match self.conn() {
             Ok(current) => current,
             Err(gone) => self.reopen_after(gone).await?,
         };
-        // A connection that drops under the walk is replaced for the next operation.
-        let replace_if_dropped = |err: Error| {
-            let dropped = matches!(&err, Error::Redis { source }
-                if source.downcast_ref().is_some_and(|err| self.must_replace(err)));
-            if dropped {
-                drop(self.reopening_after(generation));
-            }
-            err
+        // Whether `err` means the connection dropped under the walk: a step is then sent
+        // again on a new one (a SCAN cursor is not tied to a connection), a few times.
+        let dropped = |err: &Error| {
+            matches!(err, Error::Redis { source }
+                if source.downcast_ref().is_some_and(|err| self.must_replace(err)))
         };
+        let mut drops = 0;
         // The connection times no command out (each single operation runs under the
         // operation timeout, `Core::op`), so each step of the walk has its own.
-        let masters = within(step, conn.masters()).await;
-        for node in masters.map_err(replace_if_dropped)? {
+        let masters = loop {
+            match within(step, conn.masters()).await {
+                Err(err) if dropped(&err) && drops < 3 => {
+                    drops += 1;
+                    (conn, generation) = within(step, self.reopen_after(generation)).await?;
+                }
+                masters => break masters?,
+            }
+        };
+        for node in masters {
             let mut cursor: u64 = 0;
             loop {
                 let mut scan = redis::cmd("SCAN");
@@ -1013,9 +1019,14 @@ impl<C: Conn> Store for RedisStore<C> {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(batch);
-                let reply = within(step, conn.send_to(&node, scan))
-                    .await
-                    .map_err(replace_if_dropped)?;
+                let reply = match within(step, conn.send_to(&node, scan)).await {
+                    Err(err) if dropped(&err) && drops < 3 => {
+                        drops += 1;
+                        (conn, generation) = within(step, self.reopen_after(generation)).await?;
+                        continue;
+                    }
+                    reply => reply?,
+                };
                 let (next, keys): (u64, Vec<Vec<u8>>) =
                     redis::from_redis_value(reply).map_err(|e| Error::redis(e.into()))?;
                 // At most SCRIPT_KEYS keys per script, so that none holds Redis for long.
@@ -1051,7 +1062,9 @@ impl<C: Conn> RedisStore<C> {
             }
             call.arg(px(ttl)).arg(base);
             let call = Arc::new(call);
-            self.with_conn(Resend::Never, move |mut conn| {
+            // Sent again on a new connection: writing the same tombstones again only
+            // retires the keys again (one the first run retired is not counted twice).
+            self.with_conn(Resend::Safe, move |mut conn| {
                 let call = call.clone();
                 async move { call.invoke_async::<u64>(&mut conn).await }
             })
