@@ -297,13 +297,13 @@ async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
     assert_eq!(proxy.accepted.load(SeqCst), 2, "one connection attempt");
 }
 
-/// A write whose connection drops after Redis ran it, before its reply arrived, is not
-/// sent again on the new connection: the second run would answer about the first. A
-/// deletion is (writing its tombstone again only retires the entry again), knows its own
-/// tombstone in the second reply, and reports the fault rather than "nothing was there";
-/// the entry is gone.
+/// An invalidation whose connection drops after Redis ran it, before its reply arrived, is
+/// sent again on the new connection, with a new tombstone or generation (writing one again
+/// only invalidates once more). Its second reply then holds the first one's: a deletion
+/// reports the outcome as unknown rather than "nothing was there", and the entry is gone; a
+/// group's invalidation is done, and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_whose_reply_is_lost_is_not_sent_again() {
+async fn an_invalidation_whose_reply_is_lost_is_done_and_its_answer_unknown() {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port()).await;
     let cache = proxy.cache(test_config()).await;
@@ -319,9 +319,19 @@ async fn a_write_whose_reply_is_lost_is_not_sent_again() {
         matches!(deleted, Err(redcache::Error::Redis { .. })),
         "the outcome is unknown, not false: {deleted:?}"
     );
-    assert_eq!(cache.get::<u32>("k").await.unwrap(), None, "deleted once");
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), None, "deleted");
     assert_eq!(proxy.accepted.load(SeqCst), 2, "connected again");
     assert!(!cache.delete("k").await.unwrap(), "nothing left to delete");
+
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        assert_eq!(cache.scope(grouped(1, &calls)).await, "grouped 1");
+    }
+    proxy.cut_next_reply.store(true, SeqCst);
+    cache.invalidate_group("f:catalog").await.unwrap();
+    assert_eq!(proxy.accepted.load(SeqCst), 3, "connected again");
+    assert_eq!(cache.scope(grouped(1, &calls)).await, "grouped 1");
+    assert_eq!(calls.load(SeqCst), 2, "the group's entry is a miss");
 }
 
 /// An invalidation whose connection the server had already dropped (`CLIENT KILL`, an idle

@@ -516,7 +516,9 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// The store failed; entries removed before the fault stay removed.
+    /// The store failed; entries removed before the fault stay removed. (A step whose
+    /// connection dropped runs again on a new one, and then counts only what it retired
+    /// itself.)
     ///
     /// # Examples
     ///

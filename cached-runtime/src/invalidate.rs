@@ -6,7 +6,7 @@ use crate::core::Core;
 use crate::key;
 use crate::stats::Event;
 use crate::store::Store;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Keys a SCAN step looks at.
 const SCAN_BATCH: usize = 250;
@@ -16,29 +16,18 @@ impl Core {
     /// lives [`Config::max_fill_time`](crate::Config::max_fill_time); whether a live entry
     /// was there.
     pub(crate) async fn invalidate_key(&self, key: &str) -> Result<bool> {
-        let tombstone = codec::encode_tombstone();
         let ttl = self.config.max_fill_time();
-        let replaced = async {
-            let old = self.backend.replace(key, &tombstone, ttl).await?;
-            if old.as_deref() == Some(&tombstone[..]) {
-                // Our own tombstone (they are unique): the connection dropped after Redis
-                // ran the write, which was sent again. The entry is retired; whether one
-                // was there is not known: an error, as for any outcome not known.
-                return Err(Error::redis(redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "the connection dropped after Redis ran the invalidation: the entry is \
-                     retired, but whether there was one is unknown",
-                ))));
-            }
-            Ok(old)
-        };
         let old = self
-            .op_invalidation(Some(self.config.op_timeout()), replaced)
+            .op_invalidation(
+                Some(self.config.op_timeout()),
+                self.backend.retire(key, ttl),
+            )
             .await;
         // This process's copy goes now, not when Redis's push arrives: the next call here
         // reads Redis. (Whatever else holds one gets the push.)
         self.local_changed(key);
-        let old = old?;
+        // Unknown: the entry is retired, but whether there was one is not known.
+        let old = old?.was()?;
         let removed = old.is_some_and(|old| !codec::is_tombstone(&old));
         if removed {
             self.record(None, Event::Invalidations(1));

@@ -22,6 +22,32 @@ pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::RedisStore;
 pub(crate) use ::redis::cluster_async::ClusterConnection;
 
+/// What an invalidation's write (a tombstone, a new generation) replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Replaced {
+    /// What was there (`None`: nothing).
+    Was(Option<Vec<u8>>),
+    /// Not known: the connection dropped after Redis ran the write, which was sent again
+    /// and found the first one's value.
+    Unknown,
+}
+
+impl Replaced {
+    /// Whether something was there, unless that is not known.
+    pub(crate) fn was(self) -> crate::Result<Option<Vec<u8>>> {
+        match self {
+            Replaced::Was(old) => Ok(old),
+            Replaced::Unknown => Err(crate::Error::redis(::redis::RedisError::from(
+                std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the connection dropped after Redis ran the invalidation: it is done, but \
+                     what it replaced is unknown",
+                ),
+            ))),
+        }
+    }
+}
+
 /// An entry and its group's raw generation, as one `MGET` reads them.
 pub(crate) type EntryAndGen = (Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -140,14 +166,10 @@ pub(crate) trait Store {
         value: &[u8],
         ttl: Duration,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// Writes `value` at `key` for `ttl` and returns what was there. A tombstone may be
-    /// written twice (a connection that dropped under the first): the reply then holds it.
-    fn replace(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// Replaces `key` by a new tombstone living `ttl` (an invalidation); what was there.
+    /// Sent again on a new connection, with another new tombstone: the same one written
+    /// again could bring back one that a reader saw before another client's invalidation.
+    fn retire(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<Replaced>> + Send;
     /// Writes `value` at `key` with no expiry (a group generation).
     fn set_persistent(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<()>> + Send;
     /// Moves `key` (a group's, a tag's or a path's generation) to a new generation, made
@@ -158,7 +180,7 @@ pub(crate) trait Store {
         &self,
         key: &str,
         ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    ) -> impl Future<Output = Result<Replaced>> + Send;
     /// Writes `value` at `key` for `ttl` if there is nothing there; whether it did (a
     /// lease).
     fn set_nx(
@@ -325,15 +347,15 @@ impl Store for Backend {
         dispatch!("SET", self.set(key, value, ttl))
     }
 
-    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
-        dispatch!("SET", self.replace(key, value, ttl))
+    async fn retire(&self, key: &str, ttl: Duration) -> Result<Replaced> {
+        dispatch!("SET", self.retire(key, ttl))
     }
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
         dispatch!("SET", self.set_persistent(key, value))
     }
 
-    async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Vec<u8>>> {
+    async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Replaced> {
         dispatch!("SET", self.regenerate(key, ttl))
     }
 

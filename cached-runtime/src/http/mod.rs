@@ -1039,7 +1039,9 @@ impl Core {
         let timeout = Some(self.config.op_timeout());
         let old = self
             .op_invalidation(timeout, self.backend.regenerate(&gen_key, Some(ttl)))
-            .await?;
+            .await?
+            // Unknown: the path moved, but whether it had a generation is not known.
+            .was()?;
         let removed = u64::from(old.is_some());
         self.record(None, Event::Invalidations(removed));
         Ok(removed)
@@ -1052,7 +1054,9 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// When the store fails.
+    /// When the store fails. Also when the connection dropped after Redis ran the
+    /// invalidation, before its reply arrived: the path moved, but whether it had entries
+    /// is unknown.
     ///
     /// # Examples
     ///

@@ -11,7 +11,7 @@
 //! an entry and its group's generation sees both unchanged until it writes, as the Redis
 //! script does.
 
-use super::{prefix_retires, EntryAndGen, Fill, Seen, Store};
+use super::{prefix_retires, EntryAndGen, Fill, Replaced, Seen, Store};
 use crate::Result;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
@@ -382,12 +382,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
+    async fn retire(&self, key: &str, ttl: Duration) -> Result<Replaced> {
         let _locked = self.lock(key);
         let old = self.value(key);
-        // A tombstone.
-        self.insert(key, value, Some(ttl), Write::Fences);
-        Ok(old)
+        let tombstone = crate::codec::encode_tombstone();
+        self.insert(key, &tombstone, Some(ttl), Write::Fences);
+        Ok(Replaced::Was(old))
     }
 
     async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
@@ -396,12 +396,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Vec<u8>>> {
+    async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Replaced> {
         let _locked = self.lock(key);
         let old = self.value(key);
         let gen = crate::key::new_generation().to_string();
         self.insert(key, gen.as_bytes(), ttl, Write::Fences);
-        Ok(old)
+        Ok(Replaced::Was(old))
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
@@ -681,11 +681,10 @@ mod tests {
         // The race it closes: a call reads nothing at "k"; a writer invalidates or writes
         // through; many other entries are written; the call's fill arrives. Had the
         // writer's entry left no trace, it would look like the nothing the call read.
-        let tombstone = crate::codec::encode_tombstone();
         let old = || fill(b"old", Seen::Nothing, None);
         // An invalidation's tombstone.
         let store = full_store().await;
-        store.replace("k", &tombstone, FENCE).await.unwrap();
+        store.retire("k", FENCE).await.unwrap();
         evict(&store, "k").await;
         assert!(!store.fill(&old()).await.unwrap());
         // Nor a fill whose read saw an entry that is gone now.
@@ -710,15 +709,16 @@ mod tests {
         assert!(!store.fill(&old()).await.unwrap());
         // A later call's fill over the tombstone stands in for it.
         let store = full_store().await;
-        store.replace("k", &tombstone, FENCE).await.unwrap();
+        store.retire("k", FENCE).await.unwrap();
+        let tombstone = store.get("k").await.unwrap().unwrap();
         let over = fill(b"new", Seen::Bytes(&tombstone), None);
         assert!(store.fill(&over).await.unwrap());
         evict(&store, "k").await;
         assert!(!store.fill(&old()).await.unwrap());
         // A path's new generation (HTTP): a fill that read none would create its own.
         let store = full_store().await;
-        let path_gen = store.replace("g", b"2", Duration::from_secs(3600)).await;
-        assert_eq!(path_gen.unwrap(), None);
+        let path_gen = store.regenerate("g", Some(Duration::from_secs(3600))).await;
+        assert_eq!(path_gen.unwrap(), Replaced::Was(None));
         evict(&store, "g").await;
         let fence = GroupFence::at("g", None).expiring(true);
         let grouped = fill(b"old", Seen::Nothing, Some(fence));
@@ -728,8 +728,8 @@ mod tests {
     #[tokio::test]
     async fn a_write_over_a_fence_records_nothing() {
         let store = full_store().await;
-        let tombstone = crate::codec::encode_tombstone();
-        store.replace("k", &tombstone, FENCE).await.unwrap();
+        store.retire("k", FENCE).await.unwrap();
+        let tombstone = store.get("k").await.unwrap().unwrap();
         let over = fill(b"new", Seen::Bytes(&tombstone), None);
         assert!(store.fill(&over).await.unwrap());
         assert!(store.fill(&fill(b"newer", Seen::Any, None)).await.unwrap());
@@ -740,8 +740,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_evicted_fence_ends_at_its_deadline() {
         let store = full_store().await;
-        let tombstone = crate::codec::encode_tombstone();
-        store.replace("k", &tombstone, FENCE).await.unwrap();
+        store.retire("k", FENCE).await.unwrap();
+        let tombstone = store.get("k").await.unwrap().unwrap();
         tokio::time::advance(FENCE / 2).await;
         // A fill over the tombstone fences until the tombstone's deadline.
         let over = fill(b"new", Seen::Bytes(&tombstone), None);
@@ -772,11 +772,7 @@ mod tests {
     async fn a_burst_of_invalidations_stays_in_the_caps_and_fences_every_key() {
         let store = MemoryStore::new(100, 1 << 20, FENCE);
         for i in 0..1_000u32 {
-            let tombstone = crate::codec::encode_tombstone();
-            store
-                .replace(&format!("gone:{i}"), &tombstone, FENCE)
-                .await
-                .unwrap();
+            store.retire(&format!("gone:{i}"), FENCE).await.unwrap();
         }
         assert!(store.len() <= 100, "{} entries", store.len());
         for i in [0, 500, 999] {
@@ -794,11 +790,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_expired_tombstone_is_evicted_like_any_entry() {
         let store = full_store().await;
-        let tombstone = crate::codec::encode_tombstone();
-        store
-            .replace("k", &tombstone, Duration::from_secs(1))
-            .await
-            .unwrap();
+        store.retire("k", Duration::from_secs(1)).await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         pressure(&store).await;
         assert!(store.entries.peek("k").is_none(), "evicted");

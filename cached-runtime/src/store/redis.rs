@@ -9,7 +9,7 @@
 //! answer.
 
 use super::sentinel::Replica;
-use super::{EntryAndGen, Fill, Seen, Store};
+use super::{EntryAndGen, Fill, Replaced, Seen, Store};
 use crate::local::{Invalidations, LocalTier};
 use crate::{Config, Error, Result};
 use arc_swap::ArcSwap;
@@ -73,8 +73,8 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 /// running it again would answer differently (`SET NX`, `SET ... GET`, the fill and release
 /// scripts) or undo what another client wrote in between (a plain `SET` of a group's
 /// generation). A `READONLY` answer (behind Sentinel: the server was demoted) means nothing
-/// ran, so any operation is sent again then. An invalidation is sent again too: its
-/// tombstones (see `replace`, `tombstone_keys`), or another new generation (`regenerate`).
+/// ran, so any operation is sent again then. An invalidation is sent again too, with new
+/// tombstones or a new generation (`invalidating`, `tombstone_keys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
     Safe,
@@ -805,6 +805,36 @@ impl<C: Conn> RedisStore<C> {
         })
         .await
     }
+
+    /// An invalidation's write: `SET key <made()> [PX ttl] GET`. Sent again on a new
+    /// connection, with another `made()` (a new tombstone or generation): writing one again
+    /// only invalidates once more, where the same one could bring back what a reader saw
+    /// before another client's invalidation. What it replaced, unknown when that is one of
+    /// its own earlier writes (the connection dropped after Redis ran it).
+    async fn invalidating(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        made: impl Fn() -> Vec<u8>,
+    ) -> Result<Replaced> {
+        let written = Mutex::new(Vec::new());
+        let old: Option<Vec<u8>> = self
+            .with_conn(Resend::Safe, |mut conn| {
+                let value = made();
+                let cmd = set_cmd(key, &value, ttl, &["GET"]);
+                written
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(value);
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
+        let written = written.into_inner().unwrap_or_else(PoisonError::into_inner);
+        Ok(match old {
+            Some(old) if written.contains(&old) => Replaced::Unknown,
+            old => Replaced::Was(old),
+        })
+    }
 }
 
 impl<C: Conn> Store for RedisStore<C> {
@@ -911,16 +941,8 @@ impl<C: Conn> Store for RedisStore<C> {
             .await
     }
 
-    async fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<Vec<u8>>> {
-        // A tombstone (an invalidation) is sent again on a new connection: writing it twice
-        // only retires the entry again, and the caller recognises its own, unique, tombstone
-        // in the reply of a second run. A connection the server dropped while idle then
-        // costs no invalidation (which would leave a stale entry behind).
-        let resend = match crate::codec::is_tombstone(value) {
-            true => Resend::Safe,
-            false => Resend::Never,
-        };
-        self.query(resend, &set_cmd(key, value, Some(ttl), &["GET"]))
+    async fn retire(&self, key: &str, ttl: Duration) -> Result<Replaced> {
+        self.invalidating(key, Some(ttl), crate::codec::encode_tombstone)
             .await
     }
 
@@ -929,12 +951,9 @@ impl<C: Conn> Store for RedisStore<C> {
             .await
     }
 
-    async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Option<Vec<u8>>> {
-        // A new generation for each run: sent again, it only invalidates once more.
-        self.with_conn(Resend::Safe, |mut conn| {
-            let gen = crate::key::new_generation().to_string();
-            let cmd = set_cmd(key, gen.as_bytes(), ttl, &["GET"]);
-            async move { cmd.query_async(&mut conn).await }
+    async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Replaced> {
+        self.invalidating(key, ttl, || {
+            crate::key::new_generation().to_string().into_bytes()
         })
         .await
     }
@@ -992,8 +1011,8 @@ impl<C: Conn> Store for RedisStore<C> {
             Ok(current) => current,
             Err(gone) => self.reopen_after(gone).await?,
         };
-        // Whether `err` means the connection dropped under the walk: a step is then sent
-        // again on a new one (a SCAN cursor is not tied to a connection), a few times.
+        // Whether `err` means the connection dropped under the walk: the step then runs
+        // again on a new one, a few times at most.
         let dropped = |err: &Error| {
             matches!(err, Error::Redis { source }
                 if source.downcast_ref().is_some_and(|err| self.must_replace(err)))
@@ -1023,6 +1042,10 @@ impl<C: Conn> Store for RedisStore<C> {
                     Err(err) if dropped(&err) && drops < 3 => {
                         drops += 1;
                         (conn, generation) = within(step, self.reopen_after(generation)).await?;
+                        // The new connection may reach another server (a restart, a new
+                        // master), whose cursors mean other places: the walk of this node
+                        // starts over (what it retired is not counted again).
+                        cursor = 0;
                         continue;
                     }
                     reply => reply?,
@@ -1054,26 +1077,30 @@ impl<C: Conn> RedisStore<C> {
     /// Runs the prefix invalidation script over `keys`: once for all of them, or once per
     /// key (sent together) where a script may not span slots.
     async fn tombstone_keys(&self, keys: &[Vec<u8>], ttl: Duration) -> Result<u64> {
-        let base = rand::random::<u32>().max(1);
-        let invoke = |keys: &[Vec<u8>]| {
+        if C::PIPELINES_SPAN_SLOTS {
+            return self.tombstone_script(keys, ttl).await;
+        }
+        let replies = keys.chunks(1).map(|key| self.tombstone_script(key, ttl));
+        futures_util::future::join_all(replies)
+            .await
+            .into_iter()
+            .sum()
+    }
+
+    /// The prefix invalidation script over `keys`, which one script may hold. Sent again on
+    /// a new connection, with new tombstones (a new random base for their ids): the same
+    /// ones could bring back what a reader saw before another client's invalidation. A key
+    /// the first run retired is not counted again.
+    async fn tombstone_script(&self, keys: &[Vec<u8>], ttl: Duration) -> Result<u64> {
+        self.with_conn(Resend::Safe, |mut conn| {
             let mut call = invalidate_script().prepare_invoke();
             for key in keys {
                 call.key(key.as_slice());
             }
-            call.arg(px(ttl)).arg(base);
-            let call = Arc::new(call);
-            // Sent again on a new connection: writing the same tombstones again only
-            // retires the keys again (one the first run retired is not counted twice).
-            self.with_conn(Resend::Safe, move |mut conn| {
-                let call = call.clone();
-                async move { call.invoke_async::<u64>(&mut conn).await }
-            })
-        };
-        if C::PIPELINES_SPAN_SLOTS {
-            return invoke(keys).await;
-        }
-        let replies = futures_util::future::join_all(keys.chunks(1).map(invoke)).await;
-        replies.into_iter().sum()
+            call.arg(px(ttl)).arg(rand::random::<u32>().max(1));
+            async move { call.invoke_async::<u64>(&mut conn).await }
+        })
+        .await
     }
 }
 
