@@ -517,8 +517,8 @@ impl Cache {
     /// # Errors
     ///
     /// The store failed; entries removed before the fault stay removed. (A step whose
-    /// connection dropped runs again on a new one, and then counts only what it retired
-    /// itself.)
+    /// connection dropped runs again on a new one; if the first run's reply was lost, what
+    /// that run retired is not counted: the count is then a lower bound.)
     ///
     /// # Examples
     ///

@@ -74,7 +74,8 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 /// scripts) or undo what another client wrote in between (a plain `SET` of a group's
 /// generation). A `READONLY` answer (behind Sentinel: the server was demoted) means nothing
 /// ran, so any operation is sent again then. An invalidation is sent again too, with new
-/// tombstones or a new generation (`invalidating`, `tombstone_keys`).
+/// tombstones or a new generation (`invalidating`, `tombstone_keys`). (A cluster's
+/// connection retries a request by itself, as it was: the same bytes.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
     Safe,
@@ -830,8 +831,14 @@ impl<C: Conn> RedisStore<C> {
             })
             .await?;
         let written = written.into_inner().unwrap_or_else(PoisonError::into_inner);
+        // Sent more than once, a tombstone in the reply may be another client's written
+        // over our first one (which then retired the entry): not known either.
+        let unknown = |old: &[u8]| {
+            written.iter().any(|w| w == old)
+                || (written.len() > 1 && crate::codec::is_tombstone(old))
+        };
         Ok(match old {
-            Some(old) if written.contains(&old) => Replaced::Unknown,
+            Some(old) if unknown(&old) => Replaced::Unknown,
             old => Replaced::Was(old),
         })
     }
