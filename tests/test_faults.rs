@@ -30,6 +30,12 @@ async fn tagged(id: u64, calls: &AtomicUsize) -> String {
     format!("tagged {id}")
 }
 
+/// A write to `item(id)`'s source: its entry is evicted after it.
+#[redcache::evicts(item(id, _))]
+async fn rename_item(id: u64) {
+    let _ = id;
+}
+
 async fn stored(server: &RedisServer, key: &str) -> bool {
     let Ok(client) = redis::Client::open(server.url()) else {
         return false;
@@ -300,8 +306,8 @@ async fn a_reconnection_slower_than_the_operation_timeout_completes_once() {
 /// An invalidation whose connection drops after Redis ran it, before its reply arrived, is
 /// sent again on the new connection, with a new tombstone or generation (writing one again
 /// only invalidates once more). Its second reply then holds the first one's: a deletion
-/// reports the outcome as unknown rather than "nothing was there", and the entry is gone; a
-/// group's invalidation is done, and says so.
+/// reports the outcome as unknown rather than "nothing was there", and the entry is gone; an
+/// eviction (`#[evicts]`) and a group's invalidation are done, and say so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_whose_reply_is_lost_is_done_and_its_answer_unknown() {
     let server = RedisServer::start();
@@ -323,13 +329,22 @@ async fn an_invalidation_whose_reply_is_lost_is_done_and_its_answer_unknown() {
     assert_eq!(proxy.accepted.load(SeqCst), 2, "connected again");
     assert!(!cache.delete("k").await.unwrap(), "nothing left to delete");
 
+    // An eviction needs no answer: it is done, not a fault.
+    let items = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &items)).await, "item 1");
+    proxy.cut_next_reply.store(true, SeqCst);
+    cache.scope(rename_item(1)).await;
+    assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
+    assert_eq!(cache.scope(item(1, &items)).await, "item 1");
+    assert_eq!(items.load(SeqCst), 2, "the evicted entry is a miss");
+
     let calls = AtomicUsize::new(0);
     for _ in 0..2 {
         assert_eq!(cache.scope(grouped(1, &calls)).await, "grouped 1");
     }
     proxy.cut_next_reply.store(true, SeqCst);
     cache.invalidate_group("f:catalog").await.unwrap();
-    assert_eq!(proxy.accepted.load(SeqCst), 3, "connected again");
+    assert_eq!(proxy.accepted.load(SeqCst), 4, "connected again");
     assert_eq!(cache.scope(grouped(1, &calls)).await, "grouped 1");
     assert_eq!(calls.load(SeqCst), 2, "the group's entry is a miss");
 }

@@ -5,7 +5,7 @@ use crate::codec;
 use crate::core::Core;
 use crate::key;
 use crate::stats::Event;
-use crate::store::Store;
+use crate::store::{Replaced, Store};
 use crate::Result;
 
 /// Keys a SCAN step looks at.
@@ -14,8 +14,22 @@ const SCAN_BATCH: usize = 250;
 impl Core {
     /// Replaces the entry at an exact store key (namespace included) with a tombstone that
     /// lives [`Config::max_fill_time`](crate::Config::max_fill_time); whether a live entry
-    /// was there.
+    /// was there. An error when that is not known (the reply was lost, though the entry is
+    /// retired): for callers that answer it (`delete`, `invalidate!`).
     pub(crate) async fn invalidate_key(&self, key: &str) -> Result<bool> {
+        let old = self.retire_key(key).await?.was()?;
+        Ok(old.is_some_and(|old| !codec::is_tombstone(&old)))
+    }
+
+    /// [`invalidate_key`](Self::invalidate_key) for callers that need no answer
+    /// (`#[evicts]`, a write-through that invalidates instead): a lost reply's
+    /// invalidation is done, not a fault.
+    pub(crate) async fn evict_key(&self, key: &str) -> Result<()> {
+        self.retire_key(key).await.map(drop)
+    }
+
+    /// The tombstone's write, counted when it retired a live entry; what it replaced.
+    async fn retire_key(&self, key: &str) -> Result<Replaced> {
         let ttl = self.config.max_fill_time();
         let old = self
             .op_invalidation(
@@ -26,13 +40,13 @@ impl Core {
         // This process's copy goes now, not when Redis's push arrives: the next call here
         // reads Redis. (Whatever else holds one gets the push.)
         self.local_changed(key);
-        // Unknown: the entry is retired, but whether there was one is not known.
-        let old = old?.was()?;
-        let removed = old.is_some_and(|old| !codec::is_tombstone(&old));
-        if removed {
-            self.record(None, Event::Invalidations(1));
+        let old = old?;
+        if let Replaced::Was(Some(old)) = &old {
+            if !codec::is_tombstone(old) {
+                self.record(None, Event::Invalidations(1));
+            }
         }
-        Ok(removed)
+        Ok(old)
     }
 
     /// Moves `group` to a new generation (see [`Cache::invalidate_group`](crate::Cache::invalidate_group)).

@@ -516,7 +516,7 @@ impl Evict {
         let namespace = core.config.namespace();
         for (spec, args) in self.calls {
             let result = match args.key(namespace, spec.prefix, spec.group) {
-                Ok(key) => core.invalidate_key(&key).await.map(drop),
+                Ok(key) => core.evict_key(&key).await,
                 Err(err) => Err(err),
             };
             if let Err(err) = result {

@@ -42,7 +42,7 @@ impl Core {
     ) -> Result<()> {
         if !hooks.caches(value) {
             // Not cached for this function: the next call computes it.
-            return self.invalidate_key(key).await.map(drop);
+            return self.evict_key(key).await;
         }
         let current = match gen_key {
             Some(gen_key) => match self.op(self.backend.get(gen_key)).await? {
@@ -107,7 +107,7 @@ impl Core {
             Outcome::Null(bytes) => match policy.null_ttl() {
                 Some(ttl) => (bytes, ttl),
                 // `None` is not cached for this function: the next call computes it.
-                None => return self.invalidate_key(key).await.map(drop),
+                None => return self.evict_key(key).await,
             },
             Outcome::Skip => return Err(Error::NotCacheable),
         };
