@@ -23,7 +23,7 @@ pub(crate) use self::redis::RedisStore;
 pub(crate) use ::redis::cluster_async::ClusterConnection;
 
 /// What an invalidation's write (a tombstone, a new generation) replaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Replaced {
     /// What was there (`None`: nothing).
     Was(Option<Vec<u8>>),

@@ -1018,22 +1018,15 @@ impl<C: Conn> Store for RedisStore<C> {
             Ok(current) => current,
             Err(gone) => self.reopen_after(gone).await?,
         };
-        // Whether `err` means the connection dropped under the walk: the step then runs
-        // again on a new one, a few times at most.
-        let dropped = |err: &Error| {
-            matches!(err, Error::Redis { source }
-                if source.downcast_ref().is_some_and(|err| self.must_replace(err)))
-        };
         let mut drops = 0;
         // The connection times no command out (each single operation runs under the
         // operation timeout, `Core::op`), so each step of the walk has its own.
         let masters = loop {
             match within(step, conn.masters()).await {
-                Err(err) if dropped(&err) && drops < 3 => {
-                    drops += 1;
-                    (conn, generation) = within(step, self.reopen_after(generation)).await?;
+                Ok(masters) => break masters,
+                Err(err) => {
+                    (conn, generation) = self.walk_again(err, &mut drops, generation, step).await?;
                 }
-                masters => break masters?,
             }
         };
         for node in masters {
@@ -1046,16 +1039,16 @@ impl<C: Conn> Store for RedisStore<C> {
                     .arg("COUNT")
                     .arg(batch);
                 let reply = match within(step, conn.send_to(&node, scan)).await {
-                    Err(err) if dropped(&err) && drops < 3 => {
-                        drops += 1;
-                        (conn, generation) = within(step, self.reopen_after(generation)).await?;
+                    Ok(reply) => reply,
+                    Err(err) => {
+                        (conn, generation) =
+                            self.walk_again(err, &mut drops, generation, step).await?;
                         // The new connection may reach another server (a restart, a new
                         // master), whose cursors mean other places: the walk of this node
                         // starts over (what it retired is not counted again).
                         cursor = 0;
                         continue;
                     }
-                    reply => reply?,
                 };
                 let (next, keys): (u64, Vec<Vec<u8>>) =
                     redis::from_redis_value(reply).map_err(|e| Error::redis(e.into()))?;
@@ -1081,6 +1074,25 @@ async fn within<T>(after: Duration, op: impl Future<Output = Result<T>>) -> Resu
 }
 
 impl<C: Conn> RedisStore<C> {
+    /// What the prefix walk does after a step of it failed with `err`: if the connection
+    /// dropped under it, the step runs again on a new one (a few times at most, counted in
+    /// `drops`); any other error ends the walk.
+    async fn walk_again(
+        &self,
+        err: Error,
+        drops: &mut u32,
+        generation: u64,
+        step: Duration,
+    ) -> Result<(C, u64)> {
+        let dropped = matches!(&err, Error::Redis { source }
+            if source.downcast_ref().is_some_and(|err| self.must_replace(err)));
+        if !dropped || *drops >= 3 {
+            return Err(err);
+        }
+        *drops += 1;
+        within(step, self.reopen_after(generation)).await
+    }
+
     /// Runs the prefix invalidation script over `keys`: once for all of them, or once per
     /// key (sent together) where a script may not span slots.
     async fn tombstone_keys(&self, keys: &[Vec<u8>], ttl: Duration) -> Result<u64> {
