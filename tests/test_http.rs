@@ -501,6 +501,14 @@ http_test! {
         let still = served.get("/products/1").await;
         assert_eq!(&still.body[..], br#"{"id":1,"version":2}"#, "no-store wrote nothing");
         assert_eq!(served.app.runs("product"), 3);
+        // Also when another directive of the request cannot be read.
+        served.app.versions.lock().unwrap().insert(1, 4);
+        let unreadable = [("cache-control", "no-store, max-age=-1")];
+        let bypass = served.get_with("/products/1", &unreadable).await;
+        assert_eq!((bypass.x_cache(), &bypass.body[..]), ("BYPASS", &br#"{"id":1,"version":4}"#[..]));
+        let still = served.get("/products/1").await;
+        assert_eq!(&still.body[..], br#"{"id":1,"version":2}"#, "no-store wrote nothing");
+        assert_eq!(served.app.runs("product"), 4);
     }
 }
 
@@ -628,6 +636,12 @@ http_test! {
         let other = served.get("/search?page=3&q=shoes").await;
         assert_eq!(other.x_cache(), "MISS");
         assert_eq!(served.app.runs("search"), 2);
+        // `%71` is `q` to the handler: these two give it `q` in opposite orders.
+        let one = served.get("/search?q=a&%71=b").await;
+        let two = served.get("/search?%71=b&q=a").await;
+        assert_eq!((one.x_cache(), &one.body[..]), ("MISS", &b"results for q=a&%71=b"[..]));
+        assert_eq!((two.x_cache(), &two.body[..]), ("MISS", &b"results for %71=b&q=a"[..]));
+        assert_eq!(served.app.runs("search"), 4);
     }
 }
 
@@ -662,9 +676,48 @@ http_test! {
         assert_eq!((second.x_cache(), &second.body[..]), ("HIT", &b"results for q=shoes"[..]));
         let other = posting.send("POST", "/search", &[], "q=boots").await;
         assert_eq!((other.x_cache(), &other.body[..]), ("MISS", &b"results for q=boots"[..]));
+        // The same bytes as another type: another request.
+        let typed = [("content-type", "application/json")];
+        let json = posting.send("POST", "/search", &typed, "q=shoes").await;
+        assert_eq!((json.x_cache(), &json.body[..]), ("MISS", &b"results for q=shoes"[..]));
+        let again = posting.send("POST", "/search", &typed, "q=shoes").await;
+        assert_eq!(again.x_cache(), "HIT");
         // A GET of the same path is another entry.
         assert_eq!(posting.get("/search?q=shoes").await.x_cache(), "MISS");
-        assert_eq!(posting.app.runs("search_post"), 2);
+        assert_eq!(posting.app.runs("search_post"), 3);
+    }
+}
+
+http_test! {
+    async fn an_unsafe_method_through_the_layer_retires_its_path(backend: Backend) {
+        let app = App::default();
+        let router = Router::new()
+            .route(
+                "/products/{id}",
+                get(product).put(update_product).patch(failing_update),
+            )
+            .route_layer(layer().cache(backend.cache.clone()))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        served.get("/products/5").await;
+        let other_query = served.get("/products/5?view=full").await;
+        assert_eq!(other_query.x_cache(), "MISS");
+        assert_eq!(served.get("/products/5").await.x_cache(), "HIT");
+        // A write that fails retires nothing.
+        let refused = served.send("PATCH", "/products/5", &[], "").await;
+        assert_eq!((refused.status, refused.x_cache()), (StatusCode::CONFLICT, "BYPASS"));
+        assert_eq!(served.get("/products/5").await.x_cache(), "HIT");
+        // One that succeeds retires every query of the path: the next reads see it.
+        let put = served.send("PUT", "/products/5", &[], "").await;
+        assert_eq!((put.status, put.x_cache()), (StatusCode::NO_CONTENT, "BYPASS"));
+        for path in ["/products/5", "/products/5?view=full"] {
+            let read = served.get(path).await;
+            assert_eq!((read.x_cache(), &read.body[..]), ("MISS", &br#"{"id":5,"version":2}"#[..]));
+        }
+        assert_eq!(served.get("/products/5").await.x_cache(), "HIT");
+        assert_eq!(served.app.runs("product"), 4);
+        assert_eq!(served.app.runs("update"), 1);
+        assert_eq!(backend.cache.stats().faults, 0);
     }
 }
 
@@ -818,11 +871,17 @@ http_test! {
         assert_eq!((stale.x_cache(), &stale.body[..]), ("HIT", &b"fresh as of run 1"[..]));
         assert_eq!(stale.header("cache-control"), Some("max-age=0"));
         assert_eq!(served.app.runs("flaky"), 2, "the handler ran and failed");
+        // A request that asks for fresher than that gets the same: its handler ran, and
+        // failed, so the old response is what answers it (not the 503, not an empty 200).
+        let picky = served.get_with("/flaky", &[("cache-control", "min-fresh=1")]).await;
+        assert_eq!((picky.status, picky.x_cache()), (StatusCode::OK, "HIT"));
+        assert_eq!(&picky.body[..], b"fresh as of run 1");
+        assert_eq!(served.app.runs("flaky"), 3, "the handler ran once for it");
         // Retired by an invalidation: the failure goes through.
         backend.cache.invalidate_path("/flaky").await.unwrap();
         let failed = served.get("/flaky").await;
         assert_eq!((failed.status, failed.x_cache()), (StatusCode::SERVICE_UNAVAILABLE, "MISS"));
-        assert_eq!(backend.cache.stats().stale, 1);
+        assert_eq!(backend.cache.stats().stale, 2);
     }
 }
 
@@ -1029,7 +1088,9 @@ http_test! {
 http_test! {
     async fn a_response_keeps_the_age_it_had_and_loses_its_hop_by_hop_headers(backend: Backend) {
         let served = serve(&backend.cache, layer()).await;
-        assert_eq!(served.get("/kind/aged").await.x_cache(), "MISS");
+        let miss = served.get("/kind/aged").await;
+        assert_eq!(miss.x_cache(), "MISS");
+        assert_eq!(miss.header("age"), Some("50"), "the age it came with");
         let hit = served.get("/kind/aged").await;
         assert_eq!(hit.x_cache(), "HIT");
         let age: u64 = hit.header("age").unwrap().parse().unwrap();

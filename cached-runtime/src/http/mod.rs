@@ -12,8 +12,10 @@
 //! The variant is the method, the path, the query with its parameters sorted by name, the
 //! host, the values of the request headers the responses `Vary` by, whether the request
 //! carried `Authorization`, the generation of the layer's group and, for a cached `POST`,
-//! the body's md5. The path is the one the client asked for: under axum's `Router::nest`,
-//! axum's `OriginalUri`, not the path without the nest's prefix that the layer sees. The path's hash is the key's Redis Cluster hash tag, and each path has a
+//! the body's md5 and its `Content-Type`. The path is the one the client asked for:
+//! under axum's `Router::nest`, axum's `OriginalUri`, not the path without the nest's
+//! prefix that the layer sees. The path's hash is the key's Redis Cluster hash tag, and
+//! each path has a
 //! generation at `[{ns}:]redcache:group:{http:<md5 of the path>}`, in the same slot:
 //! every entry is stamped with it and read together with it (one `MGET`).
 //! [`invalidate_path`] moves the path to a new generation, which retires every query and
@@ -35,7 +37,7 @@ use self::body::Read;
 use self::rules::{Material, NotStored};
 use self::stored::{Answer, Stored};
 use crate::aside::Entry;
-use crate::cache::Cache;
+use crate::cache::{Cache, InUse};
 use crate::codec::{Format, Stamp};
 use crate::core::Core;
 use crate::global::{current, warn_not_initialized};
@@ -89,8 +91,11 @@ impl XCache {
 ///
 /// Only `GET` (and `HEAD`, answered from the `GET` entry without a body) is looked up, and
 /// `POST` if [`cache_post`](Self::cache_post) says so; other methods pass through with
-/// `X-Cache: BYPASS`. Responses with a status in [`statuses`](Self::statuses) (`200`) are
-/// stored for [`ttl`](Self::ttl) plus jitter, unless:
+/// `X-Cache: BYPASS`, and a request of an unsafe method (`PUT`, `PATCH`, `DELETE`, an
+/// uncached `POST`) answered with anything but an error retires the stored responses of
+/// its path ([`invalidate_path`], RFC 9111 § 4.4). Responses with a status in
+/// [`statuses`](Self::statuses) (`200`) are stored for [`ttl`](Self::ttl) plus jitter,
+/// unless:
 ///
 /// * they say `Cache-Control: no-store`, `private` or `no-cache`, or set a cookie;
 /// * the request carried `Authorization` and the response does not say `public`;
@@ -343,9 +348,11 @@ impl CacheLayer {
         self.with(|s| s.vary = Arc::new(RwLock::new(names.into())))
     }
 
-    /// Caches `POST` requests too, keyed by a hash of their body (off by default: for
-    /// `POST` routes that only read, such as a search with a JSON query). A body larger
-    /// than [`max_body_bytes`](Self::max_body_bytes), or of unknown length, passes through.
+    /// Caches `POST` requests too, keyed by a hash of their body and by their
+    /// `Content-Type` (off by default: for `POST` routes that only read, such as a search
+    /// with a JSON query). A body larger than [`max_body_bytes`](Self::max_body_bytes), or
+    /// of unknown length, passes through. A cached `POST` is a read: it retires nothing,
+    /// where an uncached one retires the stored responses of its path.
     ///
     /// # Examples
     ///
@@ -548,25 +555,16 @@ where
     let looked_up = method == Method::GET
         || method == Method::HEAD
         || (method == Method::POST && settings.post);
+    if !looked_up && !method.is_safe() {
+        return pass_unsafe(&settings, &mut inner, request).await;
+    }
     let asks = rules::asks(request.headers());
     if !looked_up || asks.no_store {
         return pass(&mut inner, request, XCache::Bypass).await;
     }
-    // The layer's own cache, else the one in use here (the global one borrowed, as a
-    // `#[cached]` call does: no shared reference count written per request).
-    let in_use;
-    let cache = match &settings.cache {
-        Some(cache) => cache,
-        None => match Cache::in_use() {
-            Some(cache) => {
-                in_use = cache;
-                &*in_use
-            }
-            None => {
-                warn_not_initialized();
-                return pass(&mut inner, request, XCache::Bypass).await;
-            }
-        },
+    let Some(cache) = settings.cache() else {
+        warn_not_initialized();
+        return pass(&mut inner, request, XCache::Bypass).await;
     };
     let core = cache.core();
     let (mut request, body_hash) = if method == Method::POST {
@@ -630,6 +628,11 @@ where
         .part(&[u8::from(authorized)])
         .part(group_gen.as_deref().unwrap_or(b"-"))
         .part(body_hash.as_deref().unwrap_or("").as_bytes());
+    if method == Method::POST {
+        // The same bytes as another type are another request (a handler may parse JSON
+        // and refuse text).
+        material.header(&header::CONTENT_TYPE, request.headers());
+    }
     let namespace = core.config.namespace();
     let key = key::derive_key(
         namespace,
@@ -684,7 +687,9 @@ where
         let too_old = asks.max_age.is_some_and(|max| stored.age(now) > max);
         let fresh_for = stored.fresh_for(stored.elapsed(now));
         let too_close = asks.min_fresh.is_some_and(|min| fresh_for < min);
-        if served.is_hit() && (too_old || too_close) {
+        // (Unless the handler has already run for this request: it failed, and the old
+        // response answered for it under `stale-if-error`, which the request gets.)
+        if served.is_hit() && (too_old || too_close) && request.is_some() {
             if asks.only_if_cached {
                 // Not one the request accepts, and the handler may not answer.
                 return Ok(marked(gateway_timeout(), XCache::Miss));
@@ -714,8 +719,13 @@ where
                 }),
                 Some(response) => response.map(|r| marked(r, XCache::Miss)),
                 // Not reached: a `NotFilled` is only made after the handler's response was
-                // put there.
-                None => Ok(marked(Response::new(body::empty()), XCache::Miss)),
+                // put there, or when the handler has no request left to answer, which the
+                // freshness check above avoids. Never an empty `200` if it were.
+                None => {
+                    let mut response = Response::new(body::empty());
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok(marked(response, XCache::Miss))
+                }
             };
         }
     };
@@ -937,9 +947,10 @@ where
     let (parts, body) = request.into_parts();
     let bytes = match body::read_up_to(body, max).await {
         Read::Whole(bytes) => bytes,
-        // Longer than it said, or failed: the handler gets what could be read and the
-        // failure, as it would have.
-        Read::Partial(_) => Bytes::new(),
+        // Longer than it said, or its reading failed (the client went away): not looked
+        // up, and nothing is stored for it. The handler gets an empty body: a request's
+        // body type cannot carry the failure on.
+        Read::Partial(_) => return Err(Request::from_parts(parts, B::from(Bytes::new()))),
     };
     let hash = md5_hex(&bytes);
     Ok((Request::from_parts(parts, B::from(bytes)), Some(hash)))
@@ -958,6 +969,66 @@ where
 {
     let response = inner.call(request).await?;
     Ok(marked(response.map(body::boxed), x_cache))
+}
+
+/// The handler's response to a request of an unsafe method (RFC 9110 § 9.2.1: `PUT`,
+/// `DELETE`, `PATCH`, an uncached `POST`...), not looked up. A response other than an
+/// error retires every stored response of the target's path (RFC 9111 § 4.4), as
+/// [`invalidate_path`] does: the write is seen by the next read of the path. A failed
+/// invalidation is logged and counted; the response is returned all the same.
+async fn pass_unsafe<S, ReqB, ResB>(
+    settings: &Settings,
+    inner: &mut S,
+    request: Request<ReqB>,
+) -> std::result::Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: HttpBody<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let path = target(&request).path().to_owned();
+    let response = pass(inner, request, XCache::Bypass).await?;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        return Ok(response);
+    }
+    let Some(cache) = settings.cache() else {
+        warn_not_initialized();
+        return Ok(response);
+    };
+    let core = cache.core();
+    if let Err(err) = core.invalidate_path(&path).await {
+        core.fault(&path, &err);
+    }
+    Ok(response)
+}
+
+impl Settings {
+    /// The layer's own cache, else the one in use here (the global one borrowed, as a
+    /// `#[cached]` call does: no shared reference count written per request).
+    fn cache(&self) -> Option<LayerCache<'_>> {
+        match &self.cache {
+            Some(cache) => Some(LayerCache::Own(cache)),
+            None => Cache::in_use().map(LayerCache::InUse),
+        }
+    }
+}
+
+/// The cache a request goes through ([`Settings::cache`]).
+enum LayerCache<'a> {
+    Own(&'a Cache),
+    InUse(InUse),
+}
+
+impl std::ops::Deref for LayerCache<'_> {
+    type Target = Cache;
+
+    fn deref(&self) -> &Cache {
+        match self {
+            LayerCache::Own(cache) => cache,
+            LayerCache::InUse(cache) => cache,
+        }
+    }
 }
 
 fn marked(mut response: Response<Body>, x_cache: XCache) -> Response<Body> {

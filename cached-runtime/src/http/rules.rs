@@ -32,9 +32,12 @@ pub(super) fn asks(headers: &HeaderMap) -> Asks {
                 min_fresh: cc.min_fresh,
                 only_if_cached: cc.only_if_cached,
             },
-            // What it asks cannot be read: not answered from the cache, as for `no-cache`.
+            // What it asks cannot be read in full: not answered from the cache, as for
+            // `no-cache`; and a `no-store` or `only-if-cached` it names still holds.
             None => Asks {
                 no_cache: true,
+                no_store: names(headers, "no-store"),
+                only_if_cached: names(headers, "only-if-cached"),
                 ..Asks::default()
             },
         };
@@ -47,6 +50,20 @@ pub(super) fn asks(headers: &HeaderMap) -> Asks {
             .any(|v| v.to_str().is_ok_and(|v| v.contains("no-cache"))),
         ..Asks::default()
     }
+}
+
+/// Whether a `Cache-Control` line of `headers` names the directive `name` (whatever its
+/// value), read leniently: for lines [`Directives::of`] cannot read. A line that is not
+/// text might name it: it counts as naming it.
+fn names(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().any(|line| {
+        line.to_str().map_or(true, |line| {
+            line.split(',').any(|directive| {
+                let directive = directive.split_once('=').map_or(directive, |(n, _)| n);
+                directive.trim().eq_ignore_ascii_case(name)
+            })
+        })
+    })
 }
 
 /// The `Cache-Control` directives of every line of `headers` that the layer acts on, read
@@ -208,7 +225,8 @@ pub(super) fn storable(
     if cc.no_store || cc.private || cc.no_cache {
         return Err(NotStored::Directive);
     }
-    let age = age_of(headers);
+    // An `Age` that cannot be read: as old as can be, not stored.
+    let age = age_of(headers).ok_or(NotStored::Directive)?;
     let own = match cc.s_maxage.or(cc.max_age) {
         // Less what it has already spent upstream, if it says (`Age`, RFC 9111 § 4.2.3).
         Some(seconds) => Some(seconds.saturating_sub(age)),
@@ -249,17 +267,19 @@ pub(super) fn storable(
     })
 }
 
-/// The response's own `Age` in seconds (0 without one; one that cannot be read counts as
-/// too old to store, as a cache must assume the worst).
-fn age_of(headers: &HeaderMap) -> u64 {
-    match headers.get(header::AGE) {
-        None => 0,
-        Some(age) => age
-            .to_str()
-            .ok()
-            .and_then(|age| age.trim().parse().ok())
-            .unwrap_or(u64::MAX),
+/// The response's own `Age` in seconds: 0 without one, at most 2^31 (RFC 9111 § 1.2.2: a
+/// larger one counts as 2^31); `None` when it cannot be read.
+fn age_of(headers: &HeaderMap) -> Option<u64> {
+    /// What RFC 9111 says a cache takes any larger number of seconds for.
+    const MOST: u64 = 1 << 31;
+    let Some(age) = headers.get(header::AGE) else {
+        return Some(0);
+    };
+    let digits = age.to_str().ok()?.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
+    Some(digits.parse::<u64>().map_or(MOST, |age| age.min(MOST)))
 }
 
 /// Whole seconds until the response's `Expires`, counted from its `Date` (else now); 0
@@ -305,11 +325,49 @@ pub(super) fn extension_directive(headers: &HeaderMap, name: &str) -> Option<u64
 }
 
 /// The query with its parameters in order of name (parameters of one name keep their
-/// order, which may matter to the handler); empty parameters dropped.
+/// order, which may matter to the handler); empty parameters dropped. Names are compared
+/// as a handler reads them (`application/x-www-form-urlencoded`: `+` is a space, `%71` is
+/// `q`), so that two spellings of one name keep their order too: `?q=a&%71=b` is not
+/// the same query as `?%71=b&q=a`.
 pub(super) fn sorted_query(query: &str) -> String {
     let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
-    params.sort_by_key(|p| p.split_once('=').map_or(*p, |(name, _)| name));
+    if params.iter().any(|p| param_name(p).contains(['%', '+'])) {
+        params.sort_by_cached_key(|p| form_decoded(param_name(p).as_bytes()));
+    } else {
+        params.sort_by_key(|p| param_name(p));
+    }
     params.join("&")
+}
+
+/// A query parameter's name, as written.
+fn param_name(param: &str) -> &str {
+    param.split_once('=').map_or(param, |(name, _)| name)
+}
+
+/// `bytes` as a form decodes them: `+` a space, each `%` and two hex digits the byte they
+/// name (any other `%` kept as it is).
+fn form_decoded(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(at + 1).and_then(|&b| hex(b)),
+                bytes.get(at + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    at += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        at += 1;
+    }
+    out
 }
 
 /// The material of a variant's key: method, path, sorted query, the values of the request
@@ -605,6 +663,48 @@ mod tests {
         // Repeated names keep their order.
         assert_eq!(sorted_query("t=2&a=1&t=1"), "a=1&t=2&t=1");
         assert_ne!(sorted_query("t=2&t=1"), sorted_query("t=1&t=2"));
+        // So do names a handler reads as one (`%71` is `q`, `+` a space): each query keeps
+        // its own order of them.
+        assert_ne!(sorted_query("q=a&%71=b"), sorted_query("%71=b&q=a"));
+        assert_eq!(sorted_query("z=1&%71=b&q=a"), "%71=b&q=a&z=1");
+        assert_ne!(sorted_query("a+b=1&a%20b=2"), sorted_query("a%20b=2&a+b=1"));
+        // A `%` not followed by two hex digits is a name of its own, as it is written.
+        assert_eq!(sorted_query("%zz=1&%=2&a=3"), "%=2&%zz=1&a=3");
+    }
+
+    #[test]
+    fn a_request_directive_that_cannot_be_read_keeps_its_no_store_and_only_if_cached() {
+        let cc = "cache-control";
+        fn read(pairs: &[(&'static str, &'static str)]) -> Asks {
+            asks(&headers(pairs))
+        }
+        let unreadable = read(&[(cc, "no-store, max-age=-1")]);
+        assert!(unreadable.no_store && unreadable.no_cache, "{unreadable:?}");
+        let split = read(&[(cc, "No-Store"), (cc, "min-fresh=x")]);
+        assert!(split.no_store, "{split:?}");
+        let only = read(&[(cc, "only-if-cached, max-age=1.5")]);
+        assert!(only.only_if_cached && !only.no_store, "{only:?}");
+        let neither = read(&[(cc, "max-age=soon")]);
+        assert_eq!(
+            neither,
+            Asks {
+                no_cache: true,
+                ..Asks::default()
+            }
+        );
+    }
+
+    #[test]
+    fn an_age_that_cannot_be_read_is_not_stored_and_a_huge_one_is_two_to_the_31() {
+        assert!(matches!(
+            fresh(&[("age", "abc")]),
+            Err(NotStored::Directive)
+        ));
+        assert!(matches!(fresh(&[("age", "-1")]), Err(NotStored::Directive)));
+        assert!(matches!(fresh(&[("age", "")]), Err(NotStored::Directive)));
+        let huge = fresh(&[("age", "99999999999999999999999")]).map(|f| f.age);
+        assert_eq!(huge.ok(), Some(1 << 31));
+        assert_eq!(fresh(&[("age", " 7 ")]).map(|f| f.age).ok(), Some(7));
     }
 
     #[test]

@@ -315,7 +315,8 @@ impl Stored {
             let left = self.fresh_for(elapsed);
             headers.insert(header::CACHE_CONTROL, number_value(b"max-age=", left));
         }
-        if answer.from_cache {
+        // On a miss too, if it had an age upstream: the handler's own response said it.
+        if answer.from_cache || age > 0 {
             headers.insert(header::AGE, number_value(b"", age));
         }
         headers.insert(super::X_CACHE, answer.x_cache.value());
