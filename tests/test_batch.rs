@@ -153,3 +153,49 @@ async fn a_batch_fails_open() {
     assert_eq!(db.loads(), vec![vec![1, 2, 3]]);
     assert!(cache.stats().faults >= 1);
 }
+
+/// An entry written in a group (its envelope stamped with a generation) is a miss for a
+/// batch, which cannot check that generation, and is not written over: out of its group's
+/// invalidations, an ungrouped value there would be served on.
+#[tokio::test]
+async fn a_batch_never_serves_nor_writes_over_an_entry_of_a_group() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let key = common::expected_key("b:user", "[5]");
+    cache.set(&key, &user(5), TTL).await.unwrap();
+    let mut conn = server.conn().await;
+    let plain: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let head = br#"{"v":1,"#;
+    assert!(
+        plain.starts_with(head),
+        "{}",
+        String::from_utf8_lossy(&plain)
+    );
+    let grouped = [&br#"{"v":1,"g":7,"#[..], &plain[head.len()..]].concat();
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&grouped)
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let db = Db::default();
+    let got = cache
+        .get_or_insert_many("b:user", &[5], TTL, |ids| db.load(ids))
+        .await;
+    assert_eq!(got[&5], user(5));
+    assert_eq!(db.loads(), vec![vec![5]], "the grouped entry is a miss");
+    let now: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(now, grouped, "and is not written over");
+    assert_eq!(cache.stats().stores, 1, "only the `set`");
+}

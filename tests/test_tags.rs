@@ -279,3 +279,55 @@ on_both_stores! {
         assert_eq!(loaded.load(SeqCst), 1);
     }
 }
+
+#[redcache::cached(prefix = "tg:counted", ttl = 600, tags("user:{id}"), skip(runs))]
+async fn counted(id: u64, runs: &AtomicUsize) -> String {
+    runs.fetch_add(1, SeqCst);
+    format!("tagged {id}")
+}
+
+/// A batch over `counted`'s prefix for id 42; each load's ids are recorded in `loads`.
+async fn batch_of_42(
+    cache: &redcache::Cache,
+    loads: &std::sync::Mutex<Vec<Vec<u64>>>,
+) -> std::collections::HashMap<u64, String> {
+    let load = |ids: Vec<u64>| {
+        loads.lock().unwrap().push(ids.clone());
+        async move {
+            ids.into_iter()
+                .map(|id| (id, format!("loaded {id}")))
+                .collect()
+        }
+    };
+    let ttl = std::time::Duration::from_secs(60);
+    cache
+        .get_or_insert_many("tg:counted", &[42], ttl, load)
+        .await
+}
+
+on_both_stores! {
+    async fn a_batch_never_writes_over_a_tagged_entry(b: Backend) {
+        let cache = &b.cache;
+        let runs = AtomicUsize::new(0);
+        let loads = std::sync::Mutex::new(Vec::new());
+        let key = cache.scope(async { redcache::key!(counted(42, _)) }).await;
+        assert_eq!(cache.scope(counted(42, &runs)).await, "tagged 42");
+        // The tagged entry is a miss for the batch: it loads 42 and returns that value...
+        assert_eq!(batch_of_42(cache, &loads).await[&42], "loaded 42", "{}", b.name());
+        assert_eq!(*loads.lock().unwrap(), vec![vec![42]]);
+        // ...without storing it over the tagged entry, which stays the function's hit.
+        assert_eq!(cache.get::<String>(&key).await.unwrap(), None, "{}", b.name());
+        assert_eq!(cache.scope(counted(42, &runs)).await, "tagged 42");
+        assert_eq!(runs.load(SeqCst), 1, "{}: the tagged entry is still there", b.name());
+
+        cache.invalidate_tag("user:42").await.unwrap();
+        // No untagged value of the batch's escaped the invalidation: it loads 42 again.
+        assert_eq!(batch_of_42(cache, &loads).await[&42], "loaded 42");
+        assert_eq!(*loads.lock().unwrap(), vec![vec![42], vec![42]], "{}", b.name());
+        assert_eq!(cache.get::<String>(&key).await.unwrap(), None);
+        assert_eq!(cache.scope(counted(42, &runs)).await, "tagged 42");
+        assert_eq!(runs.load(SeqCst), 2, "{}: the tag retired the entry, a miss", b.name());
+        assert_eq!(batch_of_42(cache, &loads).await[&42], "loaded 42");
+        assert_eq!(loads.lock().unwrap().len(), 3, "{}: still not the batch's own", b.name());
+    }
+}

@@ -21,7 +21,8 @@ struct Missing<'a, I> {
     id: &'a I,
     key: &'a str,
     /// What the read saw at its key: `Some(None)` nothing, `Some(Some(..))` these bytes;
-    /// `None` when the read failed (then nothing is written).
+    /// `None` when nothing is to be written there: the read failed, or the entry is one a
+    /// batch must not write over.
     seen: Option<Option<&'a [u8]>>,
 }
 
@@ -100,17 +101,21 @@ impl Core {
         let mut out = HashMap::with_capacity(ids.len());
         let mut missing: Vec<Missing<'_, I>> = Vec::new();
         for (i, (id, key)) in keyed.iter().enumerate() {
-            let entry = read
+            let mut entry = read
                 .as_ref()
                 .map(|entries| entries.get(i).and_then(|e| e.as_deref()));
             if let Some(Some(bytes)) = entry {
                 // Read as `Option<V>`: a single-id function returning `Option` shares
                 // these entries, and its cached `None` says the id does not exist.
                 match <Opt as Shape<Option<V>>>::decode(bytes) {
-                    // An entry of a tagged function: a batch cannot check its tags'
-                    // generations, so it is a miss, filled over. So is one past its TTL,
-                    // kept for a single-id function's stale window.
-                    Ok((_, stamp)) if stamp.tags != 0 || stamp.expired() => {}
+                    // An entry of a tagged function, or written in a group: a batch cannot
+                    // check those generations, so it is a miss. Nor is it written over: an
+                    // untagged, ungrouped value there would escape their invalidations. The
+                    // id's loaded value is returned, not stored.
+                    Ok((_, stamp)) if stamp.tags != 0 || stamp.gen != 0 => entry = None,
+                    // One past its TTL, kept for a single-id function's stale window: a
+                    // miss, filled over.
+                    Ok((_, stamp)) if stamp.expired() => {}
                     Ok((found, _)) => match self.count_hit(Some(prefix), found) {
                         Some((Some(value), _)) => {
                             out.insert((*id).clone(), value);

@@ -398,13 +398,21 @@ impl Cache {
     /// so is an id whose entry is a cached `None` (written by a single-id function that
     /// returns `Option`): a null hit, not loaded again.
     ///
-    /// Each id has the key a `#[cached(prefix = "..")]` function of that one argument
-    /// would use (`[{namespace}:]{prefix}:{md5 of [id]}`), so a batch loader and a
-    /// single-id cached function share entries; `invalidate!` on the single function
-    /// invalidates the batch's entry too. Stores are fenced like every fill (an entry
-    /// invalidated while `load` ran is not overwritten) and the call fails open: if Redis
-    /// fails, `load` gets every id and its result is returned. Batches do not share
-    /// single flights with each other.
+    /// Each id has the key `[{namespace}:]{prefix}:{md5 of [id]}`. That is the key of a
+    /// free (not a method), non-generic, ungrouped `#[cached(prefix = "..")]` function
+    /// whose one key argument (any other is `skip`ped) is the id, without `key = ..`: only
+    /// such a function shares entries with the batch, and `invalidate!` on it invalidates
+    /// the batch's entry too. A method's keys (which name its impl), a generic function's
+    /// (its type arguments) and a grouped function's (its group) differ from the batch's,
+    /// so `invalidate!` or `invalidate_group` on those never reach the batch's entries.
+    /// An entry of a tagged function (or written in a group) is a miss for the batch,
+    /// which cannot check its generations, and is not written over: the id's loaded value
+    /// is returned without being stored, so the entry stays under its tags' (or group's)
+    /// invalidations.
+    ///
+    /// Stores are fenced like every fill (an entry invalidated while `load` ran is not
+    /// overwritten) and the call fails open: if Redis fails, `load` gets every id and its
+    /// result is returned. Batches do not share single flights with each other.
     ///
     /// # Examples
     ///
