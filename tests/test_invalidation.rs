@@ -133,6 +133,124 @@ on_both_stores! {
     }
 }
 
+#[redcache::cached(prefix = "i:note", ttl = 60, skip(runs))]
+async fn note(id: u64, runs: &AtomicUsize) -> String {
+    runs.fetch_add(1, SeqCst);
+    format!("note {id}")
+}
+
+#[redcache::cached(prefix = "i:note:tagged", ttl = 60, tags("note:{id}"), skip(runs))]
+async fn tagged_note(id: u64, runs: &AtomicUsize) -> String {
+    runs.fetch_add(1, SeqCst);
+    format!("tagged note {id}")
+}
+
+on_both_stores! {
+    async fn a_put_or_set_over_max_value_bytes_retires_the_old_entry(b: Backend) {
+        let cache = b.cache_with(common::test_config().max_value_bytes(256)).await;
+        let runs = AtomicUsize::new(0);
+        let big = "x".repeat(1000);
+        cache.scope(async {
+            assert_eq!(note(1, &runs).await, "note 1");
+            assert_eq!(note(1, &runs).await, "note 1");
+            assert_eq!(runs.load(SeqCst), 1, "{}: the second call was a hit", b.name());
+            let err = redcache::put!(note(1, _), big.clone()).await.unwrap_err();
+            assert!(matches!(err, redcache::Error::TooLarge { .. }), "{err:?}");
+            assert_eq!(note(1, &runs).await, "note 1");
+            assert_eq!(runs.load(SeqCst), 2, "{}: the old value was retired, a miss", b.name());
+        }).await;
+
+        let ttl = Duration::from_secs(60);
+        cache.set("i:set", &"old", ttl).await.unwrap();
+        assert_eq!(cache.get::<String>("i:set").await.unwrap().as_deref(), Some("old"));
+        let err = cache.set("i:set", &big, ttl).await.unwrap_err();
+        assert!(matches!(err, redcache::Error::TooLarge { .. }), "{err:?}");
+        assert_eq!(cache.get::<String>("i:set").await.unwrap(), None, "{}: old value retired", b.name());
+        assert_eq!(cache.stats().faults, 0, "{:?}", cache.stats());
+    }
+}
+
+/// Opens `cache`'s breaker (threshold 1), unless it is open, with a read that times out on
+/// the paused `server`, then lets Redis answer again: the cool-down still skips writes.
+async fn open_breaker(server: &common::RedisServer, cache: &redcache::Cache) {
+    if cache.stats().breaker_open {
+        return;
+    }
+    server.pause();
+    let read = cache.get::<u32>("i:absent").await;
+    server.resume();
+    assert!(
+        matches!(read, Err(redcache::Error::Timeout { .. })),
+        "{read:?}"
+    );
+    assert!(cache.stats().breaker_open);
+}
+
+/// A `put!` or `set` skipped by the open breaker (`Error::Unavailable`) still retires the
+/// entry, as an invalidation, which the breaker never skips: another process (here another
+/// cache on the same Redis) no longer serves the value it was to replace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_or_set_skipped_by_the_open_breaker_retires_the_old_entry() {
+    let server = common::RedisServer::start();
+    let config = common::test_config()
+        .url(server.url())
+        .op_timeout(Duration::from_millis(200))
+        .breaker_threshold(1)
+        .breaker_cooldown(Duration::from_secs(60));
+    let cache = server.cache_with(config).await;
+    let other = server.cache().await;
+    let (runs, tagged_runs) = (&AtomicUsize::new(0), &AtomicUsize::new(0));
+    let ttl = Duration::from_secs(60);
+    let reads = || async move {
+        assert_eq!(note(1, runs).await, "note 1");
+        assert_eq!(tagged_note(1, tagged_runs).await, "tagged note 1");
+    };
+    other.scope(reads()).await;
+    other.scope(reads()).await;
+    other.set("i:flag", &"old", ttl).await.unwrap();
+    assert_eq!(
+        (runs.load(SeqCst), tagged_runs.load(SeqCst)),
+        (1, 1),
+        "cached"
+    );
+
+    open_breaker(&server, &cache).await;
+    let put = cache
+        .scope(redcache::put!(note(1, _), "new".to_owned()))
+        .await;
+    assert!(
+        matches!(put, Err(redcache::Error::Unavailable { .. })),
+        "{put:?}"
+    );
+    // The tagged one is skipped as it reads its tags' generations.
+    open_breaker(&server, &cache).await;
+    let put = cache
+        .scope(redcache::put!(tagged_note(1, _), "new".to_owned()))
+        .await;
+    assert!(
+        matches!(put, Err(redcache::Error::Unavailable { .. })),
+        "{put:?}"
+    );
+    open_breaker(&server, &cache).await;
+    let set = cache.set("i:flag", &"new", ttl).await;
+    assert!(
+        matches!(set, Err(redcache::Error::Unavailable { .. })),
+        "{set:?}"
+    );
+
+    other.scope(reads()).await;
+    assert_eq!(
+        (runs.load(SeqCst), tagged_runs.load(SeqCst)),
+        (2, 2),
+        "both entries were retired: misses"
+    );
+    assert_eq!(
+        other.get::<String>("i:flag").await.unwrap(),
+        None,
+        "retired"
+    );
+}
+
 struct Service {
     db: Arc<Db>,
 }

@@ -863,6 +863,18 @@ pub fn invalidate(input: TokenStream) -> TokenStream {
 /// Stores a value as the result of one call of a `#[cached]` function (write-through): a
 /// future of `redcache::Result<()>`.
 ///
+/// It stores the new value or falls back to invalidating: a value the function does not
+/// cache (refused by `cache_if`, a `None` with `null_ttl = 0`) retires the call's entry
+/// instead, and so does a value that cannot be stored.
+///
+/// # Errors
+///
+/// `Error::NotCacheable` for an `Err` (the entry is left as it was). The value is over
+/// `max_value_bytes` or does not serialize, or the store failed, timed out or is skipped
+/// by the open circuit breaker (`Error::Unavailable`): the entry is retired all the same,
+/// like an `invalidate!` (which the breaker never skips), so that no process serves the
+/// value it was to replace, and the error says the new one was not stored.
+///
 /// # Examples
 ///
 /// ```

@@ -265,10 +265,14 @@ impl Cache {
 
     /// Stores `value` at `key` (the namespace is added) for exactly `ttl`.
     ///
+    /// A value that cannot be stored does not leave the one it was to replace: the entry at
+    /// `key` is retired instead (as by [`delete`](Self::delete), which the open circuit
+    /// breaker never skips), and the error is returned.
+    ///
     /// # Errors
     ///
     /// The value does not serialize or is over [`Config::max_value_bytes`], or the store
-    /// failed.
+    /// failed, timed out or is skipped by the open circuit breaker ([`Error::Unavailable`]).
     ///
     /// # Examples
     ///
@@ -285,9 +289,16 @@ impl Cache {
         value: &T,
         ttl: Duration,
     ) -> Result<()> {
-        let bytes = codec::encode_value(value, Stamp::default(), self.core.config.format())
-            .map_err(|source| Error::Encode { source })?;
         let key = self.core.full_key(key);
+        let bytes = match codec::encode_value(value, Stamp::default(), self.core.config.format()) {
+            Ok(bytes) => bytes,
+            Err(source) => {
+                return self
+                    .core
+                    .retire_instead(&key, Error::Encode { source })
+                    .await
+            }
+        };
         let ttl = Policy::exact(ttl).value_ttl();
         let written = self
             .core
@@ -305,7 +316,10 @@ impl Cache {
             .await;
         // As for `put!`: this process's copy of the key goes now.
         self.core.local_changed(&key);
-        written.map(drop)
+        match written {
+            Ok(_) => Ok(()),
+            Err(err) => self.core.retire_instead(&key, err).await,
+        }
     }
 
     /// Removes the entry at `key` (the namespace is added); whether there was one.

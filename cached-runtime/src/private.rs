@@ -443,18 +443,23 @@ pub async fn invalidate<K, O>(call: Call<K, O>) -> crate::Result<bool> {
 }
 
 /// `put!(f(..), value)`: stores `value` as the call's result, under the function's TTL,
-/// jitter and null rules.
-pub async fn put<K: Shape<O>, O>(call: Call<K, O>, value: O) -> crate::Result<()> {
+/// jitter and null rules; if it cannot, retires the entry and returns why.
+pub async fn put<K: Shape<O>, O>(mut call: Call<K, O>, value: O) -> crate::Result<()> {
     let cache = current()?;
     let core = cache.core();
     let spec = call.spec();
     let hooks = call.hooks;
     let policy = spec.policy(&core.config);
-    let tags = match call.tags.is_empty() {
-        true => 0,
-        false => core.tag_digest(&call.tags).await?,
-    };
+    let tags = std::mem::take(&mut call.tags);
     let key = call.key(core.config.namespace())?;
+    let tags = match tags.is_empty() {
+        true => 0,
+        false => match core.tag_digest(&tags).await {
+            Ok(digest) => digest,
+            // Without the generations the value cannot be stamped, nor stored.
+            Err(err) => return core.retire_instead(&key, err).await,
+        },
+    };
     core.put::<K, O>(&key, spec.group, tags, &policy, hooks, &value)
         .await
 }

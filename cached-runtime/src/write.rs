@@ -1,6 +1,7 @@
 //! Write-through (`put!`): stores a value as a call's result under the function's TTL,
 //! jitter and null rules, over whatever is there, but never into a group that was
-//! invalidated since its generation was read.
+//! invalidated since its generation was read. A write that cannot store its value retires
+//! the entry instead, so that the value it was to replace is not served on.
 
 use crate::core::Core;
 use crate::key::{new_generation, parse_gen, BadGeneration};
@@ -12,7 +13,9 @@ use crate::{Error, Result};
 use std::time::Duration;
 
 impl Core {
-    /// Stores `value` as the result of the call whose key is `key` (write-through).
+    /// Stores `value` as the result of the call whose key is `key` (write-through), or
+    /// retires the entry when the value is not cached for the function or cannot be stored
+    /// (then the error is still returned).
     pub(crate) async fn put<K: Shape<O>, O>(
         &self,
         key: &str,
@@ -44,24 +47,47 @@ impl Core {
             // Not cached for this function: the next call computes it.
             return self.evict_key(key).await;
         }
-        let current = match gen_key {
-            Some(gen_key) => match self.op(self.backend.get(gen_key)).await? {
-                Some(raw) => Some(parse_gen(&raw).ok_or(Error::decode(BadGeneration))?),
+        let stored = async {
+            let current = match gen_key {
+                Some(gen_key) => match self.op(self.backend.get(gen_key)).await? {
+                    Some(raw) => Some(parse_gen(&raw).ok_or(Error::decode(BadGeneration))?),
+                    None => None,
+                },
                 None => None,
-            },
-            None => None,
+            };
+            self.put_from::<K, O>(
+                key,
+                gen_key,
+                current,
+                gen_expires,
+                tags,
+                policy,
+                hooks,
+                value,
+            )
+            .await
         };
-        self.put_from::<K, O>(
-            key,
-            gen_key,
-            current,
-            gen_expires,
-            tags,
-            policy,
-            hooks,
-            value,
-        )
-        .await
+        match stored.await {
+            Ok(Put::Done) => Ok(()),
+            // `None` is not cached for this function: the next call computes it.
+            Ok(Put::Uncached) => self.evict_key(key).await,
+            // An `Err` is never a value to store (a usage error): the entry stays as it was.
+            Err(err @ Error::NotCacheable) => Err(err),
+            Err(err) => self.retire_instead(key, err).await,
+        }
+    }
+
+    /// The fallback of a write of `key` that failed with `err` after it set out to replace
+    /// the entry (too large, not serializable, the store faulted, timed out or is skipped by
+    /// the open breaker): the entry is retired, as an invalidation (which the breaker never
+    /// skips), so that no process serves the value it was to replace until its TTL; `err`
+    /// is still returned, since the new value was not stored. A retirement that fails too
+    /// is counted and logged as a fault.
+    pub(crate) async fn retire_instead(&self, key: &str, err: Error) -> Result<()> {
+        if let Err(retire) = self.evict_key(key).await {
+            self.fault(key, &retire);
+        }
+        Err(err)
     }
 
     /// The write of [`put_fenced`](Self::put_fenced), the group's generation read as
@@ -81,7 +107,7 @@ impl Core {
         policy: &Policy,
         hooks: Hooks<O>,
         value: &O,
-    ) -> Result<()> {
+    ) -> Result<Put> {
         let fence = match (gen_key, current) {
             (Some(gen_key), None) if !gen_expires => {
                 let gen = new_generation();
@@ -106,8 +132,7 @@ impl Core {
             ),
             Outcome::Null(bytes) => match policy.null_ttl() {
                 Some(ttl) => (bytes, ttl),
-                // `None` is not cached for this function: the next call computes it.
-                None => return self.evict_key(key).await,
+                None => return Ok(Put::Uncached),
             },
             Outcome::Skip => return Err(Error::NotCacheable),
         };
@@ -128,8 +153,18 @@ impl Core {
             // The group was invalidated meanwhile: not storing is what that asked for.
             self.record(None, Event::Conflict);
         }
-        Ok(())
+        Ok(Put::Done)
     }
+}
+
+/// How a write-through's store ended, when it did not fail.
+enum Put {
+    /// The value is stored, or refused by an invalidation of its group since the read
+    /// (which retired the entry).
+    Done,
+    /// The value is a `None` its function does not cache (`null_ttl = 0`): the entry is to
+    /// be retired instead.
+    Uncached,
 }
 
 #[cfg(test)]
