@@ -178,12 +178,14 @@ async fn redis_killed_mid_test_calls_still_answer_and_caching_resumes() {
 
 /// A TCP proxy to a server. From when it is told, it waits before connecting each new
 /// client through (a slow link or handshake: TLS across zones), or it loses the next
-/// reply from the server with the connection (a reset after Redis ran the command). It
-/// counts the connections asked of it.
+/// reply from the server with the connection (a reset after Redis ran the command), or it
+/// goes silent: nothing more is passed either way, and no connection is closed (a network
+/// partition without a reset). It counts the connections asked of it.
 struct Proxy {
     port: u16,
     delay_ms: Arc<AtomicU64>,
     cut_next_reply: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
     accepted: Arc<AtomicUsize>,
 }
 
@@ -195,18 +197,20 @@ impl Proxy {
             port: listener.local_addr().unwrap().port(),
             delay_ms: Arc::new(AtomicU64::new(0)),
             cut_next_reply: Arc::new(AtomicBool::new(false)),
+            silent: Arc::new(AtomicBool::new(false)),
             accepted: Arc::new(AtomicUsize::new(0)),
         };
-        let (delay, cut, count) = (
+        let (delay, cut, silent, count) = (
             proxy.delay_ms.clone(),
             proxy.cut_next_reply.clone(),
+            proxy.silent.clone(),
             proxy.accepted.clone(),
         );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 count.fetch_add(1, SeqCst);
                 let delay = Duration::from_millis(delay.load(SeqCst));
-                let cut = cut.clone();
+                let (cut, silent) = (cut.clone(), silent.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let target = ("127.0.0.1", target_port);
@@ -215,11 +219,22 @@ impl Proxy {
                     };
                     let (mut from_client, mut to_client) = client.into_split();
                     let (mut from_server, mut to_server) = server.into_split();
+                    let quiet = silent.clone();
                     let requests = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                        let mut request = vec![0; 16 * 1024];
+                        while let Ok(n @ 1..) = from_client.read(&mut request).await {
+                            if !quiet.load(SeqCst)
+                                && to_server.write_all(&request[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
                     });
                     let mut reply = vec![0; 16 * 1024];
                     while let Ok(n @ 1..) = from_server.read(&mut reply).await {
+                        if silent.load(SeqCst) {
+                            continue;
+                        }
                         if cut.swap(false, SeqCst)
                             || to_client.write_all(&reply[..n]).await.is_err()
                         {
@@ -241,6 +256,54 @@ impl Proxy {
         let config = config.url(url).op_timeout(OP_TIMEOUT).build();
         redcache::Cache::connect(config).await.unwrap()
     }
+}
+
+/// The local tier's copies stay good only while Redis's invalidation pushes arrive. A link
+/// that goes silent (a partition without a reset) fails nothing by itself, and a process
+/// answering from its tier asks Redis nothing; its heartbeat finds the silence and retires
+/// every copy, so a write made elsewhere meanwhile is not hidden behind a stale copy for
+/// longer than a heartbeat and an operation timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_retires_the_local_tier_within_a_heartbeat() {
+    /// `HEARTBEAT` in the store.
+    const HEARTBEAT: Duration = Duration::from_millis(500);
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let cache = proxy.cache(test_config().local_capacity(100)).await;
+    let calls = AtomicUsize::new(0);
+    // A miss, a hit from Redis, then hits from the tier.
+    for _ in 0..4 {
+        assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    }
+    assert_eq!(calls.load(SeqCst), 1);
+    assert!(cache.stats().local_hits >= 1, "{:?}", cache.stats());
+
+    proxy.silent.store(true, SeqCst);
+    // Another process changes the entry; its push cannot reach this one.
+    let other = server.cache().await;
+    assert!(other
+        .scope(redcache::invalidate!(item(1, _)))
+        .await
+        .unwrap());
+    let start = Instant::now();
+    loop {
+        let before = calls.load(SeqCst);
+        assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+        if calls.load(SeqCst) > before {
+            // The tier no longer answered; Redis cannot: the body ran (fail-open).
+            break;
+        }
+        assert!(
+            start.elapsed() < HEARTBEAT + 2 * OP_TIMEOUT + SLACK,
+            "the stale copy was still served after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "copies retired {:?} after the link went silent",
+        start.elapsed()
+    );
 }
 
 /// A connection the server drops while Redis stays up (`CLIENT KILL`, a proxy's or a load

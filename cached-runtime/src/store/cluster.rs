@@ -151,7 +151,7 @@ impl RedisStore<ClusterConnection> {
             )
             .await?
         };
-        Ok(RedisStore::new(Some(conn), reopen, local))
+        Ok(RedisStore::new(Some(conn), reopen, local).checking_liveness(config.op_timeout()))
     }
 }
 

@@ -84,9 +84,9 @@ enum Resend {
 
 /// The runtime that runs the connections no caller's runtime can (a replacement for one
 /// whose runtime shut down, or one needed by a caller on a current-thread runtime) and the
-/// Sentinel watcher: one worker thread, for the life of the process, so that their tasks
-/// cannot die with a caller's runtime. A service with one long-lived multi-thread runtime
-/// and no Sentinel never starts it.
+/// Sentinel watcher and the local tier's [`heartbeat`]: one worker thread, for the life of
+/// the process, so that their tasks cannot die with a caller's runtime. A service with one
+/// long-lived multi-thread runtime, no Sentinel and no local tier never starts it.
 pub(super) fn background() -> &'static tokio::runtime::Handle {
     static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -150,6 +150,58 @@ impl<C> Bound<C> {
         self.conn
             .as_ref()
             .filter(|_| !self.runtime_gone.load(Ordering::Acquire) && self.moves == moves)
+    }
+}
+
+/// How often a store with a local tier checks that its connection still answers.
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// The local tier's copies are good while Redis's invalidation pushes reach this process,
+/// and nothing else says when they stop: a link that goes silent (a partition without a
+/// reset, a peer that vanished) fails no operation for as long as TCP keeps trying, and a
+/// process that answers from its tier makes none. Nor does a connection whose runtime shut
+/// down (its task, and so its socket, went with it). So every [`HEARTBEAT`], each master
+/// is sent a `PING` on the store's connection: a reply means every push Redis sent before
+/// it has been applied (pushes and replies arrive in order). No reply within `timeout`,
+/// or no connection to ask (its runtime is gone, or the master moved), retires every
+/// copy: they are read from Redis again once it answers. A stale copy is then served for
+/// at most `HEARTBEAT` + `timeout` after the link goes silent. Ends with the store.
+async fn heartbeat<C: Conn>(
+    conn: std::sync::Weak<ArcSwap<Bound<C>>>,
+    tier: std::sync::Weak<LocalTier>,
+    moves: Option<Arc<AtomicU64>>,
+    timeout: Duration,
+) {
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (Some(conn), Some(tier)) = (conn.upgrade(), tier.upgrade()) else {
+            return;
+        };
+        let bound = conn.load_full();
+        drop(conn);
+        // None yet (a lazy store that made no connection): nothing was tracked.
+        if bound.conn.is_none() {
+            continue;
+        }
+        let moves = moves.as_ref().map_or(0, |m| m.load(Ordering::Acquire));
+        let Some(conn) = bound.usable(moves).cloned() else {
+            tier.clear();
+            continue;
+        };
+        drop(bound);
+        let answered = within(timeout, async {
+            for node in conn.masters().await? {
+                conn.send_to(&node, redis::cmd("PING")).await?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(err) = answered {
+            tracing::debug!(error = %err, "redcache: Redis did not answer the heartbeat; local copies retired");
+            tier.clear();
+        }
     }
 }
 
@@ -288,7 +340,7 @@ impl RedisStore<MultiplexedConnection> {
             true => None,
             false => Some(connect_checked(config, reopen()).await?),
         };
-        Ok(RedisStore::new(conn, reopen, local))
+        Ok(RedisStore::new(conn, reopen, local).checking_liveness(config.op_timeout()))
     }
 }
 
@@ -546,6 +598,17 @@ impl<C: Conn> RedisStore<C> {
             moves: None,
             replica: None,
         }
+    }
+
+    /// Starts the check that keeps this store's local tier (if it has one) honest: every
+    /// [`HEARTBEAT`], a `PING` to each master, within `timeout` (see [`heartbeat`]).
+    pub(super) fn checking_liveness(self, timeout: Duration) -> Self {
+        if let Some(tier) = &self.tier {
+            let (conn, tier) = (Arc::downgrade(&self.conn), Arc::downgrade(tier));
+            let moves = self.moves.clone();
+            background().spawn(heartbeat(conn, tier, moves, timeout));
+        }
+        self
     }
 
     /// This store serves relaxed reads from `replica` when it can.

@@ -135,10 +135,12 @@ impl Lookup {
     /// only at the next Redis operation; a process answering local hits makes none, and
     /// the old master sends no push for a write on the new one.)
     fn moved(&self, why: &str) {
+        // Counted first: a read that takes its mark after the tier is cleared must not go
+        // out on the old master's connection, whose pushes stop at the move.
+        self.moves.fetch_add(1, Ordering::AcqRel);
         if let Some(tier) = &self.tier {
             tier.clear();
         }
-        self.moves.fetch_add(1, Ordering::AcqRel);
         tracing::info!(
             name = %self.settings.master,
             "redcache: {why}; reconnecting to the master the Sentinels name"
@@ -254,7 +256,9 @@ impl RedisStore<MultiplexedConnection> {
         // it ends with the store, whose `reopen` (and replica) hold the only strong
         // `Lookup`.
         background().spawn(watch(watched));
-        let store = RedisStore::new(conn, reopen, local).following_master(moves);
+        let store = RedisStore::new(conn, reopen, local)
+            .following_master(moves)
+            .checking_liveness(config.op_timeout());
         Ok(match replica {
             Some(replica) => {
                 if !config.lazy() {
@@ -415,23 +419,47 @@ async fn watch(lookup: Weak<Lookup>) {
     }
 }
 
+/// `step`'s outcome, or an error once `timeout` has passed.
+async fn answered<T>(
+    timeout: Duration,
+    step: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    match tokio::time::timeout(timeout, step).await {
+        Ok(done) => done,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "the Sentinel did not answer",
+            format!("within {timeout:?}"),
+        ))),
+    }
+}
+
 /// Listens to the Sentinel at `node` until its connection fails or the store is gone.
 /// Once subscribed, it checks whether the master moved while nobody listened.
 async fn listen(lookup: &Weak<Lookup>, node: &redis::ConnectionAddr) -> RedisResult<()> {
-    let Some(client) = lookup.upgrade().map(|l| l.client_for(node)).transpose()? else {
+    let Some((client, timeout)) = lookup
+        .upgrade()
+        .map(|l| RedisResult::Ok((l.client_for(node)?, l.timeout)))
+        .transpose()?
+    else {
         return Ok(());
     };
-    let (mut sink, mut messages) = client.get_async_pubsub().await?.split();
-    sink.subscribe("+switch-master").await?;
+    // Each step within the connect timeout: a Sentinel that accepts connections but never
+    // answers (stopped, its host overloaded) must not keep the watcher from the next one.
+    let (mut sink, mut messages) = answered(timeout, client.get_async_pubsub()).await?.split();
+    answered(timeout, sink.subscribe("+switch-master")).await?;
     let named: Option<(String, u16)> = {
         let Some(lookup) = lookup.upgrade() else {
             return Ok(());
         };
-        redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(&lookup.settings.master)
-            .query_async(&mut client.get_multiplexed_async_connection().await?)
-            .await?
+        let ask = async {
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&lookup.settings.master)
+                .query_async(&mut client.get_multiplexed_async_connection().await?)
+                .await
+        };
+        answered(timeout, ask).await?
     };
     if let (Some(lookup), Some((host, port))) = (lookup.upgrade(), named) {
         let named = format!("{host}:{port}");
