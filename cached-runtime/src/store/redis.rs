@@ -733,12 +733,22 @@ impl<C: Conn> RedisStore<C> {
             .wait_for(Option::is_some)
             .await
             .map(|outcome| outcome.clone());
-        match outcome {
-            Ok(Some(made)) => made.map_err(Error::redis),
-            Ok(None) | Err(_) => Err(Error::redis(redis::RedisError::from(std::io::Error::new(
+        let interrupted = |why| {
+            Error::redis(redis::RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::Interrupted,
+                why,
+            )))
+        };
+        match outcome {
+            // The connection in place, if still usable: behind Sentinel, the master may
+            // have moved while it was made (to the one the Sentinels named before).
+            Ok(Some(Ok(_))) => self
+                .replaced(failed)
+                .ok_or_else(|| interrupted("the master moved while a connection to it was made")),
+            Ok(Some(Err(err))) => Err(Error::redis(err)),
+            Ok(None) | Err(_) => Err(interrupted(
                 "the runtime making a new connection to Redis shut down",
-            )))),
+            )),
         }
     }
 
