@@ -743,8 +743,9 @@ mod valid;
 /// trait impl instead). The signature, attributes and doc comments stay as written; the
 /// body runs inside the cache call, so `?` and `return` work as usual.
 ///
-/// - **Free functions**, and **methods and associated functions** of inherent and trait
-///   impls (`&self`, `self: Arc<Self>`, no receiver). The receiver is never in the key,
+/// - **Free functions**, **methods and associated functions** of inherent impls (`&self`,
+///   `self: Arc<Self>`, no receiver), and methods (with a receiver) of trait impls
+///   ([`in_trait_impl`](#in_trait_impl)). The receiver is never in the key,
 ///   but the impl is (its self type and trait, or the [`type_key`](#type_key) given), so
 ///   impls never share entries.
 /// - **Generic functions:** the name of each type parameter is in the key (`load::<User>`

@@ -85,6 +85,28 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
             }
         }
     }
+    if args.key.is_none() {
+        let skipped: &[Ident] = args.skip.as_ref().map_or(&[], |(s, _)| s);
+        for input in &item.sig.inputs {
+            let syn::FnArg::Typed(arg) = input else {
+                continue;
+            };
+            let mut bound = Vec::new();
+            crate::item::bound_idents(&arg.pat, &mut bound);
+            if bound.iter().all(|name| skipped.contains(name)) {
+                continue;
+            }
+            if let Some(set) = hash_set_in(&arg.ty) {
+                errors.spanned(
+                    set,
+                    "a `HashSet` cannot be part of a key: it lists its items in an order \
+                     of its own, which differs between equal sets, so equal arguments would \
+                     get different keys (and `invalidate!` would miss); take a `BTreeSet` \
+                     or a sorted `Vec`, or give `key = ..` or `skip(..)`",
+                );
+            }
+        }
+    }
     if let (Some(_), Some((prefix, span))) = (&args.group, &args.prefix) {
         if prefix.contains(['{', '}']) {
             errors.at(
@@ -186,6 +208,32 @@ fn ungroup(ty: &Type) -> &Type {
         Type::Group(g) => ungroup(&g.elem),
         Type::Paren(p) => ungroup(&p.elem),
         ty => ty,
+    }
+}
+
+/// The first `HashSet` named in `ty` (`HashSet<u64>`, `&HashSet<String>`,
+/// `Option<std::collections::HashSet<u8>>`, ...), if any.
+fn hash_set_in(ty: &Type) -> Option<&syn::PathSegment> {
+    match ty {
+        Type::Path(path) => path.path.segments.iter().find_map(|segment| {
+            if segment.ident == "HashSet" {
+                return Some(segment);
+            }
+            let PathArguments::AngleBracketed(args) = &segment.arguments else {
+                return None;
+            };
+            args.args.iter().find_map(|arg| match arg {
+                GenericArgument::Type(ty) => hash_set_in(ty),
+                _ => None,
+            })
+        }),
+        Type::Reference(r) => hash_set_in(&r.elem),
+        Type::Group(g) => hash_set_in(&g.elem),
+        Type::Paren(p) => hash_set_in(&p.elem),
+        Type::Array(a) => hash_set_in(&a.elem),
+        Type::Slice(s) => hash_set_in(&s.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(hash_set_in),
+        _ => None,
     }
 }
 
