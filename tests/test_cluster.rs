@@ -217,6 +217,14 @@ async fn the_local_tier_hears_invalidations_from_every_node() {
         "all served locally: {:?}",
         local.health()
     );
+    // The heartbeat (a `PING` to every master every 500 ms) keeps them while every master
+    // answers: still all local after a few beats.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let before = local.stats().local_hits;
+    for &id in &ids {
+        local.scope(item(id, &calls)).await;
+    }
+    assert_eq!(local.stats().local_hits - before, 30, "{:?}", local.health());
     // Another client invalidates them all; each node pushes its keys' invalidations.
     for &id in &ids {
         assert!(other

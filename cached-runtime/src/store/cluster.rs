@@ -5,7 +5,9 @@ use crate::local::Invalidations;
 use crate::{Config, Error, Result};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::ProtocolVersion;
 
 impl Conn for ClusterConnection {
@@ -42,6 +44,20 @@ impl Conn for ClusterConnection {
                 ))),
             }),
         }
+    }
+
+    async fn ping_masters(&self) -> Result<()> {
+        // To every master redis-rs holds a connection to, by its own names for them (the
+        // addresses `CLUSTER NODES` gives need not be those).
+        let all = RoutingInfo::MultiNode((
+            MultipleNodeRoutingInfo::AllMasters,
+            Some(ResponsePolicy::AllSucceeded),
+        ));
+        self.clone()
+            .route_command(redis::cmd("PING"), all)
+            .await
+            .map(drop)
+            .map_err(Error::redis)
     }
 
     async fn send_to(&self, node: &Node, cmd: redis::Cmd) -> Result<redis::Value> {

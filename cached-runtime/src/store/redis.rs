@@ -161,7 +161,8 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
 /// reset, a peer that vanished) fails no operation for as long as TCP keeps trying, and a
 /// process that answers from its tier makes none. Nor does a connection whose runtime shut
 /// down (its task, and so its socket, went with it). So every [`HEARTBEAT`], each master
-/// is sent a `PING` on the store's connection: a reply means every push Redis sent before
+/// is sent a `PING` on the store's connection (a cluster's: on the connection to each
+/// master that redis-rs reads through): a reply means every push Redis sent before
 /// it has been applied (pushes and replies arrive in order). No reply within `timeout`,
 /// or no connection to ask (its runtime is gone, or the master moved), retires every
 /// copy: they are read from Redis again once it answers. A stale copy is then served for
@@ -174,6 +175,8 @@ async fn heartbeat<C: Conn>(
 ) {
     let mut ticks = tokio::time::interval(HEARTBEAT);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once when Redis stops answering, and once when it answers again.
+    let mut silent = false;
     loop {
         ticks.tick().await;
         let (Some(conn), Some(tier)) = (conn.upgrade(), tier.upgrade()) else {
@@ -191,16 +194,23 @@ async fn heartbeat<C: Conn>(
             continue;
         };
         drop(bound);
-        let answered = within(timeout, async {
-            for node in conn.masters().await? {
-                conn.send_to(&node, redis::cmd("PING")).await?;
+        match within(timeout, conn.ping_masters()).await {
+            Ok(()) if silent => {
+                silent = false;
+                tracing::info!("redcache: Redis answers the heartbeat again");
             }
-            Ok(())
-        })
-        .await;
-        if let Err(err) = answered {
-            tracing::debug!(error = %err, "redcache: Redis did not answer the heartbeat; local copies retired");
-            tier.clear();
+            Ok(()) => {}
+            Err(err) => {
+                tier.clear();
+                if !silent {
+                    silent = true;
+                    tracing::warn!(
+                        error = %err,
+                        "redcache: Redis did not answer the heartbeat; every local copy is \
+                         retired (and again each time it does not answer)"
+                    );
+                }
+            }
         }
     }
 }
@@ -253,6 +263,8 @@ pub(crate) trait Conn: ConnectionLike + Clone + Send + Sync + 'static {
         node: &Node,
         cmd: redis::Cmd,
     ) -> impl Future<Output = Result<redis::Value>> + Send;
+    /// `PING`s every master on the connections reads go out on: `Ok` when each answered.
+    fn ping_masters(&self) -> impl Future<Output = Result<()>> + Send;
     /// Whether one pipeline may carry commands for keys of different slots (not on a
     /// cluster, where a pipeline goes to one node).
     const PIPELINES_SPAN_SLOTS: bool = true;
@@ -270,6 +282,10 @@ impl Conn for MultiplexedConnection {
         cmd.query_async(&mut self.clone())
             .await
             .map_err(Error::redis)
+    }
+
+    async fn ping_masters(&self) -> Result<()> {
+        self.send_to(&None, redis::cmd("PING")).await.map(drop)
     }
 
     async fn pipe_at(
