@@ -718,6 +718,20 @@ http_test! {
         assert_eq!(served.app.runs("product"), 4);
         assert_eq!(served.app.runs("update"), 1);
         assert_eq!(backend.cache.stats().faults, 0);
+
+        // Turned off, a write leaves the stored responses (the handler retires what it
+        // changes itself, or nothing read through the layer changes).
+        let app = App::default();
+        let cache = backend.cache_with(common::test_config().namespace("no-retire")).await;
+        let router = Router::new()
+            .route("/products/{id}", get(product).put(update_product))
+            .route_layer(layer().retire_on_write(false).cache(cache))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        served.get("/products/5").await;
+        assert_eq!(served.send("PUT", "/products/5", &[], "").await.status, StatusCode::NO_CONTENT);
+        let read = served.get("/products/5").await;
+        assert_eq!((read.x_cache(), &read.body[..]), ("HIT", &br#"{"id":5,"version":1}"#[..]));
     }
 }
 

@@ -188,6 +188,8 @@ struct Settings {
     statuses: Vec<StatusCode>,
     max_body_bytes: usize,
     post: bool,
+    /// Whether a write (an unsafe method) retires the stored responses of its path.
+    retire_on_write: bool,
     stale_while_revalidate: Option<Duration>,
     stale_if_error: Option<Duration>,
     tags: Tags,
@@ -214,6 +216,7 @@ impl fmt::Debug for CacheLayer {
             .field("statuses", &s.statuses)
             .field("max_body_bytes", &s.max_body_bytes)
             .field("cache_post", &s.post)
+            .field("retire_on_write", &s.retire_on_write)
             .field("stale_while_revalidate", &s.stale_while_revalidate)
             .field("stale_if_error", &s.stale_if_error)
             .field("tags", &s.tags)
@@ -244,6 +247,7 @@ impl CacheLayer {
                 statuses: vec![StatusCode::OK],
                 max_body_bytes: 1 << 20,
                 post: false,
+                retire_on_write: true,
                 stale_while_revalidate: None,
                 stale_if_error: None,
                 tags: Tags::default(),
@@ -361,6 +365,23 @@ impl CacheLayer {
     /// ```
     pub fn cache_post(self, yes: bool) -> Self {
         self.with(|s| s.post = yes)
+    }
+
+    /// Whether a request of an unsafe method (`PUT`, `PATCH`, `DELETE`, an uncached
+    /// `POST`) answered with anything but an error retires the stored responses of its
+    /// path, as RFC 9111 § 4.4 has a cache do (on by default). Each such request then
+    /// waits for one Redis write (a new generation of its path, even one nothing was
+    /// cached for), as [`invalidate_path`] does; turn it off for a layer over write routes
+    /// whose paths are never read through it (an ingest endpoint), or that retire what
+    /// they change themselves ([`EvictLayer`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = redcache::http::CacheLayer::new().retire_on_write(false);
+    /// ```
+    pub fn retire_on_write(self, yes: bool) -> Self {
+        self.with(|s| s.retire_on_write = yes)
     }
 
     /// RFC 5861's `stale-while-revalidate`: a response past its TTL by less than `window`
@@ -555,7 +576,7 @@ where
     let looked_up = method == Method::GET
         || method == Method::HEAD
         || (method == Method::POST && settings.post);
-    if !looked_up && !method.is_safe() {
+    if !looked_up && !method.is_safe() && settings.retire_on_write {
         return pass_unsafe(&settings, &mut inner, request).await;
     }
     let asks = rules::asks(request.headers());
