@@ -91,12 +91,20 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
             let syn::FnArg::Typed(arg) = input else {
                 continue;
             };
-            let mut bound = Vec::new();
-            crate::item::bound_idents(&arg.pat, &mut bound);
-            if bound.iter().all(|name| skipped.contains(name)) {
+            // A plain name: a pattern's type is not that of each name it binds.
+            let syn::Pat::Ident(name) = &*arg.pat else {
+                continue;
+            };
+            if skipped.contains(&name.ident) {
                 continue;
             }
-            if let Some(set) = hash_set_in(&arg.ty) {
+            let params: Vec<&Ident> = item
+                .sig
+                .generics
+                .type_params()
+                .map(|param| &param.ident)
+                .collect();
+            if let Some(set) = hash_set_in(&arg.ty, &params) {
                 errors.spanned(
                     set,
                     "a `HashSet` cannot be part of a key: it lists its items in an order \
@@ -211,28 +219,41 @@ fn ungroup(ty: &Type) -> &Type {
     }
 }
 
-/// The first `HashSet` named in `ty` (`HashSet<u64>`, `&HashSet<String>`,
-/// `Option<std::collections::HashSet<u8>>`, ...), if any.
-fn hash_set_in(ty: &Type) -> Option<&syn::PathSegment> {
+/// The first std `HashSet` named in `ty` (`HashSet<u64>`, `&HashSet<String>`,
+/// `Option<std::collections::HashSet<u8>>`, ...), if any: a path that is `HashSet` alone
+/// (unless a type parameter of the function has that name) or ends in
+/// `collections::HashSet` or `hash_set::HashSet`.
+fn hash_set_in<'a>(ty: &'a Type, params: &[&Ident]) -> Option<&'a syn::Path> {
     match ty {
-        Type::Path(path) => path.path.segments.iter().find_map(|segment| {
-            if segment.ident == "HashSet" {
-                return Some(segment);
-            }
-            let PathArguments::AngleBracketed(args) = &segment.arguments else {
-                return None;
+        Type::Path(path) => {
+            let segments = &path.path.segments;
+            let names: Vec<&Ident> = segments.iter().map(|s| &s.ident).collect();
+            let std_set = match names.as_slice() {
+                [only] => *only == "HashSet" && !params.contains(only),
+                [.., parent, last] => {
+                    *last == "HashSet" && (*parent == "collections" || *parent == "hash_set")
+                }
+                [] => false,
             };
-            args.args.iter().find_map(|arg| match arg {
-                GenericArgument::Type(ty) => hash_set_in(ty),
-                _ => None,
+            if std_set && path.qself.is_none() {
+                return Some(&path.path);
+            }
+            segments.iter().find_map(|segment| {
+                let PathArguments::AngleBracketed(args) = &segment.arguments else {
+                    return None;
+                };
+                args.args.iter().find_map(|arg| match arg {
+                    GenericArgument::Type(ty) => hash_set_in(ty, params),
+                    _ => None,
+                })
             })
-        }),
-        Type::Reference(r) => hash_set_in(&r.elem),
-        Type::Group(g) => hash_set_in(&g.elem),
-        Type::Paren(p) => hash_set_in(&p.elem),
-        Type::Array(a) => hash_set_in(&a.elem),
-        Type::Slice(s) => hash_set_in(&s.elem),
-        Type::Tuple(t) => t.elems.iter().find_map(hash_set_in),
+        }
+        Type::Reference(r) => hash_set_in(&r.elem, params),
+        Type::Group(g) => hash_set_in(&g.elem, params),
+        Type::Paren(p) => hash_set_in(&p.elem, params),
+        Type::Array(a) => hash_set_in(&a.elem, params),
+        Type::Slice(s) => hash_set_in(&s.elem, params),
+        Type::Tuple(t) => t.elems.iter().find_map(|ty| hash_set_in(ty, params)),
         _ => None,
     }
 }

@@ -24,4 +24,26 @@ async fn nested(ids: Option<(u8, std::collections::HashSet<u64>)>) -> bool {
     ids.is_some()
 }
 
+// Not a std `HashSet`: a type parameter of that name, a set of the caller's own, or one
+// inside a pattern (whose names are keyed one by one).
+#[redcache::cached(ttl = 60)]
+async fn generic<HashSet: serde::Serialize + Send + Sync>(set: HashSet) -> bool {
+    let _ = set;
+    true
+}
+
+mod ordered {
+    pub type HashSet<T> = std::collections::BTreeSet<T>;
+}
+
+#[redcache::cached(ttl = 60)]
+async fn own(set: ordered::HashSet<u64>) -> usize {
+    set.len()
+}
+
+#[redcache::cached(ttl = 60, skip(seen))]
+async fn pattern((id, seen): (u64, std::collections::HashSet<u64>)) -> bool {
+    seen.contains(&id)
+}
+
 fn main() {}
