@@ -413,7 +413,14 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// out (every read goes to the database): take it out of rotation only if the database
 /// could not carry the load.
 async fn health(State(state): State<AppState>) -> Response {
-    let health = state.cache.health();
+    let mut health = state.cache.health();
+    if !health.is_ready() {
+        // Out of rotation, the service may get no other request that reaches Redis: this
+        // one asks it (through the breaker: one probe per cool-down at most), so that
+        // readiness comes back once Redis answers again.
+        let _ = state.cache.get::<u8>("health:probe").await;
+        health = state.cache.health();
+    }
     let body = serde_json::json!({
         "ready": health.is_ready(),
         "store": if state.cache.is_redis() { "redis" } else { "memory" },

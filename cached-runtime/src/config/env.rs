@@ -85,7 +85,9 @@ impl Config {
         b = sentinel(b, &get);
         b = target_parts(b, &get);
         if let Some(ns) = get("REDCACHE_NAMESPACE") {
-            b = b.namespace(ns);
+            // Trimmed like every other value: a stray space from a `.env` or YAML file
+            // would name other keys than the processes configured without it.
+            b = b.namespace(ns.trim());
         }
         for (name, set) in NUMBERS {
             if let Some(raw) = get(name) {
@@ -147,7 +149,9 @@ fn sentinel(b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> ConfigBu
 /// apply over `REDIS_URL` or `REDIS_CLUSTER_NODES` as well, and to the master behind
 /// `REDIS_SENTINEL_NODES`.
 fn target_parts(mut b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> ConfigBuilder {
-    let port = get("REDIS_PORT");
+    // Kubernetes's service links set `REDIS_PORT=tcp://10.96.0.5:6379` in every pod of a
+    // namespace with a Service named `redis`: not a port anyone chose, ignored.
+    let port = get("REDIS_PORT").filter(|port| !port.trim_start().starts_with("tcp://"));
     if let Some(host) = get("REDIS_HOST") {
         match port
             .as_deref()
@@ -268,6 +272,28 @@ mod tests {
             ("REDIS_DB", "3"),
         ]);
         assert!(c.problem().unwrap().contains("only database 0"));
+    }
+
+    #[test]
+    fn a_kubernetes_service_link_is_not_a_port_and_namespaces_are_trimmed() {
+        let c = env(&[
+            ("REDIS_URL", "redis://cache:6379/0"),
+            ("REDIS_PORT", "tcp://10.96.0.5:6379"),
+            ("REDCACHE_NAMESPACE", "svc "),
+        ]);
+        assert_eq!(c.problem(), None);
+        assert_eq!(c.redacted_target(), "redis://cache:6379/0");
+        assert_eq!(c.namespace(), Some("svc"));
+        let c = env(&[("REDIS_PORT", "tcp://10.96.0.5:6379")]);
+        assert_eq!(c.problem(), None);
+    }
+
+    #[test]
+    fn a_zero_timeout_or_value_size_is_refused() {
+        let c = env(&[("REDCACHE_TIMEOUT_MS", "0")]);
+        assert!(c.problem().unwrap().contains("REDCACHE_TIMEOUT_MS"));
+        let c = env(&[("REDCACHE_MAX_VALUE_BYTES", "0")]);
+        assert!(c.problem().unwrap().contains("REDCACHE_MAX_VALUE_BYTES"));
     }
 
     #[test]

@@ -296,6 +296,24 @@ impl Config {
         if let Some(problem) = self.target.problem() {
             return Some(problem);
         }
+        if let Some(problem) = self.tls_problem() {
+            return Some(problem);
+        }
+        if self.op_timeout.is_zero() {
+            return Some(
+                "the operation timeout (Config::op_timeout / REDCACHE_TIMEOUT_MS) is 0: every \
+                 Redis operation would time out at once and nothing would be cached; give it \
+                 a few hundred milliseconds (the default is 200)"
+                    .into(),
+            );
+        }
+        if self.max_value_bytes == 0 {
+            return Some(
+                "Config::max_value_bytes / REDCACHE_MAX_VALUE_BYTES is 0: every value would be \
+                 too large to store"
+                    .into(),
+            );
+        }
         if self.read_from_replicas {
             if !self.is_sentinel() {
                 return Some(

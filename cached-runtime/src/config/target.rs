@@ -328,6 +328,23 @@ impl Config {
         })
     }
 
+    /// A CA certificate without a `rediss://` URL: a certificate says TLS is wanted, and
+    /// only `rediss://` turns it on (behind Sentinel, `redis://` Sentinel URLs would
+    /// connect in the clear, password included).
+    pub(super) fn tls_problem(&self) -> Option<String> {
+        let tls_url = |url: &String| url.starts_with("rediss://");
+        let t = &self.target;
+        let names_tls = t.url.iter().any(tls_url)
+            || t.cluster.iter().flatten().any(tls_url)
+            || t.sentinel.iter().flat_map(|s| &s.nodes).any(tls_url);
+        (self.tls_ca_cert.is_some() && !names_tls).then(|| {
+            "a CA certificate (Config::tls_ca_cert / REDIS_TLS_CA_CERT) is set, but no \
+             rediss:// URL: TLS is used only with rediss:// URLs (REDIS_URL, \
+             REDIS_CLUSTER_NODES or REDIS_SENTINEL_NODES); use them, or unset the certificate"
+                .to_string()
+        })
+    }
+
     /// TLS (a `rediss://` URL or a CA certificate) needs the `tls` feature.
     fn check_tls(&self) -> crate::Result<()> {
         let tls_url = |url: &String| url.starts_with("rediss://");
@@ -349,6 +366,10 @@ impl Config {
 /// Replaces the credentials of a `scheme://user:password@host` URL: everything between
 /// `://` and the last `@` (a password may hold `/`, `?`, `#` or `@`), keeping a plain user
 /// name so the address stays recognisable.
+///
+/// Also a password in the query (`redis+unix:///run/redis.sock?pass=..`, as redis-rs reads
+/// unix-socket URLs), and the part after a `:` that cannot be a port in a URL without
+/// `@` (`redis://user:password` with the host left out).
 fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return if url.contains('@') {
@@ -358,18 +379,50 @@ fn redact_url(url: &str) -> String {
         };
     };
     let rest = &url[scheme_end..];
-    let Some(at) = rest.rfind('@') else {
-        return url.to_string();
-    };
     let plain = |user: &str| {
         user.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     };
-    let user = match rest[..at].split_once(':') {
-        Some((user, _)) if plain(user) => user,
-        _ => "",
+    let (credentials, after) = match rest.rfind('@') {
+        Some(at) => {
+            let user = match rest[..at].split_once(':') {
+                Some((user, _)) if plain(user) => user,
+                _ => "",
+            };
+            (format!("{user}:***"), &rest[at..])
+        }
+        None => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            match authority.rsplit_once(':') {
+                Some((user, port)) if !port.bytes().all(|b| b.is_ascii_digit()) => {
+                    let user = if plain(user) { user } else { "" };
+                    (format!("{user}:***"), &rest[authority.len()..])
+                }
+                _ => (String::new(), rest),
+            }
+        }
     };
-    format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+    format!("{}{credentials}{}", &url[..scheme_end], redact_query(after))
+}
+
+/// `rest` (a URL from its host on) with the value of each `pass` or `password` parameter
+/// of its query replaced by `***`.
+fn redact_query(rest: &str) -> String {
+    let Some((head, query)) = rest.split_once('?') else {
+        return rest.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _))
+                if name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password") =>
+            {
+                format!("{name}=***")
+            }
+            _ => param.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -383,6 +436,10 @@ mod tests {
             "redis://user:pw-secret@h:6379",
             "rediss://user:pw-secret@h",
             "redis://user:pw@secret@h/1",
+            "redis+unix:///run/redis.sock?db=1&pass=pw-secret",
+            "unix:///run/redis.sock?PASSWORD=pw-secret",
+            "redis://default:pw-secret",
+            "redis://default:pw-secret/0",
         ] {
             let c = Config::builder().url(url).build();
             let shown = format!("{c:?} {}", c.redacted_target());
@@ -401,6 +458,34 @@ mod tests {
             .connection_info()
             .unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn addresses_without_secrets_show_as_written() {
+        for url in [
+            "redis://h:6379/0",
+            "redis+unix:///run/redis.sock?db=1",
+            "rediss://h",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
+    }
+
+    #[test]
+    fn a_ca_certificate_without_a_rediss_url_is_refused() {
+        let pem = b"-----BEGIN CERTIFICATE-----".to_vec();
+        let sentinel = Config::builder()
+            .sentinel(["redis://s1:26379"], "mymaster")
+            .tls_ca_cert(pem.clone())
+            .build();
+        let plain = Config::builder()
+            .url("redis://h:6379")
+            .tls_ca_cert(pem)
+            .build();
+        for config in [sentinel, plain] {
+            let err = config.problem().expect("refused");
+            assert!(err.contains("rediss://"), "{err}");
+        }
     }
 
     #[cfg(not(feature = "tls"))]
