@@ -224,7 +224,12 @@ async fn the_local_tier_hears_invalidations_from_every_node() {
     for &id in &ids {
         local.scope(item(id, &calls)).await;
     }
-    assert_eq!(local.stats().local_hits - before, 30, "{:?}", local.health());
+    assert_eq!(
+        local.stats().local_hits - before,
+        30,
+        "{:?}",
+        local.health()
+    );
     // Another client invalidates them all; each node pushes its keys' invalidations.
     for &id in &ids {
         assert!(other
