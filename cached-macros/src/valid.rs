@@ -91,20 +91,13 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
             let syn::FnArg::Typed(arg) = input else {
                 continue;
             };
-            // A plain name: a pattern's type is not that of each name it binds.
-            let syn::Pat::Ident(name) = &*arg.pat else {
-                continue;
-            };
-            if skipped.contains(&name.ident) {
-                continue;
-            }
             let params: Vec<&Ident> = item
                 .sig
                 .generics
                 .type_params()
                 .map(|param| &param.ident)
                 .collect();
-            if let Some(set) = hash_set_in(&arg.ty, &params) {
+            if let Some(set) = keyed_hash_set(&arg.pat, &arg.ty, skipped, &params) {
                 errors.spanned(
                     set,
                     "a `HashSet` cannot be part of a key: it lists its items in an order \
@@ -219,10 +212,44 @@ fn ungroup(ty: &Type) -> &Type {
     }
 }
 
+/// The first std `HashSet` in the part of `ty` that `pat` binds to key arguments: a name
+/// not in `skipped` takes its whole type, `_` none; tuples, references and parentheses
+/// are followed part by part, and any other pattern with a key argument takes `ty` whole.
+fn keyed_hash_set<'a>(
+    pat: &syn::Pat,
+    ty: &'a Type,
+    skipped: &[Ident],
+    params: &[&Ident],
+) -> Option<&'a syn::Path> {
+    use syn::Pat;
+    match (pat, ungroup(ty)) {
+        (Pat::Wild(_), _) => None,
+        (Pat::Ident(name), _) if skipped.contains(&name.ident) => None,
+        (Pat::Ident(_), _) => hash_set_in(ty, params),
+        (Pat::Paren(p), _) => keyed_hash_set(&p.pat, ty, skipped, params),
+        (Pat::Reference(p), Type::Reference(r)) => keyed_hash_set(&p.pat, &r.elem, skipped, params),
+        (Pat::Tuple(p), Type::Tuple(t)) if p.elems.len() == t.elems.len() => p
+            .elems
+            .iter()
+            .zip(&t.elems)
+            .find_map(|(p, ty)| keyed_hash_set(p, ty, skipped, params)),
+        (pat, _) => {
+            let mut bound = Vec::new();
+            crate::item::bound_idents(pat, &mut bound);
+            bound
+                .iter()
+                .any(|name| !skipped.contains(name))
+                .then(|| hash_set_in(ty, params))
+                .flatten()
+        }
+    }
+}
+
 /// The first std `HashSet` named in `ty` (`HashSet<u64>`, `&HashSet<String>`,
 /// `Option<std::collections::HashSet<u8>>`, ...), if any: a path that is `HashSet` alone
 /// (unless a type parameter of the function has that name) or ends in
-/// `collections::HashSet` or `hash_set::HashSet`.
+/// `collections::HashSet`, `hash_set::HashSet` or `hashbrown::HashSet` (seeded at random
+/// too).
 fn hash_set_in<'a>(ty: &'a Type, params: &[&Ident]) -> Option<&'a syn::Path> {
     match ty {
         Type::Path(path) => {
@@ -231,7 +258,10 @@ fn hash_set_in<'a>(ty: &'a Type, params: &[&Ident]) -> Option<&'a syn::Path> {
             let std_set = match names.as_slice() {
                 [only] => *only == "HashSet" && !params.contains(only),
                 [.., parent, last] => {
-                    *last == "HashSet" && (*parent == "collections" || *parent == "hash_set")
+                    *last == "HashSet"
+                        && (*parent == "collections"
+                            || *parent == "hash_set"
+                            || *parent == "hashbrown")
                 }
                 [] => false,
             };

@@ -24,6 +24,12 @@ async fn nested(ids: Option<(u8, std::collections::HashSet<u64>)>) -> bool {
     ids.is_some()
 }
 
+// A set in the keyed part of a pattern.
+#[redcache::cached(ttl = 60)]
+async fn destructured((id, ids): (u64, std::collections::HashSet<u64>)) -> bool {
+    ids.contains(&id)
+}
+
 // Not a std `HashSet`: a type parameter of that name, a set of the caller's own, or one
 // inside a pattern (whose names are keyed one by one).
 #[redcache::cached(ttl = 60)]
@@ -44,6 +50,11 @@ async fn own(set: ordered::HashSet<u64>) -> usize {
 #[redcache::cached(ttl = 60, skip(seen))]
 async fn pattern((id, seen): (u64, std::collections::HashSet<u64>)) -> bool {
     seen.contains(&id)
+}
+
+#[redcache::cached(ttl = 60)]
+async fn unbound((id, _): (u64, std::collections::HashSet<u64>)) -> u64 {
+    id
 }
 
 fn main() {}
