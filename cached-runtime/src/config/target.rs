@@ -332,7 +332,7 @@ impl Config {
     /// only `rediss://` turns it on (behind Sentinel, `redis://` Sentinel URLs would
     /// connect in the clear, password included).
     pub(super) fn tls_problem(&self) -> Option<String> {
-        let tls_url = |url: &String| url.starts_with("rediss://");
+        let tls_url = |url: &String| is_tls_url(url);
         let t = &self.target;
         let names_tls = t.url.iter().any(tls_url)
             || t.cluster.iter().flatten().any(tls_url)
@@ -347,7 +347,7 @@ impl Config {
 
     /// TLS (a `rediss://` URL or a CA certificate) needs the `tls` feature.
     fn check_tls(&self) -> crate::Result<()> {
-        let tls_url = |url: &String| url.starts_with("rediss://");
+        let tls_url = |url: &String| is_tls_url(url);
         let t = &self.target;
         let wants_tls = self.tls_ca_cert.is_some()
             || t.url.iter().any(tls_url)
@@ -363,13 +363,21 @@ impl Config {
     }
 }
 
+/// Whether `url` asks for TLS, as redis-rs reads its scheme (`rediss://`, `valkeys://`, in
+/// any case).
+fn is_tls_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
+}
+
 /// Replaces the credentials of a `scheme://user:password@host` URL: everything between
 /// `://` and the last `@` (a password may hold `/`, `?`, `#` or `@`), keeping a plain user
 /// name so the address stays recognisable.
 ///
 /// Also a password in the query (`redis+unix:///run/redis.sock?pass=..`, as redis-rs reads
-/// unix-socket URLs), and the part after a `:` that cannot be a port in a URL without
-/// `@` (`redis://user:password` with the host left out).
+/// unix-socket URLs, whose query may hold an `@` of its own), and the part after a `:`
+/// that cannot be a port in a URL without `@` (`redis://user:password` with the host left
+/// out).
 fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return if url.contains('@') {
@@ -378,7 +386,15 @@ fn redact_url(url: &str) -> String {
             url.to_string()
         };
     };
+    let scheme = &url[..scheme_end - 3];
     let rest = &url[scheme_end..];
+    // A unix socket's URL names a path: its credentials are in the query alone.
+    let unix = ["unix", "redis+unix", "valkey+unix"]
+        .iter()
+        .any(|name| scheme.eq_ignore_ascii_case(name));
+    if unix {
+        return format!("{}{}", &url[..scheme_end], redact_query(rest));
+    }
     let plain = |user: &str| {
         user.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -393,8 +409,16 @@ fn redact_url(url: &str) -> String {
         }
         None => {
             let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            match authority.rsplit_once(':') {
-                Some((user, port)) if !port.bytes().all(|b| b.is_ascii_digit()) => {
+            // After an IPv6 host's `]`, or else after the last `:`.
+            let port = match authority.strip_prefix('[') {
+                Some(v6) => v6
+                    .split_once(']')
+                    .map(|(_, port)| port.strip_prefix(':').unwrap_or(port)),
+                None => authority.rsplit_once(':').map(|(_, port)| port),
+            };
+            match port {
+                Some(port) if !port.bytes().all(|b| b.is_ascii_digit()) => {
+                    let user = authority.split_once(':').map_or("", |(user, _)| user);
                     let user = if plain(user) { user } else { "" };
                     (format!("{user}:***"), &rest[authority.len()..])
                 }
@@ -405,24 +429,47 @@ fn redact_url(url: &str) -> String {
     format!("{}{credentials}{}", &url[..scheme_end], redact_query(after))
 }
 
-/// `rest` (a URL from its host on) with the value of each `pass` or `password` parameter
-/// of its query replaced by `***`.
+/// `rest` (a URL from its host or path on) with the value of each `pass` or `password`
+/// parameter of its query (the name read as redis-rs reads it: percent-decoded, in any
+/// case) replaced by `***`.
 fn redact_query(rest: &str) -> String {
     let Some((head, query)) = rest.split_once('?') else {
         return rest.to_string();
     };
+    let secret = |name: &str| {
+        let name = decoded(name);
+        name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password")
+    };
     let params: Vec<String> = query
         .split('&')
         .map(|param| match param.split_once('=') {
-            Some((name, _))
-                if name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password") =>
-            {
-                format!("{name}=***")
-            }
+            Some((name, _)) if secret(name) => format!("{name}=***"),
             _ => param.to_string(),
         })
         .collect();
     format!("{head}?{}", params.join("&"))
+}
+
+/// `text` with each `%` and two hex digits decoded (any other `%` kept).
+fn decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let pair = (bytes.get(at + 1).copied(), bytes.get(at + 2).copied());
+        match (bytes[at], pair) {
+            (b'%', (Some(high), Some(low))) if hex(high).is_some() && hex(low).is_some() => {
+                out.push((hex(high).unwrap_or(0) * 16 + hex(low).unwrap_or(0)) as u8);
+                at += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -440,6 +487,9 @@ mod tests {
             "unix:///run/redis.sock?PASSWORD=pw-secret",
             "redis://default:pw-secret",
             "redis://default:pw-secret/0",
+            "redis+unix:///run/redis.sock?user=ops@corp&pass=pw-secret",
+            "redis+unix:///run/redis.sock?pass=pw@secret",
+            "unix:///run/redis.sock?p%61ss=pw-secret",
         ] {
             let c = Config::builder().url(url).build();
             let shown = format!("{c:?} {}", c.redacted_target());
@@ -466,6 +516,8 @@ mod tests {
             "redis://h:6379/0",
             "redis+unix:///run/redis.sock?db=1",
             "rediss://h",
+            "redis://[::1]/0",
+            "redis://[::1]:6380",
         ] {
             assert_eq!(redact_url(url), url);
         }
@@ -485,6 +537,13 @@ mod tests {
         for config in [sentinel, plain] {
             let err = config.problem().expect("refused");
             assert!(err.contains("rediss://"), "{err}");
+        }
+        for url in ["rediss://h:6380", "valkeys://h:6380", "REDISS://h:6380"] {
+            let config = Config::builder()
+                .url(url)
+                .tls_ca_cert(b"pem".to_vec())
+                .build();
+            assert_eq!(config.tls_problem(), None, "{url}");
         }
     }
 
