@@ -186,6 +186,21 @@ async fn open_breaker(server: &common::RedisServer, cache: &redcache::Cache) {
     assert!(cache.stats().breaker_open);
 }
 
+/// Runs `write` (not started yet: futures are lazy) with `cache`'s breaker open, and checks
+/// that the breaker skipped it.
+async fn skipped_by_open_breaker(
+    server: &common::RedisServer,
+    cache: &redcache::Cache,
+    write: impl std::future::Future<Output = redcache::Result<()>>,
+) {
+    open_breaker(server, cache).await;
+    let done = write.await;
+    assert!(
+        matches!(done, Err(redcache::Error::Unavailable { .. })),
+        "{done:?}"
+    );
+}
+
 /// A `put!` or `set` skipped by the open breaker (`Error::Unavailable`) still retires the
 /// entry, as an invalidation, which the breaker never skips: another process (here another
 /// cache on the same Redis) no longer serves the value it was to replace.
@@ -214,29 +229,20 @@ async fn a_put_or_set_skipped_by_the_open_breaker_retires_the_old_entry() {
         "cached"
     );
 
-    open_breaker(&server, &cache).await;
-    let put = cache
-        .scope(redcache::put!(note(1, _), "new".to_owned()))
-        .await;
-    assert!(
-        matches!(put, Err(redcache::Error::Unavailable { .. })),
-        "{put:?}"
-    );
+    skipped_by_open_breaker(
+        &server,
+        &cache,
+        cache.scope(redcache::put!(note(1, _), "new".to_owned())),
+    )
+    .await;
     // The tagged one is skipped as it reads its tags' generations.
-    open_breaker(&server, &cache).await;
-    let put = cache
-        .scope(redcache::put!(tagged_note(1, _), "new".to_owned()))
-        .await;
-    assert!(
-        matches!(put, Err(redcache::Error::Unavailable { .. })),
-        "{put:?}"
-    );
-    open_breaker(&server, &cache).await;
-    let set = cache.set("i:flag", &"new", ttl).await;
-    assert!(
-        matches!(set, Err(redcache::Error::Unavailable { .. })),
-        "{set:?}"
-    );
+    skipped_by_open_breaker(
+        &server,
+        &cache,
+        cache.scope(redcache::put!(tagged_note(1, _), "new".to_owned())),
+    )
+    .await;
+    skipped_by_open_breaker(&server, &cache, cache.set("i:flag", &"new", ttl)).await;
 
     other.scope(reads()).await;
     assert_eq!(
