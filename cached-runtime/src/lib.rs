@@ -40,6 +40,7 @@ mod codec;
 mod config;
 mod core;
 mod error;
+mod escape;
 mod flight;
 mod global;
 mod health;

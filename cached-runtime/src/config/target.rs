@@ -4,6 +4,7 @@
 //! needs it.
 
 use super::Config;
+use crate::escape::percent_decoded;
 
 /// Where Redis is, as the builder or the environment gave it: one of a URL, a cluster's
 /// seed nodes, Sentinels or a host and port (none: `127.0.0.1:6379`), and credentials and
@@ -437,7 +438,8 @@ fn redact_query(rest: &str) -> String {
         return rest.to_string();
     };
     let secret = |name: &str| {
-        let name = decoded(name);
+        let name = percent_decoded(name.as_bytes(), true, b"");
+        let name = String::from_utf8_lossy(&name);
         name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password")
     };
     let params: Vec<String> = query
@@ -448,28 +450,6 @@ fn redact_query(rest: &str) -> String {
         })
         .collect();
     format!("{head}?{}", params.join("&"))
-}
-
-/// `text` with each `%` and two hex digits decoded (any other `%` kept).
-fn decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        let pair = (bytes.get(at + 1).copied(), bytes.get(at + 2).copied());
-        match (bytes[at], pair) {
-            (b'%', (Some(high), Some(low))) if hex(high).is_some() && hex(low).is_some() => {
-                out.push((hex(high).unwrap_or(0) * 16 + hex(low).unwrap_or(0)) as u8);
-                at += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                at += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

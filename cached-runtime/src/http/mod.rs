@@ -1092,31 +1092,7 @@ fn decoded_path(path: &str) -> std::borrow::Cow<'_, [u8]> {
     if !path.contains('%') {
         return path.as_bytes().into();
     }
-    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = match bytes.get(i + 1..i + 3) {
-            Some(&[hi, lo]) if bytes[i] == b'%' => hex(hi).zip(hex(lo)).map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match escaped {
-            Some(b @ (b'/' | b'%')) => {
-                out.extend_from_slice(if b == b'/' { b"%2F" } else { b"%25" });
-                i += 3;
-            }
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out.into()
+    crate::escape::percent_decoded(path.as_bytes(), false, b"/%").into()
 }
 
 impl Core {

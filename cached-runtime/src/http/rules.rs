@@ -2,6 +2,7 @@
 //! request asks of the cache, whether a response may be stored and for how long, and what
 //! a variant's key is made of.
 
+use crate::escape::percent_decoded;
 use headers::{HeaderMapExt, Vary};
 use http::header::{self, HeaderMap, HeaderName};
 use http::StatusCode;
@@ -332,7 +333,7 @@ pub(super) fn extension_directive(headers: &HeaderMap, name: &str) -> Option<u64
 pub(super) fn sorted_query(query: &str) -> String {
     let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
     if params.iter().any(|p| param_name(p).contains(['%', '+'])) {
-        params.sort_by_cached_key(|p| form_decoded(param_name(p).as_bytes()));
+        params.sort_by_cached_key(|p| percent_decoded(param_name(p).as_bytes(), true, b""));
     } else {
         params.sort_by_key(|p| param_name(p));
     }
@@ -342,32 +343,6 @@ pub(super) fn sorted_query(query: &str) -> String {
 /// A query parameter's name, as written.
 fn param_name(param: &str) -> &str {
     param.split_once('=').map_or(param, |(name, _)| name)
-}
-
-/// `bytes` as a form decodes them: `+` a space, each `%` and two hex digits the byte they
-/// name (any other `%` kept as it is).
-fn form_decoded(bytes: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        match bytes[at] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(at + 1).and_then(|&b| hex(b)),
-                bytes.get(at + 2).and_then(|&b| hex(b)),
-            ) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    at += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        at += 1;
-    }
-    out
 }
 
 /// The material of a variant's key: method, path, sorted query, the values of the request
