@@ -711,6 +711,51 @@ on_both_stores! {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Reading {
+    mean: Option<f64>,
+    extra: Option<serde_json::Value>,
+}
+
+/// `Some(Value::Null)` and `Some(NaN)` are written as `null`, which reads back as `None`.
+#[redcache::cached(prefix = "t:reading", skip(calls))]
+async fn reading(id: u8, calls: &AtomicUsize) -> Reading {
+    calls.fetch_add(1, SeqCst);
+    match id {
+        0 => Reading {
+            mean: Some(1.5),
+            extra: Some(serde_json::json!({"a": null})),
+        },
+        1 => Reading {
+            mean: Some(1.5),
+            extra: Some(serde_json::Value::Null),
+        },
+        _ => Reading {
+            mean: Some(f64::NAN),
+            extra: None,
+        },
+    }
+}
+
+on_both_stores! {
+    async fn a_value_that_would_read_back_changed_is_returned_and_never_stored(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..2 {
+                assert_eq!(reading(0, &calls).await.extra, Some(serde_json::json!({"a": null})));
+                assert_eq!(reading(1, &calls).await.extra, Some(serde_json::Value::Null));
+                assert!(reading(2, &calls).await.mean.is_some_and(f64::is_nan));
+            }
+        }).await;
+        assert_eq!(calls.load(SeqCst), 5, "the faithful value was cached, the other two never");
+        assert!(b.exists(&expected_key("t:reading", "[0]")).await);
+        assert!(!b.exists(&expected_key("t:reading", "[1]")).await);
+        assert!(!b.exists(&expected_key("t:reading", "[2]")).await);
+        let stats = b.cache.stats();
+        assert_eq!((stats.faults, stats.stores, stats.hits), (4, 1, 1), "{stats:?}");
+    }
+}
+
 #[redcache::cached(prefix = "t:describe", skip(calls))]
 async fn describe(x: f64, calls: &AtomicUsize) -> String {
     calls.fetch_add(1, SeqCst);

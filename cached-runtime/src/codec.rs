@@ -216,6 +216,7 @@ fn encode_plain<T: Serialize + ?Sized>(
     stamp: Stamp,
     format: Format,
 ) -> serde_json::Result<Vec<u8>> {
+    crate::faithful::check(value, format.codec == Codec::Json)?;
     Ok(match format.codec {
         Codec::Json => {
             let mut out = head(stamp);
@@ -1152,12 +1153,19 @@ mod tests {
     #[test]
     fn json_cannot_tell_some_none_from_none_inside_a_value() {
         // Why `Option` returns get their own shape (a `None` entry): inside a value,
-        // JSON has one `null` for both.
-        let bytes = encode_value(&Some(None::<u8>), Stamp::default(), JSON).unwrap();
+        // JSON has one `null` for both. So a value holding such a `Some` is not encoded
+        // (it would come back as another value), and `None` is.
+        let err = encode_value(&Some(None::<u8>), Stamp::default(), JSON).unwrap_err();
+        assert!(err.to_string().contains("read back as `None`"), "{err}");
+        let err = encode_value(&vec![Some(())], Stamp::default(), JSON).unwrap_err();
+        assert!(err.to_string().contains("read back as `None`"), "{err}");
+        let bytes = encode_value(&None::<Option<u8>>, Stamp::default(), JSON).unwrap();
         assert_eq!(
             decode::<Option<Option<u8>>>(&bytes).unwrap().body,
             Decoded::Value(None)
         );
+        let err = encode_value(&f64::NAN, Stamp::default(), JSON).unwrap_err();
+        assert!(err.to_string().contains("NaN"), "{err}");
     }
 
     #[test]

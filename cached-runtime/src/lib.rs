@@ -41,6 +41,7 @@ mod config;
 mod core;
 mod error;
 mod escape;
+mod faithful;
 mod flight;
 mod global;
 mod health;

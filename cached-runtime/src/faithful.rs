@@ -1,0 +1,349 @@
+//! Whether a value reads back as the value written. JSON and MessagePack write `Some(x)` as
+//! `x`, so a `Some` around something they write as `null`/nil (`None`, `()`, a
+//! `serde_json::Value::Null`, and in JSON a unit struct) reads back as `None`: a
+//! `Vec<Option<()>>` holding `Some(())`, or an `Option<Value>` field holding
+//! `Some(Value::Null)`, would come back changed from every hit. JSON also writes NaN and the
+//! infinities as `null`, which reads back as `None` in an `Option<f64>` and as nothing at all
+//! in an `f64`. [`check`] walks a value as its codec will, before it is encoded, and refuses
+//! such a value: it is then not stored (the call still returns it, as for any value that
+//! cannot be encoded), never stored as a different one.
+//!
+//! (A function's own `Option` return needs none of this: its `None` has an entry of its own,
+//! see the `shape` module.)
+
+use serde::ser::{self, Serialize, Serializer};
+
+/// `Ok` when `value`, written by JSON (`json`) or MessagePack, reads back as itself as far
+/// as the codec can tell: no `Some` around a value written as `null`, and for JSON no NaN
+/// or infinity.
+pub(crate) fn check<T: Serialize + ?Sized>(value: &T, json: bool) -> serde_json::Result<()> {
+    value.serialize(Walk {
+        json,
+        under_some: false,
+    })
+}
+
+/// The walker: a serializer that writes nothing.
+#[derive(Clone, Copy)]
+struct Walk {
+    json: bool,
+    /// The value being walked is directly inside a `Some` (or a newtype inside one).
+    under_some: bool,
+}
+
+impl Walk {
+    /// For a value nested in this one (an element, a field, a variant's content): a `Some`
+    /// above this one does not reach it.
+    fn inner(self) -> Walk {
+        Walk {
+            under_some: false,
+            ..self
+        }
+    }
+
+    /// A value written as `null`/nil: refused directly inside a `Some`.
+    fn null(self, what: &str) -> serde_json::Result<()> {
+        match self.under_some {
+            true => Err(ser::Error::custom(format_args!(
+                "a `Some` holding {what} would read back as `None`: not cached"
+            ))),
+            false => Ok(()),
+        }
+    }
+
+    fn float(self, finite: bool) -> serde_json::Result<()> {
+        match self.json && !finite {
+            true => Err(ser::Error::custom(
+                "JSON writes NaN and infinity as `null`, which does not read back as the \
+                 number: not cached",
+            )),
+            false => Ok(()),
+        }
+    }
+}
+
+/// Serializer methods of values with nothing to check.
+macro_rules! fine {
+    ($($method:ident($($arg:ty),*);)*) => {
+        $(fn $method(self, $(_: $arg),*) -> serde_json::Result<()> { Ok(()) })*
+    };
+}
+
+impl Serializer for Walk {
+    type Ok = ();
+    type Error = serde_json::Error;
+    type SerializeSeq = Walk;
+    type SerializeTuple = Walk;
+    type SerializeTupleStruct = Walk;
+    type SerializeTupleVariant = Walk;
+    type SerializeMap = Walk;
+    type SerializeStruct = Walk;
+    type SerializeStructVariant = Walk;
+
+    fine! {
+        serialize_bool(bool);
+        serialize_i8(i8);
+        serialize_i16(i16);
+        serialize_i32(i32);
+        serialize_i64(i64);
+        serialize_i128(i128);
+        serialize_u8(u8);
+        serialize_u16(u16);
+        serialize_u32(u32);
+        serialize_u64(u64);
+        serialize_u128(u128);
+        serialize_char(char);
+        serialize_str(&str);
+        serialize_bytes(&[u8]);
+        serialize_unit_variant(&'static str, u32, &'static str);
+    }
+
+    fn serialize_f32(self, v: f32) -> serde_json::Result<()> {
+        self.float(v.is_finite())
+    }
+
+    fn serialize_f64(self, v: f64) -> serde_json::Result<()> {
+        self.float(v.is_finite())
+    }
+
+    fn serialize_none(self) -> serde_json::Result<()> {
+        self.null("`None`")
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> serde_json::Result<()> {
+        value.serialize(Walk {
+            under_some: true,
+            ..self
+        })
+    }
+
+    fn serialize_unit(self) -> serde_json::Result<()> {
+        self.null("`()` or a null")
+    }
+
+    fn serialize_unit_struct(self, _: &'static str) -> serde_json::Result<()> {
+        // MessagePack writes a unit struct as an empty array, JSON as `null`.
+        match self.json {
+            true => self.null("a unit struct"),
+            false => Ok(()),
+        }
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        // Written as its content: inside a `Some`, so is the content.
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        value.serialize(self.inner())
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> serde_json::Result<Walk> {
+        Ok(self.inner())
+    }
+
+    fn serialize_tuple(self, _: usize) -> serde_json::Result<Walk> {
+        Ok(self.inner())
+    }
+
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> serde_json::Result<Walk> {
+        Ok(self.inner())
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> serde_json::Result<Walk> {
+        Ok(self.inner())
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> serde_json::Result<Walk> {
+        Ok(self.inner())
+    }
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> serde_json::Result<Walk> {
+        Ok(self.inner())
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> serde_json::Result<Walk> {
+        Ok(self.inner())
+    }
+
+    fn is_human_readable(&self) -> bool {
+        // As the codecs say (rmp-serde is not, by default), so that types which write
+        // themselves differently for each are walked as they will be written.
+        self.json
+    }
+}
+
+/// Every element, field and entry of a compound value is walked on its own.
+macro_rules! compound {
+    ($($trait:ident::$method:ident($($name:ty),*);)*) => {
+        $(impl ser::$trait for Walk {
+            type Ok = ();
+            type Error = serde_json::Error;
+
+            fn $method<T: Serialize + ?Sized>(&mut self, $(_: $name,)* value: &T) -> serde_json::Result<()> {
+                value.serialize(*self)
+            }
+
+            fn end(self) -> serde_json::Result<()> {
+                Ok(())
+            }
+        })*
+    };
+}
+
+compound! {
+    SerializeSeq::serialize_element();
+    SerializeTuple::serialize_element();
+    SerializeTupleStruct::serialize_field();
+    SerializeTupleVariant::serialize_field();
+    SerializeStruct::serialize_field(&'static str);
+    SerializeStructVariant::serialize_field(&'static str);
+}
+
+impl ser::SerializeMap for Walk {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> serde_json::Result<()> {
+        key.serialize(*self)
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
+        value.serialize(*self)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Unit;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Wrap(Option<u8>);
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Row {
+        mean: Option<f64>,
+        extra: Option<serde_json::Value>,
+        flag: Option<()>,
+    }
+
+    /// Every value `check` lets through reads back from JSON as itself, and every one it
+    /// refuses would not have.
+    fn agrees_with_json<T>(value: &T)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let back = serde_json::to_vec(value)
+            .ok()
+            .and_then(|json| serde_json::from_slice::<T>(&json).ok());
+        let faithful = back.as_ref() == Some(value);
+        assert_eq!(
+            check(value, true).is_ok(),
+            faithful,
+            "{value:?} read back as {back:?}"
+        );
+    }
+
+    #[test]
+    fn a_some_around_a_null_is_refused_and_everything_else_passes() {
+        agrees_with_json(&Some(Some(None::<u8>)));
+        agrees_with_json(&Some(Some(Some(1u8))));
+        agrees_with_json(&Some(None::<u8>));
+        agrees_with_json(&vec![Some(()), None]);
+        agrees_with_json(&vec![None::<()>, None]);
+        agrees_with_json(&Some(Unit));
+        agrees_with_json(&Unit);
+        agrees_with_json(&Some(Wrap(None)));
+        agrees_with_json(&Some(Wrap(Some(3))));
+        agrees_with_json(&Row {
+            mean: Some(1.5),
+            extra: Some(serde_json::json!({"a": null})),
+            flag: None,
+        });
+        agrees_with_json(&Row {
+            mean: None,
+            extra: Some(serde_json::Value::Null),
+            flag: None,
+        });
+        agrees_with_json(&Row {
+            mean: None,
+            extra: None,
+            flag: Some(()),
+        });
+        agrees_with_json(&Row {
+            mean: Some(f64::NAN),
+            extra: None,
+            flag: None,
+        });
+        agrees_with_json(&Some(f64::INFINITY));
+        agrees_with_json(&std::collections::BTreeMap::from([(1u8, Some(None::<u8>))]));
+    }
+
+    #[test]
+    fn a_non_finite_float_is_refused_only_where_it_becomes_null() {
+        assert!(check(&f64::NAN, true).is_err());
+        assert!(check(&f32::NEG_INFINITY, true).is_err());
+        assert!(check(&vec![1.0f64, f64::NAN], true).is_err());
+        // MessagePack keeps floats as they are.
+        assert!(check(&Some(f64::NAN), false).is_ok());
+        // A unit struct is an empty array in MessagePack, not nil.
+        assert!(check(&Some(Unit), false).is_ok());
+        assert!(check(&Some(()), false).is_err());
+        assert!(check(&Some(serde_json::Value::Null), false).is_err());
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn messagepack_agrees() {
+        fn agrees<T>(value: &T)
+        where
+            T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+        {
+            let back = rmp_serde::to_vec_named(value)
+                .ok()
+                .and_then(|bytes| rmp_serde::from_slice::<T>(&bytes).ok());
+            assert_eq!(check(value, false).is_ok(), back.as_ref() == Some(value));
+        }
+        agrees(&Some(Some(None::<u8>)));
+        agrees(&Some(Some(Some(1u8))));
+        agrees(&vec![Some(()), None]);
+        agrees(&Some(Unit));
+        agrees(&Some(Wrap(None)));
+        agrees(&Some(f64::NAN.max(1.0)));
+        agrees(&Row {
+            mean: Some(2.0),
+            extra: Some(serde_json::Value::Null),
+            flag: None,
+        });
+    }
+}
