@@ -140,18 +140,18 @@ impl Canonical<'_> {
         self.entries.push(entry);
     }
 
-    /// Sorts the entries of the object whose first entry is `entries[base]`, unless they
-    /// already are (a struct whose fields are declared in order, a `BTreeMap`), and pops
-    /// them.
+    /// Sorts the entries of the object whose first entry is `entries[base]` by name, unless
+    /// they already are (a struct whose fields are declared in order, a `BTreeMap`), and
+    /// pops them. Entries of one name (a struct's field and a `#[serde(flatten)]` map's
+    /// entry of the same name) keep the order they were written in: which one came first
+    /// is part of the value (`{page: 1, extra: {page: 2}}` is not `{page: 2, extra:
+    /// {page: 1}}`), and it is the same each time (a map holds a name once).
     fn sort_object(&mut self, base: usize) {
         let Canonical { out, entries } = self;
         let object = &mut entries[base..];
-        let order = |a: &Entry, b: &Entry| {
-            compare_keys(a.key(out), b.key(out))
-                .then_with(|| out[a.start..a.end].cmp(&out[b.start..b.end]))
-        };
+        let order = |a: &Entry, b: &Entry| compare_keys(a.key(out), b.key(out));
         if !object.is_sorted_by(|a, b| order(a, b) != Ordering::Greater) {
-            object.sort_unstable_by(order);
+            object.sort_by(order);
             // The entries sit in out[start..end], comma separated, in the order written:
             // append them sorted, then move them back over the unsorted ones.
             let start = object.iter().map(|e| e.start).min().unwrap_or(out.len());

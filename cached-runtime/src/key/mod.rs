@@ -596,11 +596,33 @@ mod tests {
             }
         }
         let a = material(KeyArgs::new().arg(&Entries(vec![("b", 1), ("a", 2), ("a", 1)])));
-        let b = material(KeyArgs::new().arg(&Entries(vec![("a", 1), ("b", 1), ("a", 2)])));
-        assert_eq!(a, r#"[{"a":1,"a":2,"b":1}]"#);
+        let b = material(KeyArgs::new().arg(&Entries(vec![("a", 2), ("b", 1), ("a", 1)])));
+        assert_eq!(
+            a, r#"[{"a":2,"a":1,"b":1}]"#,
+            "sorted by name, duplicates as written"
+        );
         assert_eq!(a, b);
-        let c = material(KeyArgs::new().arg(&Entries(vec![("a", 3), ("a", 2), ("b", 1)])));
-        assert_ne!(a, c, "an earlier duplicate is part of the key");
+        let c = material(KeyArgs::new().arg(&Entries(vec![("a", 1), ("a", 2), ("b", 1)])));
+        assert_ne!(a, c, "which duplicate comes first is part of the key");
+        let d = material(KeyArgs::new().arg(&Entries(vec![("a", 3), ("a", 2), ("b", 1)])));
+        assert_ne!(a, d, "an earlier duplicate is part of the key");
+    }
+
+    #[test]
+    fn a_flattened_map_and_a_field_of_one_name_are_told_apart() {
+        #[derive(Serialize)]
+        struct Query {
+            page: u32,
+            #[serde(flatten)]
+            extra: HashMap<String, u32>,
+        }
+        let query = |page, extra| Query {
+            page,
+            extra: HashMap::from([("page".to_owned(), extra), ("q".to_owned(), 9)]),
+        };
+        let one = material(KeyArgs::new().arg(&query(1, 2)));
+        assert_eq!(one, r#"[{"page":1,"page":2,"q":9}]"#);
+        assert_ne!(one, material(KeyArgs::new().arg(&query(2, 1))));
     }
 
     /// Serializes as serde_json's `Number` (with `arbitrary_precision`) or `RawValue` do.
