@@ -6,7 +6,7 @@ use crate::{Config, Error, Result};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
 };
 use redis::ProtocolVersion;
 
@@ -46,18 +46,19 @@ impl Conn for ClusterConnection {
         }
     }
 
-    async fn ping_masters(&self) -> Result<()> {
+    async fn ping_masters(&self) -> Result<Vec<(Vec<u8>, i64)>> {
         // To every master redis-rs holds a connection to, by its own names for them (the
-        // addresses `CLUSTER NODES` gives need not be those).
-        let all = RoutingInfo::MultiNode((
-            MultipleNodeRoutingInfo::AllMasters,
-            Some(ResponsePolicy::AllSucceeded),
-        ));
-        self.clone()
-            .route_command(redis::cmd("PING"), all)
+        // addresses `CLUSTER NODES` gives need not be those), each answering with its
+        // connection's id: redis-rs replaces a node's connection by itself (when its slot
+        // map is rebuilt), and dropping the old one says nothing to the tier, though Redis
+        // stopped tracking for it.
+        let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply = self
+            .clone()
+            .route_command(client_id(), all)
             .await
-            .map(drop)
-            .map_err(Error::redis)
+            .map_err(Error::redis)?;
+        connections_of(reply)
     }
 
     async fn send_to(&self, node: &Node, cmd: redis::Cmd) -> Result<redis::Value> {
@@ -76,6 +77,36 @@ impl Conn for ClusterConnection {
             .await
             .map_err(Error::redis)
     }
+}
+
+/// `CLIENT ID`: the id of the connection it is sent on.
+fn client_id() -> redis::Cmd {
+    let mut cmd = redis::cmd("CLIENT");
+    cmd.arg("ID");
+    cmd
+}
+
+/// Each master's address and the id of the connection to it, sorted, from the replies to a
+/// `CLIENT ID` sent to every master; an error if any of them did not answer with an id.
+fn connections_of(reply: redis::Value) -> Result<Vec<(Vec<u8>, i64)>> {
+    let unexpected = |what: String| Error::Redis {
+        source: Box::new(std::io::Error::other(what)),
+    };
+    let redis::Value::Map(replies) = reply else {
+        return Err(unexpected(format!("CLIENT ID to every master: {reply:?}")));
+    };
+    let mut ids = Vec::with_capacity(replies.len());
+    for (node, reply) in replies {
+        match (node, reply) {
+            (redis::Value::BulkString(node), redis::Value::Int(id)) => ids.push((node, id)),
+            (_, redis::Value::ServerError(err)) => return Err(Error::redis(err.into())),
+            (node, reply) => {
+                return Err(unexpected(format!("CLIENT ID from {node:?}: {reply:?}")));
+            }
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// How many hash slots a cluster has.
@@ -174,6 +205,38 @@ impl RedisStore<ClusterConnection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redis::Value;
+
+    #[test]
+    fn the_connections_are_each_masters_address_and_id_in_one_order() {
+        let node = |addr: &str| Value::BulkString(addr.as_bytes().to_vec());
+        let reply = |ids: [i64; 2]| {
+            Value::Map(vec![
+                (node("127.0.0.1:7001"), Value::Int(ids[1])),
+                (node("127.0.0.1:7000"), Value::Int(ids[0])),
+            ])
+        };
+        let before = connections_of(reply([5, 9])).unwrap();
+        assert_eq!(
+            before,
+            vec![
+                (b"127.0.0.1:7000".to_vec(), 5),
+                (b"127.0.0.1:7001".to_vec(), 9)
+            ]
+        );
+        assert_eq!(connections_of(reply([5, 9])).unwrap(), before);
+        assert_ne!(
+            connections_of(reply([5, 12])).unwrap(),
+            before,
+            "a new connection"
+        );
+        let failed = Value::Map(vec![(
+            node("127.0.0.1:7000"),
+            redis::parse_redis_value(b"-ERR gone\r\n").unwrap(),
+        )]);
+        assert!(connections_of(failed).is_err());
+        assert!(connections_of(Value::Okay).is_err());
+    }
 
     #[test]
     fn masters_are_read_from_cluster_nodes() {

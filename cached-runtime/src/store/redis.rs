@@ -161,12 +161,15 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
 /// reset, a peer that vanished) fails no operation for as long as TCP keeps trying, and a
 /// process that answers from its tier makes none. Nor does a connection whose runtime shut
 /// down (its task, and so its socket, went with it). So every [`HEARTBEAT`], each master
-/// is sent a `PING` on the store's connection (a cluster's: on the connection to each
-/// master that redis-rs reads through): a reply means every push Redis sent before
-/// it has been applied (pushes and replies arrive in order). No reply within `timeout`,
-/// or no connection to ask (its runtime is gone, or the master moved), retires every
-/// copy: they are read from Redis again once it answers. A stale copy is then served for
-/// at most `HEARTBEAT` + `timeout` after the link goes silent. Ends with the store.
+/// is sent a `PING` on the store's connection (a reply means every push Redis sent before
+/// it has been applied: pushes and replies arrive in order), or on a cluster a `CLIENT ID`
+/// on the connection to each master that redis-rs reads through (its pushes pass through
+/// redis-rs's channel first). No reply within `timeout`, or no connection to ask (its
+/// runtime is gone, or the master moved), retires every copy: they are read from Redis
+/// again once it answers. So does a cluster connection that redis-rs replaced by itself
+/// since the last beat (a new id): Redis stopped tracking for the old one, and no push
+/// says so. A stale copy is then served for at most `HEARTBEAT` + `timeout` after the
+/// link goes silent or is replaced. Ends with the store.
 async fn heartbeat<C: Conn>(
     conn: std::sync::Weak<ArcSwap<Bound<C>>>,
     tier: std::sync::Weak<LocalTier>,
@@ -177,6 +180,8 @@ async fn heartbeat<C: Conn>(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Said once when Redis stops answering, and once when it answers again.
     let mut silent = false;
+    // The connections the last answer came on.
+    let mut answered_on = None;
     loop {
         ticks.tick().await;
         let (Some(conn), Some(tier)) = (conn.upgrade(), tier.upgrade()) else {
@@ -195,11 +200,24 @@ async fn heartbeat<C: Conn>(
         };
         drop(bound);
         match within(timeout, conn.ping_masters()).await {
-            Ok(()) if silent => {
-                silent = false;
-                tracing::info!("redcache: Redis answers the heartbeat again");
+            Ok(connections) => {
+                // A connection replaced since the last beat took its tracking with it: the
+                // pushes for what was read on it will never come.
+                if answered_on
+                    .as_ref()
+                    .is_some_and(|last| *last != connections)
+                {
+                    tier.clear();
+                    tracing::debug!(
+                        "redcache: a connection to Redis was replaced; local copies retired"
+                    );
+                }
+                answered_on = Some(connections);
+                if silent {
+                    silent = false;
+                    tracing::info!("redcache: Redis answers the heartbeat again");
+                }
             }
-            Ok(()) => {}
             Err(err) => {
                 tier.clear();
                 if !silent {
@@ -263,8 +281,11 @@ pub(crate) trait Conn: ConnectionLike + Clone + Send + Sync + 'static {
         node: &Node,
         cmd: redis::Cmd,
     ) -> impl Future<Output = Result<redis::Value>> + Send;
-    /// `PING`s every master on the connections reads go out on: `Ok` when each answered.
-    fn ping_masters(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Asks every master on the connections reads go out on for something it answers at
+    /// once: `Ok` when each answered, with what tells those connections apart from any
+    /// that replace them without the store's knowing (a cluster's node connections, which
+    /// redis-rs replaces by itself); the same on every beat while they stay.
+    fn ping_masters(&self) -> impl Future<Output = Result<Vec<(Vec<u8>, i64)>>> + Send;
     /// Whether one pipeline may carry commands for keys of different slots (not on a
     /// cluster, where a pipeline goes to one node).
     const PIPELINES_SPAN_SLOTS: bool = true;
@@ -284,8 +305,11 @@ impl Conn for MultiplexedConnection {
             .map_err(Error::redis)
     }
 
-    async fn ping_masters(&self) -> Result<()> {
-        self.send_to(&None, redis::cmd("PING")).await.map(drop)
+    async fn ping_masters(&self) -> Result<Vec<(Vec<u8>, i64)>> {
+        // The store replaces this connection itself, and retires the tier when it does.
+        self.send_to(&None, redis::cmd("PING"))
+            .await
+            .map(|_| Vec::new())
     }
 
     async fn pipe_at(
