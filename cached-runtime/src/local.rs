@@ -144,7 +144,8 @@ impl LocalTier {
         let floor = (max_bytes / max_entries as u64).max(1);
         // Enough counters that unrelated keys rarely share both of a key's (which only
         // costs a copy: a read from Redis, never a wrong value): 512 KiB at least.
-        let counters = (max_entries * 16)
+        let counters = max_entries
+            .saturating_mul(16)
             .clamp(1 << 16, 1 << 22)
             .next_power_of_two();
         LocalTier {

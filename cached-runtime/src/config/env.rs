@@ -297,6 +297,14 @@ mod tests {
     }
 
     #[test]
+    fn a_capacity_past_any_memory_is_refused() {
+        let c = env(&[("REDCACHE_LOCAL_CAPACITY", &usize::MAX.to_string())]);
+        assert!(c.problem().unwrap().contains("REDCACHE_LOCAL_CAPACITY"));
+        let c = env(&[("REDCACHE_LOCAL_CAPACITY", "100000000")]);
+        assert_eq!(c.problem(), None);
+    }
+
+    #[test]
     fn parts_and_tunables() {
         let c = env(&[
             ("REDIS_HOST", "cache"),

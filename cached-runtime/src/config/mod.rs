@@ -314,6 +314,23 @@ impl Config {
                     .into(),
             );
         }
+        for (capacity, name) in [
+            (
+                self.local_capacity,
+                "Config::local_capacity / REDCACHE_LOCAL_CAPACITY",
+            ),
+            (
+                self.memory_capacity,
+                "Config::memory_capacity / REDCACHE_MEMORY_CAPACITY",
+            ),
+        ] {
+            if capacity > MAX_CAPACITY {
+                return Some(format!(
+                    "{name} ({capacity}) is over {MAX_CAPACITY} entries: the table for them \
+                     is set up in advance, and would not fit in memory"
+                ));
+            }
+        }
         if self.read_from_replicas {
             if !self.is_sentinel() {
                 return Some(
@@ -348,6 +365,9 @@ impl Config {
         None
     }
 }
+
+/// The most entries a local tier or an in-memory store may be given: a hundred million.
+const MAX_CAPACITY: usize = 100_000_000;
 
 impl Config {
     /// How entries are written where a function says nothing of its own.
