@@ -540,7 +540,10 @@ impl Cache {
     ///
     /// The store failed; entries removed before the fault stay removed. (A step whose
     /// connection dropped runs again on a new one; if the first run's reply was lost, what
-    /// that run retired is not counted: the count is then a lower bound.)
+    /// that run retired is not counted: the count is then a lower bound.) On a cluster,
+    /// also while a slot is migrating between masters, or if slots moved during the walk:
+    /// a key that moved behind it could have been missed, so try again once the
+    /// resharding is done.
     ///
     /// # Examples
     ///

@@ -27,22 +27,53 @@ impl Conn for ClusterConnection {
             .await
     }
 
-    async fn masters(&self) -> Result<Vec<Node>> {
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query_async(&mut self.clone())
+    async fn masters(&self) -> Result<(Vec<Node>, String)> {
+        // Each master's own view: only the two masters a slot moves between show it moving.
+        let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply = self
+            .clone()
+            .route_command(redis::cmd("CLUSTER").arg("NODES").clone(), all)
             .await
             .map_err(Error::redis)?;
-        match masters_of(&nodes) {
-            Ok(masters) => Ok(masters.into_iter().map(Some).collect()),
+        let failed = |what: String| Error::Redis {
+            source: Box::new(std::io::Error::other(what)),
+        };
+        let redis::Value::Map(views) = reply else {
+            return Err(failed(format!("CLUSTER NODES to every master: {reply:?}")));
+        };
+        let mut agreed: Option<(String, String)> = None;
+        for (_, view) in views {
+            let view: String = redis::from_redis_value(view).map_err(|e| Error::redis(e.into()))?;
+            if let Some(moving) = slot_moving(&view) {
+                return Err(failed(format!(
+                    "slot {moving} is moving between the cluster's masters (a resharding): a \
+                     walk now could miss keys that move behind it; try again once it is done"
+                )));
+            }
+            let owners = owners_of(&view);
+            match &agreed {
+                Some((_, first)) if *first != owners => {
+                    return Err(failed(
+                        "the cluster's masters do not agree yet on which of them serves which \
+                         slots (a resharding or a failover is under way); try again"
+                            .into(),
+                    ))
+                }
+                Some(_) => {}
+                None => agreed = Some((view, owners)),
+            }
+        }
+        let Some((view, owners)) = agreed else {
+            return Err(failed("no cluster master answered CLUSTER NODES".into()));
+        };
+        match masters_of(&view) {
+            Ok(masters) => Ok((masters.into_iter().map(Some).collect(), owners)),
             // A walk of the reachable masters alone would report success and leave the
             // keys of the others.
-            Err(covered) => Err(Error::Redis {
-                source: Box::new(std::io::Error::other(format!(
-                    "the reachable cluster masters serve {covered} of {SLOTS} slots \
-                     (a master is failing over); try again once the cluster is whole"
-                ))),
-            }),
+            Err(covered) => Err(failed(format!(
+                "the reachable cluster masters serve {covered} of {SLOTS} slots (a master is \
+                 failing over); try again once the cluster is whole"
+            ))),
         }
     }
 
@@ -107,6 +138,40 @@ fn connections_of(reply: redis::Value) -> Result<Vec<(Vec<u8>, i64)>> {
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// A slot the node whose `CLUSTER NODES` this is migrates or imports (`[<slot>->-<id>]`,
+/// `[<slot>-<-<id>]` on its own line), if any.
+fn slot_moving(nodes: &str) -> Option<&str> {
+    let own = nodes.lines().find(|line| {
+        line.split_whitespace()
+            .nth(2)
+            .is_some_and(|flags| flags.split(',').any(|flag| flag == "myself"))
+    })?;
+    own.split_whitespace()
+        .skip(8)
+        .find_map(|slots| slots.strip_prefix('['))
+        .map(|moving| moving.split(['-', ']']).next().unwrap_or(moving))
+}
+
+/// Which master serves which slots, by id, in one order, from `CLUSTER NODES` output:
+/// what two views of the cluster must agree on (flags, timestamps and links aside).
+fn owners_of(nodes: &str) -> String {
+    let mut owners: Vec<String> = nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let slots: Vec<&str> = fields
+                .get(8..)?
+                .iter()
+                .copied()
+                .filter(|s| !s.starts_with('['))
+                .collect();
+            (!slots.is_empty()).then(|| format!("{} {}", fields[0], slots.join(" ")))
+        })
+        .collect();
+    owners.sort_unstable();
+    owners.join("\n")
 }
 
 /// How many hash slots a cluster has.
@@ -236,6 +301,33 @@ mod tests {
         )]);
         assert!(connections_of(failed).is_err());
         assert!(connections_of(Value::Okay).is_err());
+    }
+
+    #[test]
+    fn a_slot_moving_is_seen_on_its_masters_own_line_and_owners_ignore_it() {
+        let settled = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 1700000000000 2 connected 5461-16383
+";
+        let migrating = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460 [42->-b2]
+b2 127.0.0.1:7001@17001 master - 0 1700000000500 2 connected 5461-16383
+";
+        let importing = "\
+a1 127.0.0.1:7000@17000 master - 0 1700000000000 1 connected 0-5460
+b2 127.0.0.1:7001@17001 myself,master - 0 0 2 connected 5461-16383 [42-<-a1]
+";
+        assert_eq!(slot_moving(settled), None);
+        assert_eq!(slot_moving(migrating), Some("42"));
+        assert_eq!(slot_moving(importing), Some("42"));
+        assert_eq!(owners_of(settled), owners_of(migrating));
+        assert_eq!(owners_of(settled), owners_of(importing));
+        assert_eq!(owners_of(settled), "a1 0-5460\nb2 5461-16383");
+        let moved = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 3 connected 0-41 43-5460
+b2 127.0.0.1:7001@17001 master - 0 1700000000000 2 connected 42 5461-16383
+";
+        assert_ne!(owners_of(settled), owners_of(moved));
     }
 
     #[test]

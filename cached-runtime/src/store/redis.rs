@@ -266,8 +266,11 @@ pub(crate) type Node = Option<(String, u16)>;
 
 /// What the store needs of a connection beyond sending commands.
 pub(crate) trait Conn: ConnectionLike + Clone + Send + Sync + 'static {
-    /// The nodes whose keyspaces together hold every key: the masters of a cluster.
-    fn masters(&self) -> impl Future<Output = Result<Vec<Node>>> + Send;
+    /// The nodes whose keyspaces together hold every key (the masters of a cluster), and
+    /// which of them serves which keys: the same answer while no key moves between them.
+    /// An error while keys are moving (a cluster's slot migrating), when a walk of the
+    /// nodes one after the other could miss a key that moved behind it.
+    fn masters(&self) -> impl Future<Output = Result<(Vec<Node>, String)>> + Send;
     /// Sends `pipe` to the node that holds `key` (the pipeline's commands without a key
     /// included); every reply.
     fn pipe_at(
@@ -295,8 +298,8 @@ pub(crate) trait Conn: ConnectionLike + Clone + Send + Sync + 'static {
 }
 
 impl Conn for MultiplexedConnection {
-    async fn masters(&self) -> Result<Vec<Node>> {
-        Ok(vec![None])
+    async fn masters(&self) -> Result<(Vec<Node>, String)> {
+        Ok((vec![None], String::new()))
     }
 
     async fn send_to(&self, _: &Node, cmd: redis::Cmd) -> Result<redis::Value> {
@@ -1134,7 +1137,7 @@ impl<C: Conn> Store for RedisStore<C> {
         let mut drops = 0;
         // The connection times no command out (each single operation runs under the
         // operation timeout, `Core::op`), so each step of the walk has its own.
-        let masters = loop {
+        let (masters, layout) = loop {
             match within(step, conn.masters()).await {
                 Ok(masters) => break masters,
                 Err(err) => {
@@ -1174,6 +1177,24 @@ impl<C: Conn> Store for RedisStore<C> {
                 }
                 cursor = next;
             }
+        }
+        // Keys that moved to a master already walked, from one not walked yet, were
+        // missed: a slot's whole migration can fall between the two looks.
+        let after = loop {
+            match within(step, conn.masters()).await {
+                Ok((_, after)) => break after,
+                Err(err) => {
+                    (conn, generation) = self.walk_again(err, &mut drops, generation, step).await?;
+                }
+            }
+        };
+        if after != layout {
+            return Err(Error::Redis {
+                source: Box::new(std::io::Error::other(
+                    "slots moved between the cluster's masters during the walk (a \
+                     resharding): keys that moved may have been missed; try again",
+                )),
+            });
         }
         Ok(replaced)
     }
