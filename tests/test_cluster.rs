@@ -179,6 +179,12 @@ async fn a_resharded_slot_is_followed() {
         ],
     );
     assert!(moved.contains("OK"), "MIGRATE: {moved}");
+    // Mid-move, the old owner answers for the key with ASK: a read the local tier would
+    // keep (tracked) follows it too.
+    let local = cluster.cache_with(test_config().local_capacity(100)).await;
+    assert_eq!(local.scope(item(7, &calls)).await, "item 7");
+    assert_eq!(calls.load(SeqCst), 1, "a hit, through the ASK redirect");
+    assert_eq!(local.stats().faults, 0, "{:?}", local.health());
     for node in &cluster.nodes {
         cluster.cli(node.port(), &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
     }

@@ -178,6 +178,16 @@ impl Error {
         }
     }
 
+    /// A cluster node's `MOVED`, `ASK` or `TRYAGAIN` that redis-rs gave up following.
+    pub(crate) fn is_cluster_redirect(&self) -> bool {
+        match self {
+            Error::Rejected { source } | Error::Redis { source } => source
+                .downcast_ref::<redis::RedisError>()
+                .is_some_and(redis::RedisError::is_cluster_error),
+            _ => false,
+        }
+    }
+
     pub(crate) fn decode(err: impl StdError + Send + Sync + 'static) -> Self {
         Error::Decode {
             source: Box::new(err),

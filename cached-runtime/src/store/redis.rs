@@ -878,6 +878,28 @@ impl<C: Conn> RedisStore<C> {
         key: &str,
         gen_key: Option<&str>,
     ) -> Result<(EntryAndGen, Option<Duration>)> {
+        match self.tracked_read(key, gen_key).await {
+            // While a cluster slot migrates, the key's new master answers a read of it
+            // only right after `ASKING`, and `CLIENT CACHING YES` takes that turn, so the
+            // redirected read is sent back and forth until redis-rs gives up. Read it
+            // untracked then, and keep no copy (no `PTTL`).
+            Err(err) if err.is_cluster_redirect() => {
+                let found = match gen_key {
+                    Some(gen_key) => self.get_with_gen(key, gen_key).await?,
+                    None => (self.get(key).await?, None),
+                };
+                Ok((found, None))
+            }
+            read => read,
+        }
+    }
+
+    /// [`get_tracked`](Self::get_tracked)'s one round trip.
+    async fn tracked_read(
+        &self,
+        key: &str,
+        gen_key: Option<&str>,
+    ) -> Result<(EntryAndGen, Option<Duration>)> {
         let mut pipe = redis::pipe();
         pipe.cmd("CLIENT").arg("CACHING").arg("YES");
         match gen_key {
