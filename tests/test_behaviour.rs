@@ -638,6 +638,49 @@ async fn aliased(id: u32, calls: &AtomicUsize) -> Lookup {
     }
 }
 
+/// An error that serializes: an alias of a `Result` with it is a cacheable plain value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ApiError(String);
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[redcache::cached(prefix = "t:api", skip(calls))]
+async fn api_lookup(id: u32, calls: &AtomicUsize) -> ApiResult<u32> {
+    calls.fetch_add(1, SeqCst);
+    match id {
+        0 => Err(ApiError("down".into())),
+        _ => Ok(id),
+    }
+}
+
+/// `output = "value"`: the whole result cached, `Err` included, as asked.
+#[redcache::cached(prefix = "t:api_whole", output = "value", skip(calls))]
+async fn api_lookup_whole(id: u32, calls: &AtomicUsize) -> ApiResult<u32> {
+    api_lookup(id, calls).await
+}
+
+on_both_stores! {
+    async fn an_aliased_result_never_caches_its_err_unless_told_to(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..2 {
+                assert_eq!(api_lookup(0, &calls).await, Err(ApiError("down".into())));
+                assert_eq!(api_lookup(3, &calls).await, Ok(3));
+            }
+        }).await;
+        assert_eq!(calls.load(SeqCst), 3, "the Err ran its body each time, the Ok once");
+        assert!(!b.exists(&expected_key("t:api", "[0]")).await);
+        assert!(b.exists(&expected_key("t:api", "[3]")).await);
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..2 {
+                assert_eq!(api_lookup_whole(0, &calls).await, Err(ApiError("down".into())));
+            }
+        }).await;
+        assert_eq!(calls.load(SeqCst), 1, "output = \"value\" caches the Err");
+    }
+}
+
 on_both_stores! {
     async fn output_override_keeps_errors_out_of_the_cache_for_aliases(b: Backend) {
         let calls = AtomicUsize::new(0);

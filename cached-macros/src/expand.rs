@@ -232,6 +232,18 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     let (codec, compress_above) = format(args, &private);
     let hooks = hooks(args, &kind, &ret_ty, &private);
     let tags = tags(args);
+    // A plain value read off the return type's name may still be a `Result` (an alias of
+    // one): its `Err` is never cached. Not when `output = "value"` says to cache it whole.
+    let errs = match (shape, &args.output) {
+        (Output::Value, None) => quote! {
+            .errs({
+                #[allow(unused_imports)]
+                use #private::{IsResult as _, NotResult as _};
+                (&#private::ErrProbe::<#ret_ty>::new()).errs()
+            })
+        },
+        _ => TokenStream::new(),
+    };
     quote_spanned! {ret_span=>
         {
             static __CACHED_SPEC: #private::Spec = #private::Spec {
@@ -252,6 +264,7 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
                 #key,
             )
             #hooks
+            #errs
             #tags
             .local({
                 // The local tier keeps the value if it is `Clone + Send + Sync + 'static`

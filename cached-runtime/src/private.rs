@@ -142,6 +142,50 @@ where
     }
 }
 
+/// Asks, at compile time, whether a function the macro reads as returning a plain value
+/// returns a `Result` after all, through a type alias (`type Answer = Result<u32,
+/// MyError>`): its `Err` is then never cached either (autoref specialization, as for
+/// [`Probe`]: `(&ErrProbe::<O>::new()).errs()` finds [`IsResult`] for a `Result`).
+pub struct ErrProbe<O>(PhantomData<fn() -> O>);
+
+impl<O> fmt::Debug for ErrProbe<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ErrProbe")
+    }
+}
+
+impl<O> ErrProbe<O> {
+    /// The probe of a function returning `O`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        ErrProbe(PhantomData)
+    }
+}
+
+/// The output is a `Result`: its `Err` is a failure, never cached.
+pub trait IsResult<O> {
+    /// Whether an output is a failure.
+    fn errs(&self) -> Option<fn(&O) -> bool>;
+}
+
+impl<T, E> IsResult<Result<T, E>> for ErrProbe<Result<T, E>> {
+    fn errs(&self) -> Option<fn(&Result<T, E>) -> bool> {
+        Some(Result::is_err)
+    }
+}
+
+/// Any other output: nothing about it is a failure.
+pub trait NotResult<O> {
+    /// Nothing.
+    fn errs(&self) -> Option<fn(&O) -> bool>;
+}
+
+impl<O> NotResult<O> for &ErrProbe<O> {
+    fn errs(&self) -> Option<fn(&O) -> bool> {
+        None
+    }
+}
+
 /// The value cannot be kept in the local tier: the function reads Redis each time.
 pub trait NotLocal<O> {
     /// Nothing.
@@ -191,6 +235,13 @@ impl<K, O> Call<K, O> {
     /// `ttl = f`: the TTL computed from the result (`None`: the function's TTL).
     pub fn ttl_with(mut self, ttl: fn(&O) -> Option<Duration>) -> Self {
         self.hooks.ttl = Some(ttl);
+        self
+    }
+
+    /// Which outputs are failures, never cached (and answered from a stale entry under
+    /// `stale_if_error`), where the shape does not say: a `Result` behind a type alias.
+    pub fn errs(mut self, errs: Option<fn(&O) -> bool>) -> Self {
+        self.hooks.failed = errs;
         self
     }
 

@@ -221,6 +221,9 @@ pub struct Hooks<O> {
     /// The longest a value may be kept fresh, jitter included (an HTTP response's own
     /// `max-age`): `None` if it sets no bound.
     pub(crate) ttl_cap: Option<fn(&O) -> Option<Duration>>,
+    /// Which outputs are failures where the shape cannot tell (a `Result` behind a type
+    /// alias, read as a plain value): never cached, as the shape's own failures.
+    pub(crate) failed: Option<fn(&O) -> bool>,
 }
 
 impl<O> Clone for Hooks<O> {
@@ -238,6 +241,7 @@ impl<O> std::fmt::Debug for Hooks<O> {
             .field("cache_if", &self.cache_if.is_some())
             .field("windows", &self.windows.is_some())
             .field("ttl_cap", &self.ttl_cap.is_some())
+            .field("failed", &self.failed.is_some())
             .finish()
     }
 }
@@ -250,12 +254,18 @@ impl<O> Hooks<O> {
             cache_if: None,
             windows: None,
             ttl_cap: None,
+            failed: None,
         }
     }
 
     /// Whether `out` may be cached.
     pub(crate) fn caches(&self, out: &O) -> bool {
-        self.cache_if.is_none_or(|f| f(out))
+        !self.failed(out) && self.cache_if.is_none_or(|f| f(out))
+    }
+
+    /// Whether `out` is a failure the shape cannot see ([`failed`](Self::failed)).
+    pub(crate) fn failed(&self, out: &O) -> bool {
+        self.failed.is_some_and(|f| f(out))
     }
 
     /// The TTL `out`'s value asks for, before jitter.

@@ -337,7 +337,7 @@ impl Core {
                         }
                     };
                     Box::pin(self.complete::<K, O>(at, hooks, run, &out, compute)).await;
-                    if K::failed(&out) {
+                    if K::failed(&out) || hooks.failed(&out) {
                         if let Some(out) = self.answer_stale::<K, O>(at, stale) {
                             return (out, Served::Stale);
                         }

@@ -803,6 +803,7 @@ where
         windows: Some(|filled: &Filled| filled.as_ref().ok().and_then(Stored::windows)),
         // The layer's jitter never keeps it past its own freshness.
         ttl_cap: Some(|filled: &Filled| filled.as_ref().ok().and_then(Stored::own_ttl)),
+        failed: None,
     };
     let prefix = at.prefix.unwrap_or_default();
     let span = tracing::debug_span!(
