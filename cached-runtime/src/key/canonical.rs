@@ -6,9 +6,12 @@
 //!
 //! - numbers, strings and sequences are exactly as serde_json writes them, an `f32` in its
 //!   own shortest form (`0.1`, not the `f64` widening `0.10000000149011612`);
-//! - an object's entries are sorted by key (as strings, byte-wise), then by their bytes if
-//!   two keys are equal, so a duplicated key is kept, in one order; map keys are strings,
+//! - an object's entries are sorted by key (as strings, byte-wise); map keys are strings,
 //!   integers, floats, `bool`s and unit variants written as strings, as serde_json does;
+//! - an object with two entries of one name is an error (a struct's field and a
+//!   `#[serde(flatten)]` map's entry of that name, or two map keys written alike): which
+//!   value came with which entry is part of the value, and no sorted form keeps it in
+//!   every process; such a call runs uncached;
 //! - a NaN or infinite float is an error (JSON would write all three as `null`, so
 //!   `f(f64::INFINITY)` would answer `f(f64::NEG_INFINITY)`): such a call runs uncached;
 //! - `None` is `null` and `Some(x)` is `x`, except when `x` itself is `null` (a nested
@@ -142,16 +145,26 @@ impl Canonical<'_> {
 
     /// Sorts the entries of the object whose first entry is `entries[base]` by name, unless
     /// they already are (a struct whose fields are declared in order, a `BTreeMap`), and
-    /// pops them. Entries of one name (a struct's field and a `#[serde(flatten)]` map's
-    /// entry of the same name) keep the order they were written in: which one came first
-    /// is part of the value (`{page: 1, extra: {page: 2}}` is not `{page: 2, extra:
-    /// {page: 1}}`), and it is the same each time (a map holds a name once).
-    fn sort_object(&mut self, base: usize) {
+    /// pops them. Two entries of one name are an error: which value came with which is part
+    /// of the value (`{page: 1, extra: {page: 2}}` is not `{page: 2, extra: {page: 1}}`),
+    /// and the order they are written in need not be the same in every process (two
+    /// `HashMap` keys that are written alike).
+    fn sort_object(&mut self, base: usize) -> serde_json::Result<()> {
         let Canonical { out, entries } = self;
         let object = &mut entries[base..];
         let order = |a: &Entry, b: &Entry| compare_keys(a.key(out), b.key(out));
-        if !object.is_sorted_by(|a, b| order(a, b) != Ordering::Greater) {
-            object.sort_by(order);
+        if !object.is_sorted_by(|a, b| order(a, b) == Ordering::Less) {
+            object.sort_unstable_by(order);
+            if object
+                .windows(2)
+                .any(|pair| order(&pair[0], &pair[1]) == Ordering::Equal)
+            {
+                entries.truncate(base);
+                return Err(ser::Error::custom(
+                    "an object with two entries of one name (a field and a flattened map's \
+                     entry, or two map keys written alike) cannot be part of a cache key",
+                ));
+            }
             // The entries sit in out[start..end], comma separated, in the order written:
             // append them sorted, then move them back over the unsorted ones.
             let start = object.iter().map(|e| e.start).min().unwrap_or(out.len());
@@ -166,6 +179,7 @@ impl Canonical<'_> {
             out.truncate(end);
         }
         entries.truncate(base);
+        Ok(())
     }
 }
 
@@ -529,7 +543,7 @@ impl<'s, 'o> Object<'s, 'o> {
     fn finish(self) -> serde_json::Result<Written> {
         match self.kind {
             ObjectKind::Object(close) => {
-                self.ser.sort_object(self.base);
+                self.ser.sort_object(self.base)?;
                 self.ser.out.extend_from_slice(close);
                 Ok(Written::Other)
             }
