@@ -290,7 +290,8 @@ impl Cache {
         ttl: Duration,
     ) -> Result<()> {
         let key = self.core.full_key(key);
-        let bytes = match codec::encode_value(value, Stamp::default(), self.core.config.format()) {
+        let bytes = match codec::encode_untyped(value, Stamp::default(), self.core.config.format())
+        {
             Ok(bytes) => bytes,
             Err(source) => {
                 return self

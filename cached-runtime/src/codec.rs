@@ -201,23 +201,47 @@ impl Stamp {
     }
 }
 
-/// Encodes a value into its envelope, in `format`.
-pub(crate) fn encode_value<T: Serialize + ?Sized>(
+/// Encodes a value into its envelope, in `format`: an error if it would read back as
+/// another value of its type (see the `faithful` module).
+pub(crate) fn encode_value<T: Serialize + DeserializeOwned>(
     value: &T,
     stamp: Stamp,
     format: Format,
 ) -> serde_json::Result<Vec<u8>> {
-    compress(encode_plain(value, stamp, format)?, format.compress_above)
+    let plain = encode_plain(value, stamp, format, |plain| {
+        // Read back as the reader will, and compared as key material is (which tells
+        // `Some(None)` from `None`).
+        decode::<T>(plain).is_ok_and(|envelope| match envelope.body {
+            Decoded::Value(back) => crate::key::same_material(value, &back),
+            Decoded::Null | Decoded::Gone => false,
+        })
+    })?;
+    compress(plain, format.compress_above)
 }
 
-/// A value's envelope in `format`'s codec, uncompressed.
+/// [`encode_value`] for a value whose reader's type is not known ([`Cache::set`]
+/// (crate::Cache::set), read with any type): one the `faithful` walk suspects is refused.
+pub(crate) fn encode_untyped<T: Serialize + ?Sized>(
+    value: &T,
+    stamp: Stamp,
+    format: Format,
+) -> serde_json::Result<Vec<u8>> {
+    compress(
+        encode_plain(value, stamp, format, |_| false)?,
+        format.compress_above,
+    )
+}
+
+/// A value's envelope in `format`'s codec, uncompressed. If the `faithful` walk suspects
+/// the value would not read back as itself, `reads_back` is asked, with the envelope.
 fn encode_plain<T: Serialize + ?Sized>(
     value: &T,
     stamp: Stamp,
     format: Format,
+    reads_back: impl FnOnce(&[u8]) -> bool,
 ) -> serde_json::Result<Vec<u8>> {
-    crate::faithful::check(value, format.codec == Codec::Json)?;
-    Ok(match format.codec {
+    let suspect = crate::faithful::check(value, format.codec == Codec::Json).err();
+    let plain = match format.codec {
         Codec::Json => {
             let mut out = head(stamp);
             out.extend_from_slice(br#""d":"#);
@@ -226,7 +250,11 @@ fn encode_plain<T: Serialize + ?Sized>(
             out
         }
         Codec::MessagePack => msgpack::encode(stamp, Some(value))?,
-    })
+    };
+    match suspect {
+        Some(err) if !reads_back(&plain) => Err(err),
+        _ => Ok(plain),
+    }
 }
 
 /// Encodes a value's envelope followed by `trailer`, raw bytes that no codec escapes or
@@ -240,7 +268,7 @@ pub(crate) fn encode_with_trailer<T: Serialize + ?Sized>(
     format: Format,
     trailer: &[&[u8]],
 ) -> serde_json::Result<Vec<u8>> {
-    let mut plain = encode_plain(value, stamp, format)?;
+    let mut plain = encode_plain(value, stamp, format, |_| false)?;
     for part in trailer {
         plain.extend_from_slice(part);
     }
@@ -1166,6 +1194,47 @@ mod tests {
         );
         let err = encode_value(&f64::NAN, Stamp::default(), JSON).unwrap_err();
         assert!(err.to_string().contains("NaN"), "{err}");
+    }
+
+    /// `null` read as `Some(None)`: the "absent, null or set" field of a PATCH payload.
+    fn present<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+        T: serde::Deserialize<'de>,
+    {
+        T::deserialize(de).map(Some)
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Patch {
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present"
+        )]
+        email: Option<Option<String>>,
+    }
+
+    #[test]
+    fn a_type_that_reads_its_null_back_as_some_is_stored() {
+        let mut formats = vec![JSON];
+        if Codec::MessagePack.available() {
+            formats.push(JSON.with_own(Some(Codec::MessagePack), None));
+        }
+        for format in formats {
+            for email in [None, Some(None), Some(Some("a@b".to_string()))] {
+                let patch = Patch { email };
+                let bytes = encode_value(&patch, Stamp::default(), format).unwrap();
+                assert_eq!(
+                    decode::<Patch>(&bytes).unwrap().body,
+                    Decoded::Value(patch),
+                    "{format:?}"
+                );
+            }
+        }
+        // Where the reader's type is not known, the suspicion stands.
+        let patch = Patch { email: Some(None) };
+        assert!(encode_untyped(&patch, Stamp::default(), JSON).is_err());
     }
 
     #[test]

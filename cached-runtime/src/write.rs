@@ -176,7 +176,7 @@ mod tests {
     use std::time::Duration;
 
     fn encoded(text: &str) -> Vec<u8> {
-        codec::encode_value(&text, Default::default(), Default::default()).unwrap()
+        codec::encode_value(&text.to_owned(), Default::default(), Default::default()).unwrap()
     }
 
     async fn stored(core: &crate::core::Core, key: &str) -> Decoded<String> {

@@ -154,6 +154,19 @@ impl KeyArgs {
     }
 }
 
+/// Whether `a` and `b` have one key material: the same canonical JSON, `Some(None)` told
+/// from `None`. False if either has none (a NaN, a map with non-string keys).
+pub(crate) fn same_material<A, B>(a: &A, b: &B) -> bool
+where
+    A: Serialize + ?Sized,
+    B: Serialize + ?Sized,
+{
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    canonical::write(a, &mut first).is_ok()
+        && canonical::write(b, &mut second).is_ok()
+        && first == second
+}
+
 /// The md5 of `bytes` in lowercase hex.
 #[cfg(feature = "http")]
 pub(crate) fn md5_hex(bytes: &[u8]) -> String {
