@@ -671,6 +671,15 @@ on_both_stores! {
         assert_eq!(calls.load(SeqCst), 3, "the Err ran its body each time, the Ok once");
         assert!(!b.exists(&expected_key("t:api", "[0]")).await);
         assert!(b.exists(&expected_key("t:api", "[3]")).await);
+        // put! refuses an Err, as for a declared Result, and leaves the entry as it was.
+        let err = b
+            .cache
+            .scope(redcache::put!(api_lookup(3, _), Err(ApiError("x".into()))))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, redcache::Error::NotCacheable), "{err}");
+        assert_eq!(b.cache.scope(api_lookup(3, &calls)).await, Ok(3));
+        assert_eq!(calls.load(SeqCst), 3, "still a hit");
         let calls = AtomicUsize::new(0);
         b.cache.scope(async {
             for _ in 0..2 {

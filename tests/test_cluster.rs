@@ -167,6 +167,11 @@ async fn a_resharded_slot_is_followed() {
         err.to_string().contains(&format!("slot {slot} is moving")),
         "{err}"
     );
+    assert_eq!(
+        cache.health().consecutive_faults,
+        0,
+        "a cluster resharding is not a fault of the store"
+    );
     let moved = cluster.cli(
         from_port,
         &[

@@ -374,7 +374,9 @@ mod valid;
 ///
 /// `output = "result"`: the [return shape](#return-shapes) when the macro cannot see it
 /// in the return type: a type alias, such as `type Answer = Result<u32, MyError>`, which
-/// would otherwise be cached as a plain value, `Err` included.
+/// would otherwise be cached as a plain value (the whole `Result`, which must then be
+/// `Serialize + DeserializeOwned`; its `Err` is still never cached, unless `output =
+/// "value"` asks for the whole result, `Err` included).
 ///
 /// - **Default:** from the last path segment of the declared return type.
 /// - **Checked:** one of `"value"`, `"option"`, `"result"` and `"result_option"`.

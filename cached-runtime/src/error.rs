@@ -180,10 +180,11 @@ impl Error {
 
     /// A cluster node's `MOVED`, `ASK` or `TRYAGAIN` that redis-rs gave up following.
     pub(crate) fn is_cluster_redirect(&self) -> bool {
+        use redis::{ErrorKind::Server, ServerErrorKind::*};
         match self {
             Error::Rejected { source } | Error::Redis { source } => source
                 .downcast_ref::<redis::RedisError>()
-                .is_some_and(redis::RedisError::is_cluster_error),
+                .is_some_and(|err| matches!(err.kind(), Server(Moved | Ask | TryAgain))),
             _ => false,
         }
     }
@@ -205,7 +206,6 @@ impl Error {
         })
     }
 
-    /// Whether this fault says the store itself is unhealthy (counts toward the breaker).
     /// A short name of the kind of fault, for metrics labels.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn kind(&self) -> &'static str {
@@ -223,6 +223,7 @@ impl Error {
         }
     }
 
+    /// Whether this fault says the store itself is unhealthy (counts toward the breaker).
     pub(crate) fn is_store_fault(&self) -> bool {
         matches!(self, Error::Redis { .. } | Error::Timeout { .. })
     }

@@ -43,6 +43,10 @@ impl Core {
         hooks: Hooks<O>,
         value: &O,
     ) -> Result<()> {
+        if hooks.failed(value) {
+            // An `Err` behind a type alias: never a value to store, as the shape's own.
+            return Err(Error::NotCacheable);
+        }
         if !hooks.caches(value) {
             // Not cached for this function: the next call computes it.
             return self.evict_key(key).await;

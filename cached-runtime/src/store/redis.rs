@@ -1211,7 +1211,8 @@ impl<C: Conn> Store for RedisStore<C> {
             }
         };
         if after != layout {
-            return Err(Error::Redis {
+            // The cluster is well (not a fault the breaker counts): try again.
+            return Err(Error::Rejected {
                 source: Box::new(std::io::Error::other(
                     "slots moved between the cluster's masters during the walk (a \
                      resharding): keys that moved may have been missed; try again",
