@@ -180,9 +180,8 @@ impl Serializer for Walk {
 
     fn serialize_struct(self, name: &'static str, _: usize) -> serde_json::Result<Walk> {
         // serde_json's `RawValue` writes its text as it is, which may be `null`.
-        match name {
-            "$serde_json::private::RawValue" => self.null("a raw JSON value")?,
-            _ => {}
+        if name == "$serde_json::private::RawValue" {
+            self.null("a raw JSON value")?;
         }
         Ok(self.inner())
     }
