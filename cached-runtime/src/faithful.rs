@@ -73,6 +73,13 @@ macro_rules! fine {
     };
 }
 
+/// Serializer methods that open a compound value, whose parts are walked on their own.
+macro_rules! opens {
+    ($($method:ident($($arg:ty),*);)*) => {
+        $(fn $method(self, $(_: $arg),*) -> serde_json::Result<Walk> { Ok(self.inner()) })*
+    };
+}
+
 impl Serializer for Walk {
     type Ok = ();
     type Error = serde_json::Error;
@@ -152,30 +159,13 @@ impl Serializer for Walk {
         value.serialize(self.inner())
     }
 
-    fn serialize_seq(self, _: Option<usize>) -> serde_json::Result<Walk> {
-        Ok(self.inner())
-    }
-
-    fn serialize_tuple(self, _: usize) -> serde_json::Result<Walk> {
-        Ok(self.inner())
-    }
-
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> serde_json::Result<Walk> {
-        Ok(self.inner())
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> serde_json::Result<Walk> {
-        Ok(self.inner())
-    }
-
-    fn serialize_map(self, _: Option<usize>) -> serde_json::Result<Walk> {
-        Ok(self.inner())
+    opens! {
+        serialize_seq(Option<usize>);
+        serialize_tuple(usize);
+        serialize_tuple_struct(&'static str, usize);
+        serialize_tuple_variant(&'static str, u32, &'static str, usize);
+        serialize_map(Option<usize>);
+        serialize_struct_variant(&'static str, u32, &'static str, usize);
     }
 
     fn serialize_struct(self, name: &'static str, _: usize) -> serde_json::Result<Walk> {
@@ -183,16 +173,6 @@ impl Serializer for Walk {
         if name == "$serde_json::private::RawValue" {
             self.null("a raw JSON value")?;
         }
-        Ok(self.inner())
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> serde_json::Result<Walk> {
         Ok(self.inner())
     }
 
@@ -265,21 +245,35 @@ mod tests {
         flag: Option<()>,
     }
 
-    /// Every value `check` lets through reads back from JSON as itself, and every one it
-    /// refuses would not have.
+    /// Every value `check` lets through reads back from JSON (`json`) or MessagePack as
+    /// itself, and every one it refuses would not have.
+    fn agrees<T>(value: &T, json: bool)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let back: Option<T> = match json {
+            true => serde_json::to_vec(value)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+            #[cfg(feature = "msgpack")]
+            false => rmp_serde::to_vec_named(value)
+                .ok()
+                .and_then(|bytes| rmp_serde::from_slice(&bytes).ok()),
+            #[cfg(not(feature = "msgpack"))]
+            false => unreachable!("MessagePack needs the `msgpack` feature"),
+        };
+        assert_eq!(
+            check(value, json).is_ok(),
+            back.as_ref() == Some(value),
+            "{value:?} read back as {back:?}"
+        );
+    }
+
     fn agrees_with_json<T>(value: &T)
     where
         T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
     {
-        let back = serde_json::to_vec(value)
-            .ok()
-            .and_then(|json| serde_json::from_slice::<T>(&json).ok());
-        let faithful = back.as_ref() == Some(value);
-        assert_eq!(
-            check(value, true).is_ok(),
-            faithful,
-            "{value:?} read back as {back:?}"
-        );
+        agrees(value, true);
     }
 
     #[test]
@@ -349,24 +343,18 @@ mod tests {
     #[cfg(feature = "msgpack")]
     #[test]
     fn messagepack_agrees() {
-        fn agrees<T>(value: &T)
-        where
-            T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
-        {
-            let back = rmp_serde::to_vec_named(value)
-                .ok()
-                .and_then(|bytes| rmp_serde::from_slice::<T>(&bytes).ok());
-            assert_eq!(check(value, false).is_ok(), back.as_ref() == Some(value));
-        }
-        agrees(&Some(Some(None::<u8>)));
-        agrees(&Some(Some(Some(1u8))));
-        agrees(&vec![Some(()), None]);
-        agrees(&Some(Unit));
-        agrees(&Some(Wrap(None)));
-        agrees(&Row {
-            mean: Some(2.0),
-            extra: Some(serde_json::Value::Null),
-            flag: None,
-        });
+        agrees(&Some(Some(None::<u8>)), false);
+        agrees(&Some(Some(Some(1u8))), false);
+        agrees(&vec![Some(()), None], false);
+        agrees(&Some(Unit), false);
+        agrees(&Some(Wrap(None)), false);
+        agrees(
+            &Row {
+                mean: Some(2.0),
+                extra: Some(serde_json::Value::Null),
+                flag: None,
+            },
+            false,
+        );
     }
 }
