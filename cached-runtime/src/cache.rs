@@ -271,8 +271,11 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// The value does not serialize or is over [`Config::max_value_bytes`], or the store
-    /// failed, timed out or is skipped by the open circuit breaker ([`Error::Unavailable`]).
+    /// The value does not serialize, would not read back as itself (a `Some` around a value
+    /// written as `null`, such as `Some(None)` inside it, or in JSON a NaN or infinity: any
+    /// reader's type would get another value), or is over [`Config::max_value_bytes`];
+    /// or the store failed, timed out or is skipped by the open circuit breaker
+    /// ([`Error::Unavailable`]).
     ///
     /// # Examples
     ///

@@ -24,6 +24,7 @@ pub(crate) fn check<T: Serialize + ?Sized>(value: &T, json: bool) -> serde_json:
     value.serialize(Walk {
         json,
         under_some: false,
+        raw: false,
     })
 }
 
@@ -33,6 +34,8 @@ struct Walk {
     json: bool,
     /// The value being walked is directly inside a `Some` (or a newtype inside one).
     under_some: bool,
+    /// The value being walked is the text of a serde_json `RawValue` (inside a `Some`).
+    raw: bool,
 }
 
 impl Walk {
@@ -41,6 +44,7 @@ impl Walk {
     fn inner(self) -> Walk {
         Walk {
             under_some: false,
+            raw: false,
             ..self
         }
     }
@@ -104,9 +108,15 @@ impl Serializer for Walk {
         serialize_u64(u64);
         serialize_u128(u128);
         serialize_char(char);
-        serialize_str(&str);
         serialize_bytes(&[u8]);
         serialize_unit_variant(&'static str, u32, &'static str);
+    }
+
+    fn serialize_str(self, text: &str) -> serde_json::Result<()> {
+        match self.raw && text.trim() == "null" {
+            true => self.null("a raw JSON `null`"),
+            false => Ok(()),
+        }
     }
 
     fn serialize_f32(self, v: f32) -> serde_json::Result<()> {
@@ -169,11 +179,13 @@ impl Serializer for Walk {
     }
 
     fn serialize_struct(self, name: &'static str, _: usize) -> serde_json::Result<Walk> {
-        // serde_json's `RawValue` writes its text as it is, which may be `null`.
-        if name == "$serde_json::private::RawValue" {
-            self.null("a raw JSON value")?;
-        }
-        Ok(self.inner())
+        // serde_json's `RawValue` writes its one field's text as it is, which may be `null`.
+        Ok(
+            match name == "$serde_json::private::RawValue" && self.under_some {
+                true => Walk { raw: true, ..self },
+                false => self.inner(),
+            },
+        )
     }
 
     fn is_human_readable(&self) -> bool {
@@ -325,7 +337,7 @@ mod tests {
     }
 
     #[test]
-    fn a_raw_value_inside_a_some_is_suspected() {
+    fn a_raw_null_inside_a_some_is_suspected() {
         /// Serializes as serde_json's `RawValue` does.
         struct Raw(&'static str);
         impl Serialize for Raw {
@@ -337,7 +349,10 @@ mod tests {
             }
         }
         assert!(check(&Some(Raw("null")), true).is_err());
+        assert!(check(&Some(Raw(" null ")), false).is_err());
         assert!(check(&Raw("null"), true).is_ok());
+        assert!(check(&Some(Raw("[1]")), true).is_ok());
+        assert!(check(&Some(Raw("\"null\"")), true).is_ok());
     }
 
     #[cfg(feature = "msgpack")]

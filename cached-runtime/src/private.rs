@@ -520,7 +520,7 @@ pub async fn put<K: Shape<O>, O>(mut call: Call<K, O>, value: O) -> crate::Resul
 /// # Panics
 ///
 /// When the key material cannot be serialized (a map with keys that are not strings or
-/// numbers, a NaN or infinite float).
+/// numbers, a NaN or infinite float, an object with two entries of one name).
 pub fn key<K, O>(call: Call<K, O>) -> String {
     let cache = Cache::current();
     match call.key(cache.as_ref().and_then(|c| c.config().namespace())) {

@@ -123,7 +123,7 @@ impl KeyArgs {
 
     /// The canonical JSON that is hashed; `Error::Encode` when the material has none (a map
     /// key that is not a string, a number, a `bool` or a unit variant; a NaN or infinite
-    /// float).
+    /// float; an object with two entries of one name).
     pub fn material(self) -> Result<Vec<u8>, crate::Error> {
         if let Some(source) = self.error {
             return Err(crate::Error::Encode { source });
