@@ -178,6 +178,15 @@ impl Error {
         }
     }
 
+    /// A cluster that is resharding refused what was asked (a prefix walk) for now. The
+    /// cluster is well and says so: not a fault of the store, which the breaker would count
+    /// however often a job tries again.
+    pub(crate) fn resharding(message: impl Into<String>) -> Self {
+        Error::Rejected {
+            source: message.into().into(),
+        }
+    }
+
     /// A cluster node's `MOVED`, `ASK` or `TRYAGAIN` that redis-rs gave up following.
     pub(crate) fn is_cluster_redirect(&self) -> bool {
         use redis::{ErrorKind::Server, ServerErrorKind::*};

@@ -38,11 +38,6 @@ impl Conn for ClusterConnection {
         let failed = |what: String| Error::Redis {
             source: Box::new(std::io::Error::other(what)),
         };
-        // The cluster is well, and says so: not a fault of the store (the breaker does not
-        // count it), however often a job tries again.
-        let resharding = |what: String| Error::Rejected {
-            source: Box::new(std::io::Error::other(what)),
-        };
         let redis::Value::Map(views) = reply else {
             return Err(failed(format!("CLUSTER NODES to every master: {reply:?}")));
         };
@@ -50,7 +45,7 @@ impl Conn for ClusterConnection {
         for (_, view) in views {
             let view: String = redis::from_redis_value(view).map_err(|e| Error::redis(e.into()))?;
             if let Some(moving) = slot_moving(&view) {
-                return Err(resharding(format!(
+                return Err(Error::resharding(format!(
                     "slot {moving} is moving between the cluster's masters (a resharding): a \
                      walk now could miss keys that move behind it; try again once it is done"
                 )));
@@ -58,10 +53,9 @@ impl Conn for ClusterConnection {
             let owners = owners_of(&view);
             match &agreed {
                 Some((_, first)) if *first != owners => {
-                    return Err(resharding(
+                    return Err(Error::resharding(
                         "the cluster's masters do not agree yet on which of them serves which \
-                         slots (a resharding or a failover is under way); try again"
-                            .into(),
+                         slots (a resharding or a failover is under way); try again",
                     ))
                 }
                 Some(_) => {}

@@ -1159,14 +1159,9 @@ impl<C: Conn> Store for RedisStore<C> {
         let mut drops = 0;
         // The connection times no command out (each single operation runs under the
         // operation timeout, `Core::op`), so each step of the walk has its own.
-        let (masters, layout) = loop {
-            match within(step, conn.masters()).await {
-                Ok(masters) => break masters,
-                Err(err) => {
-                    (conn, generation) = self.walk_again(err, &mut drops, generation, step).await?;
-                }
-            }
-        };
+        let (masters, layout) = self
+            .walk_masters(&mut conn, &mut generation, &mut drops, step)
+            .await?;
         for node in masters {
             let mut cursor: u64 = 0;
             loop {
@@ -1202,22 +1197,14 @@ impl<C: Conn> Store for RedisStore<C> {
         }
         // Keys that moved to a master already walked, from one not walked yet, were
         // missed: a slot's whole migration can fall between the two looks.
-        let after = loop {
-            match within(step, conn.masters()).await {
-                Ok((_, after)) => break after,
-                Err(err) => {
-                    (conn, generation) = self.walk_again(err, &mut drops, generation, step).await?;
-                }
-            }
-        };
+        let (_, after) = self
+            .walk_masters(&mut conn, &mut generation, &mut drops, step)
+            .await?;
         if after != layout {
-            // The cluster is well (not a fault the breaker counts): try again.
-            return Err(Error::Rejected {
-                source: Box::new(std::io::Error::other(
-                    "slots moved between the cluster's masters during the walk (a \
-                     resharding): keys that moved may have been missed; try again",
-                )),
-            });
+            return Err(Error::resharding(
+                "slots moved between the cluster's masters during the walk (a resharding): \
+                 keys that moved may have been missed; try again",
+            ));
         }
         Ok(replaced)
     }
@@ -1248,6 +1235,25 @@ impl<C: Conn> RedisStore<C> {
         }
         *drops += 1;
         within(step, self.reopen_after(generation)).await
+    }
+
+    /// The masters the prefix walk visits and who serves which slots (`Conn::masters`), as
+    /// one step of the walk: on a new connection if the current one dropped under it.
+    async fn walk_masters(
+        &self,
+        conn: &mut C,
+        generation: &mut u64,
+        drops: &mut u32,
+        step: Duration,
+    ) -> Result<(Vec<Node>, String)> {
+        loop {
+            match within(step, conn.masters()).await {
+                Ok(masters) => return Ok(masters),
+                Err(err) => {
+                    (*conn, *generation) = self.walk_again(err, drops, *generation, step).await?
+                }
+            }
+        }
     }
 
     /// Runs the prefix invalidation script over `keys`: once for all of them, or once per
