@@ -103,7 +103,13 @@ on_both_stores! {
         assert_eq!(db.queries(), 1, "both reads after put! were hits");
         let ttl = b.ttl_secs(&expected_key("i:profile", "[1]")).await.unwrap();
         assert!((100..=110).contains(&ttl), "ttl + jitter: {ttl}");
-        assert_eq!(b.ttl_secs(&expected_key("i:profile", "[9]")).await, Some(20), "null_ttl");
+        // Readers see the cached `None` for its null_ttl; Redis keeps a write-through shorter
+        // than max_fill_time (30 s) that long, so that it still fences older misses.
+        let null = expected_key("i:profile", "[9]");
+        let own = b.cache.ttl(&null).await.unwrap().unwrap();
+        assert_eq!((own.as_millis() + 500) / 1000, 20, "null_ttl");
+        let kept = if b.is_redis() { 30 } else { 20 };
+        assert_eq!(b.ttl_secs(&null).await, Some(kept), "{}", b.name());
         assert_eq!(b.cache.stats().null_hits, 1);
     }
 }
@@ -722,5 +728,108 @@ async fn a_fill_that_runs_late_after_a_redis_stall_still_meets_the_invalidation(
     assert_eq!(
         cache.scope(stalled_read(1, &open, &db)).await.unwrap().name,
         "new"
+    );
+}
+
+/// Until `cache` answers `key` with nothing: its entry's TTL has passed.
+async fn until_gone(cache: &redcache::Cache, key: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cache.get::<String>(key).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A cache-aside miss that reads nothing at `key`, then holds at `gate` before its
+/// `init` returns "old".
+fn held_miss(
+    cache: &redcache::Cache,
+    key: &'static str,
+    gate: Arc<Gate>,
+) -> tokio::task::JoinHandle<String> {
+    let cache = cache.clone();
+    tokio::spawn(async move {
+        cache
+            .get_or_insert_with(key, Duration::from_secs(60), || async move {
+                gate.read_done.wait().await;
+                gate.release.wait().await;
+                "old".to_owned()
+            })
+            .await
+    })
+}
+
+on_both_stores! {
+    async fn a_write_shorter_than_max_fill_time_still_fences_an_older_miss(b: Backend) {
+        // The write's TTL ends long before `max_fill_time` (30 s): had its entry left
+        // nothing behind at expiry, the older miss would store "old" for a minute.
+        let cache = &b.cache;
+        let gate = Gate::new();
+        let slow = held_miss(cache, "w:short", gate.clone());
+        gate.read_done.wait().await; // the miss read nothing
+        cache.set("w:short", "new", Duration::from_millis(300)).await.unwrap();
+        assert!(cache.ttl("w:short").await.unwrap().unwrap() <= Duration::from_millis(300));
+        until_gone(cache, "w:short").await;
+        assert_eq!(cache.ttl("w:short").await.unwrap(), None, "{}", b.name());
+        gate.release.wait().await;
+        assert_eq!(slow.await.unwrap(), "old", "the slow call returns what it read");
+        assert_eq!(
+            cache.get::<String>("w:short").await.unwrap(),
+            None,
+            "the older value was not stored ({})",
+            b.name()
+        );
+        let next = cache
+            .get_or_insert_with("w:short", Duration::from_secs(60), || async { "fresh".to_owned() })
+            .await;
+        assert_eq!(next, "fresh", "{}", b.name());
+        assert_eq!(cache.stats().conflicts, 1, "{:?}", cache.stats());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fill_over_a_tombstone_keeps_its_fence_past_a_shorter_ttl() {
+    // Process A's miss reads nothing; A invalidates; process B reads the tombstone and
+    // fills over it with a TTL shorter than the tombstone had left. When B's entry
+    // expires, A's older value must still be refused.
+    let server = common::RedisServer::start();
+    let a = server.cache().await;
+    let b = server.cache().await;
+    let gate = Gate::new();
+    let slow = held_miss(&a, "w:over", gate.clone());
+    gate.read_done.wait().await;
+    assert!(!a.delete("w:over").await.unwrap());
+    let filled = b
+        .get_or_insert_with("w:over", Duration::from_millis(300), || async {
+            "new".to_owned()
+        })
+        .await;
+    assert_eq!(filled, "new");
+    assert_eq!(
+        b.get::<String>("w:over").await.unwrap().as_deref(),
+        Some("new")
+    );
+    until_gone(&b, "w:over").await;
+    gate.release.wait().await;
+    assert_eq!(slow.await.unwrap(), "old");
+    assert_eq!(
+        a.get::<String>("w:over").await.unwrap(),
+        None,
+        "the older value was not stored"
+    );
+    assert_eq!(a.stats().conflicts, 1, "{:?}", a.stats());
+    // Once expired, the entry is filled over as any miss.
+    let next = b
+        .get_or_insert_with("w:over", Duration::from_secs(60), || async {
+            "fresh".to_owned()
+        })
+        .await;
+    assert_eq!(next, "fresh");
+    assert_eq!(
+        a.get::<String>("w:over").await.unwrap().as_deref(),
+        Some("fresh")
     );
 }

@@ -154,7 +154,11 @@ impl Core {
             let (Some(value), Some(seen)) = (loaded.get(*id), seen) else {
                 continue;
             };
-            match <Plain as Shape<V>>::encode(value, Default::default(), self.config.format()) {
+            // Over an entry the read saw, the store may keep it past its TTL (see
+            // `Core::stamp_kept`).
+            let read_saw = seen.map_or(Seen::Nothing, Seen::Bytes);
+            let stamp = self.stamp_kept(Default::default(), policy.value_ttl(), &read_saw);
+            match <Plain as Shape<V>>::encode(value, stamp, self.config.format()) {
                 Outcome::Value(Ok(bytes)) => match self.check_size(bytes.len()) {
                     Ok(()) => encoded.push((*key, bytes, *seen)),
                     Err(err) => self.fault(key, &err),

@@ -7,8 +7,8 @@ use crate::core::Core;
 use crate::health::Health;
 use crate::shape::{Hooks, Plain};
 use crate::stats::Stats;
-use crate::store::{Backend, MemoryStore, RedisStore, Store};
-use crate::ttl::Policy;
+use crate::store::{Backend, MemoryStore, RedisStore, Seen, Store};
+use crate::ttl::{unix_ms, Policy};
 use crate::{Config, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -265,6 +265,11 @@ impl Cache {
 
     /// Stores `value` at `key` (the namespace is added) for exactly `ttl`.
     ///
+    /// Like an invalidation, the write fences for [`Config::max_fill_time`]: a
+    /// `get_or_insert_with` that read before it cannot store its older value afterwards,
+    /// even once `ttl` has passed. So under a shorter `ttl`, Redis keeps the entry that
+    /// long, stamped with its expiry: every reader takes it for gone after `ttl`.
+    ///
     /// A value that cannot be stored does not leave the one it was to replace: the entry at
     /// `key` is retired instead (as by [`delete`](Self::delete), which the open circuit
     /// breaker never skips), and the error is returned.
@@ -293,8 +298,12 @@ impl Cache {
         ttl: Duration,
     ) -> Result<()> {
         let key = self.core.full_key(key);
-        let bytes = match codec::encode_untyped(value, Stamp::default(), self.core.config.format())
-        {
+        let ttl = Policy::exact(ttl).value_ttl();
+        // A writer's write: kept at least as long as it fences the fills whose reads came
+        // before it (`max_fill_time`), which a shorter TTL would end early. Its stamp then
+        // says when it expires, and readers take it for gone from then on.
+        let stamp = self.core.stamp_kept(Stamp::default(), ttl, &Seen::Any);
+        let bytes = match codec::encode_untyped(value, stamp, self.core.config.format()) {
             Ok(bytes) => bytes,
             Err(source) => {
                 return self
@@ -303,7 +312,6 @@ impl Cache {
                     .await
             }
         };
-        let ttl = Policy::exact(ttl).value_ttl();
         let written = self
             .core
             .write_checked(
@@ -369,12 +377,25 @@ impl Cache {
     /// ```
     pub async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
         let key = self.core.full_key(key);
-        match self.core.op(self.core.backend.get(&key)).await? {
-            Some(bytes) if !codec::is_tombstone(&bytes) => {
-                self.core.op(self.core.backend.ttl(&key)).await
+        let Some(bytes) = self.core.op(self.core.backend.get(&key)).await? else {
+            return Ok(None);
+        };
+        // The entry's own expiry, where it says one: the store may keep it longer (a stale
+        // window, or the fence of a write; see `Cache::set`).
+        let stamped = match codec::decode::<serde::de::IgnoredAny>(&bytes) {
+            Ok(envelope) if matches!(envelope.body, Decoded::Gone) => return Ok(None),
+            Ok(envelope) => envelope.stamp.refresh.map(|r| r.expires_ms),
+            Err(_) => None,
+        };
+        let left = self.core.op(self.core.backend.ttl(&key)).await?;
+        Ok(match stamped {
+            Some(expires_ms) => {
+                let stamped = Duration::from_millis(expires_ms.saturating_sub(unix_ms()));
+                left.map(|left| left.min(stamped))
+                    .filter(|left| !left.is_zero())
             }
-            _ => Ok(None),
-        }
+            None => left,
+        })
     }
 
     /// Cache-aside for code without the attribute: the value at `key` (the namespace is

@@ -181,6 +181,21 @@ impl Stamp {
             .is_some_and(|entry| crate::ttl::unix_ms() >= entry.expires_ms)
     }
 
+    /// `self`, saying that its entry expires `ttl` from now if it says no expiry yet, and
+    /// with no stale window: for an entry the store may keep past its TTL, which readers
+    /// must then take for a miss. A store keeps an entry written after a read that saw
+    /// something, or by a writer, as long as it still fences older fills (see `FILL_LUA`).
+    pub(crate) fn expiring_in(mut self, ttl: Duration) -> Self {
+        if self.refresh.is_none() {
+            self.refresh = Some(Refresh {
+                expires_ms: crate::ttl::unix_ms().saturating_add(crate::ttl::millis(ttl)),
+                compute_ms: 0,
+            });
+            self.windows = Some(Windows::default());
+        }
+        self
+    }
+
     /// What a cached `None` keeps of `self`: the group generation and the tags' digest
     /// (it carries no expiry, so no windows).
     pub(crate) fn of_null(self) -> Self {

@@ -7,11 +7,13 @@
 //! write-through and batches, each an `impl Core` block of its own file, and the public
 //! handle [`Cache`](crate::Cache), which holds an `Arc<Core>`.
 
+use crate::codec::Stamp;
 use crate::flight::Flights;
 use crate::health::{Breaker, Health, LastFault};
 use crate::key;
 use crate::stats::{Counters, Event, Stats};
-use crate::store::Backend;
+use crate::store::{Backend, Seen};
+use crate::ttl::Policy;
 use crate::{Config, Error, Result};
 use std::collections::HashMap;
 use std::future::Future;
@@ -174,6 +176,34 @@ impl Core {
     /// Where `group`'s generation lives in this cache.
     pub(crate) fn group_key(&self, group: &str) -> String {
         key::group_key(self.config.namespace(), group)
+    }
+
+    /// `stamp` for an entry of `ttl` written after a read that saw `seen`: with its expiry
+    /// if the store may keep it longer, to go on fencing older fills (a writer's entry, or
+    /// one written over an entry that fenced; see `FILL_LUA`).
+    pub(crate) fn stamp_kept(&self, stamp: Stamp, ttl: Duration, seen: &Seen<'_>) -> Stamp {
+        match seen {
+            Seen::Nothing => stamp,
+            _ if ttl >= self.config.max_fill_time() => stamp,
+            _ => stamp.expiring_in(ttl),
+        }
+    }
+
+    /// A cached `None`'s envelope `bytes`, written again with its expiry if the store may
+    /// keep it past `ttl` (see [`stamp_kept`](Self::stamp_kept)).
+    pub(crate) fn null_kept(
+        &self,
+        bytes: Vec<u8>,
+        stamp: Stamp,
+        ttl: Duration,
+        seen: &Seen<'_>,
+        policy: &Policy,
+    ) -> Vec<u8> {
+        let null = stamp.of_null();
+        match self.stamp_kept(null, ttl, seen) {
+            kept if kept == null => bytes,
+            kept => crate::codec::encode_null(kept, policy.format()),
+        }
     }
 
     /// Whether a value of `len` encoded bytes may be stored.

@@ -105,7 +105,10 @@ impl<'a> GroupFence<'a> {
     }
 }
 
-/// A conditional write of a miss's result.
+/// A conditional write of a miss's result. Kept for `ttl`, or longer where the entry must
+/// go on fencing older fills: a write-through (`Seen::Any`) as long as the store's fence
+/// (`max_fill_time`), and a write over an entry that fenced as long as that entry would
+/// have. Such an entry's stamp says when it expires (`Core::stamp_kept`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fill<'a> {
     pub(crate) key: &'a str,
@@ -159,7 +162,9 @@ pub(crate) trait Store {
     }
     /// [`fill`](Store::fill) for each, in one round trip; whether each was stored.
     fn fill_many(&self, fills: &[Fill<'_>]) -> impl Future<Output = Result<Vec<bool>>> + Send;
-    /// Writes `value` at `key`, expiring after `ttl`, whatever was there.
+    /// Writes `value` at `key`, whatever was there: a writer's write, which fences the fills
+    /// whose reads came before it, and so is kept for `ttl` or the store's fence
+    /// (`max_fill_time`), the longer (its stamp says when it expires).
     fn set(
         &self,
         key: &str,

@@ -129,13 +129,16 @@ impl Core {
         let value_ttl = hooks.value_ttl(policy, value);
         let (mut stamp, kept) = hooks.stamp(policy, value, gen, value_ttl, Duration::ZERO);
         stamp.tags = tags;
-        let (bytes, ttl) = match K::encode(value, stamp, policy.format()) {
+        // A writer's write: the store keeps it as long as it fences older fills.
+        let seen = Seen::Any;
+        let value_stamp = self.stamp_kept(stamp, value_ttl.saturating_add(kept), &seen);
+        let (bytes, ttl) = match K::encode(value, value_stamp, policy.format()) {
             Outcome::Value(bytes) => (
                 bytes.map_err(|source| Error::Encode { source })?,
                 value_ttl.saturating_add(kept),
             ),
             Outcome::Null(bytes) => match policy.null_ttl() {
-                Some(ttl) => (bytes, ttl),
+                Some(ttl) => (self.null_kept(bytes, stamp, ttl, &seen, policy), ttl),
                 None => return Ok(Put::Uncached),
             },
             Outcome::Skip => return Err(Error::NotCacheable),
@@ -144,7 +147,7 @@ impl Core {
             key,
             value: &bytes,
             ttl,
-            seen: Seen::Any,
+            seen,
             group: fence,
         };
         let stored = self

@@ -173,9 +173,9 @@ impl Backend {
         }
     }
 
-    /// TTL in whole seconds as Redis's own `TTL` reports it (the memory store's remaining
-    /// time is rounded the same way); `None` when there is no entry (a tombstone left by an
-    /// invalidation is none).
+    /// TTL in whole seconds as Redis's own `TTL` reports it; on the memory store, the
+    /// entry's own time left (`Cache::ttl`, which counts no stale window), rounded the same
+    /// way; `None` when there is no entry (a tombstone left by an invalidation is none).
     pub async fn ttl_secs(&self, key: &str) -> Option<u64> {
         if !self.is_redis() {
             return self

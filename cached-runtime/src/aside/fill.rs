@@ -38,14 +38,19 @@ impl Core {
         let (mut stamp, kept) =
             hooks.stamp(policy, out, fence.map_or(0, |f| f.gen), value_ttl, compute);
         stamp.tags = at.tags;
-        let (bytes, ttl) = match K::encode(out, stamp, policy.format()) {
+        let seen = read.seen();
+        let value_stamp = self.stamp_kept(stamp, value_ttl.saturating_add(kept), &seen);
+        let (bytes, ttl) = match K::encode(out, value_stamp, policy.format()) {
             // Kept past its TTL for the stale windows; its stamp says when it expired.
             Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl.saturating_add(kept))),
             Outcome::Value(Err(source)) => {
                 self.fault(key, &Error::Encode { source });
                 return None;
             }
-            Outcome::Null(bytes) => (bytes, policy.null_ttl()),
+            Outcome::Null(bytes) => match policy.null_ttl() {
+                Some(ttl) => (self.null_kept(bytes, stamp, ttl, &seen, policy), Some(ttl)),
+                None => (bytes, None),
+            },
             Outcome::Skip => return None,
         };
         // Waiters get the result if the fenced fill stored it (then no invalidation came
@@ -71,7 +76,7 @@ impl Core {
             key,
             value: &bytes,
             ttl,
-            seen: read.seen(),
+            seen,
             group: fence,
         };
         // Boxed: the store operation's future is most of this one's, which every miss

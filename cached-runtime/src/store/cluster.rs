@@ -262,7 +262,10 @@ impl RedisStore<ClusterConnection> {
             )
             .await?
         };
-        Ok(RedisStore::new(Some(conn), reopen, local).checking_liveness(config.op_timeout()))
+        Ok(
+            RedisStore::new(Some(conn), reopen, local, config.max_fill_time())
+                .checking_liveness(config.op_timeout()),
+        )
     }
 }
 

@@ -259,24 +259,31 @@ impl MemoryStore {
         self.live(key).map(|e| e.value.to_vec())
     }
 
-    /// Writes `value` at `key`, under the key's write lock, already held.
+    /// Until when a `write` at `key` now fences older fills: a writer's for `fence_for`,
+    /// and a write over an entry that still fences as long as that entry (a fill over a
+    /// tombstone stands in for it against older fills).
+    fn fences_until(&self, key: &str, write: Write, now: Instant) -> Option<Instant> {
+        let inherited = self
+            .entries
+            .peek(key)
+            .and_then(|e| e.fences_until.filter(|until| *until > now && e.live(now)));
+        let own = (write == Write::Fences).then(|| later(now, self.fence_for));
+        inherited.max(own)
+    }
+
+    /// Writes `value` at `key`, under the key's write lock, already held. An entry that
+    /// fences lives at least as long as it does, past its TTL if need be: expired, it would
+    /// leave nothing, which a fill whose read came before the writer's write takes for what
+    /// it saw (its stamp says when it expired, and readers take it for a miss from then on).
     fn insert(&self, key: &str, value: &[u8], ttl: Option<Duration>, write: Write) {
         let now = Instant::now();
-        // A write over an entry that still fences fences as long (a fill over a
-        // tombstone stands in for it against older fills).
+        let fences_until = self.fences_until(key, write, now);
+        let expires = ttl.map(|ttl| later(now, ttl).max(fences_until.unwrap_or(now)));
         let current = self.entries.peek(key);
-        let inherited = current
-            .as_ref()
-            .and_then(|e| e.fences_until.filter(|until| *until > now && e.live(now)));
-        let own = (write == Write::Fences).then(|| now + self.fence_for);
-        let expires = ttl.map(|ttl| {
-            now.checked_add(ttl)
-                .unwrap_or(now + Duration::from_secs(1 << 40))
-        });
         let entry = Entry {
             value: value.into(),
             expires,
-            fences_until: inherited.max(own),
+            fences_until,
         };
         // `current` holds its value's bytes, so no other value has their address meanwhile.
         let _replacing = Replacing::set(current.as_ref().map(|e| &e.value));
@@ -300,14 +307,27 @@ impl MemoryStore {
         if !unchanged {
             return false;
         }
+        // A write-through stores over whatever is there: a writer's write.
+        let write = match fill.seen {
+            Seen::Any => Write::Fences,
+            _ => Write::Fill,
+        };
         if let Some(group) = fill.group {
             let stamp = group.gen.to_string();
-            let lives = group.expiring.then_some(fill.ttl);
+            // As long as the entry, which may outlive its TTL (see `insert`).
+            let now = Instant::now();
+            let entry_lives = self
+                .fences_until(fill.key, write, now)
+                .map_or(fill.ttl, |until| fill.ttl.max(until - now));
+            let lives = group.expiring.then_some(entry_lives);
             match self.live(group.key) {
                 Some(gen) if *gen.value != *stamp.as_bytes() => return false,
                 Some(gen) => {
-                    let outlives =
-                        |t: Instant| Instant::now().checked_add(fill.ttl).is_some_and(|e| t >= e);
+                    let outlives = |t: Instant| {
+                        Instant::now()
+                            .checked_add(entry_lives)
+                            .is_some_and(|e| t >= e)
+                    };
                     if group.expiring && !gen.expires.is_none_or(outlives) {
                         self.insert(group.key, stamp.as_bytes(), lives, Write::Fill);
                     }
@@ -319,11 +339,6 @@ impl MemoryStore {
                 None => return false,
             }
         }
-        // A write-through stores over whatever is there: a writer's write.
-        let write = match fill.seen {
-            Seen::Any => Write::Fences,
-            _ => Write::Fill,
-        };
         self.insert(fill.key, fill.value, Some(fill.ttl), write);
         true
     }
@@ -332,6 +347,12 @@ impl MemoryStore {
     fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// `after` from `now`, or (past what a clock can hold) far enough to be never.
+fn later(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .unwrap_or(now + Duration::from_secs(1 << 40))
 }
 
 /// The part of `key` Redis Cluster hashes: the first `{..}` with something inside, else
@@ -469,7 +490,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entries_expire_on_time() {
         let store = MemoryStore::new(1000, 1 << 20, FENCE);
-        store.set("k", b"v", Duration::from_secs(10)).await.unwrap();
+        let ten = Fill {
+            ttl: Duration::from_secs(10),
+            ..fill(b"v", Seen::Nothing, None)
+        };
+        assert!(store.fill(&ten).await.unwrap());
         assert_eq!(store.ttl("k").await.unwrap(), Some(Duration::from_secs(10)));
         tokio::time::advance(Duration::from_millis(9_999)).await;
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
@@ -677,6 +702,54 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn what_fences_a_fill_outlives_a_shorter_ttl() {
+        let old = || fill(b"old", Seen::Nothing, None);
+        let short = Duration::from_secs(1);
+        // A write-through with a TTL shorter than its fence: kept (its stamp says when it
+        // expired), so a miss that read nothing before it is still refused.
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
+        store.set("k", b"new", short).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!store.fill(&old()).await.unwrap());
+        assert!(store.ttl("k").await.unwrap().unwrap() <= FENCE);
+        // A fill over a tombstone stands in for it as long as it would have stood.
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
+        store.retire("k", FENCE).await.unwrap();
+        let tombstone = store.get("k").await.unwrap().unwrap();
+        let over = Fill {
+            ttl: short,
+            ..fill(b"new", Seen::Bytes(&tombstone), None)
+        };
+        assert!(store.fill(&over).await.unwrap());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!store.fill(&old()).await.unwrap());
+        // Until the fence ends: then it is gone, and a miss fills the key.
+        tokio::time::advance(FENCE).await;
+        assert_eq!(store.get("k").await.unwrap(), None);
+        assert!(store.fill(&old()).await.unwrap());
+        // A fill over nothing fences nothing, and ends with its TTL.
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
+        let plain = Fill {
+            ttl: short,
+            ..old()
+        };
+        assert!(store.fill(&plain).await.unwrap());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(store.get("k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_fence_beyond_what_a_clock_holds_never_ends() {
+        let store = MemoryStore::new(1000, 1 << 20, Duration::MAX);
+        store.set("k", b"v", Duration::from_secs(1)).await.unwrap();
+        store.retire("k", Duration::MAX).await.unwrap();
+        assert!(!store
+            .fill(&fill(b"old", Seen::Nothing, None))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn what_fences_a_fill_still_fences_once_evicted() {
         // The race it closes: a call reads nothing at "k"; a writer invalidates or writes
         // through; many other entries are written; the call's fill arrives. Had the
@@ -790,8 +863,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_expired_tombstone_is_evicted_like_any_entry() {
         let store = full_store().await;
-        store.retire("k", Duration::from_secs(1)).await.unwrap();
-        tokio::time::advance(Duration::from_secs(2)).await;
+        store.retire("k", FENCE).await.unwrap();
+        tokio::time::advance(FENCE + Duration::from_secs(1)).await;
         pressure(&store).await;
         assert!(store.entries.peek("k").is_none(), "evicted");
         assert_eq!(store.evicted.held.load(Relaxed), 0, "not remembered");
@@ -834,7 +907,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_expired_entry_is_never_served_by_any_read() {
         let store = MemoryStore::new(100, 1 << 20, FENCE);
-        store.set("k", b"v", Duration::from_secs(1)).await.unwrap();
+        let one = Fill {
+            ttl: Duration::from_secs(1),
+            ..fill(b"v", Seen::Nothing, None)
+        };
+        assert!(store.fill(&one).await.unwrap());
         store.set_persistent("g", b"1").await.unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(store.get("k").await.unwrap(), None);

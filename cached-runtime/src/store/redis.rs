@@ -58,6 +58,9 @@ pub(crate) struct RedisStore<C = MultiplexedConnection> {
     moves: Option<Arc<AtomicU64>>,
     /// Behind Sentinel, reading from replicas: the replica that serves relaxed reads.
     replica: Option<Arc<Replica>>,
+    /// How long a writer's entry fences older fills (the cache's `max_fill_time`); see
+    /// `FILL_LUA`.
+    fence_for: Duration,
 }
 
 /// A connection being made.
@@ -383,7 +386,8 @@ impl RedisStore<MultiplexedConnection> {
             true => None,
             false => Some(connect_checked(config, reopen()).await?),
         };
-        Ok(RedisStore::new(conn, reopen, local).checking_liveness(config.op_timeout()))
+        Ok(RedisStore::new(conn, reopen, local, config.max_fill_time())
+            .checking_liveness(config.op_timeout()))
     }
 }
 
@@ -451,13 +455,19 @@ fn open_client(config: &Config, info: redis::ConnectionInfo) -> redis::RedisResu
 /// The conditional fill (see [`Store::fill`]). `KEYS[1]`: the entry; `KEYS[2]`, for a
 /// grouped function: the group's generation. `ARGV`: value, PX milliseconds, what the read
 /// saw (`0` nothing, `1` the bytes in `ARGV[4]`, `2` a key of another type, `3` anything),
-/// the generation stamped into the value, `1` if the fill may create the generation, and
-/// `1` if the generation expires: then it is made to live at least as long as the entry.
+/// the generation stamped into the value, `1` if the fill may create the generation, `1` if
+/// the generation expires (then it is made to live at least as long as the entry), and how
+/// long a writer's entry fences, in milliseconds (the cache's `max_fill_time`).
 /// Bytes the read saw may also have expired since: an invalidation leaves a tombstone,
-/// never nothing.
+/// never nothing. And nothing is never where a fence should still stand: a write-through
+/// (`3`) lives at least as long as it fences, and a fill over an entry at least as long as
+/// that entry would have (up to the same bound), past its own TTL if need be (its stamp
+/// then says when it expired, and readers take it for a miss from then on).
 const FILL_LUA: &str = r"
 local cur = redis.pcall('GET', KEYS[1])
 local seen = ARGV[3]
+local px = tonumber(ARGV[2])
+local fence = tonumber(ARGV[8])
 if type(cur) == 'table' then
   if seen ~= '2' and seen ~= '3' then return 0 end
 elseif seen == '1' then
@@ -474,14 +484,19 @@ if KEYS[2] then
   else
     return 0
   end
-  if ARGV[7] == '1' then
-    local left = redis.call('PTTL', KEYS[2])
-    if left < tonumber(ARGV[2]) then
-      redis.call('PEXPIRE', KEYS[2], ARGV[2])
-    end
+end
+if seen == '3' then
+  if px < fence then px = fence end
+elseif cur then
+  local left = math.min(redis.call('PTTL', KEYS[1]), fence)
+  if px < left then px = left end
+end
+if KEYS[2] and ARGV[7] == '1' then
+  if redis.call('PTTL', KEYS[2]) < px then
+    redis.call('PEXPIRE', KEYS[2], px)
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', px)
 return 1
 ";
 
@@ -532,7 +547,7 @@ fn fill_script() -> &'static Script {
 }
 
 /// The fill script's call for one fill (see `FILL_LUA`).
-fn fill_invocation<'a>(fill: &Fill<'_>) -> redis::ScriptInvocation<'a> {
+fn fill_invocation<'a>(fill: &Fill<'_>, fence_for: Duration) -> redis::ScriptInvocation<'a> {
     let (seen, observed): (&str, &[u8]) = match fill.seen {
         Seen::Nothing => ("0", b""),
         Seen::Bytes(bytes) => ("1", bytes),
@@ -558,7 +573,8 @@ fn fill_invocation<'a>(fill: &Fill<'_>) -> redis::ScriptInvocation<'a> {
             "1"
         } else {
             "0"
-        });
+        })
+        .arg(px(fence_for));
     call
 }
 
@@ -631,6 +647,7 @@ impl<C: Conn> RedisStore<C> {
         conn: Option<C>,
         reopen: impl Fn() -> Connecting<C> + Send + Sync + 'static,
         tier: Option<Arc<LocalTier>>,
+        fence_for: Duration,
     ) -> Self {
         RedisStore {
             conn: Arc::new(ArcSwap::from_pointee(Bound::new(conn, 0, 0))),
@@ -640,6 +657,7 @@ impl<C: Conn> RedisStore<C> {
             follows_master: false,
             moves: None,
             replica: None,
+            fence_for,
         }
     }
 
@@ -1026,7 +1044,7 @@ impl<C: Conn> Store for RedisStore<C> {
         }
         let stored: i64 = self
             .with_conn(Resend::Never, |mut conn| {
-                let invocation = fill_invocation(fill);
+                let invocation = fill_invocation(fill, self.fence_for);
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
@@ -1049,7 +1067,10 @@ impl<C: Conn> Store for RedisStore<C> {
             let stored = futures_util::future::join_all(fills.iter().map(|f| self.fill(f))).await;
             return stored.into_iter().collect();
         }
-        let invocations: Vec<_> = fills.iter().map(fill_invocation).collect();
+        let invocations: Vec<_> = fills
+            .iter()
+            .map(|fill| fill_invocation(fill, self.fence_for))
+            .collect();
         let mut pipe = redis::pipe();
         for (fill, invocation) in fills.iter().zip(&invocations) {
             if let (Seen::Nothing, None) = (fill.seen, fill.group) {
@@ -1082,7 +1103,9 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        self.query(Resend::Never, &set_cmd(key, value, Some(ttl), &[]))
+        // A writer's write: kept as long as it fences (see `FILL_LUA`).
+        let kept = ttl.max(self.fence_for);
+        self.query(Resend::Never, &set_cmd(key, value, Some(kept), &[]))
             .await
     }
 

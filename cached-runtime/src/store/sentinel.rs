@@ -256,7 +256,7 @@ impl RedisStore<MultiplexedConnection> {
         // it ends with the store, whose `reopen` (and replica) hold the only strong
         // `Lookup`.
         background().spawn(watch(watched));
-        let store = RedisStore::new(conn, reopen, local)
+        let store = RedisStore::new(conn, reopen, local, config.max_fill_time())
             .following_master(moves)
             .checking_liveness(config.op_timeout());
         Ok(match replica {
