@@ -121,6 +121,26 @@ async fn with_headers(
             HeaderValue::from_static("public, max-age=-1"),
         )),
         "expired" => drop(out.insert("expires", HeaderValue::from_static("0"))),
+        // 60 s of `Expires` after its `Date`, all of them spent upstream.
+        "expires-aged-out" => {
+            out.insert(
+                "date",
+                HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+            );
+            out.insert(
+                "expires",
+                HeaderValue::from_static("Sun, 06 Nov 1994 08:50:37 GMT"),
+            );
+            out.insert("age", HeaderValue::from_static("60"));
+        }
+        // Dated long ago: older than its max-age, though it says no `Age`.
+        "dated" => {
+            out.insert(
+                "date",
+                HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+            );
+            out.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        }
         "aged" | "aged-out" => {
             let age = if kind == "aged" { "50" } else { "60" };
             out.insert("cache-control", HeaderValue::from_static("max-age=60"));
@@ -1109,9 +1129,13 @@ http_test! {
         assert_eq!(hit.x_cache(), "HIT");
         let age: u64 = hit.header("age").unwrap().parse().unwrap();
         assert!((50..=52).contains(&age), "50 s old upstream: {age}");
-        // As old as its max-age already: not stored.
-        for _ in 0..2 {
-            assert_eq!(served.get("/kind/aged-out").await.x_cache(), "MISS");
+        // As old as its max-age or its `Expires` already (by `Age`, or by `Date`): not
+        // stored.
+        for kind in ["aged-out", "expires-aged-out", "dated"] {
+            for _ in 0..2 {
+                let path = format!("/kind/{kind}");
+                assert_eq!(served.get(&path).await.x_cache(), "MISS", "{kind}");
+            }
         }
         // A header its `Connection` names belongs to that connection (the server does not
         // send it on): not replayed either.

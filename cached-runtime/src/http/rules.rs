@@ -203,7 +203,8 @@ pub(super) struct Freshness {
     /// `must-revalidate`, `proxy-revalidate` or `s-maxage` (RFC 9111 § 5.2.2): a shared
     /// cache never serves it stale, whatever the layer's stale windows.
     pub(super) revalidate: bool,
-    /// Seconds it had spent upstream when it reached the layer (its `Age`).
+    /// Seconds it had spent upstream when it reached the layer: its `Age`, or the time
+    /// since its `Date` if that is longer.
     pub(super) age: u64,
 }
 
@@ -226,14 +227,18 @@ pub(super) fn storable(
     if cc.no_store || cc.private || cc.no_cache {
         return Err(NotStored::Directive);
     }
-    // An `Age` that cannot be read: as old as can be, not stored.
-    let age = age_of(headers).ok_or(NotStored::Directive)?;
-    let own = match cc.s_maxage.or(cc.max_age) {
-        // Less what it has already spent upstream, if it says (`Age`, RFC 9111 § 4.2.3).
-        Some(seconds) => Some(seconds.saturating_sub(age)),
+    // An `Age` that cannot be read: as old as can be, not stored. Its age is the larger of
+    // what `Age` says and how long ago its `Date` was (RFC 9111 § 4.2.3).
+    let age = age_of(headers)
+        .ok_or(NotStored::Directive)?
+        .max(apparent_age(headers));
+    // Its freshness lifetime (RFC 9111 § 4.2.1), less the age it already has.
+    let own = cc
+        .s_maxage
+        .or(cc.max_age)
         // `Expires` counts only without either (RFC 9111 § 5.3).
-        None => expires_in(headers),
-    };
+        .or_else(|| expires_in(headers))
+        .map(|lifetime| lifetime.saturating_sub(age));
     let mut ttl = ttl.as_secs().max(1);
     if let Some(fresh) = own {
         if fresh == 0 {
@@ -283,9 +288,9 @@ fn age_of(headers: &HeaderMap) -> Option<u64> {
     Some(digits.parse::<u64>().map_or(MOST, |age| age.min(MOST)))
 }
 
-/// Whole seconds until the response's `Expires`, counted from its `Date` (else now); 0
-/// when that is past or the date cannot be read (`Expires: 0` means already expired,
-/// RFC 9111 § 5.3); `None` without an `Expires`.
+/// Whole seconds from the response's `Date` (else now) to its `Expires`: its freshness
+/// lifetime; 0 when that is past or the date cannot be read (`Expires: 0` means already
+/// expired, RFC 9111 § 5.3); `None` without an `Expires`.
 fn expires_in(headers: &HeaderMap) -> Option<u64> {
     use std::time::SystemTime;
     if !headers.contains_key(header::EXPIRES) {
@@ -299,6 +304,19 @@ fn expires_in(headers: &HeaderMap) -> Option<u64> {
         .map_or_else(SystemTime::now, SystemTime::from);
     let left = SystemTime::from(expires).duration_since(now);
     Some(left.map_or(0, |left| left.as_secs()))
+}
+
+/// Whole seconds since the response's `Date`, its apparent age (RFC 9111 § 4.2.3): 0
+/// without one, or one that cannot be read or is ahead of this clock.
+fn apparent_age(headers: &HeaderMap) -> u64 {
+    headers
+        .typed_get::<headers::Date>()
+        .and_then(|date| {
+            std::time::SystemTime::now()
+                .duration_since(date.into())
+                .ok()
+        })
+        .map_or(0, |age| age.as_secs())
 }
 
 /// The seconds of a `Cache-Control` directive that `headers`' typed `CacheControl` does
@@ -527,6 +545,50 @@ mod tests {
     }
 
     #[test]
+    fn a_responses_age_counts_against_expires_and_is_read_from_its_date_too() {
+        use std::time::SystemTime;
+        let at = |now: SystemTime, seconds_ago: i64| match seconds_ago {
+            ago if ago >= 0 => now - Duration::from_secs(ago.unsigned_abs()),
+            ahead => now + Duration::from_secs(ahead.unsigned_abs()),
+        };
+        // A response dated `date` seconds ago (ahead when negative), expiring `expires`
+        // seconds from now if given, with the other headers in `pairs`.
+        let freshness =
+            |date: i64, expires: Option<i64>, pairs: &[(&'static str, &'static str)]| {
+                let now = SystemTime::now();
+                let mut headers = headers(pairs);
+                headers.typed_insert(headers::Date::from(at(now, date)));
+                if let Some(expires) = expires {
+                    headers.typed_insert(headers::Expires::from(at(now, -expires)));
+                }
+                storable(
+                    StatusCode::OK,
+                    &headers,
+                    &[StatusCode::OK],
+                    false,
+                    &[],
+                    Duration::from_secs(300),
+                )
+                .map(|fresh| (fresh.ttl, fresh.age))
+            };
+        // 60 s of `Expires` from its `Date`, 50 of them spent upstream: 10 left.
+        assert_eq!(freshness(0, Some(60), &[("age", "50")]), Ok((10, 50)));
+        assert_eq!(
+            freshness(0, Some(60), &[("age", "60")]),
+            Err(NotStored::Directive)
+        );
+        // A `Date` 30 s ago without an `Age`: 30 s old.
+        let (ttl, age) = freshness(30, None, &[("cache-control", "max-age=60")]).unwrap();
+        assert!(
+            (29..=30).contains(&ttl) && (30..=31).contains(&age),
+            "{ttl} {age}"
+        );
+        // A `Date` ahead of this clock adds nothing; `Age` still counts.
+        let ahead = freshness(-30, None, &[("cache-control", "max-age=60"), ("age", "20")]);
+        assert_eq!(ahead, Ok((40, 20)));
+    }
+
+    #[test]
     fn the_response_own_freshness_bounds_the_entry_and_revalidation_forbids_staleness() {
         let cc = "cache-control";
         fn own(
@@ -543,10 +605,11 @@ mod tests {
         );
         assert_eq!(own(&[(cc, "Proxy-Revalidate")]), Ok((300, None, true)));
         assert_eq!(own(&[(cc, "s-maxage=30")]), Ok((30, Some(30), true)));
-        // `Expires`, counted from `Date`, when neither age directive is there.
+        // `Expires`, counted from `Date`, when neither age directive is there (a `Date`
+        // ahead of this clock, so that its age is none).
         let (date, later) = (
-            "Tue, 01 Dec 2026 10:00:00 GMT",
-            "Tue, 01 Dec 2026 10:00:45 GMT",
+            "Sun, 01 Dec 2126 10:00:00 GMT",
+            "Sun, 01 Dec 2126 10:00:45 GMT",
         );
         assert_eq!(
             own(&[("date", date), ("expires", later)]),
