@@ -583,6 +583,23 @@ impl<'a> Written<'a> {
     }
 }
 
+/// Whether `bytes` hold an entry a reader may still be served: not a tombstone, nor an
+/// entry the store keeps past its TTL only to go on fencing older fills (its stamp says it
+/// has expired, with no stale window; see `Stamp::expiring_in`). Anything that does not
+/// decode counts as one.
+pub(crate) fn is_live(bytes: &[u8]) -> bool {
+    match decode::<IgnoredAny>(bytes) {
+        Ok(Envelope {
+            body: Decoded::Gone,
+            ..
+        }) => false,
+        Ok(Envelope { stamp, .. }) => {
+            !(stamp.expired() && stamp.windows == Some(Windows::default()))
+        }
+        Err(_) => true,
+    }
+}
+
 /// Whether `bytes` are a tombstone (without decoding a value). Tombstones are always JSON,
 /// so other encodings are not looked into.
 pub(crate) fn is_tombstone(bytes: &[u8]) -> bool {

@@ -462,7 +462,9 @@ fn open_client(config: &Config, info: redis::ConnectionInfo) -> redis::RedisResu
 /// never nothing. And nothing is never where a fence should still stand: a write-through
 /// (`3`) lives at least as long as it fences, and a fill over an entry at least as long as
 /// that entry would have (up to the same bound), past its own TTL if need be (its stamp
-/// then says when it expired, and readers take it for a miss from then on).
+/// then says when it expired, and readers take it for a miss from then on). The time is
+/// handed to Redis as the integer's digits: some servers (Redis 7.2.0–7.2.4) write a Lua
+/// number such as 1e13 in exponent form, which `PX` refuses.
 const FILL_LUA: &str = r"
 local cur = redis.pcall('GET', KEYS[1])
 local seen = ARGV[3]
@@ -491,8 +493,9 @@ elseif cur then
   local left = math.min(redis.call('PTTL', KEYS[1]), fence)
   if px < left then px = left end
 end
+px = string.format('%d', px)
 if KEYS[2] and ARGV[7] == '1' then
-  if redis.call('PTTL', KEYS[2]) < px then
+  if redis.call('PTTL', KEYS[2]) < tonumber(px) then
     redis.call('PEXPIRE', KEYS[2], px)
   end
 end
