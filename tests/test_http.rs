@@ -1106,9 +1106,16 @@ http_test! {
         let only = [("cache-control", "only-if-cached")];
         let cold = served.get_with("/products/9", &only).await;
         assert_eq!((cold.status, cold.x_cache()), (StatusCode::GATEWAY_TIMEOUT, "MISS"));
+        // With `no-store` as well: still never the handler (`no-store` forbids storing, and
+        // `only-if-cached` answering from anything but the cache).
+        let unstored = [("cache-control", "no-store, only-if-cached")];
+        let cold = served.get_with("/products/9", &unstored).await;
+        assert_eq!((cold.status, cold.x_cache()), (StatusCode::GATEWAY_TIMEOUT, "MISS"));
         assert_eq!(served.app.runs("product"), 0, "the handler never answers it");
         assert_eq!(served.get("/products/9").await.x_cache(), "MISS");
         let cached = served.get_with("/products/9", &only).await;
+        assert_eq!((cached.status, cached.x_cache()), (StatusCode::OK, "HIT"));
+        let cached = served.get_with("/products/9", &unstored).await;
         assert_eq!((cached.status, cached.x_cache()), (StatusCode::OK, "HIT"));
         // Fresh for about 120 s more: min-fresh=60 takes it, min-fresh=600 does not.
         let min_fresh = |seconds| [("cache-control", seconds)];
@@ -1246,6 +1253,15 @@ async fn with_redis_down_every_request_is_answered_by_the_handler() {
     }
     assert_eq!(served.app.runs("product"), 6);
     assert!(backend.cache.stats().faults >= 1);
+    // Except a request that said `only-if-cached`: nothing stored answers it now.
+    let only = served
+        .get_with("/products/1", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(
+        (only.status, only.x_cache()),
+        (StatusCode::GATEWAY_TIMEOUT, "MISS")
+    );
+    assert_eq!(served.app.runs("product"), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -580,9 +580,13 @@ where
         return pass_unsafe(&settings, &mut inner, request).await;
     }
     let asks = rules::asks(request.headers());
-    if !looked_up || asks.no_store {
+    // `no-store` forbids storing what the handler answers; with `only-if-cached`, the
+    // handler may not answer (RFC 9111 § 5.2.1.7): the cache answers or `504`, storing
+    // nothing either way.
+    if !looked_up || (asks.no_store && !asks.only_if_cached) {
         return pass(&mut inner, request, XCache::Bypass).await;
     }
+
     let Some(cache) = settings.cache() else {
         warn_not_initialized();
         return pass(&mut inner, request, XCache::Bypass).await;
@@ -605,9 +609,8 @@ where
             match core.tag_digest(&names).await {
                 Ok(digest) => tags = digest,
                 Err(err) => {
-                    // The store is failing: the handler answers, nothing is stored.
                     core.fault(request.uri().path(), &err);
-                    return pass(&mut inner, request, XCache::Miss).await;
+                    return unread(&mut inner, request, asks.only_if_cached).await;
                 }
             }
         }
@@ -619,9 +622,8 @@ where
         Some(group) => match group_generation(core, group).await {
             Ok(gen) => Some(gen),
             Err(err) => {
-                // The store is failing: the handler answers, nothing is stored.
                 core.fault(&gen_key, &err);
-                return pass(&mut inner, request, XCache::Miss).await;
+                return unread(&mut inner, request, asks.only_if_cached).await;
             }
         },
         None => None,
@@ -979,6 +981,25 @@ where
 }
 
 /// The handler's response to `request`, not looked up.
+/// What a request gets when the store failed before its entry could be looked up: the
+/// handler's answer, stored nowhere, or `504` if it said `only-if-cached` (the handler may
+/// not answer it).
+async fn unread<S, ReqB, ResB>(
+    inner: &mut S,
+    request: Request<ReqB>,
+    only_if_cached: bool,
+) -> std::result::Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: HttpBody<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    if only_if_cached {
+        return Ok(marked(gateway_timeout(), XCache::Miss));
+    }
+    pass(inner, request, XCache::Miss).await
+}
+
 async fn pass<S, ReqB, ResB>(
     inner: &mut S,
     request: Request<ReqB>,
@@ -1150,8 +1171,9 @@ impl Cache {
 ///
 /// `path` is the whole path a client asks for (with the prefixes of `Router::nest`), as
 /// a client sends it: percent-encoded where it must be (`/items/100%25`). Paths are
-/// compared decoded, so `/products/%34%32` and `/products/42` are one path, but `%2F` and
-/// `%25` stay apart from `/` and `%`.
+/// compared decoded, as a handler reads them, so `/products/%34%32` and `/products/42` are
+/// one path, and so are `/files/a%2Fb` and `/files/a/b` (a wildcard capture reads both as
+/// `a/b`).
 ///
 /// A response the handler was computing when this ran is not stored afterwards.
 ///
