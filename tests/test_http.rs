@@ -189,7 +189,17 @@ async fn dashboard(
     headers: HeaderMap,
 ) -> String {
     app.ran("dashboard");
-    let host = headers["host"].to_str().unwrap();
+    // The host as axum-extra's `Host` extractor reads it: a proxy's `Forwarded` host, else
+    // its `X-Forwarded-Host`, else `Host`.
+    let forwarded = headers.get("forwarded").and_then(|value| {
+        let value = value.to_str().unwrap();
+        value
+            .split(';')
+            .find_map(|pair| pair.trim().strip_prefix("host="))
+    });
+    let host = forwarded
+        .or_else(|| headers.get("x-forwarded-host").map(|v| v.to_str().unwrap()))
+        .unwrap_or_else(|| headers["host"].to_str().unwrap());
     format!("{tenant} on {host}")
 }
 
@@ -1097,6 +1107,35 @@ http_test! {
         assert_eq!(victim.x_cache(), "MISS");
         assert_eq!(&victim.body[..], b"acme on victim.test");
         assert_eq!(served.app.runs("dashboard"), 2);
+    }
+}
+
+http_test! {
+    async fn a_host_a_proxy_passes_on_is_keyed_and_a_client_address_is_not(backend: Backend) {
+        let app = App::default();
+        let router = Router::new()
+            .route("/{tenant}/dashboard", get(dashboard))
+            .route_layer(layer().cache(backend.cache.clone()))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        let host = served.base.trim_start_matches("http://").to_owned();
+        let own = format!("acme on {host}");
+        // A client's `X-Forwarded-Host` that a proxy kept: its page is its own.
+        let forged = [("x-forwarded-host", "evil.test")];
+        let poisoned = served.get_with("/acme/dashboard", &forged).await;
+        assert_eq!((poisoned.x_cache(), &poisoned.body[..]), ("MISS", &b"acme on evil.test"[..]));
+        let plain = served.get("/acme/dashboard").await;
+        assert_eq!((plain.x_cache(), &plain.body[..]), ("MISS", own.as_bytes()));
+        // `Forwarded`: its host is keyed...
+        let via = [("forwarded", "for=192.0.2.1;host=evil.test")];
+        let forwarded = served.get_with("/acme/dashboard", &via).await;
+        assert_eq!((forwarded.x_cache(), &forwarded.body[..]), ("MISS", &b"acme on evil.test"[..]));
+        assert_eq!(served.get("/acme/dashboard").await.x_cache(), "HIT");
+        // ...and the client's address is not: another client, the same entry.
+        let other = [("forwarded", "for=192.0.2.2;host=evil.test")];
+        let shared = served.get_with("/acme/dashboard", &other).await;
+        assert_eq!((shared.x_cache(), &shared.body[..]), ("HIT", &b"acme on evil.test"[..]));
+        assert_eq!(served.app.runs("dashboard"), 3);
     }
 }
 

@@ -1092,11 +1092,36 @@ fn target<B>(request: &Request<B>) -> &http::Uri {
 /// target URI): the target's authority (an absolute-form target, HTTP/2's `:authority`)
 /// and the `Host` header, both, as a handler may read either: a request naming one host
 /// in its target and another in `Host` shares no entry with a request for either alone.
+/// And the hosts a proxy may pass on, which handlers read before `Host` (axum-extra's
+/// `Host` extractor does): `X-Forwarded-Host`, and the `host=` parameters of `Forwarded`
+/// (only those: its `for=` names each client, and would give each its own entries).
+/// Otherwise a client could send one of them past a proxy that keeps it, and have the
+/// page its handler builds for that host served to everyone.
 fn add_host<B>(material: &mut Material, request: &Request<B>, target: &http::Uri) {
+    let headers = request.headers();
     let authority = target.authority().map(http::uri::Authority::as_str);
     material.part(authority.unwrap_or("").as_bytes());
-    material.header(&header::HOST, request.headers());
+    material.header(&header::HOST, headers);
+    material.header(&X_FORWARDED_HOST, headers);
+    let forwarded: Vec<&[u8]> = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b',' || b == b';'))
+        .filter_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+            name.eq_ignore_ascii_case(b"host").then_some(&value[1..])
+        })
+        .collect();
+    // Counted first, as a header's values are: no other part can read as one of them.
+    material.part(&(forwarded.len() as u64).to_le_bytes());
+    for host in forwarded {
+        material.part(host);
+    }
 }
+
+/// `X-Forwarded-Host`, the host a proxy says a request was for.
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The hash tag (and generation name) of a path's entries: `http:<md5 of the path>`, of
 /// the path as the handler sees it (see [`decoded_path`]), so that `/products/%34%32` is
