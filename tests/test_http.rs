@@ -399,6 +399,16 @@ impl Served {
     }
 }
 
+/// `/{tenant}/dashboard` alone behind the layer (the host is what its page depends on).
+async fn serve_dashboard(cache: &redcache::Cache) -> Served {
+    let app = App::default();
+    let router = Router::new()
+        .route("/{tenant}/dashboard", get(dashboard))
+        .route_layer(layer().cache(cache.clone()))
+        .with_state(app.clone());
+    serve_router(app, router).await
+}
+
 fn layer() -> CacheLayer {
     CacheLayer::new()
         .ttl(Duration::from_secs(120))
@@ -1086,12 +1096,7 @@ http_test! {
 http_test! {
     async fn a_target_naming_another_host_than_host_shares_no_entry(backend: Backend) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let app = App::default();
-        let router = Router::new()
-            .route("/{tenant}/dashboard", get(dashboard))
-            .route_layer(layer().cache(backend.cache.clone()))
-            .with_state(app.clone());
-        let served = serve_router(app, router).await;
+        let served = serve_dashboard(&backend.cache).await;
         // An absolute-form target for one host, a `Host` header for another, sent as is.
         let address = served.base.trim_start_matches("http://");
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -1112,12 +1117,7 @@ http_test! {
 
 http_test! {
     async fn a_host_a_proxy_passes_on_is_keyed_and_a_client_address_is_not(backend: Backend) {
-        let app = App::default();
-        let router = Router::new()
-            .route("/{tenant}/dashboard", get(dashboard))
-            .route_layer(layer().cache(backend.cache.clone()))
-            .with_state(app.clone());
-        let served = serve_router(app, router).await;
+        let served = serve_dashboard(&backend.cache).await;
         let host = served.base.trim_start_matches("http://").to_owned();
         let own = format!("acme on {host}");
         // A client's `X-Forwarded-Host` that a proxy kept: its page is its own.

@@ -14,8 +14,9 @@ const SCAN_BATCH: usize = 250;
 impl Core {
     /// Replaces the entry at an exact store key (namespace included) with a tombstone that
     /// lives [`Config::max_fill_time`](crate::Config::max_fill_time); whether a live entry
-    /// was there (not a tombstone, nor an entry past its TTL kept only as a fence). An error when that is not known (the reply was lost, though the entry is
-    /// retired): for callers that answer it (`delete`, `invalidate!`).
+    /// was there (not a tombstone, nor an entry past its TTL kept only as a fence). An
+    /// error when that is not known (the reply was lost, though the entry is retired): for
+    /// callers that answer it (`delete`, `invalidate!`).
     pub(crate) async fn invalidate_key(&self, key: &str) -> Result<bool> {
         let old = self.retire_key(key).await?.was()?;
         Ok(old.is_some_and(|old| codec::is_live(&old)))
