@@ -577,25 +577,25 @@ where
         || method == Method::HEAD
         || (method == Method::POST && settings.post);
     if !looked_up && !method.is_safe() && settings.retire_on_write {
-        return pass_unsafe(&settings, &mut inner, request).await;
+        return Box::pin(pass_unsafe(&settings, &mut inner, request)).await;
     }
     let asks = rules::asks(request.headers());
     // `no-store` forbids storing what the handler answers; with `only-if-cached`, the
     // handler may not answer (RFC 9111 § 5.2.1.7): the cache answers or `504`, storing
     // nothing either way.
     if !looked_up || (asks.no_store && !asks.only_if_cached) {
-        return pass(&mut inner, request, XCache::Bypass).await;
+        return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     }
 
     let Some(cache) = settings.cache() else {
         warn_not_initialized();
-        return pass(&mut inner, request, XCache::Bypass).await;
+        return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     };
     let core = cache.core();
     let (mut request, body_hash) = if method == Method::POST {
-        match read_request_body(request, settings.max_body_bytes).await {
+        match Box::pin(read_request_body(request, settings.max_body_bytes)).await {
             Ok(read) => read,
-            Err(passed) => return pass(&mut inner, passed, XCache::Bypass).await,
+            Err(passed) => return Box::pin(pass(&mut inner, passed, XCache::Bypass)).await,
         }
     } else {
         (request, None)
@@ -606,11 +606,11 @@ where
         let (taken, names) = settings.tags.of(request);
         request = taken;
         if !names.is_empty() {
-            match core.tag_digest(&names).await {
+            match Box::pin(core.tag_digest(&names)).await {
                 Ok(digest) => tags = digest,
                 Err(err) => {
                     core.fault(request.uri().path(), &err);
-                    return unread(&mut inner, request, asks.only_if_cached).await;
+                    return Box::pin(unread(&mut inner, request, asks.only_if_cached)).await;
                 }
             }
         }
@@ -619,11 +619,11 @@ where
     let path_tag = path_tag(target.path());
     let gen_key = core.group_key(&path_tag);
     let group_gen = match &settings.group {
-        Some(group) => match group_generation(core, group).await {
+        Some(group) => match Box::pin(group_generation(core, group)).await {
             Ok(gen) => Some(gen),
             Err(err) => {
                 core.fault(&gen_key, &err);
-                return unread(&mut inner, request, asks.only_if_cached).await;
+                return Box::pin(unread(&mut inner, request, asks.only_if_cached)).await;
             }
         },
         None => None,
@@ -702,8 +702,10 @@ where
     };
     let mut request = Some(request);
     let mut passed: Passed<S::Error> = None;
-    let (mut filled, mut served) =
-        run(core, at, fill.run(&mut inner, &mut request, &mut passed)).await;
+    let (mut filled, mut served) = run(core, at, async {
+        Box::pin(fill.run(&mut inner, &mut request, &mut passed)).await
+    })
+    .await;
     // One clock read for the request's freshness checks and the response's `Age`.
     let now = unix_ms();
     if let Ok(stored) = &filled {
@@ -720,7 +722,10 @@ where
             // Older than the request accepts: the handler answers, and the entry is
             // refreshed.
             let at = Entry { force: true, ..at };
-            (filled, served) = run(core, at, fill.run(&mut inner, &mut request, &mut passed)).await;
+            (filled, served) = run(core, at, async {
+                Box::pin(fill.run(&mut inner, &mut request, &mut passed)).await
+            })
+            .await;
         }
     }
     let stored = match filled {

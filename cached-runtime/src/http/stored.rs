@@ -298,7 +298,11 @@ impl Stored {
             true => StatusCode::NOT_MODIFIED,
             false => StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK),
         };
-        let mut headers = HeaderMap::with_capacity(8);
+        // Room for the stored headers and the up to four the layer sets, and no more: a
+        // map of a few entries is allocated from the thread's cache, where one sized for 8
+        // (1,248 bytes of buckets) goes to glibc's shared arena and its lock.
+        let lines = self.head.iter().filter(|&&b| b == b'\n').count();
+        let mut headers = HeaderMap::with_capacity(lines.saturating_sub(1) + 4);
         for (name, value) in self.headers() {
             let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name),
