@@ -700,6 +700,29 @@ http_test! {
 }
 
 http_test! {
+    async fn a_cached_post_whose_body_is_cut_short_never_reaches_the_handler(backend: Backend) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let served = serve(&backend.cache, layer().cache_post(true)).await;
+        // A client that says 100 bytes, sends 4 and stops sending.
+        let address = served.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = "POST /search HTTP/1.1\r\nhost: shop.test\r\ncontent-length: 100\r\n\r\n";
+        stream.write_all(format!("{head}q=sh").as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+        assert!(reply.to_ascii_lowercase().contains("x-cache: bypass"), "{reply}");
+        assert_eq!(served.app.runs("search_post"), 0, "no handler run on part of a body");
+        // A whole body is answered as before.
+        let whole = served.send("POST", "/search", &[], "q=shoes").await;
+        assert_eq!((whole.x_cache(), &whole.body[..]), ("MISS", &b"results for q=shoes"[..]));
+        assert_eq!(served.app.runs("search_post"), 1);
+    }
+}
+
+http_test! {
     async fn other_methods_pass_through_and_post_is_opt_in(backend: Backend) {
         let served = serve(&backend.cache, layer()).await;
         for _ in 0..2 {

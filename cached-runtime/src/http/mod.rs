@@ -595,7 +595,10 @@ where
     let (mut request, body_hash) = if method == Method::POST {
         match Box::pin(read_request_body(request, settings.max_body_bytes)).await {
             Ok(read) => read,
-            Err(passed) => return Box::pin(pass(&mut inner, passed, XCache::Bypass)).await,
+            Err(Unread::Pass(passed)) => {
+                return Box::pin(pass(&mut inner, *passed, XCache::Bypass)).await
+            }
+            Err(Unread::Failed) => return Ok(marked(bad_request(), XCache::Bypass)),
         }
     } else {
         (request, None)
@@ -931,6 +934,14 @@ impl Fill<'_> {
     }
 }
 
+/// What a cached `POST` gets when its body could not be read whole: what axum's own body
+/// extractors answer when buffering a body fails.
+fn bad_request() -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response
+}
+
 /// What a request with `only-if-cached` gets when nothing stored answers it (RFC 9111
 /// § 5.2.1.7).
 fn gateway_timeout() -> Response<Body> {
@@ -955,13 +966,22 @@ fn learn(settings: &Settings, names: Vec<HeaderName>) {
     *vary = learned.into();
 }
 
+/// Why a `POST`'s body was not read for its key.
+enum Unread<B> {
+    /// Larger than the layer reads, or of unknown length: the request as it came, for the
+    /// handler.
+    Pass(Box<Request<B>>),
+    /// Its reading failed (the client went away), or it was longer than its
+    /// `Content-Length`: what was read cannot be handed on in a request of its type.
+    Failed,
+}
+
 /// The request with its body read whole (at most `max` bytes, as its `Content-Length`
-/// says) and the body's md5; or the request as it came, if its body is larger or of
-/// unknown length.
+/// says) and the body's md5.
 async fn read_request_body<B>(
     request: Request<B>,
     max: usize,
-) -> std::result::Result<(Request<B>, Option<String>), Request<B>>
+) -> std::result::Result<(Request<B>, Option<String>), Unread<B>>
 where
     B: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -971,21 +991,19 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_none_or(|len| len > max as u64) {
-        return Err(request);
+        return Err(Unread::Pass(Box::new(request)));
     }
     let (parts, body) = request.into_parts();
     let bytes = match body::read_up_to(body, max).await {
         Read::Whole(bytes) => bytes,
-        // Longer than it said, or its reading failed (the client went away): not looked
-        // up, and nothing is stored for it. The handler gets an empty body: a request's
-        // body type cannot carry the failure on.
-        Read::Partial(_) => return Err(Request::from_parts(parts, B::from(Bytes::new()))),
+        // Not looked up, nothing stored, and the handler does not run: it would get an
+        // empty body or part of one, and might act on it.
+        Read::Partial(_) => return Err(Unread::Failed),
     };
     let hash = md5_hex(&bytes);
     Ok((Request::from_parts(parts, B::from(bytes)), Some(hash)))
 }
 
-/// The handler's response to `request`, not looked up.
 /// What a request gets when the store failed before its entry could be looked up: the
 /// handler's answer, stored nowhere, or `504` if it said `only-if-cached` (the handler may
 /// not answer it).
@@ -1005,6 +1023,7 @@ where
     pass(inner, request, XCache::Miss).await
 }
 
+/// The handler's response to `request`, not looked up.
 async fn pass<S, ReqB, ResB>(
     inner: &mut S,
     request: Request<ReqB>,
