@@ -987,13 +987,23 @@ http_test! {
             let stale = served.get("/gated").await;
             assert_eq!((stale.x_cache(), &stale.body[..]), ("HIT", &b"gated run 1"[..]));
         }
+        // A request that says `max-age` wants no stale answer, however young (RFC 9111
+        // § 5.2.1.1): with `only-if-cached`, nothing else may answer it. Its `max-stale`
+        // takes one.
+        let asking = |line| [("cache-control", line)];
+        let refused = served.get_with("/gated", &asking("max-age=600, only-if-cached")).await;
+        assert_eq!(refused.status, StatusCode::GATEWAY_TIMEOUT);
+        let taken = served
+            .get_with("/gated", &asking("max-age=600, max-stale, only-if-cached"))
+            .await;
+        assert_eq!((taken.x_cache(), &taken.body[..]), ("HIT", &b"gated run 1"[..]));
         served.app.gate.notify_one();
         let refreshed = refresher.await.unwrap();
         assert_eq!((refreshed.x_cache(), &refreshed.body[..]), ("MISS", &b"gated run 2"[..]));
         let fresh = served.get("/gated").await;
         assert_eq!((fresh.x_cache(), &fresh.body[..]), ("HIT", &b"gated run 2"[..]));
         assert_eq!(served.app.runs("gated"), 2);
-        assert_eq!(backend.cache.stats().stale, 3);
+        assert_eq!(backend.cache.stats().stale, 5);
     }
 }
 

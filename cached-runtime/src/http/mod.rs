@@ -713,11 +713,17 @@ where
     let now = unix_ms();
     if let Ok(stored) = &filled {
         let too_old = asks.max_age.is_some_and(|max| stored.age(now) > max);
+        // A request that says `max-age` takes no stale answer (a `stale-while-revalidate`
+        // one, while another request refreshes) unless its `max-stale` covers it (RFC 9111
+        // § 5.2.1.1, § 5.2.1.2).
+        let stale_refused = served == Served::Stale
+            && asks.max_age.is_some()
+            && asks.max_stale.is_none_or(|max| stored.staleness(now) > max);
         let fresh_for = stored.fresh_for(stored.elapsed(now));
         let too_close = asks.min_fresh.is_some_and(|min| fresh_for < min);
         // (Unless the handler has already run for this request: it failed, and the old
         // response answered for it under `stale-if-error`, which the request gets.)
-        if served.is_hit() && (too_old || too_close) && request.is_some() {
+        if served.is_hit() && (too_old || too_close || stale_refused) && request.is_some() {
             if asks.only_if_cached {
                 // Not one the request accepts, and the handler may not answer.
                 return Ok(marked(gateway_timeout(), XCache::Miss));

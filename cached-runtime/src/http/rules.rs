@@ -19,6 +19,9 @@ pub(super) struct Asks {
     pub(super) max_age: Option<u64>,
     /// `min-fresh=N`: an entry fresh for less than `N` more seconds is not used.
     pub(super) min_fresh: Option<u64>,
+    /// `max-stale=N` (`u64::MAX` without a value): with `max-age`, a stale answer at most
+    /// `N` seconds past its freshness is still taken.
+    pub(super) max_stale: Option<u64>,
     /// `only-if-cached`: answered from the cache or with `504`, never by the handler.
     pub(super) only_if_cached: bool,
 }
@@ -31,6 +34,7 @@ pub(super) fn asks(headers: &HeaderMap) -> Asks {
                 no_cache: cc.no_cache || cc.max_age == Some(0),
                 max_age: cc.max_age,
                 min_fresh: cc.min_fresh,
+                max_stale: cc.max_stale,
                 only_if_cached: cc.only_if_cached,
             },
             // What it asks cannot be read in full: not answered from the cache, as for
@@ -83,6 +87,8 @@ pub(super) struct Directives {
     pub(super) s_maxage: Option<u64>,
     /// Requests only.
     pub(super) min_fresh: Option<u64>,
+    /// Requests only; `u64::MAX` without a value.
+    pub(super) max_stale: Option<u64>,
     pub(super) only_if_cached: bool,
 }
 
@@ -118,6 +124,12 @@ impl Directives {
                     cc.s_maxage = least(cc.s_maxage, seconds()?);
                 } else if is("min-fresh") {
                     cc.min_fresh = Some(cc.min_fresh.unwrap_or(0).max(seconds()?));
+                } else if is("max-stale") {
+                    let max = match value {
+                        Some(_) => seconds()?,
+                        None => u64::MAX,
+                    };
+                    cc.max_stale = least(cc.max_stale, max);
                 } else if is("only-if-cached") {
                     cc.only_if_cached = true;
                 }
@@ -532,6 +544,11 @@ mod tests {
         let asked = asks(&headers(&[(cc, "min-fresh=30, only-if-cached")]));
         assert_eq!((asked.min_fresh, asked.only_if_cached), (Some(30), true));
         assert_eq!(asks(&headers(&[])).min_fresh, None);
+        let stale = |line| asks(&headers(&[(cc, line)])).max_stale;
+        assert_eq!(stale("max-age=60, max-stale"), Some(u64::MAX));
+        assert_eq!(stale("max-stale=30, Max-Stale=\"10\""), Some(10));
+        assert_eq!(stale("max-age=60"), None);
+        assert!(asks(&headers(&[(cc, "max-stale=later")])).no_cache);
         // A response already 50 s old upstream has 10 s of its max-age left.
         assert_eq!(check(&[(cc, "max-age=60"), ("age", "50")], false), Ok(10));
         assert_eq!(

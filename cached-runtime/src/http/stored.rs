@@ -284,6 +284,12 @@ impl Stored {
         now_ms.saturating_sub(self.meta.stored_ms) / 1000
     }
 
+    /// Whole seconds it has been stale for (past its freshness, before jitter): 0 while
+    /// fresh.
+    pub(super) fn staleness(&self, now_ms: u64) -> u64 {
+        self.elapsed(now_ms).saturating_sub(self.meta.ttl)
+    }
+
     /// Its age (RFC 9111 § 4.2.3): the seconds since it was stored, and those it had
     /// spent upstream before.
     pub(super) fn age(&self, now_ms: u64) -> u64 {
