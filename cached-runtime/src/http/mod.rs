@@ -977,8 +977,9 @@ enum Unread<B> {
     /// Larger than the layer reads, or of unknown length: the request as it came, for the
     /// handler.
     Pass(Box<Request<B>>),
-    /// Its reading failed (the client went away), or it was longer than its
-    /// `Content-Length`: what was read cannot be handed on in a request of its type.
+    /// Its reading failed (the client went away), it was longer than its
+    /// `Content-Length`, or it ended in trailers: what was read cannot be handed on in a
+    /// request of its type.
     Failed,
 }
 
