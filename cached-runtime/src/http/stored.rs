@@ -306,9 +306,11 @@ impl Stored {
         };
         // Room for the stored headers and the up to four the layer sets, and no more: a
         // map of a few entries is allocated from the thread's cache, where one sized for 8
-        // (1,248 bytes of buckets) goes to glibc's shared arena and its lock.
+        // (1,248 bytes of buckets) goes to glibc's shared arena and its lock. Bounded well
+        // under what `with_capacity` accepts (lines of one name share an entry, so a
+        // response may have more lines than a map has room for names); it grows as needed.
         let lines = self.head.iter().filter(|&&b| b == b'\n').count();
-        let mut headers = HeaderMap::with_capacity(lines.saturating_sub(1) + 4);
+        let mut headers = HeaderMap::with_capacity(lines.saturating_sub(1).min(60) + 4);
         for (name, value) in self.headers() {
             let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name),
