@@ -582,6 +582,22 @@ http_test! {
 }
 
 http_test! {
+    async fn request_max_age_refuses_an_entry_past_the_max_age_it_is_sent_with(backend: Backend) {
+        // Fresh for one second, and kept longer by up to 30 s of jitter: past that second
+        // it is sent with `max-age=0`, stale to whoever asks for no stale answer.
+        let layer = layer().ttl(Duration::from_secs(1)).jitter(Duration::from_secs(30));
+        let served = serve(&backend.cache, layer).await;
+        let written = std::time::Instant::now();
+        served.get("/products/9").await;
+        served.app.versions.lock().unwrap().insert(9, 2);
+        past_one_second_ttl(written).await;
+        let asked = served.get_with("/products/9", &[("cache-control", "max-age=600")]).await;
+        assert_eq!(&asked.body[..], br#"{"id":9,"version":2}"#);
+        assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+http_test! {
     async fn responses_that_must_not_be_stored_are_not(backend: Backend) {
         let served = serve(&backend.cache, layer()).await;
         let kinds = [
@@ -1003,6 +1019,8 @@ http_test! {
         let fresh = served.get("/gated").await;
         assert_eq!((fresh.x_cache(), &fresh.body[..]), ("HIT", &b"gated run 2"[..]));
         assert_eq!(served.app.runs("gated"), 2);
+        // The cache answered stale five times: the three plain requests, the one
+        // `max-stale` took, and the one the layer then refused for `max-age`.
         assert_eq!(backend.cache.stats().stale, 5);
     }
 }

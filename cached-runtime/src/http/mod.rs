@@ -713,14 +713,16 @@ where
     let now = unix_ms();
     if let Ok(stored) = &filled {
         let too_old = asks.max_age.is_some_and(|max| stored.age(now) > max);
-        // A request that says `max-age` takes no stale answer (a `stale-while-revalidate`
-        // one, while another request refreshes) unless its `max-stale` covers it (RFC 9111
-        // § 5.2.1.1, § 5.2.1.2).
-        let stale_refused = served == Served::Stale
-            && asks.max_age.is_some()
-            && asks.max_stale.is_none_or(|max| stored.staleness(now) > max);
         let fresh_for = stored.fresh_for(stored.elapsed(now));
         let too_close = asks.min_fresh.is_some_and(|min| fresh_for < min);
+        // A request that says `max-age` takes no stale answer unless its `max-stale`
+        // covers it (RFC 9111 § 5.2.1.1, § 5.2.1.2): one served under
+        // `stale-while-revalidate` while another request refreshes, or one in its jitter,
+        // past the `max-age` it would be sent with.
+        let stale = served == Served::Stale || fresh_for == 0;
+        let stale_refused = stale
+            && asks.max_age.is_some()
+            && asks.max_stale.is_none_or(|max| stored.staleness(now) > max);
         // (Unless the handler has already run for this request: it failed, and the old
         // response answered for it under `stale-if-error`, which the request gets.)
         if served.is_hit() && (too_old || too_close || stale_refused) && request.is_some() {
@@ -729,7 +731,7 @@ where
                 return Ok(marked(gateway_timeout(), XCache::Miss));
             }
             // Older than the request accepts: the handler answers, and the entry is
-            // refreshed.
+            // refreshed (or a refresh already under way answers).
             let at = Entry { force: true, ..at };
             (filled, served) = run(core, at, async {
                 Box::pin(fill.run(&mut inner, &mut request, &mut passed)).await
@@ -977,9 +979,9 @@ enum Unread<B> {
     /// Larger than the layer reads, or of unknown length: the request as it came, for the
     /// handler.
     Pass(Box<Request<B>>),
-    /// Its reading failed (the client went away), it was longer than its
-    /// `Content-Length`, or it ended in trailers: what was read cannot be handed on in a
-    /// request of its type.
+    /// Its reading failed (the client went away), it ran past `max_body_bytes` (and so
+    /// past the `Content-Length` it declared), or it ended in trailers (HTTP/2): what was
+    /// read cannot be handed on in a request of its type.
     Failed,
 }
 
