@@ -598,7 +598,9 @@ where
             Err(Unread::Pass(passed)) => {
                 return Box::pin(pass(&mut inner, *passed, XCache::Bypass)).await
             }
-            Err(Unread::Failed) => return Ok(marked(bad_request(), XCache::Bypass)),
+            Err(Unread::Failed) => {
+                return Ok(marked(bodiless(StatusCode::BAD_REQUEST), XCache::Bypass))
+            }
         }
     } else {
         (request, None)
@@ -728,7 +730,7 @@ where
         if served.is_hit() && (too_old || too_close || stale_refused) && request.is_some() {
             if asks.only_if_cached {
                 // Not one the request accepts, and the handler may not answer.
-                return Ok(marked(gateway_timeout(), XCache::Miss));
+                return Ok(marked(bodiless(StatusCode::GATEWAY_TIMEOUT), XCache::Miss));
             }
             // Older than the request accepts: the handler answers, and the entry is
             // refreshed (or a refresh already under way answers).
@@ -760,11 +762,10 @@ where
                 // Not reached: a `NotFilled` is only made after the handler's response was
                 // put there, or when the handler has no request left to answer, which the
                 // freshness check above avoids. Never an empty `200` if it were.
-                None => {
-                    let mut response = Response::new(body::empty());
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    Ok(marked(response, XCache::Miss))
-                }
+                None => Ok(marked(
+                    bodiless(StatusCode::INTERNAL_SERVER_ERROR),
+                    XCache::Miss,
+                )),
             };
         }
     };
@@ -875,7 +876,7 @@ impl Fill<'_> {
         ResB::Error: Into<BoxError>,
     {
         if self.only_if_cached {
-            *passed = Some(Ok(gateway_timeout()));
+            *passed = Some(Ok(bodiless(StatusCode::GATEWAY_TIMEOUT)));
             return Err(NotFilled { failed: false });
         }
         let Some(request) = request.take() else {
@@ -942,19 +943,13 @@ impl Fill<'_> {
     }
 }
 
-/// What a cached `POST` gets when its body could not be read whole: what axum's own body
-/// extractors answer when buffering a body fails.
-fn bad_request() -> Response<Body> {
+/// A response of `status` and no body, made by the layer itself: `400` for a cached `POST`
+/// whose body could not be read whole (what axum's own body extractors answer when
+/// buffering a body fails), `504` for an `only-if-cached` request nothing stored answers
+/// (RFC 9111 § 5.2.1.7).
+fn bodiless(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    response
-}
-
-/// What a request with `only-if-cached` gets when nothing stored answers it (RFC 9111
-/// § 5.2.1.7).
-fn gateway_timeout() -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    *response.status_mut() = status;
     response
 }
 
@@ -1027,7 +1022,7 @@ where
     ResB::Error: Into<BoxError>,
 {
     if only_if_cached {
-        return Ok(marked(gateway_timeout(), XCache::Miss));
+        return Ok(marked(bodiless(StatusCode::GATEWAY_TIMEOUT), XCache::Miss));
     }
     pass(inner, request, XCache::Miss).await
 }
