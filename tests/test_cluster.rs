@@ -136,6 +136,21 @@ async fn a_failover_under_load_answers_every_call_and_caching_resumes() {
     assert!(cache.stats().faults > 0, "the dead master was noticed");
 }
 
+/// Reads `item(id)` through `cache` `n` times at once, sharing its connections: how many
+/// ran the body.
+async fn runs_of_reads_at_once(cache: &redcache::Cache, id: u64, n: usize) -> usize {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (cache, runs) = (cache.clone(), runs.clone());
+        tasks.spawn(async move { cache.scope(item(id, &runs)).await });
+    }
+    while let Some(read) = tasks.join_next().await {
+        assert_eq!(read.expect("no read panicked"), format!("item {id}"));
+    }
+    runs.load(SeqCst)
+}
+
 #[tokio::test]
 async fn a_resharded_slot_is_followed() {
     let cluster = RedisCluster::start(3, 0);
@@ -184,8 +199,15 @@ async fn a_resharded_slot_is_followed() {
         ],
     );
     assert!(moved.contains("OK"), "MIGRATE: {moved}");
-    // Mid-move, the old owner answers for the key with ASK: a read the local tier would
-    // keep (tracked) follows it too.
+    // Mid-move, the old owner answers for the key with ASK. Reads at once share each node's
+    // connection, where one's ASKING could be taken by another's read: every one is a hit.
+    assert_eq!(
+        runs_of_reads_at_once(&cache, 7, 50).await,
+        0,
+        "50 hits through ASK"
+    );
+    assert_eq!(cache.stats().faults, 0, "{:?}", cache.health());
+    // A read the local tier would keep (tracked) follows the ASK too.
     let local = cluster.cache_with(test_config().local_capacity(100)).await;
     assert_eq!(local.scope(item(7, &calls)).await, "item 7");
     assert_eq!(calls.load(SeqCst), 1, "a hit, through the ASK redirect");
@@ -194,7 +216,13 @@ async fn a_resharded_slot_is_followed() {
         cluster.cli(node.port(), &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
     }
     assert_eq!(cluster.owner_of(&key), to);
-    // The cache's slot map still points at the old owner: MOVED, followed.
+    // The cache's slot map still points at the old owner: MOVED, followed (and the slot
+    // map rebuilt meanwhile).
+    assert_eq!(
+        runs_of_reads_at_once(&cache, 7, 50).await,
+        0,
+        "50 hits through MOVED"
+    );
     assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
     assert_eq!(calls.load(SeqCst), 1, "a hit, through the redirect");
     assert!(cache
@@ -311,4 +339,34 @@ async fn a_cluster_with_a_password_works_and_never_shows_it() {
     assert!(matches!(err, redcache::Error::Connect { .. }), "{shown}");
     assert!(shown.contains("cluster redis://:***@127.0.0.1"), "{shown}");
     assert!(!shown.contains("secret"), "{shown}");
+}
+
+/// A node that drops the cache's connection (`CLIENT KILL`, a proxy's idle timeout) costs no
+/// call anything: the read is sent again on a new connection, and is still a hit.
+#[tokio::test]
+async fn a_connection_a_node_drops_costs_no_call_anything() {
+    let cluster = RedisCluster::start(3, 0);
+    let cache = cluster.cache().await;
+    let calls = AtomicUsize::new(0);
+    let ids: Vec<u64> = (0..20).collect();
+    for &id in &ids {
+        assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+    }
+    for round in 1..=3 {
+        for node in &cluster.nodes {
+            cluster.cli(
+                node.port(),
+                &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+            );
+        }
+        for &id in &ids {
+            assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+        }
+        assert_eq!(
+            calls.load(SeqCst),
+            ids.len(),
+            "round {round}: every read a hit"
+        );
+    }
+    assert_eq!(cache.stats().faults, 0, "{:?}", cache.health());
 }

@@ -187,7 +187,7 @@ impl Error {
         }
     }
 
-    /// A cluster node's `MOVED`, `ASK` or `TRYAGAIN` that redis-rs gave up following.
+    /// A cluster node's `MOVED`, `ASK` or `TRYAGAIN` that was not followed to the end.
     pub(crate) fn is_cluster_redirect(&self) -> bool {
         use redis::{ErrorKind::Server, ServerErrorKind::*};
         match self {

@@ -18,9 +18,9 @@ mod memory;
 mod redis;
 mod sentinel;
 
+pub(crate) use self::cluster::ClusterConn;
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::RedisStore;
-pub(crate) use ::redis::cluster_async::ClusterConnection;
 
 /// What an invalidation's write (a tombstone, a new generation) replaced.
 #[derive(Debug, PartialEq, Eq)]
@@ -229,7 +229,7 @@ pub(crate) enum Backend {
     /// A standalone server, or the master behind Sentinel (and, reading from replicas, a
     /// replica the Sentinels name).
     Redis(RedisStore),
-    Cluster(RedisStore<ClusterConnection>),
+    Cluster(RedisStore<ClusterConn>),
     Memory(Box<MemoryStore>),
 }
 

@@ -3,14 +3,162 @@
 use super::redis::{connect_checked, connect_error, local_tier, tracking, Conn, Node, RedisStore};
 use crate::local::Invalidations;
 use crate::{Config, Error, Result};
+use redis::aio::ConnectionLike;
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
     MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
 };
-use redis::ProtocolVersion;
+use redis::{ErrorKind, ProtocolVersion, RedisFuture, RetryMethod, ServerErrorKind};
+use std::time::Duration;
 
-impl Conn for ClusterConnection {
+/// redis-rs's connection to a cluster, with the `MOVED` and `ASK` redirects followed
+/// here (`ASKING` and the command it is for written to the node together), and the
+/// commands redis-rs would retry sent again here.
+///
+/// redis-rs follows an `ASK` by sending `ASKING` and, once that is answered, the command.
+/// On a connection other calls share, another call's command can reach the node between
+/// the two and take the one turn `ASKING` grants: the command is answered `MOVED` back to
+/// the old master, which answers `ASK` again. While a slot migrates under load that was
+/// most reads of its moved keys, and the `MOVED` made redis-rs rebuild its slot map while
+/// redirected calls were in flight, which could leave the connection answering nothing at
+/// all (every call timed out from then on). So redis-rs retries nothing itself
+/// (`retries(0)`): it hands back each redirect (still rebuilding its slot map after a
+/// `MOVED`) and each error it would retry (a dropped connection, which it replaces
+/// meanwhile; `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`).
+#[derive(Clone)]
+pub(crate) struct ClusterConn(ClusterConnection);
+
+/// How many redirects one command follows: a `MOVED` to a master that answers `ASK`, and
+/// one more for a slot that moved on meanwhile.
+const REDIRECTS: usize = 3;
+
+/// How many times one command is sent again after an error redis-rs would retry, and the
+/// first pause before it (each later pause four times the one before: 5, 20, 80 ms).
+const RESENDS: u32 = 3;
+const RESEND_PAUSE: Duration = Duration::from_millis(5);
+
+impl ClusterConn {
+    /// `cmd` sent to the node a redirect names, after `ASKING` in the same write for an
+    /// `ASK`; `None` when `err` is not a redirect or names no node.
+    async fn redirected(
+        &self,
+        err: &redis::RedisError,
+        cmd: &redis::Cmd,
+    ) -> Option<redis::RedisResult<redis::Value>> {
+        let asking = match err.kind() {
+            ErrorKind::Server(ServerErrorKind::Ask) => true,
+            ErrorKind::Server(ServerErrorKind::Moved) => false,
+            _ => return None,
+        };
+        let (addr, _slot) = err.redirect_node()?;
+        let (host, port) = addr.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        if host.is_empty() {
+            // The node's own address, which only the connection it answered on knows.
+            return None;
+        }
+        let host = host.trim_matches(['[', ']']).to_string();
+        let mut conn = self.0.clone();
+        if !asking {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            return Some(conn.route_command(cmd.clone(), route).await);
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("ASKING").add_command(cmd.clone());
+        let route = SingleNodeRoutingInfo::ByAddress { host, port };
+        Some(
+            conn.route_pipeline(pipe, 0, 2, route)
+                .await
+                .and_then(|replies| match <[redis::Value; 2]>::try_from(replies) {
+                    Ok([_, reply]) => reply.extract_error(),
+                    Err(replies) => Err(redis::RedisError::from((
+                        ErrorKind::UnexpectedReturnType,
+                        "ASKING and a command",
+                        format!("{replies:?}"),
+                    ))),
+                }),
+        )
+    }
+}
+
+/// Whether redis-rs would retry what failed with `err` as it was (a redirect is followed
+/// instead): a dropped connection, which it replaces meanwhile, a node that is loading,
+/// a cluster that is failing over.
+fn resendable(err: &redis::RedisError) -> bool {
+    !matches!(
+        err.retry_method(),
+        RetryMethod::NoRetry | RetryMethod::AskRedirect | RetryMethod::MovedRedirect
+    )
+}
+
+/// What `send` answers, sent again while it fails with an error redis-rs would retry.
+async fn resending<T, Sent>(send: impl Fn() -> Sent) -> redis::RedisResult<T>
+where
+    Sent: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let mut replies = send().await;
+    for resend in 0..RESENDS {
+        match &replies {
+            Err(err) if resendable(err) => {
+                pause(resend).await;
+                replies = send().await;
+            }
+            _ => break,
+        }
+    }
+    replies
+}
+
+/// The pause before resend `n` (from 0): 5, 20, 80 ms.
+async fn pause(n: u32) {
+    tokio::time::sleep(RESEND_PAUSE * 4u32.pow(n)).await;
+}
+
+impl ConnectionLike for ClusterConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let mut reply = self.0.req_packed_command(cmd).await;
+            let (mut redirects, mut resends) = (0, 0);
+            while let Err(err) = &reply {
+                match err.retry_method() {
+                    RetryMethod::AskRedirect | RetryMethod::MovedRedirect => {
+                        if redirects == REDIRECTS {
+                            break;
+                        }
+                        redirects += 1;
+                        match self.redirected(err, cmd).await {
+                            Some(again) => reply = again,
+                            None => break,
+                        }
+                    }
+                    _ if resends < RESENDS && resendable(err) => {
+                        pause(resends).await;
+                        resends += 1;
+                        reply = self.0.req_packed_command(cmd).await;
+                    }
+                    _ => break,
+                }
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        self.0.req_packed_commands(pipe, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+impl Conn for ClusterConn {
     const PIPELINES_SPAN_SLOTS: bool = false;
     const RECONNECTS: bool = true;
 
@@ -22,15 +170,19 @@ impl Conn for ClusterConnection {
         // Routed by the key itself: redis-rs would route `CLIENT CACHING YES` by its
         // second word, as if it were a key.
         let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-        self.clone()
-            .route_pipeline(pipe.clone(), 0, pipe.len(), route)
-            .await
+        let send = || {
+            let (mut conn, pipe, route) = (self.0.clone(), pipe.clone(), route.clone());
+            let count = pipe.len();
+            async move { conn.route_pipeline(pipe, 0, count, route).await }
+        };
+        resending(send).await
     }
 
     async fn masters(&self) -> Result<(Vec<Node>, String)> {
         // Each master's own view: only the two masters a slot moves between show it moving.
         let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
         let reply = self
+            .0
             .clone()
             .route_command(redis::cmd("CLUSTER").arg("NODES").clone(), all)
             .await
@@ -84,6 +236,7 @@ impl Conn for ClusterConnection {
         // stopped tracking for it.
         let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
         let reply = self
+            .0
             .clone()
             .route_command(client_id(), all)
             .await
@@ -102,10 +255,11 @@ impl Conn for ClusterConnection {
             host: host.clone(),
             port: *port,
         });
-        self.clone()
-            .route_command(cmd, route)
-            .await
-            .map_err(Error::redis)
+        let send = || {
+            let (mut conn, cmd, route) = (self.0.clone(), cmd.clone(), route.clone());
+            async move { conn.route_command(cmd, route).await }
+        };
+        resending(send).await.map_err(Error::redis)
     }
 }
 
@@ -219,12 +373,12 @@ fn masters_of(nodes: &str) -> std::result::Result<Vec<(String, u16)>, usize> {
     Ok(masters)
 }
 
-impl RedisStore<ClusterConnection> {
+impl RedisStore<ClusterConn> {
     /// Connects to the cluster through its seed nodes and checks it with `PING`, within
     /// `connect_timeout` (or not at all, when lazy).
     pub(crate) async fn connect_cluster(config: &Config) -> Result<Self> {
         let seeds = config.cluster_connection_infos()?;
-        let mut builder = ClusterClientBuilder::new(seeds).retries(2);
+        let mut builder = ClusterClientBuilder::new(seeds).retries(0);
         let local = local_tier(config);
         if let Some(tier) = &local {
             // Client tracking needs RESP3's push messages; each node pushes the
@@ -244,23 +398,21 @@ impl RedisStore<ClusterConnection> {
             .set_response_timeout(config.op_timeout());
         let reopen = {
             let (client, cluster_config) = (client.clone(), cluster_config.clone());
-            move || -> super::redis::Connecting<ClusterConnection> {
+            move || -> super::redis::Connecting<ClusterConn> {
                 let (client, cluster_config) = (client.clone(), cluster_config.clone());
                 Box::pin(async move {
                     client
                         .get_async_connection_with_config(cluster_config)
                         .await
+                        .map(ClusterConn)
                 })
             }
         };
         let conn = if config.lazy() {
-            client.get_pending_async_connection_with_config(cluster_config)
+            ClusterConn(client.get_pending_async_connection_with_config(cluster_config))
         } else {
-            connect_checked(
-                config,
-                client.get_async_connection_with_config(cluster_config),
-            )
-            .await?
+            let connecting = client.get_async_connection_with_config(cluster_config);
+            connect_checked(config, async { connecting.await.map(ClusterConn) }).await?
         };
         Ok(
             RedisStore::new(Some(conn), reopen, local, config.max_fill_time())

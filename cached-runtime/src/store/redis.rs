@@ -1,9 +1,9 @@
 //! Redis: one multiplexed connection, replaced by the store when it drops, to a
 //! standalone server (`MultiplexedConnection`), to the master Sentinel names
 //! (`sentinel.rs`: a `MultiplexedConnection` too, whose replacement asks the Sentinels
-//! again) or to a Redis Cluster (`cluster_async::ClusterConnection`, which reconnects
-//! to its nodes by itself, follows `MOVED`/`ASK` redirects and splits multi-slot
-//! `MGET`/`UNLINK` by slot). The commands are the same for all; only walking the
+//! again) or to a Redis Cluster (`cluster::ClusterConn`: redis-rs's cluster connection,
+//! which reconnects to its nodes by itself and splits multi-slot `MGET`/`UNLINK` by slot,
+//! with `MOVED`/`ASK` redirects and resends done by the store). The commands are the same for all; only walking the
 //! keyspace differs (every master). Behind Sentinel with replica reads, the relaxed
 //! reads go to a replica first (`sentinel::Replica`), and to the master when it cannot
 //! answer.
@@ -78,7 +78,8 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 /// generation). A `READONLY` answer (behind Sentinel: the server was demoted) means nothing
 /// ran, so any operation is sent again then. An invalidation is sent again too, with new
 /// tombstones or a new generation (`invalidating`, `tombstone_keys`). (A cluster's
-/// connection retries a request by itself, as it was: the same bytes.)
+/// connection sends a request again by itself, as it was: the same bytes; see
+/// `cluster::ClusterConn`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
     Safe,
@@ -901,9 +902,9 @@ impl<C: Conn> RedisStore<C> {
     ) -> Result<(EntryAndGen, Option<Duration>)> {
         match self.tracked_read(key, gen_key).await {
             // While a cluster slot migrates, the key's new master answers a read of it
-            // only right after `ASKING`, and `CLIENT CACHING YES` takes that turn, so the
-            // redirected read is sent back and forth until redis-rs gives up. Read it
-            // untracked then, and keep no copy (no `PTTL`).
+            // only right after `ASKING`, and `CLIENT CACHING YES` would take that turn.
+            // Read it untracked then (the cluster connection follows the `ASK`), and keep
+            // no copy (no `PTTL`).
             Err(err) if err.is_cluster_redirect() => {
                 let found = match gen_key {
                     Some(gen_key) => self.get_with_gen(key, gen_key).await?,
