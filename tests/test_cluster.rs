@@ -370,3 +370,52 @@ async fn a_connection_a_node_drops_costs_no_call_anything() {
     }
     assert_eq!(cache.stats().faults, 0, "{:?}", cache.health());
 }
+
+/// A slot moving to a master added since the cache connected (one redis-rs holds no
+/// connection to): reads at once through ASK are hits, and through MOVED once it is there.
+#[tokio::test]
+async fn a_slot_moving_to_a_new_master_is_followed() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let cache = cluster.cache().await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(9, &calls)).await, "item 9");
+    let key = cache.scope(async { redcache::key!(item(9, _)) }).await;
+    let from = cluster.owner_of(&key);
+    let to = cluster.add_master();
+    let slot = cluster
+        .cli(cluster.nodes[0].port(), &["CLUSTER", "KEYSLOT", &key])
+        .trim()
+        .to_string();
+    let (from_id, to_id) = (cluster.node_id(from), cluster.node_id(to));
+    let (from_port, to_port) = (cluster.nodes[from].port(), cluster.nodes[to].port());
+    cluster.cli(
+        to_port,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+    );
+    cluster.cli(
+        from_port,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+    );
+    let to_port_arg = to_port.to_string();
+    let moved = cluster.cli(
+        from_port,
+        &["MIGRATE", "127.0.0.1", &to_port_arg, &key, "0", "5000"],
+    );
+    assert!(moved.contains("OK"), "MIGRATE: {moved}");
+    assert_eq!(
+        runs_of_reads_at_once(&cache, 9, 20).await,
+        0,
+        "20 hits through ASK"
+    );
+    for node in &cluster.nodes {
+        cluster.cli(node.port(), &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+    assert_eq!(cluster.owner_of(&key), to);
+    assert_eq!(
+        runs_of_reads_at_once(&cache, 9, 20).await,
+        0,
+        "20 hits through MOVED"
+    );
+    assert_eq!(calls.load(SeqCst), 1);
+    assert_eq!(cache.stats().faults, 0, "{:?}", cache.health());
+}

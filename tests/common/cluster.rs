@@ -92,24 +92,7 @@ impl RedisCluster {
             None => vec![],
         };
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
-            .map(|_| {
-                let mut args = vec![
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    NODE_TIMEOUT_MS,
-                    // Slots of a failed master are refused, the others still served.
-                    "--cluster-require-full-coverage",
-                    "no",
-                    // Replicas sync at once (a failover needs a synced replica).
-                    "--repl-diskless-sync-delay",
-                    "0",
-                ];
-                args.extend(&auth);
-                RedisServer::start_inner(&args, tls)
-            })
+            .map(|_| Self::node(&auth, tls))
             .collect();
         let ca_file = tls.and_then(|t| t.ca).map(|ca| {
             let file = nodes[0].dir.join("cli-ca.crt");
@@ -120,6 +103,57 @@ impl RedisCluster {
             nodes,
             password: password.map(str::to_owned),
             ca_file,
+        }
+    }
+
+    /// One cluster-enabled node, not yet joined.
+    fn node(auth: &[&str], tls: Option<&Tls<'_>>) -> RedisServer {
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            NODE_TIMEOUT_MS,
+            // Slots of a failed master are refused, the others still served.
+            "--cluster-require-full-coverage",
+            "no",
+            // Replicas sync at once (a failover needs a synced replica).
+            "--repl-diskless-sync-delay",
+            "0",
+        ];
+        args.extend(auth);
+        RedisServer::start_inner(&args, tls)
+    }
+
+    /// Starts one more master, serving no slot yet, and joins it to the cluster (of no
+    /// password or TLS): its index in `nodes`, once every node knows it.
+    pub fn add_master(&mut self) -> usize {
+        assert!(self.password.is_none() && self.ca_file.is_none());
+        let node = Self::node(&[], None);
+        let port = node.port().to_string();
+        let met = self.cli(
+            self.nodes[0].port(),
+            &["CLUSTER", "MEET", "127.0.0.1", &port],
+        );
+        assert_eq!(met.trim(), "OK", "CLUSTER MEET");
+        self.nodes.push(node);
+        let new = self.nodes.len() - 1;
+        let id = self.node_id(new);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let known = self.nodes.iter().all(|node| {
+                let view = self.cli(node.port(), &["CLUSTER", "NODES"]);
+                view.lines().filter(|l| l.contains("connected")).count() == self.nodes.len()
+                    && view.contains(&id)
+                    && !view.contains("handshake")
+            });
+            if known {
+                self.wait_until_ok();
+                return new;
+            }
+            assert!(Instant::now() < deadline, "the new master did not join");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

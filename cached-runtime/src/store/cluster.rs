@@ -1,98 +1,169 @@
 //! Redis Cluster: the same store over redis-rs's async cluster connection.
 
-use super::redis::{connect_checked, connect_error, local_tier, tracking, Conn, Node, RedisStore};
+use super::redis::{
+    connect_checked, connect_error, connection_config, local_tier, open_client, tracking, Conn,
+    Node, RedisStore,
+};
 use crate::local::Invalidations;
 use crate::{Config, Error, Result};
 use redis::aio::ConnectionLike;
+use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
     MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
 };
-use redis::{ErrorKind, ProtocolVersion, RedisFuture, RetryMethod, ServerErrorKind};
+use redis::ConnectionAddr;
+use redis::{ErrorKind, ProtocolVersion, RedisFuture, ServerErrorKind};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// redis-rs's connection to a cluster, with the `MOVED` and `ASK` redirects followed
-/// here (`ASKING` and the command it is for written to the node together), and the
-/// commands redis-rs would retry sent again here.
+/// here, and the refusals that mean nothing ran (`TRYAGAIN`, `LOADING`, `CLUSTERDOWN`,
+/// `MASTERDOWN`, `READONLY`) sent again here.
 ///
 /// redis-rs follows an `ASK` by sending `ASKING` and, once that is answered, the command.
 /// On a connection other calls share, another call's command can reach the node between
 /// the two and take the one turn `ASKING` grants: the command is answered `MOVED` back to
 /// the old master, which answers `ASK` again. While a slot migrates under load that was
-/// most reads of its moved keys, and the `MOVED` made redis-rs rebuild its slot map while
-/// redirected calls were in flight, which could leave the connection answering nothing at
-/// all (every call timed out from then on). So redis-rs retries nothing itself
-/// (`retries(0)`): it hands back each redirect (still rebuilding its slot map after a
-/// `MOVED`) and each error it would retry (a dropped connection, which it replaces
-/// meanwhile; `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`).
+/// most reads of its moved keys, and the redirects left redis-rs's connection answering
+/// nothing at all (every call timed out from then on). So redis-rs retries nothing itself
+/// (`retries(0)`) and hands back each redirect (still rebuilding its slot map after a
+/// `MOVED`). Here a `MOVED` command is sent again by its slot, which waits for that
+/// rebuild, and an `ASK`ed one goes to the node named, after `ASKING` in the same write, on
+/// a connection of the store's own to that node ([`Asking`]): the node may be one redis-rs
+/// holds no connection to (a master that serves no slot yet).
+///
+/// A dropped connection redis-rs replaces by itself; what ran on it is not sent again here
+/// but by the store, which knows whether it may run twice (`Resend`).
 #[derive(Clone)]
-pub(crate) struct ClusterConn(ClusterConnection);
+pub(crate) struct ClusterConn {
+    conn: ClusterConnection,
+    asking: Arc<Asking>,
+}
 
 /// How many redirects one command follows: a `MOVED` to a master that answers `ASK`, and
 /// one more for a slot that moved on meanwhile.
 const REDIRECTS: usize = 3;
 
-/// How many times one command is sent again after an error redis-rs would retry, and the
-/// first pause before it (each later pause four times the one before: 5, 20, 80 ms).
+/// How many times one command is sent again after a refusal that means nothing ran, and
+/// the first pause before it (each later pause four times the one before: 5, 20, 80 ms).
 const RESENDS: u32 = 3;
 const RESEND_PAUSE: Duration = Duration::from_millis(5);
 
+/// The store's connections to the nodes `ASK` redirects name, made when first needed: a
+/// seed node's settings (user, password, TLS) at the node's address.
+pub(crate) struct Asking {
+    config: Config,
+    seed: redis::ConnectionInfo,
+    nodes: tokio::sync::Mutex<HashMap<(String, u16), MultiplexedConnection>>,
+}
+
+impl Asking {
+    /// A connection to `host:port`, made now unless one is kept (one at a time: the
+    /// reads that meet a migration at once share the connection the first one makes).
+    async fn connection(&self, host: &str, port: u16) -> redis::RedisResult<MultiplexedConnection> {
+        let node = (host.to_string(), port);
+        let mut nodes = self.nodes.lock().await;
+        if let Some(conn) = nodes.get(&node) {
+            return Ok(conn.clone());
+        }
+        let addr = match self.seed.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: node.0.clone(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(node.0.clone(), port),
+        };
+        let client = open_client(&self.config, self.seed.clone().set_addr(addr))?;
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&connection_config(&self.config, None))
+            .await?;
+        nodes.insert(node, conn.clone());
+        Ok(conn)
+    }
+
+    /// `cmd` after `ASKING`, in one write, to `host:port`.
+    async fn send(
+        &self,
+        host: &str,
+        port: u16,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<redis::Value> {
+        let mut conn = self.connection(host, port).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("ASKING").add_command(cmd.clone());
+        let replies = match conn.req_packed_commands(&pipe, 0, 2).await {
+            // The next one connects again.
+            Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                self.nodes.lock().await.remove(&(host.to_string(), port));
+                return Err(err);
+            }
+            replies => replies?,
+        };
+        match <[redis::Value; 2]>::try_from(replies) {
+            Ok([_, reply]) => reply.extract_error(),
+            Err(replies) => Err(redis::RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "ASKING and a command",
+                format!("{replies:?}"),
+            ))),
+        }
+    }
+}
+
 impl ClusterConn {
-    /// `cmd` sent to the node a redirect names, after `ASKING` in the same write for an
-    /// `ASK`; `None` when `err` is not a redirect or names no node.
+    fn new(conn: ClusterConnection, asking: Arc<Asking>) -> Self {
+        ClusterConn { conn, asking }
+    }
+
+    /// `cmd` sent again as `err`, a redirect, says; `None` when `err` is not one. (Every
+    /// command the store sends a cluster has the keys of one slot: `get_many` reads key
+    /// by key there.)
     async fn redirected(
         &self,
         err: &redis::RedisError,
         cmd: &redis::Cmd,
     ) -> Option<redis::RedisResult<redis::Value>> {
-        let asking = match err.kind() {
-            ErrorKind::Server(ServerErrorKind::Ask) => true,
-            ErrorKind::Server(ServerErrorKind::Moved) => false,
-            _ => return None,
-        };
-        let (addr, _slot) = err.redirect_node()?;
-        let (host, port) = addr.rsplit_once(':')?;
-        let port = port.parse().ok()?;
-        if host.is_empty() {
-            // The node's own address, which only the connection it answered on knows.
-            return None;
+        match err.kind() {
+            // redis-rs is rebuilding its slot map: sent by the slot, the command waits for it.
+            ErrorKind::Server(ServerErrorKind::Moved) => {
+                Some(self.conn.clone().req_packed_command(cmd).await)
+            }
+            ErrorKind::Server(ServerErrorKind::Ask) => {
+                let (addr, _slot) = err.redirect_node()?;
+                let (host, port) = addr.rsplit_once(':')?;
+                let port = port.parse().ok()?;
+                // An empty host is the address of the node that answered, which only the
+                // connection it answered on knows.
+                let host = host.trim_matches(['[', ']']);
+                (!host.is_empty()).then_some(())?;
+                Some(self.asking.send(host, port, cmd).await)
+            }
+            _ => None,
         }
-        let host = host.trim_matches(['[', ']']).to_string();
-        let mut conn = self.0.clone();
-        if !asking {
-            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-            return Some(conn.route_command(cmd.clone(), route).await);
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("ASKING").add_command(cmd.clone());
-        let route = SingleNodeRoutingInfo::ByAddress { host, port };
-        Some(
-            conn.route_pipeline(pipe, 0, 2, route)
-                .await
-                .and_then(|replies| match <[redis::Value; 2]>::try_from(replies) {
-                    Ok([_, reply]) => reply.extract_error(),
-                    Err(replies) => Err(redis::RedisError::from((
-                        ErrorKind::UnexpectedReturnType,
-                        "ASKING and a command",
-                        format!("{replies:?}"),
-                    ))),
-                }),
-        )
     }
 }
 
-/// Whether redis-rs would retry what failed with `err` as it was (a redirect is followed
-/// instead): a dropped connection, which it replaces meanwhile, a node that is loading,
-/// a cluster that is failing over.
+/// Whether the node refused what failed with `err` without running it, for now: a
+/// cluster failing over or without a quorum, a node loading its data, a multi-key command
+/// whose keys are split by a migration, a master demoted under it.
 fn resendable(err: &redis::RedisError) -> bool {
-    !matches!(
-        err.retry_method(),
-        RetryMethod::NoRetry | RetryMethod::AskRedirect | RetryMethod::MovedRedirect
+    use ServerErrorKind::*;
+    matches!(
+        err.kind(),
+        ErrorKind::Server(TryAgain | BusyLoading | ClusterDown | MasterDown | ReadOnly)
     )
 }
 
-/// What `send` answers, sent again while it fails with an error redis-rs would retry.
+/// What `send` answers, sent again while the node refuses it for now (`resendable`).
 async fn resending<T, Sent>(send: impl Fn() -> Sent) -> redis::RedisResult<T>
 where
     Sent: std::future::Future<Output = redis::RedisResult<T>>,
@@ -118,26 +189,22 @@ async fn pause(n: u32) {
 impl ConnectionLike for ClusterConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
         Box::pin(async move {
-            let mut reply = self.0.req_packed_command(cmd).await;
+            let mut reply = self.conn.req_packed_command(cmd).await;
             let (mut redirects, mut resends) = (0, 0);
             while let Err(err) = &reply {
-                match err.retry_method() {
-                    RetryMethod::AskRedirect | RetryMethod::MovedRedirect => {
-                        if redirects == REDIRECTS {
-                            break;
-                        }
-                        redirects += 1;
-                        match self.redirected(err, cmd).await {
-                            Some(again) => reply = again,
-                            None => break,
-                        }
-                    }
-                    _ if resends < RESENDS && resendable(err) => {
-                        pause(resends).await;
-                        resends += 1;
-                        reply = self.0.req_packed_command(cmd).await;
-                    }
-                    _ => break,
+                if resendable(err) && resends < RESENDS {
+                    pause(resends).await;
+                    resends += 1;
+                    reply = self.conn.req_packed_command(cmd).await;
+                    continue;
+                }
+                if redirects == REDIRECTS {
+                    break;
+                }
+                redirects += 1;
+                match self.redirected(err, cmd).await {
+                    Some(again) => reply = again,
+                    None => break,
                 }
             }
             reply
@@ -150,11 +217,11 @@ impl ConnectionLike for ClusterConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<redis::Value>> {
-        self.0.req_packed_commands(pipe, offset, count)
+        self.conn.req_packed_commands(pipe, offset, count)
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        self.conn.get_db()
     }
 }
 
@@ -171,7 +238,7 @@ impl Conn for ClusterConn {
         // second word, as if it were a key.
         let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
         let send = || {
-            let (mut conn, pipe, route) = (self.0.clone(), pipe.clone(), route.clone());
+            let (mut conn, pipe, route) = (self.conn.clone(), pipe.clone(), route.clone());
             let count = pipe.len();
             async move { conn.route_pipeline(pipe, 0, count, route).await }
         };
@@ -182,7 +249,7 @@ impl Conn for ClusterConn {
         // Each master's own view: only the two masters a slot moves between show it moving.
         let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
         let reply = self
-            .0
+            .conn
             .clone()
             .route_command(redis::cmd("CLUSTER").arg("NODES").clone(), all)
             .await
@@ -236,7 +303,7 @@ impl Conn for ClusterConn {
         // stopped tracking for it.
         let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
         let reply = self
-            .0
+            .conn
             .clone()
             .route_command(client_id(), all)
             .await
@@ -256,7 +323,7 @@ impl Conn for ClusterConn {
             port: *port,
         });
         let send = || {
-            let (mut conn, cmd, route) = (self.0.clone(), cmd.clone(), route.clone());
+            let (mut conn, cmd, route) = (self.conn.clone(), cmd.clone(), route.clone());
             async move { conn.route_command(cmd, route).await }
         };
         resending(send).await.map_err(Error::redis)
@@ -378,6 +445,11 @@ impl RedisStore<ClusterConn> {
     /// `connect_timeout` (or not at all, when lazy).
     pub(crate) async fn connect_cluster(config: &Config) -> Result<Self> {
         let seeds = config.cluster_connection_infos()?;
+        let asking = Arc::new(Asking {
+            config: config.clone(),
+            seed: seeds[0].clone(),
+            nodes: Default::default(),
+        });
         let mut builder = ClusterClientBuilder::new(seeds).retries(0);
         let local = local_tier(config);
         if let Some(tier) = &local {
@@ -398,21 +470,25 @@ impl RedisStore<ClusterConn> {
             .set_response_timeout(config.op_timeout());
         let reopen = {
             let (client, cluster_config) = (client.clone(), cluster_config.clone());
+            let asking = asking.clone();
             move || -> super::redis::Connecting<ClusterConn> {
                 let (client, cluster_config) = (client.clone(), cluster_config.clone());
+                let asking = asking.clone();
                 Box::pin(async move {
-                    client
+                    let conn = client
                         .get_async_connection_with_config(cluster_config)
-                        .await
-                        .map(ClusterConn)
+                        .await?;
+                    Ok(ClusterConn::new(conn, asking))
                 })
             }
         };
         let conn = if config.lazy() {
-            ClusterConn(client.get_pending_async_connection_with_config(cluster_config))
+            let conn = client.get_pending_async_connection_with_config(cluster_config);
+            ClusterConn::new(conn, asking)
         } else {
             let connecting = client.get_async_connection_with_config(cluster_config);
-            connect_checked(config, async { connecting.await.map(ClusterConn) }).await?
+            let connecting = async { Ok(ClusterConn::new(connecting.await?, asking)) };
+            connect_checked(config, connecting).await?
         };
         Ok(
             RedisStore::new(Some(conn), reopen, local, config.max_fill_time())

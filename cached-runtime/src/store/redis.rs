@@ -2,9 +2,9 @@
 //! standalone server (`MultiplexedConnection`), to the master Sentinel names
 //! (`sentinel.rs`: a `MultiplexedConnection` too, whose replacement asks the Sentinels
 //! again) or to a Redis Cluster (`cluster::ClusterConn`: redis-rs's cluster connection,
-//! which reconnects to its nodes by itself and splits multi-slot `MGET`/`UNLINK` by slot,
-//! with `MOVED`/`ASK` redirects and resends done by the store). The commands are the same for all; only walking the
-//! keyspace differs (every master). Behind Sentinel with replica reads, the relaxed
+//! which reconnects to its nodes by itself, with `MOVED`/`ASK` redirects followed by the
+//! store). The commands are the same for all, but for a cluster's key by key where they
+//! would span slots; walking the keyspace differs too (every master). Behind Sentinel with replica reads, the relaxed
 //! reads go to a replica first (`sentinel::Replica`), and to the master when it cannot
 //! answer.
 
@@ -78,8 +78,8 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 /// generation). A `READONLY` answer (behind Sentinel: the server was demoted) means nothing
 /// ran, so any operation is sent again then. An invalidation is sent again too, with new
 /// tombstones or a new generation (`invalidating`, `tombstone_keys`). (A cluster's
-/// connection sends a request again by itself, as it was: the same bytes; see
-/// `cluster::ClusterConn`.)
+/// connection replaces a node's dropped connection by itself: a `Safe` operation is sent
+/// again on it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
     Safe,
@@ -156,6 +156,10 @@ impl<C> Bound<C> {
             .filter(|_| !self.runtime_gone.load(Ordering::Acquire) && self.moves == moves)
     }
 }
+
+/// The first pause before an operation is sent again on a cluster's connection after a
+/// node's connection dropped under it (then four times longer: 5, 20 ms).
+const RECONNECT_PAUSE: Duration = Duration::from_millis(5);
 
 /// How often a store with a local tier checks that its connection still answers.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -443,7 +447,10 @@ pub(super) async fn connect_checked<C: ConnectionLike>(
 }
 
 /// A client for `info`, trusting the configured certificate authorities for TLS.
-fn open_client(config: &Config, info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
+pub(super) fn open_client(
+    config: &Config,
+    info: redis::ConnectionInfo,
+) -> redis::RedisResult<redis::Client> {
     #[cfg(feature = "tls")]
     if let Some(certificates) = tls_certificates(config) {
         return redis::Client::build_with_tls(info, certificates);
@@ -729,7 +736,7 @@ impl<C: Conn> RedisStore<C> {
             Ok(current) => current,
             Err(gone) => self.reopen_after(gone).await?,
         };
-        for _ in 0..3 {
+        for attempt in 0..3 {
             match op(conn).await {
                 Err(err)
                     if self.must_replace(&err)
@@ -742,6 +749,19 @@ impl<C: Conn> RedisStore<C> {
                         return Err(Error::redis(err));
                     }
                     (conn, generation) = self.reopen_after(generation).await?;
+                }
+                // A cluster's connection replaces a node's dropped connection by itself:
+                // what may run twice is sent again on it, once that had a moment.
+                Err(err)
+                    if C::RECONNECTS
+                        && resend == Resend::Safe
+                        && (err.is_connection_dropped() || err.is_io_error()) =>
+                {
+                    tokio::time::sleep(RECONNECT_PAUSE * 4u32.pow(attempt)).await;
+                    (conn, generation) = match self.conn() {
+                        Ok(current) => current,
+                        Err(gone) => self.reopen_after(gone).await?,
+                    };
                 }
                 done => return done.map_err(Error::redis),
             }
@@ -1058,6 +1078,15 @@ impl<C: Conn> Store for RedisStore<C> {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
+        }
+        if !C::PIPELINES_SPAN_SLOTS {
+            // On a cluster, each key on its own, all sent at once: a redirect is for one
+            // key's slot, and is followed for that key (`cluster::ClusterConn`).
+            let found = keys.iter().map(|key| self.get(key));
+            return futures_util::future::join_all(found)
+                .await
+                .into_iter()
+                .collect();
         }
         self.query(Resend::Safe, &read_cmd("MGET", keys)).await
     }
