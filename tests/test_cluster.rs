@@ -407,6 +407,19 @@ async fn a_slot_moving_to_a_new_master_is_followed() {
         0,
         "20 hits through ASK"
     );
+    // A write through ASK, and a fill over its tombstone: the fill script, which the new
+    // master had never been sent.
+    assert!(cache
+        .scope(redcache::invalidate!(item(9, _)))
+        .await
+        .unwrap());
+    assert_eq!(cache.scope(item(9, &calls)).await, "item 9");
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(
+        runs_of_reads_at_once(&cache, 9, 20).await,
+        0,
+        "the refill was stored"
+    );
     for node in &cluster.nodes {
         cluster.cli(node.port(), &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
     }
@@ -416,6 +429,49 @@ async fn a_slot_moving_to_a_new_master_is_followed() {
         0,
         "20 hits through MOVED"
     );
-    assert_eq!(calls.load(SeqCst), 1);
+    assert_eq!(calls.load(SeqCst), 2);
     assert_eq!(cache.stats().faults, 0, "{:?}", cache.health());
+}
+
+/// A batch reads its keys one by one on a cluster (a redirect is for one slot): a key of
+/// another type among them misses alone, as it does in one `MGET`.
+#[tokio::test]
+async fn a_batch_with_a_key_of_another_type_loads_only_that_id() {
+    let cluster = RedisCluster::start(3, 0);
+    let cache = cluster.cache().await;
+    let ttl = Duration::from_secs(60);
+    let loads = std::sync::Mutex::new(Vec::new());
+    let load = |mut ids: Vec<u64>| {
+        ids.sort_unstable();
+        loads.lock().unwrap().push(ids.clone());
+        let found: std::collections::HashMap<u64, String> = ids
+            .into_iter()
+            .map(|id| (id, format!("item {id}")))
+            .collect();
+        async move { found }
+    };
+    let ids = [1, 2, 3, 4, 5, 6];
+    let got = cache.get_or_insert_many("c:batch", &ids, ttl, load).await;
+    assert_eq!(got.len(), 6);
+    let mut conn = cluster.conn().await;
+    let key = common::expected_key("c:batch", "[4]");
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("LPUSH")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let got = cache.get_or_insert_many("c:batch", &ids, ttl, load).await;
+    assert_eq!(got[&4], "item 4");
+    assert_eq!(got[&5], "item 5");
+    assert_eq!(
+        *loads.lock().unwrap(),
+        vec![ids.to_vec(), vec![4]],
+        "only the id whose key holds another type is loaded again"
+    );
 }

@@ -1,8 +1,8 @@
 //! Redis Cluster: the same store over redis-rs's async cluster connection.
 
 use super::redis::{
-    connect_checked, connect_error, connection_config, local_tier, open_client, tracking, Conn,
-    Node, RedisStore,
+    background, connect_checked, connect_error, connection_config, local_tier, open_client,
+    scripts, tracking, Conn, Node, RedisStore,
 };
 use crate::local::Invalidations;
 use crate::{Config, Error, Result};
@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// redis-rs's connection to a cluster, with the `MOVED` and `ASK` redirects followed
-/// here, and the refusals that mean nothing ran (`TRYAGAIN`, `LOADING`, `CLUSTERDOWN`,
-/// `MASTERDOWN`, `READONLY`) sent again here.
+/// here, and the refusals that mean nothing ran (`TRYAGAIN`, `CLUSTERDOWN`, `READONLY`)
+/// sent again here.
 ///
 /// redis-rs follows an `ASK` by sending `ASKING` and, once that is answered, the command.
 /// On a connection other calls share, another call's command can reach the node between
@@ -52,8 +52,9 @@ const REDIRECTS: usize = 3;
 const RESENDS: u32 = 3;
 const RESEND_PAUSE: Duration = Duration::from_millis(5);
 
-/// The store's connections to the nodes `ASK` redirects name, made when first needed: a
-/// seed node's settings (user, password, TLS) at the node's address.
+/// The store's connections to the nodes `ASK` redirects name, made when first needed (on
+/// the store's runtime, with its scripts loaded): a seed node's settings (user, password,
+/// TLS) at the node's address.
 pub(crate) struct Asking {
     config: Config,
     seed: redis::ConnectionInfo,
@@ -83,9 +84,20 @@ impl Asking {
             _ => ConnectionAddr::Tcp(node.0.clone(), port),
         };
         let client = open_client(&self.config, self.seed.clone().set_addr(addr))?;
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&connection_config(&self.config, None))
-            .await?;
+        let connection_config = connection_config(&self.config, None);
+        // Made on the store's own runtime, as the connection may outlive the caller's.
+        let connecting = background().spawn(async move {
+            client
+                .get_multiplexed_async_connection_with_config(&connection_config)
+                .await
+        });
+        let mut conn = connecting
+            .await
+            .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))??;
+        // A master that serves no slot yet is one redis-rs does not load scripts on.
+        for script in scripts() {
+            script.prepare_invoke().load_async(&mut conn).await?;
+        }
         nodes.insert(node, conn.clone());
         Ok(conn)
     }
@@ -153,13 +165,14 @@ impl ClusterConn {
 }
 
 /// Whether the node refused what failed with `err` without running it, for now: a
-/// cluster failing over or without a quorum, a node loading its data, a multi-key command
-/// whose keys are split by a migration, a master demoted under it.
+/// cluster failing over or without a quorum, a multi-key command whose keys are split by
+/// a migration, a master demoted under it. (Not `LOADING` or `MASTERDOWN`: redis-rs also
+/// hands those to commands already sent when a slot map rebuild fails, which may have run.)
 fn resendable(err: &redis::RedisError) -> bool {
     use ServerErrorKind::*;
     matches!(
         err.kind(),
-        ErrorKind::Server(TryAgain | BusyLoading | ClusterDown | MasterDown | ReadOnly)
+        ErrorKind::Server(TryAgain | ClusterDown | ReadOnly)
     )
 }
 

@@ -158,7 +158,7 @@ impl<C> Bound<C> {
 }
 
 /// The first pause before an operation is sent again on a cluster's connection after a
-/// node's connection dropped under it (then four times longer: 5, 20 ms).
+/// node's connection dropped under it (each later one four times longer: 5, 20, 80 ms).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(5);
 
 /// How often a store with a local tier checks that its connection still answers.
@@ -550,6 +550,11 @@ fn invalidate_script() -> &'static Script {
 fn release_script() -> &'static Script {
     static SCRIPT: OnceLock<Script> = OnceLock::new();
     SCRIPT.get_or_init(|| Script::new(RELEASE_LUA))
+}
+
+/// Every script the store runs, to load where redis-rs would not.
+pub(super) fn scripts() -> [&'static Script; 3] {
+    [fill_script(), release_script(), invalidate_script()]
 }
 
 fn fill_script() -> &'static Script {
@@ -1082,7 +1087,14 @@ impl<C: Conn> Store for RedisStore<C> {
         if !C::PIPELINES_SPAN_SLOTS {
             // On a cluster, each key on its own, all sent at once: a redirect is for one
             // key's slot, and is followed for that key (`cluster::ClusterConn`).
-            let found = keys.iter().map(|key| self.get(key));
+            // (`MGET` of the one key: a key of another type is nothing to it, as to a
+            // multi-key `MGET`, where `GET` would fail the whole batch.)
+            let found = keys.iter().map(|key| async move {
+                let found: Vec<Option<Vec<u8>>> = self
+                    .query(Resend::Safe, &read_cmd("MGET", std::slice::from_ref(key)))
+                    .await?;
+                Ok(found.into_iter().next().flatten())
+            });
             return futures_util::future::join_all(found)
                 .await
                 .into_iter()
@@ -1284,12 +1296,27 @@ impl<C: Conn> RedisStore<C> {
         generation: u64,
         step: Duration,
     ) -> Result<(C, u64)> {
-        let dropped = matches!(&err, Error::Redis { source }
-            if source.downcast_ref().is_some_and(|err| self.must_replace(err)));
-        if !dropped || *drops >= 3 {
+        let (dropped, node_dropped) = match &err {
+            Error::Redis { source } => match source.downcast_ref::<redis::RedisError>() {
+                Some(err) => (
+                    self.must_replace(err),
+                    C::RECONNECTS && (err.is_connection_dropped() || err.is_io_error()),
+                ),
+                None => (false, false),
+            },
+            _ => (false, false),
+        };
+        if !(dropped || node_dropped) || *drops >= 3 {
             return Err(err);
         }
         *drops += 1;
+        if !dropped {
+            // A cluster's connection replaces a node's by itself: the step runs again on it.
+            tokio::time::sleep(RECONNECT_PAUSE * 4u32.pow(*drops - 1)).await;
+            if let Ok(current) = self.conn() {
+                return Ok(current);
+            }
+        }
         within(step, self.reopen_after(generation)).await
     }
 
