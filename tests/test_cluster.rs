@@ -160,21 +160,8 @@ async fn a_resharded_slot_is_followed() {
     let key = cache.scope(async { redcache::key!(item(7, _)) }).await;
     let from = cluster.owner_of(&key);
     let to = (from + 1) % 3;
-    let slot = cluster
-        .cli(cluster.nodes[0].port(), &["CLUSTER", "KEYSLOT", &key])
-        .trim()
-        .to_string();
-    let (from_id, to_id) = (cluster.node_id(from), cluster.node_id(to));
-    let (from_port, to_port) = (cluster.nodes[from].port(), cluster.nodes[to].port());
     // Move the slot, with its key, the way redis-cli --cluster reshard does.
-    cluster.cli(
-        to_port,
-        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
-    );
-    cluster.cli(
-        from_port,
-        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
-    );
+    let slot = cluster.start_moving(&key, from, to);
     // While the slot moves, a prefix walk could miss its keys: it says so, and retires
     // nothing it could not vouch for.
     let err = cache.invalidate_prefix("c:item").await.unwrap_err();
@@ -187,18 +174,7 @@ async fn a_resharded_slot_is_followed() {
         0,
         "a cluster resharding is not a fault of the store"
     );
-    let moved = cluster.cli(
-        from_port,
-        &[
-            "MIGRATE",
-            "127.0.0.1",
-            &to_port.to_string(),
-            &key,
-            "0",
-            "5000",
-        ],
-    );
-    assert!(moved.contains("OK"), "MIGRATE: {moved}");
+    cluster.migrate(&key, from, to);
     // Mid-move, the old owner answers for the key with ASK. Reads at once share each node's
     // connection, where one's ASKING could be taken by another's read: every one is a hit.
     assert_eq!(
@@ -212,9 +188,7 @@ async fn a_resharded_slot_is_followed() {
     assert_eq!(local.scope(item(7, &calls)).await, "item 7");
     assert_eq!(calls.load(SeqCst), 1, "a hit, through the ASK redirect");
     assert_eq!(local.stats().faults, 0, "{:?}", local.health());
-    for node in &cluster.nodes {
-        cluster.cli(node.port(), &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
-    }
+    cluster.finish_moving(&slot, to);
     assert_eq!(cluster.owner_of(&key), to);
     // The cache's slot map still points at the old owner: MOVED, followed (and the slot
     // map rebuilt meanwhile).
@@ -382,26 +356,8 @@ async fn a_slot_moving_to_a_new_master_is_followed() {
     let key = cache.scope(async { redcache::key!(item(9, _)) }).await;
     let from = cluster.owner_of(&key);
     let to = cluster.add_master();
-    let slot = cluster
-        .cli(cluster.nodes[0].port(), &["CLUSTER", "KEYSLOT", &key])
-        .trim()
-        .to_string();
-    let (from_id, to_id) = (cluster.node_id(from), cluster.node_id(to));
-    let (from_port, to_port) = (cluster.nodes[from].port(), cluster.nodes[to].port());
-    cluster.cli(
-        to_port,
-        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
-    );
-    cluster.cli(
-        from_port,
-        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
-    );
-    let to_port_arg = to_port.to_string();
-    let moved = cluster.cli(
-        from_port,
-        &["MIGRATE", "127.0.0.1", &to_port_arg, &key, "0", "5000"],
-    );
-    assert!(moved.contains("OK"), "MIGRATE: {moved}");
+    let slot = cluster.start_moving(&key, from, to);
+    cluster.migrate(&key, from, to);
     assert_eq!(
         runs_of_reads_at_once(&cache, 9, 20).await,
         0,
@@ -420,9 +376,7 @@ async fn a_slot_moving_to_a_new_master_is_followed() {
         0,
         "the refill was stored"
     );
-    for node in &cluster.nodes {
-        cluster.cli(node.port(), &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
-    }
+    cluster.finish_moving(&slot, to);
     assert_eq!(cluster.owner_of(&key), to);
     assert_eq!(
         runs_of_reads_at_once(&cache, 9, 20).await,

@@ -337,6 +337,45 @@ impl RedisCluster {
         None
     }
 
+    /// Starts moving `key`'s slot from master `from` to master `to`, the way `redis-cli
+    /// --cluster reshard` does (IMPORTING, then MIGRATING): the slot.
+    pub fn start_moving(&self, key: &str, from: usize, to: usize) -> String {
+        let slot = self
+            .cli(self.nodes[0].port(), &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .to_string();
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let imported = self.cli(
+            self.nodes[to].port(),
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+        );
+        assert!(imported.contains("OK"), "SETSLOT IMPORTING: {imported}");
+        let migrating = self.cli(
+            self.nodes[from].port(),
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+        );
+        assert!(migrating.contains("OK"), "SETSLOT MIGRATING: {migrating}");
+        slot
+    }
+
+    /// Moves `key` from master `from` to master `to` mid-move (`MIGRATE`).
+    pub fn migrate(&self, key: &str, from: usize, to: usize) {
+        let to_port = self.nodes[to].port().to_string();
+        let moved = self.cli(
+            self.nodes[from].port(),
+            &["MIGRATE", "127.0.0.1", &to_port, key, "0", "5000"],
+        );
+        assert!(moved.contains("OK"), "MIGRATE: {moved}");
+    }
+
+    /// Ends a slot's move: every node says master `to` serves it.
+    pub fn finish_moving(&self, slot: &str, to: usize) {
+        let to_id = self.node_id(to);
+        for node in &self.nodes {
+            self.cli(node.port(), &["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+        }
+    }
+
     /// The node id of node `i`.
     pub fn node_id(&self, i: usize) -> String {
         cli(self.nodes[i].port(), &["CLUSTER", "MYID"])
