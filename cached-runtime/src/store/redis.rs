@@ -3,10 +3,10 @@
 //! (`sentinel.rs`: a `MultiplexedConnection` too, whose replacement asks the Sentinels
 //! again) or to a Redis Cluster (`cluster::ClusterConn`: redis-rs's cluster connection,
 //! which reconnects to its nodes by itself, with `MOVED`/`ASK` redirects followed by the
-//! store). The commands are the same for all, but for a cluster's key by key where they
-//! would span slots; walking the keyspace differs too (every master). Behind Sentinel with replica reads, the relaxed
-//! reads go to a replica first (`sentinel::Replica`), and to the master when it cannot
-//! answer.
+//! store). The commands are the same for all, but on a cluster those that would span
+//! slots go key by key, and walking the keyspace visits every master. Behind Sentinel
+//! with replica reads, the relaxed reads go to a replica first (`sentinel::Replica`), and
+//! to the master when it cannot answer.
 
 use super::sentinel::Replica;
 use super::{EntryAndGen, Fill, Replaced, Seen, Store};
