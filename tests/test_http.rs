@@ -161,6 +161,38 @@ async fn with_headers(
     (out, format!("{kind} for {who}"))
 }
 
+/// When `/conditional`'s representation last changed.
+const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+
+/// A handler with validators of its own, which answers a current client `304` itself, as
+/// a file server does (`ETag: "v1"`, `Last-Modified`); `/conditional/cookie` also sets a
+/// cookie (so it is never stored). It takes a while, so that requests sent together
+/// overlap with the one that runs, and counts the runs that were asked a condition.
+async fn conditional(
+    State(app): State<App>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    app.ran("conditional");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = |name| headers.get(name).map(|v| v.to_str().unwrap());
+    let mut out = HeaderMap::new();
+    out.insert("etag", HeaderValue::from_static("\"v1\""));
+    out.insert("last-modified", HeaderValue::from_static(LAST_MODIFIED));
+    if uri.path().ends_with("/cookie") {
+        out.insert("set-cookie", HeaderValue::from_static("seen=1"));
+    }
+    let current = match asked("if-none-match") {
+        Some(tags) => tags.contains("\"v1\""),
+        None => asked("if-modified-since") == Some(LAST_MODIFIED),
+    };
+    if current {
+        app.ran("conditional 304");
+        return (StatusCode::NOT_MODIFIED, out).into_response();
+    }
+    (out, [("content-type", "text/plain")], "version 1").into_response()
+}
+
 async fn missing(State(app): State<App>) -> StatusCode {
     app.ran("missing");
     StatusCode::NOT_FOUND
@@ -271,6 +303,8 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
         .route("/slow", get(slow))
         .route("/flaky", get(flaky))
         .route("/gated", get(gated))
+        .route("/conditional", get(conditional))
+        .route("/conditional/cookie", get(conditional))
         .route(
             "/own-sie",
             get(|State(app): State<App>| {
@@ -499,6 +533,96 @@ http_test! {
         assert_eq!(other.status, StatusCode::OK);
         assert_eq!(&other.body[..], br#"{"id":3,"version":1}"#);
         assert_eq!(served.app.runs("product"), 1);
+    }
+}
+
+http_test! {
+    async fn a_conditional_miss_asks_the_handler_for_the_whole_response(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        // The client's copy is current: the layer answers `304`, from the whole response
+        // it asked the handler for and stored.
+        let miss = served.get_with("/conditional", &[("if-none-match", "\"v1\"")]).await;
+        assert_eq!((miss.status, miss.x_cache()), (StatusCode::NOT_MODIFIED, "MISS"));
+        assert!(miss.body.is_empty());
+        assert_eq!(miss.header("etag"), Some("\"v1\""));
+        assert_eq!(served.app.runs("conditional 304"), 0, "the handler was asked no condition");
+        let hit = served.get("/conditional").await;
+        assert_eq!((hit.status, hit.x_cache()), (StatusCode::OK, "HIT"));
+        assert_eq!(&hit.body[..], b"version 1");
+        let stale_copy = served.get_with("/conditional", &[("if-none-match", "\"v0\"")]).await;
+        assert_eq!((stale_copy.status, &stale_copy.body[..]), (StatusCode::OK, &b"version 1"[..]));
+        assert_eq!(served.app.runs("conditional"), 1);
+    }
+}
+
+http_test! {
+    async fn revalidating_clients_on_a_cold_url_run_the_handler_once(backend: Backend) {
+        let served = Arc::new(serve(&backend.cache, layer()).await);
+        let requests: Vec<_> = (0..50)
+            .map(|_| {
+                let served = served.clone();
+                tokio::spawn(async move {
+                    served.get_with("/conditional", &[("if-none-match", "\"v1\"")]).await
+                })
+            })
+            .collect();
+        for request in requests {
+            let reply = request.await.unwrap();
+            assert_eq!(reply.status, StatusCode::NOT_MODIFIED);
+            assert!(reply.body.is_empty());
+        }
+        assert_eq!(served.app.runs("conditional"), 1);
+    }
+}
+
+http_test! {
+    async fn if_modified_since_is_compared_with_last_modified(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let since = |date| [("if-modified-since", date)];
+        // Not modified since the date the client has, on a miss and on hits.
+        let miss = served.get_with("/conditional", &since(LAST_MODIFIED)).await;
+        assert_eq!((miss.status, miss.x_cache()), (StatusCode::NOT_MODIFIED, "MISS"));
+        assert!(miss.body.is_empty());
+        let later = served.get_with("/conditional", &since("Mon, 07 Nov 1994 08:49:37 GMT")).await;
+        assert_eq!((later.status, later.x_cache()), (StatusCode::NOT_MODIFIED, "HIT"));
+        let head = served.send("HEAD", "/conditional", &since(LAST_MODIFIED), "").await;
+        assert_eq!((head.status, head.x_cache()), (StatusCode::NOT_MODIFIED, "HIT"));
+        // Modified since an earlier date, or no date that can be read: the whole response.
+        let earlier = served.get_with("/conditional", &since("Sun, 06 Nov 1994 08:49:36 GMT")).await;
+        assert_eq!((earlier.status, &earlier.body[..]), (StatusCode::OK, &b"version 1"[..]));
+        let unreadable = served.get_with("/conditional", &since("yesterday")).await;
+        assert_eq!((unreadable.status, &unreadable.body[..]), (StatusCode::OK, &b"version 1"[..]));
+        // `If-None-Match` decides when there is one.
+        let both = [("if-none-match", "\"v0\""), ("if-modified-since", LAST_MODIFIED)];
+        let tagged = served.get_with("/conditional", &both).await;
+        assert_eq!((tagged.status, &tagged.body[..]), (StatusCode::OK, &b"version 1"[..]));
+        assert_eq!(served.app.runs("conditional"), 1);
+        assert_eq!(served.app.runs("conditional 304"), 0);
+        // A response without `Last-Modified` has no date to compare.
+        served.get("/products/3").await;
+        let undated = served.get_with("/products/3", &since("Fri, 01 Jan 2100 00:00:00 GMT")).await;
+        assert_eq!((undated.status, undated.x_cache()), (StatusCode::OK, "HIT"));
+        assert_eq!(&undated.body[..], br#"{"id":3,"version":1}"#);
+    }
+}
+
+http_test! {
+    async fn a_response_not_stored_answers_a_current_client_with_304(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let current = served.get_with("/conditional/cookie", &[("if-none-match", "W/\"v1\"")]).await;
+        assert_eq!((current.status, current.x_cache()), (StatusCode::NOT_MODIFIED, "MISS"));
+        assert!(current.body.is_empty());
+        assert_eq!(current.header("set-cookie"), Some("seen=1"), "the handler's cookie is kept");
+        assert_eq!(current.header("etag"), Some("\"v1\""));
+        assert_eq!(current.header("content-type"), None, "a 304 describes no body");
+        let since = served.get_with("/conditional/cookie", &[("if-modified-since", LAST_MODIFIED)]).await;
+        assert_eq!((since.status, since.x_cache()), (StatusCode::NOT_MODIFIED, "MISS"));
+        let other = served.get_with("/conditional/cookie", &[("if-none-match", "\"v0\"")]).await;
+        assert_eq!((other.status, other.x_cache()), (StatusCode::OK, "MISS"));
+        assert_eq!(&other.body[..], b"version 1");
+        assert_eq!(other.header("content-type"), Some("text/plain"));
+        assert_eq!(served.app.runs("conditional"), 3, "never stored");
+        assert_eq!(served.app.runs("conditional 304"), 0);
     }
 }
 

@@ -48,7 +48,7 @@ use crate::store::Store;
 use crate::ttl::{default_jitter, unix_ms, Policy};
 use crate::Result;
 use bytes::Bytes;
-use headers::{ETag, HeaderMapExt, IfNoneMatch};
+use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, LastModified};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -57,7 +57,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -681,7 +681,9 @@ where
             whole(settings.stale_if_error),
         )
         .with_format(core.config.format());
-    let if_none_match = request.headers().typed_get::<IfNoneMatch>();
+    // A `GET`'s validators are the layer's to evaluate: the handler is asked for the whole
+    // response, which can be stored (see `Conditions`). A cached `POST` keeps its own.
+    let conditions = (method != Method::POST).then(|| Conditions::take(request.headers_mut()));
     let head = method == Method::HEAD;
     if head {
         // The GET entry answers a HEAD; a miss fills it with the GET response.
@@ -747,7 +749,10 @@ where
             return match passed {
                 // The handler answered a `GET` (the layer asked it for the entry a `HEAD`
                 // is answered from): a `HEAD` gets no body.
-                Some(response) if head => response.map(|r| {
+                Some(response) if head => response.map(|mut r| {
+                    if answer_condition(&mut r, conditions.as_ref()) {
+                        return marked(r, XCache::Miss);
+                    }
                     // Its length stays said, as a server would say it for a `HEAD`.
                     let (mut parts, body) = r.into_parts();
                     if let Some(len) = HttpBody::size_hint(&body).exact() {
@@ -758,7 +763,10 @@ where
                     }
                     marked(Response::from_parts(parts, body::empty()), XCache::Miss)
                 }),
-                Some(response) => response.map(|r| marked(r, XCache::Miss)),
+                Some(response) => response.map(|mut r| {
+                    answer_condition(&mut r, conditions.as_ref());
+                    marked(r, XCache::Miss)
+                }),
                 // Not reached: a `NotFilled` is only made after the handler's response was
                 // put there, or when the handler has no request left to answer, which the
                 // freshness check above avoids. Never an empty `200` if it were.
@@ -771,14 +779,13 @@ where
     };
     let from_cache = served.is_hit();
     // Evaluated only where a cache may (RFC 9111 § 4.3.2, RFC 9110 § 13.2.1): for a `GET`
-    // or `HEAD`, of a stored `2xx`.
-    let conditional = method != Method::POST && stored.is_success();
-    let not_modified = match if_none_match.as_ref().filter(|_| conditional) {
-        Some(condition) => match stored.etag().map(str::parse::<ETag>) {
-            Some(Ok(etag)) => !condition.precondition_passes(&etag),
-            _ => false,
-        },
-        None => false,
+    // or `HEAD`, of a stored `2xx`. `If-None-Match`, else `If-Modified-Since` (see
+    // `Conditions`).
+    let not_modified = match &conditions {
+        Some(conditions) if stored.is_success() => {
+            conditions.not_modified(|| stored.etag(), || stored.last_modified())
+        }
+        _ => false,
     };
     let answer = Answer {
         x_cache: if from_cache {
@@ -791,6 +798,106 @@ where
         not_modified,
     };
     Ok(stored.respond(answer, now))
+}
+
+/// The validators of a `GET` or `HEAD` request (`If-None-Match`, `If-Modified-Since`),
+/// taken off it before the handler runs: the layer evaluates them itself (RFC 9110
+/// § 13.2.2), against the stored response or, when it is not stored, the handler's. The
+/// handler is then asked for the whole response, which can be stored for every client. A
+/// handler that answered a current client `304` itself would store nothing, and every
+/// request of clients revalidating their copies (browsers after a deploy or an
+/// invalidation) would reach it, none waiting on another's fill.
+///
+/// `If-Range` stays: it decides whether a `Range` is served, which only the handler does.
+#[derive(Debug)]
+struct Conditions {
+    /// The request had `If-None-Match`: `If-Modified-Since` is then not evaluated, even
+    /// if the list could not be read.
+    has_none_match: bool,
+    if_none_match: Option<IfNoneMatch>,
+    if_modified_since: Option<IfModifiedSince>,
+}
+
+impl Conditions {
+    /// The request's validators, removed from `headers`.
+    fn take(headers: &mut http::HeaderMap) -> Conditions {
+        let has_none_match = headers.contains_key(header::IF_NONE_MATCH);
+        if !has_none_match && !headers.contains_key(header::IF_MODIFIED_SINCE) {
+            return Conditions {
+                has_none_match,
+                if_none_match: None,
+                if_modified_since: None,
+            };
+        }
+        let conditions = Conditions {
+            has_none_match,
+            if_none_match: headers.typed_get(),
+            // An unreadable date, or more than one, is no condition (RFC 9110 § 13.1.3).
+            if_modified_since: headers.typed_get(),
+        };
+        headers.remove(header::IF_NONE_MATCH);
+        headers.remove(header::IF_MODIFIED_SINCE);
+        conditions
+    }
+
+    /// The client's copy of a representation with these validators is current, and gets
+    /// `304 Not Modified`: by `If-None-Match` (weak comparison) if the request has one,
+    /// else by `If-Modified-Since` against `Last-Modified`. Without a `Last-Modified` there
+    /// is no date to compare (RFC 9110 § 13.1.3): not the time it was stored, which another
+    /// instance's clock may have set.
+    /// (Each validator is looked up only if the request asks about it.)
+    fn not_modified<'a>(
+        &self,
+        etag: impl FnOnce() -> Option<&'a str>,
+        last_modified: impl FnOnce() -> Option<SystemTime>,
+    ) -> bool {
+        if self.has_none_match {
+            let Some(condition) = &self.if_none_match else {
+                return false;
+            };
+            return etag()
+                .and_then(|etag| etag.parse::<ETag>().ok())
+                .is_some_and(|etag| !condition.precondition_passes(&etag));
+        }
+        match self.if_modified_since {
+            Some(since) => last_modified().is_some_and(|modified| !since.is_modified(modified)),
+            None => false,
+        }
+    }
+}
+
+/// Representation metadata that a `304` made from a whole response leaves out (RFC 9110
+/// § 15.4.5): it describes a body the `304` does not carry.
+const CONTENT_HEADERS: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_RANGE,
+    header::TRANSFER_ENCODING,
+];
+
+/// Makes `response`, the handler's answer to a request whose validators the layer took
+/// (`conditions`), into `304 Not Modified` if it is a `2xx` the client's copy matches: the
+/// answer the handler would have given. It keeps the response's other headers
+/// (`Set-Cookie` too: the response was not stored, and a handler's own `304` may set a
+/// cookie); whether it did.
+fn answer_condition(response: &mut Response<Body>, conditions: Option<&Conditions>) -> bool {
+    let Some(conditions) = conditions else {
+        return false;
+    };
+    let headers = response.headers();
+    let etag = || headers.get(header::ETAG).and_then(|v| v.to_str().ok());
+    let last_modified = || headers.typed_get::<LastModified>().map(SystemTime::from);
+    if !response.status().is_success() || !conditions.not_modified(etag, last_modified) {
+        return false;
+    }
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    for name in &CONTENT_HEADERS {
+        response.headers_mut().remove(name);
+    }
+    *response.body_mut() = body::empty();
+    true
 }
 
 /// The generation of `group`, which the layer's keys include. A group without one gets one

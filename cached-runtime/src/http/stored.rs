@@ -269,6 +269,17 @@ impl Stored {
             .and_then(|(_, value)| std::str::from_utf8(value).ok())
     }
 
+    /// The `Last-Modified` it was sent with, if the handler set one that reads as a date.
+    pub(super) fn last_modified(&self) -> Option<std::time::SystemTime> {
+        let (_, value) = self
+            .headers()
+            .find(|(name, _)| *name == header::LAST_MODIFIED.as_str().as_bytes())?;
+        let value = HeaderValue::from_bytes(value).ok()?;
+        let date: headers::LastModified =
+            headers::Header::decode(&mut std::iter::once(&value)).ok()?;
+        Some(date.into())
+    }
+
     /// Its status is a `2xx`.
     pub(super) fn is_success(&self) -> bool {
         (200..300).contains(&self.meta.status)
