@@ -1078,6 +1078,34 @@ async fn past_one_second_ttl(written: std::time::Instant) {
 }
 
 http_test! {
+    async fn only_if_cached_takes_a_stale_response_and_leaves_the_refresh(backend: Backend) {
+        let layer = layer()
+            .ttl(Duration::from_secs(1))
+            .stale_while_revalidate(Duration::from_secs(30));
+        let served = serve(&backend.cache, layer).await;
+        let written = std::time::Instant::now();
+        assert_eq!(&served.get("/products/4").await.body[..], br#"{"id":4,"version":1}"#);
+        served.app.versions.lock().unwrap().insert(4, 2);
+        past_one_second_ttl(written).await;
+        let asking = |line| [("cache-control", line)];
+        // `only-if-cached` takes the stale response (it says no `max-age`), and the handler,
+        // which may not answer it, is left to refresh it for another request.
+        let only = served.get_with("/products/4", &asking("only-if-cached")).await;
+        assert_eq!((only.status, only.x_cache()), (StatusCode::OK, "HIT"));
+        assert_eq!(&only.body[..], br#"{"id":4,"version":1}"#);
+        assert_eq!(only.header("cache-control"), Some("max-age=0"));
+        assert_eq!(served.app.runs("product"), 1);
+        // The next request that may run the handler refreshes it.
+        let refreshed = served.get("/products/4").await;
+        assert_eq!((refreshed.x_cache(), &refreshed.body[..]), ("MISS", &br#"{"id":4,"version":2}"#[..]));
+        assert_eq!(served.app.runs("product"), 2);
+        let after = served.get("/products/4").await;
+        assert_eq!((after.x_cache(), &after.body[..]), ("HIT", &br#"{"id":4,"version":2}"#[..]));
+        assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+http_test! {
     async fn stale_if_error_answers_a_failing_handler_with_the_old_response(backend: Backend) {
         let layer = layer().ttl(Duration::from_secs(1)).stale_if_error(Duration::from_secs(30));
         let served = serve(&backend.cache, layer).await;
@@ -1137,15 +1165,19 @@ http_test! {
             .get_with("/gated", &asking("max-age=600, max-stale, only-if-cached"))
             .await;
         assert_eq!((taken.x_cache(), &taken.body[..]), ("HIT", &b"gated run 1"[..]));
+        let bounded = served
+            .get_with("/gated", &asking("max-age=600, max-stale=30, only-if-cached"))
+            .await;
+        assert_eq!((bounded.x_cache(), &bounded.body[..]), ("HIT", &b"gated run 1"[..]));
         served.app.gate.notify_one();
         let refreshed = refresher.await.unwrap();
         assert_eq!((refreshed.x_cache(), &refreshed.body[..]), ("MISS", &b"gated run 2"[..]));
         let fresh = served.get("/gated").await;
         assert_eq!((fresh.x_cache(), &fresh.body[..]), ("HIT", &b"gated run 2"[..]));
         assert_eq!(served.app.runs("gated"), 2);
-        // The cache answered stale five times: the three plain requests, the one
+        // The cache answered stale six times: the three plain requests, the two
         // `max-stale` took, and the one the layer then refused for `max-age`.
-        assert_eq!(backend.cache.stats().stale, 5);
+        assert_eq!(backend.cache.stats().stale, 6);
     }
 }
 

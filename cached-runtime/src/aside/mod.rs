@@ -49,6 +49,10 @@ pub(crate) struct Entry<'a> {
     /// The caller does not take the entry (an HTTP request's `no-cache`): it is read only so
     /// that the fill can replace it, and the body runs.
     pub(crate) force: bool,
+    /// The caller may run the body (not an HTTP request that said `only-if-cached`): one
+    /// that may not takes an entry to refresh or serve stale as it is, and leaves the
+    /// refresh to a caller that can run it.
+    pub(crate) may_run: bool,
     pub(crate) policy: &'a Policy,
     /// The call may fill the local tier: its reads are tracked by Redis, and this notes how
     /// long the entry the last read found has left.
@@ -232,6 +236,7 @@ impl Core {
             gen_key,
             gen_expires: false,
             force: false,
+            may_run: true,
             policy,
             local,
             started,
@@ -404,10 +409,15 @@ impl Core {
             }
             // Refreshed by one caller, leading the key's flight: one at a time in this
             // process, and a caller that misses meanwhile waits for it. Callers that find a
-            // flight under way are answered with the entry: still valid (early refresh), or
-            // past its TTL but within `stale_ttl`.
+            // flight under way, or that may not run the body, are answered with the entry:
+            // still valid (early refresh), or past its TTL but within `stale_ttl`.
             Examined::Refresh(found) | Examined::Stale(found) => {
-                let Role::Leader(leader) = self.flights.join(key) else {
+                // (A caller that may not run the body does not join, even as a leader.)
+                let leader = match at.may_run.then(|| self.flights.join(key)) {
+                    Some(Role::Leader(leader)) => Some(leader),
+                    _ => None,
+                };
+                let Some(leader) = leader else {
                     return match (found, stale) {
                         (Found::Value(out) | Found::Null(out), true) => {
                             self.record(at.prefix, Event::Stale);

@@ -695,6 +695,9 @@ where
         gen_key: Some(&gen_key),
         gen_expires: true,
         force: asks.no_cache,
+        // With `only-if-cached`, a stale response the request accepts answers it: the
+        // handler may not run for it, and the refresh is left to a request that may.
+        may_run: !asks.only_if_cached,
         policy: &policy,
         local: None,
         started: None,
