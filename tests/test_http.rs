@@ -623,6 +623,11 @@ http_test! {
         assert_eq!(other.header("content-type"), Some("text/plain"));
         assert_eq!(served.app.runs("conditional"), 3, "never stored");
         assert_eq!(served.app.runs("conditional 304"), 0);
+        // `*` matches whatever the handler answers, even without a tag.
+        let any = served.get_with("/kind/cookie", &[("if-none-match", "*")]).await;
+        assert_eq!((any.status, any.x_cache()), (StatusCode::NOT_MODIFIED, "MISS"));
+        assert_eq!(any.header("set-cookie"), Some("session=1"));
+        assert!(any.body.is_empty());
     }
 }
 
@@ -1083,8 +1088,9 @@ http_test! {
             .ttl(Duration::from_secs(1))
             .stale_while_revalidate(Duration::from_secs(30));
         let served = serve(&backend.cache, layer).await;
-        let written = std::time::Instant::now();
         assert_eq!(&served.get("/products/4").await.body[..], br#"{"id":4,"version":1}"#);
+        // Counted from when the response was stored, at the latest.
+        let written = std::time::Instant::now();
         served.app.versions.lock().unwrap().insert(4, 2);
         past_one_second_ttl(written).await;
         let asking = |line| [("cache-control", line)];

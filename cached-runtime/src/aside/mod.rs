@@ -441,7 +441,9 @@ impl Core {
             }
             Examined::Miss => {}
         }
-        if solo {
+        // A caller that may not run the body leads no flight either: others would wait on
+        // it for nothing, then each run their own.
+        if solo || !at.may_run {
             self.record(at.prefix, Event::Miss);
             return Step::Run(Run {
                 flight: Flight::Solo,

@@ -107,7 +107,9 @@ impl XCache {
 /// A response's own `s-maxage`/`max-age` shortens the TTL. Stored responses get a strong
 /// `ETag` (the body's md5) unless the handler set one, `Cache-Control: max-age=<seconds
 /// left>` unless the handler set `Cache-Control`, and `Age` on hits; a request whose
-/// `If-None-Match` matches gets `304 Not Modified`, on a hit or a miss. A request's
+/// `If-None-Match` matches (or, without one, whose `If-Modified-Since` is not before the
+/// response's `Last-Modified`) gets `304 Not Modified`, on a hit or a miss: the layer
+/// evaluates both itself, and the handler is asked for the whole response. A request's
 /// `Cache-Control: no-cache` runs the handler and refreshes the entry, `no-store` runs it
 /// and neither reads nor writes, `max-age=N` does not take an entry older than `N`
 /// seconds.
@@ -858,6 +860,10 @@ impl Conditions {
             let Some(condition) = &self.if_none_match else {
                 return false;
             };
+            // `*`: any current representation, with or without a tag (RFC 9110 § 13.1.2).
+            if *condition == IfNoneMatch::any() {
+                return true;
+            }
             return etag()
                 .and_then(|etag| etag.parse::<ETag>().ok())
                 .is_some_and(|etag| !condition.precondition_passes(&etag));
@@ -871,20 +877,24 @@ impl Conditions {
 
 /// Representation metadata that a `304` made from a whole response leaves out (RFC 9110
 /// § 15.4.5): it describes a body the `304` does not carry.
-const CONTENT_HEADERS: [HeaderName; 6] = [
+const CONTENT_HEADERS: [HeaderName; 9] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
     header::CONTENT_ENCODING,
     header::CONTENT_LANGUAGE,
     header::CONTENT_RANGE,
+    header::CONTENT_DISPOSITION,
     header::TRANSFER_ENCODING,
+    HeaderName::from_static("content-digest"),
+    HeaderName::from_static("repr-digest"),
 ];
 
 /// Makes `response`, the handler's answer to a request whose validators the layer took
 /// (`conditions`), into `304 Not Modified` if it is a `2xx` the client's copy matches: the
 /// answer the handler would have given. It keeps the response's other headers
 /// (`Set-Cookie` too: the response was not stored, and a handler's own `304` may set a
-/// cookie); whether it did.
+/// cookie); whether it did. A body over `max_body_bytes`, streamed otherwise, is dropped
+/// unread.
 fn answer_condition(response: &mut Response<Body>, conditions: Option<&Conditions>) -> bool {
     let Some(conditions) = conditions else {
         return false;

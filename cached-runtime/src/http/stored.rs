@@ -419,7 +419,8 @@ pub(super) struct Answer {
     pub(super) from_cache: bool,
     /// A `HEAD` request: no body.
     pub(super) head: bool,
-    /// The request's `If-None-Match` matched: `304`.
+    /// The request's `If-None-Match` matched (or, without one, its `If-Modified-Since`
+    /// is not before `Last-Modified`): `304`.
     pub(super) not_modified: bool,
 }
 
