@@ -837,3 +837,58 @@ async fn a_fill_over_a_tombstone_keeps_its_fence_past_a_shorter_ttl() {
         Some("fresh")
     );
 }
+
+#[redcache::cached(prefix = "i:first", ttl = 100, skip(db))]
+async fn first_view(id: u64, db: &Db) -> Option<Profile> {
+    db.read(id)
+}
+
+#[redcache::cached(prefix = "i:second", ttl = 100, skip(db))]
+async fn second_view(id: u64, db: &Db) -> Option<Profile> {
+    db.read(id)
+}
+
+#[redcache::evicts(first_view(id, _), second_view(id, _))]
+async fn rename_both(db: &Db, id: u64, name: &str) {
+    db.write(id, name);
+}
+
+/// A `#[evicts]` call dropped after its write, while its first invalidation waits on Redis
+/// (a client gone, a timeout): its invalidations are still all made.
+#[tokio::test]
+async fn evictions_are_made_even_if_the_call_is_dropped_after_its_write() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let db = Db::with(&[(1, "a")]);
+    cache
+        .scope(async {
+            first_view(1, &db).await;
+            second_view(1, &db).await;
+        })
+        .await;
+    assert_eq!(db.queries(), 2);
+    {
+        use std::future::Future;
+        let mut write = std::pin::pin!(cache.scope(rename_both(&db, 1, "a2")));
+        // One poll: the write is made, the first invalidation is sent; then it is dropped.
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        assert!(polled.is_pending(), "waits on Redis");
+    }
+    assert_eq!(db.rows.lock().unwrap()[&1], "a2", "the write was made");
+    // Both entries are retired (by the invalidations' own task): each view reads the write.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (first, second) = cache
+            .scope(async { (first_view(1, &db).await, second_view(1, &db).await) })
+            .await;
+        if first.unwrap().name == "a2" && second.unwrap().name == "a2" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an invalidation was lost"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -11,6 +11,26 @@ use crate::Result;
 /// Keys a SCAN step looks at.
 const SCAN_BATCH: usize = 250;
 
+/// Runs a write's invalidations (`work`) to their end, even if the caller is dropped while
+/// they wait on the store: on a task of their own on the runtime in use, awaited (inline
+/// where there is none). The write they follow has been made; a caller dropped now (an
+/// HTTP client gone, a `timeout` around the call) must not leave the entries it retires
+/// answering with what the write replaced. The caller's span goes with them.
+pub(crate) async fn to_the_end<F>(work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument;
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return work.await;
+    };
+    if let Err(err) = runtime.spawn(work.in_current_span()).await {
+        if err.is_panic() {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    }
+}
+
 impl Core {
     /// Replaces the entry at an exact store key (namespace included) with a tombstone that
     /// lives [`Config::max_fill_time`](crate::Config::max_fill_time); whether a live entry

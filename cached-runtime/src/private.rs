@@ -562,12 +562,17 @@ impl Evict {
     }
 
     /// Removes every target; faults are counted and logged, never returned: the write the
-    /// body made stands either way.
+    /// body made stands either way. Done to the end even if the call is dropped meanwhile.
     async fn run(self) {
         let Some(cache) = Cache::current() else {
             warn_not_initialized();
             return;
         };
+        crate::invalidate::to_the_end(self.remove(cache)).await;
+    }
+
+    /// Removes every target from `cache`.
+    async fn remove(self, cache: Cache) {
         let core = cache.core();
         let namespace = core.config.namespace();
         for (spec, args) in self.calls {

@@ -1187,10 +1187,15 @@ where
         warn_not_initialized();
         return Ok(response);
     };
-    let core = cache.core();
-    if let Err(err) = core.invalidate_path(&path).await {
-        core.fault(&path, &err);
-    }
+    // To the end, even if the client goes away meanwhile: the write is made.
+    let cache = Cache::clone(&cache);
+    crate::invalidate::to_the_end(async move {
+        let core = cache.core();
+        if let Err(err) = core.invalidate_path(&path).await {
+            core.fault(&path, &err);
+        }
+    })
+    .await;
     Ok(response)
 }
 
@@ -1548,7 +1553,13 @@ where
             if !status.is_client_error() && !status.is_server_error() {
                 let cache = evicts.cache.clone().or_else(Cache::current);
                 match cache {
-                    Some(cache) => evict(cache.core(), &evicts, own_path.as_deref(), &tags).await,
+                    // To the end, even if the client goes away meanwhile: the write is made.
+                    Some(cache) => {
+                        crate::invalidate::to_the_end(async move {
+                            evict(cache.core(), &evicts, own_path.as_deref(), &tags).await
+                        })
+                        .await
+                    }
                     None => warn_not_initialized(),
                 }
             }
