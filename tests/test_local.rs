@@ -601,3 +601,45 @@ fn tasks_looping_on_local_hits_do_not_starve_timers() {
         .expect("a loop of local hits never saw its 200 ms timer fire");
     assert!(hits > 0);
 }
+
+/// An ACL user that may not send `CLIENT CACHING`: Redis tracks none of its reads, so no
+/// push would retire a copy of one. None is kept: every hit reads Redis, and another
+/// process's invalidation is seen at once.
+#[tokio::test]
+async fn reads_redis_does_not_track_are_never_kept_locally() {
+    let server = RedisServer::start();
+    let mut admin = server.conn().await;
+    let user = ["SETUSER", "app", "on", ">pw", "~*", "+@all"];
+    let refused: redis::RedisResult<()> = redis::cmd("ACL")
+        .arg(&user)
+        .arg("-client|caching")
+        .query_async(&mut admin)
+        .await;
+    if refused.is_err() {
+        // Redis 6.2 takes no `-` for one subcommand: all of `CLIENT` but what a
+        // connection's set-up needs.
+        let _: () = redis::cmd("ACL")
+            .arg(&user)
+            .arg(&["-client", "+client|tracking", "+client|id"])
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let url = format!("redis://app:pw@127.0.0.1:{}", server.port());
+    let cache = local_cache(url, 100).await;
+    let calls = AtomicUsize::new(0);
+    for _ in 0..5 {
+        assert_eq!(cache.scope(item(7, &calls)).await, 7);
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.local_hits), (4, 0), "{stats:?}");
+    assert_eq!(calls.load(SeqCst), 1);
+    // Another process invalidates the entry: the next call misses.
+    let other = server.cache().await;
+    assert!(other
+        .scope(redcache::invalidate!(item(7, _)))
+        .await
+        .unwrap());
+    assert_eq!(cache.scope(item(7, &calls)).await, 7);
+    assert_eq!(calls.load(SeqCst), 2, "the invalidation was seen");
+}

@@ -198,6 +198,17 @@ impl Error {
         }
     }
 
+    /// Redis refused a command of the request for the user's permissions (`NOPERM`).
+    pub(crate) fn is_no_permission(&self) -> bool {
+        use redis::{ErrorKind::Server, ServerErrorKind::NoPerm};
+        match self {
+            Error::Rejected { source } | Error::Redis { source } => source
+                .downcast_ref::<redis::RedisError>()
+                .is_some_and(|err| err.kind() == Server(NoPerm)),
+            _ => false,
+        }
+    }
+
     pub(crate) fn decode(err: impl StdError + Send + Sync + 'static) -> Self {
         Error::Decode {
             source: Box::new(err),

@@ -351,6 +351,19 @@ pub(super) fn local_tier(config: &Config) -> Option<Arc<LocalTier>> {
     })
 }
 
+/// Says once per process that Redis refused a tracked read (`err`), so the local tier
+/// keeps nothing.
+fn warn_untracked(err: &Error) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            error = %err,
+            "redcache: Redis refused `CLIENT CACHING YES` (an ACL user needs \
+             `+client|caching`): the local tier keeps no copies, and every hit reads Redis"
+        );
+    }
+}
+
 /// What a connection needs for a local tier: `CLIENT TRACKING ON OPTIN` at every
 /// (re)connection, which redis-rs sends for a client with a cache configuration. Its own
 /// cache is never used (no command opts in): only the reads that may fill the local tier
@@ -930,7 +943,14 @@ impl<C: Conn> RedisStore<C> {
             // only right after `ASKING`, and `CLIENT CACHING YES` would take that turn.
             // Read it untracked then (the cluster connection follows the `ASK`), and keep
             // no copy (no `PTTL`).
-            Err(err) if err.is_cluster_redirect() => {
+            //
+            // Likewise when Redis refuses `CLIENT CACHING YES` (an ACL user without
+            // `+client|caching`): it tracks none of this connection's reads, and no push
+            // would ever retire a copy of one.
+            Err(err) if err.is_cluster_redirect() || err.is_no_permission() => {
+                if err.is_no_permission() {
+                    warn_untracked(&err);
+                }
                 let found = match gen_key {
                     Some(gen_key) => self.get_with_gen(key, gen_key).await?,
                     None => (self.get(key).await?, None),
