@@ -447,7 +447,11 @@ impl Cache {
     /// An entry of a tagged function (or written in a group) is a miss for the batch,
     /// which cannot check its generations, and is not written over: the id's loaded value
     /// is returned without being stored, so the entry stays under its tags' (or group's)
-    /// invalidations.
+    /// invalidations. But the batch cannot know a function's tags where it finds no entry
+    /// (or a tombstone): it stores the value there without tags, and a tag's invalidation
+    /// does not retire it (`invalidate!` on the function does, and the function's own
+    /// calls read it as a miss and write over it). Do not batch over a tagged function's
+    /// prefix: give the batch a prefix of its own.
     ///
     /// Stores are fenced like every fill (an entry invalidated while `load` ran is not
     /// overwritten) and the call fails open: if Redis fails, `load` gets every id and its
