@@ -429,3 +429,50 @@ async fn a_batch_with_a_key_of_another_type_loads_only_that_id() {
         "only the id whose key holds another type is loaded again"
     );
 }
+
+/// An ACL user that may not send `CLIENT CACHING`, on every node: a cluster's pipeline
+/// hands back that refusal as a reply, and the read stands, but nothing of it is kept
+/// locally (no push would retire it); another process's invalidation is seen at once.
+#[tokio::test]
+async fn reads_redis_does_not_track_are_never_kept_locally() {
+    let cluster = RedisCluster::start(3, 0);
+    for node in &cluster.nodes {
+        let user = ["ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all"];
+        let refused = cluster.cli(node.port(), &[&user[..], &["-client|caching"]].concat());
+        if refused.contains("ERR") {
+            // Redis 6.2 takes no `-` for one subcommand: all of `CLIENT` but what a
+            // connection's set-up and the heartbeat need.
+            let some = ["-client", "+client|tracking", "+client|id"];
+            let set = cluster.cli(node.port(), &[&user[..], &some].concat());
+            assert!(!set.contains("ERR"), "{set}");
+        }
+    }
+    let urls = cluster
+        .urls()
+        .iter()
+        .map(|url| url.replacen("redis://", "redis://app:pw@", 1))
+        .collect::<Vec<_>>();
+    let config = test_config()
+        .cluster_nodes(urls)
+        .local_capacity(100)
+        .build();
+    let cache = redcache::Cache::connect(config).await.unwrap();
+    let calls = AtomicUsize::new(0);
+    for _ in 0..5 {
+        assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.hits, stats.local_hits, stats.faults),
+        (4, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(calls.load(SeqCst), 1);
+    let other = cluster.cache().await;
+    assert!(other
+        .scope(redcache::invalidate!(item(7, _)))
+        .await
+        .unwrap());
+    assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    assert_eq!(calls.load(SeqCst), 2, "the invalidation was seen");
+}

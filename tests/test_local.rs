@@ -632,7 +632,11 @@ async fn reads_redis_does_not_track_are_never_kept_locally() {
         assert_eq!(cache.scope(item(7, &calls)).await, 7);
     }
     let stats = cache.stats();
-    assert_eq!((stats.hits, stats.local_hits), (4, 0), "{stats:?}");
+    assert_eq!(
+        (stats.hits, stats.local_hits, stats.faults),
+        (4, 0, 0),
+        "{stats:?}"
+    );
     assert_eq!(calls.load(SeqCst), 1);
     // Another process invalidates the entry: the next call misses.
     let other = server.cache().await;

@@ -198,13 +198,19 @@ impl Error {
         }
     }
 
-    /// Redis refused a command of the request for the user's permissions (`NOPERM`).
-    pub(crate) fn is_no_permission(&self) -> bool {
-        use redis::{ErrorKind::Server, ServerErrorKind::NoPerm};
+    /// Redis refused the command at `index` of a pipeline (0 for a lone command) for the
+    /// user's permissions (`NOPERM`).
+    pub(crate) fn is_no_permission_at(&self, index: usize) -> bool {
+        use redis::ServerErrorKind::NoPerm;
         match self {
             Error::Rejected { source } | Error::Redis { source } => source
                 .downcast_ref::<redis::RedisError>()
-                .is_some_and(|err| err.kind() == Server(NoPerm)),
+                .and_then(|err| err.clone().into_server_errors())
+                .is_some_and(|errors| {
+                    errors
+                        .iter()
+                        .any(|(at, err)| *at == index && err.kind() == Some(NoPerm))
+                }),
             _ => false,
         }
     }

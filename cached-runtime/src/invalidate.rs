@@ -15,18 +15,36 @@ const SCAN_BATCH: usize = 250;
 /// they wait on the store: on a task of their own on the runtime in use, awaited (inline
 /// where there is none). The write they follow has been made; a caller dropped now (an
 /// HTTP client gone, a `timeout` around the call) must not leave the entries it retires
-/// answering with what the write replaced. The caller's span goes with them.
+/// answering with what the write replaced. The caller's span and subscriber go with them.
 pub(crate) async fn to_the_end<F>(work: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
+    use std::sync::{Arc, Mutex, PoisonError};
+    use tracing::instrument::WithSubscriber;
     use tracing::Instrument;
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return work.await;
     };
-    if let Err(err) = runtime.spawn(work.in_current_span()).await {
-        if err.is_panic() {
-            std::panic::resume_unwind(err.into_panic());
+    // Taken by the task when it starts: a runtime shutting down cancels a task before
+    // it runs, and the work is then done here.
+    let slot = Arc::new(Mutex::new(Some(work)));
+    let taken = slot.clone();
+    let task = async move {
+        let work = taken.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(work) = work {
+            work.await;
+        }
+    };
+    let task = runtime.spawn(task.in_current_span().with_current_subscriber());
+    match task.await {
+        Ok(()) => {}
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(_) => {
+            let work = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(work) = work {
+                work.await;
+            }
         }
     }
 }

@@ -351,13 +351,13 @@ pub(super) fn local_tier(config: &Config) -> Option<Arc<LocalTier>> {
     })
 }
 
-/// Says once per process that Redis refused a tracked read (`err`), so the local tier
-/// keeps nothing.
-fn warn_untracked(err: &Error) {
+/// Says once per process that Redis refused to track a read (`refusal`), so the local
+/// tier keeps nothing.
+fn warn_untracked(refusal: &dyn std::fmt::Debug) {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
-            error = %err,
+            refusal = ?refusal,
             "redcache: Redis refused `CLIENT CACHING YES` (an ACL user needs \
              `+client|caching`): the local tier keeps no copies, and every hit reads Redis"
         );
@@ -946,9 +946,10 @@ impl<C: Conn> RedisStore<C> {
             //
             // Likewise when Redis refuses `CLIENT CACHING YES` (an ACL user without
             // `+client|caching`): it tracks none of this connection's reads, and no push
-            // would ever retire a copy of one.
-            Err(err) if err.is_cluster_redirect() || err.is_no_permission() => {
-                if err.is_no_permission() {
+            // would ever retire a copy of one. (A pipeline on one server fails whole; a
+            // cluster's hands back each reply, see `tracked_read`.)
+            Err(err) if err.is_cluster_redirect() || err.is_no_permission_at(0) => {
+                if !err.is_cluster_redirect() {
                     warn_untracked(&err);
                 }
                 let found = match gen_key {
@@ -980,7 +981,7 @@ impl<C: Conn> RedisStore<C> {
                 async move { conn.pipe_at(key, pipe).await }
             })
             .await?;
-        let [_, found, left] = <[redis::Value; 3]>::try_from(replies).map_err(|replies| {
+        let [caching, found, left] = <[redis::Value; 3]>::try_from(replies).map_err(|replies| {
             Error::redis(redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "a tracked read's replies",
@@ -999,6 +1000,13 @@ impl<C: Conn> RedisStore<C> {
         };
         let found = found.map_err(|e| Error::redis(e.into()))?;
         let left: i64 = redis::from_redis_value(left).map_err(|e| Error::redis(e.into()))?;
+        // Tracked only if Redis took `CLIENT CACHING YES`. A cluster's pipeline hands back
+        // its refusal as a reply (on one server the pipeline fails, see `get_tracked`): the
+        // read stands, and nothing is kept of it.
+        if caching != redis::Value::Okay {
+            warn_untracked(&caching);
+            return Ok((found, None));
+        }
         // -1 (no expiry) and -2 (no key): nothing to keep.
         let left = u64::try_from(left).ok().map(Duration::from_millis);
         Ok((found, left))
