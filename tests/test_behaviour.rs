@@ -536,6 +536,22 @@ on_both_stores! {
         assert_eq!(calls.load(SeqCst), 1);
         assert_eq!(b.ttl_secs("manual:2").await, Some(30));
         assert_eq!(c.stats().invalidations, 1);
+        // A load that can fail: its `Err` is returned, never stored; its `Ok` is.
+        let loads = AtomicUsize::new(0);
+        let load = |ok: bool| {
+            let loads = &loads;
+            move || async move {
+                loads.fetch_add(1, SeqCst);
+                if ok { Ok(user(3)) } else { Err("the database timed out") }
+            }
+        };
+        let ttl = Duration::from_secs(40);
+        assert_eq!(c.try_get_or_insert_with("manual:3", ttl, load(false)).await, Err("the database timed out"));
+        assert!(!b.exists("manual:3").await, "an Err is not stored");
+        assert_eq!(c.try_get_or_insert_with("manual:3", ttl, load(true)).await, Ok(user(3)));
+        assert_eq!(c.try_get_or_insert_with("manual:3", ttl, load(false)).await, Ok(user(3)), "a hit");
+        assert_eq!(loads.load(SeqCst), 2);
+        assert_eq!(b.ttl_secs("manual:3").await, Some(40));
     }
 }
 

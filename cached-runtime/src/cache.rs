@@ -5,7 +5,7 @@
 use crate::codec::{self, Decoded, Stamp};
 use crate::core::Core;
 use crate::health::Health;
-use crate::shape::{Hooks, Plain};
+use crate::shape::{Hooks, Plain, Res};
 use crate::stats::Stats;
 use crate::store::{Backend, MemoryStore, RedisStore, Seen, Store};
 use crate::ttl::{unix_ms, Policy};
@@ -402,7 +402,9 @@ impl Cache {
     /// added), else `init()`'s result, stored for exactly `ttl`.
     ///
     /// Same rules as `#[cached]`: concurrent calls for one key run `init` once, and a store
-    /// fault never fails the call (`init` runs and its value is returned).
+    /// fault never fails the call (`init` runs and its value is returned). Whatever `init`
+    /// returns is stored; for a load that can fail, whose errors must not be cached, use
+    /// [`try_get_or_insert_with`](Self::try_get_or_insert_with).
     ///
     /// # Examples
     ///
@@ -426,6 +428,50 @@ impl Cache {
         let run = async move { init().await };
         self.core
             .get_or_run::<Plain, T, _>(None, &key, None, &policy, Hooks::none(), None, None, 0, run)
+            .await
+            .0
+    }
+
+    /// [`get_or_insert_with`](Self::get_or_insert_with) for a load that can fail: an `Ok`
+    /// is stored, an `Err` is returned and never stored, as for a `#[cached]` function
+    /// that returns `Result` (the next call runs `init` again; concurrent calls waiting on
+    /// the failed one run their own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// let cache = redcache::Cache::memory();
+    /// let ttl = Duration::from_secs(60);
+    /// let failed: Result<u64, String> =
+    ///     cache.try_get_or_insert_with("row:7", ttl, || async { Err("timeout".into()) }).await;
+    /// assert!(failed.is_err());
+    /// // Not cached: the next call loads again.
+    /// let loaded: Result<u64, String> =
+    ///     cache.try_get_or_insert_with("row:7", ttl, || async { Ok(7) }).await;
+    /// let cached: Result<u64, String> =
+    ///     cache.try_get_or_insert_with("row:7", ttl, || async { Ok(0) }).await;
+    /// assert_eq!((loaded, cached), (Ok(7), Ok(7)));
+    /// # }
+    /// ```
+    pub async fn try_get_or_insert_with<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        init: F,
+    ) -> std::result::Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
+        let key = self.core.full_key(key);
+        let policy = Policy::exact(ttl).with_format(self.core.config.format());
+        let run = async move { init().await };
+        let hooks = Hooks::none();
+        self.core
+            .get_or_run::<Res, _, _>(None, &key, None, &policy, hooks, None, None, 0, run)
             .await
             .0
     }
