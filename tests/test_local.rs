@@ -609,18 +609,13 @@ fn tasks_looping_on_local_hits_do_not_starve_timers() {
 async fn reads_redis_does_not_track_are_never_kept_locally() {
     let server = RedisServer::start();
     let mut admin = server.conn().await;
-    let user = ["SETUSER", "app", "on", ">pw", "~*", "+@all"];
     let refused: redis::RedisResult<()> = redis::cmd("ACL")
-        .arg(&user)
-        .arg("-client|caching")
+        .arg(common::no_caching_user(false))
         .query_async(&mut admin)
         .await;
     if refused.is_err() {
-        // Redis 6.2 takes no `-` for one subcommand: all of `CLIENT` but what a
-        // connection's set-up needs.
         let _: () = redis::cmd("ACL")
-            .arg(&user)
-            .arg(&["-client", "+client|tracking", "+client|id"])
+            .arg(common::no_caching_user(true))
             .query_async(&mut admin)
             .await
             .unwrap();

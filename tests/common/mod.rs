@@ -40,6 +40,19 @@ use std::time::Duration;
 
 /// The configuration tests start from: generous timeouts so a loaded CI machine does not
 /// trip them, except where a test sets its own.
+/// The `ACL SETUSER` arguments for a user `app` (password `pw`) that may run everything but
+/// `CLIENT CACHING`: as Redis 7 and Valkey take them or, `for_6_2`, as Redis 6.2 must (it
+/// takes no `-` for one subcommand: all of `CLIENT` but what a connection's set-up and the
+/// local tier's heartbeat need), for a server that refuses the first.
+pub fn no_caching_user(for_6_2: bool) -> Vec<&'static str> {
+    let mut args = vec!["SETUSER", "app", "on", ">pw", "~*", "+@all"];
+    match for_6_2 {
+        false => args.push("-client|caching"),
+        true => args.extend(["-client", "+client|tracking", "+client|id"]),
+    }
+    args
+}
+
 pub fn test_config() -> redcache::ConfigBuilder {
     redcache::Config::builder()
         .op_timeout(Duration::from_secs(2))
