@@ -37,6 +37,36 @@ async fn maybe_token(scope: u64, calls: &AtomicUsize) -> Result<Option<Token>, S
     }))
 }
 
+/// No `jitter`: a tenth of the TTL the value asks for, not of the cache's default TTL.
+#[redcache::cached(prefix = "p:short", ttl = |t: &Token| Duration::from_secs(t.expires_in), skip(calls))]
+async fn short_token(scope: u64, calls: &AtomicUsize) -> Token {
+    calls.fetch_add(1, SeqCst);
+    Token {
+        value: format!("token {scope}"),
+        expires_in: if scope < 5 { 9 } else { 1000 },
+    }
+}
+
+on_both_stores! {
+    async fn a_computed_ttl_gets_a_tenth_of_itself_as_jitter(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for scope in 0..6 {
+                short_token(scope, &calls).await;
+            }
+        }).await;
+        assert_eq!(calls.load(SeqCst), 6, "{}", b.name());
+        // 9 s: a tenth is under a second, so no jitter (the default TTL's tenth is 30 s).
+        for scope in 0..5 {
+            let ttl = b.ttl_secs(&redcache::key!(short_token(scope, _))).await;
+            assert_eq!(ttl, Some(9), "{} {scope}", b.name());
+        }
+        // 1000 s: up to 100 s more.
+        let ttl = b.ttl_secs(&redcache::key!(short_token(5, _))).await.unwrap();
+        assert!((999..=1100).contains(&ttl), "{}: {ttl}", b.name());
+    }
+}
+
 on_both_stores! {
     async fn the_ttl_is_computed_from_the_value(b: Backend) {
         let calls = AtomicUsize::new(0);

@@ -191,7 +191,8 @@ mod valid;
 /// every write, so entries written together (after a deploy, a cold start) do not expire
 /// together. `jitter = 0`: every entry lives exactly `ttl`.
 ///
-/// - **Default:** a tenth of the effective `ttl` (integer division: 0 below 10 s).
+/// - **Default:** a tenth of the effective `ttl` (integer division: 0 below 10 s); with
+///   `ttl = f`, a tenth of the TTL each value asks for.
 /// - **Checked:** a whole number of seconds.
 ///
 /// ```

@@ -3,7 +3,7 @@
 use crate::cache::Cache;
 use crate::core::Core;
 use crate::global::{current, warn_not_initialized};
-use crate::ttl::{default_jitter, Policy};
+use crate::ttl::Policy;
 use crate::Config;
 use std::fmt;
 use std::future::Future;
@@ -56,9 +56,12 @@ pub const COMPRESSION: bool = cfg!(feature = "compression");
 impl Spec {
     pub(crate) fn policy(&self, config: &Config) -> Policy {
         let ttl = self.ttl.unwrap_or(config.default_ttl());
-        let jitter = self.jitter.unwrap_or_else(|| default_jitter(ttl));
         let null_ttl = self.null_ttl.unwrap_or(config.default_null_ttl());
-        Policy::seconds(ttl, jitter, null_ttl)
+        let policy = match self.jitter {
+            Some(jitter) => Policy::seconds(ttl, jitter, null_ttl),
+            None => Policy::seconds(ttl, 0, null_ttl).with_default_jitter(),
+        };
+        policy
             .with_lock(self.lock_ms.map(Duration::from_millis))
             .with_early_refresh(self.early_refresh)
             .with_stale(self.stale_ttl, self.stale_if_error)

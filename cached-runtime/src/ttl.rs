@@ -9,6 +9,9 @@ use std::time::Duration;
 pub(crate) struct Policy {
     ttl: Duration,
     jitter_secs: u64,
+    /// No jitter was set, so `jitter_secs` is a tenth of `ttl`: a TTL computed from a value
+    /// gets a tenth of its own instead.
+    jitter_by_default: bool,
     null_ttl: Option<Duration>,
     /// Cross-process fill lock lease.
     lock: Option<Duration>,
@@ -30,6 +33,7 @@ impl Policy {
         Policy {
             ttl: Duration::from_secs(ttl.max(1)),
             jitter_secs: jitter,
+            jitter_by_default: false,
             null_ttl: (null_ttl > 0).then(|| Duration::from_secs(null_ttl)),
             lock: None,
             early_refresh: None,
@@ -37,6 +41,14 @@ impl Policy {
             stale_if_error: None,
             format: Format::default(),
         }
+    }
+
+    /// With the jitter left to its default, [`default_jitter`]: a tenth of the TTL, also
+    /// of a TTL computed from a value ([`value_ttl_from`](Self::value_ttl_from)).
+    pub(crate) fn with_default_jitter(mut self) -> Self {
+        self.jitter_secs = default_jitter(self.ttl.as_secs());
+        self.jitter_by_default = true;
+        self
     }
 
     /// With stale windows, in seconds (0 or `None`: none): `stale_ttl` serves an entry
@@ -108,6 +120,7 @@ impl Policy {
         Policy {
             ttl: ttl.max(Duration::from_millis(1)),
             jitter_secs: 0,
+            jitter_by_default: false,
             null_ttl: None,
             lock: None,
             early_refresh: None,
@@ -128,12 +141,19 @@ impl Policy {
         self.ttl.saturating_add(Duration::from_secs(extra))
     }
 
-    /// `base` plus this policy's jitter: a TTL a function computed from its value.
+    /// `base` plus this policy's jitter: a TTL a function computed from its value. Without a
+    /// jitter of its own, a tenth of `base` (not of the function's TTL, which may be far
+    /// longer than the TTL the value asks for).
     pub(crate) fn value_ttl_from(&self, base: Duration) -> Duration {
-        let extra = if self.jitter_secs == 0 {
+        let jitter = if self.jitter_by_default {
+            default_jitter(base.as_secs())
+        } else {
+            self.jitter_secs
+        };
+        let extra = if jitter == 0 {
             0
         } else {
-            rand::rng().random_range(0..=self.jitter_secs)
+            rand::rng().random_range(0..=jitter)
         };
         base.max(Duration::from_millis(1))
             .saturating_add(Duration::from_secs(extra))
@@ -187,6 +207,25 @@ mod tests {
             ttls.contains(&100) && ttls.contains(&120),
             "both ends reachable"
         );
+    }
+
+    #[test]
+    fn a_default_jitter_is_a_tenth_of_the_ttl_a_value_asks_for() {
+        let p = Policy::seconds(300, 0, 0).with_default_jitter();
+        assert!((300..=330).contains(&p.value_ttl().as_secs()));
+        for _ in 0..100 {
+            assert_eq!(
+                p.value_ttl_from(Duration::from_secs(9)),
+                Duration::from_secs(9)
+            );
+            let long = p.value_ttl_from(Duration::from_secs(1000)).as_secs();
+            assert!((1000..=1100).contains(&long), "{long}");
+        }
+        let set = Policy::seconds(300, 30, 0);
+        let ttls: Vec<u64> = (0..500)
+            .map(|_| set.value_ttl_from(Duration::from_secs(9)).as_secs())
+            .collect();
+        assert!(ttls.iter().all(|t| (9..=39).contains(t)) && ttls.contains(&39));
     }
 
     #[test]
