@@ -1,7 +1,8 @@
 //! Redis Sentinel: the cache finds the master through the Sentinels, with their own
 //! credentials and the master's; a failover under load answers every call and caching
 //! resumes on the promoted replica; a manual failover moves the cache when the Sentinels
-//! switch, while the old master still takes writes; and no local copy outlives a
+//! switch, while the old master still takes writes, and a Sentinel that missed the switch
+//! does not take it back; and no local copy outlives a
 //! failover. (The whole behaviour suite also runs
 //! behind Sentinel: see `on_both_stores!`.)
 
@@ -321,6 +322,84 @@ async fn a_manual_failover_moves_the_cache_when_the_sentinels_switch() {
         before + 1,
         "invalidated on the new master"
     );
+}
+
+/// A Sentinel that has not heard of a manual failover names the old master, which still
+/// answers `ROLE` as a master until the Sentinels reconfigure it. Once the cache has heard
+/// the switch, a lookup that lands on such a Sentinel asks again: every reconnection after
+/// the switch goes to the new master, and nothing is written on the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_that_missed_the_switch_does_not_take_the_cache_back() {
+    let mut sentinel = RedisSentinel::start();
+    sentinel.wait_until_ready_for_failover();
+    let lagging = sentinel.start_lagging_sentinel();
+    let (old, replica) = (sentinel.nodes[0].port(), sentinel.nodes[1].port());
+    // The cache logs into the data nodes as its own user, so that its connections (and
+    // only those) can be dropped.
+    for port in [old, replica] {
+        let reply = sentinel.data_cli(
+            port,
+            &["ACL", "SETUSER", "app", "on", ">app", "~*", "&*", "+@all"],
+        );
+        assert!(reply.contains("OK"), "ACL SETUSER: {reply}");
+    }
+    // The watcher listens to the first Sentinel, the one that fails over; lookups ask
+    // from each in turn, the lagging one included.
+    let mut urls = sentinel.urls();
+    urls.push(format!("redis://127.0.0.1:{}", lagging.port()));
+    let cache = redcache::Cache::connect(
+        test_config()
+            .sentinel(urls, MASTER_NAME)
+            .username("app")
+            .password("app")
+            .build(),
+    )
+    .await
+    .unwrap();
+    let calls = AtomicUsize::new(0);
+    cache.scope(item(1, &calls)).await;
+    let reply = sentinel.sentinel_cli(
+        sentinel.sentinels[0].port(),
+        &["SENTINEL", "FAILOVER", MASTER_NAME],
+    );
+    assert!(reply.contains("OK"), "SENTINEL FAILOVER: {reply}");
+    sentinel
+        .wait_for_new_master(old, FAILOVER_TIMEOUT + Duration::from_secs(10))
+        .await;
+    let named = sentinel.sentinel_cli(
+        lagging.port(),
+        &["SENTINEL", "get-master-addr-by-name", MASTER_NAME],
+    );
+    assert!(
+        named.contains(&old.to_string()),
+        "the lagging Sentinel names the old master: {named}"
+    );
+    // Several reconnections, so that lookups start from every Sentinel in turn.
+    for id in 10..16 {
+        // Some 10 s after the switch the Sentinels reconfigure the old master, and from
+        // then on no lookup can land there.
+        if !sentinel.data_cli(old, &["ROLE"]).starts_with("master") {
+            assert!(
+                id > 10,
+                "the old master was reconfigured before the first round"
+            );
+            break;
+        }
+        for port in [old, replica] {
+            sentinel.data_cli(port, &["CLIENT", "KILL", "USER", "app"]);
+        }
+        until_cached(&cache, id, Duration::from_secs(5)).await;
+        let key = expected_key("s:item", &format!("[{id}]"));
+        assert!(
+            ttl_on(&sentinel, replica, &key).await > 0,
+            "{id}: written on the new master"
+        );
+        assert_eq!(
+            ttl_on(&sentinel, old, &key).await,
+            -2,
+            "{id}: not on the old one"
+        );
+    }
 }
 
 /// Reads `account()` until the local tier serves it (the push of the miss's own fill may

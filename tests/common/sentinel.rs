@@ -102,6 +102,44 @@ impl RedisSentinel {
         this
     }
 
+    /// Starts a fourth Sentinel that watches the same master but never hears of a switch:
+    /// it logs into the data nodes as an ACL user with no channels (so it neither hears
+    /// nor sends the Sentinels' hello messages, which carry a switch) and without
+    /// `REPLICAOF` (so it cannot reconfigure a node to its stale view). It stays with the
+    /// master it was started on, as a Sentinel cut off from the others does. Its port.
+    pub fn start_lagging_sentinel(&mut self) -> RedisServer {
+        assert!(
+            self.password.is_none() && self.ca_file.is_none(),
+            "plain data nodes only"
+        );
+        for node in &self.nodes {
+            let reply = self.data_cli(
+                node.port(),
+                &[
+                    "ACL",
+                    "SETUSER",
+                    "lagging",
+                    "on",
+                    ">lagging",
+                    "~*",
+                    "resetchannels",
+                    "+@all",
+                    "-replicaof",
+                    "-slaveof",
+                ],
+            );
+            assert!(reply.contains("OK"), "ACL SETUSER: {reply}");
+        }
+        let conf = format!(
+            "sentinel monitor {MASTER_NAME} 127.0.0.1 {} 2\n\
+             sentinel auth-user {MASTER_NAME} lagging\n\
+             sentinel auth-pass {MASTER_NAME} lagging\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 60000\n",
+            self.master_port()
+        );
+        RedisServer::start_sentinel(&conf, None)
+    }
+
     /// The Sentinels' URLs, with their password.
     pub fn urls(&self) -> Vec<String> {
         let auth = self

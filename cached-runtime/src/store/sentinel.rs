@@ -11,6 +11,10 @@
 //!   dead (a manual failover, a partition) keeps accepting writes until the Sentinels
 //!   reconfigure it, some 10 s after the switch, and those writes would be lost.
 //!
+//! For [`ANNOUNCED_FOR`] after a `+switch-master`, a lookup that names another master than
+//! the one announced asks again: a Sentinel that has not heard of the switch yet names the
+//! old master, which still answers `ROLE` as one.
+//!
 //! With `read_from_replicas`, a [`Replica`] answers the store's relaxed reads (a call's
 //! first read) from a replica the Sentinels name; everything else stays on the master.
 
@@ -36,6 +40,17 @@ const WATCH_PING: Duration = Duration::from_secs(2);
 /// How long the watcher waits before it listens to the next Sentinel.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 
+/// How long the master a `+switch-master` announced outranks the one a Sentinel names:
+/// the other Sentinels learn of the switch within seconds (they tell each other every
+/// 2 s), and the old master, alive after a manual failover or a partition, is
+/// reconfigured some 10 to 20 s after it. Long enough to cover both; short enough that a
+/// later switch the watcher did not hear is followed.
+const ANNOUNCED_FOR: Duration = Duration::from_secs(30);
+
+/// How long a lookup that named another master than the one announced waits before it
+/// asks again (from the next Sentinel).
+const ASK_AGAIN: Duration = Duration::from_millis(50);
+
 /// How long a replica that failed (or could not be found) is left aside: reads go to the
 /// master meanwhile, then the Sentinels are asked for a replica again.
 const REPLICA_REST: Duration = Duration::from_secs(1);
@@ -58,6 +73,8 @@ struct Lookup {
     last: Mutex<Option<String>>,
     /// The master's moves the watcher saw (the store's connection follows).
     moves: Arc<AtomicU64>,
+    /// The master the last `+switch-master` announced, and when.
+    announced: Mutex<Option<(String, Instant)>>,
     /// The local tier, if any: its copies were read from the old master, whose pushes no
     /// longer tell of the writes that count.
     tier: Option<Arc<LocalTier>>,
@@ -80,11 +97,28 @@ impl Lookup {
     }
 
     async fn connect_unbounded(&self) -> RedisResult<MultiplexedConnection> {
-        let client = self
-            .sentinel_client(SentinelServerType::Master)?
-            .async_get_client()
-            .await?;
-        let master = client.get_connection_info().addr().to_string();
+        let (client, master) = loop {
+            let client = self
+                .sentinel_client(SentinelServerType::Master)?
+                .async_get_client()
+                .await?;
+            let master = client.get_connection_info().addr().to_string();
+            // A Sentinel that has not heard of the switch yet names the old master, which
+            // still answers `ROLE` as one after a manual failover: writes there are lost
+            // when it is reconfigured, and no push tells of writes on the new one.
+            match self.announced_other_than(&master) {
+                None => break (client, master),
+                Some(announced) => {
+                    tracing::debug!(
+                        named = %master,
+                        announced = %announced,
+                        name = %self.settings.master,
+                        "redcache: a Sentinel names the master from before the switch; asking again"
+                    );
+                    tokio::time::sleep(ASK_AGAIN).await;
+                }
+            }
+        };
         {
             let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
             if last.as_deref() != Some(master.as_str()) {
@@ -106,6 +140,21 @@ impl Lookup {
         client
             .get_multiplexed_async_connection_with_config(&self.connection_config)
             .await
+    }
+
+    /// The master a `+switch-master` announced within [`ANNOUNCED_FOR`], if it is not
+    /// `named`.
+    fn announced_other_than(&self, named: &str) -> Option<String> {
+        let announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*announced {
+            Some((master, at)) if master != named && at.elapsed() < ANNOUNCED_FOR => {
+                Some(master.clone())
+            }
+            _ => None,
+        }
     }
 
     /// A plain client for the Sentinel at `node`, with the Sentinels' credentials and TLS.
@@ -225,6 +274,7 @@ impl RedisStore<MultiplexedConnection> {
             next: AtomicUsize::new(0),
             last: Mutex::new(None),
             moves: moves.clone(),
+            announced: Mutex::new(None),
             tier: local.clone(),
         });
         // Fails early, with the configuration named, if the builder refuses the settings.
@@ -468,7 +518,8 @@ async fn listen(lookup: &Weak<Lookup>, node: &redis::ConnectionAddr) -> RedisRes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if last.is_some_and(|last| last != named) {
+        // Unless this Sentinel has not yet heard of a switch another one announced.
+        if last.is_some_and(|last| last != named) && lookup.announced_other_than(&named).is_none() {
             lookup.moved("the Sentinels name another master");
         }
     }
@@ -481,6 +532,11 @@ async fn listen(lookup: &Weak<Lookup>, node: &redis::ConnectionAddr) -> RedisRes
                     return Ok(());
                 };
                 if let Some(new) = switched_to(&payload, &lookup.settings.master) {
+                    *lookup
+                        .announced
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) =
+                        Some((new.clone(), Instant::now()));
                     let last = lookup.last.lock().unwrap_or_else(PoisonError::into_inner);
                     // Unless the store already found it (it reconnected first).
                     if last.as_deref() != Some(new.as_str()) {
