@@ -91,6 +91,68 @@ async fn acl_users_and_requirepass_work_through_urls_and_the_builder() {
     );
 }
 
+/// What redis-rs would quietly ignore is refused: a database given as a `?db=` query (it
+/// reads the path only, so the cache would use database 0) and a user name without a
+/// password (it logs in only with a password, so the cache would be the `default` user).
+#[tokio::test]
+async fn a_url_part_the_client_would_ignore_is_refused_not_dropped() {
+    let server =
+        RedisServer::start_with(&["--user", "reader", "on", "nopass", "~*", "&*", "+@all"]);
+    let port = server.port();
+    for (url, says) in [
+        (
+            format!("redis://127.0.0.1:{port}?db=3"),
+            "redis://host:port/3",
+        ),
+        (
+            format!("redis://reader@127.0.0.1:{port}"),
+            "without a password",
+        ),
+    ] {
+        let err = redcache::Cache::connect(test_config().url(url.clone()).build())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, redcache::Error::Config { .. }),
+            "{url}: {err:?}"
+        );
+        assert!(err.to_string().contains(says), "{url}: {err}");
+    }
+    // Written the way it is read: the database in the path, any password for a `nopass`
+    // user.
+    let cache = redcache::Cache::connect(
+        test_config()
+            .url(format!("redis://reader:any@127.0.0.1:{port}/3"))
+            .build(),
+    )
+    .await
+    .unwrap();
+    caches_through(&cache, 5).await;
+    let mut raw = server.conn().await;
+    let key = redcache::key!(item(5, _));
+    let (in_3, in_0): (bool, bool) = redis::pipe()
+        .cmd("SELECT")
+        .arg(3)
+        .ignore()
+        .cmd("EXISTS")
+        .arg(&key)
+        .cmd("SELECT")
+        .arg(0)
+        .ignore()
+        .cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(in_3 && !in_0, "stored in database 3 only");
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(clients.contains("user=reader"), "{clients}");
+}
+
 /// Collects what `tracing` logs, to check no password is in it.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

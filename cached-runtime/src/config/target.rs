@@ -101,6 +101,37 @@ impl Target {
                 named.join(" and ")
             ));
         }
+        // Over a URL or a cluster's, checked with each URL's own password below.
+        if self.username.is_some()
+            && self.password.is_none()
+            && self.url.is_none()
+            && self.cluster.is_none()
+        {
+            return Some(
+                "Config::username / REDIS_USERNAME is set without a password: redis-rs logs \
+                 in only with a password, so the connection would be the `default` user's; \
+                 set the user's password (any, for a `nopass` user)"
+                    .into(),
+            );
+        }
+        let urls = self
+            .url
+            .iter()
+            .map(|u| (u, URL, true))
+            .chain(self.cluster.iter().flatten().map(|u| (u, CLUSTER, true)))
+            .chain(
+                self.sentinel
+                    .iter()
+                    .flat_map(|s| &s.nodes)
+                    .map(|u| (u, SENTINEL, false)),
+            );
+        for (url, what, data) in urls {
+            // The data nodes' user name and password apply over their URLs' own.
+            let over = data.then_some((&self.username, &self.password));
+            if let Some(problem) = url_problem(url, what, over) {
+                return Some(problem);
+            }
+        }
         if let (Some(_), Some(db)) = (&self.cluster, self.db) {
             if db != 0 {
                 return Some(format!(
@@ -379,6 +410,54 @@ fn is_tls_url(url: &str) -> bool {
 /// unix-socket URLs, whose query may hold an `@` of its own), and the part after a `:`
 /// that cannot be a port in a URL without `@` (`redis://user:password` with the host left
 /// out).
+/// What redis-rs would silently ignore in `url`: a `?db=` query on a TCP URL (it reads the
+/// database from the path only), or a user name with no password (it logs in only with a
+/// password, so the connection would be the `default` user's). `over`: the user name and
+/// password set apart, which apply over the URL's own.
+fn url_problem(
+    url: &str,
+    what: &str,
+    over: Option<(&Option<String>, &Option<String>)>,
+) -> Option<String> {
+    // What cannot be parsed is refused when connecting, with the parser's own error.
+    let parsed = url::Url::parse(url).ok()?;
+    let query = |name: &str| {
+        parsed
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let (user, password) = match parsed.scheme() {
+        "redis" | "rediss" | "valkey" | "valkeys" => (
+            (!parsed.username().is_empty()).then(|| parsed.username().to_owned()),
+            parsed.password().map(str::to_owned),
+        ),
+        // A socket's path names no user: its query does.
+        "unix" | "redis+unix" | "valkey+unix" => (query("user"), query("pass")),
+        _ => return None,
+    };
+    let tcp = !parsed.scheme().ends_with("unix");
+    if let Some(db) = query("db").filter(|_| tcp) {
+        return Some(format!(
+            "{what} {} gives the database as a query (db={db}), which is read from the \
+             path only: write it as redis://host:port/{db}, or set Config::db / REDIS_DB",
+            redact_url(url)
+        ));
+    }
+    let (over_user, over_password) = over.unwrap_or((&None, &None));
+    let has_user = over_user.is_some() || user.is_some();
+    let has_password = over_password.is_some() || password.is_some_and(|p| !p.is_empty());
+    if has_user && !has_password {
+        return Some(format!(
+            "{what} {} names a user without a password: redis-rs logs in only with a \
+             password, so the connection would be the `default` user's; give the user's \
+             password (any, for a `nopass` user)",
+            redact_url(url)
+        ));
+    }
+    None
+}
+
 fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return if url.contains('@') {
@@ -603,6 +682,68 @@ mod tests {
             c.connection_info().unwrap().redis_settings().password(),
             Some("pw-secret")
         );
+    }
+
+    #[test]
+    fn what_redis_rs_would_ignore_is_refused() {
+        let refused = |c: crate::ConfigBuilder, says: &str| {
+            let problem = c.build().problem().expect("refused");
+            assert!(problem.contains(says), "{problem}");
+            assert!(!problem.contains("pw-secret"), "{problem}");
+        };
+        refused(
+            Config::builder().url("redis://:pw-secret@h:6379?db=3"),
+            "write it as redis://host:port/3",
+        );
+        refused(
+            Config::builder().cluster_nodes(["redis://h:1", "redis://h:2/?db=1"]),
+            "db=1",
+        );
+        for url in [
+            "redis://app@h:6379",
+            "rediss://app:@h",
+            "redis+unix:///s.sock?user=app",
+        ] {
+            refused(
+                Config::builder().url(url),
+                "names a user without a password",
+            );
+        }
+        refused(
+            Config::builder().url("redis://h").username("app"),
+            "names a user without a password",
+        );
+        refused(
+            Config::builder().host("h", 1).username("app"),
+            "REDIS_USERNAME is set without a password",
+        );
+        refused(
+            Config::builder().sentinel(["redis://ops@s:26379"], "m"),
+            "names a user without a password",
+        );
+        refused(
+            Config::builder()
+                .sentinel(["redis://s:26379"], "m")
+                .username("app"),
+            "REDIS_USERNAME is set without a password",
+        );
+        for fine in [
+            Config::builder().url("redis://app:pw-secret@h:6379/3"),
+            Config::builder()
+                .url("redis://app@h:6379")
+                .password("pw-secret"),
+            Config::builder().url("redis+unix:///s.sock?db=3&user=app&pass=pw-secret"),
+            Config::builder().url("redis://h:6379/?protocol=resp3"),
+            Config::builder()
+                .cluster_nodes(["redis://app@h:1"])
+                .password("pw-secret"),
+            Config::builder()
+                .sentinel(["redis://ops:pw-secret@s:26379"], "m")
+                .username("app")
+                .password("pw-secret"),
+        ] {
+            assert_eq!(fine.build().problem(), None);
+        }
     }
 
     #[test]
