@@ -397,7 +397,15 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
             let mut key = quote!(#private::KeyArgs::new());
             for ident in item.arg_idents() {
                 if !skipped.contains(&ident) {
-                    key.extend(quote_spanned!(ident.span()=> .arg(&#ident)));
+                    // A `HashSet` the written type does not show (an alias) is refused here.
+                    key.extend(quote_spanned! {ident.span()=>
+                        .arg({
+                            #[allow(unused_imports)]
+                            use #private::{IsHashSet as _, NotHashSet as _};
+                            #private::ordered((&#private::SetProbe::of(&#ident)).order());
+                            &#ident
+                        })
+                    });
                 }
             }
             key

@@ -189,6 +189,75 @@ impl<O> NotResult<O> for &ErrProbe<O> {
     }
 }
 
+/// Asks, at compile time, whether a key argument is a std `HashSet` whatever it is called
+/// (an alias such as `type Ids = HashSet<u64>`, a renamed import, `FxHashSet`), which the
+/// attribute's check of the written type cannot see: a set lists its items in an order of
+/// its own, so equal sets would get different keys. `(&SetProbe::of(&arg)).order()` finds
+/// [`IsHashSet`] for a `HashSet` (or a reference to one, or an `Option` of one), and
+/// [`NotHashSet`] otherwise, including a type parameter; [`ordered`] then refuses
+/// [`Unordered`] with a compile error at the argument.
+pub struct SetProbe<T: ?Sized>(PhantomData<fn() -> *const T>);
+
+impl<T: ?Sized> fmt::Debug for SetProbe<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SetProbe")
+    }
+}
+
+impl<T: ?Sized> SetProbe<T> {
+    /// The probe of `arg`'s type.
+    pub fn of(_arg: &T) -> Self {
+        SetProbe(PhantomData)
+    }
+}
+
+/// The argument is a `HashSet`.
+#[derive(Debug)]
+pub struct Unordered;
+
+/// The argument is not a `HashSet`.
+#[derive(Debug)]
+pub struct Ordered;
+
+/// A `HashSet`, behind a reference or an `Option` or not.
+pub trait IsHashSet {
+    /// [`Unordered`].
+    fn order(&self) -> Unordered {
+        Unordered
+    }
+}
+
+impl<T, S> IsHashSet for SetProbe<std::collections::HashSet<T, S>> {}
+impl<T, S> IsHashSet for SetProbe<&std::collections::HashSet<T, S>> {}
+impl<T, S> IsHashSet for SetProbe<&mut std::collections::HashSet<T, S>> {}
+impl<T, S> IsHashSet for SetProbe<Option<std::collections::HashSet<T, S>>> {}
+
+/// Anything else.
+pub trait NotHashSet {
+    /// [`Ordered`].
+    fn order(&self) -> Ordered {
+        Ordered
+    }
+}
+
+impl<T: ?Sized> NotHashSet for &SetProbe<T> {}
+
+/// What a key argument's order may be.
+#[diagnostic::on_unimplemented(
+    message = "a `HashSet` cannot be part of a key",
+    label = "a `HashSet` (under another name)",
+    note = "a `HashSet` lists its items in an order of its own, which differs between equal \
+            sets, so equal arguments would get different keys (and `invalidate!` would miss)",
+    note = "take a `BTreeSet` or a sorted `Vec`, or give `key = ..` or `skip(..)`"
+)]
+pub trait KeyOrder {}
+
+impl KeyOrder for Ordered {}
+
+/// Compiles only for a key argument that is not a `HashSet` ([`SetProbe`]).
+#[inline(always)]
+pub fn ordered<O: KeyOrder>(_order: O) {}
+
 /// The value cannot be kept in the local tier: the function reads Redis each time.
 pub trait NotLocal<O> {
     /// Nothing.
