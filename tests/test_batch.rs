@@ -134,6 +134,41 @@ async fn a_batch_is_one_mget_and_one_pipelined_write() {
     assert_eq!(cache.stats().stores, 100);
 }
 
+/// A batch whose fills mix `SET NX` (nothing was there) and the fill script (an
+/// invalidation's tombstone was), sent to a server that does not have the script (a new or
+/// restarted one, or after `SCRIPT FLUSH`): only the script's fills are sent again, so
+/// every value is stored and counted as stored, none as a conflict with itself.
+#[tokio::test]
+async fn a_batch_sent_before_the_script_is_loaded_stores_and_counts_each_value_once() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    assert!(!cache
+        .delete(&common::expected_key("b:user", "[2]"))
+        .await
+        .unwrap());
+    let mut conn = server.conn().await;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let before = cache.stats();
+    let db = Db::default();
+    let got = cache
+        .get_or_insert_many("b:user", &[1, 2], TTL, |ids| db.load(ids))
+        .await;
+    assert_eq!((got[&1].clone(), got[&2].clone()), (user(1), user(2)));
+    let after = cache.stats();
+    assert_eq!(after.stores - before.stores, 2, "{after:?}");
+    assert_eq!(after.conflicts - before.conflicts, 0, "{after:?}");
+    assert_eq!(after.faults, 0, "{after:?}");
+    let calls = AtomicUsize::new(0);
+    for id in [1, 2] {
+        assert_eq!(cache.scope(get_user(id, &calls)).await, user(id));
+    }
+    assert_eq!(calls.load(SeqCst), 0, "both stored");
+}
+
 #[tokio::test]
 async fn a_batch_fails_open() {
     let mut server = common::RedisServer::start();

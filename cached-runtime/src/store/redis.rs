@@ -1144,7 +1144,10 @@ impl<C: Conn> Store for RedisStore<C> {
             .iter()
             .map(|fill| fill_invocation(fill, self.fence_for))
             .collect();
+        // Each reply on its own (an error one among them does not fail the others'), so
+        // that only the script fills a server without the script refused are sent again.
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for (fill, invocation) in fills.iter().zip(&invocations) {
             if let (Seen::Nothing, None) = (fill.seen, fill.group) {
                 pipe.add_command(set_cmd(fill.key, fill.value, Some(fill.ttl), &["NX"]));
@@ -1152,19 +1155,33 @@ impl<C: Conn> Store for RedisStore<C> {
                 pipe.invoke_script(invocation);
             }
         }
-        let pipe = &pipe;
+        let (pipe, invocations) = (&pipe, &invocations);
         let stored: Vec<redis::Value> = self
             .with_conn(Resend::Never, |mut conn| async move {
-                match pipe.query_async(&mut conn).await {
-                    // A pipeline does not load scripts itself: load it once and send again.
-                    Err(err)
-                        if err.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        fill_script().prepare_invoke().load_async(&mut conn).await?;
-                        pipe.query_async(&mut conn).await
+                let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+                let unknown: Vec<usize> = (0..replies.len())
+                    .filter(|&i| matches!(&replies[i], redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript)))
+                    .collect();
+                if !unknown.is_empty() {
+                    // A pipeline does not load scripts itself: load it once and send again
+                    // what it refused. The rest ran: a `SET NX` sent again would find its
+                    // own value and answer nil, as if another writer had been first.
+                    fill_script().prepare_invoke().load_async(&mut conn).await?;
+                    let mut again = redis::pipe();
+                    for &i in &unknown {
+                        again.invoke_script(&invocations[i]);
                     }
-                    other => other,
+                    let answers: Vec<redis::Value> = again.query_async(&mut conn).await?;
+                    for (i, answer) in unknown.into_iter().zip(answers) {
+                        replies[i] = answer;
+                    }
+                }
+                match replies.iter().find_map(|r| match r {
+                    redis::Value::ServerError(err) => Some(err.clone()),
+                    _ => None,
+                }) {
+                    Some(err) => Err(err.into()),
+                    None => Ok(replies),
                 }
             })
             .await?;
