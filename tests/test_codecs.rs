@@ -103,6 +103,49 @@ async fn page_msgpack(slug: String, len: usize, runs: &AtomicUsize) -> String {
 
 /// The raw entry at `key`, if the store is Redis (the memory store keeps the same bytes,
 /// but only Redis can be read without redcache).
+/// A float serde_json's fast parser would read one step off.
+#[redcache::cached(prefix = "c:rate", ttl = 60, skip(runs))]
+async fn rate(id: u64, runs: &AtomicUsize) -> f64 {
+    runs.fetch_add(1, SeqCst);
+    51.248178375505404 + id as f64 * 0.0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Exact(i128),
+    Approx(f64),
+}
+
+/// A 128-bit integer in an untagged enum: serde's buffering reads it back as the next
+/// variant.
+#[redcache::cached(prefix = "c:amount", ttl = 60, skip(runs))]
+async fn amount(id: u64, runs: &AtomicUsize) -> Amount {
+    runs.fetch_add(1, SeqCst);
+    Amount::Exact(i128::from(id))
+}
+
+on_both_stores! {
+    async fn numbers_are_never_served_changed(b: Backend) {
+        let runs = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..3 {
+                let hit = rate(1, &runs).await;
+                assert_eq!(hit.to_bits(), 51.248178375505404_f64.to_bits(), "{hit:e}");
+            }
+        }).await;
+        assert_eq!(runs.load(SeqCst), 1, "stored, then hits ({})", b.name());
+        let runs = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..3 {
+                assert_eq!(amount(5, &runs).await, Amount::Exact(5));
+            }
+        }).await;
+        assert_eq!(runs.load(SeqCst), 3, "not stored, so never served changed ({})", b.name());
+        assert!(!b.exists(&redcache::key!(amount(5, _))).await);
+    }
+}
+
 async fn raw(b: &Backend, key: &str) -> Option<Vec<u8>> {
     if b.is_redis() {
         b.raw_get(key).await
