@@ -282,6 +282,64 @@ async fn own_windows(
     (headers, format!("{name} run {run}")).into_response()
 }
 
+/// An absolute link, as a page behind a proxy builds it: the scheme from
+/// `X-Forwarded-Proto`, else `Forwarded`'s `proto=`, else `http`.
+async fn origin(State(app): State<App>, headers: HeaderMap) -> String {
+    app.ran("origin");
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    let forwarded = header("forwarded").and_then(|f| {
+        f.split(';')
+            .find_map(|pair| pair.trim().strip_prefix("proto=").map(str::to_owned))
+    });
+    let proto = header("x-forwarded-proto")
+        .or(forwarded)
+        .unwrap_or_else(|| "http".into());
+    format!("{proto}://{}/page", header("host").unwrap())
+}
+
+/// What a `GET` with a body sent (axum hands it to a handler like any other).
+async fn echo(State(app): State<App>, body: Bytes) -> Bytes {
+    app.ran("echo");
+    body
+}
+
+/// `/lang` with a `Vary` the layer cannot read: `quoted` puts the name in quotes; `latin1`
+/// adds a line that is not ASCII.
+async fn lang_unreadable(
+    State(app): State<App>,
+    Path(how): Path<String>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    app.ran("lang unreadable");
+    let lang = headers
+        .get("accept-language")
+        .map_or("none", |v| v.to_str().unwrap())
+        .to_owned();
+    let mut out = HeaderMap::new();
+    if how == "quoted" {
+        out.append("vary", HeaderValue::from_static("\"Accept-Language\""));
+    } else {
+        out.append("vary", HeaderValue::from_static("Accept-Language"));
+        out.append("vary", HeaderValue::from_bytes(b"X-Caf\xe9").unwrap());
+    }
+    (out, format!("hello in {lang}"))
+}
+
+/// Ten bytes, or (for `Range: bytes=0-3`) the first four of them as `206`.
+async fn ranged(State(app): State<App>, headers: HeaderMap) -> axum::response::Response {
+    app.ran("ranged");
+    const WHOLE: &str = "0123456789";
+    match headers.get("range") {
+        Some(range) if range == "bytes=0-3" => (
+            StatusCode::PARTIAL_CONTENT,
+            [("content-range", "bytes 0-3/10")],
+            &WHOLE[..4],
+        )
+            .into_response(),
+        _ => WHOLE.into_response(),
+    }
+}
+
 async fn slow(State(app): State<App>) -> String {
     app.slow_runs.fetch_add(1, Ordering::SeqCst);
     // Long enough that the requests sent together overlap with the one that runs.
@@ -305,6 +363,10 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
         .route("/gated", get(gated))
         .route("/conditional", get(conditional))
         .route("/conditional/cookie", get(conditional))
+        .route("/origin", get(origin))
+        .route("/echo", get(echo))
+        .route("/lang-unreadable/{how}", get(lang_unreadable))
+        .route("/ranged", get(ranged))
         .route(
             "/own-sie",
             get(|State(app): State<App>| {
@@ -507,6 +569,77 @@ http_test! {
         let stats = backend.cache.stats_by_prefix();
         let http = stats.iter().find(|(p, _)| p == "http").expect("stats under the prefix").1;
         assert_eq!((http.hits, http.misses, http.stores), (1, 1, 1));
+    }
+}
+
+http_test! {
+    async fn the_scheme_a_proxy_passes_on_is_part_of_the_key(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let plain = served.get_with("/origin", &[("x-forwarded-proto", "http")]).await;
+        assert_eq!(plain.x_cache(), "MISS");
+        assert!(plain.body.starts_with(b"http://"), "{:?}", plain.body);
+        for asks in [
+            [("x-forwarded-proto", "https")],
+            [("forwarded", "for=10.0.0.1;proto=https")],
+        ] {
+            let secure = served.get_with("/origin", &asks).await;
+            assert_eq!(secure.x_cache(), "MISS", "{asks:?}");
+            assert!(secure.body.starts_with(b"https://"), "{:?}", secure.body);
+        }
+        let again = served.get_with("/origin", &[("x-forwarded-proto", "https")]).await;
+        assert_eq!(again.x_cache(), "HIT");
+        assert!(again.body.starts_with(b"https://"));
+        assert_eq!(served.app.runs("origin"), 3);
+    }
+}
+
+http_test! {
+    async fn a_get_with_a_body_goes_to_the_handler_and_is_not_stored(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        for body in ["shoes", "hats"] {
+            let reply = served.send("GET", "/echo", &[], body).await;
+            assert_eq!((reply.x_cache(), &reply.body[..]), ("BYPASS", body.as_bytes()));
+        }
+        assert_eq!(served.app.runs("echo"), 2);
+        // Without one, as usual.
+        assert_eq!(served.get("/echo").await.x_cache(), "MISS");
+        assert_eq!(served.get("/echo").await.x_cache(), "HIT");
+        assert_eq!(served.app.runs("echo"), 3);
+    }
+}
+
+http_test! {
+    async fn a_vary_that_cannot_be_read_is_not_stored(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        for how in ["quoted", "latin1"] {
+            let path = format!("/lang-unreadable/{how}");
+            for lang in ["en", "fr", "en"] {
+                let reply = served.get_with(&path, &[("accept-language", lang)]).await;
+                assert_eq!(reply.x_cache(), "MISS", "{how} {lang}");
+                assert_eq!(reply.body, format!("hello in {lang}"), "{how}");
+            }
+        }
+        assert_eq!(served.app.runs("lang unreadable"), 6);
+    }
+}
+
+http_test! {
+    async fn a_range_is_the_handlers_and_a_part_is_never_stored(backend: Backend) {
+        let statuses = [StatusCode::OK, StatusCode::PARTIAL_CONTENT];
+        let served = serve(&backend.cache, layer().statuses(statuses)).await;
+        let part = served.get_with("/ranged", &[("range", "bytes=0-3")]).await;
+        assert_eq!((part.status, &part.body[..]), (StatusCode::PARTIAL_CONTENT, &b"0123"[..]));
+        assert_eq!(part.x_cache(), "BYPASS");
+        let whole = served.get("/ranged").await;
+        assert_eq!((whole.status, whole.x_cache(), &whole.body[..]), (StatusCode::OK, "MISS", &b"0123456789"[..]));
+        let hit = served.get("/ranged").await;
+        assert_eq!((hit.status, hit.x_cache(), &hit.body[..]), (StatusCode::OK, "HIT", &b"0123456789"[..]));
+        let head = served.send("HEAD", "/ranged", &[], "").await;
+        assert_eq!(head.header("content-length"), Some("10"));
+        // A ranged request for a stored resource goes to the handler too.
+        let part = served.get_with("/ranged", &[("range", "bytes=0-3")]).await;
+        assert_eq!((part.status, &part.body[..]), (StatusCode::PARTIAL_CONTENT, &b"0123"[..]));
+        assert_eq!(served.app.runs("ranged"), 3);
     }
 }
 

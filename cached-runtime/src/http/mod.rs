@@ -584,8 +584,16 @@ where
     let asks = rules::asks(request.headers());
     // `no-store` forbids storing what the handler answers; with `only-if-cached`, the
     // handler may not answer (RFC 9111 § 5.2.1.7): the cache answers or `504`, storing
-    // nothing either way.
-    if !looked_up || (asks.no_store && !asks.only_if_cached) {
+    // nothing either way. A `Range` asks for part of the resource, which the handler
+    // answers (a part is never stored). A `GET` or `HEAD` with a body (which axum hands a
+    // handler like any other) is not keyed by it, as a `POST` is: not looked up.
+    let bodied = method != Method::POST
+        && !(request.body().is_end_stream() || request.body().size_hint().exact() == Some(0));
+    if !looked_up
+        || (asks.no_store && !asks.only_if_cached)
+        || request.headers().contains_key(header::RANGE)
+        || bodied
+    {
         return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     }
 
@@ -1241,40 +1249,50 @@ fn target<B>(request: &Request<B>) -> &http::Uri {
         .map_or(request.uri(), |original| &original.0)
 }
 
-/// Adds the host the request is for to `material` (a shared cache keys by the whole
-/// target URI): the target's authority (an absolute-form target, HTTP/2's `:authority`)
-/// and the `Host` header, both, as a handler may read either: a request naming one host
-/// in its target and another in `Host` shares no entry with a request for either alone.
-/// And the hosts a proxy may pass on, which handlers read before `Host` (axum-extra's
-/// `Host` extractor does): `X-Forwarded-Host`, and the `host=` parameters of `Forwarded`
-/// (only those: its `for=` names each client, and would give each its own entries).
-/// Otherwise a client could send one of them past a proxy that keeps it, and have the
-/// page its handler builds for that host served to everyone.
+/// Adds the origin the request is for to `material` (a shared cache keys by the whole
+/// target URI): the target's scheme and authority (an absolute-form target, HTTP/2's
+/// `:scheme` and `:authority`) and the `Host` header, all, as a handler may read either:
+/// a request naming one host in its target and another in `Host` shares no entry with a
+/// request for either alone. And what a proxy may pass on, which handlers read before
+/// those (axum-extra's `Host` and `Scheme` extractors do): `X-Forwarded-Host`,
+/// `X-Forwarded-Proto`, and the `host=` and `proto=` parameters of `Forwarded` (only
+/// those: its `for=` names each client, and would give each its own entries). Otherwise a
+/// client could send one of them past a proxy that keeps it, and have the page its handler
+/// builds for that host or scheme (its absolute links, its redirects) served to everyone.
 fn add_host<B>(material: &mut Material, request: &Request<B>, target: &http::Uri) {
     let headers = request.headers();
     let authority = target.authority().map(http::uri::Authority::as_str);
     material.part(authority.unwrap_or("").as_bytes());
+    material.part(target.scheme_str().unwrap_or("").as_bytes());
     material.header(&header::HOST, headers);
     material.header(&X_FORWARDED_HOST, headers);
-    let forwarded: Vec<&[u8]> = headers
-        .get_all(header::FORWARDED)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b',' || b == b';'))
-        .filter_map(|pair| {
-            let pair = pair.trim_ascii();
-            let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-            name.eq_ignore_ascii_case(b"host").then_some(&value[1..])
-        })
-        .collect();
-    // Counted first, as a header's values are: no other part can read as one of them.
-    material.part(&(forwarded.len() as u64).to_le_bytes());
-    for host in forwarded {
-        material.part(host);
+    material.header(&X_FORWARDED_PROTO, headers);
+    let forwarded = |wanted: &[u8]| -> Vec<&[u8]> {
+        headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b',' || b == b';'))
+            .filter_map(|pair| {
+                let pair = pair.trim_ascii();
+                let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+                name.eq_ignore_ascii_case(wanted).then_some(&value[1..])
+            })
+            .collect()
+    };
+    for named in [forwarded(b"host"), forwarded(b"proto")] {
+        // Counted first, as a header's values are: no other part can read as one of them.
+        material.part(&(named.len() as u64).to_le_bytes());
+        for value in named {
+            material.part(value);
+        }
     }
 }
 
 /// `X-Forwarded-Host`, the host a proxy says a request was for.
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// `X-Forwarded-Proto`, the scheme a proxy says a request came in with.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The hash tag (and generation name) of a path's entries: `http:<md5 of the path>`, of
 /// the path as the handler sees it (see [`decoded_path`]), so that `/products/%34%32` is

@@ -3,7 +3,7 @@
 //! a variant's key is made of.
 
 use crate::escape::percent_decoded;
-use headers::{HeaderMapExt, Vary};
+use headers::HeaderMapExt;
 use http::header::{self, HeaderMap, HeaderName};
 use http::StatusCode;
 use std::time::Duration;
@@ -197,7 +197,8 @@ pub(super) enum NotStored {
     SetCookie,
     /// The request carried `Authorization` and the response does not say `public`.
     Authorization,
-    /// `Vary: *`: no request is like another.
+    /// `Vary: *`: no request is like another; or a `Vary` that cannot be read, which may
+    /// name any header.
     VaryAny,
     /// `Vary` names request headers the key did not include: they are learned for the next
     /// requests.
@@ -231,7 +232,12 @@ pub(super) fn storable(
     keyed_by: &[HeaderName],
     ttl: Duration,
 ) -> Result<Freshness, NotStored> {
-    if !statuses.contains(&status) {
+    // A part of the resource (RFC 9111 § 3.3) is not the resource its key names, whatever
+    // statuses the layer was given.
+    if !statuses.contains(&status)
+        || status == StatusCode::PARTIAL_CONTENT
+        || headers.contains_key(header::CONTENT_RANGE)
+    {
         return Err(NotStored::Status);
     }
     // A `Cache-Control` that cannot be read may say `no-store` or `private`: not stored.
@@ -264,18 +270,23 @@ pub(super) fn storable(
     if authorized && !cc.public {
         return Err(NotStored::Authorization);
     }
-    if let Some(vary) = headers.typed_get::<Vary>() {
-        if vary.is_any() {
-            return Err(NotStored::VaryAny);
+    let mut unknown: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::VARY) {
+        // A `Vary` that is not ASCII, or names what is not a header name (`"Accept"`,
+        // quoted): it may mean any header, so the response is not stored, as for `*`.
+        let value = value.to_str().map_err(|_| NotStored::VaryAny)?;
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return Err(NotStored::VaryAny);
+            }
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| NotStored::VaryAny)?;
+            if !keyed_by.contains(&name) && !unknown.contains(&name) {
+                unknown.push(name);
+            }
         }
-        let unknown: Vec<HeaderName> = vary
-            .iter_strs()
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .filter(|name| !keyed_by.contains(name))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(NotStored::VaryUnknown(unknown));
-        }
+    }
+    if !unknown.is_empty() {
+        return Err(NotStored::VaryUnknown(unknown));
     }
     Ok(Freshness {
         ttl,
