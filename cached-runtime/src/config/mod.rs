@@ -299,6 +299,18 @@ impl Config {
         if let Some(problem) = self.tls_problem() {
             return Some(problem);
         }
+        if self
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| ns.contains(['{', '}']))
+        {
+            return Some(
+                "Config::namespace / REDCACHE_NAMESPACE holds a brace: a Redis Cluster hashes \
+                 a key by its first `{..}`, which must be the hash tag redcache gives it (an \
+                 entry and its group's generation in one slot); leave braces out"
+                    .into(),
+            );
+        }
         if self.op_timeout.is_zero() {
             return Some(
                 "the operation timeout (Config::op_timeout / REDCACHE_TIMEOUT_MS) is 0: every \

@@ -747,6 +747,18 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_with_a_brace_is_refused() {
+        for ns in ["shop{", "{shop}", "a}b"] {
+            let problem = Config::builder().namespace(ns).build().problem();
+            assert!(problem.is_some_and(|p| p.contains("holds a brace")), "{ns}");
+        }
+        assert_eq!(
+            Config::builder().namespace("shop:eu").build().problem(),
+            None
+        );
+    }
+
+    #[test]
     fn naming_the_server_twice_is_an_error_that_names_both() {
         for (c, a, b) in [
             (

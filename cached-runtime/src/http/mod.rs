@@ -290,6 +290,11 @@ impl CacheLayer {
 
     /// The key prefix (default `http`): what the stats and metrics are labelled by.
     ///
+    /// # Panics
+    ///
+    /// If `prefix` holds a brace: a Redis Cluster hashes a key by its first `{..}`, which
+    /// must be the path's hash tag (the entry and its path's generation in one slot).
+    ///
     /// # Examples
     ///
     /// ```
@@ -297,6 +302,11 @@ impl CacheLayer {
     /// ```
     pub fn prefix(self, prefix: impl Into<String>) -> Self {
         let prefix = prefix.into();
+        assert!(
+            !prefix.contains(['{', '}']),
+            "CacheLayer::prefix({prefix:?}) holds a brace: a Redis Cluster hashes a key by \
+             its first `{{..}}`, which must be the path's hash tag; leave braces out"
+        );
         self.with(|s| s.prefix = prefix)
     }
 
@@ -1611,6 +1621,12 @@ mod tests {
     use http_body_util::{BodyExt, Full};
     use std::convert::Infallible;
     use std::future::{ready, Ready};
+
+    #[test]
+    #[should_panic(expected = "holds a brace")]
+    fn a_prefix_with_a_brace_is_refused() {
+        let _ = CacheLayer::new().prefix("{api}");
+    }
 
     /// Answers 404 with a body, to a `GET` only.
     #[derive(Clone)]

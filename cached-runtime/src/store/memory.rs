@@ -237,7 +237,26 @@ impl MemoryStore {
 
     /// The write lock of `key`'s hash tag.
     fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
-        let stripe = self.hasher.hash_one(hash_tag(key)) as usize & (STRIPES - 1);
+        self.stripe(self.hasher.hash_one(hash_tag(key)) as usize & (STRIPES - 1))
+    }
+
+    /// The write locks a fill takes: its key's, and its group generation's, which it may
+    /// write too. They share one when the keys share a hash tag, as redcache writes them;
+    /// a namespace or prefix with braces of its own can part them, and a fill holding only
+    /// the entry's lock could then write back a generation an invalidation had just
+    /// replaced. Taken in the order of their stripes, as every fill takes them.
+    fn lock_fill(&self, fill: &Fill<'_>) -> [Option<MutexGuard<'_, ()>>; 2] {
+        let stripe = |key: &str| self.hasher.hash_one(hash_tag(key)) as usize & (STRIPES - 1);
+        let entry = stripe(fill.key);
+        let Some(gen) = fill.group.map(|g| stripe(g.key)).filter(|g| *g != entry) else {
+            return [Some(self.stripe(entry)), None];
+        };
+        let (first, second) = (entry.min(gen), entry.max(gen));
+        let first = self.stripe(first);
+        [Some(first), Some(self.stripe(second))]
+    }
+
+    fn stripe(&self, stripe: usize) -> MutexGuard<'_, ()> {
         // A panic elsewhere while holding the lock leaves nothing half-written: go on.
         self.stripes[stripe]
             .lock()
@@ -385,14 +404,14 @@ impl Store for MemoryStore {
         Ok(fills
             .iter()
             .map(|f| {
-                let _locked = self.lock(f.key);
+                let _locked = self.lock_fill(f);
                 self.fill_locked(f)
             })
             .collect())
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
-        let _locked = self.lock(fill.key);
+        let _locked = self.lock_fill(fill);
         Ok(self.fill_locked(fill))
     }
 
@@ -923,6 +942,36 @@ mod tests {
             .await
             .unwrap());
         assert_eq!(store.get("g").await.unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_fill_holds_its_generations_lock_when_braces_part_the_two() {
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
+        // A namespace with a brace of its own: the entry hashes by `:price:{products`.
+        let (key, gen_key) = (
+            "shop{:price:{products}:9f8a",
+            "shop{:redcache:group:{products}",
+        );
+        let stripe = |key: &str| store.hasher.hash_one(hash_tag(key)) as usize & (STRIPES - 1);
+        assert_ne!(hash_tag(key), hash_tag(gen_key));
+        let fill = Fill {
+            key,
+            value: b"v",
+            ttl: Duration::from_secs(60),
+            seen: Seen::Nothing,
+            group: Some(GroupFence {
+                key: gen_key,
+                gen: 1,
+                create: true,
+                expiring: false,
+            }),
+        };
+        let held = store.lock_fill(&fill);
+        for k in [key, gen_key] {
+            assert!(store.stripes[stripe(k)].try_lock().is_err(), "{k}");
+        }
+        drop(held);
+        assert!(store.stripes[stripe(gen_key)].try_lock().is_ok());
     }
 
     #[test]
