@@ -345,6 +345,26 @@ async fn a_connection_a_node_drops_costs_no_call_anything() {
     assert_eq!(cache.stats().faults, 0, "{:?}", cache.health());
 }
 
+/// A master that serves no slot yet (added, not yet given slots) holds no key, and the
+/// client holds no connection to it: a prefix walk leaves it out, and still reaches every
+/// key on the others.
+#[tokio::test]
+async fn invalidate_prefix_leaves_out_a_master_without_slots() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let cache = cluster.cache().await;
+    let calls = AtomicUsize::new(0);
+    for id in 0..30 {
+        cache.scope(item(id, &calls)).await;
+    }
+    cluster.add_master();
+    assert_eq!(cache.invalidate_prefix("c:item").await.unwrap(), 30);
+    for id in 0..30 {
+        cache.scope(item(id, &calls)).await;
+    }
+    assert_eq!(calls.load(SeqCst), 60, "every entry was retired");
+    assert_eq!(cache.stats().faults, 0, "{:?}", cache.health());
+}
+
 /// A slot moving to a master added since the cache connected (one redis-rs holds no
 /// connection to): reads at once through ASK are hits, and through MOVED once it is there.
 #[tokio::test]

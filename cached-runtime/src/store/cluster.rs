@@ -436,15 +436,21 @@ fn masters_of(nodes: &str) -> std::result::Result<Vec<(String, u16)>, usize> {
         let Ok(port) = port.parse() else { continue };
         // After the master's id, ping, pong, epoch and link state: its slots (`[..]`
         // entries are slots migrating, still served here).
+        let mut serves = false;
         for slots in fields.skip(5).filter(|s| !s.starts_with('[')) {
             let (first, last) = slots.split_once('-').unwrap_or((slots, slots));
             if let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) {
                 if let Some(range) = served.get_mut(first..=last.min(SLOTS - 1)) {
                     range.fill(true);
+                    serves = true;
                 }
             }
         }
-        masters.push((host.trim_matches(['[', ']']).to_string(), port));
+        // A master that serves no slot (just added, or emptied) holds no key, and the
+        // client keeps no connection to it (its map is of the slots' owners).
+        if serves {
+            masters.push((host.trim_matches(['[', ']']).to_string(), port));
+        }
     }
     let covered = served.iter().filter(|s| **s).count();
     if covered < SLOTS {
