@@ -189,6 +189,45 @@ async fn a_batch_fails_open() {
     assert!(cache.stats().faults >= 1);
 }
 
+/// In an outage a batch's failed read counts toward the breaker, and the fill it then has
+/// nothing for is no operation: it used to "succeed" without Redis, which reset the count
+/// of faults, so batches alone never opened the breaker and each waited out the timeout.
+#[tokio::test]
+async fn batches_in_an_outage_open_the_breaker() {
+    let mut server = common::RedisServer::start();
+    let cache = server
+        .cache_with(
+            common::test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(200))
+                .breaker_threshold(2)
+                .breaker_cooldown(Duration::from_secs(60)),
+        )
+        .await;
+    server.stop();
+    let db = Db::default();
+    for _ in 0..2 {
+        let got = cache
+            .get_or_insert_many("b:user", &[1, 2], TTL, |ids| db.load(ids))
+            .await;
+        assert_eq!(got.len(), 2);
+    }
+    let health = cache.health();
+    assert!(
+        health.breaker_open && health.consecutive_faults == 2,
+        "{health:?}"
+    );
+    assert!(!health.is_ready());
+    // Open: the read is skipped, once per batch; the loaded values are still returned.
+    let skipped = cache.stats().skipped;
+    let got = cache
+        .get_or_insert_many("b:user", &[3], TTL, |ids| db.load(ids))
+        .await;
+    assert_eq!(got[&3], user(3));
+    assert_eq!(cache.stats().skipped, skipped + 1);
+    assert_eq!(db.loads().len(), 3);
+}
+
 /// An entry written in a group (its envelope stamped with a generation) is a miss for a
 /// batch, which cannot check that generation, and is not written over: out of its group's
 /// invalidations, an ungrouped value there would be served on.

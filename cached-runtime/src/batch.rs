@@ -85,12 +85,17 @@ impl Core {
         }
         let keys: Vec<String> = keyed.iter().map(|(_, key)| key.clone()).collect();
         let started = tokio::time::Instant::now();
-        let mut read = match self.op(self.backend.get_many_relaxed(&keys)).await {
-            Ok(entries) => Some(entries),
-            Err(err) => {
-                self.fault(prefix, &err);
-                None
-            }
+        // No operation for no keys: it would succeed without Redis, and tell the breaker
+        // so.
+        let mut read = match keys.is_empty() {
+            true => Some(Vec::new()),
+            false => match self.op(self.backend.get_many_relaxed(&keys)).await {
+                Ok(entries) => Some(entries),
+                Err(err) => {
+                    self.fault(prefix, &err);
+                    None
+                }
+            },
         };
         if let (Some(entries), true) = (&mut read, self.backend.reads_replicas()) {
             if !self.confirm_misses(prefix, &keys, entries).await {
@@ -177,6 +182,12 @@ impl Core {
                 group: None,
             })
             .collect();
+        if fills.is_empty() {
+            // Nothing to write (the read failed, or nothing loaded could be stored): no
+            // operation, which would succeed without Redis and reset the breaker.
+            out.extend(loaded);
+            return out;
+        }
         match self.op(self.backend.fill_many(&fills)).await {
             Ok(stored) => {
                 for stored in stored {
