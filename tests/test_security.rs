@@ -206,3 +206,46 @@ async fn a_wrong_password_is_a_clear_error_that_never_shows_it() {
     assert!(logs.contains("cache fault"), "the fault was logged: {logs}");
     assert!(!logs.contains(wrong), "{logs}");
 }
+
+/// The account page of a user, tagged by the user's email.
+#[redcache::cached(prefix = "sec:account", ttl = 60, tags("email:{email}"))]
+async fn account(email: String) -> String {
+    format!("account of {email}")
+}
+
+/// A write that retires the user's tagged entries.
+#[redcache::evicts(tag = "email:{email}")]
+async fn rename(email: String) {
+    let _ = email;
+}
+
+/// A fault logs the tag it could not invalidate as its md5, as keys are: never the
+/// argument it was built from (an email, here).
+#[tokio::test]
+async fn a_fault_log_never_shows_the_arguments_a_tag_was_built_from() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut server = RedisServer::start();
+    let cache = server.cache().await;
+    let email = "ada-7c1f@example.com";
+    assert_eq!(
+        cache.scope(account(email.into())).await,
+        format!("account of {email}")
+    );
+    server.stop();
+    cache.scope(rename(email.into())).await;
+    assert!(cache.stats().faults >= 1, "{:?}", cache.stats());
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let shown = format!(
+        "tag:{:x}",
+        <md5::Md5 as md5::Digest>::digest(format!("email:{email}"))
+    );
+    assert!(logs.contains(&shown), "the tag is named by its md5: {logs}");
+    assert!(!logs.contains("ada-7c1f"), "{logs}");
+}

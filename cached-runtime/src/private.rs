@@ -663,7 +663,7 @@ impl Evict {
         }
         for tag in &self.tags {
             if let Err(err) = core.invalidate_tag(tag).await {
-                core.fault(tag, &err);
+                core.fault(&crate::key::shown("tag", tag), &err);
             }
         }
     }

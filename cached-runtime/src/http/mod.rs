@@ -634,7 +634,7 @@ where
             match Box::pin(core.tag_digest(&names)).await {
                 Ok(digest) => tags = digest,
                 Err(err) => {
-                    core.fault(request.uri().path(), &err);
+                    core.fault(&path_tag(target(&request).path()), &err);
                     return Box::pin(unread(&mut inner, request, asks.only_if_cached)).await;
                 }
             }
@@ -1210,7 +1210,7 @@ where
     crate::invalidate::to_the_end(async move {
         let core = cache.core();
         if let Err(err) = core.invalidate_path(&path).await {
-            core.fault(&path, &err);
+            core.fault(&path_tag(&path), &err);
         }
     })
     .await;
@@ -1600,7 +1600,7 @@ where
 async fn evict(core: &Core, evicts: &Evicts, own_path: Option<&str>, tags: &[String]) {
     for path in evicts.paths.iter().map(String::as_str).chain(own_path) {
         if let Err(err) = core.invalidate_path(path).await {
-            core.fault(path, &err);
+            core.fault(&path_tag(path), &err);
         }
     }
     for group in &evicts.groups {
@@ -1610,7 +1610,7 @@ async fn evict(core: &Core, evicts: &Evicts, own_path: Option<&str>, tags: &[Str
     }
     for tag in tags {
         if let Err(err) = core.invalidate_tag(tag).await {
-            core.fault(tag, &err);
+            core.fault(&crate::key::shown("tag", tag), &err);
         }
     }
 }

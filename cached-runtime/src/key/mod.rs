@@ -176,6 +176,16 @@ pub(crate) fn md5_hex(bytes: &[u8]) -> String {
 }
 
 /// Appends the md5 of `bytes`, in lowercase hex, to `out`.
+/// How a fault log names a tag (or anything else built from a call's arguments): its kind
+/// and the md5 of it, never the material itself (an id, an email), as keys do.
+pub(crate) fn shown(kind: &str, material: &str) -> String {
+    let mut shown = String::with_capacity(kind.len() + 33);
+    shown.push_str(kind);
+    shown.push(':');
+    push_md5_hex(&mut shown, material.as_bytes());
+    shown
+}
+
 pub(crate) fn push_md5_hex(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0; 32];
