@@ -180,9 +180,9 @@ fn target_parts(mut b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> 
         b = b.password(p);
     }
     if let Some(d) = get("REDIS_DB") {
-        match d.trim().parse() {
-            Ok(d) => b = b.db(d),
-            Err(_) => b = b.invalid(format!("REDIS_DB={d:?} is not a database number")),
+        match d.trim().parse::<i64>() {
+            Ok(d) if d >= 0 => b = b.db(d),
+            _ => b = b.invalid(format!("REDIS_DB={d:?} is not a database number")),
         }
     }
     b
@@ -341,6 +341,28 @@ mod tests {
         let info = c.connection_info().unwrap();
         assert_eq!(info.redis_settings().db(), 4);
         assert_eq!(info.redis_settings().password(), Some("hunter2"));
+    }
+
+    #[test]
+    fn what_cannot_be_used_is_refused_not_ignored() {
+        // Not UTF-8: refused, not taken for unset.
+        let c = Config::from_vars(|name| match name {
+            "REDCACHE_NAMESPACE" => Err(std::env::VarError::NotUnicode(std::ffi::OsString::from(
+                "shop",
+            ))),
+            _ => Err(std::env::VarError::NotPresent),
+        });
+        assert_eq!(c.invalid(), Some("REDCACHE_NAMESPACE is not valid UTF-8"));
+        assert!(env(&[("REDIS_DB", "-1")])
+            .invalid()
+            .unwrap()
+            .contains("REDIS_DB"));
+        let c = Config::builder().db(-1).build();
+        assert!(c.problem().unwrap().contains("negative"));
+        let c = Config::builder().connect_timeout(Duration::ZERO).build();
+        assert!(c.problem().unwrap().contains("REDCACHE_CONNECT_TIMEOUT_MS"));
+        let c = env(&[("REDCACHE_CONNECT_TIMEOUT_MS", "0")]);
+        assert!(c.problem().unwrap().contains("connect timeout"));
     }
 
     #[test]

@@ -137,7 +137,34 @@ impl Config {
     /// # Ok(()) }
     /// ```
     pub fn from_env() -> Config {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_vars(|name| std::env::var(name))
+    }
+
+    /// [`from_env`](Self::from_env) with `get` for `std::env::var`.
+    fn from_vars(get: impl Fn(&str) -> Result<String, std::env::VarError>) -> Config {
+        // A value that is not UTF-8 is refused, not taken for unset (a namespace read as
+        // none would share every key with the applications that have none).
+        let garbled = std::sync::Mutex::new(None);
+        let config = Self::from_lookup(|name| match get(name) {
+            Ok(value) => Some(value),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                garbled
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get_or_insert_with(|| name.to_owned());
+                None
+            }
+        });
+        match garbled
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some(name) => ConfigBuilder { config }
+                .invalid(format!("{name} is not valid UTF-8"))
+                .build(),
+            None => config,
+        }
     }
 
     /// The namespace put in front of every key, if any.
@@ -310,6 +337,16 @@ impl Config {
                  entry and its group's generation in one slot); leave braces out"
                     .into(),
             );
+        }
+        if self.connect_timeout.is_zero() {
+            return Some(
+                "the connect timeout (Config::connect_timeout / REDCACHE_CONNECT_TIMEOUT_MS) \
+                 is 0: no connection could ever be made; give it a second or so"
+                    .into(),
+            );
+        }
+        if self.target.db.is_some_and(|db| db < 0) {
+            return Some("Config::db / REDIS_DB is negative: databases are numbered from 0".into());
         }
         if self.op_timeout.is_zero() {
             return Some(
