@@ -193,7 +193,8 @@ impl<O> NotResult<O> for &ErrProbe<O> {
 /// (an alias such as `type Ids = HashSet<u64>`, a renamed import, `FxHashSet`), which the
 /// attribute's check of the written type cannot see: a set lists its items in an order of
 /// its own, so equal sets would get different keys. `(&SetProbe::of(&arg)).order()` finds
-/// [`IsHashSet`] for a `HashSet` (or a reference to one, or an `Option` of one), and
+/// [`IsHashSet`] for a `HashSet` (by reference or not, or in an `Option`, a `Box`, an `Arc`,
+/// an `Rc`, a `Vec` or a slice), and
 /// [`NotHashSet`] otherwise, including a type parameter; [`ordered`] then refuses
 /// [`Unordered`] with a compile error at the argument.
 pub struct SetProbe<T: ?Sized>(PhantomData<fn() -> *const T>);
@@ -219,7 +220,7 @@ pub struct Unordered;
 #[derive(Debug)]
 pub struct Ordered;
 
-/// A `HashSet`, behind a reference or an `Option` or not.
+/// A `HashSet`, in one of the forms [`SetProbe`] finds.
 pub trait IsHashSet {
     /// [`Unordered`].
     fn order(&self) -> Unordered {
@@ -227,10 +228,30 @@ pub trait IsHashSet {
     }
 }
 
-impl<T, S> IsHashSet for SetProbe<std::collections::HashSet<T, S>> {}
-impl<T, S> IsHashSet for SetProbe<&std::collections::HashSet<T, S>> {}
-impl<T, S> IsHashSet for SetProbe<&mut std::collections::HashSet<T, S>> {}
-impl<T, S> IsHashSet for SetProbe<Option<std::collections::HashSet<T, S>>> {}
+/// The forms a set is passed in: itself, by reference, in an `Option` (of either), in a
+/// box or a shared pointer, in a `Vec` or a slice.
+macro_rules! hash_sets {
+    ($($form:ty),* $(,)?) => {
+        $(impl<T, S> IsHashSet for SetProbe<$form> {})*
+    };
+}
+
+use std::collections::HashSet;
+
+hash_sets! {
+    HashSet<T, S>,
+    &HashSet<T, S>,
+    &mut HashSet<T, S>,
+    Option<HashSet<T, S>>,
+    Option<&HashSet<T, S>>,
+    &Option<HashSet<T, S>>,
+    Box<HashSet<T, S>>,
+    std::sync::Arc<HashSet<T, S>>,
+    std::rc::Rc<HashSet<T, S>>,
+    Vec<HashSet<T, S>>,
+    &Vec<HashSet<T, S>>,
+    &[HashSet<T, S>],
+}
 
 /// Anything else.
 pub trait NotHashSet {

@@ -124,7 +124,9 @@ impl ConfigBuilder {
         self
     }
 
-    /// ACL user name; over a URL's own, if the server is given as a URL.
+    /// ACL user name; over a URL's own, if the server is given as a URL. It needs a
+    /// password (any, for a `nopass` user): without one the client would not log in as the
+    /// user, so connecting is refused with [`Error::Config`](crate::Error::Config).
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.config.target.username = Some(username.into());
         self

@@ -326,11 +326,11 @@ impl Config {
         if let Some(problem) = self.tls_problem() {
             return Some(problem);
         }
-        if self
+        let braced = self
             .namespace
             .as_deref()
-            .is_some_and(|ns| ns.contains(['{', '}']))
-        {
+            .is_some_and(|ns| ns.contains(['{', '}']));
+        if braced && self.is_cluster() {
             return Some(
                 "Config::namespace / REDCACHE_NAMESPACE holds a brace: a Redis Cluster hashes \
                  a key by its first `{..}`, which must be the hash tag redcache gives it (an \

@@ -402,14 +402,6 @@ fn is_tls_url(url: &str) -> bool {
     scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
 }
 
-/// Replaces the credentials of a `scheme://user:password@host` URL: everything between
-/// `://` and the last `@` (a password may hold `/`, `?`, `#` or `@`), keeping a plain user
-/// name so the address stays recognisable.
-///
-/// Also a password in the query (`redis+unix:///run/redis.sock?pass=..`, as redis-rs reads
-/// unix-socket URLs, whose query may hold an `@` of its own), and the part after a `:`
-/// that cannot be a port in a URL without `@` (`redis://user:password` with the host left
-/// out).
 /// What redis-rs would silently ignore in `url`: a `?db=` query on a TCP URL (it reads the
 /// database from the path only), or a user name with no password (it logs in only with a
 /// password, so the connection would be the `default` user's). `over`: the user name and
@@ -419,6 +411,7 @@ fn url_problem(
     what: &str,
     over: Option<(&Option<String>, &Option<String>)>,
 ) -> Option<String> {
+    let data = over.is_some();
     // What cannot be parsed is refused when connecting, with the parser's own error.
     let parsed = url::Url::parse(url).ok()?;
     let query = |name: &str| {
@@ -438,9 +431,14 @@ fn url_problem(
     };
     let tcp = !parsed.scheme().ends_with("unix");
     if let Some(db) = query("db").filter(|_| tcp) {
+        // A Sentinel has no database: the master's is Config::db.
+        let fix = match data {
+            true => format!("write it as redis://host:port/{db}, or set Config::db / REDIS_DB"),
+            false => "the master's database is Config::db / REDIS_DB".to_string(),
+        };
         return Some(format!(
             "{what} {} gives the database as a query (db={db}), which is read from the \
-             path only: write it as redis://host:port/{db}, or set Config::db / REDIS_DB",
+             path only: {fix}",
             redact_url(url)
         ));
     }
@@ -458,6 +456,14 @@ fn url_problem(
     None
 }
 
+/// Replaces the credentials of a `scheme://user:password@host` URL: everything between
+/// `://` and the last `@` (a password may hold `/`, `?`, `#` or `@`), keeping a plain user
+/// name so the address stays recognisable.
+///
+/// Also a password in the query (`redis+unix:///run/redis.sock?pass=..`, as redis-rs reads
+/// unix-socket URLs, whose query may hold an `@` of its own), and the part after a `:`
+/// that cannot be a port in a URL without `@` (`redis://user:password` with the host left
+/// out).
 fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return if url.contains('@') {
@@ -699,6 +705,10 @@ mod tests {
             Config::builder().cluster_nodes(["redis://h:1", "redis://h:2/?db=1"]),
             "db=1",
         );
+        refused(
+            Config::builder().sentinel(["redis://s:26379?db=1"], "m"),
+            "the master's database is Config::db",
+        );
         for url in [
             "redis://app@h:6379",
             "rediss://app:@h",
@@ -747,15 +757,15 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_with_a_brace_is_refused() {
+    fn a_namespace_with_a_brace_is_refused_on_a_cluster() {
+        let cluster = || Config::builder().cluster_nodes(["redis://h:1"]);
         for ns in ["shop{", "{shop}", "a}b"] {
-            let problem = Config::builder().namespace(ns).build().problem();
+            let problem = cluster().namespace(ns).build().problem();
             assert!(problem.is_some_and(|p| p.contains("holds a brace")), "{ns}");
+            // One server hashes nothing.
+            assert_eq!(Config::builder().namespace(ns).build().problem(), None);
         }
-        assert_eq!(
-            Config::builder().namespace("shop:eu").build().problem(),
-            None
-        );
+        assert_eq!(cluster().namespace("shop:eu").build().problem(), None);
     }
 
     #[test]

@@ -288,12 +288,10 @@ impl CacheLayer {
         self.with(|s| s.jitter = Some(jitter))
     }
 
-    /// The key prefix (default `http`): what the stats and metrics are labelled by.
-    ///
-    /// # Panics
-    ///
-    /// If `prefix` holds a brace: a Redis Cluster hashes a key by its first `{..}`, which
-    /// must be the path's hash tag (the entry and its path's generation in one slot).
+    /// The key prefix (default `http`): what the stats and metrics are labelled by. No
+    /// braces on a Redis Cluster: it hashes a key by its first `{..}`, which must be the
+    /// path's hash tag (the entry and its path's generation in one slot); there, a layer
+    /// whose prefix has one passes every request to the handler, and says so once.
     ///
     /// # Examples
     ///
@@ -302,11 +300,6 @@ impl CacheLayer {
     /// ```
     pub fn prefix(self, prefix: impl Into<String>) -> Self {
         let prefix = prefix.into();
-        assert!(
-            !prefix.contains(['{', '}']),
-            "CacheLayer::prefix({prefix:?}) holds a brace: a Redis Cluster hashes a key by \
-             its first `{{..}}`, which must be the path's hash tag; leave braces out"
-        );
         self.with(|s| s.prefix = prefix)
     }
 
@@ -594,16 +587,9 @@ where
     let asks = rules::asks(request.headers());
     // `no-store` forbids storing what the handler answers; with `only-if-cached`, the
     // handler may not answer (RFC 9111 § 5.2.1.7): the cache answers or `504`, storing
-    // nothing either way. A `Range` asks for part of the resource, which the handler
-    // answers (a part is never stored). A `GET` or `HEAD` with a body (which axum hands a
-    // handler like any other) is not keyed by it, as a `POST` is: not looked up.
-    let bodied = method != Method::POST
-        && !(request.body().is_end_stream() || request.body().size_hint().exact() == Some(0));
-    if !looked_up
-        || (asks.no_store && !asks.only_if_cached)
-        || request.headers().contains_key(header::RANGE)
-        || bodied
-    {
+    // nothing either way. A `GET` or `HEAD` with a body (which axum hands a handler like
+    // any other) is not keyed by it, as a `POST` is: not looked up.
+    if !looked_up || (asks.no_store && !asks.only_if_cached) || bodied(&request) {
         return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     }
 
@@ -612,6 +598,10 @@ where
         return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     };
     let core = cache.core();
+    if core.config.is_cluster() && settings.prefix.contains(['{', '}']) {
+        warn_braced_prefix(&settings.prefix);
+        return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
+    }
     let (mut request, body_hash) = if method == Method::POST {
         match Box::pin(read_request_body(request, settings.max_body_bytes)).await {
             Ok(read) => read,
@@ -1259,6 +1249,38 @@ fn target<B>(request: &Request<B>) -> &http::Uri {
         .map_or(request.uri(), |original| &original.0)
 }
 
+/// Whether a request other than a `POST` carries a body, as its headers say
+/// (`Content-Length` over 0, or `Transfer-Encoding`), or as its body says for sure (a
+/// known length over 0: HTTP/2 needs no `Content-Length`). Not from the body's lack of
+/// an end: a body wrapped by a middleware that does not pass its hints on (a timeout's)
+/// would make every `GET` look like one with a body.
+fn bodied<B: HttpBody>(request: &Request<B>) -> bool {
+    if request.method() == Method::POST {
+        return false;
+    }
+    let headers = request.headers();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|len| len.as_bytes() != b"0");
+    declared
+        || headers.contains_key(header::TRANSFER_ENCODING)
+        || request.body().size_hint().lower() > 0
+}
+
+/// Says once per process that a layer's prefix has a brace, which on a cluster parts its
+/// entries from their path's generation (the first `{..}` of a key is its hash tag).
+fn warn_braced_prefix(prefix: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(
+            prefix,
+            "redcache: a CacheLayer prefix with a brace cannot be used on a Redis Cluster (a \
+             key's first {{..}} must be its path's hash tag); its requests go to the handler \
+             uncached: leave braces out of the prefix"
+        );
+    }
+}
+
 /// Adds the origin the request is for to `material` (a shared cache keys by the whole
 /// target URI): the target's scheme and authority (an absolute-form target, HTTP/2's
 /// `:scheme` and `:authority`) and the `Host` header, all, as a handler may read either:
@@ -1623,9 +1645,34 @@ mod tests {
     use std::future::{ready, Ready};
 
     #[test]
-    #[should_panic(expected = "holds a brace")]
-    fn a_prefix_with_a_brace_is_refused() {
-        let _ = CacheLayer::new().prefix("{api}");
+    fn a_get_has_a_body_when_its_headers_say_so() {
+        let request = |headers: &[(&str, &str)], body: &'static str| {
+            let mut request = Request::get("/")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            for (name, value) in headers {
+                request.headers_mut().insert(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            request
+        };
+        assert!(!bodied(&request(&[], "")));
+        assert!(!bodied(&request(&[("content-length", "0")], "")));
+        assert!(bodied(&request(&[("content-length", "5")], "")));
+        assert!(bodied(&request(&[("transfer-encoding", "chunked")], "")));
+        // A body of known length (HTTP/2 needs no header).
+        assert!(bodied(&request(&[], "shoes")));
+        // A body that tells nothing of its length or end (a middleware's wrapper).
+        let unknown = Request::get("/")
+            .body(http_body_util::StreamBody::new(
+                futures_util::stream::empty::<
+                    std::result::Result<http_body::Frame<Bytes>, Infallible>,
+                >(),
+            ))
+            .unwrap();
+        assert!(!bodied(&unknown));
     }
 
     /// Answers 404 with a body, to a `GET` only.

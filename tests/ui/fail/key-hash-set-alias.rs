@@ -20,6 +20,11 @@ async fn optional(ids: Option<Ids>) -> bool {
     ids.is_some()
 }
 
+#[redcache::cached(ttl = 60)]
+async fn shared(ids: std::sync::Arc<Ids>, pages: Vec<Ids>) -> usize {
+    ids.len() + pages.len()
+}
+
 // Not a set, or a type parameter: no error.
 #[redcache::cached(ttl = 60)]
 async fn listed(ids: Vec<u64>, id: u64) -> bool {
