@@ -115,12 +115,41 @@ impl Cache {
     /// assert_eq!(cache.config().namespace(), Some("t"));
     /// ```
     pub fn memory_with(config: Config) -> Cache {
+        if let Some(problem) = config.memory_problem() {
+            tracing::error!(
+                problem,
+                "redcache: the in-process store's configuration has a problem; going on \
+                 without the setting it names (Cache::try_memory_with refuses it instead)"
+            );
+        }
         let store = MemoryStore::new(
-            config.memory_capacity(),
+            config.memory_entries(),
             config.memory_max_bytes(),
             config.max_fill_time(),
         );
         Cache::new(Backend::Memory(Box::new(store)), config)
+    }
+
+    /// [`memory_with`](Self::memory_with), but a configuration it cannot use (a variable of
+    /// [`Config::from_env`] that did not parse, a `max_value_bytes` of 0, more entries than
+    /// can be set up) is an error rather than a logged problem.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`], naming the setting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().max_value_bytes(0).build();
+    /// let err = redcache::Cache::try_memory_with(config).unwrap_err();
+    /// assert!(err.to_string().contains("REDCACHE_MAX_VALUE_BYTES"));
+    /// ```
+    pub fn try_memory_with(config: Config) -> Result<Cache> {
+        match config.memory_problem() {
+            Some(problem) => Err(Error::config(problem)),
+            None => Ok(Self::memory_with(config)),
+        }
     }
 
     /// Makes this the global cache of the process.

@@ -344,6 +344,28 @@ mod tests {
     }
 
     #[test]
+    fn the_in_process_store_refuses_what_it_cannot_use() {
+        for (name, value) in [
+            ("REDCACHE_MEMORY_CAPACITY", "50k"),
+            ("REDCACHE_DEFAULT_TTL", "1h"),
+            ("REDCACHE_MAX_VALUE_BYTES", "0"),
+            ("REDCACHE_MEMORY_CAPACITY", "1000000000"),
+        ] {
+            let err = crate::Cache::try_memory_with(env(&[(name, value)])).unwrap_err();
+            assert!(
+                matches!(err, crate::Error::Config { .. }) && err.to_string().contains(name),
+                "{name}={value}: {err}"
+            );
+        }
+        // What only Redis uses is not its concern.
+        let c = env(&[("REDCACHE_TIMEOUT_MS", "0"), ("REDIS_DB", "3")]);
+        assert!(crate::Cache::try_memory_with(c).is_ok());
+        // Taken anyway, the capacity is bounded.
+        let c = env(&[("REDCACHE_MEMORY_CAPACITY", "1000000000")]);
+        assert_eq!(c.memory_entries(), 100_000_000);
+    }
+
+    #[test]
     fn what_cannot_be_used_is_refused_not_ignored() {
         // Not UTF-8: refused, not taken for unset.
         let c = Config::from_vars(|name| match name {

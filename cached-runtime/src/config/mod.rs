@@ -317,8 +317,8 @@ impl Config {
     /// not parse, or an operation timeout that leaves a fill no time to land while an
     /// invalidation's tombstone still fences it.
     pub(crate) fn problem(&self) -> Option<String> {
-        if let Some(invalid) = self.invalid() {
-            return Some(invalid.to_string());
+        if let Some(problem) = self.memory_problem() {
+            return Some(problem);
         }
         if let Some(problem) = self.target.problem() {
             return Some(problem);
@@ -356,29 +356,11 @@ impl Config {
                     .into(),
             );
         }
-        if self.max_value_bytes == 0 {
-            return Some(
-                "Config::max_value_bytes / REDCACHE_MAX_VALUE_BYTES is 0: every value would be \
-                 too large to store"
-                    .into(),
-            );
-        }
-        for (capacity, name) in [
-            (
-                self.local_capacity,
+        if self.local_capacity > MAX_CAPACITY {
+            return Some(over_capacity(
                 "Config::local_capacity / REDCACHE_LOCAL_CAPACITY",
-            ),
-            (
-                self.memory_capacity,
-                "Config::memory_capacity / REDCACHE_MEMORY_CAPACITY",
-            ),
-        ] {
-            if capacity > MAX_CAPACITY {
-                return Some(format!(
-                    "{name} ({capacity}) is over {MAX_CAPACITY} entries: the table for them \
-                     is set up in advance, and would not fit in memory"
-                ));
-            }
+                self.local_capacity,
+            ));
         }
         if self.read_from_replicas {
             if !self.is_sentinel() {
@@ -417,6 +399,43 @@ impl Config {
 
 /// The most entries a local tier or an in-memory store may be given: a hundred million.
 const MAX_CAPACITY: usize = 100_000_000;
+
+/// `name`'s `capacity` is over [`MAX_CAPACITY`].
+fn over_capacity(name: &str, capacity: usize) -> String {
+    format!(
+        "{name} ({capacity}) is over {MAX_CAPACITY} entries: the table for them is set up in \
+         advance, and would not fit in memory"
+    )
+}
+
+impl Config {
+    /// What makes this configuration unusable for the in-process store too: a variable that
+    /// did not parse, no room for any value, or more entries than can be set up.
+    pub(crate) fn memory_problem(&self) -> Option<String> {
+        if let Some(invalid) = self.invalid() {
+            return Some(invalid.to_string());
+        }
+        if self.max_value_bytes == 0 {
+            return Some(
+                "Config::max_value_bytes / REDCACHE_MAX_VALUE_BYTES is 0: every value would be \
+                 too large to store"
+                    .into(),
+            );
+        }
+        if self.memory_capacity > MAX_CAPACITY {
+            return Some(over_capacity(
+                "Config::memory_capacity / REDCACHE_MEMORY_CAPACITY",
+                self.memory_capacity,
+            ));
+        }
+        None
+    }
+
+    /// The in-process store's capacity, at most what can be set up.
+    pub(crate) fn memory_entries(&self) -> usize {
+        self.memory_capacity.min(MAX_CAPACITY)
+    }
+}
 
 impl Config {
     /// How entries are written where a function says nothing of its own.
