@@ -1675,6 +1675,11 @@ async fn with_redis_down_every_request_is_answered_by_the_handler() {
     let served = serve(&backend.cache, layer().group("g")).await;
     served.get("/products/1").await;
     assert_eq!(served.get("/products/1").await.x_cache(), "HIT");
+    let http = |cache: &redcache::Cache| {
+        let stats = cache.stats_by_prefix();
+        stats.into_iter().find(|(p, _)| p == "http").unwrap().1
+    };
+    let before = http(&backend.cache);
     backend.server.as_mut().unwrap().stop();
     for i in 0..5 {
         let reply = served.get("/products/1").await;
@@ -1693,6 +1698,9 @@ async fn with_redis_down_every_request_is_answered_by_the_handler() {
         (StatusCode::GATEWAY_TIMEOUT, "MISS")
     );
     assert_eq!(served.app.runs("product"), 6);
+    // Each counted under the layer's prefix, as a miss, though the group's generation
+    // could not be read.
+    assert_eq!(http(&backend.cache).misses - before.misses, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -26,6 +26,25 @@ fn counts(cache: &redcache::Cache, before: redcache::Stats) -> (u64, u64) {
     (now.misses - before.misses, now.hits - before.hits)
 }
 
+/// With Redis down, a tagged call cannot read its tags' generations: it runs its body,
+/// and is counted under its prefix as a miss, as an untagged call whose read failed is.
+#[tokio::test]
+async fn a_tagged_call_in_an_outage_is_counted_as_a_miss() {
+    let mut b = Backend::redis().await;
+    b.server.as_mut().unwrap().stop();
+    for id in 0..4 {
+        assert_eq!(b.cache.scope(profile(id)).await, format!("user {id}"));
+    }
+    let stats = b.cache.stats_by_prefix();
+    let profile = stats
+        .iter()
+        .find(|(p, _)| p == "tg:profile")
+        .expect("counted")
+        .1;
+    assert_eq!((profile.misses, profile.hits), (4, 0));
+    assert!(b.cache.stats().faults >= 1);
+}
+
 on_both_stores! {
     async fn invalidate_tag_retires_every_entry_carrying_it_across_functions(b: Backend) {
         let cache = &b.cache;

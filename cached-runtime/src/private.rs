@@ -480,8 +480,13 @@ where
         false => match Box::pin(core.tag_digest(&call.tags)).await {
             Ok(digest) => digest,
             Err(err) => {
+                // Counted as any call that could not read: a miss, answered by a fault.
                 core.fault(&key, &err);
-                return body.await;
+                core.record(Some(spec.prefix), Event::Miss);
+                let out = body.await;
+                #[cfg(feature = "metrics")]
+                crate::metrics::call(spec.prefix, Served::Fault, started);
+                return out;
             }
         },
     };

@@ -625,7 +625,14 @@ where
                 Ok(digest) => tags = digest,
                 Err(err) => {
                     core.fault(&path_tag(target(&request).path()), &err);
-                    return Box::pin(unread(&mut inner, request, asks.only_if_cached)).await;
+                    return Box::pin(unread(
+                        core,
+                        &settings.prefix,
+                        &mut inner,
+                        request,
+                        asks.only_if_cached,
+                    ))
+                    .await;
                 }
             }
         }
@@ -638,7 +645,14 @@ where
             Ok(gen) => Some(gen),
             Err(err) => {
                 core.fault(&gen_key, &err);
-                return Box::pin(unread(&mut inner, request, asks.only_if_cached)).await;
+                return Box::pin(unread(
+                    core,
+                    &settings.prefix,
+                    &mut inner,
+                    request,
+                    asks.only_if_cached,
+                ))
+                .await;
             }
         },
         None => None,
@@ -1138,8 +1152,11 @@ where
 
 /// What a request gets when the store failed before its entry could be looked up: the
 /// handler's answer, stored nowhere, or `504` if it said `only-if-cached` (the handler may
-/// not answer it).
+/// not answer it). Counted under the layer's `prefix` as any request whose read failed: a
+/// miss, answered by a fault.
 async fn unread<S, ReqB, ResB>(
+    core: &Core,
+    prefix: &str,
     inner: &mut S,
     request: Request<ReqB>,
     only_if_cached: bool,
@@ -1149,10 +1166,16 @@ where
     ResB: HttpBody<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    if only_if_cached {
-        return Ok(marked(bodiless(StatusCode::GATEWAY_TIMEOUT), XCache::Miss));
-    }
-    pass(inner, request, XCache::Miss).await
+    core.record(Some(prefix), Event::Miss);
+    #[cfg(feature = "metrics")]
+    let started = tokio::time::Instant::now();
+    let answer = match only_if_cached {
+        true => Ok(marked(bodiless(StatusCode::GATEWAY_TIMEOUT), XCache::Miss)),
+        false => pass(inner, request, XCache::Miss).await,
+    };
+    #[cfg(feature = "metrics")]
+    crate::metrics::call(prefix, Served::Fault, started);
+    answer
 }
 
 /// The handler's response to `request`, not looked up.
