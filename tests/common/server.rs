@@ -63,6 +63,13 @@ fn log_tail(log: &std::path::Path, from: u64) -> String {
     lines[lines.len().saturating_sub(LINES)..].join("\n")
 }
 
+/// Who answers on a server's port while it starts.
+enum Answering {
+    Nobody,
+    Ours,
+    Other,
+}
+
 /// A free loopback port whose `+ 10000` is free too (a cluster node's bus port).
 fn free_port() -> u16 {
     loop {
@@ -232,8 +239,15 @@ impl RedisServer {
                     return false; // exited: port taken
                 }
             }
-            if self.answers_ping() {
-                return true;
+            match self.answering() {
+                Answering::Ours => return true,
+                // Another test's server took the port between its check and our bind
+                // (ours is exiting): not ours to use.
+                Answering::Other => {
+                    self.stop();
+                    return false;
+                }
+                Answering::Nobody => {}
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -241,21 +255,49 @@ impl RedisServer {
         false
     }
 
-    fn answers_ping(&self) -> bool {
+    /// Who answers on the port: `INFO server`'s `process_id` tells this server from
+    /// another that took the port first.
+    fn answering(&self) -> Answering {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
+            return Answering::Nobody;
         };
         if self.tls {
             // Listening is all that can be seen without a TLS client; clients retry.
-            return true;
+            return Answering::Ours;
         }
+        let Some(pid) = self.child.as_ref().map(std::process::Child::id) else {
+            return Answering::Nobody;
+        };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut reply = [0u8; 64];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read(&mut reply).is_ok_and(|n| {
-                let reply = &reply[..n];
-                reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
-            })
+        if stream.write_all(b"INFO server\r\n").is_err() {
+            return Answering::Nobody;
+        }
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&reply);
+            if text.starts_with("-NOAUTH") {
+                // A password asked first: its process cannot be seen; only ours can have
+                // been started with one here.
+                return Answering::Ours;
+            }
+            // The whole line: the number may arrive in two reads.
+            let field = text.find("process_id:").and_then(|at| {
+                let rest = &text[at + "process_id:".len()..];
+                rest.find("\r\n").map(|end| rest[..end].trim().to_owned())
+            });
+            if let Some(field) = field {
+                return match field.parse::<u32>() {
+                    Ok(id) if id == pid => Answering::Ours,
+                    Ok(_) => Answering::Other,
+                    Err(_) => Answering::Nobody,
+                };
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return Answering::Nobody,
+                Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     pub fn port(&self) -> u16 {
