@@ -99,8 +99,10 @@ on_both_stores! {
 }
 
 /// The body of the cross-process test: counts its runs in Redis, then holds until every
-/// process is inside its call, so that without the lock each of them would run it.
-#[redcache::cached(prefix = "s:locked", ttl = 60, lock)]
+/// process is inside its call (up to 10 s), so that without the lock each of them would
+/// run it. The lease outlasts that wait: a child that starts late on a loaded machine must
+/// find the lock held, not expired.
+#[redcache::cached(prefix = "s:locked", ttl = 60, lock_ms = 15000)]
 async fn locked_report(id: u64) -> u64 {
     let mut conn = common::child_conn().await;
     let _: u64 = redis::cmd("INCR")
