@@ -157,6 +157,19 @@ async fn a_url_part_the_client_would_ignore_is_refused_not_dropped() {
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
+impl Captured {
+    /// Captures everything logged on this thread until the guard is dropped.
+    fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+}
+
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -169,13 +182,7 @@ impl std::io::Write for Captured {
 
 #[tokio::test]
 async fn a_wrong_password_is_a_clear_error_that_never_shows_it() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install();
 
     let server = acl_server();
     let wrong = "wrong-9d1e-secret";
@@ -223,13 +230,7 @@ async fn rename(email: String) {
 /// argument it was built from (an email, here).
 #[tokio::test]
 async fn a_fault_log_never_shows_the_arguments_a_tag_was_built_from() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install();
 
     let mut server = RedisServer::start();
     let cache = server.cache().await;

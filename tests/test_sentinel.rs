@@ -186,6 +186,19 @@ async fn a_lazy_cache_finds_the_master_on_its_first_call() {
     assert!(nowhere.stats().faults > 0);
 }
 
+/// `SENTINEL FAILOVER` on the first Sentinel (which asks no other for agreement), then
+/// waits until every Sentinel names another master than `old`.
+async fn manual_failover(sentinel: &RedisSentinel, old: u16) {
+    let reply = sentinel.sentinel_cli(
+        sentinel.sentinels[0].port(),
+        &["SENTINEL", "FAILOVER", MASTER_NAME],
+    );
+    assert!(reply.contains("OK"), "SENTINEL FAILOVER: {reply}");
+    sentinel
+        .wait_for_new_master(old, FAILOVER_TIMEOUT + Duration::from_secs(10))
+        .await;
+}
+
 /// Calls `item(id)` until a call is a hit after the body ran (a miss stored it); how long
 /// that took. (Not "a miss then at once a hit": with a local tier, the read right after a
 /// fill may still see the empty key it read before, until Redis's invalidation of the
@@ -289,14 +302,7 @@ async fn a_manual_failover_moves_the_cache_when_the_sentinels_switch() {
     let cache = sentinel.cache().await;
     let calls = AtomicUsize::new(0);
     cache.scope(item(1, &calls)).await;
-    let reply = sentinel.sentinel_cli(
-        sentinel.sentinels[0].port(),
-        &["SENTINEL", "FAILOVER", MASTER_NAME],
-    );
-    assert!(reply.contains("OK"), "SENTINEL FAILOVER: {reply}");
-    sentinel
-        .wait_for_new_master(old, FAILOVER_TIMEOUT + Duration::from_secs(10))
-        .await;
+    manual_failover(&sentinel, old).await;
     assert_eq!(sentinel.master_port(), replica);
     assert!(
         sentinel.data_cli(old, &["ROLE"]).starts_with("master"),
@@ -358,14 +364,7 @@ async fn a_sentinel_that_missed_the_switch_does_not_take_the_cache_back() {
     .unwrap();
     let calls = AtomicUsize::new(0);
     cache.scope(item(1, &calls)).await;
-    let reply = sentinel.sentinel_cli(
-        sentinel.sentinels[0].port(),
-        &["SENTINEL", "FAILOVER", MASTER_NAME],
-    );
-    assert!(reply.contains("OK"), "SENTINEL FAILOVER: {reply}");
-    sentinel
-        .wait_for_new_master(old, FAILOVER_TIMEOUT + Duration::from_secs(10))
-        .await;
+    manual_failover(&sentinel, old).await;
     let named = sentinel.sentinel_cli(
         lagging.port(),
         &["SENTINEL", "get-master-addr-by-name", MASTER_NAME],
@@ -440,14 +439,7 @@ async fn a_manual_failover_retires_the_local_copies_at_once() {
     let (old, replica) = (sentinel.nodes[0].port(), sentinel.nodes[1].port());
     let cache = sentinel.cache_with(test_config().local_capacity(100)).await;
     until_account_is_local(&cache).await;
-    let reply = sentinel.sentinel_cli(
-        sentinel.sentinels[0].port(),
-        &["SENTINEL", "FAILOVER", MASTER_NAME],
-    );
-    assert!(reply.contains("OK"), "SENTINEL FAILOVER: {reply}");
-    sentinel
-        .wait_for_new_master(old, FAILOVER_TIMEOUT + Duration::from_secs(10))
-        .await;
+    manual_failover(&sentinel, old).await;
     assert_eq!(sentinel.master_port(), replica);
     write_v2_on(replica).await;
     let written = Instant::now();

@@ -615,48 +615,45 @@ where
     } else {
         (request, None)
     };
-    // The generations of the request's tags, if it has any: stamped on what is stored.
+    // The generations of the request's tags and of the layer's group, if it has them:
+    // stamped on what is stored. If one cannot be read, the request is not looked up.
     let mut tags = 0;
+    let mut unreadable = None;
     if !settings.tags.is_empty() {
         let (taken, names) = settings.tags.of(request);
         request = taken;
         if !names.is_empty() {
             match Box::pin(core.tag_digest(&names)).await {
                 Ok(digest) => tags = digest,
-                Err(err) => {
-                    core.fault(&path_tag(target(&request).path()), &err);
-                    return Box::pin(unread(
-                        core,
-                        &settings.prefix,
-                        &mut inner,
-                        request,
-                        asks.only_if_cached,
-                    ))
-                    .await;
-                }
+                Err(err) => unreadable = Some((path_tag(target(&request).path()), err)),
             }
         }
     }
     let target = target(&request);
     let path_tag = path_tag(target.path());
     let gen_key = core.group_key(&path_tag);
-    let group_gen = match &settings.group {
-        Some(group) => match Box::pin(group_generation(core, group)).await {
+    let group_gen = match (&settings.group, &unreadable) {
+        (Some(group), None) => match Box::pin(group_generation(core, group)).await {
             Ok(gen) => Some(gen),
             Err(err) => {
-                core.fault(&gen_key, &err);
-                return Box::pin(unread(
-                    core,
-                    &settings.prefix,
-                    &mut inner,
-                    request,
-                    asks.only_if_cached,
-                ))
-                .await;
+                unreadable = Some((gen_key.clone(), err));
+                None
             }
         },
-        None => None,
+        _ => None,
     };
+    if let Some((name, err)) = unreadable {
+        core.fault(&name, &err);
+        let only_if_cached = asks.only_if_cached;
+        return Box::pin(unread(
+            core,
+            &settings.prefix,
+            &mut inner,
+            request,
+            only_if_cached,
+        ))
+        .await;
+    }
     let keyed_by = settings
         .vary
         .read()
