@@ -57,11 +57,11 @@ on_both_stores! {
         }).await;
         assert_eq!(calls.load(SeqCst), 6, "{}", b.name());
         // 9 s: a tenth is under a second, so no jitter (the default TTL's tenth is 30 s,
-        // which would make it 9 to 39). Read back in whole seconds, rounded, so 8 once
-        // half a second has passed.
+        // which would make it 9 to 39). Read back in whole seconds, rounded, so less once
+        // half a second has passed: 7 to 9 leaves a stall of two.
         for scope in 0..5 {
             let ttl = b.ttl_secs(&redcache::key!(short_token(scope, _))).await;
-            assert!(matches!(ttl, Some(8 | 9)), "{} {scope}: {ttl:?}", b.name());
+            assert!(matches!(ttl, Some(7..=9)), "{} {scope}: {ttl:?}", b.name());
         }
         // 1000 s: up to 100 s more.
         let ttl = b.ttl_secs(&redcache::key!(short_token(5, _))).await.unwrap();

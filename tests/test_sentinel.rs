@@ -395,6 +395,10 @@ async fn a_sentinel_that_missed_the_switch_does_not_take_the_cache_back() {
         );
         if !sentinel.data_cli(old, &["ROLE"]).starts_with("master") {
             // Reconfigured meanwhile: as a replica it may hold the new master's keys.
+            assert!(
+                id > 10,
+                "the old master was reconfigured during the first round"
+            );
             break;
         }
         assert!(on_new > 0, "{id}: written on the new master");

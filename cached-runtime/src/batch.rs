@@ -146,6 +146,11 @@ impl Core {
         let mut to_load: Vec<I> = missing.iter().map(|m| m.id.clone()).collect();
         to_load.extend(uncacheable);
         let loaded = load(to_load).await;
+        if missing.iter().all(|m| m.seen.is_none()) {
+            // Nothing to write: the read failed, or every id was uncacheable.
+            out.extend(loaded);
+            return out;
+        }
 
         // Like every fill: not after an invalidation's tombstone may have expired.
         if self.past_fill_deadline(started) {

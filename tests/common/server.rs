@@ -255,6 +255,19 @@ impl RedisServer {
         false
     }
 
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 64];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read(&mut reply).is_ok_and(|n| {
+                let reply = &reply[..n];
+                reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
+            })
+    }
+
     /// Who answers on the port: `INFO server`'s `process_id` tells this server from
     /// another that took the port first.
     fn answering(&self) -> Answering {
@@ -288,7 +301,9 @@ impl RedisServer {
             });
             if let Some(field) = field {
                 return match field.parse::<u32>() {
-                    Ok(id) if id == pid => Answering::Ours,
+                    // Ours, and ready (`INFO` is answered while loading, `PING` is not).
+                    Ok(id) if id == pid && self.answers_ping() => Answering::Ours,
+                    Ok(id) if id == pid => Answering::Nobody,
                     Ok(_) => Answering::Other,
                     Err(_) => Answering::Nobody,
                 };

@@ -588,8 +588,13 @@ where
     // `no-store` forbids storing what the handler answers; with `only-if-cached`, the
     // handler may not answer (RFC 9111 § 5.2.1.7): the cache answers or `504`, storing
     // nothing either way. A `GET` or `HEAD` with a body (which axum hands a handler like
-    // any other) is not keyed by it, as a `POST` is: not looked up.
-    if !looked_up || (asks.no_store && !asks.only_if_cached) || bodied(&request) {
+    // any other) is not keyed by it, as a `POST` is: not looked up; nor a `Range` for a
+    // part.
+    if !looked_up
+        || (asks.no_store && !asks.only_if_cached)
+        || bodied(&request)
+        || partial(&request)
+    {
         return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     }
 
@@ -1269,11 +1274,13 @@ fn target<B>(request: &Request<B>) -> &http::Uri {
         .map_or(request.uri(), |original| &original.0)
 }
 
-/// Whether a request other than a `POST` carries a body, as its headers say
-/// (`Content-Length` over 0, or `Transfer-Encoding`), or as its body says for sure (a
-/// known length over 0: HTTP/2 needs no `Content-Length`). Not from the body's lack of
-/// an end: a body wrapped by a middleware that does not pass its hints on (a timeout's)
-/// would make every `GET` look like one with a body.
+/// Whether a request other than a `POST` carries a body: as its headers say in HTTP/1
+/// (`Content-Length` over 0, or `Transfer-Encoding`), or its body's known length; and in
+/// HTTP/2 and later, which frame a body without either header, unless its stream has
+/// ended. In HTTP/1 not from the body's lack of an end: a body wrapped by a middleware
+/// that does not pass its hints on (a timeout's) would make every `GET` look like one with
+/// a body. (Over HTTP/2, such a wrapper makes `GET`s pass uncached: a body the key does
+/// not hold must never be answered from another request's entry.)
 fn bodied<B: HttpBody>(request: &Request<B>) -> bool {
     if request.method() == Method::POST {
         return false;
@@ -1281,10 +1288,22 @@ fn bodied<B: HttpBody>(request: &Request<B>) -> bool {
     let headers = request.headers();
     let declared = headers
         .get(header::CONTENT_LENGTH)
-        .is_some_and(|len| len.as_bytes() != b"0");
+        .and_then(|len| len.to_str().ok()?.trim().parse::<u64>().ok())
+        .is_some_and(|len| len > 0);
     declared
         || headers.contains_key(header::TRANSFER_ENCODING)
         || request.body().size_hint().lower() > 0
+        || (request.version() >= http::Version::HTTP_2 && !request.body().is_end_stream())
+}
+
+/// Whether a request asks for a part the handler should answer: any `Range` but the whole
+/// resource from its start (`bytes=0-`, what browsers send for media and downloads, which
+/// a stored response answers whole). A part is never stored either way.
+fn partial(request: &Request<impl HttpBody>) -> bool {
+    request
+        .headers()
+        .get(header::RANGE)
+        .is_some_and(|range| range.as_bytes().trim_ascii() != b"bytes=0-")
 }
 
 /// Says once per process that a layer's prefix has a brace, which on a cluster parts its
@@ -1682,6 +1701,7 @@ mod tests {
         assert!(!bodied(&request(&[("content-length", "0")], "")));
         assert!(bodied(&request(&[("content-length", "5")], "")));
         assert!(bodied(&request(&[("transfer-encoding", "chunked")], "")));
+        assert!(!bodied(&request(&[("content-length", "00")], "")));
         // A body of known length (HTTP/2 needs no header).
         assert!(bodied(&request(&[], "shoes")));
         // A body that tells nothing of its length or end (a middleware's wrapper).
@@ -1693,6 +1713,19 @@ mod tests {
             ))
             .unwrap();
         assert!(!bodied(&unknown));
+        // Over HTTP/2, a stream that has not ended carries one.
+        let mut h2 = Request::get("/")
+            .body(http_body_util::StreamBody::new(
+                futures_util::stream::empty::<
+                    std::result::Result<http_body::Frame<Bytes>, Infallible>,
+                >(),
+            ))
+            .unwrap();
+        *h2.version_mut() = http::Version::HTTP_2;
+        assert!(bodied(&h2));
+        let mut ended = request(&[], "");
+        *ended.version_mut() = http::Version::HTTP_2;
+        assert!(!bodied(&ended));
     }
 
     /// Answers 404 with a body, to a `GET` only.

@@ -175,7 +175,6 @@ pub(crate) fn md5_hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Appends the md5 of `bytes`, in lowercase hex, to `out`.
 /// How a fault log names a tag (or anything else built from a call's arguments): its kind
 /// and the md5 of it, never the material itself (an id, an email), as keys do.
 pub(crate) fn shown(kind: &str, material: &str) -> String {
@@ -186,6 +185,7 @@ pub(crate) fn shown(kind: &str, material: &str) -> String {
     shown
 }
 
+/// Appends the md5 of `bytes`, in lowercase hex, to `out`.
 pub(crate) fn push_md5_hex(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0; 32];
