@@ -228,6 +228,37 @@ async fn batches_in_an_outage_open_the_breaker() {
     assert_eq!(db.loads().len(), 3);
 }
 
+/// A batch whose read failed has nothing to write, however long its load took: no
+/// conflict is counted for it.
+#[tokio::test]
+async fn a_slow_batch_in_an_outage_counts_no_conflict() {
+    let mut server = common::RedisServer::start();
+    let cache = server
+        .cache_with(
+            common::test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(100))
+                .max_fill_time(Duration::from_millis(300)),
+        )
+        .await;
+    server.stop();
+    let got = cache
+        .get_or_insert_many("b:user", &[1, 2], TTL, |ids| async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            ids.into_iter()
+                .map(|id| (id, user(id)))
+                .collect::<HashMap<_, _>>()
+        })
+        .await;
+    assert_eq!(got.len(), 2);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.misses, stats.conflicts, stats.stores),
+        (2, 0, 0),
+        "{stats:?}"
+    );
+}
+
 /// An entry written in a group (its envelope stamped with a generation) is a miss for a
 /// batch, which cannot check that generation, and is not written over: out of its group's
 /// invalidations, an ungrouped value there would be served on.
