@@ -639,6 +639,14 @@ http_test! {
         // A part of a stored response is still the handler's to answer.
         let part = served.get_with("/ranged", &[("range", "bytes=0-3")]).await;
         assert_eq!((part.status, part.x_cache(), &part.body[..]), (StatusCode::PARTIAL_CONTENT, "BYPASS", &b"0123"[..]));
+        // The handler may not answer `only-if-cached`: the stored response does, whole.
+        let only = served
+            .get_with("/ranged", &[("range", "bytes=0-3"), ("cache-control", "only-if-cached")])
+            .await;
+        assert_eq!((only.status, only.x_cache(), &only.body[..]), (StatusCode::OK, "HIT", &b"0123456789"[..]));
+        // A `HEAD` ignores `Range`.
+        let head = served.send("HEAD", "/ranged", &[("range", "bytes=0-3")], "").await;
+        assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "HIT"));
         // The whole from its start, as browsers ask for media: the stored response.
         let from_start = served.get_with("/ranged", &[("range", "bytes=0-")]).await;
         assert_eq!((from_start.status, from_start.x_cache(), &from_start.body[..]), (StatusCode::OK, "HIT", &b"0123456789"[..]));

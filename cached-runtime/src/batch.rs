@@ -147,7 +147,8 @@ impl Core {
         to_load.extend(uncacheable);
         let loaded = load(to_load).await;
         if missing.iter().all(|m| m.seen.is_none()) {
-            // Nothing to write: the read failed, or every id was uncacheable.
+            // Nothing to write: the read failed, every id was uncacheable, or every entry
+            // read was one a batch cannot check (tagged or grouped) and must not write over.
             out.extend(loaded);
             return out;
         }

@@ -589,11 +589,12 @@ where
     // handler may not answer (RFC 9111 § 5.2.1.7): the cache answers or `504`, storing
     // nothing either way. A `GET` or `HEAD` with a body (which axum hands a handler like
     // any other) is not keyed by it, as a `POST` is: not looked up; nor a `Range` for a
-    // part.
+    // part, unless `only-if-cached` (the handler may not answer it: a stored response
+    // answers whole, else `504`).
     if !looked_up
         || (asks.no_store && !asks.only_if_cached)
         || bodied(&request)
-        || partial(&request)
+        || (partial(&request) && !asks.only_if_cached)
     {
         return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     }
@@ -1286,24 +1287,33 @@ fn bodied<B: HttpBody>(request: &Request<B>) -> bool {
         return false;
     }
     let headers = request.headers();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|len| len.to_str().ok()?.trim().parse::<u64>().ok())
-        .is_some_and(|len| len > 0);
-    declared
-        || headers.contains_key(header::TRANSFER_ENCODING)
+    // A length it declares settles it, in any version.
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        return len
+            .to_str()
+            .ok()
+            .and_then(|len| len.trim().parse::<u64>().ok())
+            .is_none_or(|len| len > 0);
+    }
+    headers.contains_key(header::TRANSFER_ENCODING)
         || request.body().size_hint().lower() > 0
-        || (request.version() >= http::Version::HTTP_2 && !request.body().is_end_stream())
+        || (request.version() >= http::Version::HTTP_2
+            && !request.body().is_end_stream()
+            && request.body().size_hint().exact() != Some(0))
 }
 
-/// Whether a request asks for a part the handler should answer: any `Range` but the whole
+/// Whether a `GET` asks for a part the handler should answer: any `Range` but the whole
 /// resource from its start (`bytes=0-`, what browsers send for media and downloads, which
-/// a stored response answers whole). A part is never stored either way.
-fn partial(request: &Request<impl HttpBody>) -> bool {
-    request
-        .headers()
-        .get(header::RANGE)
-        .is_some_and(|range| range.as_bytes().trim_ascii() != b"bytes=0-")
+/// a stored response answers whole; a range unit's name is case-insensitive). A `HEAD`
+/// ignores `Range` (RFC 9110 § 14.2). A part is never stored either way.
+fn partial<B>(request: &Request<B>) -> bool {
+    request.method() == Method::GET
+        && request.headers().get(header::RANGE).is_some_and(|range| {
+            !range
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"bytes=0-")
+        })
 }
 
 /// Says once per process that a layer's prefix has a brace, which on a cluster parts its
@@ -1726,6 +1736,32 @@ mod tests {
         let mut ended = request(&[], "");
         *ended.version_mut() = http::Version::HTTP_2;
         assert!(!bodied(&ended));
+        // Or that says it has no length.
+        let mut empty = Request::get("/")
+            .header("content-length", "0")
+            .body(http_body_util::StreamBody::new(
+                futures_util::stream::empty::<
+                    std::result::Result<http_body::Frame<Bytes>, Infallible>,
+                >(),
+            ))
+            .unwrap();
+        *empty.version_mut() = http::Version::HTTP_2;
+        assert!(!bodied(&empty), "its declared length settles it");
+    }
+
+    #[test]
+    fn a_part_is_a_range_of_a_get_other_than_the_whole() {
+        let get = |range: &str| Request::get("/").header("range", range).body(()).unwrap();
+        assert!(partial(&get("bytes=0-3")));
+        assert!(partial(&get("items=0-3")));
+        assert!(!partial(&get("bytes=0-")));
+        assert!(!partial(&get(" Bytes=0- ")));
+        assert!(!partial(&Request::get("/").body(()).unwrap()));
+        let head = Request::head("/")
+            .header("range", "bytes=0-3")
+            .body(())
+            .unwrap();
+        assert!(!partial(&head));
     }
 
     /// Answers 404 with a body, to a `GET` only.
