@@ -144,22 +144,16 @@ impl Config {
     fn from_vars(get: impl Fn(&str) -> Result<String, std::env::VarError>) -> Config {
         // A value that is not UTF-8 is refused, not taken for unset (a namespace read as
         // none would share every key with the applications that have none).
-        let garbled = std::sync::Mutex::new(None);
+        let garbled = std::cell::RefCell::new(None);
         let config = Self::from_lookup(|name| match get(name) {
             Ok(value) => Some(value),
             Err(std::env::VarError::NotPresent) => None,
             Err(std::env::VarError::NotUnicode(_)) => {
-                garbled
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get_or_insert_with(|| name.to_owned());
+                garbled.borrow_mut().get_or_insert_with(|| name.to_owned());
                 None
             }
         });
-        match garbled
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        {
+        match garbled.into_inner() {
             Some(name) => ConfigBuilder { config }
                 .invalid(format!("{name} is not valid UTF-8"))
                 .build(),

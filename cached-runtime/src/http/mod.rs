@@ -1693,6 +1693,13 @@ mod tests {
     use std::convert::Infallible;
     use std::future::{ready, Ready};
 
+    /// A body that tells nothing of its length or end, as a middleware's wrapper may.
+    fn no_hints() -> impl HttpBody<Data = Bytes> {
+        http_body_util::StreamBody::new(futures_util::stream::empty::<
+            std::result::Result<http_body::Frame<Bytes>, Infallible>,
+        >())
+    }
+
     #[test]
     fn a_get_has_a_body_when_its_headers_say_so() {
         let request = |headers: &[(&str, &str)], body: &'static str| {
@@ -1715,22 +1722,10 @@ mod tests {
         // A body of known length (HTTP/2 needs no header).
         assert!(bodied(&request(&[], "shoes")));
         // A body that tells nothing of its length or end (a middleware's wrapper).
-        let unknown = Request::get("/")
-            .body(http_body_util::StreamBody::new(
-                futures_util::stream::empty::<
-                    std::result::Result<http_body::Frame<Bytes>, Infallible>,
-                >(),
-            ))
-            .unwrap();
+        let unknown = Request::get("/").body(no_hints()).unwrap();
         assert!(!bodied(&unknown));
         // Over HTTP/2, a stream that has not ended carries one.
-        let mut h2 = Request::get("/")
-            .body(http_body_util::StreamBody::new(
-                futures_util::stream::empty::<
-                    std::result::Result<http_body::Frame<Bytes>, Infallible>,
-                >(),
-            ))
-            .unwrap();
+        let mut h2 = Request::get("/").body(no_hints()).unwrap();
         *h2.version_mut() = http::Version::HTTP_2;
         assert!(bodied(&h2));
         let mut ended = request(&[], "");
@@ -1739,11 +1734,7 @@ mod tests {
         // Or that says it has no length.
         let mut empty = Request::get("/")
             .header("content-length", "0")
-            .body(http_body_util::StreamBody::new(
-                futures_util::stream::empty::<
-                    std::result::Result<http_body::Frame<Bytes>, Infallible>,
-                >(),
-            ))
+            .body(no_hints())
             .unwrap();
         *empty.version_mut() = http::Version::HTTP_2;
         assert!(!bodied(&empty), "its declared length settles it");

@@ -237,7 +237,7 @@ impl MemoryStore {
 
     /// The write lock of `key`'s hash tag.
     fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
-        self.stripe(self.hasher.hash_one(hash_tag(key)) as usize & (STRIPES - 1))
+        self.stripe(self.stripe_of(key))
     }
 
     /// The write locks a fill takes: its key's, and its group generation's, which it may
@@ -245,15 +245,22 @@ impl MemoryStore {
     /// a namespace or prefix with braces of its own can part them, and a fill holding only
     /// the entry's lock could then write back a generation an invalidation had just
     /// replaced. Taken in the order of their stripes, as every fill takes them.
-    fn lock_fill(&self, fill: &Fill<'_>) -> [Option<MutexGuard<'_, ()>>; 2] {
-        let stripe = |key: &str| self.hasher.hash_one(hash_tag(key)) as usize & (STRIPES - 1);
-        let entry = stripe(fill.key);
-        let Some(gen) = fill.group.map(|g| stripe(g.key)).filter(|g| *g != entry) else {
-            return [Some(self.stripe(entry)), None];
+    fn lock_fill(&self, fill: &Fill<'_>) -> (MutexGuard<'_, ()>, Option<MutexGuard<'_, ()>>) {
+        let entry = self.stripe_of(fill.key);
+        let Some(gen) = fill
+            .group
+            .map(|g| self.stripe_of(g.key))
+            .filter(|g| *g != entry)
+        else {
+            return (self.stripe(entry), None);
         };
-        let (first, second) = (entry.min(gen), entry.max(gen));
-        let first = self.stripe(first);
-        [Some(first), Some(self.stripe(second))]
+        let first = self.stripe(entry.min(gen));
+        (first, Some(self.stripe(entry.max(gen))))
+    }
+
+    /// The stripe of `key`'s hash tag.
+    fn stripe_of(&self, key: &str) -> usize {
+        self.hasher.hash_one(hash_tag(key)) as usize & (STRIPES - 1)
     }
 
     fn stripe(&self, stripe: usize) -> MutexGuard<'_, ()> {
@@ -952,7 +959,6 @@ mod tests {
             "shop{:price:{products}:9f8a",
             "shop{:redcache:group:{products}",
         );
-        let stripe = |key: &str| store.hasher.hash_one(hash_tag(key)) as usize & (STRIPES - 1);
         assert_ne!(hash_tag(key), hash_tag(gen_key));
         let fill = Fill {
             key,
@@ -968,10 +974,10 @@ mod tests {
         };
         let held = store.lock_fill(&fill);
         for k in [key, gen_key] {
-            assert!(store.stripes[stripe(k)].try_lock().is_err(), "{k}");
+            assert!(store.stripes[store.stripe_of(k)].try_lock().is_err(), "{k}");
         }
         drop(held);
-        assert!(store.stripes[stripe(gen_key)].try_lock().is_ok());
+        assert!(store.stripes[store.stripe_of(gen_key)].try_lock().is_ok());
     }
 
     #[test]
