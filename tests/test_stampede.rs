@@ -206,6 +206,65 @@ async fn a_crashed_holders_lease_expires() {
     assert_eq!(cache.stats().lock_timeouts, 0);
 }
 
+/// A lease taken by a `SET NX` whose reply came too late (the caller timed out, or was
+/// dropped) is given back: otherwise nobody holds it, and every process's next miss of the
+/// key waits out the whole lease.
+#[tokio::test]
+async fn a_lease_taken_after_its_caller_timed_out_is_given_back() {
+    let server = RedisServer::start();
+    let config = || {
+        test_config()
+            .url(server.url())
+            .op_timeout(Duration::from_millis(100))
+            .build()
+    };
+    let (first, second) = (
+        redcache::Cache::connect(config()).await.unwrap(),
+        redcache::Cache::connect(config()).await.unwrap(),
+    );
+    // A connection that waits for its replies as long as the pause lasts.
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+        )
+        .await
+        .unwrap();
+    // Writes wait 600 ms: the first cache's `SET NX` for the lease times out, and Redis
+    // runs it when the pause ends.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(600)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    assert_eq!(first.scope(leased(3, &calls)).await, 3);
+    assert_eq!(calls.load(SeqCst), 1, "the body ran without the lease");
+    // A write of this connection waits for the pause to end; the first cache's commands,
+    // paused before it, have run by then.
+    let _: () = redis::cmd("SET")
+        .arg("test:resumed")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    assert_eq!(second.scope(leased(3, &calls)).await, 3);
+    let waited = start.elapsed();
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(
+        second.stats().lock_timeouts,
+        0,
+        "the lease was free: waited {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1500),
+        "not for the lease's 2 s: {waited:?}"
+    );
+}
+
 #[redcache::cached(
     prefix = "s:hot",
     ttl = 1,

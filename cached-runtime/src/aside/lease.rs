@@ -38,8 +38,10 @@ pub(super) struct Lease {
 impl Lease {
     /// Gives the lease back (only if this caller still holds it).
     pub(super) async fn release(mut self) {
-        self.held = false;
+        // Held until the release is done: a caller dropped while it is on its way gives
+        // the lease back from `Drop` instead.
         self.core.release_lease(&self.key, &self.token).await;
+        self.held = false;
     }
 }
 
@@ -68,28 +70,36 @@ impl Core {
         lease: Duration,
     ) -> Locked<O> {
         let key = at.key;
-        let lease_key = format!("{key}:lock");
-        let token = new_generation().to_string();
+        // Armed while a `SET NX` is on its way: one that times out or is cancelled may
+        // still be run by Redis, and would then hold the lease with nobody to give it back
+        // (every process would wait the whole lease). Dropped armed, it sends the
+        // compare-and-delete, after the `SET` on the same connection; its token is this
+        // call's own, so it removes nothing if the `SET` never ran.
+        let mut claim = Lease {
+            core: Arc::clone(self),
+            key: format!("{key}:lock"),
+            token: new_generation().to_string(),
+            held: false,
+        };
         let now = Instant::now();
         let deadline = now
             .checked_add(lease)
             .unwrap_or(now + Duration::from_secs(86_400));
         let mut pause = Duration::from_millis(2);
         loop {
-            let taken = self.backend.set_nx(&lease_key, token.as_bytes(), lease);
+            claim.held = true;
+            let taken = self
+                .backend
+                .set_nx(&claim.key, claim.token.as_bytes(), lease);
             match self.op(taken).await {
                 Ok(true) => {
-                    let held = Lease {
-                        core: Arc::clone(self),
-                        key: lease_key,
-                        token,
-                        held: true,
-                    };
                     let fresh = self.read(at).await;
-                    return Locked::Acquired(held, fresh);
+                    return Locked::Acquired(claim, fresh);
                 }
-                Ok(false) => {}
+                Ok(false) => claim.held = false,
                 Err(err) => {
+                    // Not sent at all when the breaker skipped it.
+                    claim.held = !matches!(err, crate::Error::Unavailable { .. });
                     self.fault(key, &err);
                     return Locked::Proceed(Read::Unavailable);
                 }

@@ -560,14 +560,9 @@ fn invalidate_script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(INVALIDATE_LUA))
 }
 
-fn release_script() -> &'static Script {
-    static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(RELEASE_LUA))
-}
-
 /// Every script the store runs, to load where redis-rs would not.
-pub(super) fn scripts() -> [&'static Script; 3] {
-    [fill_script(), release_script(), invalidate_script()]
+pub(super) fn scripts() -> [&'static Script; 2] {
+    [fill_script(), invalidate_script()]
 }
 
 fn fill_script() -> &'static Script {
@@ -1228,15 +1223,14 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
-        let removed: i64 = self
-            .with_conn(Resend::Never, |mut conn| async move {
-                release_script()
-                    .key(key)
-                    .arg(value)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
+        // `EVAL`, not the script's `EVALSHA`: on a server that does not know the script
+        // yet, redis-rs loads it and sends it again, and a release given up by its caller
+        // (the operation timed out, the call was cancelled) would lose that second send,
+        // leaving the lease to fence every process for its whole length. Sent once, it runs
+        // after what this connection sent before it (the lease's `SET NX`).
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE_LUA).arg(1).arg(key).arg(value);
+        let removed: i64 = self.query(Resend::Never, &cmd).await?;
         Ok(removed == 1)
     }
 
