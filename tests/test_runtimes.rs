@@ -3,11 +3,12 @@
 //! runtime), and programs that `block_on` several runtimes in turn (CLI tools, sync
 //! wrappers). redis-rs drives a connection with tasks of the runtime it was made on; when
 //! that runtime is gone, the next call makes a new connection on redcache's own connection
-//! thread instead of faulting.
+//! thread instead of faulting. A connection asked for on a current-thread runtime is made
+//! on that thread from the start, so it does not stall while that runtime idles.
 
 mod common;
 
-use common::{test_config, RedisCluster, RedisServer};
+use common::{test_config, RedisCluster, RedisSentinel, RedisServer};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -78,6 +79,58 @@ fn a_cluster_cache_outlives_the_runtime_that_created_it() {
 fn a_lazy_cache_outlives_the_runtime_that_created_it() {
     let server = RedisServer::start();
     outlives_its_runtime(test_config().url(server.url()).lazy(true));
+}
+
+/// A cache connected on a current-thread runtime that stays alive but idle (a set-up
+/// runtime kept aside, or a `#[tokio::test]` whose thread blocks), then used from a
+/// multi-thread runtime: the connection does not wait for the idle runtime to run its
+/// tasks, so every call is answered by Redis in time.
+fn serves_while_its_runtime_idles(config: redcache::ConfigBuilder) {
+    let setup = runtime();
+    let config = config.op_timeout(std::time::Duration::from_millis(500));
+    let cache = setup
+        .block_on(redcache::Cache::connect(config.build()))
+        .unwrap();
+    let service = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    service.block_on(async {
+        miss_then_hit(&cache, 1).await;
+        miss_then_hit(&cache, 2).await;
+    });
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.misses, stats.hits, stats.faults),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    drop(setup);
+}
+
+#[test]
+fn a_cache_serves_while_the_runtime_that_created_it_idles() {
+    let server = RedisServer::start();
+    serves_while_its_runtime_idles(test_config().url(server.url()));
+}
+
+#[test]
+fn a_cluster_cache_serves_while_the_runtime_that_created_it_idles() {
+    let cluster = RedisCluster::start(3, 0);
+    serves_while_its_runtime_idles(test_config().cluster_nodes(cluster.urls()));
+}
+
+#[test]
+fn a_lazy_cluster_cache_serves_while_the_runtime_that_created_it_idles() {
+    let cluster = RedisCluster::start(3, 0);
+    serves_while_its_runtime_idles(test_config().cluster_nodes(cluster.urls()).lazy(true));
+}
+
+#[test]
+fn a_sentinel_cache_serves_while_the_runtime_that_created_it_idles() {
+    let sentinel = RedisSentinel::start();
+    serves_while_its_runtime_idles(sentinel.configure(test_config()));
 }
 
 /// The pattern users write: a `OnceCell`-guarded `redcache::init` called from every

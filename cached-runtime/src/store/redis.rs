@@ -107,6 +107,33 @@ pub(super) fn background() -> &'static tokio::runtime::Handle {
     })
 }
 
+/// The runtime a connection made now is to run on: the caller's, if it is a multi-thread
+/// runtime (no thread hop per command); else redcache's connection thread. A current-thread
+/// runtime runs its tasks only while its thread is inside its `block_on`: a connection made
+/// on one stalls whenever that runtime is idle or its thread blocks (a set-up runtime kept
+/// aside, a `#[tokio::test]` calling blocking code), and every call on every other runtime
+/// waits out the operation timeout meanwhile.
+pub(super) fn lasting_runtime() -> Handle {
+    match Handle::try_current() {
+        Ok(caller) if caller.runtime_flavor() == RuntimeFlavor::MultiThread => caller,
+        _ => background().clone(),
+    }
+}
+
+/// Awaits `making`, which makes a connection, on [`lasting_runtime`]: redis-rs runs the
+/// connection's tasks on the runtime that makes it.
+pub(super) async fn made_to_last<T: Send + 'static>(
+    making: impl Future<Output = T> + Send + 'static,
+) -> T {
+    match Handle::try_current() {
+        Ok(caller) if caller.runtime_flavor() == RuntimeFlavor::MultiThread => making.await,
+        _ => match background().spawn(making).await {
+            Ok(made) => made,
+            Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+        },
+    }
+}
+
 /// A connection and whether the tokio runtime it was made on has shut down. redis-rs runs
 /// a connection's reader and writer as a task of that runtime, so a cache made in one
 /// `#[tokio::test]` (or one `Runtime::block_on`) would fail every call made after that
@@ -126,10 +153,9 @@ struct Bound<C> {
 }
 
 impl<C> Bound<C> {
-    /// `conn`, made on the current runtime, watched by a task of that runtime.
-    fn new(conn: Option<C>, generation: u64, moves: u64) -> Self {
+    /// `conn`, made on `runtime` (if any), watched by a task of that runtime.
+    fn new(conn: Option<C>, runtime: Option<Handle>, generation: u64, moves: u64) -> Self {
         let runtime_gone = Arc::new(AtomicBool::new(false));
-        let runtime = tokio::runtime::Handle::try_current().ok();
         let watched = runtime.as_ref().map(|runtime| {
             let (watched, bound) = oneshot::channel();
             runtime.spawn(Watch {
@@ -402,7 +428,7 @@ impl RedisStore<MultiplexedConnection> {
             // No connection yet: the first operation makes it, and a failed one is tried
             // again by a later operation (the breaker paces the attempts).
             true => None,
-            false => Some(connect_checked(config, reopen()).await?),
+            false => Some(connect_checked(config, made_to_last(reopen())).await?),
         };
         Ok(RedisStore::new(conn, reopen, local, config.max_fill_time())
             .checking_liveness(config.op_timeout()))
@@ -665,7 +691,7 @@ fn set_cmd(key: &str, value: &[u8], ttl: Option<Duration>, options: &[&str]) -> 
 }
 
 impl<C: Conn> RedisStore<C> {
-    /// A store over `conn`, made on the current runtime (none yet: the first operation
+    /// A store over `conn`, made on [`lasting_runtime`] (none yet: the first operation
     /// makes one); `reopen` makes another.
     pub(super) fn new(
         conn: Option<C>,
@@ -674,7 +700,12 @@ impl<C: Conn> RedisStore<C> {
         fence_for: Duration,
     ) -> Self {
         RedisStore {
-            conn: Arc::new(ArcSwap::from_pointee(Bound::new(conn, 0, 0))),
+            conn: Arc::new(ArcSwap::from_pointee(Bound::new(
+                conn,
+                Some(lasting_runtime()),
+                0,
+                0,
+            ))),
             reopen: Box::new(reopen),
             reopening: Mutex::new(None),
             tier,
@@ -873,14 +904,9 @@ impl<C: Conn> RedisStore<C> {
         // Counted before asking: a move during the lookup retires what it finds.
         let moves = self.moves();
         let current = self.conn.load();
-        let runtime = match Handle::try_current() {
-            Ok(caller)
-                if caller.runtime_flavor() == RuntimeFlavor::MultiThread
-                    && !current.runtime_gone.load(Ordering::Acquire) =>
-            {
-                caller
-            }
-            _ => background().clone(),
+        let runtime = match current.runtime_gone.load(Ordering::Acquire) {
+            true => background().clone(),
+            false => lasting_runtime(),
         };
         // One attempt at a time (`reopening`), so the generation counts up.
         let generation = current.generation + 1;
@@ -892,8 +918,10 @@ impl<C: Conn> RedisStore<C> {
         let (connecting, conn, tier) = ((self.reopen)(), self.conn.clone(), self.tier.clone());
         runtime.spawn(async move {
             let made = connecting.await.map(|made| {
-                // `Bound::new` watches the runtime it is made on: this task's.
-                conn.store(Arc::new(Bound::new(Some(made.clone()), generation, moves)));
+                // Made on this task's runtime, which its `Bound` watches.
+                let runtime = Handle::try_current().ok();
+                let bound = Bound::new(Some(made.clone()), runtime, generation, moves);
+                conn.store(Arc::new(bound));
                 if let Some(tier) = &tier {
                     // And again once it is in place: reads on the old connection (behind
                     // Sentinel, a demoted master still answers them) may have kept

@@ -19,8 +19,8 @@
 //! first read) from a replica the Sentinels name; everything else stays on the master.
 
 use super::redis::{
-    background, connect_checked, connect_error, connection_config, local_tier, Connecting,
-    RedisStore,
+    background, connect_checked, connect_error, connection_config, local_tier, made_to_last,
+    Connecting, RedisStore,
 };
 use crate::config::SentinelSettings;
 use crate::local::LocalTier;
@@ -300,7 +300,7 @@ impl RedisStore<MultiplexedConnection> {
         let conn = if config.lazy() {
             None
         } else {
-            Some(connect_checked(config, lookup.connect()).await?)
+            Some(connect_checked(config, made_to_last(lookup.clone().connect())).await?)
         };
         // Started once connected (a store that failed to connect has nothing to watch);
         // it ends with the store, whose `reopen` (and replica) hold the only strong
@@ -314,11 +314,12 @@ impl RedisStore<MultiplexedConnection> {
                 if !config.lazy() {
                     // Ready for the first call if a replica answers; if none does, reads go
                     // to the master and a replica is looked for again later. Like the
-                    // master's first connection, on the caller's runtime (no thread hop
-                    // per read); should that runtime shut down, the connection fails and
-                    // its replacement is made on the connection thread.
+                    // master's first connection, on the caller's runtime if it is a
+                    // multi-thread one (no thread hop per read); should that runtime shut
+                    // down, the connection fails and its replacement is made on the
+                    // connection thread.
                     replica.connecting.store(true, Ordering::Release);
-                    replica.clone().connect().await;
+                    made_to_last(replica.clone().connect()).await;
                 }
                 store.reading_from(replica)
             }
