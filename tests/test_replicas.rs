@@ -280,6 +280,48 @@ async fn a_replica_that_stops_answering_costs_one_call_half_an_operation_timeout
     assert_eq!((stats.faults, stats.hits), (0, 5), "{stats:?}");
 }
 
+/// Hits the replica serves say nothing of the master: while the master does not answer,
+/// its faults (the misses' reads) open the breaker although hits keep arriving, and the
+/// replica keeps serving hits with the breaker open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_from_the_replica_do_not_keep_the_breaker_closed() {
+    let sentinel = RedisSentinel::start();
+    sentinel.wait_for_replica();
+    let cache = sentinel
+        .cache_with(
+            test_config()
+                .read_from_replicas(true)
+                .op_timeout(Duration::from_millis(100))
+                .breaker_threshold(3)
+                .breaker_cooldown(Duration::from_secs(30)),
+        )
+        .await;
+    let (master, replica) = ports(&sentinel);
+    let calls = AtomicUsize::new(0);
+    cache.scope(item(5, &calls)).await;
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+
+    // Frozen for well under the Sentinels' down-after time: no failover. A hit, then a
+    // miss whose read on the master times out, three times.
+    sentinel.nodes[0].pause();
+    for id in 50..53 {
+        assert_eq!(cache.scope(item(5, &calls)).await, "item 5");
+        assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+    }
+    let health = cache.health();
+    let hit_with_the_breaker_open = cache.scope(item(5, &calls)).await;
+    sentinel.nodes[0].resume();
+    assert!(health.breaker_open, "three faults in a row: {health:?}");
+    assert_eq!(health.consecutive_faults, 3, "{health:?}");
+    assert_eq!(hit_with_the_breaker_open, "item 5");
+    assert_eq!(
+        calls.load(SeqCst),
+        4,
+        "the first fill and three misses ran bodies"
+    );
+    assert_eq!(cache.stats().hits, 4, "{:?}", cache.stats());
+}
+
 #[tokio::test]
 async fn replica_reads_need_sentinel_and_no_local_tier() {
     let err = redcache::Cache::connect(

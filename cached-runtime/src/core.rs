@@ -252,6 +252,31 @@ impl Core {
         self.op_checked(Some(self.config.op_timeout()), true, op)
     }
 
+    /// A relaxed read (a call's first read, a batch's): `command` of `keys` answered by a
+    /// replica if the store reads replicas and one answers, else `master` under the breaker
+    /// and what is left of the operation timeout. A replica's answer is outside the
+    /// breaker: it says nothing of the master, which every miss, fill and invalidation
+    /// needs, and hits a healthy replica serves would otherwise keep closing the breaker
+    /// (and resetting its count of faults) while the master times out.
+    pub(crate) async fn relaxed_op<K, T, F>(
+        &self,
+        command: &'static str,
+        keys: &[K],
+        master: F,
+    ) -> Result<T>
+    where
+        K: AsRef<str>,
+        T: ::redis::FromRedisValue,
+        F: Future<Output = Result<T>>,
+    {
+        let started = Instant::now();
+        if let Some(found) = self.backend.replica_read(command, keys).await {
+            return Ok(found);
+        }
+        let left = self.config.op_timeout().saturating_sub(started.elapsed());
+        self.op_checked(Some(left), true, master).await
+    }
+
     /// Runs an invalidation: under `timeout` (if given; an operation of many commands, the
     /// prefix walk, gives each of its steps the operation timeout instead), but never skipped by the breaker (an invalidation
     /// that is not even tried would leave the old entry served elsewhere without a trace);

@@ -129,21 +129,6 @@ pub(crate) trait Store {
         key: &str,
         gen_key: &str,
     ) -> impl Future<Output = Result<EntryAndGen>> + Send;
-    /// [`get`](Store::get), but a replica may answer (with a read-from-replicas store):
-    /// possibly older than the master by the replication lag. For the first read of a
-    /// call only: anything but a hit is read again with `get`.
-    fn get_relaxed(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
-        self.get(key)
-    }
-    /// [`get_with_gen`](Store::get_with_gen), but a replica may answer (see
-    /// [`get_relaxed`](Store::get_relaxed)).
-    fn get_with_gen_relaxed(
-        &self,
-        key: &str,
-        gen_key: &str,
-    ) -> impl Future<Output = Result<EntryAndGen>> + Send {
-        self.get_with_gen(key, gen_key)
-    }
     /// Stores a miss's result if the key and the group are as the read saw them; whether
     /// it was stored.
     fn fill(&self, fill: &Fill<'_>) -> impl Future<Output = Result<bool>> + Send;
@@ -152,14 +137,6 @@ pub(crate) trait Store {
         &self,
         keys: &[String],
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
-    /// [`get_many`](Store::get_many), but a replica may answer (see
-    /// [`get_relaxed`](Store::get_relaxed)).
-    fn get_many_relaxed(
-        &self,
-        keys: &[String],
-    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send {
-        self.get_many(keys)
-    }
     /// [`fill`](Store::fill) for each, in one round trip; whether each was stored.
     fn fill_many(&self, fills: &[Fill<'_>]) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Writes `value` at `key`, whatever was there: a writer's write, which fences the fills
@@ -255,6 +232,20 @@ impl Backend {
         }
     }
 
+    /// `command` (`GET`, `MGET`) of `keys` answered by a replica (reading from replicas),
+    /// possibly older than the master by the replication lag; `None` when the master must
+    /// answer instead (see [`Core::read_relaxed`](crate::core::Core::read_relaxed)).
+    pub(crate) async fn replica_read<K: AsRef<str>, T: ::redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        keys: &[K],
+    ) -> Option<T> {
+        match self {
+            Backend::Redis(s) => traced!(command, s.replica_read(command, keys)),
+            Backend::Cluster(_) | Backend::Memory(_) => None,
+        }
+    }
+
     /// The local tier in front of Redis, if there is one.
     pub(crate) fn local_tier(&self) -> Option<&Arc<LocalTier>> {
         match self {
@@ -315,18 +306,6 @@ impl Store for Backend {
 
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         dispatch!("MGET", self.get_with_gen(key, gen_key))
-    }
-
-    async fn get_relaxed(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        dispatch!("GET", self.get_relaxed(key))
-    }
-
-    async fn get_with_gen_relaxed(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
-        dispatch!("MGET", self.get_with_gen_relaxed(key, gen_key))
-    }
-
-    async fn get_many_relaxed(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
-        dispatch!("MGET", self.get_many_relaxed(keys))
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {

@@ -250,6 +250,9 @@ impl Core {
     async fn read_from(&self, at: Entry<'_>, relaxed: bool) -> Read {
         let key = at.key;
         let b = &self.backend;
+        // A replica may answer only a store that reads replicas (that read is boxed below:
+        // its future is larger, and would size every call's future to it).
+        let relaxed = relaxed && b.reads_replicas();
         if let Some(tracked) = at.local {
             tracked.note(None, 0);
         }
@@ -266,9 +269,14 @@ impl Core {
                         found
                     }),
                 (None, false) => self.op(b.get(key)).await.map(|entry| (entry, None)),
-                (None, true) => self.op(b.get_relaxed(key)).await.map(|entry| (entry, None)),
+                (None, true) => Box::pin(self.relaxed_op("GET", &[key], b.get(key)))
+                    .await
+                    .map(|entry| (entry, None)),
                 (Some(gen_key), false) => self.op(b.get_with_gen(key, gen_key)).await,
-                (Some(gen_key), true) => self.op(b.get_with_gen_relaxed(key, gen_key)).await,
+                (Some(gen_key), true) => {
+                    let master = b.get_with_gen(key, gen_key);
+                    Box::pin(self.relaxed_op("MGET", &[key, gen_key], master)).await
+                }
             };
         match result {
             Ok((entry, gen)) => {

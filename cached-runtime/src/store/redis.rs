@@ -738,6 +738,19 @@ impl<C: Conn> RedisStore<C> {
         self.replica.is_some()
     }
 
+    /// `command` of `keys` on the replica, if there is one and it answers (see
+    /// [`Backend::replica_read`](crate::store::Backend::replica_read)).
+    pub(crate) async fn replica_read<K: AsRef<str>, T: redis::FromRedisValue>(
+        &self,
+        command: &str,
+        keys: &[K],
+    ) -> Option<T> {
+        match (&self.replica, keys.is_empty()) {
+            (Some(replica), false) => replica.query(&read_cmd(command, keys)).await,
+            _ => None,
+        }
+    }
+
     /// This store reopens its connection when the server answers `READONLY`, and when
     /// `moves` (the master's moves, counted from 0 by a watcher) changes: its reopen finds
     /// the current master.
@@ -1088,33 +1101,6 @@ impl<C: Conn> Store for RedisStore<C> {
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
         self.query(Resend::Safe, &read_cmd("MGET", &[key, gen_key]))
             .await
-    }
-
-    async fn get_relaxed(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        if let Some(replica) = &self.replica {
-            if let Some(found) = replica.query(&read_cmd("GET", &[key])).await {
-                return Ok(found);
-            }
-        }
-        self.get(key).await
-    }
-
-    async fn get_with_gen_relaxed(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
-        if let Some(replica) = &self.replica {
-            if let Some(found) = replica.query(&read_cmd("MGET", &[key, gen_key])).await {
-                return Ok(found);
-            }
-        }
-        self.get_with_gen(key, gen_key).await
-    }
-
-    async fn get_many_relaxed(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
-        if let (Some(replica), false) = (&self.replica, keys.is_empty()) {
-            if let Some(found) = replica.query(&read_cmd("MGET", keys)).await {
-                return Ok(found);
-            }
-        }
-        self.get_many(keys).await
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
