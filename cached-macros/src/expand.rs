@@ -320,7 +320,7 @@ fn tags(args: &CachedArgs) -> TokenStream {
         return TokenStream::new();
     };
     let built = tags.iter().map(tag_text);
-    quote_spanned!(*span=> .tags(::std::vec![#(#built),*]))
+    quote_spanned!(*span=> .tags([#(#built),*]))
 }
 
 /// The `String` of one tag: its text with its placeholders' arguments formatted in.
@@ -336,7 +336,8 @@ pub(crate) fn tag_text(tag: &crate::attr::Tag) -> TokenStream {
             }
         }
     }
-    quote_spanned!(tag.lit.span()=> ::std::format!(#format #(, #values)*))
+    let private = private_path(tag.lit.span());
+    quote_spanned!(tag.lit.span()=> #private::format!(#format #(, #values)*))
 }
 
 /// The hidden companion: same generics and arguments (the receiver as `&self`; an argument

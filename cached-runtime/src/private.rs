@@ -19,6 +19,9 @@ use std::sync::Arc;
 pub use crate::codec::{Codec, Format, Refresh, Stamp};
 pub use crate::key::{KeyArg, KeyArgs};
 pub use crate::shape::{CacheValue, Found, Holds, Hooks, Opt, Outcome, Plain, Res, ResOpt, Shape};
+/// A tag's text, with its arguments formatted in: generated code names only this module
+/// and `::core`, never `::std` (a crate may rename or shadow it).
+pub use std::format;
 
 /// The attribute's options for one function, as a `static`.
 #[derive(Debug)]
@@ -314,8 +317,8 @@ impl<K, O> Call<K, O> {
     }
 
     /// `tags(..)`: the tags of this call's entry.
-    pub fn tags(mut self, tags: Vec<String>) -> Self {
-        self.tags = tags;
+    pub fn tags<const N: usize>(mut self, tags: [String; N]) -> Self {
+        self.tags = tags.into();
         self
     }
 
