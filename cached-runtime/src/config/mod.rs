@@ -122,8 +122,10 @@ impl Config {
     /// `REDCACHE_NULL_TTL` (seconds), `REDCACHE_TIMEOUT_MS`, `REDCACHE_CONNECT_TIMEOUT_MS`,
     /// `REDCACHE_MAX_VALUE_BYTES`, `REDCACHE_BREAKER_THRESHOLD`,
     /// `REDCACHE_BREAKER_COOLDOWN_MS`, `REDCACHE_MAX_FILL_MS`, `REDCACHE_LAZY`
-    /// (`true`/`false`), `REDCACHE_LOCAL_CAPACITY`, `REDCACHE_MEMORY_CAPACITY`,
-    /// `REDCACHE_MEMORY_MAX_BYTES`. TLS (`rediss://` URLs, feature `tls`): `REDIS_TLS_CA_CERT`, the path
+    /// (`true`/`false`), `REDCACHE_LOCAL_CAPACITY`, `REDCACHE_LOCAL_MAX_BYTES`,
+    /// `REDCACHE_MEMORY_CAPACITY`, `REDCACHE_MEMORY_MAX_BYTES`, `REDCACHE_CODEC` (`json`, or
+    /// `msgpack` with that feature), `REDCACHE_COMPRESS_ABOVE` (bytes; feature
+    /// `compression`). TLS (`rediss://` URLs, feature `tls`): `REDIS_TLS_CA_CERT`, the path
     /// of a PEM file of the certificate authorities to trust (else the system's).
     ///
     /// A variable that does not parse is reported by [`init`](crate::init) or
