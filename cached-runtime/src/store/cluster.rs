@@ -507,11 +507,11 @@ impl RedisStore<ClusterConn> {
             let conn = client.get_pending_async_connection_with_config(cluster_config);
             ClusterConn::new(conn, asking)
         } else {
-            let connecting = super::redis::made_to_last(async move {
+            let connecting = super::redis::made_to_last(Box::pin(async move {
                 client
                     .get_async_connection_with_config(cluster_config)
                     .await
-            });
+            }));
             let connecting = async { Ok(ClusterConn::new(connecting.await?, asking)) };
             connect_checked(config, connecting).await?
         };

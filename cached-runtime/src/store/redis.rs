@@ -91,7 +91,7 @@ enum Resend {
 /// Sentinel watcher and the local tier's [`heartbeat`]: one worker thread, for the life of
 /// the process, so that their tasks cannot die with a caller's runtime. A service with one
 /// long-lived multi-thread runtime, no Sentinel and no local tier never starts it.
-pub(super) fn background() -> &'static tokio::runtime::Handle {
+pub(crate) fn background() -> &'static tokio::runtime::Handle {
     static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -121,9 +121,11 @@ pub(super) fn lasting_runtime() -> Handle {
 }
 
 /// Awaits `making`, which makes a connection, on [`lasting_runtime`]: redis-rs runs the
-/// connection's tasks on the runtime that makes it.
+/// connection's tasks on the runtime that makes it. (Boxed: the types of redis-rs's
+/// connecting futures nest deep enough that proving them `Send` where a cache is built
+/// overflows the compiler's query depth.)
 pub(super) async fn made_to_last<T: Send + 'static>(
-    making: impl Future<Output = T> + Send + 'static,
+    making: Pin<Box<dyn Future<Output = T> + Send + 'static>>,
 ) -> T {
     match Handle::try_current() {
         Ok(caller) if caller.runtime_flavor() == RuntimeFlavor::MultiThread => making.await,

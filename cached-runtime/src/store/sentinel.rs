@@ -300,7 +300,7 @@ impl RedisStore<MultiplexedConnection> {
         let conn = if config.lazy() {
             None
         } else {
-            Some(connect_checked(config, made_to_last(lookup.clone().connect())).await?)
+            Some(connect_checked(config, made_to_last(Box::pin(lookup.clone().connect()))).await?)
         };
         // Started once connected (a store that failed to connect has nothing to watch);
         // it ends with the store, whose `reopen` (and replica) hold the only strong
@@ -319,7 +319,7 @@ impl RedisStore<MultiplexedConnection> {
                     // down, the connection fails and its replacement is made on the
                     // connection thread.
                     replica.connecting.store(true, Ordering::Release);
-                    made_to_last(replica.clone().connect()).await;
+                    made_to_last(Box::pin(replica.clone().connect())).await;
                 }
                 store.reading_from(replica)
             }
