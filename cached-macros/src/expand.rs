@@ -337,6 +337,9 @@ pub(crate) fn tag_text(tag: &crate::attr::Tag) -> TokenStream {
         }
     }
     let private = private_path(tag.lit.span());
+    if values.is_empty() {
+        return quote_spanned!(tag.lit.span()=> #private::owned(#format));
+    }
     quote_spanned!(tag.lit.span()=> #private::format!(#format #(, #values)*))
 }
 

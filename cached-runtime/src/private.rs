@@ -23,6 +23,11 @@ pub use crate::shape::{CacheValue, Found, Holds, Hooks, Opt, Outcome, Plain, Res
 /// and `::core`, never `::std` (a crate may rename or shadow it).
 pub use std::format;
 
+/// A tag's text without arguments.
+pub fn owned(text: &str) -> String {
+    text.to_owned()
+}
+
 /// The attribute's options for one function, as a `static`.
 #[derive(Debug)]
 pub struct Spec {
