@@ -656,3 +656,40 @@ async fn redis_out_of_memory_fails_open_without_opening_the_breaker() {
         "Redis answers, it only refuses writes: the breaker stays closed ({stats:?})"
     );
 }
+
+/// An eviction that failed because Redis could not be reached is made once Redis answers
+/// again: a server restarted with its data (here from its append-only file) would
+/// otherwise serve the entry the write retired until its TTL, in every process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_that_failed_in_an_outage_is_made_once_redis_is_back() {
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let cache = server
+        .cache_with(test_config().url(server.url()).op_timeout(OP_TIMEOUT))
+        .await;
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    }
+    assert_eq!(calls.load(SeqCst), 1, "a miss, then a hit");
+
+    server.stop();
+    cache.scope(rename_item(7)).await;
+    assert_eq!(cache.stats().faults, 1, "{:?}", cache.stats());
+    server.restart();
+    // Until the retried eviction lands, the restored entry answers (a hit).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while calls.load(SeqCst) == 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the entry the write retired is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    }
+    assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    assert_eq!(
+        calls.load(SeqCst),
+        2,
+        "the retired entry was a miss, then a hit"
+    );
+}

@@ -42,6 +42,8 @@ pub(crate) struct Core {
     /// it ends: a flight's waiter refuses an unfenced result if one came after the flight
     /// began (with the breaker open it cannot read their traces).
     changes: AtomicU64,
+    /// Evictions that failed because Redis could not be reached, to try again.
+    pub(crate) retries: crate::invalidate::Retries,
 }
 
 impl Core {
@@ -62,6 +64,7 @@ impl Core {
                 NEXT.fetch_add(1, Ordering::Relaxed)
             },
             changes: AtomicU64::new(0),
+            retries: Default::default(),
         }
     }
 

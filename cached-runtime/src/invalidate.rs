@@ -6,7 +6,10 @@ use crate::core::Core;
 use crate::key;
 use crate::stats::Event;
 use crate::store::{Replaced, Store};
-use crate::Result;
+use crate::{Error, Result};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Keys a SCAN step looks at.
 const SCAN_BATCH: usize = 250;
@@ -119,5 +122,171 @@ impl Core {
         let removed = removed?;
         self.record(None, Event::Invalidations(removed));
         Ok(removed)
+    }
+}
+
+/// What a declarative eviction (`#[evicts]`, `EvictLayer`, `retire_on_write`) retires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// One entry, at its store key; its function's prefix names it in a fault's log.
+    Key { key: String, prefix: &'static str },
+    /// An eviction group.
+    Group(String),
+    /// A tag.
+    Tag(String),
+    /// Every cached response of a path.
+    #[cfg(feature = "http")]
+    Path(String),
+}
+
+/// The first pause before a failed eviction is tried again; each later one is twice as
+/// long, up to [`RETRY_PAUSE_MOST`].
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+const RETRY_PAUSE_MOST: Duration = Duration::from_secs(5);
+/// How long a failed eviction is tried again: longer than most entries live.
+const RETRY_FOR: Duration = Duration::from_secs(3600);
+/// The most failed evictions kept to try again (each different); more are given up, and
+/// say so.
+const RETRIES_KEPT: usize = 10_000;
+
+/// Evictions that failed because Redis could not be reached, to try again.
+#[derive(Default)]
+pub(crate) struct Retries {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Each target, and when it first failed.
+    targets: Vec<(Target, Instant)>,
+    /// Whether the task that tries them again runs.
+    running: bool,
+}
+
+impl Core {
+    /// Retires `target`. A reply lost after Redis ran it is done, not a fault.
+    async fn evict(&self, target: &Target) -> Result<()> {
+        match target {
+            Target::Key { key, .. } => self.evict_key(key).await,
+            Target::Group(group) => self.invalidate_group(group).await,
+            Target::Tag(tag) => self.invalidate_tag(tag).await,
+            #[cfg(feature = "http")]
+            Target::Path(path) => self.move_path(path).await.map(drop),
+        }
+    }
+
+    /// Counts and logs a failed eviction of `target`.
+    fn eviction_fault(&self, target: &Target, err: &Error) {
+        match target {
+            Target::Key { prefix, .. } => self.fault(prefix, err),
+            Target::Group(group) => self.fault(group, err),
+            Target::Tag(tag) => self.fault(&key::shown("tag", tag), err),
+            #[cfg(feature = "http")]
+            Target::Path(path) => self.fault(&crate::http::path_tag(path), err),
+        }
+    }
+
+    /// Retires each of `targets`. Faults are counted and logged, never returned: the write
+    /// they follow stands. One that failed because Redis could not be reached (a dropped
+    /// connection, a timeout) may have left the entry there, to be served again once
+    /// Redis answers (a partition, a restart with persistence): it is tried again in the
+    /// background, with growing pauses (0.1 s to 5 s), until it succeeds, for up to an
+    /// hour, as long as the cache lives.
+    pub(crate) async fn evict_all(self: &Arc<Self>, targets: Vec<Target>) {
+        let mut failed = Vec::new();
+        for target in targets {
+            if let Err(err) = self.evict(&target).await {
+                self.eviction_fault(&target, &err);
+                if err.is_store_fault() {
+                    failed.push(target);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            self.retry_later(failed);
+        }
+    }
+
+    /// Keeps `failed` to try again, and starts the task that does if it is not running.
+    fn retry_later(self: &Arc<Self>, failed: Vec<Target>) {
+        let now = Instant::now();
+        let mut pending = self
+            .retries
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for target in failed {
+            if pending.targets.iter().any(|(kept, _)| *kept == target) {
+                continue;
+            }
+            if pending.targets.len() >= RETRIES_KEPT {
+                tracing::error!(
+                    target = ?target,
+                    "redcache: an eviction failed and too many others wait to be tried \
+                     again; it is given up, and the entry may be served until its TTL"
+                );
+                continue;
+            }
+            pending.targets.push((target, now));
+        }
+        if !pending.running && !pending.targets.is_empty() {
+            pending.running = true;
+            // On redcache's own runtime: the caller's may end before Redis is back.
+            crate::store::background().spawn(retry(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Tries the cache's failed evictions again until none is left (see
+/// [`Core::evict_all`]); ends with the cache.
+async fn retry(core: Weak<Core>) {
+    let mut pause = RETRY_PAUSE;
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_PAUSE_MOST);
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        let due = std::mem::take(
+            &mut core
+                .retries
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .targets,
+        );
+        let mut failed = Vec::new();
+        for (target, since) in due {
+            match core.evict(&target).await {
+                Ok(()) => tracing::info!(
+                    target = ?target,
+                    "redcache: an eviction that failed while Redis could not be reached \
+                     is made"
+                ),
+                Err(err) if err.is_store_fault() && since.elapsed() < RETRY_FOR => {
+                    failed.push((target, since));
+                }
+                Err(err) => {
+                    core.eviction_fault(&target, &err);
+                    tracing::error!(
+                        target = ?target,
+                        "redcache: an eviction is given up after an hour of failures; the \
+                         entry may be served until its TTL"
+                    );
+                }
+            }
+        }
+        let mut pending = core
+            .retries
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Those that failed meanwhile come after.
+        failed.append(&mut pending.targets);
+        pending.targets = failed;
+        if pending.targets.is_empty() {
+            pending.running = false;
+            return;
+        }
     }
 }

@@ -667,7 +667,8 @@ impl Evict {
         self
     }
 
-    /// Removes every target; faults are counted and logged, never returned: the write the
+    /// Removes every target; faults are counted and logged, never returned (those of an
+    /// unreachable Redis are tried again: `Core::evict_all`): the write the
     /// body made stands either way. Done to the end even if the call is dropped meanwhile.
     async fn run(self) {
         let Some(cache) = Cache::current() else {
@@ -679,27 +680,24 @@ impl Evict {
 
     /// Removes every target from `cache`.
     async fn remove(self, cache: Cache) {
+        use crate::invalidate::Target;
         let core = cache.core();
         let namespace = core.config.namespace();
+        let mut targets = Vec::with_capacity(self.calls.len());
         for (spec, args) in self.calls {
-            let result = match args.key(namespace, spec.prefix, spec.group) {
-                Ok(key) => core.evict_key(&key).await,
-                Err(err) => Err(err),
-            };
-            if let Err(err) = result {
-                core.fault(spec.prefix, &err);
+            match args.key(namespace, spec.prefix, spec.group) {
+                Ok(key) => targets.push(Target::Key {
+                    key,
+                    prefix: spec.prefix,
+                }),
+                Err(err) => core.fault(spec.prefix, &err),
             }
         }
         for group in self.groups {
-            if let Err(err) = core.invalidate_group(group).await {
-                core.fault(group, &err);
-            }
+            targets.push(Target::Group(group.to_owned()));
         }
-        for tag in &self.tags {
-            if let Err(err) = core.invalidate_tag(tag).await {
-                core.fault(&crate::key::shown("tag", tag), &err);
-            }
-        }
+        targets.extend(self.tags.into_iter().map(Target::Tag));
+        core.evict_all(targets).await;
     }
 }
 

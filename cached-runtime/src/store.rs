@@ -20,7 +20,7 @@ mod sentinel;
 
 pub(crate) use self::cluster::ClusterConn;
 pub(crate) use self::memory::MemoryStore;
-pub(crate) use self::redis::RedisStore;
+pub(crate) use self::redis::{background, RedisStore};
 
 /// What an invalidation's write (a tombstone, a new generation) replaced.
 #[derive(Debug, PartialEq, Eq)]

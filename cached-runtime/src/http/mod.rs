@@ -44,7 +44,7 @@ use crate::global::{current, warn_not_initialized};
 use crate::key::{self, md5_hex, new_generation};
 use crate::shape::{Found, Hooks, Outcome, Shape};
 use crate::stats::{Event, Served};
-use crate::store::Store;
+use crate::store::{Replaced, Store};
 use crate::ttl::{default_jitter, unix_ms, Policy};
 use crate::Result;
 use bytes::Bytes;
@@ -1224,10 +1224,8 @@ where
     // To the end, even if the client goes away meanwhile: the write is made.
     let cache = Cache::clone(&cache);
     crate::invalidate::to_the_end(async move {
-        let core = cache.core();
-        if let Err(err) = core.invalidate_path(&path).await {
-            core.fault(&path_tag(&path), &err);
-        }
+        let path = crate::invalidate::Target::Path(path);
+        cache.core().evict_all(vec![path]).await;
     })
     .await;
     Ok(response)
@@ -1378,7 +1376,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// The hash tag (and generation name) of a path's entries: `http:<md5 of the path>`, of
 /// the path as the handler sees it (see [`decoded_path`]), so that `/products/%34%32` is
 /// retired with `/products/42`.
-fn path_tag(path: &str) -> String {
+pub(crate) fn path_tag(path: &str) -> String {
     let mut tag = String::with_capacity(37);
     tag.push_str("http:");
     key::push_md5_hex(&mut tag, &decoded_path(path));
@@ -1401,20 +1399,26 @@ impl Core {
     /// Moves `path` to a new generation (see [`invalidate_path`]); 1 if it had one (an entry
     /// was stored there lately), else 0.
     pub(crate) async fn invalidate_path(&self, path: &str) -> Result<u64> {
+        // Unknown: the path moved, but whether it had a generation is not known.
+        let old = self.move_path(path).await?.was()?;
+        Ok(u64::from(old.is_some()))
+    }
+
+    /// Moves `path` to a new generation; what it replaced (counted if it was one).
+    pub(crate) async fn move_path(&self, path: &str) -> Result<Replaced> {
         // A query is not part of a path: every query of the path goes.
         let path = path.split_once('?').map_or(path, |(path, _)| path);
         let gen_key = self.group_key(&path_tag(path));
         // The new generation must outlive any fill that read the old one (or none).
         let ttl = self.config.max_fill_time();
         let timeout = Some(self.config.op_timeout());
-        let old = self
+        let moved = self
             .op_invalidation(timeout, self.backend.regenerate(&gen_key, Some(ttl)))
-            .await?
-            // Unknown: the path moved, but whether it had a generation is not known.
-            .was()?;
-        let removed = u64::from(old.is_some());
-        self.record(None, Event::Invalidations(removed));
-        Ok(removed)
+            .await?;
+        if let Replaced::Was(Some(_)) = moved {
+            self.record(None, Event::Invalidations(1));
+        }
+        Ok(moved)
     }
 }
 
@@ -1474,7 +1478,9 @@ pub async fn invalidate_path(path: &str) -> Result<u64> {
 /// A [`tower_layer::Layer`] for write routes: after a `2xx` or `3xx` response, it retires the
 /// cached responses of the paths and the `#[cached]` entries and responses of the groups
 /// it names, before the response is returned, so the client's next read sees the write.
-/// A failed invalidation is logged and counted; the response is returned all the same.
+/// A failed invalidation is logged and counted; the response is returned all the same,
+/// and one that failed because Redis could not be reached is tried again in the
+/// background until it lands (as for `#[evicts]`: see the README).
 ///
 /// # Examples
 ///
@@ -1655,7 +1661,7 @@ where
                     // To the end, even if the client goes away meanwhile: the write is made.
                     Some(cache) => {
                         crate::invalidate::to_the_end(async move {
-                            evict(cache.core(), &evicts, own_path.as_deref(), &tags).await
+                            evict(cache.core(), &evicts, own_path, tags).await
                         })
                         .await
                     }
@@ -1667,23 +1673,20 @@ where
     }
 }
 
-/// Runs a write route's invalidations; failures are logged and counted.
-async fn evict(core: &Core, evicts: &Evicts, own_path: Option<&str>, tags: &[String]) {
-    for path in evicts.paths.iter().map(String::as_str).chain(own_path) {
-        if let Err(err) = core.invalidate_path(path).await {
-            core.fault(&path_tag(path), &err);
-        }
-    }
-    for group in &evicts.groups {
-        if let Err(err) = core.invalidate_group(group).await {
-            core.fault(group, &err);
-        }
-    }
-    for tag in tags {
-        if let Err(err) = core.invalidate_tag(tag).await {
-            core.fault(&crate::key::shown("tag", tag), &err);
-        }
-    }
+/// Runs a write route's invalidations; failures are logged and counted, and those that
+/// failed because Redis could not be reached are tried again (see `Core::evict_all`).
+async fn evict(core: &Arc<Core>, evicts: &Evicts, own_path: Option<String>, tags: Vec<String>) {
+    use crate::invalidate::Target;
+    let paths = evicts
+        .paths
+        .iter()
+        .cloned()
+        .chain(own_path)
+        .map(Target::Path);
+    let groups = evicts.groups.iter().cloned().map(Target::Group);
+    let tags = tags.into_iter().map(Target::Tag);
+    core.evict_all(paths.chain(groups).chain(tags).collect())
+        .await;
 }
 
 #[cfg(test)]
