@@ -424,6 +424,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let body = serde_json::json!({
         "ready": health.is_ready(),
         "store": if state.cache.is_redis() { "redis" } else { "memory" },
+        "connected": health.connected,
         "breaker_open": health.breaker_open,
         "last_fault": health.last_fault.as_ref().map(|f| f.error.clone()),
     });

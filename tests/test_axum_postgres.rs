@@ -385,7 +385,11 @@ async fn catalogue(service: &Service) {
     // the tests of this binary: at least this service's traffic is in it.
     let health = service.get("/health").await;
     assert_eq!(health.status, StatusCode::OK);
-    assert_eq!(health.json::<serde_json::Value>()["ready"], true);
+    let body = health.json::<serde_json::Value>();
+    assert_eq!(
+        (&body["ready"], &body["connected"]),
+        (&true.into(), &true.into())
+    );
     let scrape = service.get("/metrics").await;
     assert_eq!(scrape.status, StatusCode::OK);
     let text = String::from_utf8(scrape.body.to_vec()).unwrap();

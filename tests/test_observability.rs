@@ -114,6 +114,42 @@ async fn health_reports_the_last_fault_and_recovers() {
     assert!(last.at >= fault.at);
 }
 
+/// `Health::connected`: not yet for a lazy cache before its first call (which is ready:
+/// that call connects), then yes; no once a call found the connection dropped and Redis
+/// refused a new one; yes again once a call reconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_whether_redis_is_connected() {
+    assert!(redcache::Cache::memory().health().connected);
+    let mut server = RedisServer::start();
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(200))
+                .lazy(true),
+        )
+        .await;
+    let health = cache.health();
+    assert!(!health.connected && health.is_ready(), "{health:?}");
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(price(1, &calls)).await, 100);
+    assert!(cache.health().connected, "{:?}", cache.health());
+
+    server.stop();
+    assert_eq!(cache.scope(price(2, &calls)).await, 200, "fails open");
+    let health = cache.health();
+    assert!(!health.connected && !health.is_ready(), "{health:?}");
+
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cache.health().connected {
+        assert!(std::time::Instant::now() < deadline, "{:?}", cache.health());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cache.scope(price(3, &calls)).await;
+    }
+    assert!(cache.health().is_ready(), "{:?}", cache.health());
+}
+
 #[cfg(feature = "metrics")]
 mod with_metrics {
     use super::*;

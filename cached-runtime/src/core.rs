@@ -150,8 +150,11 @@ impl Core {
 
     /// How the store is doing.
     pub(crate) fn health(&self) -> Health {
+        let link = self.backend.link();
         Health {
             remote: self.backend.is_remote(),
+            connected: link == crate::store::Link::Up,
+            link_down: link == crate::store::Link::Down,
             breaker_open: self.health.is_open(),
             consecutive_faults: self.health.consecutive(),
             last_fault: self

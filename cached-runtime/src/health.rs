@@ -169,7 +169,7 @@ mod tests {
 ///
 /// ```
 /// let health = redcache::Cache::memory().health();
-/// assert!(health.is_ready());
+/// assert!(health.is_ready() && health.connected);
 /// assert!(health.last_fault.is_none());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +177,14 @@ mod tests {
 pub struct Health {
     /// Whether the store is Redis (else the in-process store, always ready).
     pub remote: bool,
+    /// Whether the store holds a working connection, as far as its operations tell: false
+    /// before a lazy cache's first operation connects, and from an operation that found
+    /// the connection dropped (or, behind Sentinel, the master moved) until it is
+    /// replaced. A connection that drops while nothing is asked of it is seen by the next
+    /// operation. Always true for the in-process store.
+    pub connected: bool,
+    /// The connection dropped (or failed to be made) and is not replaced yet.
+    pub(crate) link_down: bool,
     /// Whether the circuit breaker is open: calls skip Redis and run their bodies.
     pub breaker_open: bool,
     /// Store faults in a row since the last success (the breaker opens at its threshold).
@@ -186,10 +194,12 @@ pub struct Health {
 }
 
 impl Health {
-    /// Whether calls are served by the cache: the breaker is closed and the last operation
-    /// succeeded. Calls still succeed either way (they fail open).
+    /// Whether calls are served by the cache: the breaker is closed, the last operation
+    /// succeeded, and the connection is not known to be down (a lazy cache that has not
+    /// connected yet is ready: its first call connects). Calls still succeed either way
+    /// (they fail open).
     pub fn is_ready(&self) -> bool {
-        !self.breaker_open && self.consecutive_faults == 0
+        !self.breaker_open && self.consecutive_faults == 0 && !self.link_down
     }
 }
 

@@ -20,7 +20,7 @@ mod sentinel;
 
 pub(crate) use self::cluster::ClusterConn;
 pub(crate) use self::memory::MemoryStore;
-pub(crate) use self::redis::{background, RedisStore};
+pub(crate) use self::redis::{background, Link, RedisStore};
 
 /// What an invalidation's write (a tombstone, a new generation) replaced.
 #[derive(Debug, PartialEq, Eq)]
@@ -221,6 +221,15 @@ impl Backend {
     /// Whether operations can stall and need the operation timeout and the breaker.
     pub(crate) fn is_remote(&self) -> bool {
         !matches!(self, Backend::Memory(_))
+    }
+
+    /// What the store knows of its connection (the in-process store's is always up).
+    pub(crate) fn link(&self) -> Link {
+        match self {
+            Backend::Redis(s) => s.link(),
+            Backend::Cluster(s) => s.link(),
+            Backend::Memory(_) => Link::Up,
+        }
     }
 
     /// Whether the relaxed reads may be answered by a replica: then a read that is not a

@@ -136,6 +136,17 @@ pub(super) async fn made_to_last<T: Send + 'static>(
     }
 }
 
+/// What a store knows of its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// A connection that no operation found broken.
+    Up,
+    /// None made yet (a lazy store before its first operation).
+    NotYet,
+    /// Dropped (or its runtime gone, or the master moved), and not replaced yet.
+    Down,
+}
+
 /// A connection and whether the tokio runtime it was made on has shut down. redis-rs runs
 /// a connection's reader and writer as a task of that runtime, so a cache made in one
 /// `#[tokio::test]` (or one `Runtime::block_on`) would fail every call made after that
@@ -144,6 +155,9 @@ struct Bound<C> {
     /// None until the first connection is made (a lazy store).
     conn: Option<C>,
     runtime_gone: Arc<AtomicBool>,
+    /// An operation found it dropped (or, behind Sentinel, on a replica): it is to be
+    /// replaced.
+    failed: AtomicBool,
     /// Dropped with this, which ends its [`Watch`] task.
     _watched: Option<oneshot::Sender<()>>,
     /// The runtime it was made on (which runs its tasks), to ask whether it still runs.
@@ -169,6 +183,7 @@ impl<C> Bound<C> {
         Bound {
             conn,
             runtime_gone,
+            failed: AtomicBool::new(false),
             _watched: watched,
             runtime,
             generation,
@@ -801,6 +816,10 @@ impl<C: Conn> RedisStore<C> {
                     if self.must_replace(&err)
                         || self.runtime_went_away(generation, &err).await =>
                 {
+                    let bound = self.conn.load();
+                    if bound.generation == generation {
+                        bound.failed.store(true, Ordering::Release);
+                    }
                     if resend == Resend::Never && !is_read_only(&err) {
                         // It may have run before the connection failed: the new
                         // connection is for the next operation.
@@ -966,6 +985,25 @@ impl<C: Conn> RedisStore<C> {
     /// The local tier, if there is one.
     pub(crate) fn local_tier(&self) -> Option<&Arc<LocalTier>> {
         self.tier.as_ref()
+    }
+
+    /// Whether this store holds a working connection, as far as its operations tell (see
+    /// [`Health::connected`](crate::Health::connected)).
+    pub(crate) fn link(&self) -> Link {
+        let bound = self.conn.load();
+        if bound.usable(self.moves()).is_some() && !bound.failed.load(Ordering::Acquire) {
+            return Link::Up;
+        }
+        let attempt_failed = self
+            .reopening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|attempt| matches!(&*attempt.borrow(), Some(Err(_))));
+        match bound.conn.is_none() && !attempt_failed {
+            true => Link::NotYet,
+            false => Link::Down,
+        }
     }
 
     /// A read whose keys Redis then tracks for this connection (an invalidation push when
