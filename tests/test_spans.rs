@@ -181,3 +181,63 @@ fn each_redis_operation_has_a_trace_span_with_opentelemetry_names() {
     // A miss reads and stores (SET NX), a hit reads.
     assert_eq!(ops, expected);
 }
+
+#[redcache::cached(prefix = "o:half", ttl = 60)]
+async fn half(x: f64) -> f64 {
+    x / 2.0
+}
+
+#[redcache::cached(prefix = "o:owned", ttl = 60, tags("o:owner:{id}"))]
+async fn owned(id: u64) -> u64 {
+    id
+}
+
+/// A call that runs uncached because of a fault still has its span, with result `fault`:
+/// key material that cannot be serialized (no key to show), and a tagged call whose tags'
+/// generations cannot be read (Redis is gone).
+#[test]
+fn a_call_that_faults_before_its_read_has_a_span_too() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let mut server = RedisServer::start();
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        runtime().block_on(async {
+            let cache = redcache::Cache::connect(
+                test_config()
+                    .url(server.url())
+                    .op_timeout(std::time::Duration::from_millis(200))
+                    .build(),
+            )
+            .await
+            .unwrap();
+            assert!(cache.scope(half(f64::NAN)).await.is_nan());
+            server.stop();
+            assert_eq!(cache.scope(owned(3)).await, 3);
+            assert_eq!(cache.stats().faults, 2, "{:?}", cache.stats());
+        });
+    });
+    let spans = spans.0.lock().unwrap();
+    let calls: Vec<(String, String, String)> = spans
+        .iter()
+        .filter(|(name, _)| name == "redcache.call")
+        .map(|(_, fields)| {
+            let get = |k: &str| {
+                fields
+                    .iter()
+                    .rev()
+                    .find(|(name, _)| name == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (get("prefix"), get("key.hash"), get("result"))
+        })
+        .collect();
+    let owned_hash = common::expected_key("o:owned", "[3]")["o:owned:".len()..].to_string();
+    let expected = [
+        ("o:half", "", "fault"),
+        ("o:owned", owned_hash.as_str(), "fault"),
+    ]
+    .map(|(p, h, r)| (p.to_string(), h.to_string(), r.to_string()));
+    assert_eq!(calls, expected);
+}

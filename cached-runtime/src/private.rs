@@ -421,7 +421,10 @@ where
                 Some(cache) => cache.core().fault(spec.prefix, &err),
                 None => warn_not_initialized(),
             }
-            return body.await;
+            // Its span has no key to show.
+            let span = call_span(spec.prefix);
+            span.record("result", Served::Fault.as_str());
+            return in_span!(&span, body);
         }
     };
     // With `metrics`, the call is timed from here, and the same instant starts its first
@@ -481,6 +484,12 @@ where
     #[cfg(not(feature = "metrics"))]
     let started = tokio::time::Instant::now();
     let key = key::derive_key(core.config.namespace(), spec.prefix, spec.group, &material);
+    // One span per call (nearly free when no subscriber wants `debug`): the prefix, the
+    // key's hash (never its arguments) and how it was answered.
+    let span = call_span(spec.prefix);
+    if !span.is_disabled() {
+        span.record("key.hash", key_hash(&key));
+    }
     // A tagged call reads its tags' generations first; if it cannot, it runs uncached.
     let tags = match call.tags.is_empty() {
         true => 0,
@@ -491,7 +500,8 @@ where
                 // Counted as any call that could not read: a miss, answered by a fault.
                 core.fault(&key, &err);
                 core.record(Some(spec.prefix), Event::Miss);
-                let out = body.await;
+                span.record("result", Served::Fault.as_str());
+                let out = in_span!(&span, body);
                 #[cfg(feature = "metrics")]
                 crate::metrics::call(spec.prefix, Served::Fault, started);
                 return out;
@@ -500,12 +510,6 @@ where
     };
     let gen_key = spec.group.map(|g| core.group_key(g));
     let policy = spec.policy(&core.config);
-    // One span per call (nearly free when no subscriber wants `debug`): the prefix, the
-    // key's hash (never its arguments) and how it was answered.
-    let span = call_span(spec.prefix);
-    if !span.is_disabled() {
-        span.record("key.hash", key_hash(&key));
-    }
     // Taken before the read is sent: a push for the key that arrives after it retires
     // whatever the read brings.
     let mark = local.map(|(tier, _)| tier.mark(&key, gen_key.as_deref()));
