@@ -298,9 +298,19 @@ impl Core {
         done
     }
 
-    /// Counts an invalidation or a write-through of this process (see `changes`).
+    /// Counts an invalidation or a write-through of this process (see `changes`), except
+    /// one tried again in the background: the first try counted it, and every result
+    /// computed since comes after the write it follows.
     fn changed(&self) {
-        self.changes.fetch_add(1, Ordering::AcqRel);
+        if !in_background_retry() {
+            self.changes.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Runs one store operation under the timeout, never skipped by the breaker (a lease's
+    /// release: skipped, the lease would fence every process for its whole length).
+    pub(crate) fn op_unskipped<F: Future<Output = Result<T>>, T>(&self, op: F) -> Op<'_, F> {
+        self.op_checked(Some(self.config.op_timeout()), false, op)
     }
 
     /// How many invalidations and writes-through this process has made so far.
@@ -344,7 +354,9 @@ impl Core {
         let health = &self.health;
         let changed = match result {
             Ok(_) => health.success(),
-            Err(err) if err.is_store_fault() => health.failure(),
+            // A background retry's failures would keep the breaker open (each moves its
+            // reopening on) for what only retries the outage's work; its successes count.
+            Err(err) if err.is_store_fault() && !in_background_retry() => health.failure(),
             Err(_) => false,
         };
         #[cfg(feature = "metrics")]
@@ -383,6 +395,26 @@ impl Core {
                 "redcache: cache fault; the call went on without the cache"
             );
         }
+    }
+}
+
+tokio::task_local! {
+    /// Set while work that failed is tried again in the background (see
+    /// [`Core::in_background`]).
+    static BACKGROUND_RETRY: ();
+}
+
+/// Whether this runs within [`Core::in_background`].
+fn in_background_retry() -> bool {
+    BACKGROUND_RETRY.try_with(|_| ()).is_ok()
+}
+
+impl Core {
+    /// Runs `work`, a retry in the background of what failed (an eviction, a lease's
+    /// release): its failures do not inform the breaker, and its invalidations do not count
+    /// as new changes (see `changed`).
+    pub(crate) async fn in_background<F: Future>(work: F) -> F::Output {
+        BACKGROUND_RETRY.scope((), work).await
     }
 }
 
@@ -467,6 +499,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A retry in the background (of an eviction, a lease's release) neither counts as a
+    /// new change (which would make single-flight followers refuse their leader's result
+    /// during an outage) nor lets its failures inform the breaker; outside it, both count.
+    #[tokio::test]
+    async fn a_background_retry_counts_no_change_and_no_failure() {
+        let store = MemoryStore::new(16, 1 << 20, Duration::from_secs(1));
+        let core = Core::new(Backend::Memory(Box::new(store)), Config::default());
+        let failing = |core| Op {
+            core,
+            op: std::future::ready(Err::<(), _>(Error::Timeout {
+                after: Duration::from_millis(1),
+            })),
+            mode: Mode::Untimed,
+        };
+        Core::in_background(async {
+            core.op_invalidation(None, async { Ok(()) }).await.unwrap();
+            assert!(failing(&core).await.is_err());
+        })
+        .await;
+        assert_eq!(core.changes(), 0);
+        assert_eq!(core.health().consecutive_faults, 0);
+        core.op_invalidation(None, async { Ok(()) }).await.unwrap();
+        assert!(failing(&core).await.is_err());
+        assert_eq!(core.changes(), 2, "counted as it starts and as it ends");
+        assert_eq!(core.health().consecutive_faults, 1);
     }
 
     #[tokio::test]

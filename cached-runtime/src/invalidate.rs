@@ -7,6 +7,7 @@ use crate::key;
 use crate::stats::Event;
 use crate::store::{Replaced, Store};
 use crate::{Error, Result};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -126,7 +127,7 @@ impl Core {
 }
 
 /// What a declarative eviction (`#[evicts]`, `EvictLayer`, `retire_on_write`) retires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Target {
     /// One entry, at its store key; its function's prefix names it in a fault's log.
     Key { key: String, prefix: &'static str },
@@ -157,8 +158,11 @@ pub(crate) struct Retries {
 
 #[derive(Default)]
 struct Pending {
-    /// Each target, and when it first failed.
-    targets: Vec<(Target, Instant)>,
+    /// Each target waiting for its next try, and when it first failed.
+    waiting: Vec<(Target, Instant)>,
+    /// Every target kept, waiting or being tried now: one that fails again meanwhile is
+    /// not kept twice.
+    kept: HashSet<Target>,
     /// Whether the task that tries them again runs.
     running: bool,
 }
@@ -210,29 +214,37 @@ impl Core {
     /// Keeps `failed` to try again, and starts the task that does if it is not running.
     fn retry_later(self: &Arc<Self>, failed: Vec<Target>) {
         let now = Instant::now();
+        let mut given_up = 0;
         let mut pending = self
             .retries
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for target in failed {
-            if pending.targets.iter().any(|(kept, _)| *kept == target) {
+            if pending.kept.contains(&target) {
                 continue;
             }
-            if pending.targets.len() >= RETRIES_KEPT {
-                tracing::error!(
-                    target = ?target,
-                    "redcache: an eviction failed and too many others wait to be tried \
-                     again; it is given up, and the entry may be served until its TTL"
-                );
+            if pending.kept.len() >= RETRIES_KEPT {
+                given_up += 1;
                 continue;
             }
-            pending.targets.push((target, now));
+            pending.kept.insert(target.clone());
+            pending.waiting.push((target, now));
         }
-        if !pending.running && !pending.targets.is_empty() {
+        if !pending.running && !pending.waiting.is_empty() {
             pending.running = true;
             // On redcache's own runtime: the caller's may end before Redis is back.
-            crate::store::background().spawn(retry(Arc::downgrade(self)));
+            let retry = Core::in_background(retry(Arc::downgrade(self)));
+            crate::store::background().spawn(retry);
+        }
+        drop(pending);
+        if given_up > 0 && self.may_log().is_some() {
+            tracing::error!(
+                given_up,
+                kept = RETRIES_KEPT,
+                "redcache: evictions failed while too many others wait to be tried again; \
+                 they are given up, and their entries may be served until their TTL"
+            );
         }
     }
 }
@@ -253,38 +265,50 @@ async fn retry(core: Weak<Core>) {
                 .pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .targets,
+                .waiting,
         );
-        let mut failed = Vec::new();
+        let (mut made, mut given_up, mut failed, mut done) = (0, 0, Vec::new(), Vec::new());
         for (target, since) in due {
             match core.evict(&target).await {
-                Ok(()) => tracing::info!(
-                    target = ?target,
-                    "redcache: an eviction that failed while Redis could not be reached \
-                     is made"
-                ),
+                Ok(()) => {
+                    made += 1;
+                    done.push(target);
+                }
                 Err(err) if err.is_store_fault() && since.elapsed() < RETRY_FOR => {
                     failed.push((target, since));
                 }
                 Err(err) => {
+                    given_up += 1;
                     core.eviction_fault(&target, &err);
-                    tracing::error!(
-                        target = ?target,
-                        "redcache: an eviction is given up after an hour of failures; the \
-                         entry may be served until its TTL"
-                    );
+                    done.push(target);
                 }
             }
+        }
+        if made > 0 {
+            tracing::info!(
+                made,
+                "redcache: evictions that failed while Redis could not be reached are made"
+            );
+        }
+        if given_up > 0 {
+            tracing::error!(
+                given_up,
+                "redcache: evictions are given up after failing for an hour (or for good); \
+                 their entries may be served until their TTL"
+            );
         }
         let mut pending = core
             .retries
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        for target in &done {
+            pending.kept.remove(target);
+        }
         // Those that failed meanwhile come after.
-        failed.append(&mut pending.targets);
-        pending.targets = failed;
-        if pending.targets.is_empty() {
+        failed.append(&mut pending.waiting);
+        pending.waiting = failed;
+        if pending.waiting.is_empty() {
             pending.running = false;
             return;
         }

@@ -40,7 +40,7 @@ impl Lease {
     pub(super) async fn release(mut self) {
         // Held until the release is done: a caller dropped while it is on its way gives
         // the lease back from `Drop` instead.
-        self.core.release_lease(&self.key, &self.token).await;
+        self.core.release_lease(&self.key, &self.token, true).await;
         self.held = false;
     }
 }
@@ -50,14 +50,17 @@ impl Drop for Lease {
         if !self.held {
             return;
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (core, key, token) = (
-                self.core.clone(),
-                std::mem::take(&mut self.key),
-                std::mem::take(&mut self.token),
-            );
-            runtime.spawn(async move { core.release_lease(&key, &token).await });
-        }
+        let (core, key, token) = (
+            self.core.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        // On redcache's own runtime: the caller's may be shutting down, idle (a current-
+        // thread one), or absent. Its failure is no fault of its own: a `SET NX` that
+        // timed out or was cancelled may not have been sent, and the lease expires anyway.
+        crate::store::background().spawn(Core::in_background(async move {
+            core.release_lease(&key, &token, false).await;
+        }));
     }
 }
 
@@ -122,12 +125,16 @@ impl Core {
         }
     }
 
-    /// Gives the lease at `key` back if `token` still holds it.
-    async fn release_lease(&self, key: &str, token: &str) {
+    /// Gives the lease at `key` back if `token` still holds it, even with the breaker open
+    /// (skipped, it would fence every process for the whole lease); a failure is counted
+    /// as a fault if `counted`.
+    async fn release_lease(&self, key: &str, token: &str, counted: bool) {
         let release = self.backend.delete_if(key, token.as_bytes());
-        if let Err(err) = self.op(release).await {
+        match self.op_unskipped(release).await {
+            Ok(_) => {}
             // It expires by itself.
-            self.fault(key, &err);
+            Err(err) if counted => self.fault(key, &err),
+            Err(err) => tracing::debug!(key, error = %err, "redcache: a lease not given back"),
         }
     }
 }
