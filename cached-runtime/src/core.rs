@@ -148,6 +148,11 @@ impl Core {
         all
     }
 
+    /// Whether the breaker is open (operations that it may skip are skipped).
+    pub(crate) fn breaker_is_open(&self) -> bool {
+        self.health.is_open()
+    }
+
     /// How the store is doing.
     pub(crate) fn health(&self) -> Health {
         let link = self.backend.link();

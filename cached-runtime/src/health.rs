@@ -177,11 +177,14 @@ mod tests {
 pub struct Health {
     /// Whether the store is Redis (else the in-process store, always ready).
     pub remote: bool,
-    /// Whether the store holds a working connection, as far as its operations tell: false
-    /// before a lazy cache's first operation connects, and from an operation that found
-    /// the connection dropped (or, behind Sentinel, the master moved) until it is
-    /// replaced. A connection that drops while nothing is asked of it is seen by the next
-    /// operation. Always true for the in-process store.
+    /// Whether the store holds a working connection, as far as its operations tell. For a
+    /// standalone or Sentinel store: false before a lazy cache's first operation
+    /// connects, from an operation that found the connection dropped until it is
+    /// replaced, and after the master moved until the next operation reconnects. A
+    /// connection that drops while nothing is asked of it is seen by the next operation.
+    /// A cluster's connection replaces its nodes' connections itself: it counts as
+    /// connected from the start (its faults tell of a node that does not answer). Always
+    /// true for the in-process store.
     pub connected: bool,
     /// The connection dropped (or failed to be made) and is not replaced yet.
     pub(crate) link_down: bool,
@@ -195,9 +198,9 @@ pub struct Health {
 
 impl Health {
     /// Whether calls are served by the cache: the breaker is closed, the last operation
-    /// succeeded, and the connection is not known to be down (a lazy cache that has not
-    /// connected yet is ready: its first call connects). Calls still succeed either way
-    /// (they fail open).
+    /// succeeded, and no operation found the connection down (a cache that has no
+    /// connection only because none was asked for yet is ready: its next call connects).
+    /// Calls still succeed either way (they fail open).
     pub fn is_ready(&self) -> bool {
         !self.breaker_open && self.consecutive_faults == 0 && !self.link_down
     }

@@ -259,28 +259,30 @@ async fn retry(core: Weak<Core>) {
         let Some(core) = core.upgrade() else {
             return;
         };
-        let due = std::mem::take(
-            &mut core
+        // Taken out of `kept` as they are tried: one that fails again meanwhile (a newer
+        // write's eviction, maybe after this try has landed) is kept anew.
+        let due = {
+            let mut pending = core
                 .retries
                 .pending
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .waiting,
-        );
-        let (mut made, mut given_up, mut failed, mut done) = (0, 0, Vec::new(), Vec::new());
+                .unwrap_or_else(PoisonError::into_inner);
+            let due = std::mem::take(&mut pending.waiting);
+            for (target, _) in &due {
+                pending.kept.remove(target);
+            }
+            due
+        };
+        let (mut made, mut given_up, mut failed) = (0, 0, Vec::new());
         for (target, since) in due {
             match core.evict(&target).await {
-                Ok(()) => {
-                    made += 1;
-                    done.push(target);
-                }
+                Ok(()) => made += 1,
                 Err(err) if err.is_store_fault() && since.elapsed() < RETRY_FOR => {
                     failed.push((target, since));
                 }
                 Err(err) => {
                     given_up += 1;
                     core.eviction_fault(&target, &err);
-                    done.push(target);
                 }
             }
         }
@@ -302,12 +304,21 @@ async fn retry(core: Weak<Core>) {
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for target in &done {
-            pending.kept.remove(target);
+        // Those that failed again come first, then those that failed meanwhile; one kept
+        // twice keeps its first failure's time.
+        let again: HashSet<Target> = failed.iter().map(|(target, _)| target.clone()).collect();
+        let meanwhile = std::mem::replace(&mut pending.waiting, failed);
+        pending.kept.extend(again.iter().cloned());
+        for (target, since) in meanwhile {
+            let kept = match again.contains(&target) {
+                true => pending.waiting.iter_mut().find(|(kept, _)| *kept == target),
+                false => None,
+            };
+            match kept {
+                Some(kept) => kept.1 = kept.1.min(since),
+                None => pending.waiting.push((target, since)),
+            }
         }
-        // Those that failed meanwhile come after.
-        failed.append(&mut pending.waiting);
-        pending.waiting = failed;
         if pending.waiting.is_empty() {
             pending.running = false;
             return;

@@ -494,7 +494,7 @@ where
     let tags = match call.tags.is_empty() {
         true => 0,
         // Boxed: only tagged calls take it, and inline it would size every call's future.
-        false => match Box::pin(core.tag_digest(&call.tags)).await {
+        false => match in_span!(&span, Box::pin(core.tag_digest(&call.tags))) {
             Ok(digest) => digest,
             Err(err) => {
                 // Counted as any call that could not read: a miss, answered by a fault.

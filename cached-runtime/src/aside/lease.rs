@@ -38,6 +38,11 @@ pub(super) struct Lease {
 impl Lease {
     /// Gives the lease back (only if this caller still holds it).
     pub(super) async fn release(mut self) {
+        // With the breaker open, in the background (from `Drop`): the call does not wait
+        // on a store that is out.
+        if self.core.breaker_is_open() {
+            return;
+        }
         // Held until the release is done: a caller dropped while it is on its way gives
         // the lease back from `Drop` instead.
         self.core.release_lease(&self.key, &self.token, true).await;

@@ -88,9 +88,9 @@ enum Resend {
 
 /// The runtime that runs the connections no caller's runtime can (a replacement for one
 /// whose runtime shut down, or one needed by a caller on a current-thread runtime) and the
-/// Sentinel watcher and the local tier's [`heartbeat`]: one worker thread, for the life of
-/// the process, so that their tasks cannot die with a caller's runtime. A service with one
-/// long-lived multi-thread runtime, no Sentinel and no local tier never starts it.
+/// Sentinel watcher, the local tier's [`heartbeat`], the retries of failed evictions and
+/// the release of a lease whose holder was dropped: one worker thread, for the life of the
+/// process, so that their tasks cannot die with a caller's runtime.
 pub(crate) fn background() -> &'static tokio::runtime::Handle {
     static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -141,9 +141,11 @@ pub(super) async fn made_to_last<T: Send + 'static>(
 pub(crate) enum Link {
     /// A connection that no operation found broken.
     Up,
-    /// None made yet (a lazy store before its first operation).
+    /// None to use yet: a lazy store before its first operation, or a connection retired
+    /// without a fault (its runtime shut down, the master moved) that the next operation
+    /// replaces.
     NotYet,
-    /// Dropped (or its runtime gone, or the master moved), and not replaced yet.
+    /// An operation found it dropped, or making one failed, and it is not replaced yet.
     Down,
 }
 
@@ -938,9 +940,19 @@ impl<C: Conn> RedisStore<C> {
         // Counted before asking: a move during the lookup retires what it finds.
         let moves = self.moves();
         let current = self.conn.load();
-        let runtime = match current.runtime_gone.load(Ordering::Acquire) {
-            true => background().clone(),
-            false => lasting_runtime(),
+        // The runtime the connection ran on, while it runs and is a multi-thread one (a
+        // reconnection asked for by redcache's own tasks, such as an eviction's retry,
+        // must not move a service's connection onto redcache's one thread); else the
+        // caller's if it can (see `lasting_runtime`).
+        let runtime = match (
+            &current.runtime,
+            current.runtime_gone.load(Ordering::Acquire),
+        ) {
+            (Some(runtime), false) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                runtime.clone()
+            }
+            (_, true) => background().clone(),
+            _ => lasting_runtime(),
         };
         // One attempt at a time (`reopening`), so the generation counts up.
         let generation = current.generation + 1;
@@ -1000,9 +1012,11 @@ impl<C: Conn> RedisStore<C> {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .is_some_and(|attempt| matches!(&*attempt.borrow(), Some(Err(_))));
-        match bound.conn.is_none() && !attempt_failed {
-            true => Link::NotYet,
-            false => Link::Down,
+        // A connection retired without a fault (its runtime gone, the master moved) is
+        // made again by the next operation, as a lazy store's first one.
+        match bound.failed.load(Ordering::Acquire) || attempt_failed {
+            true => Link::Down,
+            false => Link::NotYet,
         }
     }
 
