@@ -37,6 +37,22 @@ async fn start() -> (RedisSentinel, redcache::Cache) {
     (sentinel, cache)
 }
 
+/// A primary with its replica and Sentinels, a cache on them that reads from replicas
+/// (with `config`), and `item(id)` cached and on the replica.
+async fn warmed(
+    config: redcache::ConfigBuilder,
+    id: u64,
+    calls: &AtomicUsize,
+) -> (RedisSentinel, redcache::Cache) {
+    let sentinel = RedisSentinel::start();
+    sentinel.wait_for_replica();
+    let cache = sentinel.cache_with(config.read_from_replicas(true)).await;
+    let (master, replica) = ports(&sentinel);
+    cache.scope(item(id, calls)).await;
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    (sentinel, cache)
+}
+
 /// The data nodes' ports: the master's, then the replica's.
 fn ports(sentinel: &RedisSentinel) -> (u16, u16) {
     (sentinel.nodes[0].port(), sentinel.nodes[1].port())
@@ -241,19 +257,8 @@ async fn with_the_replica_gone_the_master_serves_the_hits_until_one_answers_agai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_stops_answering_costs_one_call_half_an_operation_timeout() {
     const OP_TIMEOUT: Duration = Duration::from_secs(1);
-    let sentinel = RedisSentinel::start();
-    sentinel.wait_for_replica();
-    let cache = sentinel
-        .cache_with(
-            test_config()
-                .read_from_replicas(true)
-                .op_timeout(OP_TIMEOUT),
-        )
-        .await;
-    let (master, replica) = ports(&sentinel);
     let calls = AtomicUsize::new(0);
-    cache.scope(item(4, &calls)).await;
-    sentinel.wait_until_replica_caught_up(master, replica).await;
+    let (sentinel, cache) = warmed(test_config().op_timeout(OP_TIMEOUT), 4, &calls).await;
 
     // Frozen: its connection stays open, nothing answers. The first call waits half the
     // operation timeout for it, then the master answers; the next ones skip it.
@@ -285,23 +290,14 @@ async fn a_replica_that_stops_answering_costs_one_call_half_an_operation_timeout
 /// replica keeps serving hits with the breaker open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_from_the_replica_do_not_keep_the_breaker_closed() {
-    let sentinel = RedisSentinel::start();
-    sentinel.wait_for_replica();
-    let cache = sentinel
-        .cache_with(
-            test_config()
-                .read_from_replicas(true)
-                // The replica's half, 125 ms, is ample on a loaded machine; two misses'
-                // timeouts stay well under the Sentinels' down-after time (no failover).
-                .op_timeout(Duration::from_millis(250))
-                .breaker_threshold(2)
-                .breaker_cooldown(Duration::from_secs(30)),
-        )
-        .await;
-    let (master, replica) = ports(&sentinel);
     let calls = AtomicUsize::new(0);
-    cache.scope(item(5, &calls)).await;
-    sentinel.wait_until_replica_caught_up(master, replica).await;
+    let config = test_config()
+        // The replica's half, 125 ms, is ample on a loaded machine; two misses' timeouts
+        // stay well under the Sentinels' down-after time (no failover).
+        .op_timeout(Duration::from_millis(250))
+        .breaker_threshold(2)
+        .breaker_cooldown(Duration::from_secs(30));
+    let (sentinel, cache) = warmed(config, 5, &calls).await;
 
     // Frozen for well under the Sentinels' down-after time: no failover. A hit, then a
     // miss whose read on the master times out, twice.

@@ -103,16 +103,11 @@ where
     }
 }
 
-#[test]
-fn each_cached_call_has_a_debug_span_with_prefix_key_hash_and_result() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let spans = Spans::default();
-    let subscriber = tracing_subscriber::registry().with(spans.clone());
-    tracing::subscriber::with_default(subscriber, || {
-        runtime().block_on(traffic(&redcache::Cache::memory()));
-    });
+/// The `redcache.call` spans seen, in order: prefix, key hash and result (the last value
+/// recorded of each).
+fn call_spans(spans: &Spans) -> Vec<(String, String, String)> {
     let spans = spans.0.lock().unwrap();
-    let calls: Vec<_> = spans
+    spans
         .iter()
         .filter(|(name, _)| name == "redcache.call")
         .map(|(_, fields)| {
@@ -126,7 +121,18 @@ fn each_cached_call_has_a_debug_span_with_prefix_key_hash_and_result() {
             };
             (get("prefix"), get("key.hash"), get("result"))
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn each_cached_call_has_a_debug_span_with_prefix_key_hash_and_result() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        runtime().block_on(traffic(&redcache::Cache::memory()));
+    });
+    let calls = call_spans(&spans);
     let price_hash = common::expected_key("o:price", "[1]")["o:price:".len()..].to_string();
     let expected: Vec<(String, String, String)> = [
         ("o:price", price_hash.as_str(), "miss"),
@@ -217,22 +223,7 @@ fn a_call_that_faults_before_its_read_has_a_span_too() {
             assert_eq!(cache.stats().faults, 2, "{:?}", cache.stats());
         });
     });
-    let spans = spans.0.lock().unwrap();
-    let calls: Vec<(String, String, String)> = spans
-        .iter()
-        .filter(|(name, _)| name == "redcache.call")
-        .map(|(_, fields)| {
-            let get = |k: &str| {
-                fields
-                    .iter()
-                    .rev()
-                    .find(|(name, _)| name == k)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            (get("prefix"), get("key.hash"), get("result"))
-        })
-        .collect();
+    let calls = call_spans(&spans);
     let owned_hash = common::expected_key("o:owned", "[3]")["o:owned:".len()..].to_string();
     let expected = [
         ("o:half", "", "fault"),
