@@ -7,7 +7,7 @@ use crate::key;
 use crate::stats::Event;
 use crate::store::{Replaced, Store};
 use crate::{Error, Result};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -160,9 +160,10 @@ pub(crate) struct Retries {
 struct Pending {
     /// Each target waiting for its next try, and when it first failed.
     waiting: Vec<(Target, Instant)>,
-    /// Every target kept, waiting or being tried now: one that fails again meanwhile is
-    /// not kept twice.
+    /// Every target waiting: one that fails again meanwhile is not kept twice.
     kept: HashSet<Target>,
+    /// How many the retry task is trying now (they count toward [`RETRIES_KEPT`]).
+    in_flight: usize,
     /// Whether the task that tries them again runs.
     running: bool,
 }
@@ -224,7 +225,7 @@ impl Core {
             if pending.kept.contains(&target) {
                 continue;
             }
-            if pending.kept.len() >= RETRIES_KEPT {
+            if pending.kept.len() + pending.in_flight >= RETRIES_KEPT {
                 given_up += 1;
                 continue;
             }
@@ -271,14 +272,19 @@ async fn retry(core: Weak<Core>) {
             for (target, _) in &due {
                 pending.kept.remove(target);
             }
+            pending.in_flight = due.len();
             due
         };
         let (mut made, mut given_up, mut failed) = (0, 0, Vec::new());
-        for (target, since) in due {
+        let mut due = due.into_iter();
+        while let Some((target, since)) = due.next() {
             match core.evict(&target).await {
                 Ok(()) => made += 1,
                 Err(err) if err.is_store_fault() && since.elapsed() < RETRY_FOR => {
+                    // Redis is still out of reach: the rest wait for the next pass rather
+                    // than each wait out its own timeout now.
                     failed.push((target, since));
+                    failed.extend(due.by_ref());
                 }
                 Err(err) => {
                     given_up += 1;
@@ -304,18 +310,22 @@ async fn retry(core: Weak<Core>) {
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        pending.in_flight = 0;
         // Those that failed again come first, then those that failed meanwhile; one kept
         // twice keeps its first failure's time.
-        let again: HashSet<Target> = failed.iter().map(|(target, _)| target.clone()).collect();
+        let again: HashMap<Target, usize> = failed
+            .iter()
+            .enumerate()
+            .map(|(at, (target, _))| (target.clone(), at))
+            .collect();
         let meanwhile = std::mem::replace(&mut pending.waiting, failed);
-        pending.kept.extend(again.iter().cloned());
+        pending.kept.extend(again.keys().cloned());
         for (target, since) in meanwhile {
-            let kept = match again.contains(&target) {
-                true => pending.waiting.iter_mut().find(|(kept, _)| *kept == target),
-                false => None,
-            };
-            match kept {
-                Some(kept) => kept.1 = kept.1.min(since),
+            match again.get(&target) {
+                Some(&at) => {
+                    let kept = &mut pending.waiting[at].1;
+                    *kept = (*kept).min(since);
+                }
                 None => pending.waiting.push((target, since)),
             }
         }

@@ -417,9 +417,13 @@ where
     let material = match call.args.material() {
         Ok(material) => material,
         Err(err) => {
+            // Nothing is read or written for it (not a miss).
             match Cache::in_use() {
                 Some(cache) => cache.core().fault(spec.prefix, &err),
-                None => warn_not_initialized(),
+                None => {
+                    warn_not_initialized();
+                    return body.await;
+                }
             }
             // Its span has no key to show.
             let span = call_span(spec.prefix);

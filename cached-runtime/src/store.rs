@@ -243,7 +243,7 @@ impl Backend {
 
     /// `command` (`GET`, `MGET`) of `keys` answered by a replica (reading from replicas),
     /// possibly older than the master by the replication lag; `None` when the master must
-    /// answer instead (see [`Core::read_relaxed`](crate::core::Core::read_relaxed)).
+    /// answer instead (see [`Core::relaxed_op`](crate::core::Core::relaxed_op)).
     pub(crate) async fn replica_read<K: AsRef<str>, T: ::redis::FromRedisValue>(
         &self,
         command: &'static str,
@@ -357,7 +357,7 @@ impl Store for Backend {
     }
 
     async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool> {
-        dispatch!("EVALSHA", self.delete_if(key, value))
+        dispatch!("EVAL", self.delete_if(key, value))
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
