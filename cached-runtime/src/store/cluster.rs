@@ -501,17 +501,12 @@ impl RedisStore<ClusterConn> {
                 })
             }
         };
-        // On the runtime that will run its tasks (see `lasting_runtime`).
+        // On the caller's runtime, whatever its kind (see `made_on`).
         let conn = if config.lazy() {
-            let _on = super::redis::lasting_runtime().enter();
             let conn = client.get_pending_async_connection_with_config(cluster_config);
             ClusterConn::new(conn, asking)
         } else {
-            let connecting = super::redis::made_to_last(Box::pin(async move {
-                client
-                    .get_async_connection_with_config(cluster_config)
-                    .await
-            }));
+            let connecting = client.get_async_connection_with_config(cluster_config);
             let connecting = async { Ok(ClusterConn::new(connecting.await?, asking)) };
             connect_checked(config, connecting).await?
         };
