@@ -89,13 +89,10 @@ impl Core {
         // so.
         let mut read = match keys.is_empty() {
             true => Some(Vec::new()),
-            false => match match self.backend.reads_replicas() {
-                true => {
-                    let master = self.backend.get_many(&keys);
-                    self.relaxed_op("MGET", &keys, master).await
-                }
-                false => self.op(self.backend.get_many(&keys)).await,
-            } {
+            false => match self
+                .relaxed_op("MGET", &keys, self.backend.get_many(&keys))
+                .await
+            {
                 Ok(entries) => Some(entries),
                 Err(err) => {
                     self.fault(prefix, &err);

@@ -265,7 +265,7 @@ impl Core {
 
     /// A relaxed read (a call's first read, a batch's): `command` of `keys` answered by a
     /// replica if the store reads replicas and one answers, else `master` under the breaker
-    /// and what is left of the operation timeout. A replica's answer is outside the
+    /// and what is left of the operation timeout (all of it, without replicas). A replica's answer is outside the
     /// breaker: it says nothing of the master, which every miss, fill and invalidation
     /// needs, and hits a healthy replica serves would otherwise keep closing the breaker
     /// (and resetting its count of faults) while the master times out.
@@ -280,6 +280,9 @@ impl Core {
         T: ::redis::FromRedisValue,
         F: Future<Output = Result<T>>,
     {
+        if !self.backend.reads_replicas() {
+            return self.op(master).await;
+        }
         let started = Instant::now();
         if let Some(found) = self.backend.replica_read(command, keys).await {
             return Ok(found);
