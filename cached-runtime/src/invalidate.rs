@@ -158,7 +158,8 @@ pub(crate) struct Retries {
 
 #[derive(Default)]
 struct Pending {
-    /// Each target waiting for its next try, and when it first failed.
+    /// Each target waiting for its next try, and when it last failed (as a write's
+    /// eviction: a retry's failures do not count).
     waiting: Vec<(Target, Instant)>,
     /// Every target waiting: one that fails again meanwhile is not kept twice.
     kept: HashSet<Target>,
@@ -166,6 +167,46 @@ struct Pending {
     in_flight: usize,
     /// Whether the task that tries them again runs.
     running: bool,
+}
+
+impl Pending {
+    /// Keeps `target`, whose eviction failed at `now`, unless too many are kept (false).
+    /// One already waiting takes `now` as its time: this write's eviction has its own hour.
+    fn keep(&mut self, target: Target, now: Instant) -> bool {
+        if self.kept.contains(&target) {
+            if let Some(kept) = self.waiting.iter_mut().find(|(t, _)| *t == target) {
+                kept.1 = now;
+            }
+            return true;
+        }
+        if self.kept.len() + self.in_flight >= RETRIES_KEPT {
+            return false;
+        }
+        self.kept.insert(target.clone());
+        self.waiting.push((target, now));
+        true
+    }
+
+    /// Puts back the targets a pass tried without success: they come first, then those
+    /// that failed meanwhile. One in both keeps the later time.
+    fn requeue(&mut self, failed: Vec<(Target, Instant)>) {
+        let again: HashMap<Target, usize> = failed
+            .iter()
+            .enumerate()
+            .map(|(at, (target, _))| (target.clone(), at))
+            .collect();
+        let meanwhile = std::mem::replace(&mut self.waiting, failed);
+        self.kept.extend(again.keys().cloned());
+        for (target, since) in meanwhile {
+            match again.get(&target) {
+                Some(&at) => {
+                    let kept = &mut self.waiting[at].1;
+                    *kept = (*kept).max(since);
+                }
+                None => self.waiting.push((target, since)),
+            }
+        }
+    }
 }
 
 impl Core {
@@ -222,15 +263,9 @@ impl Core {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for target in failed {
-            if pending.kept.contains(&target) {
-                continue;
-            }
-            if pending.kept.len() + pending.in_flight >= RETRIES_KEPT {
+            if !pending.keep(target, now) {
                 given_up += 1;
-                continue;
             }
-            pending.kept.insert(target.clone());
-            pending.waiting.push((target, now));
         }
         if !pending.running && !pending.waiting.is_empty() {
             pending.running = true;
@@ -282,9 +317,11 @@ async fn retry(core: Weak<Core>) {
                 Ok(()) => made += 1,
                 Err(err) if err.is_store_fault() && since.elapsed() < RETRY_FOR => {
                     // Redis is still out of reach: the rest wait for the next pass rather
-                    // than each wait out its own timeout now.
-                    failed.push((target, since));
+                    // than each wait out its own timeout now. This one goes last, so one
+                    // node out of a cluster's reach does not hold back what others could
+                    // take at the next pass.
                     failed.extend(due.by_ref());
+                    failed.push((target, since));
                 }
                 Err(err) => {
                     given_up += 1;
@@ -311,27 +348,45 @@ async fn retry(core: Weak<Core>) {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         pending.in_flight = 0;
-        // Those that failed again come first, then those that failed meanwhile; one kept
-        // twice keeps its first failure's time.
-        let again: HashMap<Target, usize> = failed
-            .iter()
-            .enumerate()
-            .map(|(at, (target, _))| (target.clone(), at))
-            .collect();
-        let meanwhile = std::mem::replace(&mut pending.waiting, failed);
-        pending.kept.extend(again.keys().cloned());
-        for (target, since) in meanwhile {
-            match again.get(&target) {
-                Some(&at) => {
-                    let kept = &mut pending.waiting[at].1;
-                    *kept = (*kept).min(since);
-                }
-                None => pending.waiting.push((target, since)),
-            }
-        }
+        pending.requeue(failed);
         if pending.waiting.is_empty() {
             pending.running = false;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str) -> Target {
+        Target::Group(name.into())
+    }
+
+    /// A write's eviction that fails while the same target waits gives it a new hour; a
+    /// pass's failures go back first, those that failed meanwhile after them, once each.
+    #[test]
+    fn a_target_kept_again_takes_the_later_time() {
+        let t0 = Instant::now();
+        let (t1, t2) = (t0 + Duration::from_secs(60), t0 + Duration::from_secs(120));
+        let mut pending = Pending::default();
+        assert!(pending.keep(group("a"), t0));
+        assert!(pending.keep(group("b"), t0));
+        assert!(pending.keep(group("a"), t1));
+        assert_eq!(pending.waiting, [(group("a"), t1), (group("b"), t0)]);
+
+        // A pass takes them out of `kept`, fails on both (the failing one last), and a
+        // write fails to evict `a` and `c` meanwhile.
+        let tried = std::mem::take(&mut pending.waiting);
+        pending.kept.clear();
+        assert!(pending.keep(group("a"), t2));
+        assert!(pending.keep(group("c"), t2));
+        pending.requeue(vec![tried[1].clone(), tried[0].clone()]);
+        assert_eq!(
+            pending.waiting,
+            [(group("b"), t0), (group("a"), t2), (group("c"), t2)]
+        );
+        assert_eq!(pending.kept.len(), 3);
     }
 }
