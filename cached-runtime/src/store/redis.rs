@@ -73,11 +73,12 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 
 /// Whether an operation may be sent again on a new connection after its connection failed
 /// under it. A command that changes data may have run before the connection dropped, and
-/// running it again would answer differently (`SET NX`, `SET ... GET`, the fill and release
-/// scripts) or undo what another client wrote in between (a plain `SET` of a group's
+/// running it again would answer differently (`SET NX`, `SET ... GET`, the fill script) or
+/// undo what another client wrote in between (a plain `SET` of a group's
 /// generation). A `READONLY` answer (behind Sentinel: the server was demoted) means nothing
 /// ran, so any operation is sent again then. An invalidation is sent again too, with new
-/// tombstones or a new generation (`invalidating`, `tombstone_keys`). (A cluster's
+/// tombstones or a new generation (`invalidating`, `tombstone_keys`), and a lease's
+/// release, which deletes only what holds its token (its answer is not used). (A cluster's
 /// connection replaces a node's dropped connection by itself: a `Safe` operation is sent
 /// again on it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1308,10 +1309,13 @@ impl<C: Conn> Store for RedisStore<C> {
         // yet, redis-rs loads it and sends it again, and a release given up by its caller
         // (the operation timed out, the call was cancelled) would lose that second send,
         // leaving the lease to fence every process for its whole length. Sent once, it runs
-        // after what this connection sent before it (the lease's `SET NX`).
+        // after what this connection sent before it (the lease's `SET NX`). It deletes only
+        // what still holds this caller's token, so it is sent again on a new connection if
+        // the first one failed under it (a caller's runtime shutting down): run twice, the
+        // second finds nothing to delete.
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(RELEASE_LUA).arg(1).arg(key).arg(value);
-        let removed: i64 = self.query(Resend::Never, &cmd).await?;
+        let removed: i64 = self.query(Resend::Safe, &cmd).await?;
         Ok(removed == 1)
     }
 
