@@ -145,14 +145,23 @@ fn sentinel(b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> ConfigBu
     }
 }
 
-/// `REDIS_HOST`/`REDIS_PORT`, and `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_DB`, which
-/// apply over `REDIS_URL` or `REDIS_CLUSTER_NODES` as well, and to the master behind
-/// `REDIS_SENTINEL_NODES`.
+/// `REDIS_HOST`/`REDIS_PORT` (unless `REDIS_URL` names the server: it comes first), and
+/// `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_DB`, which apply over `REDIS_URL` or
+/// `REDIS_CLUSTER_NODES` as well, and to the master behind `REDIS_SENTINEL_NODES`.
 fn target_parts(mut b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> ConfigBuilder {
     // Kubernetes's service links set `REDIS_PORT=tcp://10.96.0.5:6379` in every pod of a
     // namespace with a Service named `redis`: not a port anyone chose, ignored.
-    let port = get("REDIS_PORT").filter(|port| !port.trim_start().starts_with("tcp://"));
-    if let Some(host) = get("REDIS_HOST") {
+    let mut port = get("REDIS_PORT").filter(|port| !port.trim_start().starts_with("tcp://"));
+    let mut host = get("REDIS_HOST");
+    if get("REDIS_URL").is_some() && (host.is_some() || port.is_some()) {
+        let ignored = match (host.take(), port.take()) {
+            (Some(_), Some(_)) => "REDIS_HOST and REDIS_PORT are",
+            (Some(_), None) => "REDIS_HOST is",
+            _ => "REDIS_PORT is",
+        };
+        tracing::warn!("redcache: {ignored} ignored: REDIS_URL names the server");
+    }
+    if let Some(host) = host {
         match port
             .as_deref()
             .map(str::trim)
@@ -202,15 +211,20 @@ mod tests {
     }
 
     #[test]
-    fn a_url_and_a_host_are_a_contradiction_that_names_both() {
-        let c = env(&[("REDIS_URL", "redis://h:1/2"), ("REDIS_HOST", "other")]);
-        let problem = c.problem().unwrap();
-        assert!(
-            problem.contains("REDIS_URL") && problem.contains("REDIS_HOST"),
-            "{problem}"
-        );
-        let c = env(&[("REDIS_URL", "redis://h:1/2"), ("REDIS_PORT", "6380")]);
-        assert!(c.problem().unwrap().contains("REDIS_PORT"));
+    fn a_url_comes_before_a_host_and_port() {
+        for extra in [
+            &[("REDIS_HOST", "other")][..],
+            &[("REDIS_PORT", "6380")],
+            &[("REDIS_HOST", "other"), ("REDIS_PORT", "not a port")],
+        ] {
+            let mut vars = vec![("REDIS_URL", "redis://h:1/2")];
+            vars.extend_from_slice(extra);
+            let c = env(&vars);
+            assert_eq!(c.problem(), None, "{extra:?}");
+            let info = c.connection_info().unwrap();
+            assert_eq!(info.addr().to_string(), "h:1", "{extra:?}");
+            assert_eq!(info.redis_settings().db(), 2, "{extra:?}");
+        }
     }
 
     #[test]

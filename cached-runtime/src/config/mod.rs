@@ -114,7 +114,8 @@ impl Config {
     /// (`redis://[user:password@]host:port/db`), `REDIS_CLUSTER_NODES` (a cluster's
     /// comma-separated seed URLs), `REDIS_SENTINEL_NODES` (the Sentinels' comma-separated
     /// URLs, with their own credentials) with `REDIS_SENTINEL_MASTER` (the master's name), or
-    /// `REDIS_HOST` (default `127.0.0.1`) and `REDIS_PORT` (6379). `REDIS_USERNAME`,
+    /// `REDIS_HOST` (default `127.0.0.1`) and `REDIS_PORT` (6379). `REDIS_URL` comes before
+    /// `REDIS_HOST`/`REDIS_PORT`: with it, they are ignored (and a warning says so). `REDIS_USERNAME`,
     /// `REDIS_PASSWORD` and `REDIS_DB` (0) apply over any of them, a URL's own parts
     /// included (behind Sentinel: to the master, not to the Sentinels);
     /// `REDIS_READ_FROM_REPLICAS` (`true`/`false`) lets the Sentinels' replicas serve hits.
