@@ -201,6 +201,12 @@ impl Health {
     /// succeeded, and no operation found the connection down (a cache that has no
     /// connection only because none was asked for yet is ready: its next call connects).
     /// Calls still succeed either way (they fail open).
+    ///
+    /// It tells what the last operations found: it does not ask Redis. A probe that takes
+    /// the service out of rotation when it is false may leave no call to find Redis back;
+    /// such a probe should make one cache operation when it is not ready (as the example
+    /// service's `/health` does with [`Cache::get`](crate::Cache::get); with the breaker
+    /// open, that is one try per cool-down) and read the health again.
     pub fn is_ready(&self) -> bool {
         !self.breaker_open && self.consecutive_faults == 0 && !self.link_down
     }
