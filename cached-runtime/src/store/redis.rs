@@ -246,8 +246,10 @@ async fn heartbeat<C: Conn>(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Said once when Redis stops answering, and once when it answers again.
     let mut silent = false;
-    // The connections the last answer came on.
+    // The connections the last answer came on, and whether a beat before the first answer
+    // found Redis silent or no connection to ask.
     let mut answered_on = None;
+    let mut missed = false;
     loop {
         ticks.tick().await;
         let (Some(conn), Some(tier)) = (conn.upgrade(), tier.upgrade()) else {
@@ -262,17 +264,21 @@ async fn heartbeat<C: Conn>(
         let moves = moves.as_ref().map_or(0, |m| m.load(Ordering::Acquire));
         let Some(conn) = bound.usable(moves).cloned() else {
             tier.clear();
+            missed = true;
             continue;
         };
         drop(bound);
         match within(timeout, conn.ping_masters()).await {
             Ok(connections) => {
                 // A connection replaced since the last beat took its tracking with it: the
-                // pushes for what was read on it will never come.
-                if answered_on
-                    .as_ref()
-                    .is_some_and(|last| *last != connections)
-                {
+                // pushes for what was read on it will never come. With no answer before
+                // (only beats that retired every copy), what was read since the last of
+                // them may have been read on a connection replaced before this answer.
+                let replaced = match &answered_on {
+                    Some(last) => *last != connections,
+                    None => missed && !connections.is_empty(),
+                };
+                if replaced {
                     tier.clear();
                     tracing::debug!(
                         "redcache: a connection to Redis was replaced; local copies retired"
@@ -286,6 +292,7 @@ async fn heartbeat<C: Conn>(
             }
             Err(err) => {
                 tier.clear();
+                missed = true;
                 if !silent {
                     silent = true;
                     tracing::warn!(
