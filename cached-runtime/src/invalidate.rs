@@ -158,11 +158,11 @@ pub(crate) struct Retries {
 
 #[derive(Default)]
 struct Pending {
-    /// Each target waiting for its next try, and when it last failed (as a write's
-    /// eviction: a retry's failures do not count).
-    waiting: Vec<(Target, Instant)>,
-    /// Every target waiting: one that fails again meanwhile is not kept twice.
-    kept: HashSet<Target>,
+    /// The targets waiting for their next try, in the order they are tried.
+    waiting: Vec<Target>,
+    /// Every target waiting, and when it last failed as a write's eviction (a retry's
+    /// failures do not count): one that fails again meanwhile is not kept twice.
+    kept: HashMap<Target, Instant>,
     /// How many the retry task is trying now (they count toward [`RETRIES_KEPT`]).
     in_flight: usize,
     /// Whether the task that tries them again runs.
@@ -173,39 +173,48 @@ impl Pending {
     /// Keeps `target`, whose eviction failed at `now`, unless too many are kept (false).
     /// One already waiting takes `now` as its time: this write's eviction has its own hour.
     fn keep(&mut self, target: Target, now: Instant) -> bool {
-        if self.kept.contains(&target) {
-            if let Some(kept) = self.waiting.iter_mut().find(|(t, _)| *t == target) {
-                kept.1 = now;
-            }
+        if let Some(kept) = self.kept.get_mut(&target) {
+            *kept = now;
             return true;
         }
         if self.kept.len() + self.in_flight >= RETRIES_KEPT {
             return false;
         }
-        self.kept.insert(target.clone());
-        self.waiting.push((target, now));
+        self.kept.insert(target.clone(), now);
+        self.waiting.push(target);
         true
+    }
+
+    /// Takes every waiting target out, with its time, for a pass to try: one that fails
+    /// again meanwhile (a newer write's eviction, maybe after this try has landed) is kept
+    /// anew.
+    fn take_due(&mut self) -> Vec<(Target, Instant)> {
+        let waiting = std::mem::take(&mut self.waiting);
+        let due: Vec<_> = waiting
+            .into_iter()
+            .filter_map(|target| self.kept.remove(&target).map(|since| (target, since)))
+            .collect();
+        self.in_flight = due.len();
+        due
     }
 
     /// Puts back the targets a pass tried without success: they come first, then those
     /// that failed meanwhile. One in both keeps the later time.
     fn requeue(&mut self, failed: Vec<(Target, Instant)>) {
-        let again: HashMap<Target, usize> = failed
-            .iter()
-            .enumerate()
-            .map(|(at, (target, _))| (target.clone(), at))
-            .collect();
-        let meanwhile = std::mem::replace(&mut self.waiting, failed);
-        self.kept.extend(again.keys().cloned());
-        for (target, since) in meanwhile {
-            match again.get(&target) {
-                Some(&at) => {
-                    let kept = &mut self.waiting[at].1;
-                    *kept = (*kept).max(since);
-                }
-                None => self.waiting.push((target, since)),
-            }
+        self.in_flight = 0;
+        let meanwhile = std::mem::take(&mut self.waiting);
+        let mut again = HashSet::with_capacity(failed.len());
+        for (target, since) in failed {
+            let kept = self.kept.entry(target.clone()).or_insert(since);
+            *kept = (*kept).max(since);
+            again.insert(target.clone());
+            self.waiting.push(target);
         }
+        self.waiting.extend(
+            meanwhile
+                .into_iter()
+                .filter(|target| !again.contains(target)),
+        );
     }
 }
 
@@ -295,21 +304,12 @@ async fn retry(core: Weak<Core>) {
         let Some(core) = core.upgrade() else {
             return;
         };
-        // Taken out of `kept` as they are tried: one that fails again meanwhile (a newer
-        // write's eviction, maybe after this try has landed) is kept anew.
-        let due = {
-            let mut pending = core
-                .retries
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let due = std::mem::take(&mut pending.waiting);
-            for (target, _) in &due {
-                pending.kept.remove(target);
-            }
-            pending.in_flight = due.len();
-            due
-        };
+        let due = core
+            .retries
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_due();
         let (mut made, mut given_up, mut failed) = (0, 0, Vec::new());
         let mut due = due.into_iter();
         while let Some((target, since)) = due.next() {
@@ -317,10 +317,15 @@ async fn retry(core: Weak<Core>) {
                 Ok(()) => made += 1,
                 Err(err) if err.is_store_fault() && since.elapsed() < RETRY_FOR => {
                     // Redis is still out of reach: the rest wait for the next pass rather
-                    // than each wait out its own timeout now. This one goes last, so one
-                    // node out of a cluster's reach does not hold back what others could
-                    // take at the next pass.
-                    failed.extend(due.by_ref());
+                    // than each wait out its own timeout now (those past their hour are
+                    // given up). This one goes last, so one node out of a cluster's reach
+                    // does not hold back what others could take at the next pass.
+                    for (rest, since) in due.by_ref() {
+                        match since.elapsed() < RETRY_FOR {
+                            true => failed.push((rest, since)),
+                            false => given_up += 1,
+                        }
+                    }
                     failed.push((target, since));
                 }
                 Err(err) => {
@@ -347,7 +352,6 @@ async fn retry(core: Weak<Core>) {
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        pending.in_flight = 0;
         pending.requeue(failed);
         if pending.waiting.is_empty() {
             pending.running = false;
@@ -374,19 +378,22 @@ mod tests {
         assert!(pending.keep(group("a"), t0));
         assert!(pending.keep(group("b"), t0));
         assert!(pending.keep(group("a"), t1));
-        assert_eq!(pending.waiting, [(group("a"), t1), (group("b"), t0)]);
+        assert_eq!(pending.waiting, [group("a"), group("b")]);
 
-        // A pass takes them out of `kept`, fails on both (the failing one last), and a
-        // write fails to evict `a` and `c` meanwhile.
-        let tried = std::mem::take(&mut pending.waiting);
-        pending.kept.clear();
+        // A pass tries both and fails (the failing one goes last), while a write fails to
+        // evict `a` and `c`.
+        let tried = pending.take_due();
+        assert_eq!(tried, [(group("a"), t1), (group("b"), t0)]);
+        assert!(pending.kept.is_empty());
+        assert_eq!(pending.in_flight, 2);
         assert!(pending.keep(group("a"), t2));
         assert!(pending.keep(group("c"), t2));
         pending.requeue(vec![tried[1].clone(), tried[0].clone()]);
+        assert_eq!(pending.waiting, [group("b"), group("a"), group("c")]);
         assert_eq!(
-            pending.waiting,
-            [(group("b"), t0), (group("a"), t2), (group("c"), t2)]
+            pending.kept,
+            HashMap::from([(group("a"), t2), (group("b"), t0), (group("c"), t2)])
         );
-        assert_eq!(pending.kept.len(), 3);
+        assert_eq!(pending.in_flight, 0);
     }
 }
