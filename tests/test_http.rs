@@ -146,6 +146,17 @@ async fn with_headers(
             out.insert("cache-control", HeaderValue::from_static("max-age=60"));
             out.insert("age", HeaderValue::from_static(age));
         }
+        // A proxy's challenge to the handler, as a handler that proxies may pass it on.
+        "proxy" => {
+            out.insert(
+                "proxy-authenticate",
+                HeaderValue::from_static("Basic realm=\"upstream\""),
+            );
+            out.insert(
+                "proxy-authentication-info",
+                HeaderValue::from_static("nextnonce=\"1\""),
+            );
+        }
         "connection" => {
             out.insert("connection", HeaderValue::from_static("x-hop"));
             out.insert(
@@ -1595,6 +1606,52 @@ http_test! {
         let hit = served.get("/kind/connection").await;
         assert_eq!(hit.x_cache(), "HIT");
         assert_eq!(hit.header("x-hop"), None);
+        // Nor what a proxy between the handler and its origin said to the handler.
+        for x_cache in ["MISS", "HIT"] {
+            let reply = served.get("/kind/proxy").await;
+            assert_eq!(reply.x_cache(), x_cache);
+            assert_eq!(reply.header("proxy-authenticate"), None, "{x_cache}");
+            assert_eq!(reply.header("proxy-authentication-info"), None, "{x_cache}");
+        }
+    }
+}
+
+http_test! {
+    async fn a_response_stored_without_a_date_keeps_the_time_it_was_received(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        let miss = served.get("/products/31").await;
+        assert_eq!(miss.x_cache(), "MISS");
+        let date = miss.header("date").expect("a date").to_owned();
+        let etag = miss.header("etag").expect("an etag").to_owned();
+        // The server's clock moves on (its `Date` has whole seconds) ...
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let hit = served.get("/products/31").await;
+        assert_eq!(hit.x_cache(), "HIT");
+        assert_eq!(hit.header("date"), Some(date.as_str()), "when it was made");
+        let age: u64 = hit.header("age").unwrap().parse().unwrap();
+        assert!(age >= 1, "{age}");
+        let not_modified = served.get_with("/products/31", &[("if-none-match", &etag)]).await;
+        assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(not_modified.header("date"), Some(date.as_str()));
+        // ... and says so where nothing is stored.
+        let bypass = served.get_with("/products/31", &[("cache-control", "no-store")]).await;
+        assert_eq!(bypass.x_cache(), "BYPASS");
+        assert_ne!(bypass.header("date"), Some(date.as_str()));
+        assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+http_test! {
+    async fn a_head_ignores_a_range_on_a_miss_too(backend: Backend) {
+        // The handler is asked for the whole `GET`, which fills the entry.
+        let served = serve(&backend.cache, layer()).await;
+        let head = served.send("HEAD", "/ranged", &[("range", "bytes=0-3")], "").await;
+        assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "MISS"));
+        assert_eq!(head.header("content-length"), Some("10"));
+        assert_eq!(head.header("content-range"), None);
+        let hit = served.get("/ranged").await;
+        assert_eq!((hit.x_cache(), &hit.body[..]), ("HIT", &b"0123456789"[..]));
+        assert_eq!(served.app.runs("ranged"), 1);
     }
 }
 

@@ -713,8 +713,11 @@ where
     let conditions = (method != Method::POST).then(|| Conditions::take(request.headers_mut()));
     let head = method == Method::HEAD;
     if head {
-        // The GET entry answers a HEAD; a miss fills it with the GET response.
+        // The GET entry answers a HEAD; a miss fills it with the GET response, whole: a
+        // `HEAD` ignores `Range` (RFC 9110 § 14.2).
         *request.method_mut() = Method::GET;
+        request.headers_mut().remove(header::RANGE);
+        request.headers_mut().remove(header::IF_RANGE);
     }
     let at = Entry {
         prefix: Some(&settings.prefix),

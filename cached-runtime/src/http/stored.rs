@@ -8,14 +8,16 @@ use super::XCache;
 use crate::codec::{self, Decoded, Format, Stamp, Written};
 use crate::shape::{Found, OwnWindows};
 use bytes::Bytes;
+use headers::HeaderMapExt as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use serde::de::Error as _;
 use serde::{Deserialize, Serialize};
 
 /// Headers never stored: hop-by-hop (RFC 9110 § 7.6.1), the framing (made again for each
-/// response), and what the layer itself sets per response.
-const NOT_STORED: [HeaderName; 9] = [
+/// response), what the layer itself sets per response, and those of a proxy the handler
+/// may have reached the origin through (RFC 9111 § 3.1).
+const NOT_STORED: [HeaderName; 11] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -25,6 +27,8 @@ const NOT_STORED: [HeaderName; 9] = [
     header::TRAILER,
     header::CONTENT_LENGTH,
     header::AGE,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("proxy-authentication-info"),
 ];
 
 /// Headers a `304` carries of the response it stands for (RFC 9110 § 15.4.5).
@@ -147,6 +151,16 @@ impl Stored {
                 continue;
             }
             push_line(&mut head, name.as_str(), value.as_bytes());
+        }
+        // A response stored without a `Date` gets the time it was received (RFC 9110
+        // § 6.6.1): every answer from the entry says when it was made.
+        if !headers.contains_key(header::DATE) {
+            let received = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now_ms);
+            let mut dated = HeaderMap::new();
+            dated.typed_insert(headers::Date::from(received));
+            if let Some(date) = dated.get(header::DATE) {
+                push_line(&mut head, header::DATE.as_str(), date.as_bytes());
+            }
         }
         match headers.get(header::ETAG).map(HeaderValue::to_str) {
             Some(Ok(_)) => {}
@@ -493,6 +507,8 @@ mod tests {
             [
                 (&b"content-type"[..], &b"text/plain"[..]),
                 (b"link", b"<a>; x=\xe9"),
+                // None came with it: the time it was received.
+                (b"date", b"Thu, 01 Jan 1970 00:00:00 GMT"),
                 (b"etag", b"\"99914b932bd37a50b983c5e7c90ae93b\""),
             ]
         );
@@ -509,7 +525,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with("}}content-type: text/plain\r\nlink: <a>; x=\u{fffd}\r\netag: \"d2ce28b9a7fd7e4407e2b0fd499b7fe4\"\r\n\r\n{\"id\":1}"),
+            text.ends_with("}}content-type: text/plain\r\nlink: <a>; x=\u{fffd}\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\netag: \"d2ce28b9a7fd7e4407e2b0fd499b7fe4\"\r\n\r\n{\"id\":1}"),
             "{text}"
         );
     }
