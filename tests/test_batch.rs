@@ -68,6 +68,21 @@ on_both_stores! {
 }
 
 on_both_stores! {
+    async fn an_id_asked_twice_in_a_batch_is_loaded_and_stored_once(b: Backend) {
+        let db = Db::default();
+        let c = &b.cache;
+        let got = c.get_or_insert_many("b:user", &[5, 5, 6, 5], TTL, |ids| db.load(ids)).await;
+        assert_eq!(got, HashMap::from([(5, user(5)), (6, user(6))]));
+        assert_eq!(db.loads(), vec![vec![5, 6]]);
+        let stats = c.stats();
+        assert_eq!((stats.misses, stats.stores, stats.conflicts), (2, 2, 0), "{stats:?}");
+        let got = c.get_or_insert_many("b:user", &[6, 6], TTL, |ids| db.load(ids)).await;
+        assert_eq!(got, HashMap::from([(6, user(6))]));
+        assert_eq!((c.stats().hits, db.loads().len()), (1, 1));
+    }
+}
+
+on_both_stores! {
     async fn a_batch_and_a_single_id_function_share_entries(b: Backend) {
         let db = Db::default();
         let calls = AtomicUsize::new(0);

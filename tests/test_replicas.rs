@@ -320,6 +320,44 @@ async fn hits_from_the_replica_do_not_keep_the_breaker_closed() {
     assert_eq!(cache.stats().hits, 3, "{:?}", cache.stats());
 }
 
+/// A batch whose misses cannot be read again from the master (it does not answer) still
+/// takes its hits from the replica: only the missing ids are loaded, and nothing is
+/// written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_the_replicas_hits_while_the_master_does_not_answer() {
+    let calls = AtomicUsize::new(0);
+    let config = test_config().op_timeout(Duration::from_millis(250));
+    let (sentinel, cache) = warmed(config, 5, &calls).await;
+    let (master, replica) = ports(&sentinel);
+    let loaded = std::sync::Mutex::new(Vec::new());
+    let load = |ids: Vec<u64>| {
+        loaded.lock().unwrap().push(ids.clone());
+        async move {
+            ids.into_iter()
+                .map(|id| (id, id * 2))
+                .collect::<HashMap<_, _>>()
+        }
+    };
+    let ttl = Duration::from_secs(600);
+    cache.get_or_insert_many("r:kept", &[1, 2], ttl, load).await;
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+
+    // Frozen for well under the Sentinels' down-after time: no failover.
+    sentinel.nodes[0].pause();
+    let got = cache
+        .get_or_insert_many("r:kept", &[1, 2, 3], ttl, load)
+        .await;
+    sentinel.nodes[0].resume();
+    assert_eq!(got, HashMap::from([(1, 2), (2, 4), (3, 6)]));
+    assert_eq!(
+        *loaded.lock().unwrap(),
+        [vec![1, 2], vec![3]],
+        "1 and 2 were hits"
+    );
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.faults), (2, 1), "{stats:?}");
+}
+
 #[tokio::test]
 async fn replica_reads_need_sentinel_and_no_local_tier() {
     let err = redcache::Cache::connect(

@@ -11,7 +11,7 @@ use crate::ttl::Policy;
 use crate::Error;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
 use std::time::Duration;
@@ -29,18 +29,20 @@ struct Missing<'a, I> {
 impl Core {
     /// Reads again from the master the keys where a replica found nothing or a tombstone,
     /// so that what a miss acts on, and what its fill must find again, is the master's (as
-    /// for single calls); whether that read succeeded.
+    /// for single calls). If that read fails, the replica's hits still answer; the misses
+    /// are returned, not to be written over (what the master holds there is not known).
     async fn confirm_misses(
         &self,
         prefix: &str,
         keys: &[String],
         entries: &mut [Option<Vec<u8>>],
-    ) -> bool {
+    ) -> Vec<bool> {
         let missed: Vec<usize> = (0..entries.len())
             .filter(|&i| entries[i].as_deref().is_none_or(crate::codec::is_tombstone))
             .collect();
+        let mut unknown = vec![false; entries.len()];
         if missed.is_empty() {
-            return true;
+            return unknown;
         }
         let again: Vec<String> = missed.iter().map(|&i| keys[i].clone()).collect();
         match self.op(self.backend.get_many(&again)).await {
@@ -48,13 +50,15 @@ impl Core {
                 for (i, entry) in missed.into_iter().zip(fresh) {
                     entries[i] = entry;
                 }
-                true
             }
             Err(err) => {
                 self.fault(prefix, &err);
-                false
+                for i in missed {
+                    unknown[i] = true;
+                }
             }
         }
+        unknown
     }
 
     /// See [`Cache::get_or_insert_many`](crate::Cache::get_or_insert_many).
@@ -74,7 +78,12 @@ impl Core {
         let namespace = self.config.namespace();
         let mut keyed = Vec::with_capacity(ids.len());
         let mut uncacheable = Vec::new();
+        // Each id once: `load` gets it once, and one fill goes to its key.
+        let mut distinct = HashSet::with_capacity(ids.len());
         for id in ids {
+            if !distinct.insert(id) {
+                continue;
+            }
             match KeyArgs::new().arg(id).key(namespace, prefix, None) {
                 Ok(key) => keyed.push((id, key)),
                 Err(err) => {
@@ -100,10 +109,9 @@ impl Core {
                 }
             },
         };
+        let mut unknown = Vec::new();
         if let (Some(entries), true) = (&mut read, self.backend.reads_replicas()) {
-            if !self.confirm_misses(prefix, &keys, entries).await {
-                read = None;
-            }
+            unknown = self.confirm_misses(prefix, &keys, entries).await;
         }
 
         let mut out = HashMap::with_capacity(ids.len());
@@ -111,6 +119,7 @@ impl Core {
         for (i, (id, key)) in keyed.iter().enumerate() {
             let mut entry = read
                 .as_ref()
+                .filter(|_| !unknown.get(i).copied().unwrap_or(false))
                 .map(|entries| entries.get(i).and_then(|e| e.as_deref()));
             if let Some(Some(bytes)) = entry {
                 // Read as `Option<V>`: a single-id function returning `Option` shares

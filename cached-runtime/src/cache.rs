@@ -506,8 +506,9 @@ impl Cache {
     }
 
     /// Cache-aside for many ids at once: the entries present are read with one `MGET`,
-    /// `load` runs once with the ids that missed, and what it returns is stored with one
-    /// pipelined write (each entry for exactly `ttl`). Returns the value of every id that
+    /// `load` runs once with the ids that missed (each once, however often `ids` has it),
+    /// and what it returns is stored with one pipelined write (each entry for exactly
+    /// `ttl`). Returns the value of every id that
     /// was cached or loaded; an id `load` leaves out is simply absent (and not cached), and
     /// so is an id whose entry is a cached `None` (written by a single-id function that
     /// returns `Option`): a null hit, not loaded again.
