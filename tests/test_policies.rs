@@ -224,6 +224,68 @@ on_both_stores! {
 }
 
 #[redcache::cached(
+    prefix = "p:gated",
+    ttl = 1,
+    jitter = 0,
+    stale_if_error = 30,
+    group = "p:gated",
+    tags("p:gated:{id}"),
+    skip(fail, started, go)
+)]
+async fn gated_flaky(
+    id: u64,
+    fail: &AtomicUsize,
+    started: &tokio::sync::Semaphore,
+    go: &tokio::sync::Semaphore,
+) -> Result<String, String> {
+    if fail.load(SeqCst) == 0 {
+        return Ok(format!("value {id}"));
+    }
+    // A failing body says it has started, then waits to be let go.
+    started.add_permits(1);
+    go.acquire().await.unwrap().forget();
+    Err("the database is down".into())
+}
+
+on_both_stores! {
+    async fn stale_if_error_never_answers_with_an_entry_invalidated_while_the_body_ran(b: Backend) {
+        let fail = AtomicUsize::new(0);
+        let (started, go) = (tokio::sync::Semaphore::new(0), tokio::sync::Semaphore::new(0));
+        let call = || b.cache.scope(gated_flaky(1, &fail, &started, &go));
+        // Each way to invalidate the entry, made while the failing body runs; then none.
+        for how in ["key", "group", "tag", "nothing"] {
+            fail.store(0, SeqCst);
+            let written = std::time::Instant::now();
+            assert_eq!(call().await.as_deref(), Ok("value 1"), "{how}");
+            past_one_second_ttl(written).await;
+            fail.store(1, SeqCst);
+            let invalidate = async {
+                started.acquire().await.unwrap().forget();
+                let cache = &b.cache;
+                match how {
+                    "key" => cache
+                        .scope(redcache::invalidate!(gated_flaky(1, _, _, _)))
+                        .await
+                        .map(drop),
+                    "group" => cache.invalidate_group("p:gated").await,
+                    "tag" => cache.invalidate_tag("p:gated:1").await,
+                    _ => Ok(()),
+                }
+                .unwrap();
+                go.add_permits(1);
+            };
+            let (answered, ()) = tokio::join!(call(), invalidate);
+            let expected = match how {
+                "nothing" => Ok("value 1".to_owned()),
+                _ => Err("the database is down".to_owned()),
+            };
+            assert_eq!(answered, expected, "{how} ({})", b.name());
+        }
+        assert_eq!(b.cache.stats().stale, 1, "{:?}", b.cache.stats());
+    }
+}
+
+#[redcache::cached(
     prefix = "p:swr",
     ttl = 1,
     jitter = 0,

@@ -599,7 +599,10 @@ mod valid;
 /// to replace is past its TTL by less than this many seconds, that entry's value is the
 /// answer instead; the failure is counted (`Stats::stale`) and logged (rate-limited). An
 /// invalidated entry is never used this way: invalidation leaves a tombstone, not the old
-/// value. Without such an entry the `Err` (or the panic) goes to the caller as before.
+/// value, and before it answers the entry is read again, so an invalidation (of the key,
+/// its group or its tags) made while the body ran counts too; if Redis cannot say, the
+/// failure stands. Without such an entry the `Err` (or the panic) goes to the caller as
+/// before.
 ///
 /// - **Default:** off (0).
 /// - **Checked:** a whole number of seconds, on a function returning `Result<T, E>` or

@@ -456,7 +456,17 @@ impl Cache {
         let policy = Policy::exact(ttl).with_format(self.core.config.format());
         let run = async move { init().await };
         self.core
-            .get_or_run::<Plain, T, _>(None, &key, None, &policy, Hooks::none(), None, None, 0, run)
+            .get_or_run::<Plain, T, _>(
+                None,
+                &key,
+                None,
+                &policy,
+                Hooks::none(),
+                None,
+                None,
+                (0, &[]),
+                run,
+            )
             .await
             .0
     }
@@ -500,7 +510,7 @@ impl Cache {
         let run = async move { init().await };
         let hooks = Hooks::none();
         self.core
-            .get_or_run::<Res, _, _>(None, &key, None, &policy, hooks, None, None, 0, run)
+            .get_or_run::<Res, _, _>(None, &key, None, &policy, hooks, None, None, (0, &[]), run)
             .await
             .0
     }

@@ -528,7 +528,7 @@ where
             hooks,
             local.map(|_| &tracked),
             Some(started),
-            tags,
+            (tags, &call.tags),
             body.as_mut(),
         )
     );

@@ -64,6 +64,8 @@ pub(crate) struct Entry<'a> {
     /// The digest of the generations of the call's tags, read before the entry (0: no
     /// tags): an entry stamped with another is a miss, and the fill stamps this one.
     pub(crate) tags: u64,
+    /// The call's tags, to read their generations again before `stale_if_error` answers.
+    pub(crate) tag_names: &'a [String],
 }
 
 /// What the entry a tracked read found has left in Redis, as that read saw it, and its
@@ -159,12 +161,22 @@ impl<F: Future> Future for CatchPanic<'_, F> {
 
 impl Core {
     /// The entry `stale_if_error` answers with after the body failed or panicked, if it is
-    /// still within its window; counted and logged (rate-limited).
-    fn answer_stale<K: Shape<O>, O>(&self, at: Entry<'_>, stale: Option<Stale>) -> Option<O> {
+    /// still within its window and nothing invalidated it while the body ran: read again,
+    /// it is the same bytes under the same group generation (and tags' generations). If
+    /// that cannot be known (Redis does not answer), the body's failure stands. Counted and
+    /// logged (rate-limited).
+    async fn answer_stale<K: Shape<O>, O>(&self, at: Entry<'_>, stale: Option<Stale>) -> Option<O> {
         let stale = stale.filter(|s| unix_ms() < s.until_ms)?;
-        let (Found::Value(out), _) = K::decode(&stale.bytes).ok()? else {
+        let (Found::Value(out), stamp) = K::decode(&stale.bytes).ok()? else {
             return None;
         };
+        let again = self.read(Entry { local: None, ..at }).await;
+        if again.entry() != Some(&stale.bytes[..]) || !again.gen_matches(stamp.gen) {
+            return None;
+        }
+        if !at.tag_names.is_empty() && self.tag_digest(at.tag_names).await.ok()? != stamp.tags {
+            return None;
+        }
         self.record(at.prefix, Event::Stale);
         if let Some(suppressed) = self.may_log() {
             tracing::warn!(
@@ -222,7 +234,7 @@ impl Core {
         hooks: Hooks<O>,
         local: Option<&'a Tracked>,
         started: Option<Instant>,
-        tags: u64,
+        (tags, tag_names): (u64, &'a [String]),
         body: F,
     ) -> impl Future<Output = (O, Served)> + 'a
     where
@@ -241,6 +253,7 @@ impl Core {
             local,
             started,
             tags,
+            tag_names,
         };
         self.run_at::<K, O, F>(at, hooks, body)
     }
@@ -335,7 +348,7 @@ impl Core {
                         Err(panic) => {
                             // The flight and the lease end as the run is dropped.
                             drop(run);
-                            match self.answer_stale::<K, O>(at, stale) {
+                            match Box::pin(self.answer_stale::<K, O>(at, stale)).await {
                                 Some(out) => return (out, Served::Stale),
                                 None => std::panic::resume_unwind(panic),
                             }
@@ -343,7 +356,7 @@ impl Core {
                     };
                     Box::pin(self.complete::<K, O>(at, hooks, run, &out, compute)).await;
                     if K::failed(&out) || hooks.failed(&out) {
-                        if let Some(out) = self.answer_stale::<K, O>(at, stale) {
+                        if let Some(out) = Box::pin(self.answer_stale::<K, O>(at, stale)).await {
                             return (out, Served::Stale);
                         }
                     }

@@ -624,12 +624,14 @@ where
     // The generations of the request's tags and of the layer's group, if it has them:
     // stamped on what is stored. If one cannot be read, the request is not looked up.
     let mut tags = 0;
+    let mut tag_names = Vec::new();
     let mut unreadable = None;
     if !settings.tags.is_empty() {
         let (taken, names) = settings.tags.of(request);
         request = taken;
-        if !names.is_empty() {
-            match Box::pin(core.tag_digest(&names)).await {
+        tag_names = names;
+        if !tag_names.is_empty() {
+            match Box::pin(core.tag_digest(&tag_names)).await {
                 Ok(digest) => tags = digest,
                 Err(err) => unreadable = Some((path_tag(target(&request).path()), err)),
             }
@@ -732,6 +734,7 @@ where
         local: None,
         started: None,
         tags,
+        tag_names: &tag_names,
     };
     let fill = Fill {
         settings: &settings,
