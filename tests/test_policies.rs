@@ -285,6 +285,46 @@ on_both_stores! {
     }
 }
 
+/// Picked for early refresh on (nearly) every hit: its first run takes 20 ms, and its TTL
+/// is short against that times β.
+#[redcache::cached(
+    prefix = "p:early",
+    ttl = 60,
+    jitter = 0,
+    early_refresh = 1000000000.0,
+    skip(fail, calls)
+)]
+async fn refreshed_early(
+    id: u64,
+    fail: &AtomicUsize,
+    calls: &AtomicUsize,
+) -> Result<String, String> {
+    let run = calls.fetch_add(1, SeqCst) + 1;
+    if run == 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match fail.load(SeqCst) {
+        0 => Ok(format!("value {id} from run {run}")),
+        _ => Err("the database is down".into()),
+    }
+}
+
+on_both_stores! {
+    async fn an_early_refresh_that_fails_answers_with_the_entry_it_was_refreshing(b: Backend) {
+        let (fail, calls) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let call = || b.cache.scope(refreshed_early(1, &fail, &calls));
+        assert_eq!(call().await.as_deref(), Ok("value 1 from run 1"));
+        // The entry is valid for a minute: a refresh that fails does not fail the call.
+        fail.store(1, SeqCst);
+        assert_eq!(call().await.as_deref(), Ok("value 1 from run 1"), "{}", b.name());
+        assert_eq!(calls.load(SeqCst), 2, "the refresh ran");
+        // One that succeeds replaces it.
+        fail.store(0, SeqCst);
+        assert_eq!(call().await.as_deref(), Ok("value 1 from run 3"));
+        assert_eq!(b.cache.stats().refreshes, 2, "{:?}", b.cache.stats());
+    }
+}
+
 #[redcache::cached(
     prefix = "p:swr",
     ttl = 1,

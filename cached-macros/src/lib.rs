@@ -544,7 +544,9 @@ mod valid;
 /// and how long the body took; a hit is recomputed before the entry expires with
 /// probability `exp(-time_to_expiry / (compute_time × β))`, while every other caller is
 /// still served the entry. So a hot key is refreshed by one caller instead of missed by
-/// all of them at expiry. 1.0 is the paper's default; a larger β refreshes earlier.
+/// all of them at expiry. 1.0 is the paper's default; a larger β refreshes earlier. A
+/// refresh whose body returns `Err` or panics is answered with the entry it was
+/// refreshing, still valid (read again first, as for `stale_if_error`), and the entry stays.
 ///
 /// - **Default:** off.
 /// - **Checked:** a number greater than 0 (`1`, `1.0`, `2.5`).

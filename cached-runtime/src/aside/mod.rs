@@ -160,7 +160,8 @@ impl<F: Future> Future for CatchPanic<'_, F> {
 }
 
 impl Core {
-    /// The entry `stale_if_error` answers with after the body failed or panicked, if it is
+    /// The entry that answers after the body failed or panicked (see
+    /// [`stale_candidate`](Self::stale_candidate)), if it is
     /// still within its window and nothing invalidated it while the body ran: read again,
     /// it is the same bytes under the same group generation (and tags' generations). If
     /// that cannot be known (Redis does not answer), the body's failure stands. Counted and
@@ -182,7 +183,8 @@ impl Core {
             tracing::warn!(
                 key = at.key,
                 suppressed,
-                "redcache: the body failed; answered with its entry past its TTL (stale_if_error)"
+                "redcache: the body failed; answered with the entry it was to replace \
+                 (stale_if_error, or a refresh)"
             );
         }
         Some(out)
@@ -340,7 +342,8 @@ impl Core {
                 Step::Solo => solo = true,
                 Step::Run(run) => {
                     let served = run.served;
-                    let stale = self.stale_candidate::<K, O>(at, hooks, &run.read);
+                    let refreshing = served == Served::Refresh;
+                    let stale = self.stale_candidate::<K, O>(at, hooks, &run.read, refreshing);
                     let body = std::pin::pin!(body);
                     let (out, compute) = timed(CatchPanic(body)).await;
                     let out = match out {

@@ -181,17 +181,20 @@ impl Core {
         }
     }
 
-    /// The entry `read` found, if `stale_if_error` may answer with it should the body fail:
-    /// a value of the current group generation (never a tombstone: an invalidated entry is
-    /// gone), within the window. Bytes, not the value: the caller holds them across the
+    /// The entry `read` found, if it may answer should the body fail (under
+    /// `stale_if_error`, or until it expires as the entry the call is `refreshing`): a
+    /// value of the current
+    /// group generation (never a tombstone: an invalidated entry is gone), within the
+    /// window. Bytes, not the value: the caller holds them across the
     /// body, and a decoded output need not be `Send`.
     pub(super) fn stale_candidate<K: Shape<O>, O>(
         &self,
         at: Entry<'_>,
         hooks: Hooks<O>,
         read: &Read,
+        refreshing: bool,
     ) -> Option<Stale> {
-        if at.policy.stale_if_error().is_none() && !hooks.sets_windows() {
+        if at.policy.stale_if_error().is_none() && !hooks.sets_windows() && !refreshing {
             return None;
         }
         let bytes = read.entry()?;
@@ -199,9 +202,13 @@ impl Core {
             Ok((Found::Value(_), stamp))
                 if read.gen_matches(stamp.gen) && stamp.tags == at.tags =>
             {
-                let window = stamp
+                let if_error = stamp
                     .windows
-                    .map_or_else(|| at.policy.stale_if_error(), |w| w.if_error())?;
+                    .map_or_else(|| at.policy.stale_if_error(), |w| w.if_error());
+                // An entry refreshed early is still valid: it answers the refresher too if
+                // the body fails, until it expires. (Past its TTL, within `stale_ttl`, only
+                // `stale_if_error` lets it answer a failure.)
+                let window = if_error.or(refreshing.then_some(Duration::ZERO))?;
                 let until_ms = stamp
                     .refresh?
                     .expires_ms
