@@ -40,7 +40,8 @@ pub struct Stats {
     /// Hits that early refresh (XFetch) picked to recompute before expiry.
     pub refreshes: u64,
     /// Calls answered with an entry past its TTL: while another caller refreshed it
-    /// (`stale_ttl`), or because the body failed (`stale_if_error`).
+    /// (`stale_ttl`), or because the body failed (`stale_if_error`); and calls whose early
+    /// refresh failed, answered with the entry they were refreshing (still valid).
     pub stale: u64,
     /// Waits for another process's fill lease that ran out (the caller then computed).
     pub lock_timeouts: u64,
@@ -90,7 +91,8 @@ pub(crate) enum Served {
     Refresh,
     /// By the body, because the store failed or was skipped.
     Fault,
-    /// By an entry past its TTL (`stale_ttl`, `stale_if_error`).
+    /// By an entry past its TTL (`stale_ttl`, `stale_if_error`), or by the entry a failed
+    /// early refresh was to replace.
     Stale,
 }
 

@@ -64,8 +64,6 @@ pub(crate) struct Entry<'a> {
     /// The digest of the generations of the call's tags, read before the entry (0: no
     /// tags): an entry stamped with another is a miss, and the fill stamps this one.
     pub(crate) tags: u64,
-    /// The call's tags, to read their generations again before `stale_if_error` answers.
-    pub(crate) tag_names: &'a [String],
 }
 
 /// What the entry a tracked read found has left in Redis, as that read saw it, and its
@@ -166,8 +164,15 @@ impl Core {
     /// it is the same bytes under the same group generation (and tags' generations). If
     /// that cannot be known (Redis does not answer), the body's failure stands. Counted and
     /// logged (rate-limited).
-    async fn answer_stale<K: Shape<O>, O>(&self, at: Entry<'_>, stale: Option<Stale>) -> Option<O> {
-        let stale = stale.filter(|s| unix_ms() < s.until_ms)?;
+    async fn answer_stale<K: Shape<O>, O>(
+        &self,
+        at: Entry<'_>,
+        tag_names: &[String],
+        stale: Stale,
+    ) -> Option<O> {
+        if unix_ms() >= stale.until_ms {
+            return None;
+        }
         let (Found::Value(out), stamp) = K::decode(&stale.bytes).ok()? else {
             return None;
         };
@@ -175,7 +180,7 @@ impl Core {
         if again.entry() != Some(&stale.bytes[..]) || !again.gen_matches(stamp.gen) {
             return None;
         }
-        if !at.tag_names.is_empty() && self.tag_digest(at.tag_names).await.ok()? != stamp.tags {
+        if !tag_names.is_empty() && self.tag_digest(tag_names).await.ok()? != stamp.tags {
             return None;
         }
         self.record(at.prefix, Event::Stale);
@@ -255,9 +260,8 @@ impl Core {
             local,
             started,
             tags,
-            tag_names,
         };
-        self.run_at::<K, O, F>(at, hooks, body)
+        self.run_at::<K, O, F>(at, hooks, tag_names, body)
     }
 
     /// A call's first read, and its answer if that is a hit. What the read saw otherwise
@@ -293,10 +297,15 @@ impl Core {
     /// [`run_from`](Self::run_from) from that read, boxed. So the future every call builds,
     /// awaits and moves is the first read's, a fraction of the whole machinery's: a hit
     /// does not pay to copy the flight, lease and fill states it never enters.
+    ///
+    /// `tag_names`: the call's tags (whose generations make `at.tags`), read again only
+    /// before a failed body is answered with the entry (see
+    /// [`answer_stale`](Self::answer_stale)).
     pub(crate) async fn run_at<K, O, F>(
         self: &Arc<Self>,
         at: Entry<'_>,
         hooks: Hooks<O>,
+        tag_names: &[String],
         body: F,
     ) -> (O, Served)
     where
@@ -306,7 +315,8 @@ impl Core {
         match self.begin::<K, O>(at).await {
             Begun::Hit(out, served) => (out, served),
             Begun::More(first) => {
-                Box::pin(self.run_from::<K, O, F>(&at, hooks, body, Some(first))).await
+                let from = self.run_from::<K, O, F>(&at, hooks, tag_names, body, Some(first));
+                Box::pin(from).await
             }
         }
     }
@@ -321,6 +331,7 @@ impl Core {
         self: &Arc<Self>,
         at: &Entry<'_>,
         hooks: Hooks<O>,
+        tag_names: &[String],
         body: F,
         mut first: Option<Box<First<O>>>,
     ) -> (O, Served)
@@ -351,15 +362,22 @@ impl Core {
                         Err(panic) => {
                             // The flight and the lease end as the run is dropped.
                             drop(run);
-                            match Box::pin(self.answer_stale::<K, O>(at, stale)).await {
+                            let answered = match stale {
+                                Some(stale) => {
+                                    Box::pin(self.answer_stale::<K, O>(at, tag_names, stale)).await
+                                }
+                                None => None,
+                            };
+                            match answered {
                                 Some(out) => return (out, Served::Stale),
                                 None => std::panic::resume_unwind(panic),
                             }
                         }
                     };
                     Box::pin(self.complete::<K, O>(at, hooks, run, &out, compute)).await;
-                    if K::failed(&out) || hooks.failed(&out) {
-                        if let Some(out) = Box::pin(self.answer_stale::<K, O>(at, stale)).await {
+                    if let (Some(stale), true) = (stale, K::failed(&out) || hooks.failed(&out)) {
+                        let answered = Box::pin(self.answer_stale::<K, O>(at, tag_names, stale));
+                        if let Some(out) = answered.await {
                             return (out, Served::Stale);
                         }
                     }

@@ -734,7 +734,6 @@ where
         local: None,
         started: None,
         tags,
-        tag_names: &tag_names,
     };
     let fill = Fill {
         settings: &settings,
@@ -745,7 +744,7 @@ where
     };
     let mut request = Some(request);
     let mut passed: Passed<S::Error> = None;
-    let (mut filled, mut served) = run(core, at, async {
+    let (mut filled, mut served) = run(core, at, &tag_names, async {
         Box::pin(fill.run(&mut inner, &mut request, &mut passed)).await
     })
     .await;
@@ -773,7 +772,7 @@ where
             // Older than the request accepts: the handler answers, and the entry is
             // refreshed (or a refresh already under way answers).
             let at = Entry { force: true, ..at };
-            (filled, served) = run(core, at, async {
+            (filled, served) = run(core, at, &tag_names, async {
                 Box::pin(fill.run(&mut inner, &mut request, &mut passed)).await
             })
             .await;
@@ -961,7 +960,7 @@ async fn group_generation(core: &Core, group: &str) -> Result<Vec<u8>> {
 
 /// Looks up (or fills) the entry at `at`, in a `redcache.call` span like a `#[cached]`
 /// call's (prefix, key hash, result), timed for the `metrics` histogram.
-async fn run<F>(core: &Arc<Core>, at: Entry<'_>, fill: F) -> (Filled, Served)
+async fn run<F>(core: &Arc<Core>, at: Entry<'_>, tag_names: &[String], fill: F) -> (Filled, Served)
 where
     F: Future<Output = Filled>,
 {
@@ -988,7 +987,10 @@ where
         started: Some(started),
         ..at
     };
-    let (filled, served) = in_span!(&span, core.run_at::<Responses, Filled, F>(at, hooks, fill));
+    let (filled, served) = in_span!(
+        &span,
+        core.run_at::<Responses, Filled, F>(at, hooks, tag_names, fill)
+    );
     span.record("result", served.as_str());
     #[cfg(feature = "metrics")]
     crate::metrics::call(prefix, served, started);

@@ -329,13 +329,19 @@ impl Stored {
             true => StatusCode::NOT_MODIFIED,
             false => StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK),
         };
-        // Room for the stored headers and the up to four the layer sets, and no more: a
-        // map of a few entries is allocated from the thread's cache, where one sized for 8
-        // (1,248 bytes of buckets) goes to glibc's shared arena and its lock. Bounded well
-        // under what `with_capacity` accepts (lines of one name share an entry, so a
-        // response may have more lines than a map has room for names); it grows as needed.
+        // Room for the stored headers and those the layer sets on this response, and no
+        // more: a map of up to 6 entries is allocated from the thread's cache, where one
+        // sized for 7 or more (1,248 bytes of buckets) goes to glibc's shared arena and its
+        // lock. A plain JSON hit is 6: `content-type`, `date`, `etag` stored, and
+        // `cache-control`, `age`, `x-cache`. Bounded well under what `with_capacity`
+        // accepts (lines of one name share an entry, so a response may have more lines
+        // than a map has room for names); it grows as needed.
         let lines = self.head.iter().filter(|&&b| b == b'\n').count();
-        let mut headers = HeaderMap::with_capacity(lines.saturating_sub(1).min(60) + 4);
+        let set = 1
+            + usize::from(!self.meta.own_cc)
+            + usize::from(answer.from_cache || age > 0)
+            + usize::from(answer.head && !answer.not_modified);
+        let mut headers = HeaderMap::with_capacity(lines.saturating_sub(1).min(60) + set);
         for (name, value) in self.headers() {
             let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name),
@@ -579,7 +585,8 @@ mod tests {
         };
         let back = round_trip_in(b"{\"a\":1}", format);
         assert_eq!(back.body, &b"{\"a\":1}"[..]);
-        assert_eq!(back.headers().count(), 3);
+        // `content-type`, `link`, the `date` it was received and the `etag`.
+        assert_eq!(back.headers().count(), 4);
     }
 
     #[cfg(feature = "compression")]
@@ -594,7 +601,8 @@ mod tests {
         assert!(bytes.len() < 1024, "{}", bytes.len());
         let back = read(&bytes);
         assert_eq!(back.body, body);
-        assert_eq!(back.headers().count(), 3);
+        // `content-type`, `link`, the `date` it was received and the `etag`.
+        assert_eq!(back.headers().count(), 4);
     }
 
     #[test]
@@ -683,5 +691,33 @@ mod tests {
         assert!(response.headers().get(header::CONTENT_TYPE).is_none());
         assert_eq!(response.headers()[header::AGE], "61");
         assert_eq!(response.headers()[header::CACHE_CONTROL], "max-age=0");
+    }
+
+    /// A hit of a plain JSON response (its type stored with the layer's `Date` and `ETag`)
+    /// gets a header map of the small size, with room for exactly what it holds.
+    #[test]
+    fn a_plain_hit_is_answered_with_the_smallest_header_map() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let stored = Stored::new(
+            StatusCode::OK,
+            &headers,
+            Bytes::from_static(b"{}"),
+            fresh(60),
+            0,
+        )
+        .expect("storable");
+        let answer = Answer {
+            x_cache: XCache::Hit,
+            from_cache: true,
+            head: false,
+            not_modified: false,
+        };
+        let response = stored.respond(answer, 1_000);
+        assert_eq!(response.headers().len(), 6, "{:?}", response.headers());
+        assert_eq!(response.headers().capacity(), 6);
     }
 }
