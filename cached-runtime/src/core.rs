@@ -265,10 +265,11 @@ impl Core {
 
     /// A relaxed read (a call's first read, a batch's): `command` of `keys` answered by a
     /// replica if the store reads replicas and one answers, else `master` under the breaker
-    /// and what is left of the operation timeout (all of it, without replicas). A replica's answer is outside the
-    /// breaker: it says nothing of the master, which every miss, fill and invalidation
-    /// needs, and hits a healthy replica serves would otherwise keep closing the breaker
-    /// (and resetting its count of faults) while the master times out.
+    /// and what is left of the operation timeout (all of it, without replicas). A
+    /// replica's answer is outside the breaker: it says nothing of the master, which every
+    /// miss, fill and invalidation needs, and hits a healthy replica serves would otherwise
+    /// keep closing the breaker (and resetting its count of faults) while the master times
+    /// out.
     pub(crate) async fn relaxed_op<K, T, F>(
         &self,
         command: &'static str,

@@ -159,11 +159,10 @@ impl<F: Future> Future for CatchPanic<'_, F> {
 
 impl Core {
     /// The entry that answers after the body failed or panicked (see
-    /// [`stale_candidate`](Self::stale_candidate)), if it is
-    /// still within its window and nothing invalidated it while the body ran: read again,
-    /// it is the same bytes under the same group generation (and tags' generations). If
-    /// that cannot be known (Redis does not answer), the body's failure stands. Counted and
-    /// logged (rate-limited).
+    /// [`stale_candidate`](Self::stale_candidate)), if it is still within its window and
+    /// nothing invalidated it while the body ran: read again, it is the same bytes under
+    /// the same group generation (and tags' generations). If that cannot be known (Redis
+    /// does not answer), the body's failure stands. Counted and logged (rate-limited).
     async fn answer_stale<K: Shape<O>, O>(
         &self,
         at: Entry<'_>,

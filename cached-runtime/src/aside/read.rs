@@ -183,9 +183,8 @@ impl Core {
 
     /// The entry `read` found, if it may answer should the body fail (under
     /// `stale_if_error`, or until it expires as the entry the call is `refreshing`): a
-    /// value of the current
-    /// group generation (never a tombstone: an invalidated entry is gone), within the
-    /// window. Bytes, not the value: the caller holds them across the
+    /// value of the current group generation (never a tombstone: an invalidated entry is
+    /// gone), within the window. Bytes, not the value: the caller holds them across the
     /// body, and a decoded output need not be `Send`.
     pub(super) fn stale_candidate<K: Shape<O>, O>(
         &self,
