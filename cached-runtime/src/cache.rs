@@ -311,6 +311,12 @@ impl Cache {
     /// or the store failed, timed out or is skipped by the open circuit breaker
     /// ([`Error::Unavailable`]).
     ///
+    /// `set` does not know the type its value will be read as, so it cannot read the value
+    /// back: what only that type tells (a 128-bit integer inside an untagged enum, a
+    /// flattened `Option` holding `None`) is stored as written. `#[cached]` and
+    /// [`get_or_insert_with`](Self::get_or_insert_with) read such values back and compare
+    /// before they store them.
+    ///
     /// # Examples
     ///
     /// ```

@@ -843,6 +843,10 @@ mod msgpack {
         Ok(decoded)
     }
 
+    /// How deep a MessagePack entry may nest: serde_json's limit, for the same reason.
+    #[cfg(feature = "msgpack")]
+    const MAX_DEPTH: usize = 128;
+
     /// Reads the envelope at the start of `bytes`, and where it ends.
     #[cfg(feature = "msgpack")]
     pub(super) fn decode_prefix<T: DeserializeOwned>(
@@ -850,6 +854,9 @@ mod msgpack {
     ) -> serde_json::Result<(Envelope<T>, usize)> {
         let mut rest = bytes;
         let mut de = rmp_serde::Deserializer::new(&mut rest);
+        // As deep as serde_json reads (rmp-serde's own limit is 1,024): a corrupt entry of
+        // nested arrays must be a miss, not a stack overflow of the thread reading it.
+        de.set_max_depth(MAX_DEPTH);
         let decoded = EnvelopeSeed(std::marker::PhantomData)
             .deserialize(&mut de)
             .map_err(fault)?;
@@ -1092,6 +1099,26 @@ mod tests {
                 "{format:?}"
             );
             assert!(!is_tombstone(&bytes) && !is_tombstone(&null));
+        }
+    }
+
+    #[test]
+    fn an_entry_nested_deeper_than_json_reads_is_a_miss_in_every_codec() {
+        let nested = |depth: usize| {
+            (0..depth).fold(serde_json::json!(1), |inner, _| {
+                serde_json::Value::Array(vec![inner])
+            })
+        };
+        for format in formats() {
+            let shallow = encode_value(&nested(100), Stamp::default(), format).unwrap();
+            assert!(
+                matches!(decode::<serde_json::Value>(&shallow).unwrap().body, Decoded::Value(v) if v == nested(100)),
+                "{format:?}"
+            );
+            // Written, as any value is; read, it is an error (a miss), never a reader
+            // recursing as deep as the bytes say.
+            let deep = encode_value(&nested(200), Stamp::default(), format).unwrap();
+            assert!(decode::<serde_json::Value>(&deep).is_err(), "{format:?}");
         }
     }
 
@@ -1477,6 +1504,36 @@ mod tests {
                 };
                 assert_eq!(back, plain);
                 assert!(encode_untyped(&plain, Stamp::default(), format).is_ok());
+            }
+        }
+
+        #[test]
+        fn a_flattened_none_that_would_read_back_as_some_is_not_stored() {
+            #[derive(Debug, PartialEq, Serialize, Deserialize)]
+            struct Inner {
+                b: Option<u8>,
+            }
+            #[derive(Debug, PartialEq, Serialize, Deserialize)]
+            struct Doc {
+                a: u8,
+                #[serde(flatten)]
+                extra: Option<Inner>,
+            }
+            for format in formats() {
+                // `None` writes no field, and `Inner` is made of none: read back, it would
+                // be `Some(Inner { b: None })`.
+                let none = Doc { a: 1, extra: None };
+                assert!(encode_value(&none, Stamp::default(), format).is_err());
+                // A flattened value that reads back as itself is stored.
+                let some = Doc {
+                    a: 1,
+                    extra: Some(Inner { b: Some(2) }),
+                };
+                let bytes = encode_value(&some, Stamp::default(), format).unwrap();
+                let Decoded::Value(back) = decode::<Doc>(&bytes).unwrap().body else {
+                    panic!("a value");
+                };
+                assert_eq!(back, some);
             }
         }
 

@@ -19,19 +19,23 @@ use serde::ser::{self, Serialize, Serializer};
 
 /// `Ok` when `value`, written by JSON (`json`) or MessagePack, reads back as itself as far
 /// as the codec can tell without its type: no `Some` around a value written as `null`,
-/// and for JSON no NaN or infinity. With `wide`, a 128-bit integer is suspect too: it reads
-/// back as itself, except inside an untagged enum or a flattened struct, whose content serde
-/// buffers in a form that has no 128-bit integers (an untagged `Exact(i128)` then reads back
-/// as the next variant that takes the number, say `Approx(f64)`); the walk cannot see those,
-/// so an encoder that can read the value back asks for `wide` and compares.
+/// and for JSON no NaN or infinity. With `typed` (an encoder that can read the value back
+/// into its type and compare), what only that read can settle is suspect too:
+/// - a 128-bit integer: it reads back as itself, except inside an untagged enum or a
+///   flattened struct, whose content serde buffers in a form that has no 128-bit integers
+///   (an untagged `Exact(i128)` then reads back as the next variant that takes the number,
+///   say `Approx(f64)`), which the walk cannot see;
+/// - a map of no stated length, which is how serde writes a struct with a
+///   `#[serde(flatten)]` field: a flattened `Option` holding `None` writes nothing, and
+///   reads back as `Some` when its type can be made of no fields.
 pub(crate) fn check<T: Serialize + ?Sized>(
     value: &T,
     json: bool,
-    wide: bool,
+    typed: bool,
 ) -> serde_json::Result<()> {
     value.serialize(Walk {
         json,
-        wide,
+        typed,
         under_some: false,
         raw: false,
     })
@@ -41,8 +45,8 @@ pub(crate) fn check<T: Serialize + ?Sized>(
 #[derive(Clone, Copy)]
 struct Walk {
     json: bool,
-    /// 128-bit integers are suspect (see [`check`]).
-    wide: bool,
+    /// What only a read back settles is suspect (see [`check`]).
+    typed: bool,
     /// The value being walked is directly inside a `Some` (or a newtype inside one).
     under_some: bool,
     /// The value being walked is the text of a serde_json `RawValue` (inside a `Some`).
@@ -71,7 +75,7 @@ impl Walk {
     }
 
     fn wide_int(self) -> serde_json::Result<()> {
-        match self.wide {
+        match self.typed {
             true => Err(ser::Error::custom(
                 "a 128-bit integer inside an untagged enum or a flattened struct does not \
                  read back as itself: not cached",
@@ -201,8 +205,17 @@ impl Serializer for Walk {
         serialize_tuple(usize);
         serialize_tuple_struct(&'static str, usize);
         serialize_tuple_variant(&'static str, u32, &'static str, usize);
-        serialize_map(Option<usize>);
         serialize_struct_variant(&'static str, u32, &'static str, usize);
+    }
+
+    fn serialize_map(self, len: Option<usize>) -> serde_json::Result<Walk> {
+        match (len, self.typed) {
+            (None, true) => Err(ser::Error::custom(
+                "a struct with a `#[serde(flatten)]` field (a map of no stated length) does \
+                 not read back as itself: not cached",
+            )),
+            _ => Ok(self.inner()),
+        }
     }
 
     fn serialize_struct(self, name: &'static str, _: usize) -> serde_json::Result<Walk> {
