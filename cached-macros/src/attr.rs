@@ -43,7 +43,7 @@ impl Parse for RawArg {
 
 /// `expr` without the invisible groups `macro_rules!` puts around a substituted fragment
 /// (`prefix = $prefix` with `$prefix:literal`), so such a value is checked as written.
-fn ungroup(expr: Expr) -> Expr {
+pub(crate) fn ungroup(expr: Expr) -> Expr {
     match expr {
         Expr::Group(group) => ungroup(*group.expr),
         expr => expr,

@@ -50,6 +50,8 @@ fn companion_call(expr: &Expr, macro_name: &str) -> syn::Result<TokenStream> {
             ),
         )),
         Expr::Paren(inner) => companion_call(&inner.expr, macro_name),
+        // The invisible group `macro_rules!` puts around a substituted `$call:expr`.
+        Expr::Group(inner) => companion_call(&inner.expr, macro_name),
         _ => Err(not_a_call(expr, macro_name)),
     }
 }
@@ -132,7 +134,7 @@ impl Parse for Target {
                     ),
                 ));
             }
-            return match value {
+            return match crate::attr::ungroup(value) {
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(lit), ..
                 }) if name == "group" => Ok(Target::Group(lit)),

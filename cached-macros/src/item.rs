@@ -15,7 +15,7 @@ pub(crate) struct ItemFn {
 
 impl Parse for ItemFn {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
+        let mut attrs = input.call(Attribute::parse_outer)?;
         let vis: Visibility = input.parse()?;
         let lookahead = input.fork();
         let _ = lookahead.parse::<Option<token::Const>>();
@@ -33,6 +33,12 @@ impl Parse for ItemFn {
         }
         let content;
         let brace = syn::braced!(content in input);
+        // A body's inner attributes (`#![allow(..)]`) apply to the function: they become
+        // its outer ones, since the body is moved into a block where they could not stand.
+        for mut inner in content.call(Attribute::parse_inner)? {
+            inner.style = syn::AttrStyle::Outer;
+            attrs.push(inner);
+        }
         let body: TokenStream = content.parse()?;
         Ok(ItemFn {
             attrs,

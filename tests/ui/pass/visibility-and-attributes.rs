@@ -1,4 +1,6 @@
-// Visibility, doc comments and other attributes are kept on the expanded function.
+// Visibility, doc comments and other attributes are kept on the expanded function; a
+// `#[cfg]` written after `#[cached]` applies to what it generates too, and a body's inner
+// attributes stay the function's.
 
 mod users {
     /// The name of user `id`.
@@ -29,6 +31,25 @@ mod users {
     pub(crate) async fn compiled_out(id: u64) -> NotAType {
         id
     }
+
+    #[redcache::cached(ttl = 60)]
+    #[cfg(any())]
+    pub async fn backend(id: u64) -> NotAType {
+        id
+    }
+
+    #[redcache::cached(ttl = 60)]
+    #[cfg(not(any()))]
+    pub async fn backend(id: u64) -> u64 {
+        id + 1
+    }
+
+    #[redcache::cached(ttl = 60)]
+    pub async fn widened(id: u32) -> u64 {
+        #![allow(clippy::cast_lossless)]
+        //! Inner doc comments and attributes are the function's.
+        id as u64
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -38,6 +59,9 @@ async fn main() {
             assert_eq!(users::name(1).await, "user 1");
             assert!(users::exists(1).await);
             assert_eq!(users::Legacy(3).await, 3);
+            assert_eq!(users::backend(3).await, 4);
+            assert_eq!(redcache::key!(users::backend(3)), redcache::key!(users::backend(3)));
+            assert_eq!(users::widened(3).await, 3);
         })
         .await;
 }
