@@ -192,12 +192,15 @@ async fn redis_killed_mid_test_calls_still_answer_and_caching_resumes() {
 /// client through (a slow link or handshake: TLS across zones), or it loses the next
 /// reply from the server with the connection (a reset after Redis ran the command), or it
 /// goes silent: nothing more is passed either way, and no connection is closed (a network
-/// partition without a reset). It counts the connections asked of it.
+/// partition without a reset), for every connection or for those made before
+/// `dead_below` (numbered from 0 as they came: a peer gone without a reset, while new
+/// connections reach the server). It counts the connections asked of it.
 struct Proxy {
     port: u16,
     delay_ms: Arc<AtomicU64>,
     cut_next_reply: Arc<AtomicBool>,
     silent: Arc<AtomicBool>,
+    dead_below: Arc<AtomicUsize>,
     accepted: Arc<AtomicUsize>,
 }
 
@@ -210,19 +213,23 @@ impl Proxy {
             delay_ms: Arc::new(AtomicU64::new(0)),
             cut_next_reply: Arc::new(AtomicBool::new(false)),
             silent: Arc::new(AtomicBool::new(false)),
+            dead_below: Arc::new(AtomicUsize::new(0)),
             accepted: Arc::new(AtomicUsize::new(0)),
         };
-        let (delay, cut, silent, count) = (
+        let (delay, cut, silent, dead_below, count) = (
             proxy.delay_ms.clone(),
             proxy.cut_next_reply.clone(),
             proxy.silent.clone(),
+            proxy.dead_below.clone(),
             proxy.accepted.clone(),
         );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                count.fetch_add(1, SeqCst);
+                let number = count.fetch_add(1, SeqCst);
                 let delay = Duration::from_millis(delay.load(SeqCst));
-                let (cut, silent) = (cut.clone(), silent.clone());
+                let (cut, all_silent, dead_below) =
+                    (cut.clone(), silent.clone(), dead_below.clone());
+                let silent = move || all_silent.load(SeqCst) || number < dead_below.load(SeqCst);
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let target = ("127.0.0.1", target_port);
@@ -235,16 +242,14 @@ impl Proxy {
                     let requests = tokio::spawn(async move {
                         let mut request = vec![0; 16 * 1024];
                         while let Ok(n @ 1..) = from_client.read(&mut request).await {
-                            if !quiet.load(SeqCst)
-                                && to_server.write_all(&request[..n]).await.is_err()
-                            {
+                            if !quiet() && to_server.write_all(&request[..n]).await.is_err() {
                                 break;
                             }
                         }
                     });
                     let mut reply = vec![0; 16 * 1024];
                     while let Ok(n @ 1..) = from_server.read(&mut reply).await {
-                        if silent.load(SeqCst) {
+                        if silent() {
                             continue;
                         }
                         if cut.swap(false, SeqCst)
@@ -268,6 +273,44 @@ impl Proxy {
         let config = config.url(url).op_timeout(OP_TIMEOUT).build();
         redcache::Cache::connect(config).await.unwrap()
     }
+}
+
+/// A connection whose peer went away without a reset (a host or a load balancer gone)
+/// fails nothing: every operation on it times out, until the kernel gives it up a quarter
+/// of an hour later. After a few timeouts in a row the store makes a new connection, and
+/// calls are answered from Redis again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_gone_dead_without_a_reset_is_replaced() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let cache = proxy
+        .cache(test_config().breaker_cooldown(Duration::from_millis(200)))
+        .await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(calls.load(SeqCst), 1, "a hit");
+    assert_eq!(proxy.accepted.load(SeqCst), 1);
+
+    // The connection goes dead; a new one would reach the server.
+    proxy.dead_below.store(1, SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = calls.load(SeqCst);
+        // Answered all along, by the body while Redis cannot be reached.
+        assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+        if calls.load(SeqCst) == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis not reached again: {:?}",
+            cache.stats()
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(cache.stats().faults >= 3, "{:?}", cache.stats());
+    assert_eq!(proxy.accepted.load(SeqCst), 2, "one new connection");
 }
 
 /// The local tier's copies stay good only while Redis's invalidation pushes arrive. A link

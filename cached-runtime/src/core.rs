@@ -24,6 +24,9 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Store faults in a row after which a timeout replaces the connection ([`Core::stalled`]).
+const STALLED_AFTER: u32 = 3;
+
 pub(crate) struct Core {
     pub(crate) backend: Backend,
     pub(crate) config: Config,
@@ -374,6 +377,18 @@ impl Core {
         let _ = changed;
     }
 
+    /// An operation begun at `began` timed out. A connection whose peer went away without a reset (a host
+    /// or a load balancer gone, a stale NAT entry) fails nothing: every operation on it
+    /// times out until the kernel gives up on it, a quarter of an hour later. So after
+    /// [`STALLED_AFTER`] faults in a row, each timeout asks the store for a new connection
+    /// (one attempt at a time, in the background; with the breaker open, only its probes
+    /// time out, so at most one a cool-down).
+    fn stalled(&self, began: Instant) {
+        if self.health.consecutive() >= STALLED_AFTER {
+            self.backend.stalled(began);
+        }
+    }
+
     /// Whether a warning may be logged now (at most one a second per cache), and how many
     /// were held back since the last one.
     pub(crate) fn may_log(&self) -> Option<u64> {
@@ -472,14 +487,17 @@ impl<F: Future<Output = Result<T>>, T> Future for Op<'_, F> {
                 }))
             }
             ModeProj::Untimed => ready!(this.op.poll(cx)),
-            ModeProj::Timed { timer, after } => match this.op.poll(cx) {
+            ModeProj::Timed { mut timer, after } => match this.op.poll(cx) {
                 Poll::Ready(result) => result,
                 Poll::Pending => {
                     // Outside the task's budget: an operation that spent its last unit
                     // must not keep its timer from firing (tokio's `Timeout` polls its
                     // timer unconstrained then, too).
-                    ready!(Pin::new(&mut tokio::task::unconstrained(timer)).poll(cx));
-                    Err(Error::Timeout { after: *after })
+                    ready!(Pin::new(&mut tokio::task::unconstrained(timer.as_mut())).poll(cx));
+                    let result = Err(Error::Timeout { after: *after });
+                    this.core.settle(&result);
+                    this.core.stalled(timer.deadline() - *after);
+                    return Poll::Ready(result);
                 }
             },
         };

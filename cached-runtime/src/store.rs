@@ -223,6 +223,15 @@ impl Backend {
         !matches!(self, Backend::Memory(_))
     }
 
+    /// Operations keep timing out on the connection: make a new one (see
+    /// [`RedisStore::stalled`]). A cluster's connection, which reconnects its nodes by
+    /// itself, and the in-process store are left as they are.
+    pub(crate) fn stalled(&self, began: tokio::time::Instant) {
+        if let Backend::Redis(s) = self {
+            s.stalled(began);
+        }
+    }
+
     /// What the store knows of its connection (the in-process store's is always up).
     pub(crate) fn link(&self) -> Link {
         match self {

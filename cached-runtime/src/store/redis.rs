@@ -181,6 +181,8 @@ struct Bound<C> {
     generation: u64,
     /// The master's moves counted when this connection was asked for.
     moves: u64,
+    /// When it was put in place.
+    made: tokio::time::Instant,
 }
 
 impl<C> Bound<C> {
@@ -203,6 +205,7 @@ impl<C> Bound<C> {
             runtime,
             generation,
             moves,
+            made: tokio::time::Instant::now(),
         }
     }
 
@@ -1002,6 +1005,23 @@ impl<C: Conn> RedisStore<C> {
         });
         *slot = Some(attempt.clone());
         Err(attempt)
+    }
+
+    /// Operations keep timing out on the connection in use, the last one begun at
+    /// `began`: a new one is made in the background, and takes over once it answers its
+    /// handshake (the old one's pending commands keep their own timeouts). Nothing is
+    /// started while an attempt is under way, before there is a connection (the first one
+    /// is being made), or for an operation begun before the connection in use was made
+    /// (it timed out on the one that connection replaced).
+    pub(crate) fn stalled(&self, began: tokio::time::Instant) {
+        let bound = self.conn.load();
+        if bound.usable(self.moves()).is_none() || bound.made >= began {
+            return;
+        }
+        let generation = bound.generation;
+        drop(bound);
+        // Its outcome is for the operations that come next.
+        drop(self.reopening_after(generation));
     }
 
     /// The connection that replaced connection `failed`, if it was replaced by one that
