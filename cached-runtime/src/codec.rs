@@ -390,6 +390,15 @@ fn compress(plain: Vec<u8>, above: Option<usize>) -> serde_json::Result<Vec<u8>>
     }
 }
 
+/// How many bytes `entry` holds once decompressed: a compressed entry's claimed plain
+/// length (a decode checks it is the length it holds), else its own.
+pub(crate) fn plain_len(entry: &[u8]) -> usize {
+    match entry {
+        [COMPRESSED, a, b, c, d, ..] => u32::from_le_bytes([*a, *b, *c, *d]) as usize,
+        _ => entry.len(),
+    }
+}
+
 /// A tombstone: unique, so two invalidations never leave equal bytes.
 pub(crate) fn encode_tombstone() -> Vec<u8> {
     let id: u64 = rand::random();
@@ -1169,6 +1178,9 @@ mod tests {
         let plain = encode_value(&long, Stamp::default(), JSON).unwrap();
         let packed = encode_value(&long, Stamp::default(), above(1024)).unwrap();
         assert_eq!(packed[0], COMPRESSED);
+        // What the local tier weighs a copy by: the plain size, not the packed one.
+        assert_eq!(plain_len(&packed), plain.len());
+        assert_eq!(plain_len(&plain), plain.len());
         assert!(
             packed.len() * 10 < plain.len(),
             "{} vs {}",

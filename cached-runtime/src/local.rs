@@ -207,8 +207,9 @@ impl LocalTier {
         None
     }
 
-    /// Keeps `value` (`None`: a cached `None`) of `bytes` encoded bytes, read after `mark`
-    /// was taken, for `left` (its entry's TTL in Redis when read). Dropped at once if a push
+    /// Keeps `value` (`None`: a cached `None`) of `bytes` encoded bytes (before
+    /// compression), read after `mark` was taken, for `left` (its entry's TTL in Redis
+    /// when read). Dropped at once if a push
     /// for its keys arrived since the mark (the insert comes after the check: a push that
     /// lands in between is seen by the next lookup).
     pub(crate) fn insert(

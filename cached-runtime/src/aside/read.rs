@@ -270,7 +270,9 @@ impl Core {
                     .await
                     .map(|(found, left)| {
                         if let (Some(tracked), Some(entry)) = (at.local, &found.0) {
-                            tracked.note(left, entry.len());
+                            // Weighed as the bytes it decodes from: a compressed
+                            // entry's plain length, which the copy's size follows.
+                            tracked.note(left, crate::codec::plain_len(entry));
                         }
                         found
                     }),

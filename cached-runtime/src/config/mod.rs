@@ -270,7 +270,7 @@ impl Config {
     }
 
     /// Most bytes the local tier keeps (default 64 MiB), counted as the encoded size of
-    /// each value, its key material and 64 bytes per entry.
+    /// each value (before compression), its key material and 64 bytes per entry.
     pub fn local_max_bytes(&self) -> u64 {
         self.local_max_bytes
     }
