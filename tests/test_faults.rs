@@ -283,9 +283,11 @@ impl Proxy {
 async fn a_connection_gone_dead_without_a_reset_is_replaced() {
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port()).await;
-    let cache = proxy
-        .cache(test_config().breaker_cooldown(Duration::from_millis(200)))
-        .await;
+    // The check of the connection (a `PING`) waits this long for an answer.
+    let config = test_config()
+        .connect_timeout(Duration::from_secs(1))
+        .breaker_cooldown(Duration::from_millis(200));
+    let cache = proxy.cache(config).await;
     let calls = AtomicUsize::new(0);
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
     assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
@@ -311,6 +313,72 @@ async fn a_connection_gone_dead_without_a_reset_is_replaced() {
     }
     assert!(cache.stats().faults >= 3, "{:?}", cache.stats());
     assert_eq!(proxy.accepted.load(SeqCst), 2, "one new connection");
+}
+
+/// A script that keeps the server busy for `ARGV[1]` microseconds.
+const BUSY: &str = r"
+local t = redis.call('TIME')
+local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
+while true do
+  t = redis.call('TIME')
+  if tonumber(t[1]) * 1000000 + tonumber(t[2]) - start > tonumber(ARGV[1]) then
+    return 1
+  end
+end
+";
+
+/// A Redis that is only slow (a long script, a fork) times operations out as a dead link
+/// does, but it still answers: the check finds its connection alive, and it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_redis_keeps_its_connection() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let config = test_config()
+        .connect_timeout(Duration::from_secs(5))
+        .breaker_cooldown(Duration::from_millis(200));
+    let cache = proxy.cache(config).await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert_eq!(calls.load(SeqCst), 1, "a hit");
+
+    // Busy for 1.5 s, on a connection of the test's own (which waits as long).
+    let client = redis::Client::open(server.url()).unwrap();
+    let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut busy = client
+        .get_multiplexed_async_connection_with_config(&patient)
+        .await
+        .unwrap();
+    let script = tokio::spawn(async move {
+        redis::Script::new(BUSY)
+            .arg(1_500_000)
+            .invoke_async::<i64>(&mut busy)
+            .await
+    });
+    let mut id = 100;
+    while !script.is_finished() {
+        id += 1;
+        // Answered by the body while Redis is busy.
+        assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+    }
+    assert_eq!(script.await.unwrap().unwrap(), 1);
+    assert!(cache.stats().faults >= 3, "{:?}", cache.stats());
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = calls.load(SeqCst);
+        assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+        if calls.load(SeqCst) == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis not reached again: {:?}",
+            cache.stats()
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(proxy.accepted.load(SeqCst), 1, "the connection was kept");
 }
 
 /// The local tier's copies stay good only while Redis's invalidation pushes arrive. A link

@@ -24,7 +24,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Store faults in a row after which a timeout replaces the connection ([`Core::stalled`]).
+/// Store faults in a row after which a timeout has the connection checked ([`Core::stalled`]).
 const STALLED_AFTER: u32 = 3;
 
 pub(crate) struct Core {
@@ -377,15 +377,15 @@ impl Core {
         let _ = changed;
     }
 
-    /// An operation begun at `began` timed out. A connection whose peer went away without a reset (a host
+    /// An operation timed out. A connection whose peer went away without a reset (a host
     /// or a load balancer gone, a stale NAT entry) fails nothing: every operation on it
-    /// times out until the kernel gives up on it, a quarter of an hour later. So after
-    /// [`STALLED_AFTER`] faults in a row, each timeout asks the store for a new connection
-    /// (one attempt at a time, in the background; with the breaker open, only its probes
-    /// time out, so at most one a cool-down).
-    fn stalled(&self, began: Instant) {
+    /// times out until the kernel gives it up, a quarter of an hour later. So after
+    /// [`STALLED_AFTER`] faults in a row, a timeout has the store check that its connection
+    /// still answers (a `PING`, one check at a time, within the connect timeout), and
+    /// replace it if not.
+    fn stalled(&self) {
         if self.health.consecutive() >= STALLED_AFTER {
-            self.backend.stalled(began);
+            self.backend.stalled(self.config.connect_timeout());
         }
     }
 
@@ -487,16 +487,16 @@ impl<F: Future<Output = Result<T>>, T> Future for Op<'_, F> {
                 }))
             }
             ModeProj::Untimed => ready!(this.op.poll(cx)),
-            ModeProj::Timed { mut timer, after } => match this.op.poll(cx) {
+            ModeProj::Timed { timer, after } => match this.op.poll(cx) {
                 Poll::Ready(result) => result,
                 Poll::Pending => {
                     // Outside the task's budget: an operation that spent its last unit
                     // must not keep its timer from firing (tokio's `Timeout` polls its
                     // timer unconstrained then, too).
-                    ready!(Pin::new(&mut tokio::task::unconstrained(timer.as_mut())).poll(cx));
+                    ready!(Pin::new(&mut tokio::task::unconstrained(timer)).poll(cx));
                     let result = Err(Error::Timeout { after: *after });
                     this.core.settle(&result);
-                    this.core.stalled(timer.deadline() - *after);
+                    this.core.stalled();
                     return Poll::Ready(result);
                 }
             },

@@ -223,12 +223,12 @@ impl Backend {
         !matches!(self, Backend::Memory(_))
     }
 
-    /// Operations keep timing out on the connection: make a new one (see
-    /// [`RedisStore::stalled`]). A cluster's connection, which reconnects its nodes by
+    /// Operations keep timing out on the connection: check that it still answers, and
+    /// replace it if not (see [`RedisStore::stalled`]). A cluster's connection, which reconnects its nodes by
     /// itself, and the in-process store are left as they are.
-    pub(crate) fn stalled(&self, began: tokio::time::Instant) {
+    pub(crate) fn stalled(&self, check_for: Duration) {
         if let Backend::Redis(s) = self {
-            s.stalled(began);
+            s.stalled(check_for);
         }
     }
 

@@ -61,6 +61,8 @@ pub(crate) struct RedisStore<C = MultiplexedConnection> {
     /// How long a writer's entry fences older fills (the cache's `max_fill_time`); see
     /// `FILL_LUA`.
     fence_for: Duration,
+    /// A check of the connection in use is under way ([`stalled`](Self::stalled)).
+    checking: Arc<AtomicBool>,
 }
 
 /// A connection being made.
@@ -170,8 +172,8 @@ struct Bound<C> {
     /// None until the first connection is made (a lazy store).
     conn: Option<C>,
     runtime_gone: Arc<AtomicBool>,
-    /// An operation found it dropped (or, behind Sentinel, on a replica): it is to be
-    /// replaced.
+    /// An operation found it dropped (or, behind Sentinel, on a replica), or it answered
+    /// not even a `PING` after operations timed out on it: it is to be replaced.
     failed: AtomicBool,
     /// Dropped with this, which ends its [`Watch`] task.
     _watched: Option<oneshot::Sender<()>>,
@@ -181,8 +183,6 @@ struct Bound<C> {
     generation: u64,
     /// The master's moves counted when this connection was asked for.
     moves: u64,
-    /// When it was put in place.
-    made: tokio::time::Instant,
 }
 
 impl<C> Bound<C> {
@@ -205,16 +205,17 @@ impl<C> Bound<C> {
             runtime,
             generation,
             moves,
-            made: tokio::time::Instant::now(),
         }
     }
 
-    /// The connection, unless there is none yet, its runtime has shut down, or the master
-    /// moved (`moves`, now) since it was asked for.
+    /// The connection, unless there is none yet, it failed, its runtime has shut down, or
+    /// the master moved (`moves`, now) since it was asked for.
     fn usable(&self, moves: u64) -> Option<&C> {
-        self.conn
-            .as_ref()
-            .filter(|_| !self.runtime_gone.load(Ordering::Acquire) && self.moves == moves)
+        self.conn.as_ref().filter(|_| {
+            !self.failed.load(Ordering::Acquire)
+                && !self.runtime_gone.load(Ordering::Acquire)
+                && self.moves == moves
+        })
     }
 }
 
@@ -755,6 +756,7 @@ impl<C: Conn> RedisStore<C> {
             moves: None,
             replica: None,
             fence_for,
+            checking: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -1007,21 +1009,34 @@ impl<C: Conn> RedisStore<C> {
         Err(attempt)
     }
 
-    /// Operations keep timing out on the connection in use, the last one begun at
-    /// `began`: a new one is made in the background, and takes over once it answers its
-    /// handshake (the old one's pending commands keep their own timeouts). Nothing is
-    /// started while an attempt is under way, before there is a connection (the first one
-    /// is being made), or for an operation begun before the connection in use was made
-    /// (it timed out on the one that connection replaced).
-    pub(crate) fn stalled(&self, began: tokio::time::Instant) {
-        let bound = self.conn.load();
-        if bound.usable(self.moves()).is_none() || bound.made >= began {
+    /// Operations keep timing out on the connection in use. Redis may only be slow (a
+    /// long script, a fork, a paused process), or the connection dead without a reset (its
+    /// peer gone: nothing fails on it, and the kernel gives it up a quarter of an hour
+    /// later). So it is asked for a `PING`, in the background, one check at a time: no
+    /// answer within `check_for` marks it failed, and the next operation makes a new one
+    /// (as for a dropped connection). A connection that answers is kept.
+    pub(crate) fn stalled(&self, check_for: Duration) {
+        let bound = self.conn.load_full();
+        let Some(mut conn) = bound.usable(self.moves()).cloned() else {
+            return;
+        };
+        if self.checking.swap(true, Ordering::AcqRel) {
             return;
         }
-        let generation = bound.generation;
-        drop(bound);
-        // Its outcome is for the operations that come next.
-        drop(self.reopening_after(generation));
+        let checking = self.checking.clone();
+        background().spawn(async move {
+            let ping = redis::cmd("PING");
+            let answer = tokio::time::timeout(check_for, ping.query_async::<()>(&mut conn));
+            if !matches!(answer.await, Ok(Ok(()))) {
+                bound.failed.store(true, Ordering::Release);
+                tracing::warn!(
+                    generation = bound.generation,
+                    "redcache: operations time out on the connection to Redis and it answers \
+                     no PING; the next operation makes a new one"
+                );
+            }
+            checking.store(false, Ordering::Release);
+        });
     }
 
     /// The connection that replaced connection `failed`, if it was replaced by one that
