@@ -179,8 +179,9 @@ pub struct Health {
     pub remote: bool,
     /// Whether the store holds a working connection, as far as its operations tell. For a
     /// standalone or Sentinel store: false before a lazy cache's first operation
-    /// connects, from an operation that found the connection dropped until it is
-    /// replaced, and after the master moved until the next operation reconnects. A
+    /// connects, from an operation that found the connection dropped (or a check after
+    /// timeouts in a row found it answering nothing) until it is replaced, and after the
+    /// master moved until the next operation reconnects. A
     /// connection that drops while nothing is asked of it is seen by the next operation.
     /// A cluster's connection replaces its nodes' connections itself: it counts as
     /// connected from the start (its faults tell of a node that does not answer). Always

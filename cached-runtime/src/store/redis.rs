@@ -160,7 +160,8 @@ pub(crate) enum Link {
     /// without a fault (its runtime shut down, the master moved) that the next operation
     /// replaces.
     NotYet,
-    /// An operation found it dropped, or making one failed, and it is not replaced yet.
+    /// An operation found it dropped, a check found it answering nothing (see
+    /// [`RedisStore::stalled`]), or making one failed, and it is not replaced yet.
     Down,
 }
 
@@ -809,8 +810,8 @@ impl<C: Conn> RedisStore<C> {
         self.moves.as_ref().map_or(0, |m| m.load(Ordering::Acquire))
     }
 
-    /// The connection to use and its generation, unless there is none yet or the runtime
-    /// it was made on has shut down.
+    /// The connection to use and its generation, unless there is none yet or it is not
+    /// usable (see [`Bound::usable`]): then the generation to replace.
     fn conn(&self) -> Result<(C, u64), u64> {
         let moves = self.moves();
         let bound = self.conn.load();
@@ -1013,9 +1014,17 @@ impl<C: Conn> RedisStore<C> {
     /// long script, a fork, a paused process), or the connection dead without a reset (its
     /// peer gone: nothing fails on it, and the kernel gives it up a quarter of an hour
     /// later). So it is asked for a `PING`, in the background, one check at a time: no
-    /// answer within `check_for` marks it failed, and the next operation makes a new one
-    /// (as for a dropped connection). A connection that answers is kept.
+    /// answer within `check_for` (or the connection found dropped) marks it failed, and the
+    /// next operation makes a new one (as for a dropped connection). A connection that
+    /// answers, even with an error (`BUSY` behind a long script), is kept.
     pub(crate) fn stalled(&self, check_for: Duration) {
+        /// Lets the next check start when this one ends, however it ends.
+        struct Checked(Arc<AtomicBool>);
+        impl Drop for Checked {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
         let bound = self.conn.load_full();
         let Some(mut conn) = bound.usable(self.moves()).cloned() else {
             return;
@@ -1023,11 +1032,17 @@ impl<C: Conn> RedisStore<C> {
         if self.checking.swap(true, Ordering::AcqRel) {
             return;
         }
-        let checking = self.checking.clone();
+        let checked = Checked(self.checking.clone());
         background().spawn(async move {
+            let _checked = checked;
             let ping = redis::cmd("PING");
             let answer = tokio::time::timeout(check_for, ping.query_async::<()>(&mut conn));
-            if !matches!(answer.await, Ok(Ok(()))) {
+            let silent = match answer.await {
+                Ok(Ok(())) => false,
+                Ok(Err(err)) => err.is_io_error() || err.is_connection_dropped(),
+                Err(_) => true,
+            };
+            if silent {
                 bound.failed.store(true, Ordering::Release);
                 tracing::warn!(
                     generation = bound.generation,
@@ -1035,7 +1050,6 @@ impl<C: Conn> RedisStore<C> {
                      no PING; the next operation makes a new one"
                 );
             }
-            checking.store(false, Ordering::Release);
         });
     }
 
