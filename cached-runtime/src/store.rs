@@ -224,8 +224,8 @@ impl Backend {
     }
 
     /// Operations keep timing out on the connection: check that it still answers, and
-    /// replace it if not (see [`RedisStore::stalled`]). A cluster's connection, which reconnects its nodes by
-    /// itself, and the in-process store are left as they are.
+    /// replace it if not (see [`RedisStore::stalled`]). A cluster's connection, which
+    /// reconnects its nodes by itself, and the in-process store are left as they are.
     pub(crate) fn stalled(&self, check_for: Duration) {
         if let Backend::Redis(s) = self {
             s.stalled(check_for);

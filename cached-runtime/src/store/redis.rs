@@ -1073,7 +1073,7 @@ impl<C: Conn> RedisStore<C> {
     /// [`Health::connected`](crate::Health::connected)).
     pub(crate) fn link(&self) -> Link {
         let bound = self.conn.load();
-        if bound.usable(self.moves()).is_some() && !bound.failed.load(Ordering::Acquire) {
+        if bound.usable(self.moves()).is_some() {
             return Link::Up;
         }
         let attempt_failed = self
