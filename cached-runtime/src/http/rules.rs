@@ -38,11 +38,13 @@ pub(super) fn asks(headers: &HeaderMap) -> Asks {
                 only_if_cached: cc.only_if_cached,
             },
             // What it asks cannot be read in full: not answered from the cache, as for
-            // `no-cache`; and a `no-store` or `only-if-cached` it names still holds.
+            // `no-cache`; and a `no-store` or `only-if-cached` it names still holds. A line
+            // that is not text might say `no-store`, so it counts as saying it (nothing is
+            // stored); not `only-if-cached`, which would refuse the handler the request.
             None => Asks {
                 no_cache: true,
-                no_store: names(headers, "no-store"),
-                only_if_cached: names(headers, "only-if-cached"),
+                no_store: names(headers, "no-store", true),
+                only_if_cached: names(headers, "only-if-cached", false),
                 ..Asks::default()
             },
         };
@@ -59,10 +61,10 @@ pub(super) fn asks(headers: &HeaderMap) -> Asks {
 
 /// Whether a `Cache-Control` line of `headers` names the directive `name` (whatever its
 /// value), read leniently: for lines [`Directives::of`] cannot read. A line that is not
-/// text might name it: it counts as naming it.
-fn names(headers: &HeaderMap, name: &str) -> bool {
+/// text might name it: it counts as naming it if `unreadable_names`.
+fn names(headers: &HeaderMap, name: &str, unreadable_names: bool) -> bool {
     headers.get_all(header::CACHE_CONTROL).iter().any(|line| {
-        line.to_str().map_or(true, |line| {
+        line.to_str().map_or(unreadable_names, |line| {
             line.split(',').any(|directive| {
                 let directive = directive.split_once('=').map_or(directive, |(n, _)| n);
                 directive.trim().eq_ignore_ascii_case(name)
@@ -369,12 +371,16 @@ pub(super) fn extension_directive(headers: &HeaderMap, name: &str) -> Option<u64
 /// The query with its parameters in order of name (parameters of one name keep their
 /// order, which may matter to the handler); empty parameters dropped. Names are compared
 /// as a handler reads them (`application/x-www-form-urlencoded`: `+` is a space, `%71` is
-/// `q`), so that two spellings of one name keep their order too: `?q=a&%71=b` is not
-/// the same query as `?%71=b&q=a`.
+/// `q`; bytes that are not UTF-8 are U+FFFD, as `serde_urlencoded` gives them), so that
+/// two spellings of one name keep their order too: `?q=a&%71=b` is not the same query as
+/// `?%71=b&q=a`, nor `?%FF=1&%FE=2` as `?%FE=2&%FF=1`.
 pub(super) fn sorted_query(query: &str) -> String {
     let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
     if params.iter().any(|p| param_name(p).contains(['%', '+'])) {
-        params.sort_by_cached_key(|p| percent_decoded(param_name(p).as_bytes(), true, b""));
+        params.sort_by_cached_key(|p| {
+            let name = percent_decoded(param_name(p).as_bytes(), true, b"");
+            String::from_utf8_lossy(&name).into_owned()
+        });
     } else {
         params.sort_by_key(|p| param_name(p));
     }
@@ -736,6 +742,13 @@ mod tests {
         assert_ne!(sorted_query("a+b=1&a%20b=2"), sorted_query("a%20b=2&a+b=1"));
         // A `%` not followed by two hex digits is a name of its own, as it is written.
         assert_eq!(sorted_query("%zz=1&%=2&a=3"), "%=2&%zz=1&a=3");
+        // Bytes that are not UTF-8 all read as U+FFFD: names a handler reads alike.
+        assert_ne!(sorted_query("%FF=1&%FE=2"), sorted_query("%FE=2&%FF=1"));
+        assert_ne!(
+            sorted_query("%EF%BF%BD=1&%FF=2"),
+            sorted_query("%FF=2&%EF%BF%BD=1")
+        );
+        assert_eq!(sorted_query("%FF=1&a=2"), "a=2&%FF=1");
     }
 
     #[test]
@@ -757,6 +770,19 @@ mod tests {
                 no_cache: true,
                 ..Asks::default()
             }
+        );
+        // A line that is not text (obs-text, which hyper accepts) might say `no-store`,
+        // and is taken to; not `only-if-cached`, which would refuse the request the
+        // handler (a `504`, even with the entry there).
+        let mut not_text = HeaderMap::new();
+        not_text.append(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_bytes(b"max-age=60, x=\"caf\xc3\xa9\"").unwrap(),
+        );
+        let asked = asks(&not_text);
+        assert!(
+            asked.no_store && asked.no_cache && !asked.only_if_cached,
+            "{asked:?}"
         );
     }
 
