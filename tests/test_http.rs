@@ -1731,20 +1731,43 @@ http_test! {
     }
 }
 
+/// `n` requests for `/slow` at once: each answered with its body; how many had `X-Cache:
+/// MISS`.
+async fn slow_at_once(served: &Arc<Served>, n: usize) -> usize {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let served = served.clone();
+            tokio::spawn(async move { served.get("/slow").await })
+        })
+        .collect();
+    let mut misses = 0;
+    for request in requests {
+        let reply = request.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(&reply.body[..], b"slow answer");
+        misses += usize::from(reply.x_cache() == "MISS");
+    }
+    misses
+}
+
 http_test! {
     async fn a_hundred_requests_for_one_cold_url_run_the_handler_once(backend: Backend) {
         let served = Arc::new(serve(&backend.cache, layer()).await);
-        let requests: Vec<_> = (0..100)
-            .map(|_| {
-                let served = served.clone();
-                tokio::spawn(async move { served.get("/slow").await })
-            })
-            .collect();
-        for request in requests {
-            let reply = request.await.unwrap();
-            assert_eq!(reply.status, StatusCode::OK);
-            assert_eq!(&reply.body[..], b"slow answer");
-        }
+        assert_eq!(slow_at_once(&served, 100).await, 1);
+        assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 1);
+    }
+}
+
+http_test! {
+    async fn a_hundred_requests_in_a_group_with_no_generation_yet_run_the_handler_once(
+        backend: Backend
+    ) {
+        // Each request finds no generation for the group: they all key by the one made
+        // first, so they share one run, and its entry is found again.
+        let served = Arc::new(serve(&backend.cache, layer().group("cold")).await);
+        assert_eq!(slow_at_once(&served, 100).await, 1);
+        assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 1);
+        assert_eq!(served.get("/slow").await.x_cache(), "HIT");
         assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 1);
     }
 }

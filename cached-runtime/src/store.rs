@@ -163,13 +163,13 @@ pub(crate) trait Store {
         key: &str,
         ttl: Option<Duration>,
     ) -> impl Future<Output = Result<Replaced>> + Send;
-    /// Writes `value` at `key` for `ttl` if there is nothing there; whether it did (a
-    /// lease).
+    /// Writes `value` at `key` for `ttl` (`None`: with no expiry) if there is nothing
+    /// there; whether it did (a lease, a generation made where there was none).
     fn set_nx(
         &self,
         key: &str,
         value: &[u8],
-        ttl: Duration,
+        ttl: Option<Duration>,
     ) -> impl Future<Output = Result<bool>> + Send;
     /// Removes `key` if it holds `value` (a lease's owner releasing it); whether it did.
     fn delete_if(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<bool>> + Send;
@@ -361,7 +361,7 @@ impl Store for Backend {
         dispatch!("SET", self.regenerate(key, ttl))
     }
 
-    async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         dispatch!("SET", self.set_nx(key, value, ttl))
     }
 

@@ -39,7 +39,10 @@ impl Core {
         let mut gens = self.op(self.backend.get_many(&keys)).await?;
         for (key, gen) in keys.iter().zip(gens.iter_mut()) {
             if gen.is_none() {
-                *gen = Some(self.create_generation(key).await?);
+                *gen = Some(
+                    self.create_generation(key, Some(TAG_GENERATION_TTL))
+                        .await?,
+                );
             }
         }
         let mut digest = Md5::new();
@@ -57,12 +60,18 @@ impl Core {
         Ok(u64::from_le_bytes(first).max(1))
     }
 
-    /// A generation for the tag at `key`, which had none: a new random one, or the one
-    /// another caller created first.
-    async fn create_generation(&self, key: &str) -> Result<Vec<u8>> {
+    /// A generation at `key` (a tag's, or a group's that the HTTP layer keys by), which
+    /// had none: a new random one living `ttl` (`None`: for good), or the one another
+    /// caller created first. Callers that read none at once all key by the same one, so
+    /// they share one flight, and every entry they store can be found again.
+    pub(crate) async fn create_generation(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Vec<u8>> {
         let new = new_generation().to_string().into_bytes();
         for _ in 0..3 {
-            let set = self.backend.set_nx(key, &new, TAG_GENERATION_TTL);
+            let set = self.backend.set_nx(key, &new, ttl);
             if self.op(set).await? {
                 return Ok(new);
             }
@@ -84,13 +93,13 @@ impl Core {
     }
 }
 
-/// A tag's generation that was created and gone again three times in a row.
+/// A generation that was created and gone again three times in a row.
 #[derive(Debug)]
 struct NoGeneration;
 
 impl std::fmt::Display for NoGeneration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a tag's generation could not be created")
+        f.write_str("a generation could not be created")
     }
 }
 

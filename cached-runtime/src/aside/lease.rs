@@ -98,7 +98,7 @@ impl Core {
             claim.held = true;
             let taken = self
                 .backend
-                .set_nx(&claim.key, claim.token.as_bytes(), lease);
+                .set_nx(&claim.key, claim.token.as_bytes(), Some(lease));
             match self.op(taken).await {
                 Ok(true) => {
                     let fresh = self.read(at).await;

@@ -41,7 +41,7 @@ use crate::cache::{Cache, InUse};
 use crate::codec::{Format, Stamp};
 use crate::core::Core;
 use crate::global::{current, warn_not_initialized};
-use crate::key::{self, md5_hex, new_generation};
+use crate::key::{self, md5_hex};
 use crate::shape::{Found, Hooks, Outcome, Shape};
 use crate::stats::{Event, Served};
 use crate::store::{Replaced, Store};
@@ -945,17 +945,15 @@ fn answer_condition(response: &mut Response<Body>, conditions: Option<&Condition
 
 /// The generation of `group`, which the layer's keys include. A group without one gets one
 /// now, as the first `#[cached]` fill in it would: keys made without one would no longer
-/// be read once it had one.
+/// be read once it had one. Created only where there is none (`SET NX`): requests (and
+/// processes) that found none at once key by the one that was made first, so a cold group
+/// runs a URL's handler once, and no entry is left under a generation replaced at once.
 async fn group_generation(core: &Core, group: &str) -> Result<Vec<u8>> {
     let gen_key = core.group_key(group);
     if let Some(gen) = core.op(core.backend.get(&gen_key)).await? {
         return Ok(gen);
     }
-    // Two processes may do this at once: the later one wins, and entries made with the
-    // earlier generation are misses from then on (as after an invalidation).
-    let gen = new_generation().to_string().into_bytes();
-    core.op(core.backend.set_persistent(&gen_key, &gen)).await?;
-    Ok(gen)
+    core.create_generation(&gen_key, None).await
 }
 
 /// Looks up (or fills) the entry at `at`, in a `redcache.call` span like a `#[cached]`

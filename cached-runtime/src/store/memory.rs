@@ -451,12 +451,12 @@ impl Store for MemoryStore {
         Ok(Replaced::Was(old))
     }
 
-    async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         let _locked = self.lock(key);
         if self.live(key).is_some() {
             return Ok(false);
         }
-        self.insert(key, value, Some(ttl), Write::Fill);
+        self.insert(key, value, ttl, Write::Fill);
         Ok(true)
     }
 
@@ -945,7 +945,7 @@ mod tests {
         assert_eq!(store.get_with_gen("k", "g").await.unwrap().0, None);
         assert_eq!(store.ttl("k").await.unwrap(), None);
         assert!(store
-            .set_nx("k", b"w", Duration::from_secs(1))
+            .set_nx("k", b"w", Some(Duration::from_secs(1)))
             .await
             .unwrap());
         assert_eq!(store.get("g").await.unwrap().as_deref(), Some(&b"1"[..]));

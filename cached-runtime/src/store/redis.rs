@@ -1230,7 +1230,7 @@ impl<C: Conn> Store for RedisStore<C> {
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
         if let (Seen::Nothing, None) = (fill.seen, fill.group) {
             // The common miss: "only if there is still nothing" is SET NX, no script.
-            return self.set_nx(fill.key, fill.value, fill.ttl).await;
+            return self.set_nx(fill.key, fill.value, Some(fill.ttl)).await;
         }
         let stored: i64 = self
             .with_conn(Resend::Never, |mut conn| {
@@ -1349,10 +1349,10 @@ impl<C: Conn> Store for RedisStore<C> {
         .await
     }
 
-    async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         // OK when it stored, nil when the key was there (read as a `Value`: no string made).
         let reply: redis::Value = self
-            .query(Resend::Never, &set_cmd(key, value, Some(ttl), &["NX"]))
+            .query(Resend::Never, &set_cmd(key, value, ttl, &["NX"]))
             .await?;
         Ok(matches!(
             reply,
