@@ -1804,6 +1804,12 @@ async fn with_redis_down_every_request_is_answered_by_the_handler() {
     // Each counted under the layer's prefix, as a miss, though the group's generation
     // could not be read.
     assert_eq!(http(&backend.cache).misses - before.misses, 6);
+    // Requests at once still share one run of the handler, group or not: the database
+    // behind it needs that most while Redis is out.
+    let served = Arc::new(served);
+    assert_eq!(slow_at_once(&served, 20).await, 1);
+    assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 1);
+    assert_eq!(http(&backend.cache).misses - before.misses, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

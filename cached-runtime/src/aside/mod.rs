@@ -64,6 +64,10 @@ pub(crate) struct Entry<'a> {
     /// The digest of the generations of the call's tags, read before the entry (0: no
     /// tags): an entry stamped with another is a miss, and the fill stamps this one.
     pub(crate) tags: u64,
+    /// The store failed before the call's key could be known for sure (an HTTP layer's
+    /// group or tags could not be read): the call reads and writes nothing, as if every
+    /// read had failed, but still shares its key's flight with the callers like it.
+    pub(crate) unread: bool,
 }
 
 /// What the entry a tracked read found has left in Redis, as that read saw it, and its
@@ -259,6 +263,7 @@ impl Core {
             local,
             started,
             tags,
+            unread: false,
         };
         self.run_at::<K, O, F>(at, hooks, tag_names, body)
     }

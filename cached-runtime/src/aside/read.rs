@@ -254,6 +254,9 @@ impl Core {
     }
 
     async fn read_from(&self, at: Entry<'_>, relaxed: bool) -> Read {
+        if at.unread {
+            return Read::Unavailable;
+        }
         let key = at.key;
         let b = &self.backend;
         // A replica may answer only a store that reads replicas (that read is boxed below:

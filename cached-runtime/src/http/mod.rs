@@ -622,7 +622,9 @@ where
         (request, None)
     };
     // The generations of the request's tags and of the layer's group, if it has them:
-    // stamped on what is stored. If one cannot be read, the request is not looked up.
+    // stamped on what is stored. If one cannot be read, nothing is read or stored for the
+    // request, but it still shares one handler run with the requests like it (the store
+    // is likely out, when the handler's backend most needs that).
     let mut tags = 0;
     let mut tag_names = Vec::new();
     let mut unreadable = None;
@@ -650,18 +652,10 @@ where
         },
         _ => None,
     };
-    if let Some((name, err)) = unreadable {
-        core.fault(&name, &err);
-        let only_if_cached = asks.only_if_cached;
-        return Box::pin(unread(
-            core,
-            &settings.prefix,
-            &mut inner,
-            request,
-            only_if_cached,
-        ))
-        .await;
+    if let Some((name, err)) = &unreadable {
+        core.fault(name, err);
     }
+    let unread = unreadable.is_some();
     let keyed_by = settings
         .vary
         .read()
@@ -683,7 +677,13 @@ where
     }
     material
         .part(&[u8::from(authorized)])
-        .part(group_gen.as_deref().unwrap_or(b"-"))
+        // `?` where the group's generation could not be read: no generation is written
+        // so, and such a key is never read or written (`unread`).
+        .part(match (&group_gen, unread) {
+            (Some(gen), _) => gen,
+            (None, true) => b"?",
+            (None, false) => b"-",
+        })
         .part(body_hash.as_deref().unwrap_or("").as_bytes());
     if method == Method::POST {
         // The same bytes as another type are another request (a handler may parse JSON
@@ -734,6 +734,7 @@ where
         local: None,
         started: None,
         tags,
+        unread,
     };
     let fill = Fill {
         settings: &settings,
@@ -1157,34 +1158,6 @@ where
     };
     let hash = md5_hex(&bytes);
     Ok((Request::from_parts(parts, B::from(bytes)), Some(hash)))
-}
-
-/// What a request gets when the store failed before its entry could be looked up: the
-/// handler's answer, stored nowhere, or `504` if it said `only-if-cached` (the handler may
-/// not answer it). Counted under the layer's `prefix` as any request whose read failed: a
-/// miss, answered by a fault.
-async fn unread<S, ReqB, ResB>(
-    core: &Core,
-    prefix: &str,
-    inner: &mut S,
-    request: Request<ReqB>,
-    only_if_cached: bool,
-) -> std::result::Result<Response<Body>, S::Error>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: HttpBody<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
-{
-    core.record(Some(prefix), Event::Miss);
-    #[cfg(feature = "metrics")]
-    let started = tokio::time::Instant::now();
-    let answer = match only_if_cached {
-        true => Ok(marked(bodiless(StatusCode::GATEWAY_TIMEOUT), XCache::Miss)),
-        false => pass(inner, request, XCache::Miss).await,
-    };
-    #[cfg(feature = "metrics")]
-    crate::metrics::call(prefix, Served::Fault, started);
-    answer
 }
 
 /// The handler's response to `request`, not looked up.
