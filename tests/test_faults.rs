@@ -771,6 +771,88 @@ async fn redis_out_of_memory_fails_open_without_opening_the_breaker() {
     );
 }
 
+/// An eviction Redis refused for now (here `BUSY`, behind a long script; as `LOADING` after
+/// a restart, `OOM` under `noeviction`) is tried again until it lands, as one that could
+/// not reach Redis: given up, the entry the write retired would be served until its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_refused_while_redis_is_busy_is_made_once_it_is_not() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_secs(2))
+                .breaker_threshold(100),
+        )
+        .await;
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    }
+    assert_eq!(calls.load(SeqCst), 1, "a miss, then a hit");
+    let key = cache.scope(async { redcache::key!(item(7, _)) }).await;
+    let entry = raw_value(&server, &key).await.expect("the entry is stored");
+
+    // `BUSY` 50 ms into a script (not 5 s): `lua-time-limit` is the name Redis 6.2 knows,
+    // and Redis 7 and Valkey keep it for `busy-reply-threshold`.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lua-time-limit")
+        .arg(50)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut busy = client
+        .get_multiplexed_async_connection_with_config(&patient)
+        .await
+        .unwrap();
+    let script = tokio::spawn(async move {
+        redis::Script::new(BUSY)
+            .arg(1_500_000)
+            .invoke_async::<i64>(&mut busy)
+            .await
+    });
+    // Until Redis answers `BUSY`.
+    loop {
+        let answer: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut admin).await;
+        match answer {
+            Err(err) if err.code() == Some("BUSY") => break,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let faults = cache.stats().faults;
+    cache.scope(rename_item(7)).await;
+    assert!(
+        !script.is_finished(),
+        "the eviction was sent while Redis was busy"
+    );
+    assert_eq!(
+        cache.stats().faults,
+        faults + 1,
+        "refused: {:?}",
+        cache.stats()
+    );
+    assert_eq!(script.await.unwrap().unwrap(), 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = raw_value(&server, &key).await;
+        if now.as_deref().is_some_and(is_tombstone) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the entry the write retired is still there: {:?}",
+            now.map(|raw| raw == entry)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    assert_eq!(calls.load(SeqCst), 2, "the retired entry was a miss");
+}
+
 /// An eviction that failed because Redis could not be reached is made once Redis answers
 /// again: a server restarted with its data (here from its append-only file) would
 /// otherwise serve the entry the write retired until its TTL, in every process.

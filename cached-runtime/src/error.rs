@@ -253,6 +253,30 @@ impl Error {
     pub(crate) fn is_store_fault(&self) -> bool {
         matches!(self, Error::Redis { .. } | Error::Timeout { .. })
     }
+
+    /// Whether what failed may succeed if sent again later: a store fault, or a refusal
+    /// that passes, from a server that is loading its data after a restart (`LOADING`),
+    /// held by a long script (`BUSY`), out of memory under `noeviction` (`OOM`), without
+    /// its master or its cluster for now (`MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`), or
+    /// demoted to replica (`READONLY`: a failover, which a new connection follows).
+    pub(crate) fn is_transient(&self) -> bool {
+        const PASSING: [&str; 7] = [
+            "LOADING",
+            "BUSY",
+            "OOM",
+            "MASTERDOWN",
+            "CLUSTERDOWN",
+            "TRYAGAIN",
+            "READONLY",
+        ];
+        match self {
+            Error::Rejected { source } => source
+                .downcast_ref::<redis::RedisError>()
+                .and_then(redis::RedisError::code)
+                .is_some_and(|code| PASSING.contains(&code)),
+            _ => self.is_store_fault(),
+        }
+    }
 }
 
 /// Where and how a cached value failed to decode, without its content.

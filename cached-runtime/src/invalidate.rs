@@ -243,16 +243,17 @@ impl Core {
 
     /// Retires each of `targets`. Faults are counted and logged, never returned: the write
     /// they follow stands. One that failed because Redis could not be reached (a dropped
-    /// connection, a timeout) may have left the entry there, to be served again once
-    /// Redis answers (a partition, a restart with persistence): it is tried again in the
-    /// background, with growing pauses (0.1 s to 5 s), until it succeeds, for up to an
-    /// hour, as long as the cache lives.
+    /// connection, a timeout) or refused it for now (loading its data after a restart, busy
+    /// with a script, out of memory: `Error::is_transient`) may have left the entry there,
+    /// to be served again once Redis answers (a partition, a restart with persistence): it
+    /// is tried again in the background, with growing pauses (0.1 s to 5 s), until it
+    /// succeeds, for up to an hour, as long as the cache lives.
     pub(crate) async fn evict_all(self: &Arc<Self>, targets: Vec<Target>) {
         let mut failed = Vec::new();
         for target in targets {
             if let Err(err) = self.evict(&target).await {
                 self.eviction_fault(&target, &err);
-                if err.is_store_fault() {
+                if err.is_transient() {
                     failed.push(target);
                 }
             }
@@ -315,11 +316,12 @@ async fn retry(core: Weak<Core>) {
         while let Some((target, since)) = due.next() {
             match core.evict(&target).await {
                 Ok(()) => made += 1,
-                Err(err) if err.is_store_fault() && since.elapsed() < RETRY_FOR => {
-                    // Redis is still out of reach: the rest wait for the next pass rather
-                    // than each wait out its own timeout now (those past their hour are
-                    // given up). This one goes last, so one node out of a cluster's reach
-                    // does not hold back what others could take at the next pass.
+                Err(err) if err.is_transient() && since.elapsed() < RETRY_FOR => {
+                    // Redis is still out of reach, or refusing: the rest wait for the next
+                    // pass rather than each wait out its own timeout now (those past their
+                    // hour are given up). This one goes last, so one node out of a
+                    // cluster's reach does not hold back what others could take at the
+                    // next pass.
                     for (rest, since) in due.by_ref() {
                         match since.elapsed() < RETRY_FOR {
                             true => failed.push((rest, since)),
