@@ -419,6 +419,12 @@ async fn corruptible(id: u64, calls: &AtomicUsize) -> User {
     user(id)
 }
 
+#[redcache::cached(prefix = "t:corrupt-grouped", group = "corrupt", skip(calls))]
+async fn corruptible_grouped(id: u64, calls: &AtomicUsize) -> User {
+    calls.fetch_add(1, SeqCst);
+    user(id)
+}
+
 on_both_stores! {
     async fn undecodable_entries_are_a_miss_and_overwritten(b: Backend) {
         let calls = AtomicUsize::new(0);
@@ -473,6 +479,21 @@ async fn another_format_version_or_a_key_of_another_type_is_overwritten() {
         "both entries were overwritten with good ones"
     );
     assert_eq!(cache.stats().faults, 2);
+    // A grouped function reads its entry with its group's generation (`MGET`, which
+    // answers nil for a key of another type): overwritten all the same.
+    let key3 = cache
+        .scope(async { redcache::key!(corruptible_grouped(3, _)) })
+        .await;
+    let _: () = redis::cmd("LPUSH")
+        .arg(&key3)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(cache.scope(corruptible_grouped(3, &calls)).await, user(3));
+    }
+    assert_eq!(calls.load(SeqCst), 3, "overwritten by the first fill");
 }
 
 #[redcache::cached(prefix = "t:stampede", skip(calls, entered, callers))]

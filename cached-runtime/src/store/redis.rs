@@ -549,8 +549,9 @@ pub(super) fn open_client(
 /// the generation stamped into the value, `1` if the fill may create the generation, `1` if
 /// the generation expires (then it is made to live at least as long as the entry), and how
 /// long a writer's entry fences, in milliseconds (the cache's `max_fill_time`).
-/// Bytes the read saw may also have expired since: an invalidation leaves a tombstone,
-/// never nothing. And nothing is never where a fence should still stand: a write-through
+/// A key of another type is overwritten unless the read saw bytes there: a grouped read
+/// (`MGET`) answers nil for one, as for nothing. Bytes the read saw may also have expired
+/// since: an invalidation leaves a tombstone, never nothing. And nothing is never where a fence should still stand: a write-through
 /// (`3`) lives at least as long as it fences, and a fill over an entry at least as long as
 /// that entry would have (up to the same bound), past its own TTL if need be (its stamp
 /// then says when it expired, and readers take it for a miss from then on). The time is
@@ -562,7 +563,7 @@ local seen = ARGV[3]
 local px = tonumber(ARGV[2])
 local fence = tonumber(ARGV[8])
 if type(cur) == 'table' then
-  if seen ~= '2' and seen ~= '3' then return 0 end
+  if seen == '1' then return 0 end
 elseif seen == '1' then
   if cur and cur ~= ARGV[4] then return 0 end
 elseif seen ~= '3' and cur then
