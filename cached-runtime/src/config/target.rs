@@ -45,11 +45,7 @@ impl Sentinels {
                     .into(),
             );
         }
-        let tls = self
-            .nodes
-            .iter()
-            .filter(|n| n.starts_with("rediss://"))
-            .count();
+        let tls = self.nodes.iter().filter(|n| is_tls_url(n)).count();
         if tls != 0 && tls != self.nodes.len() {
             return Some(format!(
                 "Config::sentinel / REDIS_SENTINEL_NODES mixes rediss:// and redis:// URLs \
@@ -461,7 +457,8 @@ fn url_problem(
 /// name so the address stays recognisable.
 ///
 /// Also a password in the query (`redis+unix:///run/redis.sock?pass=..`, as redis-rs reads
-/// unix-socket URLs, whose query may hold an `@` of its own), and the part after a `:`
+/// unix-socket URLs, whose query may hold an `@` of its own; also written without `//`,
+/// `unix:/run/redis.sock?pass=..`, which redis-rs takes too), and the part after a `:`
 /// that cannot be a port in a URL without `@` (`redis://user:password` with the host left
 /// out).
 fn redact_url(url: &str) -> String {
@@ -469,7 +466,8 @@ fn redact_url(url: &str) -> String {
         return if url.contains('@') {
             "<unparsable URL with credentials>".to_string()
         } else {
-            url.to_string()
+            // Only a query can hold a password here.
+            redact_query(url)
         };
     };
     let scheme = &url[..scheme_end - 3];
@@ -555,6 +553,9 @@ mod tests {
             "redis+unix:///run/redis.sock?user=ops@corp&pass=pw-secret",
             "redis+unix:///run/redis.sock?pass=pw@secret",
             "unix:///run/redis.sock?p%61ss=pw-secret",
+            // Without `//`, which redis-rs reads the same.
+            "unix:/run/redis.sock?pass=pw-secret",
+            "redis+unix:/run/redis.sock?db=1&pass=pw-secret",
         ] {
             let c = Config::builder().url(url).build();
             let shown = format!("{c:?} {}", c.redacted_target());
@@ -898,6 +899,27 @@ mod tests {
                 ),
                 "mixes rediss:// and redis://",
             ),
+            (
+                // TLS however its scheme is written.
+                Config::builder().sentinel(
+                    [
+                        "valkeys://:pw-secret@s1:26379",
+                        "REDIS://:pw-secret@s2:26379",
+                    ],
+                    "m",
+                ),
+                "mixes rediss:// and redis://",
+            ),
+            (
+                Config::builder().sentinel(
+                    [
+                        "REDISS://:pw-secret@s1:26379",
+                        "redis://:pw-secret@s2:26379",
+                    ],
+                    "m",
+                ),
+                "mixes rediss:// and redis://",
+            ),
         ] {
             let err = c.build().sentinel_settings().err().unwrap().to_string();
             assert!(err.contains(expected), "{err}");
@@ -906,6 +928,15 @@ mod tests {
         // The checks that need no parsing are found before connecting, like the others.
         let c = Config::builder().sentinel(["redis://s:26379"], "").build();
         assert!(c.problem().unwrap().contains("master name"));
+        // One scheme, however it is written, is no mix.
+        let c = Config::builder()
+            .sentinel(["REDISS://s1:26379", "rediss://s2:26379"], "m")
+            .build();
+        assert!(
+            c.problem().is_none_or(|p| !p.contains("mixes")),
+            "{:?}",
+            c.problem()
+        );
     }
 
     #[cfg(feature = "tls")]
