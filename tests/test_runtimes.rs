@@ -166,6 +166,14 @@ fn many_tokio_tests_share_one_init() {
         0,
         "still a hit from yet another runtime"
     );
+    // A second `init` is refused as such, before it connects (here to nothing there).
+    let again = runtime().block_on(redcache::init(
+        test_config().url("redis://127.0.0.1:1").build(),
+    ));
+    assert!(
+        matches!(again, Err(redcache::Error::AlreadyInitialized)),
+        "{again:?}"
+    );
 }
 
 /// A connection that drops while a caller on a current-thread runtime is the one to see it

@@ -170,6 +170,12 @@ impl Cache {
             .map_err(|_| Error::AlreadyInitialized)
     }
 
+    /// Whether a cache is installed globally already (a second `init` is refused before
+    /// it connects).
+    pub(crate) fn installed() -> bool {
+        GLOBAL.get().is_some()
+    }
+
     /// Runs `fut` with this cache as the one every `#[cached]` call inside it uses, whatever
     /// is installed globally. Tasks spawned inside `fut` do not inherit the scope.
     ///

@@ -31,6 +31,11 @@ pub(crate) fn warn_not_initialized() {
 /// # Ok(()) }
 /// ```
 pub async fn init(config: Config) -> Result<()> {
+    // Refused before connecting: a second `init` would otherwise wait out the connect
+    // timeout (or open a connection only to drop it) to say so.
+    if Cache::installed() {
+        return Err(Error::AlreadyInitialized);
+    }
     Cache::connect(config).await?.install()
 }
 
