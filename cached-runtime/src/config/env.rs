@@ -168,7 +168,8 @@ fn target_parts(mut b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> 
             .map(str::parse)
             .unwrap_or(Ok(6379))
         {
-            Ok(port) => b = b.host(host, port),
+            // Trimmed: a stray space from a `.env` file would be looked up as part of the name.
+            Ok(port) => b = b.host(host.trim(), port),
             Err(_) => {
                 b = b.invalid(format!(
                     "REDIS_PORT={:?} is not a port number",
@@ -183,7 +184,8 @@ fn target_parts(mut b: ConfigBuilder, get: &impl Fn(&str) -> Option<String>) -> 
         }
     }
     if let Some(u) = get("REDIS_USERNAME") {
-        b = b.username(u);
+        // Trimmed too (a user name holds no spaces); the password is taken as written.
+        b = b.username(u.trim());
     }
     if let Some(p) = get("REDIS_PASSWORD") {
         b = b.password(p);
@@ -316,6 +318,19 @@ mod tests {
         assert!(c.problem().unwrap().contains("REDCACHE_LOCAL_CAPACITY"));
         let c = env(&[("REDCACHE_LOCAL_CAPACITY", "100000000")]);
         assert_eq!(c.problem(), None);
+    }
+
+    #[test]
+    fn a_host_and_a_user_name_are_trimmed() {
+        let c = env(&[
+            ("REDIS_HOST", " cache \n"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_USERNAME", "app "),
+            ("REDIS_PASSWORD", "pw"),
+        ]);
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.addr().to_string(), "cache:6380");
+        assert_eq!(info.redis_settings().username(), Some("app"));
     }
 
     #[test]
