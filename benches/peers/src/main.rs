@@ -3,7 +3,8 @@
 //! thread, 2 workers):
 //!
 //! 1. hits: ops/s and p99 at 1, 16, 64 and 256 concurrent tasks, each task looping on its
-//!    own key for a fixed time slice; rounds interleave the three implementations;
+//!    own key for a fixed time slice; rounds interleave the implementations (redcache
+//!    twice: with its default JSON, and with MessagePack, the encoding `cached` uses);
 //! 2. misses: every call on a new key (the body answers at once), at 1 and 16 tasks;
 //! 3. stampede: 200 concurrent callers on one cold key whose body sleeps 50 ms;
 //! 4. outage: on a second server, keys warmed, the server SIGKILLed, then 200 calls (warmed
@@ -62,7 +63,8 @@ fn fresh_id() -> u64 {
 }
 
 /// Body runs of the stampede functions, one counter per implementation.
-static STAMPEDE_RUNS: [AtomicUsize; 3] = [
+static STAMPEDE_RUNS: [AtomicUsize; 4] = [
+    AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
@@ -154,6 +156,28 @@ async fn rc_outage(id: u64) -> Result<Profile, PeerError> {
     Ok(profile(id))
 }
 
+// (b') the same with `codec = "msgpack"`: MessagePack with field names, as `cached` stores.
+
+#[redcache::cached(prefix = "peers:rcmp:hit", ttl = 3600, codec = "msgpack")]
+async fn rcmp_hit(id: u64) -> Result<Profile, PeerError> {
+    Ok(profile(id))
+}
+
+#[redcache::cached(prefix = "peers:rcmp:miss", ttl = 60, codec = "msgpack")]
+async fn rcmp_miss(id: u64) -> Result<Profile, PeerError> {
+    Ok(profile(id))
+}
+
+#[redcache::cached(prefix = "peers:rcmp:stampede", ttl = 3600, codec = "msgpack")]
+async fn rcmp_stampede(id: u64) -> Result<Profile, PeerError> {
+    stampede_body(Peer::RedcacheMsgpack, id).await
+}
+
+#[redcache::cached(prefix = "peers:rcmp:outage", ttl = 3600, codec = "msgpack")]
+async fn rcmp_outage(id: u64) -> Result<Profile, PeerError> {
+    Ok(profile(id))
+}
+
 // ---------------------------------------------------------------------------------------
 // (c) hand-written cache-aside: md5 of the JSON arguments, GET on a MultiplexedConnection,
 // serde_json; on a miss the body, then SET EX. Any Redis error is returned.
@@ -218,9 +242,15 @@ enum Peer {
     Cached = 0,
     Redcache = 1,
     Hand = 2,
+    RedcacheMsgpack = 3,
 }
 
-const PEERS: [Peer; 3] = [Peer::Cached, Peer::Redcache, Peer::Hand];
+const PEERS: [Peer; 4] = [
+    Peer::Cached,
+    Peer::Redcache,
+    Peer::Hand,
+    Peer::RedcacheMsgpack,
+];
 
 impl Peer {
     fn name(self) -> &'static str {
@@ -228,6 +258,7 @@ impl Peer {
             Peer::Cached => "`cached` 4.1 `#[concurrent_cached]`",
             Peer::Redcache => "redcache `#[cached]`",
             Peer::Hand => "hand-written GET + serde_json",
+            Peer::RedcacheMsgpack => "redcache `#[cached(codec = \"msgpack\")]`",
         }
     }
 }
@@ -236,6 +267,7 @@ async fn hit(peer: Peer, hand: &Hand, id: u64) -> Result<Profile, PeerError> {
     match peer {
         Peer::Cached => cached_hit(id).await,
         Peer::Redcache => rc_hit(id).await,
+        Peer::RedcacheMsgpack => rcmp_hit(id).await,
         Peer::Hand => {
             hand.get_or_fill("peers:hand:hit", id, TTL, || async move { Ok(profile(id)) })
                 .await
@@ -247,6 +279,7 @@ async fn miss(peer: Peer, hand: &Hand, id: u64) -> Result<Profile, PeerError> {
     match peer {
         Peer::Cached => cached_miss(id).await,
         Peer::Redcache => rc_miss(id).await,
+        Peer::RedcacheMsgpack => rcmp_miss(id).await,
         Peer::Hand => {
             hand.get_or_fill("peers:hand:miss", id, MISS_TTL, || async move {
                 Ok(profile(id))
@@ -260,6 +293,7 @@ async fn stampede(peer: Peer, hand: &Hand, id: u64) -> Result<Profile, PeerError
     match peer {
         Peer::Cached => cached_stampede(id).await,
         Peer::Redcache => rc_stampede(id).await,
+        Peer::RedcacheMsgpack => rcmp_stampede(id).await,
         Peer::Hand => {
             hand.get_or_fill("peers:hand:stampede", id, TTL, || {
                 stampede_body(Peer::Hand, id)
@@ -278,6 +312,7 @@ async fn outage(
     match peer {
         Peer::Cached => cached_outage(id).await,
         Peer::Redcache => rc.scope(rc_outage(id)).await,
+        Peer::RedcacheMsgpack => rc.scope(rcmp_outage(id)).await,
         Peer::Hand => {
             hand.get_or_fill(
                 "peers:hand:outage",
@@ -340,10 +375,12 @@ where
 }
 
 /// Each implementation's samples at one concurrency.
-type Rows = Vec<(usize, [Vec<Sample>; 3])>;
+type Rows = Vec<(usize, [Vec<Sample>; 4])>;
 
 /// `repeats` rounds at each of `tasks`, each round taking one slice of every
-/// implementation in turn (`cached`, redcache, hand-written, `cached`, ...).
+/// implementation in turn, each round starting one implementation later (`cached`,
+/// redcache, hand-written, redcache with MessagePack; then redcache, hand-written, ...,
+/// `cached`), so that none always comes first or after the same one.
 async fn interleaved<F, Fut>(tasks: &[usize], repeats: usize, slice: F) -> Rows
 where
     F: Fn(Peer, usize) -> Fut,
@@ -351,9 +388,10 @@ where
 {
     let mut rows = Vec::new();
     for &tasks in tasks {
-        let mut samples: [Vec<Sample>; 3] = Default::default();
-        for _ in 0..repeats {
-            for peer in PEERS {
+        let mut samples: [Vec<Sample>; 4] = Default::default();
+        for round in 0..repeats {
+            for i in 0..PEERS.len() {
+                let peer = PEERS[(round + i) % PEERS.len()];
                 samples[peer as usize].push(slice(peer, tasks).await);
             }
         }
@@ -502,7 +540,7 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
         }
     }
     let after = redcache::stats();
-    assert_eq!(after.hits - before.hits, 256, "redcache answers from Redis");
+    assert_eq!(after.hits - before.hits, 512, "redcache answers from Redis");
     assert_eq!(after.local_hits, 0, "no local tier");
 
     let server_version: String = redis::cmd("INFO")
@@ -523,6 +561,7 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
         (Peer::Cached, "*peers_cached_hit*"),
         (Peer::Redcache, "peers:rc:hit:*"),
         (Peer::Hand, "peers:hand:hit:*"),
+        (Peer::RedcacheMsgpack, "peers:rcmp:hit:*"),
     ] {
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(pattern)
@@ -545,7 +584,8 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
          server for sections 1–3 and another for section 4; tokio multi-thread runtime with \
          2 workers; {} CPUs seen by the process. The value: `Profile`, {json_len} bytes as \
          JSON. `cached` 4.1.0 stores it as MessagePack in an envelope, redcache as JSON in \
-         its envelope, the hand-written baseline as plain JSON:\n",
+         its envelope (by default) or as MessagePack with field names (`codec = \"msgpack\"`), \
+         the hand-written baseline as plain JSON:\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     println!("| implementation | keys written (256 ids) | example key | value bytes in Redis |");
@@ -567,12 +607,13 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
     // 1. Hits.
     println!(
         "\n## 1. Hits\n\nEach task reads its own warm key in a loop for {:.1} s; the rounds \
-         interleave the three implementations (`cached`, redcache, hand-written, `cached`, \
-         ...), {HIT_REPEATS} rounds per concurrency. ops/s and p99 are the median (min–max) \
+         interleave the implementations (`cached`, redcache, hand-written, redcache with \
+         MessagePack; each round starts one later), {HIT_REPEATS} rounds per concurrency. ops/s and p99 are the median (min–max) \
          of the rounds. Per hit, `cached`: its key `{{namespace}}:{{prefix}}:{{id}}`, one GET (as \
          a pipeline), a MessagePack decode; redcache: the md5 of the arguments' canonical \
          JSON, one GET over its self-reconnecting connection, its envelope's JSON decode, its \
-         counters; hand-written: the md5 of the arguments' JSON, one GET, a JSON decode.\n",
+         counters (with MessagePack: the same, its envelope's MessagePack decode); \
+         hand-written: the md5 of the arguments' JSON, one GET, a JSON decode.\n",
         SLICE.as_secs_f64()
     );
     let hit_rows = interleaved(&HIT_TASKS, HIT_REPEATS, |peer, tasks| {
@@ -586,9 +627,9 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
          below 1.00x redcache is faster:\n"
     );
     println!(
-        "| tasks | hits/s redcache / `cached` | p99 redcache / `cached` | hits/s redcache / hand-written | hits/s `cached` / hand-written |"
+        "| tasks | hits/s redcache / `cached` | p99 redcache / `cached` | hits/s redcache (MessagePack) / `cached` | p99 redcache (MessagePack) / `cached` | hits/s redcache / hand-written | hits/s `cached` / hand-written |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (tasks, samples) in &hit_rows {
         let ratio = |a: Peer, b: Peer, f: &dyn Fn(&Sample) -> f64| -> Vec<f64> {
             samples[a as usize]
@@ -600,9 +641,11 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
         let ops = |s: &Sample| s.ops_per_sec;
         let p99 = |s: &Sample| s.p99.as_secs_f64();
         println!(
-            "| {tasks} | {} | {} | {} | {} |",
+            "| {tasks} | {} | {} | {} | {} | {} | {} |",
             fmt_ratio(&ratio(Peer::Redcache, Peer::Cached, &ops)),
             fmt_ratio(&ratio(Peer::Redcache, Peer::Cached, &p99)),
+            fmt_ratio(&ratio(Peer::RedcacheMsgpack, Peer::Cached, &ops)),
+            fmt_ratio(&ratio(Peer::RedcacheMsgpack, Peer::Cached, &p99)),
             fmt_ratio(&ratio(Peer::Redcache, Peer::Hand, &ops)),
             fmt_ratio(&ratio(Peer::Cached, Peer::Hand, &ops)),
         );
@@ -612,7 +655,8 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
     println!(
         "\n## 2. Misses\n\nEvery call on a key never used before; the body returns the value \
          at once, so this is the cost of the lookup plus the store (`cached`: GET, then a \
-         GET + PSETEX pipeline; redcache: GET, then SET NX PX (its fill when the read found nothing); hand-written: \
+         GET + PSETEX pipeline; redcache, with either encoding: GET, then SET NX PX (its fill \
+         when the read found nothing); hand-written: \
          GET, then SET EX). {MISS_REPEATS} interleaved rounds of {:.1} s.\n",
         SLICE.as_secs_f64()
     );
@@ -621,8 +665,10 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
     })
     .await;
     print_rows(&miss_rows, "misses/s");
-    println!("\n| tasks | misses/s redcache / `cached` | misses/s redcache / hand-written |");
-    println!("|---:|---:|---:|");
+    println!(
+        "\n| tasks | misses/s redcache / `cached` | misses/s redcache (MessagePack) / `cached` | misses/s redcache / hand-written |"
+    );
+    println!("|---:|---:|---:|---:|");
     for (tasks, samples) in &miss_rows {
         let ratio = |a: Peer, b: Peer| -> Vec<f64> {
             samples[a as usize]
@@ -632,8 +678,9 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
                 .collect()
         };
         println!(
-            "| {tasks} | {} | {} |",
+            "| {tasks} | {} | {} | {} |",
             fmt_ratio(&ratio(Peer::Redcache, Peer::Cached)),
+            fmt_ratio(&ratio(Peer::RedcacheMsgpack, Peer::Cached)),
             fmt_ratio(&ratio(Peer::Redcache, Peer::Hand)),
         );
     }
@@ -646,7 +693,7 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
          counts its runs and sleeps 50 ms. {STAMPEDE_TRIALS} trials per implementation, each \
          on a new key, interleaved.\n"
     );
-    let mut stampede_rows: [Vec<(usize, usize, Duration)>; 3] = Default::default();
+    let mut stampede_rows: [Vec<(usize, usize, Duration)>; 4] = Default::default();
     for _ in 0..STAMPEDE_TRIALS {
         for peer in PEERS {
             let id = fresh_id();
@@ -705,7 +752,7 @@ async fn run(main_server: &RedisServer, outage_server: &mut RedisServer) {
             }
         }
     }
-    assert_eq!(rc_outage_cache.stats().hits, OUTAGE_WARM);
+    assert_eq!(rc_outage_cache.stats().hits, 2 * OUTAGE_WARM);
     outage_server.kill();
     println!(
         "\n## 4. Outage\n\nOn a second redis-server: {OUTAGE_WARM} keys warmed for each \
