@@ -910,3 +910,19 @@ on_both_stores! {
         }
     }
 }
+
+/// `Cache::memory_with` goes on without a setting it cannot use, as its log says: a
+/// `max_value_bytes` of 0 (read as "no limit" by some) would have made every value too
+/// large to store; the default limit holds instead.
+#[tokio::test]
+async fn memory_with_goes_on_without_a_max_value_bytes_of_zero() {
+    let config = common::test_config().max_value_bytes(0).build();
+    assert!(redcache::Cache::try_memory_with(config.clone()).is_err());
+    let cache = redcache::Cache::memory_with(config);
+    cache
+        .set("k", &1u8, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1));
+    assert_eq!(cache.config().max_value_bytes(), 1024 * 1024);
+}

@@ -122,6 +122,7 @@ impl Cache {
                  without the setting it names (Cache::try_memory_with refuses it instead)"
             );
         }
+        let config = config.usable_in_memory();
         let store = MemoryStore::new(
             config.memory_entries(),
             config.memory_max_bytes(),

@@ -428,6 +428,17 @@ impl Config {
         None
     }
 
+    /// This configuration without what [`memory_problem`](Self::memory_problem) names that
+    /// the in-process store can go on without: a `max_value_bytes` of 0 (no value could be
+    /// stored) is the default's. (A variable that did not parse was never applied, and the
+    /// capacity is capped by [`memory_entries`](Self::memory_entries).)
+    pub(crate) fn usable_in_memory(mut self) -> Config {
+        if self.max_value_bytes == 0 {
+            self.max_value_bytes = Config::default().max_value_bytes;
+        }
+        self
+    }
+
     /// The in-process store's capacity, at most what can be set up.
     pub(crate) fn memory_entries(&self) -> usize {
         self.memory_capacity.min(MAX_CAPACITY)
