@@ -123,9 +123,10 @@ impl Cache {
             );
         }
         let config = config.usable_in_memory();
-        let store = MemoryStore::new(
+        let store = MemoryStore::holding(
             config.memory_entries(),
             config.memory_max_bytes(),
+            config.max_value_bytes(),
             config.max_fill_time(),
         );
         Cache::new(Backend::Memory(Box::new(store)), config)

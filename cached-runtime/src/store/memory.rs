@@ -14,7 +14,7 @@
 use super::{prefix_retires, EntryAndGen, Fill, Replaced, Seen, Store};
 use crate::Result;
 use quick_cache::sync::Cache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -29,6 +29,14 @@ const STRIPES: usize = 64;
 /// What an entry costs beyond its key and value bytes (the map slot, the expiry, the
 /// shared buffer's header), for the byte cap.
 const ENTRY_OVERHEAD: u64 = 64;
+
+/// The longest key a shard leaves room for beside the largest value (see
+/// [`MemoryStore::holding`]).
+const LARGEST_KEY: u64 = 1024;
+
+/// The share of a shard's weight an entry may have (quick_cache's hot allocation, over
+/// which it admits nothing), a little under its 0.97 for the rounding.
+const SHARD_ADMITS: f64 = 0.96;
 
 pub(crate) struct MemoryStore {
     entries: Cache<String, Entry, Weight, DefaultHashBuilder, KeepFences>,
@@ -214,16 +222,46 @@ impl MemoryStore {
     /// small overhead per entry).
     /// What an invalidation or a write-through writes is kept `fence_for` (the cache's
     /// `max_fill_time`).
+    #[cfg(test)]
     pub(crate) fn new(max_entries: usize, max_bytes: u64, fence_for: Duration) -> Self {
+        Self::holding(max_entries, max_bytes, 1 << 20, fence_for)
+    }
+
+    /// [`new`](Self::new), for values of up to `largest_value` bytes (the cache's
+    /// `max_value_bytes`). The table is split in shards, each with an equal part of
+    /// `max_bytes`, and a shard admits no entry over 97% of its part (quick_cache's): so
+    /// there are no more shards than leave each room for the largest value, or it would be
+    /// dropped as it is written, on a machine of many cores (64 shards on 16 cores: 1 MiB
+    /// each of the default 64 MiB).
+    pub(crate) fn holding(
+        max_entries: usize,
+        max_bytes: u64,
+        largest_value: usize,
+        fence_for: Duration,
+    ) -> Self {
         let max_entries = max_entries.max(1);
         let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
         // Rounded up: `max_bytes / floor` entries is at most `max_entries`.
         let floor = max_bytes.div_ceil(max_entries as u64).max(1);
+        let largest = (largest_value as u64)
+            .saturating_add(LARGEST_KEY + ENTRY_OVERHEAD)
+            .max(floor);
+        let room = (max_bytes as f64 * SHARD_ADMITS / largest as f64) as usize;
+        let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // quick_cache's own count (4 per core), rounded down to a power of two (it rounds
+        // up) that leaves the room.
+        let shards = (parallelism * 4).min(room.max(1));
+        let shards = 1 << shards.ilog2();
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(max_entries)
+            .weight_capacity(max_bytes)
+            .shards(shards)
+            .build()
+            .expect("both capacities are set");
         let evicted = Arc::new(EvictedFences::default());
         MemoryStore {
-            entries: Cache::with(
-                max_entries,
-                max_bytes,
+            entries: Cache::with_options(
+                options,
                 Weight { floor },
                 DefaultHashBuilder::default(),
                 KeepFences(evicted.clone()),
@@ -512,6 +550,27 @@ mod tests {
 
     /// `max_fill_time`, by default.
     const FENCE: Duration = Duration::from_secs(30);
+
+    /// However many cores split the table, each part has room for the largest value the
+    /// cache stores (here a 1 MiB store with the default 1 MiB limit: one part).
+    #[tokio::test]
+    async fn a_value_up_to_the_size_limit_is_kept_whatever_the_shards() {
+        let store = MemoryStore::holding(100_000, 1 << 20, 1 << 20, FENCE);
+        let big = vec![b'x'; 300 << 10];
+        assert!(store.fill(&fill(&big, Seen::Nothing, None)).await.unwrap());
+        assert_eq!(
+            store.get("k").await.unwrap().map(|v| v.len()),
+            Some(big.len())
+        );
+        // The default store, on any machine: a value of nearly 1 MiB.
+        let store = MemoryStore::holding(100_000, 64 << 20, 1 << 20, FENCE);
+        let big = vec![b'x'; (1 << 20) - 100];
+        assert!(store.fill(&fill(&big, Seen::Nothing, None)).await.unwrap());
+        assert_eq!(
+            store.get("k").await.unwrap().map(|v| v.len()),
+            Some(big.len())
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn entries_expire_on_time() {
