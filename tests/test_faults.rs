@@ -771,6 +771,24 @@ async fn redis_out_of_memory_fails_open_without_opening_the_breaker() {
     );
 }
 
+/// Waits (up to 15 s) until `key` holds a tombstone: the retried eviction landed. Fails if
+/// the deadline passes with `entry` (the one the write retired) or anything else there.
+async fn until_a_tombstone(server: &RedisServer, key: &str, entry: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = raw_value(server, key).await;
+        if now.as_deref().is_some_and(is_tombstone) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the entry the write retired is still there: {:?}",
+            now.map(|raw| raw == entry)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An eviction Redis refused for now (here `BUSY`, behind a long script; as `LOADING` after
 /// a restart, `OOM` under `noeviction`) is tried again until it lands, as one that could
 /// not reach Redis: given up, the entry the write retired would be served until its TTL.
@@ -836,19 +854,7 @@ async fn an_eviction_refused_while_redis_is_busy_is_made_once_it_is_not() {
         cache.stats()
     );
     assert_eq!(script.await.unwrap().unwrap(), 1);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = raw_value(&server, &key).await;
-        if now.as_deref().is_some_and(is_tombstone) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the entry the write retired is still there: {:?}",
-            now.map(|raw| raw == entry)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_a_tombstone(&server, &key, &entry).await;
     assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
     assert_eq!(calls.load(SeqCst), 2, "the retired entry was a miss");
 }
@@ -883,19 +889,7 @@ async fn an_eviction_that_failed_in_an_outage_is_made_once_redis_is_back() {
     server.restart();
     // The restart restores the entry the write retired; nothing but the retried eviction
     // writes the key meanwhile, and its tombstone stays for the fill time (30 s).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = raw_value(&server, &key).await;
-        if now.as_deref().is_some_and(is_tombstone) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the entry the write retired is still there: {:?}",
-            now.map(|raw| raw == entry)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_a_tombstone(&server, &key, &entry).await;
     for _ in 0..2 {
         assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
     }
