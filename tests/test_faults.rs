@@ -319,6 +319,25 @@ async fn a_connection_gone_dead_without_a_reset_is_replaced() {
     assert_eq!(proxy.accepted.load(SeqCst), 2, "one new connection");
 }
 
+/// Keeps `server` busy with [`BUSY`] for 1.5 s, on a connection of the test's own (which
+/// waits as long); the script's task answers 1 when it ends.
+async fn busy_for_a_while(
+    server: &RedisServer,
+) -> tokio::task::JoinHandle<redis::RedisResult<i64>> {
+    let client = redis::Client::open(server.url()).unwrap();
+    let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut busy = client
+        .get_multiplexed_async_connection_with_config(&patient)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        redis::Script::new(BUSY)
+            .arg(1_500_000)
+            .invoke_async::<i64>(&mut busy)
+            .await
+    })
+}
+
 /// A script that keeps the server busy for `ARGV[1]` microseconds.
 const BUSY: &str = r"
 local t = redis.call('TIME')
@@ -345,19 +364,7 @@ async fn a_busy_redis_keeps_its_connection() {
     until_a_hit(&cache, &calls).await;
     assert_eq!(calls.load(SeqCst), 1, "a miss, then a hit");
 
-    // Busy for 1.5 s, on a connection of the test's own (which waits as long).
-    let client = redis::Client::open(server.url()).unwrap();
-    let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut busy = client
-        .get_multiplexed_async_connection_with_config(&patient)
-        .await
-        .unwrap();
-    let script = tokio::spawn(async move {
-        redis::Script::new(BUSY)
-            .arg(1_500_000)
-            .invoke_async::<i64>(&mut busy)
-            .await
-    });
+    let script = busy_for_a_while(&server).await;
     let mut id = 100;
     while !script.is_finished() {
         id += 1;
@@ -771,6 +778,31 @@ async fn redis_out_of_memory_fails_open_without_opening_the_breaker() {
     );
 }
 
+/// A cache on `server` whose breaker stays closed (its reads go to Redis whatever fails),
+/// with `item(7)` stored: the cache, the body's count of runs (1), the entry's key and
+/// its bytes in Redis.
+async fn item_seven_stored(
+    server: &RedisServer,
+    op_timeout: Duration,
+) -> (redcache::Cache, AtomicUsize, String, Vec<u8>) {
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(op_timeout)
+                .breaker_threshold(100),
+        )
+        .await;
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    }
+    assert_eq!(calls.load(SeqCst), 1, "a miss, then a hit");
+    let key = cache.scope(async { redcache::key!(item(7, _)) }).await;
+    let entry = raw_value(server, &key).await.expect("the entry is stored");
+    (cache, calls, key, entry)
+}
+
 /// Waits (up to 15 s) until `key` holds a tombstone: the retried eviction landed. Fails if
 /// the deadline passes with `entry` (the one the write retired) or anything else there.
 async fn until_a_tombstone(server: &RedisServer, key: &str, entry: &[u8]) {
@@ -795,21 +827,7 @@ async fn until_a_tombstone(server: &RedisServer, key: &str, entry: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eviction_refused_while_redis_is_busy_is_made_once_it_is_not() {
     let server = RedisServer::start();
-    let cache = server
-        .cache_with(
-            test_config()
-                .url(server.url())
-                .op_timeout(Duration::from_secs(2))
-                .breaker_threshold(100),
-        )
-        .await;
-    let calls = AtomicUsize::new(0);
-    for _ in 0..2 {
-        assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
-    }
-    assert_eq!(calls.load(SeqCst), 1, "a miss, then a hit");
-    let key = cache.scope(async { redcache::key!(item(7, _)) }).await;
-    let entry = raw_value(&server, &key).await.expect("the entry is stored");
+    let (cache, calls, key, entry) = item_seven_stored(&server, Duration::from_secs(2)).await;
 
     // `BUSY` 50 ms into a script (not 5 s): `lua-time-limit` is the name Redis 6.2 knows,
     // and Redis 7 and Valkey keep it for `busy-reply-threshold`.
@@ -822,17 +840,7 @@ async fn an_eviction_refused_while_redis_is_busy_is_made_once_it_is_not() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut busy = client
-        .get_multiplexed_async_connection_with_config(&patient)
-        .await
-        .unwrap();
-    let script = tokio::spawn(async move {
-        redis::Script::new(BUSY)
-            .arg(1_500_000)
-            .invoke_async::<i64>(&mut busy)
-            .await
-    });
+    let script = busy_for_a_while(&server).await;
     // Until Redis answers `BUSY`.
     loop {
         let answer: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut admin).await;
@@ -867,21 +875,7 @@ async fn an_eviction_that_failed_in_an_outage_is_made_once_redis_is_back() {
     let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     // The breaker stays closed through the outage, whatever its length: the loop's reads
     // below go to Redis.
-    let cache = server
-        .cache_with(
-            test_config()
-                .url(server.url())
-                .op_timeout(OP_TIMEOUT)
-                .breaker_threshold(100),
-        )
-        .await;
-    let calls = AtomicUsize::new(0);
-    for _ in 0..2 {
-        assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
-    }
-    assert_eq!(calls.load(SeqCst), 1, "a miss, then a hit");
-    let key = cache.scope(async { redcache::key!(item(7, _)) }).await;
-    let entry = raw_value(&server, &key).await.expect("the entry is stored");
+    let (cache, calls, key, entry) = item_seven_stored(&server, OP_TIMEOUT).await;
 
     server.stop();
     cache.scope(rename_item(7)).await;
