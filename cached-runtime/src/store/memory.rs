@@ -45,6 +45,9 @@ pub(crate) struct MemoryStore {
     evicted: Arc<EvictedFences>,
     /// How long a writer's write fences: `max_fill_time`.
     fence_for: Duration,
+    /// The weight of the largest entry a shard admits (see [`MemoryStore::holding`]): a
+    /// fill over it is refused as too large, rather than dropped as it is written.
+    admits: u64,
     stripes: [Mutex<()>; STRIPES],
     hasher: std::collections::hash_map::RandomState,
 }
@@ -232,7 +235,8 @@ impl MemoryStore {
     /// `max_bytes`, and a shard admits no entry over 97% of its part (quick_cache's): so
     /// there are no more shards than leave each room for the largest value, or it would be
     /// dropped as it is written, on a machine of many cores (64 shards on 16 cores: 1 MiB
-    /// each of the default 64 MiB).
+    /// each of the default 64 MiB). A store too small for even one such value (`max_bytes`
+    /// under about `largest_value`) refuses a fill over what it admits as too large.
     pub(crate) fn holding(
         max_entries: usize,
         max_bytes: u64,
@@ -251,7 +255,9 @@ impl MemoryStore {
         // quick_cache's own count (4 per core), rounded down to a power of two (it rounds
         // up) that leaves the room.
         let shards = (parallelism * 4).min(room.max(1));
-        let shards = 1 << shards.ilog2();
+        let shards: usize = 1 << shards.ilog2();
+        // Of the weight of a shard (quick_cache may make fewer, larger ones: never less).
+        let admits = (max_bytes.div_ceil(shards as u64) as f64 * SHARD_ADMITS) as u64;
         let options = OptionsBuilder::new()
             .estimated_items_capacity(max_entries)
             .weight_capacity(max_bytes)
@@ -268,6 +274,7 @@ impl MemoryStore {
             ),
             evicted,
             fence_for,
+            admits,
             stripes: std::array::from_fn(|_| Mutex::new(())),
             hasher: Default::default(),
         }
@@ -456,6 +463,17 @@ impl Store for MemoryStore {
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
+        // (Only if the store is smaller than `max_value_bytes` allows for: see `holding`.)
+        let weight = (fill.key.len() + fill.value.len()) as u64 + ENTRY_OVERHEAD;
+        if weight > self.admits {
+            let room = self
+                .admits
+                .saturating_sub(fill.key.len() as u64 + ENTRY_OVERHEAD);
+            return Err(crate::Error::TooLarge {
+                size: fill.value.len(),
+                max: usize::try_from(room).unwrap_or(usize::MAX),
+            });
+        }
         let _locked = self.lock_fill(fill);
         Ok(self.fill_locked(fill))
     }
@@ -570,6 +588,14 @@ mod tests {
             store.get("k").await.unwrap().map(|v| v.len()),
             Some(big.len())
         );
+        // A store smaller than that value: refused as too large, not reported stored.
+        let store = MemoryStore::holding(100_000, 1 << 20, 1 << 20, FENCE);
+        let refused = store.fill(&fill(&big, Seen::Nothing, None)).await;
+        assert!(
+            matches!(refused, Err(crate::Error::TooLarge { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(store.get("k").await.unwrap(), None);
     }
 
     #[tokio::test(start_paused = true)]
