@@ -339,7 +339,8 @@ async fn retry(core: Weak<Core>) {
         if made > 0 {
             tracing::info!(
                 made,
-                "redcache: evictions that failed while Redis could not be reached are made"
+                "redcache: evictions that failed while Redis could not be reached (or refused \
+                 them for now) are made"
             );
         }
         if given_up > 0 {

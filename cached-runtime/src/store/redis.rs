@@ -551,8 +551,8 @@ pub(super) fn open_client(
 /// long a writer's entry fences, in milliseconds (the cache's `max_fill_time`).
 /// A key of another type is overwritten unless the read saw bytes there: a grouped read
 /// (`MGET`) answers nil for one, as for nothing. Bytes the read saw may also have expired
-/// since: an invalidation leaves a tombstone, never nothing. And nothing is never where a fence should still stand: a write-through
-/// (`3`) lives at least as long as it fences, and a fill over an entry at least as long as
+/// since: an invalidation leaves a tombstone, never nothing. And nothing is never where a
+/// fence should still stand: a write-through (`3`) lives at least as long as it fences, and a fill over an entry at least as long as
 /// that entry would have (up to the same bound), past its own TTL if need be (its stamp
 /// then says when it expired, and readers take it for a miss from then on). The time is
 /// handed to Redis as the integer's digits: some servers (Redis 7.2.0–7.2.4) write a Lua
