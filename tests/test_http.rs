@@ -1812,6 +1812,51 @@ async fn with_redis_down_every_request_is_answered_by_the_handler() {
     assert_eq!(http(&backend.cache).misses - before.misses, 7);
 }
 
+/// A page that depends on the request's `X-Tenant`, which the route's tags name and its
+/// key does not; slow enough that requests sent together overlap.
+async fn tenant_page(headers: HeaderMap) -> String {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tenant = headers.get("x-tenant").and_then(|v| v.to_str().ok());
+    format!("page of {}", tenant.unwrap_or("-"))
+}
+
+/// With Redis down the tags' generations cannot be read, whose digest keeps apart on an
+/// entry's stamp the requests a key does not: requests of other tags still get their own
+/// handler's answer, never one another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_down_requests_of_other_tags_never_share_a_response() {
+    let mut backend = Backend::redis().await;
+    let tenant = |request: &axum::http::request::Parts| {
+        let tenant = request
+            .headers
+            .get("x-tenant")
+            .and_then(|v| v.to_str().ok());
+        vec![format!("tenant:{}", tenant.unwrap_or("-"))]
+    };
+    let app = App::default();
+    let router = Router::new()
+        .route("/page", get(tenant_page))
+        .route_layer(layer().tags_from(tenant).cache(backend.cache.clone()))
+        .with_state(app.clone());
+    let served = Arc::new(serve_router(app, router).await);
+    backend.server.as_mut().unwrap().stop();
+    let requests: Vec<_> = ["a", "b", "a", "b"]
+        .into_iter()
+        .map(|tenant| {
+            let served = served.clone();
+            tokio::spawn(async move {
+                let reply = served.get_with("/page", &[("x-tenant", tenant)]).await;
+                (tenant, reply)
+            })
+        })
+        .collect();
+    for request in requests {
+        let (tenant, reply) = request.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(&reply.body[..], format!("page of {tenant}").as_bytes());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn entries_live_for_the_layer_ttl_in_redis() {
     let backend = Backend::redis().await;

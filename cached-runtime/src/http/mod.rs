@@ -675,6 +675,14 @@ where
     for name in keyed_by.iter() {
         material.header(name, request.headers());
     }
+    if unread {
+        // Requests keyed alike may carry other tags (`tags_from` may read what the key
+        // does not): without their generations' digest to tell them apart on the stamp,
+        // the names keep them in flights of their own.
+        for name in &tag_names {
+            material.part(name.as_bytes());
+        }
+    }
     material
         .part(&[u8::from(authorized)])
         // `?` where the group's generation could not be read: no generation is written
