@@ -38,13 +38,11 @@ pub(super) fn asks(headers: &HeaderMap) -> Asks {
                 only_if_cached: cc.only_if_cached,
             },
             // What it asks cannot be read in full: not answered from the cache, as for
-            // `no-cache`; and a `no-store` or `only-if-cached` it names still holds. A line
-            // that is not text might say `no-store`, so it counts as saying it (nothing is
-            // stored); not `only-if-cached`, which would refuse the handler the request.
+            // `no-cache`; and a `no-store` or `only-if-cached` it names still holds.
             None => Asks {
                 no_cache: true,
-                no_store: names(headers, "no-store", true),
-                only_if_cached: names(headers, "only-if-cached", false),
+                no_store: names(headers, "no-store"),
+                only_if_cached: names(headers, "only-if-cached"),
                 ..Asks::default()
             },
         };
@@ -60,15 +58,16 @@ pub(super) fn asks(headers: &HeaderMap) -> Asks {
 }
 
 /// Whether a `Cache-Control` line of `headers` names the directive `name` (whatever its
-/// value), read leniently: for lines [`Directives::of`] cannot read. A line that is not
-/// text might name it: it counts as naming it if `unreadable_names`.
-fn names(headers: &HeaderMap, name: &str, unreadable_names: bool) -> bool {
+/// value), read leniently: for lines [`Directives::of`] cannot read. Read as bytes: a
+/// directive's name is a token (ASCII), and bytes that are not text (obs-text, which hyper
+/// accepts) can only be in a value.
+fn names(headers: &HeaderMap, name: &str) -> bool {
     headers.get_all(header::CACHE_CONTROL).iter().any(|line| {
-        line.to_str().map_or(unreadable_names, |line| {
-            line.split(',').any(|directive| {
-                let directive = directive.split_once('=').map_or(directive, |(n, _)| n);
-                directive.trim().eq_ignore_ascii_case(name)
-            })
+        line.as_bytes().split(|&b| b == b',').any(|directive| {
+            let end = directive.iter().position(|&b| b == b'=');
+            directive[..end.unwrap_or(directive.len())]
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_bytes())
         })
     })
 }
@@ -771,19 +770,27 @@ mod tests {
                 ..Asks::default()
             }
         );
-        // A line that is not text (obs-text, which hyper accepts) might say `no-store`,
-        // and is taken to; not `only-if-cached`, which would refuse the request the
-        // handler (a `504`, even with the entry there).
-        let mut not_text = HeaderMap::new();
-        not_text.append(
-            header::CACHE_CONTROL,
-            http::HeaderValue::from_bytes(b"max-age=60, x=\"caf\xc3\xa9\"").unwrap(),
-        );
-        let asked = asks(&not_text);
+        // A line that is not text (obs-text, which hyper accepts, in a value): its
+        // directives' names are read all the same. Not answered from the cache, and
+        // neither `no-store` nor `only-if-cached` (which would refuse the request the
+        // handler: a `504`, even with the entry there) unless it names them.
+        let not_text = |line: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.append(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_bytes(line).unwrap(),
+            );
+            asks(&headers)
+        };
+        let asked = not_text(b"max-age=60, x=\"caf\xc3\xa9\"");
         assert!(
-            asked.no_store && asked.no_cache && !asked.only_if_cached,
+            asked.no_cache && !asked.no_store && !asked.only_if_cached,
             "{asked:?}"
         );
+        let asked = not_text(b"x=\"caf\xc3\xa9\", No-Store");
+        assert!(asked.no_store && !asked.only_if_cached, "{asked:?}");
+        let asked = not_text(b"only-if-cached, x=\xff");
+        assert!(asked.only_if_cached && !asked.no_store, "{asked:?}");
     }
 
     #[test]
