@@ -462,7 +462,16 @@ fn url_problem(
 /// that cannot be a port in a URL without `@` (`redis://user:password` with the host left
 /// out).
 fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+    // The scheme is the leading run of its characters up to a `:`; an authority follows
+    // only a `//` right after it (a `://` later on, in a query, is no authority).
+    let scheme = url.find(':').filter(|&colon| {
+        colon > 0
+            && url[..colon]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    });
+    let authority = scheme.filter(|&colon| url[colon + 1..].starts_with("//"));
+    let Some(scheme_end) = authority.map(|colon| colon + 3) else {
         return if url.contains('@') {
             "<unparsable URL with credentials>".to_string()
         } else {
@@ -556,6 +565,7 @@ mod tests {
             // Without `//`, which redis-rs reads the same.
             "unix:/run/redis.sock?pass=pw-secret",
             "redis+unix:/run/redis.sock?db=1&pass=pw-secret",
+            "unix:/run/redis.sock?pass=pw://secret",
         ] {
             let c = Config::builder().url(url).build();
             let shown = format!("{c:?} {}", c.redacted_target());
