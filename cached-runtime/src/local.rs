@@ -141,7 +141,11 @@ impl LocalTier {
     pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
         let max_entries = max_entries.max(1);
         let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
-        let floor = (max_bytes / max_entries as u64).max(1);
+        // quick_cache admits no entry over 97% of the store (of a shard, of which it makes
+        // one for so few entries): a floor of all of it (one entry) would admit nothing.
+        let floor = (max_bytes / max_entries as u64)
+            .min(max_bytes / 100 * 96)
+            .max(1);
         // Enough counters that unrelated keys rarely share both of a key's (which only
         // costs a copy: a read from Redis, never a wrong value): 512 KiB at least.
         let counters = max_entries
@@ -318,6 +322,18 @@ mod tests {
         tier.changed(b"p:a");
         assert_eq!(held(&tier, b"[1]"), None);
         assert_eq!(tier.len(), 0, "a retired copy is dropped when found");
+    }
+
+    #[test]
+    fn a_tier_of_one_copy_keeps_the_latest() {
+        let tier = LocalTier::new(1, 1 << 20);
+        for n in 1..=2 {
+            let material = n.to_string();
+            let mark = tier.mark(&format!("p:{n}"), None);
+            tier.insert(lookup(material.as_bytes()), value(n), 10, mark, MINUTE);
+            assert_eq!(held(&tier, material.as_bytes()), Some(n));
+        }
+        assert_eq!(tier.len(), 1);
     }
 
     #[test]

@@ -258,6 +258,8 @@ impl MemoryStore {
         let shards: usize = 1 << shards.ilog2();
         // Of the weight of a shard (quick_cache may make fewer, larger ones: never less).
         let admits = (max_bytes.div_ceil(shards as u64) as f64 * SHARD_ADMITS) as u64;
+        // An entry weighing the whole store (`max_entries` 1) would not be admitted.
+        let floor = floor.min(admits.max(1));
         let options = OptionsBuilder::new()
             .estimated_items_capacity(max_entries)
             .weight_capacity(max_bytes)
@@ -361,6 +363,28 @@ impl MemoryStore {
         self.entries.insert(key.to_owned(), entry);
     }
 
+    /// `TooLarge` if `fill` weighs more than a shard admits, which would drop it as it is
+    /// written (only in a store smaller than `max_value_bytes` allows for: see `holding`).
+    fn admitted(&self, fill: &Fill<'_>) -> Result<()> {
+        let weight = (fill.key.len() + fill.value.len()) as u64 + ENTRY_OVERHEAD;
+        if weight <= self.admits {
+            return Ok(());
+        }
+        let room = self
+            .admits
+            .saturating_sub(fill.key.len() as u64 + ENTRY_OVERHEAD);
+        Err(crate::Error::TooLarge {
+            size: fill.value.len(),
+            max: usize::try_from(room).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// [`Store::fill`] of a fill the store admits: takes its write locks.
+    fn fill_admitted(&self, fill: &Fill<'_>) -> bool {
+        let _locked = self.lock_fill(fill);
+        self.fill_locked(fill)
+    }
+
     /// [`Store::fill`] under the key's write lock, already held.
     fn fill_locked(&self, fill: &Fill<'_>) -> bool {
         let current = self.live(fill.key);
@@ -453,29 +477,16 @@ impl Store for MemoryStore {
     }
 
     async fn fill_many(&self, fills: &[Fill<'_>]) -> Result<Vec<bool>> {
+        // One too large for the store is not stored (the others are).
         Ok(fills
             .iter()
-            .map(|f| {
-                let _locked = self.lock_fill(f);
-                self.fill_locked(f)
-            })
+            .map(|f| self.admitted(f).is_ok() && self.fill_admitted(f))
             .collect())
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
-        // (Only if the store is smaller than `max_value_bytes` allows for: see `holding`.)
-        let weight = (fill.key.len() + fill.value.len()) as u64 + ENTRY_OVERHEAD;
-        if weight > self.admits {
-            let room = self
-                .admits
-                .saturating_sub(fill.key.len() as u64 + ENTRY_OVERHEAD);
-            return Err(crate::Error::TooLarge {
-                size: fill.value.len(),
-                max: usize::try_from(room).unwrap_or(usize::MAX),
-            });
-        }
-        let _locked = self.lock_fill(fill);
-        Ok(self.fill_locked(fill))
+        self.admitted(fill)?;
+        Ok(self.fill_admitted(fill))
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
@@ -596,6 +607,35 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(store.get("k").await.unwrap(), None);
+        // In a batch too, beside one it stores.
+        let small = Fill {
+            key: "small",
+            ..fill(b"v", Seen::Nothing, None)
+        };
+        let stored = store
+            .fill_many(&[fill(&big, Seen::Nothing, None), small])
+            .await
+            .unwrap();
+        assert_eq!(stored, [false, true]);
+        assert_eq!(store.get("k").await.unwrap(), None);
+        assert_eq!(
+            store.get("small").await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_of_one_entry_keeps_the_latest() {
+        let store = MemoryStore::new(1, 1 << 20, FENCE);
+        for key in ["a", "b"] {
+            let one = Fill {
+                key,
+                ..fill(b"v", Seen::Nothing, None)
+            };
+            assert!(store.fill(&one).await.unwrap());
+            assert_eq!(store.get(key).await.unwrap().as_deref(), Some(&b"v"[..]));
+        }
+        assert_eq!(store.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
