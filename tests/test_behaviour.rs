@@ -912,17 +912,49 @@ on_both_stores! {
 }
 
 /// `Cache::memory_with` goes on without a setting it cannot use, as its log says: a
-/// `max_value_bytes` of 0 (read as "no limit" by some) would have made every value too
-/// large to store; the default limit holds instead.
+/// `max_value_bytes`, capacity or size of 0 (read as "no limit" by some) would have made
+/// the store keep nothing; the default holds instead. `try_memory_with` names the setting.
 #[tokio::test]
-async fn memory_with_goes_on_without_a_max_value_bytes_of_zero() {
-    let config = common::test_config().max_value_bytes(0).build();
-    assert!(redcache::Cache::try_memory_with(config.clone()).is_err());
-    let cache = redcache::Cache::memory_with(config);
-    cache
-        .set("k", &1u8, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1));
-    assert_eq!(cache.config().max_value_bytes(), 1024 * 1024);
+async fn memory_with_goes_on_without_a_limit_of_zero() {
+    let zeros = [
+        (
+            common::test_config().max_value_bytes(0).build(),
+            "REDCACHE_MAX_VALUE_BYTES",
+        ),
+        (
+            common::test_config().memory_capacity(0).build(),
+            "REDCACHE_MEMORY_CAPACITY",
+        ),
+        (
+            common::test_config().memory_max_bytes(0).build(),
+            "REDCACHE_MEMORY_MAX_BYTES",
+        ),
+    ];
+    for (config, setting) in zeros {
+        let refused = redcache::Cache::try_memory_with(config.clone()).unwrap_err();
+        assert!(refused.to_string().contains(setting), "{refused}");
+        let cache = redcache::Cache::memory_with(config);
+        cache
+            .set("k", &1u8, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(cache.get::<u8>("k").await.unwrap(), Some(1), "{setting}");
+    }
+    let defaults = redcache::Cache::memory_with(common::test_config().build());
+    let zeros = redcache::Cache::memory_with(
+        common::test_config()
+            .max_value_bytes(0)
+            .memory_capacity(0)
+            .memory_max_bytes(0)
+            .build(),
+    );
+    let limits = |c: &redcache::Cache| {
+        let c = c.config();
+        (
+            c.max_value_bytes(),
+            c.memory_capacity(),
+            c.memory_max_bytes(),
+        )
+    };
+    assert_eq!(limits(&zeros), limits(&defaults));
 }

@@ -310,6 +310,20 @@ mod tests {
         assert!(c.problem().unwrap().contains("REDCACHE_TIMEOUT_MS"));
         let c = env(&[("REDCACHE_MAX_VALUE_BYTES", "0")]);
         assert!(c.problem().unwrap().contains("REDCACHE_MAX_VALUE_BYTES"));
+        // A local tier with no room: for Redis. The in-process store's sizes are its own.
+        let c = env(&[
+            ("REDCACHE_LOCAL_CAPACITY", "1000"),
+            ("REDCACHE_LOCAL_MAX_BYTES", "0"),
+        ]);
+        assert!(c.problem().unwrap().contains("REDCACHE_LOCAL_MAX_BYTES"));
+        assert_eq!(c.memory_problem(), None);
+        let c = env(&[("REDCACHE_LOCAL_MAX_BYTES", "0")]);
+        assert_eq!(c.problem(), None, "no local tier");
+        for name in ["REDCACHE_MEMORY_CAPACITY", "REDCACHE_MEMORY_MAX_BYTES"] {
+            let c = env(&[(name, "0")]);
+            assert!(c.memory_problem().unwrap().contains(name));
+            assert_eq!(c.problem(), None, "{name}: not used with Redis");
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl Default for Config {
             default_null_ttl: 60,
             op_timeout: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(2),
-            max_value_bytes: 1024 * 1024,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
             max_fill_time: Duration::from_secs(30),
@@ -84,8 +84,8 @@ impl Default for Config {
             local_max_bytes: 64 << 20,
             codec: Codec::Json,
             compress_above: None,
-            memory_capacity: 100_000,
-            memory_max_bytes: 64 << 20,
+            memory_capacity: DEFAULT_MEMORY_CAPACITY,
+            memory_max_bytes: DEFAULT_MEMORY_MAX_BYTES,
             tls_ca_cert: None,
             invalid: None,
         }
@@ -314,7 +314,7 @@ impl Config {
     /// not parse, or an operation timeout that leaves a fill no time to land while an
     /// invalidation's tombstone still fences it.
     pub(crate) fn problem(&self) -> Option<String> {
-        if let Some(problem) = self.memory_problem() {
+        if let Some(problem) = self.common_problem() {
             return Some(problem);
         }
         if let Some(problem) = self.target.problem() {
@@ -359,6 +359,12 @@ impl Config {
                 self.local_capacity,
             ));
         }
+        if self.local_capacity > 0 && self.local_max_bytes == 0 {
+            return Some(format!(
+                "Config::local_max_bytes / REDCACHE_LOCAL_MAX_BYTES is 0 with a local tier of                  {} entries (Config::local_capacity / REDCACHE_LOCAL_CAPACITY): it would hold                  nothing; give it room (the default is 64 MiB), or set the capacity to 0 to                  turn the tier off",
+                self.local_capacity
+            ));
+        }
         if self.read_from_replicas {
             if !self.is_sentinel() {
                 return Some(
@@ -394,6 +400,15 @@ impl Config {
     }
 }
 
+/// The default [`Config::max_value_bytes`]: 1 MiB.
+const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// The default [`Config::memory_capacity`].
+const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
+
+/// The default [`Config::memory_max_bytes`]: 64 MiB.
+const DEFAULT_MEMORY_MAX_BYTES: u64 = 64 << 20;
+
 /// The most entries a local tier or an in-memory store may be given: a hundred million.
 const MAX_CAPACITY: usize = 100_000_000;
 
@@ -406,9 +421,34 @@ fn over_capacity(name: &str, capacity: usize) -> String {
 }
 
 impl Config {
-    /// What makes this configuration unusable for the in-process store too: a variable that
-    /// did not parse, no room for any value, or more entries than can be set up.
+    /// What makes this configuration unusable for the in-process store: what makes it
+    /// unusable for Redis too ([`common_problem`](Self::common_problem)), or a store that
+    /// would hold nothing.
     pub(crate) fn memory_problem(&self) -> Option<String> {
+        if let Some(problem) = self.common_problem() {
+            return Some(problem);
+        }
+        let empty = [
+            (
+                self.memory_capacity == 0,
+                "Config::memory_capacity / REDCACHE_MEMORY_CAPACITY",
+            ),
+            (
+                self.memory_max_bytes == 0,
+                "Config::memory_max_bytes / REDCACHE_MEMORY_MAX_BYTES",
+            ),
+        ];
+        let (_, name) = empty.into_iter().find(|(zero, _)| *zero)?;
+        Some(format!(
+            "{name} is 0: the in-process store would hold nothing (leave it unset for the \
+             default)"
+        ))
+    }
+
+    /// What makes this configuration unusable for Redis and for the in-process store: a
+    /// variable that did not parse, no room for any value, or more entries than can be set
+    /// up.
+    fn common_problem(&self) -> Option<String> {
         if let Some(invalid) = self.invalid() {
             return Some(invalid.to_string());
         }
@@ -429,12 +469,18 @@ impl Config {
     }
 
     /// This configuration without what [`memory_problem`](Self::memory_problem) names that
-    /// the in-process store can go on without: a `max_value_bytes` of 0 (no value could be
-    /// stored) is the default's. (A variable that did not parse was never applied, and the
-    /// capacity is capped by [`memory_entries`](Self::memory_entries).)
+    /// the in-process store can go on without: a `max_value_bytes`, capacity or size of 0
+    /// (nothing could be stored) is the default's. (A variable that did not parse was never
+    /// applied, and the capacity is capped by [`memory_entries`](Self::memory_entries).)
     pub(crate) fn usable_in_memory(mut self) -> Config {
         if self.max_value_bytes == 0 {
-            self.max_value_bytes = Config::default().max_value_bytes;
+            self.max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
+        }
+        if self.memory_capacity == 0 {
+            self.memory_capacity = DEFAULT_MEMORY_CAPACITY;
+        }
+        if self.memory_max_bytes == 0 {
+            self.memory_max_bytes = DEFAULT_MEMORY_MAX_BYTES;
         }
         self
     }
