@@ -496,6 +496,48 @@ async fn another_format_version_or_a_key_of_another_type_is_overwritten() {
     assert_eq!(calls.load(SeqCst), 3, "overwritten by the first fill");
 }
 
+/// An invalidation of a key of another type (a list at an entry's key) writes its
+/// tombstone over it rather than failing: a fill begun before it (whose read saw the other
+/// type) would otherwise land there after it and serve what the body read before the write.
+#[tokio::test]
+async fn an_invalidation_writes_over_a_key_of_another_type() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let mut conn = server.conn().await;
+    let calls = AtomicUsize::new(0);
+    let key = expected_key("t:corrupt", "[4]");
+    let _: () = redis::cmd("LPUSH")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let removed = cache
+        .scope(async { redcache::invalidate!(corruptible(4, _)).await })
+        .await;
+    assert!(
+        matches!(removed, Ok(false)),
+        "nothing of ours was there: {removed:?}"
+    );
+    let kind: String = redis::cmd("TYPE")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kind, "string", "the tombstone is there");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "a tombstone expires: {ttl}");
+    for _ in 0..2 {
+        assert_eq!(cache.scope(corruptible(4, &calls)).await, user(4));
+    }
+    assert_eq!(calls.load(SeqCst), 1, "stored over the tombstone");
+    assert_eq!(cache.stats().faults, 0);
+}
+
 #[redcache::cached(prefix = "t:stampede", skip(calls, entered, callers))]
 async fn slow_cold(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers: usize) -> u64 {
     calls.fetch_add(1, SeqCst);

@@ -270,11 +270,19 @@ impl Error {
             "READONLY",
         ];
         match self {
+            Error::Rejected { .. } => self.reply_code().is_some_and(|c| PASSING.contains(&c)),
+            _ => self.is_store_fault(),
+        }
+    }
+
+    /// The code of the error reply Redis answered (`WRONGTYPE`, `OOM`..), if it answered
+    /// one.
+    pub(crate) fn reply_code(&self) -> Option<&str> {
+        match self {
             Error::Rejected { source } => source
                 .downcast_ref::<redis::RedisError>()
-                .and_then(redis::RedisError::code)
-                .is_some_and(|code| PASSING.contains(&code)),
-            _ => self.is_store_fault(),
+                .and_then(redis::RedisError::code),
+            _ => None,
         }
     }
 }

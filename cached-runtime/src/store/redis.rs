@@ -1193,7 +1193,7 @@ impl<C: Conn> RedisStore<C> {
         made: impl Fn() -> Vec<u8>,
     ) -> Result<Replaced> {
         let written = Mutex::new(Vec::new());
-        let old: Option<Vec<u8>> = self
+        let old: Option<Vec<u8>> = match self
             .with_conn(Resend::Safe, |mut conn| {
                 let value = made();
                 let cmd = set_cmd(key, &value, ttl, &["GET"]);
@@ -1203,7 +1203,17 @@ impl<C: Conn> RedisStore<C> {
                     .push(value);
                 async move { cmd.query_async(&mut conn).await }
             })
-            .await?;
+            .await
+        {
+            // `SET .. GET` refuses a key of another type, which holds no entry; a plain
+            // `SET` writes over it, so that a fill begun before cannot land there after.
+            Err(err) if err.reply_code() == Some("WRONGTYPE") => {
+                self.query::<()>(Resend::Safe, &set_cmd(key, &made(), ttl, &[]))
+                    .await?;
+                return Ok(Replaced::Was(None));
+            }
+            old => old?,
+        };
         let written = written.into_inner().unwrap_or_else(PoisonError::into_inner);
         // Sent more than once, a tombstone in the reply may be another client's written
         // over our first one (which then retired the entry): not known either.
