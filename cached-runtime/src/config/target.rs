@@ -441,6 +441,14 @@ fn url_problem(
     let (over_user, over_password) = over.unwrap_or((&None, &None));
     let has_user = over_user.is_some() || user.is_some();
     let has_password = over_password.is_some() || password.is_some_and(|p| !p.is_empty());
+    if has_user && !has_password && user.is_none() {
+        return Some(format!(
+            "Config::username / REDIS_USERNAME is set without a password (for {what} {}): \
+             redis-rs logs in only with a password, so the connection would be the \
+             `default` user's; set the user's password (any, for a `nopass` user)",
+            redact_url(url)
+        ));
+    }
     if has_user && !has_password {
         return Some(format!(
             "{what} {} names a user without a password: redis-rs logs in only with a \
@@ -732,7 +740,7 @@ mod tests {
         }
         refused(
             Config::builder().url("redis://h").username("app"),
-            "names a user without a password",
+            "REDIS_USERNAME is set without a password (for Config::url / REDIS_URL redis://h)",
         );
         refused(
             Config::builder().host("h", 1).username("app"),
