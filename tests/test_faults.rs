@@ -867,6 +867,53 @@ async fn an_eviction_refused_while_redis_is_busy_is_made_once_it_is_not() {
     assert_eq!(calls.load(SeqCst), 2, "the retired entry was a miss");
 }
 
+/// An eviction refused for want of replicas (`NOREPLICAS`: a master with
+/// `min-replicas-to-write`, as the README suggests behind Sentinel, just promoted and not yet
+/// followed by the others) is tried again until it lands, once the replicas are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_refused_for_want_of_replicas_is_made_once_they_are_back() {
+    let server = RedisServer::start();
+    let (cache, calls, key, entry) = item_seven_stored(&server, Duration::from_secs(2)).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let conn = admin.clone();
+    let replicas = |n: u32| {
+        let mut admin = conn.clone();
+        async move {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("min-replicas-to-write")
+                .arg(n)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+    };
+    replicas(1).await;
+    let faults = cache.stats().faults;
+    cache.scope(rename_item(7)).await;
+    assert_eq!(
+        cache.stats().faults,
+        faults + 1,
+        "refused: {:?}",
+        cache.stats()
+    );
+    let now: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        now,
+        Some(entry.clone()),
+        "the refused eviction changed nothing"
+    );
+    replicas(0).await;
+    until_a_tombstone(&server, &key, &entry).await;
+    assert_eq!(cache.scope(item(7, &calls)).await, "item 7");
+    assert_eq!(calls.load(SeqCst), 2, "the retired entry was a miss");
+}
+
 /// An eviction that failed because Redis could not be reached is made once Redis answers
 /// again: a server restarted with its data (here from its append-only file) would
 /// otherwise serve the entry the write retired until its TTL, in every process.

@@ -257,10 +257,13 @@ impl Error {
     /// Whether what failed may succeed if sent again later: a store fault, or a refusal
     /// that passes, from a server that is loading its data after a restart (`LOADING`),
     /// held by a long script (`BUSY`), out of memory under `noeviction` (`OOM`), without
-    /// its master or its cluster for now (`MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`), or
-    /// demoted to replica (`READONLY`: a failover, which a new connection follows).
+    /// its master or its cluster for now (`MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`),
+    /// demoted to replica (`READONLY`: a failover, which a new connection follows), short
+    /// of the replicas `min-replicas-to-write` asks for (`NOREPLICAS`: a promoted replica
+    /// until the others follow it), or refusing writes since a snapshot failed
+    /// (`MISCONF`, until one succeeds).
     pub(crate) fn is_transient(&self) -> bool {
-        const PASSING: [&str; 7] = [
+        const PASSING: [&str; 9] = [
             "LOADING",
             "BUSY",
             "OOM",
@@ -268,6 +271,8 @@ impl Error {
             "CLUSTERDOWN",
             "TRYAGAIN",
             "READONLY",
+            "NOREPLICAS",
+            "MISCONF",
         ];
         match self {
             Error::Rejected { .. } => self.reply_code().is_some_and(|c| PASSING.contains(&c)),
