@@ -152,8 +152,6 @@ pub(crate) trait Store {
     /// Sent again on a new connection, with another new tombstone: the same one written
     /// again could bring back one that a reader saw before another client's invalidation.
     fn retire(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<Replaced>> + Send;
-    /// Writes `value` at `key` with no expiry (a group generation).
-    fn set_persistent(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<()>> + Send;
     /// Moves `key` (a group's, a tag's or a path's generation) to a new generation, made
     /// here, expiring after `ttl` (`None`: never); what was there. Sent again on a new
     /// connection with another new generation: the same one written again could restore
@@ -351,10 +349,6 @@ impl Store for Backend {
 
     async fn retire(&self, key: &str, ttl: Duration) -> Result<Replaced> {
         dispatch!("SET", self.retire(key, ttl))
-    }
-
-    async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
-        dispatch!("SET", self.set_persistent(key, value))
     }
 
     async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Replaced> {

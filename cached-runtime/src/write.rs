@@ -95,11 +95,14 @@ impl Core {
     }
 
     /// The write of [`put_fenced`](Self::put_fenced), the group's generation read as
-    /// `current`. A group without one gets one first, set here rather than created by the
-    /// fill: a miss that read none and fills meanwhile would create it and store its older
-    /// value, which this write's fill (refused where a generation exists) would then leave.
-    /// Set this way, the miss's fill is refused instead, or its entry retired by the new
-    /// generation; and an invalidation of the group after it still refuses this fill.
+    /// `current`. A group without one gets one first, created here (only if there is still
+    /// none) rather than by the fill: a miss that read none and fills meanwhile would
+    /// create it and store its older value, which this write's fill (refused where a
+    /// generation exists) would then leave. Created this way, the miss's fill is refused
+    /// instead; and an invalidation of the group after it still refuses this fill. If one
+    /// was created since the read (a miss's fill, or an invalidation of the group, which a
+    /// plain write would undo), the group changed since the read: the entry is retired,
+    /// with whatever older value a miss stored there, and this value is not stored.
     #[allow(clippy::too_many_arguments)]
     async fn put_from<K: Shape<O>, O>(
         &self,
@@ -116,8 +119,14 @@ impl Core {
             (Some(gen_key), None) if !gen_expires => {
                 let gen = new_generation();
                 let text = gen.to_string();
-                self.op(self.backend.set_persistent(gen_key, text.as_bytes()))
+                let created = self
+                    .op(self.backend.set_nx(gen_key, text.as_bytes(), None))
                     .await?;
+                if !created {
+                    self.evict_key(key).await?;
+                    self.record(None, Event::Conflict);
+                    return Ok(Put::Done);
+                }
                 Some(GroupFence::at(gen_key, Some(gen)))
             }
             (Some(gen_key), current) => {
@@ -210,10 +219,10 @@ mod tests {
         .unwrap();
     }
 
-    /// A miss that read no generation fills after a `put!` read none too: the `put!`
-    /// still stores its value, and the miss's older one is not kept.
+    /// A miss that read no generation fills after a `put!` read none too: the miss's
+    /// older value is not kept (nor the `put!`'s, whose group changed since its read).
     #[tokio::test]
-    async fn a_put_outlives_a_miss_that_created_the_group_generation_first() {
+    async fn a_put_retires_what_a_miss_stored_after_creating_the_group_generation() {
         let cache = crate::Cache::memory();
         let core = cache.core();
         let gen_key = core.group_key("g");
@@ -228,8 +237,25 @@ mod tests {
         assert!(core.backend.fill(&miss).await.unwrap());
         // The `put!` read no generation, before the miss's fill.
         put(core, key, None, "new").await;
-        assert_eq!(stored(core, key).await, Decoded::Value("new".to_owned()));
-        assert_eq!(cache.stats().conflicts, 0);
+        assert!(matches!(stored(core, key).await, Decoded::Gone));
+        assert_eq!(cache.stats().conflicts, 1);
+    }
+
+    /// A `put!` that read no generation, then an invalidation of the group that creates
+    /// one: the `put!` does not write over it, and stores nothing.
+    #[tokio::test]
+    async fn a_put_never_undoes_an_invalidation_that_created_the_group_generation() {
+        let cache = crate::Cache::memory();
+        let core = cache.core();
+        let gen_key = core.group_key("g");
+        let key = "p:{g}:3";
+        core.invalidate_group("g").await.unwrap();
+        let invalidated = core.backend.get(&gen_key).await.unwrap();
+        assert!(invalidated.is_some());
+        put(core, key, None, "old").await;
+        assert_eq!(core.backend.get(&gen_key).await.unwrap(), invalidated);
+        assert!(matches!(stored(core, key).await, Decoded::Gone));
+        assert_eq!(cache.stats().conflicts, 1);
     }
 
     /// A `put!` whose group was invalidated after it read the generation stores nothing.

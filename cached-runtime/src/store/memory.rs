@@ -504,12 +504,6 @@ impl Store for MemoryStore {
         Ok(Replaced::Was(old))
     }
 
-    async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
-        let _locked = self.lock(key);
-        self.insert(key, value, None, Write::Fences);
-        Ok(())
-    }
-
     async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Replaced> {
         let _locked = self.lock(key);
         let old = self.value(key);
@@ -741,7 +735,7 @@ mod tests {
         }
         store.set("user:3:lock", b"123", ttl).await.unwrap();
         // A key that never expires (a group's generation) gets a tombstone that does.
-        store.set_persistent("user:gen", b"42").await.unwrap();
+        assert!(store.set_nx("user:gen", b"42", None).await.unwrap());
         assert_eq!(
             store
                 .invalidate_prefix("user:", 10, ttl, ttl)
@@ -1063,7 +1057,7 @@ mod tests {
             ..fill(b"v", Seen::Nothing, None)
         };
         assert!(store.fill(&one).await.unwrap());
-        store.set_persistent("g", b"1").await.unwrap();
+        assert!(store.set_nx("g", b"1", None).await.unwrap());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(store.get("k").await.unwrap(), None);
         assert_eq!(store.get_many(&["k".into()]).await.unwrap(), vec![None]);

@@ -1348,11 +1348,6 @@ impl<C: Conn> Store for RedisStore<C> {
             .await
     }
 
-    async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.query(Resend::Never, &set_cmd(key, value, None, &[]))
-            .await
-    }
-
     async fn regenerate(&self, key: &str, ttl: Option<Duration>) -> Result<Replaced> {
         self.invalidating(key, ttl, || {
             crate::key::new_generation().to_string().into_bytes()
