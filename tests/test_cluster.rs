@@ -151,6 +151,62 @@ async fn runs_of_reads_at_once(cache: &redcache::Cache, id: u64, n: usize) -> us
     runs.load(SeqCst)
 }
 
+#[redcache::cached(prefix = "c:grouped", group = "shelf", ttl = 600, skip(calls))]
+async fn grouped_item(id: u64, calls: &AtomicUsize) -> String {
+    calls.fetch_add(1, SeqCst);
+    format!("item {id}")
+}
+
+/// A grouped function reads its entry with its group's generation in one `MGET`, which a
+/// node refuses (`TRYAGAIN`) while their slot moves with one of the two moved and not the
+/// other, for as long as the move lasts. Hits are still hits, a miss runs its body without
+/// a fault (and stores nothing until the move ends), on the local tier's tracked read too.
+#[tokio::test]
+async fn a_grouped_function_is_served_while_its_slot_moves() {
+    let cluster = RedisCluster::start(3, 0);
+    let cache = cluster.cache().await;
+    let local = cluster.cache_with(test_config().local_capacity(100)).await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(grouped_item(1, &calls)).await, "item 1");
+    let key = cache
+        .scope(async { redcache::key!(grouped_item(1, _)) })
+        .await;
+    let from = cluster.owner_of(&key);
+    let to = (from + 1) % 3;
+    let slot = cluster.start_moving(&key, from, to);
+    // The entry moves; the generation (same slot, by its hash tag) stays behind.
+    cluster.migrate(&key, from, to);
+    for c in [&cache, &local] {
+        assert_eq!(c.scope(grouped_item(1, &calls)).await, "item 1");
+    }
+    assert_eq!(
+        calls.load(SeqCst),
+        1,
+        "hits, the entry and the generation apart"
+    );
+    // A miss: its entry is on neither side, the generation on the old one.
+    for c in [&cache, &local] {
+        let started = Instant::now();
+        assert_eq!(c.scope(grouped_item(2, &calls)).await, "item 2");
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "answered without waiting the move out: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(calls.load(SeqCst), 3);
+    for c in [&cache, &local] {
+        assert_eq!(c.stats().faults, 0, "{:?}", c.health());
+        assert_eq!(c.health().consecutive_faults, 0);
+    }
+    cluster.finish_moving(&slot, to);
+    for _ in 0..2 {
+        assert_eq!(cache.scope(grouped_item(2, &calls)).await, "item 2");
+    }
+    assert_eq!(calls.load(SeqCst), 4, "stored once the move ended");
+    assert_eq!(cache.stats().faults, 0, "{:?}", cache.health());
+}
+
 #[tokio::test]
 async fn a_resharded_slot_is_followed() {
     let cluster = RedisCluster::start(3, 0);

@@ -198,6 +198,18 @@ impl Error {
         }
     }
 
+    /// A cluster node refused a command of several keys because a slot is moving with
+    /// some of them moved and some not (`TRYAGAIN`): so until the move ends.
+    pub(crate) fn is_split_by_migration(&self) -> bool {
+        use redis::{ErrorKind::Server, ServerErrorKind::TryAgain};
+        match self {
+            Error::Rejected { source } | Error::Redis { source } => source
+                .downcast_ref::<redis::RedisError>()
+                .is_some_and(|err| matches!(err.kind(), Server(TryAgain))),
+            _ => false,
+        }
+    }
+
     /// Redis refused the command at `index` of a pipeline (0 for a lone command) for the
     /// user's permissions (`NOPERM`).
     pub(crate) fn is_no_permission_at(&self, index: usize) -> bool {

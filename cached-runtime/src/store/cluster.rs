@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// redis-rs's connection to a cluster, with the `MOVED` and `ASK` redirects followed
-/// here, and the refusals that mean nothing ran (`TRYAGAIN`, `CLUSTERDOWN`, `READONLY`)
-/// sent again here.
+/// here, and the refusals that mean nothing ran (`CLUSTERDOWN`, `READONLY`) sent again
+/// here.
 ///
 /// redis-rs follows an `ASK` by sending `ASKING` and, once that is answered, the command.
 /// On a connection other calls share, another call's command can reach the node between
@@ -164,16 +164,15 @@ impl ClusterConn {
     }
 }
 
-/// Whether the node refused what failed with `err` without running it, for now: a
-/// cluster failing over or without a quorum, a multi-key command whose keys are split by
-/// a migration, a master demoted under it. (Not `LOADING` or `MASTERDOWN`: redis-rs also
-/// hands those to commands already sent when a slot map rebuild fails, which may have run.)
+/// Whether the node refused what failed with `err` without running it, for a moment: a
+/// cluster failing over or without a quorum, a master demoted under it. (Not `LOADING` or
+/// `MASTERDOWN`: redis-rs also hands those to commands already sent when a slot map
+/// rebuild fails, which may have run. Nor `TRYAGAIN`, a multi-key command whose keys a
+/// migration splits, which lasts as long as the slot's move: the store reads such keys
+/// one by one instead, and a grouped fill does not store.)
 fn resendable(err: &redis::RedisError) -> bool {
     use ServerErrorKind::*;
-    matches!(
-        err.kind(),
-        ErrorKind::Server(TryAgain | ClusterDown | ReadOnly)
-    )
+    matches!(err.kind(), ErrorKind::Server(ClusterDown | ReadOnly))
 }
 
 /// What `send` answers, sent again while the node refuses it for now (`resendable`).

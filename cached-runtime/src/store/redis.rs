@@ -1234,8 +1234,25 @@ impl<C: Conn> Store for RedisStore<C> {
     }
 
     async fn get_with_gen(&self, key: &str, gen_key: &str) -> Result<EntryAndGen> {
-        self.query(Resend::Safe, &read_cmd("MGET", &[key, gen_key]))
+        match self
+            .query(Resend::Safe, &read_cmd("MGET", &[key, gen_key]))
             .await
+        {
+            // A cluster slot moving with one of the two moved and not the other: `MGET` of
+            // both is refused until the move ends. Each read alone follows its key's `ASK`.
+            // Together they find what one read would have at some moment between them (a
+            // generation never comes back, and a fill checks it again).
+            Err(err) if err.is_split_by_migration() => {
+                let one = |key| async move {
+                    // `MGET`, as above: a key of another type is nothing, not an error.
+                    let found: Vec<Option<Vec<u8>>> =
+                        self.query(Resend::Safe, &read_cmd("MGET", &[key])).await?;
+                    Ok::<_, Error>(found.into_iter().next().flatten())
+                };
+                futures_util::future::try_join(one(key), one(gen_key)).await
+            }
+            read => read,
+        }
     }
 
     async fn fill(&self, fill: &Fill<'_>) -> Result<bool> {
@@ -1243,13 +1260,19 @@ impl<C: Conn> Store for RedisStore<C> {
             // The common miss: "only if there is still nothing" is SET NX, no script.
             return self.set_nx(fill.key, fill.value, Some(fill.ttl)).await;
         }
-        let stored: i64 = self
+        let stored: Result<i64> = self
             .with_conn(Resend::Never, |mut conn| {
                 let invocation = fill_invocation(fill, self.fence_for);
                 async move { invocation.invoke_async(&mut conn).await }
             })
-            .await?;
-        Ok(stored == 1)
+            .await;
+        match stored {
+            // A grouped fill while its cluster slot moves, the entry and the generation
+            // on either side: it cannot check the one where it writes the other, so it
+            // does not store (the next miss after the move does).
+            Err(err) if err.is_split_by_migration() => Ok(false),
+            stored => Ok(stored? == 1),
+        }
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
