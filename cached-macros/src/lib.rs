@@ -223,7 +223,8 @@ mod valid;
 /// `null_ttl = 30`: how many seconds a `None` (or an `Ok(None)`) lives, cached as a null
 /// entry so that lookups of something absent do not all reach the database. No jitter.
 /// `null_ttl = 0`: a `None` is not cached. Functions of the other return shapes have no
-/// `None`, and are not affected.
+/// `None`: `null_ttl` on one is an error (an alias of an `Option` says what it is with
+/// [`output`](#output)).
 ///
 /// - **Default:** the cache's default null TTL: 60 s
 ///   (`Config::builder().default_null_ttl(..)`, `REDCACHE_NULL_TTL`).

@@ -140,6 +140,17 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
             );
         }
     }
+    if let Some((_, span)) = &args.null_ttl {
+        if !matches!(shape, Output::Option | Output::ResultOption) {
+            errors.at(
+                *span,
+                "`null_ttl` is how long a `None` lives, and this function returns no `Option` \
+                 (read from the last segment of its return type): for an alias of `Option<T>` \
+                 or `Result<Option<T>, E>`, say so with `output = \"option\"` or \
+                 `output = \"result_option\"`; otherwise leave `null_ttl` out",
+            );
+        }
+    }
     Some(shape)
 }
 

@@ -19,7 +19,7 @@ async fn user_name(id: u64, verbose: bool) -> Option<String> {
     (id != 0).then(|| format!("user {id}"))
 }
 
-#[redcache::cached(prefix = "user:page", ttl = 900, jitter = 0, null_ttl = 0, key = (id, page))]
+#[redcache::cached(prefix = "user:page", ttl = 900, jitter = 0, key = (id, page))]
 async fn user_page(id: u64, page: u32, trace: &str) -> Vec<u64> {
     let _ = trace;
     vec![id, u64::from(page)]
