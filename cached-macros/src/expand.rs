@@ -26,7 +26,7 @@ use syn::{FnArg, GenericParam, ReturnType};
 
 /// Entry point: the expanded function, or the function unchanged plus every error.
 pub(crate) fn cached(args: TokenStream, input: TokenStream) -> TokenStream {
-    let item: ItemFn = match syn::parse2(input.clone()) {
+    let item = match ItemFn::parse_for(input.clone(), "cached") {
         Ok(item) => item,
         Err(err) => return with_error(input, err),
     };

@@ -158,7 +158,7 @@ impl Parse for Target {
 
 /// `#[evicts(targets..)]` on an async fn.
 pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
-    let item: ItemFn = match syn::parse2(input.clone()) {
+    let item = match ItemFn::parse_for(input.clone(), "evicts") {
         Ok(item) => item,
         Err(err) => return expand::with_error(input, err),
     };

@@ -2,7 +2,7 @@
 //! tokens (faster, and still works on half-typed code).
 
 use proc_macro2::{Ident, TokenStream};
-use syn::parse::{Parse, ParseStream};
+use syn::parse::{ParseStream, Parser};
 use syn::{token, Attribute, FnArg, Pat, Signature, Visibility};
 
 pub(crate) struct ItemFn {
@@ -13,8 +13,13 @@ pub(crate) struct ItemFn {
     pub(crate) body: TokenStream,
 }
 
-impl Parse for ItemFn {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+impl ItemFn {
+    /// The item `#[attr]` (`cached`, `evicts`) is on, which must be a function with a body.
+    pub(crate) fn parse_for(tokens: TokenStream, attr: &str) -> syn::Result<Self> {
+        (|input: ParseStream<'_>| Self::parse_in(input, attr)).parse2(tokens)
+    }
+
+    fn parse_in(input: ParseStream<'_>, attr: &str) -> syn::Result<Self> {
         let mut attrs = input.call(Attribute::parse_outer)?;
         let vis: Visibility = input.parse()?;
         let lookahead = input.fork();
@@ -23,13 +28,13 @@ impl Parse for ItemFn {
         let _ = lookahead.parse::<Option<token::Unsafe>>();
         let _ = lookahead.parse::<Option<syn::Abi>>();
         if !lookahead.peek(token::Fn) {
-            return Err(input.error("#[cached] applies to `async fn` items only"));
+            return Err(input.error(format!("#[{attr}] applies to `async fn` items only")));
         }
         let sig: Signature = input.parse()?;
         if input.peek(token::Semi) {
-            return Err(input.error(
-                "#[cached] needs a function body; put it on the function in the `impl` block",
-            ));
+            return Err(input.error(format!(
+                "#[{attr}] needs a function body; put it on the function in the `impl` block"
+            )));
         }
         let content;
         let brace = syn::braced!(content in input);
@@ -48,9 +53,7 @@ impl Parse for ItemFn {
             body,
         })
     }
-}
 
-impl ItemFn {
     /// Whether the function takes `self` in any form.
     pub(crate) fn has_receiver(&self) -> bool {
         self.sig.receiver().is_some()
