@@ -398,7 +398,33 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
         Some((expr, _)) => {
             let span = expr.span();
             let private = private_path(span);
-            quote_spanned!(span=> #private::KeyArgs::expr(&(#expr)))
+            // A `HashSet` is refused there as in an argument: the expression's value, or
+            // an element of a tuple written there.
+            let probe = |part: TokenStream, span: Span| {
+                let private = private_path(span);
+                quote_spanned!(span=> #private::ordered((&#private::SetProbe::of(#part)).order());)
+            };
+            let probes: Vec<TokenStream> = match expr {
+                syn::Expr::Tuple(tuple) => (0..tuple.elems.len())
+                    .zip(&tuple.elems)
+                    .map(|(i, elem)| {
+                        let i = syn::Index::from(i);
+                        probe(quote!(&__redcache_key.#i), elem.span())
+                    })
+                    .collect(),
+                _ => vec![probe(quote!(__redcache_key), span)],
+            };
+            // (A `match`, whose scrutinee's temporaries live as long as the call's.)
+            quote_spanned! {span=>
+                match &(#expr) {
+                    __redcache_key => {
+                        #[allow(unused_imports)]
+                        use #private::{IsHashSet as _, NotHashSet as _};
+                        #(#probes)*
+                        #private::KeyArgs::expr(__redcache_key)
+                    }
+                }
+            }
         }
         None => {
             let skipped: &[Ident] = args.skip.as_ref().map_or(&[], |(s, _)| s);
