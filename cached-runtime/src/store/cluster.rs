@@ -273,8 +273,24 @@ impl Conn for ClusterConn {
             return Err(failed(format!("CLUSTER NODES to every master: {reply:?}")));
         };
         let mut agreed: Option<(String, String)> = None;
-        for (_, view) in views {
+        // Each master's id, by redis-rs's name for it: the address `CLUSTER NODES` gives
+        // need not be that name (a cluster announcing hostnames names its nodes by them in
+        // `CLUSTER SLOTS`, which redis-rs reads, and by IP in `CLUSTER NODES`), and a
+        // command routed by an address redis-rs has no connection to is not sent.
+        let mut names = HashMap::new();
+        for (name, view) in views {
             let view: String = redis::from_redis_value(view).map_err(|e| Error::redis(e.into()))?;
+            if let (redis::Value::BulkString(name), Some(id)) = (name, own_id(&view)) {
+                let name = String::from_utf8_lossy(&name);
+                if let Some((host, port)) = name.rsplit_once(':') {
+                    if let Ok(port) = port.parse::<u16>() {
+                        names.insert(
+                            id.to_owned(),
+                            (host.trim_matches(['[', ']']).to_owned(), port),
+                        );
+                    }
+                }
+            }
             if let Some(moving) = slot_moving(&view) {
                 return Err(Error::resharding(format!(
                     "slot {moving} is moving between the cluster's masters (a resharding): a \
@@ -297,7 +313,13 @@ impl Conn for ClusterConn {
             return Err(failed("no cluster master answered CLUSTER NODES".into()));
         };
         match masters_of(&view) {
-            Ok(masters) => Ok((masters.into_iter().map(Some).collect(), owners)),
+            Ok(masters) => {
+                let masters = masters
+                    .into_iter()
+                    .map(|(id, address)| Some(names.remove(&id).unwrap_or(address)))
+                    .collect();
+                Ok((masters, owners))
+            }
             // A walk of the reachable masters alone would report success and leave the
             // keys of the others.
             Err(covered) => Err(failed(format!(
@@ -409,15 +431,27 @@ fn owners_of(nodes: &str) -> String {
 /// How many hash slots a cluster has.
 const SLOTS: usize = 16384;
 
-/// The reachable masters in `CLUSTER NODES` output (`<id> <ip:port@cport> <flags> <master>
-/// <ping> <pong> <epoch> <link> <slot or range>...`), if they serve every slot between
-/// them; else how many they serve.
-fn masters_of(nodes: &str) -> std::result::Result<Vec<(String, u16)>, usize> {
+/// A node's host and port.
+type Address = (String, u16);
+
+/// The id of the node whose `CLUSTER NODES` this is (its line's flags say `myself`).
+fn own_id(nodes: &str) -> Option<&str> {
+    nodes.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (id, _address, flags) = (fields.next()?, fields.next()?, fields.next()?);
+        flags.split(',').any(|f| f == "myself").then_some(id)
+    })
+}
+
+/// The reachable masters in `CLUSTER NODES` output (`<id> <ip:port@cport[,hostname]>
+/// <flags> <master> <ping> <pong> <epoch> <link> <slot or range>...`), each by id and
+/// address, if they serve every slot between them; else how many they serve.
+fn masters_of(nodes: &str) -> std::result::Result<Vec<(String, Address)>, usize> {
     let mut served = vec![false; SLOTS];
     let mut masters = Vec::new();
     for line in nodes.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(_), Some(address), Some(flags)) = (fields.next(), fields.next(), fields.next())
+        let (Some(id), Some(address), Some(flags)) = (fields.next(), fields.next(), fields.next())
         else {
             continue;
         };
@@ -448,7 +482,10 @@ fn masters_of(nodes: &str) -> std::result::Result<Vec<(String, u16)>, usize> {
         // A master that serves no slot (just added, or emptied) holds no key, and the
         // client keeps no connection to it (its map is of the slots' owners).
         if serves {
-            masters.push((host.trim_matches(['[', ']']).to_string(), port));
+            masters.push((
+                id.to_owned(),
+                (host.trim_matches(['[', ']']).to_owned(), port),
+            ));
         }
     }
     let covered = served.iter().filter(|s| **s).count();
@@ -582,20 +619,23 @@ b2 127.0.0.1:7001@17001 master - 0 1700000000000 2 connected 42 5461-16383
     #[test]
     fn masters_are_read_from_cluster_nodes() {
         let nodes = "\
-a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+a1 127.0.0.1:7000@17000,node-a.svc myself,master - 0 0 1 connected 0-5460
 b2 127.0.0.1:7001@17001 master - 0 1700000000000 2 connected 5461-10922
 c3 127.0.0.1:7002@17002 master,fail - 0 1700000000000 3 disconnected
 d4 127.0.0.1:7003@17003 slave a1 0 1700000000000 1 connected
 e5 [::1]:7004@17004 master - 0 1700000000000 4 connected 10923-16383
 ";
+        let master = |id: &str, host: &str, port| (id.to_string(), (host.to_string(), port));
         assert_eq!(
             masters_of(nodes),
             Ok(vec![
-                ("127.0.0.1".to_string(), 7000),
-                ("127.0.0.1".to_string(), 7001),
-                ("::1".to_string(), 7004)
+                master("a1", "127.0.0.1", 7000),
+                master("b2", "127.0.0.1", 7001),
+                master("e5", "::1", 7004)
             ])
         );
+        assert_eq!(own_id(nodes), Some("a1"));
+        assert_eq!(own_id(&nodes.replace("myself,", "")), None);
     }
 
     #[test]
