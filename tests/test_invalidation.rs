@@ -307,6 +307,36 @@ on_both_stores! {
     }
 }
 
+/// A `Result` under another name: `#[evicts]` asks the type, as `#[cached]` does.
+type Outcome<T> = Result<T, DbError>;
+
+impl Service {
+    #[redcache::evicts(self.by_id(id))]
+    async fn rename_aliased(&self, id: u64, name: &str) -> Outcome<()> {
+        if name.is_empty() {
+            return Err(DbError);
+        }
+        self.db.write(id, name);
+        Ok(())
+    }
+}
+
+on_both_stores! {
+    async fn evicts_on_a_result_alias_runs_after_an_ok_only(b: Backend) {
+        let svc = Service { db: Db::with(&[(1, "Ada")]) };
+        b.cache.scope(async {
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada");
+            assert_eq!(svc.rename_aliased(1, "").await, Err(DbError));
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada", "an Err evicts nothing");
+            assert_eq!(svc.db.queries(), 1);
+            svc.rename_aliased(1, "Ada L.").await.unwrap();
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada L.");
+        }).await;
+        assert_eq!(svc.db.queries(), 2);
+        assert_eq!(b.cache.stats().invalidations, 1);
+    }
+}
+
 on_both_stores! {
     async fn evicts_runs_after_an_ok_only(b: Backend) {
         let svc = Arc::new(Service { db: Db::with(&[(1, "Ada")]) });

@@ -204,16 +204,29 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
     if let Err(err) = errors.finish() {
         return expand::with_error(input, err);
     }
-    let runtime_fn = match &item.sig.output {
+    let (setup, runtime_fn) = match &item.sig.output {
         syn::ReturnType::Type(_, ty)
             if matches!(
                 valid::shape_of_type(ty),
                 crate::attr::Output::Result | crate::attr::Output::ResultOption
             ) =>
         {
-            "evict_on_ok"
+            (evict, "evict_on_ok")
         }
-        _ => "evict_after",
+        // A type that does not read as a `Result` may still be an alias of one: its `Err`
+        // evicts nothing either (asked of the type, as `#[cached]` does).
+        syn::ReturnType::Type(_, ty) if !matches!(**ty, syn::Type::ImplTrait(_)) => {
+            let errs = quote! {{
+                #[allow(unused_imports)]
+                use #private::{IsResult as _, NotResult as _};
+                (&#private::ErrProbe::<#ty>::new()).errs()
+            }};
+            (quote!((#evict, #errs)), "evict_after")
+        }
+        _ => (
+            quote!((#evict, ::core::option::Option::None)),
+            "evict_after",
+        ),
     };
-    expand::rewrite(&item, "__cached_evict", evict, runtime_fn)
+    expand::rewrite(&item, "__cached_evict", setup, runtime_fn)
 }

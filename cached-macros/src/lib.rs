@@ -825,7 +825,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Invalidates the entries of `#[cached]` calls after the function's body succeeded (an
-/// `Ok`, or any value when it returns no `Result`).
+/// `Ok`, or any value when it returns no `Result`; a type alias of a `Result` is one).
 ///
 /// Targets, any number, evaluated from the arguments before the body runs: calls of
 /// `#[cached]` functions (`user_name(id)`, `repo.find(id)`), `group = "products"`, and

@@ -709,10 +709,20 @@ impl Evict {
     }
 }
 
-/// A `#[evicts]` function that does not return `Result`: evicts after the body.
-pub async fn evict_after<O, F: Future<Output = O>>(evict: Evict, body: F) -> O {
+/// What tells a failed output, if anything does (an [`ErrProbe`]'s answer).
+pub type Failure<O> = Option<fn(&O) -> bool>;
+
+/// A `#[evicts]` function whose return type does not read as a `Result`: evicts after the
+/// body, unless `errs` (an [`ErrProbe`]'s answer: the type is an alias of a `Result`)
+/// says it failed.
+pub async fn evict_after<O, F: Future<Output = O>>(
+    (evict, errs): (Evict, Failure<O>),
+    body: F,
+) -> O {
     let out = body.await;
-    evict.run().await;
+    if !errs.is_some_and(|errs| errs(&out)) {
+        evict.run().await;
+    }
     out
 }
 
