@@ -356,8 +356,7 @@ fn companion(item: &ItemFn, args: &CachedArgs, shape: Output, call: &TokenStream
         FnArg::Typed(arg) => {
             let mut bound = Vec::new();
             crate::item::bound_idents(&arg.pat, &mut bound);
-            // (A pattern that binds nothing, `_`, is no part of the key either.)
-            let all_skipped = bound.iter().all(|i| skipped.contains(i));
+            let all_skipped = !bound.is_empty() && bound.iter().all(|i| skipped.contains(i));
             if all_skipped && args.key.is_none() {
                 quote!(_: impl ::core::marker::Sized)
             } else {
