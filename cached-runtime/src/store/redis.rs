@@ -1267,10 +1267,11 @@ impl<C: Conn> Store for RedisStore<C> {
             })
             .await;
         match stored {
-            // A grouped fill while its cluster slot moves, the entry and the generation
-            // on either side: it cannot check the one where it writes the other, so it
-            // does not store (the next miss after the move does).
-            Err(err) if err.is_split_by_migration() => Ok(false),
+            // A miss's grouped fill while its cluster slot moves, the entry and the
+            // generation on either side: it cannot check the one where it writes the
+            // other, so it does not store (the next miss after the move does). A writer's
+            // (`put!`) fails, and retires the entry instead.
+            Err(err) if err.is_split_by_migration() && !matches!(fill.seen, Seen::Any) => Ok(false),
             stored => Ok(stored? == 1),
         }
     }
