@@ -1208,8 +1208,12 @@ impl<C: Conn> RedisStore<C> {
             // `SET .. GET` refuses a key of another type, which holds no entry; a plain
             // `SET` writes over it, so that a fill begun before cannot land there after.
             Err(err) if err.reply_code() == Some("WRONGTYPE") => {
-                self.query::<()>(Resend::Safe, &set_cmd(key, &made(), ttl, &[]))
-                    .await?;
+                // Made anew for each send, as above.
+                self.with_conn(Resend::Safe, |mut conn| {
+                    let cmd = set_cmd(key, &made(), ttl, &[]);
+                    async move { cmd.query_async::<()>(&mut conn).await }
+                })
+                .await?;
                 return Ok(Replaced::Was(None));
             }
             old => old?,
