@@ -361,7 +361,10 @@ impl Config {
         }
         if self.local_capacity > 0 && self.local_max_bytes == 0 {
             return Some(format!(
-                "Config::local_max_bytes / REDCACHE_LOCAL_MAX_BYTES is 0 with a local tier of                  {} entries (Config::local_capacity / REDCACHE_LOCAL_CAPACITY): it would hold                  nothing; give it room (the default is 64 MiB), or set the capacity to 0 to                  turn the tier off",
+                "Config::local_max_bytes / REDCACHE_LOCAL_MAX_BYTES is 0 with a local tier of \
+                 {} entries (Config::local_capacity / REDCACHE_LOCAL_CAPACITY): it would hold \
+                 nothing; give it room (the default is 64 MiB), or set the capacity to 0 to \
+                 turn the tier off",
                 self.local_capacity
             ));
         }
