@@ -104,6 +104,17 @@ pub(crate) fn return_type(sig: &syn::Signature) -> (TokenStream, Span) {
     }
 }
 
+/// Whether `ty` is a `Result` after all, behind an alias (`type Answer = Result<u32, E>`):
+/// an expression of `Option<fn(&ty) -> bool>`, which tells an `Err` (the runtime's
+/// `ErrProbe`).
+pub(crate) fn err_probe(ty: &TokenStream, private: &TokenStream) -> TokenStream {
+    quote! {{
+        #[allow(unused_imports)]
+        use #private::{IsResult as _, NotResult as _};
+        (&#private::ErrProbe::<#ty>::new()).errs()
+    }}
+}
+
 /// `async move { body }` with a return edge typed with the declared return type: `?` in
 /// the body converts into it, and type mismatches point at the user's signature.
 pub(crate) fn body_future(sig: &syn::Signature, body: &TokenStream) -> TokenStream {
@@ -235,13 +246,10 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
     // A plain value read off the return type's name may still be a `Result` (an alias of
     // one): its `Err` is never cached. Not when `output = "value"` says to cache it whole.
     let errs = match (shape, &args.output) {
-        (Output::Value, None) => quote! {
-            .errs({
-                #[allow(unused_imports)]
-                use #private::{IsResult as _, NotResult as _};
-                (&#private::ErrProbe::<#ret_ty>::new()).errs()
-            })
-        },
+        (Output::Value, None) => {
+            let probe = err_probe(&ret_ty, &private);
+            quote!(.errs(#probe))
+        }
         _ => TokenStream::new(),
     };
     quote_spanned! {ret_span=>

@@ -215,12 +215,8 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
         }
         // A type that does not read as a `Result` may still be an alias of one: its `Err`
         // evicts nothing either (asked of the type, as `#[cached]` does).
-        syn::ReturnType::Type(_, ty) if !matches!(**ty, syn::Type::ImplTrait(_)) => {
-            let errs = quote! {{
-                #[allow(unused_imports)]
-                use #private::{IsResult as _, NotResult as _};
-                (&#private::ErrProbe::<#ty>::new()).errs()
-            }};
+        syn::ReturnType::Type(_, ty) => {
+            let errs = expand::err_probe(&ty.to_token_stream(), &private);
             (quote!((#evict, #errs)), "evict_after")
         }
         _ => (
