@@ -444,6 +444,16 @@ on_both_stores! {
     }
 }
 
+/// Writes a list at `key`: a key of another Redis type than redcache's strings.
+async fn list_at(conn: &mut redis::aio::MultiplexedConnection, key: &str) {
+    let _: () = redis::cmd("LPUSH")
+        .arg(key)
+        .arg("x")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn another_format_version_or_a_key_of_another_type_is_overwritten() {
     let server = common::RedisServer::start();
@@ -459,12 +469,7 @@ async fn another_format_version_or_a_key_of_another_type_is_overwritten() {
         .unwrap();
     assert_eq!(cache.scope(corruptible(1, &calls)).await, user(1));
     let key2 = expected_key("t:corrupt", "[2]");
-    let _: () = redis::cmd("LPUSH")
-        .arg(&key2)
-        .arg("x")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    list_at(&mut conn, &key2).await;
     assert_eq!(
         cache.scope(corruptible(2, &calls)).await,
         user(2),
@@ -484,12 +489,7 @@ async fn another_format_version_or_a_key_of_another_type_is_overwritten() {
     let key3 = cache
         .scope(async { redcache::key!(corruptible_grouped(3, _)) })
         .await;
-    let _: () = redis::cmd("LPUSH")
-        .arg(&key3)
-        .arg("x")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    list_at(&mut conn, &key3).await;
     for _ in 0..2 {
         assert_eq!(cache.scope(corruptible_grouped(3, &calls)).await, user(3));
     }
@@ -506,12 +506,7 @@ async fn an_invalidation_writes_over_a_key_of_another_type() {
     let mut conn = server.conn().await;
     let calls = AtomicUsize::new(0);
     let key = expected_key("t:corrupt", "[4]");
-    let _: () = redis::cmd("LPUSH")
-        .arg(&key)
-        .arg("x")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    list_at(&mut conn, &key).await;
     let removed = cache
         .scope(async { redcache::invalidate!(corruptible(4, _)).await })
         .await;
