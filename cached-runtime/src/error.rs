@@ -187,44 +187,40 @@ impl Error {
         }
     }
 
+    /// The redis-rs error this one is, if it is one.
+    fn redis_error(&self) -> Option<&redis::RedisError> {
+        match self {
+            Error::Rejected { source } | Error::Redis { source } => source.downcast_ref(),
+            _ => None,
+        }
+    }
+
     /// A cluster node's `MOVED`, `ASK` or `TRYAGAIN` that was not followed to the end.
     pub(crate) fn is_cluster_redirect(&self) -> bool {
         use redis::{ErrorKind::Server, ServerErrorKind::*};
-        match self {
-            Error::Rejected { source } | Error::Redis { source } => source
-                .downcast_ref::<redis::RedisError>()
-                .is_some_and(|err| matches!(err.kind(), Server(Moved | Ask | TryAgain))),
-            _ => false,
-        }
+        self.redis_error()
+            .is_some_and(|err| matches!(err.kind(), Server(Moved | Ask | TryAgain)))
     }
 
     /// A cluster node refused a command of several keys because a slot is moving with
     /// some of them moved and some not (`TRYAGAIN`): so until the move ends.
     pub(crate) fn is_split_by_migration(&self) -> bool {
         use redis::{ErrorKind::Server, ServerErrorKind::TryAgain};
-        match self {
-            Error::Rejected { source } | Error::Redis { source } => source
-                .downcast_ref::<redis::RedisError>()
-                .is_some_and(|err| matches!(err.kind(), Server(TryAgain))),
-            _ => false,
-        }
+        self.redis_error()
+            .is_some_and(|err| matches!(err.kind(), Server(TryAgain)))
     }
 
     /// Redis refused the command at `index` of a pipeline (0 for a lone command) for the
     /// user's permissions (`NOPERM`).
     pub(crate) fn is_no_permission_at(&self, index: usize) -> bool {
         use redis::ServerErrorKind::NoPerm;
-        match self {
-            Error::Rejected { source } | Error::Redis { source } => source
-                .downcast_ref::<redis::RedisError>()
-                .and_then(|err| err.clone().into_server_errors())
-                .is_some_and(|errors| {
-                    errors
-                        .iter()
-                        .any(|(at, err)| *at == index && err.kind() == Some(NoPerm))
-                }),
-            _ => false,
-        }
+        self.redis_error()
+            .and_then(|err| err.clone().into_server_errors())
+            .is_some_and(|errors| {
+                errors
+                    .iter()
+                    .any(|(at, err)| *at == index && err.kind() == Some(NoPerm))
+            })
     }
 
     pub(crate) fn decode(err: impl StdError + Send + Sync + 'static) -> Self {
@@ -296,9 +292,7 @@ impl Error {
     /// one.
     pub(crate) fn reply_code(&self) -> Option<&str> {
         match self {
-            Error::Rejected { source } => source
-                .downcast_ref::<redis::RedisError>()
-                .and_then(redis::RedisError::code),
+            Error::Rejected { .. } => self.redis_error().and_then(redis::RedisError::code),
             _ => None,
         }
     }

@@ -281,14 +281,8 @@ impl Conn for ClusterConn {
         for (name, view) in views {
             let view: String = redis::from_redis_value(view).map_err(|e| Error::redis(e.into()))?;
             if let (redis::Value::BulkString(name), Some(id)) = (name, own_id(&view)) {
-                let name = String::from_utf8_lossy(&name);
-                if let Some((host, port)) = name.rsplit_once(':') {
-                    if let Ok(port) = port.parse::<u16>() {
-                        names.insert(
-                            id.to_owned(),
-                            (host.trim_matches(['[', ']']).to_owned(), port),
-                        );
-                    }
+                if let Some(address) = address_of(&String::from_utf8_lossy(&name)) {
+                    names.insert(id.to_owned(), address);
                 }
             }
             if let Some(moving) = slot_moving(&view) {
@@ -434,6 +428,12 @@ const SLOTS: usize = 16384;
 /// A node's host and port.
 type Address = (String, u16);
 
+/// The host and port of `host:port` (`[::1]:port` for IPv6).
+fn address_of(text: &str) -> Option<Address> {
+    let (host, port) = text.rsplit_once(':')?;
+    Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+}
+
 /// The id of the node whose `CLUSTER NODES` this is (its line's flags say `myself`).
 fn own_id(nodes: &str) -> Option<&str> {
     nodes.lines().find_map(|line| {
@@ -459,14 +459,9 @@ fn masters_of(nodes: &str) -> std::result::Result<Vec<(String, Address)>, usize>
         if !flags.contains(&"master") || flags.contains(&"fail") || flags.contains(&"noaddr") {
             continue;
         }
-        let Some((host, port)) = address
-            .split('@')
-            .next()
-            .and_then(|address| address.rsplit_once(':'))
-        else {
+        let Some(at) = address.split('@').next().and_then(address_of) else {
             continue;
         };
-        let Ok(port) = port.parse() else { continue };
         // After the master's id, ping, pong, epoch and link state: its slots (`[..]`
         // entries are slots migrating, still served here).
         let mut serves = false;
@@ -482,10 +477,7 @@ fn masters_of(nodes: &str) -> std::result::Result<Vec<(String, Address)>, usize>
         // A master that serves no slot (just added, or emptied) holds no key, and the
         // client keeps no connection to it (its map is of the slots' owners).
         if serves {
-            masters.push((
-                id.to_owned(),
-                (host.trim_matches(['[', ']']).to_owned(), port),
-            ));
+            masters.push((id.to_owned(), at));
         }
     }
     let covered = served.iter().filter(|s| **s).count();

@@ -552,8 +552,9 @@ pub(super) fn open_client(
 /// A key of another type is overwritten unless the read saw bytes there: a grouped read
 /// (`MGET`) answers nil for one, as for nothing. Bytes the read saw may also have expired
 /// since: an invalidation leaves a tombstone, never nothing. And nothing is never where a
-/// fence should still stand: a write-through (`3`) lives at least as long as it fences, and a fill over an entry at least as long as
-/// that entry would have (up to the same bound), past its own TTL if need be (its stamp
+/// fence should still stand: a write-through (`3`) lives at least as long as it fences,
+/// and a fill over an entry at least as long as that entry would have (up to the same
+/// bound), past its own TTL if need be (its stamp
 /// then says when it expired, and readers take it for a miss from then on). The time is
 /// handed to Redis as the integer's digits: some servers (Redis 7.2.0–7.2.4) write a Lua
 /// number such as 1e13 in exponent form, which `PX` refuses.
@@ -1230,6 +1231,14 @@ impl<C: Conn> RedisStore<C> {
             old => Replaced::Was(old),
         })
     }
+
+    /// `key`'s value, as a read of several keys finds it: `MGET` of the one key, to which
+    /// a key of another type is nothing (`GET` fails with `WRONGTYPE`).
+    async fn get_lenient(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let found: Vec<Option<Vec<u8>>> =
+            self.query(Resend::Safe, &read_cmd("MGET", &[key])).await?;
+        Ok(found.into_iter().next().flatten())
+    }
 }
 
 impl<C: Conn> Store for RedisStore<C> {
@@ -1247,13 +1256,8 @@ impl<C: Conn> Store for RedisStore<C> {
             // Together they find what one read would have at some moment between them (a
             // generation never comes back, and a fill checks it again).
             Err(err) if err.is_split_by_migration() => {
-                let one = |key| async move {
-                    // `MGET`, as above: a key of another type is nothing, not an error.
-                    let found: Vec<Option<Vec<u8>>> =
-                        self.query(Resend::Safe, &read_cmd("MGET", &[key])).await?;
-                    Ok::<_, Error>(found.into_iter().next().flatten())
-                };
-                futures_util::future::try_join(one(key), one(gen_key)).await
+                futures_util::future::try_join(self.get_lenient(key), self.get_lenient(gen_key))
+                    .await
             }
             read => read,
         }
@@ -1286,15 +1290,10 @@ impl<C: Conn> Store for RedisStore<C> {
         }
         if !C::PIPELINES_SPAN_SLOTS {
             // On a cluster, each key on its own, all sent at once: a redirect is for one
-            // key's slot, and is followed for that key (`cluster::ClusterConn`).
-            // (`MGET` of the one key: a key of another type is nothing to it, as to a
-            // multi-key `MGET`, where `GET` would fail the whole batch.)
-            let found = keys.iter().map(|key| async move {
-                let found: Vec<Option<Vec<u8>>> = self
-                    .query(Resend::Safe, &read_cmd("MGET", std::slice::from_ref(key)))
-                    .await?;
-                Ok(found.into_iter().next().flatten())
-            });
+            // key's slot, and is followed for that key (`cluster::ClusterConn`). (A key
+            // of another type is nothing, as to a multi-key `MGET`: `GET` would fail the
+            // whole batch.)
+            let found = keys.iter().map(|key| self.get_lenient(key));
             return futures_util::future::join_all(found)
                 .await
                 .into_iter()
