@@ -397,6 +397,18 @@ fn companion(item: &ItemFn, args: &CachedArgs, shape: Output, call: &TokenStream
     }
 }
 
+/// A statement that compiles only if `value` (a reference) is not to a `HashSet`, whatever
+/// its type is called (the runtime's `SetProbe`), with the error at `span`.
+fn refuse_hash_set(private: &TokenStream, value: TokenStream, span: Span) -> TokenStream {
+    quote_spanned! {span=>
+        {
+            #[allow(unused_imports)]
+            use #private::{IsHashSet as _, NotHashSet as _};
+            #private::ordered((&#private::SetProbe::of(#value)).order());
+        }
+    }
+}
+
 /// The key material: the key arguments (or the `key` expression), then the names of the
 /// generic types, then the enclosing impl, so instances and impls never share entries.
 fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
@@ -407,10 +419,8 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
             let private = private_path(span);
             // A `HashSet` is refused there as in an argument: the expression's value, or
             // an element of a tuple written there.
-            let probe = |part: TokenStream, span: Span| {
-                let private = private_path(span);
-                quote_spanned!(span=> #private::ordered((&#private::SetProbe::of(#part)).order());)
-            };
+            let probe =
+                |part: TokenStream, span: Span| refuse_hash_set(&private_path(span), part, span);
             let probes: Vec<TokenStream> = match expr {
                 syn::Expr::Tuple(tuple) => (0..tuple.elems.len())
                     .zip(&tuple.elems)
@@ -425,8 +435,6 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
             quote_spanned! {span=>
                 match &(#expr) {
                     __redcache_key => {
-                        #[allow(unused_imports)]
-                        use #private::{IsHashSet as _, NotHashSet as _};
                         #(#probes)*
                         #private::KeyArgs::expr(__redcache_key)
                     }
@@ -439,11 +447,10 @@ fn key_material(item: &ItemFn, args: &CachedArgs) -> TokenStream {
             for ident in item.arg_idents() {
                 if !skipped.contains(&ident) {
                     // A `HashSet` the written type does not show (an alias) is refused here.
+                    let refused = refuse_hash_set(&private, quote!(&#ident), ident.span());
                     key.extend(quote_spanned! {ident.span()=>
                         .arg({
-                            #[allow(unused_imports)]
-                            use #private::{IsHashSet as _, NotHashSet as _};
-                            #private::ordered((&#private::SetProbe::of(&#ident)).order());
+                            #refused
                             &#ident
                         })
                     });
