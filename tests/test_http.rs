@@ -1813,10 +1813,19 @@ async fn with_redis_down_every_request_is_answered_by_the_handler() {
     assert_eq!(http(&backend.cache).misses - before.misses, 7);
 }
 
+/// Runs of [`tenant_page`] begun.
+static TENANT_PAGES: AtomicU64 = AtomicU64::new(0);
+
 /// A page that depends on the request's `X-Tenant`, which the route's tags name and its
-/// key does not; slow enough that requests sent together overlap.
+/// key does not. Each run waits (up to 2 s) until two have begun, so requests sent
+/// together overlap: were they all to share the first one's run, it would answer every
+/// tenant with its page.
 async fn tenant_page(headers: HeaderMap) -> String {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    TENANT_PAGES.fetch_add(1, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while TENANT_PAGES.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let tenant = headers.get("x-tenant").and_then(|v| v.to_str().ok());
     format!("page of {}", tenant.unwrap_or("-"))
 }
