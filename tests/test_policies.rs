@@ -100,6 +100,52 @@ on_both_stores! {
     }
 }
 
+/// Times kept in constants, as services keep them: a constant (or a constant expression)
+/// of seconds stands wherever a number of seconds does.
+const PROFILE_TTL: u64 = 15 * 60;
+const NO_JITTER: u64 = 0;
+
+mod settings {
+    pub const MISSING_SECS: u64 = 20;
+}
+
+#[redcache::cached(
+    prefix = "p:constant",
+    ttl = PROFILE_TTL,
+    jitter = NO_JITTER,
+    null_ttl = settings::MISSING_SECS,
+    skip(calls)
+)]
+async fn by_constant(id: u64, calls: &AtomicUsize) -> Option<u64> {
+    calls.fetch_add(1, SeqCst);
+    (id != 0).then_some(id * 10)
+}
+
+#[redcache::cached(prefix = "p:expression", ttl = 2 * PROFILE_TTL, jitter = 0, skip(calls))]
+async fn by_expression(id: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    id
+}
+
+on_both_stores! {
+    async fn ttls_can_be_named_constants(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            for _ in 0..2 {
+                assert_eq!(by_constant(4, &calls).await, Some(40));
+                assert_eq!(by_constant(0, &calls).await, None);
+                assert_eq!(by_expression(4, &calls).await, 4);
+            }
+        }).await;
+        assert_eq!(calls.load(SeqCst), 3, "{}", b.name());
+        let name = b.name();
+        assert_eq!(b.ttl_secs(&redcache::key!(by_constant(4, _))).await, Some(900), "{name}");
+        assert_eq!(b.ttl_secs(&redcache::key!(by_constant(0, _))).await, Some(20), "{name}");
+        let doubled = b.ttl_secs(&redcache::key!(by_expression(4, _))).await;
+        assert_eq!(doubled, Some(1800), "{name}");
+    }
+}
+
 #[redcache::cached(prefix = "p:list", ttl = 60, cache_if = |items: &Vec<u32>| !items.is_empty(), skip(calls))]
 async fn list(page: u32, calls: &AtomicUsize) -> Vec<u32> {
     calls.fetch_add(1, SeqCst);

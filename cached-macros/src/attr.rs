@@ -54,9 +54,9 @@ pub(crate) fn ungroup(expr: Expr) -> Expr {
 #[derive(Default)]
 pub(crate) struct CachedArgs {
     pub(crate) prefix: Option<(String, Span)>,
-    pub(crate) ttl: Option<(u64, Span)>,
-    pub(crate) jitter: Option<(u64, Span)>,
-    pub(crate) null_ttl: Option<(u64, Span)>,
+    pub(crate) ttl: Option<(Seconds, Span)>,
+    pub(crate) jitter: Option<(Seconds, Span)>,
+    pub(crate) null_ttl: Option<(Seconds, Span)>,
     pub(crate) skip: Option<(Vec<Ident>, Span)>,
     pub(crate) key: Option<(Expr, Span)>,
     pub(crate) output: Option<(Output, Span)>,
@@ -68,10 +68,10 @@ pub(crate) struct CachedArgs {
     pub(crate) early_refresh: Option<(f64, Span)>,
     /// `stale_ttl = N`: an entry past its TTL is served for N more seconds while one caller
     /// refreshes it.
-    pub(crate) stale_ttl: Option<(u64, Span)>,
+    pub(crate) stale_ttl: Option<(Seconds, Span)>,
     /// `stale_if_error = N`: an entry past its TTL answers for N more seconds when the body
     /// fails.
-    pub(crate) stale_if_error: Option<(u64, Span)>,
+    pub(crate) stale_if_error: Option<(Seconds, Span)>,
     /// `ttl = path_or_closure`: the TTL computed from the value.
     pub(crate) ttl_fn: Option<(Expr, Span)>,
     /// `cache_if = path_or_closure`: whether a value is cached.
@@ -139,8 +139,9 @@ const OPTIONS: &[(&str, Setter)] = &[
         }
     }),
     ("ttl", |a, arg, e| match &arg.value {
-        // A function of the value (a path or a closure): the TTL computed from it.
-        RawValue::Eq(expr @ (Expr::Path(_) | Expr::Closure(_))) => {
+        // A function of the value (a path or a closure): the TTL computed from it. A path
+        // named in upper case is a constant, a number of seconds.
+        RawValue::Eq(expr) if names_a_function(expr) => {
             if a.ttl.is_some() {
                 e.at(arg.name.span(), "`ttl` is given more than once");
             } else {
@@ -552,14 +553,40 @@ fn beta_value(arg: &RawArg, errors: &mut Errors) -> Option<f64> {
     }
 }
 
-fn seconds(arg: &RawArg, errors: &mut Errors, positive: bool) -> Option<u64> {
+/// A number of seconds: a literal, checked here, or an expression the compiler evaluates as
+/// a constant `u64` (`ttl = PROFILE_TTL`, `ttl = 15 * 60`) and checks where it expands.
+pub(crate) enum Seconds {
+    Lit(u64),
+    Const(Expr),
+}
+
+/// Whether `ttl = expr` names a function of the value: a closure, or a path whose last
+/// name is not in upper case (constants are, by Rust's naming convention).
+fn names_a_function(expr: &Expr) -> bool {
+    match expr {
+        Expr::Closure(_) => true,
+        Expr::Path(path) => path.path.segments.last().is_some_and(|last| {
+            let name = last.ident.to_string();
+            let constant = name.bytes().any(|b| b.is_ascii_uppercase())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            !constant
+        }),
+        Expr::Group(group) => names_a_function(&group.expr),
+        _ => false,
+    }
+}
+
+fn seconds(arg: &RawArg, errors: &mut Errors, positive: bool) -> Option<Seconds> {
     let name = arg.name.to_string();
     let expr = eq_value(arg, errors, &format!("{name} = 60"))?;
-    let lit = match expr {
+    let lit = match ungroup(expr.clone()) {
         Expr::Lit(ExprLit {
             lit: Lit::Int(lit), ..
         }) => lit,
-        _ => {
+        // Any other expression but a literal is a constant's: `ttl = PROFILE_TTL`.
+        Expr::Lit(_) => {
             // `ttl` also takes a function of the value (a path or a closure).
             let or_function = if name == "ttl" {
                 " or a function of the value: `ttl = until_expiry`"
@@ -574,6 +601,7 @@ fn seconds(arg: &RawArg, errors: &mut Errors, positive: bool) -> Option<u64> {
             );
             return None;
         }
+        expr => return Some(Seconds::Const(expr)),
     };
     match lit.base10_parse::<u64>() {
         Ok(0) if positive => {
@@ -586,7 +614,7 @@ fn seconds(arg: &RawArg, errors: &mut Errors, positive: bool) -> Option<u64> {
             );
             None
         }
-        Ok(v) => Some(v),
+        Ok(v) => Some(Seconds::Lit(v)),
         Err(err) => {
             errors.at(lit.span(), format_args!("`{name}`: {err}"));
             None

@@ -15,10 +15,10 @@
 //!
 //! [`Call`]: https://docs.rs/redcache (redcache::__private::Call)
 
-use crate::attr::{CachedArgs, Codec, Output};
+use crate::attr::{CachedArgs, Codec, Output, Seconds};
 use crate::error::Errors;
 use crate::item::ItemFn;
-use crate::valid::{returns_unit, validate};
+use crate::valid::{self, returns_unit, validate};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
@@ -117,15 +117,23 @@ pub(crate) fn err_probe(ty: &TokenStream, private: &TokenStream) -> TokenStream 
 
 /// `async move { body }` with a return edge typed with the declared return type: `?` in
 /// the body converts into it, and type mismatches point at the user's signature.
+/// An `impl Trait` cannot be named in the body (only `#[evicts]` takes one), so its body's
+/// type is left to inference.
 pub(crate) fn body_future(sig: &syn::Signature, body: &TokenStream) -> TokenStream {
     let (ret_ty, ret_span) = return_type(sig);
-    quote_spanned! {ret_span=>
-        async move {
+    let opaque = matches!(&sig.output, ReturnType::Type(_, ty) if valid::mentions_impl_trait(ty));
+    let typed_return = (!opaque).then(|| {
+        quote_spanned! {ret_span=>
             #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::empty_loop, clippy::let_unit_value, clippy::needless_return)]
             if false {
                 let __cached_fake_return: #ret_ty = loop {};
                 return __cached_fake_return;
             }
+        }
+    });
+    quote_spanned! {ret_span=>
+        async move {
+            #typed_return
             #body
         }
     }
@@ -218,12 +226,12 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
         Some((prefix, span)) => quote_spanned!(*span=> #prefix),
         None => quote!(::core::concat!(::core::module_path!(), "::", #fn_name)),
     };
-    let opt = |value: &Option<(u64, Span)>| match value {
-        Some((v, _)) => quote!(::core::option::Option::Some(#v)),
-        None => quote!(::core::option::Option::None),
-    };
-    let (ttl, jitter, null_ttl) = (opt(&args.ttl), opt(&args.jitter), opt(&args.null_ttl));
-    let (stale_ttl, stale_if_error) = (opt(&args.stale_ttl), opt(&args.stale_if_error));
+    let (ttl, jitter) = (seconds(&args.ttl, Some("ttl")), seconds(&args.jitter, None));
+    let null_ttl = seconds(&args.null_ttl, None);
+    let (stale_ttl, stale_if_error) = (
+        seconds(&args.stale_ttl, None),
+        seconds(&args.stale_if_error, None),
+    );
     let group = match &args.group {
         Some((group, _)) => quote!(::core::option::Option::Some(#group)),
         None => quote!(::core::option::Option::None),
@@ -282,6 +290,32 @@ fn call_expr(item: &ItemFn, args: &CachedArgs, shape: Output) -> TokenStream {
                 (&#private::Probe::<#private::#kind, #ret_ty>::new()).local_ops()
             })
         }
+    }
+}
+
+/// A number of seconds of the `Spec`. A constant's expression is evaluated by the compiler
+/// where the `Spec` is built, as a `u64` (a wrong type is reported at the expression), and
+/// there checked to be above 0 if the option `positive` names must be.
+fn seconds(value: &Option<(Seconds, Span)>, positive: Option<&str>) -> TokenStream {
+    match value {
+        Some((Seconds::Lit(v), _)) => quote!(::core::option::Option::Some(#v)),
+        Some((Seconds::Const(expr), _)) => {
+            let check = positive.map(|positive| {
+                let message = format!(
+                    "`{positive}` must be greater than 0: every entry expires (leave the \
+                     attribute off to not cache)"
+                );
+                quote_spanned!(expr.span()=> ::core::assert!(__cached_seconds > 0, #message);)
+            });
+            quote_spanned! {expr.span()=>
+                ::core::option::Option::Some({
+                    let __cached_seconds: u64 = #expr;
+                    #check
+                    __cached_seconds
+                })
+            }
+        }
+        None => quote!(::core::option::Option::None),
     }
 }
 

@@ -214,8 +214,9 @@ pub(crate) fn evicts(args: TokenStream, input: TokenStream) -> TokenStream {
             (evict, "evict_on_ok")
         }
         // A type that does not read as a `Result` may still be an alias of one: its `Err`
-        // evicts nothing either (asked of the type, as `#[cached]` does).
-        syn::ReturnType::Type(_, ty) => {
+        // evicts nothing either (asked of the type, as `#[cached]` does). An `impl Trait`
+        // is no `Result`, and cannot be asked.
+        syn::ReturnType::Type(_, ty) if !valid::mentions_impl_trait(ty) => {
             let errs = expand::err_probe(&ty.to_token_stream(), &private);
             (quote!((#evict, #errs)), "evict_after")
         }

@@ -129,6 +129,13 @@ mod valid;
 /// - **Checked:** a whole number of seconds, greater than 0 (to not cache, leave the
 ///   attribute off).
 ///
+/// A constant works too, by name or in an expression (`ttl = PROFILE_TTL`,
+/// `ttl = 15 * MINUTE`): the compiler evaluates it as a `u64` and refuses a 0 or another
+/// type (for a `Duration`, `ttl = PROFILE_TTL.as_secs()`). So do [`jitter`](#jitter),
+/// [`null_ttl`](#null_ttl), [`stale_ttl`](#stale_ttl) and
+/// [`stale_if_error`](#stale_if_error). A path is read as a constant when its last name is
+/// in upper case, as Rust names constants, and otherwise as a function of the value:
+///
 /// `ttl = until_expiry` (a path or a closure, `fn(&T) -> Duration`): the TTL computed
 /// from the value stored (`T` of `T`, `Option<T>`, `Result<T, E>`), [`jitter`](#jitter)
 /// added: a token cached until shortly before it expires, a price until the market
@@ -164,7 +171,9 @@ mod valid;
 /// ```
 /// use std::time::Duration;
 ///
-/// #[redcache::cached(ttl = 60)]
+/// const MINUTE: u64 = 60;
+///
+/// #[redcache::cached(ttl = MINUTE)]
 /// async fn exchange_rate(currency: &str) -> f64 {
 ///     1.08
 /// }
@@ -817,8 +826,9 @@ mod valid;
 /// | `Result<Option<T>, E>` | `Ok(Some(v))`; `Ok(None)` for `null_ttl` | `Err(e)` |
 ///
 /// The cached value must be `Serialize + DeserializeOwned`; `E` needs nothing. A hit
-/// returns a value equal to what the body returned. An `impl Trait` return type is an
-/// error: name the type. The README's *Return shapes* section has the details.
+/// returns a value equal to what the body returned. An `impl Trait` return type, or one
+/// that holds an `impl Trait` (`Option<impl Display>`), is an error: name the type. The
+/// README's *Return shapes* section has the details.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(args.into(), item.into()).into()

@@ -170,17 +170,28 @@ fn shape_of(output: &ReturnType, errors: &mut Errors) -> Option<Output> {
         ReturnType::Default => return Some(Output::Value),
         ReturnType::Type(_, ty) => ungroup(ty),
     };
-    match ty {
-        Type::ImplTrait(_) => {
-            errors.spanned(
-                ty,
-                "#[cached] cannot store an `impl Trait` return: name the type, which must be \
-                 `Serialize + DeserializeOwned`",
-            );
-            None
-        }
-        _ => Some(shape_of_type(ty)),
+    if mentions_impl_trait(ty) {
+        errors.spanned(
+            ty,
+            "#[cached] cannot store an `impl Trait` return: name the type, which must be \
+             `Serialize + DeserializeOwned`",
+        );
+        return None;
     }
+    Some(shape_of_type(ty))
+}
+
+/// Whether a type is or holds an `impl Trait` (`impl Display`, `Option<impl Display>`),
+/// which cannot be named anywhere in the function's new body.
+pub(crate) fn mentions_impl_trait(ty: &Type) -> bool {
+    fn walk(tokens: proc_macro2::TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Ident(ident) => ident == "impl",
+            proc_macro2::TokenTree::Group(group) => walk(group.stream()),
+            _ => false,
+        })
+    }
+    walk(ty.to_token_stream())
 }
 
 /// The shape a return type's last path segment says.

@@ -1,6 +1,6 @@
 // `#[evicts]` on functions of other return types than a `Result`: an alias of one (asked
 // of the type), a reference, a type parameter, `Self`, a type from a `macro_rules!`
-// fragment.
+// fragment, an `impl Trait` (alone or in a `Result`).
 
 #[redcache::cached(ttl = 60)]
 async fn user(id: u64) -> Option<String> {
@@ -47,10 +47,36 @@ macro_rules! evicting {
 
 evicting!(cleared -> Option<u64>);
 
+#[redcache::evicts(user(id))]
+async fn shown(id: u64) -> impl std::fmt::Display {
+    format!("shown {id}")
+}
+
+#[redcache::evicts(user(id))]
+async fn checked(id: u64) -> Result<impl std::fmt::Display, std::io::Error> {
+    if id == 0 {
+        return Err(std::io::Error::other("no user 0"));
+    }
+    Ok(id)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    redcache::Cache::memory()
+    let cache = redcache::Cache::memory();
+    let store = &cache;
+    let cached = |id| async move { store.ttl(&redcache::key!(user(id))).await.unwrap() };
+    cache
         .scope(async {
+            user(2).await;
+            assert!(cached(2).await.is_some());
+            assert_eq!(shown(2).await.to_string(), "shown 2");
+            assert!(cached(2).await.is_none());
+            user(3).await;
+            assert_eq!(checked(3).await.unwrap().to_string(), "3");
+            assert!(cached(3).await.is_none());
+            user(0).await;
+            assert!(checked(0).await.is_err());
+            assert!(cached(0).await.is_some(), "an `Err` evicts nothing");
             rename(1).await.unwrap();
             assert_eq!(label(1).await, "renamed");
             assert_eq!(echo(1, 7u8).await, 7);
