@@ -337,6 +337,52 @@ on_both_stores! {
     }
 }
 
+/// `impl Trait` returns: a bare one is no `Result` (every return evicts); inside a
+/// `Result`, only an `Ok` does, and the body's returns still convert into the declared
+/// error (`?`, a `Box` of a concrete error).
+impl Service {
+    #[redcache::evicts(self.by_id(id))]
+    async fn rename_shown(&self, id: u64, name: &str) -> impl std::fmt::Display {
+        self.db.write(id, name);
+        format!("renamed {id}")
+    }
+
+    #[redcache::evicts(self.by_id(id))]
+    async fn rename_checked(
+        &self,
+        id: u64,
+        name: &str,
+        version: &str,
+    ) -> Result<impl std::fmt::Display, Box<dyn std::error::Error + Send + Sync>> {
+        if name.is_empty() {
+            return Err(Box::new(std::fmt::Error));
+        }
+        let version: u64 = version.parse()?;
+        self.db.write(id, name);
+        Ok(version)
+    }
+}
+
+on_both_stores! {
+    async fn evicts_takes_an_impl_trait_return(b: Backend) {
+        let svc = Service { db: Db::with(&[(1, "Ada")]) };
+        b.cache.scope(async {
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada");
+            assert_eq!(svc.rename_shown(1, "Ada L.").await.to_string(), "renamed 1");
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada L.");
+            assert!(svc.rename_checked(1, "", "2").await.is_err());
+            assert!(svc.rename_checked(1, "Ada B.", "two").await.is_err());
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada L.", "an Err evicts nothing");
+            assert_eq!(svc.db.queries(), 2);
+            let version = svc.rename_checked(1, "Ada B.", "2").await.unwrap();
+            assert_eq!(version.to_string(), "2");
+            assert_eq!(svc.by_id(1).await.unwrap().name, "Ada B.");
+        }).await;
+        assert_eq!(svc.db.queries(), 3);
+        assert_eq!(b.cache.stats().invalidations, 2);
+    }
+}
+
 on_both_stores! {
     async fn evicts_runs_after_an_ok_only(b: Backend) {
         let svc = Arc::new(Service { db: Db::with(&[(1, "Ada")]) });

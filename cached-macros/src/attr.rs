@@ -581,7 +581,12 @@ fn names_a_function(expr: &Expr) -> bool {
 fn seconds(arg: &RawArg, errors: &mut Errors, positive: bool) -> Option<Seconds> {
     let name = arg.name.to_string();
     let expr = eq_value(arg, errors, &format!("{name} = 60"))?;
-    let lit = match ungroup(expr.clone()) {
+    // Without the parentheses, which would be unneeded where the expression lands.
+    let mut bare = ungroup(expr.clone());
+    while let Expr::Paren(inner) = bare {
+        bare = ungroup(*inner.expr);
+    }
+    let lit = match bare {
         Expr::Lit(ExprLit {
             lit: Lit::Int(lit), ..
         }) => lit,

@@ -117,12 +117,17 @@ pub(crate) fn err_probe(ty: &TokenStream, private: &TokenStream) -> TokenStream 
 
 /// `async move { body }` with a return edge typed with the declared return type: `?` in
 /// the body converts into it, and type mismatches point at the user's signature.
-/// An `impl Trait` cannot be named in the body (only `#[evicts]` takes one), so its body's
-/// type is left to inference.
+/// An `impl Trait` cannot be named in the body (only `#[evicts]` takes one): the edge names
+/// the rest of the type (`Result<_, E>`), or nothing for a bare `impl Trait`.
 pub(crate) fn body_future(sig: &syn::Signature, body: &TokenStream) -> TokenStream {
     let (ret_ty, ret_span) = return_type(sig);
-    let opaque = matches!(&sig.output, ReturnType::Type(_, ty) if valid::mentions_impl_trait(ty));
-    let typed_return = (!opaque).then(|| {
+    let edge_ty = match &sig.output {
+        ReturnType::Type(_, ty) if valid::mentions_impl_trait(ty) => {
+            valid::nameable_part(ty).map(|ty| ty.to_token_stream())
+        }
+        _ => Some(ret_ty),
+    };
+    let typed_return = edge_ty.map(|ret_ty| {
         quote_spanned! {ret_span=>
             #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::empty_loop, clippy::let_unit_value, clippy::needless_return)]
             if false {

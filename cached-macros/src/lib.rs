@@ -130,11 +130,15 @@ mod valid;
 ///   attribute off).
 ///
 /// A constant works too, by name or in an expression (`ttl = PROFILE_TTL`,
-/// `ttl = 15 * MINUTE`): the compiler evaluates it as a `u64` and refuses a 0 or another
-/// type (for a `Duration`, `ttl = PROFILE_TTL.as_secs()`). So do [`jitter`](#jitter),
+/// `ttl = 15 * MINUTE`): the compiler evaluates it as a `u64`, and refuses another type
+/// (for a `Duration`, `ttl = PROFILE_TTL.as_secs()`) or a `ttl` of 0. [`jitter`](#jitter),
 /// [`null_ttl`](#null_ttl), [`stale_ttl`](#stale_ttl) and
-/// [`stale_if_error`](#stale_if_error). A path is read as a constant when its last name is
-/// in upper case, as Rust names constants, and otherwise as a function of the value:
+/// [`stale_if_error`](#stale_if_error) take constants the same way (0 allowed). The
+/// expression is evaluated outside the function, so it names types, not `Self` or the
+/// function's generic parameters (`ttl = Repo::TTL`, not `Self::TTL`). A path is read as a
+/// constant when its last name is in upper case, as Rust names constants, and otherwise as
+/// a function of the value (a function named in upper case, or a constant of a function
+/// pointer, is taken for a number):
 ///
 /// `ttl = until_expiry` (a path or a closure, `fn(&T) -> Duration`): the TTL computed
 /// from the value stored (`T` of `T`, `Option<T>`, `Result<T, E>`), [`jitter`](#jitter)
@@ -835,7 +839,8 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Invalidates the entries of `#[cached]` calls after the function's body succeeded (an
-/// `Ok`, or any value when it returns no `Result`; a type alias of a `Result` is one).
+/// `Ok`, or any value when it returns no `Result`; a type alias of a `Result` is one, a
+/// bare `impl Trait` is not, whatever type it hides).
 ///
 /// Targets, any number, evaluated from the arguments before the body runs: calls of
 /// `#[cached]` functions (`user_name(id)`, `repo.find(id)`), `group = "products"`, and

@@ -181,6 +181,48 @@ fn shape_of(output: &ReturnType, errors: &mut Errors) -> Option<Output> {
     Some(shape_of_type(ty))
 }
 
+/// `ty` with each `impl Trait` in it as `_` (`Result<impl Display, E>` as `Result<_, E>`):
+/// what the body's return edge can name of it, so that its returns still convert into
+/// the rest; `None` if nothing is left to name (a bare `impl Trait`, or one this does not
+/// reach).
+pub(crate) fn nameable_part(ty: &Type) -> Option<Type> {
+    fn infer(ty: &mut Type) {
+        match ty {
+            Type::ImplTrait(_) => {
+                *ty = Type::Infer(syn::TypeInfer {
+                    underscore_token: Default::default(),
+                })
+            }
+            Type::Path(path) => {
+                if let Some(qself) = &mut path.qself {
+                    infer(&mut qself.ty);
+                }
+                for segment in &mut path.path.segments {
+                    if let PathArguments::AngleBracketed(args) = &mut segment.arguments {
+                        for arg in &mut args.args {
+                            if let GenericArgument::Type(ty) = arg {
+                                infer(ty);
+                            }
+                        }
+                    }
+                }
+            }
+            Type::Reference(r) => infer(&mut r.elem),
+            Type::Tuple(t) => t.elems.iter_mut().for_each(infer),
+            Type::Paren(p) => infer(&mut p.elem),
+            Type::Group(g) => infer(&mut g.elem),
+            Type::Array(a) => infer(&mut a.elem),
+            Type::Slice(s) => infer(&mut s.elem),
+            Type::Ptr(p) => infer(&mut p.elem),
+            _ => {}
+        }
+    }
+    let mut named = ungroup(ty).clone();
+    infer(&mut named);
+    let nothing = matches!(named, Type::Infer(_)) || mentions_impl_trait(&named);
+    (!nothing).then_some(named)
+}
+
 /// Whether a type is or holds an `impl Trait` (`impl Display`, `Option<impl Display>`),
 /// which cannot be named anywhere in the function's new body.
 pub(crate) fn mentions_impl_trait(ty: &Type) -> bool {

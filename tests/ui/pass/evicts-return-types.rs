@@ -60,6 +60,17 @@ async fn checked(id: u64) -> Result<impl std::fmt::Display, std::io::Error> {
     Ok(id)
 }
 
+/// The body's returns still convert into the declared error: `?`, and a `Box` of a
+/// concrete error.
+#[redcache::evicts(user(id))]
+async fn parsed(id: u64, text: &str) -> Result<impl std::fmt::Display, Box<dyn std::error::Error>> {
+    if id == 0 {
+        return Err(Box::new(std::fmt::Error));
+    }
+    let n: u64 = text.parse()?;
+    Ok(n)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cache = redcache::Cache::memory();
@@ -77,6 +88,10 @@ async fn main() {
             user(0).await;
             assert!(checked(0).await.is_err());
             assert!(cached(0).await.is_some(), "an `Err` evicts nothing");
+            assert!(parsed(0, "1").await.is_err());
+            assert!(parsed(4, "x").await.is_err());
+            assert!(cached(0).await.is_some());
+            assert_eq!(parsed(2, "5").await.unwrap().to_string(), "5");
             rename(1).await.unwrap();
             assert_eq!(label(1).await, "renamed");
             assert_eq!(echo(1, 7u8).await, 7);
