@@ -1347,7 +1347,7 @@ fn add_host<B>(material: &mut Material, request: &Request<B>, target: &http::Uri
     };
     for named in [forwarded(b"host"), forwarded(b"proto")] {
         // Counted first, as a header's values are: no other part can read as one of them.
-        material.part(&(named.len() as u64).to_le_bytes());
+        material.count(named.len());
         for value in named {
             material.part(value);
         }
