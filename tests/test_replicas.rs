@@ -11,6 +11,7 @@ mod common;
 use common::{command_calls, test_config, RedisSentinel};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[redcache::cached(prefix = "r:item", ttl = 600, skip(calls))]
@@ -23,6 +24,15 @@ async fn item(id: u64, calls: &AtomicUsize) -> String {
 async fn price(sku: u64, calls: &AtomicUsize) -> u64 {
     calls.fetch_add(1, SeqCst);
     sku * 100
+}
+
+/// Hangs the first time it runs (a leader the test then cancels); answers after that.
+#[redcache::cached(prefix = "r:hang", ttl = 600, skip(calls))]
+async fn hangs_first(id: u64, calls: &AtomicUsize) -> u64 {
+    if calls.fetch_add(1, SeqCst) == 0 {
+        std::future::pending::<()>().await;
+    }
+    id * 2
 }
 
 /// A primary with its replica and Sentinels that know the replica, and a cache on them
@@ -385,4 +395,52 @@ async fn replica_reads_need_sentinel_and_no_local_tier() {
     .unwrap_err();
     assert!(matches!(err, redcache::Error::Config { .. }), "{err}");
     assert!(err.to_string().contains("local_capacity"), "{err}");
+}
+
+/// Waits (up to 10 s) until `done` says so, polling.
+async fn until<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Only a call's first read may go to a replica. A caller that read the key, then waited
+/// on a flight that ended with nothing (its leader was cancelled), reads again from the
+/// master: it may have seen an invalidation there that the replica has not applied yet.
+#[tokio::test]
+async fn a_read_after_a_wait_goes_to_the_master() {
+    let (sentinel, cache) = start().await;
+    let (master, replica) = ports(&sentinel);
+    reset_counts(&sentinel, master).await;
+    reset_counts(&sentinel, replica).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let spawn = || {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tokio::spawn(async move { cache.scope(hangs_first(7, &calls)).await })
+    };
+    // The leader reads the replica, then the master (nothing on either), and hangs in its
+    // body; the waiter reads both the same way and waits on its flight.
+    let leader = spawn();
+    until(|| async { calls.load(SeqCst) == 1 }).await;
+    let waiter = spawn();
+    until(|| async { calls_of(&sentinel, master, "get").await == 2 }).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    assert_eq!(waiter.await.unwrap(), 14);
+    assert_eq!(calls.load(SeqCst), 2, "the waiter ran the body");
+    assert_eq!(
+        calls_of(&sentinel, replica, "get").await,
+        2,
+        "each call's first read only"
+    );
+    assert_eq!(
+        calls_of(&sentinel, master, "set").await,
+        1,
+        "the waiter's fill"
+    );
 }

@@ -421,8 +421,10 @@ impl Core {
                 let started = started.unwrap_or_else(Instant::now);
                 // Boxed, as every read in a step: a call's first read is `begin`'s, so a
                 // step reads only when it starts over or a flight ended meanwhile; inline,
-                // the read would size the boxed state every miss allocates.
-                let read = Box::pin(self.read_relaxed(at)).await;
+                // the read would size the boxed state every miss allocates. From the
+                // master, as every read but the first: this call may have seen an
+                // invalidation there (a tombstone) that a replica has not applied yet.
+                let read = Box::pin(self.read(at)).await;
                 let examined = self.examine::<K, O>(at, &read);
                 (stripe, changes, started, read, examined)
             }
