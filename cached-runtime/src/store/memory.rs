@@ -553,7 +553,14 @@ impl Store for MemoryStore {
         let mut replaced = 0;
         for key in keys {
             let _locked = self.lock(&key);
-            let Some(e) = self.live(&key) else { continue };
+            let Some(e) = self.live(&key) else {
+                // Gone since the keys were listed (expired, or evicted under the caps): a
+                // miss that read it may still fill, and a fill over nothing stores. It is
+                // remembered as an evicted fence, which refuses that fill; not counted.
+                let now = Instant::now();
+                self.evicted.remember(key, later(now, self.fence_for), now);
+                continue;
+            };
             if let Some(counted) = prefix_retires(key.as_bytes(), &e.value) {
                 let tombstone = crate::codec::encode_tombstone();
                 // Always expiring, as on Redis: a tombstone over a generation (which never
@@ -724,6 +731,28 @@ mod tests {
             .fill(&fill(b"b", Seen::Any, Some(fence(5, false))))
             .await
             .unwrap());
+    }
+
+    /// A key listed by a prefix invalidation whose entry is gone before its turn (here it
+    /// expired; eviction under the caps is the other way) still fences the fills of the
+    /// misses that read it: a fill over nothing would store what they read before.
+    #[tokio::test(start_paused = true)]
+    async fn a_prefix_invalidation_fences_a_key_whose_entry_is_gone() {
+        let store = MemoryStore::new(1000, 1 << 20, FENCE);
+        let short = Fill {
+            ttl: Duration::from_secs(10),
+            ..fill(b"old", Seen::Nothing, None)
+        };
+        assert!(store.fill(&short).await.unwrap());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let ttl = Duration::from_secs(60);
+        assert_eq!(store.invalidate_prefix("k", 10, ttl, ttl).await.unwrap(), 0);
+        let late = fill(b"older", Seen::Bytes(b"old"), None);
+        assert!(!store.fill(&late).await.unwrap(), "fenced");
+        assert_eq!(store.get("k").await.unwrap(), None);
+        // Once the fence is over, a fill over nothing stores again.
+        tokio::time::advance(FENCE).await;
+        assert!(store.fill(&late).await.unwrap());
     }
 
     #[tokio::test]
