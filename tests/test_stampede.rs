@@ -206,6 +206,45 @@ async fn a_crashed_holders_lease_expires() {
     assert_eq!(cache.stats().lock_timeouts, 0);
 }
 
+#[redcache::cached(prefix = "s:long-lease", ttl = 60, lock_ms = 1500, skip(calls))]
+async fn long_leased(id: u64, calls: &AtomicUsize) -> u64 {
+    calls.fetch_add(1, SeqCst);
+    id
+}
+
+/// A caller that waited out its whole `lock_ms` for a crashed holder's lease, longer here
+/// than `max_fill_time`, still stores what its body computed: the fill's time counts from
+/// the read it acts on, made after the wait, not from before the wait.
+#[tokio::test]
+async fn a_fill_after_a_long_wait_for_a_lease_is_stored() {
+    let server = RedisServer::start();
+    let config = common::test_config()
+        .url(server.url())
+        .op_timeout(Duration::from_millis(500))
+        .max_fill_time(Duration::from_secs(1));
+    let cache = server.cache_with(config).await;
+    let key = cache
+        .scope(async { redcache::key!(long_leased(1, _)) })
+        .await;
+    let mut conn = server.conn().await;
+    // A process took the lease and died, and it outlasts this caller's `lock_ms`.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{key}:lock"))
+        .arg("crashed")
+        .arg("PX")
+        .arg(5000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(long_leased(1, &calls)).await, 1);
+    let stats = cache.stats();
+    assert_eq!((stats.lock_timeouts, stats.conflicts), (1, 0), "{stats:?}");
+    // Stored: the next call is a hit.
+    assert_eq!(cache.scope(long_leased(1, &calls)).await, 1);
+    assert_eq!(calls.load(SeqCst), 1);
+}
+
 /// A lease taken by a `SET NX` whose reply came too late (the caller timed out, or was
 /// dropped) is given back: otherwise nobody holds it, and every process's next miss of the
 /// key waits out the whole lease.

@@ -18,10 +18,12 @@ use tokio::time::Instant;
 pub(super) enum Locked<O> {
     /// Another process filled the entry while this one waited: a hit.
     Filled(O, Served, Option<Vec<u8>>),
-    /// This caller holds the lease; the read made right after taking it.
-    Acquired(Lease, Read),
-    /// No lease (the wait ran out, or the store failed): compute without one.
-    Proceed(Read),
+    /// This caller holds the lease; the read made right after taking it, and when that
+    /// read began (what the fill's deadline counts from).
+    Acquired(Lease, Read, Instant),
+    /// No lease (the wait ran out, or the store failed): compute without one, from this
+    /// read, begun then.
+    Proceed(Read, Instant),
 }
 
 /// A held cross-process lease: `SET {key}:lock <token> NX PX <lease>`. Given back when
@@ -101,22 +103,23 @@ impl Core {
                 .set_nx(&claim.key, claim.token.as_bytes(), Some(lease));
             match self.op(taken).await {
                 Ok(true) => {
+                    let begun = Instant::now();
                     let fresh = self.read(at).await;
-                    return Locked::Acquired(claim, fresh);
+                    return Locked::Acquired(claim, fresh, begun);
                 }
                 Ok(false) => claim.held = false,
                 Err(err) => {
                     // Not sent at all when the breaker skipped it.
                     claim.held = !matches!(err, crate::Error::Unavailable { .. });
                     self.fault(key, &err);
-                    return Locked::Proceed(Read::Unavailable);
+                    return Locked::Proceed(Read::Unavailable, Instant::now());
                 }
             }
             let now = Instant::now();
             if now >= deadline {
                 // The holder is slow or gone: compute here rather than wait any longer.
                 self.record(at.prefix, Event::LockTimeout);
-                return Locked::Proceed(self.read(at).await);
+                return Locked::Proceed(self.read(at).await, now);
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(Duration::from_millis(50));

@@ -581,14 +581,14 @@ impl Core {
         leader: Leader<'a>,
     ) -> Step<'a, O> {
         leader.seal();
-        // Counted from before the wait: errs on the safe side.
-        let taken = Instant::now();
-        let (read, lease) = match self.lock_or_wait::<K, O>(at, lock).await {
+        // The fill's deadline counts from the read it acts on, made after the wait: a
+        // long wait for a lease (up to `lock_ms`) does not eat into `max_fill_time`.
+        let (read, lease, begun) = match self.lock_or_wait::<K, O>(at, lock).await {
             Locked::Filled(out, served, entry) => {
                 leader.finish(entry.map(Shared::stored));
                 return Step::Done(out, served);
             }
-            Locked::Acquired(held, fresh) => {
+            Locked::Acquired(held, fresh, begun) => {
                 // Double-check: the previous holder may have filled just now.
                 if let Examined::Hit(found) = self.examine::<K, O>(at, &fresh) {
                     if let Some((out, served)) = self.count_hit(at.prefix, found) {
@@ -597,16 +597,16 @@ impl Core {
                         return Step::Done(out, served);
                     }
                 }
-                (fresh, Some(held))
+                (fresh, Some(held), begun)
             }
-            Locked::Proceed(fresh) => (fresh, None),
+            Locked::Proceed(fresh, begun) => (fresh, None, begun),
         };
         self.record(at.prefix, Event::Miss);
         Step::Run(Run {
             flight: Flight::Lead(leader),
             served: missed(&read),
             read,
-            started: taken,
+            started: begun,
             lease,
             changes: self.changes(),
         })
