@@ -452,6 +452,11 @@ impl Core {
             // flight under way, or that may not run the body, are answered with the entry:
             // still valid (early refresh), or past its TTL but within `stale_ttl`.
             Examined::Refresh(found) | Examined::Stale(found) => {
+                if at.may_run && self.flights.stripe(key) != stripe {
+                    // A flight ended since the read, perhaps this key's refresh: read again
+                    // rather than refresh what another caller has just refreshed.
+                    return Step::Again;
+                }
                 // (A caller that may not run the body does not join, even as a leader.)
                 let leader = match at.may_run.then(|| self.flights.join(key)) {
                     Some(Role::Leader(leader)) => Some(leader),
