@@ -24,7 +24,8 @@ pub struct Stats {
     /// Of the hits and null hits, those the local tier served without a round trip to
     /// Redis ([`Config::local_capacity`](crate::Config::local_capacity)).
     pub local_hits: u64,
-    /// Calls that found no usable entry and ran the body.
+    /// Calls that found no usable entry and ran the body. One whose body then failed and
+    /// that was answered with the old entry (`stale_if_error`) counts in `stale` too.
     pub misses: u64,
     /// Calls answered from the cache with a cached `None`.
     pub null_hits: u64,
@@ -37,7 +38,8 @@ pub struct Stats {
     ///
     /// [`Config::max_fill_time`]: crate::Config::max_fill_time
     pub conflicts: u64,
-    /// Hits that early refresh (XFetch) picked to recompute before expiry.
+    /// Calls that recomputed an entry they could have been answered with: picked by early
+    /// refresh (XFetch) before its expiry, or past its TTL within `stale_ttl`.
     pub refreshes: u64,
     /// Calls answered with an entry past its TTL: while another caller refreshed it
     /// (`stale_ttl`), or because the body failed (`stale_if_error`); and calls whose early
@@ -55,7 +57,9 @@ pub struct Stats {
 
 impl Stats {
     /// The share of calls answered from the cache (hits, null hits and stale answers over
-    /// all calls that read it); `None` before any call.
+    /// those and the misses); `None` before any call. A call answered under
+    /// `stale_if_error` after its body failed is one of each, so a service whose every
+    /// miss fails shows 0.5 while it is answered from old entries.
     ///
     /// # Examples
     ///
