@@ -310,6 +310,11 @@ mod tests {
         assert!(c.problem().unwrap().contains("REDCACHE_TIMEOUT_MS"));
         let c = env(&[("REDCACHE_MAX_VALUE_BYTES", "0")]);
         assert!(c.problem().unwrap().contains("REDCACHE_MAX_VALUE_BYTES"));
+        // No time to store a miss's result: for the in-process store too.
+        let c = env(&[("REDCACHE_MAX_FILL_MS", "0")]);
+        assert!(c.memory_problem().unwrap().contains("REDCACHE_MAX_FILL_MS"));
+        assert!(c.problem().unwrap().contains("REDCACHE_MAX_FILL_MS"));
+        assert_eq!(c.usable_in_memory().memory_problem(), None);
         // A local tier with no room: for Redis. The in-process store's sizes are its own.
         let c = env(&[
             ("REDCACHE_LOCAL_CAPACITY", "1000"),

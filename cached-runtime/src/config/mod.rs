@@ -77,7 +77,7 @@ impl Default for Config {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
-            max_fill_time: Duration::from_secs(30),
+            max_fill_time: DEFAULT_MAX_FILL_TIME,
             lazy: false,
             read_from_replicas: false,
             local_capacity: 0,
@@ -403,6 +403,9 @@ impl Config {
     }
 }
 
+/// The default [`Config::max_fill_time`].
+const DEFAULT_MAX_FILL_TIME: Duration = Duration::from_secs(30);
+
 /// The default [`Config::max_value_bytes`]: 1 MiB.
 const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 
@@ -462,6 +465,13 @@ impl Config {
                     .into(),
             );
         }
+        if self.max_fill_time.is_zero() {
+            return Some(
+                "Config::max_fill_time / REDCACHE_MAX_FILL_MS is 0: every miss would be past \
+                 its deadline to store, and nothing would be cached"
+                    .into(),
+            );
+        }
         if self.memory_capacity > MAX_CAPACITY {
             return Some(over_capacity(
                 "Config::memory_capacity / REDCACHE_MEMORY_CAPACITY",
@@ -472,12 +482,15 @@ impl Config {
     }
 
     /// This configuration without what [`memory_problem`](Self::memory_problem) names that
-    /// the in-process store can go on without: a `max_value_bytes`, capacity or size of 0
-    /// (nothing could be stored) is the default's. (A variable that did not parse was never
+    /// the in-process store can go on without: a `max_value_bytes`, `max_fill_time`,
+    /// capacity or size of 0 (nothing could be stored) is the default's. (A variable that did not parse was never
     /// applied, and the capacity is capped by [`memory_entries`](Self::memory_entries).)
     pub(crate) fn usable_in_memory(mut self) -> Config {
         if self.max_value_bytes == 0 {
             self.max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
+        }
+        if self.max_fill_time.is_zero() {
+            self.max_fill_time = DEFAULT_MAX_FILL_TIME;
         }
         if self.memory_capacity == 0 {
             self.memory_capacity = DEFAULT_MEMORY_CAPACITY;
