@@ -402,12 +402,44 @@ fn is_tls_url(url: &str) -> bool {
 /// database from the path only), or a user name with no password (it logs in only with a
 /// password, so the connection would be the `default` user's). `over`: the user name and
 /// password set apart, which apply over the URL's own.
+/// A URL whose user name or password holds `/`, `?` or `#` as it is: a URL's address ends
+/// at the first of them, so the URL would not parse, or would name the user as its host
+/// and read the rest as a path, query or fragment (`redis://default:#pw@cache` reaches
+/// `default:6379`). Told by an `@` after one of them, in a URL that does not parse with
+/// credentials. (A socket's credentials are in its query.)
+fn unescaped_credentials(url: &str, what: &str, data: bool) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme.ends_with("unix") {
+        return None;
+    }
+    let at = rest.rfind('@')?;
+    rest[..at].find(['/', '?', '#'])?;
+    let credentials = url::Url::parse(url)
+        .is_ok_and(|parsed| !parsed.username().is_empty() || parsed.password().is_some());
+    if credentials {
+        return None;
+    }
+    let or = if data {
+        ", or give the password with Config::password / REDIS_PASSWORD"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{what} {} has `/`, `?` or `#` in its user name or password, where a URL ends its \
+         address: percent-encode them (%2F, %3F, %23){or}",
+        redact_url(url)
+    ))
+}
+
 fn url_problem(
     url: &str,
     what: &str,
     over: Option<(&Option<String>, &Option<String>)>,
 ) -> Option<String> {
     let data = over.is_some();
+    if let Some(problem) = unescaped_credentials(url, what, data) {
+        return Some(problem);
+    }
     // What cannot be parsed is refused when connecting, with the parser's own error.
     let parsed = url::Url::parse(url).ok()?;
     let query = |name: &str| {
@@ -876,6 +908,41 @@ mod tests {
         assert_eq!(s.data.db(), 3);
         assert_eq!(s.tls, None);
         assert!(c.connection_info().is_err(), "no one address");
+    }
+
+    /// A password with `/`, `?` or `#` as it is: the URL would not parse, or would reach
+    /// the user name as a host. Refused with how to write it, and without the password.
+    #[test]
+    fn a_password_that_ends_the_address_is_refused_with_the_fix() {
+        for url in [
+            "redis://:pw/secret@cache:6379",
+            "redis://default:#pw-secret@cache:6379",
+            "rediss://app:12?pw-secret@cache:6380/1",
+        ] {
+            let problem = Config::builder().url(url).build().problem();
+            let problem = problem.unwrap_or_else(|| panic!("{url}: accepted"));
+            assert!(problem.contains("percent-encode"), "{problem}");
+            assert!(problem.contains("REDIS_PASSWORD"), "{problem}");
+            assert!(!problem.contains("secret"), "{problem}");
+        }
+        let sentinel = Config::builder().sentinel(["redis://:a#b-secret@s:26379"], "m");
+        let problem = sentinel.build().problem().unwrap();
+        assert!(problem.contains("percent-encode") && !problem.contains("REDIS_PASSWORD"));
+        // Escaped, or with an `@` only past the address, it is a URL like any other.
+        for url in [
+            "redis://:pw%2Fsecret@cache:6379",
+            "redis://user:pw@cache:6379/0",
+            "redis://cache:6379/0",
+        ] {
+            assert_eq!(Config::builder().url(url).build().problem(), None, "{url}");
+        }
+        let c = Config::builder()
+            .url("redis://:pw%2Fsecret@cache:6379")
+            .build();
+        assert_eq!(
+            c.connection_info().unwrap().redis_settings().password(),
+            Some("pw/secret")
+        );
     }
 
     #[test]
