@@ -457,6 +457,11 @@ impl Reply {
     fn x_cache(&self) -> &str {
         self.header("x-cache").expect("every response says X-Cache")
     }
+
+    /// Its `Age`, in seconds.
+    fn age(&self) -> u64 {
+        self.header("age").expect("an Age").parse().unwrap()
+    }
 }
 
 async fn serve(cache: &redcache::Cache, layer: CacheLayer) -> Served {
@@ -572,8 +577,9 @@ http_test! {
         assert_eq!(second.header("content-length"), Some("20"));
         let age: u64 = second.header("age").expect("a hit has an Age").parse().unwrap();
         assert!(age <= 2, "age {age}");
-        let max_age: u64 = second.header("cache-control").unwrap()["max-age=".len()..].parse().unwrap();
-        assert!((118..=120).contains(&max_age), "max-age {max_age}");
+        // The lifetime, whose `Age` a client subtracts (RFC 9111 § 4.2): not counted down
+        // here as well.
+        assert_eq!(second.header("cache-control"), Some("max-age=120"));
         assert_eq!(served.app.runs("product"), 1, "the hit did not run the handler");
 
         // The entry is where the README says, for the layer's TTL.
@@ -1297,6 +1303,24 @@ async fn past_one_second_ttl(written: std::time::Instant) {
 }
 
 http_test! {
+    async fn a_hit_counts_its_age_once_in_age_not_in_max_age_too(backend: Backend) {
+        // A client or a CDN takes `max-age` less `Age` as what is left (RFC 9111 § 4.2):
+        // `max-age` stays the lifetime, and the time since the response was stored is in
+        // `Age` alone.
+        let served = serve(&backend.cache, layer().ttl(Duration::from_secs(10))).await;
+        let written = std::time::Instant::now();
+        assert_eq!(served.get("/products/5").await.x_cache(), "MISS");
+        past_one_second_ttl(written).await;
+        let hit = served.get("/products/5").await;
+        assert_eq!(hit.x_cache(), "HIT");
+        assert_eq!(hit.header("cache-control"), Some("max-age=10"));
+        let age = hit.age();
+        assert!((1..=3).contains(&age), "age {age}");
+        assert_eq!(served.app.runs("product"), 1);
+    }
+}
+
+http_test! {
     async fn only_if_cached_takes_a_stale_response_and_leaves_the_refresh(backend: Backend) {
         let layer = layer()
             .ttl(Duration::from_secs(1))
@@ -1313,7 +1337,9 @@ http_test! {
         let only = served.get_with("/products/4", &asking("only-if-cached")).await;
         assert_eq!((only.status, only.x_cache()), (StatusCode::OK, "HIT"));
         assert_eq!(&only.body[..], br#"{"id":4,"version":1}"#);
-        assert_eq!(only.header("cache-control"), Some("max-age=0"));
+        // Stale to whoever reads it: as old as its lifetime, or older.
+        assert_eq!(only.header("cache-control"), Some("max-age=1"));
+        assert!(only.age() >= 1, "{:?}", only.header("age"));
         assert_eq!(served.app.runs("product"), 1);
         // The next request that may run the handler refreshes it.
         let refreshed = served.get("/products/4").await;
@@ -1337,7 +1363,8 @@ http_test! {
         let stale = served.get("/flaky").await;
         assert_eq!(stale.status, StatusCode::OK, "the old response, not the 503");
         assert_eq!((stale.x_cache(), &stale.body[..]), ("HIT", &b"fresh as of run 1"[..]));
-        assert_eq!(stale.header("cache-control"), Some("max-age=0"));
+        assert_eq!(stale.header("cache-control"), Some("max-age=1"));
+        assert!(stale.age() >= 1, "stale to the client: {:?}", stale.header("age"));
         assert_eq!(served.app.runs("flaky"), 2, "the handler ran and failed");
         // A request that asks for fresher than that gets the same: its handler ran, and
         // failed, so the old response is what answers it (not the 503, not an empty 200).

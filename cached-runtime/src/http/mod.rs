@@ -105,8 +105,9 @@ impl XCache {
 ///   unchanged).
 ///
 /// A response's own `s-maxage`/`max-age` shortens the TTL. Stored responses get a strong
-/// `ETag` (the body's md5) unless the handler set one, `Cache-Control: max-age=<seconds
-/// left>` unless the handler set `Cache-Control`, and `Age` on hits; a request whose
+/// `ETag` (the body's md5) unless the handler set one, `Cache-Control: max-age=<its
+/// lifetime>` unless the handler set `Cache-Control`, and `Age` on hits (what is left is
+/// `max-age` less `Age`, as clients compute it); a request whose
 /// `If-None-Match` matches (or, without one, whose `If-Modified-Since` is not before the
 /// response's `Last-Modified`) gets `304 Not Modified`, on a hit or a miss: the layer
 /// evaluates both itself, and the handler is asked for the whole response. A request's

@@ -57,7 +57,7 @@ struct Meta {
     status: u16,
     /// When it was stored, in Unix milliseconds (its `Age` counts from then).
     stored_ms: u64,
-    /// Seconds it is fresh for (before jitter): `max-age` counts down from it.
+    /// Seconds it is fresh for (before jitter), from when it was stored.
     ttl: u64,
     /// The handler set `Cache-Control`: sent as it is, not replaced by `max-age`.
     own_cc: bool,
@@ -324,7 +324,7 @@ impl Stored {
 
     /// The response to send: the stored one (without its body for `HEAD`), or `304`.
     pub(super) fn respond(&self, answer: Answer, now_ms: u64) -> Response<Body> {
-        let (elapsed, age) = (self.elapsed(now_ms), self.age(now_ms));
+        let age = self.age(now_ms);
         let status = match answer.not_modified {
             true => StatusCode::NOT_MODIFIED,
             false => StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK),
@@ -353,8 +353,12 @@ impl Stored {
             headers.append(name, value);
         }
         if !self.meta.own_cc {
-            let left = self.fresh_for(elapsed);
-            headers.insert(header::CACHE_CONTROL, number_value(b"max-age=", left));
+            // Its whole freshness lifetime, from when the response was made: a client or
+            // a downstream cache takes what is left as `max-age` less the age, which it
+            // reads from `Age` and `Date` (RFC 9111 § 4.2). A `max-age` counted down
+            // here too would count the age twice, and go stale halfway through.
+            let lifetime = self.meta.ttl.saturating_add(self.meta.aged.unwrap_or(0));
+            headers.insert(header::CACHE_CONTROL, number_value(b"max-age=", lifetime));
         }
         // On a miss too, if it had an age upstream: the handler's own response said it.
         if answer.from_cache || age > 0 {
@@ -688,7 +692,40 @@ mod tests {
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
         assert!(response.headers().get(header::CONTENT_TYPE).is_none());
         assert_eq!(response.headers()[header::AGE], "61");
-        assert_eq!(response.headers()[header::CACHE_CONTROL], "max-age=0");
+        // Its lifetime, which the age is past: stale to the client, counted once.
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "max-age=60");
+    }
+
+    /// `max-age` is the response's whole lifetime, from when it was made upstream; what is
+    /// left is that less `Age`, as a client computes it (RFC 9111 § 4.2).
+    #[test]
+    fn max_age_is_the_lifetime_and_age_counts_down_what_is_left() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        // It arrived 50 s old, with 10 s left of its upstream freshness.
+        let aged = Freshness {
+            age: 50,
+            ..fresh(10)
+        };
+        let stored = Stored::new(StatusCode::OK, &headers, Bytes::from_static(b"x"), aged, 0);
+        let stored = stored.expect("storable");
+        let answer = |from_cache| Answer {
+            x_cache: XCache::Hit,
+            from_cache,
+            head: false,
+            not_modified: false,
+        };
+        let left = |response: &Response<Body>| {
+            let h = response.headers();
+            let max_age: u64 = h[header::CACHE_CONTROL].to_str().unwrap()["max-age=".len()..]
+                .parse()
+                .unwrap();
+            let age: u64 = h[header::AGE].to_str().unwrap().parse().unwrap();
+            max_age.saturating_sub(age)
+        };
+        assert_eq!(left(&stored.respond(answer(false), 0)), 10);
+        assert_eq!(left(&stored.respond(answer(true), 4_000)), 6);
+        assert_eq!(left(&stored.respond(answer(true), 12_000)), 0);
     }
 
     /// A hit of a plain JSON response (its type stored with the layer's `Date` and `ETag`)
