@@ -34,9 +34,22 @@ use std::io::Write as _;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-/// An encoding or decoding failure of ours, as the JSON error the callers count.
+/// A failure this module describes itself, as the JSON error the callers count, marked as
+/// ours ([`OWN_FAULT`]): its text names no cached data, so a decode error shows it whole
+/// where a serde message is only classified (it may quote the data). Pass only fixed text
+/// and numbers.
 fn fault(message: impl fmt::Display) -> serde_json::Error {
-    <serde_json::Error as de::Error>::custom(message)
+    <serde_json::Error as de::Error>::custom(format_args!("{OWN_FAULT}{message}"))
+}
+
+/// What starts the text of a [`fault`].
+pub(crate) const OWN_FAULT: &str = "redcache: ";
+
+/// Another library's error, as the JSON error the callers count (not marked as ours: its
+/// text is not shown whole when reading).
+#[cfg(any(feature = "msgpack", feature = "compression"))]
+fn foreign(err: impl fmt::Display) -> serde_json::Error {
+    <serde_json::Error as de::Error>::custom(err)
 }
 
 /// The version written into every envelope.
@@ -776,6 +789,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
 /// The MessagePack envelope: the JSON envelope's fields, in its order, as a map.
 mod msgpack {
     use super::fault;
+    #[cfg(feature = "msgpack")]
+    use super::foreign;
     use super::Stamp;
     #[cfg(feature = "msgpack")]
     use super::{Envelope, EnvelopeSeed, FORMAT_VERSION};
@@ -836,7 +851,7 @@ mod msgpack {
         stamp: Stamp,
         value: Option<&T>,
     ) -> serde_json::Result<Vec<u8>> {
-        rmp_serde::to_vec_named(&Out { stamp, value }).map_err(fault)
+        rmp_serde::to_vec_named(&Out { stamp, value }).map_err(foreign)
     }
 
     /// Reads an envelope, and nothing after it.
@@ -866,9 +881,19 @@ mod msgpack {
         // As deep as serde_json reads (rmp-serde's own limit is 1,024): a corrupt entry of
         // nested arrays must be a miss, not a stack overflow of the thread reading it.
         de.set_max_depth(MAX_DEPTH);
+        // rmp-serde's message may quote the data: only its kind is said.
         let decoded = EnvelopeSeed(std::marker::PhantomData)
             .deserialize(&mut de)
-            .map_err(fault)?;
+            .map_err(|err| {
+                use rmp_serde::decode::Error as E;
+                match err {
+                    E::DepthLimitExceeded => fault("a MessagePack entry nested too deep"),
+                    E::InvalidMarkerRead(_) | E::InvalidDataRead(_) | E::Utf8Error(_) => {
+                        fault("not valid MessagePack")
+                    }
+                    _ => fault("MessagePack of another shape or type"),
+                }
+            })?;
         drop(de);
         Ok((decoded, bytes.len() - rest.len()))
     }
@@ -904,6 +929,8 @@ mod msgpack {
 mod lz4 {
     use super::fault;
     #[cfg(feature = "compression")]
+    use super::foreign;
+    #[cfg(feature = "compression")]
     use super::COMPRESSED;
 
     /// The most a block may claim to expand to: LZ4 never expands more than 255 times, and
@@ -923,7 +950,7 @@ mod lz4 {
         let mut out = vec![0; 5 + lz4_flex::block::get_maximum_output_size(plain.len())];
         out[0] = COMPRESSED;
         out[1..5].copy_from_slice(&len.to_le_bytes());
-        let written = lz4_flex::block::compress_into(&plain, &mut out[5..]).map_err(fault)?;
+        let written = lz4_flex::block::compress_into(&plain, &mut out[5..]).map_err(foreign)?;
         if 5 + written >= plain.len() {
             return Ok(plain);
         }
@@ -950,7 +977,9 @@ mod lz4 {
             Ok(n) => Err(fault(format_args!(
                 "a compressed entry claims {len} bytes and holds {n}"
             ))),
-            Err(e) => Err(fault(e)),
+            Err(e) => Err(fault(format_args!(
+                "a compressed entry that does not decompress ({e})"
+            ))),
         }
     }
 

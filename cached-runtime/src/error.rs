@@ -52,9 +52,9 @@ pub enum Error {
         /// The timeout that elapsed.
         after: Duration,
     },
-    /// A value could not be serialized to JSON.
+    /// A value could not be serialized in the cache's codec (JSON, or MessagePack).
     Encode {
-        /// What serde_json reported.
+        /// What the serializer reported.
         source: serde_json::Error,
     },
     /// A stored value could not be read back as the requested type.
@@ -103,7 +103,9 @@ impl fmt::Display for Error {
                  Config::builder().op_timeout(..) or REDCACHE_TIMEOUT_MS"
             ),
             Error::Encode { source } => {
-                write!(f, "the value cannot be serialized to JSON ({source})")?;
+                let text = source.to_string();
+                let text = text.strip_prefix(crate::codec::OWN_FAULT).unwrap_or(&text);
+                write!(f, "the value cannot be serialized ({text})")?;
                 if source.to_string().contains("key must be a string") {
                     f.write_str("; maps need string or integer keys")?;
                 }
@@ -232,7 +234,12 @@ impl Error {
     /// A cached value that did not decode, described by the kind of problem and where,
     /// never by its content: serde_json's messages quote the data (`invalid type: string
     /// "…"`), and cached data may be personal or secret, so it stays out of logs.
+    /// A fault redcache's codec described itself (a MessagePack or compressed entry, or
+    /// one this build lacks the feature for) is shown whole: its text names no data.
     pub(crate) fn decode_json(err: &serde_json::Error) -> Self {
+        if let Some(own) = err.to_string().strip_prefix(crate::codec::OWN_FAULT) {
+            return Error::decode(OwnFault(own.to_owned()));
+        }
         Error::decode(JsonFault {
             kind: err.classify(),
             line: err.line(),
@@ -321,6 +328,18 @@ impl fmt::Display for JsonFault {
 
 impl StdError for JsonFault {}
 
+/// A decoding fault in redcache's own words (see [`Error::decode_json`]).
+#[derive(Debug)]
+struct OwnFault(String);
+
+impl fmt::Display for OwnFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for OwnFault {}
+
 /// `Result` with redcache's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -342,5 +361,19 @@ mod tests {
         assert!(Error::decode_json(&err)
             .to_string()
             .contains("not valid JSON"));
+    }
+
+    /// What the codec says in its own words (a MessagePack entry a build without the
+    /// feature reads, a compressed one cut short) is shown as it is, not as JSON.
+    #[test]
+    fn a_fault_of_the_codecs_own_is_shown_in_its_words() {
+        let cut_short = [0xc1, 9, 0, 0, 0, 1];
+        let err = crate::codec::decode::<u64>(&cut_short).unwrap_err();
+        let shown = Error::decode_json(&err).to_string();
+        assert!(shown.contains("compressed entry"), "{shown}");
+        assert!(
+            !shown.contains("JSON") && !shown.contains("redcache: "),
+            "{shown}"
+        );
     }
 }
