@@ -202,16 +202,43 @@ impl Cache {
     }
 
     /// This cache's configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = redcache::Cache::memory_with(redcache::Config::builder().default_ttl(60).build());
+    /// assert_eq!(cache.config().default_ttl(), 60);
+    /// ```
     pub fn config(&self) -> &Config {
         &self.core.config
     }
 
     /// Whether entries go to Redis or a Redis Cluster (else to the in-process store).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!redcache::Cache::memory().is_redis());
+    /// ```
     pub fn is_redis(&self) -> bool {
         self.core.backend.is_remote()
     }
 
     /// A snapshot of this cache's counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// let cache = redcache::Cache::memory();
+    /// for _ in 0..2 {
+    ///     let _: u32 = cache.get_or_insert_with("k", Duration::from_secs(60), || async { 7 }).await;
+    /// }
+    /// let stats = cache.stats();
+    /// assert_eq!((stats.misses, stats.hits, stats.stores), (1, 1, 1));
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.core.stats()
     }

@@ -341,6 +341,15 @@ impl fmt::Display for OwnFault {
 impl StdError for OwnFault {}
 
 /// `Result` with redcache's [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// fn ttl_of(config: &redcache::Config) -> redcache::Result<u64> {
+///     Ok(config.default_ttl())
+/// }
+/// assert_eq!(ttl_of(&redcache::Config::default()).unwrap(), 300);
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -119,6 +119,13 @@ impl ConfigBuilder {
     }
 
     /// Redis host and port (instead of a URL; default `127.0.0.1:6379`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().host("cache.internal", 6380).build();
+    /// assert_eq!(config.redacted_target(), "redis://cache.internal:6380/0");
+    /// ```
     pub fn host(mut self, host: impl Into<String>, port: u16) -> Self {
         self.config.target.host = Some((host.into(), port));
         self
@@ -127,18 +134,46 @@ impl ConfigBuilder {
     /// ACL user name; over a URL's own, if the server is given as a URL. It needs a
     /// password (any, for a `nopass` user): without one the client would not log in as the
     /// user, so connecting is refused with [`Error::Config`](crate::Error::Config).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder()
+    ///     .url("redis://cache.internal:6379")
+    ///     .username("app")
+    ///     .password("s3cret")
+    ///     .build();
+    /// assert!(!config.redacted_target().contains("s3cret"));
+    /// ```
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.config.target.username = Some(username.into());
         self
     }
 
     /// Password; over a URL's own, if the server is given as a URL.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder()
+    ///     .host("cache.internal", 6379)
+    ///     .password("s3cret")
+    ///     .build();
+    /// assert_eq!(config.redacted_target(), "redis://:***@cache.internal:6379/0");
+    /// ```
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.config.target.password = Some(password.into());
         self
     }
 
     /// Database number; over a URL's own, if the server is given as a URL.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().host("cache.internal", 6379).db(2).build();
+    /// assert_eq!(config.redacted_target(), "redis://cache.internal:6379/2");
+    /// ```
     pub fn db(mut self, db: i64) -> Self {
         self.config.target.db = Some(db);
         self
@@ -146,6 +181,13 @@ impl ConfigBuilder {
 
     /// A prefix for every key (`{namespace}:{prefix}:{hash}`), to share one Redis between
     /// applications or deployments.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().namespace("shop-eu").build();
+    /// assert_eq!(config.namespace(), Some("shop-eu"));
+    /// ```
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         let ns = namespace.into();
         self.config.namespace = if ns.is_empty() { None } else { Some(ns) };
@@ -153,6 +195,13 @@ impl ConfigBuilder {
     }
 
     /// TTL in seconds for functions that set none (default 300; 0 is raised to 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().default_ttl(600).build();
+    /// assert_eq!(config.default_ttl(), 600);
+    /// ```
     pub fn default_ttl(mut self, secs: u64) -> Self {
         self.config.default_ttl = secs;
         self
@@ -160,36 +209,81 @@ impl ConfigBuilder {
 
     /// TTL in seconds of a cached `None` for functions that set no `null_ttl` (default 60;
     /// 0 turns null caching off).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().default_null_ttl(0).build();
+    /// assert_eq!(config.default_null_ttl(), 0);
+    /// ```
     pub fn default_null_ttl(mut self, secs: u64) -> Self {
         self.config.default_null_ttl = secs;
         self
     }
 
     /// Longest wait for one Redis operation (default 200 ms).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = redcache::Config::builder().op_timeout(Duration::from_millis(50)).build();
+    /// assert_eq!(config.op_timeout(), Duration::from_millis(50));
+    /// ```
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.config.op_timeout = timeout;
         self
     }
 
     /// Longest wait for the connection at start-up (default 2 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = redcache::Config::builder().connect_timeout(Duration::from_secs(5)).build();
+    /// assert_eq!(config.connect_timeout(), Duration::from_secs(5));
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
         self
     }
 
     /// Largest encoded value that is stored (default 1 MiB).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().max_value_bytes(256 * 1024).build();
+    /// assert_eq!(config.max_value_bytes(), 256 * 1024);
+    /// ```
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.config.max_value_bytes = bytes;
         self
     }
 
     /// Consecutive store faults that open the circuit breaker (default 5; 0 turns it off).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().breaker_threshold(10).build();
+    /// assert_eq!(config.breaker_threshold(), 10);
+    /// ```
     pub fn breaker_threshold(mut self, faults: u32) -> Self {
         self.config.breaker_threshold = faults;
         self
     }
 
     /// How long an open breaker skips the store (default 1 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = redcache::Config::builder().breaker_cooldown(Duration::from_secs(5)).build();
+    /// assert_eq!(config.breaker_cooldown(), Duration::from_secs(5));
+    /// ```
     pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
         self.config.breaker_cooldown = cooldown;
         self
@@ -197,6 +291,15 @@ impl ConfigBuilder {
 
     /// Longest a miss may take and still store its result, and how long invalidations
     /// leave tombstones (default 30 s; see [`Config::max_fill_time`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // For functions that may take minutes: their results are still stored.
+    /// let config = redcache::Config::builder().max_fill_time(Duration::from_secs(300)).build();
+    /// assert_eq!(config.max_fill_time(), Duration::from_secs(300));
+    /// ```
     pub fn max_fill_time(mut self, time: Duration) -> Self {
         self.config.max_fill_time = time;
         self
@@ -333,6 +436,13 @@ impl ConfigBuilder {
 
     /// Most bytes the in-process store keeps (default 64 MiB; see
     /// [`Config::memory_max_bytes`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().memory_max_bytes(16 << 20).build();
+    /// assert_eq!(config.memory_max_bytes(), 16 << 20);
+    /// ```
     pub fn memory_max_bytes(mut self, bytes: u64) -> Self {
         self.config.memory_max_bytes = bytes;
         self
@@ -340,12 +450,33 @@ impl ConfigBuilder {
 
     /// Trust these certificate authorities (PEM) for `rediss://`, instead of the system's
     /// roots: for a Redis whose certificate a private CA signed. Needs the `tls` feature.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let config = redcache::Config::builder()
+    ///     .url("redis://cache.internal:6379")
+    ///     .tls_ca_cert(b"-----BEGIN CERTIFICATE-----".to_vec())
+    ///     .build();
+    /// // A CA certificate is for `rediss://`: with `redis://`, refused before connecting.
+    /// let err = redcache::Cache::connect(config).await.unwrap_err();
+    /// assert!(matches!(err, redcache::Error::Config { .. }), "{err}");
+    /// # }
+    /// ```
     pub fn tls_ca_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.config.tls_ca_cert = Some(pem.into());
         self
     }
 
     /// The finished configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config: redcache::Config = redcache::Config::builder().namespace("t").build();
+    /// assert_eq!(config.namespace(), Some("t"));
+    /// ```
     pub fn build(self) -> Config {
         self.config
     }

@@ -165,41 +165,100 @@ impl Config {
     }
 
     /// The namespace put in front of every key, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.namespace(), None);
+    /// ```
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
     }
 
     /// TTL in seconds for functions that set none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.default_ttl(), 300);
+    /// ```
     pub fn default_ttl(&self) -> u64 {
         self.default_ttl
     }
 
     /// TTL in seconds of a cached `None` for functions that set no `null_ttl`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.default_null_ttl(), 60);
+    /// ```
     pub fn default_null_ttl(&self) -> u64 {
         self.default_null_ttl
     }
 
     /// Longest wait for one Redis operation before the call goes on without the cache.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.op_timeout(), Duration::from_millis(200));
+    /// ```
     pub fn op_timeout(&self) -> Duration {
         self.op_timeout
     }
 
     /// Longest wait for the connection at start-up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.connect_timeout(), Duration::from_secs(2));
+    /// ```
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
 
     /// Largest encoded value that is stored; larger ones are skipped and counted as faults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.max_value_bytes(), 1024 * 1024);
+    /// ```
     pub fn max_value_bytes(&self) -> usize {
         self.max_value_bytes
     }
 
     /// Consecutive store faults that open the circuit breaker (0 turns it off).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.breaker_threshold(), 5);
+    /// ```
     pub fn breaker_threshold(&self) -> u32 {
         self.breaker_threshold
     }
 
     /// How long an open breaker skips the store before one call probes it again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.breaker_cooldown(), Duration::from_secs(1));
+    /// ```
     pub fn breaker_cooldown(&self) -> Duration {
         self.breaker_cooldown
     }
@@ -216,6 +275,14 @@ impl Config {
     ///
     /// [`Cache::delete`]: crate::Cache::delete
     /// [`Stats::conflicts`]: crate::Stats::conflicts
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.max_fill_time(), Duration::from_secs(30));
+    /// ```
     pub fn max_fill_time(&self) -> Duration {
         self.max_fill_time
     }
@@ -223,6 +290,13 @@ impl Config {
     /// Whether connecting waits for Redis (`false`, the default: `init` fails when Redis
     /// does not answer) or not (`true`: `init` succeeds at once, calls run uncached until
     /// Redis answers, and caching begins by itself when it does).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert!(!config.lazy());
+    /// ```
     pub fn lazy(&self) -> bool {
         self.lazy
     }
@@ -250,6 +324,13 @@ impl Config {
     /// cache fault. Only with [`sentinel`](crate::ConfigBuilder::sentinel), and not with a
     /// local tier ([`local_capacity`](Self::local_capacity)): both are configuration
     /// errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert!(!config.read_from_replicas());
+    /// ```
     pub fn read_from_replicas(&self) -> bool {
         self.read_from_replicas
     }
@@ -265,18 +346,39 @@ impl Config {
     /// copy; an invalidation that arrives while a read is in flight discards what that
     /// read brings. The least useful entries make room for new ones (CLOCK-PRO); none
     /// outlives its Redis TTL.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.local_capacity(), 0, "no local tier");
+    /// ```
     pub fn local_capacity(&self) -> usize {
         self.local_capacity
     }
 
     /// Most bytes the local tier keeps (default 64 MiB), counted as the encoded size of
     /// each value (before compression), its key material and 64 bytes per entry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.local_max_bytes(), 64 << 20);
+    /// ```
     pub fn local_max_bytes(&self) -> u64 {
         self.local_max_bytes
     }
 
     /// The codec values are written in, where a function names none (default
     /// [`Codec::Json`]). Readers decode every codec, whatever this says.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.codec(), redcache::Codec::Json);
+    /// ```
     pub fn codec(&self) -> Codec {
         self.codec
     }
@@ -285,23 +387,51 @@ impl Config {
     /// a function sets no threshold of its own (default `None`: never; needs the
     /// `compression` feature). The size limit [`Config::max_value_bytes`] applies to what
     /// is stored, after compression.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.compress_above(), None);
+    /// ```
     pub fn compress_above(&self) -> Option<usize> {
         self.compress_above
     }
 
     /// Most entries the in-process store ([`Cache::memory`](crate::Cache::memory)) keeps
     /// (default 100,000); past it, the least useful make room (CLOCK-PRO eviction).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.memory_capacity(), 100_000);
+    /// ```
     pub fn memory_capacity(&self) -> usize {
         self.memory_capacity
     }
 
     /// Most bytes (keys, values and 64 bytes per entry) the in-process store keeps
     /// (default 64 MiB).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.memory_max_bytes(), 64 << 20);
+    /// ```
     pub fn memory_max_bytes(&self) -> u64 {
         self.memory_max_bytes
     }
 
     /// The PEM certificates of the authorities a `rediss://` server may chain to, if set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::default();
+    /// assert_eq!(config.tls_ca_cert(), None);
+    /// ```
     pub fn tls_ca_cert(&self) -> Option<&[u8]> {
         self.tls_ca_cert.as_deref()
     }

@@ -190,6 +190,15 @@ impl Config {
     /// Whether this is a Redis Cluster (seed nodes given with
     /// [`ConfigBuilder::cluster_nodes`](crate::ConfigBuilder::cluster_nodes) or
     /// `REDIS_CLUSTER_NODES`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder()
+    ///     .cluster_nodes(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .build();
+    /// assert!(config.is_cluster() && !config.is_sentinel());
+    /// ```
     pub fn is_cluster(&self) -> bool {
         self.target.cluster.is_some()
     }
@@ -197,11 +206,27 @@ impl Config {
     /// Whether the master is found through Redis Sentinel (given with
     /// [`ConfigBuilder::sentinel`](crate::ConfigBuilder::sentinel) or
     /// `REDIS_SENTINEL_NODES` and `REDIS_SENTINEL_MASTER`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder()
+    ///     .sentinel(["redis://10.0.0.1:26379"], "mymaster")
+    ///     .build();
+    /// assert!(config.is_sentinel() && !config.is_cluster());
+    /// ```
     pub fn is_sentinel(&self) -> bool {
         self.target.sentinel.is_some()
     }
 
     /// The Redis address with any password replaced by `***`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = redcache::Config::builder().url("redis://:s3cret@cache:6379/1").build();
+    /// assert_eq!(config.redacted_target(), "redis://:***@cache:6379/1");
+    /// ```
     pub fn redacted_target(&self) -> String {
         let t = &self.target;
         if let Some(nodes) = &t.cluster {
