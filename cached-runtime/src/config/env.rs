@@ -91,8 +91,13 @@ impl Config {
         }
         for (name, set) in NUMBERS {
             if let Some(raw) = get(name) {
-                if set(&mut b.config, raw.trim()).is_err() {
-                    b = b.invalid(format!("{name}={raw:?} is not a whole non-negative number"));
+                let digits = raw.trim();
+                if set(&mut b.config, digits).is_err() {
+                    let whole = !digits.is_empty() && digits.bytes().all(|d| d.is_ascii_digit());
+                    b = b.invalid(match whole {
+                        true => format!("{name}={raw:?} is too large"),
+                        false => format!("{name}={raw:?} is not a whole non-negative number"),
+                    });
                 }
             }
         }
@@ -302,6 +307,20 @@ mod tests {
         assert_eq!(c.namespace(), Some("svc"));
         let c = env(&[("REDIS_PORT", "tcp://10.96.0.5:6379")]);
         assert_eq!(c.problem(), None);
+    }
+
+    #[test]
+    fn a_number_too_large_is_said_to_be() {
+        let c = env(&[("REDCACHE_BREAKER_THRESHOLD", "5000000000")]);
+        assert_eq!(
+            c.problem().unwrap(),
+            "REDCACHE_BREAKER_THRESHOLD=\"5000000000\" is too large"
+        );
+        let c = env(&[("REDCACHE_BREAKER_THRESHOLD", "-1")]);
+        assert!(c
+            .problem()
+            .unwrap()
+            .contains("not a whole non-negative number"));
     }
 
     #[test]
