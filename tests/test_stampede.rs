@@ -175,21 +175,24 @@ async fn leased(id: u64, calls: &AtomicUsize) -> u64 {
     id
 }
 
+/// A process took the lease of `key` for `ms` and died: nobody will release it.
+async fn crashed_holder(server: &RedisServer, key: &str, ms: u64) {
+    let _: () = redis::cmd("SET")
+        .arg(format!("{key}:lock"))
+        .arg("crashed")
+        .arg("PX")
+        .arg(ms)
+        .query_async(&mut server.conn().await)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_crashed_holders_lease_expires() {
     let server = RedisServer::start();
     let cache = server.cache().await;
     let key = cache.scope(async { redcache::key!(leased(1, _)) }).await;
-    let mut conn = server.conn().await;
-    // A process took the lease and died: nobody will release it.
-    let _: () = redis::cmd("SET")
-        .arg(format!("{key}:lock"))
-        .arg("crashed")
-        .arg("PX")
-        .arg(300)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    crashed_holder(&server, &key, 300).await;
     let calls = AtomicUsize::new(0);
     let start = Instant::now();
     assert_eq!(cache.scope(leased(1, &calls)).await, 1);
@@ -226,16 +229,8 @@ async fn a_fill_after_a_long_wait_for_a_lease_is_stored() {
     let key = cache
         .scope(async { redcache::key!(long_leased(1, _)) })
         .await;
-    let mut conn = server.conn().await;
-    // A process took the lease and died, and it outlasts this caller's `lock_ms`.
-    let _: () = redis::cmd("SET")
-        .arg(format!("{key}:lock"))
-        .arg("crashed")
-        .arg("PX")
-        .arg(5000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    // It outlasts this caller's `lock_ms`.
+    crashed_holder(&server, &key, 5000).await;
     let calls = AtomicUsize::new(0);
     assert_eq!(cache.scope(long_leased(1, &calls)).await, 1);
     let stats = cache.stats();
