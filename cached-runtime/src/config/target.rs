@@ -430,8 +430,10 @@ fn is_tls_url(url: &str) -> bool {
 /// A URL whose user name or password holds `/`, `?` or `#` as it is: a URL's address ends
 /// at the first of them, so the URL would not parse, or would name the user as its host
 /// and read the rest as a path, query or fragment (`redis://default:#pw@cache` reaches
-/// `default:6379`). Told by an `@` after one of them, in a URL that does not parse with
-/// credentials. (A socket's credentials are in its query.)
+/// `default:6379`). Told by an `@` after one of them where no Redis URL has one: in a URL
+/// that does not parse, or in the path (a database number), the fragment, or a query
+/// parameter's name (`?x=a@b` is a value, and left alone). (A socket's credentials are in
+/// its query.)
 fn unescaped_credentials(url: &str, what: &str, data: bool) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     if scheme.ends_with("unix") {
@@ -439,9 +441,17 @@ fn unescaped_credentials(url: &str, what: &str, data: bool) -> Option<String> {
     }
     let at = rest.rfind('@')?;
     rest[..at].find(['/', '?', '#'])?;
-    let credentials = url::Url::parse(url)
-        .is_ok_and(|parsed| !parsed.username().is_empty() || parsed.password().is_some());
-    if credentials {
+    let misread = match url::Url::parse(url) {
+        Err(_) => true,
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => false,
+        Ok(parsed) => {
+            let named = |pair: &str| pair.split('=').next().is_some_and(|n| n.contains('@'));
+            parsed.path().contains('@')
+                || parsed.fragment().is_some_and(|f| f.contains('@'))
+                || parsed.query().is_some_and(|q| q.split('&').any(named))
+        }
+    };
+    if !misread {
         return None;
     }
     let or = if data {
@@ -953,11 +963,13 @@ mod tests {
         let sentinel = Config::builder().sentinel(["redis://:a#b-secret@s:26379"], "m");
         let problem = sentinel.build().problem().unwrap();
         assert!(problem.contains("percent-encode") && !problem.contains("REDIS_PASSWORD"));
-        // Escaped, or with an `@` only past the address, it is a URL like any other.
+        // Escaped, or with an `@` only where a URL may hold one, it is a URL like any other.
         for url in [
             "redis://:pw%2Fsecret@cache:6379",
             "redis://user:pw@cache:6379/0",
             "redis://cache:6379/0",
+            "redis://cache:6379/0?client=a@b",
+            "redis://[::1]:6379/0",
         ] {
             assert_eq!(Config::builder().url(url).build().problem(), None, "{url}");
         }
