@@ -553,16 +553,19 @@ impl Store for MemoryStore {
         let mut replaced = 0;
         for key in keys {
             let _locked = self.lock(&key);
+            let tombstone = crate::codec::encode_tombstone();
             let Some(e) = self.live(&key) else {
                 // Gone since the keys were listed (expired, or evicted under the caps): a
-                // miss that read it may still fill, and a fill over nothing stores. It is
-                // remembered as an evicted fence, which refuses that fill; not counted.
-                let now = Instant::now();
-                self.evicted.remember(key, later(now, self.fence_for), now);
+                // miss that read it may still fill, and a fill over nothing stores. A
+                // tombstone refuses that fill, as over a live entry, and a miss that reads
+                // it later fills over it; not counted. (Not at a lease's key, which may
+                // have been one: a tombstone there would hold the lease.)
+                if !key.ends_with(":lock") {
+                    self.insert(&key, &tombstone, Some(ttl), Write::Fences);
+                }
                 continue;
             };
             if let Some(counted) = prefix_retires(key.as_bytes(), &e.value) {
-                let tombstone = crate::codec::encode_tombstone();
                 // Always expiring, as on Redis: a tombstone over a generation (which never
                 // expires) would otherwise leave its group without one for good.
                 self.insert(&key, &tombstone, Some(ttl), Write::Fences);
@@ -734,8 +737,9 @@ mod tests {
     }
 
     /// A key listed by a prefix invalidation whose entry is gone before its turn (here it
-    /// expired; eviction under the caps is the other way) still fences the fills of the
-    /// misses that read it: a fill over nothing would store what they read before.
+    /// expired; eviction under the caps is the other way) gets a tombstone still: a fill
+    /// over nothing would store what a miss read before, and one over the tombstone is a
+    /// later miss's.
     #[tokio::test(start_paused = true)]
     async fn a_prefix_invalidation_fences_a_key_whose_entry_is_gone() {
         let store = MemoryStore::new(1000, 1 << 20, FENCE);
@@ -749,10 +753,12 @@ mod tests {
         assert_eq!(store.invalidate_prefix("k", 10, ttl, ttl).await.unwrap(), 0);
         let late = fill(b"older", Seen::Bytes(b"old"), None);
         assert!(!store.fill(&late).await.unwrap(), "fenced");
-        assert_eq!(store.get("k").await.unwrap(), None);
-        // Once the fence is over, a fill over nothing stores again.
-        tokio::time::advance(FENCE).await;
-        assert!(store.fill(&late).await.unwrap());
+        // A miss that read after the invalidation stores at once.
+        let tombstone = store.get("k").await.unwrap().expect("a tombstone");
+        assert!(crate::codec::is_tombstone(&tombstone));
+        let next = fill(b"new", Seen::Bytes(&tombstone), None);
+        assert!(store.fill(&next).await.unwrap());
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));
     }
 
     #[tokio::test]
