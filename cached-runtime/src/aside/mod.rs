@@ -406,6 +406,8 @@ impl Core {
     ) -> Step<'a, O> {
         let at = *at;
         let key = at.key;
+        // Only a call's first read (`begin`'s) may have gone to a replica.
+        let relaxed = first.is_some();
         let (stripe, changes, mut started, mut read, mut examined) = match first.map(|f| *f) {
             Some(First {
                 stripe,
@@ -429,7 +431,8 @@ impl Core {
                 (stripe, changes, started, read, examined)
             }
         };
-        if self.backend.reads_replicas()
+        if relaxed
+            && self.backend.reads_replicas()
             && matches!(read, Read::Found { .. })
             && !matches!(examined, Examined::Hit(_))
         {
@@ -452,11 +455,6 @@ impl Core {
             // flight under way, or that may not run the body, are answered with the entry:
             // still valid (early refresh), or past its TTL but within `stale_ttl`.
             Examined::Refresh(found) | Examined::Stale(found) => {
-                if at.may_run && self.flights.stripe(key) != stripe {
-                    // A flight ended since the read, perhaps this key's refresh: read again
-                    // rather than refresh what another caller has just refreshed.
-                    return Step::Again;
-                }
                 // (A caller that may not run the body does not join, even as a leader.)
                 let leader = match at.may_run.then(|| self.flights.join(key)) {
                     Some(Role::Leader(leader)) => Some(leader),
@@ -474,6 +472,13 @@ impl Core {
                         },
                     };
                 };
+                if self.flights.stripe(key) != stripe {
+                    // A flight ended since the read, perhaps this key's refresh: read again
+                    // rather than refresh what another caller has just refreshed. (Callers
+                    // that joined this flight meanwhile start over too.)
+                    drop(leader);
+                    return Step::Again;
+                }
                 self.record(at.prefix, Event::Refresh);
                 return Step::Run(Run {
                     flight: Flight::Lead(leader),
