@@ -46,8 +46,8 @@ fn fault(message: impl fmt::Display) -> serde_json::Error {
 pub(crate) const OWN_FAULT: &str = "redcache: ";
 
 /// Another library's error, as the JSON error the callers count (not marked as ours: its
-/// text is not shown whole when reading).
-#[cfg(any(feature = "msgpack", feature = "compression"))]
+/// text is not shown whole when reading), and what an encoding says: an encoding error
+/// is shown whole, and is never marked.
 fn foreign(err: impl fmt::Display) -> serde_json::Error {
     <serde_json::Error as de::Error>::custom(err)
 }
@@ -788,10 +788,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<T> {
 
 /// The MessagePack envelope: the JSON envelope's fields, in its order, as a map.
 mod msgpack {
-    use super::fault;
-    #[cfg(feature = "msgpack")]
-    use super::foreign;
     use super::Stamp;
+    use super::{fault, foreign};
     #[cfg(feature = "msgpack")]
     use super::{Envelope, EnvelopeSeed, FORMAT_VERSION};
     use serde::de::DeserializeOwned;
@@ -903,7 +901,7 @@ mod msgpack {
         _: Stamp,
         _: Option<&T>,
     ) -> serde_json::Result<Vec<u8>> {
-        Err(fault(
+        Err(foreign(
             "Codec::MessagePack needs redcache's `msgpack` feature",
         ))
     }
@@ -927,11 +925,9 @@ mod msgpack {
 
 /// LZ4 blocks behind [`COMPRESSED`] and the plain length.
 mod lz4 {
-    use super::fault;
-    #[cfg(feature = "compression")]
-    use super::foreign;
     #[cfg(feature = "compression")]
     use super::COMPRESSED;
+    use super::{fault, foreign};
 
     /// The most a block may claim to expand to: LZ4 never expands more than 255 times, and
     /// no entry outgrows a Redis string (512 MiB). A corrupt length is refused before any
@@ -985,7 +981,7 @@ mod lz4 {
 
     #[cfg(not(feature = "compression"))]
     pub(super) fn compress(_: Vec<u8>) -> serde_json::Result<Vec<u8>> {
-        Err(fault(
+        Err(foreign(
             "compress_above needs redcache's `compression` feature",
         ))
     }

@@ -103,9 +103,7 @@ impl fmt::Display for Error {
                  Config::builder().op_timeout(..) or REDCACHE_TIMEOUT_MS"
             ),
             Error::Encode { source } => {
-                let text = source.to_string();
-                let text = text.strip_prefix(crate::codec::OWN_FAULT).unwrap_or(&text);
-                write!(f, "the value cannot be serialized ({text})")?;
+                write!(f, "the value cannot be serialized ({source})")?;
                 if source.to_string().contains("key must be a string") {
                     f.write_str("; maps need string or integer keys")?;
                 }
@@ -237,8 +235,12 @@ impl Error {
     /// A fault redcache's codec described itself (a MessagePack or compressed entry, or
     /// one this build lacks the feature for) is shown whole: its text names no data.
     pub(crate) fn decode_json(err: &serde_json::Error) -> Self {
+        // Made outside any parse (no position): a type's own message while parsing has one.
+        let outside = err.line() == 0;
         if let Some(own) = err.to_string().strip_prefix(crate::codec::OWN_FAULT) {
-            return Error::decode(OwnFault(own.to_owned()));
+            if outside {
+                return Error::decode(OwnFault(own.to_owned()));
+            }
         }
         Error::decode(JsonFault {
             kind: err.classify(),
