@@ -933,7 +933,7 @@ http_test! {
 http_test! {
     async fn request_max_age_refuses_an_entry_past_the_max_age_it_is_sent_with(backend: Backend) {
         // Fresh for one second, and kept longer by up to 30 s of jitter: past that second
-        // it is sent with `max-age=0`, stale to whoever asks for no stale answer.
+        // its `Age` is past its `max-age`, stale to whoever asks for no stale answer.
         let layer = layer().ttl(Duration::from_secs(1)).jitter(Duration::from_secs(30));
         let served = serve(&backend.cache, layer).await;
         let written = std::time::Instant::now();
@@ -1308,9 +1308,9 @@ http_test! {
         // `max-age` stays the lifetime, and the time since the response was stored is in
         // `Age` alone.
         let served = serve(&backend.cache, layer().ttl(Duration::from_secs(10))).await;
-        let written = std::time::Instant::now();
         assert_eq!(served.get("/products/5").await.x_cache(), "MISS");
-        past_one_second_ttl(written).await;
+        // Stored before the answer came back: a second past this, `Age` is at least 1.
+        past_one_second_ttl(std::time::Instant::now()).await;
         let hit = served.get("/products/5").await;
         assert_eq!(hit.x_cache(), "HIT");
         assert_eq!(hit.header("cache-control"), Some("max-age=10"));

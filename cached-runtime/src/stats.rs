@@ -25,7 +25,8 @@ pub struct Stats {
     /// Redis ([`Config::local_capacity`](crate::Config::local_capacity)).
     pub local_hits: u64,
     /// Calls that found no usable entry and ran the body. One whose body then failed and
-    /// that was answered with the old entry (`stale_if_error`) counts in `stale` too.
+    /// that was answered with the old entry (`stale_if_error`) counts in `stale` too (a
+    /// refresh answered so counts in `refreshes` and `stale`).
     pub misses: u64,
     /// Calls answered from the cache with a cached `None`.
     pub null_hits: u64,
@@ -57,9 +58,9 @@ pub struct Stats {
 
 impl Stats {
     /// The share of calls answered from the cache (hits, null hits and stale answers over
-    /// those and the misses); `None` before any call. A call answered under
-    /// `stale_if_error` after its body failed is one of each, so a service whose every
-    /// miss fails shows 0.5 while it is answered from old entries.
+    /// those and the misses); `None` before any call. A miss answered under
+    /// `stale_if_error` after its body failed counts as a miss and a stale answer, so a
+    /// service whose every miss fails shows 0.5 while it is answered from old entries.
     ///
     /// # Examples
     ///

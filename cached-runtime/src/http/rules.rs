@@ -393,11 +393,11 @@ fn param_name(param: &str) -> &str {
 
 /// The material of a variant's key: method, path, sorted query, the values of the request
 /// headers it is keyed by, whether the request was authorized, the group's generation,
-/// and (for `POST`) the body's hash. Each part is length-prefixed, so no two requests that
-/// differ give the same bytes.
+/// and (for `POST`) the body's hash.
+///
 /// Each part is its length then its bytes, and each count a number of its own: the lengths
 /// and counts are LEB128 varints (7 bits a byte, the high bit set on all but the last), so
-/// no two sequences of parts write the same bytes, and a request's material (about 100
+/// no two requests that differ write the same bytes, and a request's material (about 100
 /// bytes of parts and a dozen lengths) fits in two md5 blocks where fixed 8-byte lengths
 /// took four.
 pub(super) struct Material(Vec<u8>);
