@@ -472,13 +472,6 @@ impl Core {
                         },
                     };
                 };
-                if self.flights.stripe(key) != stripe {
-                    // A flight ended since the read, perhaps this key's refresh: read again
-                    // rather than refresh what another caller has just refreshed. (Callers
-                    // that joined this flight meanwhile start over too.)
-                    drop(leader);
-                    return Step::Again;
-                }
                 self.record(at.prefix, Event::Refresh);
                 return Step::Run(Run {
                     flight: Flight::Lead(leader),
