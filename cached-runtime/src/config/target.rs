@@ -441,9 +441,9 @@ fn unescaped_credentials(url: &str, what: &str, data: bool) -> Option<String> {
     }
     let at = rest.rfind('@')?;
     rest[..at].find(['/', '?', '#'])?;
+    // (Credentials that parsed may be only part of a password that holds an `@` too.)
     let misread = match url::Url::parse(url) {
         Err(_) => true,
-        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => false,
         Ok(parsed) => {
             let named = |pair: &str| pair.split('=').next().is_some_and(|n| n.contains('@'));
             parsed.path().contains('@')
@@ -953,6 +953,8 @@ mod tests {
             "redis://:pw/secret@cache:6379",
             "redis://default:#pw-secret@cache:6379",
             "rediss://app:12?pw-secret@cache:6380/1",
+            // With an `@` too: the URL parses with part of the password as credentials.
+            "redis://user:p@ss/word-secret@cache:6379",
         ] {
             let problem = Config::builder().url(url).build().problem();
             let problem = problem.unwrap_or_else(|| panic!("{url}: accepted"));
