@@ -236,9 +236,8 @@ impl Error {
     /// one this build lacks the feature for) is shown whole: its text names no data.
     pub(crate) fn decode_json(err: &serde_json::Error) -> Self {
         // Made outside any parse (no position): a type's own message while parsing has one.
-        let outside = err.line() == 0;
-        if let Some(own) = err.to_string().strip_prefix(crate::codec::OWN_FAULT) {
-            if outside {
+        if err.line() == 0 {
+            if let Some(own) = err.to_string().strip_prefix(crate::codec::OWN_FAULT) {
                 return Error::decode(OwnFault(own.to_owned()));
             }
         }

@@ -613,8 +613,9 @@ impl Config {
 
     /// This configuration without what [`memory_problem`](Self::memory_problem) names that
     /// the in-process store can go on without: a `max_value_bytes`, `max_fill_time`,
-    /// capacity or size of 0 (nothing could be stored) is the default's. (A variable that did not parse was never
-    /// applied, and the capacity is capped by [`memory_entries`](Self::memory_entries).)
+    /// capacity or size of 0 (nothing could be stored) is the default's. (A variable that
+    /// did not parse was never applied, and the capacity is capped by
+    /// [`memory_entries`](Self::memory_entries).)
     pub(crate) fn usable_in_memory(mut self) -> Config {
         if self.max_value_bytes == 0 {
             self.max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
