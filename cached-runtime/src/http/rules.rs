@@ -41,28 +41,26 @@ pub(super) fn asks(headers: &HeaderMap) -> Asks {
             // `no-cache`; and a `no-store` or `only-if-cached` it names still holds.
             None => Asks {
                 no_cache: true,
-                no_store: names(headers, "no-store"),
-                only_if_cached: names(headers, "only-if-cached"),
+                no_store: names(headers, &header::CACHE_CONTROL, "no-store"),
+                only_if_cached: names(headers, &header::CACHE_CONTROL, "only-if-cached"),
                 ..Asks::default()
             },
         };
     }
     Asks {
-        // HTTP/1.0's form, still sent by some clients (RFC 9111 § 5.4).
-        no_cache: headers
-            .get_all(header::PRAGMA)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains("no-cache"))),
+        // HTTP/1.0's form, still sent by some clients (RFC 9111 § 5.4): a list, whose
+        // `no-cache` is matched in any case, as ABNF's literals are.
+        no_cache: names(headers, &header::PRAGMA, "no-cache"),
         ..Asks::default()
     }
 }
 
-/// Whether a `Cache-Control` line of `headers` names the directive `name` (whatever its
-/// value), read leniently: for lines [`Directives::of`] cannot read. Read as bytes: a
+/// Whether a line of `header` (`Cache-Control`, `Pragma`) in `headers` names the directive
+/// `name` (whatever its value), read leniently: for lines [`Directives::of`] cannot read. Read as bytes: a
 /// directive's name is a token (ASCII), and bytes that are not text (obs-text, which hyper
 /// accepts) can only be in a value.
-fn names(headers: &HeaderMap, name: &str) -> bool {
-    headers.get_all(header::CACHE_CONTROL).iter().any(|line| {
+fn names(headers: &HeaderMap, header: &HeaderName, name: &str) -> bool {
+    headers.get_all(header).iter().any(|line| {
         line.as_bytes().split(|&b| b == b',').any(|directive| {
             let end = directive.iter().position(|&b| b == b'=');
             directive[..end.unwrap_or(directive.len())]
@@ -736,6 +734,16 @@ mod tests {
         assert!(asks(&headers(&[("cache-control", "no-cache")])).no_cache);
         assert!(asks(&headers(&[("cache-control", "max-age=0")])).no_cache);
         assert!(asks(&headers(&[("pragma", "no-cache")])).no_cache);
+        assert!(asks(&headers(&[("pragma", "x-trace, No-Cache")])).no_cache);
+        assert!(!asks(&headers(&[("pragma", "x-no-cache-please")])).no_cache);
+        assert!(
+            !asks(&headers(&[
+                ("pragma", "no-cache"),
+                ("cache-control", "max-age=5")
+            ]))
+            .no_cache,
+            "Pragma is read only without Cache-Control"
+        );
         assert_eq!(
             asks(&headers(&[("cache-control", "max-age=5")])).max_age,
             Some(5)
