@@ -408,8 +408,9 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// `GET /health`: readiness for a load balancer or Kubernetes probe. `200` while the
-/// cache's store answers (or is the in-process one), `503` while the circuit breaker is
-/// open; either way the body says why. The service still answers requests when Redis is
+/// cache's store answers (or is the in-process one), `503` while it does not (its last
+/// operation failed, its connection was found down, or its circuit breaker is open, and
+/// this probe's own operation failed too); either way the body says why. The service still answers requests when Redis is
 /// out (every read goes to the database): take it out of rotation only if the database
 /// could not carry the load.
 async fn health(State(state): State<AppState>) -> Response {
@@ -463,7 +464,7 @@ async fn metrics() -> Response {
 /// | `PUT /products/{id}` | [`Repo::update_product`] | evicts the group and the path |
 /// | `DELETE /products/{id}` | [`Repo::delete_product`] (204) | evicts the group and the path |
 /// | `GET /stats` | queries sent, cache counters | none |
-/// | `GET /health` | readiness (`200`, or `503` while the breaker is open) | none |
+/// | `GET /health` | readiness (`200`, or `503` while the cache is not ready) | none |
 /// | `GET /metrics` | Prometheus text format | none |
 ///
 /// Every request is served inside `cache.scope(..)`, so the handlers' `#[cached]` calls
