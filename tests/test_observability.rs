@@ -22,8 +22,9 @@ async fn user(id: u64, calls: &AtomicUsize) -> Option<String> {
     (id != 0).then(|| format!("user {id}"))
 }
 
-/// Known traffic: `o:price` misses once and hits twice; `o:user` misses twice (a value and
-/// a `None`) and is served the cached `None` once.
+/// Known traffic: `o:price` misses once and hits twice, then a `put!` stores one of its
+/// entries; `o:user` misses twice (a value and a `None`) and is served the cached `None`
+/// once.
 async fn traffic(cache: &redcache::Cache) {
     let calls = AtomicUsize::new(0);
     cache
@@ -34,6 +35,7 @@ async fn traffic(cache: &redcache::Cache) {
             assert_eq!(user(7, &calls).await.as_deref(), Some("user 7"));
             assert_eq!(user(0, &calls).await, None);
             assert_eq!(user(0, &calls).await, None);
+            redcache::put!(price(2, _), 250).await.unwrap();
         })
         .await;
     assert_eq!(calls.load(SeqCst), 3);
@@ -54,12 +56,13 @@ on_both_stores! {
         let names: Vec<&str> = by_prefix.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(names, ["o:price", "o:user"], "{}", b.name());
         let (price, user) = (&by_prefix[0].1, &by_prefix[1].1);
-        assert_eq!((price.misses, price.hits, price.null_hits, price.stores), (1, 2, 0, 1));
+        // (The `put!`'s store counts under its function's prefix.)
+        assert_eq!((price.misses, price.hits, price.null_hits, price.stores), (1, 2, 0, 2));
         assert_eq!((user.misses, user.hits, user.null_hits, user.stores), (2, 0, 1, 2));
         assert_eq!(price.hit_ratio(), Some(2.0 / 3.0));
         assert_eq!(user.hit_ratio(), Some(1.0 / 3.0));
         let total = b.cache.stats();
-        assert_eq!((total.misses, total.hits, total.null_hits, total.stores), (3, 2, 1, 3));
+        assert_eq!((total.misses, total.hits, total.null_hits, total.stores), (3, 2, 1, 4));
         assert_eq!(total.hit_ratio(), Some(0.5));
         assert_eq!(b.cache.scope(async { redcache::stats_by_prefix() }).await, by_prefix);
     }
@@ -239,7 +242,8 @@ mod with_metrics {
         assert_eq!(requests("o:user", "null_hit"), 1);
         assert_eq!(
             counter(&snapshot, "redcache_stores_total", &[("prefix", "o:price")]),
-            1
+            2,
+            "a miss's and a put!'s"
         );
         assert_eq!(
             counter(&snapshot, "redcache_stores_total", &[("prefix", "o:user")]),

@@ -625,8 +625,16 @@ pub async fn put<K: Shape<O>, O>(mut call: Call<K, O>, value: O) -> crate::Resul
             Err(err) => return core.retire_instead(&key, err).await,
         },
     };
-    core.put::<K, O>(&key, spec.group, tags, &policy, hooks, &value)
-        .await
+    core.put::<K, O>(
+        Some(spec.prefix),
+        &key,
+        spec.group,
+        tags,
+        &policy,
+        hooks,
+        &value,
+    )
+    .await
 }
 
 /// `key!(f(..))`: the call's key in the cache in use (its namespace), else without one.

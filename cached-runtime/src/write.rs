@@ -15,9 +15,12 @@ use std::time::Duration;
 impl Core {
     /// Stores `value` as the result of the call whose key is `key` (write-through), or
     /// retires the entry when the value is not cached for the function or cannot be stored
-    /// (then the error is still returned).
+    /// (then the error is still returned). Its store, or its refusal, is counted under
+    /// `prefix`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn put<K: Shape<O>, O>(
         &self,
+        prefix: Option<&str>,
         key: &str,
         group: Option<&str>,
         tags: u64,
@@ -26,8 +29,17 @@ impl Core {
         value: &O,
     ) -> Result<()> {
         let gen_key = group.map(|group| self.group_key(group));
-        self.put_fenced::<K, O>(key, gen_key.as_deref(), false, tags, policy, hooks, value)
-            .await
+        self.put_fenced::<K, O>(
+            prefix,
+            key,
+            gen_key.as_deref(),
+            false,
+            tags,
+            policy,
+            hooks,
+            value,
+        )
+        .await
     }
 
     /// [`put`](Self::put) fenced by the generation at `gen_key`, which expires if
@@ -35,6 +47,7 @@ impl Core {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn put_fenced<K: Shape<O>, O>(
         &self,
+        prefix: Option<&str>,
         key: &str,
         gen_key: Option<&str>,
         gen_expires: bool,
@@ -60,6 +73,7 @@ impl Core {
                 None => None,
             };
             self.put_from::<K, O>(
+                prefix,
                 key,
                 gen_key,
                 current,
@@ -106,6 +120,7 @@ impl Core {
     #[allow(clippy::too_many_arguments)]
     async fn put_from<K: Shape<O>, O>(
         &self,
+        prefix: Option<&str>,
         key: &str,
         gen_key: Option<&str>,
         current: Option<u64>,
@@ -124,7 +139,7 @@ impl Core {
                     .await?;
                 if !created {
                     self.evict_key(key).await?;
-                    self.record(None, Event::Conflict);
+                    self.record(prefix, Event::Conflict);
                     return Ok(Put::Done);
                 }
                 Some(GroupFence::at(gen_key, Some(gen)))
@@ -160,14 +175,14 @@ impl Core {
             group: fence,
         };
         let stored = self
-            .write_checked(None, || self.backend.fill(&fill), bytes.len())
+            .write_checked(prefix, || self.backend.fill(&fill), bytes.len())
             .await;
         // The local copy goes now, not when Redis's push for the write arrives: the next
         // call in this process reads the new value.
         self.local_changed(key);
         if !stored? {
             // The group was invalidated meanwhile: not storing is what that asked for.
-            self.record(None, Event::Conflict);
+            self.record(prefix, Event::Conflict);
         }
         Ok(Put::Done)
     }
@@ -206,6 +221,7 @@ mod tests {
         let policy = Policy::seconds(60, 0, 0);
         let value = value.to_owned();
         core.put_from::<Plain, String>(
+            None,
             key,
             Some(&gen_key),
             read,
