@@ -150,6 +150,9 @@ const RETRY_FOR: Duration = Duration::from_secs(3600);
 /// say so.
 const RETRIES_KEPT: usize = 10_000;
 
+/// How often at most evictions given up for want of room are logged.
+const LOG_GIVEN_UP_EVERY: Duration = Duration::from_secs(1);
+
 /// Evictions that failed because Redis could not be reached, to try again.
 #[derive(Default)]
 pub(crate) struct Retries {
@@ -167,6 +170,11 @@ struct Pending {
     in_flight: usize,
     /// Whether the task that tries them again runs.
     running: bool,
+    /// Evictions given up because too many were kept, not yet logged, and when that was
+    /// last logged: a log of its own, once a second at most. (The faults' log would not
+    /// do: each give-up follows its eviction's fault, which has just taken that log's
+    /// turn.)
+    given_up: (u64, Option<Instant>),
 }
 
 impl Pending {
@@ -183,6 +191,18 @@ impl Pending {
         self.kept.insert(target.clone(), now);
         self.waiting.push(target);
         true
+    }
+
+    /// Counts `n` evictions given up at `now`; how many to log now, if the last such log
+    /// was a second ago or more.
+    fn give_up(&mut self, n: u64, now: Instant) -> Option<u64> {
+        let (count, logged) = &mut self.given_up;
+        *count += n;
+        if *count == 0 || logged.is_some_and(|at| now.duration_since(at) < LOG_GIVEN_UP_EVERY) {
+            return None;
+        }
+        *logged = Some(now);
+        Some(std::mem::take(count))
     }
 
     /// Takes every waiting target out, with its time, for a pass to try: one that fails
@@ -283,8 +303,9 @@ impl Core {
             let retry = Core::in_background(retry(Arc::downgrade(self)));
             crate::store::background().spawn(retry);
         }
+        let logged = pending.give_up(given_up, now);
         drop(pending);
-        if given_up > 0 && self.may_log().is_some() {
+        if let Some(given_up) = logged {
             tracing::error!(
                 given_up,
                 kept = RETRIES_KEPT,
@@ -398,5 +419,23 @@ mod tests {
             HashMap::from([(group("a"), t2), (group("b"), t0), (group("c"), t2)])
         );
         assert_eq!(pending.in_flight, 0);
+    }
+
+    /// Evictions given up for want of room are logged at once, then at most once a
+    /// second with the count since; none given up, nothing to log.
+    #[test]
+    fn evictions_given_up_are_logged_once_a_second_with_their_count() {
+        let t0 = Instant::now();
+        let mut pending = Pending::default();
+        assert_eq!(pending.give_up(0, t0), None);
+        assert_eq!(pending.give_up(1, t0), Some(1));
+        assert_eq!(pending.give_up(2, t0 + Duration::from_millis(100)), None);
+        assert_eq!(pending.give_up(4, t0 + Duration::from_millis(900)), None);
+        assert_eq!(
+            pending.give_up(1, t0 + Duration::from_millis(1_000)),
+            Some(7)
+        );
+        assert_eq!(pending.give_up(0, t0 + Duration::from_secs(5)), None);
+        assert_eq!(pending.give_up(1, t0 + Duration::from_secs(5)), Some(1));
     }
 }
