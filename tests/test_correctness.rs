@@ -227,12 +227,9 @@ on_both_stores! {
             tokio::spawn(async move { cache.scope(refreshed(1, &calls, None)).await })
         };
         let misses = b.cache.stats().misses;
-        // A follower leaves no trace until the flight ends; before the fix the late caller
-        // led a flight of its own and ran the body (a third run). Give it time to do either.
-        let deadline = Instant::now() + Duration::from_millis(300);
-        while calls.load(SeqCst) < 3 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // Before the fix the late caller led a flight of its own and ran the body (a third
+        // run): it must wait on the refresh's.
+        common::until_waiting(&b.cache, 1).await;
         hold.release.wait().await;
         assert_eq!(refresher.await.unwrap(), 101);
         assert_eq!(missed.await.unwrap(), 101, "the miss got the refresh's value ({})", b.name());
@@ -241,31 +238,30 @@ on_both_stores! {
     }
 }
 
-#[redcache::cached(prefix = "c:big", ttl = 60, skip(calls, entered))]
-async fn big(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers: usize) -> String {
-    big_body(id, calls, entered, callers).await
+#[redcache::cached(prefix = "c:big", ttl = 60, skip(calls, cache))]
+async fn big(id: u64, calls: &AtomicUsize, cache: &redcache::Cache, callers: usize) -> String {
+    big_body(id, calls, cache, callers).await
 }
 
 #[redcache::cached(
     prefix = "c:big-grouped",
     group = "c-big",
     ttl = 60,
-    skip(calls, entered)
+    skip(calls, cache)
 )]
 async fn big_in_group(
     id: u64,
     calls: &AtomicUsize,
-    entered: &AtomicUsize,
+    cache: &redcache::Cache,
     callers: usize,
 ) -> String {
-    big_body(id, calls, entered, callers).await
+    big_body(id, calls, cache, callers).await
 }
 
-async fn big_body(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers: usize) -> String {
+async fn big_body(id: u64, calls: &AtomicUsize, cache: &redcache::Cache, callers: usize) -> String {
     calls.fetch_add(1, SeqCst);
-    until(entered, callers).await;
-    // Every caller has started; let the last ones finish their read and join the flight.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every other caller waits on this flight.
+    common::until_waiting(cache, callers - 1).await;
     "x".repeat(4096 + id as usize)
 }
 
@@ -276,17 +272,15 @@ on_both_stores! {
         // Also in a group that has no generation yet (none is written: nothing is stored).
         for grouped in [false, true] {
             let calls = Arc::new(AtomicUsize::new(0));
-            let entered = Arc::new(AtomicUsize::new(0));
             let tasks: Vec<_> = (0..CALLERS)
                 .map(|_| {
-                    let (cache, calls, entered) = (cache.clone(), calls.clone(), entered.clone());
+                    let (cache, calls) = (cache.clone(), calls.clone());
                     tokio::spawn(async move {
                         cache
                             .scope(async {
-                                entered.fetch_add(1, SeqCst);
                                 match grouped {
-                                    false => big(1, &calls, &entered, CALLERS).await,
-                                    true => big_in_group(1, &calls, &entered, CALLERS).await,
+                                    false => big(1, &calls, &cache, CALLERS).await,
+                                    true => big_in_group(1, &calls, &cache, CALLERS).await,
                                 }
                             })
                             .await
@@ -417,8 +411,8 @@ async fn an_unfenced_result_never_reaches_a_caller_that_saw_the_invalidation() {
         let (cache, db) = (cache.clone(), db.clone());
         tokio::spawn(async move { cache.scope(row(1, &db, None)).await })
     };
-    // Let the caller read the tombstone and join the leader's flight.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The caller read the tombstone and joined the leader's flight.
+    common::until_waiting(&cache, 1).await;
     hold.release.wait().await;
     assert_eq!(
         leader.await.unwrap(),

@@ -426,9 +426,7 @@ async fn a_read_after_a_wait_goes_to_the_master() {
     until(|| async { calls.load(SeqCst) == 1 }).await;
     let waiter = spawn();
     until(|| async { calls_of(&sentinel, master, "get").await == 2 }).await;
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
+    common::until_waiting(&cache, 1).await;
     leader.abort();
     assert!(leader.await.unwrap_err().is_cancelled());
     assert_eq!(waiter.await.unwrap(), 14);

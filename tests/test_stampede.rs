@@ -12,16 +12,22 @@ use std::time::{Duration, Instant};
 /// Yields until `counter` reaches `n` (or 10 s pass, so a bug fails instead of hanging).
 async fn until(counter: &AtomicUsize, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while counter.load(SeqCst) < n && Instant::now() < deadline {
+    while counter.load(SeqCst) < n {
+        assert!(Instant::now() < deadline, "never reached {n}");
         tokio::task::yield_now().await;
     }
 }
 
-#[redcache::cached(prefix = "s:flaky", ttl = 60, skip(calls, entered, callers))]
-async fn panics_first(id: u64, calls: &AtomicUsize, entered: &AtomicUsize, callers: usize) -> u64 {
+#[redcache::cached(prefix = "s:flaky", ttl = 60, skip(calls, cache, callers))]
+async fn panics_first(
+    id: u64,
+    calls: &AtomicUsize,
+    cache: &redcache::Cache,
+    callers: usize,
+) -> u64 {
     if calls.fetch_add(1, SeqCst) == 0 {
         // Every other caller is waiting on this flight when the leader dies.
-        until(entered, callers).await;
+        common::until_waiting(cache, callers - 1).await;
         panic!("the database connection broke");
     }
     id * 2
@@ -31,15 +37,11 @@ on_both_stores! {
     async fn a_panicking_leader_does_not_strand_its_waiters(b: Backend) {
         const CALLERS: usize = 50;
         let calls = Arc::new(AtomicUsize::new(0));
-        let entered = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..CALLERS {
-            let (cache, calls, entered) = (b.cache.clone(), calls.clone(), entered.clone());
+            let (cache, calls) = (b.cache.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
-                cache.scope(async {
-                    entered.fetch_add(1, SeqCst);
-                    panics_first(21, &calls, &entered, CALLERS).await
-                }).await
+                cache.scope(panics_first(21, &calls, &cache, CALLERS)).await
             }));
         }
         let (mut answered, mut panicked) = (0, 0);
@@ -50,7 +52,12 @@ on_both_stores! {
                     answered += 1;
                 }
                 Err(err) => {
-                    assert!(err.is_panic());
+                    // The body's own panic (not the barrier's, had the waiters not joined).
+                    let panic = err.into_panic();
+                    assert_eq!(
+                        panic.downcast_ref::<&str>(),
+                        Some(&"the database connection broke")
+                    );
                     panicked += 1;
                 }
             }
@@ -72,23 +79,15 @@ on_both_stores! {
     async fn a_cancelled_leader_does_not_strand_its_waiters(b: Backend) {
         const WAITERS: usize = 20;
         let calls = Arc::new(AtomicUsize::new(0));
-        let entered = Arc::new(AtomicUsize::new(0));
         let spawn = |cache: redcache::Cache| {
-            let (calls, entered) = (calls.clone(), entered.clone());
-            tokio::spawn(async move {
-                cache.scope(async {
-                    entered.fetch_add(1, SeqCst);
-                    hangs_first(21, &calls).await
-                }).await
-            })
+            let calls = calls.clone();
+            tokio::spawn(async move { cache.scope(hangs_first(21, &calls)).await })
         };
         let leader = spawn(b.cache.clone());
         until(&calls, 1).await; // the leader is in its body
         let waiters: Vec<_> = (0..WAITERS).map(|_| spawn(b.cache.clone())).collect();
-        until(&entered, WAITERS + 1).await;
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
+        // Every waiter waits on the leader's flight when it is cancelled.
+        common::until_waiting(&b.cache, WAITERS).await;
         leader.abort();
         assert!(leader.await.unwrap_err().is_cancelled());
         for waiter in waiters {

@@ -224,6 +224,39 @@ impl Cache {
         self.core.backend.is_remote()
     }
 
+    /// How many calls in this process wait right now for another call's run of the same
+    /// key (single flight): those a stampede on a cold or expiring key holds back from
+    /// the backend. A gauge, for a dashboard or a test that waits until callers have
+    /// joined a flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// let cache = redcache::Cache::memory();
+    /// let (release, held) = tokio::sync::oneshot::channel::<()>();
+    /// let slow = cache.get_or_insert_with("k", Duration::from_secs(60), || async {
+    ///     held.await.ok();
+    ///     1u32
+    /// });
+    /// let waiter = cache.get_or_insert_with("k", Duration::from_secs(60), || async { 2u32 });
+    /// let both = async { tokio::join!(slow, waiter) };
+    /// let watch = async {
+    ///     while cache.flight_waiters() == 0 {
+    ///         tokio::task::yield_now().await;
+    ///     }
+    ///     release.send(()).unwrap();
+    /// };
+    /// let ((slow, waiter), ()) = tokio::join!(both, watch);
+    /// assert_eq!((slow, waiter), (1, 1), "the waiter got the first call's result");
+    /// assert_eq!(cache.flight_waiters(), 0);
+    /// # }
+    /// ```
+    pub fn flight_waiters(&self) -> usize {
+        self.core.flights.waiting()
+    }
+
     /// A snapshot of this cache's counters.
     ///
     /// # Examples

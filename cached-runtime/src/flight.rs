@@ -13,7 +13,7 @@
 //! its read reads again before running the body (see [`Flights::stripe`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -119,6 +119,8 @@ struct Shard(Mutex<Map>);
 pub(crate) struct Flights {
     shards: Box<[Shard]>,
     ended: Box<[AtomicU64]>,
+    /// Callers waiting on another's flight now (see [`Flights::waiting`]).
+    waiting: AtomicUsize,
 }
 
 impl Default for Flights {
@@ -126,6 +128,7 @@ impl Default for Flights {
         Flights {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             ended: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            waiting: AtomicUsize::new(0),
         }
     }
 }
@@ -140,6 +143,15 @@ fn stripe_of(key: &str) -> usize {
         (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     });
     (mixed >> 52) as usize & (STRIPES - 1)
+}
+
+/// A caller counted as waiting on a flight (see [`Flights::wait`]).
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub(crate) enum Role<'a> {
@@ -195,6 +207,18 @@ impl Flights {
             stripe,
             cell,
         })
+    }
+
+    /// Counts a caller as waiting on another's flight until the guard is dropped (the
+    /// wait ended, or the caller was cancelled). Only followers pay for it.
+    pub(crate) fn wait(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(&self.waiting)
+    }
+
+    /// How many callers wait on another's flight now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]

@@ -96,6 +96,21 @@ pub fn is_tombstone(raw: &[u8]) -> bool {
     raw.starts_with(br#"{"v":1,"gone":"#)
 }
 
+/// Waits (yielding, for up to 10 s) until `n` calls of `cache` wait on another call's
+/// flight: the barrier of tests whose callers must have joined a flight, where a sleep would
+/// let a late caller lead a flight of its own and the test pass without the behaviour.
+pub async fn until_waiting(cache: &redcache::Cache, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.flight_waiters() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} callers joined the flight",
+            cache.flight_waiters()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Where a behaviour test runs: a real Redis, a real Redis Cluster, a real master behind
 /// Sentinel, or the in-memory store.
 pub struct Backend {

@@ -501,7 +501,7 @@ impl Core {
         let leader = match self.flights.join(key) {
             // Boxed: only followers wait.
             Role::Follower(rx) => {
-                return match Box::pin(flight::follow(rx, wait)).await {
+                return match Box::pin(self.follow(rx, wait)).await {
                     // An unfenced result may predate the invalidation whose trace (a
                     // tombstone) this caller read: it computes its own.
                     Followed::Shared(shared) if !shared.fenced && read.saw_entry() => Step::Solo,
@@ -539,7 +539,7 @@ impl Core {
                 // The leader may hold a result from before an invalidation this caller
                 // read: wait for it to end, then read again; if it had nothing to share,
                 // run the body now rather than queue behind the next leader.
-                return match Box::pin(flight::follow(rx, wait)).await {
+                return match Box::pin(self.follow(rx, wait)).await {
                     Followed::Nothing => Step::Solo,
                     Followed::Shared(_) | Followed::Again => Step::Again,
                 };
@@ -572,6 +572,13 @@ impl Core {
             lease: None,
             changes: self.changes(),
         })
+    }
+
+    /// Waits on another caller's flight, counted as waiting meanwhile
+    /// ([`Cache::flight_waiters`](crate::Cache::flight_waiters)).
+    async fn follow(&self, rx: Arc<flight::Cell>, wait: Duration) -> Followed {
+        let _waiting = self.flights.wait();
+        flight::follow(rx, wait).await
     }
 
     /// The rest of a leader's step when the function takes the cross-process lease
