@@ -993,8 +993,9 @@ on_both_stores! {
         assert_eq!(cache.get::<u64>(key).await.unwrap(), None, "{}", b.name());
         // An entry past its TTL, kept for the function's stale window: a batch over the
         // same keys loads it again.
-        let stored = Instant::now();
         assert_eq!(cache.scope(stale_user(7)).await, "user 7 v1");
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let stored = Instant::now();
         tokio::time::sleep(
             (stored + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
         )

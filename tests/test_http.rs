@@ -936,8 +936,9 @@ http_test! {
         // its `Age` is past its `max-age`, stale to whoever asks for no stale answer.
         let layer = layer().ttl(Duration::from_secs(1)).jitter(Duration::from_secs(30));
         let served = serve(&backend.cache, layer).await;
-        let written = std::time::Instant::now();
         served.get("/products/9").await;
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         served.app.versions.lock().unwrap().insert(9, 2);
         past_one_second_ttl(written).await;
         let asked = served.get_with("/products/9", &[("cache-control", "max-age=600")]).await;
@@ -1355,8 +1356,9 @@ http_test! {
     async fn stale_if_error_answers_a_failing_handler_with_the_old_response(backend: Backend) {
         let layer = layer().ttl(Duration::from_secs(1)).stale_if_error(Duration::from_secs(30));
         let served = serve(&backend.cache, layer).await;
-        let written = std::time::Instant::now();
         let first = served.get("/flaky").await;
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         assert_eq!((first.x_cache(), &first.body[..]), ("MISS", &b"fresh as of run 1"[..]));
         past_one_second_ttl(written).await;
         served.app.failing.store(true, Ordering::SeqCst);
@@ -1386,8 +1388,9 @@ http_test! {
             .ttl(Duration::from_secs(1))
             .stale_while_revalidate(Duration::from_secs(30));
         let served = Arc::new(serve(&backend.cache, layer).await);
-        let written = std::time::Instant::now();
         assert_eq!(&served.get("/gated").await.body[..], b"gated run 1");
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         past_one_second_ttl(written).await;
         let refresher = {
             let served = served.clone();
@@ -1432,8 +1435,9 @@ http_test! {
     async fn the_handlers_own_stale_if_error_answers_when_it_later_fails(backend: Backend) {
         // The layer has no stale window; the response sets `stale-if-error=30`.
         let served = serve(&backend.cache, layer()).await;
-        let written = std::time::Instant::now();
         let first = served.get("/own-sie").await;
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         assert_eq!((first.x_cache(), &first.body[..]), ("MISS", &b"own-sie run 1"[..]));
         past_one_second_ttl(written).await;
         served.app.failing.store(true, Ordering::SeqCst);
@@ -1449,8 +1453,9 @@ http_test! {
 http_test! {
     async fn own_stale_while_revalidate_serves_during_a_refresh(backend: Backend) {
         let served = Arc::new(serve(&backend.cache, layer()).await);
-        let written = std::time::Instant::now();
         assert_eq!(&served.get("/own-swr").await.body[..], b"own-swr run 1");
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         past_one_second_ttl(written).await;
         let refresher = {
             let served = served.clone();
@@ -1479,8 +1484,9 @@ http_test! {
             .stale_if_error(Duration::from_secs(30))
             .stale_while_revalidate(Duration::from_secs(30));
         let served = serve(&backend.cache, layer).await;
-        let written = std::time::Instant::now();
         assert_eq!(served.get("/own-none").await.x_cache(), "MISS");
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         past_one_second_ttl(written).await;
         served.app.failing.store(true, Ordering::SeqCst);
         let failed = served.get("/own-none").await;
@@ -1493,8 +1499,9 @@ http_test! {
     async fn the_layers_jitter_never_keeps_a_response_past_its_own_max_age(backend: Backend) {
         // Up to 30 s of jitter over a two-minute TTL; the response says `max-age=1`.
         let served = serve(&backend.cache, layer().jitter(Duration::from_secs(30))).await;
-        let written = std::time::Instant::now();
         assert_eq!(served.get("/own-none").await.x_cache(), "MISS");
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         past_one_second_ttl(written).await;
         let after = served.get("/own-none").await;
         assert_eq!(after.x_cache(), "MISS");
@@ -1508,8 +1515,9 @@ http_test! {
             .stale_while_revalidate(Duration::from_secs(30))
             .stale_if_error(Duration::from_secs(30));
         let served = serve(&backend.cache, layer).await;
-        let written = std::time::Instant::now();
         assert_eq!(served.get("/own-revalidate").await.x_cache(), "MISS");
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         assert_eq!(served.get("/own-revalidate").await.x_cache(), "HIT");
         past_one_second_ttl(written).await;
         // Past its max-age: the handler answers, not the old response.

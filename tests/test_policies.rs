@@ -243,8 +243,9 @@ async fn past_one_second_ttl(written: std::time::Instant) {
 on_both_stores! {
     async fn stale_if_error_answers_a_failing_body_with_the_old_entry(b: Backend) {
         let (fail, calls) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        let written = std::time::Instant::now();
         let first = b.cache.scope(flaky(1, &fail, &calls)).await;
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         assert_eq!(first.as_deref(), Ok("value 1 from run 1"));
         // Kept in Redis for the TTL plus the window; `Cache::ttl` (what `ttl_secs` reads on
         // the in-process store) tells the TTL alone, after which `Cache::get` has nothing.
@@ -406,8 +407,9 @@ on_both_stores! {
     async fn stale_ttl_serves_the_old_entry_while_one_caller_refreshes(b: Backend) {
         let gate = tokio::sync::Semaphore::new(0);
         let calls = AtomicUsize::new(0);
-        let written = std::time::Instant::now();
         assert_eq!(b.cache.scope(refreshed(1, &gate, &calls)).await, "value 1 from run 1");
+        // (Stamped before the call returned: its expiry is at most a second from now.)
+        let written = std::time::Instant::now();
         let key = b.cache.scope(async { redcache::key!(refreshed(1, _, _)) }).await;
         let kept = if b.is_redis() { 31 } else { 1 };
         assert_eq!(b.ttl_secs(&key).await, Some(kept), "{}", b.name());
@@ -416,7 +418,9 @@ on_both_stores! {
         let refresher = b.cache.scope(refreshed(1, &gate, &calls));
         let others = async {
             // Once the refresh is running, everyone else is answered at once, unrefreshed.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while calls.load(SeqCst) < 2 {
+                assert!(std::time::Instant::now() < deadline, "the refresh never ran");
                 tokio::task::yield_now().await;
             }
             for _ in 0..3 {
