@@ -45,6 +45,42 @@ async fn a_tagged_call_in_an_outage_is_counted_as_a_miss() {
     assert!(b.cache.stats().faults >= 1);
 }
 
+#[redcache::cached(
+    prefix = "tg:slow",
+    ttl = 600,
+    tags("user:{user_id}"),
+    skip(runs, cache)
+)]
+async fn slow_profile(user_id: u64, runs: &AtomicUsize, cache: &redcache::Cache) -> String {
+    runs.fetch_add(1, SeqCst);
+    // Every other caller waits on this run (it would wait in vain if each ran its own).
+    common::until_waiting(cache, CALLERS - 1).await;
+    format!("user {user_id}")
+}
+
+const CALLERS: usize = 20;
+
+/// With Redis down, concurrent tagged calls of one key still share one body run, as
+/// untagged calls whose reads failed do: the database behind a cache is never hit hardest
+/// when the cache is out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagged_calls_in_an_outage_share_one_body_run() {
+    let mut b = Backend::redis().await;
+    b.server.as_mut().unwrap().stop();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let calls: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (cache, runs) = (b.cache.clone(), runs.clone());
+            tokio::spawn(async move { cache.scope(slow_profile(9, &runs, &cache)).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), "user 9");
+    }
+    assert_eq!(runs.load(SeqCst), 1);
+    assert!(b.cache.stats().faults >= 1);
+}
+
 on_both_stores! {
     async fn invalidate_tag_retires_every_entry_carrying_it_across_functions(b: Backend) {
         let cache = &b.cache;

@@ -539,7 +539,7 @@ impl Cache {
                 Hooks::none(),
                 None,
                 None,
-                (0, &[]),
+                (Some(0), &[]),
                 run,
             )
             .await
@@ -585,7 +585,17 @@ impl Cache {
         let run = async move { init().await };
         let hooks = Hooks::none();
         self.core
-            .get_or_run::<Res, _, _>(None, &key, None, &policy, hooks, None, None, (0, &[]), run)
+            .get_or_run::<Res, _, _>(
+                None,
+                &key,
+                None,
+                &policy,
+                hooks,
+                None,
+                None,
+                (Some(0), &[]),
+                run,
+            )
             .await
             .0
     }

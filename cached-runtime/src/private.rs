@@ -494,21 +494,17 @@ where
     if !span.is_disabled() {
         span.record("key.hash", key_hash(&key));
     }
-    // A tagged call reads its tags' generations first; if it cannot, it runs uncached.
+    // A tagged call reads its tags' generations first. If it cannot (the store is likely
+    // out), it reads and stores nothing, but still shares its key's flight with the calls
+    // like it: one body run for a stampede, as for an untagged call in an outage.
     let tags = match call.tags.is_empty() {
-        true => 0,
+        true => Some(0),
         // Boxed: only tagged calls take it, and inline it would size every call's future.
         false => match in_span!(&span, Box::pin(core.tag_digest(&call.tags))) {
-            Ok(digest) => digest,
+            Ok(digest) => Some(digest),
             Err(err) => {
-                // Counted as any call that could not read: a miss, answered by a fault.
                 core.fault(&key, &err);
-                core.record(Some(spec.prefix), Event::Miss);
-                span.record("result", Served::Fault.as_str());
-                let out = in_span!(&span, body);
-                #[cfg(feature = "metrics")]
-                crate::metrics::call(spec.prefix, Served::Fault, started);
-                return out;
+                None
             }
         },
     };

@@ -234,6 +234,9 @@ impl Core {
     ///
     /// A plain function returning [`run_at`](Self::run_at)'s future, so that no layer of
     /// its own holds (and copies) that future.
+    ///
+    /// `tags`: the digest of the generations of the call's tags (`tag_names`), `None` if
+    /// they could not be read: the call then reads and writes nothing ([`Entry::unread`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn get_or_run<'a, K, O, F>(
         self: &'a Arc<Self>,
@@ -244,7 +247,7 @@ impl Core {
         hooks: Hooks<O>,
         local: Option<&'a Tracked>,
         started: Option<Instant>,
-        (tags, tag_names): (u64, &'a [String]),
+        (tags, tag_names): (Option<u64>, &'a [String]),
         body: F,
     ) -> impl Future<Output = (O, Served)> + 'a
     where
@@ -262,8 +265,9 @@ impl Core {
             policy,
             local,
             started,
-            tags,
-            unread: false,
+            // Tags whose generations could not be read: nothing is read or written.
+            tags: tags.unwrap_or(0),
+            unread: tags.is_none(),
         };
         self.run_at::<K, O, F>(at, hooks, tag_names, body)
     }
