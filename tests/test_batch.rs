@@ -274,6 +274,78 @@ async fn a_slow_batch_in_an_outage_counts_no_conflict() {
     );
 }
 
+/// A value whose encoding takes `ENCODING` (a large batch, or one compressed).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct SlowToEncode(u64);
+
+const ENCODING: Duration = Duration::from_millis(100);
+
+impl Serialize for SlowToEncode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        std::thread::sleep(ENCODING);
+        serializer.serialize_newtype_struct("SlowToEncode", &self.0)
+    }
+}
+
+/// A batch loads an id while it is invalidated, and its load ends just before the fill
+/// deadline; its values are encoded past it, when the invalidation's tombstone (which
+/// lives `max_fill_time`) has expired: the batch must not store what it loaded.
+async fn a_batch_encoded_past_its_fill_deadline_stores_nothing(cache: redcache::Cache) {
+    let key = common::expected_key("b:slow", "[1]");
+    let begun = std::time::Instant::now();
+    // The load ends this long after the batch began: within the deadline (300 ms, less
+    // the operation timeout of 50 ms on Redis), the encoding past the tombstone's life.
+    let load_ends = Duration::from_millis(230);
+    let got = cache
+        .get_or_insert_many("b:slow", &[1u64], TTL, |ids| {
+            let (cache, key) = (cache.clone(), key.clone());
+            async move {
+                // The row changes and the writer invalidates, while the load reads.
+                assert!(!cache.delete(&key).await.unwrap());
+                tokio::time::sleep(load_ends.saturating_sub(begun.elapsed())).await;
+                ids.into_iter()
+                    .map(|id| (id, SlowToEncode(id)))
+                    .collect::<HashMap<_, _>>()
+            }
+        })
+        .await;
+    assert_eq!(
+        got.get(&1),
+        Some(&SlowToEncode(1)),
+        "the caller gets its load"
+    );
+    assert!(
+        begun.elapsed() > Duration::from_millis(300),
+        "encoded past the tombstone's life"
+    );
+    assert_eq!(cache.get::<SlowToEncode>(&key).await.unwrap(), None);
+    let stats = cache.stats();
+    assert_eq!((stats.stores, stats.conflicts), (0, 1), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_batch_encoded_past_its_fill_deadline_stores_nothing_in_redis() {
+    let server = common::RedisServer::start();
+    let cache = server
+        .cache_with(
+            common::test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(50))
+                .max_fill_time(Duration::from_millis(300)),
+        )
+        .await;
+    a_batch_encoded_past_its_fill_deadline_stores_nothing(cache).await;
+}
+
+#[tokio::test]
+async fn a_batch_encoded_past_its_fill_deadline_stores_nothing_in_memory() {
+    let config = redcache::Config::builder()
+        .max_fill_time(Duration::from_millis(300))
+        .build();
+    a_batch_encoded_past_its_fill_deadline_stores_nothing(redcache::Cache::memory_with(config))
+        .await;
+}
+
 /// An entry written in a group (its envelope stamped with a generation) is a miss for a
 /// batch, which cannot check that generation, and is not written over: out of its group's
 /// invalidations, an ungrouped value there would be served on.

@@ -165,12 +165,6 @@ impl Core {
             return out;
         }
 
-        // Like every fill: not after an invalidation's tombstone may have expired.
-        if self.past_fill_deadline(started) {
-            self.record(Some(prefix), Event::Conflict);
-            out.extend(loaded);
-            return out;
-        }
         let policy = Policy::exact(ttl);
         let mut encoded = Vec::with_capacity(missing.len());
         for Missing { id, key, seen } in &missing {
@@ -203,6 +197,16 @@ impl Core {
         if fills.is_empty() {
             // Nothing to write (the read failed, or nothing loaded could be stored): no
             // operation, which would succeed without Redis and reset the breaker.
+            out.extend(loaded);
+            return out;
+        }
+        // Like every fill: not after an invalidation's tombstone may have expired. Checked
+        // once the values are encoded, which takes its time too (a large batch, or
+        // compression), just before the write.
+        if self.past_fill_deadline(started) {
+            for _ in &fills {
+                self.record(Some(prefix), Event::Conflict);
+            }
             out.extend(loaded);
             return out;
         }
