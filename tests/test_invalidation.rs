@@ -936,6 +936,44 @@ async fn rename_both(db: &Db, id: u64, name: &str) {
     db.write(id, name);
 }
 
+#[redcache::cached(prefix = "i:put-dropped", group = "put-dropped", ttl = 60, skip(db))]
+async fn grouped_view(id: u64, db: &Db) -> Option<Profile> {
+    db.read(id)
+}
+
+/// A `put!` dropped while it reads its group's generation (a client gone, a timeout), so
+/// before it writes: the entry it was to replace is retired all the same.
+#[tokio::test]
+async fn a_put_dropped_before_its_write_retires_the_entry() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let db = Db::with(&[(1, "a")]);
+    cache.scope(grouped_view(1, &db)).await;
+    assert_eq!(db.queries(), 1);
+    db.write(1, "a2");
+    {
+        use std::future::Future;
+        let put = redcache::put!(grouped_view(1, _), Some(profile(1, "a2")));
+        let mut put = std::pin::pin!(cache.scope(put));
+        // One poll: the generation's read is sent; then the put is dropped.
+        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(put.as_mut().poll(cx))).await;
+        assert!(polled.is_pending(), "waits on Redis");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = cache.scope(grouped_view(1, &db)).await;
+        if view.unwrap().name == "a2" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old value is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(db.queries(), 2, "read again once, after the retirement");
+}
+
 /// A `#[evicts]` call dropped after its write, while its first invalidation waits on Redis
 /// (a client gone, a timeout): its invalidations are still all made.
 #[tokio::test]

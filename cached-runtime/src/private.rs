@@ -604,7 +604,10 @@ pub async fn invalidate<K, O>(call: Call<K, O>) -> crate::Result<bool> {
 }
 
 /// `put!(f(..), value)`: stores `value` as the call's result, under the function's TTL,
-/// jitter and null rules; if it cannot, retires the entry and returns why.
+/// jitter and null rules; if it cannot, retires the entry and returns why. Dropped before
+/// it is done (a client gone, a `timeout` around the caller), it retires the entry on a
+/// task of its own: the write it follows was made, and the value it was to replace must
+/// not be served on.
 pub async fn put<K: Shape<O>, O>(mut call: Call<K, O>, value: O) -> crate::Result<()> {
     let cache = current()?;
     let core = cache.core();
@@ -613,24 +616,59 @@ pub async fn put<K: Shape<O>, O>(mut call: Call<K, O>, value: O) -> crate::Resul
     let policy = spec.policy(&core.config);
     let tags = std::mem::take(&mut call.tags);
     let key = call.key(core.config.namespace())?;
-    let tags = match tags.is_empty() {
-        true => 0,
-        false => match core.tag_digest(&tags).await {
-            Ok(digest) => digest,
-            // Without the generations the value cannot be stamped, nor stored.
-            Err(err) => return core.retire_instead(&key, err).await,
-        },
+    let mut unfinished = RetireIfDropped {
+        core,
+        key: Some(&key),
+        prefix: spec.prefix,
     };
-    core.put::<K, O>(
-        Some(spec.prefix),
-        &key,
-        spec.group,
-        tags,
-        &policy,
-        hooks,
-        &value,
-    )
-    .await
+    let put = async {
+        let tags = match tags.is_empty() {
+            true => 0,
+            false => match core.tag_digest(&tags).await {
+                Ok(digest) => digest,
+                // Without the generations the value cannot be stamped, nor stored.
+                Err(err) => return core.retire_instead(&key, err).await,
+            },
+        };
+        core.put::<K, O>(
+            Some(spec.prefix),
+            &key,
+            spec.group,
+            tags,
+            &policy,
+            hooks,
+            &value,
+        )
+        .await
+    };
+    let done = put.await;
+    unfinished.key = None;
+    done
+}
+
+/// A `put!` under way: dropped before it is done (its `key` still there), it retires the
+/// entry at `key` on redcache's own runtime, as an eviction (tried again while Redis is
+/// out of reach).
+struct RetireIfDropped<'a> {
+    core: &'a Arc<Core>,
+    key: Option<&'a str>,
+    prefix: &'static str,
+}
+
+impl Drop for RetireIfDropped<'_> {
+    fn drop(&mut self) {
+        use tracing::instrument::WithSubscriber;
+        let Some(key) = self.key else {
+            return;
+        };
+        let core = self.core.clone();
+        let target = crate::invalidate::Target::Key {
+            key: key.to_owned(),
+            prefix: self.prefix,
+        };
+        let retire = async move { core.evict_all(vec![target]).await };
+        crate::store::background().spawn(retire.with_current_subscriber());
+    }
 }
 
 /// `key!(f(..))`: the call's key in the cache in use (its namespace), else without one.
