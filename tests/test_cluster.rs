@@ -160,12 +160,16 @@ async fn a_cluster_announcing_hostnames_is_walked() {
     for node in &cluster.nodes {
         let set =
             |name: &str, value: &str| cluster.cli(node.port(), &["CONFIG", "SET", name, value]);
+        // Redis 6.2 announces no hostnames (the setting came with 7.0, and Valkey has it):
+        // nothing to show there. Any other server must take it.
+        let info = cluster.cli(node.port(), &["INFO", "server"]);
+        let redis_6 = !info.contains("valkey_version:") && info.contains("redis_version:6.");
         let said = set("cluster-announce-hostname", "localhost");
-        if !said.contains("OK") {
-            // Redis 6.2 announces no hostnames: nothing to show there.
-            eprintln!("no hostnames to announce on this server: {said}");
+        if redis_6 {
+            eprintln!("no hostnames to announce on Redis 6: {said}");
             return;
         }
+        assert!(said.contains("OK"), "{said}");
         assert!(set("cluster-preferred-endpoint-type", "hostname").contains("OK"));
     }
     // Until every node names every master by its hostname (spread by the cluster bus).

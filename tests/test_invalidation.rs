@@ -1013,3 +1013,46 @@ async fn evictions_are_made_even_if_the_call_is_dropped_after_its_write() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The walk's own part of each step: every `SCAN` it sends matches the prefix and asks for
+/// 250 keys (what a server returns for that is its own choice, and differs between Redis
+/// and Valkey), and nothing reads the whole keyspace at once.
+#[tokio::test]
+async fn each_scan_step_asks_for_250_keys() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let mut conn = server.conn().await;
+    let mut pipe = redis::pipe();
+    for i in 0..1_000 {
+        pipe.cmd("SET").arg(format!("walked:{i}")).arg("x").ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+    common::log_commands(&mut conn).await;
+    assert_eq!(cache.invalidate_prefix("walked").await.unwrap(), 1_000);
+    let logged = common::commands_logged(&mut conn).await;
+    let scans: Vec<&Vec<String>> = logged
+        .iter()
+        .filter(|c| c.name == "SCAN")
+        .map(|c| &c.args)
+        .collect();
+    assert!(!scans.is_empty());
+    for args in &scans {
+        // `SCAN cursor [MATCH pattern] [COUNT n] ...`: options by pairs after the cursor.
+        let option = |wanted: &str| {
+            args[2..]
+                .chunks(2)
+                .find(|pair| pair[0].eq_ignore_ascii_case(wanted))
+                .and_then(|pair| pair.get(1).cloned())
+        };
+        assert_eq!(option("COUNT").as_deref(), Some("250"), "{args:?}");
+        assert!(
+            option("MATCH").is_some_and(|pattern| pattern.starts_with("walked:")),
+            "{args:?}"
+        );
+    }
+    assert!(
+        logged.iter().all(|c| c.name != "KEYS"),
+        "no KEYS: {:?}",
+        logged.iter().map(|c| &c.name).collect::<Vec<_>>()
+    );
+}
