@@ -127,12 +127,14 @@ pub struct Repo {
 
 const COLUMNS: &str = "id, name, price_cents";
 
-fn product(row: &tokio_postgres::Row) -> Product {
-    Product {
-        id: row.get(0),
-        name: row.get(1),
-        price_cents: row.get(2),
-    }
+/// A row as a product; an error (not a panic) if the table's columns are of other types
+/// (a `products` table of another application in the same database).
+fn product(row: &tokio_postgres::Row) -> Result<Product, DbError> {
+    Ok(Product {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        price_cents: row.try_get(2)?,
+    })
 }
 
 impl Repo {
@@ -201,7 +203,7 @@ impl Repo {
         self.count_query();
         let sql = format!("SELECT {COLUMNS} FROM products WHERE id = $1");
         let row = self.client.query_opt(&sql, &[&id]).await?;
-        Ok(row.as_ref().map(product))
+        row.as_ref().map(product).transpose()
     }
 
     /// The first `limit` products by id. Cached for a minute, in the `products` group:
@@ -211,7 +213,7 @@ impl Repo {
         self.count_query();
         let sql = format!("SELECT {COLUMNS} FROM products ORDER BY id LIMIT $1");
         let rows = self.client.query(&sql, &[&limit]).await?;
-        Ok(rows.iter().map(product).collect())
+        rows.iter().map(product).collect()
     }
 
     /// Inserts a product. On `Ok`, the lists are evicted, and the new row is written
@@ -230,7 +232,7 @@ impl Repo {
             .client
             .query_one(&sql, &[&new.name, &new.price_cents])
             .await?;
-        let created = product(&row);
+        let created = product(&row)?;
         let id = created.id;
         if let Err(err) = redcache::put!(self.get_product(id), Ok(Some(created.clone()))).await {
             // The row is in the database; drop the entry instead, so the next read loads
@@ -259,7 +261,10 @@ impl Repo {
             .client
             .query_opt(&sql, &[&id, &new.name, &new.price_cents])
             .await?;
-        row.as_ref().map(product).ok_or(DbError::NoSuchProduct(id))
+        row.as_ref()
+            .map(product)
+            .transpose()?
+            .ok_or(DbError::NoSuchProduct(id))
     }
 
     /// Deletes a product. On `Ok`, `#[evicts]` drops its entry and every list.
@@ -286,6 +291,10 @@ impl Repo {
 #[derive(Debug)]
 enum ApiError {
     NotFound(i64),
+    /// A path whose id is not written as the product's id is (`/products/01`): no such
+    /// path. Answering it would cache the product under a path its writes do not evict.
+    NoSuchPath,
+    BadId,
     Invalid(&'static str),
     Db(DbError),
 }
@@ -303,6 +312,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
             ApiError::NotFound(id) => (StatusCode::NOT_FOUND, format!("no product {id}")),
+            ApiError::NoSuchPath => (
+                StatusCode::NOT_FOUND,
+                "no such path: a product is at /products/{id}, its id in digits".to_string(),
+            ),
+            ApiError::BadId => (
+                StatusCode::BAD_REQUEST,
+                "a product's id is a number".to_string(),
+            ),
             ApiError::Invalid(why) => (StatusCode::UNPROCESSABLE_ENTITY, why.to_string()),
             ApiError::Db(err) => {
                 tracing::error!("database error: {err}");
@@ -337,10 +354,22 @@ async fn list_products(
     Ok(Json(state.repo.list_products(limit).await?))
 }
 
+/// The id of a `/products/{id}` path, written as the product's id is. The HTTP cache keys
+/// and evicts by path: `/products/01` or `/products/+1` answered as product 1 would be
+/// cached under a path that `PUT /products/1` does not evict, and served stale.
+fn product_id(raw: &str) -> Result<i64, ApiError> {
+    let id: i64 = raw.parse().map_err(|_| ApiError::BadId)?;
+    if id.to_string() != raw {
+        return Err(ApiError::NoSuchPath);
+    }
+    Ok(id)
+}
+
 async fn get_product(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Json<Product>, ApiError> {
+    let id = product_id(&id)?;
     match state.repo.get_product(id).await? {
         Some(product) => Ok(Json(product)),
         None => Err(ApiError::NotFound(id)),
@@ -374,17 +403,19 @@ async fn create_product(
 
 async fn update_product(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     Json(new): Json<NewProduct>,
 ) -> Result<Json<Product>, ApiError> {
+    let id = product_id(&id)?;
     validate(&new)?;
     Ok(Json(state.repo.update_product(id, &new).await?))
 }
 
 async fn delete_product(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let id = product_id(&id)?;
     state.repo.delete_product(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -438,13 +469,21 @@ async fn health(State(state): State<AppState>) -> Response {
 
 /// The Prometheus recorder of this process, installed by the first call: redcache's
 /// counters and histograms (`redcache_requests_total{prefix, result}`, ...) go to it
-/// through the `metrics` facade.
+/// through the `metrics` facade. A thread of its own runs the recorder's upkeep every 5 s,
+/// which drains the histograms' samples into their buckets: without it they would pile
+/// up between scrapes (without end if nothing scrapes).
 fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
+        let handle = PrometheusBuilder::new()
             .install_recorder()
-            .expect("no other metrics recorder in this process")
+            .expect("no other metrics recorder in this process");
+        let upkept = handle.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            upkept.run_upkeep();
+        });
+        handle
     })
 }
 
@@ -565,8 +604,10 @@ async fn connect_database() -> Result<Repo, String> {
     Ok(repo)
 }
 
-/// Redis when `REDIS_URL` is set (falling back to memory if it cannot be reached), else the
-/// in-process store.
+/// Redis when `REDIS_URL` is set, else the in-process store. If Redis cannot be reached
+/// at start-up, the service does not start (unless `REDCACHE_LAZY=true`, which starts it
+/// uncached until Redis answers): a fallback to this process's own store would let
+/// several instances each keep what the others' writes have evicted.
 async fn choose_store() -> Cache {
     if std::env::var_os("REDIS_URL").is_some() {
         let config = redcache::Config::from_env();
@@ -577,8 +618,12 @@ async fn choose_store() -> Cache {
                 return cache;
             }
             Err(err) => {
-                println!("store: Redis is not usable ({err})");
-                println!("       falling back to the in-process memory store");
+                eprintln!("store: Redis at REDIS_URL is not usable: {err}");
+                eprintln!(
+                    "       start Redis, unset REDIS_URL for the in-process store, or set \
+                     REDCACHE_LAZY=true to start uncached until Redis answers"
+                );
+                std::process::exit(1);
             }
         }
     } else {
