@@ -171,9 +171,26 @@ fn seed() -> Vec<Product> {
     ]
 }
 
+/// The value of `series` (its name and labels, as the scrape writes them) in a Prometheus
+/// scrape; 0 if it is not there yet.
+fn series_value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 /// The whole scenario; `service` is fresh (no query sent, an empty cache).
 async fn catalogue(service: &Service) {
     assert_queries!(service, 0, "nothing asked yet");
+    // The recorder is the process's: what this run records is the difference.
+    let scraped_before = service.get("/metrics").await;
+    let scraped_before = String::from_utf8(scraped_before.body.to_vec()).unwrap();
 
     // A list: a query the first time, then answered from the response cache.
     let first = service.get("/products").await;
@@ -189,6 +206,7 @@ async fn catalogue(service: &Service) {
 
     // Sixteen concurrent first reads of one product: one query between them.
     let mut reads = tokio::task::JoinSet::new();
+    let mut answered_by = Vec::new();
     for _ in 0..16 {
         let client = service.client.clone();
         let uri = format!("{}/products/3", service.base);
@@ -196,18 +214,28 @@ async fn catalogue(service: &Service) {
             let request = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
             let response = client.request(request).await.unwrap();
             let status = response.status();
+            let x_cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
             (
                 status,
+                x_cache,
                 response.into_body().collect().await.unwrap().to_bytes(),
             )
         });
     }
     while let Some(read) = reads.join_next().await {
-        let (status, body) = read.unwrap();
+        let (status, x_cache, body) = read.unwrap();
         assert_eq!(status, StatusCode::OK);
         let got: Product = serde_json::from_slice(&body).unwrap();
         assert_eq!(got, seed()[2]);
+        answered_by.push(x_cache);
     }
+    answered_by.sort();
+    let mut expected = vec!["HIT".to_owned(); 15];
+    expected.push("MISS".to_owned());
+    assert_eq!(
+        answered_by, expected,
+        "one handler run, shared by the others"
+    );
     assert_queries!(service, 2, "16 concurrent first reads of /products/3");
 
     // One product: a query, then cached.
@@ -319,6 +347,7 @@ async fn catalogue(service: &Service) {
     for _ in 0..2 {
         let gone = service.get("/products/2").await;
         assert_eq!(gone.status, StatusCode::NOT_FOUND);
+        assert_eq!(gone.x_cache(), "MISS", "a 404 is not a stored response");
     }
     assert_queries!(
         service,
@@ -347,6 +376,20 @@ async fn catalogue(service: &Service) {
         14,
         "the UPDATE of a missing row (the invalid body sent none)"
     );
+    // A product's path is its id in digits: `/products/01` would be cached under a path
+    // that writes to `/products/1` do not evict. No such path, and no query.
+    for path in ["/products/01", "/products/+1"] {
+        let other = service.get(path).await;
+        assert_eq!(other.status, StatusCode::NOT_FOUND, "{path}");
+        let write = serde_json::json!({"name": "Other", "price_cents": 1});
+        let put = service.send(Method::PUT, path, Some(write), &[]).await;
+        assert_eq!(put.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!(
+        service.get("/products/one").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_queries!(service, 14, "ids not in the product's own form");
     assert_eq!(service.get("/products").await.x_cache(), "HIT");
     assert_eq!(service.get("/products/1").await.x_cache(), "HIT");
     assert_queries!(
@@ -381,8 +424,8 @@ async fn catalogue(service: &Service) {
     let stats = service.cache.stats();
     assert_eq!((stats.faults, stats.conflicts), (0, 0), "{stats:?}");
 
-    // What an operator's probe and scraper read. The recorder is the process's, shared by
-    // the tests of this binary: at least this service's traffic is in it.
+    // What an operator's probe and scraper read: the scrape counts what this run did, as
+    // the cache's own stats do.
     let health = service.get("/health").await;
     assert_eq!(health.status, StatusCode::OK);
     let body = health.json::<serde_json::Value>();
@@ -393,26 +436,39 @@ async fn catalogue(service: &Service) {
     let scrape = service.get("/metrics").await;
     assert_eq!(scrape.status, StatusCode::OK);
     let text = String::from_utf8(scrape.body.to_vec()).unwrap();
-    let value = |series: &str| -> u64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in the scrape:\n{text}"))
+    let recorded =
+        |series: &str| series_value(&text, series) - series_value(&scraped_before, series);
+    let requests = |prefix: &str, result: &str| {
+        recorded(&format!(
+            r#"redcache_requests_total{{prefix="{prefix}",result="{result}"}}"#
+        ))
     };
-    assert!(value(r#"redcache_requests_total{prefix="catalog:product",result="null_hit"} "#) >= 3);
-    assert!(value(r#"redcache_requests_total{prefix="http",result="hit"} "#) >= 1);
-    assert!(text.contains("redcache_call_duration_seconds"), "{text}");
+    assert_eq!(
+        requests("catalog:product", "null_hit"),
+        one.null_hits,
+        "{text}"
+    );
+    assert_eq!(requests("catalog:product", "miss"), one.misses, "{text}");
+    assert_eq!(requests("catalog:products", "miss"), list.misses, "{text}");
+    let http = of("http");
+    assert!(http.hits >= 8, "{http:?}");
+    assert_eq!(requests("http", "hit"), http.hits, "{text}");
+    assert_eq!(
+        recorded(r#"redcache_call_duration_seconds_count{prefix="http",result="hit"}"#),
+        http.hits,
+        "one duration per hit: {text}"
+    );
     assert_queries!(service, 14, "/health and /metrics touch no database");
 }
 
+/// On Redis, then on the in-process store: one after the other, so that each run's
+/// scrape of the process's one recorder counts its own traffic alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catalogue_on_redis() {
+async fn catalogue_on_redis_then_memory() {
     let redis = RedisServer::start();
     let service = Service::start(redis.cache().await).await;
     catalogue(&service).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catalogue_on_memory() {
+    drop(service);
     let service = Service::start(redcache::Cache::memory_with(test_config().build())).await;
     catalogue(&service).await;
 }
