@@ -82,7 +82,12 @@ async fn a_failover_under_load_answers_every_call_and_caching_resumes() {
             slowest
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Under load, and caching, before the failover.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.stats().hits < 50 {
+        assert!(Instant::now() < deadline, "no caching before the failover");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // Kill the master that holds item(1)'s key, under load.
     let key = cache.scope(async { redcache::key!(item(1, _)) }).await;
     let owner = cluster.owner_of(&key);

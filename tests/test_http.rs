@@ -1936,29 +1936,37 @@ async fn entries_live_for_the_layer_ttl_in_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_response_computed_before_an_invalidation_is_not_stored_after_it() {
     let backend = Backend::redis().await;
-    let served = serve(&backend.cache, layer()).await;
-    // The slow handler is running when the path is invalidated: its response is returned
+    let served = Arc::new(serve(&backend.cache, layer()).await);
+    // `/gated`'s first run is stored; retired, the next run waits for the gate.
+    assert_eq!(served.get("/gated").await.x_cache(), "MISS");
+    backend.cache.invalidate_path("/gated").await.unwrap();
+    // That run is under way when the path is invalidated again: its response is returned
     // but not stored.
     let pending = {
-        let client = served.client.clone();
-        let url = format!("{}/slow", served.base);
-        tokio::spawn(async move { client.get(url.parse().unwrap()).await.unwrap() })
+        let served = served.clone();
+        tokio::spawn(async move { served.get("/gated").await })
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while served.app.slow_runs.load(Ordering::SeqCst) == 0 {
+    while served.app.runs("gated") < 2 {
         assert!(std::time::Instant::now() < deadline);
         tokio::task::yield_now().await;
     }
-    backend.cache.invalidate_path("/slow").await.unwrap();
-    assert_eq!(pending.await.unwrap().status(), StatusCode::OK);
-    let next = served.get("/slow").await;
+    backend.cache.invalidate_path("/gated").await.unwrap();
+    served.app.gate.notify_one();
+    let pending = pending.await.unwrap();
     assert_eq!(
-        next.x_cache(),
-        "MISS",
+        (pending.status, &pending.body[..]),
+        (StatusCode::OK, &b"gated run 2"[..])
+    );
+    assert_eq!(backend.cache.stats().conflicts, 1);
+    // (The next run does not wait: the gate keeps this permit for it.)
+    served.app.gate.notify_one();
+    let next = served.get("/gated").await;
+    assert_eq!(
+        (next.x_cache(), &next.body[..]),
+        ("MISS", &b"gated run 3"[..]),
         "the pre-invalidation response was not stored"
     );
-    assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 2);
-    assert_eq!(backend.cache.stats().conflicts, 1);
 }
 
 use md5::Digest as _;

@@ -252,8 +252,12 @@ async fn a_failover_under_load_answers_every_call_and_caching_resumes_on_the_new
             slowest
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(cache.stats().hits > 0, "caching before the failover");
+    // Under load, and caching, before the failover.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.stats().hits < 20 {
+        assert!(Instant::now() < deadline, "no caching before the failover");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let before = answered.load(SeqCst);
     sentinel.nodes[0].stop();
     let failover = sentinel
