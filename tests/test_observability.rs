@@ -205,12 +205,45 @@ mod with_metrics {
         }
     }
 
+    /// `redcache_breaker_open` is one gauge for the process: it stays 1 while one cache's
+    /// breaker is open, however many operations another, healthy cache makes (each thread
+    /// sets the gauge again every 4,096 operations).
+    #[test]
+    fn the_breaker_gauge_stays_open_while_any_cache_has_its_breaker_open() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let mut server = RedisServer::start();
+        let other = RedisServer::start();
+        metrics::with_local_recorder(&recorder, || {
+            runtime().block_on(async {
+                let down = server.cache_with(outage_config(&server)).await;
+                let healthy = other.cache().await;
+                server.stop();
+                let calls = AtomicUsize::new(0);
+                for _ in 0..2 {
+                    assert_eq!(down.scope(price(2, &calls)).await, 200, "fails open");
+                }
+                assert!(down.stats().breaker_open);
+                for i in 0..5_000 {
+                    healthy.scope(price(i % 10, &calls)).await;
+                }
+                assert!(healthy.stats().hits > 4_096, "{:?}", healthy.stats());
+                assert!(down.stats().breaker_open);
+                assert_eq!(breaker_gauge(&snapshotter), Some(1.0));
+                // Dropped, the cache no longer counts.
+                drop(down);
+                assert_eq!(breaker_gauge(&snapshotter), Some(0.0));
+            })
+        });
+    }
+
     #[test]
     fn counters_have_exact_values_after_known_traffic_and_an_outage() {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         let mut server = RedisServer::start();
-        metrics::with_local_recorder(&recorder, || {
+        // Read while the cache lives: one dropped no longer counts as an open breaker.
+        let snapshot = metrics::with_local_recorder(&recorder, || {
             runtime().block_on(async {
                 let cache = server.cache_with(outage_config(&server)).await;
                 traffic(&cache).await;
@@ -225,9 +258,9 @@ mod with_metrics {
                     assert_eq!(cache.scope(price(2, &calls)).await, 200, "fails open");
                 }
                 assert!(cache.stats().breaker_open);
+                snapshot(&snapshotter)
             })
         });
-        let snapshot = snapshot(&snapshotter);
         let requests = |prefix, result| {
             counter(
                 &snapshot,

@@ -163,6 +163,35 @@ pub(crate) fn fault(err: &Error) {
     metrics::counter!("redcache_faults_total", "kind" => err.kind()).increment(1);
 }
 
+/// How many caches have their breaker open now, by the recorder (its address) each was
+/// counted under: `redcache_breaker_open` is 1 while any cache of its recorder has. One
+/// unlabelled gauge for every cache, so each sets it from this count, never from its own
+/// breaker alone (a healthy cache would set it back to 0 while another's stays open). By
+/// recorder, as the gauge is: a process has one, but a thread may have its own.
+///
+/// Held while counting and setting: each operation that changes a breaker sets the gauge
+/// after its change, reading the count under the lock, so the last set is the latest
+/// count.
+static OPEN_BREAKERS: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+/// Adds `by` (+1 or -1) to the count of open breakers of `recorder`; the count now.
+fn count_open(counts: &mut Vec<(usize, usize)>, recorder: usize, by: isize) -> usize {
+    let at = match counts.iter().position(|(r, _)| *r == recorder) {
+        Some(at) => at,
+        None => {
+            counts.push((recorder, 0));
+            counts.len() - 1
+        }
+    };
+    let count = &mut counts[at].1;
+    *count = count.saturating_add_signed(by);
+    let now = *count;
+    if now == 0 {
+        counts.swap_remove(at);
+    }
+    now
+}
+
 /// What a cache last told `redcache_breaker_open`, and to which recorder: an operation
 /// sets the gauge only when it changed the breaker, or the recorder differs from the one
 /// last set, so the operations of a healthy store read two shared words and write none (a
@@ -171,11 +200,9 @@ pub(crate) fn fault(err: &Error) {
 pub(crate) struct BreakerGauge {
     /// The recorder it was set on (its address), 0 before the first set.
     recorder: AtomicUsize,
-    /// The state it was set to.
+    /// Whether this cache's breaker was open at that set: counted in [`OPEN_BREAKERS`]
+    /// under that recorder.
     open: AtomicBool,
-    /// Held while setting: each operation that changes the breaker sets the gauge after
-    /// its change, reading the state under the lock, so the last set is the latest state.
-    setting: Mutex<()>,
 }
 
 impl BreakerGauge {
@@ -199,11 +226,31 @@ impl BreakerGauge {
         {
             return;
         }
-        let _setting = self.setting.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = OPEN_BREAKERS.lock().unwrap_or_else(PoisonError::into_inner);
         let state = open();
-        metrics::gauge!("redcache_breaker_open").set(if state { 1.0 } else { 0.0 });
+        if self.open.load(Relaxed) {
+            count_open(&mut counts, self.recorder.load(Relaxed), -1);
+        }
+        let any = count_open(&mut counts, recorder, isize::from(state)) > 0;
+        metrics::gauge!("redcache_breaker_open").set(if any { 1.0 } else { 0.0 });
         self.open.store(state, Relaxed);
         self.recorder.store(recorder, Relaxed);
+    }
+}
+
+impl Drop for BreakerGauge {
+    /// A cache dropped with its breaker open no longer counts (and the gauge says so, if
+    /// the recorder it was counted under is the one in use).
+    fn drop(&mut self) {
+        if !*self.open.get_mut() {
+            return;
+        }
+        let mut counts = OPEN_BREAKERS.lock().unwrap_or_else(PoisonError::into_inner);
+        let counted = *self.recorder.get_mut();
+        let left = count_open(&mut counts, counted, -1);
+        if recorder() == counted {
+            metrics::gauge!("redcache_breaker_open").set(if left > 0 { 1.0 } else { 0.0 });
+        }
     }
 }
 
