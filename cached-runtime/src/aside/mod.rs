@@ -68,6 +68,9 @@ pub(crate) struct Entry<'a> {
     /// group or tags could not be read): the call reads and writes nothing, as if every
     /// read had failed, but still shares its key's flight with the callers like it.
     pub(crate) unread: bool,
+    /// Whether the caller takes an entry it read (its bytes), if it may refuse one (an
+    /// HTTP request's `max-age` or `min-fresh`): one it refuses is read as by `force`.
+    pub(crate) accepts: Option<&'a (dyn Fn(&[u8]) -> bool + Sync)>,
 }
 
 /// What the entry a tracked read found has left in Redis, as that read saw it, and its
@@ -268,6 +271,7 @@ impl Core {
             // Tags whose generations could not be read: nothing is read or written.
             tags: tags.unwrap_or(0),
             unread: tags.is_none(),
+            accepts: None,
         };
         self.run_at::<K, O, F>(at, hooks, tag_names, body)
     }

@@ -135,7 +135,8 @@ impl Read {
 impl Core {
     /// What a read means for a call: a hit, a hit due for early refresh, or a miss.
     pub(super) fn examine<K: Shape<O>, O>(&self, at: Entry<'_>, read: &Read) -> Examined<O> {
-        let Some(bytes) = read.entry().filter(|_| !at.force) else {
+        let taken = |bytes: &&[u8]| !at.force && at.accepts.is_none_or(|accepts| accepts(bytes));
+        let Some(bytes) = read.entry().filter(taken) else {
             return Examined::Miss;
         };
         match K::decode(bytes) {

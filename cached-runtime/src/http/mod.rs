@@ -731,6 +731,18 @@ where
         request.headers_mut().remove(header::RANGE);
         request.headers_mut().remove(header::IF_RANGE);
     }
+    // A request that says how old or how fresh a response it takes refuses the others as
+    // they are read: the handler answers it, and the request is counted once, as a miss.
+    let accepts = |bytes: &[u8]| match Stored::decode(bytes) {
+        Ok((Found::Value(stored) | Found::Null(stored), stamp)) => {
+            let now = unix_ms();
+            let expired = stamp.refresh.is_some_and(|r| now >= r.expires_ms);
+            !refuses(&asks, &stored, now, expired)
+        }
+        // Not a response: the engine reads it as it reads any.
+        _ => true,
+    };
+    let asks_freshness = asks.max_age.is_some() || asks.min_fresh.is_some();
     let at = Entry {
         prefix: Some(&settings.prefix),
         key: &key,
@@ -745,6 +757,7 @@ where
         started: None,
         tags,
         unread,
+        accepts: asks_freshness.then_some(&accepts as &(dyn Fn(&[u8]) -> bool + Sync)),
     };
     let fill = Fill {
         settings: &settings,
@@ -762,20 +775,14 @@ where
     // One clock read for the request's freshness checks and the response's `Age`.
     let now = unix_ms();
     if let Ok(stored) = &filled {
-        let too_old = asks.max_age.is_some_and(|max| stored.age(now) > max);
-        let fresh_for = stored.fresh_for(stored.elapsed(now));
-        let too_close = asks.min_fresh.is_some_and(|min| fresh_for < min);
-        // A request that says `max-age` takes no stale answer unless its `max-stale`
-        // covers it (RFC 9111 § 5.2.1.1, § 5.2.1.2): one served under
-        // `stale-while-revalidate` while another request refreshes, or one in its jitter,
-        // past the `max-age` it would be sent with.
-        let stale = served == Served::Stale || fresh_for == 0;
-        let stale_refused = stale
-            && asks.max_age.is_some()
-            && asks.max_stale.is_none_or(|max| stored.staleness(now) > max);
+        // Checked again for a response the read did not examine (another request's, shared
+        // with this one), or that aged past what the request takes since it was read.
         // (Unless the handler has already run for this request: it failed, and the old
         // response answered for it under `stale-if-error`, which the request gets.)
-        if served.is_hit() && (too_old || too_close || stale_refused) && request.is_some() {
+        if served.is_hit()
+            && refuses(&asks, stored, now, served == Served::Stale)
+            && request.is_some()
+        {
             if asks.only_if_cached {
                 // Not one the request accepts, and the handler may not answer.
                 return Ok(marked(bodiless(StatusCode::GATEWAY_TIMEOUT), XCache::Miss));
@@ -844,6 +851,23 @@ where
         not_modified,
     };
     Ok(stored.respond(answer, now))
+}
+
+/// Whether a request that `asks` refuses `stored` at `now` (unix ms), read past its
+/// expiry (kept for a stale window) if `expired`: older than its `max-age`, fresh for less
+/// than its `min-fresh`, or stale when it says `max-age` without a `max-stale` that covers
+/// it (RFC 9111 § 5.2.1.1, § 5.2.1.2, § 5.2.1.3): one served under
+/// `stale-while-revalidate` while another request refreshes, or one in its jitter, past
+/// the `max-age` it would be sent with.
+fn refuses(asks: &rules::Asks, stored: &Stored, now: u64, expired: bool) -> bool {
+    let too_old = asks.max_age.is_some_and(|max| stored.age(now) > max);
+    let fresh_for = stored.fresh_for(stored.elapsed(now));
+    let too_close = asks.min_fresh.is_some_and(|min| fresh_for < min);
+    let stale = expired || fresh_for == 0;
+    let stale_refused = stale
+        && asks.max_age.is_some()
+        && asks.max_stale.is_none_or(|max| stored.staleness(now) > max);
+    too_old || too_close || stale_refused
 }
 
 /// The validators of a `GET` or `HEAD` request (`If-None-Match`, `If-Modified-Since`),
