@@ -9,8 +9,8 @@ use proc_macro2::Ident;
 use quote::ToTokens;
 use syn::{GenericArgument, PathArguments, ReturnType, Type};
 
-/// Checks that need the function: `async`, not `const`. `attr` is the attribute's name,
-/// for the messages (`cached`, `evicts`).
+/// Checks that need the function: `async`, not `const`, no parameter under `#[cfg]`.
+/// `attr` is the attribute's name, for the messages (`cached`, `evicts`).
 pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors) {
     if let Some(constness) = &sig.constness {
         errors.spanned(
@@ -31,6 +31,21 @@ pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors)
             }
         }
         errors.spanned(sig.fn_token, message);
+    }
+    for input in &sig.inputs {
+        let syn::FnArg::Typed(arg) = input else {
+            continue;
+        };
+        if let Some(cfg) = arg.attrs.iter().find(|a| a.path().is_ident("cfg")) {
+            errors.spanned(
+                cfg,
+                format_args!(
+                    "#[{attr}] cannot take a parameter under `#[cfg]`: the code it generates \
+                     passes every parameter on (and a cached function's key is made of \
+                     them); declare the function twice, each under its own `#[cfg]`"
+                ),
+            );
+        }
     }
 }
 

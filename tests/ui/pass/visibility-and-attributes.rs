@@ -44,6 +44,12 @@ mod users {
         id + 1
     }
 
+    // Attributes on a parameter (other than `#[cfg]`) stay on it.
+    #[redcache::cached(ttl = 60)]
+    pub async fn scaled(id: u64, #[allow(unused_variables)] unit: u32) -> u64 {
+        id
+    }
+
     #[redcache::cached(ttl = 60)]
     pub async fn widened(id: u32) -> u64 {
         #![allow(clippy::cast_lossless)]
@@ -62,6 +68,7 @@ async fn main() {
             assert_eq!(users::backend(3).await, 4);
             assert_eq!(redcache::key!(users::backend(3)), redcache::key!(users::backend(3)));
             assert_eq!(users::widened(3).await, 3);
+            assert_eq!(users::scaled(3, 1000).await, 3);
         })
         .await;
 }

@@ -1,0 +1,14 @@
+// A parameter under `#[cfg]`: refused at the attribute, by #[cached] and #[evicts] alike.
+
+#[redcache::cached(prefix = "p", ttl = 60)]
+async fn price(id: u64, #[cfg(feature = "never")] region: u8) -> u64 {
+    id
+}
+
+#[redcache::evicts(price(id))]
+async fn reprice(id: u64, #[cfg(feature = "never")] region: u8) -> Result<(), String> {
+    let _ = id;
+    Ok(())
+}
+
+fn main() {}
