@@ -495,8 +495,10 @@ where
         span.record("key.hash", key_hash(&key));
     }
     // A tagged call reads its tags' generations first. If it cannot (the store is likely
-    // out), it reads and stores nothing, but still shares its key's flight with the calls
-    // like it: one body run for a stampede, as for an untagged call in an outage.
+    // out), it reads and stores nothing, but still shares one body run with the calls like
+    // it, as an untagged call in an outage does: those whose tags could not be read either
+    // (a call that read them stamps its result with generations this one cannot check), of
+    // the same key and tags, in a flight of their own.
     let tags = match call.tags.is_empty() {
         true => Some(0),
         // Boxed: only tagged calls take it, and inline it would size every call's future.
@@ -508,6 +510,14 @@ where
             }
         },
     };
+    let unread_key;
+    let flight_key = match tags {
+        Some(_) => &key,
+        None => {
+            unread_key = unread_flight_key(&key, &call.tags);
+            &unread_key
+        }
+    };
     let gen_key = spec.group.map(|g| core.group_key(g));
     let policy = spec.policy(&core.config);
     // Taken before the read is sent: a push for the key that arrives after it retires
@@ -518,7 +528,7 @@ where
         &span,
         core.get_or_run::<K, O, _>(
             Some(spec.prefix),
-            &key,
+            flight_key,
             gen_key.as_deref(),
             &policy,
             hooks,
@@ -581,6 +591,20 @@ fn local_hit<O>(
 }
 
 /// The span of one call, its key's hash and result recorded later.
+/// The flight of calls of `key` whose tags (`tags`) could not be read: never read or
+/// written (it is no key of the store), apart from the flight of `key` itself.
+fn unread_flight_key(key: &str, tags: &[String]) -> String {
+    let mut flight =
+        String::with_capacity(key.len() + 2 + tags.iter().map(|t| t.len() + 1).sum::<usize>());
+    flight.push_str(key);
+    flight.push_str("\0?");
+    for tag in tags {
+        flight.push('\0');
+        flight.push_str(tag);
+    }
+    flight
+}
+
 fn call_span(prefix: &'static str) -> tracing::Span {
     tracing::debug_span!(
         "redcache.call",
