@@ -278,7 +278,7 @@ async fn a_slow_batch_in_an_outage_counts_no_conflict() {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 struct SlowToEncode(u64);
 
-const ENCODING: Duration = Duration::from_millis(100);
+const ENCODING: Duration = Duration::from_millis(250);
 
 impl Serialize for SlowToEncode {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -165,6 +165,18 @@ impl Core {
             return out;
         }
 
+        // Like every fill: not after an invalidation's tombstone may have expired (checked
+        // again once the values are encoded, below; here, so that a batch already late
+        // does not encode them for nothing).
+        if self.past_fill_deadline(started) {
+            for Missing { id, seen, .. } in &missing {
+                if seen.is_some() && loaded.contains_key(*id) {
+                    self.record(Some(prefix), Event::Conflict);
+                }
+            }
+            out.extend(loaded);
+            return out;
+        }
         let policy = Policy::exact(ttl);
         let mut encoded = Vec::with_capacity(missing.len());
         for Missing { id, key, seen } in &missing {
@@ -200,9 +212,8 @@ impl Core {
             out.extend(loaded);
             return out;
         }
-        // Like every fill: not after an invalidation's tombstone may have expired. Checked
-        // once the values are encoded, which takes its time too (a large batch, or
-        // compression), just before the write.
+        // Checked again once the values are encoded, which takes its time too (a large
+        // batch, or compression), just before the write.
         if self.past_fill_deadline(started) {
             for _ in &fills {
                 self.record(Some(prefix), Event::Conflict);
