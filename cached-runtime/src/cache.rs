@@ -224,9 +224,9 @@ impl Cache {
         self.core.backend.is_remote()
     }
 
-    /// How many calls in this process wait right now for another call's run of the same
-    /// key (single flight): those a stampede on a cold or expiring key holds back from
-    /// the backend. A gauge, for a dashboard or a test that waits until callers have
+    /// How many calls of this cache wait right now for another call's run of the same key
+    /// (single flight): those a stampede on a cold or expiring key holds back from the
+    /// backend. A gauge, for a dashboard or a test that waits until callers have
     /// joined a flight.
     ///
     /// # Examples

@@ -376,6 +376,16 @@ async fn retry(core: Weak<Core>) {
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Give-ups for want of room not logged yet (they came within a second of the
+        // last such log, and none came since to log them).
+        if let Some(given_up) = pending.give_up(0, Instant::now()) {
+            tracing::error!(
+                given_up,
+                kept = RETRIES_KEPT,
+                "redcache: evictions failed while too many others waited to be tried again; \
+                 they were given up, and their entries may be served until their TTL"
+            );
+        }
         pending.requeue(failed);
         if pending.waiting.is_empty() {
             pending.running = false;
