@@ -496,9 +496,9 @@ where
     }
     // A tagged call reads its tags' generations first. If it cannot (the store is likely
     // out), it reads and stores nothing, but still shares one body run with the calls like
-    // it, as an untagged call in an outage does: those whose tags could not be read either
-    // (a call that read them stamps its result with generations this one cannot check), of
-    // the same key and tags, in a flight of their own.
+    // it, as an untagged call in an outage does: those of its key whose tags could not be
+    // read either (a call that read them stamps its result with generations this one
+    // cannot check), in a flight of their own.
     let tags = match call.tags.is_empty() {
         true => Some(0),
         // Boxed: only tagged calls take it, and inline it would size every call's future.
@@ -514,7 +514,7 @@ where
     let flight_key = match tags {
         Some(_) => &key,
         None => {
-            unread_key = unread_flight_key(&key, &call.tags);
+            unread_key = unread_flight_key(&key);
             &unread_key
         }
     };
@@ -590,21 +590,14 @@ fn local_hit<O>(
     Some(out)
 }
 
-/// The span of one call, its key's hash and result recorded later.
-/// The flight of calls of `key` whose tags (`tags`) could not be read: never read or
-/// written (it is no key of the store), apart from the flight of `key` itself.
-fn unread_flight_key(key: &str, tags: &[String]) -> String {
-    let mut flight =
-        String::with_capacity(key.len() + 2 + tags.iter().map(|t| t.len() + 1).sum::<usize>());
-    flight.push_str(key);
-    flight.push_str("\0?");
-    for tag in tags {
-        flight.push('\0');
-        flight.push_str(tag);
-    }
-    flight
+/// The flight of the calls of `key` whose tags could not be read: never read or written
+/// (it is no key of the store), apart from the flight of `key` itself. (The tags are made
+/// of the key's arguments: calls of one key carry the same.)
+fn unread_flight_key(key: &str) -> String {
+    format!("{key}?unread")
 }
 
+/// The span of one call, its key's hash and result recorded later.
 fn call_span(prefix: &'static str) -> tracing::Span {
     tracing::debug_span!(
         "redcache.call",
