@@ -205,6 +205,21 @@ impl Pending {
         Some(std::mem::take(count))
     }
 
+    /// Evictions given up for want of room to log at `now`, when a pass of the retry task
+    /// ends: once a second, as [`give_up`](Self::give_up) logs them, and all that are left
+    /// if the task is `ending` (no pass would log them later).
+    fn given_up_to_log(&mut self, now: Instant, ending: bool) -> Option<u64> {
+        if !ending {
+            return self.give_up(0, now);
+        }
+        let (count, logged) = &mut self.given_up;
+        if *count == 0 {
+            return None;
+        }
+        *logged = Some(now);
+        Some(std::mem::take(count))
+    }
+
     /// Takes every waiting target out, with its time, for a pass to try: one that fails
     /// again meanwhile (a newer write's eviction, maybe after this try has landed) is kept
     /// anew.
@@ -376,17 +391,25 @@ async fn retry(core: Weak<Core>) {
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        pending.requeue(failed);
         // Give-ups for want of room not logged yet (they came within a second of the
-        // last such log, and none came since to log them).
-        if let Some(given_up) = pending.give_up(0, Instant::now()) {
+        // last such log, and none came since to log them): logged once a second, and all
+        // that are left when the task ends.
+        let ending = pending.waiting.is_empty();
+        if let Some(given_up) = pending.given_up_to_log(Instant::now(), ending) {
+            drop(pending);
             tracing::error!(
                 given_up,
                 kept = RETRIES_KEPT,
                 "redcache: evictions failed while too many others waited to be tried again; \
                  they were given up, and their entries may be served until their TTL"
             );
+            pending = core
+                .retries
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
         }
-        pending.requeue(failed);
         if pending.waiting.is_empty() {
             pending.running = false;
             return;
@@ -447,5 +470,13 @@ mod tests {
         );
         assert_eq!(pending.give_up(0, t0 + Duration::from_secs(5)), None);
         assert_eq!(pending.give_up(1, t0 + Duration::from_secs(5)), Some(1));
+        // A pass of the retry task logs what is left once a second, and all of it as the
+        // task ends.
+        let t5 = t0 + Duration::from_secs(5);
+        assert_eq!(pending.give_up(3, t5 + Duration::from_millis(100)), None);
+        let pass = t5 + Duration::from_millis(200);
+        assert_eq!(pending.given_up_to_log(pass, false), None);
+        assert_eq!(pending.given_up_to_log(pass, true), Some(3));
+        assert_eq!(pending.given_up_to_log(pass, true), None);
     }
 }
