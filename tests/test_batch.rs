@@ -295,7 +295,7 @@ async fn a_batch_encoded_past_its_fill_deadline_stores_nothing(cache: redcache::
     let begun = std::time::Instant::now();
     // The load ends this long after the batch began: within the deadline (300 ms, less
     // the operation timeout of 50 ms on Redis), the encoding past the tombstone's life.
-    let load_ends = Duration::from_millis(230);
+    let load_ends = Duration::from_millis(150);
     let got = cache
         .get_or_insert_many("b:slow", &[1u64], TTL, |ids| {
             let (cache, key) = (cache.clone(), key.clone());
