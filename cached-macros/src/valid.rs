@@ -36,7 +36,7 @@ pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors)
         let syn::FnArg::Typed(arg) = input else {
             continue;
         };
-        if let Some(cfg) = arg.attrs.iter().find(|a| a.path().is_ident("cfg")) {
+        if let Some(cfg) = arg.attrs.iter().find(|a| makes_cfg(a)) {
             errors.spanned(
                 cfg,
                 format_args!(
@@ -47,6 +47,20 @@ pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors)
             );
         }
     }
+}
+
+/// Whether `attr` is a `#[cfg]`, or a `#[cfg_attr(predicate, ..)]` that may make one.
+fn makes_cfg(attr: &syn::Attribute) -> bool {
+    if attr.path().is_ident("cfg") {
+        return true;
+    }
+    if !attr.path().is_ident("cfg_attr") {
+        return false;
+    }
+    let parsed = attr.parse_args_with(
+        syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
+    );
+    parsed.is_ok_and(|metas| metas.iter().skip(1).any(|m| m.path().is_ident("cfg")))
 }
 
 /// Checks that need both the options and the function. Returns the return shape to

@@ -70,7 +70,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) unread: bool,
     /// Whether the caller takes an entry it read (its bytes), if it may refuse one (an
     /// HTTP request's `max-age` or `min-fresh`): one it refuses is read as by `force`.
-    pub(crate) accepts: Option<&'a (dyn Fn(&[u8]) -> bool + Sync)>,
+    /// (A thin reference: every call's future holds an `Entry`.)
+    pub(crate) accepts: Option<&'a &'a (dyn Fn(&[u8]) -> bool + Sync)>,
 }
 
 /// What the entry a tracked read found has left in Redis, as that read saw it, and its

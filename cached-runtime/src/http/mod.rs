@@ -743,6 +743,7 @@ where
         _ => true,
     };
     let asks_freshness = asks.max_age.is_some() || asks.min_fresh.is_some();
+    let accepts: &(dyn Fn(&[u8]) -> bool + Sync) = &accepts;
     let at = Entry {
         prefix: Some(&settings.prefix),
         key: &key,
@@ -757,7 +758,7 @@ where
         started: None,
         tags,
         unread,
-        accepts: asks_freshness.then_some(&accepts as &(dyn Fn(&[u8]) -> bool + Sync)),
+        accepts: asks_freshness.then_some(&accepts),
     };
     let fill = Fill {
         settings: &settings,
