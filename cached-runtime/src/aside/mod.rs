@@ -71,8 +71,11 @@ pub(crate) struct Entry<'a> {
     /// Whether the caller takes an entry it read (its bytes), if it may refuse one (an
     /// HTTP request's `max-age` or `min-fresh`): one it refuses is read as by `force`.
     /// (A thin reference: every call's future holds an `Entry`.)
-    pub(crate) accepts: Option<&'a &'a (dyn Fn(&[u8]) -> bool + Sync)>,
+    pub(crate) accepts: Option<&'a Accepts<'a>>,
 }
+
+/// A caller's check of an entry's bytes: whether it takes it (see [`Entry::accepts`]).
+pub(crate) type Accepts<'a> = &'a (dyn Fn(&[u8]) -> bool + Sync);
 
 /// What the entry a tracked read found has left in Redis, as that read saw it, and its
 /// size.

@@ -743,7 +743,7 @@ where
         _ => true,
     };
     let asks_freshness = asks.max_age.is_some() || asks.min_fresh.is_some();
-    let accepts: &(dyn Fn(&[u8]) -> bool + Sync) = &accepts;
+    let accepts: crate::aside::Accepts<'_> = &accepts;
     let at = Entry {
         prefix: Some(&settings.prefix),
         key: &key,
