@@ -49,18 +49,26 @@ pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors)
     }
 }
 
-/// Whether `attr` is a `#[cfg]`, or a `#[cfg_attr(predicate, ..)]` that may make one.
+/// Whether `attr` is a `#[cfg]`, or a `#[cfg_attr(predicate, ..)]` that may make one
+/// (nested `cfg_attr`s included).
 fn makes_cfg(attr: &syn::Attribute) -> bool {
-    if attr.path().is_ident("cfg") {
+    makes_cfg_meta(&attr.meta)
+}
+
+fn makes_cfg_meta(meta: &syn::Meta) -> bool {
+    if meta.path().is_ident("cfg") {
         return true;
     }
-    if !attr.path().is_ident("cfg_attr") {
+    let syn::Meta::List(list) = meta else {
+        return false;
+    };
+    if !list.path.is_ident("cfg_attr") {
         return false;
     }
-    let parsed = attr.parse_args_with(
+    let parsed = list.parse_args_with(
         syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated,
     );
-    parsed.is_ok_and(|metas| metas.iter().skip(1).any(|m| m.path().is_ident("cfg")))
+    parsed.is_ok_and(|metas| metas.iter().skip(1).any(makes_cfg_meta))
 }
 
 /// Checks that need both the options and the function. Returns the return shape to

@@ -7,7 +7,10 @@ async fn price(id: u64, #[cfg(any())] region: u8) -> u64 {
 }
 
 #[redcache::evicts(price(id))]
-async fn reprice(id: u64, #[cfg_attr(all(), cfg(any()))] region: u8) -> Result<(), String> {
+async fn reprice(
+    id: u64,
+    #[cfg_attr(all(), cfg_attr(all(), cfg(any())))] region: u8,
+) -> Result<(), String> {
     let _ = id;
     Ok(())
 }
