@@ -287,7 +287,7 @@ impl Serialize for SlowToEncode {
     }
 }
 
-/// A batch loads an id while it is invalidated, and its load ends just before the fill
+/// A batch loads an id while it is invalidated, and its load ends well within the fill
 /// deadline; its values are encoded past it, when the invalidation's tombstone (which
 /// lives `max_fill_time`) has expired: the batch must not store what it loaded.
 async fn a_batch_encoded_past_its_fill_deadline_stores_nothing(cache: redcache::Cache) {
