@@ -169,11 +169,10 @@ impl Core {
         // again once the values are encoded, below; here, so that a batch already late
         // does not encode them for nothing).
         if self.past_fill_deadline(started) {
-            for Missing { id, seen, .. } in &missing {
-                if seen.is_some() && loaded.contains_key(*id) {
-                    self.record(Some(prefix), Event::Conflict);
-                }
-            }
+            let writable = missing
+                .iter()
+                .filter(|m| m.seen.is_some() && loaded.contains_key(m.id));
+            self.refuse_late(prefix, writable.count());
             out.extend(loaded);
             return out;
         }
@@ -215,9 +214,7 @@ impl Core {
         // Checked again once the values are encoded, which takes its time too (a large
         // batch, or compression), just before the write.
         if self.past_fill_deadline(started) {
-            for _ in &fills {
-                self.record(Some(prefix), Event::Conflict);
-            }
+            self.refuse_late(prefix, fills.len());
             out.extend(loaded);
             return out;
         }
@@ -238,5 +235,13 @@ impl Core {
         }
         out.extend(loaded);
         out
+    }
+
+    /// Counts the `n` values of a batch of `prefix` not written for coming past the fill
+    /// deadline, each a conflict, as a single call's late fill is.
+    fn refuse_late(&self, prefix: &str, n: usize) {
+        for _ in 0..n {
+            self.record(Some(prefix), Event::Conflict);
+        }
     }
 }

@@ -176,20 +176,20 @@ static OPEN_BREAKERS: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
 
 /// Adds `by` (+1 or -1) to the count of open breakers of `recorder`; the count now.
 fn count_open(counts: &mut Vec<(usize, usize)>, recorder: usize, by: isize) -> usize {
-    let at = match counts.iter().position(|(r, _)| *r == recorder) {
-        Some(at) => at,
-        None => {
-            counts.push((recorder, 0));
-            counts.len() - 1
-        }
-    };
-    let count = &mut counts[at].1;
-    *count = count.saturating_add_signed(by);
-    let now = *count;
-    if now == 0 {
-        counts.swap_remove(at);
+    let at = counts.iter().position(|(r, _)| *r == recorder);
+    let now = at.map_or(0, |at| counts[at].1).saturating_add_signed(by);
+    match (at, now) {
+        (Some(at), 0) => drop(counts.swap_remove(at)),
+        (Some(at), now) => counts[at].1 = now,
+        (None, 0) => {}
+        (None, now) => counts.push((recorder, now)),
     }
     now
+}
+
+/// `redcache_breaker_open`, on the recorder in use: 1 while `any` breaker is open.
+fn set_breaker_gauge(any: bool) {
+    metrics::gauge!("redcache_breaker_open").set(if any { 1.0 } else { 0.0 });
 }
 
 /// What a cache last told `redcache_breaker_open`, and to which recorder: an operation
@@ -231,8 +231,7 @@ impl BreakerGauge {
         if self.open.load(Relaxed) {
             count_open(&mut counts, self.recorder.load(Relaxed), -1);
         }
-        let any = count_open(&mut counts, recorder, isize::from(state)) > 0;
-        metrics::gauge!("redcache_breaker_open").set(if any { 1.0 } else { 0.0 });
+        set_breaker_gauge(count_open(&mut counts, recorder, isize::from(state)) > 0);
         self.open.store(state, Relaxed);
         self.recorder.store(recorder, Relaxed);
     }
@@ -249,7 +248,7 @@ impl Drop for BreakerGauge {
         let counted = *self.recorder.get_mut();
         let left = count_open(&mut counts, counted, -1);
         if recorder() == counted {
-            metrics::gauge!("redcache_breaker_open").set(if left > 0 { 1.0 } else { 0.0 });
+            set_breaker_gauge(left > 0);
         }
     }
 }

@@ -11,9 +11,10 @@
 //! A response is stored at `[{ns}:]{prefix}:{http:<md5 of the decoded path>}:<md5 of the variant>`.
 //! The variant is the method, the path, the query with its parameters sorted by name, the
 //! origin (the target's scheme and authority, `Host`, `X-Forwarded-Host`,
-//! `X-Forwarded-Proto`, `Forwarded`'s `host=` and `proto=`), the values of the request headers the responses `Vary` by, whether the request
-//! carried `Authorization`, the generation of the layer's group and, for a cached `POST`,
-//! the body's md5 and its `Content-Type`. The path is the one the client asked for:
+//! `X-Forwarded-Proto`, `Forwarded`'s `host=` and `proto=`), the values of the request
+//! headers the responses `Vary` by, whether the request carried `Authorization`, the
+//! generation of the layer's group and, for a cached `POST`, the body's md5 and its
+//! `Content-Type`. The path is the one the client asked for:
 //! under axum's `Router::nest`, axum's `OriginalUri`, not the path without the nest's
 //! prefix that the layer sees. The path's hash is the key's Redis Cluster hash tag, and
 //! each path has a
