@@ -23,6 +23,7 @@
 //! the square of the tables' fill (a retired copy costs a read from Redis, never a wrong
 //! value).
 
+use crate::store::{Bounded, ENTRY_OVERHEAD};
 use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
 use std::any::Any;
@@ -30,9 +31,6 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What a copy costs beyond its key material and encoded value, for the byte cap.
-const ENTRY_OVERHEAD: u64 = 64;
 
 /// A decoded value, shared by every hit until it is cloned out.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
@@ -137,15 +135,12 @@ pub(crate) enum Held {
 }
 
 impl LocalTier {
-    /// A tier of at most `max_entries` copies and `max_bytes` bytes.
-    pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
+    /// A tier of at most `max_entries` copies and `max_bytes` bytes, for values of up to
+    /// `largest_value` bytes (the cache's `max_value_bytes`: the table leaves room for
+    /// one, see [`Bounded`]).
+    pub(crate) fn new(max_entries: usize, max_bytes: u64, largest_value: usize) -> Self {
+        let Bounded { options, floor, .. } = Bounded::new(max_entries, max_bytes, largest_value);
         let max_entries = max_entries.max(1);
-        let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
-        // quick_cache admits no entry over 97% of the store (of a shard, of which it makes
-        // one for so few entries): a floor of all of it (one entry) would admit nothing.
-        let floor = (max_bytes / max_entries as u64)
-            .min(max_bytes / 100 * 96)
-            .max(1);
         // Enough counters that unrelated keys rarely share both of a key's (which only
         // costs a copy: a read from Redis, never a wrong value): 512 KiB at least.
         let counters = max_entries
@@ -153,7 +148,12 @@ impl LocalTier {
             .clamp(1 << 16, 1 << 22)
             .next_power_of_two();
         LocalTier {
-            copies: Cache::with_weighter(max_entries, max_bytes, Weight { floor }),
+            copies: Cache::with_options(
+                options,
+                Weight { floor },
+                Default::default(),
+                Default::default(),
+            ),
             versions: (0..2 * counters).map(|_| AtomicU32::new(0)).collect(),
             mask: counters - 1,
             epoch: AtomicU64::new(0),
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_copy_is_served_until_its_key_changes() {
-        let tier = LocalTier::new(100, 1 << 20);
+        let tier = LocalTier::new(100, 1 << 20, 1 << 20);
         let mark = tier.mark("p:a", None);
         tier.insert(lookup(b"[1]"), value(7), 10, mark, MINUTE);
         assert_eq!(held(&tier, b"[1]"), Some(7));
@@ -326,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_tier_of_one_copy_keeps_the_latest() {
-        let tier = LocalTier::new(1, 1 << 20);
+        let tier = LocalTier::new(1, 1 << 20, 1 << 20);
         for n in 1..=2 {
             let material = n.to_string();
             let mark = tier.mark(&format!("p:{n}"), None);
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_push_between_the_read_and_the_insert_is_not_lost() {
-        let tier = LocalTier::new(100, 1 << 20);
+        let tier = LocalTier::new(100, 1 << 20, 1 << 20);
         let mark = tier.mark("p:a", None);
         // The reply is on its way; the invalidation lands first.
         tier.changed(b"p:a");
@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_group_invalidation_retires_the_copies_of_the_group() {
-        let tier = LocalTier::new(100, 1 << 20);
+        let tier = LocalTier::new(100, 1 << 20, 1 << 20);
         let mark = tier.mark("p:{g}:a", Some("redcache:group:{g}"));
         tier.insert(lookup(b"[1]"), value(7), 10, mark, MINUTE);
         assert_eq!(held(&tier, b"[1]"), Some(7));
@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn pushes_for_other_keys_rarely_retire_a_copy() {
         // Room for ten times the copies, so that no copy is evicted: only pushes retire.
-        let tier = LocalTier::new(1000, 1 << 20);
+        let tier = LocalTier::new(1000, 1 << 20, 1 << 20);
         let marks: Vec<_> = (0..100)
             .map(|n| {
                 let key = format!("p:{n}");
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_copy_expires_with_its_entry() {
-        let tier = LocalTier::new(100, 1 << 20);
+        let tier = LocalTier::new(100, 1 << 20, 1 << 20);
         let mark = tier.mark("p:a", None);
         tier.insert(lookup(b"[1]"), value(7), 10, mark, Duration::ZERO);
         assert_eq!(held(&tier, b"[1]"), None);
@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn a_lost_connection_retires_every_copy() {
-        let tier = Arc::new(LocalTier::new(100, 1 << 20));
+        let tier = Arc::new(LocalTier::new(100, 1 << 20, 1 << 20));
         let mark = tier.mark("p:a", None);
         tier.insert(lookup(b"[1]"), value(7), 10, mark, MINUTE);
         let pushes = Invalidations(tier.clone());
@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn an_invalidation_push_retires_the_keys_it_names() {
-        let tier = Arc::new(LocalTier::new(100, 1 << 20));
+        let tier = Arc::new(LocalTier::new(100, 1 << 20, 1 << 20));
         for (material, key) in [(&b"[1]"[..], "p:a"), (b"[2]", "p:b"), (b"[3]", "p:c")] {
             let mark = tier.mark(key, None);
             tier.insert(lookup(material), value(1), 10, mark, MINUTE);
@@ -430,16 +430,28 @@ mod tests {
         assert_eq!(held(&tier, b"[3]"), None);
     }
 
+    /// A copy as large as a value may be is kept, however many cores split the table: a
+    /// shard of quick_cache admits nothing over 97% of its part of the bytes.
+    #[test]
+    fn a_copy_of_the_largest_value_is_kept() {
+        let largest = 400 << 10;
+        // Beside 2 MiB, 8 shards (4 per core on 2 cores) would admit nothing over 250 KiB.
+        let tier = LocalTier::new(10_000, 2 << 20, largest);
+        let mark = tier.mark("p:big", None);
+        tier.insert(lookup(b"[1]"), value(1), largest, mark, MINUTE);
+        assert_eq!(held(&tier, b"[1]"), Some(1));
+    }
+
     #[test]
     fn the_tier_is_bounded_by_entries_and_bytes() {
-        let tier = LocalTier::new(100, 1 << 20);
+        let tier = LocalTier::new(100, 1 << 20, 1 << 20);
         for n in 0..10_000u64 {
             let material = format!("[{n}]");
             let mark = tier.mark(&material, None);
             tier.insert(lookup(material.as_bytes()), value(n), 10, mark, MINUTE);
         }
         assert!(tier.len() <= 100, "{}", tier.len());
-        let tier = LocalTier::new(1_000, 10_000);
+        let tier = LocalTier::new(1_000, 10_000, 1 << 20);
         for n in 0..1_000u64 {
             let material = format!("[{n}]");
             let mark = tier.mark(&material, None);

@@ -19,7 +19,7 @@ mod redis;
 mod sentinel;
 
 pub(crate) use self::cluster::ClusterConn;
-pub(crate) use self::memory::MemoryStore;
+pub(crate) use self::memory::{Bounded, MemoryStore, ENTRY_OVERHEAD};
 pub(crate) use self::redis::{background, Link, RedisStore};
 
 /// What an invalidation's write (a tombstone, a new generation) replaced.

@@ -28,7 +28,7 @@ const STRIPES: usize = 64;
 
 /// What an entry costs beyond its key and value bytes (the map slot, the expiry, the
 /// shared buffer's header), for the byte cap.
-const ENTRY_OVERHEAD: u64 = 64;
+pub(crate) const ENTRY_OVERHEAD: u64 = 64;
 
 /// The longest key a shard leaves room for beside the largest value (see
 /// [`MemoryStore::holding`]).
@@ -220,29 +220,25 @@ impl Weighter<String, Entry> for Weight {
     }
 }
 
-impl MemoryStore {
-    /// A store of at most `max_entries` entries and `max_bytes` bytes (keys, values and a
-    /// small overhead per entry).
-    /// What an invalidation or a write-through writes is kept `fence_for` (the cache's
-    /// `max_fill_time`).
-    #[cfg(test)]
-    pub(crate) fn new(max_entries: usize, max_bytes: u64, fence_for: Duration) -> Self {
-        Self::holding(max_entries, max_bytes, 1 << 20, fence_for)
-    }
+/// How a quick_cache table bounded by entries and bytes is made, for entries that weigh
+/// their bytes but at least [`floor`](Self::floor).
+pub(crate) struct Bounded {
+    /// The table's options.
+    pub(crate) options: quick_cache::Options,
+    /// The least an entry weighs, so that the byte cap bounds the entries too.
+    pub(crate) floor: u64,
+    /// The heaviest entry the table admits.
+    pub(crate) admits: u64,
+}
 
-    /// [`new`](Self::new), for values of up to `largest_value` bytes (the cache's
-    /// `max_value_bytes`). The table is split in shards, each with an equal part of
-    /// `max_bytes`, and a shard admits no entry over 97% of its part (quick_cache's): so
-    /// there are no more shards than leave each room for the largest value, or it would be
-    /// dropped as it is written, on a machine of many cores (64 shards on 16 cores: 1 MiB
-    /// each of the default 64 MiB). A store too small for even one such value (`max_bytes`
-    /// under about `largest_value`) refuses a fill over what it admits as too large.
-    pub(crate) fn holding(
-        max_entries: usize,
-        max_bytes: u64,
-        largest_value: usize,
-        fence_for: Duration,
-    ) -> Self {
+impl Bounded {
+    /// A table of at most `max_entries` entries and `max_bytes` bytes (keys, values and
+    /// [`ENTRY_OVERHEAD`] each), for values of up to `largest_value` bytes. It is split
+    /// in shards, each with an equal part of `max_bytes`, and a shard admits no entry over
+    /// 97% of its part (quick_cache's): so there are no more shards than leave each room
+    /// for the largest value, or it would be dropped as it is written, on a machine of
+    /// many cores (64 shards on 16 cores: 1 MiB each of the default 64 MiB).
+    pub(crate) fn new(max_entries: usize, max_bytes: u64, largest_value: usize) -> Self {
         let max_entries = max_entries.max(1);
         let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
         // Rounded up: `max_bytes / floor` entries is at most `max_entries`.
@@ -266,6 +262,39 @@ impl MemoryStore {
             .shards(shards)
             .build()
             .expect("both capacities are set");
+        Bounded {
+            options,
+            floor,
+            admits,
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store of at most `max_entries` entries and `max_bytes` bytes (keys, values and a
+    /// small overhead per entry).
+    /// What an invalidation or a write-through writes is kept `fence_for` (the cache's
+    /// `max_fill_time`).
+    #[cfg(test)]
+    pub(crate) fn new(max_entries: usize, max_bytes: u64, fence_for: Duration) -> Self {
+        Self::holding(max_entries, max_bytes, 1 << 20, fence_for)
+    }
+
+    /// [`new`](Self::new), for values of up to `largest_value` bytes (the cache's
+    /// `max_value_bytes`), sized by [`Bounded::new`]. A store too small for even one such
+    /// value (`max_bytes` under about `largest_value`) refuses a fill over what it admits
+    /// as too large.
+    pub(crate) fn holding(
+        max_entries: usize,
+        max_bytes: u64,
+        largest_value: usize,
+        fence_for: Duration,
+    ) -> Self {
+        let Bounded {
+            options,
+            floor,
+            admits,
+        } = Bounded::new(max_entries, max_bytes, largest_value);
         let evicted = Arc::new(EvictedFences::default());
         MemoryStore {
             entries: Cache::with_options(

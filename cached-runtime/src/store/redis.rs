@@ -417,6 +417,7 @@ pub(super) fn local_tier(config: &Config) -> Option<Arc<LocalTier>> {
         Arc::new(LocalTier::new(
             config.local_capacity(),
             config.local_max_bytes(),
+            config.max_value_bytes(),
         ))
     })
 }
