@@ -454,6 +454,100 @@ async fn a_connection_the_server_drops_is_replaced_within_the_next_call() {
     assert_eq!((stats.hits, stats.faults), (4, 0), "{stats:?}");
 }
 
+/// `total_connections_received` of the server `conn` is connected to.
+async fn connections_received(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_connections_received in {info}"))
+}
+
+/// Makes the server on `port` a replica of the one on `of`, and waits until it refuses a
+/// write.
+async fn demote(port: u16, of: u16) {
+    assert_eq!(
+        common::cli(port, &["REPLICAOF", "127.0.0.1", &of.to_string()]).trim(),
+        "OK"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !common::cli(port, &["SET", "demoted?", "1"]).starts_with("READONLY") {
+        assert!(
+            Instant::now() < deadline,
+            "the server on {port} still takes writes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A failover behind a DNS name or a load balancer: new connections to the cache's address
+/// reach the promoted server, while the demoted one keeps the connection already made open
+/// (it serves reads) and answers its writes `READONLY`. The cache reconnects at the first
+/// one and writes again there: that miss is stored on the promoted server, the next call is
+/// a hit, and nothing counts as a fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_demoted_behind_a_moved_address_is_left_at_its_first_readonly() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    let address = common::Forwarder::start(old.port()).await;
+    let cache = old
+        .cache_with(test_config().url(address.url()).op_timeout(OP_TIMEOUT))
+        .await;
+    let calls = AtomicUsize::new(0);
+    assert_eq!(cache.scope(item(1, &calls)).await, "item 1");
+    assert!(stored(&old, &expected_key("f:item", "[1]")).await);
+
+    address.point_at(new.port());
+    demote(old.port(), new.port()).await;
+    assert_eq!(cache.scope(item(2, &calls)).await, "item 2");
+    let key = expected_key("f:item", "[2]");
+    assert!(
+        stored(&new, &key).await,
+        "the miss is stored on the promoted server"
+    );
+    assert_eq!(cache.scope(item(2, &calls)).await, "item 2");
+    assert_eq!(calls.load(SeqCst), 2, "the second call of item(2) is a hit");
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.stores, stats.hits, stats.faults),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+}
+
+/// An address that names a replica for good (a misconfiguration): each write refused with
+/// `READONLY` is a fault, the call still answered by its body, and the cache reconnects
+/// no more than once a second, not at every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_named_for_good_is_not_reconnected_to_at_every_write() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    demote(replica.port(), primary.port()).await;
+    let cache = replica
+        .cache_with(test_config().url(replica.url()).op_timeout(OP_TIMEOUT))
+        .await;
+    let mut conn = replica.conn().await;
+    let before = connections_received(&mut conn).await;
+    let started = Instant::now();
+    let calls = AtomicUsize::new(0);
+    for id in 0..50 {
+        assert_eq!(cache.scope(item(id, &calls)).await, format!("item {id}"));
+    }
+    assert_eq!(calls.load(SeqCst), 50);
+    let reconnects = connections_received(&mut conn).await - before;
+    let allowed = 1 + started.elapsed().as_secs();
+    assert!(
+        reconnects <= allowed,
+        "{reconnects} reconnections in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(cache.stats().faults, 50, "{:?}", cache.stats());
+}
+
 /// Connecting again may take longer than the operation timeout (a slow link): the calls
 /// that wait for it fall back to their bodies within one timeout each, the one connection
 /// attempt goes on without them, and caching resumes when it is made; no call starts an

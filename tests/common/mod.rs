@@ -9,11 +9,13 @@
 //! - `sentinel.rs`: [`RedisSentinel`];
 //! - `process.rs`: child processes of multi-process tests;
 //! - `commands.rs`: SLOWLOG and `INFO commandstats`, what the server ran;
+//! - `forward.rs`: [`Forwarder`], an address a failover can move;
 //! - `postgres.rs`: [`Postgres`], a private PostgreSQL for the example service's test.
 #![allow(dead_code, unreachable_pub)]
 
 mod cluster;
 mod commands;
+mod forward;
 mod postgres;
 mod process;
 mod sentinel;
@@ -26,6 +28,8 @@ pub use cluster::RedisCluster;
 pub use commands::{
     command_calls, commands_logged, log_commands, log_commands_slower_than, Logged,
 };
+#[allow(unused_imports)]
+pub use forward::Forwarder;
 #[allow(unused_imports)]
 pub use postgres::Postgres;
 #[allow(unused_imports)]

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{oneshot, watch};
 
@@ -53,6 +53,9 @@ pub(crate) struct RedisStore<C = MultiplexedConnection> {
     /// A `READONLY` reply means the server was demoted to a replica: reopen, which finds
     /// the master again (behind Sentinel).
     follows_master: bool,
+    /// When a `READONLY` reply last reopened a store that does not follow a master (see
+    /// [`must_replace`](Self::must_replace)).
+    read_only_reopened: Mutex<Option<Instant>>,
     /// How many times the master moved, as a watcher of the Sentinels counts: a
     /// connection made before the last move is not used again.
     moves: Option<Arc<AtomicU64>>,
@@ -77,7 +80,7 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 /// under it. A command that changes data may have run before the connection dropped, and
 /// running it again would answer differently (`SET NX`, `SET ... GET`, the fill script) or
 /// undo what another client wrote in between (a plain `SET` of a group's
-/// generation). A `READONLY` answer (behind Sentinel: the server was demoted) means nothing
+/// generation). A `READONLY` answer (the server was demoted) means nothing
 /// ran, so any operation is sent again then. An invalidation is sent again too, with new
 /// tombstones or a new generation (`invalidating`, `tombstone_keys`), and a lease's
 /// release, which deletes only what holds its token (its answer is not used). (A cluster's
@@ -676,10 +679,14 @@ fn fill_invocation<'a>(fill: &Fill<'_>, fence_for: Duration) -> redis::ScriptInv
 }
 
 /// Whether `err` means the connection must be replaced: it dropped or cannot be made, or
-/// (for a store that `follows_master`) the server is a replica now.
-fn needs_reopen(err: &redis::RedisError, follows_master: bool) -> bool {
-    err.is_connection_dropped() || err.is_io_error() || (follows_master && is_read_only(err))
+/// (if `read_only_reopens`) the server is a replica now.
+fn needs_reopen(err: &redis::RedisError, read_only_reopens: impl FnOnce() -> bool) -> bool {
+    err.is_connection_dropped() || err.is_io_error() || (is_read_only(err) && read_only_reopens())
 }
+
+/// How often at most a `READONLY` reply reopens a store that does not follow a master: its
+/// address may name a replica for good (then each reopen finds one again).
+const READ_ONLY_REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether `err` is a `READONLY` answer: the command did not run.
 fn is_read_only(err: &redis::RedisError) -> bool {
@@ -757,6 +764,7 @@ impl<C: Conn> RedisStore<C> {
             reopening: Mutex::new(None),
             tier,
             follows_master: false,
+            read_only_reopened: Mutex::new(None),
             moves: None,
             replica: None,
             fence_for,
@@ -828,11 +836,12 @@ impl<C: Conn> RedisStore<C> {
     /// fault) is replaced: `op` runs again on a new one if `resend` allows (else the next
     /// operation takes the new one). If the runtime whose tasks drive the connection has
     /// shut down (as each `#[tokio::test]`'s does, or a `block_on`'s), or shuts down under
-    /// it, it is replaced too. Behind Sentinel, a `READONLY` answer also gets a new
-    /// connection, to the master the Sentinels name now. A few tries at most, all within
-    /// the operation's timeout; while Redis is down, one connection attempt at a time (the
-    /// breaker paces the operations that start them). A cluster's connection reconnects to
-    /// its nodes by itself.
+    /// it, it is replaced too. A `READONLY` answer also gets a new connection: behind
+    /// Sentinel, to the master the Sentinels name now; on one server, to wherever its
+    /// address leads now (see [`must_replace`](Self::must_replace)). A few tries at most,
+    /// all within the operation's timeout; while Redis is down, one connection attempt at a
+    /// time (the breaker paces the operations that start them). A cluster's connection
+    /// reconnects to its nodes by itself.
     async fn with_conn<T, Fut>(&self, resend: Resend, op: impl Fn(C) -> Fut) -> Result<T>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -879,9 +888,33 @@ impl<C: Conn> RedisStore<C> {
     }
 
     /// Whether `err` means this store's connection must be replaced: it dropped (unless it
-    /// reconnects by itself), or (behind Sentinel) the server answered `READONLY`.
+    /// reconnects by itself), or the server answered `READONLY`. Behind Sentinel, a new
+    /// connection finds the master again. On one server, the address may lead elsewhere by
+    /// now (a DNS name or a load balancer moved by a failover, which leaves the demoted
+    /// server's connections open): it reopens at most once every
+    /// [`READ_ONLY_REOPEN_EVERY`], as the address may name a replica for good. (A
+    /// cluster's connection follows its slots by itself.)
     fn must_replace(&self, err: &redis::RedisError) -> bool {
-        (!C::RECONNECTS || self.follows_master) && needs_reopen(err, self.follows_master)
+        if C::RECONNECTS && !self.follows_master {
+            return false;
+        }
+        needs_reopen(err, || self.follows_master || self.read_only_may_reopen())
+    }
+
+    /// Whether a `READONLY` reply may reopen this store's connection now (see
+    /// [`must_replace`](Self::must_replace)); if so, it is the last to.
+    #[cold]
+    fn read_only_may_reopen(&self) -> bool {
+        let mut last = self
+            .read_only_reopened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|at| now.saturating_duration_since(at) < READ_ONLY_REOPEN_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Whether connection `generation` failed with `err` because the runtime that runs it
@@ -1436,7 +1469,7 @@ impl<C: Conn> Store for RedisStore<C> {
         // bytes: one that is not UTF-8 is handled like any other.
         let (mut conn, mut generation) = match self.conn() {
             Ok(current) => current,
-            Err(gone) => self.reopen_after(gone).await?,
+            Err(gone) => within(step, self.reopen_after(gone)).await?,
         };
         let mut drops = 0;
         // The connection times no command out (each single operation runs under the
@@ -1595,18 +1628,18 @@ mod tests {
     }
 
     #[test]
-    fn a_readonly_reply_reopens_only_a_store_that_follows_the_master() {
+    fn a_readonly_reply_reopens_only_when_the_store_says_so() {
         for reply in [
             &b"-READONLY You can't write against a read only replica.\r\n"[..],
             // A script's write on a replica (Redis 7).
             b"-READONLY You can't write against a read only replica. script: 4f5a, on @user_script:12.\r\n",
         ] {
             let err = reply_error(reply);
-            assert!(needs_reopen(&err, true), "{err}");
-            assert!(!needs_reopen(&err, false), "{err}");
+            assert!(needs_reopen(&err, || true), "{err}");
+            assert!(!needs_reopen(&err, || false), "{err}");
         }
         let err = reply_error(b"-WRONGTYPE Operation against a key holding the wrong kind\r\n");
-        assert!(!needs_reopen(&err, true), "{err}");
+        assert!(!needs_reopen(&err, || true), "{err}");
     }
 
     #[test]
