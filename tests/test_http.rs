@@ -1165,6 +1165,32 @@ http_test! {
 }
 
 http_test! {
+    async fn an_evict_layer_over_reads_retires_only_after_writes(backend: Backend) {
+        // One router, the cache and the evictions over both its methods, as a layer over a
+        // whole router is.
+        let app = App::default();
+        let router = Router::new()
+            .route("/products/{id}", get(product).put(update_product))
+            .route_layer(layer().cache(backend.cache.clone()))
+            .route_layer(EvictLayer::new().own_path().cache(backend.cache.clone()))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        assert_eq!(served.get("/products/3").await.x_cache(), "MISS");
+        let again = served.get("/products/3").await;
+        assert_eq!((again.x_cache(), &again.body[..]), ("HIT", &br#"{"id":3,"version":1}"#[..]));
+        assert_eq!(served.send("HEAD", "/products/3", &[], "").await.x_cache(), "HIT");
+        assert_eq!(served.app.runs("product"), 1);
+        assert_eq!(backend.cache.stats().invalidations, 0);
+        // A write retires the path: the next read sees it.
+        assert_eq!(served.send("PUT", "/products/3", &[], "").await.status, StatusCode::NO_CONTENT);
+        let read = served.get("/products/3").await;
+        assert_eq!((read.x_cache(), &read.body[..]), ("MISS", &br#"{"id":3,"version":2}"#[..]));
+        assert_eq!(served.get("/products/3").await.x_cache(), "HIT");
+        assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+http_test! {
     async fn nested_routes_and_hosts_never_share_entries(backend: Backend) {
         // Under `nest`, the layer sees `/dashboard` for every tenant: the key and the path
         // tag come from the path the client asked for.

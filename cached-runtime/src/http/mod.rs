@@ -1490,9 +1490,12 @@ pub async fn invalidate_path(path: &str) -> Result<u64> {
     current()?.invalidate_path(path).await
 }
 
-/// A [`tower_layer::Layer`] for write routes: after a `2xx` or `3xx` response, it retires the
-/// cached responses of the paths and the `#[cached]` entries and responses of the groups
-/// it names, before the response is returned, so the client's next read sees the write.
+/// A [`tower_layer::Layer`] for write routes: after a `2xx` or `3xx` response to a request of
+/// an unsafe method (`POST`, `PUT`, `PATCH`, `DELETE`, ..), it retires the cached responses
+/// of the paths and the `#[cached]` entries and responses of the groups it names, before the
+/// response is returned, so the client's next read sees the write. A request of a safe
+/// method (`GET`, `HEAD`, `OPTIONS`, `TRACE`) writes nothing, and retires nothing (RFC 9111
+/// § 4.4): the layer may sit over reads and writes alike.
 /// A failed invalidation is logged and counted; the response is returned all the same,
 /// and one that failed because Redis could not be reached is tried again in the
 /// background until it lands (as for `#[evicts]`: see the README).
@@ -1658,6 +1661,9 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        if request.method().is_safe() {
+            return Box::pin(self.inner.call(request));
+        }
         let own_path = self
             .evicts
             .own_path
