@@ -218,9 +218,6 @@ pub struct Hooks<O> {
     /// response's own `stale-while-revalidate`/`stale-if-error`): `None` if it sets
     /// neither; a window it does not set is the function's.
     pub(crate) windows: Option<fn(&O) -> Option<OwnWindows>>,
-    /// The longest a value may be kept fresh, jitter included (an HTTP response's own
-    /// `max-age`): `None` if it sets no bound.
-    pub(crate) ttl_cap: Option<fn(&O) -> Option<Duration>>,
     /// Which outputs are failures where the shape cannot tell (a `Result` behind a type
     /// alias, read as a plain value): never cached, as the shape's own failures.
     pub(crate) failed: Option<fn(&O) -> bool>,
@@ -240,7 +237,6 @@ impl<O> std::fmt::Debug for Hooks<O> {
             .field("ttl", &self.ttl.is_some())
             .field("cache_if", &self.cache_if.is_some())
             .field("windows", &self.windows.is_some())
-            .field("ttl_cap", &self.ttl_cap.is_some())
             .field("failed", &self.failed.is_some())
             .finish()
     }
@@ -253,7 +249,6 @@ impl<O> Hooks<O> {
             ttl: None,
             cache_if: None,
             windows: None,
-            ttl_cap: None,
             failed: None,
         }
     }
@@ -274,15 +269,11 @@ impl<O> Hooks<O> {
     }
 
     /// How long `out` is stored fresh: the TTL its value asks for (else the function's),
-    /// with `policy`'s jitter, never past the bound the value sets.
+    /// with `policy`'s jitter.
     pub(crate) fn value_ttl(&self, policy: &Policy, out: &O) -> Duration {
-        let ttl = match self.ttl(out) {
+        match self.ttl(out) {
             Some(base) => policy.value_ttl_from(base),
             None => policy.value_ttl(),
-        };
-        match self.ttl_cap.and_then(|f| f(out)) {
-            Some(cap) => ttl.min(cap.max(Duration::from_millis(1))),
-            None => ttl,
         }
     }
 

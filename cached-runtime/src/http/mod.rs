@@ -715,7 +715,9 @@ where
         .jitter
         .map_or_else(|| default_jitter(ttl.as_secs()), |j| j.as_secs());
     let whole = |window: Option<Duration>| window.map(|w| w.as_secs());
-    let policy = Policy::seconds(ttl.as_secs(), jitter, 0)
+    // The jitter is drawn as the response is stored (`Fill::run`), into the lifetime its
+    // `max-age` says: the engine adds none.
+    let policy = Policy::seconds(ttl.as_secs(), 0, 0)
         .with_stale(
             whole(settings.stale_while_revalidate),
             whole(settings.stale_if_error),
@@ -766,6 +768,7 @@ where
         keyed_by: &keyed_by,
         authorized,
         ttl,
+        jitter,
         only_if_cached: asks.only_if_cached,
     };
     let mut request = Some(request);
@@ -859,8 +862,8 @@ where
 /// expiry (kept for a stale window) if `expired`: older than its `max-age`, fresh for less
 /// than its `min-fresh`, or stale when it says `max-age` without a `max-stale` that covers
 /// it (RFC 9111 § 5.2.1.1, § 5.2.1.2, § 5.2.1.3): one served under
-/// `stale-while-revalidate` while another request refreshes, or one in its jitter, past
-/// the `max-age` it would be sent with.
+/// `stale-while-revalidate` while another request refreshes, past the `max-age` it would
+/// be sent with.
 fn refuses(asks: &rules::Asks, stored: &Stored, now: u64, expired: bool) -> bool {
     let too_old = asks.max_age.is_some_and(|max| stored.age(now) > max);
     let fresh_for = stored.fresh_for(stored.elapsed(now));
@@ -1000,13 +1003,12 @@ where
     F: Future<Output = Filled>,
 {
     let hooks = Hooks {
-        // The response's own freshness may be shorter than the layer's TTL.
+        // The lifetime its `max-age` says: the layer's TTL and jitter, or less if the
+        // response gave a freshness of its own.
         ttl: Some(|filled: &Filled| filled.as_ref().ok().map(Stored::ttl)),
         cache_if: None,
         // And its own `stale-while-revalidate`/`stale-if-error` replace the layer's.
         windows: Some(|filled: &Filled| filled.as_ref().ok().and_then(Stored::windows)),
-        // The layer's jitter never keeps it past its own freshness.
-        ttl_cap: Some(|filled: &Filled| filled.as_ref().ok().and_then(Stored::own_ttl)),
         failed: None,
     };
     let prefix = at.prefix.unwrap_or_default();
@@ -1045,6 +1047,9 @@ struct Fill<'a> {
     keyed_by: &'a [HeaderName],
     authorized: bool,
     ttl: Duration,
+    /// Seconds: up to this much is added at random to the TTL of a response that gives no
+    /// freshness of its own, so that responses stored together do not expire together.
+    jitter: u64,
     /// The request said `only-if-cached`: a miss is answered `504`, not by the handler.
     only_if_cached: bool,
 }
@@ -1092,6 +1097,13 @@ impl Fill<'_> {
             self.keyed_by,
             self.ttl,
         ) {
+            // Drawn into the lifetime the response is sent with (its `max-age`), so that
+            // it is never served older than that as fresh (RFC 9111 § 4.2.4). A response's
+            // own freshness is not lengthened.
+            Ok(fresh) if fresh.own.is_none() && self.jitter > 0 => rules::Freshness {
+                ttl: fresh.ttl + rand::Rng::random_range(&mut rand::rng(), 0..=self.jitter),
+                ..fresh
+            },
             Ok(fresh) => fresh,
             Err(why) => {
                 if let NotStored::VaryUnknown(names) = why {

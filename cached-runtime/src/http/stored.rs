@@ -253,11 +253,6 @@ impl Stored {
         std::time::Duration::from_secs(self.meta.ttl)
     }
 
-    /// How long at most it is kept fresh: the response's own freshness, if it gave one.
-    pub(super) fn own_ttl(&self) -> Option<std::time::Duration> {
-        self.meta.own.map(std::time::Duration::from_secs)
-    }
-
     /// The stale windows the handler set on it, if it set either; none at all for a
     /// response that must be revalidated (whatever the layer's windows).
     pub(super) fn windows(&self) -> Option<OwnWindows> {
