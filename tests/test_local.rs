@@ -635,6 +635,15 @@ async fn reads_redis_does_not_track_are_never_kept_locally() {
         "{stats:?}"
     );
     assert_eq!(calls.load(SeqCst), 1);
+    // Once refused, not asked again: each hit is one `GET`, not a refused tracked read
+    // (whose `GET` and `PTTL` Redis runs) and then a `GET`.
+    let before = common::command_calls(&mut admin).await;
+    for _ in 0..10 {
+        assert_eq!(cache.scope(item(7, &calls)).await, 7);
+    }
+    let after = common::command_calls(&mut admin).await;
+    let ran = |name: &str| after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0);
+    assert_eq!((ran("get"), ran("pttl")), (10, 0));
     // Another process invalidates the entry: the next call misses.
     let other = server.cache().await;
     assert!(other

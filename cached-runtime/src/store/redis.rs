@@ -66,6 +66,9 @@ pub(crate) struct RedisStore<C = MultiplexedConnection> {
     fence_for: Duration,
     /// A check of the connection in use is under way ([`stalled`](Self::stalled)).
     checking: Arc<AtomicBool>,
+    /// Redis refused `CLIENT CACHING YES` on the connection in use (see
+    /// [`get_tracked`](Self::get_tracked)): reads are not tracked until a new one.
+    untracked: Arc<AtomicBool>,
 }
 
 /// A connection being made.
@@ -769,6 +772,7 @@ impl<C: Conn> RedisStore<C> {
             replica: None,
             fence_for,
             checking: Arc::new(AtomicBool::new(false)),
+            untracked: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -1025,12 +1029,15 @@ impl<C: Conn> RedisStore<C> {
         }
         let (done, attempt) = watch::channel(None);
         let (connecting, conn, tier) = ((self.reopen)(), self.conn.clone(), self.tier.clone());
+        let untracked = self.untracked.clone();
         runtime.spawn(async move {
             let made = connecting.await.map(|made| {
                 // Made on this task's runtime, which its `Bound` watches.
                 let runtime = Handle::try_current().ok();
                 let bound = Bound::new(Some(made.clone()), runtime, generation, moves);
                 conn.store(Arc::new(bound));
+                // The new connection asks Redis to track again.
+                untracked.store(false, Ordering::Relaxed);
                 if let Some(tier) = &tier {
                     // And again once it is in place: reads on the old connection (behind
                     // Sentinel, a demoted master still answers them) may have kept
@@ -1134,6 +1141,9 @@ impl<C: Conn> RedisStore<C> {
         key: &str,
         gen_key: Option<&str>,
     ) -> Result<(EntryAndGen, Option<Duration>)> {
+        if self.untracked.load(Ordering::Relaxed) {
+            return self.untracked_read(key, gen_key).await;
+        }
         match self.tracked_read(key, gen_key).await {
             // While a cluster slot migrates, the key's new master answers a read of it
             // only right after `ASKING`, and `CLIENT CACHING YES` would take that turn.
@@ -1143,19 +1153,31 @@ impl<C: Conn> RedisStore<C> {
             // Likewise when Redis refuses `CLIENT CACHING YES` (an ACL user without
             // `+client|caching`): it tracks none of this connection's reads, and no push
             // would ever retire a copy of one. (A pipeline on one server fails whole; a
-            // cluster's hands back each reply, see `tracked_read`.)
+            // cluster's hands back each reply, see `tracked_read`.) Not asked again until
+            // a new connection: each read would cost two round trips.
             Err(err) if err.is_cluster_redirect() || err.is_no_permission_at(0) => {
                 if !err.is_cluster_redirect() {
+                    self.untracked.store(true, Ordering::Relaxed);
                     warn_untracked(&err);
                 }
-                let found = match gen_key {
-                    Some(gen_key) => self.get_with_gen(key, gen_key).await?,
-                    None => (self.get(key).await?, None),
-                };
-                Ok((found, None))
+                self.untracked_read(key, gen_key).await
             }
             read => read,
         }
+    }
+
+    /// [`get_tracked`](Self::get_tracked)'s read when Redis will not track it: no copy may
+    /// be kept (no `PTTL`).
+    async fn untracked_read(
+        &self,
+        key: &str,
+        gen_key: Option<&str>,
+    ) -> Result<(EntryAndGen, Option<Duration>)> {
+        let found = match gen_key {
+            Some(gen_key) => self.get_with_gen(key, gen_key).await?,
+            None => (self.get(key).await?, None),
+        };
+        Ok((found, None))
     }
 
     /// [`get_tracked`](Self::get_tracked)'s one round trip.
