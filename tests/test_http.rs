@@ -1431,6 +1431,49 @@ http_test! {
 }
 
 http_test! {
+    async fn a_request_sharing_a_response_just_made_takes_it(backend: Backend) {
+        // Fresher than any response of this layer is (120 s): a request with `min-fresh`
+        // that joins another's run of the handler gets that response, just made, without
+        // a run of its own, counted once, as a hit.
+        let served = Arc::new(serve(&backend.cache, layer()).await);
+        assert_eq!(&served.get("/gated").await.body[..], b"gated run 1");
+        backend.cache.invalidate_path("/gated").await.unwrap();
+        let before = backend.cache.stats();
+        let leader = {
+            let served = served.clone();
+            tokio::spawn(async move { served.get("/gated").await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while served.app.runs("gated") < 2 {
+            assert!(std::time::Instant::now() < deadline, "the leader never ran");
+            tokio::task::yield_now().await;
+        }
+        let follower = {
+            let served = served.clone();
+            tokio::spawn(async move {
+                served.get_with("/gated", &[("cache-control", "min-fresh=600")]).await
+            })
+        };
+        common::until_waiting(&backend.cache, 1).await;
+        served.app.gate.notify_one();
+        let led = leader.await.unwrap();
+        assert_eq!((led.x_cache(), &led.body[..]), ("MISS", &b"gated run 2"[..]));
+        let followed = tokio::time::timeout(Duration::from_secs(10), follower)
+            .await
+            .expect("the follower ran the handler again")
+            .unwrap();
+        assert_eq!((followed.x_cache(), &followed.body[..]), ("HIT", &b"gated run 2"[..]));
+        assert_eq!(served.app.runs("gated"), 2);
+        let after = backend.cache.stats();
+        assert_eq!(
+            (after.hits - before.hits, after.misses - before.misses),
+            (1, 1),
+            "the leader's miss and the follower's hit"
+        );
+    }
+}
+
+http_test! {
     async fn stale_while_revalidate_answers_at_once_while_one_request_refreshes(backend: Backend) {
         let layer = layer()
             .ttl(Duration::from_secs(1))

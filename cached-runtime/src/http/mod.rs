@@ -783,8 +783,11 @@ where
         // Checked again for a response the read did not examine (another request's, shared
         // with this one), or that aged past what the request takes since it was read.
         // (Unless the handler has already run for this request: it failed, and the old
-        // response answered for it under `stale-if-error`, which the request gets.)
+        // response answered for it under `stale-if-error`, which the request gets. Nor for
+        // one the handler has just made for another request: its run for this one would
+        // answer no younger or fresher.)
         if served.is_hit()
+            && stored.elapsed(now) > 0
             && refuses(&asks, stored, now, served == Served::Stale)
             && request.is_some()
         {
