@@ -365,6 +365,41 @@ on_both_stores! {
     }
 }
 
+#[redcache::cached(prefix = "t:render", skip(render, calls))]
+async fn render<F>(id: u64, render: F, calls: &AtomicUsize) -> String
+where
+    F: Fn(u64) -> String + Send,
+{
+    calls.fetch_add(1, SeqCst);
+    render(id)
+}
+
+fn title(id: u64) -> String {
+    format!("title {id}")
+}
+
+on_both_stores! {
+    async fn instances_for_two_closures_never_share_entries(b: Backend) {
+        // rustc names both closures' types alike (`..::{{closure}}`): an instance for one
+        // has no name to key it by, and is not cached (a fault each call), never answered
+        // with what the other closure made.
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            assert_eq!(render(1, |id| format!("title {id}"), &calls).await, "title 1");
+            assert_eq!(render(1, |id| format!("body {id}"), &calls).await, "body 1");
+            assert_eq!(render(1, |id| format!("title {id}"), &calls).await, "title 1");
+        }).await;
+        assert_eq!(calls.load(SeqCst), 3);
+        assert_eq!(b.cache.stats().faults, 3);
+        // A function's type has a name of its own: cached.
+        b.cache.scope(async {
+            assert_eq!(render(2, title, &calls).await, "title 2");
+            assert_eq!(render(2, title, &calls).await, "title 2");
+        }).await;
+        assert_eq!(calls.load(SeqCst), 4);
+    }
+}
+
 struct Users {
     calls: AtomicUsize,
 }

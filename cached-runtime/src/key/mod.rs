@@ -90,8 +90,17 @@ impl KeyArgs {
     }
 
     /// Adds a type's name (a generic parameter's, or `type_key`'s), so instances of a
-    /// generic function never share entries.
-    pub fn ty(self, name: &str) -> Self {
+    /// generic function never share entries. rustc names every closure and async block of
+    /// a function alike (`handler::{{closure}}`), so two instances for two closures would
+    /// share them: such a name is no key (`Error::Encode`: the call is not cached), unless
+    /// `type_key` names the instance.
+    pub fn ty(mut self, name: &str) -> Self {
+        if name.contains("{{") && self.error.is_none() {
+            self.error = Some(serde::ser::Error::custom(format_args!(
+                "a generic function's type `{name}` (a closure or an async block) has no \
+                 name of its own to key its entries by; name the instance with `type_key`"
+            )));
+        }
         self.named(b't', name)
     }
 
