@@ -9,6 +9,42 @@ use proc_macro2::Ident;
 use quote::ToTokens;
 use syn::{GenericArgument, PathArguments, ReturnType, Type};
 
+/// The first of `names` that `tokens` read as a variable: an identifier that is not a
+/// field, a method or a path's later segment (after `.` or `::`).
+fn reads_any(tokens: proc_macro2::TokenStream, names: &[Ident]) -> Option<Ident> {
+    use proc_macro2::TokenTree;
+    let mut after_dot_or_colons = false;
+    let mut colon = false;
+    for token in tokens {
+        match token {
+            TokenTree::Ident(ident) => {
+                if !after_dot_or_colons && names.contains(&ident) {
+                    return Some(ident);
+                }
+                after_dot_or_colons = false;
+                colon = false;
+            }
+            TokenTree::Punct(punct) => {
+                let c = punct.as_char();
+                after_dot_or_colons = c == '.' || (c == ':' && colon);
+                colon = c == ':';
+            }
+            TokenTree::Group(group) => {
+                if let Some(found) = reads_any(group.stream(), names) {
+                    return Some(found);
+                }
+                after_dot_or_colons = false;
+                colon = false;
+            }
+            TokenTree::Literal(_) => {
+                after_dot_or_colons = false;
+                colon = false;
+            }
+        }
+    }
+    None
+}
+
 /// Checks that need the function: `async`, not `const`, no parameter under `#[cfg]`.
 /// `attr` is the attribute's name, for the messages (`cached`, `evicts`).
 pub(crate) fn check_async(sig: &syn::Signature, attr: &str, errors: &mut Errors) {
@@ -120,6 +156,18 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
                     );
                 }
             }
+        }
+    }
+    if let (Some((expr, _)), Some((skipped, _))) = (&args.type_key, &args.skip) {
+        if let Some(name) = reads_any(expr.to_token_stream(), skipped) {
+            errors.spanned(
+                &name,
+                format_args!(
+                    "`type_key` reads `{name}`, which is in `skip(..)`: `invalidate!` and \
+                     `put!` pass `_` for a skipped argument, so the name must come from the \
+                     type parameters or the key arguments (`type_key = R::NAME`)"
+                ),
+            );
         }
     }
     if args.key.is_none() {
