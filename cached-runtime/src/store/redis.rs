@@ -84,7 +84,8 @@ type Attempt<C> = watch::Receiver<Option<redis::RedisResult<(C, u64)>>>;
 /// running it again would answer differently (`SET NX`, `SET ... GET`, the fill script) or
 /// undo what another client wrote in between (a plain `SET` of a group's
 /// generation). A `READONLY` answer (the server was demoted) means nothing
-/// ran, so any operation is sent again then. An invalidation is sent again too, with new
+/// ran, so any operation is sent again then (on one server, if it may reconnect: at most
+/// once a second). An invalidation is sent again too, with new
 /// tombstones or a new generation (`invalidating`, `tombstone_keys`), and a lease's
 /// release, which deletes only what holds its token (its answer is not used). (A cluster's
 /// connection replaces a node's dropped connection by itself: a `Safe` operation is sent
@@ -694,6 +695,10 @@ const READ_ONLY_REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// Whether `err` is a `READONLY` answer: the command did not run.
 fn is_read_only(err: &redis::RedisError) -> bool {
     err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        // Before Redis 7, a script's refused write comes wrapped in the script's error:
+        // `ERR Error running script (call to f_..): @user_script:1: @user_script: 1:
+        // -READONLY You can't write against a read only replica.`
+        || err.detail().is_some_and(|detail| detail.contains(": -READONLY "))
 }
 
 fn px(ttl: Duration) -> u64 {
@@ -1655,6 +1660,8 @@ mod tests {
             &b"-READONLY You can't write against a read only replica.\r\n"[..],
             // A script's write on a replica (Redis 7).
             b"-READONLY You can't write against a read only replica. script: 4f5a, on @user_script:12.\r\n",
+            // The same on Redis 6.2.
+            b"-ERR Error running script (call to f_67ed14c1cb086d8c2fcf91ebe13410ba087fd0f8): @user_script:1: @user_script: 1: -READONLY You can't write against a read only replica. \r\n",
         ] {
             let err = reply_error(reply);
             assert!(needs_reopen(&err, || true), "{err}");
