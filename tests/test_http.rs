@@ -970,6 +970,32 @@ http_test! {
 }
 
 http_test! {
+    async fn the_jitter_spreads_responses_fresh_for_longer_by_their_own_say(backend: Backend) {
+        // `public, max-age=30` under a layer of one second and up to 30 s of jitter: each
+        // entry lives its second and the jitter drawn for it, as long as its own 30 s allow.
+        let layer = layer().ttl(Duration::from_secs(1)).jitter(Duration::from_secs(30));
+        let served = serve(&backend.cache, layer).await;
+        for n in 1..=20 {
+            let miss = served.get(&format!("/kind/public?n={n}")).await;
+            assert_eq!(miss.x_cache(), "MISS");
+            assert_eq!(miss.header("cache-control"), Some("public, max-age=30"));
+        }
+        // (Stamped before the last call returned.)
+        let written = std::time::Instant::now();
+        past_one_second_ttl(written).await;
+        let mut hits = 0;
+        for n in 1..=20 {
+            let again = served.get(&format!("/kind/public?n={n}")).await;
+            if again.x_cache() == "HIT" {
+                hits += 1;
+                assert!(again.age() <= 30);
+            }
+        }
+        assert!(hits > 0, "every entry expired with the layer's one second");
+    }
+}
+
+http_test! {
     async fn responses_that_must_not_be_stored_are_not(backend: Backend) {
         let served = serve(&backend.cache, layer()).await;
         let kinds = [

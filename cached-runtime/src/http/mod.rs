@@ -279,7 +279,9 @@ impl CacheLayer {
     }
 
     /// The largest random time (whole seconds) added to each entry's TTL, so entries
-    /// stored together do not expire together; default a tenth of the TTL.
+    /// stored together do not expire together; default a tenth of the TTL. It is part of
+    /// the lifetime the response is sent with (the `max-age` the layer writes), and never
+    /// lengthens a freshness the response gives itself.
     ///
     /// # Examples
     ///
@@ -1100,11 +1102,12 @@ impl Fill<'_> {
             self.keyed_by,
             self.ttl,
         ) {
-            // Drawn into the lifetime the response is sent with (its `max-age`), so that
-            // it is never served older than that as fresh (RFC 9111 § 4.2.4). A response's
-            // own freshness is not lengthened.
-            Ok(fresh) if fresh.own.is_none() && self.jitter > 0 => rules::Freshness {
-                ttl: fresh.ttl + rand::Rng::random_range(&mut rand::rng(), 0..=self.jitter),
+            // Drawn into the lifetime the response is kept and sent with (the `max-age`
+            // the layer writes), so that it is never served older than that as fresh (RFC
+            // 9111 § 4.2.4); never past a freshness of the response's own.
+            Ok(fresh) if self.jitter > 0 => rules::Freshness {
+                ttl: (fresh.ttl + rand::Rng::random_range(&mut rand::rng(), 0..=self.jitter))
+                    .min(fresh.own.unwrap_or(u64::MAX)),
                 ..fresh
             },
             Ok(fresh) => fresh,

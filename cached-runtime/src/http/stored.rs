@@ -57,7 +57,7 @@ struct Meta {
     status: u16,
     /// When it was stored, in Unix milliseconds (its `Age` counts from then).
     stored_ms: u64,
-    /// Seconds it is fresh for (before jitter), from when it was stored.
+    /// Seconds it is fresh for (the layer's jitter included), from when it was stored.
     ttl: u64,
     /// The handler set `Cache-Control`: sent as it is, not replaced by `max-age`.
     own_cc: bool,
@@ -67,10 +67,6 @@ struct Meta {
     /// Seconds of the handler's own `stale-if-error` (RFC 5861), if it set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sie: Option<u64>,
-    /// Seconds of the response's own freshness (`s-maxage`, `max-age`, `Expires`), if it
-    /// gave one: the entry never outlives it, jitter included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    own: Option<u64>,
     /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     revalidate: bool,
@@ -99,7 +95,6 @@ impl Meta {
         let own_cc = json.boolean()?;
         let swr = json.field(br#","swr":"#)?;
         let sie = json.field(br#","sie":"#)?;
-        let own = json.field(br#","own":"#)?;
         let revalidate = match json.literal(br#","revalidate":"#) {
             true => json.boolean()?,
             false => false,
@@ -114,7 +109,6 @@ impl Meta {
             own_cc,
             swr,
             sie,
-            own,
             revalidate,
             aged,
             head,
@@ -181,7 +175,6 @@ impl Stored {
                 own_cc: headers.contains_key(header::CACHE_CONTROL),
                 stored_ms: now_ms,
                 ttl: fresh.ttl,
-                own: fresh.own,
                 revalidate: fresh.revalidate,
                 aged: (fresh.age > 0).then_some(fresh.age),
                 head: head.len(),
@@ -248,7 +241,7 @@ impl Stored {
         })
     }
 
-    /// How long it is fresh for (before jitter).
+    /// How long it is fresh for (the layer's jitter included).
     pub(super) fn ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.meta.ttl)
     }
@@ -304,8 +297,7 @@ impl Stored {
         now_ms.saturating_sub(self.meta.stored_ms) / 1000
     }
 
-    /// Whole seconds it has been stale for (past its freshness, before jitter): 0 while
-    /// fresh.
+    /// Whole seconds it has been stale for (past its freshness): 0 while fresh.
     pub(super) fn staleness(&self, now_ms: u64) -> u64 {
         self.elapsed(now_ms).saturating_sub(self.meta.ttl)
     }
@@ -611,7 +603,6 @@ mod tests {
             own_cc: false,
             swr: None,
             sie: None,
-            own: None,
             revalidate: false,
             aged: None,
             head: 58,
@@ -622,7 +613,6 @@ mod tests {
             own_cc: true,
             swr: Some(30),
             sie: Some(0),
-            own: Some(60),
             revalidate: true,
             aged: Some(50),
             ..plain.clone()
