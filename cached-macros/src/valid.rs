@@ -9,37 +9,33 @@ use proc_macro2::Ident;
 use quote::ToTokens;
 use syn::{GenericArgument, PathArguments, ReturnType, Type};
 
-/// The first of `names` that `tokens` read as a variable: an identifier that is not a
-/// field, a method or a path's later segment (after `.` or `::`).
+/// The first of `names` that `tokens` read as a variable: an identifier that is neither a
+/// field, a method or a path's later segment (after `.` or `::`), nor a path's first
+/// segment or a macro (before `::` or `!`).
 fn reads_any(tokens: proc_macro2::TokenStream, names: &[Ident]) -> Option<Ident> {
     use proc_macro2::TokenTree;
-    let mut after_dot_or_colons = false;
-    let mut colon = false;
-    for token in tokens {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let punct = |at: usize| match tokens.get(at) {
+        Some(TokenTree::Punct(p)) => Some(p.as_char()),
+        _ => None,
+    };
+    for (at, token) in tokens.iter().enumerate() {
         match token {
-            TokenTree::Ident(ident) => {
-                if !after_dot_or_colons && names.contains(&ident) {
-                    return Some(ident);
+            TokenTree::Ident(ident) if names.contains(ident) => {
+                let after = at.checked_sub(1).and_then(punct);
+                let after_path = at >= 2 && after == Some(':') && punct(at - 2) == Some(':');
+                let before = punct(at + 1);
+                let before_path = before == Some(':') && punct(at + 2) == Some(':');
+                if after != Some('.') && !after_path && !before_path && before != Some('!') {
+                    return Some(ident.clone());
                 }
-                after_dot_or_colons = false;
-                colon = false;
-            }
-            TokenTree::Punct(punct) => {
-                let c = punct.as_char();
-                after_dot_or_colons = c == '.' || (c == ':' && colon);
-                colon = c == ':';
             }
             TokenTree::Group(group) => {
                 if let Some(found) = reads_any(group.stream(), names) {
                     return Some(found);
                 }
-                after_dot_or_colons = false;
-                colon = false;
             }
-            TokenTree::Literal(_) => {
-                after_dot_or_colons = false;
-                colon = false;
-            }
+            _ => {}
         }
     }
     None
@@ -446,4 +442,33 @@ fn first_type_arg(args: &PathArguments) -> Option<&Type> {
         GenericArgument::Type(ty) => Some(ungroup(ty)),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skipped_argument_is_read_only_as_a_variable() {
+        let names = [Ident::new("repo", proc_macro2::Span::call_site())];
+        let reads = |expr: &str| reads_any(expr.parse().unwrap(), &names).map(|i| i.to_string());
+        for expr in [
+            "repo.table()",
+            "(repo).name",
+            "f(&repo)",
+            "format!(\"{}\", repo)",
+        ] {
+            assert_eq!(reads(expr).as_deref(), Some("repo"), "{expr}");
+        }
+        for expr in [
+            "T::NAME",
+            "Self::repo",
+            "id.repo()",
+            "repo::TABLE",
+            "repo!()",
+            "\"repo\"",
+        ] {
+            assert_eq!(reads(expr), None, "{expr}");
+        }
+    }
 }
