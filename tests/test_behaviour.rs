@@ -378,6 +378,19 @@ fn title(id: u64) -> String {
     format!("title {id}")
 }
 
+struct Renderer<F> {
+    render: F,
+    calls: AtomicUsize,
+}
+
+impl<F: Fn(u64) -> String + Send + Sync> Renderer<F> {
+    #[redcache::cached(prefix = "t:renderer", ttl = 60)]
+    async fn show(&self, id: u64) -> String {
+        self.calls.fetch_add(1, SeqCst);
+        (self.render)(id)
+    }
+}
+
 on_both_stores! {
     async fn instances_for_two_closures_never_share_entries(b: Backend) {
         // rustc names both closures' types alike (`..::{{closure}}`): an instance for one
@@ -397,6 +410,16 @@ on_both_stores! {
             assert_eq!(render(2, title, &calls).await, "title 2");
         }).await;
         assert_eq!(calls.load(SeqCst), 4);
+        // Nor has an impl over one (`Renderer<..::{{closure}}>`).
+        let titles = Renderer { render: |id| format!("title {id}"), calls: AtomicUsize::new(0) };
+        let bodies = Renderer { render: |id| format!("body {id}"), calls: AtomicUsize::new(0) };
+        b.cache.scope(async {
+            assert_eq!(titles.show(1).await, "title 1");
+            assert_eq!(bodies.show(1).await, "body 1");
+            assert_eq!(titles.show(1).await, "title 1");
+        }).await;
+        assert_eq!(titles.calls.load(SeqCst) + bodies.calls.load(SeqCst), 3);
+        assert_eq!(b.cache.stats().faults, 6);
     }
 }
 

@@ -839,11 +839,21 @@ pub fn type_key<T: TypeKey + ?Sized>(name: &T) -> &str {
 /// closure's type by the path of the function it is in (`<Store as Repo<User>>::find`,
 /// `Table<User>::load`, `outer::inner`) followed by `::{{closure}}`. A free function adds
 /// nothing, so its keys are those of its arguments alone.
+///
+/// An impl over a closure or an async block (`Renderer<app::main::{{closure}}>`) has no name
+/// of its own: rustc writes every one of a function alike, so the call is not cached (see
+/// [`KeyArgs::ty`]).
 pub fn within<F>(args: KeyArgs, _here: &F, module: &'static str) -> KeyArgs {
     match item_of(core::any::type_name::<F>(), module) {
+        Some(item) if over_a_closure(item) => args.unnamed(item),
         Some(item) => args.item(item),
         None => args,
     }
+}
+
+/// Whether `item`'s type arguments name a closure or an async block.
+fn over_a_closure(item: &str) -> bool {
+    item.find('<').is_some_and(|at| item[at..].contains("{{"))
 }
 
 /// The enclosing item of `closure_path` unless it is `module`: read once per thread and

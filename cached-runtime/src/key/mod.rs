@@ -94,14 +94,23 @@ impl KeyArgs {
     /// a function alike (`handler::{{closure}}`), so two instances for two closures would
     /// share them: such a name is no key (`Error::Encode`: the call is not cached), unless
     /// `type_key` names the instance.
-    pub fn ty(mut self, name: &str) -> Self {
-        if name.contains("{{") && self.error.is_none() {
+    pub fn ty(self, name: &str) -> Self {
+        if name.contains("{{") {
+            return self.unnamed(name);
+        }
+        self.named(b't', name)
+    }
+
+    /// `name`, of a type or an impl, names a closure or an async block, which has no name
+    /// of its own (see [`ty`](Self::ty)): no key material.
+    pub fn unnamed(mut self, name: &str) -> Self {
+        if self.error.is_none() {
             self.error = Some(serde::ser::Error::custom(format_args!(
                 "a generic function's type `{name}` (a closure or an async block) has no \
                  name of its own to key its entries by; name the instance with `type_key`"
             )));
         }
-        self.named(b't', name)
+        self
     }
 
     /// Appends the name `type_key = ..` gives, as a trailing string of the arguments: the
