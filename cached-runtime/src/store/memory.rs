@@ -31,7 +31,7 @@ const STRIPES: usize = 64;
 pub(crate) const ENTRY_OVERHEAD: u64 = 64;
 
 /// The longest key a shard leaves room for beside the largest value (see
-/// [`MemoryStore::holding`]).
+/// [`Bounded::new`]).
 const LARGEST_KEY: u64 = 1024;
 
 /// The share of a shard's weight an entry may have (quick_cache's hot allocation, over
