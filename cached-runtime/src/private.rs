@@ -853,7 +853,8 @@ pub fn within<F>(args: KeyArgs, _here: &F, module: &'static str) -> KeyArgs {
 
 /// Whether `item`'s type arguments name a closure or an async block.
 fn over_a_closure(item: &str) -> bool {
-    item.find('<').is_some_and(|at| item[at..].contains("{{"))
+    item.find('<')
+        .is_some_and(|at| crate::key::names_a_closure(&item[at..]))
 }
 
 /// The enclosing item of `closure_path` unless it is `module`: read once per thread and
@@ -948,6 +949,20 @@ mod tests {
             item_of(paths[1], "app"),
             Some("<app::Store as app::Repo<app::User>>")
         );
+    }
+
+    #[test]
+    fn an_impl_over_a_closure_is_told_from_one_over_a_type_declared_in_one() {
+        assert!(over_a_closure("app::Renderer<app::main::{{closure}}>"));
+        assert!(over_a_closure(
+            "<app::Table<app::f::{{closure}}> as app::Repo>"
+        ));
+        assert!(!over_a_closure("app::Table<app::t::{{closure}}::Row>"));
+        assert!(!over_a_closure(
+            "<app::t::{{closure}}::MockRepo as app::Repo>"
+        ));
+        assert!(!over_a_closure("app::Table<app::Row>"));
+        assert!(!over_a_closure("app::t::{{closure}}::Store"));
     }
 
     #[test]

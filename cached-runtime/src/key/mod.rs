@@ -32,6 +32,14 @@ impl<T: Serialize + ?Sized> KeyArg for T {
     }
 }
 
+/// Whether the type name `name` names a closure or an async block (`f::{{closure}}`, as a
+/// whole or as a type argument), not only a type declared inside one
+/// (`f::{{closure}}::Row`).
+pub(crate) fn names_a_closure(name: &str) -> bool {
+    name.match_indices("}}")
+        .any(|(at, _)| !name[at + 2..].starts_with("::"))
+}
+
 /// The key material of one call, collected by generated code (and by the helpers that must
 /// derive the same key). Not public API: reached through `redcache::__private`.
 #[derive(Debug)]
@@ -93,9 +101,10 @@ impl KeyArgs {
     /// generic function never share entries. rustc names every closure and async block of
     /// a function alike (`handler::{{closure}}`), so two instances for two closures would
     /// share them: such a name is no key (`Error::Encode`: the call is not cached), unless
-    /// `type_key` names the instance.
+    /// `type_key` names the instance. (A type declared inside one,
+    /// `handler::{{closure}}::Row`, has a name of its own.)
     pub fn ty(self, name: &str) -> Self {
-        if name.contains("{{") {
+        if names_a_closure(name) {
             return self.unnamed(name);
         }
         self.named(b't', name)
@@ -106,8 +115,8 @@ impl KeyArgs {
     pub fn unnamed(mut self, name: &str) -> Self {
         if self.error.is_none() {
             self.error = Some(serde::ser::Error::custom(format_args!(
-                "a generic function's type `{name}` (a closure or an async block) has no \
-                 name of its own to key its entries by; name the instance with `type_key`"
+                "`{name}` names a closure or an async block, which has no name of its own \
+                 to key a generic function's entries by; name the instance with `type_key`"
             )));
         }
         self
