@@ -22,11 +22,14 @@ fn reads_any(tokens: proc_macro2::TokenStream, names: &[Ident]) -> Option<Ident>
     for (at, token) in tokens.iter().enumerate() {
         match token {
             TokenTree::Ident(ident) if names.contains(ident) => {
-                let after = at.checked_sub(1).and_then(punct);
-                let after_path = at >= 2 && after == Some(':') && punct(at - 2) == Some(':');
-                let before = punct(at + 1);
-                let before_path = before == Some(':') && punct(at + 2) == Some(':');
-                if after != Some('.') && !after_path && !before_path && before != Some('!') {
+                let behind = |back: usize| at.checked_sub(back).and_then(punct);
+                // `x.field`, `a::b`; not a range, `..x`.
+                let field = behind(1) == Some('.') && behind(2) != Some('.');
+                let later_segment = behind(1) == Some(':') && behind(2) == Some(':');
+                let first_segment = punct(at + 1) == Some(':') && punct(at + 2) == Some(':');
+                // `x!(..)`; not `x != y`.
+                let called = punct(at + 1) == Some('!') && punct(at + 2) != Some('=');
+                if !(field || later_segment || first_segment || called) {
                     return Some(ident.clone());
                 }
             }
@@ -457,6 +460,8 @@ mod tests {
             "(repo).name",
             "f(&repo)",
             "format!(\"{}\", repo)",
+            "if repo != x { a } else { b }",
+            "&names[0..repo]",
         ] {
             assert_eq!(reads(expr).as_deref(), Some("repo"), "{expr}");
         }
