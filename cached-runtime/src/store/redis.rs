@@ -698,7 +698,10 @@ fn is_read_only(err: &redis::RedisError) -> bool {
         // Before Redis 7, a script's refused write comes wrapped in the script's error:
         // `ERR Error running script (call to f_..): @user_script:1: @user_script: 1:
         // -READONLY You can't write against a read only replica.`
-        || err.detail().is_some_and(|detail| detail.contains(": -READONLY "))
+        || (err.code() == Some("ERR")
+            && err.detail().is_some_and(|detail| {
+                detail.starts_with("Error running script") && detail.contains(": -READONLY ")
+            }))
 }
 
 fn px(ttl: Duration) -> u64 {
