@@ -300,10 +300,26 @@ impl Error {
     /// one.
     pub(crate) fn reply_code(&self) -> Option<&str> {
         match self {
-            Error::Rejected { .. } => self.redis_error().and_then(redis::RedisError::code),
+            Error::Rejected { .. } => self
+                .redis_error()
+                .and_then(|err| script_error_code(err).or_else(|| err.code())),
             _ => None,
         }
     }
+}
+
+/// The code of the error a script's command met, where Redis wraps it in the script's own
+/// (before Redis 7: `ERR Error running script (call to f_..): @user_script:1:
+/// @user_script: 1: -READONLY You can't write against a read only replica.`).
+pub(crate) fn script_error_code(err: &redis::RedisError) -> Option<&str> {
+    if err.code() != Some("ERR") {
+        return None;
+    }
+    let (_, inner) = err
+        .detail()?
+        .strip_prefix("Error running script")?
+        .rsplit_once(": -")?;
+    inner.split(' ').next().filter(|code| !code.is_empty())
 }
 
 /// Where and how a cached value failed to decode, without its content.
@@ -356,6 +372,43 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rejected(reply: &[u8]) -> Error {
+        Error::redis(
+            redis::parse_redis_value(reply)
+                .unwrap()
+                .extract_error()
+                .unwrap_err(),
+        )
+    }
+
+    #[test]
+    fn a_refusal_a_script_met_counts_by_its_own_code() {
+        let wrapped = |code: &str| {
+            rejected(
+                format!(
+                    "-ERR Error running script (call to f_67ed): @user_script:1: @user_script: 1: \
+                 -{code} refused for now. \r\n"
+                )
+                .as_bytes(),
+            )
+        };
+        for code in ["READONLY", "OOM", "BUSY"] {
+            let err = wrapped(code);
+            assert_eq!(err.reply_code(), Some(code));
+            assert!(err.is_transient(), "{code}");
+        }
+        let err = wrapped("WRONGTYPE");
+        assert_eq!(err.reply_code(), Some("WRONGTYPE"));
+        assert!(!err.is_transient());
+        // A script's own error, and any other `ERR`, keep theirs.
+        let own = rejected(b"-ERR Error running script (call to f_67ed): @user_script:1: bad\r\n");
+        assert_eq!(own.reply_code(), Some("ERR"));
+        assert_eq!(
+            rejected(b"-ERR unknown command\r\n").reply_code(),
+            Some("ERR")
+        );
+    }
 
     #[test]
     fn a_decode_fault_names_the_kind_not_the_content() {

@@ -50,8 +50,8 @@ pub(crate) struct RedisStore<C = MultiplexedConnection> {
     reopening: Mutex<Option<Attempt<C>>>,
     /// The local tier this connection's invalidation pushes keep coherent, if any.
     tier: Option<Arc<LocalTier>>,
-    /// A `READONLY` reply means the server was demoted to a replica: reopen, which finds
-    /// the master again (behind Sentinel).
+    /// Behind Sentinel: a `READONLY` reply always reopens (a new connection finds the
+    /// master again), without the once-a-second limit of a store on one address.
     follows_master: bool,
     /// When a `READONLY` reply last reopened a store that does not follow a master (see
     /// [`must_replace`](Self::must_replace)).
@@ -698,10 +698,7 @@ fn is_read_only(err: &redis::RedisError) -> bool {
         // Before Redis 7, a script's refused write comes wrapped in the script's error:
         // `ERR Error running script (call to f_..): @user_script:1: @user_script: 1:
         // -READONLY You can't write against a read only replica.`
-        || (err.code() == Some("ERR")
-            && err.detail().is_some_and(|detail| {
-                detail.starts_with("Error running script") && detail.contains(": -READONLY ")
-            }))
+        || crate::error::script_error_code(err) == Some("READONLY")
 }
 
 fn px(ttl: Duration) -> u64 {
