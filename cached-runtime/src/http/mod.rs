@@ -1052,8 +1052,9 @@ struct Fill<'a> {
     keyed_by: &'a [HeaderName],
     authorized: bool,
     ttl: Duration,
-    /// Seconds: up to this much is added at random to the TTL of a response that gives no
-    /// freshness of its own, so that responses stored together do not expire together.
+    /// Seconds: up to this much is added at random to the TTL of every stored response
+    /// (never past a freshness the response gives itself), so that responses stored
+    /// together do not expire together.
     jitter: u64,
     /// The request said `only-if-cached`: a miss is answered `504`, not by the handler.
     only_if_cached: bool,

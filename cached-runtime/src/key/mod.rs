@@ -112,11 +112,12 @@ impl KeyArgs {
 
     /// `name`, of a type or an impl, names a closure or an async block, which has no name
     /// of its own (see [`ty`](Self::ty)): no key material.
-    pub fn unnamed(mut self, name: &str) -> Self {
+    pub(crate) fn unnamed(mut self, name: &str) -> Self {
         if self.error.is_none() {
             self.error = Some(serde::ser::Error::custom(format_args!(
                 "`{name}` names a closure or an async block, which has no name of its own \
-                 to key a generic function's entries by; name the instance with `type_key`"
+                 to key a generic function's entries by; pass a function instead, or pin a name with \
+                 `type_key` if only one closure is ever given"
             )));
         }
         self

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 const STRIPES: usize = 64;
 
 /// What an entry costs beyond its key and value bytes (the map slot, the expiry, the
-/// shared buffer's header), for the byte cap.
+/// shared buffer's header), for the byte cap (a local-tier copy's too).
 pub(crate) const ENTRY_OVERHEAD: u64 = 64;
 
 /// The longest key a shard leaves room for beside the largest value (see
