@@ -845,8 +845,8 @@ pub fn type_key<T: TypeKey + ?Sized>(name: &T) -> &str {
 /// [`KeyArgs::ty`]).
 pub fn within<F>(args: KeyArgs, _here: &F, module: &'static str) -> KeyArgs {
     match item_of(core::any::type_name::<F>(), module) {
-        Some(item) if over_a_closure(item) => args.unnamed(item),
-        Some(item) => args.item(item),
+        Some((item, true)) => args.unnamed(item),
+        Some((item, false)) => args.item(item),
         None => args,
     }
 }
@@ -857,11 +857,12 @@ fn over_a_closure(item: &str) -> bool {
         .is_some_and(|at| crate::key::names_a_closure(&item[at..]))
 }
 
-/// The enclosing item of `closure_path` unless it is `module`: read once per thread and
-/// call site, then remembered by the strings' addresses (a type name is a `'static` string,
-/// so the same address and length always hold the same name).
-fn item_of(closure_path: &'static str, module: &'static str) -> Option<&'static str> {
-    type Seen = (usize, usize, usize, Option<&'static str>);
+/// The enclosing item of `closure_path` unless it is `module`, and whether it is
+/// [`over_a_closure`]: read once per thread and call site, then remembered by the strings'
+/// addresses (a type name is a `'static` string, so the same address and length always
+/// hold the same name).
+fn item_of(closure_path: &'static str, module: &'static str) -> Option<(&'static str, bool)> {
+    type Seen = (usize, usize, usize, Option<(&'static str, bool)>);
     const SLOTS: usize = 16;
     thread_local! {
         static SEEN: [std::cell::Cell<Seen>; SLOTS] =
@@ -873,7 +874,7 @@ fn item_of(closure_path: &'static str, module: &'static str) -> Option<&'static 
         module.as_ptr() as usize,
     );
     let read = || match enclosing_item(closure_path) {
-        Some(item) if item != module => Some(item),
+        Some(item) if item != module => Some((item, over_a_closure(item))),
         _ => None,
     };
     SEEN.try_with(|seen| {
@@ -941,13 +942,20 @@ mod tests {
         for _ in 0..3 {
             for path in paths {
                 let direct = enclosing_item(path).filter(|item| *item != "app");
-                assert_eq!(item_of(path, "app"), direct, "{path}");
+                assert_eq!(item_of(path, "app"), direct.map(|i| (i, false)), "{path}");
             }
         }
         assert_eq!(item_of(paths[0], "app"), None);
         assert_eq!(
             item_of(paths[1], "app"),
-            Some("<app::Store as app::Repo<app::User>>")
+            Some(("<app::Store as app::Repo<app::User>>", false))
+        );
+        assert_eq!(
+            item_of(
+                "app::Renderer<app::main::{{closure}}>::show::{{closure}}",
+                "app"
+            ),
+            Some(("app::Renderer<app::main::{{closure}}>", true))
         );
     }
 
