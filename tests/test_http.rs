@@ -351,6 +351,17 @@ async fn ranged(State(app): State<App>, headers: HeaderMap) -> axum::response::R
     }
 }
 
+/// A page, and a route's own `HEAD` handler for it that reads nothing.
+async fn page(State(app): State<App>) -> &'static str {
+    app.ran("page");
+    "the whole page"
+}
+
+async fn probe(State(app): State<App>) -> impl IntoResponse {
+    app.ran("probe");
+    [("x-probe", "yes")]
+}
+
 async fn slow(State(app): State<App>) -> String {
     app.slow_runs.fetch_add(1, Ordering::SeqCst);
     // Long enough that the requests sent together overlap with the one that runs.
@@ -841,18 +852,48 @@ http_test! {
 http_test! {
     async fn head_is_answered_from_the_get_entry(backend: Backend) {
         let served = serve(&backend.cache, layer()).await;
+        // A miss: the handler answers the `HEAD`, and nothing is stored.
         let head = served.send("HEAD", "/products/5", &[], "").await;
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.x_cache(), "MISS");
         assert!(head.body.is_empty());
         assert_eq!(head.header("content-length"), Some("20"));
         let get = served.get("/products/5").await;
-        assert_eq!(get.x_cache(), "HIT", "the HEAD filled the GET entry");
+        assert_eq!(get.x_cache(), "MISS", "a HEAD fills nothing");
         assert_eq!(&get.body[..], br#"{"id":5,"version":1}"#);
         let head = served.send("HEAD", "/products/5", &[], "").await;
         assert_eq!(head.x_cache(), "HIT");
         assert!(head.body.is_empty());
-        assert_eq!(served.app.runs("product"), 1);
+        assert_eq!(head.header("content-length"), Some("20"));
+        assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+http_test! {
+    async fn a_routes_own_head_handler_never_fills_the_get_entry(backend: Backend) {
+        // axum layers each method's handler: the `HEAD` reaches the layer over `probe`.
+        let app = App::default();
+        let router = Router::new()
+            .route("/page", get(page).head(probe))
+            .route_layer(layer().cache(backend.cache.clone()))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        for run in 1..=2 {
+            let head = served.send("HEAD", "/page", &[], "").await;
+            assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "MISS"));
+            assert_eq!(head.header("x-probe"), Some("yes"));
+            assert_eq!(served.app.runs("probe"), run);
+        }
+        let get = served.get("/page").await;
+        assert_eq!((get.status, get.x_cache()), (StatusCode::OK, "MISS"));
+        assert_eq!(&get.body[..], b"the whole page", "not the HEAD handler's answer");
+        let hit = served.get("/page").await;
+        assert_eq!((hit.x_cache(), &hit.body[..]), ("HIT", &b"the whole page"[..]));
+        // Now the `GET` entry answers a `HEAD`.
+        let head = served.send("HEAD", "/page", &[], "").await;
+        assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "HIT"));
+        assert_eq!(head.header("content-length"), Some("14"));
+        assert_eq!((served.app.runs("page"), served.app.runs("probe")), (1, 2));
     }
 }
 
@@ -1818,14 +1859,12 @@ http_test! {
 
 http_test! {
     async fn a_head_ignores_a_range_on_a_miss_too(backend: Backend) {
-        // The handler is asked for the whole `GET`, which fills the entry.
+        // The handler is asked for the whole response, without the `Range`.
         let served = serve(&backend.cache, layer()).await;
         let head = served.send("HEAD", "/ranged", &[("range", "bytes=0-3")], "").await;
         assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "MISS"));
         assert_eq!(head.header("content-length"), Some("10"));
         assert_eq!(head.header("content-range"), None);
-        let hit = served.get("/ranged").await;
-        assert_eq!((hit.x_cache(), &hit.body[..]), ("HIT", &b"0123456789"[..]));
         assert_eq!(served.app.runs("ranged"), 1);
     }
 }

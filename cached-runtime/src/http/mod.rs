@@ -91,8 +91,8 @@ impl XCache {
 
 /// A [`tower_layer::Layer`] that caches the responses of the routes it wraps.
 ///
-/// Only `GET` (and `HEAD`, answered from the `GET` entry without a body) is looked up, and
-/// `POST` if [`cache_post`](Self::cache_post) says so; other methods pass through with
+/// Only `GET` (and `HEAD`, answered from the `GET` entry without a body; a `HEAD` miss is
+/// its handler's to answer, and fills nothing) is looked up, and `POST` if [`cache_post`](Self::cache_post) says so; other methods pass through with
 /// `X-Cache: BYPASS`, and a request of an unsafe method (`PUT`, `PATCH`, `DELETE`, an
 /// uncached `POST`) answered with anything but an error retires the stored responses of
 /// its path ([`invalidate_path`], RFC 9111 § 4.4). Responses with a status in
@@ -730,9 +730,11 @@ where
     let conditions = (method != Method::POST).then(|| Conditions::take(request.headers_mut()));
     let head = method == Method::HEAD;
     if head {
-        // The GET entry answers a HEAD; a miss fills it with the GET response, whole: a
+        // The GET entry answers a HEAD. On a miss the handler answers the `HEAD` as it
+        // came, and nothing is stored: under axum the layer wraps each method's handler,
+        // and a route's own `head` handler (`get(page).head(probe)`), asked for a `GET`,
+        // would fill the entry a `GET` is answered from with its answer to a `HEAD`. A
         // `HEAD` ignores `Range` (RFC 9110 § 14.2).
-        *request.method_mut() = Method::GET;
         request.headers_mut().remove(header::RANGE);
         request.headers_mut().remove(header::IF_RANGE);
     }
@@ -756,8 +758,10 @@ where
         gen_expires: true,
         force: asks.no_cache,
         // With `only-if-cached`, a stale response the request accepts answers it: the
-        // handler may not run for it, and the refresh is left to a request that may.
-        may_run: !asks.only_if_cached,
+        // handler may not run for it, and the refresh is left to a request that may. A
+        // `HEAD`'s answer is never stored: it refreshes nothing, and leads no flight that
+        // `GET`s would wait on.
+        may_run: !asks.only_if_cached && !head,
         policy: &policy,
         local: None,
         started: None,
@@ -772,6 +776,7 @@ where
         ttl,
         jitter,
         only_if_cached: asks.only_if_cached,
+        head,
     };
     let mut request = Some(request);
     let mut passed: Passed<S::Error> = None;
@@ -810,22 +815,6 @@ where
         Ok(stored) => stored,
         Err(NotFilled { .. }) => {
             return match passed {
-                // The handler answered a `GET` (the layer asked it for the entry a `HEAD`
-                // is answered from): a `HEAD` gets no body.
-                Some(response) if head => response.map(|mut r| {
-                    if answer_condition(&mut r, conditions.as_ref()) {
-                        return marked(r, XCache::Miss);
-                    }
-                    // Its length stays said, as a server would say it for a `HEAD`.
-                    let (mut parts, body) = r.into_parts();
-                    if let Some(len) = HttpBody::size_hint(&body).exact() {
-                        parts
-                            .headers
-                            .entry(header::CONTENT_LENGTH)
-                            .or_insert(HeaderValue::from(len));
-                    }
-                    marked(Response::from_parts(parts, body::empty()), XCache::Miss)
-                }),
                 Some(response) => response.map(|mut r| {
                     answer_condition(&mut r, conditions.as_ref());
                     marked(r, XCache::Miss)
@@ -1058,6 +1047,8 @@ struct Fill<'a> {
     jitter: u64,
     /// The request said `only-if-cached`: a miss is answered `504`, not by the handler.
     only_if_cached: bool,
+    /// A `HEAD`: the handler's answer is passed on, never stored.
+    head: bool,
 }
 
 impl Fill<'_> {
@@ -1094,6 +1085,9 @@ impl Fill<'_> {
             *passed = Some(Ok(Response::from_parts(parts.clone(), body)));
             Err(NotFilled { failed })
         };
+        if self.head {
+            return pass_on(body::boxed(body), passed);
+        }
         let settings = self.settings;
         let fresh = match rules::storable(
             parts.status,
