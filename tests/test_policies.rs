@@ -347,6 +347,51 @@ on_both_stores! {
     }
 }
 
+/// As `gated_flaky`, under a key of its own, in no group and with no tags.
+#[redcache::cached(
+    prefix = "p:replaced",
+    ttl = 1,
+    jitter = 0,
+    stale_if_error = 30,
+    skip(fail, started, go)
+)]
+async fn replaced_flaky(
+    id: u64,
+    fail: &AtomicUsize,
+    started: &tokio::sync::Semaphore,
+    go: &tokio::sync::Semaphore,
+) -> Result<String, String> {
+    if fail.load(SeqCst) == 0 {
+        return Ok(format!("value {id}"));
+    }
+    started.add_permits(1);
+    go.acquire().await.unwrap().forget();
+    Err("the database is down".into())
+}
+
+on_both_stores! {
+    async fn stale_if_error_answers_with_an_entry_stored_while_the_body_ran(b: Backend) {
+        let fail = AtomicUsize::new(0);
+        let (started, go) = (tokio::sync::Semaphore::new(0), tokio::sync::Semaphore::new(0));
+        let call = || b.cache.scope(replaced_flaky(3, &fail, &started, &go));
+        assert_eq!(call().await.as_deref(), Ok("value 3"));
+        past_one_second_ttl(std::time::Instant::now()).await;
+        fail.store(1, SeqCst);
+        // While the failing body runs, another writer stores a newer value.
+        let put = async {
+            started.acquire().await.unwrap().forget();
+            let value = Ok("value 3, rewritten".to_owned());
+            b.cache.scope(redcache::put!(replaced_flaky(3, _, _, _), value)).await.unwrap();
+            go.add_permits(1);
+        };
+        let (answered, ()) = tokio::join!(call(), put);
+        assert_eq!(answered.as_deref(), Ok("value 3, rewritten"), "{}", b.name());
+        assert_eq!(b.cache.stats().stale, 1);
+        // Stored as it was, not by the failed body.
+        assert_eq!(call().await.as_deref(), Ok("value 3, rewritten"));
+    }
+}
+
 /// Picked for early refresh on (nearly) every hit: its first run takes 20 ms, and its TTL
 /// is short against that times β.
 #[redcache::cached(

@@ -172,22 +172,31 @@ impl Core {
     /// The entry that answers after the body failed or panicked (see
     /// [`stale_candidate`](Self::stale_candidate)), if it is still within its window and
     /// nothing invalidated it while the body ran: read again, it is the same bytes under
-    /// the same group generation (and tags' generations). If that cannot be known (Redis
-    /// does not answer), the body's failure stands. Counted and logged (rate-limited).
+    /// the same group generation (and tags' generations). An entry that replaced it
+    /// meanwhile (another process's fill, a `put!`) answers instead, if it may: a value of
+    /// the current generations, valid or within its own `stale_if_error` window; never a
+    /// tombstone. If that cannot be known (Redis does not answer), the body's failure
+    /// stands. Counted and logged (rate-limited).
     async fn answer_stale<K: Shape<O>, O>(
         &self,
         at: Entry<'_>,
+        hooks: Hooks<O>,
         tag_names: &[String],
         stale: Stale,
     ) -> Option<O> {
+        let again = self.read(Entry { local: None, ..at }).await;
+        let stale = if again.entry() == Some(&stale.bytes[..]) {
+            stale
+        } else {
+            self.stale_candidate::<K, O>(at, hooks, &again, true)?
+        };
         if unix_ms() >= stale.until_ms {
             return None;
         }
         let (Found::Value(out), stamp) = K::decode(&stale.bytes).ok()? else {
             return None;
         };
-        let again = self.read(Entry { local: None, ..at }).await;
-        if again.entry() != Some(&stale.bytes[..]) || !again.gen_matches(stamp.gen) {
+        if !again.gen_matches(stamp.gen) {
             return None;
         }
         if !tag_names.is_empty() && self.tag_digest(tag_names).await.ok()? != stamp.tags {
@@ -198,7 +207,7 @@ impl Core {
             tracing::warn!(
                 key = at.key,
                 suppressed,
-                "redcache: the body failed; answered with the entry it was to replace \
+                "redcache: the body failed; answered with the stored entry \
                  (stale_if_error, or a refresh)"
             );
         }
@@ -380,7 +389,8 @@ impl Core {
                             drop(run);
                             let answered = match stale {
                                 Some(stale) => {
-                                    Box::pin(self.answer_stale::<K, O>(at, tag_names, stale)).await
+                                    Box::pin(self.answer_stale::<K, O>(at, hooks, tag_names, stale))
+                                        .await
                                 }
                                 None => None,
                             };
@@ -392,7 +402,8 @@ impl Core {
                     };
                     Box::pin(self.complete::<K, O>(at, hooks, run, &out, compute)).await;
                     if let (Some(stale), true) = (stale, K::failed(&out) || hooks.failed(&out)) {
-                        let answered = Box::pin(self.answer_stale::<K, O>(at, tag_names, stale));
+                        let answered =
+                            Box::pin(self.answer_stale::<K, O>(at, hooks, tag_names, stale));
                         if let Some(out) = answered.await {
                             return (out, Served::Stale);
                         }
