@@ -622,8 +622,12 @@ impl Core {
                 return Step::Done(out, served);
             }
             Locked::Acquired(held, fresh, begun) => {
-                // Double-check: the previous holder may have filled just now.
-                if let Examined::Hit(found) = self.examine::<K, O>(at, &fresh) {
+                // Double-check: the previous holder may have filled just now. (An entry
+                // that new picked for early refresh is taken, as the wait takes it: run
+                // again, the body's failure would have no entry to fall back on.)
+                if let Examined::Hit(found) | Examined::Refresh(found) =
+                    self.examine::<K, O>(at, &fresh)
+                {
                     if let Some((out, served)) = self.count_hit(at.prefix, found) {
                         leader.finish(fresh.into_entry().map(Shared::stored));
                         held.release().await;
