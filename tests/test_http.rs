@@ -389,6 +389,7 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
         .route("/echo", get(echo))
         .route("/lang-unreadable/{how}", get(lang_unreadable))
         .route("/ranged", get(ranged))
+        .route("/events", get(events))
         .route(
             "/own-sie",
             get(|State(app): State<App>| {
@@ -695,6 +696,57 @@ impl hyper::body::Body for Opaque {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
         std::pin::Pin::new(&mut self.0).poll_frame(cx)
+    }
+}
+
+/// One event, then a stream that stays open, as a server-sent events endpoint's does.
+struct Events {
+    sent: bool,
+}
+
+impl hyper::body::Body for Events {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if std::mem::replace(&mut self.sent, true) {
+            return std::task::Poll::Pending;
+        }
+        let event = Bytes::from_static(b"data: hello\n\n");
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(event))))
+    }
+}
+
+/// An event stream that says nothing of caching (axum's `Sse` says `no-cache`).
+async fn events(State(app): State<App>) -> axum::response::Response {
+    app.ran("events");
+    let body = axum::body::Body::new(Events { sent: false });
+    ([("content-type", "text/event-stream")], body).into_response()
+}
+
+http_test! {
+    async fn an_event_stream_is_passed_on_as_it_comes(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        for run in 1..=2 {
+            let request = axum::http::Request::get(format!("{}/events", served.base))
+                .body(Full::default())
+                .unwrap();
+            let first = async {
+                let response = served.client.request(request).await.unwrap();
+                assert_eq!(response.headers()["x-cache"], "MISS");
+                let frame = response.into_body().frame().await.unwrap().unwrap();
+                frame.into_data().unwrap()
+            };
+            // Not held back for an end that never comes.
+            let first = tokio::time::timeout(Duration::from_secs(10), first)
+                .await
+                .expect("the first event arrives while the stream is open");
+            assert_eq!(&first[..], b"data: hello\n\n");
+            assert_eq!(served.app.runs("events"), run, "never stored");
+        }
     }
 }
 

@@ -100,6 +100,7 @@ impl XCache {
 /// unless:
 ///
 /// * they say `Cache-Control: no-store`, `private` or `no-cache`, or set a cookie;
+/// * they are an event stream (`text/event-stream`), which is passed on as it comes;
 /// * the request carried `Authorization` and the response does not say `public`;
 /// * they say `Vary: *`, or their `Vary` names request headers the layer does not key by
 ///   yet (it learns them: the next requests are keyed by their values);

@@ -194,6 +194,9 @@ pub(super) enum NotStored {
     Directive,
     /// It sets a cookie.
     SetCookie,
+    /// An event stream (`text/event-stream`): it has no end to wait for, and nothing in
+    /// it can be replayed.
+    EventStream,
     /// The request carried `Authorization` and the response does not say `public`.
     Authorization,
     /// `Vary: *`: no request is like another; or a `Vary` that cannot be read, which may
@@ -266,6 +269,9 @@ pub(super) fn storable(
     if headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
+    if event_stream(headers) {
+        return Err(NotStored::EventStream);
+    }
     if authorized && !cc.public {
         return Err(NotStored::Authorization);
     }
@@ -293,6 +299,16 @@ pub(super) fn storable(
         revalidate: cc.revalidate || cc.s_maxage.is_some(),
         age,
     })
+}
+
+/// Whether the response's `Content-Type` is `text/event-stream` (the media type's name is
+/// case-insensitive, and parameters may follow it).
+fn event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// The response's own `Age` in seconds: 0 without one, at most 2^31 (RFC 9111 § 1.2.2: a
@@ -692,6 +708,13 @@ mod tests {
             check(&[("set-cookie", "a=b")], false),
             Err(NotStored::SetCookie)
         );
+        for stream in ["text/event-stream", "Text/Event-Stream; charset=utf-8"] {
+            assert_eq!(
+                check(&[("content-type", stream)], false),
+                Err(NotStored::EventStream)
+            );
+        }
+        assert_eq!(check(&[("content-type", "text/plain")], false), Ok(300));
         assert_eq!(check(&[], true), Err(NotStored::Authorization));
         assert_eq!(check(&[("cache-control", "public")], true), Ok(300));
         assert_eq!(check(&[("vary", "*")], false), Err(NotStored::VaryAny));
