@@ -1793,11 +1793,11 @@ mod tests {
         assert!(!partial(&head));
     }
 
-    /// Answers 404 with a body, to a `GET` only.
-    #[derive(Clone)]
-    struct NotFound;
+    /// Answers `found` to any method, and notes the methods it was asked with.
+    #[derive(Clone, Default)]
+    struct Found(Arc<std::sync::Mutex<Vec<Method>>>);
 
-    impl Service<Request<Full<Bytes>>> for NotFound {
+    impl Service<Request<Full<Bytes>>> for Found {
         type Response = Response<Full<Bytes>>;
         type Error = Infallible;
         type Future = Ready<std::result::Result<Self::Response, Infallible>>;
@@ -1807,40 +1807,38 @@ mod tests {
         }
 
         fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
-            assert_eq!(
-                request.method(),
-                Method::GET,
-                "the layer asks for the GET entry"
-            );
-            let response = Response::builder()
-                .status(StatusCode::NOT_FOUND)
-                .body(Full::from("not found"))
-                .unwrap();
-            ready(Ok(response))
+            self.0.lock().unwrap().push(request.method().clone());
+            ready(Ok(Response::new(Full::from("found"))))
         }
     }
 
     #[tokio::test]
-    async fn a_head_request_never_gets_a_body_from_the_layer() {
-        // Not stored (a 404), so the handler's `GET` response is passed on: without its
-        // body, whatever serves it (hyper strips it; other stacks may not).
-        let mut service = CacheLayer::new().cache(Cache::memory()).layer(NotFound);
-        let head = Request::head("/missing").body(Full::default()).unwrap();
-        let response = service.call(head).await.unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    async fn a_head_miss_is_the_handlers_and_a_hit_has_no_body() {
+        let handler = Found::default();
+        let mut service = CacheLayer::new()
+            .cache(Cache::memory())
+            .layer(handler.clone());
+        let head = || Request::head("/page").body(Full::default()).unwrap();
+        // A miss: the handler is asked the `HEAD` itself, and nothing is stored.
+        let response = service.call(head()).await.unwrap();
         assert_eq!(response.headers()[X_CACHE], "MISS");
+        let get = Request::get("/page").body(Full::default()).unwrap();
+        let response = service.call(get).await.unwrap();
         assert_eq!(
-            response.headers()[header::CONTENT_LENGTH],
-            "9",
-            "the GET's length"
+            response.headers()[X_CACHE],
+            "MISS",
+            "the HEAD stored nothing"
         );
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(body.is_empty(), "{body:?}");
-        // A `GET` gets it.
-        let get = Request::get("/missing").body(Full::default()).unwrap();
-        let response = service.call(get).await.unwrap();
+        assert_eq!(body, "found");
+        assert_eq!(*handler.0.lock().unwrap(), [Method::HEAD, Method::GET]);
+        // A hit: the `GET` entry's headers, without its body, whatever serves it.
+        let response = service.call(head()).await.unwrap();
+        assert_eq!(response.headers()[X_CACHE], "HIT");
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "5");
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body, "not found");
+        assert!(body.is_empty(), "{body:?}");
+        assert_eq!(handler.0.lock().unwrap().len(), 2);
     }
 
     #[test]
