@@ -1306,6 +1306,29 @@ http_test! {
 }
 
 http_test! {
+    async fn a_layer_within_a_layer_of_the_same_key_answers_at_once(backend: Backend) {
+        // The outer layer wraps the nested route, layer and all.
+        let app = App::default();
+        let api = Router::new()
+            .route("/products/{id}", get(product))
+            .route_layer(layer().cache(backend.cache.clone()));
+        let router = Router::new()
+            .nest("/api", api)
+            .layer(layer().cache(backend.cache.clone()))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        let first = tokio::time::timeout(Duration::from_secs(10), served.get("/api/products/7"))
+            .await
+            .expect("not waiting on itself");
+        assert_eq!((first.status, first.x_cache()), (StatusCode::OK, "MISS"));
+        assert_eq!(&first.body[..], br#"{"id":7,"version":1}"#);
+        let hit = served.get("/api/products/7").await;
+        assert_eq!((hit.x_cache(), &hit.body[..]), ("HIT", &br#"{"id":7,"version":1}"#[..]));
+        assert_eq!(served.app.runs("product"), 1);
+    }
+}
+
+http_test! {
     async fn an_evict_layer_over_reads_retires_only_after_writes(backend: Backend) {
         // One router, the cache and the evictions over both its methods, as a layer over a
         // whole router is.

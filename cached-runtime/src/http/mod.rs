@@ -529,6 +529,11 @@ where
     }
 }
 
+/// The key a layer is filling, on the request it hands its handler: a layer of the same
+/// key within that handler passes the request on.
+#[derive(Clone)]
+struct Filling(Arc<str>);
+
 /// The handler's response (or error) as it is, when it was not stored.
 type Passed<E> = Option<std::result::Result<Response<Body>, E>>;
 
@@ -711,6 +716,16 @@ where
         Some(&path_tag),
         &material.into_bytes(),
     );
+    // A layer of the same key inside another's handler (an axum layer over a router that
+    // nests routers with layers of their own): the outer one stores the response, and this
+    // one passes it on. Joining the outer one's flight, it would wait on itself.
+    if request
+        .extensions()
+        .get::<Filling>()
+        .is_some_and(|filling| *filling.0 == *key)
+    {
+        return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
+    }
     let ttl = settings
         .ttl
         .unwrap_or(Duration::from_secs(core.config.default_ttl()));
@@ -771,6 +786,7 @@ where
         accepts: asks_freshness.then_some(&accepts),
     };
     let fill = Fill {
+        key: &key,
         settings: &settings,
         keyed_by: &keyed_by,
         authorized,
@@ -1038,6 +1054,9 @@ impl Served {
 
 /// What running the handler on a miss needs.
 struct Fill<'a> {
+    /// The key the response is stored under: the request carries it to the handler
+    /// ([`Filling`]).
+    key: &'a str,
     settings: &'a Settings,
     keyed_by: &'a [HeaderName],
     authorized: bool,
@@ -1070,9 +1089,12 @@ impl Fill<'_> {
             *passed = Some(Ok(bodiless(StatusCode::GATEWAY_TIMEOUT)));
             return Err(NotFilled { failed: false });
         }
-        let Some(request) = request.take() else {
+        let Some(mut request) = request.take() else {
             return Err(NotFilled { failed: false });
         };
+        request
+            .extensions_mut()
+            .insert(Filling(Arc::from(self.key)));
         let response = match inner.call(request).await {
             Ok(response) => response,
             Err(err) => {
