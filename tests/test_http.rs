@@ -1306,6 +1306,35 @@ http_test! {
 }
 
 http_test! {
+    async fn a_post_that_is_not_stored_retires_its_path_as_a_write(backend: Backend) {
+        // One layer over a route's read and its form's write, as `route_layer` puts it.
+        let app = App::default();
+        let router = Router::new()
+            .route("/products/{id}", get(product).post(form_update))
+            .route_layer(layer().cache_post(true).cache(backend.cache.clone()))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        let read = |version: u64| format!(r#"{{"id":8,"version":{version}}}"#);
+        assert_eq!(served.get("/products/8").await.x_cache(), "MISS");
+        assert_eq!(served.get("/products/8").await.x_cache(), "HIT");
+        // Answered `303`, which is not stored: the write is seen by the next read.
+        let form = [("content-type", "application/x-www-form-urlencoded")];
+        let post = served.send("POST", "/products/8", &form, "name=new").await;
+        assert_eq!(post.status, StatusCode::SEE_OTHER);
+        let after = served.get("/products/8").await;
+        assert_eq!((after.x_cache(), &after.body[..]), ("MISS", read(2).as_bytes()));
+        // So is one whose body is too large to key by.
+        assert_eq!(served.get("/products/8").await.x_cache(), "HIT");
+        let large = "x".repeat(2048);
+        let post = served.send("POST", "/products/8", &form, &large).await;
+        assert_eq!((post.status, post.x_cache()), (StatusCode::SEE_OTHER, "BYPASS"));
+        let after = served.get("/products/8").await;
+        assert_eq!((after.x_cache(), &after.body[..]), ("MISS", read(3).as_bytes()));
+        assert_eq!(served.app.runs("update"), 2);
+    }
+}
+
+http_test! {
     async fn a_layer_within_a_layer_of_the_same_key_answers_at_once(backend: Backend) {
         // The outer layer wraps the nested route, layer and all.
         let app = App::default();

@@ -366,13 +366,27 @@ impl CacheLayer {
     /// Caches `POST` requests too, keyed by a hash of their body and by their
     /// `Content-Type` (off by default: for `POST` routes that only read, such as a search
     /// with a JSON query). A body larger than [`max_body_bytes`](Self::max_body_bytes), or
-    /// of unknown length, passes through. A cached `POST` is a read: it retires nothing,
-    /// where an uncached one retires the stored responses of its path.
+    /// of unknown length, passes through. A stored `POST` is a read: it retires nothing.
+    /// One that is not stored (passed through, or answered `303`, `201`, `204`...) is a
+    /// write, and retires the stored responses of its path unless it failed.
+    ///
+    /// A `200` to a `POST` is stored, and an identical `POST` is answered with it: the
+    /// handler does not run again. Put this layer on the `POST` routes that only read:
+    /// axum's `Router::route_layer` puts a layer on every method of every route, a
+    /// `MethodRouter`'s (`post(search).route_layer(..)`) on that method alone.
     ///
     /// # Examples
     ///
     /// ```
-    /// let layer = redcache::http::CacheLayer::new().cache_post(true);
+    /// use axum::{routing::post, Router};
+    /// use redcache::http::CacheLayer;
+    ///
+    /// async fn search(query: String) -> String {
+    ///     format!("results for {query}")
+    /// }
+    ///
+    /// let app: Router = Router::new()
+    ///     .route("/search", post(search).route_layer(CacheLayer::new().cache_post(true)));
     /// ```
     pub fn cache_post(self, yes: bool) -> Self {
         self.with(|s| s.post = yes)
@@ -607,6 +621,10 @@ where
         || bodied(&request)
         || (partial(&request) && !asks.only_if_cached)
     {
+        if method == Method::POST && settings.retire_on_write {
+            // A `POST` neither answered from the cache nor stored is a write like any.
+            return Box::pin(pass_unsafe(&settings, &mut inner, request)).await;
+        }
         return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     }
 
@@ -622,6 +640,9 @@ where
     let (mut request, body_hash) = if method == Method::POST {
         match Box::pin(read_request_body(request, settings.max_body_bytes)).await {
             Ok(read) => read,
+            Err(Unread::Pass(passed)) if settings.retire_on_write => {
+                return Box::pin(pass_unsafe(&settings, &mut inner, *passed)).await
+            }
             Err(Unread::Pass(passed)) => {
                 return Box::pin(pass(&mut inner, *passed, XCache::Bypass)).await
             }
@@ -652,6 +673,9 @@ where
     }
     let target = target(&request);
     let path_tag = path_tag(target.path());
+    // A cached `POST`'s path, retired if the handler answers it and it is not stored.
+    let written =
+        (method == Method::POST && settings.retire_on_write).then(|| target.path().to_owned());
     let gen_key = core.group_key(&path_tag);
     let group_gen = match (&settings.group, &unreadable) {
         (Some(group), None) => match Box::pin(group_generation(core, group)).await {
@@ -831,6 +855,12 @@ where
     let stored = match filled {
         Ok(stored) => stored,
         Err(NotFilled { .. }) => {
+            if let (Some(Ok(response)), Some(path)) = (&passed, &written) {
+                // A `POST` the handler answered and that was not stored, a form's write
+                // answered `303 See Other` say: a write like any (RFC 9111 § 4.4), whose
+                // path is retired unless it failed.
+                retire_after(&settings, path, response.status()).await;
+            }
             return match passed {
                 Some(response) => response.map(|mut r| {
                     answer_condition(&mut r, conditions.as_ref());
@@ -1264,22 +1294,27 @@ where
 {
     let path = target(&request).path().to_owned();
     let response = pass(inner, request, XCache::Bypass).await?;
-    let status = response.status();
+    retire_after(settings, &path, response.status()).await;
+    Ok(response)
+}
+
+/// Retires every stored response of `path` after a write answered with `status`, unless
+/// that is an error.
+async fn retire_after(settings: &Settings, path: &str, status: StatusCode) {
     if status.is_client_error() || status.is_server_error() {
-        return Ok(response);
+        return;
     }
     let Some(cache) = settings.cache() else {
         warn_not_initialized();
-        return Ok(response);
+        return;
     };
     // To the end, even if the client goes away meanwhile: the write is made.
     let cache = Cache::clone(&cache);
+    let path = crate::invalidate::Target::Path(path.to_owned());
     crate::invalidate::to_the_end(async move {
-        let path = crate::invalidate::Target::Path(path);
         cache.core().evict_all(vec![path]).await;
     })
     .await;
-    Ok(response)
 }
 
 impl Settings {
