@@ -1335,6 +1335,26 @@ http_test! {
 }
 
 http_test! {
+    async fn tags_are_made_from_the_path_the_client_sent_under_a_nest(backend: Backend) {
+        let tag = |request: &axum::http::request::Parts| match request.uri.path().strip_prefix("/api/products/") {
+            Some(id) => vec![format!("product:{id}")],
+            None => Vec::new(),
+        };
+        let app = App::default();
+        let api = Router::new()
+            .route("/products/{id}", get(product))
+            .route_layer(layer().tags_from(tag).cache(backend.cache.clone()));
+        let router = Router::new().nest("/api", api).with_state(app.clone());
+        let served = serve_router(app, router).await;
+        assert_eq!(served.get("/api/products/9").await.x_cache(), "MISS");
+        assert_eq!(served.get("/api/products/9").await.x_cache(), "HIT");
+        backend.cache.invalidate_tag("product:9").await.unwrap();
+        assert_eq!(served.get("/api/products/9").await.x_cache(), "MISS", "tagged product:9");
+        assert_eq!(served.app.runs("product"), 2);
+    }
+}
+
+http_test! {
     async fn a_layer_within_a_layer_of_the_same_key_answers_at_once(backend: Backend) {
         // The outer layer wraps the nested route, layer and all.
         let app = App::default();

@@ -161,14 +161,24 @@ impl Tags {
         self.fixed.is_empty() && self.from.is_none()
     }
 
-    /// The tags of `request` (taken apart for the function, and put back together).
+    /// The tags of `request` (taken apart for the function, and put back together). The
+    /// function sees the URI the client sent, as the key and the paths are made of: under
+    /// axum's `Router::nest`, with the nest's prefix (`OriginalUri`).
     fn of<B>(&self, request: Request<B>) -> (Request<B>, Vec<String>) {
         let mut tags = self.fixed.clone();
         let Some(from) = &self.from else {
             return (request, tags);
         };
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let sent = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map(|original| original.0.clone());
+        let routed = sent.map(|sent| std::mem::replace(&mut parts.uri, sent));
         tags.extend(from(&parts));
+        if let Some(routed) = routed {
+            parts.uri = routed;
+        }
         (Request::from_parts(parts, body), tags)
     }
 }
@@ -457,7 +467,9 @@ impl CacheLayer {
 
     /// Tags each stored response with the tags `tags` makes from its request (its method,
     /// URI and headers), such as `user:42` from `/users/42/orders`. Each tag costs the
-    /// request one read of its generation (all in one `MGET`).
+    /// request one read of its generation (all in one `MGET`). The URI is the one the
+    /// client sent, as [`invalidate_path`] takes it: under axum's `Router::nest`, with the
+    /// nest's prefix.
     ///
     /// # Examples
     ///
@@ -1668,7 +1680,8 @@ impl EvictLayer {
     }
 
     /// Also retires every entry carrying one of the tags `tags` makes from the request
-    /// (`PUT /users/42` → `user:42`).
+    /// (`PUT /users/42` → `user:42`). The URI is the one the client sent, as
+    /// [`CacheLayer::tags_from`] sees it.
     ///
     /// # Examples
     ///
