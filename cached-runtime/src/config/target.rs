@@ -384,18 +384,48 @@ impl Config {
     /// A CA certificate without a `rediss://` URL: a certificate says TLS is wanted, and
     /// only `rediss://` turns it on (behind Sentinel, `redis://` Sentinel URLs would
     /// connect in the clear, password included).
+    ///
+    /// Also a CA certificate with no PEM certificate in it (rustls would trust no server,
+    /// and every handshake would fail as if the server's certificate were wrong), and a
+    /// `rediss://…#insecure` URL (no certificate check, which redcache does not build in:
+    /// redis-rs would refuse it only when connecting).
     pub(super) fn tls_problem(&self) -> Option<String> {
-        let tls_url = |url: &String| is_tls_url(url);
+        let tls_url = |url: &&String| is_tls_url(url);
         let t = &self.target;
-        let names_tls = t.url.iter().any(tls_url)
-            || t.cluster.iter().flatten().any(tls_url)
-            || t.sentinel.iter().flat_map(|s| &s.nodes).any(tls_url);
-        (self.tls_ca_cert.is_some() && !names_tls).then(|| {
-            "a CA certificate (Config::tls_ca_cert / REDIS_TLS_CA_CERT) is set, but no \
-             rediss:// URL: TLS is used only with rediss:// URLs (REDIS_URL, \
-             REDIS_CLUSTER_NODES or REDIS_SENTINEL_NODES); use them, or unset the certificate"
-                .to_string()
-        })
+        let mut tls_urls = t
+            .url
+            .iter()
+            .chain(t.cluster.iter().flatten())
+            .chain(t.sentinel.iter().flat_map(|s| &s.nodes))
+            .filter(tls_url);
+        if let Some(url) = tls_urls.clone().find(|url| url.ends_with("#insecure")) {
+            return Some(format!(
+                "{} asks for TLS without a certificate check (#insecure), which redcache \
+                 does not build in: give the server's authority with Config::tls_ca_cert / \
+                 REDIS_TLS_CA_CERT instead",
+                redact_url(url)
+            ));
+        }
+        let pem = self.tls_ca_cert.as_deref()?;
+        if tls_urls.next().is_none() {
+            return Some(
+                "a CA certificate (Config::tls_ca_cert / REDIS_TLS_CA_CERT) is set, but no \
+                 rediss:// URL: TLS is used only with rediss:// URLs (REDIS_URL, \
+                 REDIS_CLUSTER_NODES or REDIS_SENTINEL_NODES); use them, or unset the \
+                 certificate"
+                    .to_string(),
+            );
+        }
+        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        if !pem.windows(BEGIN.len()).any(|at| at == BEGIN) {
+            return Some(
+                "the CA certificate (Config::tls_ca_cert / REDIS_TLS_CA_CERT) holds no PEM \
+                 certificate (-----BEGIN CERTIFICATE-----): nothing would be trusted; give \
+                 the authority's certificate in PEM form"
+                    .to_string(),
+            );
+        }
+        None
     }
 
     /// TLS (a `rediss://` URL or a CA certificate) needs the `tls` feature.
@@ -411,6 +441,14 @@ impl Config {
                 "TLS (a rediss:// URL or a CA certificate) needs redcache's `tls` feature: \
                  redcache = { version = \"0.1\", features = [\"tls\"] }",
             ));
+        }
+        // redis-rs builds its TLS settings with rustls's process-wide provider. rustls
+        // picks one by itself only when one alone is built in, and panics otherwise (an
+        // application whose other crates build in aws-lc-rs as well as redcache's ring).
+        // An application that installs its own first keeps it.
+        #[cfg(feature = "tls")]
+        if wants_tls && rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
         }
         Ok(())
     }
@@ -692,9 +730,46 @@ mod tests {
         for url in ["rediss://h:6380", "valkeys://h:6380", "REDISS://h:6380"] {
             let config = Config::builder()
                 .url(url)
-                .tls_ca_cert(b"pem".to_vec())
+                .tls_ca_cert(b"-----BEGIN CERTIFICATE-----\nMIIB\n".to_vec())
                 .build();
             assert_eq!(config.tls_problem(), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_ca_certificate_file_without_a_certificate_is_refused() {
+        for pem in [
+            &b""[..],
+            b"-----BEGIN PRIVATE KEY-----\nMIIE\n",
+            b"\x30\x82\x01",
+        ] {
+            let err = Config::builder()
+                .url("rediss://h:6380")
+                .tls_ca_cert(pem.to_vec())
+                .build()
+                .problem()
+                .expect("refused");
+            assert!(err.contains("REDIS_TLS_CA_CERT"), "{err}");
+            assert!(err.contains("no PEM certificate"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tls_without_a_certificate_check_is_refused_at_start() {
+        let sentinel = Config::builder()
+            .sentinel(["rediss://s1:26379#insecure"], "mymaster")
+            .build();
+        let plain = Config::builder()
+            .url("rediss://:pw-secret@h:6380#insecure")
+            .build();
+        let cluster = Config::builder()
+            .cluster_nodes(["rediss://a:7000", "rediss://b:7000#insecure"])
+            .build();
+        for config in [sentinel, plain, cluster] {
+            let err = config.problem().expect("refused");
+            assert!(err.contains("#insecure"), "{err}");
+            assert!(err.contains("REDIS_TLS_CA_CERT"), "{err}");
+            assert!(!err.contains("secret"), "{err}");
         }
     }
 
