@@ -135,6 +135,21 @@ impl Target {
                 ));
             }
         }
+        if let (Some(nodes), None) = (&self.cluster, self.db) {
+            // redis-rs would send every node the first node's `SELECT`.
+            for node in nodes {
+                let db = url::Url::parse(node)
+                    .ok()
+                    .and_then(|url| url.path().trim_matches('/').parse::<i64>().ok());
+                if let Some(db) = db.filter(|db| *db != 0) {
+                    return Some(format!(
+                        "cluster node {} names database {db}, but a Redis Cluster has only \
+                         database 0",
+                        redact_url(node)
+                    ));
+                }
+            }
+        }
         self.sentinel.as_ref().and_then(Sentinels::problem)
     }
 
@@ -733,6 +748,30 @@ mod tests {
                 .tls_ca_cert(b"-----BEGIN CERTIFICATE-----\nMIIB\n".to_vec())
                 .build();
             assert_eq!(config.tls_problem(), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_node_naming_a_database_is_refused() {
+        for nodes in [
+            ["redis://a:7000/2", "redis://b:7000"],
+            ["redis://a:7000", "redis://b:7000/3"],
+        ] {
+            let err = Config::builder()
+                .cluster_nodes(nodes)
+                .build()
+                .problem()
+                .expect("refused");
+            assert!(err.contains("only database 0"), "{err}");
+        }
+        for nodes in [
+            ["redis://a:7000/0", "redis://b:7000/"],
+            ["redis://a:7000", "redis://b:7000"],
+        ] {
+            assert_eq!(
+                Config::builder().cluster_nodes(nodes).build().problem(),
+                None
+            );
         }
     }
 
