@@ -671,7 +671,9 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// The store failed or timed out.
+    /// The store failed or timed out; or `group` is no group's name
+    /// ([`Error::Config`](crate::Error::Config)): empty, or with whitespace, control
+    /// characters or braces (a key shows its group in braces, `{products}`).
     ///
     /// # Examples
     ///

@@ -24,7 +24,8 @@ use std::time::Duration;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configuration is unusable (a malformed URL, a tunable that does not parse).
+    /// The configuration is unusable (a malformed URL, a tunable that does not parse), or a
+    /// name given at run time names nothing (`invalidate_group("{products}")`).
     Config {
         /// What is wrong and how to fix it.
         message: String,

@@ -77,7 +77,8 @@ pub fn stats_by_prefix() -> Vec<(String, Stats)> {
 ///
 /// # Errors
 ///
-/// [`Error::NotInitialized`] when there is no cache; a store fault.
+/// [`Error::NotInitialized`] when there is no cache; a store fault; [`Error::Config`] for
+/// a name no group can have.
 ///
 /// # Examples
 ///

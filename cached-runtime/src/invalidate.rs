@@ -94,6 +94,13 @@ impl Core {
 
     /// Moves `group` to a new generation (see [`Cache::invalidate_group`](crate::Cache::invalidate_group)).
     pub(crate) async fn invalidate_group(&self, group: &str) -> Result<()> {
+        if let Some(problem) = key::group_problem(group) {
+            // (A name copied from a key, `{products}`, would move a generation no entry
+            // is stamped with, and leave the group's entries served.)
+            return Err(Error::config(format!(
+                "invalidate_group({group:?}): no group has this name: {problem}"
+            )));
+        }
         let gen_key = self.group_key(group);
         let timeout = Some(self.config.op_timeout());
         let set = self
@@ -423,6 +430,18 @@ mod tests {
 
     fn group(name: &str) -> Target {
         Target::Group(name.into())
+    }
+
+    #[tokio::test]
+    async fn a_name_no_group_can_have_is_refused() {
+        let cache = crate::Cache::memory();
+        for name in ["", "{products}", "products ", "a\tb"] {
+            let err = cache.invalidate_group(name).await.unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{name:?}: {err}");
+            assert!(err.to_string().contains("no group has this name"), "{err}");
+        }
+        cache.invalidate_group("products").await.unwrap();
+        assert_eq!(cache.stats().invalidations, 1);
     }
 
     /// A write's eviction that fails while the same target waits gives it a new hour; a

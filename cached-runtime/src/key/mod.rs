@@ -265,6 +265,21 @@ pub(crate) fn namespaced(namespace: Option<&str>, parts: &[&str]) -> String {
     key
 }
 
+/// Why `group` cannot name a group, as `#[cached(group = ..)]` checks it: empty, or with
+/// whitespace, control characters or braces (it becomes its keys' `{group}` hash tag).
+pub(crate) fn group_problem(group: &str) -> Option<&'static str> {
+    if group.is_empty() {
+        return Some("a group name is not empty");
+    }
+    group
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+        .then_some(
+            "a group name has no whitespace, control characters or braces (a key shows its \
+             group in braces: `{products}` is the group `products`)",
+        )
+}
+
 /// Where a group's generation lives: `[{namespace}:]redcache:group:{{group}}`.
 pub(crate) fn group_key(namespace: Option<&str>, group: &str) -> String {
     namespaced(namespace, &["redcache:group:{", group, "}"])
