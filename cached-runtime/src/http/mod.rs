@@ -874,6 +874,22 @@ where
                 retire_after(&settings, path, response.status()).await;
             }
             return match passed {
+                // The handler's answer to a `HEAD`: without a body, whatever serves it
+                // (hyper strips one; other stacks may not).
+                Some(response) if head => response.map(|mut r| {
+                    if answer_condition(&mut r, conditions.as_ref()) {
+                        return marked(r, XCache::Miss);
+                    }
+                    // Its length stays said, as a server would say it for a `HEAD`.
+                    let (mut parts, body) = r.into_parts();
+                    if let Some(len) = HttpBody::size_hint(&body).exact() {
+                        parts
+                            .headers
+                            .entry(header::CONTENT_LENGTH)
+                            .or_insert(HeaderValue::from(len));
+                    }
+                    marked(Response::from_parts(parts, body::empty()), XCache::Miss)
+                }),
                 Some(response) => response.map(|mut r| {
                     answer_condition(&mut r, conditions.as_ref());
                     marked(r, XCache::Miss)
@@ -1889,9 +1905,13 @@ mod tests {
             .cache(Cache::memory())
             .layer(handler.clone());
         let head = || Request::head("/page").body(Full::default()).unwrap();
-        // A miss: the handler is asked the `HEAD` itself, and nothing is stored.
+        // A miss: the handler is asked the `HEAD` itself, and nothing is stored. What it
+        // answers goes without a body (it gave one), its length said.
         let response = service.call(head()).await.unwrap();
         assert_eq!(response.headers()[X_CACHE], "MISS");
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "5");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty(), "{body:?}");
         let get = Request::get("/page").body(Full::default()).unwrap();
         let response = service.call(get).await.unwrap();
         assert_eq!(
