@@ -1311,6 +1311,7 @@ http_test! {
         let app = App::default();
         let router = Router::new()
             .route("/products/{id}", get(product).post(form_update))
+            .route("/search", get(search).post(search_post))
             .route_layer(layer().cache_post(true).cache(backend.cache.clone()))
             .with_state(app.clone());
         let served = serve_router(app, router).await;
@@ -1331,6 +1332,15 @@ http_test! {
         let after = served.get("/products/8").await;
         assert_eq!((after.x_cache(), &after.body[..]), ("MISS", read(3).as_bytes()));
         assert_eq!(served.app.runs("update"), 2);
+        // A read answered `200` and not stored (too large to key by, or `no-store`)
+        // retires nothing.
+        assert_eq!(served.get("/search?q=a").await.x_cache(), "MISS");
+        let post = served.send("POST", "/search", &[], &large).await;
+        assert_eq!((post.status, post.x_cache()), (StatusCode::OK, "BYPASS"));
+        let no_store = [("cache-control", "no-store")];
+        let post = served.send("POST", "/search", &no_store, "q=b").await;
+        assert_eq!((post.status, post.x_cache()), (StatusCode::OK, "BYPASS"));
+        assert_eq!(served.get("/search?q=a").await.x_cache(), "HIT");
     }
 }
 

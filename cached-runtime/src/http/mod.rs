@@ -376,9 +376,10 @@ impl CacheLayer {
     /// Caches `POST` requests too, keyed by a hash of their body and by their
     /// `Content-Type` (off by default: for `POST` routes that only read, such as a search
     /// with a JSON query). A body larger than [`max_body_bytes`](Self::max_body_bytes), or
-    /// of unknown length, passes through. A stored `POST` is a read: it retires nothing.
-    /// One that is not stored (passed through, or answered `303`, `201`, `204`...) is a
-    /// write, and retires the stored responses of its path unless it failed.
+    /// of unknown length, passes through. A `POST` answered with a status the layer stores
+    /// is a read, stored or not: it retires nothing. One answered with another status
+    /// (`303 See Other` after a form, `201`, `204`...), not an error, is a write: it
+    /// retires the stored responses of its path, as a `PUT` does.
     ///
     /// A `200` to a `POST` is stored, and an identical `POST` is answered with it: the
     /// handler does not run again. Put this layer on the `POST` routes that only read:
@@ -634,8 +635,7 @@ where
         || (partial(&request) && !asks.only_if_cached)
     {
         if method == Method::POST && settings.retire_on_write {
-            // A `POST` neither answered from the cache nor stored is a write like any.
-            return Box::pin(pass_unsafe(&settings, &mut inner, request)).await;
+            return Box::pin(pass_post(&settings, &mut inner, request)).await;
         }
         return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     }
@@ -653,7 +653,7 @@ where
         match Box::pin(read_request_body(request, settings.max_body_bytes)).await {
             Ok(read) => read,
             Err(Unread::Pass(passed)) if settings.retire_on_write => {
-                return Box::pin(pass_unsafe(&settings, &mut inner, *passed)).await
+                return Box::pin(pass_post(&settings, &mut inner, *passed)).await
             }
             Err(Unread::Pass(passed)) => {
                 return Box::pin(pass(&mut inner, *passed, XCache::Bypass)).await
@@ -685,7 +685,7 @@ where
     }
     let target = target(&request);
     let path_tag = path_tag(target.path());
-    // A cached `POST`'s path, retired if the handler answers it and it is not stored.
+    // A cached `POST`'s path, retired if the handler answers it as a write (`pass_post`).
     let written =
         (method == Method::POST && settings.retire_on_write).then(|| target.path().to_owned());
     let gen_key = core.group_key(&path_tag);
@@ -868,10 +868,10 @@ where
         Ok(stored) => stored,
         Err(NotFilled { .. }) => {
             if let (Some(Ok(response)), Some(path)) = (&passed, &written) {
-                // A `POST` the handler answered and that was not stored, a form's write
-                // answered `303 See Other` say: a write like any (RFC 9111 § 4.4), whose
-                // path is retired unless it failed.
-                retire_after(&settings, path, response.status()).await;
+                if !settings.statuses.contains(&response.status()) {
+                    // A form's write answered `303 See Other`, say (`posted_write`).
+                    retire_after(&settings, path, response.status()).await;
+                }
             }
             return match passed {
                 // The handler's answer to a `HEAD`: without a body, whatever serves it
@@ -1323,6 +1323,30 @@ where
     let path = target(&request).path().to_owned();
     let response = pass(inner, request, XCache::Bypass).await?;
     retire_after(settings, &path, response.status()).await;
+    Ok(response)
+}
+
+/// The handler's response to a `POST` under `cache_post` that is not looked up (its body
+/// is too large to key by, or of unknown length; the request said `no-store`). Answered
+/// with a status the layer does not store (`303 See Other` after a form, `201`, `204`),
+/// and not an error, it is a write like any other method's (RFC 9111 § 4.4): its path is
+/// retired. One the layer would store is a read that was not stored, and retires nothing:
+/// no request can empty a path's responses by its headers alone.
+async fn pass_post<S, ReqB, ResB>(
+    settings: &Settings,
+    inner: &mut S,
+    request: Request<ReqB>,
+) -> std::result::Result<Response<Body>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: HttpBody<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let path = target(&request).path().to_owned();
+    let response = pass(inner, request, XCache::Bypass).await?;
+    if !settings.statuses.contains(&response.status()) {
+        retire_after(settings, &path, response.status()).await;
+    }
     Ok(response)
 }
 
