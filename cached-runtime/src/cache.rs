@@ -672,8 +672,8 @@ impl Cache {
     /// # Errors
     ///
     /// The store failed or timed out; or `group` is no group's name
-    /// ([`Error::Config`](crate::Error::Config)): empty, or with whitespace, control
-    /// characters or braces (a key shows its group in braces, `{products}`).
+    /// ([`Error::Config`](crate::Error::Config)): empty, or with control characters or
+    /// braces (a key shows its group in braces, `{products}`).
     ///
     /// # Examples
     ///

@@ -327,8 +327,16 @@ impl CacheLayer {
     /// ```
     /// let layer = redcache::http::CacheLayer::new().group("products");
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `group` is no group's name (empty, or with control characters or braces),
+    /// which `invalidate_group` would refuse.
     pub fn group(self, group: impl Into<String>) -> Self {
         let group = group.into();
+        if let Some(problem) = key::group_problem(&group) {
+            panic!("CacheLayer::group({group:?}): {problem}");
+        }
         self.with(|s| s.group = Some(group))
     }
 
@@ -438,8 +446,10 @@ impl CacheLayer {
     /// RFC 5861's `stale-if-error`: when the handler fails (a `5xx` response, or the
     /// service's error) and the response it was to replace is past its TTL by less than
     /// `window`, that response answers instead (`X-Cache: HIT`), as
-    /// `#[cached(stale_if_error = ..)]`. Never a response retired by an invalidation. A
-    /// response with its own `Cache-Control: stale-if-error=N` gets N seconds instead.
+    /// `#[cached(stale_if_error = ..)]`, or one that replaced it meanwhile (another
+    /// request's, another process's) if it is fresh or within its own window. Never a
+    /// response retired by an invalidation. A response with its own `Cache-Control:
+    /// stale-if-error=N` gets N seconds instead.
     ///
     /// # Examples
     ///
@@ -1688,8 +1698,15 @@ impl EvictLayer {
     /// ```
     /// let layer = redcache::http::EvictLayer::new().group("products");
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `group` is no group's name (empty, or with control characters or braces).
     pub fn group(self, group: impl Into<String>) -> Self {
         let group = group.into();
+        if let Some(problem) = key::group_problem(&group) {
+            panic!("EvictLayer::group({group:?}): {problem}");
+        }
         self.with(|e| e.groups.push(group))
     }
 
@@ -1953,6 +1970,20 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert!(body.is_empty(), "{body:?}");
         assert_eq!(handler.0.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "CacheLayer::group(\"{products}\"): a group name has no control characters or braces"
+    )]
+    fn a_layer_group_no_invalidation_could_reach_is_refused() {
+        let _ = CacheLayer::new().group("{products}");
+    }
+
+    #[test]
+    #[should_panic(expected = "EvictLayer::group(\"\")")]
+    fn an_eviction_of_an_empty_group_is_refused() {
+        let _ = EvictLayer::new().group("");
     }
 
     #[test]

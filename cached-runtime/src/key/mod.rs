@@ -265,18 +265,19 @@ pub(crate) fn namespaced(namespace: Option<&str>, parts: &[&str]) -> String {
     key
 }
 
-/// Why `group` cannot name a group, as `#[cached(group = ..)]` checks it: empty, or with
-/// whitespace, control characters or braces (it becomes its keys' `{group}` hash tag).
+/// Why `group` cannot name a group: empty, or with control characters or braces (it
+/// becomes its keys' `{group}` hash tag). (`#[cached(group = ..)]` refuses whitespace too;
+/// an HTTP layer's group may have it.)
 pub(crate) fn group_problem(group: &str) -> Option<&'static str> {
     if group.is_empty() {
         return Some("a group name is not empty");
     }
     group
         .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+        .any(|c| c.is_control() || c == '{' || c == '}')
         .then_some(
-            "a group name has no whitespace, control characters or braces (a key shows its \
-             group in braces: `{products}` is the group `products`)",
+            "a group name has no control characters or braces (a key shows its group in \
+             braces: `{products}` is the group `products`)",
         )
 }
 
