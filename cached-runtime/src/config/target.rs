@@ -138,8 +138,11 @@ impl Target {
         if let (Some(nodes), None) = (&self.cluster, self.db) {
             // redis-rs would send every node the first node's `SELECT`.
             for node in nodes {
+                // (`h1:7000` parses as a URL of scheme `h1`: not a Redis URL, refused as
+                // such when connecting.)
                 let db = url::Url::parse(node)
                     .ok()
+                    .filter(|url| matches!(url.scheme(), "redis" | "rediss" | "valkey" | "valkeys"))
                     .and_then(|url| url.path().trim_matches('/').parse::<i64>().ok());
                 if let Some(db) = db.filter(|db| *db != 0) {
                     return Some(format!(
@@ -773,6 +776,12 @@ mod tests {
                 None
             );
         }
+        // Not a Redis URL (its scheme would be `a`): not read as naming database 7000.
+        let problem = Config::builder()
+            .cluster_nodes(["a:7000", "b:7000"])
+            .build()
+            .problem();
+        assert!(!problem.is_some_and(|p| p.contains("database")));
     }
 
     #[test]
