@@ -97,7 +97,8 @@ pub(crate) enum Served {
     /// By the body, because the store failed or was skipped.
     Fault,
     /// By an entry past its TTL (`stale_ttl`, `stale_if_error`), or by the entry a failed
-    /// early refresh was to replace.
+    /// early refresh was to replace; after a failed body, by an entry stored meanwhile,
+    /// valid or not.
     Stale,
 }
 
