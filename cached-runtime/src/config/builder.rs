@@ -450,6 +450,11 @@ impl ConfigBuilder {
 
     /// Trust these certificate authorities (PEM) for `rediss://`, instead of the system's
     /// roots: for a Redis whose certificate a private CA signed. Needs the `tls` feature.
+    /// A file without a PEM certificate in it is an [`Error::Config`](crate::Error::Config).
+    ///
+    /// TLS runs on rustls's process-wide crypto provider. Where the application has
+    /// installed none when the cache connects, redcache installs ring's: an application
+    /// that wants another (aws-lc-rs) installs it before `init`.
     ///
     /// # Examples
     ///

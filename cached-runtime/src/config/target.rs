@@ -784,6 +784,18 @@ mod tests {
         assert!(!problem.is_some_and(|p| p.contains("database")));
     }
 
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_tls_url_has_a_crypto_provider_before_it_connects() {
+        // (Process-wide; no test of this binary connects over TLS.)
+        Config::builder()
+            .url("rediss://h:6380")
+            .build()
+            .connection_info()
+            .unwrap();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+
     #[test]
     fn a_ca_certificate_file_without_a_certificate_is_refused() {
         for pem in [
