@@ -1306,7 +1306,7 @@ http_test! {
 }
 
 http_test! {
-    async fn a_post_that_is_not_stored_retires_its_path_as_a_write(backend: Backend) {
+    async fn a_post_answered_as_a_write_retires_its_path_and_a_read_does_not(backend: Backend) {
         // One layer over a route's read and its form's write, as `route_layer` puts it.
         let app = App::default();
         let router = Router::new()
@@ -1340,6 +1340,10 @@ http_test! {
         let no_store = [("cache-control", "no-store")];
         let post = served.send("POST", "/search", &no_store, "q=b").await;
         assert_eq!((post.status, post.x_cache()), (StatusCode::OK, "BYPASS"));
+        // Looked up, and not stored (a request with `Authorization`).
+        let authorized = [("authorization", "Bearer x")];
+        let post = served.send("POST", "/search", &authorized, "q=c").await;
+        assert_eq!((post.status, post.x_cache()), (StatusCode::OK, "MISS"));
         assert_eq!(served.get("/search?q=a").await.x_cache(), "HIT");
     }
 }

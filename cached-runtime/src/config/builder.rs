@@ -452,9 +452,10 @@ impl ConfigBuilder {
     /// roots: for a Redis whose certificate a private CA signed. Needs the `tls` feature.
     /// A file without a PEM certificate in it is an [`Error::Config`](crate::Error::Config).
     ///
-    /// TLS runs on rustls's process-wide crypto provider. Where the application has
-    /// installed none when the cache connects, redcache installs ring's: an application
-    /// that wants another (aws-lc-rs) installs it before `init`.
+    /// TLS (any `rediss://` URL) runs on rustls's process-wide crypto provider. Where the
+    /// application has installed none when the cache connects, redcache installs ring's:
+    /// an application that wants another (aws-lc-rs) installs it before `init` or
+    /// `Cache::connect`.
     ///
     /// # Examples
     ///

@@ -385,9 +385,11 @@ impl CacheLayer {
     /// `Content-Type` (off by default: for `POST` routes that only read, such as a search
     /// with a JSON query). A body larger than [`max_body_bytes`](Self::max_body_bytes), or
     /// of unknown length, passes through. A `POST` answered with a status the layer stores
-    /// is a read, stored or not: it retires nothing. One answered with another status
+    /// is a read, stored or not (with `Set-Cookie`, say): it retires nothing, where RFC
+    /// 9111 § 4.4 would have any `POST` retire its path. One answered with another status
     /// (`303 See Other` after a form, `201`, `204`...), not an error, is a write: it
-    /// retires the stored responses of its path, as a `PUT` does.
+    /// retires the stored responses of its path, as a `PUT` does. A write that answers
+    /// `200` under this layer retires nothing: put an [`EvictLayer`] on it.
     ///
     /// A `200` to a `POST` is stored, and an identical `POST` is answered with it: the
     /// handler does not run again. Put this layer on the `POST` routes that only read:
@@ -411,9 +413,10 @@ impl CacheLayer {
         self.with(|s| s.post = yes)
     }
 
-    /// Whether a request of an unsafe method (`PUT`, `PATCH`, `DELETE`, an uncached
-    /// `POST`) answered with anything but an error retires the stored responses of its
-    /// path, as RFC 9111 § 4.4 has a cache do (on by default). Each such request then
+    /// Whether a request of an unsafe method (`PUT`, `PATCH`, `DELETE`, a `POST`; under
+    /// [`cache_post`](Self::cache_post), only a `POST` answered with a status the layer
+    /// does not store) answered with anything but an error retires the stored responses
+    /// of its path, as RFC 9111 § 4.4 has a cache do (on by default). Each such request then
     /// waits for one Redis write (a new generation of its path, even one nothing was
     /// cached for), as [`invalidate_path`] does; turn it off for a layer over write routes
     /// whose paths are never read through it (an ingest endpoint), or that retire what
@@ -879,7 +882,7 @@ where
         Err(NotFilled { .. }) => {
             if let (Some(Ok(response)), Some(path)) = (&passed, &written) {
                 if !settings.statuses.contains(&response.status()) {
-                    // A form's write answered `303 See Other`, say (`posted_write`).
+                    // A form's write answered `303 See Other`, say (see `pass_post`).
                     retire_after(&settings, path, response.status()).await;
                 }
             }
@@ -890,9 +893,15 @@ where
                     if answer_condition(&mut r, conditions.as_ref()) {
                         return marked(r, XCache::Miss);
                     }
-                    // Its length stays said, as a server would say it for a `HEAD`.
+                    // Its length stays said, as a server would say it for a `HEAD` (not
+                    // where a length may not be sent: RFC 9110 § 8.6, RFC 9112 § 6.2).
                     let (mut parts, body) = r.into_parts();
-                    if let Some(len) = HttpBody::size_hint(&body).exact() {
+                    let status = parts.status;
+                    let lengthless = status.is_informational()
+                        || status == StatusCode::NO_CONTENT
+                        || status == StatusCode::NOT_MODIFIED
+                        || parts.headers.contains_key(header::TRANSFER_ENCODING);
+                    if let Some(len) = HttpBody::size_hint(&body).exact().filter(|_| !lengthless) {
                         parts
                             .headers
                             .entry(header::CONTENT_LENGTH)
@@ -1984,6 +1993,36 @@ mod tests {
     #[should_panic(expected = "EvictLayer::group(\"\")")]
     fn an_eviction_of_an_empty_group_is_refused() {
         let _ = EvictLayer::new().group("");
+    }
+
+    /// Answers `204 No Content` to any request, as a probe's `HEAD` handler may.
+    #[derive(Clone)]
+    struct NoContent;
+
+    impl Service<Request<Full<Bytes>>> for NoContent {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = Ready<std::result::Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<Full<Bytes>>) -> Self::Future {
+            let mut response = Response::new(Full::default());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            ready(Ok(response))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_miss_answered_no_content_says_no_length() {
+        let mut service = CacheLayer::new().cache(Cache::memory()).layer(NoContent);
+        let head = Request::head("/probe").body(Full::default()).unwrap();
+        let response = service.call(head).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(response.headers()[X_CACHE], "MISS");
+        assert_eq!(response.headers().get(header::CONTENT_LENGTH), None);
     }
 
     #[test]
