@@ -92,10 +92,12 @@ impl XCache {
 /// A [`tower_layer::Layer`] that caches the responses of the routes it wraps.
 ///
 /// Only `GET` (and `HEAD`, answered from the `GET` entry without a body; a `HEAD` miss is
-/// its handler's to answer, and fills nothing) is looked up, and `POST` if [`cache_post`](Self::cache_post) says so; other methods pass through with
-/// `X-Cache: BYPASS`, and a request of an unsafe method (`PUT`, `PATCH`, `DELETE`, an
-/// uncached `POST`) answered with anything but an error retires the stored responses of
-/// its path ([`invalidate_path`], RFC 9111 § 4.4). Responses with a status in
+/// its handler's to answer, and fills nothing) is looked up, and `POST` if
+/// [`cache_post`](Self::cache_post) says so; other methods pass through with `X-Cache:
+/// BYPASS`, and a request of an unsafe method (`PUT`, `PATCH`, `DELETE`, a `POST`; under
+/// `cache_post`, only one answered with a status the layer does not store) answered with
+/// anything but an error retires the stored responses of its path ([`invalidate_path`],
+/// RFC 9111 § 4.4). Responses with a status in
 /// [`statuses`](Self::statuses) (`200`) are stored for [`ttl`](Self::ttl) plus jitter,
 /// unless:
 ///
@@ -698,9 +700,6 @@ where
     }
     let target = target(&request);
     let path_tag = path_tag(target.path());
-    // A cached `POST`'s path, retired if the handler answers it as a write (`pass_post`).
-    let written =
-        (method == Method::POST && settings.retire_on_write).then(|| target.path().to_owned());
     let gen_key = core.group_key(&path_tag);
     let group_gen = match (&settings.group, &unreadable) {
         (Some(group), None) => match Box::pin(group_generation(core, group)).await {
@@ -836,6 +835,7 @@ where
     };
     let fill = Fill {
         key: &key,
+        posted: method == Method::POST && settings.retire_on_write,
         settings: &settings,
         keyed_by: &keyed_by,
         authorized,
@@ -846,8 +846,10 @@ where
     };
     let mut request = Some(request);
     let mut passed: Passed<S::Error> = None;
+    // The path of a `POST` the handler answered (`Fill::posted`).
+    let mut written: Option<String> = None;
     let (mut filled, mut served) = run(core, at, &tag_names, async {
-        Box::pin(fill.run(&mut inner, &mut request, &mut passed)).await
+        Box::pin(fill.run(&mut inner, &mut request, &mut passed, &mut written)).await
     })
     .await;
     // One clock read for the request's freshness checks and the response's `Age`.
@@ -872,7 +874,7 @@ where
             // refreshed (or a refresh already under way answers).
             let at = Entry { force: true, ..at };
             (filled, served) = run(core, at, &tag_names, async {
-                Box::pin(fill.run(&mut inner, &mut request, &mut passed)).await
+                Box::pin(fill.run(&mut inner, &mut request, &mut passed, &mut written)).await
             })
             .await;
         }
@@ -880,11 +882,12 @@ where
     let stored = match filled {
         Ok(stored) => stored,
         Err(NotFilled { .. }) => {
-            if let (Some(Ok(response)), Some(path)) = (&passed, &written) {
-                if !settings.statuses.contains(&response.status()) {
-                    // A form's write answered `303 See Other`, say (see `pass_post`).
-                    retire_after(&settings, path, response.status()).await;
-                }
+            let answered = match &passed {
+                Some(Ok(response)) => Some(response.status()),
+                _ => None,
+            };
+            if let (Some(status), Some(path)) = (answered, written) {
+                retire_posted(&settings, path, status).await;
             }
             return match passed {
                 // The handler's answer to a `HEAD`: without a body, whatever serves it
@@ -901,7 +904,9 @@ where
                         || status == StatusCode::NO_CONTENT
                         || status == StatusCode::NOT_MODIFIED
                         || parts.headers.contains_key(header::TRANSFER_ENCODING);
-                    if let Some(len) = HttpBody::size_hint(&body).exact().filter(|_| !lengthless) {
+                    // (An empty body says nothing of the `GET`'s length: none is said.)
+                    let len = HttpBody::size_hint(&body).exact();
+                    if let Some(len) = len.filter(|&len| len > 0 && !lengthless) {
                         parts
                             .headers
                             .entry(header::CONTENT_LENGTH)
@@ -1134,6 +1139,9 @@ struct Fill<'a> {
     /// The key the response is stored under: the request carries it to the handler
     /// ([`Filling`]).
     key: &'a str,
+    /// A `POST` that retires its path if the handler answers it as a write: its path is
+    /// kept when the handler runs ([`retire_posted`]).
+    posted: bool,
     settings: &'a Settings,
     keyed_by: &'a [HeaderName],
     authorized: bool,
@@ -1156,6 +1164,7 @@ impl Fill<'_> {
         inner: &mut S,
         request: &mut Option<Request<ReqB>>,
         passed: &mut Passed<S::Error>,
+        written: &mut Option<String>,
     ) -> Filled
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -1169,6 +1178,9 @@ impl Fill<'_> {
         let Some(mut request) = request.take() else {
             return Err(NotFilled { failed: false });
         };
+        if self.posted {
+            *written = Some(target(&request).path().to_owned());
+        }
         request
             .extensions_mut()
             .insert(Filling(Arc::from(self.key)));
@@ -1341,7 +1353,7 @@ where
 {
     let path = target(&request).path().to_owned();
     let response = pass(inner, request, XCache::Bypass).await?;
-    retire_after(settings, &path, response.status()).await;
+    retire_after(settings, path, response.status()).await;
     Ok(response)
 }
 
@@ -1363,15 +1375,21 @@ where
 {
     let path = target(&request).path().to_owned();
     let response = pass(inner, request, XCache::Bypass).await?;
-    if !settings.statuses.contains(&response.status()) {
-        retire_after(settings, &path, response.status()).await;
-    }
+    retire_posted(settings, path, response.status()).await;
     Ok(response)
+}
+
+/// After a `POST` under `cache_post` that the handler answered with `status`: retires
+/// `path` if that says a write ([`pass_post`]).
+async fn retire_posted(settings: &Settings, path: String, status: StatusCode) {
+    if !settings.statuses.contains(&status) {
+        retire_after(settings, path, status).await;
+    }
 }
 
 /// Retires every stored response of `path` after a write answered with `status`, unless
 /// that is an error.
-async fn retire_after(settings: &Settings, path: &str, status: StatusCode) {
+async fn retire_after(settings: &Settings, path: String, status: StatusCode) {
     if status.is_client_error() || status.is_server_error() {
         return;
     }
@@ -1381,7 +1399,7 @@ async fn retire_after(settings: &Settings, path: &str, status: StatusCode) {
     };
     // To the end, even if the client goes away meanwhile: the write is made.
     let cache = Cache::clone(&cache);
-    let path = crate::invalidate::Target::Path(path.to_owned());
+    let path = crate::invalidate::Target::Path(path);
     crate::invalidate::to_the_end(async move {
         cache.core().evict_all(vec![path]).await;
     })
@@ -2016,12 +2034,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_head_miss_answered_no_content_says_no_length() {
-        let mut service = CacheLayer::new().cache(Cache::memory()).layer(NoContent);
-        let head = Request::head("/probe").body(Full::default()).unwrap();
-        let response = service.call(head).await.unwrap();
+    async fn a_head_answered_no_content_says_no_length() {
+        let mut service = CacheLayer::new()
+            .statuses([StatusCode::OK, StatusCode::NO_CONTENT])
+            .cache(Cache::memory())
+            .layer(NoContent);
+        let head = || Request::head("/probe").body(Full::default()).unwrap();
+        let response = service.call(head()).await.unwrap();
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
         assert_eq!(response.headers()[X_CACHE], "MISS");
+        assert_eq!(response.headers().get(header::CONTENT_LENGTH), None);
+        // Stored by a `GET`, and a hit for the next `HEAD`.
+        let get = Request::get("/probe").body(Full::default()).unwrap();
+        assert_eq!(service.call(get).await.unwrap().headers()[X_CACHE], "MISS");
+        let response = service.call(head()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(response.headers()[X_CACHE], "HIT");
         assert_eq!(response.headers().get(header::CONTENT_LENGTH), None);
     }
 

@@ -355,9 +355,12 @@ impl Stored {
         let body = match (answer.not_modified, answer.head) {
             (true, _) => body::empty(),
             (false, true) => {
-                // What a `GET` would get, said without the body.
-                let len = number_value(b"", self.body.len() as u64);
-                headers.insert(header::CONTENT_LENGTH, len);
+                // What a `GET` would get, said without the body (not for a status that
+                // has no length: RFC 9110 § 8.6).
+                if status != StatusCode::NO_CONTENT && !status.is_informational() {
+                    let len = number_value(b"", self.body.len() as u64);
+                    headers.insert(header::CONTENT_LENGTH, len);
+                }
                 body::empty()
             }
             // The server frames it from the body's exact length.
