@@ -376,13 +376,8 @@ impl Config {
             }
             match info.addr() {
                 redis::ConnectionAddr::Tcp(..) => {}
-                redis::ConnectionAddr::TcpTls { insecure, .. } => {
-                    tls = Some(if *insecure {
-                        redis::TlsMode::Insecure
-                    } else {
-                        redis::TlsMode::Secure
-                    });
-                }
+                // (`#insecure` is refused before: `Config::problem`.)
+                redis::ConnectionAddr::TcpTls { .. } => tls = Some(redis::TlsMode::Secure),
                 _ => return Err(bad("is not a TCP address".into())),
             }
             nodes.push(info.addr().clone());
@@ -416,7 +411,10 @@ impl Config {
             .chain(t.cluster.iter().flatten())
             .chain(t.sentinel.iter().flat_map(|s| &s.nodes))
             .filter(tls_url);
-        if let Some(url) = tls_urls.clone().find(|url| url.ends_with("#insecure")) {
+        let insecure = |url: &&String| {
+            url::Url::parse(url).is_ok_and(|url| url.fragment() == Some("insecure"))
+        };
+        if let Some(url) = tls_urls.clone().find(insecure) {
             return Some(format!(
                 "{} asks for TLS without a certificate check (#insecure), which redcache \
                  does not build in: give the server's authority with Config::tls_ca_cert / \
