@@ -560,7 +560,8 @@ mod valid;
 /// still served the entry. So a hot key is refreshed by one caller instead of missed by
 /// all of them at expiry. 1.0 is the paper's default; a larger β refreshes earlier. A
 /// refresh whose body returns `Err` or panics is answered with the entry it was
-/// refreshing, still valid (read again first, as for `stale_if_error`), and the entry stays.
+/// refreshing, still valid (read again first, as for `stale_if_error`, which may find a
+/// newer one that answers instead), and the entry stays.
 ///
 /// - **Default:** off.
 /// - **Checked:** a number greater than 0 (`1`, `1.0`, `2.5`).
@@ -617,8 +618,9 @@ mod valid;
 /// invalidated entry is never used this way: invalidation leaves a tombstone, not the old
 /// value, and before it answers the entry is read again, so an invalidation (of the key,
 /// its group or its tags) made while the body ran counts too; if Redis cannot say, the
-/// failure stands. Without such an entry the `Err` (or the panic) goes to the caller as
-/// before.
+/// failure stands. An entry that replaced it while the body ran (another process's fill,
+/// a `put!`) answers instead, if it is valid or within its own window. Without such an
+/// entry the `Err` (or the panic) goes to the caller as before.
 ///
 /// - **Default:** off (0).
 /// - **Checked:** a whole number of seconds, on a function returning `Result<T, E>` or
