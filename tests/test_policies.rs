@@ -297,10 +297,20 @@ async fn gated_flaky(
     started: &tokio::sync::Semaphore,
     go: &tokio::sync::Semaphore,
 ) -> Result<String, String> {
+    gated(id, fail, started, go).await
+}
+
+/// The body of the gated functions: a value, or (when told to fail) a failure that says it
+/// has started, then waits to be let go.
+async fn gated(
+    id: u64,
+    fail: &AtomicUsize,
+    started: &tokio::sync::Semaphore,
+    go: &tokio::sync::Semaphore,
+) -> Result<String, String> {
     if fail.load(SeqCst) == 0 {
         return Ok(format!("value {id}"));
     }
-    // A failing body says it has started, then waits to be let go.
     started.add_permits(1);
     go.acquire().await.unwrap().forget();
     Err("the database is down".into())
@@ -361,12 +371,7 @@ async fn replaced_flaky(
     started: &tokio::sync::Semaphore,
     go: &tokio::sync::Semaphore,
 ) -> Result<String, String> {
-    if fail.load(SeqCst) == 0 {
-        return Ok(format!("value {id}"));
-    }
-    started.add_permits(1);
-    go.acquire().await.unwrap().forget();
-    Err("the database is down".into())
+    gated(id, fail, started, go).await
 }
 
 on_both_stores! {

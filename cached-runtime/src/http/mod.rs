@@ -635,7 +635,7 @@ where
         || method == Method::HEAD
         || (method == Method::POST && settings.post);
     if !looked_up && !method.is_safe() && settings.retire_on_write {
-        return Box::pin(pass_unsafe(&settings, &mut inner, request)).await;
+        return Box::pin(pass_unsafe(&settings, &mut inner, request, false)).await;
     }
     let asks = rules::asks(request.headers());
     // `no-store` forbids storing what the handler answers; with `only-if-cached`, the
@@ -650,7 +650,7 @@ where
         || (partial(&request) && !asks.only_if_cached)
     {
         if method == Method::POST && settings.retire_on_write {
-            return Box::pin(pass_post(&settings, &mut inner, request)).await;
+            return Box::pin(pass_unsafe(&settings, &mut inner, request, true)).await;
         }
         return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
     }
@@ -668,7 +668,7 @@ where
         match Box::pin(read_request_body(request, settings.max_body_bytes)).await {
             Ok(read) => read,
             Err(Unread::Pass(passed)) if settings.retire_on_write => {
-                return Box::pin(pass_post(&settings, &mut inner, *passed)).await
+                return Box::pin(pass_unsafe(&settings, &mut inner, *passed, true)).await
             }
             Err(Unread::Pass(passed)) => {
                 return Box::pin(pass(&mut inner, *passed, XCache::Bypass)).await
@@ -1341,10 +1341,17 @@ where
 /// error retires every stored response of the target's path (RFC 9111 § 4.4), as
 /// [`invalidate_path`] does: the write is seen by the next read of the path. A failed
 /// invalidation is logged and counted; the response is returned all the same.
+///
+/// `posted`: a `POST` under `cache_post` that is not looked up (its body is too large to
+/// key by, or of unknown length; the request said `no-store`). Answered with a status the
+/// layer does not store (`303 See Other` after a form, `201`, `204`), it is a write as
+/// above. One the layer would store is a read that was not stored, and retires nothing:
+/// no request can empty a path's responses by its headers alone.
 async fn pass_unsafe<S, ReqB, ResB>(
     settings: &Settings,
     inner: &mut S,
     request: Request<ReqB>,
+    posted: bool,
 ) -> std::result::Result<Response<Body>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -1353,34 +1360,15 @@ where
 {
     let path = target(&request).path().to_owned();
     let response = pass(inner, request, XCache::Bypass).await?;
-    retire_after(settings, path, response.status()).await;
-    Ok(response)
-}
-
-/// The handler's response to a `POST` under `cache_post` that is not looked up (its body
-/// is too large to key by, or of unknown length; the request said `no-store`). Answered
-/// with a status the layer does not store (`303 See Other` after a form, `201`, `204`),
-/// and not an error, it is a write like any other method's (RFC 9111 § 4.4): its path is
-/// retired. One the layer would store is a read that was not stored, and retires nothing:
-/// no request can empty a path's responses by its headers alone.
-async fn pass_post<S, ReqB, ResB>(
-    settings: &Settings,
-    inner: &mut S,
-    request: Request<ReqB>,
-) -> std::result::Result<Response<Body>, S::Error>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: HttpBody<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
-{
-    let path = target(&request).path().to_owned();
-    let response = pass(inner, request, XCache::Bypass).await?;
-    retire_posted(settings, path, response.status()).await;
+    match posted {
+        true => retire_posted(settings, path, response.status()).await,
+        false => retire_after(settings, path, response.status()).await,
+    }
     Ok(response)
 }
 
 /// After a `POST` under `cache_post` that the handler answered with `status`: retires
-/// `path` if that says a write ([`pass_post`]).
+/// `path` if that says a write (see [`pass_unsafe`]).
 async fn retire_posted(settings: &Settings, path: String, status: StatusCode) {
     if !settings.statuses.contains(&status) {
         retire_after(settings, path, status).await;
