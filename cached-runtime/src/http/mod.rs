@@ -899,10 +899,7 @@ where
                     // Its length stays said, as a server would say it for a `HEAD` (not
                     // where a length may not be sent: RFC 9110 § 8.6, RFC 9112 § 6.2).
                     let (mut parts, body) = r.into_parts();
-                    let status = parts.status;
-                    let lengthless = status.is_informational()
-                        || status == StatusCode::NO_CONTENT
-                        || status == StatusCode::NOT_MODIFIED
+                    let lengthless = rules::lengthless(parts.status)
                         || parts.headers.contains_key(header::TRANSFER_ENCODING);
                     // (An empty body says nothing of the `GET`'s length: none is said.)
                     let len = HttpBody::size_hint(&body).exact();
@@ -1935,11 +1932,27 @@ mod tests {
         assert!(!partial(&head));
     }
 
-    /// Answers `found` to any method, and notes the methods it was asked with.
-    #[derive(Clone, Default)]
-    struct Found(Arc<std::sync::Mutex<Vec<Method>>>);
+    /// Answers every request with `status` and `body`, and notes the methods it was asked
+    /// with.
+    #[derive(Clone)]
+    struct Answers {
+        status: StatusCode,
+        body: &'static str,
+        methods: Arc<std::sync::Mutex<Vec<Method>>>,
+    }
 
-    impl Service<Request<Full<Bytes>>> for Found {
+    impl Answers {
+        fn new(status: StatusCode, body: &'static str) -> Self {
+            let methods = Arc::default();
+            Answers {
+                status,
+                body,
+                methods,
+            }
+        }
+    }
+
+    impl Service<Request<Full<Bytes>>> for Answers {
         type Response = Response<Full<Bytes>>;
         type Error = Infallible;
         type Future = Ready<std::result::Result<Self::Response, Infallible>>;
@@ -1949,14 +1962,16 @@ mod tests {
         }
 
         fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
-            self.0.lock().unwrap().push(request.method().clone());
-            ready(Ok(Response::new(Full::from("found"))))
+            self.methods.lock().unwrap().push(request.method().clone());
+            let mut response = Response::new(Full::from(self.body));
+            *response.status_mut() = self.status;
+            ready(Ok(response))
         }
     }
 
     #[tokio::test]
     async fn a_head_miss_is_the_handlers_and_a_hit_has_no_body() {
-        let handler = Found::default();
+        let handler = Answers::new(StatusCode::OK, "found");
         let mut service = CacheLayer::new()
             .cache(Cache::memory())
             .layer(handler.clone());
@@ -1977,14 +1992,17 @@ mod tests {
         );
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "found");
-        assert_eq!(*handler.0.lock().unwrap(), [Method::HEAD, Method::GET]);
+        assert_eq!(
+            *handler.methods.lock().unwrap(),
+            [Method::HEAD, Method::GET]
+        );
         // A hit: the `GET` entry's headers, without its body, whatever serves it.
         let response = service.call(head()).await.unwrap();
         assert_eq!(response.headers()[X_CACHE], "HIT");
         assert_eq!(response.headers()[header::CONTENT_LENGTH], "5");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert!(body.is_empty(), "{body:?}");
-        assert_eq!(handler.0.lock().unwrap().len(), 2);
+        assert_eq!(handler.methods.lock().unwrap().len(), 2);
     }
 
     #[test]
@@ -2001,32 +2019,12 @@ mod tests {
         let _ = EvictLayer::new().group("");
     }
 
-    /// Answers `204 No Content` to any request, as a probe's `HEAD` handler may.
-    #[derive(Clone)]
-    struct NoContent;
-
-    impl Service<Request<Full<Bytes>>> for NoContent {
-        type Response = Response<Full<Bytes>>;
-        type Error = Infallible;
-        type Future = Ready<std::result::Result<Self::Response, Infallible>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: Request<Full<Bytes>>) -> Self::Future {
-            let mut response = Response::new(Full::default());
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            ready(Ok(response))
-        }
-    }
-
     #[tokio::test]
     async fn a_head_answered_no_content_says_no_length() {
         let mut service = CacheLayer::new()
             .statuses([StatusCode::OK, StatusCode::NO_CONTENT])
             .cache(Cache::memory())
-            .layer(NoContent);
+            .layer(Answers::new(StatusCode::NO_CONTENT, ""));
         let head = || Request::head("/probe").body(Full::default()).unwrap();
         let response = service.call(head()).await.unwrap();
         assert_eq!(response.status(), StatusCode::NO_CONTENT);

@@ -301,6 +301,14 @@ pub(super) fn storable(
     })
 }
 
+/// Whether a response of `status` may say no length, its body empty by definition (RFC
+/// 9110 § 8.6: a `1xx`, a `204`, a `304`).
+pub(super) fn lengthless(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
 /// Whether the response's `Content-Type` is `text/event-stream` (the media type's name is
 /// case-insensitive, and parameters may follow it).
 fn event_stream(headers: &HeaderMap) -> bool {

@@ -357,7 +357,7 @@ impl Stored {
             (false, true) => {
                 // What a `GET` would get, said without the body (not for a status that
                 // has no length: RFC 9110 § 8.6).
-                if status != StatusCode::NO_CONTENT && !status.is_informational() {
+                if !super::rules::lengthless(status) {
                     let len = number_value(b"", self.body.len() as u64);
                     headers.insert(header::CONTENT_LENGTH, len);
                 }
