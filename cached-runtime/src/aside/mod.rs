@@ -292,28 +292,37 @@ impl Core {
     /// A call's first read, and its answer if that is a hit. What the read saw otherwise
     /// goes on to [`run_from`](Self::run_from), which acts on it as its first
     /// [`step`](Self::step) would have.
-    async fn begin<K: Shape<O>, O>(&self, at: Entry<'_>) -> Begun<O> {
-        // Before the read, as in `step`: a flight that ends after it is noticed, and an
-        // invalidation this process made before it.
-        let stripe = self.flights.stripe(at.key);
-        let changes = self.changes();
-        let started = at.started.unwrap_or_else(Instant::now);
-        let read = self.read_relaxed(at).await;
-        let examined = match self.examine::<K, O>(at, &read) {
-            Examined::Hit(found) => match self.count_hit(at.prefix, found) {
-                Some((out, served)) => return Begun::Hit(out, served),
-                // A tombstone: a miss.
-                None => Examined::Miss,
-            },
-            examined => examined,
-        };
-        Begun::More(Box::new(First {
-            stripe,
-            changes,
-            started,
-            read,
-            examined,
-        }))
+    ///
+    /// (Not an `async fn`: one would hold each argument twice, in the future each hit
+    /// builds and moves. Below it, the read takes the entry by reference.)
+    #[allow(clippy::manual_async_fn)]
+    fn begin<'a, K: Shape<O> + 'a, O: 'a>(
+        &'a self,
+        at: &'a Entry<'a>,
+    ) -> impl Future<Output = Begun<O>> + 'a {
+        async move {
+            // Before the read, as in `step`: a flight that ends after it is noticed, and an
+            // invalidation this process made before it.
+            let stripe = self.flights.stripe(at.key);
+            let changes = self.changes();
+            let started = at.started.unwrap_or_else(Instant::now);
+            let read = self.read_relaxed(at).await;
+            let examined = match self.examine::<K, O>(*at, &read) {
+                Examined::Hit(found) => match self.count_hit(at.prefix, found) {
+                    Some((out, served)) => return Begun::Hit(out, served),
+                    // A tombstone: a miss.
+                    None => Examined::Miss,
+                },
+                examined => examined,
+            };
+            Begun::More(Box::new(First {
+                stripe,
+                changes,
+                started,
+                read,
+                examined,
+            }))
+        }
     }
 
     /// [`get_or_run`](Self::get_or_run) for an entry already described.
@@ -326,22 +335,26 @@ impl Core {
     /// `tag_names`: the call's tags (whose generations make `at.tags`), read again only
     /// before a failed body is answered with the entry (see
     /// [`answer_stale`](Self::answer_stale)).
-    pub(crate) async fn run_at<K, O, F>(
-        self: &Arc<Self>,
-        at: Entry<'_>,
+    #[allow(clippy::manual_async_fn)] // holds its arguments once, as `begin`
+    pub(crate) fn run_at<'a, K, O, F>(
+        self: &'a Arc<Self>,
+        at: Entry<'a>,
         hooks: Hooks<O>,
-        tag_names: &[String],
+        tag_names: &'a [String],
         body: F,
-    ) -> (O, Served)
+    ) -> impl Future<Output = (O, Served)> + 'a
     where
-        K: Shape<O>,
-        F: Future<Output = O>,
+        K: Shape<O> + 'a,
+        O: 'a,
+        F: Future<Output = O> + 'a,
     {
-        match self.begin::<K, O>(at).await {
-            Begun::Hit(out, served) => (out, served),
-            Begun::More(first) => {
-                let from = self.run_from::<K, O, F>(&at, hooks, tag_names, body, Some(first));
-                Box::pin(from).await
+        async move {
+            match self.begin::<K, O>(&at).await {
+                Begun::Hit(out, served) => (out, served),
+                Begun::More(first) => {
+                    let from = self.run_from::<K, O, F>(&at, hooks, tag_names, body, Some(first));
+                    Box::pin(from).await
+                }
             }
         }
     }

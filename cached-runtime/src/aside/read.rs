@@ -243,18 +243,20 @@ impl Core {
 
     /// Reads `key` (and the group generation) from the master; faults are recorded, never
     /// returned.
+    #[allow(clippy::manual_async_fn)] // holds `at` once: see `read_from`
     pub(super) fn read<'a>(&'a self, at: Entry<'a>) -> impl Future<Output = Read> + 'a {
-        self.read_from(at, false)
+        async move { self.read_from(&at, false).await }
     }
 
     /// [`read`](Self::read), but a replica may answer (reading from replicas): a hit may be
     /// older than the master by the replication lag. Anything else is read again with
     /// `read` before it is acted on.
-    pub(super) fn read_relaxed<'a>(&'a self, at: Entry<'a>) -> impl Future<Output = Read> + 'a {
+    pub(super) fn read_relaxed<'a>(&'a self, at: &'a Entry<'a>) -> impl Future<Output = Read> + 'a {
         self.read_from(at, true)
     }
 
-    async fn read_from(&self, at: Entry<'_>, relaxed: bool) -> Read {
+    /// (The entry by reference: a hit's first read holds it once, in its caller.)
+    async fn read_from(&self, at: &Entry<'_>, relaxed: bool) -> Read {
         if at.unread {
             return Read::Unavailable;
         }

@@ -618,11 +618,15 @@ impl Shape<Filled> for Responses {
 }
 
 /// One request through the layer.
-async fn handle<S, ReqB, ResB>(
+///
+/// (Not an `async fn`: one would move its arguments into locals of their own, and so hold
+/// the request twice in the future that each request allocates and moves.)
+#[allow(clippy::manual_async_fn)]
+fn handle<S, ReqB, ResB>(
     settings: Arc<Settings>,
     mut inner: S,
-    request: Request<ReqB>,
-) -> std::result::Result<Response<Body>, S::Error>
+    mut request: Request<ReqB>,
+) -> impl Future<Output = std::result::Result<Response<Body>, S::Error>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ReqB: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
@@ -630,322 +634,327 @@ where
     ResB: HttpBody<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let method = request.method().clone();
-    let looked_up = method == Method::GET
-        || method == Method::HEAD
-        || (method == Method::POST && settings.post);
-    if !looked_up && !method.is_safe() && settings.retire_on_write {
-        return Box::pin(pass_unsafe(&settings, &mut inner, request, false)).await;
-    }
-    let asks = rules::asks(request.headers());
-    // `no-store` forbids storing what the handler answers; with `only-if-cached`, the
-    // handler may not answer (RFC 9111 § 5.2.1.7): the cache answers or `504`, storing
-    // nothing either way. A `GET` or `HEAD` with a body (which axum hands a handler like
-    // any other) is not keyed by it, as a `POST` is: not looked up; nor a `Range` for a
-    // part, unless `only-if-cached` (the handler may not answer it: a stored response
-    // answers whole, else `504`).
-    if !looked_up
-        || (asks.no_store && !asks.only_if_cached)
-        || bodied(&request)
-        || (partial(&request) && !asks.only_if_cached)
-    {
-        if method == Method::POST && settings.retire_on_write {
-            return Box::pin(pass_unsafe(&settings, &mut inner, request, true)).await;
+    async move {
+        let method = request.method().clone();
+        let looked_up = method == Method::GET
+            || method == Method::HEAD
+            || (method == Method::POST && settings.post);
+        if !looked_up && !method.is_safe() && settings.retire_on_write {
+            return Box::pin(pass_unsafe(&settings, &mut inner, request, false)).await;
         }
-        return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
-    }
-
-    let Some(cache) = settings.cache() else {
-        warn_not_initialized();
-        return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
-    };
-    let core = cache.core();
-    if core.config.is_cluster() && settings.prefix.contains(['{', '}']) {
-        warn_braced_prefix(&settings.prefix);
-        return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
-    }
-    let (mut request, body_hash) = if method == Method::POST {
-        match Box::pin(read_request_body(request, settings.max_body_bytes)).await {
-            Ok(read) => read,
-            Err(Unread::Pass(passed)) if settings.retire_on_write => {
-                return Box::pin(pass_unsafe(&settings, &mut inner, *passed, true)).await
-            }
-            Err(Unread::Pass(passed)) => {
-                return Box::pin(pass(&mut inner, *passed, XCache::Bypass)).await
-            }
-            Err(Unread::Failed) => {
-                return Ok(marked(bodiless(StatusCode::BAD_REQUEST), XCache::Bypass))
-            }
-        }
-    } else {
-        (request, None)
-    };
-    // The generations of the request's tags and of the layer's group, if it has them:
-    // stamped on what is stored. If one cannot be read, nothing is read or stored for the
-    // request, but it still shares one handler run with the requests like it (the store
-    // is likely out, when the handler's backend most needs that).
-    let mut tags = 0;
-    let mut tag_names = Vec::new();
-    let mut unreadable = None;
-    if !settings.tags.is_empty() {
-        let (taken, names) = settings.tags.of(request);
-        request = taken;
-        tag_names = names;
-        if !tag_names.is_empty() {
-            match Box::pin(core.tag_digest(&tag_names)).await {
-                Ok(digest) => tags = digest,
-                Err(err) => unreadable = Some((path_tag(target(&request).path()), err)),
-            }
-        }
-    }
-    let target = target(&request);
-    let path_tag = path_tag(target.path());
-    let gen_key = core.group_key(&path_tag);
-    let group_gen = match (&settings.group, &unreadable) {
-        (Some(group), None) => match Box::pin(group_generation(core, group)).await {
-            Ok(gen) => Some(gen),
-            Err(err) => {
-                unreadable = Some((gen_key.clone(), err));
-                None
-            }
-        },
-        _ => None,
-    };
-    if let Some((name, err)) = &unreadable {
-        core.fault(name, err);
-    }
-    let unread = unreadable.is_some();
-    let keyed_by = settings
-        .vary
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let authorized = request.headers().contains_key(header::AUTHORIZATION);
-    let mut material = Material::new();
-    material
-        .part(if method == Method::POST {
-            b"POST"
-        } else {
-            b"GET"
-        })
-        .part(target.path().as_bytes())
-        .part(rules::sorted_query(target.query().unwrap_or("")).as_bytes());
-    add_host(&mut material, &request, target);
-    for name in keyed_by.iter() {
-        material.header(name, request.headers());
-    }
-    if unread {
-        // Requests keyed alike may carry other tags (`tags_from` may read what the key
-        // does not): without their generations' digest to tell them apart on the stamp,
-        // the names keep them in flights of their own.
-        for name in &tag_names {
-            material.part(name.as_bytes());
-        }
-    }
-    material
-        .part(&[u8::from(authorized)])
-        // `?` where the group's generation could not be read: no generation is written
-        // so, and such a key is never read or written (`unread`).
-        .part(match (&group_gen, unread) {
-            (Some(gen), _) => gen,
-            (None, true) => b"?",
-            (None, false) => b"-",
-        })
-        .part(body_hash.as_deref().unwrap_or("").as_bytes());
-    if method == Method::POST {
-        // The same bytes as another type are another request (a handler may parse JSON
-        // and refuse text).
-        material.header(&header::CONTENT_TYPE, request.headers());
-    }
-    let namespace = core.config.namespace();
-    let key = key::derive_key(
-        namespace,
-        &settings.prefix,
-        Some(&path_tag),
-        &material.into_bytes(),
-    );
-    // A layer of the same key inside another's handler (an axum layer over a router that
-    // nests routers with layers of their own): the outer one stores the response, and this
-    // one passes it on. Joining the outer one's flight, it would wait on itself.
-    if request
-        .extensions()
-        .get::<Filling>()
-        .is_some_and(|filling| *filling.0 == *key)
-    {
-        return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
-    }
-    let ttl = settings
-        .ttl
-        .unwrap_or(Duration::from_secs(core.config.default_ttl()));
-    let jitter = settings
-        .jitter
-        .map_or_else(|| default_jitter(ttl.as_secs()), |j| j.as_secs());
-    let whole = |window: Option<Duration>| window.map(|w| w.as_secs());
-    // The jitter is drawn as the response is stored (`Fill::run`), into the lifetime its
-    // `max-age` says: the engine adds none.
-    let policy = Policy::seconds(ttl.as_secs(), 0, 0)
-        .with_stale(
-            whole(settings.stale_while_revalidate),
-            whole(settings.stale_if_error),
-        )
-        .with_format(core.config.format());
-    // A `GET`'s validators are the layer's to evaluate: the handler is asked for the whole
-    // response, which can be stored (see `Conditions`). A cached `POST` keeps its own.
-    let conditions = (method != Method::POST).then(|| Conditions::take(request.headers_mut()));
-    let head = method == Method::HEAD;
-    if head {
-        // The GET entry answers a HEAD. On a miss the handler answers the `HEAD` as it
-        // came, and nothing is stored: under axum the layer wraps each method's handler,
-        // and a route's own `head` handler (`get(page).head(probe)`), asked for a `GET`,
-        // would fill the entry a `GET` is answered from with its answer to a `HEAD`. A
-        // `HEAD` ignores `Range` (RFC 9110 § 14.2).
-        request.headers_mut().remove(header::RANGE);
-        request.headers_mut().remove(header::IF_RANGE);
-    }
-    // A request that says how old or how fresh a response it takes refuses the others as
-    // they are read: the handler answers it, and the request is counted once, as a miss.
-    let accepts = |bytes: &[u8]| match Stored::decode(bytes) {
-        Ok((Found::Value(stored) | Found::Null(stored), stamp)) => {
-            let now = unix_ms();
-            let expired = stamp.refresh.is_some_and(|r| now >= r.expires_ms);
-            !refuses(&asks, &stored, now, expired)
-        }
-        // Not a response: the engine reads it as it reads any.
-        _ => true,
-    };
-    let asks_freshness = asks.max_age.is_some() || asks.min_fresh.is_some();
-    let accepts: crate::aside::Accepts<'_> = &accepts;
-    let at = Entry {
-        prefix: Some(&settings.prefix),
-        key: &key,
-        gen_key: Some(&gen_key),
-        gen_expires: true,
-        force: asks.no_cache,
-        // With `only-if-cached`, a stale response the request accepts answers it: the
-        // handler may not run for it, and the refresh is left to a request that may. A
-        // `HEAD`'s answer is never stored: it refreshes nothing, and leads no flight that
-        // `GET`s would wait on.
-        may_run: !asks.only_if_cached && !head,
-        policy: &policy,
-        local: None,
-        started: None,
-        tags,
-        unread,
-        accepts: asks_freshness.then_some(&accepts),
-    };
-    let fill = Fill {
-        key: &key,
-        posted: method == Method::POST && settings.retire_on_write,
-        settings: &settings,
-        keyed_by: &keyed_by,
-        authorized,
-        ttl,
-        jitter,
-        only_if_cached: asks.only_if_cached,
-        head,
-    };
-    let mut request = Some(request);
-    let mut passed: Passed<S::Error> = None;
-    // The path of a `POST` the handler answered (`Fill::posted`).
-    let mut written: Option<String> = None;
-    let (mut filled, mut served) = run(core, at, &tag_names, async {
-        Box::pin(fill.run(&mut inner, &mut request, &mut passed, &mut written)).await
-    })
-    .await;
-    // One clock read for the request's freshness checks and the response's `Age`.
-    let now = unix_ms();
-    if let Ok(stored) = &filled {
-        // Checked again for a response the read did not examine (another request's, shared
-        // with this one), or that aged past what the request takes since it was read.
-        // (Unless the handler has already run for this request: it failed, and the old
-        // response answered for it under `stale-if-error`, which the request gets. Nor for
-        // one the handler has just made for another request: its run for this one would
-        // answer no younger or fresher.)
-        if served.is_hit()
-            && stored.elapsed(now) > 0
-            && refuses(&asks, stored, now, served == Served::Stale)
-            && request.is_some()
+        let asks = rules::asks(request.headers());
+        // `no-store` forbids storing what the handler answers; with `only-if-cached`, the
+        // handler may not answer (RFC 9111 § 5.2.1.7): the cache answers or `504`, storing
+        // nothing either way. A `GET` or `HEAD` with a body (which axum hands a handler like
+        // any other) is not keyed by it, as a `POST` is: not looked up; nor a `Range` for a
+        // part, unless `only-if-cached` (the handler may not answer it: a stored response
+        // answers whole, else `504`).
+        if !looked_up
+            || (asks.no_store && !asks.only_if_cached)
+            || bodied(&request)
+            || (partial(&request) && !asks.only_if_cached)
         {
-            if asks.only_if_cached {
-                // Not one the request accepts, and the handler may not answer.
-                return Ok(marked(bodiless(StatusCode::GATEWAY_TIMEOUT), XCache::Miss));
+            if method == Method::POST && settings.retire_on_write {
+                return Box::pin(pass_unsafe(&settings, &mut inner, request, true)).await;
             }
-            // Older than the request accepts: the handler answers, and the entry is
-            // refreshed (or a refresh already under way answers).
-            let at = Entry { force: true, ..at };
-            (filled, served) = run(core, at, &tag_names, async {
-                Box::pin(fill.run(&mut inner, &mut request, &mut passed, &mut written)).await
-            })
-            .await;
+            return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
         }
-    }
-    let stored = match filled {
-        Ok(stored) => stored,
-        Err(NotFilled { .. }) => {
-            let answered = match &passed {
-                Some(Ok(response)) => Some(response.status()),
-                _ => None,
-            };
-            if let (Some(status), Some(path)) = (answered, written) {
-                retire_posted(&settings, path, status).await;
+
+        let Some(cache) = settings.cache() else {
+            warn_not_initialized();
+            return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
+        };
+        let core = cache.core();
+        if core.config.is_cluster() && settings.prefix.contains(['{', '}']) {
+            warn_braced_prefix(&settings.prefix);
+            return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
+        }
+        let body_hash = if method == Method::POST {
+            match Box::pin(read_request_body(request, settings.max_body_bytes)).await {
+                Ok((read, hash)) => {
+                    request = read;
+                    hash
+                }
+                Err(Unread::Pass(passed)) if settings.retire_on_write => {
+                    return Box::pin(pass_unsafe(&settings, &mut inner, *passed, true)).await
+                }
+                Err(Unread::Pass(passed)) => {
+                    return Box::pin(pass(&mut inner, *passed, XCache::Bypass)).await
+                }
+                Err(Unread::Failed) => {
+                    return Ok(marked(bodiless(StatusCode::BAD_REQUEST), XCache::Bypass))
+                }
             }
-            return match passed {
-                // The handler's answer to a `HEAD`: without a body, whatever serves it
-                // (hyper strips one; other stacks may not).
-                Some(response) if head => response.map(|mut r| {
-                    if answer_condition(&mut r, conditions.as_ref()) {
-                        return marked(r, XCache::Miss);
-                    }
-                    // Its length stays said, as a server would say it for a `HEAD` (not
-                    // where a length may not be sent: RFC 9110 § 8.6, RFC 9112 § 6.2).
-                    let (mut parts, body) = r.into_parts();
-                    let lengthless = rules::lengthless(parts.status)
-                        || parts.headers.contains_key(header::TRANSFER_ENCODING);
-                    // (An empty body says nothing of the `GET`'s length: none is said.)
-                    let len = HttpBody::size_hint(&body).exact();
-                    if let Some(len) = len.filter(|&len| len > 0 && !lengthless) {
-                        parts
-                            .headers
-                            .entry(header::CONTENT_LENGTH)
-                            .or_insert(HeaderValue::from(len));
-                    }
-                    marked(Response::from_parts(parts, body::empty()), XCache::Miss)
-                }),
-                Some(response) => response.map(|mut r| {
-                    answer_condition(&mut r, conditions.as_ref());
-                    marked(r, XCache::Miss)
-                }),
-                // Not reached: a `NotFilled` is only made after the handler's response was
-                // put there, or when the handler has no request left to answer, which the
-                // freshness check above avoids. Never an empty `200` if it were.
-                None => Ok(marked(
-                    bodiless(StatusCode::INTERNAL_SERVER_ERROR),
-                    XCache::Miss,
-                )),
-            };
-        }
-    };
-    let from_cache = served.is_hit();
-    // Evaluated only where a cache may (RFC 9111 § 4.3.2, RFC 9110 § 13.2.1): for a `GET`
-    // or `HEAD`, of a stored `2xx`. `If-None-Match`, else `If-Modified-Since` (see
-    // `Conditions`).
-    let not_modified = match &conditions {
-        Some(conditions) if stored.is_success() => {
-            conditions.not_modified(|| stored.etag(), || stored.last_modified())
-        }
-        _ => false,
-    };
-    let answer = Answer {
-        x_cache: if from_cache {
-            XCache::Hit
         } else {
-            XCache::Miss
-        },
-        from_cache,
-        head,
-        not_modified,
-    };
-    Ok(stored.respond(answer, now))
+            None
+        };
+        // The generations of the request's tags and of the layer's group, if it has them:
+        // stamped on what is stored. If one cannot be read, nothing is read or stored for the
+        // request, but it still shares one handler run with the requests like it (the store
+        // is likely out, when the handler's backend most needs that).
+        let mut tags = 0;
+        let mut tag_names = Vec::new();
+        let mut unreadable = None;
+        if !settings.tags.is_empty() {
+            let (taken, names) = settings.tags.of(request);
+            request = taken;
+            tag_names = names;
+            if !tag_names.is_empty() {
+                match Box::pin(core.tag_digest(&tag_names)).await {
+                    Ok(digest) => tags = digest,
+                    Err(err) => unreadable = Some((path_tag(target(&request).path()), err)),
+                }
+            }
+        }
+        let target = target(&request);
+        let path_tag = path_tag(target.path());
+        let gen_key = core.group_key(&path_tag);
+        let group_gen = match (&settings.group, &unreadable) {
+            (Some(group), None) => match Box::pin(group_generation(core, group)).await {
+                Ok(gen) => Some(gen),
+                Err(err) => {
+                    unreadable = Some((gen_key.clone(), err));
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some((name, err)) = &unreadable {
+            core.fault(name, err);
+        }
+        let unread = unreadable.is_some();
+        let keyed_by = settings
+            .vary
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let authorized = request.headers().contains_key(header::AUTHORIZATION);
+        let mut material = Material::new();
+        material
+            .part(if method == Method::POST {
+                b"POST"
+            } else {
+                b"GET"
+            })
+            .part(target.path().as_bytes())
+            .part(rules::sorted_query(target.query().unwrap_or("")).as_bytes());
+        add_host(&mut material, &request, target);
+        for name in keyed_by.iter() {
+            material.header(name, request.headers());
+        }
+        if unread {
+            // Requests keyed alike may carry other tags (`tags_from` may read what the key
+            // does not): without their generations' digest to tell them apart on the stamp,
+            // the names keep them in flights of their own.
+            for name in &tag_names {
+                material.part(name.as_bytes());
+            }
+        }
+        material
+            .part(&[u8::from(authorized)])
+            // `?` where the group's generation could not be read: no generation is written
+            // so, and such a key is never read or written (`unread`).
+            .part(match (&group_gen, unread) {
+                (Some(gen), _) => gen,
+                (None, true) => b"?",
+                (None, false) => b"-",
+            })
+            .part(body_hash.as_deref().unwrap_or("").as_bytes());
+        if method == Method::POST {
+            // The same bytes as another type are another request (a handler may parse JSON
+            // and refuse text).
+            material.header(&header::CONTENT_TYPE, request.headers());
+        }
+        let namespace = core.config.namespace();
+        let key = key::derive_key(
+            namespace,
+            &settings.prefix,
+            Some(&path_tag),
+            &material.into_bytes(),
+        );
+        // A layer of the same key inside another's handler (an axum layer over a router that
+        // nests routers with layers of their own): the outer one stores the response, and this
+        // one passes it on. Joining the outer one's flight, it would wait on itself.
+        if request
+            .extensions()
+            .get::<Filling>()
+            .is_some_and(|filling| *filling.0 == *key)
+        {
+            return Box::pin(pass(&mut inner, request, XCache::Bypass)).await;
+        }
+        let ttl = settings
+            .ttl
+            .unwrap_or(Duration::from_secs(core.config.default_ttl()));
+        let jitter = settings
+            .jitter
+            .map_or_else(|| default_jitter(ttl.as_secs()), |j| j.as_secs());
+        let whole = |window: Option<Duration>| window.map(|w| w.as_secs());
+        // The jitter is drawn as the response is stored (`Fill::run`), into the lifetime its
+        // `max-age` says: the engine adds none.
+        let policy = Policy::seconds(ttl.as_secs(), 0, 0)
+            .with_stale(
+                whole(settings.stale_while_revalidate),
+                whole(settings.stale_if_error),
+            )
+            .with_format(core.config.format());
+        // A `GET`'s validators are the layer's to evaluate: the handler is asked for the whole
+        // response, which can be stored (see `Conditions`). A cached `POST` keeps its own.
+        let conditions = (method != Method::POST).then(|| Conditions::take(request.headers_mut()));
+        let head = method == Method::HEAD;
+        if head {
+            // The GET entry answers a HEAD. On a miss the handler answers the `HEAD` as it
+            // came, and nothing is stored: under axum the layer wraps each method's handler,
+            // and a route's own `head` handler (`get(page).head(probe)`), asked for a `GET`,
+            // would fill the entry a `GET` is answered from with its answer to a `HEAD`. A
+            // `HEAD` ignores `Range` (RFC 9110 § 14.2).
+            request.headers_mut().remove(header::RANGE);
+            request.headers_mut().remove(header::IF_RANGE);
+        }
+        // A request that says how old or how fresh a response it takes refuses the others as
+        // they are read: the handler answers it, and the request is counted once, as a miss.
+        let accepts = |bytes: &[u8]| match Stored::decode(bytes) {
+            Ok((Found::Value(stored) | Found::Null(stored), stamp)) => {
+                let now = unix_ms();
+                let expired = stamp.refresh.is_some_and(|r| now >= r.expires_ms);
+                !refuses(&asks, &stored, now, expired)
+            }
+            // Not a response: the engine reads it as it reads any.
+            _ => true,
+        };
+        let asks_freshness = asks.max_age.is_some() || asks.min_fresh.is_some();
+        let accepts: crate::aside::Accepts<'_> = &accepts;
+        let at = Entry {
+            prefix: Some(&settings.prefix),
+            key: &key,
+            gen_key: Some(&gen_key),
+            gen_expires: true,
+            force: asks.no_cache,
+            // With `only-if-cached`, a stale response the request accepts answers it: the
+            // handler may not run for it, and the refresh is left to a request that may. A
+            // `HEAD`'s answer is never stored: it refreshes nothing, and leads no flight that
+            // `GET`s would wait on.
+            may_run: !asks.only_if_cached && !head,
+            policy: &policy,
+            local: None,
+            started: None,
+            tags,
+            unread,
+            accepts: asks_freshness.then_some(&accepts),
+        };
+        let fill = Fill {
+            key: &key,
+            posted: method == Method::POST && settings.retire_on_write,
+            settings: &settings,
+            keyed_by: &keyed_by,
+            authorized,
+            ttl,
+            jitter,
+            only_if_cached: asks.only_if_cached,
+            head,
+        };
+        let mut request = Some(request);
+        let mut passed: Passed<S::Error> = None;
+        // The path of a `POST` the handler answered (`Fill::posted`).
+        let mut written: Option<String> = None;
+        let (mut filled, mut served) = run(core, at, &tag_names, async {
+            Box::pin(fill.run(&mut inner, &mut request, &mut passed, &mut written)).await
+        })
+        .await;
+        // One clock read for the request's freshness checks and the response's `Age`.
+        let now = unix_ms();
+        if let Ok(stored) = &filled {
+            // Checked again for a response the read did not examine (another request's, shared
+            // with this one), or that aged past what the request takes since it was read.
+            // (Unless the handler has already run for this request: it failed, and the old
+            // response answered for it under `stale-if-error`, which the request gets. Nor for
+            // one the handler has just made for another request: its run for this one would
+            // answer no younger or fresher.)
+            if served.is_hit()
+                && stored.elapsed(now) > 0
+                && refuses(&asks, stored, now, served == Served::Stale)
+                && request.is_some()
+            {
+                if asks.only_if_cached {
+                    // Not one the request accepts, and the handler may not answer.
+                    return Ok(marked(bodiless(StatusCode::GATEWAY_TIMEOUT), XCache::Miss));
+                }
+                // Older than the request accepts: the handler answers, and the entry is
+                // refreshed (or a refresh already under way answers).
+                let at = Entry { force: true, ..at };
+                (filled, served) = run(core, at, &tag_names, async {
+                    Box::pin(fill.run(&mut inner, &mut request, &mut passed, &mut written)).await
+                })
+                .await;
+            }
+        }
+        let stored = match filled {
+            Ok(stored) => stored,
+            Err(NotFilled { .. }) => {
+                let answered = match &passed {
+                    Some(Ok(response)) => Some(response.status()),
+                    _ => None,
+                };
+                if let (Some(status), Some(path)) = (answered, written) {
+                    Box::pin(retire_posted(&settings, path, status)).await;
+                }
+                return match passed {
+                    // The handler's answer to a `HEAD`: without a body, whatever serves it
+                    // (hyper strips one; other stacks may not).
+                    Some(response) if head => response.map(|mut r| {
+                        if answer_condition(&mut r, conditions.as_ref()) {
+                            return marked(r, XCache::Miss);
+                        }
+                        // Its length stays said, as a server would say it for a `HEAD` (not
+                        // where a length may not be sent: RFC 9110 § 8.6, RFC 9112 § 6.2).
+                        let (mut parts, body) = r.into_parts();
+                        let lengthless = rules::lengthless(parts.status)
+                            || parts.headers.contains_key(header::TRANSFER_ENCODING);
+                        // (An empty body says nothing of the `GET`'s length: none is said.)
+                        let len = HttpBody::size_hint(&body).exact();
+                        if let Some(len) = len.filter(|&len| len > 0 && !lengthless) {
+                            parts
+                                .headers
+                                .entry(header::CONTENT_LENGTH)
+                                .or_insert(HeaderValue::from(len));
+                        }
+                        marked(Response::from_parts(parts, body::empty()), XCache::Miss)
+                    }),
+                    Some(response) => response.map(|mut r| {
+                        answer_condition(&mut r, conditions.as_ref());
+                        marked(r, XCache::Miss)
+                    }),
+                    // Not reached: a `NotFilled` is only made after the handler's response was
+                    // put there, or when the handler has no request left to answer, which the
+                    // freshness check above avoids. Never an empty `200` if it were.
+                    None => Ok(marked(
+                        bodiless(StatusCode::INTERNAL_SERVER_ERROR),
+                        XCache::Miss,
+                    )),
+                };
+            }
+        };
+        let from_cache = served.is_hit();
+        // Evaluated only where a cache may (RFC 9111 § 4.3.2, RFC 9110 § 13.2.1): for a `GET`
+        // or `HEAD`, of a stored `2xx`. `If-None-Match`, else `If-Modified-Since` (see
+        // `Conditions`).
+        let not_modified = match &conditions {
+            Some(conditions) if stored.is_success() => {
+                conditions.not_modified(|| stored.etag(), || stored.last_modified())
+            }
+            _ => false,
+        };
+        let answer = Answer {
+            x_cache: if from_cache {
+                XCache::Hit
+            } else {
+                XCache::Miss
+            },
+            from_cache,
+            head,
+            not_modified,
+        };
+        Ok(stored.respond(answer, now))
+    }
 }
 
 /// Whether a request that `asks` refuses `stored` at `now` (unix ms), read past its

@@ -857,13 +857,13 @@ impl<C: Conn> RedisStore<C> {
     {
         let (mut conn, mut generation) = match self.conn() {
             Ok(current) => current,
-            Err(gone) => self.reopen_after(gone).await?,
+            Err(gone) => Box::pin(self.reopen_after(gone)).await?,
         };
         for attempt in 0..3 {
             match op(conn).await {
                 Err(err)
                     if self.must_replace(&err)
-                        || self.runtime_went_away(generation, &err).await =>
+                        || Box::pin(self.runtime_went_away(generation, &err)).await =>
                 {
                     let bound = self.conn.load();
                     if bound.generation == generation {
@@ -875,7 +875,7 @@ impl<C: Conn> RedisStore<C> {
                         drop(self.reopening_after(generation));
                         return Err(Error::redis(err));
                     }
-                    (conn, generation) = self.reopen_after(generation).await?;
+                    (conn, generation) = Box::pin(self.reopen_after(generation)).await?;
                 }
                 // A cluster's connection replaces a node's dropped connection by itself:
                 // what may run twice is sent again on it, once that had a moment.
@@ -884,10 +884,10 @@ impl<C: Conn> RedisStore<C> {
                         && resend == Resend::Safe
                         && (err.is_connection_dropped() || err.is_io_error()) =>
                 {
-                    tokio::time::sleep(RECONNECT_PAUSE * 4u32.pow(attempt)).await;
+                    Box::pin(tokio::time::sleep(RECONNECT_PAUSE * 4u32.pow(attempt))).await;
                     (conn, generation) = match self.conn() {
                         Ok(current) => current,
-                        Err(gone) => self.reopen_after(gone).await?,
+                        Err(gone) => Box::pin(self.reopen_after(gone)).await?,
                     };
                 }
                 done => return done.map_err(Error::redis),
@@ -1316,9 +1316,14 @@ impl<C: Conn> Store for RedisStore<C> {
             // both is refused until the move ends. Each read alone follows its key's `ASK`.
             // Together they find what one read would have at some moment between them (a
             // generation never comes back, and a fill checks it again).
+            // (Boxed: this rare path's two reads would otherwise size every read's future,
+            // which each hit moves, to twice a plain read's.)
             Err(err) if err.is_split_by_migration() => {
-                futures_util::future::try_join(self.get_lenient(key), self.get_lenient(gen_key))
-                    .await
+                let split = futures_util::future::try_join(
+                    self.get_lenient(key),
+                    self.get_lenient(gen_key),
+                );
+                Box::pin(split).await
             }
             read => read,
         }
