@@ -1014,6 +1014,56 @@ async fn evictions_are_made_even_if_the_call_is_dropped_after_its_write() {
     }
 }
 
+#[redcache::evicts(first_view(id, _))]
+async fn rename_then_audit(db: &Db, id: u64, name: &str) -> Result<(), String> {
+    db.write(id, name);
+    // The audit after the write, which never ends: the call is dropped here.
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[redcache::evicts(first_view(id, _))]
+async fn rename_then_panic(db: &Db, id: u64, name: &str) -> Result<(), String> {
+    db.write(id, name);
+    panic!("the audit after the write failed");
+}
+
+/// Reads `first_view(1)` until it answers `name`, for at most 10 s.
+async fn until_first_view_is(cache: &redcache::Cache, db: &Db, name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.scope(first_view(1, db)).await.unwrap().name != name {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the value the write replaced is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A `#[evicts]` call dropped while its body runs, after its write (a client gone, a
+/// `timeout` around it), or whose body panics after it: its targets are evicted all the
+/// same.
+#[tokio::test]
+async fn evictions_are_made_if_the_body_is_dropped_or_panics_after_its_write() {
+    let server = common::RedisServer::start();
+    let cache = server.cache().await;
+    let db: &'static Db = Box::leak(Box::new(Db::with(&[(1, "a")])));
+    cache.scope(first_view(1, db)).await;
+    {
+        use std::future::Future;
+        let mut write = std::pin::pin!(cache.scope(rename_then_audit(db, 1, "a2")));
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        assert!(polled.is_pending(), "the body waits");
+    }
+    assert_eq!(db.rows.lock().unwrap()[&1], "a2", "the write was made");
+    until_first_view_is(&cache, db, "a2").await;
+    let write = tokio::spawn(cache.clone().scope(rename_then_panic(db, 1, "a3")));
+    assert!(write.await.unwrap_err().is_panic());
+    until_first_view_is(&cache, db, "a3").await;
+    assert_eq!(db.queries(), 3, "read again once after each write");
+}
+
 /// The walk's own part of each step: every `SCAN` it sends matches the prefix and asks for
 /// 250 keys (what a server returns for that is its own choice, and differs between Redis
 /// and Valkey), and nothing reads the whole keyspace at once.

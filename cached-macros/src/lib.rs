@@ -842,7 +842,9 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Invalidates the entries of `#[cached]` calls after the function's body succeeded (an
 /// `Ok`, or any value when it returns no `Result`; a type alias of a `Result` is one, a
-/// bare `impl Trait` is not, whatever type it hides).
+/// bare `impl Trait` is not, whatever type it hides). A call dropped while its body runs,
+/// or whose body panics, invalidates them too, on a task of its own: its write may have
+/// been made.
 ///
 /// Targets, any number, evaluated from the arguments before the body runs: calls of
 /// `#[cached]` functions (`user_name(id)`, `repo.find(id)`), `group = "products"`, and

@@ -778,7 +778,9 @@ pub async fn evict_after<O, F: Future<Output = O>>(
     (evict, errs): (Evict, Failure<O>),
     body: F,
 ) -> O {
+    let mut running = EvictIfDropped::arm(evict);
     let out = body.await;
+    let evict = running.disarm();
     if !errs.is_some_and(|errs| errs(&out)) {
         evict.run().await;
     }
@@ -790,11 +792,52 @@ pub async fn evict_on_ok<T, E, F>(evict: Evict, body: F) -> Result<T, E>
 where
     F: Future<Output = Result<T, E>>,
 {
+    let mut running = EvictIfDropped::arm(evict);
     let out = body.await;
+    let evict = running.disarm();
     if out.is_ok() {
         evict.run().await;
     }
     out
+}
+
+/// A `#[evicts]` call's targets while its body runs. Dropped with them (the call dropped
+/// mid-body: a client gone, a `timeout` around it; or the body panicked), it evicts them
+/// on redcache's own runtime, as [`Evict::run`] would: the write may have been made before
+/// the body stopped, and one eviction too many costs a miss, where one too few serves what
+/// the write replaced.
+struct EvictIfDropped {
+    /// The targets, and the cache in use when the call began (a scoped one cannot be found
+    /// again from `drop`).
+    armed: Option<(Evict, Option<Cache>)>,
+}
+
+impl EvictIfDropped {
+    fn arm(evict: Evict) -> Self {
+        EvictIfDropped {
+            armed: Some((evict, Cache::current())),
+        }
+    }
+
+    /// The body has returned: the caller evicts as its result says.
+    fn disarm(&mut self) -> Evict {
+        let (evict, _) = self.armed.take().expect("disarmed once");
+        evict
+    }
+}
+
+impl Drop for EvictIfDropped {
+    fn drop(&mut self) {
+        use tracing::instrument::WithSubscriber;
+        match self.armed.take() {
+            Some((evict, Some(cache))) => {
+                let remove = evict.remove(cache).with_current_subscriber();
+                crate::store::background().spawn(remove);
+            }
+            Some((_, None)) => warn_not_initialized(),
+            None => {}
+        }
+    }
 }
 
 /// The value `out` stores (see [`Holds`]), for the hooks generated code writes.
