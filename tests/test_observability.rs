@@ -117,6 +117,30 @@ async fn health_reports_the_last_fault_and_recovers() {
     assert!(last.at >= fault.at);
 }
 
+/// A store fault a direct operation returns (`Cache::get` while Redis does not answer) is
+/// one of the faults in a row `Health` counts, and the one it reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_a_fault_a_direct_operation_returned() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_with(
+            test_config()
+                .url(server.url())
+                .op_timeout(Duration::from_millis(200)),
+        )
+        .await;
+    server.pause();
+    let err = cache
+        .get::<u64>("k")
+        .await
+        .expect_err("Redis does not answer");
+    let health = cache.health();
+    assert!(health.consecutive_faults >= 1, "{health:?}");
+    let fault = health.last_fault.expect("the fault is reported");
+    assert_eq!(fault.error, err.to_string());
+    server.resume();
+}
+
 /// `Health::connected`: not yet for a lazy cache before its first call (which is ready:
 /// that call connects), then yes; no once a call found the connection dropped and Redis
 /// refused a new one; yes again once a call reconnected.

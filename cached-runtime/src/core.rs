@@ -368,7 +368,13 @@ impl Core {
             Ok(_) => health.success(),
             // A background retry's failures would keep the breaker open (each moves its
             // reopening on) for what only retries the outage's work; its successes count.
-            Err(err) if err.is_store_fault() && !in_background_retry() => health.failure(),
+            Err(err) if err.is_store_fault() && !in_background_retry() => {
+                // Returned to a caller (`Cache::get`, `invalidate!`) as well as met by a
+                // call that went on without the cache: either way, the fault in a row
+                // that `Health` reports.
+                self.note_fault(err);
+                health.failure()
+            }
             Err(_) => false,
         };
         #[cfg(feature = "metrics")]
@@ -395,6 +401,17 @@ impl Core {
         self.health.may_log()
     }
 
+    /// Keeps `err` as the fault [`Health::last_fault`](crate::Health::last_fault) reports.
+    fn note_fault(&self, err: &Error) {
+        *self
+            .last_fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(LastFault {
+            error: err.to_string(),
+            at: std::time::SystemTime::now(),
+        });
+    }
+
     /// Counts a fault and logs it, at most once a second per cache. A skipped operation
     /// (open breaker) is counted apart and not logged again.
     pub(crate) fn fault(&self, key: &str, err: &Error) {
@@ -404,13 +421,7 @@ impl Core {
         self.record(None, Event::Fault);
         #[cfg(feature = "metrics")]
         crate::metrics::fault(err);
-        *self
-            .last_fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(LastFault {
-            error: err.to_string(),
-            at: std::time::SystemTime::now(),
-        });
+        self.note_fault(err);
         if let Some(suppressed) = self.health.may_log() {
             tracing::warn!(
                 key,
