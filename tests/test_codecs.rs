@@ -146,9 +146,11 @@ on_both_stores! {
     }
 }
 
+/// The bytes Redis holds at `key` (which must be there); `None` on the in-process store,
+/// which keeps no bytes a client could read.
 async fn raw(b: &Backend, key: &str) -> Option<Vec<u8>> {
     if b.is_redis() {
-        b.raw_get(key).await
+        Some(b.raw_get(key).await.expect("the entry is in Redis"))
     } else {
         None
     }
