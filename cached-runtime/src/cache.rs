@@ -765,10 +765,7 @@ impl Cache {
 
     /// The cache `#[cached]` calls use here: the scoped one, else the global one.
     pub(crate) fn current() -> Option<Cache> {
-        Cache::in_use().map(|cache| match cache {
-            InUse::Global(cache) => cache.clone(),
-            InUse::Scoped(cache) => cache,
-        })
+        Cache::in_use().map(InUse::into_owned)
     }
 
     /// [`current`](Self::current) for one call: the global cache is borrowed, not cloned,
@@ -808,6 +805,16 @@ impl Cache {
 pub(crate) enum InUse {
     Global(&'static Cache),
     Scoped(Cache),
+}
+
+impl InUse {
+    /// The cache itself, to keep (a task of its own takes it).
+    pub(crate) fn into_owned(self) -> Cache {
+        match self {
+            InUse::Global(cache) => cache.clone(),
+            InUse::Scoped(cache) => cache,
+        }
+    }
 }
 
 impl std::ops::Deref for InUse {

@@ -194,7 +194,8 @@ pub struct Health {
     /// Store faults in a row since the last success (the breaker opens at its threshold).
     pub consecutive_faults: u32,
     /// The most recent fault, if any: one a call went on without the cache through, or a
-    /// store fault a direct operation returned (`Cache::get`, `invalidate!`).
+    /// store fault an operation returned to its caller (such as `Cache::get` or
+    /// `invalidate!`).
     pub last_fault: Option<LastFault>,
 }
 

@@ -1,6 +1,6 @@
 //! What `#[cached]`-generated code calls. Not public API: no stability guarantees.
 
-use crate::cache::Cache;
+use crate::cache::{Cache, InUse};
 use crate::core::Core;
 use crate::global::{current, warn_not_initialized};
 use crate::ttl::Policy;
@@ -702,7 +702,8 @@ pub fn key<K, O>(call: Call<K, O>) -> String {
     }
 }
 
-/// The entries a `#[evicts(..)]` function removes once its body succeeded.
+/// The entries a `#[evicts(..)]` function removes once its body succeeded (or stopped
+/// before it returned).
 #[derive(Debug, Default)]
 pub struct Evict {
     calls: Vec<(&'static Spec, KeyArgs)>,
@@ -734,15 +735,16 @@ impl Evict {
         self
     }
 
-    /// Removes every target; faults are counted and logged, never returned (those of an
-    /// unreachable Redis are tried again: `Core::evict_all`): the write the
-    /// body made stands either way. Done to the end even if the call is dropped meanwhile.
-    async fn run(self) {
-        let Some(cache) = Cache::current() else {
+    /// Removes every target from `cache` (the cache in use when the call began); faults
+    /// are counted and logged, never returned (those of an unreachable Redis are tried
+    /// again: `Core::evict_all`): the write the body made stands either way. Done to the
+    /// end even if the call is dropped meanwhile.
+    async fn run(self, cache: Option<InUse>) {
+        let Some(cache) = cache else {
             warn_not_initialized();
             return;
         };
-        crate::invalidate::to_the_end(self.remove(cache)).await;
+        crate::invalidate::to_the_end(self.remove(cache.into_owned())).await;
     }
 
     /// Removes every target from `cache`.
@@ -773,30 +775,32 @@ pub type Failure<O> = Option<fn(&O) -> bool>;
 
 /// A `#[evicts]` function whose return type does not read as a `Result`: evicts after the
 /// body, unless `errs` (an [`ErrProbe`]'s answer: the type is an alias of a `Result`)
-/// says it failed.
+/// says it failed (or if the call is dropped or panics before its body returns: see
+/// `EvictIfDropped`).
 pub async fn evict_after<O, F: Future<Output = O>>(
     (evict, errs): (Evict, Failure<O>),
     body: F,
 ) -> O {
     let mut running = EvictIfDropped::arm(evict);
     let out = body.await;
-    let evict = running.disarm();
+    let (evict, cache) = running.disarm();
     if !errs.is_some_and(|errs| errs(&out)) {
-        evict.run().await;
+        evict.run(cache).await;
     }
     out
 }
 
-/// A `#[evicts]` function returning `Result`: evicts only after an `Ok`.
+/// A `#[evicts]` function returning `Result`: evicts after an `Ok` (or if the call is
+/// dropped or panics before its body returns: see `EvictIfDropped`).
 pub async fn evict_on_ok<T, E, F>(evict: Evict, body: F) -> Result<T, E>
 where
     F: Future<Output = Result<T, E>>,
 {
     let mut running = EvictIfDropped::arm(evict);
     let out = body.await;
-    let evict = running.disarm();
+    let (evict, cache) = running.disarm();
     if out.is_ok() {
-        evict.run().await;
+        evict.run(cache).await;
     }
     out
 }
@@ -808,30 +812,31 @@ where
 /// the write replaced.
 struct EvictIfDropped {
     /// The targets, and the cache in use when the call began (a scoped one cannot be found
-    /// again from `drop`).
-    armed: Option<(Evict, Option<Cache>)>,
+    /// again from `drop`), which they are evicted from either way.
+    armed: Option<(Evict, Option<InUse>)>,
 }
 
 impl EvictIfDropped {
     fn arm(evict: Evict) -> Self {
         EvictIfDropped {
-            armed: Some((evict, Cache::current())),
+            armed: Some((evict, Cache::in_use())),
         }
     }
 
     /// The body has returned: the caller evicts as its result says.
-    fn disarm(&mut self) -> Evict {
-        let (evict, _) = self.armed.take().expect("disarmed once");
-        evict
+    fn disarm(&mut self) -> (Evict, Option<InUse>) {
+        self.armed.take().expect("disarmed once")
     }
 }
 
 impl Drop for EvictIfDropped {
     fn drop(&mut self) {
         use tracing::instrument::WithSubscriber;
+        use tracing::Instrument;
         match self.armed.take() {
             Some((evict, Some(cache))) => {
-                let remove = evict.remove(cache).with_current_subscriber();
+                let remove = evict.remove(cache.into_owned());
+                let remove = remove.in_current_span().with_current_subscriber();
                 crate::store::background().spawn(remove);
             }
             Some((_, None)) => warn_not_initialized(),
