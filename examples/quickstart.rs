@@ -5,7 +5,7 @@
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --example quickstart       # Redis
 //! ```
 //!
-//! With Redis, every `REDIS_*`/`REDCACHE_*` variable of `Config::from_env` applies
+//! With `REDIS_URL` set, every `REDIS_*`/`REDCACHE_*` variable of `Config::from_env` applies
 //! (`REDCACHE_NAMESPACE=example` keeps the example's keys apart). Set `RUST_LOG=debug` to see
 //! more of what redcache logs; warnings (cache faults) are shown by default.
 

@@ -277,8 +277,8 @@ impl Cache {
     }
 
     /// The counters of each prefix this cache has served: `#[cached]` functions by their
-    /// prefix, batches by theirs. Each counts hits, null hits, misses, stores, conflicts,
-    /// refreshes and lock timeouts of its own calls; faults, skipped operations and
+    /// prefix, batches by theirs. Each counts hits, local hits, null hits, misses, stale
+    /// answers, stores, conflicts, refreshes and lock timeouts of its own calls; faults, skipped operations and
     /// invalidations are counted for the whole cache ([`stats`](Self::stats)). Sorted by
     /// prefix; one entry per function, never per key.
     ///
