@@ -463,7 +463,9 @@ impl Cache {
     }
 
     /// Time left before the entry at `key` (the namespace is added) expires; `None` when
-    /// there is none.
+    /// there is none. Of an entry of a grouped or tagged `#[cached]` function, this is the
+    /// time it stays stored: its group or tags may have retired it already, which only
+    /// its function's reads check (and [`get`](Self::get) reads no such entry).
     ///
     /// # Errors
     ///
