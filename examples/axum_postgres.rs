@@ -31,9 +31,8 @@
 //! * **HTTP responses** ([`app`]): the `GET` routes are behind
 //!   `redcache::http::CacheLayer` (`x-cache: HIT|MISS`, `ETag`, `304 Not Modified`), the
 //!   list in the `products` group too; the write routes are behind `EvictLayer`, which,
-//!   after any response but an error (a `2xx`, or a `303` after a form), evicts that group
-//!   and the request's own path. A 404 is not
-//!   stored as a response, but the data tier still answers it without a query.
+//!   after any response but an error, evicts that group and the request's own path. A 404
+//!   is not stored as a response, but the data tier still answers it without a query.
 //!
 //! The database client is tokio-postgres: plain async calls, no macros and no database
 //! needed at compile time, and a much smaller build than sqlx. One `tokio_postgres::Client`

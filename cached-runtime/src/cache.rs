@@ -278,9 +278,9 @@ impl Cache {
 
     /// The counters of each prefix this cache has served: `#[cached]` functions by their
     /// prefix, batches by theirs. Each counts hits, local hits, null hits, misses, stale
-    /// answers, stores, conflicts, refreshes and lock timeouts of its own calls; faults, skipped operations and
-    /// invalidations are counted for the whole cache ([`stats`](Self::stats)). Sorted by
-    /// prefix; one entry per function, never per key.
+    /// answers, stores, conflicts, refreshes and lock timeouts of its own calls; faults,
+    /// skipped operations and invalidations are counted for the whole cache
+    /// ([`stats`](Self::stats)). Sorted by prefix; one entry per function, never per key.
     ///
     /// # Examples
     ///
@@ -463,9 +463,9 @@ impl Cache {
     }
 
     /// Time left before the entry at `key` (the namespace is added) expires; `None` when
-    /// there is none. Of an entry of a grouped or tagged `#[cached]` function, this is the
-    /// time it stays stored: its group or tags may have retired it already, which only
-    /// its function's reads check (and [`get`](Self::get) reads no such entry).
+    /// there is none. Of an entry of a grouped or tagged `#[cached]` function, this is its
+    /// own expiry: its group or tags may have retired it already, which only its
+    /// function's reads check (and [`get`](Self::get) reads no such entry).
     ///
     /// # Errors
     ///

@@ -808,8 +808,8 @@ where
 /// A `#[evicts]` call's targets while its body runs. Dropped with them (the call dropped
 /// mid-body: a client gone, a `timeout` around it; or the body panicked), it evicts them
 /// on redcache's own runtime, as [`Evict::run`] would: the write may have been made before
-/// the body stopped, and one eviction too many costs a miss, where one too few serves what
-/// the write replaced.
+/// the body stopped, and an eviction too many costs misses (of every entry of a group or
+/// tag target), where one too few serves what the write replaced.
 struct EvictIfDropped {
     /// The targets, and the cache in use when the call began (a scoped one cannot be found
     /// again from `drop`), which they are evicted from either way.
