@@ -144,7 +144,9 @@ impl RedisCluster {
         loop {
             let known = self.nodes.iter().all(|node| {
                 let view = self.cli(node.port(), &["CLUSTER", "NODES"]);
-                view.lines().filter(|l| l.contains("connected")).count() == self.nodes.len()
+                // The link state is the eighth field (`connected` or `disconnected`).
+                let linked = |l: &&str| l.split_whitespace().nth(7) == Some("connected");
+                view.lines().filter(linked).count() == self.nodes.len()
                     && view.contains(&id)
                     && !view.contains("handshake")
             });
