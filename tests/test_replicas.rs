@@ -1,9 +1,10 @@
 //! Reads from replicas behind Sentinel (`read_from_replicas`): hits are served by the
 //! replica and only misses reach the master; an invalidation or a write on the master is
-//! seen once the replica has applied it; with the replica gone, the master serves the hits
-//! (no body runs again, no fault) until a replica answers again, and a frozen one costs
-//! one call half an operation timeout; and the option is refused without Sentinel or with
-//! a local tier. What each server ran is read from `INFO commandstats` (counts, not
+//! seen at once by the cache that made it (it reads those keys on the master for a while,
+//! even with a replica that lags), and by other caches once the replica has applied it;
+//! with the replica gone, the master serves the hits (no body runs again, no fault) until
+//! a replica answers again, and a frozen one costs one call half an operation timeout; and
+//! the option is refused without Sentinel or with a local tier. What each server ran is read from `INFO commandstats` (counts, not
 //! timing); waits are on the replica's replication offset, never a sleep.
 
 mod common;
@@ -179,8 +180,8 @@ async fn an_invalidation_or_a_write_is_read_once_the_replica_has_it() {
     cache.scope(item(2, &calls)).await;
     assert_eq!(calls.load(SeqCst), 1, "a hit on the replica");
 
-    // The invalidation goes to the master; once the replica has its tombstone, the next
-    // call misses (on the replica, then on the master) and the body runs.
+    // The invalidation goes to the master; the next call reads the master too (this cache
+    // has just changed the key), misses, and the body runs.
     reset_counts(&sentinel, master).await;
     assert!(cache
         .scope(redcache::invalidate!(item(2, _)))
@@ -195,20 +196,83 @@ async fn an_invalidation_or_a_write_is_read_once_the_replica_has_it() {
     cache.scope(item(2, &calls)).await;
     assert_eq!(calls.load(SeqCst), 2, "filled again, and a hit");
 
-    // A write-through on the master, once replicated, is what the replica serves.
+    // A write-through on the master: the cache that wrote it reads it there at once (see
+    // `this_processs_own_invalidations_and_writes_are_read_while_the_replica_lags`), and
+    // another cache reads it on the replica once the replica has applied it.
     cache
         .scope(redcache::put!(item(2, _), "rewritten".to_string()))
         .await
         .unwrap();
-    sentinel.wait_until_replica_caught_up(master, replica).await;
     let master_gets = calls_of(&sentinel, master, "get").await;
     assert_eq!(cache.scope(item(2, &calls)).await, "rewritten");
+    assert_eq!(
+        calls_of(&sentinel, master, "get").await,
+        master_gets + 1,
+        "its own write: read on the master"
+    );
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    let other = sentinel
+        .cache_with(test_config().read_from_replicas(true))
+        .await;
+    assert_eq!(other.scope(item(2, &calls)).await, "rewritten");
     assert_eq!(calls.load(SeqCst), 2);
     assert_eq!(
         calls_of(&sentinel, master, "get").await,
-        master_gets,
-        "served by the replica"
+        master_gets + 1,
+        "another cache: served by the replica"
     );
+}
+
+/// A replica applies the master's writes after the replication lag, made here as long as
+/// the test needs: the replica is pointed at a port where no master answers, and goes on
+/// serving what it has (`replica-serve-stale-data yes`, the default). What this process
+/// invalidated or wrote is still what its next calls of those keys find: for a while after
+/// its change, their reads go to the master. A key it did not change is still served by
+/// the replica.
+#[tokio::test]
+async fn this_processs_own_invalidations_and_writes_are_read_while_the_replica_lags() {
+    let calls = AtomicUsize::new(0);
+    let (sentinel, cache) = warmed(test_config(), 2, &calls).await;
+    let (master, replica) = ports(&sentinel);
+    cache.scope(item(3, &calls)).await;
+    cache.scope(price(1, &calls)).await;
+    sentinel.wait_until_replica_caught_up(master, replica).await;
+    assert_eq!(calls.load(SeqCst), 3);
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    sentinel.data_cli(replica, &["REPLICAOF", "127.0.0.1", &nowhere]);
+
+    assert!(cache
+        .scope(redcache::invalidate!(item(2, _)))
+        .await
+        .unwrap());
+    assert_eq!(cache.scope(item(2, &calls)).await, "item 2");
+    assert_eq!(
+        calls.load(SeqCst),
+        4,
+        "the invalidation was read: the body ran"
+    );
+    cache
+        .scope(redcache::put!(item(2, _), "rewritten".to_string()))
+        .await
+        .unwrap();
+    assert_eq!(cache.scope(item(2, &calls)).await, "rewritten");
+    cache.invalidate_group("catalog").await.unwrap();
+    assert_eq!(cache.scope(price(1, &calls)).await, 100);
+    assert_eq!(calls.load(SeqCst), 5, "the group's new generation was read");
+
+    reset_counts(&sentinel, master).await;
+    assert_eq!(cache.scope(item(3, &calls)).await, "item 3");
+    assert_eq!(calls.load(SeqCst), 5);
+    assert_eq!(
+        calls_of(&sentinel, master, "get").await,
+        0,
+        "a key not changed here: served by the replica"
+    );
+    sentinel.data_cli(replica, &["REPLICAOF", "127.0.0.1", &master.to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,11 +47,15 @@ pub(crate) struct Core {
     changes: AtomicU64,
     /// Evictions that failed because Redis could not be reached, to try again.
     pub(crate) retries: crate::invalidate::Retries,
+    /// With reads from replicas: the keys this process changed lately, whose reads go to
+    /// the master (see [`relaxed_op`](Self::relaxed_op)).
+    recent: Option<crate::recent::Recent>,
 }
 
 impl Core {
     pub(crate) fn new(backend: Backend, config: Config) -> Core {
         let health = Breaker::new(config.breaker_threshold(), config.breaker_cooldown());
+        let recent = backend.reads_replicas().then(crate::recent::Recent::new);
         Core {
             backend,
             config,
@@ -68,6 +72,7 @@ impl Core {
             },
             changes: AtomicU64::new(0),
             retries: Default::default(),
+            recent,
         }
     }
 
@@ -179,11 +184,30 @@ impl Core {
     }
 
     /// This process wrote `key`: its local copies (if any) are retired now, before Redis's
-    /// push for the write arrives.
+    /// push for the write arrives, and its reads of `key` skip the replicas for a while
+    /// ([`written`](Self::written)).
     pub(crate) fn local_changed(&self, key: &str) {
         self.changed();
+        self.written(key);
         if let Some(tier) = self.backend.local_tier() {
             tier.changed(key.as_bytes());
+        }
+    }
+
+    /// This process's change of `key` has ended (or failed, which may have written it all
+    /// the same): with reads from replicas, the reads of `key` here go to the master for
+    /// [`READ_OWN_WRITES`](crate::recent::READ_OWN_WRITES), so that a replica that has not
+    /// yet applied the change does not answer them with what it replaced.
+    pub(crate) fn written(&self, key: &str) {
+        if let Some(recent) = &self.recent {
+            recent.changed(key);
+        }
+    }
+
+    /// [`written`](Self::written) for keys not known one by one (a prefix's).
+    pub(crate) fn written_all(&self) {
+        if let Some(recent) = &self.recent {
+            recent.changed_all();
         }
     }
 
@@ -272,7 +296,8 @@ impl Core {
     /// replica's answer is outside the breaker: it says nothing of the master, which every
     /// miss, fill and invalidation needs, and hits a healthy replica serves would otherwise
     /// keep closing the breaker (and resetting its count of faults) while the master times
-    /// out.
+    /// out. The master answers too for a key this process changed in the last
+    /// [`READ_OWN_WRITES`](crate::recent::READ_OWN_WRITES) ([`written`](Self::written)).
     pub(crate) async fn relaxed_op<K, T, F>(
         &self,
         command: &'static str,
@@ -288,8 +313,15 @@ impl Core {
             return self.op(master).await;
         }
         let started = Instant::now();
-        if let Some(found) = self.backend.replica_read(command, keys).await {
-            return Ok(found);
+        // Not for a key this process has just changed: the replica may not have it yet.
+        let own_write = self
+            .recent
+            .as_ref()
+            .is_some_and(|recent| recent.any_changed(keys, started));
+        if !own_write {
+            if let Some(found) = self.backend.replica_read(command, keys).await {
+                return Ok(found);
+            }
         }
         let left = self.config.op_timeout().saturating_sub(started.elapsed());
         self.op_checked(Some(left), true, master).await

@@ -123,6 +123,7 @@ impl Core {
             .backend
             .invalidate_prefix(&start, SCAN_BATCH, ttl, step);
         let removed = self.op_invalidation(None, walk).await;
+        self.written_all();
         // Copies are not kept by prefix: every one goes.
         if let Some(tier) = self.backend.local_tier() {
             tier.clear();

@@ -52,6 +52,7 @@ mod key;
 mod local;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod recent;
 mod shape;
 mod stats;
 mod store;

@@ -312,7 +312,9 @@ impl Config {
     ///
     /// The price is staleness: a replica applies the master's writes after the
     /// replication lag, so for that long after an invalidation (or a write-through
-    /// `put!`) a hit on the replica can still return the entry it retired. The lag is
+    /// `put!`) a hit on the replica can still return the entry it retired, in every cache
+    /// but the one that made the change: that one reads the keys it changed from the
+    /// master for a second after, so its own next read finds its write. The lag is
     /// typically well under a millisecond on a LAN, but has no bound while a replica is
     /// disconnected from its master and still serving reads (Redis's default
     /// `replica-serve-stale-data yes`). A fill can never store a value computed before an

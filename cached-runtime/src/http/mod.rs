@@ -1583,7 +1583,9 @@ impl Core {
         let timeout = Some(self.config.op_timeout());
         let moved = self
             .op_invalidation(timeout, self.backend.regenerate(&gen_key, Some(ttl)))
-            .await?;
+            .await;
+        self.written(&gen_key);
+        let moved = moved?;
         if let Replaced::Was(Some(_)) = moved {
             self.record(None, Event::Invalidations(1));
         }
