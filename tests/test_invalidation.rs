@@ -955,10 +955,13 @@ async fn a_put_dropped_before_its_write_retires_the_entry() {
         use std::future::Future;
         let put = redcache::put!(grouped_view(1, _), Some(profile(1, "a2")));
         let mut put = std::pin::pin!(cache.scope(put));
-        // One poll: the generation's read is sent; then the put is dropped.
+        // One poll: the generation's read is sent, and waits (the server is frozen, so the
+        // connection's thread cannot have its answer yet); then the put is dropped.
+        server.pause();
         let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(put.as_mut().poll(cx))).await;
         assert!(polled.is_pending(), "waits on Redis");
     }
+    server.resume();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let view = cache.scope(grouped_view(1, &db)).await;
@@ -991,11 +994,15 @@ async fn evictions_are_made_even_if_the_call_is_dropped_after_its_write() {
     {
         use std::future::Future;
         let mut write = std::pin::pin!(cache.scope(rename_both(&db, 1, "a2")));
-        // One poll: the write is made, the first invalidation is sent; then it is dropped.
+        // One poll: the write is made, the first invalidation is sent, and waits (the
+        // server is frozen, so the connection's thread cannot have its answer yet); then
+        // the call is dropped.
+        server.pause();
         let polled =
             std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
         assert!(polled.is_pending(), "waits on Redis");
     }
+    server.resume();
     assert_eq!(db.rows.lock().unwrap()[&1], "a2", "the write was made");
     // Both entries are retired (by the invalidations' own task): each view reads the write.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
