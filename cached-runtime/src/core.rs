@@ -47,8 +47,8 @@ pub(crate) struct Core {
     changes: AtomicU64,
     /// Evictions that failed because Redis could not be reached, to try again.
     pub(crate) retries: crate::invalidate::Retries,
-    /// With reads from replicas: the keys this process changed lately, whose reads go to
-    /// the master (see [`relaxed_op`](Self::relaxed_op)).
+    /// With reads from replicas: the keys this cache changed lately, whose reads go to the
+    /// master (see [`relaxed_op`](Self::relaxed_op)).
     recent: Option<crate::recent::Recent>,
 }
 
@@ -183,7 +183,7 @@ impl Core {
         key::namespaced(self.config.namespace(), &[key])
     }
 
-    /// This process wrote `key`: its local copies (if any) are retired now, before Redis's
+    /// This cache wrote `key`: its local copies (if any) are retired now, before Redis's
     /// push for the write arrives, and its reads of `key` skip the replicas for a while
     /// ([`written`](Self::written)).
     pub(crate) fn local_changed(&self, key: &str) {
@@ -194,8 +194,8 @@ impl Core {
         }
     }
 
-    /// This process's change of `key` has ended (or failed, which may have written it all
-    /// the same): with reads from replicas, the reads of `key` here go to the master for
+    /// This cache's change of `key` has ended (or failed, which may have written it all
+    /// the same): with reads from replicas, its reads of `key` go to the master for
     /// [`READ_OWN_WRITES`](crate::recent::READ_OWN_WRITES), so that a replica that has not
     /// yet applied the change does not answer them with what it replaced.
     pub(crate) fn written(&self, key: &str) {
@@ -296,7 +296,7 @@ impl Core {
     /// replica's answer is outside the breaker: it says nothing of the master, which every
     /// miss, fill and invalidation needs, and hits a healthy replica serves would otherwise
     /// keep closing the breaker (and resetting its count of faults) while the master times
-    /// out. The master answers too for a key this process changed in the last
+    /// out. The master answers too for a key this cache changed in the last
     /// [`READ_OWN_WRITES`](crate::recent::READ_OWN_WRITES) ([`written`](Self::written)).
     pub(crate) async fn relaxed_op<K, T, F>(
         &self,
@@ -313,7 +313,7 @@ impl Core {
             return self.op(master).await;
         }
         let started = Instant::now();
-        // Not for a key this process has just changed: the replica may not have it yet.
+        // Not for a key this cache has just changed: the replica may not have it yet.
         let own_write = self
             .recent
             .as_ref()
