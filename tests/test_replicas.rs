@@ -197,17 +197,17 @@ async fn an_invalidation_or_a_write_is_read_once_the_replica_has_it() {
     assert_eq!(calls.load(SeqCst), 2, "filled again, and a hit");
 
     // A write-through on the master: the cache that wrote it reads it there at once (see
-    // `this_processs_own_invalidations_and_writes_are_read_while_the_replica_lags`), and
+    // `a_caches_own_invalidations_and_writes_are_read_while_the_replica_lags`), and
     // another cache reads it on the replica once the replica has applied it.
+    let replica_gets = calls_of(&sentinel, replica, "get").await;
     cache
         .scope(redcache::put!(item(2, _), "rewritten".to_string()))
         .await
         .unwrap();
-    let master_gets = calls_of(&sentinel, master, "get").await;
     assert_eq!(cache.scope(item(2, &calls)).await, "rewritten");
     assert_eq!(
-        calls_of(&sentinel, master, "get").await,
-        master_gets + 1,
+        calls_of(&sentinel, replica, "get").await,
+        replica_gets,
         "its own write: read on the master"
     );
     sentinel.wait_until_replica_caught_up(master, replica).await;
@@ -217,20 +217,20 @@ async fn an_invalidation_or_a_write_is_read_once_the_replica_has_it() {
     assert_eq!(other.scope(item(2, &calls)).await, "rewritten");
     assert_eq!(calls.load(SeqCst), 2);
     assert_eq!(
-        calls_of(&sentinel, master, "get").await,
-        master_gets + 1,
+        calls_of(&sentinel, replica, "get").await,
+        replica_gets + 1,
         "another cache: served by the replica"
     );
 }
 
 /// A replica applies the master's writes after the replication lag, made here as long as
-/// the test needs: the replica is pointed at a port where no master answers, and goes on
-/// serving what it has (`replica-serve-stale-data yes`, the default). What this process
-/// invalidated or wrote is still what its next calls of those keys find: for a while after
-/// its change, their reads go to the master. A key it did not change is still served by
-/// the replica.
+/// the test needs: the replica is pointed at a port where no master answers (a listener
+/// that never accepts), and goes on serving what it has (`replica-serve-stale-data yes`,
+/// the default). What a cache invalidated or wrote is still what its next calls of those
+/// keys find: for a while after its change, their reads go to the master. A key it did not
+/// change is still served by the replica.
 #[tokio::test]
-async fn this_processs_own_invalidations_and_writes_are_read_while_the_replica_lags() {
+async fn a_caches_own_invalidations_and_writes_are_read_while_the_replica_lags() {
     let calls = AtomicUsize::new(0);
     let (sentinel, cache) = warmed(test_config(), 2, &calls).await;
     let (master, replica) = ports(&sentinel);
@@ -238,12 +238,25 @@ async fn this_processs_own_invalidations_and_writes_are_read_while_the_replica_l
     cache.scope(price(1, &calls)).await;
     sentinel.wait_until_replica_caught_up(master, replica).await;
     assert_eq!(calls.load(SeqCst), 3);
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .unwrap()
-        .port()
-        .to_string();
-    sentinel.data_cli(replica, &["REPLICAOF", "127.0.0.1", &nowhere]);
+    // The Sentinels would point the replica back at its master after a few seconds (and
+    // drop its clients' connections): not within this test.
+    for port in sentinel.sentinels.iter().map(|s| s.port()) {
+        let set = sentinel.sentinel_cli(
+            port,
+            &[
+                "SENTINEL",
+                "SET",
+                common::MASTER_NAME,
+                "failover-timeout",
+                "600000",
+            ],
+        );
+        assert_eq!(set.trim(), "OK");
+    }
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = nowhere.local_addr().unwrap().port().to_string();
+    let moved = sentinel.data_cli(replica, &["REPLICAOF", "127.0.0.1", &port]);
+    assert_eq!(moved.trim(), "OK");
 
     assert!(cache
         .scope(redcache::invalidate!(item(2, _)))
@@ -272,7 +285,23 @@ async fn this_processs_own_invalidations_and_writes_are_read_while_the_replica_l
         0,
         "a key not changed here: served by the replica"
     );
-    sentinel.data_cli(replica, &["REPLICAOF", "127.0.0.1", &master.to_string()]);
+    // The replica lagged throughout: it never had the write-through.
+    let mut on_replica = sentinel.conn_to(replica).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("r:item:*")
+        .query_async(&mut on_replica)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        let entry: Vec<u8> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut on_replica)
+            .await
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&entry).contains("rewritten"));
+    }
+    drop(nowhere);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
