@@ -1,11 +1,12 @@
 //! Reads from replicas behind Sentinel (`read_from_replicas`): hits are served by the
-//! replica and only misses reach the master; an invalidation or a write on the master is
-//! seen at once by the cache that made it (it reads those keys on the master for a while,
-//! even with a replica that lags), and by other caches once the replica has applied it;
-//! with the replica gone, the master serves the hits (no body runs again, no fault) until
-//! a replica answers again, and a frozen one costs one call half an operation timeout; and
-//! the option is refused without Sentinel or with a local tier. What each server ran is read from `INFO commandstats` (counts, not
-//! timing); waits are on the replica's replication offset, never a sleep.
+//! replica and only misses reach the master; an invalidation, a write-through or a
+//! group's invalidation is read at once by the cache that made it (it reads those keys on
+//! the master for a second, even with a replica that lags), and a write-through by another
+//! cache once the replica has applied it; with the replica gone, the master serves the
+//! hits (no body runs again, no fault) until a replica answers again, and a frozen one
+//! costs one call half an operation timeout; and the option is refused without Sentinel
+//! or with a local tier. What each server ran is read from `INFO commandstats` (counts,
+//! not timing); waits are on the replica's replication offset, never a sleep.
 
 mod common;
 
@@ -181,15 +182,20 @@ async fn an_invalidation_or_a_write_is_read_once_the_replica_has_it() {
     assert_eq!(calls.load(SeqCst), 1, "a hit on the replica");
 
     // The invalidation goes to the master; the next call reads the master too (this cache
-    // has just changed the key), misses, and the body runs.
-    reset_counts(&sentinel, master).await;
+    // has just changed the key), misses, and the body runs. (Within the second this cache
+    // reads the key on the master: nothing slow comes between.)
+    let replica_gets = calls_of(&sentinel, replica, "get").await;
     assert!(cache
         .scope(redcache::invalidate!(item(2, _)))
         .await
         .unwrap());
-    sentinel.wait_until_replica_caught_up(master, replica).await;
     assert_eq!(cache.scope(item(2, &calls)).await, "item 2");
     assert_eq!(calls.load(SeqCst), 2, "invalidated: the body ran");
+    assert_eq!(
+        calls_of(&sentinel, replica, "get").await,
+        replica_gets,
+        "its own invalidation: read on the master"
+    );
     // The fill replaced the tombstone on the master (the fenced compare-and-set).
     assert_eq!(cache.stats().conflicts, 0, "{:?}", cache.stats());
     sentinel.wait_until_replica_caught_up(master, replica).await;
@@ -239,7 +245,9 @@ async fn a_caches_own_invalidations_and_writes_are_read_while_the_replica_lags()
     sentinel.wait_until_replica_caught_up(master, replica).await;
     assert_eq!(calls.load(SeqCst), 3);
     // The Sentinels would point the replica back at its master after a few seconds (and
-    // drop its clients' connections): not within this test.
+    // drop its clients' connections): not within this test. (Each read below follows its
+    // change within the second this cache reads the key on the master: nothing slow comes
+    // between.)
     for port in sentinel.sentinels.iter().map(|s| s.port()) {
         let set = sentinel.sentinel_cli(
             port,
@@ -274,8 +282,14 @@ async fn a_caches_own_invalidations_and_writes_are_read_while_the_replica_lags()
         .unwrap();
     assert_eq!(cache.scope(item(2, &calls)).await, "rewritten");
     cache.invalidate_group("catalog").await.unwrap();
+    reset_counts(&sentinel, master).await;
     assert_eq!(cache.scope(price(1, &calls)).await, 100);
     assert_eq!(calls.load(SeqCst), 5, "the group's new generation was read");
+    assert_eq!(
+        calls_of(&sentinel, master, "mget").await,
+        1,
+        "the entry and its generation read once, on the master"
+    );
 
     reset_counts(&sentinel, master).await;
     assert_eq!(cache.scope(item(3, &calls)).await, "item 3");

@@ -96,21 +96,21 @@ impl Core {
         let started = tokio::time::Instant::now();
         // No operation for no keys: it would succeed without Redis, and tell the breaker
         // so.
-        let mut read = match keys.is_empty() {
-            true => Some(Vec::new()),
+        let (mut read, replica) = match keys.is_empty() {
+            true => (Some(Vec::new()), false),
             false => match self
                 .relaxed_op("MGET", &keys, self.backend.get_many(&keys))
                 .await
             {
-                Ok(entries) => Some(entries),
+                Ok((entries, replica)) => (Some(entries), replica),
                 Err(err) => {
                     self.fault(prefix, &err);
-                    None
+                    (None, false)
                 }
             },
         };
         let mut unknown = Vec::new();
-        if let (Some(entries), true) = (&mut read, self.backend.reads_replicas()) {
+        if let (Some(entries), true) = (&mut read, replica) {
             unknown = self.confirm_misses(prefix, &keys, entries).await;
         }
 

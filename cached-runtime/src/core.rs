@@ -298,19 +298,20 @@ impl Core {
     /// keep closing the breaker (and resetting its count of faults) while the master times
     /// out. The master answers too for a key this cache changed in the last
     /// [`READ_OWN_WRITES`](crate::recent::READ_OWN_WRITES) ([`written`](Self::written)).
+    /// With whether a replica answered: what the master answered needs no second read.
     pub(crate) async fn relaxed_op<K, T, F>(
         &self,
         command: &'static str,
         keys: &[K],
         master: F,
-    ) -> Result<T>
+    ) -> Result<(T, bool)>
     where
         K: AsRef<str>,
         T: ::redis::FromRedisValue,
         F: Future<Output = Result<T>>,
     {
         if !self.backend.reads_replicas() {
-            return self.op(master).await;
+            return self.op(master).await.map(|found| (found, false));
         }
         let started = Instant::now();
         // Not for a key this cache has just changed: the replica may not have it yet.
@@ -320,11 +321,13 @@ impl Core {
             .is_some_and(|recent| recent.any_changed(keys, started));
         if !own_write {
             if let Some(found) = self.backend.replica_read(command, keys).await {
-                return Ok(found);
+                return Ok((found, true));
             }
         }
         let left = self.config.op_timeout().saturating_sub(started.elapsed());
-        self.op_checked(Some(left), true, master).await
+        self.op_checked(Some(left), true, master)
+            .await
+            .map(|found| (found, false))
     }
 
     /// Runs an invalidation: under `timeout` (if given; an operation of many commands, the

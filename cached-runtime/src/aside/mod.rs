@@ -468,8 +468,7 @@ impl Core {
             }
         };
         if relaxed
-            && self.backend.reads_replicas()
-            && matches!(read, Read::Found { .. })
+            && matches!(read, Read::Found { replica: true, .. })
             && !matches!(examined, Examined::Hit(_))
         {
             // A replica may have answered, up to the replication lag behind the master:

@@ -28,6 +28,9 @@ pub(super) enum Read {
     Found {
         entry: Option<Vec<u8>>,
         gen: Gen,
+        /// A replica answered (a call's first read, reading from replicas): only a hit is
+        /// served from it; anything else is read again from the master.
+        replica: bool,
     },
     /// Redis rejected the read (a key of another Redis type): the fill overwrites it.
     WrongType,
@@ -280,20 +283,26 @@ impl Core {
                             // entry's plain length, which the copy's size follows.
                             tracked.note(left, crate::codec::plain_len(entry));
                         }
-                        found
+                        (found, false)
                     }),
-                (None, false) => self.op(b.get(key)).await.map(|entry| (entry, None)),
+                (None, false) => self
+                    .op(b.get(key))
+                    .await
+                    .map(|entry| ((entry, None), false)),
                 (None, true) => Box::pin(self.relaxed_op("GET", &[key], b.get(key)))
                     .await
-                    .map(|entry| (entry, None)),
-                (Some(gen_key), false) => self.op(b.get_with_gen(key, gen_key)).await,
+                    .map(|(entry, replica)| ((entry, None), replica)),
+                (Some(gen_key), false) => self
+                    .op(b.get_with_gen(key, gen_key))
+                    .await
+                    .map(|found| (found, false)),
                 (Some(gen_key), true) => {
                     let master = b.get_with_gen(key, gen_key);
                     Box::pin(self.relaxed_op("MGET", &[key, gen_key], master)).await
                 }
             };
         match result {
-            Ok((entry, gen)) => {
+            Ok(((entry, gen), replica)) => {
                 let gen = match gen.as_deref().map(parse_gen) {
                     None => Gen::Missing,
                     Some(Some(gen)) => Gen::At(gen),
@@ -302,7 +311,11 @@ impl Core {
                         Gen::Unusable
                     }
                 };
-                Read::Found { entry, gen }
+                Read::Found {
+                    entry,
+                    gen,
+                    replica,
+                }
             }
             Err(err) => {
                 self.fault(key, &err);
