@@ -9,12 +9,13 @@
 //!   (`{"v":1,"d":..}`) by serde;
 //! - a `#[cached]` hit on Redis, on the local tier in front of Redis
 //!   (`Config::local_capacity`), and on the in-process memory store;
-//! - raw `GET` (a miss) + `SET` of the encoded value: the floor for a miss;
+//! - raw `GET` (a miss) + `SET` of the encoded value: the baseline for a miss;
 //! - a `#[cached]` miss: `GET`, the body, the fenced fill (`EVALSHA`).
 //!
 //! `cargo bench --bench redis_load` prints, at 1, 16, 64 and 256 concurrent tasks, each
 //! ratio to its baseline as the median (min–max) of three rounds that interleave the
-//! columns (raw, redcache, raw, redcache...), and the local tier's hits per second.
+//! columns (raw, floor, redcache, raw, floor, redcache...), and the local tier's hits per
+//! second.
 //! Throughput counts every call; the p99 is of every 7th call of each task, timed. Under
 //! `cargo test` it runs a few operations as a smoke test.
 
@@ -57,7 +58,7 @@ struct Envelope {
 /// of the arguments' JSON in hex.
 fn floor_key(id: u64) -> String {
     let digest = md5::Md5::digest(serde_json::to_vec(&[id]).unwrap());
-    let mut key = String::with_capacity(13 + 32);
+    let mut key = String::with_capacity(12 + 32);
     key.push_str("bench:floor:");
     for byte in digest {
         const HEX: &[u8; 16] = b"0123456789abcdef";

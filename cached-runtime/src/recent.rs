@@ -8,8 +8,9 @@
 //! generation), its reads of that key go to the master. Keys are kept in two sets of
 //! stripes, by two parts of one hash: a key whose two stripes are both those of keys just
 //! changed is read from the master too, which is only slower. With `k` keys changed in the
-//! last second, that is one other key in `(1 - e^(-k/4096))²`: one in about 4 million for
-//! two keys, 0.06% at 100 changes a second, 5% at 1,000, 50% at 5,000.
+//! last second, the share of other keys read from the master is about
+//! `(1 - e^(-k/4096))²`: one in about 4 million for two keys, 0.06% at 100 changes a
+//! second, 5% at 1,000, 50% at 5,000.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
