@@ -183,31 +183,29 @@ impl Core {
         key::namespaced(self.config.namespace(), &[key])
     }
 
-    /// This cache wrote `key`: its local copies (if any) are retired now, before Redis's
-    /// push for the write arrives, and its reads of `key` skip the replicas for a while
-    /// ([`written`](Self::written)).
+    /// This cache's write of `key` has ended (or failed, which may have written it all the
+    /// same): its local copies (if any) are retired now, before Redis's push for the write
+    /// arrives; and with reads from replicas, its reads of `key` go to the master for
+    /// [`READ_OWN_WRITES`](crate::recent::READ_OWN_WRITES), so that a replica that has not
+    /// yet applied the write does not answer them with what it replaced.
     pub(crate) fn local_changed(&self, key: &str) {
         self.changed();
-        self.written(key);
+        if let Some(recent) = &self.recent {
+            recent.changed(key);
+        }
         if let Some(tier) = self.backend.local_tier() {
             tier.changed(key.as_bytes());
         }
     }
 
-    /// This cache's change of `key` has ended (or failed, which may have written it all
-    /// the same): with reads from replicas, its reads of `key` go to the master for
-    /// [`READ_OWN_WRITES`](crate::recent::READ_OWN_WRITES), so that a replica that has not
-    /// yet applied the change does not answer them with what it replaced.
-    pub(crate) fn written(&self, key: &str) {
-        if let Some(recent) = &self.recent {
-            recent.changed(key);
-        }
-    }
-
-    /// [`written`](Self::written) for keys not known one by one (a prefix's).
-    pub(crate) fn written_all(&self) {
+    /// [`local_changed`](Self::local_changed) for keys not known one by one (a prefix's):
+    /// every local copy goes, and every read skips the replicas for a while.
+    pub(crate) fn local_changed_all(&self) {
         if let Some(recent) = &self.recent {
             recent.changed_all();
+        }
+        if let Some(tier) = self.backend.local_tier() {
+            tier.clear();
         }
     }
 
@@ -297,8 +295,9 @@ impl Core {
     /// miss, fill and invalidation needs, and hits a healthy replica serves would otherwise
     /// keep closing the breaker (and resetting its count of faults) while the master times
     /// out. The master answers too for a key this cache changed in the last
-    /// [`READ_OWN_WRITES`](crate::recent::READ_OWN_WRITES) ([`written`](Self::written)).
-    /// With whether a replica answered: what the master answered needs no second read.
+    /// [`READ_OWN_WRITES`](crate::recent::READ_OWN_WRITES)
+    /// ([`local_changed`](Self::local_changed)). With whether a replica answered: what the
+    /// master answered needs no second read.
     pub(crate) async fn relaxed_op<K, T, F>(
         &self,
         command: &'static str,

@@ -123,11 +123,8 @@ impl Core {
             .backend
             .invalidate_prefix(&start, SCAN_BATCH, ttl, step);
         let removed = self.op_invalidation(None, walk).await;
-        self.written_all();
-        // Copies are not kept by prefix: every one goes.
-        if let Some(tier) = self.backend.local_tier() {
-            tier.clear();
-        }
+        // Copies are not kept by prefix, nor recent writes: every one counts as changed.
+        self.local_changed_all();
         let removed = removed?;
         self.record(None, Event::Invalidations(removed));
         Ok(removed)

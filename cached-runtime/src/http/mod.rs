@@ -1584,7 +1584,7 @@ impl Core {
         let moved = self
             .op_invalidation(timeout, self.backend.regenerate(&gen_key, Some(ttl)))
             .await;
-        self.written(&gen_key);
+        self.local_changed(&gen_key);
         let moved = moved?;
         if let Replaced::Was(Some(_)) = moved {
             self.record(None, Event::Invalidations(1));
