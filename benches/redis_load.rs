@@ -58,14 +58,7 @@ struct Envelope {
 /// of the arguments' JSON in hex.
 fn floor_key(id: u64) -> String {
     let digest = md5::Md5::digest(serde_json::to_vec(&[id]).unwrap());
-    let mut key = String::with_capacity(12 + 32);
-    key.push_str("bench:floor:");
-    for byte in digest {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        key.push(HEX[usize::from(byte >> 4)] as char);
-        key.push(HEX[usize::from(byte & 15)] as char);
-    }
-    key
+    format!("bench:floor:{digest:x}")
 }
 
 struct Row {
