@@ -1252,9 +1252,15 @@ http_test! {
         assert_eq!((json.x_cache(), &json.body[..]), ("MISS", &b"results for q=shoes"[..]));
         let again = posting.send("POST", "/search", &typed, "q=shoes").await;
         assert_eq!(again.x_cache(), "HIT");
+        // The same bytes in another coding: another request (a decompressing layer would
+        // hand the handler other bytes).
+        let coded = [("content-type", "application/json"), ("content-encoding", "gzip")];
+        let gzip = posting.send("POST", "/search", &coded, "q=shoes").await;
+        assert_eq!((gzip.x_cache(), &gzip.body[..]), ("MISS", &b"results for q=shoes"[..]));
+        assert_eq!(posting.send("POST", "/search", &coded, "q=shoes").await.x_cache(), "HIT");
         // A GET of the same path is another entry.
         assert_eq!(posting.get("/search?q=shoes").await.x_cache(), "MISS");
-        assert_eq!(posting.app.runs("search_post"), 3);
+        assert_eq!(posting.app.runs("search_post"), 4);
     }
 }
 

@@ -762,8 +762,10 @@ where
             .part(body_hash.as_deref().unwrap_or("").as_bytes());
         if method == Method::POST {
             // The same bytes as another type are another request (a handler may parse JSON
-            // and refuse text).
+            // and refuse text), and so are they in another coding (a decompressing layer
+            // before the handler hands it other bytes for `gzip` than for none).
             material.header(&header::CONTENT_TYPE, request.headers());
+            material.header(&header::CONTENT_ENCODING, request.headers());
         }
         let namespace = core.config.namespace();
         let key = key::derive_key(
