@@ -265,6 +265,22 @@ async fn flaky(State(app): State<App>) -> (StatusCode, String) {
     }
 }
 
+/// `/flaky`, whose runs after the first wait for `gate` before they answer.
+async fn gated_flaky(State(app): State<App>) -> (StatusCode, String) {
+    app.ran("gated-flaky");
+    let run = app.runs("gated-flaky");
+    if run > 1 {
+        app.gate.notified().await;
+    }
+    match app.failing.load(Ordering::SeqCst) {
+        true => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is down".into(),
+        ),
+        false => (StatusCode::OK, format!("fresh as of run {run}")),
+    }
+}
+
 async fn gated(State(app): State<App>) -> String {
     app.ran("gated");
     let run = app.runs("gated");
@@ -1638,6 +1654,48 @@ http_test! {
         let failed = served.get("/flaky").await;
         assert_eq!((failed.status, failed.x_cache()), (StatusCode::SERVICE_UNAVAILABLE, "MISS"));
         assert_eq!(backend.cache.stats().stale, 2);
+    }
+}
+
+http_test! {
+    async fn stale_if_error_never_answers_with_a_group_invalidated_while_the_handler_ran(
+        backend: Backend
+    ) {
+        // The layer's group generation is in its keys, not on their stamps: read again
+        // before the old response answers a failed handler.
+        let app = App::default();
+        let layer = layer()
+            .group("flaky-group")
+            .ttl(Duration::from_secs(1))
+            .stale_if_error(Duration::from_secs(30))
+            .cache(backend.cache.clone());
+        let router = Router::new()
+            .route("/gated-flaky", get(gated_flaky))
+            .route_layer(layer)
+            .with_state(app.clone());
+        let served = Arc::new(serve_router(app, router).await);
+        let first = served.get("/gated-flaky").await;
+        let written = std::time::Instant::now();
+        assert_eq!((first.x_cache(), &first.body[..]), ("MISS", &b"fresh as of run 1"[..]));
+        past_one_second_ttl(written).await;
+        served.app.failing.store(true, Ordering::SeqCst);
+        let request = {
+            let served = served.clone();
+            tokio::spawn(async move { served.get("/gated-flaky").await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while served.app.runs("gated-flaky") < 2 {
+            assert!(std::time::Instant::now() < deadline, "the handler never ran again");
+            tokio::task::yield_now().await;
+        }
+        // The group is retired while the handler runs; then the handler fails.
+        backend.cache.invalidate_group("flaky-group").await.unwrap();
+        served.app.gate.notify_one();
+        let failed = request.await.unwrap();
+        assert_eq!((failed.status, failed.x_cache()), (StatusCode::SERVICE_UNAVAILABLE, "MISS"));
+        assert_eq!(&failed.body[..], b"the database is down");
+        assert_eq!(backend.cache.stats().stale, 0);
+        assert_eq!(served.app.runs("gated-flaky"), 2);
     }
 }
 

@@ -17,6 +17,7 @@ use crate::core::Core;
 use crate::flight::{self, Followed, Leader, Role, Shared};
 use crate::shape::{Found, Hooks, Shape};
 use crate::stats::{Event, Served};
+use crate::store::Store as _;
 use crate::ttl::unix_ms;
 use crate::ttl::Policy;
 use std::future::Future;
@@ -72,6 +73,18 @@ pub(crate) struct Entry<'a> {
     /// HTTP request's `max-age` or `min-fresh`): one it refuses is read as by `force`.
     /// (A thin reference: every call's future holds an `Entry`.)
     pub(crate) accepts: Option<&'a Accepts<'a>>,
+    /// A generation the key itself was made from, as read before the entry (an HTTP
+    /// layer's group: in its keys' material, not on their stamps). A failed body is
+    /// answered with a stale entry only while it is still the same (see
+    /// [`Core::answer_stale`]). (A thin reference, as `accepts`.)
+    pub(crate) keyed_gen: Option<&'a KeyedGen<'a>>,
+}
+
+/// A generation a key was made from: where it is kept, and what it was.
+#[derive(Debug)]
+pub(crate) struct KeyedGen<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) gen: &'a [u8],
 }
 
 /// A caller's check of an entry's bytes: whether it takes it (see [`Entry::accepts`]).
@@ -172,7 +185,8 @@ impl Core {
     /// The entry that answers after the body failed or panicked (see
     /// [`stale_candidate`](Self::stale_candidate)), if it is still within its window and
     /// nothing invalidated it while the body ran: read again, it is the same bytes under
-    /// the same group generation (and tags' generations). An entry that replaced it
+    /// the same group generation (and tags' generations, and the generation its key was
+    /// made from, if any: [`Entry::keyed_gen`]). An entry that replaced it
     /// meanwhile (another process's fill, a `put!`) answers instead, if it may: a value of
     /// the current generations, valid or within its own `stale_if_error` window; never a
     /// tombstone. If that cannot be known (Redis does not answer), the body's failure
@@ -201,6 +215,13 @@ impl Core {
         }
         if !tag_names.is_empty() && self.tag_digest(tag_names).await.ok()? != stamp.tags {
             return None;
+        }
+        if let Some(keyed) = at.keyed_gen {
+            // Retired meanwhile, the entry is no longer read under its key's generation.
+            let now = self.op(self.backend.get(keyed.key)).await.ok()?;
+            if now.as_deref() != Some(keyed.gen) {
+                return None;
+            }
         }
         self.record(at.prefix, Event::Stale);
         if let Some(suppressed) = self.may_log() {
@@ -285,6 +306,7 @@ impl Core {
             tags: tags.unwrap_or(0),
             unread: tags.is_none(),
             accepts: None,
+            keyed_gen: None,
         };
         self.run_at::<K, O, F>(at, hooks, tag_names, body)
     }

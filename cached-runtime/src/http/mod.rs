@@ -38,7 +38,7 @@ pub use self::body::{Body, BoxError};
 use self::body::Read;
 use self::rules::{Material, NotStored};
 use self::stored::{Answer, Stored};
-use crate::aside::Entry;
+use crate::aside::{Entry, KeyedGen};
 use crate::cache::{Cache, InUse};
 use crate::codec::{Format, Stamp};
 use crate::core::Core;
@@ -709,8 +709,10 @@ where
         let target = target(&request);
         let path_tag = path_tag(target.path());
         let gen_key = core.group_key(&path_tag);
-        let group_gen = match (&settings.group, &unreadable) {
-            (Some(group), None) => match Box::pin(group_generation(core, group)).await {
+        // Where the layer's group keeps its generation.
+        let group_key = settings.group.as_ref().map(|group| core.group_key(group));
+        let group_gen = match (&group_key, &unreadable) {
+            (Some(group_key), None) => match Box::pin(group_generation(core, group_key)).await {
                 Ok(gen) => Some(gen),
                 Err(err) => {
                     unreadable = Some((gen_key.clone(), err));
@@ -824,6 +826,10 @@ where
             _ => true,
         };
         let asks_freshness = asks.max_age.is_some() || asks.min_fresh.is_some();
+        let keyed_gen = match (&group_key, &group_gen) {
+            (Some(key), Some(gen)) => Some(KeyedGen { key, gen }),
+            _ => None,
+        };
         let accepts: crate::aside::Accepts<'_> = &accepts;
         let at = Entry {
             prefix: Some(&settings.prefix),
@@ -842,6 +848,9 @@ where
             tags,
             unread,
             accepts: asks_freshness.then_some(&accepts),
+            // The group's generation is in the key, not on the stamp: a stale answer to a
+            // failed handler checks it is still current.
+            keyed_gen: keyed_gen.as_ref(),
         };
         let fill = Fill {
             key: &key,
@@ -1089,12 +1098,11 @@ fn answer_condition(response: &mut Response<Body>, conditions: Option<&Condition
 /// be read once it had one. Created only where there is none (`SET NX`): requests (and
 /// processes) that found none at once key by the one that was made first, so a cold group
 /// runs a URL's handler once, and no entry is left under a generation replaced at once.
-async fn group_generation(core: &Core, group: &str) -> Result<Vec<u8>> {
-    let gen_key = core.group_key(group);
-    if let Some(gen) = core.op(core.backend.get(&gen_key)).await? {
+async fn group_generation(core: &Core, gen_key: &str) -> Result<Vec<u8>> {
+    if let Some(gen) = core.op(core.backend.get(gen_key)).await? {
         return Ok(gen);
     }
-    core.create_generation(&gen_key, None).await
+    core.create_generation(gen_key, None).await
 }
 
 /// Looks up (or fills) the entry at `at`, in a `redcache.call` span like a `#[cached]`
