@@ -232,13 +232,16 @@ async fn dashboard(
     headers: HeaderMap,
 ) -> String {
     app.ran("dashboard");
-    // The host as axum-extra's `Host` extractor reads it: a proxy's `Forwarded` host, else
-    // its `X-Forwarded-Host`, else `Host`.
+    // The host as axum-extra's `Host` extractor reads it: a proxy's `Forwarded` host (of
+    // its first element, the name and value trimmed, unquoted), else its
+    // `X-Forwarded-Host`, else `Host`.
     let forwarded = headers.get("forwarded").and_then(|value| {
-        let value = value.to_str().unwrap();
-        value
-            .split(';')
-            .find_map(|pair| pair.trim().strip_prefix("host="))
+        let first = value.to_str().unwrap().split(',').next()?;
+        first.split(';').find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let host = name.trim().eq_ignore_ascii_case("host");
+            host.then(|| value.trim().trim_matches('"'))
+        })
     });
     let host = forwarded
         .or_else(|| headers.get("x-forwarded-host").map(|v| v.to_str().unwrap()))
@@ -1957,6 +1960,13 @@ http_test! {
         let other = [("forwarded", "for=192.0.2.2;host=evil.test")];
         let shared = served.get_with("/acme/dashboard", &other).await;
         assert_eq!((shared.x_cache(), &shared.body[..]), ("HIT", &b"acme on evil.test"[..]));
+        // A space before `=`, which the handler's parser reads past: keyed all the same (not
+        // a plain request's entry, which another client would then be served).
+        let spaced = [("forwarded", "for=192.0.2.3; host =evil.test")];
+        let spaced = served.get_with("/acme/dashboard", &spaced).await;
+        assert_eq!((spaced.x_cache(), &spaced.body[..]), ("HIT", &b"acme on evil.test"[..]));
+        let plain = served.get("/acme/dashboard").await;
+        assert_eq!((plain.x_cache(), &plain.body[..]), ("HIT", own.as_bytes()));
         assert_eq!(served.app.runs("dashboard"), 3);
     }
 }

@@ -1533,7 +1533,11 @@ fn add_host<B>(material: &mut Material, request: &Request<B>, target: &http::Uri
             .filter_map(|pair| {
                 let pair = pair.trim_ascii();
                 let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-                name.eq_ignore_ascii_case(wanted).then_some(&value[1..])
+                // Spaces around the name too: not in RFC 7239's grammar, but handlers'
+                // parsers (axum-extra's `Host`) trim them, and so read the value.
+                name.trim_ascii()
+                    .eq_ignore_ascii_case(wanted)
+                    .then_some(&value[1..])
             })
             .collect()
     };
