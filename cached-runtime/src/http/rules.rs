@@ -373,18 +373,14 @@ pub(super) fn extension_directive(headers: &HeaderMap, name: &str) -> Option<u64
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|line| line.split(','))
+        // Split as the other directives are: a comma in a quoted string ends nothing.
+        .filter_map(|value| split_directives(value.to_str().ok()?))
+        .flatten()
         .find_map(|directive| {
             let (key, value) = directive.split_once('=')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| {
-                let value = value.trim();
-                let value = value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(value);
-                value.parse::<u64>().ok()
-            })
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| unquoted(value.trim()).parse::<u64>().ok())
         })
         .flatten()
 }
@@ -500,6 +496,13 @@ mod tests {
             Some(600)
         );
         assert_eq!(swr(&[(cc, "max-age=60, stale-if-error=600")]), None);
+        // Inside another directive's quoted string: not a directive.
+        let quoted = r#"max-age=60, x="a, stale-while-revalidate=86400, b""#;
+        assert_eq!(swr(&[(cc, quoted)]), None);
+        assert_eq!(
+            swr(&[(cc, r#"x="a, b", stale-while-revalidate=20"#)]),
+            Some(20)
+        );
         assert_eq!(swr(&[(cc, "stale-while-revalidate=soon")]), None);
         assert_eq!(swr(&[(cc, "stale-while-revalidate")]), None);
         assert_eq!(swr(&[("x-other", "stale-while-revalidate=5")]), None);
