@@ -378,6 +378,10 @@ fn title(id: u64) -> String {
     format!("title {id}")
 }
 
+fn body(id: u64) -> String {
+    format!("body {id}")
+}
+
 struct Renderer<F> {
     render: F,
     calls: AtomicUsize,
@@ -420,6 +424,17 @@ on_both_stores! {
         }).await;
         assert_eq!(titles.calls.load(SeqCst) + bodies.calls.load(SeqCst), 3);
         assert_eq!(b.cache.stats().faults, 6);
+        // Nor has a function pointer or a `dyn Fn`: every one of a signature has one name.
+        let titled: fn(u64) -> String = title;
+        let bodied: fn(u64) -> String = body;
+        b.cache.scope(async {
+            assert_eq!(render(3, titled, &calls).await, "title 3");
+            assert_eq!(render(3, bodied, &calls).await, "body 3");
+            let boxed: Box<dyn Fn(u64) -> String + Send> = Box::new(body);
+            assert_eq!(render(3, boxed, &calls).await, "body 3");
+        }).await;
+        assert_eq!(calls.load(SeqCst), 7);
+        assert_eq!(b.cache.stats().faults, 9);
     }
 }
 

@@ -899,10 +899,11 @@ pub fn within<F>(args: KeyArgs, _here: &F, module: &'static str) -> KeyArgs {
     }
 }
 
-/// Whether `item`'s type arguments name a closure or an async block.
+/// Whether `item`'s type arguments name a callable with no name of its own (a closure,
+/// an async block, a function pointer, a `dyn Fn`).
 fn over_a_closure(item: &str) -> bool {
     item.find('<')
-        .is_some_and(|at| crate::key::names_a_closure(&item[at..]))
+        .is_some_and(|at| crate::key::names_an_unnamed_callable(&item[at..]))
 }
 
 /// The enclosing item of `closure_path` unless it is `module`, and whether it is
@@ -1019,6 +1020,13 @@ mod tests {
         ));
         assert!(!over_a_closure("app::Table<app::Row>"));
         assert!(!over_a_closure("app::t::{{closure}}::Store"));
+        assert!(over_a_closure(
+            "app::Renderer<fn(u64) -> alloc::string::String>"
+        ));
+        assert!(over_a_closure(
+            "app::Renderer<alloc::boxed::Box<dyn core::ops::function::Fn(u64)>>"
+        ));
+        assert!(!over_a_closure("app::Renderer<app::title>"));
     }
 
     #[test]

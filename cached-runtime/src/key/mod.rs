@@ -32,12 +32,30 @@ impl<T: Serialize + ?Sized> KeyArg for T {
     }
 }
 
-/// Whether the type name `name` names a closure or an async block (`f::{{closure}}`, as a
-/// whole or as a type argument), not only a type declared inside one
-/// (`f::{{closure}}::Row`).
-pub(crate) fn names_a_closure(name: &str) -> bool {
+/// Whether the type name `name` stands for callables it does not tell apart (as a whole or
+/// as a type argument), so that every one of them has that name, whatever it does:
+/// - a closure or an async block (`f::{{closure}}`), not a type declared inside one
+///   (`f::{{closure}}::Row`);
+/// - a function pointer (`fn(u64) -> String`, `unsafe extern "C" fn()`);
+/// - a callable trait object (`dyn Fn(u64) -> String`, `dyn FnMut()`).
+///
+/// A function's own type (`app::title`) names that function.
+pub(crate) fn names_an_unnamed_callable(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    // At the start of a type: not inside a path segment (`app::my_fn(`, never written).
+    let starts_type = |at: usize| {
+        at == 0
+            || matches!(
+                bytes[at - 1],
+                b'<' | b' ' | b'&' | b'(' | b'[' | b',' | b'*'
+            )
+    };
     name.match_indices("}}")
         .any(|(at, _)| !name[at + 2..].starts_with("::"))
+        || name.match_indices("fn(").any(|(at, _)| starts_type(at))
+        || name
+            .match_indices("dyn core::ops::")
+            .any(|(at, _)| starts_type(at))
 }
 
 /// The key material of one call, collected by generated code (and by the helpers that must
@@ -99,25 +117,27 @@ impl KeyArgs {
 
     /// Adds a type's name (a generic parameter's, or `type_key`'s), so instances of a
     /// generic function never share entries. rustc names every closure and async block of
-    /// a function alike (`handler::{{closure}}`), so two instances for two closures would
-    /// share them: such a name is no key (`Error::Encode`: the call is not cached), unless
-    /// `type_key` names the instance. (A type declared inside one,
-    /// `handler::{{closure}}::Row`, has a name of its own.)
+    /// a function alike (`handler::{{closure}}`), and every function pointer or callable
+    /// trait object of one signature alike (`fn(u64) -> String`), so two instances for two
+    /// such callables would share them: such a name is no key (`Error::Encode`: the call
+    /// is not cached), unless `type_key` names the instance (see
+    /// [`names_an_unnamed_callable`]).
     pub fn ty(self, name: &str) -> Self {
-        if names_a_closure(name) {
+        if names_an_unnamed_callable(name) {
             return self.unnamed(name);
         }
         self.named(b't', name)
     }
 
-    /// `name`, of a type or an impl, names a closure or an async block, which has no name
-    /// of its own (see [`ty`](Self::ty)): no key material.
+    /// `name`, of a type or an impl, names a callable with no name of its own (see
+    /// [`ty`](Self::ty)): no key material.
     pub(crate) fn unnamed(mut self, name: &str) -> Self {
         if self.error.is_none() {
             self.error = Some(serde::ser::Error::custom(format_args!(
-                "`{name}` names a closure or an async block, which has no name of its own \
-                 to key a generic function's entries by; pass a function instead, or pin a name with \
-                 `type_key` if only one closure is ever given"
+                "`{name}` names a closure, an async block, a function pointer or a `dyn Fn`, \
+                 which has no name of its own to key a generic function's entries by; pass \
+                 a function item instead, or pin a name with `type_key` if only one is ever \
+                 given"
             )));
         }
         self
@@ -359,6 +379,33 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn callables_without_a_name_of_their_own_are_told_from_named_types() {
+        for unnamed in [
+            "app::main::{{closure}}",
+            "app::Table<app::f::{{closure}}>",
+            "fn(u64) -> alloc::string::String",
+            "unsafe extern \"C\" fn(u64)",
+            "fn(&'_ str) -> &'_ str",
+            "(u8, fn())",
+            "[fn(u8); 2]",
+            "alloc::boxed::Box<dyn core::ops::function::Fn(u64) + core::marker::Send>",
+            "&dyn core::ops::function::FnMut(u64)",
+        ] {
+            assert!(names_an_unnamed_callable(unnamed), "{unnamed}");
+        }
+        for named in [
+            "app::title",
+            "app::t::{{closure}}::Row",
+            "u64",
+            "app::Table<app::Row>",
+            "alloc::sync::Arc<dyn app::Repo>",
+            "app::my_fn<u8>",
+        ] {
+            assert!(!names_an_unnamed_callable(named), "{named}");
+        }
+    }
     use std::collections::{BTreeMap, HashMap};
 
     fn material(args: KeyArgs) -> String {
