@@ -2,7 +2,9 @@
 //! `HashMap` argument gives the same key in every process, whatever its iteration order
 //! and whatever serde_json features other crates turn on. It is written by `Canonical`, a
 //! serializer of our own, straight into the material (no `serde_json::Value` tree), so one
-//! value has one form wherever it sits, and two values of one type never share a form:
+//! value has one form wherever it sits, and two values of one type that serialize apart
+//! never share a form (values serde writes alike, such as fields it skips, are alike here
+//! too):
 //!
 //! - numbers, strings and sequences are exactly as serde_json writes them, an `f32` in its
 //!   own shortest form (`0.1`, not the `f64` widening `0.10000000149011612`);
