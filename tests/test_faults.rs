@@ -965,6 +965,51 @@ async fn an_eviction_refused_while_redis_is_busy_is_made_once_it_is_not() {
     assert_eq!(calls.load(SeqCst), 2, "the retired entry was a miss");
 }
 
+/// A read Redis refused for now (`BUSY` here; `LOADING`, `CLUSTERDOWN` alike) is answered
+/// by the body, and no fill is sent after it: it would be refused the same way (a cluster
+/// resends such a refusal for 0.1 s first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_refused_for_now_is_answered_by_the_body_and_sends_no_fill() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let calls = AtomicUsize::new(0);
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lua-time-limit")
+        .arg(50)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let script = busy_for_a_while(&server).await;
+    loop {
+        let answer: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut admin).await;
+        match answer {
+            Err(err) if err.code() == Some("BUSY") => break,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let faults = cache.stats().faults;
+    assert_eq!(cache.scope(item(42, &calls)).await, "item 42");
+    assert!(
+        !script.is_finished(),
+        "the call was made while Redis was busy"
+    );
+    assert_eq!(calls.load(SeqCst), 1);
+    assert_eq!(
+        cache.stats().faults,
+        faults + 1,
+        "the read's refusal, and no fill's: {:?}",
+        cache.stats()
+    );
+    assert_eq!(script.await.unwrap().unwrap(), 1);
+    // Once Redis answers, the call is cached as ever.
+    assert_eq!(cache.scope(item(42, &calls)).await, "item 42");
+    assert_eq!(cache.scope(item(42, &calls)).await, "item 42");
+    assert_eq!(calls.load(SeqCst), 2);
+}
+
 /// An eviction refused for want of replicas (`NOREPLICAS`: a master with
 /// `min-replicas-to-write`, as the README suggests behind Sentinel, just promoted and not yet
 /// followed by the others) is tried again until it lands, once the replicas are back.

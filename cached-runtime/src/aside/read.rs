@@ -34,8 +34,8 @@ pub(super) enum Read {
     },
     /// Redis rejected the read (a key of another Redis type): the fill overwrites it.
     WrongType,
-    /// The store failed, timed out or is skipped: the call does not write either, so an
-    /// outage adds at most one timeout to a call.
+    /// The store failed, timed out, is skipped, or refused the read for now: the call does
+    /// not write either, so an outage adds at most one timeout to a call.
     Unavailable,
 }
 
@@ -319,7 +319,9 @@ impl Core {
             }
             Err(err) => {
                 self.fault(key, &err);
-                if err.is_store_fault() || matches!(err, Error::Unavailable { .. }) {
+                // Refused for now too (`LOADING`, `BUSY`, `CLUSTERDOWN`, ..): a fill would be
+                // refused the same way (in a cluster, after the resends), so none is sent.
+                if err.is_transient() || matches!(err, Error::Unavailable { .. }) {
                     Read::Unavailable
                 } else {
                     // Redis rejected the read (a key of another type): write over it.
