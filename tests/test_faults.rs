@@ -36,6 +36,12 @@ async fn rename_item(id: u64) {
     let _ = id;
 }
 
+/// A write to everything of `id`: its item, the catalogue group and its owner's tag.
+#[redcache::evicts(item(id, _), group = "f:catalog", tag = "f:owner:{id}")]
+async fn change_everything(id: u64) {
+    let _ = id;
+}
+
 async fn stored(server: &RedisServer, key: &str) -> bool {
     let Ok(client) = redis::Client::open(server.url()) else {
         return false;
@@ -1008,6 +1014,44 @@ async fn a_read_refused_for_now_is_answered_by_the_body_and_sends_no_fill() {
     assert_eq!(cache.scope(item(42, &calls)).await, "item 42");
     assert_eq!(cache.scope(item(42, &calls)).await, "item 42");
     assert_eq!(calls.load(SeqCst), 2);
+}
+
+/// A write with several evictions costs a frozen Redis one timeout, not one per target:
+/// they are sent at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_with_several_evictions_costs_a_frozen_redis_one_timeout() {
+    let server = RedisServer::start();
+    let (cache, items, key, entry) = item_seven_stored(&server, OP_TIMEOUT).await;
+    let (in_group, with_tag) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    for _ in 0..2 {
+        assert_eq!(cache.scope(grouped(7, &in_group)).await, "grouped 7");
+        assert_eq!(cache.scope(tagged(7, &with_tag)).await, "tagged 7");
+    }
+
+    server.pause();
+    let faults = cache.stats().faults;
+    let start = Instant::now();
+    cache.scope(change_everything(7)).await;
+    let took = start.elapsed();
+    assert!(took >= OP_TIMEOUT && took < OP_TIMEOUT + SLACK, "{took:?}");
+    assert_eq!(cache.stats().faults, faults + 3, "{:?}", cache.stats());
+
+    server.resume();
+    // Landed once Redis answers: the commands it held, or their retries.
+    until_a_tombstone(&server, &key, &entry).await;
+    assert_eq!(cache.scope(item(7, &items)).await, "item 7");
+    assert_eq!(items.load(SeqCst), 2, "the evicted item is a miss");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while in_group.load(SeqCst) < 2 || with_tag.load(SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "a group's or a tag's move never landed"
+        );
+        assert_eq!(cache.scope(grouped(7, &in_group)).await, "grouped 7");
+        assert_eq!(cache.scope(tagged(7, &with_tag)).await, "tagged 7");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((in_group.load(SeqCst), with_tag.load(SeqCst)), (2, 2));
 }
 
 /// An eviction refused for want of replicas (`NOREPLICAS`: a master with

@@ -288,10 +288,17 @@ impl Core {
     /// to be served again once Redis answers (a partition, a restart with persistence): it
     /// is tried again in the background, with growing pauses (0.1 s to 5 s), until it
     /// succeeds, for up to an hour, as long as the cache lives.
+    ///
+    /// The targets are retired at once, not one after another: a Redis that does not
+    /// answer costs the write one operation timeout, not one per target.
     pub(crate) async fn evict_all(self: &Arc<Self>, targets: Vec<Target>) {
+        let done = match targets.as_slice() {
+            [one] => vec![self.evict(one).await],
+            _ => futures_util::future::join_all(targets.iter().map(|t| self.evict(t))).await,
+        };
         let mut failed = Vec::new();
-        for target in targets {
-            if let Err(err) = self.evict(&target).await {
+        for (target, done) in targets.into_iter().zip(done) {
+            if let Err(err) = done {
                 self.eviction_fault(&target, &err);
                 if err.is_transient() {
                     failed.push(target);
