@@ -1,5 +1,6 @@
 //! Credentials: ACL users and `requirepass` work through URLs and the builder, and a
-//! password never shows in `Debug`, `Display`, errors or logs.
+//! password never shows in `Debug`, `Display`, errors or logs; nor do the arguments of a
+//! tag, or a key the caller chose, in a fault's log.
 
 mod common;
 
@@ -249,4 +250,37 @@ async fn a_fault_log_never_shows_the_arguments_a_tag_was_built_from() {
     );
     assert!(logs.contains(&shown), "the tag is named by its md5: {logs}");
     assert!(!logs.contains("ada-7c1f"), "{logs}");
+}
+
+/// A fault on a key the caller chose itself (the programmatic API's) logs it by its md5,
+/// as derived keys and tags are: such a key may hold an email or a token.
+#[tokio::test]
+async fn a_fault_log_names_a_callers_own_key_by_its_md5() {
+    let (captured, _guard) = Captured::install();
+
+    let mut server = RedisServer::start();
+    // Two caches: each logs one fault a second.
+    let (reading, writing) = (server.cache().await, server.cache().await);
+    let key = "session:ada-7c1f@example.com";
+    server.stop();
+    let ttl = std::time::Duration::from_secs(60);
+    let value = reading
+        .get_or_insert_with(key, ttl, || async { 7u32 })
+        .await;
+    assert_eq!(value, 7, "answered by the closure");
+    assert!(writing.set(key, &8u32, ttl).await.is_err());
+    assert!(reading.stats().faults >= 1, "{:?}", reading.stats());
+    assert!(writing.stats().faults >= 1, "{:?}", writing.stats());
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let warned: Vec<&str> = logs.lines().filter(|line| line.contains("WARN")).collect();
+    let faults = warned.iter().filter(|line| line.contains("cache fault"));
+    assert_eq!(
+        faults.filter(|line| line.contains("key:")).count(),
+        2,
+        "both faults, the key by its md5: {logs}"
+    );
+    assert!(
+        warned.iter().all(|line| !line.contains("ada-7c1f")),
+        "{logs}"
+    );
 }

@@ -355,7 +355,8 @@ impl Cache {
                 Decoded::Null | Decoded::Gone => Ok(None),
             },
             Err(err) => {
-                self.core.fault(&key, &Error::decode_json(&err));
+                self.core
+                    .fault(&crate::key::shown("key", &key), &Error::decode_json(&err));
                 Ok(None)
             }
         }
@@ -410,10 +411,11 @@ impl Cache {
         let bytes = match codec::encode_untyped(value, stamp, self.core.config.format()) {
             Ok(bytes) => bytes,
             Err(source) => {
+                let shown = crate::key::shown("key", &key);
                 return self
                     .core
-                    .retire_instead(&key, Error::Encode { source })
-                    .await
+                    .retire_instead(&key, &shown, Error::Encode { source })
+                    .await;
             }
         };
         let written = self
@@ -434,7 +436,10 @@ impl Cache {
         self.core.local_changed(&key);
         match written {
             Ok(_) => Ok(()),
-            Err(err) => self.core.retire_instead(&key, err).await,
+            Err(err) => {
+                let shown = crate::key::shown("key", &key);
+                self.core.retire_instead(&key, &shown, err).await
+            }
         }
     }
 

@@ -644,7 +644,7 @@ pub async fn put<K: Shape<O>, O>(mut call: Call<K, O>, value: O) -> crate::Resul
             false => match core.tag_digest(&tags).await {
                 Ok(digest) => digest,
                 // Without the generations the value cannot be stamped, nor stored.
-                Err(err) => return core.retire_instead(&key, err).await,
+                Err(err) => return core.retire_instead(&key, &key, err).await,
             },
         };
         core.put::<K, O>(

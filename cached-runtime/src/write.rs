@@ -91,7 +91,7 @@ impl Core {
             Ok(Put::Uncached) => self.evict_key(key).await,
             // An `Err` is never a value to store (a usage error): the entry stays as it was.
             Err(err @ Error::NotCacheable) => Err(err),
-            Err(err) => self.retire_instead(key, err).await,
+            Err(err) => self.retire_instead(key, key, err).await,
         }
     }
 
@@ -100,10 +100,10 @@ impl Core {
     /// the open breaker): the entry is retired, as an invalidation (which the breaker never
     /// skips), so that no process serves the value it was to replace until its TTL; `err`
     /// is still returned, since the new value was not stored. A retirement that fails too
-    /// is counted and logged as a fault.
-    pub(crate) async fn retire_instead(&self, key: &str, err: Error) -> Result<()> {
+    /// is counted and logged as a fault, naming the key as `shown`.
+    pub(crate) async fn retire_instead(&self, key: &str, shown: &str, err: Error) -> Result<()> {
         if let Err(retire) = self.evict_key(key).await {
-            self.fault(key, &retire);
+            self.fault(shown, &retire);
         }
         Err(err)
     }

@@ -44,7 +44,7 @@ impl Core {
             // Kept past its TTL for the stale windows; its stamp says when it expired.
             Outcome::Value(Ok(bytes)) => (bytes, Some(value_ttl.saturating_add(kept))),
             Outcome::Value(Err(source)) => {
-                self.fault(key, &Error::Encode { source });
+                self.fault(&at.shown(), &Error::Encode { source });
                 return None;
             }
             Outcome::Null(bytes) => match policy.null_ttl() {
@@ -92,7 +92,7 @@ impl Core {
                 None
             }
             Err(err) => {
-                self.fault(key, &err);
+                self.fault(&at.shown(), &err);
                 // Skipped by the open breaker (the store is out), or too large to store.
                 // Any other fault (a timeout, a lost connection) may hide a fill that ran
                 // and was refused.

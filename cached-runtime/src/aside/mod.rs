@@ -80,6 +80,18 @@ pub(crate) struct Entry<'a> {
     pub(crate) keyed_gen: Option<&'a KeyedGen<'a>>,
 }
 
+impl Entry<'_> {
+    /// The key as a logged fault names it: one the caller chose itself (the programmatic
+    /// API's, which has no prefix) by its md5, as tags are (it may hold an email or a
+    /// token); a key redcache derived, which ends in an md5 already, as it is.
+    pub(crate) fn shown(&self) -> std::borrow::Cow<'_, str> {
+        match self.prefix {
+            Some(_) => self.key.into(),
+            None => crate::key::shown("key", self.key).into(),
+        }
+    }
+}
+
 /// A generation a key was made from: where it is kept, and what it was.
 #[derive(Debug)]
 pub(crate) struct KeyedGen<'a> {

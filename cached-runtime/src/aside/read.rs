@@ -179,7 +179,7 @@ impl Core {
             Ok(_) => Examined::Miss,
             // Corrupt, foreign or older-format data: a miss, overwritten.
             Err(err) => {
-                self.fault(at.key, &Error::decode_json(&err));
+                self.fault(&at.shown(), &Error::decode_json(&err));
                 Examined::Miss
             }
         }
@@ -307,7 +307,7 @@ impl Core {
                     None => Gen::Missing,
                     Some(Some(gen)) => Gen::At(gen),
                     Some(None) => {
-                        self.fault(key, &Error::decode(BadGeneration));
+                        self.fault(&at.shown(), &Error::decode(BadGeneration));
                         Gen::Unusable
                     }
                 };
@@ -318,7 +318,7 @@ impl Core {
                 }
             }
             Err(err) => {
-                self.fault(key, &err);
+                self.fault(&at.shown(), &err);
                 // Refused for now too (`LOADING`, `BUSY`, `CLUSTERDOWN`, ..): a fill would be
                 // refused the same way (in a cluster, after the resends), so none is sent.
                 if err.is_transient() || matches!(err, Error::Unavailable { .. }) {
