@@ -187,6 +187,13 @@ async fn find(id: u64, calls: &AtomicUsize) -> Option<u64> {
     (id % 2 == 0).then_some(id)
 }
 
+/// No `null_ttl`: a `None` lives the default null TTL (60 s), but no longer than `ttl`.
+#[redcache::cached(prefix = "t:shortnull", ttl = 5, skip(calls))]
+async fn find_briefly(id: u64, calls: &AtomicUsize) -> Option<u64> {
+    calls.fetch_add(1, SeqCst);
+    (id % 2 == 0).then_some(id)
+}
+
 #[redcache::cached(prefix = "t:nonull", null_ttl = 0, skip(calls))]
 async fn find_uncached_none(id: u64, calls: &AtomicUsize) -> Option<u64> {
     calls.fetch_add(1, SeqCst);
@@ -208,6 +215,18 @@ on_both_stores! {
             let raw = b.raw_get(&expected_key("t:null", "[1]")).await.unwrap();
             assert_eq!(raw, br#"{"v":1,"none":true}"#);
         }
+    }
+}
+
+on_both_stores! {
+    async fn a_none_lives_no_longer_than_the_functions_ttl(b: Backend) {
+        let calls = AtomicUsize::new(0);
+        b.cache.scope(async {
+            assert_eq!(find_briefly(1, &calls).await, None);
+            assert_eq!(find_briefly(1, &calls).await, None);
+        }).await;
+        assert_eq!(calls.load(SeqCst), 1, "the None was served from the cache");
+        assert_eq!(b.ttl_secs(&expected_key("t:shortnull", "[1]")).await, Some(5));
     }
 }
 

@@ -64,7 +64,11 @@ pub const COMPRESSION: bool = cfg!(feature = "compression");
 impl Spec {
     pub(crate) fn policy(&self, config: &Config) -> Policy {
         let ttl = self.ttl.unwrap_or(config.default_ttl());
-        let null_ttl = self.null_ttl.unwrap_or(config.default_null_ttl());
+        // Unless the function says otherwise, a `None` is kept no longer than a value
+        // would be: `ttl = 5` means five seconds old at most, whatever the call returned.
+        let null_ttl = self
+            .null_ttl
+            .unwrap_or_else(|| config.default_null_ttl().min(ttl));
         let policy = match self.jitter {
             Some(jitter) => Policy::seconds(ttl, jitter, null_ttl),
             None => Policy::seconds(ttl, 0, null_ttl).with_default_jitter(),
