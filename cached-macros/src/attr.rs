@@ -499,6 +499,16 @@ fn check_prefix(lit: &LitStr, errors: &mut Errors) -> Option<String> {
         );
         return None;
     }
+    if value.contains(['{', '}']) {
+        errors.at(
+            lit.span(),
+            "`prefix` must not contain braces: it is a fixed string, so `{..}` in it is not \
+             filled in from the arguments (the arguments' hash follows it), and on a Redis \
+             Cluster braces would put every entry of this function on one node; to retire \
+             entries by an argument, use `tags(\"user:{id}\")`",
+        );
+        return None;
+    }
     Some(value)
 }
 

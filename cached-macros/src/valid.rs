@@ -192,15 +192,6 @@ pub(crate) fn validate(item: &ItemFn, args: &CachedArgs, errors: &mut Errors) ->
             }
         }
     }
-    if let (Some(_), Some((prefix, span))) = (&args.group, &args.prefix) {
-        if prefix.contains(['{', '}']) {
-            errors.at(
-                *span,
-                "the `prefix` of a function in a `group` must not contain braces: the group \
-                 is the `{group}` hash tag of its keys",
-            );
-        }
-    }
     if let (Some(_), Some((_, span))) = (&args.lock, &args.lock_ms) {
         errors.at(
             *span,
