@@ -57,7 +57,8 @@
 //!
 //! - **Options** ([`cached`], with a section and an example for each; README § Options
 //!   in one table): `prefix` (default `module_path!()::fn_name`), `ttl` (default 300 s),
-//!   `jitter` (default `ttl / 10`), `null_ttl` (default 60 s; 0: `None` not cached),
+//!   `jitter` (default `ttl / 10`), `null_ttl` (default 60 s, at most `ttl`; 0: `None` not
+//!   cached),
 //!   `skip(..)`, `key = expr`, `output`, `group`, `lock` / `lock_ms`, `early_refresh`,
 //!   `in_trait_impl`.
 //! - **Function and return shapes** (README § Function shapes, § Return shapes): free

@@ -344,6 +344,33 @@ async fn busy_for_a_while(
     })
 }
 
+/// [`busy_for_a_while`], once `server` refuses other commands with `BUSY` (50 ms into the
+/// script, not 5 s: `lua-time-limit` is the name Redis 6.2 knows, and Redis 7 and Valkey
+/// keep it for `busy-reply-threshold`).
+async fn refusing_busy(server: &RedisServer) -> tokio::task::JoinHandle<redis::RedisResult<i64>> {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lua-time-limit")
+        .arg(50)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let script = busy_for_a_while(server).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut admin).await;
+        match answer {
+            Err(err) if err.code() == Some("BUSY") => return script,
+            _ => {
+                assert!(Instant::now() < deadline, "Redis never answered BUSY");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// A script that keeps the server busy for `ARGV[1]` microseconds.
 const BUSY: &str = r"
 local t = redis.call('TIME')
@@ -933,26 +960,7 @@ async fn an_eviction_refused_while_redis_is_busy_is_made_once_it_is_not() {
     let server = RedisServer::start();
     let (cache, calls, key, entry) = item_seven_stored(&server, Duration::from_secs(2)).await;
 
-    // `BUSY` 50 ms into a script (not 5 s): `lua-time-limit` is the name Redis 6.2 knows,
-    // and Redis 7 and Valkey keep it for `busy-reply-threshold`.
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("lua-time-limit")
-        .arg(50)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let script = busy_for_a_while(&server).await;
-    // Until Redis answers `BUSY`.
-    loop {
-        let answer: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut admin).await;
-        match answer {
-            Err(err) if err.code() == Some("BUSY") => break,
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    let script = refusing_busy(&server).await;
     let faults = cache.stats().faults;
     cache.scope(rename_item(7)).await;
     assert!(
@@ -979,23 +987,7 @@ async fn a_read_refused_for_now_is_answered_by_the_body_and_sends_no_fill() {
     let server = RedisServer::start();
     let cache = server.cache().await;
     let calls = AtomicUsize::new(0);
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("lua-time-limit")
-        .arg(50)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let script = busy_for_a_while(&server).await;
-    loop {
-        let answer: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut admin).await;
-        match answer {
-            Err(err) if err.code() == Some("BUSY") => break,
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    let script = refusing_busy(&server).await;
     let faults = cache.stats().faults;
     assert_eq!(cache.scope(item(42, &calls)).await, "item 42");
     assert!(

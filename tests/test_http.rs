@@ -31,7 +31,7 @@ struct App {
     slow_runs: Arc<AtomicU64>,
     /// `/flaky` answers 503 while this is true.
     failing: Arc<std::sync::atomic::AtomicBool>,
-    /// `/gated` waits for this from its second run on.
+    /// `/gated`, `/gated-flaky` and `/own-swr` wait for this from their second run on.
     gate: Arc<tokio::sync::Notify>,
 }
 
@@ -268,7 +268,7 @@ async fn flaky(State(app): State<App>) -> (StatusCode, String) {
     }
 }
 
-/// `/flaky`, whose runs after the first wait for `gate` before they answer.
+/// `/gated-flaky`: `/flaky`, whose runs after the first wait for `gate` before they answer.
 async fn gated_flaky(State(app): State<App>) -> (StatusCode, String) {
     app.ran("gated-flaky");
     let run = app.runs("gated-flaky");

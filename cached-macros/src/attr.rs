@@ -504,8 +504,9 @@ fn check_prefix(lit: &LitStr, errors: &mut Errors) -> Option<String> {
             lit.span(),
             "`prefix` must not contain braces: it is a fixed string, so `{..}` in it is not \
              filled in from the arguments (the arguments' hash follows it), and on a Redis \
-             Cluster braces would put every entry of this function on one node; to retire \
-             entries by an argument, use `tags(\"user:{id}\")`",
+             Cluster braces would put every entry of this function on one node (and in a \
+             `group`, the group must be the key's hash tag); to retire entries by an \
+             argument, use `tags(\"user:{id}\")`",
         );
         return None;
     }

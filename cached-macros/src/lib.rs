@@ -95,8 +95,8 @@ mod valid;
 ///
 /// - **Default:** `module_path!()`, `::` and the function's name, e.g.
 ///   `my_app::users::get_user_profile`.
-/// - **Checked:** a non-empty string literal without whitespace or control characters;
-///   in a [`group`](#group), without braces.
+/// - **Checked:** a non-empty string literal without whitespace, control characters or
+///   braces (it is not a template: the arguments' hash follows it).
 ///
 /// ```
 /// #[redcache::cached(prefix = "user:name", ttl = 600)]
@@ -240,7 +240,8 @@ mod valid;
 /// [`output`](#output)).
 ///
 /// - **Default:** the cache's default null TTL: 60 s
-///   (`Config::builder().default_null_ttl(..)`, `REDCACHE_NULL_TTL`).
+///   (`Config::builder().default_null_ttl(..)`, `REDCACHE_NULL_TTL`), but no longer than
+///   the function's `ttl`.
 /// - **Checked:** a whole number of seconds.
 ///
 /// ```
@@ -437,7 +438,7 @@ mod valid;
 ///
 /// - **Default:** no group.
 /// - **Checked:** a non-empty string literal without whitespace, control characters or
-///   braces; the function's [`prefix`](#prefix) may then not contain braces.
+///   braces.
 ///
 /// ```
 /// #[redcache::cached(prefix = "shop:price", ttl = 600, group = "products")]

@@ -892,9 +892,9 @@ pub fn type_key<T: TypeKey + ?Sized>(name: &T) -> &str {
 /// `Table<User>::load`, `outer::inner`) followed by `::{{closure}}`. A free function adds
 /// nothing, so its keys are those of its arguments alone.
 ///
-/// An impl over a closure or an async block (`Renderer<app::main::{{closure}}>`) has no name
-/// of its own: rustc writes every one of a function alike, so the call is not cached (see
-/// [`KeyArgs::ty`]).
+/// An impl over a closure or an async block (`Renderer<app::main::{{closure}}>`), a
+/// function pointer or a `dyn Fn` has no name of its own: rustc writes every one of a
+/// function or signature alike, so the call is not cached (see [`KeyArgs::ty`]).
 pub fn within<F>(args: KeyArgs, _here: &F, module: &'static str) -> KeyArgs {
     match item_of(core::any::type_name::<F>(), module) {
         Some((item, true)) => args.unnamed(item),

@@ -208,7 +208,7 @@ impl ConfigBuilder {
     }
 
     /// TTL in seconds of a cached `None` for functions that set no `null_ttl` (default 60;
-    /// 0 turns null caching off).
+    /// never longer than the function's own `ttl`; 0 turns null caching off).
     ///
     /// # Examples
     ///

@@ -13,8 +13,8 @@
 //! origin (the target's scheme and authority, `Host`, `X-Forwarded-Host`,
 //! `X-Forwarded-Proto`, `Forwarded`'s `host=` and `proto=`), the values of the request
 //! headers the responses `Vary` by, whether the request carried `Authorization`, the
-//! generation of the layer's group and, for a cached `POST`, the body's md5 and its
-//! `Content-Type`. The path is the one the client asked for:
+//! generation of the layer's group and, for a cached `POST`, the body's md5, its
+//! `Content-Type` and its `Content-Encoding`. The path is the one the client asked for:
 //! under axum's `Router::nest`, axum's `OriginalUri`, not the path without the nest's
 //! prefix that the layer sees. The path's hash is the key's Redis Cluster hash tag, and
 //! each path has a
@@ -384,7 +384,7 @@ impl CacheLayer {
     }
 
     /// Caches `POST` requests too, keyed by a hash of their body and by their
-    /// `Content-Type` (off by default: for `POST` routes that only read, such as a search
+    /// `Content-Type` and `Content-Encoding` (off by default: for `POST` routes that only read, such as a search
     /// with a JSON query). A body larger than [`max_body_bytes`](Self::max_body_bytes), or
     /// of unknown length, passes through. A `POST` answered with a status the layer stores
     /// is a read, stored or not (with `Set-Cookie`, say): it retires nothing, where RFC

@@ -53,9 +53,12 @@ pub(crate) fn names_an_unnamed_callable(name: &str) -> bool {
     name.match_indices("}}")
         .any(|(at, _)| !name[at + 2..].starts_with("::"))
         || name.match_indices("fn(").any(|(at, _)| starts_type(at))
-        || name
-            .match_indices("dyn core::ops::")
-            .any(|(at, _)| starts_type(at))
+        || [
+            "dyn core::ops::function::",
+            "dyn core::ops::async_function::",
+        ]
+        .iter()
+        .any(|dyn_fn| name.match_indices(dyn_fn).any(|(at, _)| starts_type(at)))
 }
 
 /// The key material of one call, collected by generated code (and by the helpers that must
@@ -387,7 +390,7 @@ mod tests {
             "app::Table<app::f::{{closure}}>",
             "fn(u64) -> alloc::string::String",
             "unsafe extern \"C\" fn(u64)",
-            "fn(&'_ str) -> &'_ str",
+            "fn(&str) -> &str",
             "(u8, fn())",
             "[fn(u8); 2]",
             "alloc::boxed::Box<dyn core::ops::function::Fn(u64) + core::marker::Send>",
@@ -402,6 +405,7 @@ mod tests {
             "app::Table<app::Row>",
             "alloc::sync::Arc<dyn app::Repo>",
             "app::my_fn<u8>",
+            "alloc::boxed::Box<dyn core::ops::deref::Deref<Target = u8>>",
         ] {
             assert!(!names_an_unnamed_callable(named), "{named}");
         }
