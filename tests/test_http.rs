@@ -40,6 +40,16 @@ impl App {
         *self.runs.lock().unwrap().entry(route).or_default() += 1;
     }
 
+    /// Waits (up to 10 s, yielding) until `route`'s handler has started `n` runs; fails
+    /// with `what` if it has not.
+    async fn until_runs(&self, route: &'static str, n: u64, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.runs(route) < n {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::task::yield_now().await;
+        }
+    }
+
     fn runs(&self, route: &'static str) -> u64 {
         self.runs.lock().unwrap().get(route).copied().unwrap_or(0)
     }
@@ -1686,11 +1696,7 @@ http_test! {
             let served = served.clone();
             tokio::spawn(async move { served.get("/gated-flaky").await })
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while served.app.runs("gated-flaky") < 2 {
-            assert!(std::time::Instant::now() < deadline, "the handler never ran again");
-            tokio::task::yield_now().await;
-        }
+        served.app.until_runs("gated-flaky", 2, "the handler never ran again").await;
         // The group is retired while the handler runs; then the handler fails.
         backend.cache.invalidate_group("flaky-group").await.unwrap();
         served.app.gate.notify_one();
@@ -1715,11 +1721,7 @@ http_test! {
             let served = served.clone();
             tokio::spawn(async move { served.get("/gated").await })
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while served.app.runs("gated") < 2 {
-            assert!(std::time::Instant::now() < deadline, "the leader never ran");
-            tokio::task::yield_now().await;
-        }
+        served.app.until_runs("gated", 2, "the leader never ran").await;
         let follower = {
             let served = served.clone();
             tokio::spawn(async move {
@@ -1759,11 +1761,7 @@ http_test! {
             let served = served.clone();
             tokio::spawn(async move { served.get("/gated").await })
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while served.app.runs("gated") < 2 {
-            assert!(std::time::Instant::now() < deadline, "the refresh never started");
-            tokio::task::yield_now().await;
-        }
+        served.app.until_runs("gated", 2, "the refresh never started").await;
         for _ in 0..3 {
             let stale = served.get("/gated").await;
             assert_eq!((stale.x_cache(), &stale.body[..]), ("HIT", &b"gated run 1"[..]));
@@ -1824,11 +1822,7 @@ http_test! {
             let served = served.clone();
             tokio::spawn(async move { served.get("/own-swr").await })
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while served.app.runs("own-swr") < 2 {
-            assert!(std::time::Instant::now() < deadline, "the refresh never started");
-            tokio::task::yield_now().await;
-        }
+        served.app.until_runs("own-swr", 2, "the refresh never started").await;
         let stale = served.get("/own-swr").await;
         assert_eq!((stale.x_cache(), &stale.body[..]), ("HIT", &b"own-swr run 1"[..]));
         served.app.gate.notify_one();
@@ -2324,11 +2318,10 @@ async fn a_response_computed_before_an_invalidation_is_not_stored_after_it() {
         let served = served.clone();
         tokio::spawn(async move { served.get("/gated").await })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while served.app.runs("gated") < 2 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::task::yield_now().await;
-    }
+    served
+        .app
+        .until_runs("gated", 2, "the handler never ran again")
+        .await;
     backend.cache.invalidate_path("/gated").await.unwrap();
     served.app.gate.notify_one();
     let pending = pending.await.unwrap();

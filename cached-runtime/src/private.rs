@@ -905,13 +905,13 @@ pub fn within<F>(args: KeyArgs, _here: &F, module: &'static str) -> KeyArgs {
 
 /// Whether `item`'s type arguments name a callable with no name of its own (a closure,
 /// an async block, a function pointer, a `dyn Fn`).
-fn over_a_closure(item: &str) -> bool {
+fn over_an_unnamed_callable(item: &str) -> bool {
     item.find('<')
         .is_some_and(|at| crate::key::names_an_unnamed_callable(&item[at..]))
 }
 
 /// The enclosing item of `closure_path` unless it is `module`, and whether it is
-/// [`over_a_closure`]: read once per thread and call site, then remembered by the strings'
+/// [`over_an_unnamed_callable`]: read once per thread and call site, then remembered by the strings'
 /// addresses (a type name is a `'static` string, so the same address and length always
 /// hold the same name).
 fn item_of(closure_path: &'static str, module: &'static str) -> Option<(&'static str, bool)> {
@@ -927,7 +927,7 @@ fn item_of(closure_path: &'static str, module: &'static str) -> Option<(&'static
         module.as_ptr() as usize,
     );
     let read = || match enclosing_item(closure_path) {
-        Some(item) if item != module => Some((item, over_a_closure(item))),
+        Some(item) if item != module => Some((item, over_an_unnamed_callable(item))),
         _ => None,
     };
     SEEN.try_with(|seen| {
@@ -1013,24 +1013,28 @@ mod tests {
     }
 
     #[test]
-    fn an_impl_over_a_closure_is_told_from_one_over_a_type_declared_in_one() {
-        assert!(over_a_closure("app::Renderer<app::main::{{closure}}>"));
-        assert!(over_a_closure(
+    fn an_impl_over_an_unnamed_callable_is_told_from_one_over_a_type_declared_in_one() {
+        assert!(over_an_unnamed_callable(
+            "app::Renderer<app::main::{{closure}}>"
+        ));
+        assert!(over_an_unnamed_callable(
             "<app::Table<app::f::{{closure}}> as app::Repo>"
         ));
-        assert!(!over_a_closure("app::Table<app::t::{{closure}}::Row>"));
-        assert!(!over_a_closure(
+        assert!(!over_an_unnamed_callable(
+            "app::Table<app::t::{{closure}}::Row>"
+        ));
+        assert!(!over_an_unnamed_callable(
             "<app::t::{{closure}}::MockRepo as app::Repo>"
         ));
-        assert!(!over_a_closure("app::Table<app::Row>"));
-        assert!(!over_a_closure("app::t::{{closure}}::Store"));
-        assert!(over_a_closure(
+        assert!(!over_an_unnamed_callable("app::Table<app::Row>"));
+        assert!(!over_an_unnamed_callable("app::t::{{closure}}::Store"));
+        assert!(over_an_unnamed_callable(
             "app::Renderer<fn(u64) -> alloc::string::String>"
         ));
-        assert!(over_a_closure(
+        assert!(over_an_unnamed_callable(
             "app::Renderer<alloc::boxed::Box<dyn core::ops::function::Fn(u64)>>"
         ));
-        assert!(!over_a_closure("app::Renderer<app::title>"));
+        assert!(!over_an_unnamed_callable("app::Renderer<app::title>"));
     }
 
     #[test]
