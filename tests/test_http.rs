@@ -1452,6 +1452,83 @@ http_test! {
     }
 }
 
+/// A write's handler that makes its write, then never answers.
+async fn update_then_hang(State(app): State<App>, Path(id): Path<u64>) -> StatusCode {
+    update_product(State(app), Path(id)).await;
+    std::future::pending().await
+}
+
+/// Answers `408` for a request its route has not answered within 300 ms, dropping the
+/// route's future, as tower-http's `TimeoutLayer` does.
+async fn time_out(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(Duration::from_millis(300), next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
+}
+
+http_test! {
+    async fn a_write_dropped_mid_handler_after_its_write_still_retires(backend: Backend) {
+        // A timeout around the routes drops each write's handler after it has written: the
+        // layer's own retirement of a `PUT`, an `EvictLayer`'s, and a cached `POST`'s.
+        let app = App::default();
+        let cache = &backend.cache;
+        let router = Router::new()
+            .route("/products/{id}", get(product).put(update_then_hang))
+            .route_layer(layer().cache(cache.clone()))
+            .merge(
+                Router::new()
+                    .route("/items/{id}", get(product))
+                    .route_layer(layer().cache(cache.clone()))
+                    .merge(
+                        Router::new()
+                            .route("/items/{id}", axum::routing::put(update_then_hang))
+                            .route_layer(EvictLayer::new().own_path().cache(cache.clone())),
+                    ),
+            )
+            .merge(
+                Router::new()
+                    .route("/posts/{id}", get(product).post(update_then_hang))
+                    .route_layer(layer().cache_post(true).cache(cache.clone())),
+            )
+            .layer(axum::middleware::from_fn(time_out))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        for (n, (method, path)) in
+            [("PUT", "/products/1"), ("PUT", "/items/2"), ("POST", "/posts/3")].into_iter().enumerate()
+        {
+            let id = n + 1;
+            let before = format!(r#"{{"id":{id},"version":1}}"#);
+            assert_eq!(served.get(path).await.x_cache(), "MISS");
+            let hit = served.get(path).await;
+            assert_eq!((hit.x_cache(), &hit.body[..]), ("HIT", before.as_bytes()));
+            let write = served.send(method, path, &[], "").await;
+            assert_eq!(write.status, StatusCode::REQUEST_TIMEOUT, "{method} {path}");
+            assert_eq!(served.app.runs("update"), id as u64, "the write was made");
+            // The retirement runs on a task of its own: the next reads see it soon.
+            let after = format!(r#"{{"id":{id},"version":2}}"#);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let read = served.get(path).await;
+                if read.body == after.as_bytes() {
+                    assert_eq!(read.x_cache(), "MISS");
+                    break;
+                }
+                assert_eq!(read.body, before.as_bytes());
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{method} {path}: the value the write replaced is still served"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert_eq!(served.app.runs("product"), 6, "read once before and once after each write");
+    }
+}
+
 http_test! {
     async fn nested_routes_and_hosts_never_share_entries(backend: Backend) {
         // Under `nest`, the layer sees `/dashboard` for every tenant: the key and the path

@@ -145,6 +145,46 @@ pub(crate) enum Target {
     Path(String),
 }
 
+/// An HTTP write route's evictions while its handler runs (see `http::EvictService` and
+/// the layer's `retire_on_write`). Dropped armed (the request dropped mid-handler: a
+/// client gone, a timeout around the route; or the handler panicked), it makes them on
+/// redcache's own runtime, as a `#[evicts]` call dropped mid-body does: the write may have
+/// been made before the handler stopped, and an eviction too many costs misses, where one
+/// too few serves what the write replaced.
+#[cfg(feature = "http")]
+pub(crate) struct EvictIfDropped {
+    armed: Option<(crate::Cache, Vec<Target>)>,
+}
+
+#[cfg(feature = "http")]
+impl EvictIfDropped {
+    /// Evictions of `targets` from `cache`, made if this is dropped before
+    /// [`disarm`](Self::disarm).
+    pub(crate) fn arm(cache: crate::Cache, targets: Vec<Target>) -> Self {
+        EvictIfDropped {
+            armed: Some((cache, targets)),
+        }
+    }
+
+    /// The handler has answered: the caller evicts as its answer says.
+    pub(crate) fn disarm(mut self) -> (crate::Cache, Vec<Target>) {
+        self.armed.take().expect("armed until disarmed")
+    }
+}
+
+#[cfg(feature = "http")]
+impl Drop for EvictIfDropped {
+    fn drop(&mut self) {
+        use tracing::instrument::WithSubscriber;
+        use tracing::Instrument;
+        if let Some((cache, targets)) = self.armed.take() {
+            let evict = async move { cache.core().evict_all(targets).await };
+            let evict = evict.in_current_span().with_current_subscriber();
+            crate::store::background().spawn(evict);
+        }
+    }
+}
+
 /// The first pause before a failed eviction is tried again; each later one is twice as
 /// long, up to [`RETRY_PAUSE_MOST`].
 const RETRY_PAUSE: Duration = Duration::from_millis(100);

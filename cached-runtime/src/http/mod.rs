@@ -43,6 +43,7 @@ use crate::cache::{Cache, InUse};
 use crate::codec::{Format, Stamp};
 use crate::core::Core;
 use crate::global::{current, warn_not_initialized};
+use crate::invalidate::{EvictIfDropped, Target};
 use crate::key::{self, md5_hex};
 use crate::shape::{Found, Hooks, Outcome, Shape};
 use crate::stats::{Event, Served};
@@ -865,8 +866,9 @@ where
         };
         let mut request = Some(request);
         let mut passed: Passed<S::Error> = None;
-        // The path of a `POST` the handler answered (`Fill::posted`).
-        let mut written: Option<String> = None;
+        // The retirement of the path of a `POST` the handler was asked to answer
+        // (`Fill::posted`), armed until its answer decides.
+        let mut written: Option<EvictIfDropped> = None;
         let (mut filled, mut served) = run(core, at, &tag_names, async {
             Box::pin(fill.run(&mut inner, &mut request, &mut passed, &mut written)).await
         })
@@ -899,14 +901,21 @@ where
             }
         }
         let stored = match filled {
-            Ok(stored) => stored,
+            Ok(stored) => {
+                // A `POST` answered with a response that is stored is a read: it retires
+                // nothing.
+                if let Some(pending) = written {
+                    pending.disarm();
+                }
+                stored
+            }
             Err(NotFilled { .. }) => {
                 let answered = match &passed {
                     Some(Ok(response)) => Some(response.status()),
                     _ => None,
                 };
-                if let (Some(status), Some(path)) = (answered, written) {
-                    Box::pin(retire_posted(&settings, path, status)).await;
+                if written.is_some() {
+                    Box::pin(retire_posted(&settings, written, answered)).await;
                 }
                 return match passed {
                     // The handler's answer to a `HEAD`: without a body, whatever serves it
@@ -1180,7 +1189,7 @@ impl Fill<'_> {
         inner: &mut S,
         request: &mut Option<Request<ReqB>>,
         passed: &mut Passed<S::Error>,
-        written: &mut Option<String>,
+        written: &mut Option<EvictIfDropped>,
     ) -> Filled
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -1195,7 +1204,7 @@ impl Fill<'_> {
             return Err(NotFilled { failed: false });
         };
         if self.posted {
-            *written = Some(target(&request).path().to_owned());
+            *written = self.settings.retire(&request);
         }
         request
             .extensions_mut()
@@ -1374,43 +1383,43 @@ where
     ResB: HttpBody<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let path = target(&request).path().to_owned();
-    let response = pass(inner, request, XCache::Bypass).await?;
+    let pending = settings.retire(&request);
+    let response = pass(inner, request, XCache::Bypass).await;
+    let status = response.as_ref().ok().map(Response::status);
     match posted {
-        true => retire_posted(settings, path, response.status()).await,
-        false => retire_after(settings, path, response.status()).await,
+        true => retire_posted(settings, pending, status).await,
+        false => evict_after(pending, status).await,
     }
-    Ok(response)
+    response
 }
 
-/// After a `POST` under `cache_post` that the handler answered with `status`: retires
-/// `path` if that says a write (see [`pass_unsafe`]).
-async fn retire_posted(settings: &Settings, path: String, status: StatusCode) {
-    if !settings.statuses.contains(&status) {
-        retire_after(settings, path, status).await;
+/// After a `POST` under `cache_post` that the handler answered with `status`: retires its
+/// path (`pending`) if that says a write (see [`pass_unsafe`]).
+async fn retire_posted(
+    settings: &Settings,
+    pending: Option<EvictIfDropped>,
+    status: Option<StatusCode>,
+) {
+    match status {
+        Some(status) if settings.statuses.contains(&status) => {
+            if let Some(pending) = pending {
+                pending.disarm();
+            }
+        }
+        status => evict_after(pending, status).await,
     }
-}
-
-/// Retires every stored response of `path` after a write answered with `status`, unless
-/// that is an error.
-async fn retire_after(settings: &Settings, path: String, status: StatusCode) {
-    if status.is_client_error() || status.is_server_error() {
-        return;
-    }
-    let Some(cache) = settings.cache() else {
-        warn_not_initialized();
-        return;
-    };
-    // To the end, even if the client goes away meanwhile: the write is made.
-    let cache = Cache::clone(&cache);
-    let path = crate::invalidate::Target::Path(path);
-    crate::invalidate::to_the_end(async move {
-        cache.core().evict_all(vec![path]).await;
-    })
-    .await;
 }
 
 impl Settings {
+    /// The retirement of every stored response of `request`'s path, armed before its
+    /// handler runs (see [`EvictIfDropped`]); `None` where no cache is set up.
+    fn retire<B>(&self, request: &Request<B>) -> Option<EvictIfDropped> {
+        let cache = self.cache()?;
+        let cache = Cache::clone(&cache);
+        let path = Target::Path(target(request).path().to_owned());
+        Some(EvictIfDropped::arm(cache, vec![path]))
+    }
+
     /// The layer's own cache, else the one in use here (the global one borrowed, as a
     /// `#[cached]` call does: no shared reference count written per request).
     fn cache(&self) -> Option<LayerCache<'_>> {
@@ -1847,35 +1856,26 @@ where
             .own_path
             .then(|| target(&request).path().to_owned());
         let (request, tags) = self.evicts.tags.of(request);
-        let evicts = self.evicts.clone();
+        // Armed before the handler runs, with the cache in use now (a scoped one cannot be
+        // found again from a drop): made if the request is dropped before it answers.
+        let pending = self
+            .evicts
+            .cache
+            .clone()
+            .or_else(Cache::current)
+            .map(|cache| EvictIfDropped::arm(cache, targets(&self.evicts, own_path, tags)));
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await?;
-            // Any status but an error (RFC 9111 § 4.4): a `303 See Other` after a form's
-            // `POST` is a write that succeeded.
-            let status = response.status();
-            if !status.is_client_error() && !status.is_server_error() {
-                let cache = evicts.cache.clone().or_else(Cache::current);
-                match cache {
-                    // To the end, even if the client goes away meanwhile: the write is made.
-                    Some(cache) => {
-                        crate::invalidate::to_the_end(async move {
-                            evict(cache.core(), &evicts, own_path, tags).await
-                        })
-                        .await
-                    }
-                    None => warn_not_initialized(),
-                }
-            }
-            Ok(response)
+            let response = response.await;
+            let status = response.as_ref().ok().map(Response::status);
+            evict_after(pending, status).await;
+            response
         })
     }
 }
 
-/// Runs a write route's invalidations; failures are logged and counted, and those that
-/// failed because Redis could not be reached are tried again (see `Core::evict_all`).
-async fn evict(core: &Arc<Core>, evicts: &Evicts, own_path: Option<String>, tags: Vec<String>) {
-    use crate::invalidate::Target;
+/// A write route's targets: its paths (and the request's own), groups and tags.
+fn targets(evicts: &Evicts, own_path: Option<String>, tags: Vec<String>) -> Vec<Target> {
     let paths = evicts
         .paths
         .iter()
@@ -1884,8 +1884,28 @@ async fn evict(core: &Arc<Core>, evicts: &Evicts, own_path: Option<String>, tags
         .map(Target::Path);
     let groups = evicts.groups.iter().cloned().map(Target::Group);
     let tags = tags.into_iter().map(Target::Tag);
-    core.evict_all(paths.chain(groups).chain(tags).collect())
-        .await;
+    paths.chain(groups).chain(tags).collect()
+}
+
+/// After a write's handler answered with `status` (`None`: the service failed): makes the
+/// evictions `pending` holds, unless that is an error. Any status but an error counts
+/// (RFC 9111 § 4.4): a `303 See Other` after a form's `POST` is a write that succeeded.
+/// Failures are logged and counted, and those that failed because Redis could not be
+/// reached are tried again (see `Core::evict_all`). `pending` is `None` where no cache is
+/// set up.
+async fn evict_after(pending: Option<EvictIfDropped>, status: Option<StatusCode>) {
+    let wrote = status.is_some_and(|s| !s.is_client_error() && !s.is_server_error());
+    let Some(pending) = pending else {
+        if wrote {
+            warn_not_initialized();
+        }
+        return;
+    };
+    let (cache, targets) = pending.disarm();
+    if wrote {
+        // To the end, even if the client goes away meanwhile: the write is made.
+        crate::invalidate::to_the_end(async move { cache.core().evict_all(targets).await }).await;
+    }
 }
 
 #[cfg(test)]
