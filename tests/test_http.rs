@@ -779,6 +779,25 @@ http_test! {
     }
 }
 
+http_test! {
+    async fn a_head_of_a_get_of_unknown_length_says_no_length(backend: Backend) {
+        // Not stored (it never ends), so every `HEAD` is a miss the handler answers: with
+        // no `Content-Length`, as without the layer, not the `0` of the empty body sent.
+        let served = serve(&backend.cache, layer()).await;
+        for run in 1..=2 {
+            let head = served.send("HEAD", "/events", &[], "").await;
+            assert_eq!((head.status, head.x_cache()), (StatusCode::OK, "MISS"));
+            assert_eq!(head.header("content-length"), None, "run {run}");
+            assert_eq!(head.header("content-type"), Some("text/event-stream"));
+            assert!(head.body.is_empty());
+            assert_eq!(served.app.runs("events"), run);
+        }
+        // One of known length says it, as a `GET` would.
+        let head = served.send("HEAD", "/products/4", &[], "").await;
+        assert_eq!(head.header("content-length"), Some("20"));
+    }
+}
+
 async fn opaque(request: axum::extract::Request) -> axum::extract::Request {
     request.map(|body| axum::body::Body::new(Opaque(body)))
 }

@@ -29,6 +29,27 @@ pub(super) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// No body, and no word of its length either (the answer to a `HEAD` whose `GET` body's
+/// length is not known): its size hint is not exact, as an empty body's (`0`) is.
+pub(super) fn lengthless() -> Body {
+    /// Ends at once, its size unsaid.
+    struct Lengthless;
+
+    impl HttpBody for Lengthless {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(None)
+        }
+    }
+
+    Lengthless.boxed_unsync()
+}
+
 /// Any handler body as a [`Body`].
 pub(super) fn boxed<B>(body: B) -> Body
 where

@@ -931,13 +931,27 @@ where
                             || parts.headers.contains_key(header::TRANSFER_ENCODING);
                         // (An empty body says nothing of the `GET`'s length: none is said.)
                         let len = HttpBody::size_hint(&body).exact();
-                        if let Some(len) = len.filter(|&len| len > 0 && !lengthless) {
-                            parts
-                                .headers
-                                .entry(header::CONTENT_LENGTH)
-                                .or_insert(HeaderValue::from(len));
-                        }
-                        marked(Response::from_parts(parts, body::empty()), XCache::Miss)
+                        let said = match len.filter(|&len| len > 0 && !lengthless) {
+                            Some(len) => {
+                                parts
+                                    .headers
+                                    .entry(header::CONTENT_LENGTH)
+                                    .or_insert(HeaderValue::from(len));
+                                true
+                            }
+                            None => {
+                                len == Some(0) || parts.headers.contains_key(header::CONTENT_LENGTH)
+                            }
+                        };
+                        // Where no length is said, the body says none either: a server or
+                        // framework that writes `Content-Length` off a body's exact size
+                        // (axum does) would write an empty body's `0` as the `GET`'s length.
+                        let body = if said {
+                            body::empty()
+                        } else {
+                            body::lengthless()
+                        };
+                        marked(Response::from_parts(parts, body), XCache::Miss)
                     }),
                     Some(response) => response.map(|mut r| {
                         answer_condition(&mut r, conditions.as_ref());
