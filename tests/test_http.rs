@@ -189,6 +189,23 @@ const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 /// a file server does (`ETag: "v1"`, `Last-Modified`); `/conditional/cookie` also sets a
 /// cookie (so it is never stored). It takes a while, so that requests sent together
 /// overlap with the one that runs, and counts the runs that were asked a condition.
+/// Evaluates `If-Match` and `If-Unmodified-Since` (any date but its `Last-Modified` is
+/// taken for an earlier one), then `If-None-Match`, as an origin server does.
+async fn guarded(State(app): State<App>, headers: HeaderMap) -> axum::response::Response {
+    app.ran("guarded");
+    let asked = |name| headers.get(name).map(|v| v.to_str().unwrap());
+    let validators = [("etag", "\"v1\""), ("last-modified", LAST_MODIFIED)];
+    let failed = asked("if-match").is_some_and(|tags| !tags.contains("\"v1\""))
+        || asked("if-unmodified-since").is_some_and(|date| date != LAST_MODIFIED);
+    if failed {
+        return (StatusCode::PRECONDITION_FAILED, validators).into_response();
+    }
+    if asked("if-none-match").is_some_and(|tags| tags.contains("\"v1\"")) {
+        return (StatusCode::NOT_MODIFIED, validators).into_response();
+    }
+    (validators, "guarded v1").into_response()
+}
+
 async fn conditional(
     State(app): State<App>,
     uri: axum::http::Uri,
@@ -414,6 +431,7 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
         .route("/gated", get(gated))
         .route("/conditional", get(conditional))
         .route("/conditional/cookie", get(conditional))
+        .route("/guarded", get(guarded))
         .route("/origin", get(origin))
         .route("/echo", get(echo))
         .route("/lang-unreadable/{how}", get(lang_unreadable))
@@ -795,6 +813,38 @@ http_test! {
         // One of known length says it, as a `GET` would.
         let head = served.send("HEAD", "/products/4", &[], "").await;
         assert_eq!(head.header("content-length"), Some("20"));
+    }
+}
+
+http_test! {
+    async fn if_match_and_if_unmodified_since_go_to_the_handler(backend: Backend) {
+        let served = serve(&backend.cache, layer()).await;
+        assert_eq!(served.get("/guarded").await.x_cache(), "MISS");
+        let hit = served.get("/guarded").await;
+        assert_eq!((hit.x_cache(), &hit.body[..]), ("HIT", &b"guarded v1"[..]));
+        // Preconditions the cache cannot evaluate: the handler answers, and nothing is read
+        // or written. A failed `If-Match` comes before a matching `If-None-Match`.
+        let asked: [&[(&str, &str)]; 4] = [
+            &[("if-match", "\"v2\"")],
+            &[("if-match", "\"v2\""), ("if-none-match", "\"v1\"")],
+            &[("if-unmodified-since", "Sat, 05 Nov 1994 08:49:37 GMT")],
+            &[("if-match", "\"v1\"")],
+        ];
+        let expected = [
+            StatusCode::PRECONDITION_FAILED,
+            StatusCode::PRECONDITION_FAILED,
+            StatusCode::PRECONDITION_FAILED,
+            StatusCode::OK,
+        ];
+        for (n, (headers, status)) in asked.into_iter().zip(expected).enumerate() {
+            let reply = served.get_with("/guarded", headers).await;
+            assert_eq!((reply.status, reply.x_cache()), (status, "BYPASS"), "{headers:?}");
+            assert_eq!(served.app.runs("guarded"), n as u64 + 2);
+        }
+        // The stored response still answers the others.
+        let hit = served.get_with("/guarded", &[("if-none-match", "\"v1\"")]).await;
+        assert_eq!((hit.status, hit.x_cache()), (StatusCode::NOT_MODIFIED, "HIT"));
+        assert_eq!(served.app.runs("guarded"), 5);
     }
 }
 

@@ -116,7 +116,9 @@ impl XCache {
 /// `max-age` less `Age`, as clients compute it); a request whose
 /// `If-None-Match` matches (or, without one, whose `If-Modified-Since` is not before the
 /// response's `Last-Modified`) gets `304 Not Modified`, on a hit or a miss: the layer
-/// evaluates both itself, and the handler is asked for the whole response. A request's
+/// evaluates both itself, and the handler is asked for the whole response. One with
+/// `If-Match` or `If-Unmodified-Since` goes to the handler, which alone can evaluate them
+/// (`BYPASS`). A request's
 /// `Cache-Control: no-cache` runs the handler and refreshes the entry, `no-store` runs it
 /// and neither reads nor writes, `max-age=N` does not take an entry older than `N`
 /// seconds.
@@ -653,7 +655,7 @@ where
         if !looked_up
             || (asks.no_store && !asks.only_if_cached)
             || bodied(&request)
-            || (partial(&request) && !asks.only_if_cached)
+            || ((partial(&request) || preconditioned(&request)) && !asks.only_if_cached)
         {
             if method == Method::POST && settings.retire_on_write {
                 return Box::pin(pass_unsafe(&settings, &mut inner, request, true)).await;
@@ -1514,6 +1516,16 @@ fn partial<B>(request: &Request<B>) -> bool {
                 .trim_ascii()
                 .eq_ignore_ascii_case(b"bytes=0-")
         })
+}
+
+/// Whether `request` has a precondition that only its handler can evaluate: `If-Match`
+/// or `If-Unmodified-Since` (RFC 9110 § 13.1.1, § 13.1.4), which come before
+/// `If-None-Match` and `If-Modified-Since` (§ 13.2.2: a `GET` whose `If-Match` fails is
+/// answered `412`, whatever its `If-None-Match` says). A cache does not evaluate them (RFC
+/// 9111 § 4.3.2), and a stored response answered in their place would disregard them.
+fn preconditioned<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_UNMODIFIED_SINCE)
 }
 
 /// Says once per process that a layer's prefix has a brace, which on a cluster parts its
