@@ -104,6 +104,15 @@ async fn lang(State(app): State<App>, headers: HeaderMap) -> impl IntoResponse {
     ([("vary", "Accept-Language")], format!("hello in {lang}"))
 }
 
+/// Varies by `Accept-Language`, and does not say so.
+async fn lang_unsaid(State(app): State<App>, headers: HeaderMap) -> String {
+    app.ran("lang-unsaid");
+    let lang = headers
+        .get("accept-language")
+        .map_or("none", |v| v.to_str().unwrap());
+    format!("hello in {lang}")
+}
+
 async fn with_headers(
     State(app): State<App>,
     Path(kind): Path<String>,
@@ -422,6 +431,7 @@ fn router(app: App, cache: &redcache::Cache, layer: CacheLayer) -> Router {
         .route("/products/{id}", get(product))
         .route("/search", get(search).post(search_post))
         .route("/lang", get(lang))
+        .route("/lang-unsaid", get(lang_unsaid))
         .route("/kind/{kind}", get(with_headers))
         .route("/missing", get(missing))
         .route("/big", get(big))
@@ -1267,6 +1277,35 @@ http_test! {
         assert_eq!(declared.get_with("/lang", &fr).await.x_cache(), "HIT");
         assert_eq!(&declared.get_with("/lang", &de).await.body[..], b"hello in de");
         assert_eq!(declared.app.runs("lang"), 2);
+    }
+}
+
+http_test! {
+    async fn what_the_layer_keys_by_is_announced_in_vary(backend: Backend) {
+        // The layer keys by `Accept-Language`, and the `max-age` it writes lets caches
+        // downstream keep the response: they are told to key by it too.
+        let vary = [axum::http::header::ACCEPT_LANGUAGE];
+        let served = serve(&backend.cache, layer().vary(vary)).await;
+        let fr = [("accept-language", "fr")];
+        let miss = served.get_with("/lang-unsaid", &fr).await;
+        assert_eq!((miss.x_cache(), &miss.body[..]), ("MISS", &b"hello in fr"[..]));
+        assert_eq!(miss.header("cache-control"), Some("max-age=120"));
+        assert_eq!(miss.header("vary"), Some("accept-language"));
+        let hit = served.get_with("/lang-unsaid", &fr).await;
+        assert_eq!((hit.x_cache(), hit.header("vary")), ("HIT", Some("accept-language")));
+        let etag = hit.header("etag").unwrap().to_owned();
+        let revalidated = served
+            .get_with("/lang-unsaid", &[("accept-language", "fr"), ("if-none-match", &etag)])
+            .await;
+        assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(revalidated.header("vary"), Some("accept-language"));
+        assert_eq!(served.app.runs("lang-unsaid"), 1);
+        // A handler that says it keeps its own word, once.
+        served.get_with("/lang", &fr).await;
+        let said = served.get_with("/lang", &fr).await;
+        assert_eq!(said.x_cache(), "HIT");
+        let lines: Vec<_> = said.headers.get_all("vary").iter().collect();
+        assert_eq!(lines, ["Accept-Language"]);
     }
 }
 

@@ -371,6 +371,7 @@ impl CacheLayer {
     }
 
     /// Request headers to key by from the start (responses' `Vary` adds more as they come).
+    /// Stored responses name every header the layer keys by in their `Vary`.
     ///
     /// # Examples
     ///
@@ -1281,13 +1282,21 @@ impl Fill<'_> {
                 pass_on(body::full(bytes), passed)
             }
             Read::Whole(bytes) => {
-                match Stored::new(
-                    parts.status,
-                    &parts.headers,
-                    bytes.clone(),
-                    fresh,
-                    unix_ms(),
-                ) {
+                let unsaid = rules::unsaid_vary(&parts.headers, self.keyed_by);
+                let announced;
+                let headers = match unsaid.is_empty() {
+                    true => &parts.headers,
+                    false => {
+                        let names: Vec<&str> = unsaid.iter().map(HeaderName::as_str).collect();
+                        let mut headers = parts.headers.clone();
+                        let names = HeaderValue::from_str(&names.join(", "))
+                            .expect("header names are header values");
+                        headers.append(header::VARY, names);
+                        announced = headers;
+                        &announced
+                    }
+                };
+                match Stored::new(parts.status, headers, bytes.clone(), fresh, unix_ms()) {
                     Some(stored) => Ok(stored),
                     None => pass_on(body::full(bytes), passed),
                 }

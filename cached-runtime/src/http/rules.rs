@@ -223,6 +223,25 @@ pub(super) struct Freshness {
     pub(super) age: u64,
 }
 
+/// The request headers the layer keys by (`keyed_by`) that the response's `Vary` does
+/// not name: announced on what is stored, so that a cache downstream, made to keep the
+/// response by the `max-age` the layer writes, keys it as the layer does (RFC 9111 § 4.1)
+/// when the handler left them unsaid. (A `Vary` that could not be read is never stored.)
+pub(super) fn unsaid_vary(headers: &HeaderMap, keyed_by: &[HeaderName]) -> Vec<HeaderName> {
+    let said: Vec<HeaderName> = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    keyed_by
+        .iter()
+        .filter(|name| !said.contains(name))
+        .cloned()
+        .collect()
+}
+
 /// Whether a response with `status` and `headers` may be stored, and if so for how long:
 /// the layer's `ttl`, or less if the response's `s-maxage`, `max-age` or `Expires` says
 /// so.
