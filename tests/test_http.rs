@@ -27,12 +27,35 @@ use std::time::Duration;
 struct App {
     runs: Arc<Mutex<HashMap<&'static str, u64>>>,
     versions: Arc<Mutex<HashMap<u64, u64>>>,
-    /// Bumped by the `/slow` handler, which takes a while (so concurrent requests overlap).
+    /// Bumped by the `/slow` handler, which then waits for `slow_gate` to open.
     slow_runs: Arc<AtomicU64>,
+    /// Closed (no permit) until a test opens it: the requests sent together are all
+    /// waiting on the one that runs by then.
+    slow_gate: Gate,
     /// `/flaky` answers 503 while this is true.
     failing: Arc<std::sync::atomic::AtomicBool>,
     /// `/gated`, `/gated-flaky` and `/own-swr` wait for this from their second run on.
     gate: Arc<tokio::sync::Notify>,
+}
+
+/// A gate that opens once, for good (see `App::slow_gate`).
+#[derive(Clone)]
+struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+}
+
+impl Gate {
+    async fn passed(&self) {
+        drop(self.0.acquire().await.unwrap());
+    }
+
+    fn open(&self) {
+        self.0.add_permits(1);
+    }
 }
 
 impl App {
@@ -46,6 +69,15 @@ impl App {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while self.runs(route) < n {
             assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Waits (up to 10 s) until `/slow`'s handler has started `n` runs.
+    async fn until_slow_runs(&self, n: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.slow_runs.load(Ordering::SeqCst) < n {
+            assert!(std::time::Instant::now() < deadline, "/slow never ran");
             tokio::task::yield_now().await;
         }
     }
@@ -419,8 +451,7 @@ async fn probe(State(app): State<App>) -> impl IntoResponse {
 
 async fn slow(State(app): State<App>) -> String {
     app.slow_runs.fetch_add(1, Ordering::SeqCst);
-    // Long enough that the requests sent together overlap with the one that runs.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.slow_gate.passed().await;
     "slow answer".to_owned()
 }
 
@@ -2324,15 +2355,18 @@ http_test! {
     }
 }
 
-/// `n` requests for `/slow` at once: each answered with its body; how many had `X-Cache:
-/// MISS`.
-async fn slow_at_once(served: &Arc<Served>, n: usize) -> usize {
+/// `n` requests for `/slow` at once, through `cache`: each answered with its body; how
+/// many had `X-Cache: MISS`. The handler answers once the others all wait on its run.
+async fn slow_at_once(served: &Arc<Served>, cache: &redcache::Cache, n: usize) -> usize {
     let requests: Vec<_> = (0..n)
         .map(|_| {
             let served = served.clone();
             tokio::spawn(async move { served.get("/slow").await })
         })
         .collect();
+    served.app.until_slow_runs(1).await;
+    common::until_waiting(cache, n - 1).await;
+    served.app.slow_gate.open();
     let mut misses = 0;
     for request in requests {
         let reply = request.await.unwrap();
@@ -2346,7 +2380,7 @@ async fn slow_at_once(served: &Arc<Served>, n: usize) -> usize {
 http_test! {
     async fn a_hundred_requests_for_one_cold_url_run_the_handler_once(backend: Backend) {
         let served = Arc::new(serve(&backend.cache, layer()).await);
-        assert_eq!(slow_at_once(&served, 100).await, 1);
+        assert_eq!(slow_at_once(&served, &backend.cache, 100).await, 1);
         assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 1);
     }
 }
@@ -2358,7 +2392,7 @@ http_test! {
         // Each request finds no generation for the group: they all key by the one made
         // first, so they share one run, and its entry is found again.
         let served = Arc::new(serve(&backend.cache, layer().group("cold")).await);
-        assert_eq!(slow_at_once(&served, 100).await, 1);
+        assert_eq!(slow_at_once(&served, &backend.cache, 100).await, 1);
         assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 1);
         assert_eq!(served.get("/slow").await.x_cache(), "HIT");
         assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 1);
@@ -2400,7 +2434,7 @@ async fn with_redis_down_every_request_is_answered_by_the_handler() {
     // Requests at once still share one run of the handler, group or not: the database
     // behind it needs that most while Redis is out.
     let served = Arc::new(served);
-    assert_eq!(slow_at_once(&served, 20).await, 1);
+    assert_eq!(slow_at_once(&served, &backend.cache, 20).await, 1);
     assert_eq!(served.app.slow_runs.load(Ordering::SeqCst), 1);
     assert_eq!(http(&backend.cache).misses - before.misses, 7);
 }
