@@ -1040,6 +1040,30 @@ on_both_stores! {
     }
 }
 
+/// A value the in-process store has no room for (a store smaller than `max_value_bytes`
+/// allows for) is refused by `set` as too large, as a fill is, and the entry it was to
+/// replace is retired: never reported stored, then missing.
+#[tokio::test]
+async fn a_value_too_large_for_the_memory_store_is_refused_by_set() {
+    let config = common::test_config().memory_max_bytes(1 << 20).build();
+    let cache = redcache::Cache::memory_with(config);
+    let ttl = std::time::Duration::from_secs(60);
+    cache.set("k", "small", ttl).await.unwrap();
+    assert_eq!(cache.stats().stores, 1);
+    let big = "x".repeat((1 << 20) - 300);
+    let refused = cache.set("k", &big, ttl).await.unwrap_err();
+    assert!(
+        matches!(refused, redcache::Error::TooLarge { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        cache.get::<String>("k").await.unwrap(),
+        None,
+        "the old value is retired"
+    );
+    assert_eq!(cache.stats().stores, 1);
+}
+
 /// `Cache::memory_with` goes on without a setting it cannot use, as its log says: a
 /// `max_value_bytes`, capacity or size of 0 (read as "no limit" by some) would have made
 /// the store keep nothing; the default holds instead. `try_memory_with` names the setting.

@@ -395,15 +395,20 @@ impl MemoryStore {
     /// `TooLarge` if `fill` weighs more than a shard admits, which would drop it as it is
     /// written (only in a store smaller than `max_value_bytes` allows for: see `holding`).
     fn admitted(&self, fill: &Fill<'_>) -> Result<()> {
-        let weight = (fill.key.len() + fill.value.len()) as u64 + ENTRY_OVERHEAD;
+        self.admits(fill.key, fill.value)
+    }
+
+    /// Whether `value` fits at `key` (see [`admitted`](Self::admitted)).
+    fn admits(&self, key: &str, value: &[u8]) -> Result<()> {
+        let weight = (key.len() + value.len()) as u64 + ENTRY_OVERHEAD;
         if weight <= self.admits {
             return Ok(());
         }
         let room = self
             .admits
-            .saturating_sub(fill.key.len() as u64 + ENTRY_OVERHEAD);
+            .saturating_sub(key.len() as u64 + ENTRY_OVERHEAD);
         Err(crate::Error::TooLarge {
-            size: fill.value.len(),
+            size: value.len(),
             max: usize::try_from(room).unwrap_or(usize::MAX),
         })
     }
@@ -519,6 +524,8 @@ impl Store for MemoryStore {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        // Refused as a fill is: the table would drop it, and report it kept.
+        self.admits(key, value)?;
         let _locked = self.lock(key);
         // `Cache::set`'s write-through.
         self.insert(key, value, Some(ttl), Write::Fences);
