@@ -134,8 +134,8 @@ impl Cache {
 
     /// [`memory_with`](Self::memory_with), but a configuration it cannot use (a variable of
     /// [`Config::from_env`] that did not parse, a `max_value_bytes`, `max_fill_time`,
-    /// `memory_capacity` or `memory_max_bytes` of 0, more entries than can be set up) is an
-    /// error rather than a logged problem.
+    /// `memory_capacity` or `memory_max_bytes` of 0, more entries than can be set up, a
+    /// codec or compression this build lacks) is an error rather than a logged problem.
     ///
     /// # Errors
     ///

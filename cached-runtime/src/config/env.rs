@@ -482,6 +482,28 @@ mod tests {
         }
     }
 
+    /// The in-process store refuses such a format too (`try_memory_with`), and
+    /// `memory_with` goes on in JSON, uncompressed, rather than failing every value.
+    #[tokio::test]
+    async fn the_memory_store_goes_on_without_a_format_this_build_lacks() {
+        let configs = [
+            crate::Config::builder()
+                .codec(crate::Codec::MessagePack)
+                .build(),
+            crate::Config::builder().compress_above(16).build(),
+        ];
+        let lacking = [!cfg!(feature = "msgpack"), !cfg!(feature = "compression")];
+        for (config, lacks) in configs.into_iter().zip(lacking) {
+            let refused = crate::Cache::try_memory_with(config.clone());
+            assert_eq!(refused.is_err(), lacks, "{config:?}");
+            let cache = crate::Cache::memory_with(config);
+            let value = "a value long enough to be compressed".repeat(4);
+            let ttl = std::time::Duration::from_secs(60);
+            cache.set("k", &value, ttl).await.unwrap();
+            assert_eq!(cache.get::<String>("k").await.unwrap(), Some(value));
+        }
+    }
+
     #[test]
     fn sentinel_from_the_environment() {
         let c = env(&[

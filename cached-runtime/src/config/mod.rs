@@ -519,9 +519,6 @@ impl Config {
                 ));
             }
         }
-        if let Some(problem) = self.format_problem() {
-            return Some(problem);
-        }
         if self.op_timeout >= self.max_fill_time {
             return Some(format!(
                 "op_timeout ({:?}) must be shorter than max_fill_time ({:?}): a miss's write \
@@ -584,8 +581,8 @@ impl Config {
     }
 
     /// What makes this configuration unusable for Redis and for the in-process store: a
-    /// variable that did not parse, no room for any value, or more entries than can be set
-    /// up.
+    /// variable that did not parse, no room for any value, more entries than can be set
+    /// up, or a codec or compression this build lacks.
     fn common_problem(&self) -> Option<String> {
         if let Some(invalid) = self.invalid() {
             return Some(invalid.to_string());
@@ -610,15 +607,23 @@ impl Config {
                 self.memory_capacity,
             ));
         }
-        None
+        self.format_problem()
     }
 
     /// This configuration without what [`memory_problem`](Self::memory_problem) names that
     /// the in-process store can go on without: a `max_value_bytes`, `max_fill_time`,
     /// capacity or size of 0 (nothing could be stored) is the default's. (A variable that
     /// did not parse was never applied, and the capacity is capped by
-    /// [`memory_entries`](Self::memory_entries).)
+    /// [`memory_entries`](Self::memory_entries).) A codec or compression this build lacks
+    /// gives way to JSON, uncompressed: with it, every value would fail to encode, and
+    /// nothing would be cached.
     pub(crate) fn usable_in_memory(mut self) -> Config {
+        if !self.codec.available() {
+            self.codec = Codec::Json;
+        }
+        if !cfg!(feature = "compression") {
+            self.compress_above = None;
+        }
         if self.max_value_bytes == 0 {
             self.max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
         }
