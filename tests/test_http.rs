@@ -1996,15 +1996,23 @@ http_test! {
             .get_with("/gated", &asking("max-age=600, max-stale=30, only-if-cached"))
             .await;
         assert_eq!((bounded.x_cache(), &bounded.body[..]), ("HIT", &b"gated run 1"[..]));
+        // `max-stale=N` alone bounds how stale an answer it takes (§ 5.2.1.2): once the
+        // entry is a whole second past its freshness, `max-stale=0` refuses it.
+        let a_second_stale = written + Duration::from_millis(2_050);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(a_second_stale)).await;
+        let within = served.get_with("/gated", &asking("max-stale=30, only-if-cached")).await;
+        assert_eq!((within.x_cache(), &within.body[..]), ("HIT", &b"gated run 1"[..]));
+        let beyond = served.get_with("/gated", &asking("max-stale=0, only-if-cached")).await;
+        assert_eq!(beyond.status, StatusCode::GATEWAY_TIMEOUT);
         served.app.gate.notify_one();
         let refreshed = refresher.await.unwrap();
         assert_eq!((refreshed.x_cache(), &refreshed.body[..]), ("MISS", &b"gated run 2"[..]));
         let fresh = served.get("/gated").await;
         assert_eq!((fresh.x_cache(), &fresh.body[..]), ("HIT", &b"gated run 2"[..]));
         assert_eq!(served.app.runs("gated"), 2);
-        // The cache answered stale five times: the three plain requests and the two
-        // `max-stale` took (the one refused for `max-age` is a miss, counted once).
-        assert_eq!(backend.cache.stats().stale, 5);
+        // The cache answered stale six times: the three plain requests and the three
+        // `max-stale` took (those refused are misses, counted once each).
+        assert_eq!(backend.cache.stats().stale, 6);
     }
 }
 

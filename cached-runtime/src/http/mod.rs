@@ -829,7 +829,8 @@ where
             // Not a response: the engine reads it as it reads any.
             _ => true,
         };
-        let asks_freshness = asks.max_age.is_some() || asks.min_fresh.is_some();
+        let asks_freshness =
+            asks.max_age.is_some() || asks.min_fresh.is_some() || asks.max_stale.is_some();
         let keyed_gen = match (&group_key, &group_gen) {
             (Some(key), Some(gen)) => Some(KeyedGen { key, gen }),
             _ => None,
@@ -997,16 +998,16 @@ where
 /// Whether a request that `asks` refuses `stored` at `now` (unix ms), read past its
 /// expiry (kept for a stale window) if `expired`: older than its `max-age`, fresh for less
 /// than its `min-fresh`, or stale when it says `max-age` without a `max-stale` that covers
-/// it (RFC 9111 § 5.2.1.1, § 5.2.1.2, § 5.2.1.3): one served under
-/// `stale-while-revalidate` while another request refreshes, past the `max-age` it would
-/// be sent with.
+/// it, or `max-stale=N` alone and it is more than `N` seconds past its freshness (RFC 9111
+/// § 5.2.1.1, § 5.2.1.2, § 5.2.1.3): one served under `stale-while-revalidate` while
+/// another request refreshes, past the `max-age` it would be sent with.
 fn refuses(asks: &rules::Asks, stored: &Stored, now: u64, expired: bool) -> bool {
     let too_old = asks.max_age.is_some_and(|max| stored.age(now) > max);
     let fresh_for = stored.fresh_for(stored.elapsed(now));
     let too_close = asks.min_fresh.is_some_and(|min| fresh_for < min);
     let stale = expired || fresh_for == 0;
     let stale_refused = stale
-        && asks.max_age.is_some()
+        && (asks.max_age.is_some() || asks.max_stale.is_some())
         && asks.max_stale.is_none_or(|max| stored.staleness(now) > max);
     too_old || too_close || stale_refused
 }

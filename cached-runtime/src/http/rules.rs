@@ -19,8 +19,8 @@ pub(super) struct Asks {
     pub(super) max_age: Option<u64>,
     /// `min-fresh=N`: an entry fresh for less than `N` more seconds is not used.
     pub(super) min_fresh: Option<u64>,
-    /// `max-stale=N` (`u64::MAX` without a value): with `max-age`, a stale answer at most
-    /// `N` seconds past its freshness is still taken.
+    /// `max-stale=N` (`u64::MAX` without a value): a stale answer at most `N` seconds past
+    /// its freshness is taken (with `max-age` too, which alone takes none).
     pub(super) max_stale: Option<u64>,
     /// `only-if-cached`: answered from the cache or with `504`, never by the handler.
     pub(super) only_if_cached: bool,
