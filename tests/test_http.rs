@@ -226,10 +226,6 @@ async fn with_headers(
 /// When `/conditional`'s representation last changed.
 const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 
-/// A handler with validators of its own, which answers a current client `304` itself, as
-/// a file server does (`ETag: "v1"`, `Last-Modified`); `/conditional/cookie` also sets a
-/// cookie (so it is never stored). It takes a while, so that requests sent together
-/// overlap with the one that runs, and counts the runs that were asked a condition.
 /// Evaluates `If-Match` and `If-Unmodified-Since` (any date but its `Last-Modified` is
 /// taken for an earlier one), then `If-None-Match`, as an origin server does.
 async fn guarded(State(app): State<App>, headers: HeaderMap) -> axum::response::Response {
@@ -247,6 +243,10 @@ async fn guarded(State(app): State<App>, headers: HeaderMap) -> axum::response::
     (validators, "guarded v1").into_response()
 }
 
+/// A handler with validators of its own, which answers a current client `304` itself, as
+/// a file server does (`ETag: "v1"`, `Last-Modified`); `/conditional/cookie` also sets a
+/// cookie (so it is never stored). It takes a while, so that requests sent together
+/// overlap with the one that runs, and counts the runs that were asked a condition.
 async fn conditional(
     State(app): State<App>,
     uri: axum::http::Uri,
@@ -1636,15 +1636,16 @@ http_test! {
             .layer(axum::middleware::from_fn(time_out))
             .with_state(app.clone());
         let served = serve_router(app, router).await;
-        for (n, (method, path)) in
-            [("PUT", "/products/1"), ("PUT", "/items/2"), ("POST", "/posts/3")].into_iter().enumerate()
-        {
+        let writes = [("PUT", "/products/1"), ("PUT", "/items/2"), ("POST", "/posts/3")];
+        for (n, (method, path)) in writes.into_iter().enumerate() {
             let id = n + 1;
             let before = format!(r#"{{"id":{id},"version":1}}"#);
             assert_eq!(served.get(path).await.x_cache(), "MISS");
             let hit = served.get(path).await;
             assert_eq!((hit.x_cache(), &hit.body[..]), ("HIT", before.as_bytes()));
-            let write = served.send(method, path, &[], "").await;
+            // (A `POST` with a body of known length: the layer keys by it, and its
+            // handler runs as a miss's.)
+            let write = served.send(method, path, &[], "q").await;
             assert_eq!(write.status, StatusCode::REQUEST_TIMEOUT, "{method} {path}");
             assert_eq!(served.app.runs("update"), id as u64, "the write was made");
             // The retirement runs on a task of its own: the next reads see it soon.
@@ -1665,6 +1666,70 @@ http_test! {
             }
         }
         assert_eq!(served.app.runs("product"), 6, "read once before and once after each write");
+    }
+}
+
+/// A read by `POST` (a search) whose body stalls after its first bytes.
+async fn stalling_read(State(app): State<App>) -> axum::response::Response {
+    app.ran("stalling_read");
+    let body = axum::body::Body::new(Events { sent: false });
+    ([("content-type", "application/json")], body).into_response()
+}
+
+/// A `POST` whose first run reads (and is stored); every later one writes, then panics.
+async fn read_then_write_and_panic(State(app): State<App>, Path(id): Path<u64>) -> String {
+    app.ran("read_then_write");
+    if app.runs("read_then_write") > 1 {
+        update_product(State(app), Path(id)).await;
+        panic!("the handler fails after its write");
+    }
+    "read".to_owned()
+}
+
+http_test! {
+    async fn a_post_retires_by_what_its_handler_answered_not_by_how_it_ended(backend: Backend) {
+        let app = App::default();
+        let cache = &backend.cache;
+        let posts = layer()
+            .ttl(Duration::from_secs(1))
+            .stale_if_error(Duration::from_secs(30))
+            .cache_post(true)
+            .cache(cache.clone());
+        let router = Router::new()
+            .route("/reads/{id}", get(product))
+            .route("/panics/{id}", get(product))
+            .route_layer(layer().cache(cache.clone()))
+            .merge(
+                Router::new()
+                    .route("/reads/{id}", post(stalling_read))
+                    .route("/panics/{id}", post(read_then_write_and_panic))
+                    .route_layer(posts),
+            )
+            .layer(axum::middleware::from_fn(time_out))
+            .with_state(app.clone());
+        let served = serve_router(app, router).await;
+        // A read by `POST` dropped while its body is read (the handler answered `200`, a
+        // status the layer stores): its path is not retired.
+        assert_eq!(served.get("/reads/1").await.x_cache(), "MISS");
+        let post = served.send("POST", "/reads/1", &[], "q").await;
+        assert_eq!(post.status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(served.app.runs("stalling_read"), 1);
+        let read = served.get("/reads/1").await;
+        assert_eq!((read.x_cache(), &read.body[..]), ("HIT", &br#"{"id":1,"version":1}"#[..]));
+        // A `POST` whose handler panics after its write, answered by its stale response:
+        // the path is retired, and the next read sees the write.
+        assert_eq!(served.get("/panics/2").await.x_cache(), "MISS");
+        let first = served.send("POST", "/panics/2", &[], "q").await;
+        let written = std::time::Instant::now();
+        assert_eq!((first.x_cache(), &first.body[..]), ("MISS", &b"read"[..]));
+        past_one_second_ttl(written).await;
+        let stale = served.send("POST", "/panics/2", &[], "q").await;
+        assert_eq!((stale.status, stale.x_cache()), (StatusCode::OK, "HIT"));
+        assert_eq!(&stale.body[..], b"read");
+        assert_eq!(served.app.runs("update"), 1, "the write was made");
+        let read = served.get("/panics/2").await;
+        assert_eq!((read.x_cache(), &read.body[..]), ("MISS", &br#"{"id":2,"version":2}"#[..]));
+        assert_eq!(served.app.runs("product"), 3);
     }
 }
 

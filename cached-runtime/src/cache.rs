@@ -377,7 +377,8 @@ impl Cache {
     ///
     /// The value does not serialize, would not read back as itself (a `Some` around a value
     /// written as `null`, such as `Some(None)` inside it, or in JSON a NaN or infinity: any
-    /// reader's type would get another value), or is over [`Config::max_value_bytes`];
+    /// reader's type would get another value), or is over [`Config::max_value_bytes`] (or,
+    /// in the in-process store, over the room it has for one value: [`Error::TooLarge`]);
     /// or the store failed, timed out or is skipped by the open circuit breaker
     /// ([`Error::Unavailable`]).
     ///

@@ -424,7 +424,9 @@ impl CacheLayer {
     /// does not store) answered with anything but an error retires the stored responses
     /// of its path, as RFC 9111 § 4.4 has a cache do (on by default). Each such request then
     /// waits for one Redis write (a new generation of its path, even one nothing was
-    /// cached for), as [`invalidate_path`] does; turn it off for a layer over write routes
+    /// cached for), as [`invalidate_path`] does, and so does one dropped, or whose handler
+    /// panics, before it answers (the write may have been made); turn it off for a layer
+    /// over write routes
     /// whose paths are never read through it (an ingest endpoint), or that retire what
     /// they change themselves ([`EvictLayer`]).
     ///
@@ -904,23 +906,16 @@ where
                 .await;
             }
         }
+        // A `POST`'s retirement still armed: its handler answered a write, or did not
+        // answer (it panicked; a stale response may answer for it under `stale_if_error`),
+        // and its write may have been made. (One that answered a read or failed was
+        // disarmed as it answered: `Fill::run`.)
+        if let Some(pending) = written {
+            Box::pin(evict_armed(pending)).await;
+        }
         let stored = match filled {
-            Ok(stored) => {
-                // A `POST` answered with a response that is stored is a read: it retires
-                // nothing.
-                if let Some(pending) = written {
-                    pending.disarm();
-                }
-                stored
-            }
+            Ok(stored) => stored,
             Err(NotFilled { .. }) => {
-                let answered = match &passed {
-                    Some(Ok(response)) => Some(response.status()),
-                    _ => None,
-                };
-                if written.is_some() {
-                    Box::pin(retire_posted(&settings, written, answered)).await;
-                }
                 return match passed {
                     // The handler's answer to a `HEAD`: without a body, whatever serves it
                     // (hyper strips one; other stacks may not).
@@ -933,7 +928,8 @@ where
                         let (mut parts, body) = r.into_parts();
                         let lengthless = rules::lengthless(parts.status)
                             || parts.headers.contains_key(header::TRANSFER_ENCODING);
-                        // (An empty body says nothing of the `GET`'s length: none is said.)
+                        // (An empty one says nothing of the `GET`'s length: the layer says
+                        // none, and the empty body's `0` stands, as without the layer.)
                         let len = HttpBody::size_hint(&body).exact();
                         let said = match len.filter(|&len| len > 0 && !lengthless) {
                             Some(len) => {
@@ -1182,8 +1178,9 @@ struct Fill<'a> {
     /// The key the response is stored under: the request carries it to the handler
     /// ([`Filling`]).
     key: &'a str,
-    /// A `POST` that retires its path if the handler answers it as a write: its path is
-    /// kept when the handler runs ([`retire_posted`]).
+    /// A `POST` that retires its path if the handler answers it as a write: the
+    /// retirement is armed when the handler runs, and made if the request is dropped or
+    /// the handler panics before it answers ([`retire_posted`], [`EvictIfDropped`]).
     posted: bool,
     settings: &'a Settings,
     keyed_by: &'a [HeaderName],
@@ -1227,7 +1224,18 @@ impl Fill<'_> {
         request
             .extensions_mut()
             .insert(Filling(Arc::from(self.key)));
-        let response = match inner.call(request).await {
+        let answered = inner.call(request).await;
+        // A `POST`'s answer decides its retirement: kept armed only for a write (a status
+        // the layer does not store, and no error), made once the request is answered.
+        let wrote = answered
+            .as_ref()
+            .is_ok_and(|r| is_a_write(r.status()) && !self.settings.statuses.contains(&r.status()));
+        if !wrote {
+            if let Some(pending) = written.take() {
+                pending.disarm();
+            }
+        }
+        let response = match answered {
             Ok(response) => response,
             Err(err) => {
                 *passed = Some(Err(err));
@@ -1711,6 +1719,9 @@ pub async fn invalidate_path(path: &str) -> Result<u64> {
 /// response is returned, so the client's next read sees the write. A request of a safe
 /// method (`GET`, `HEAD`, `OPTIONS`, `TRACE`) writes nothing, and retires nothing (RFC 9111
 /// § 4.4): the layer may sit over reads and writes alike.
+/// A request dropped while its handler runs (a client gone, a timeout around the route),
+/// or whose handler panics, has them made too, on redcache's own runtime, as a `#[evicts]`
+/// call has: the write may have been made.
 /// A failed invalidation is logged and counted; the response is returned all the same,
 /// and one that failed because Redis could not be reached is tried again in the
 /// background until it lands (as for `#[evicts]`: see the README).
@@ -1892,16 +1903,17 @@ where
             .own_path
             .then(|| target(&request).path().to_owned());
         let (request, tags) = self.evicts.tags.of(request);
-        // Armed before the handler runs, with the cache in use now (a scoped one cannot be
-        // found again from a drop): made if the request is dropped before it answers.
-        let pending = self
-            .evicts
-            .cache
-            .clone()
-            .or_else(Cache::current)
-            .map(|cache| EvictIfDropped::arm(cache, targets(&self.evicts, own_path, tags)));
+        let evicts = self.evicts.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
+            // Armed before the handler first runs, with the cache in use where the request
+            // is handled (a scoped one cannot be found again from a drop): made if the
+            // request is dropped before the handler answers.
+            let pending = evicts
+                .cache
+                .clone()
+                .or_else(Cache::current)
+                .map(|cache| EvictIfDropped::arm(cache, targets(&evicts, own_path, tags)));
             let response = response.await;
             let status = response.as_ref().ok().map(Response::status);
             evict_after(pending, status).await;
@@ -1930,18 +1942,27 @@ fn targets(evicts: &Evicts, own_path: Option<String>, tags: Vec<String>) -> Vec<
 /// reached are tried again (see `Core::evict_all`). `pending` is `None` where no cache is
 /// set up.
 async fn evict_after(pending: Option<EvictIfDropped>, status: Option<StatusCode>) {
-    let wrote = status.is_some_and(|s| !s.is_client_error() && !s.is_server_error());
-    let Some(pending) = pending else {
-        if wrote {
-            warn_not_initialized();
+    let wrote = status.is_some_and(is_a_write);
+    match pending {
+        Some(pending) if wrote => evict_armed(pending).await,
+        Some(pending) => {
+            pending.disarm();
         }
-        return;
-    };
-    let (cache, targets) = pending.disarm();
-    if wrote {
-        // To the end, even if the client goes away meanwhile: the write is made.
-        crate::invalidate::to_the_end(async move { cache.core().evict_all(targets).await }).await;
+        None if wrote => warn_not_initialized(),
+        None => {}
     }
+}
+
+/// Whether a write's handler answering `status` made its write: any status but an error.
+fn is_a_write(status: StatusCode) -> bool {
+    !status.is_client_error() && !status.is_server_error()
+}
+
+/// Makes the evictions `pending` holds, to the end even if the client goes away
+/// meanwhile: the write is made.
+async fn evict_armed(pending: EvictIfDropped) {
+    let (cache, targets) = pending.disarm();
+    crate::invalidate::to_the_end(async move { cache.core().evict_all(targets).await }).await;
 }
 
 #[cfg(test)]
