@@ -175,13 +175,13 @@ async fn leased(id: u64, calls: &AtomicUsize) -> u64 {
 }
 
 /// A process took the lease of `key` for `ms` and died: nobody will release it.
-async fn crashed_holder(server: &RedisServer, key: &str, ms: u64) {
+async fn crashed_holder(conn: &mut redis::aio::MultiplexedConnection, key: &str, ms: u64) {
     let _: () = redis::cmd("SET")
         .arg(format!("{key}:lock"))
         .arg("crashed")
         .arg("PX")
         .arg(ms)
-        .query_async(&mut server.conn().await)
+        .query_async(conn)
         .await
         .unwrap();
 }
@@ -191,10 +191,11 @@ async fn a_crashed_holders_lease_expires() {
     let server = RedisServer::start();
     let cache = server.cache().await;
     let key = cache.scope(async { redcache::key!(leased(1, _)) }).await;
-    // Timed from before the lease is taken: however long that takes, the call cannot end
-    // before the lease does, 300 ms after.
+    // Timed from just before the lease is taken: the call cannot end before the lease
+    // does, 300 ms after.
+    let mut conn = server.conn().await;
     let start = Instant::now();
-    crashed_holder(&server, &key, 300).await;
+    crashed_holder(&mut conn, &key, 300).await;
     let calls = AtomicUsize::new(0);
     assert_eq!(cache.scope(leased(1, &calls)).await, 1);
     let waited = start.elapsed();
@@ -231,7 +232,7 @@ async fn a_fill_after_a_long_wait_for_a_lease_is_stored() {
         .scope(async { redcache::key!(long_leased(1, _)) })
         .await;
     // It outlasts this caller's `lock_ms`.
-    crashed_holder(&server, &key, 5000).await;
+    crashed_holder(&mut server.conn().await, &key, 5000).await;
     let calls = AtomicUsize::new(0);
     assert_eq!(cache.scope(long_leased(1, &calls)).await, 1);
     let stats = cache.stats();
