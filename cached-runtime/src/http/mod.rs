@@ -1180,7 +1180,7 @@ struct Fill<'a> {
     key: &'a str,
     /// A `POST` that retires its path if the handler answers it as a write: the
     /// retirement is armed when the handler runs, and made if the request is dropped or
-    /// the handler panics before it answers ([`retire_posted`], [`EvictIfDropped`]).
+    /// the handler panics before it answers ([`EvictIfDropped`]): see `handle`.
     posted: bool,
     settings: &'a Settings,
     keyed_by: &'a [HeaderName],
