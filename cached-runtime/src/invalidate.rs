@@ -175,14 +175,21 @@ impl EvictIfDropped {
 #[cfg(feature = "http")]
 impl Drop for EvictIfDropped {
     fn drop(&mut self) {
-        use tracing::instrument::WithSubscriber;
-        use tracing::Instrument;
         if let Some((cache, targets)) = self.armed.take() {
-            let evict = async move { cache.core().evict_all(targets).await };
-            let evict = evict.in_current_span().with_current_subscriber();
-            crate::store::background().spawn(evict);
+            in_background(async move { cache.core().evict_all(targets).await });
         }
     }
+}
+
+/// Runs `work` (the evictions a caller dropped mid-write owes) on redcache's own runtime,
+/// with the caller's span and subscriber; nothing waits for it.
+pub(crate) fn in_background<F>(work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::instrument::WithSubscriber;
+    use tracing::Instrument;
+    crate::store::background().spawn(work.in_current_span().with_current_subscriber());
 }
 
 /// The first pause before a failed eviction is tried again; each later one is twice as

@@ -835,13 +835,9 @@ impl EvictIfDropped {
 
 impl Drop for EvictIfDropped {
     fn drop(&mut self) {
-        use tracing::instrument::WithSubscriber;
-        use tracing::Instrument;
         match self.armed.take() {
             Some((evict, Some(cache))) => {
-                let remove = evict.remove(cache.into_owned());
-                let remove = remove.in_current_span().with_current_subscriber();
-                crate::store::background().spawn(remove);
+                crate::invalidate::in_background(evict.remove(cache.into_owned()));
             }
             Some((_, None)) => warn_not_initialized(),
             None => {}
@@ -911,9 +907,9 @@ fn over_an_unnamed_callable(item: &str) -> bool {
 }
 
 /// The enclosing item of `closure_path` unless it is `module`, and whether it is
-/// [`over_an_unnamed_callable`]: read once per thread and call site, then remembered by the strings'
-/// addresses (a type name is a `'static` string, so the same address and length always
-/// hold the same name).
+/// [`over_an_unnamed_callable`]: read once per thread and call site, then remembered by
+/// the strings' addresses (a type name is a `'static` string, so the same address and
+/// length always hold the same name).
 fn item_of(closure_path: &'static str, module: &'static str) -> Option<(&'static str, bool)> {
     type Seen = (usize, usize, usize, Option<(&'static str, bool)>);
     const SLOTS: usize = 16;

@@ -1229,7 +1229,7 @@ impl Fill<'_> {
         // the layer does not store, and no error), made once the request is answered.
         let wrote = answered
             .as_ref()
-            .is_ok_and(|r| is_a_write(r.status()) && !self.settings.statuses.contains(&r.status()));
+            .is_ok_and(|r| self.settings.posted_wrote(r.status()));
         if !wrote {
             if let Some(pending) = written.take() {
                 pending.disarm();
@@ -1291,21 +1291,8 @@ impl Fill<'_> {
                 pass_on(body::full(bytes), passed)
             }
             Read::Whole(bytes) => {
-                let unsaid = rules::unsaid_vary(&parts.headers, self.keyed_by);
-                let announced;
-                let headers = match unsaid.is_empty() {
-                    true => &parts.headers,
-                    false => {
-                        let names: Vec<&str> = unsaid.iter().map(HeaderName::as_str).collect();
-                        let mut headers = parts.headers.clone();
-                        let names = HeaderValue::from_str(&names.join(", "))
-                            .expect("header names are header values");
-                        headers.append(header::VARY, names);
-                        announced = headers;
-                        &announced
-                    }
-                };
-                match Stored::new(parts.status, headers, bytes.clone(), fresh, unix_ms()) {
+                let headers = rules::announcing_vary(&parts.headers, self.keyed_by);
+                match Stored::new(parts.status, &headers, bytes.clone(), fresh, unix_ms()) {
                     Some(stored) => Ok(stored),
                     None => pass_on(body::full(bytes), passed),
                 }
@@ -1419,32 +1406,22 @@ where
 {
     let pending = settings.retire(&request);
     let response = pass(inner, request, XCache::Bypass).await;
-    let status = response.as_ref().ok().map(Response::status);
-    match posted {
-        true => retire_posted(settings, pending, status).await,
-        false => evict_after(pending, status).await,
-    }
+    let wrote = response.as_ref().is_ok_and(|r| match posted {
+        true => settings.posted_wrote(r.status()),
+        false => is_a_write(r.status()),
+    });
+    evict_after(pending, wrote).await;
     response
 }
 
-/// After a `POST` under `cache_post` that the handler answered with `status`: retires its
-/// path (`pending`) if that says a write (see [`pass_unsafe`]).
-async fn retire_posted(
-    settings: &Settings,
-    pending: Option<EvictIfDropped>,
-    status: Option<StatusCode>,
-) {
-    match status {
-        Some(status) if settings.statuses.contains(&status) => {
-            if let Some(pending) = pending {
-                pending.disarm();
-            }
-        }
-        status => evict_after(pending, status).await,
-    }
-}
-
 impl Settings {
+    /// Whether a `POST` under `cache_post` whose handler answered `status` made a write:
+    /// a status the layer does not store (a form's `303`, a `201`), and no error. One
+    /// answered with a status the layer stores is a read, stored or not.
+    fn posted_wrote(&self, status: StatusCode) -> bool {
+        is_a_write(status) && !self.statuses.contains(&status)
+    }
+
     /// The retirement of every stored response of `request`'s path, armed before its
     /// handler runs (see [`EvictIfDropped`]); `None` where no cache is set up.
     fn retire<B>(&self, request: &Request<B>) -> Option<EvictIfDropped> {
@@ -1915,8 +1892,11 @@ where
                 .or_else(Cache::current)
                 .map(|cache| EvictIfDropped::arm(cache, targets(&evicts, own_path, tags)));
             let response = response.await;
-            let status = response.as_ref().ok().map(Response::status);
-            evict_after(pending, status).await;
+            evict_after(
+                pending,
+                response.as_ref().is_ok_and(|r| is_a_write(r.status())),
+            )
+            .await;
             response
         })
     }
@@ -1935,14 +1915,12 @@ fn targets(evicts: &Evicts, own_path: Option<String>, tags: Vec<String>) -> Vec<
     paths.chain(groups).chain(tags).collect()
 }
 
-/// After a write's handler answered with `status` (`None`: the service failed): makes the
-/// evictions `pending` holds, unless that is an error. Any status but an error counts
-/// (RFC 9111 § 4.4): a `303 See Other` after a form's `POST` is a write that succeeded.
-/// Failures are logged and counted, and those that failed because Redis could not be
-/// reached are tried again (see `Core::evict_all`). `pending` is `None` where no cache is
-/// set up.
-async fn evict_after(pending: Option<EvictIfDropped>, status: Option<StatusCode>) {
-    let wrote = status.is_some_and(is_a_write);
+/// After a write's handler answered: makes the evictions `pending` holds if its answer
+/// says it `wrote` ([`is_a_write`], or for a cached `POST` `Settings::posted_wrote`), else
+/// drops them. Failures are logged and counted, and those that failed because Redis could
+/// not be reached are tried again (see `Core::evict_all`). `pending` is `None` where no
+/// cache is set up.
+async fn evict_after(pending: Option<EvictIfDropped>, wrote: bool) {
     match pending {
         Some(pending) if wrote => evict_armed(pending).await,
         Some(pending) => {
@@ -1953,7 +1931,8 @@ async fn evict_after(pending: Option<EvictIfDropped>, status: Option<StatusCode>
     }
 }
 
-/// Whether a write's handler answering `status` made its write: any status but an error.
+/// Whether a write's handler answering `status` made its write: any status but an error
+/// (RFC 9111 § 4.4): a `303 See Other` after a form's `POST` is a write that succeeded.
 fn is_a_write(status: StatusCode) -> bool {
     !status.is_client_error() && !status.is_server_error()
 }

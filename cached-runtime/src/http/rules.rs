@@ -4,8 +4,9 @@
 
 use crate::escape::percent_decoded;
 use headers::HeaderMapExt;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// What a request's `Cache-Control` (or `Pragma: no-cache`) asks of the cache.
@@ -223,11 +224,15 @@ pub(super) struct Freshness {
     pub(super) age: u64,
 }
 
-/// The request headers the layer keys by (`keyed_by`) that the response's `Vary` does
-/// not name: announced on what is stored, so that a cache downstream, made to keep the
-/// response by the `max-age` the layer writes, keys it as the layer does (RFC 9111 § 4.1)
-/// when the handler left them unsaid. (A `Vary` that could not be read is never stored.)
-pub(super) fn unsaid_vary(headers: &HeaderMap, keyed_by: &[HeaderName]) -> Vec<HeaderName> {
+/// A response's `headers` with the request headers the layer keys by (`keyed_by`) that
+/// its `Vary` does not name added to it: what is stored, so that a cache downstream, made
+/// to keep the response by the `max-age` the layer writes, keys it as the layer does (RFC
+/// 9111 § 4.1) when the handler left them unsaid. (A `Vary` that could not be read is
+/// never stored.)
+pub(super) fn announcing_vary<'h>(
+    headers: &'h HeaderMap,
+    keyed_by: &[HeaderName],
+) -> Cow<'h, HeaderMap> {
     let said: Vec<HeaderName> = headers
         .get_all(header::VARY)
         .iter()
@@ -235,11 +240,18 @@ pub(super) fn unsaid_vary(headers: &HeaderMap, keyed_by: &[HeaderName]) -> Vec<H
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    keyed_by
+    let unsaid: Vec<&str> = keyed_by
         .iter()
         .filter(|name| !said.contains(name))
-        .cloned()
-        .collect()
+        .map(HeaderName::as_str)
+        .collect();
+    if unsaid.is_empty() {
+        return Cow::Borrowed(headers);
+    }
+    let mut announced = headers.clone();
+    let names = HeaderValue::from_str(&unsaid.join(", ")).expect("header names are values");
+    announced.append(header::VARY, names);
+    Cow::Owned(announced)
 }
 
 /// Whether a response with `status` and `headers` may be stored, and if so for how long:
